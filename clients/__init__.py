@@ -1,0 +1,1 @@
+"""Client side of fedtiny: simulated gateway ClientApp, real-board gateway, virtual board."""
