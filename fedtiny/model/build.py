@@ -1,0 +1,135 @@
+"""Base model: train the Keras model centrally on factory data, convert to full-integer int8 TFLite, cache.
+
+TensorFlow is imported here only, lazily, in the driver process. Built models are cached by a content hash of
+everything that determines them, so a second run (and every test after the first) reuses the .tflite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedtiny.errors import ModelError
+from fedtiny.model.flatbuffer import read_head
+from fedtiny.tasks import get_task
+
+PIPELINE_VERSION = "1"
+
+
+def cache_root() -> Path:
+    """``$FEDTINY_CACHE`` or ``~/.cache/fedtiny``."""
+    return Path(os.environ.get("FEDTINY_CACHE", Path.home() / ".cache" / "fedtiny"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that determines a base model (its cache key)."""
+
+    task: str
+    task_params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    factory_samples: int = 3000
+    test_samples: int = 1000
+    epochs: int = 12
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    head_inputs: int = 64
+    representative_samples: int = 300
+
+    def key(self) -> str:
+        import tensorflow as tf  # the converter version changes the bytes
+
+        blob = json.dumps({**self.__dict__, "pipeline": PIPELINE_VERSION, "tf": tf.__version__}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    tflite: bytes
+    float_accuracy: float
+    int8_accuracy: float
+    path: Path
+    meta: dict[str, Any]
+
+
+def factory_data(spec: ModelSpec, n: int, stream: int) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced factory data under the task's default condition (stream 0 = train, 1 = test)."""
+    task = get_task(spec.task, **spec.task_params)
+    rng = np.random.default_rng([spec.seed, 0xFAC7, stream])
+    labels = rng.permutation(np.arange(n) % len(task.classes))
+    return task.generate(labels, rng, task.default_condition()), labels
+
+
+def _convert(model: Any, input_shape: tuple[int, ...], rep: np.ndarray) -> bytes:
+    import tensorflow as tf
+
+    # A concrete function with batch size 1: no dynamic-shape ops (SHAPE/STRIDED_SLICE/PACK) for the board.
+    fn = tf.function(lambda x: model(x, training=False))
+    concrete = fn.get_concrete_function(tf.TensorSpec((1, *input_shape), tf.float32))
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rep[i : i + 1]] for i in range(len(rep)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return bytes(conv.convert())
+
+
+def train_and_convert(spec: ModelSpec, log: Any = print) -> tuple[bytes, float]:
+    """Train on factory data and convert; returns (int8 .tflite bytes, float test accuracy)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(spec.seed)
+    tf.config.experimental.enable_op_determinism()
+    task = get_task(spec.task, **spec.task_params)
+    x, y = factory_data(spec, spec.factory_samples, 0)
+    xt, yt = factory_data(spec, spec.test_samples, 1)
+    model = task.build_model(head_inputs=spec.head_inputs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(spec.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(x, y, epochs=spec.epochs, batch_size=spec.batch_size, verbose=0, shuffle=True)
+    float_acc = float(np.mean(np.argmax(model.predict(xt, batch_size=256, verbose=0), axis=-1) == yt))
+    log(f"base model: float accuracy {float_acc:.4f} on {len(yt)} clean factory test samples")
+    return _convert(model, task.input_shape, x[: spec.representative_samples]), float_acc
+
+
+def build_base_model(spec: ModelSpec, log: Any = print) -> BaseModel:
+    """The cached int8 base model for ``spec``, training and converting it on a cache miss."""
+    from fedtiny.model.runtime import Int8Runner
+
+    path = cache_root() / "models" / spec.key()
+    meta_file = path / "meta.json"
+    if meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+        return BaseModel((path / "model_int8.tflite").read_bytes(), meta["float_accuracy"], meta["int8_accuracy"], path, meta)
+    t0 = time.time()
+    tflite, float_acc = train_and_convert(spec, log)
+    read_head(tflite)  # fails early if the head is not a patchable per-channel int8 FULLY_CONNECTED
+    xt, yt = factory_data(spec, spec.test_samples, 1)
+    int8_acc = float(np.mean(Int8Runner(tflite, "tflm").predict(xt) == yt))
+    log(f"base model: int8 accuracy {int8_acc:.4f} (TFLite Micro), {len(tflite)} bytes")
+    if not np.isfinite(int8_acc):
+        raise ModelError("int8 model evaluation failed")
+    meta = {
+        "spec": spec.__dict__,
+        "float_accuracy": float_acc,
+        "int8_accuracy": int8_acc,
+        "bytes": len(tflite),
+        "build_seconds": round(time.time() - t0, 1),
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "model_int8.tflite").write_bytes(tflite)
+    meta_file.write_text(json.dumps(meta, indent=2))  # written last: its presence marks a complete entry
+    return BaseModel(tflite, float_acc, int8_acc, path, meta)

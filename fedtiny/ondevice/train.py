@@ -1,0 +1,117 @@
+"""Head training as a board does it: mini-batch SGD in float32 on dequantized int8 cached features.
+
+Vectorized over K devices (leading axis). Each device uses its own sample count, shuffle order and
+active steps, so results equal training each device alone up to float summation order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedtiny.errors import ModelError
+from fedtiny.ondevice.quant import dequantize
+from fedtiny.ondevice.shuffle import sample_order, stream_key
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """On-device training hyper-parameters (the TRAIN command carries exactly these)."""
+
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    prox_mu: float = 0.0  # FedProx proximal term towards the head the round started from
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ModelError("epochs and batch_size must be >= 1")
+        if not (self.lr > 0 and self.momentum >= 0 and self.weight_decay >= 0 and self.prox_mu >= 0):
+            raise ModelError("lr must be > 0; momentum, weight_decay and prox_mu >= 0")
+
+
+@dataclass
+class TrainResult:
+    weights: np.ndarray  # float32 [K, C, D]
+    bias: np.ndarray  # float32 [K, C]
+    loss: np.ndarray  # float32 [K]: mean cross-entropy over every sample visited
+    steps: np.ndarray  # int64 [K]: SGD steps taken
+
+
+def _softmax_xent(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=-1, keepdims=True)
+    p = e / s
+    loss = np.log(s[..., 0]) - np.take_along_axis(z, labels[..., None], axis=-1)[..., 0]
+    return p, loss
+
+
+def train_heads(
+    weights: np.ndarray,
+    bias: np.ndarray,
+    features: np.ndarray,
+    labels: np.ndarray,
+    counts: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    input_scale: float,
+    input_zero_point: int,
+    seed: int,
+    round_: int,
+    device_ids: np.ndarray,
+) -> TrainResult:
+    """Train K heads at once. ``features`` int8 [K, N, D] (cache slots), ``labels`` [K, N], ``counts`` [K]."""
+    w = np.array(weights, dtype=np.float32, copy=True)
+    b = np.array(bias, dtype=np.float32, copy=True)
+    if w.ndim == 2:
+        w, b = np.broadcast_to(w, (len(counts), *w.shape)).copy(), np.broadcast_to(b, (len(counts), b.shape[-1])).copy()
+    k, c, d = w.shape
+    if features.shape[0] != k or features.shape[2] != d or features.dtype != np.int8:
+        raise ModelError(f"features must be int8 [{k}, N, {d}], got {features.dtype} {features.shape}")
+    n_cap = features.shape[1]
+    counts = np.minimum(np.asarray(counts, dtype=np.int64), n_cap)
+    w0, b0 = w.copy(), b.copy()
+    vw, vb = np.zeros_like(w), np.zeros_like(b)
+    bsz = cfg.batch_size
+    lr, mom, wd, mu = (np.float32(v) for v in (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.prox_mu))
+    loss_sum = np.zeros(k, dtype=np.float64)
+    steps = np.zeros(k, dtype=np.int64)
+    rows = np.arange(k)[:, None]
+    for epoch in range(cfg.epochs):
+        order = sample_order(stream_key(seed, round_, device_ids, epoch), counts, n_cap)
+        n_steps = -(-counts // bsz)
+        for t in range(int(n_steps.max(initial=0))):
+            pos = t * bsz + np.arange(bsz)
+            idx = order[:, np.minimum(pos, n_cap - 1)]
+            valid = pos[None, :] < counts[:, None]  # [K, B]
+            active = t < n_steps  # [K]
+            m = np.maximum(valid.sum(axis=1), 1).astype(np.float32)
+            x = dequantize(features[rows, idx], input_scale, input_zero_point)  # [K, B, D]
+            y = labels[rows, idx].astype(np.int64)
+            logits = np.matmul(x, w.transpose(0, 2, 1)) + b[:, None, :]
+            p, loss = _softmax_xent(logits, y)
+            loss_sum += np.where(valid, loss, 0).sum(axis=1)
+            g = p
+            g[rows, np.arange(bsz)[None, :], y] -= np.float32(1.0)
+            g *= (valid / m[:, None]).astype(np.float32)[..., None]
+            gw = np.matmul(g.transpose(0, 2, 1), x)
+            gb = g.sum(axis=1)
+            if wd:
+                gw += wd * w
+            if mu:
+                gw += mu * (w - w0)
+                gb += mu * (b - b0)
+            if mom:  # an inactive device (out of samples this epoch) keeps its velocity untouched
+                vw = np.where(active[:, None, None], mom * vw + gw, vw)
+                vb = np.where(active[:, None], mom * vb + gb, vb)
+                gw, gb = vw, vb
+            act = active.astype(np.float32)
+            w -= (lr * act)[:, None, None] * gw
+            b -= (lr * act)[:, None] * gb
+            steps += active
+    seen = np.maximum(counts * cfg.epochs, 1)
+    return TrainResult(w, b, (loss_sum / seen).astype(np.float32), steps)
