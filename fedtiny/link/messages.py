@@ -1,0 +1,331 @@
+"""Message layer of docs/protocol.md: type/status codes and payload dataclasses with encode/decode.
+
+Every `decode` raises ProtocolError on a payload that does not have the exact layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+from fedtiny.errors import ProtocolError
+
+
+class MsgType(IntEnum):
+    HELLO = 0x01
+    STATUS = 0x02
+    RESET = 0x03
+    GET_HEAD = 0x10
+    SET_HEAD = 0x11
+    PUSH_SAMPLES = 0x12
+    TRAIN = 0x13
+    READ_UPDATE = 0x14
+    UPDATE_ACK = 0x15
+    EVALUATE = 0x16
+    UPLOAD_BEGIN = 0x20
+    UPLOAD_CHUNK = 0x21
+    UPLOAD_STATUS = 0x22
+    VERIFY = 0x23
+    ACTIVATE = 0x24
+    CONFIRM = 0x25
+    ROLLBACK = 0x26
+
+
+class Status(IntEnum):
+    OK = 0
+    UNKNOWN_TYPE = 1
+    BAD_VERSION = 2
+    MALFORMED = 3
+    BAD_STATE = 4
+    BAD_OFFSET = 5
+    HASH_MISMATCH = 6
+    AUTH_FAILED = 7
+    NO_SPACE = 8
+    NO_UPDATE = 9
+    UPDATE_PENDING = 10
+    SELFTEST_FAILED = 11
+    SHAPE_MISMATCH = 12
+    FLASH_ERROR = 13
+    BUSY = 14
+    UNSUPPORTED = 15
+    CACHE_EMPTY = 16
+    INTERNAL = 255
+
+
+class SlotState(IntEnum):
+    EMPTY = 0
+    RECEIVING = 1
+    VERIFIED = 2
+    TESTING = 3
+    CONFIRMED = 4
+
+
+class ImageKind(IntEnum):
+    HEAD_PATCH = 1
+    TFLITE = 2
+
+
+class Cap(IntEnum):
+    TRAIN = 1 << 0
+    EVALUATE = 1 << 1
+    RAW_SAMPLES = 1 << 2
+    HEAD_PATCH = 1 << 3
+    FULL_IMAGE = 1 << 4
+    FLEET_KEY = 1 << 5
+    SET_HEAD = 1 << 6
+
+
+ANY_SLOT = 0xFF
+NO_SLOT = 0xFF
+UPLOAD_RESTART = 0x01
+SAMPLES_CLEAR = 0x01
+
+
+def _need(payload: bytes, n: int, what: str, exact: bool = True) -> None:
+    if (len(payload) != n) if exact else (len(payload) < n):
+        raise ProtocolError(f"{what}: payload of {len(payload)} bytes, expected {'' if exact else '>= '}{n}")
+
+
+def _fixed(fmt: str):
+    """Class decorator: a dataclass whose payload is exactly struct `fmt` over its fields in order."""
+    st = struct.Struct(fmt)
+
+    def wrap(cls):
+        def encode(self) -> bytes:
+            return st.pack(*(getattr(self, f) for f in cls.__dataclass_fields__))
+
+        @classmethod
+        def decode(c, payload: bytes):
+            _need(payload, st.size, c.__name__)
+            return c(*st.unpack(payload))
+
+        cls.encode, cls.decode, cls.SIZE = encode, decode, st.size
+        return cls
+
+    return wrap
+
+
+@dataclass
+class HelloInfo:
+    proto_version: int
+    n_slots: int
+    max_payload: int
+    device_id: int
+    capabilities: int
+    C: int
+    D: int
+    cache_capacity: int
+    cache_count: int
+    max_image: int
+    raw_input_len: int
+    rx_window: int
+    active_slot: int
+    board_name: str
+    fw_version: str
+
+    _ST = struct.Struct("<BBHIIHHIIIHBB")
+
+    def encode(self) -> bytes:
+        vals = [getattr(self, f) for f in list(self.__dataclass_fields__)[:13]]
+        name, fw = self.board_name.encode()[:255], self.fw_version.encode()[:255]
+        return self._ST.pack(*vals) + bytes([len(name)]) + name + bytes([len(fw)]) + fw
+
+    @classmethod
+    def decode(cls, p: bytes) -> "HelloInfo":
+        n0 = cls._ST.size
+        _need(p, n0 + 2, "HelloInfo", exact=False)
+        vals = cls._ST.unpack_from(p)
+        n = p[n0]
+        _need(p, n0 + 2 + n, "HelloInfo", exact=False)
+        m = p[n0 + 1 + n]
+        _need(p, n0 + 2 + n + m, "HelloInfo")
+        try:
+            name = p[n0 + 1 : n0 + 1 + n].decode()
+            fw = p[n0 + 2 + n :].decode()
+        except UnicodeDecodeError as e:
+            raise ProtocolError(f"HelloInfo: bad UTF-8: {e}") from None
+        return cls(*vals, name, fw)
+
+
+@dataclass
+class BlobRead:
+    offset: int
+    max_len: int
+
+    def encode(self) -> bytes:
+        return struct.pack("<IH", self.offset, self.max_len)
+
+    @classmethod
+    def decode(cls, p: bytes) -> "BlobRead":
+        _need(p, 6, "BlobRead")
+        return cls(*struct.unpack("<IH", p))
+
+
+@_fixed("<HHffffII")
+@dataclass
+class TrainRequest:
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    prox_mu: float
+    seed: int
+    round: int
+
+
+@_fixed("<IIf")
+@dataclass
+class TrainResult:
+    update_id: int
+    num_examples: int
+    loss: float
+
+
+@_fixed("<Iff")
+@dataclass
+class EvalResult:
+    n: int
+    accuracy: float
+    loss: float
+
+
+@_fixed("<BBBBIII")
+@dataclass
+class UploadState:
+    slot: int
+    state: int
+    resumed: int
+    reserved: int
+    total_len: int
+    received: int
+    prefix_crc32: int
+
+
+def image_tag(key: bytes, kind: int, total_len: int, sha256: bytes) -> bytes:
+    """HMAC-SHA256 tag of an image (protocol.md section 7)."""
+    return hmac.new(key, b"FTIMG1" + struct.pack("<BI", kind, total_len) + sha256, hashlib.sha256).digest()
+
+
+@dataclass
+class UploadBegin:
+    kind: int
+    slot: int
+    flags: int
+    total_len: int
+    sha256: bytes
+    tag: bytes
+
+    def encode(self) -> bytes:
+        return struct.pack("<BBBBI", self.kind, self.slot, self.flags, 0, self.total_len) + self.sha256 + self.tag
+
+    @classmethod
+    def decode(cls, p: bytes) -> "UploadBegin":
+        _need(p, 72, "UploadBegin")
+        kind, slot, flags, _, total = struct.unpack_from("<BBBBI", p)
+        return cls(kind, slot, flags, total, bytes(p[8:40]), bytes(p[40:72]))
+
+    @classmethod
+    def for_image(cls, image: bytes, kind: int, key: bytes | None, slot: int = ANY_SLOT, flags: int = 0) -> "UploadBegin":
+        sha = hashlib.sha256(image).digest()
+        tag = image_tag(key, kind, len(image), sha) if key else bytes(32)
+        return cls(kind, slot, flags, len(image), sha, tag)
+
+
+@dataclass
+class Samples:
+    kind: int
+    flags: int
+    labels: np.ndarray  # u16 [n]
+    data: np.ndarray  # i8 [n, dim]
+
+    def encode(self) -> bytes:
+        n, dim = self.data.shape
+        return (struct.pack("<BBHH", self.kind, self.flags, n, dim) + self.labels.astype("<u2").tobytes()
+                + self.data.astype(np.int8).tobytes())
+
+    @classmethod
+    def decode(cls, p: bytes) -> "Samples":
+        _need(p, 6, "Samples", exact=False)
+        kind, flags, n, dim = struct.unpack_from("<BBHH", p)
+        _need(p, 6 + 2 * n + n * dim, "Samples")
+        labels = np.frombuffer(p, "<u2", n, 6).astype(np.int64)
+        data = np.frombuffer(p, np.int8, n * dim, 6 + 2 * n).reshape(n, dim)
+        return cls(kind, flags, labels, data)
+
+
+@dataclass
+class Confirm:
+    slot: int
+    tolerance: int
+    inputs: np.ndarray  # i8 [n, in_len]
+    expected: np.ndarray  # i8 [n, out_len]
+
+    def encode(self) -> bytes:
+        n, il = self.inputs.shape
+        ol = self.expected.shape[1]
+        body = np.concatenate([self.inputs.astype(np.int8), self.expected.astype(np.int8)], axis=1)
+        return struct.pack("<BBHHH", self.slot, self.tolerance, n, il, ol) + body.tobytes()
+
+    @classmethod
+    def decode(cls, p: bytes) -> "Confirm":
+        _need(p, 8, "Confirm", exact=False)
+        slot, tol, n, il, ol = struct.unpack_from("<BBHHH", p)
+        _need(p, 8 + n * (il + ol), "Confirm")
+        body = np.frombuffer(p, np.int8, n * (il + ol), 8).reshape(n, il + ol)
+        return cls(slot, tol, body[:, :il].copy(), body[:, il:].copy())
+
+
+@dataclass
+class SlotInfo:
+    state: int
+    kind: int
+    total_len: int
+    received: int
+    sha256: bytes = bytes(32)
+
+
+@dataclass
+class SlotStatus:
+    active: int
+    confirmed: int
+    flags: int
+    slots: list[SlotInfo] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        out = struct.pack("<BBBB", len(self.slots), self.active, self.confirmed, self.flags)
+        for s in self.slots:
+            out += struct.pack("<BBHII", s.state, s.kind, 0, s.total_len, s.received) + s.sha256
+        return out
+
+    @classmethod
+    def decode(cls, p: bytes) -> "SlotStatus":
+        _need(p, 4, "SlotStatus", exact=False)
+        n, active, confirmed, flags = struct.unpack_from("<BBBB", p)
+        _need(p, 4 + 44 * n, "SlotStatus")
+        slots = []
+        for i in range(n):
+            st, kind, _, total, rec = struct.unpack_from("<BBHII", p, 4 + 44 * i)
+            slots.append(SlotInfo(st, kind, total, rec, bytes(p[16 + 44 * i : 48 + 44 * i])))
+        return cls(active, confirmed, flags, slots)
+
+
+def u32(p: bytes, what: str) -> int:
+    """Decode a payload that is exactly one u32."""
+    _need(p, 4, what)
+    return struct.unpack("<I", p)[0]
+
+
+def u8(p: bytes, what: str) -> int:
+    _need(p, 1, what)
+    return p[0]
+
+
+def finite_positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0
