@@ -1,0 +1,50 @@
+/* fedtiny firmware: every compile-time option, in one place.
+ * Each can be overridden with -DNAME=value (the ports' build files do so where a board differs). */
+#ifndef FEDTINY_CONFIG_H
+#define FEDTINY_CONFIG_H
+
+/* ---- head / training ---------------------------------------------------------------------- */
+#ifndef FT_MAX_CLASSES          /* max C: outputs of the head (FULLY_CONNECTED) */
+#define FT_MAX_CLASSES 16
+#endif
+#ifndef FT_MAX_DIM              /* max D: feature length (inputs of the head) */
+#define FT_MAX_DIM 128
+#endif
+#ifndef FT_CACHE_CAPACITY       /* int8 feature cache: samples held (ring buffer) */
+#define FT_CACHE_CAPACITY 200
+#endif
+#ifndef FT_USE_FLOAT            /* 1: float32 SGD head training; 0: fixed-point path (no FPU) */
+#define FT_USE_FLOAT 1
+#endif
+
+/* ---- model store (flash) ------------------------------------------------------------------ */
+#ifndef FT_FLASH_PAGE_SIZE      /* erase unit of the flash, bytes */
+#define FT_FLASH_PAGE_SIZE 4096u
+#endif
+#ifndef FT_FLASH_WRITE_ALIGN    /* program unit of the flash, bytes (power of two, <= 16) */
+#define FT_FLASH_WRITE_ALIGN 4u
+#endif
+#ifndef FT_SLOT_SIZE            /* bytes of one image slot (A and B each); multiple of the page size */
+#define FT_SLOT_SIZE (128u * 1024u)
+#endif
+#ifndef FT_META_PAGES           /* pages of the metadata journal (two banks, alternating) */
+#define FT_META_PAGES 2u
+#endif
+#define FT_FLASH_SIZE (FT_META_PAGES * FT_FLASH_PAGE_SIZE + 2u * FT_SLOT_SIZE)
+
+#ifndef FT_MAX_TEST_BOOTS       /* boots of an unconfirmed (test) image before automatic rollback */
+#define FT_MAX_TEST_BOOTS 1u
+#endif
+
+/* ---- link --------------------------------------------------------------------------------- */
+#ifndef FT_MAX_PAYLOAD          /* max bytes of one message payload (before framing) */
+#define FT_MAX_PAYLOAD 1024u
+#endif
+#ifndef FT_HMAC_KEY_LEN         /* bytes of the image-authentication key */
+#define FT_HMAC_KEY_LEN 32u
+#endif
+#ifndef FT_HMAC_KEY_DEFAULT     /* provisioning key compiled in for tests; boards are provisioned per device */
+#define FT_HMAC_KEY_DEFAULT "fedtiny-test-key-0123456789abcdef"
+#endif
+
+#endif /* FEDTINY_CONFIG_H */

@@ -1,0 +1,21 @@
+/* Every unit test, in run order. Add a test: write `void test_NAME(void)` in a test_*.c and list it here. */
+#ifndef FT_TESTS_LIST_H
+#define FT_TESTS_LIST_H
+
+#define FT_TESTS(X)        \
+    X(sha256_vectors)      \
+    X(sha256_streaming)    \
+    X(hmac_vectors)        \
+    X(crc32_vectors)       \
+    X(cobs_vectors)        \
+    X(cobs_roundtrip)      \
+    X(cobs_malformed)      \
+    X(simflash_nor)
+
+#define FT_DECL(name) void test_##name(void);
+FT_TESTS(FT_DECL)
+#undef FT_DECL
+
+
+int ft_test_run_all(void);
+#endif
