@@ -1,1 +1,37 @@
-"""fedtiny.tasks"""
+"""Reference tasks: seeded data generators with drift knobs plus Keras model builders.
+
+``get_task(name, **params)`` returns a :class:`Task`; ``TASKS`` lists the names. Importing this package
+never imports TensorFlow (only ``Task.build_model`` does, lazily), so Ray workers can import it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from fedtiny.errors import TaskError
+from fedtiny.tasks.base import Task
+
+TASKS: tuple[str, ...] = ("digits", "kws", "vibration")
+
+
+def get_task(name: str, **params: Any) -> Task:
+    """The task called ``name`` built with ``params``; TaskError for an unknown name or parameter."""
+    cls: type[Task]
+    if name == "vibration":
+        from fedtiny.tasks.vibration import VibrationTask as cls
+    elif name == "kws":
+        from fedtiny.tasks.kws import KwsTask as cls
+    elif name == "digits":
+        from fedtiny.tasks.digits import DigitsTask as cls
+    else:
+        raise TaskError(f"unknown task {name!r}; expected one of: {', '.join(TASKS)}")
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for key in params:
+        if key not in allowed:
+            valid = ", ".join(allowed) if allowed else "none"
+            raise TaskError(f"unknown parameter {key!r} for task {name!r}; valid parameters: {valid}")
+    return cls(**params)
+
+
+__all__ = ["TASKS", "Task", "get_task"]
