@@ -1,0 +1,12 @@
+"""The virtual board: a device emulator speaking docs/protocol.md (`python -m clients.board --listen ...`)."""
+
+from clients.board.device import BoardConfig, VirtualBoard, default_head
+from clients.board.flash import EmulatedFlash, PowerCut
+
+__all__ = ["BoardConfig", "EmulatedFlash", "PowerCut", "VirtualBoard", "default_head", "serve_board"]
+
+
+def serve_board(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy wrapper, see clients.board.server
+    from clients.board.server import serve_board as _serve
+
+    return _serve(*args, **kwargs)

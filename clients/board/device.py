@@ -1,0 +1,175 @@
+"""The virtual board: the device side of docs/protocol.md on top of the on-device spec (fedtiny.ondevice).
+
+`VirtualBoard.feed(bytes) -> bytes` consumes link bytes and returns the bytes the board sends back.
+State that a real board keeps in flash lives in `EmulatedFlash`; everything else is RAM and is lost by
+`reboot()`. A `PowerCut` from the flash propagates out of `feed`: call `reboot()` (or make a new board
+on the same file) to power it up again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from clients.board.flash import EmulatedFlash, Meta, SlotMeta
+from clients.board.handlers import HANDLERS, Reply
+from fedtiny.errors import FedTinyError, ProtocolError
+from fedtiny.link.blobs import decode_head_patch, encode_head_patch
+from fedtiny.link.frames import FLAG_RESPONSE, PROTOCOL_VERSION, Frame, FrameReader, encode_frame
+from fedtiny.link.messages import Cap, ImageKind, SlotState, Status
+from fedtiny.ondevice import FeatureCache, Int8Head
+
+
+@dataclass
+class BoardConfig:
+    """What a board is: identity, model shape and limits."""
+
+    device_id: int = 1
+    fleet_key: bytes | None = None
+    board_name: str = "virtual-m4"
+    fw_version: str = "fedtiny-vboard 0.1"
+    cache_capacity: int = 256
+    max_payload: int = 4096
+    rx_window: int = 4
+    slot_size: int = 256 * 1024
+
+
+def default_head(c: int = 10, d: int = 64, seed: int = 0) -> Int8Head:
+    """A deterministic factory head for boards created without a model."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-127, 128, (c, d)).astype(np.int8)
+    return Int8Head(w, np.full(c, 0.01, np.float32), rng.integers(-500, 500, c).astype(np.int32),
+                    0.05, -128, 0.1, 0)
+
+
+class VirtualBoard:
+    """One emulated board. `factory_head` provisions slot 0 (CONFIRMED) on a blank flash."""
+
+    def __init__(self, cfg: BoardConfig, state_file: str | None = None, factory_head: Int8Head | None = None,
+                 cut_at_write: int | None = None) -> None:
+        self.cfg = cfg
+        self.flash = EmulatedFlash(state_file, cfg.slot_size, cut_at_write=cut_at_write)
+        self.factory_head = factory_head or default_head()
+        self.boots = 0
+        self._boot()
+
+    # ----- power -----
+    def _boot(self) -> None:
+        self.boots += 1
+        self.reader = FrameReader(self.cfg.max_payload)
+        self.last_key: tuple[int, int, int] | None = None
+        self.last_resp = b""
+        self.pending: tuple[int, bytes] | None = None  # (update_id, encoded UpdateBlob)
+        self.acked_id = 0
+        self.pushed_total = 0
+        self.staged = bytearray()
+        meta = self.flash.load_meta()
+        if meta is None:  # provisioning: the factory head in slot 0, confirmed
+            patch = encode_head_patch(self.factory_head)
+            meta = Meta()
+            self.flash.write(self.flash.slot_base(0), patch)
+            sha = hashlib.sha256(patch).digest()
+            meta.slots[0] = SlotMeta(SlotState.CONFIRMED, ImageKind.HEAD_PATCH, len(patch), len(patch), sha)
+            meta.confirmed = 0
+            self.flash.store_meta(meta)
+        if meta.testing != 0xFF:  # reset while under test: revert to the confirmed slot
+            meta.slots[meta.testing].state = SlotState.VERIFIED
+            meta.testing, meta.reverted = 0xFF, 1
+            self.flash.store_meta(meta)
+        self.flash.store_meta(meta)  # a boot counter: update ids never repeat across resets
+        self.update_counter = (meta.counter & 0xFFFFF) << 12
+        self.meta = meta
+        self.active = meta.confirmed
+        self.head = self._load_head(self.active)
+        self.cache = FeatureCache(1, self.cfg.cache_capacity, self.head.num_features)
+
+    def reboot(self) -> None:
+        """Power-cycle: RAM is lost, flash is kept (the power-cut hook is disarmed)."""
+        self.flash.cut_at_write = None
+        self._boot()
+
+    # ----- model -----
+    def image(self, slot: int) -> bytes:
+        s = self.meta.slots[slot]
+        return self.flash.read(self.flash.slot_base(slot), s.total_len)
+
+    def _load_head(self, slot: int) -> Int8Head:
+        s = self.meta.slots[slot]
+        return self.head_of_image(self.image(slot), s.kind)
+
+    def head_of_image(self, image: bytes, kind: int) -> Int8Head:
+        if kind == ImageKind.HEAD_PATCH:
+            return decode_head_patch(image, self.shape)
+        from fedtiny.model.flatbuffer import read_head  # lazy: needs the flatbuffer schema
+
+        head = read_head(image)
+        if (head.num_classes, head.num_features) != self.shape:
+            raise ProtocolError(f"model head is {head.num_classes}x{head.num_features}, board has {self.shape}")
+        return head
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.factory_head.num_classes, self.factory_head.num_features
+
+    @property
+    def capabilities(self) -> int:
+        caps = Cap.TRAIN | Cap.EVALUATE | Cap.HEAD_PATCH | Cap.FULL_IMAGE | Cap.SET_HEAD
+        return caps | (Cap.FLEET_KEY if self.cfg.fleet_key else 0)
+
+    def check_tag(self, kind: int, total: int, sha: bytes, tag: bytes) -> str | None:
+        """None if the image tag is valid, else the reason."""
+        from fedtiny.link.messages import image_tag
+
+        if not self.cfg.fleet_key:
+            return "no fleet key provisioned"
+        if tag == bytes(32):
+            return "unsigned image"
+        if not hmac.compare_digest(tag, image_tag(self.cfg.fleet_key, kind, total, sha)):
+            return "bad image HMAC tag"
+        return None
+
+    def persist(self) -> None:
+        self.flash.store_meta(self.meta)
+
+    def prefix_crc(self, slot: int) -> int:
+        return zlib.crc32(self.flash.read(self.flash.slot_base(slot), self.meta.slots[slot].received))
+
+    # ----- link -----
+    def feed(self, data: bytes) -> bytes:
+        """Consume link bytes; return the response bytes (PowerCut propagates)."""
+        out = bytearray()
+        for fr in self.reader.feed(data):
+            out += self.handle(fr)
+        return bytes(out)
+
+    def handle(self, fr: Frame) -> bytes:
+        if fr.is_response:
+            return b""
+        key = (fr.seq, fr.type, zlib.crc32(fr.payload))
+        if key == self.last_key:
+            return self.last_resp
+        if fr.version != PROTOCOL_VERSION:
+            reply = Reply(Status.BAD_VERSION, f"version {fr.version} not supported".encode())
+        elif fr.type not in HANDLERS:
+            reply = Reply(Status.UNKNOWN_TYPE, f"type 0x{fr.type:02x}".encode())
+        else:
+            try:
+                reply = HANDLERS[fr.type](self, fr.payload)
+            except ProtocolError as e:
+                reply = Reply(Status.MALFORMED, str(e).encode()[:200])
+            except FedTinyError as e:
+                reply = Reply(Status.MALFORMED, str(e).encode()[:200])
+        wire = encode_frame(Frame(fr.type, fr.seq, reply.payload, FLAG_RESPONSE, reply.status))
+        self.last_key, self.last_resp = key, wire
+        if reply.after is not None:
+            reply.after()
+        return wire
+
+    def new_update_id(self) -> int:
+        self.update_counter = (self.update_counter + 1) & 0xFFFFFFFF or 1
+        return self.update_counter
+

@@ -1,0 +1,122 @@
+"""Emulated flash of the virtual board: two A/B slots and two alternating metadata sectors, in a file.
+
+Every write is one "flash operation"; `cut_at_write=N` simulates a power cut at the N-th operation
+(1-based): a torn prefix of that write lands, then PowerCut is raised and the board must reboot.
+This is the reference for the metadata rules of docs/protocol.md section 5 (Persistence).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+META_SECTOR = 4096
+META_MAGIC = b"FTMD"
+_HDR = struct.Struct("<4sIBBBB")  # magic, counter, confirmed, testing, reverted, n_slots
+_SLOT = struct.Struct("<BBHII32s32s")  # state, kind, pad, total, received, sha256, tag
+
+
+class PowerCut(Exception):
+    """Raised by the emulated flash when the power-cut hook fires."""
+
+
+@dataclass
+class SlotMeta:
+    state: int = 0
+    kind: int = 0
+    total_len: int = 0
+    received: int = 0
+    sha256: bytes = bytes(32)
+    tag: bytes = bytes(32)
+
+
+@dataclass
+class Meta:
+    counter: int = 0
+    confirmed: int = 0xFF
+    testing: int = 0xFF
+    reverted: int = 0
+    slots: list[SlotMeta] = field(default_factory=lambda: [SlotMeta(), SlotMeta()])
+
+    def encode(self) -> bytes:
+        body = _HDR.pack(META_MAGIC, self.counter, self.confirmed, self.testing, self.reverted, len(self.slots))
+        for s in self.slots:
+            body += _SLOT.pack(s.state, s.kind, 0, s.total_len, s.received, s.sha256, s.tag)
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "Meta | None":
+        if raw[:4] != META_MAGIC:
+            return None
+        n = raw[_HDR.size - 1]
+        size = _HDR.size + n * _SLOT.size
+        if size + 4 > len(raw) or struct.unpack_from("<I", raw, size)[0] != zlib.crc32(raw[:size]):
+            return None
+        _, counter, conf, test, rev, _ = _HDR.unpack_from(raw)
+        slots = [SlotMeta(*(v for i, v in enumerate(_SLOT.unpack_from(raw, _HDR.size + k * _SLOT.size)) if i != 2))
+                 for k in range(n)]
+        return cls(counter, conf, test, rev, slots)
+
+
+class EmulatedFlash:
+    """A flat flash image: [meta0 | meta1 | slot0 | slot1], optionally persisted to `path`."""
+
+    def __init__(self, path: str | None, slot_size: int, n_slots: int = 2, cut_at_write: int | None = None) -> None:
+        self.path = path
+        self.slot_size = slot_size
+        self.n_slots = n_slots
+        self.size = 2 * META_SECTOR + n_slots * slot_size
+        self.cut_at_write = cut_at_write
+        self.writes = 0
+        if path and os.path.exists(path) and os.path.getsize(path) == self.size:
+            with open(path, "rb") as f:
+                self.mem = bytearray(f.read())
+        else:
+            self.mem = bytearray(b"\xff" * self.size)
+            self._persist(0, self.size)
+
+    def _persist(self, off: int, n: int) -> None:
+        if not self.path:
+            return
+        mode = "r+b" if os.path.exists(self.path) and os.path.getsize(self.path) == self.size else "wb"
+        with open(self.path, mode) as f:
+            if mode == "wb":
+                f.write(self.mem)
+            else:
+                f.seek(off)
+                f.write(self.mem[off : off + n])
+
+    def write(self, off: int, data: bytes) -> None:
+        """One flash operation; the power-cut hook may tear it."""
+        if off < 0 or off + len(data) > self.size:
+            raise ValueError(f"flash write [{off}, {off + len(data)}) out of range")
+        self.writes += 1
+        if self.cut_at_write is not None and self.writes == self.cut_at_write:
+            torn = data[: len(data) // 2]
+            self.mem[off : off + len(torn)] = torn
+            self._persist(off, len(torn))
+            raise PowerCut(f"power cut at flash write {self.writes}")
+        self.mem[off : off + len(data)] = data
+        self._persist(off, len(data))
+
+    def read(self, off: int, n: int) -> bytes:
+        return bytes(self.mem[off : off + n])
+
+    def slot_base(self, slot: int) -> int:
+        return 2 * META_SECTOR + slot * self.slot_size
+
+    def erase_slot(self, slot: int) -> None:
+        self.write(self.slot_base(slot), b"\xff" * self.slot_size)
+
+    def load_meta(self) -> Meta | None:
+        """The valid metadata record with the highest counter, or None (blank flash)."""
+        recs = [Meta.decode(self.read(i * META_SECTOR, META_SECTOR)) for i in (0, 1)]
+        valid = [m for m in recs if m is not None]
+        return max(valid, key=lambda m: m.counter) if valid else None
+
+    def store_meta(self, meta: Meta) -> None:
+        """Write the next record into the other sector (atomic against a torn write)."""
+        meta.counter += 1
+        self.write((meta.counter % 2) * META_SECTOR, meta.encode())

@@ -1,0 +1,201 @@
+"""Request handlers of the virtual board, one per message type (docs/protocol.md section 4)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from fedtiny.errors import ModelError, ProtocolError
+from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch
+from fedtiny.link.messages import (
+    BlobRead,
+    EvalResult,
+    HelloInfo,
+    MsgType,
+    Samples,
+    SlotInfo,
+    SlotStatus,
+    Status,
+    TrainRequest,
+    TrainResult,
+    u8,
+    u32,
+)
+from fedtiny.ondevice import TrainConfig, dequantize_head, head_forward_int8, train_heads
+
+if TYPE_CHECKING:
+    from clients.board.device import VirtualBoard
+
+
+@dataclass
+class Reply:
+    status: int = Status.OK
+    payload: bytes = b""
+    after: Callable[[], None] | None = None  # runs after the response is encoded (RESET)
+
+
+def err(status: int, reason: str) -> Reply:
+    return Reply(status, reason.encode()[:200])
+
+
+def hello(b: "VirtualBoard", p: bytes) -> Reply:
+    if p:
+        raise ProtocolError("HELLO takes no payload")
+    c, d = b.shape
+    info = HelloInfo(1, b.flash.n_slots, b.cfg.max_payload, b.cfg.device_id, int(b.capabilities), c, d,
+                     b.cfg.cache_capacity, int(b.cache.count[0]), b.cfg.slot_size, 0, b.cfg.rx_window, b.active,
+                     b.cfg.board_name, b.cfg.fw_version)
+    return Reply(payload=info.encode())
+
+
+def slot_status(b: "VirtualBoard") -> bytes:
+    m = b.meta
+    slots = [SlotInfo(s.state, s.kind, s.total_len, s.received, s.sha256) for s in m.slots]
+    return SlotStatus(b.active, m.confirmed, m.reverted, slots).encode()
+
+
+def status(b: "VirtualBoard", p: bytes) -> Reply:
+    if p:
+        raise ProtocolError("STATUS takes no payload")
+    out = slot_status(b)
+    b.meta.reverted = 0  # reported once (RAM copy; persisted with the next metadata write)
+    return Reply(payload=out)
+
+
+def reset(b: "VirtualBoard", p: bytes) -> Reply:
+    if u8(p, "RESET") != 0:
+        raise ProtocolError("RESET mode must be 0")
+    return Reply(after=b.reboot)
+
+
+def _page(blob: bytes, p: bytes, room: int) -> bytes:
+    req = BlobRead.decode(p)
+    if req.offset > len(blob):
+        raise ProtocolError(f"offset {req.offset} beyond object of {len(blob)} bytes")
+    n = min(req.max_len, len(blob) - req.offset, room)
+    return struct.pack("<I", len(blob)) + blob[req.offset : req.offset + n]
+
+
+def get_head(b: "VirtualBoard", p: bytes) -> Reply:
+    return Reply(payload=_page(encode_head_patch(b.head), p, b.cfg.max_payload - 4))
+
+
+def set_head(b: "VirtualBoard", p: bytes) -> Reply:
+    if len(p) < 8:
+        raise ProtocolError("SET_HEAD needs total and offset")
+    total, off = struct.unpack_from("<II", p)
+    data = p[8:]
+    if off == 0:
+        b.staged = bytearray()
+    if off != len(b.staged):
+        return err(Status.BAD_OFFSET, f"offset {off}, staged {len(b.staged)}")
+    if off + len(data) > total:
+        raise ProtocolError("SET_HEAD data beyond total")
+    b.staged += data
+    if len(b.staged) == total:
+        staged, b.staged = bytes(b.staged), bytearray()
+        try:
+            b.head = decode_head_patch(staged, b.shape)
+        except ModelError as e:
+            return err(Status.SHAPE_MISMATCH, str(e))
+    return Reply(payload=struct.pack("<I", len(b.staged)))
+
+
+def push_samples(b: "VirtualBoard", p: bytes) -> Reply:
+    s = Samples.decode(p)
+    c, d = b.shape
+    if s.kind == 1:
+        return err(Status.UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)")
+    if s.kind != 0:
+        raise ProtocolError(f"sample kind {s.kind}")
+    if s.data.shape[1] != d:
+        return err(Status.SHAPE_MISMATCH, f"features of {s.data.shape[1]}, head input is {d}")
+    if len(s.labels) and int(s.labels.max()) >= c:
+        raise ProtocolError(f"label {int(s.labels.max())} >= {c} classes")
+    if s.flags & 1:
+        b.cache.count[:] = 0
+        b.cache.head[:] = 0
+    if len(s.labels):
+        b.cache.push(s.data[None], s.labels[None])
+    b.pushed_total += len(s.labels)
+    return Reply(payload=struct.pack("<II", int(b.cache.count[0]), b.pushed_total))
+
+
+def train(b: "VirtualBoard", p: bytes) -> Reply:
+    r = TrainRequest.decode(p)
+    if b.pending is not None:
+        return err(Status.UPDATE_PENDING, f"update {b.pending[0]} not acknowledged")
+    n = int(b.cache.count[0])
+    if n == 0:
+        return err(Status.CACHE_EMPTY, "no cached samples")
+    try:
+        cfg = TrainConfig(r.epochs, r.batch_size, r.lr, r.momentum, r.weight_decay, r.prox_mu)
+    except ModelError as e:
+        raise ProtocolError(str(e)) from None
+    fh = dequantize_head(b.head)
+    res = train_heads(fh.weights, fh.bias, b.cache.features, b.cache.labels, b.cache.count, cfg,
+                      input_scale=b.head.input_scale, input_zero_point=b.head.input_zero_point,
+                      seed=r.seed, round_=r.round, device_ids=np.array([b.cfg.device_id]))
+    uid = b.new_update_id()
+    blob = UpdateBlob(b.cfg.device_id, uid, r.round, n, float(res.loss[0]), res.weights[0], res.bias[0])
+    b.pending = (uid, blob.sign(b.cfg.fleet_key).encode())
+    return Reply(payload=TrainResult(uid, n, float(res.loss[0])).encode())
+
+
+def read_update(b: "VirtualBoard", p: bytes) -> Reply:
+    if b.pending is None:
+        BlobRead.decode(p)
+        return err(Status.NO_UPDATE, "no pending update")
+    uid, blob = b.pending
+    return Reply(payload=struct.pack("<I", uid) + _page(blob, p, b.cfg.max_payload - 8))
+
+
+def update_ack(b: "VirtualBoard", p: bytes) -> Reply:
+    uid = u32(p, "UPDATE_ACK")
+    if b.pending is not None and b.pending[0] == uid:
+        b.pending, b.acked_id = None, uid
+        return Reply()
+    if uid == b.acked_id and uid != 0:
+        return Reply()
+    return err(Status.NO_UPDATE, f"update {uid} is not pending")
+
+
+def evaluate(b: "VirtualBoard", p: bytes) -> Reply:
+    max_n = u32(p, "EVALUATE")
+    feats, labels = b.cache.device(0)
+    if max_n:
+        feats, labels = feats[:max_n], labels[:max_n]
+    if len(labels) == 0:
+        return err(Status.CACHE_EMPTY, "no cached samples")
+    q = head_forward_int8(b.head, feats).astype(np.float32)
+    logits = (q - b.head.output_zero_point) * np.float32(b.head.output_scale)
+    acc = float(np.mean(np.argmax(q, axis=1) == labels))
+    z = logits - logits.max(axis=1, keepdims=True)
+    loss = float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(labels)), labels]))
+    return Reply(payload=EvalResult(len(labels), acc, loss).encode())
+
+
+from clients.board.upload import activate, confirm, rollback, upload_begin, upload_chunk, upload_status, verify  # noqa: E402
+
+HANDLERS: dict[int, Callable[["VirtualBoard", bytes], Reply]] = {
+    MsgType.HELLO: hello,
+    MsgType.STATUS: status,
+    MsgType.RESET: reset,
+    MsgType.GET_HEAD: get_head,
+    MsgType.SET_HEAD: set_head,
+    MsgType.PUSH_SAMPLES: push_samples,
+    MsgType.TRAIN: train,
+    MsgType.READ_UPDATE: read_update,
+    MsgType.UPDATE_ACK: update_ack,
+    MsgType.EVALUATE: evaluate,
+    MsgType.UPLOAD_BEGIN: upload_begin,
+    MsgType.UPLOAD_CHUNK: upload_chunk,
+    MsgType.UPLOAD_STATUS: upload_status,
+    MsgType.VERIFY: verify,
+    MsgType.ACTIVATE: activate,
+    MsgType.CONFIRM: confirm,
+    MsgType.ROLLBACK: rollback,
+}

@@ -1,0 +1,181 @@
+"""Upload and slot handlers of the virtual board (docs/protocol.md sections 5 and 6)."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clients.board.flash import SlotMeta
+from fedtiny.errors import ModelError, ProtocolError
+from fedtiny.link.messages import (
+    ANY_SLOT,
+    UPLOAD_RESTART,
+    Confirm,
+    ImageKind,
+    SlotState,
+    Status,
+    UploadBegin,
+    UploadState,
+    u8,
+)
+from fedtiny.ondevice import head_forward_int8
+
+if TYPE_CHECKING:
+    from clients.board.device import VirtualBoard
+
+from clients.board.handlers import Reply, err, slot_status  # noqa: E402
+
+
+def upload_slot(b: "VirtualBoard") -> int:
+    """The slot uploads go to: the lowest-numbered slot that is not CONFIRMED."""
+    return next(i for i, s in enumerate(b.meta.slots) if i != b.meta.confirmed)
+
+
+def _state(b: "VirtualBoard", slot: int, resumed: int = 0) -> bytes:
+    s = b.meta.slots[slot]
+    return UploadState(slot, s.state, resumed, 0, s.total_len, s.received, b.prefix_crc(slot)).encode()
+
+
+def upload_begin(b: "VirtualBoard", p: bytes) -> Reply:
+    ub = UploadBegin.decode(p)
+    if ub.kind not in (ImageKind.HEAD_PATCH, ImageKind.TFLITE):
+        raise ProtocolError(f"image kind {ub.kind}")
+    target = upload_slot(b)
+    if ub.slot not in (ANY_SLOT, target):
+        return err(Status.BAD_STATE, f"slot {ub.slot} is not the upload slot {target}")
+    s = b.meta.slots[target]
+    if s.state == SlotState.TESTING:
+        return err(Status.BAD_STATE, f"slot {target} is under test: CONFIRM or ROLLBACK first")
+    if not 0 < ub.total_len <= b.cfg.slot_size:
+        return err(Status.NO_SPACE, f"image of {ub.total_len} bytes, slot holds {b.cfg.slot_size}")
+    why = b.check_tag(ub.kind, ub.total_len, ub.sha256, ub.tag)
+    if why:
+        return err(Status.AUTH_FAILED, why)
+    same = (s.kind, s.total_len, s.sha256) == (ub.kind, ub.total_len, ub.sha256)
+    if same and s.state in (SlotState.RECEIVING, SlotState.VERIFIED) and not ub.flags & UPLOAD_RESTART:
+        return Reply(payload=_state(b, target, resumed=1))
+    b.meta.slots[target] = SlotMeta(SlotState.EMPTY, 0, 0, 0)
+    b.persist()  # invalidate before erasing: a cut mid-erase must not look resumable
+    b.flash.erase_slot(target)
+    b.meta.slots[target] = SlotMeta(SlotState.RECEIVING, ub.kind, ub.total_len, 0, ub.sha256, ub.tag)
+    b.persist()
+    return Reply(payload=_state(b, target))
+
+
+def upload_chunk(b: "VirtualBoard", p: bytes) -> Reply:
+    if len(p) < 4:
+        raise ProtocolError("UPLOAD_CHUNK needs an offset")
+    (off,) = struct.unpack_from("<I", p)
+    data = p[4:]
+    target = upload_slot(b)
+    s = b.meta.slots[target]
+    if s.state == SlotState.VERIFIED:
+        return Reply(payload=struct.pack("<I", s.total_len))
+    if s.state != SlotState.RECEIVING:
+        return err(Status.BAD_STATE, f"slot {target} is not receiving (UPLOAD_BEGIN first)")
+    if off + len(data) > s.total_len:
+        raise ProtocolError(f"chunk [{off}, {off + len(data)}) beyond image of {s.total_len}")
+    if off == s.received and data:
+        b.flash.write(b.flash.slot_base(target) + off, data)
+        s.received += len(data)
+        b.persist()
+    return Reply(payload=struct.pack("<I", s.received))
+
+
+def upload_status(b: "VirtualBoard", p: bytes) -> Reply:
+    slot = u8(p, "UPLOAD_STATUS")
+    slot = upload_slot(b) if slot == ANY_SLOT else slot
+    if slot >= len(b.meta.slots):
+        raise ProtocolError(f"slot {slot}")
+    return Reply(payload=_state(b, slot))
+
+
+def _slot_arg(b: "VirtualBoard", p: bytes, what: str) -> int:
+    slot = u8(p, what)
+    if slot >= len(b.meta.slots):
+        raise ProtocolError(f"slot {slot} of {len(b.meta.slots)}")
+    return slot
+
+
+def verify(b: "VirtualBoard", p: bytes) -> Reply:
+    slot = _slot_arg(b, p, "VERIFY")
+    s = b.meta.slots[slot]
+    if s.state not in (SlotState.RECEIVING, SlotState.VERIFIED, SlotState.CONFIRMED, SlotState.TESTING):
+        return err(Status.BAD_STATE, f"slot {slot} is empty")
+    if s.state == SlotState.RECEIVING:
+        if s.received != s.total_len:
+            return err(Status.BAD_STATE, f"slot {slot} has {s.received} of {s.total_len} bytes")
+        image = b.image(slot)
+        if hashlib.sha256(image).digest() != s.sha256:
+            s.received = 0
+            b.persist()
+            return err(Status.HASH_MISMATCH, "sha256 of the received image differs from the declared one")
+        why = b.check_tag(s.kind, s.total_len, s.sha256, s.tag)
+        if why:
+            return err(Status.AUTH_FAILED, why)
+        try:
+            b.head_of_image(image, s.kind)
+        except ModelError as e:
+            return err(Status.SHAPE_MISMATCH, str(e))
+        except Exception as e:  # noqa: BLE001 - any parse failure of an image is a malformed image
+            return err(Status.MALFORMED, f"image does not parse: {e}")
+        s.state = SlotState.VERIFIED
+        b.persist()
+    return Reply(payload=bytes([slot, s.state]) + s.sha256)
+
+
+def activate(b: "VirtualBoard", p: bytes) -> Reply:
+    slot = _slot_arg(b, p, "ACTIVATE")
+    s = b.meta.slots[slot]
+    if b.meta.testing == slot:
+        return Reply(payload=slot_status(b))
+    if s.state != SlotState.VERIFIED or b.meta.testing != 0xFF:
+        return err(Status.BAD_STATE, f"slot {slot} is {SlotState(s.state).name}, another may be under test")
+    head = b._load_head(slot)
+    s.state = SlotState.TESTING
+    b.meta.testing = slot
+    b.persist()
+    b.active, b.head = slot, head
+    return Reply(payload=slot_status(b))
+
+
+def confirm(b: "VirtualBoard", p: bytes) -> Reply:
+    c = Confirm.decode(p)
+    if c.slot >= len(b.meta.slots):
+        raise ProtocolError(f"slot {c.slot}")
+    if c.slot == b.meta.confirmed and b.meta.testing == 0xFF:
+        return Reply(payload=slot_status(b))
+    if b.meta.testing != c.slot:
+        return err(Status.BAD_STATE, f"slot {c.slot} is not under test")
+    cc, d = b.shape
+    if c.inputs.shape[1] != d or c.expected.shape[1] != cc:
+        return err(Status.UNSUPPORTED, f"golden vectors must be {d} int8 features -> {cc} int8 logits")
+    if len(c.inputs):
+        out = head_forward_int8(b.head, c.inputs).astype(np.int32)
+        diff = np.abs(out - c.expected.astype(np.int32))
+        if diff.max() > c.tolerance:
+            i, j = np.unravel_index(int(np.argmax(diff)), diff.shape)
+            return err(Status.SELFTEST_FAILED,
+                       f"vector {i} channel {j}: got {out[i, j]}, expected {int(c.expected[i, j])}")
+    m = b.meta
+    if m.confirmed != 0xFF:
+        m.slots[m.confirmed].state = SlotState.VERIFIED
+    m.slots[c.slot].state = SlotState.CONFIRMED
+    m.confirmed, m.testing = c.slot, 0xFF
+    b.persist()
+    return Reply(payload=slot_status(b))
+
+
+def rollback(b: "VirtualBoard", p: bytes) -> Reply:
+    if p:
+        raise ProtocolError("ROLLBACK takes no payload")
+    m = b.meta
+    if m.testing != 0xFF:
+        m.slots[m.testing].state = SlotState.VERIFIED
+        m.testing = 0xFF
+        b.persist()
+        b.active, b.head = m.confirmed, b._load_head(m.confirmed)
+    return Reply(payload=slot_status(b))
