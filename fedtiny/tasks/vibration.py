@@ -71,6 +71,8 @@ def raw_signal(
     """float32 ``[B, n_samples]`` accelerometer windows (g) for ``labels`` under a *complete* condition."""
     labels = np.asarray(labels, dtype=np.int64)
     b = labels.shape[0]
+    if b == 0:
+        return np.zeros((0, n_samples), dtype=np.float32)
     t = np.arange(n_samples) / fs
     speed = cond["speed_hz"] * (1 + 0.01 * rng.standard_normal(b))  # small per-example speed variation
     ff = fault_frequencies(speed)
