@@ -1,0 +1,93 @@
+"""Serve one virtual board on a TCP socket or a pty: `python -m clients.board --listen socket://127.0.0.1:PORT`."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+from typing import Callable
+
+from clients.board.device import BoardConfig, VirtualBoard
+from clients.board.flash import PowerCut
+from fedtiny.errors import LinkError
+from fedtiny.ondevice import Int8Head
+
+
+def _pump(recv: Callable[[], bytes], send: Callable[[bytes], None], board: VirtualBoard,
+          stop: threading.Event) -> None:
+    while not stop.is_set():
+        data = recv()
+        if data is None:
+            return
+        if not data:
+            continue
+        try:
+            out = board.feed(data)
+        except PowerCut:
+            board.reboot()
+            continue
+        if out:
+            send(out)
+
+
+def serve_board(listen_uri: str, state_file: str, device_id: int, fleet_key: bytes | None,
+                head: Int8Head | None = None, cfg: BoardConfig | None = None,
+                stop: threading.Event | None = None, ready: Callable[[str], None] | None = None) -> None:
+    """Serve one board until `stop` is set. `listen_uri`: `socket://HOST:PORT` (one client at a time) or
+    `pty` (prints/reports the slave path). `ready(address)` is called once listening."""
+    cfg = cfg or BoardConfig()
+    cfg.device_id, cfg.fleet_key = device_id, fleet_key
+    board = VirtualBoard(cfg, state_file, head)
+    stop = stop or threading.Event()
+    if listen_uri in ("pty", "pty://"):
+        master, slave = os.openpty()
+        import tty
+
+        tty.setraw(slave)
+        name = os.ttyname(slave)
+        (ready or print)(name)
+
+        def recv_pty() -> bytes:
+            r, _, _ = select.select([master], [], [], 0.1)
+            return os.read(master, 65536) if r else b""
+
+        def send_pty(data: bytes) -> None:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(master, view):]
+
+        try:
+            _pump(recv_pty, send_pty, board, stop)
+        finally:
+            os.close(master)
+            os.close(slave)
+        return
+    if not listen_uri.startswith("socket://"):
+        raise LinkError(f"cannot listen on {listen_uri!r}: use socket://HOST:PORT or pty")
+    host, _, port = listen_uri[len("socket://"):].rpartition(":")
+    srv = socket.create_server((host or "127.0.0.1", int(port)))
+    srv.settimeout(0.1)
+    (ready or print)(f"socket://{host or '127.0.0.1'}:{srv.getsockname()[1]}")
+    try:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(0.1)
+
+            def recv_sock(c: socket.socket = conn) -> bytes | None:
+                try:
+                    data = c.recv(65536)
+                except TimeoutError:
+                    return b""
+                except OSError:
+                    return None
+                return data or None  # b"" from recv means the peer closed
+
+            with conn:
+                _pump(recv_sock, conn.sendall, board, stop)
+    finally:
+        srv.close()

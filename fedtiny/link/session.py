@@ -1,0 +1,240 @@
+"""BoardSession: the host side of docs/protocol.md over any Transport."""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+import zlib
+from collections import deque
+
+import numpy as np
+
+from fedtiny.errors import DeviceError, LinkError, UpdateRejected
+from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch
+from fedtiny.link.frames import FLAG_RETRY, MIN_MAX_PAYLOAD, Frame, FrameReader, encode_frame
+from fedtiny.link.messages import (
+    ANY_SLOT,
+    UPLOAD_RESTART,
+    BlobRead,
+    Confirm,
+    EvalResult,
+    HelloInfo,
+    ImageKind,
+    MsgType,
+    Samples,
+    SlotStatus,
+    Status,
+    TrainRequest,
+    TrainResult,
+    UploadBegin,
+    UploadState,
+    u32,
+)
+from fedtiny.link.transport import Transport
+from fedtiny.ondevice import Int8Head, head_forward_int8
+
+
+class BoardSession:
+    """Request/response with idempotent retries (same seq on timeout or corrupt frame)."""
+
+    def __init__(self, transport: Transport, timeout: float = 0.5, retries: int = 8, key: bytes | None = None,
+                 seed: int | None = None) -> None:
+        self.t = transport
+        self.timeout, self.retries, self.key = timeout, retries, key
+        self.seq = random.Random(seed).randrange(0x10000)
+        self.reader = FrameReader()
+        self.info: HelloInfo | None = None
+        self.retried = 0
+        self._pending: deque[Frame] = deque()
+        self.t.write(b"\x00")  # flush a partial frame on the device
+
+    def _next_seq(self) -> int:
+        self.seq = (self.seq + 1) & 0xFFFF
+        return self.seq
+
+    @property
+    def max_payload(self) -> int:
+        return self.info.max_payload if self.info else MIN_MAX_PAYLOAD
+
+    def request(self, mtype: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
+        """Send one request and return the OK response payload; DeviceError on an error status."""
+        seq = self._next_seq()
+        tmo = timeout or self.timeout
+        for attempt in range(self.retries):
+            flags = FLAG_RETRY if attempt else 0
+            self.retried += bool(attempt)
+            self.t.write(encode_frame(Frame(mtype, seq, payload, flags)))
+            fr = self._wait({seq}, tmo)
+            if fr is None or fr.type != mtype:
+                continue
+            if fr.status != Status.OK:
+                name = Status(fr.status).name if fr.status in Status._value2member_map_ else str(fr.status)
+                raise DeviceError(f"{MsgType(mtype).name}: {name}: {fr.payload.decode(errors='replace')}")
+            return fr.payload
+        raise LinkError(f"{MsgType(mtype).name}: no valid response after {self.retries} attempts")
+
+    def _wait(self, seqs: set[int], timeout: float) -> Frame | None:
+        """The first response with a seq in `seqs`; None on timeout or on a corrupt frame."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._pending:
+                fr = self._pending.popleft()
+                if fr.is_response and fr.seq in seqs:
+                    return fr
+            dropped = self.reader.dropped
+            self._pending.extend(self.reader.feed(self.t.read(max(0.0, deadline - time.monotonic()))))
+            if not self._pending and (self.reader.dropped != dropped or time.monotonic() >= deadline):
+                return None
+
+    # ----- messages -----
+    def hello(self) -> HelloInfo:
+        self.info = HelloInfo.decode(self.request(MsgType.HELLO))
+        self.reader = FrameReader(0xFFFF)
+        return self.info
+
+    def status(self) -> SlotStatus:
+        return SlotStatus.decode(self.request(MsgType.STATUS))
+
+    def reset(self) -> None:
+        self.request(MsgType.RESET, b"\x00")
+
+    def _read_blob(self, mtype: int, with_id: bool) -> tuple[int, bytes]:
+        out, uid, total = bytearray(), None, None
+        hdr = 8 if with_id else 4
+        while total is None or len(out) < total:
+            p = self.request(mtype, BlobRead(len(out), self.max_payload - hdr).encode())
+            this_uid = struct.unpack_from("<I", p)[0] if with_id else 0
+            this_total = struct.unpack_from("<I", p, hdr - 4)[0]
+            if (uid, total) != (None, None) and (this_uid, this_total) != (uid, total):
+                out.clear()  # the object changed between pages: start over
+            uid, total = this_uid, this_total
+            out += p[hdr:]
+            if len(p) == hdr and len(out) < total:
+                raise LinkError("empty page before the end of the object")
+        return uid or 0, bytes(out)
+
+    def get_head(self) -> Int8Head:
+        return decode_head_patch(self._read_blob(MsgType.GET_HEAD, False)[1])
+
+    def set_head(self, head: Int8Head) -> None:
+        patch = encode_head_patch(head)
+        room = self.max_payload - 8
+        for off in range(0, len(patch), room):
+            self.request(MsgType.SET_HEAD, struct.pack("<II", len(patch), off) + patch[off : off + room])
+
+    def push_samples(self, features: np.ndarray, labels: np.ndarray, clear: bool = False) -> int:
+        """Append int8 features [N, D] + labels to the board's cache; returns the cached count."""
+        n, d = features.shape
+        per = max(1, (self.max_payload - 6) // (d + 2))
+        cached = 0
+        for i in range(0, max(n, 1), per):
+            flags = 1 if clear and i == 0 else 0
+            s = Samples(0, flags, np.asarray(labels[i : i + per]), np.asarray(features[i : i + per], np.int8))
+            cached = struct.unpack("<II", self.request(MsgType.PUSH_SAMPLES, s.encode()))[0]
+        return cached
+
+    def train(self, req: TrainRequest, timeout: float = 60.0) -> TrainResult:
+        return TrainResult.decode(self.request(MsgType.TRAIN, req.encode(), timeout))
+
+    def read_update(self, verify_key: bytes | None = None) -> UpdateBlob:
+        """The pending update; with a key (default: the session key) the HMAC and device id are checked."""
+        uid, raw = self._read_blob(MsgType.READ_UPDATE, True)
+        upd = UpdateBlob.decode(raw)
+        key = verify_key or self.key
+        if upd.update_id != uid:
+            raise UpdateRejected(f"update id {upd.update_id} != page id {uid}")
+        if key and not upd.verify(key):
+            raise UpdateRejected(f"update {uid} of device {upd.device_id}: bad HMAC tag")
+        if self.info and upd.device_id != self.info.device_id:
+            raise UpdateRejected(f"update claims device {upd.device_id}, link is device {self.info.device_id}")
+        return upd
+
+    def ack_update(self, update_id: int) -> None:
+        self.request(MsgType.UPDATE_ACK, struct.pack("<I", update_id))
+
+    def evaluate(self, max_samples: int = 0, timeout: float = 10.0) -> EvalResult:
+        return EvalResult.decode(self.request(MsgType.EVALUATE, struct.pack("<I", max_samples), timeout))
+
+    # ----- uploads -----
+    def upload_status(self, slot: int = ANY_SLOT) -> UploadState:
+        return UploadState.decode(self.request(MsgType.UPLOAD_STATUS, bytes([slot])))
+
+    def upload(self, image: bytes, kind: int = ImageKind.HEAD_PATCH, key: bytes | None = None,
+               chunk: int | None = None, window: int | None = None) -> UploadState:
+        """UPLOAD_BEGIN (resumes if possible) and windowed UPLOAD_CHUNKs with go-back-N; returns the final state."""
+        if self.info is None:
+            self.hello()
+        begin = UploadBegin.for_image(image, kind, key if key is not None else self.key)
+        st = UploadState.decode(self.request(MsgType.UPLOAD_BEGIN, begin.encode()))
+        if st.received and st.prefix_crc32 != zlib.crc32(image[: st.received]):
+            begin.flags = UPLOAD_RESTART
+            st = UploadState.decode(self.request(MsgType.UPLOAD_BEGIN, begin.encode()))
+        chunk = min(chunk or self.max_payload - 4, self.max_payload - 4)
+        window = window or (self.info.rx_window if self.info else 1)
+        nxt = acked = st.received
+        inflight: deque[tuple[int, int]] = deque()  # (seq, end)
+        misses = 0
+        while acked < len(image):
+            while len(inflight) < window and nxt < len(image):
+                end = min(nxt + chunk, len(image))
+                seq = self._next_seq()
+                self.t.write(encode_frame(Frame(MsgType.UPLOAD_CHUNK, seq, struct.pack("<I", nxt) + image[nxt:end])))
+                inflight.append((seq, end))
+                nxt = end
+            fr = self._wait({s for s, _ in inflight}, self.timeout)
+            if fr is None or fr.type != MsgType.UPLOAD_CHUNK:
+                misses += 1
+                if misses > self.retries:
+                    raise LinkError(f"upload stalled at {acked} of {len(image)} bytes")
+                self.retried += 1
+                st = self.upload_status()
+                if st.prefix_crc32 != zlib.crc32(image[: st.received]):
+                    return self.upload(image, kind, key, chunk, window) if st.received else st
+                nxt = acked = st.received
+                inflight.clear()
+                continue
+            if fr.status != Status.OK:
+                raise DeviceError(f"UPLOAD_CHUNK: {Status(fr.status).name}: {fr.payload.decode(errors='replace')}")
+            misses = 0
+            r = u32(fr.payload, "UPLOAD_CHUNK response")
+            idx = next(i for i, (s, _) in enumerate(inflight) if s == fr.seq)
+            if r == inflight[idx][1]:
+                for _ in range(idx + 1):
+                    inflight.popleft()
+                acked = r
+            else:  # gap or duplicate: go back to where the device is
+                inflight.clear()
+                nxt = acked = r
+        return self.upload_status()
+
+    def verify(self, slot: int) -> bytes:
+        return self.request(MsgType.VERIFY, bytes([slot]), timeout=max(self.timeout, 10.0))[2:]
+
+    def activate(self, slot: int) -> SlotStatus:
+        return SlotStatus.decode(self.request(MsgType.ACTIVATE, bytes([slot])))
+
+    def confirm(self, slot: int, inputs: np.ndarray, expected: np.ndarray, tolerance: int = 0) -> SlotStatus:
+        c = Confirm(slot, tolerance, np.asarray(inputs, np.int8), np.asarray(expected, np.int8))
+        return SlotStatus.decode(self.request(MsgType.CONFIRM, c.encode(), timeout=max(self.timeout, 10.0)))
+
+    def rollback(self) -> SlotStatus:
+        return SlotStatus.decode(self.request(MsgType.ROLLBACK))
+
+    def deploy_head(self, head: Int8Head, golden: np.ndarray, key: bytes | None = None) -> SlotStatus:
+        """Safe head redeploy: upload (resumable), VERIFY, ACTIVATE (test), CONFIRM with golden features.
+
+        On a failed self-test the board is rolled back and DeviceError is raised.
+        """
+        golden = np.asarray(golden, np.int8)
+        st = self.upload(encode_head_patch(head), ImageKind.HEAD_PATCH, key)
+        self.verify(st.slot)
+        self.activate(st.slot)
+        try:
+            return self.confirm(st.slot, golden, head_forward_int8(head, golden))
+        except DeviceError:
+            self.rollback()
+            raise
+
+    def close(self) -> None:
+        self.t.close()
