@@ -10,7 +10,14 @@
     X(cobs_vectors)        \
     X(cobs_roundtrip)      \
     X(cobs_malformed)      \
-    X(simflash_nor)
+    X(simflash_nor)        \
+    X(quantize_multiplier) \
+    X(head_forward_golden) \
+    X(head_patch_roundtrip) \
+    X(requantize_golden)   \
+    X(sample_order_golden) \
+    X(train_golden)        \
+    X(cache_ring)
 
 #define FT_DECL(name) void test_##name(void);
 FT_TESTS(FT_DECL)

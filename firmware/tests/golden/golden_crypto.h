@@ -3,6 +3,9 @@
 #define GOLDEN_CRYPTO_H
 #include <stddef.h>
 #include <stdint.h>
+#ifndef INT32_MIN
+#define INT32_MIN (-2147483647 - 1)
+#endif
 
 static const uint8_t gc_msg0[] = {0};
 static const uint8_t gc_key0[] = {

@@ -1,0 +1,26 @@
+/* The int8 feature cache: a ring buffer of (int8 feature vector, label), as fedtiny.ondevice.FeatureCache.
+ * Slot head % capacity is overwritten next; training visits slots 0 .. count-1. */
+#ifndef FT_CACHE_H
+#define FT_CACHE_H
+#include <stddef.h>
+#include <stdint.h>
+#include "fedtiny_config.h"
+#include "ft_status.h"
+
+typedef struct {
+    uint16_t dim;        /* D of the cached vectors (0: not set) */
+    uint16_t capacity;   /* slots (<= FT_CACHE_CAPACITY) */
+    uint32_t head;       /* next slot to write is head % capacity */
+    uint32_t count;      /* valid slots */
+    int8_t features[FT_CACHE_CAPACITY * FT_MAX_DIM];
+    uint8_t labels[FT_CACHE_CAPACITY];
+} ft_cache;
+
+ft_status ft_cache_init(ft_cache *c, uint16_t capacity, uint16_t dim);
+void ft_cache_clear(ft_cache *c);
+/* Append one sample (dim int8 values). Labels are < 256. */
+ft_status ft_cache_push(ft_cache *c, const int8_t *x, uint8_t label);
+/* The slot's features (row of dim bytes) and label. */
+const int8_t *ft_cache_row(const ft_cache *c, uint32_t slot);
+
+#endif

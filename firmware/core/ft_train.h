@@ -1,0 +1,43 @@
+/* Head training as fedtiny.ondevice.train_heads computes it for one device: mini-batch SGD in float32 on
+ * dequantized int8 cached features, momentum, weight decay, FedProx term, and the counter-based shuffle
+ * (splitmix64 finalizer over (seed, round, device id, epoch)). No batch buffers: each sample's gradient
+ * is accumulated as it is computed, so RAM does not grow with the batch size. */
+#ifndef FT_TRAIN_H
+#define FT_TRAIN_H
+#include <stdint.h>
+#include "ft_cache.h"
+#include "ft_head.h"
+
+typedef struct {
+    uint16_t epochs, batch_size;
+    float lr, momentum, weight_decay, prox_mu;
+    uint64_t seed;
+    uint32_t round;
+    uint32_t device_id;
+} ft_train_cfg;
+
+/* Working memory of a training run (static in the app; sized by the config header). */
+typedef struct {
+    ft_float_head grad;
+    ft_float_head vel;     /* momentum velocity */
+    ft_float_head anchor;  /* the round's starting head (FedProx) */
+    uint64_t sort_key[FT_CACHE_CAPACITY];
+    uint16_t order[FT_CACHE_CAPACITY];
+    float x[FT_MAX_DIM];
+    float p[FT_MAX_CLASSES];
+} ft_train_work;
+
+uint64_t ft_mix64(uint64_t z);
+uint64_t ft_stream_key(uint64_t seed, uint32_t round, uint32_t device_id, uint32_t epoch);
+/* Visit order of slots 0..count-1 for a key (the spec's sample_order). */
+void ft_sample_order(uint64_t key, uint32_t count, uint64_t *sort_key, uint16_t *order);
+
+/* Train fh in place on the cache. input_scale/zp dequantize the features. loss: mean cross-entropy over
+ * every sample visited; steps: SGD steps taken. */
+ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, int32_t input_zero_point,
+                   const ft_train_cfg *cfg, ft_train_work *work, float *loss, uint32_t *steps);
+
+/* Softmax cross-entropy of float logits z[C] for a label (the spec's _softmax_xent, float32). */
+float ft_softmax_xent(const float *logits, uint16_t C, uint16_t label, float *p);
+
+#endif
