@@ -61,7 +61,7 @@ class VirtualBoard:
     def _boot(self) -> None:
         self.boots += 1
         self.reader = FrameReader(self.cfg.max_payload)
-        self.last_key: tuple[int, int, int] | None = None
+        self.last_key: tuple[int, int, int, int] | None = None
         self.last_resp = b""
         self.pending: tuple[int, bytes] | None = None  # (update_id, encoded UpdateBlob)
         self.acked_id = 0
@@ -149,7 +149,7 @@ class VirtualBoard:
     def handle(self, fr: Frame) -> bytes:
         if fr.is_response:
             return b""
-        key = (fr.seq, fr.type, zlib.crc32(fr.payload))
+        key = (fr.version, fr.seq, fr.type, zlib.crc32(fr.payload))
         if key == self.last_key:
             return self.last_resp
         if fr.version != PROTOCOL_VERSION:
