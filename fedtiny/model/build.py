@@ -68,12 +68,13 @@ def factory_data(spec: ModelSpec, n: int, stream: int) -> tuple[np.ndarray, np.n
 
 
 def _convert(model: Any, input_shape: tuple[int, ...], rep: np.ndarray) -> bytes:
+    import keras
     import tensorflow as tf
 
-    # A concrete function with batch size 1: no dynamic-shape ops (SHAPE/STRIDED_SLICE/PACK) for the board.
-    fn = tf.function(lambda x: model(x, training=False))
-    concrete = fn.get_concrete_function(tf.TensorSpec((1, *input_shape), tf.float32))
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    # Re-trace with a fixed batch size of 1: no dynamic-shape ops (SHAPE/STRIDED_SLICE/PACK) for the board.
+    fixed = keras.models.clone_model(model, input_tensors=keras.Input(shape=input_shape, batch_size=1))
+    fixed.set_weights(model.get_weights())
+    conv = tf.lite.TFLiteConverter.from_keras_model(fixed)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([rep[i : i + 1]] for i in range(len(rep)))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -1,1 +1,1 @@
-"""fedtiny.report"""
+"""Results and reports."""

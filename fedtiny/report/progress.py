@@ -1,0 +1,39 @@
+"""A progress bar for rounds: round, ETA and the current accuracy of the deployed int8 model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from fedtiny.report.results import RoundRow
+
+
+class RoundProgress:
+    def __init__(self, rounds: int) -> None:
+        self.console = Console(stderr=True)
+        self._bar = Progress(
+            TextColumn("[bold]round {task.completed}/{task.total}"),
+            BarColumn(),
+            TextColumn("{task.fields[acc]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self._task = self._bar.add_task("rounds", total=rounds, acc="preparing")
+
+    def __enter__(self) -> "RoundProgress":
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._bar.stop()
+
+    def log(self, text: str) -> None:
+        self._bar.console.print(text)
+
+    def update(self, row: RoundRow, rounds: int) -> None:
+        acc = f"acc {100 * row.accuracy:.1f}% (global {100 * row.accuracy_global:.1f}%)"
+        self._bar.update(self._task, completed=row.round, acc=acc)
