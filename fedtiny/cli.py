@@ -82,6 +82,18 @@ def _read(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def _register_more() -> None:
+    """Field-trial commands (emulate, serve, gateway) live in their own module."""
+    try:
+        from fedtiny.cli_link import register
+    except ImportError:  # not written yet
+        return
+    register(cli)
+
+
+_register_more()
+
+
 def main() -> Any:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
