@@ -87,8 +87,15 @@ def scenario_from_dict(data: dict[str, Any], src: str = "<scenario>", overrides:
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(data, key, value, f"{src} (--set {key})")
-    scenario: Scenario = _build(Scenario, data, "", src)
-    _check_semantics(scenario, src)
+    try:
+        scenario: Scenario = _build(Scenario, data, "", src)
+        _check_semantics(scenario, src)
+    except ScenarioError as exc:
+        keys = [parse_override(t)[0] for t in overrides or []]
+        culprit = next((k for k in keys if f"'{k}" in str(exc)), None)
+        if culprit:
+            raise ScenarioError(f"{exc} (from --set {culprit})") from None
+        raise
     return scenario
 
 
