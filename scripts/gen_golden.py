@@ -286,7 +286,36 @@ def gen_train() -> tuple[str, str]:
     return "golden_train.h", header("golden_train.h", "".join(body), "fedtiny.ondevice (train.py, shuffle.py, cache.py)")
 
 
-SECTIONS = [gen_crypto, gen_head, gen_train]
+def gen_frames() -> tuple[str, str]:
+    from fedtiny.link.frames import encode_frame, pack_frame
+    from fedtiny.link.vectors import vectors
+
+    body = ["typedef struct { const char *what; const uint8_t *decoded; size_t decoded_len; const uint8_t *wire;"
+            " size_t wire_len; } golden_frame_case;\n"]
+    rows = []
+    for i, (what, fr) in enumerate(vectors()):
+        dec, wire = pack_frame(fr), encode_frame(fr)
+        body.append(f"static const uint8_t gfr_dec{i}[] = {c_bytes(dec)};\n")
+        body.append(f"static const uint8_t gfr_wire{i}[] = {c_bytes(wire)};\n")
+        what_c = what.replace("\\", "/").replace('"', "'")
+        rows.append(f'    {{"{what_c}", gfr_dec{i}, {len(dec)}, gfr_wire{i}, {len(wire)}}},\n')
+    body.append(f"#define GOLDEN_FRAME_N {len(rows)}u\nstatic const golden_frame_case golden_frames[] = "
+                f"{{\n{''.join(rows)}}};\n")
+    return "golden_frames.h", header("golden_frames.h", "".join(body), "fedtiny.link.vectors (docs/protocol.md section 9)")
+
+
+def gen_factory_head() -> tuple[str, str]:
+    """The factory head the firmware provisions on a blank flash: the virtual board's default_head()."""
+    from clients.board.device import default_head
+    from fedtiny.link.blobs import encode_head_patch
+
+    patch = encode_head_patch(default_head())
+    body = (f"#define FT_FACTORY_HEAD_LEN {len(patch)}u\n"
+            f"static const uint8_t ft_factory_head[FT_FACTORY_HEAD_LEN] = {c_bytes(patch)};\n")
+    return "../../app/factory_head.h", header("factory_head.h", body, "clients.board.device.default_head() (10x64)")
+
+
+SECTIONS = [gen_crypto, gen_head, gen_train, gen_frames, gen_factory_head]
 
 
 def main() -> int:
@@ -303,7 +332,7 @@ def main() -> int:
                 stale.append(name)
         else:
             path.write_text(text)
-            print(f"wrote {path.relative_to(ROOT)} ({len(text)} bytes)")
+            print(f"wrote {path.resolve().relative_to(ROOT)} ({len(text)} bytes)")
     if stale:
         print("stale golden headers: " + ", ".join(stale), file=sys.stderr)
         return 1

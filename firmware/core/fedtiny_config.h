@@ -32,19 +32,29 @@
 #endif
 #define FT_FLASH_SIZE (FT_META_PAGES * FT_FLASH_PAGE_SIZE + 2u * FT_SLOT_SIZE)
 
-#ifndef FT_MAX_TEST_BOOTS       /* boots of an unconfirmed (test) image before automatic rollback */
-#define FT_MAX_TEST_BOOTS 1u
-#endif
 
 /* ---- link --------------------------------------------------------------------------------- */
 #ifndef FT_MAX_PAYLOAD          /* max bytes of one message payload (before framing) */
 #define FT_MAX_PAYLOAD 1024u
 #endif
-#ifndef FT_HMAC_KEY_LEN         /* bytes of the image-authentication key */
+#ifndef FT_RX_WINDOW            /* UPLOAD_CHUNK frames the link can buffer (advertised in HELLO) */
+#define FT_RX_WINDOW 4u
+#endif
+#ifndef FT_HMAC_KEY_LEN         /* bytes of the per-fleet image/update authentication key */
 #define FT_HMAC_KEY_LEN 32u
 #endif
-#ifndef FT_HMAC_KEY_DEFAULT     /* provisioning key compiled in for tests; boards are provisioned per device */
-#define FT_HMAC_KEY_DEFAULT "fedtiny-test-key-0123456789abcdef"
+#ifndef FT_FLEET_KEY_INIT       /* compiled-in fleet key: the protocol test-vector key bytes(range(32)).
+                                 * FOR TESTS ONLY: real boards get theirs at provisioning (-DFT_FLEET_KEY_INIT=...) */
+#define FT_FLEET_KEY_INIT {0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31}
+#endif
+#ifndef FT_HAS_FLEET_KEY        /* 0: no key provisioned (every upload is refused with AUTH_FAILED) */
+#define FT_HAS_FLEET_KEY 1
+#endif
+#ifndef FT_DEVICE_ID            /* default device id (ports may read a per-board id instead) */
+#define FT_DEVICE_ID 1u
+#endif
+#ifndef FT_FW_VERSION
+#define FT_FW_VERSION "fedtiny-fw 0.1"
 #endif
 
 #endif /* FEDTINY_CONFIG_H */

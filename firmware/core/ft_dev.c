@@ -1,0 +1,706 @@
+#include "ft_dev.h"
+#include "ft_proto.h"
+#include "ft_sha256.h"
+#include "ft_crc32.h"
+#include "port.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+
+#define UPD_HDR 32u
+#define BLOB_SIZE(C, D) (UPD_HDR + 4u * (uint32_t)(C) * (uint32_t)(D) + 4u * (uint32_t)(C) + 32u)
+
+typedef struct {
+    ft_dev *d;
+    uint8_t *resp;
+    size_t cap;
+    size_t *len;
+} ctx;
+
+static uint8_t fail(ctx *c, uint8_t status, const char *reason)
+{
+    size_t n = strlen(reason);
+    if (n > 200) n = 200;
+    if (n > c->cap) n = c->cap;
+    memcpy(c->resp, reason, n);
+    *c->len = n;
+    return status;
+}
+
+static uint8_t failf_flash(ctx *c, ft_status s)
+{
+    char buf[48];
+    snprintf(buf, sizeof buf, "flash: %s", ft_status_str(s));
+    return fail(c, FT_ST_FLASH_ERROR, buf);
+}
+
+/* ---------------------------------------------------------------------------------------------- heads */
+/* Load and check (SHA-256 from flash, HeadPatch validity, shape) the head in a slot. */
+static ft_status load_slot_head(ft_dev *d, uint8_t slot, ft_head *out, uint8_t *status)
+{
+    const ft_slot_meta *s = &d->store.m.slots[slot];
+    uint8_t sha[32];
+    ft_status r;
+    *status = FT_ST_MALFORMED;
+    if (s->kind != FT_KIND_HEAD_PATCH) {
+        *status = FT_ST_UNSUPPORTED;
+        return FT_ERR_UNSUPPORTED;
+    }
+    if (s->total_len > sizeof d->staged) return FT_ERR_RANGE;
+    d->staged_len = 0; /* the SET_HEAD staging buffer doubles as the image read buffer */
+    r = ft_store_read(&d->store, slot, 0, d->staged, s->total_len);
+    if (r != FT_OK) {
+        *status = FT_ST_FLASH_ERROR;
+        return r;
+    }
+    ft_sha256(d->staged, s->total_len, sha);
+    if (!ft_ct_equal(sha, s->sha256, 32)) {
+        *status = FT_ST_HASH_MISMATCH;
+        return FT_ERR_AUTH;
+    }
+    r = ft_head_decode_patch(out, d->staged, s->total_len, d->C, d->D);
+    if (r == FT_ERR_UNSUPPORTED) *status = FT_ST_SHAPE_MISMATCH;
+    return r;
+}
+
+static ft_status image_tag(const ft_dev *d, uint8_t kind, uint32_t total, const uint8_t *sha, uint8_t out[32])
+{
+    uint8_t msg[6 + 1 + 4 + 32];
+    memcpy(msg, "FTIMG1", 6);
+    msg[6] = kind;
+    ft_wr32(msg + 7, total);
+    memcpy(msg + 11, sha, 32);
+    ft_hmac_sha256(d->key, sizeof d->key, msg, sizeof msg, out);
+    return FT_OK;
+}
+
+/* NULL if the image tag is valid, else the reason. */
+static const char *check_tag(const ft_dev *d, uint8_t kind, uint32_t total, const uint8_t *sha, const uint8_t *tag)
+{
+    static const uint8_t zero[32];
+    uint8_t want[32];
+    if (!d->has_key) return "no fleet key provisioned";
+    if (ft_ct_equal(tag, zero, 32)) return "unsigned image";
+    image_tag(d, kind, total, sha, want);
+    if (!ft_ct_equal(want, tag, 32)) return "bad image HMAC tag";
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------- boot */
+ft_status ft_dev_boot(ft_dev *d)
+{
+    ft_status r;
+    uint8_t st;
+    if (!d || !d->factory_patch) return FT_ERR_ARG;
+    /* RAM state of a fresh power-up */
+    d->has_pending = 0;
+    d->acked_id = 0;
+    d->pushed_total = 0;
+    d->staged_len = 0;
+    d->reset_requested = 0;
+    d->boots++;
+    FT_TRY(ft_head_decode_patch(&d->head, d->factory_patch, d->factory_len, 0, 0));
+    d->C = d->head.C;
+    d->D = d->head.D;
+    FT_TRY(ft_store_open(&d->store));
+    if (!d->store.have_record) { /* provisioning: the factory head in slot 0, confirmed */
+        ft_slot_meta *s = &d->store.m.slots[0];
+        if (d->factory_len > FT_SLOT_SIZE) return FT_ERR_RANGE;
+        FT_TRY(ft_store_erase(&d->store, 0, d->factory_len));
+        FT_TRY(ft_store_write(&d->store, 0, 0, d->factory_patch, d->factory_len));
+        memset(&d->store.m, 0, sizeof d->store.m);
+        d->store.m.testing = FT_NO_SLOT;
+        s->state = FT_SLOT_CONFIRMED;
+        s->kind = FT_KIND_HEAD_PATCH;
+        s->total_len = s->received = d->factory_len;
+        ft_sha256(d->factory_patch, d->factory_len, s->sha256);
+        d->store.m.confirmed = 0;
+        FT_TRY(ft_store_persist(&d->store));
+    }
+    if (d->store.m.testing != FT_NO_SLOT) { /* reset while under test: back to the confirmed slot */
+        d->store.m.slots[d->store.m.testing].state = FT_SLOT_VERIFIED;
+        d->store.m.testing = FT_NO_SLOT;
+        d->store.m.reverted = 1;
+        FT_TRY(ft_store_persist(&d->store));
+    }
+    FT_TRY(ft_store_persist(&d->store)); /* boot counter: update ids never repeat across resets */
+    d->update_counter = (d->store.m.counter & 0xFFFFFu) << 12;
+    d->active = d->store.m.confirmed;
+    if (d->active == FT_NO_SLOT || load_slot_head(d, d->active, &d->head, &st) != FT_OK) {
+        ft_port_log("confirmed slot unusable: running the factory head");
+        FT_TRY(ft_head_decode_patch(&d->head, d->factory_patch, d->factory_len, 0, 0));
+    }
+    r = ft_cache_init(&d->cache, FT_CACHE_CAPACITY, d->D);
+    return r;
+}
+
+/* ----------------------------------------------------------------------------------------- handlers */
+static uint8_t slot_status(ctx *c)
+{
+    ft_dev *d = c->d;
+    uint8_t *p = c->resp;
+    unsigned i;
+    if (c->cap < 4 + 44u * FT_N_SLOTS) return fail(c, FT_ST_INTERNAL, "response buffer");
+    p[0] = FT_N_SLOTS;
+    p[1] = d->active;
+    p[2] = d->store.m.confirmed;
+    p[3] = d->store.m.reverted ? 1 : 0;
+    for (i = 0; i < FT_N_SLOTS; i++) {
+        const ft_slot_meta *s = &d->store.m.slots[i];
+        uint8_t *q = p + 4 + 44u * i;
+        q[0] = s->state;
+        q[1] = s->kind;
+        q[2] = q[3] = 0;
+        ft_wr32(q + 4, s->total_len);
+        ft_wr32(q + 8, s->received);
+        memcpy(q + 12, s->sha256, 32);
+    }
+    *c->len = 4 + 44u * FT_N_SLOTS;
+    return FT_ST_OK;
+}
+
+static uint8_t h_hello(ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint8_t *o = c->resp;
+    const char *name = d->board_name ? d->board_name : ft_port_board_name();
+    size_t nl = strlen(name), fl = strlen(FT_FW_VERSION);
+    uint32_t caps = FT_CAP_TRAIN | FT_CAP_EVALUATE | FT_CAP_HEAD_PATCH | FT_CAP_SET_HEAD;
+    (void)p;
+    if (n) return fail(c, FT_ST_MALFORMED, "HELLO takes no payload");
+    if (nl > 64) nl = 64;
+    if (d->has_key) caps |= FT_CAP_FLEET_KEY;
+    o[0] = FT_PROTO_VERSION;
+    o[1] = FT_N_SLOTS;
+    ft_wr16(o + 2, (uint16_t)FT_MAX_PAYLOAD);
+    ft_wr32(o + 4, d->device_id);
+    ft_wr32(o + 8, caps);
+    ft_wr16(o + 12, d->C);
+    ft_wr16(o + 14, d->D);
+    ft_wr32(o + 16, d->cache.capacity);
+    ft_wr32(o + 20, d->cache.count);
+    ft_wr32(o + 24, FT_SLOT_SIZE);
+    ft_wr16(o + 28, 0);
+    o[30] = FT_RX_WINDOW;
+    o[31] = d->active;
+    o[32] = (uint8_t)nl;
+    memcpy(o + 33, name, nl);
+    o[33 + nl] = (uint8_t)fl;
+    memcpy(o + 34 + nl, FT_FW_VERSION, fl);
+    *c->len = 34 + nl + fl;
+    return FT_ST_OK;
+}
+
+static uint8_t h_status(ctx *c, const uint8_t *p, size_t n)
+{
+    uint8_t s;
+    (void)p;
+    if (n) return fail(c, FT_ST_MALFORMED, "STATUS takes no payload");
+    s = slot_status(c);
+    c->d->store.m.reverted = 0; /* reported once (persisted with the next metadata write) */
+    return s;
+}
+
+static uint8_t h_reset(ctx *c, const uint8_t *p, size_t n)
+{
+    if (n != 1 || p[0] != 0) return fail(c, FT_ST_MALFORMED, "RESET mode must be 0");
+    c->d->reset_requested = 1;
+    *c->len = 0;
+    return FT_ST_OK;
+}
+
+/* BlobRead -> page of an object of `total` bytes produced by `read`. hdr: bytes before total_len. */
+typedef ft_status (*blob_reader)(ft_dev *d, uint32_t off, uint8_t *out, size_t n);
+
+static uint8_t page(ctx *c, const uint8_t *p, size_t n, uint32_t total, size_t hdr, blob_reader rd)
+{
+    uint32_t off, want, room;
+    if (n != 6) return fail(c, FT_ST_MALFORMED, "BlobRead is 6 bytes");
+    off = ft_rd32(p);
+    want = ft_rd16(p + 4);
+    if (off > total) return fail(c, FT_ST_MALFORMED, "offset beyond object");
+    room = (uint32_t)(FT_MAX_PAYLOAD - hdr - 4u);
+    if (want > total - off) want = total - off;
+    if (want > room) want = room;
+    ft_wr32(c->resp + hdr, total);
+    if (rd(c->d, off, c->resp + hdr + 4, want) != FT_OK) return fail(c, FT_ST_INTERNAL, "blob read");
+    *c->len = hdr + 4 + want;
+    return FT_ST_OK;
+}
+
+static ft_status read_head(ft_dev *d, uint32_t off, uint8_t *out, size_t n) { return ft_head_patch_read(&d->head, off, out, n); }
+
+static uint8_t h_get_head(ctx *c, const uint8_t *p, size_t n)
+{
+    return page(c, p, n, ft_head_patch_size(&c->d->head), 0, read_head);
+}
+
+static uint8_t h_set_head(ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint32_t total, off, dl;
+    ft_status r;
+    if (n < 8) return fail(c, FT_ST_MALFORMED, "SET_HEAD needs total and offset");
+    total = ft_rd32(p);
+    off = ft_rd32(p + 4);
+    dl = (uint32_t)(n - 8);
+    if (off == 0) d->staged_len = 0;
+    if (off != d->staged_len) return fail(c, FT_ST_BAD_OFFSET, "offset is not the staged length");
+    if (dl > total || off > total - dl) return fail(c, FT_ST_MALFORMED, "SET_HEAD data beyond total");
+    if (total > sizeof d->staged) return fail(c, FT_ST_MALFORMED, "head patch larger than this board's heads");
+    memcpy(d->staged + off, p + 8, dl);
+    d->staged_len += dl;
+    if (d->staged_len == total) {
+        static ft_head tmp;
+        d->staged_len = 0;
+        r = ft_head_decode_patch(&tmp, d->staged, total, d->C, d->D);
+        if (r == FT_ERR_UNSUPPORTED) return fail(c, FT_ST_SHAPE_MISMATCH, "head patch shape differs from the model's");
+        if (r != FT_OK) return fail(c, FT_ST_MALFORMED, "invalid head patch");
+        d->head = tmp;
+    }
+    ft_wr32(c->resp, d->staged_len);
+    *c->len = 4;
+    return FT_ST_OK;
+}
+
+static uint8_t h_push_samples(ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint32_t cnt, dim, i;
+    if (n < 6) return fail(c, FT_ST_MALFORMED, "Samples header is 6 bytes");
+    cnt = ft_rd16(p + 2);
+    dim = ft_rd16(p + 4);
+    if (n != 6u + 2u * cnt + cnt * dim) return fail(c, FT_ST_MALFORMED, "Samples payload length");
+    if (p[0] == 1) return fail(c, FT_ST_UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)");
+    if (p[0] != 0) return fail(c, FT_ST_MALFORMED, "sample kind");
+    if (dim != d->D) return fail(c, FT_ST_SHAPE_MISMATCH, "feature length differs from the head input");
+    for (i = 0; i < cnt; i++)
+        if (ft_rd16(p + 6 + 2 * i) >= d->C) return fail(c, FT_ST_MALFORMED, "label >= classes");
+    if (p[1] & 1u) ft_cache_clear(&d->cache);
+    for (i = 0; i < cnt; i++) {
+        ft_status r = ft_cache_push(&d->cache, (const int8_t *)(p + 6 + 2 * cnt + i * dim), (uint8_t)ft_rd16(p + 6 + 2 * i));
+        if (r != FT_OK) return fail(c, FT_ST_INTERNAL, "cache push");
+    }
+    d->pushed_total += cnt;
+    ft_wr32(c->resp, d->cache.count);
+    ft_wr32(c->resp + 4, d->pushed_total);
+    *c->len = 8;
+    return FT_ST_OK;
+}
+
+/* UpdateBlob bytes, generated on the fly from the trained float head. */
+static ft_status read_blob(ft_dev *d, uint32_t off, uint8_t *out, size_t n)
+{
+    uint32_t C = d->upd.C, D = d->upd.D, CD = C * D, total = BLOB_SIZE(C, D);
+    uint8_t tmp[UPD_HDR];
+    size_t k;
+    if (off > total || n > total - off) return FT_ERR_RANGE;
+    memcpy(tmp, "FTUP", 4);
+    tmp[4] = 1;
+    tmp[5] = 0;
+    ft_wr16(tmp + 6, (uint16_t)C);
+    ft_wr16(tmp + 8, (uint16_t)D);
+    ft_wr16(tmp + 10, 0);
+    ft_wr32(tmp + 12, d->device_id);
+    ft_wr32(tmp + 16, d->pending_id);
+    ft_wr32(tmp + 20, d->upd_round);
+    ft_wr32(tmp + 24, d->upd_n);
+    ft_wrf32(tmp + 28, d->upd_loss);
+    for (k = 0; k < n; k++) {
+        uint32_t i = off + (uint32_t)k;
+        uint8_t f[4];
+        if (i < UPD_HDR) {
+            out[k] = tmp[i];
+        } else if (i < UPD_HDR + 4 * CD) {
+            ft_wrf32(f, d->upd.weights[(i - UPD_HDR) / 4]);
+            out[k] = f[(i - UPD_HDR) % 4];
+        } else if (i < UPD_HDR + 4 * CD + 4 * C) {
+            ft_wrf32(f, d->upd.bias[(i - UPD_HDR - 4 * CD) / 4]);
+            out[k] = f[(i - UPD_HDR - 4 * CD) % 4];
+        } else {
+            out[k] = d->upd_tag[i - UPD_HDR - 4 * CD - 4 * C];
+        }
+    }
+    return FT_OK;
+}
+
+static uint8_t h_train(ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    ft_train_cfg cfg;
+    float loss = 0.0f;
+    uint32_t steps = 0, body, off;
+    ft_status r;
+    if (n != 28) return fail(c, FT_ST_MALFORMED, "TrainRequest is 28 bytes");
+    if (d->has_pending) return fail(c, FT_ST_UPDATE_PENDING, "update not acknowledged");
+    if (d->cache.count == 0) return fail(c, FT_ST_CACHE_EMPTY, "no cached samples");
+    cfg.epochs = ft_rd16(p);
+    cfg.batch_size = ft_rd16(p + 2);
+    cfg.lr = ft_rdf32(p + 4);
+    cfg.momentum = ft_rdf32(p + 8);
+    cfg.weight_decay = ft_rdf32(p + 12);
+    cfg.prox_mu = ft_rdf32(p + 16);
+    cfg.seed = ft_rd32(p + 20);
+    cfg.round = ft_rd32(p + 24);
+    cfg.device_id = d->device_id;
+    if (cfg.epochs < 1 || cfg.batch_size < 1) return fail(c, FT_ST_MALFORMED, "epochs and batch_size must be >= 1");
+    if (!(cfg.lr > 0.0f && cfg.momentum >= 0.0f && cfg.weight_decay >= 0.0f && cfg.prox_mu >= 0.0f) ||
+        !isfinite(cfg.lr) || !isfinite(cfg.momentum) || !isfinite(cfg.weight_decay) || !isfinite(cfg.prox_mu))
+        return fail(c, FT_ST_MALFORMED, "lr must be > 0; momentum, weight_decay and prox_mu >= 0");
+    if (ft_head_dequantize(&d->head, &d->upd) != FT_OK) return fail(c, FT_ST_INTERNAL, "dequantize");
+    r = ft_train(&d->upd, &d->cache, d->head.input_scale, d->head.input_zero_point, &cfg, &d->work, &loss, &steps);
+    if (r != FT_OK) return fail(c, FT_ST_INTERNAL, "train");
+    d->update_counter++;
+    if (d->update_counter == 0) d->update_counter = 1;
+    d->pending_id = d->update_counter;
+    d->upd_round = cfg.round;
+    d->upd_n = d->cache.count;
+    d->upd_loss = loss;
+    d->has_pending = 1;
+    /* tag = HMAC(key, body); a board without a key sends a zero tag */
+    memset(d->upd_tag, 0, 32);
+    if (d->has_key) {
+        ft_hmac_ctx h;
+        uint8_t buf[64], tag[32];
+        body = BLOB_SIZE(d->upd.C, d->upd.D) - 32u;
+        ft_hmac_init(&h, d->key, sizeof d->key);
+        for (off = 0; off < body; off += (uint32_t)sizeof buf) {
+            uint32_t k = body - off < sizeof buf ? body - off : (uint32_t)sizeof buf;
+            if (read_blob(d, off, buf, k) != FT_OK) return fail(c, FT_ST_INTERNAL, "blob");
+            ft_hmac_update(&h, buf, k);
+        }
+        ft_hmac_final(&h, tag);
+        memcpy(d->upd_tag, tag, 32);
+    }
+    ft_wr32(c->resp, d->pending_id);
+    ft_wr32(c->resp + 4, d->upd_n);
+    ft_wrf32(c->resp + 8, loss);
+    *c->len = 12;
+    return FT_ST_OK;
+}
+
+static uint8_t h_read_update(ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    if (!d->has_pending) {
+        if (n != 6) return fail(c, FT_ST_MALFORMED, "BlobRead is 6 bytes");
+        return fail(c, FT_ST_NO_UPDATE, "no pending update");
+    }
+    ft_wr32(c->resp, d->pending_id);
+    return page(c, p, n, BLOB_SIZE(d->upd.C, d->upd.D), 4, read_blob);
+}
+
+static uint8_t h_update_ack(ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint32_t uid;
+    if (n != 4) return fail(c, FT_ST_MALFORMED, "UPDATE_ACK is 4 bytes");
+    uid = ft_rd32(p);
+    *c->len = 0;
+    if (d->has_pending && d->pending_id == uid) {
+        d->has_pending = 0;
+        d->acked_id = uid;
+        return FT_ST_OK;
+    }
+    if (uid == d->acked_id && uid != 0) return FT_ST_OK;
+    return fail(c, FT_ST_NO_UPDATE, "update is not pending");
+}
+
+static uint8_t h_evaluate(ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint32_t max_n, cnt, i, correct = 0;
+    double loss_sum = 0.0;
+    int8_t q[FT_MAX_CLASSES];
+    float logits[FT_MAX_CLASSES], prob[FT_MAX_CLASSES];
+    if (n != 4) return fail(c, FT_ST_MALFORMED, "EVALUATE is 4 bytes");
+    max_n = ft_rd32(p);
+    cnt = d->cache.count;
+    if (max_n && max_n < cnt) cnt = max_n;
+    if (cnt == 0) return fail(c, FT_ST_CACHE_EMPTY, "no cached samples");
+    for (i = 0; i < cnt; i++) {
+        uint16_t k, best = 0, y = d->cache.labels[i];
+        if (ft_head_forward(&d->head, ft_cache_row(&d->cache, i), q) != FT_OK) return fail(c, FT_ST_INTERNAL, "forward");
+        for (k = 0; k < d->head.C; k++) {
+            if (q[k] > q[best]) best = k;
+            logits[k] = ((float)q[k] - (float)d->head.output_zero_point) * d->head.output_scale;
+        }
+        correct += best == y;
+        loss_sum += (double)ft_softmax_xent(logits, d->head.C, y, prob);
+    }
+    ft_wr32(c->resp, cnt);
+    ft_wrf32(c->resp + 4, (float)((double)correct / cnt));
+    ft_wrf32(c->resp + 8, (float)(loss_sum / cnt));
+    *c->len = 12;
+    return FT_ST_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ uploads */
+static uint8_t upload_slot(const ft_dev *d)
+{
+    uint8_t i;
+    for (i = 0; i < FT_N_SLOTS; i++)
+        if (i != d->store.m.confirmed) return i;
+    return 0;
+}
+
+static uint8_t upload_state(ctx *c, uint8_t slot, uint8_t resumed)
+{
+    const ft_slot_meta *s = &c->d->store.m.slots[slot];
+    uint32_t crc = 0;
+    ft_status r = ft_store_crc32(&c->d->store, slot, s->received, &crc);
+    if (r != FT_OK) return failf_flash(c, r);
+    c->resp[0] = slot;
+    c->resp[1] = s->state;
+    c->resp[2] = resumed;
+    c->resp[3] = 0;
+    ft_wr32(c->resp + 4, s->total_len);
+    ft_wr32(c->resp + 8, s->received);
+    ft_wr32(c->resp + 12, crc);
+    *c->len = 16;
+    return FT_ST_OK;
+}
+
+static uint8_t h_upload_begin(ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint8_t kind, slot, flags, target;
+    uint32_t total;
+    const char *why;
+    ft_slot_meta *s;
+    ft_status r;
+    if (n != 72) return fail(c, FT_ST_MALFORMED, "UploadBegin is 72 bytes");
+    kind = p[0];
+    slot = p[1];
+    flags = p[2];
+    total = ft_rd32(p + 4);
+    if (kind != FT_KIND_HEAD_PATCH && kind != FT_KIND_TFLITE) return fail(c, FT_ST_MALFORMED, "image kind");
+    if (kind == FT_KIND_TFLITE) return fail(c, FT_ST_UNSUPPORTED, "no backbone on this board: head patches only");
+    target = upload_slot(d);
+    if (slot != 0xFF && slot != target) return fail(c, FT_ST_BAD_STATE, "slot is not the upload slot");
+    s = &d->store.m.slots[target];
+    if (s->state == FT_SLOT_TESTING) return fail(c, FT_ST_BAD_STATE, "upload slot is under test: CONFIRM or ROLLBACK first");
+    if (total == 0 || total > FT_SLOT_SIZE) return fail(c, FT_ST_NO_SPACE, "image larger than a slot");
+    why = check_tag(d, kind, total, p + 8, p + 40);
+    if (why) return fail(c, FT_ST_AUTH_FAILED, why);
+    if (s->kind == kind && s->total_len == total && memcmp(s->sha256, p + 8, 32) == 0 &&
+        (s->state == FT_SLOT_RECEIVING || s->state == FT_SLOT_VERIFIED) && !(flags & 1u))
+        return upload_state(c, target, 1);
+    {
+        uint32_t old_len = s->total_len > total ? s->total_len : total;
+        memset(s, 0, sizeof *s);
+        if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r); /* invalidate, then erase */
+        if ((r = ft_store_erase(&d->store, target, old_len)) != FT_OK) return failf_flash(c, r);
+    }
+    s->state = FT_SLOT_RECEIVING;
+    s->kind = kind;
+    s->total_len = total;
+    s->received = 0;
+    memcpy(s->sha256, p + 8, 32);
+    memcpy(s->tag, p + 40, 32);
+    if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
+    return upload_state(c, target, 0);
+}
+
+static uint8_t h_upload_chunk(ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint8_t target = upload_slot(d);
+    ft_slot_meta *s = &d->store.m.slots[target];
+    uint32_t off, dl;
+    ft_status r;
+    if (n < 4) return fail(c, FT_ST_MALFORMED, "UPLOAD_CHUNK needs an offset");
+    off = ft_rd32(p);
+    dl = (uint32_t)(n - 4);
+    if (s->state == FT_SLOT_VERIFIED) {
+        ft_wr32(c->resp, s->total_len);
+        *c->len = 4;
+        return FT_ST_OK;
+    }
+    if (s->state != FT_SLOT_RECEIVING) return fail(c, FT_ST_BAD_STATE, "slot is not receiving (UPLOAD_BEGIN first)");
+    if (off > s->total_len || dl > s->total_len - off) return fail(c, FT_ST_MALFORMED, "chunk beyond the image");
+    if (off == s->received && dl) {
+        /* data first, then the persisted `received` */
+        if ((r = ft_store_write(&d->store, target, off, p + 4, dl)) != FT_OK) return failf_flash(c, r);
+        s->received += dl;
+        if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
+    }
+    ft_wr32(c->resp, s->received);
+    *c->len = 4;
+    return FT_ST_OK;
+}
+
+static uint8_t h_upload_status(ctx *c, const uint8_t *p, size_t n)
+{
+    uint8_t slot;
+    if (n != 1) return fail(c, FT_ST_MALFORMED, "UPLOAD_STATUS is 1 byte");
+    slot = p[0] == 0xFF ? upload_slot(c->d) : p[0];
+    if (slot >= FT_N_SLOTS) return fail(c, FT_ST_MALFORMED, "no such slot");
+    return upload_state(c, slot, 0);
+}
+
+static int slot_arg(const uint8_t *p, size_t n) { return (n == 1 && p[0] < FT_N_SLOTS) ? p[0] : -1; }
+
+static uint8_t h_verify(ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    int slot = slot_arg(p, n);
+    ft_slot_meta *s;
+    ft_status r;
+    uint8_t sha[32];
+    if (slot < 0) return fail(c, FT_ST_MALFORMED, "VERIFY takes a slot number");
+    s = &d->store.m.slots[slot];
+    if (s->state == FT_SLOT_EMPTY) return fail(c, FT_ST_BAD_STATE, "slot is empty");
+    if (s->state == FT_SLOT_RECEIVING) {
+        const char *why;
+        uint8_t st;
+        if (s->received != s->total_len) return fail(c, FT_ST_BAD_STATE, "image not completely received");
+        if ((r = ft_store_sha256(&d->store, (uint8_t)slot, s->total_len, sha)) != FT_OK) return failf_flash(c, r);
+        if (!ft_ct_equal(sha, s->sha256, 32)) {
+            s->received = 0;
+            if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
+            if ((r = ft_store_erase(&d->store, (uint8_t)slot, s->total_len)) != FT_OK) return failf_flash(c, r);
+            return fail(c, FT_ST_HASH_MISMATCH, "sha256 of the received image differs from the declared one");
+        }
+        why = check_tag(d, s->kind, s->total_len, s->sha256, s->tag);
+        if (why) return fail(c, FT_ST_AUTH_FAILED, why);
+        {
+            static ft_head tmp;
+            r = load_slot_head(d, (uint8_t)slot, &tmp, &st);
+            if (r != FT_OK) return fail(c, st, st == FT_ST_SHAPE_MISMATCH ? "head shape differs from the model's"
+                                                                          : "image does not parse as a head patch");
+        }
+        s->state = FT_SLOT_VERIFIED;
+        if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
+    }
+    c->resp[0] = (uint8_t)slot;
+    c->resp[1] = s->state;
+    memcpy(c->resp + 2, s->sha256, 32);
+    *c->len = 34;
+    return FT_ST_OK;
+}
+
+static uint8_t h_activate(ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    int slot = slot_arg(p, n);
+    static ft_head tmp;
+    uint8_t st;
+    ft_status r;
+    if (slot < 0) return fail(c, FT_ST_MALFORMED, "ACTIVATE takes a slot number");
+    if (d->store.m.testing == slot) return slot_status(c);
+    if (d->store.m.slots[slot].state != FT_SLOT_VERIFIED || d->store.m.testing != FT_NO_SLOT)
+        return fail(c, FT_ST_BAD_STATE, "slot is not VERIFIED, or another is under test");
+    if (load_slot_head(d, (uint8_t)slot, &tmp, &st) != FT_OK) return fail(c, st, "slot image unusable");
+    d->store.m.slots[slot].state = FT_SLOT_TESTING;
+    d->store.m.testing = (uint8_t)slot;
+    if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
+    d->active = (uint8_t)slot;
+    d->head = tmp;
+    return slot_status(c);
+}
+
+static uint8_t h_confirm(ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint32_t nv, il, ol, i, k;
+    uint8_t slot, tol;
+    int worst = -1;
+    uint32_t wi = 0, wk = 0;
+    int8_t out[FT_MAX_CLASSES];
+    ft_status r;
+    if (n < 8) return fail(c, FT_ST_MALFORMED, "Confirm header is 8 bytes");
+    slot = p[0];
+    tol = p[1];
+    nv = ft_rd16(p + 2);
+    il = ft_rd16(p + 4);
+    ol = ft_rd16(p + 6);
+    if (n != 8u + nv * (il + ol)) return fail(c, FT_ST_MALFORMED, "Confirm payload length");
+    if (slot >= FT_N_SLOTS) return fail(c, FT_ST_MALFORMED, "no such slot");
+    if (slot == d->store.m.confirmed && d->store.m.testing == FT_NO_SLOT) return slot_status(c);
+    if (d->store.m.testing != slot) return fail(c, FT_ST_BAD_STATE, "slot is not under test");
+    if (il != d->D || ol != d->C) return fail(c, FT_ST_UNSUPPORTED, "golden vectors must be D int8 features -> C int8 logits");
+    for (i = 0; i < nv; i++) {
+        const uint8_t *v = p + 8 + i * (il + ol);
+        if (ft_head_forward(&d->head, (const int8_t *)v, out) != FT_OK) return fail(c, FT_ST_INTERNAL, "forward");
+        for (k = 0; k < ol; k++) {
+            int diff = (int)out[k] - (int)(int8_t)v[il + k];
+            if (diff < 0) diff = -diff;
+            if (diff > worst) {
+                worst = diff;
+                wi = i;
+                wk = k;
+            }
+        }
+    }
+    if (worst > (int)tol) {
+        char buf[96];
+        const uint8_t *v = p + 8 + wi * (il + ol);
+        ft_head_forward(&d->head, (const int8_t *)v, out);
+        snprintf(buf, sizeof buf, "vector %u channel %u: got %d, expected %d", (unsigned)wi, (unsigned)wk,
+                 (int)out[wk], (int)(int8_t)v[il + wk]);
+        return fail(c, FT_ST_SELFTEST_FAILED, buf);
+    }
+    if (d->store.m.confirmed != FT_NO_SLOT) d->store.m.slots[d->store.m.confirmed].state = FT_SLOT_VERIFIED;
+    d->store.m.slots[slot].state = FT_SLOT_CONFIRMED;
+    d->store.m.confirmed = slot;
+    d->store.m.testing = FT_NO_SLOT;
+    if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r); /* the commit: one record */
+    return slot_status(c);
+}
+
+static uint8_t h_rollback(ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    ft_status r;
+    uint8_t st;
+    (void)p;
+    if (n) return fail(c, FT_ST_MALFORMED, "ROLLBACK takes no payload");
+    if (d->store.m.testing != FT_NO_SLOT) {
+        d->store.m.slots[d->store.m.testing].state = FT_SLOT_VERIFIED;
+        d->store.m.testing = FT_NO_SLOT;
+        if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
+        d->active = d->store.m.confirmed;
+        if (load_slot_head(d, d->active, &d->head, &st) != FT_OK)
+            if (ft_head_decode_patch(&d->head, d->factory_patch, d->factory_len, 0, 0) != FT_OK)
+                return fail(c, FT_ST_INTERNAL, "no usable head");
+    }
+    return slot_status(c);
+}
+
+uint8_t ft_dev_handle(ft_dev *d, uint8_t type, const uint8_t *req, size_t len, uint8_t *resp, size_t cap,
+                      size_t *resp_len)
+{
+    ctx c;
+    c.d = d;
+    c.resp = resp;
+    c.cap = cap;
+    c.len = resp_len;
+    *resp_len = 0;
+    if (!d || (!req && len) || !resp || cap < FT_MAX_PAYLOAD) return FT_ST_INTERNAL;
+    switch (type) {
+    case FT_MSG_HELLO: return h_hello(&c, req, len);
+    case FT_MSG_STATUS: return h_status(&c, req, len);
+    case FT_MSG_RESET: return h_reset(&c, req, len);
+    case FT_MSG_GET_HEAD: return h_get_head(&c, req, len);
+    case FT_MSG_SET_HEAD: return h_set_head(&c, req, len);
+    case FT_MSG_PUSH_SAMPLES: return h_push_samples(&c, req, len);
+    case FT_MSG_TRAIN: return h_train(&c, req, len);
+    case FT_MSG_READ_UPDATE: return h_read_update(&c, req, len);
+    case FT_MSG_UPDATE_ACK: return h_update_ack(&c, req, len);
+    case FT_MSG_EVALUATE: return h_evaluate(&c, req, len);
+    case FT_MSG_UPLOAD_BEGIN: return h_upload_begin(&c, req, len);
+    case FT_MSG_UPLOAD_CHUNK: return h_upload_chunk(&c, req, len);
+    case FT_MSG_UPLOAD_STATUS: return h_upload_status(&c, req, len);
+    case FT_MSG_VERIFY: return h_verify(&c, req, len);
+    case FT_MSG_ACTIVATE: return h_activate(&c, req, len);
+    case FT_MSG_CONFIRM: return h_confirm(&c, req, len);
+    case FT_MSG_ROLLBACK: return h_rollback(&c, req, len);
+    default: {
+        char buf[24];
+        snprintf(buf, sizeof buf, "type 0x%02x", (unsigned)type);
+        return fail(&c, FT_ST_UNKNOWN_TYPE, buf);
+    }
+    }
+}
