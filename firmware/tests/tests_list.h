@@ -17,7 +17,14 @@
     X(requantize_golden)   \
     X(sample_order_golden) \
     X(train_golden)        \
-    X(cache_ring)
+    X(cache_ring)          \
+    X(frame_vectors)       \
+    X(link_framing)        \
+    X(device_commands)     \
+    X(upload_resume_and_auth) \
+    X(power_cut_first_update) \
+    X(power_cut_second_update) \
+    X(power_cut_after_op)
 
 #define FT_DECL(name) void test_##name(void);
 FT_TESTS(FT_DECL)

@@ -11,6 +11,7 @@ uint8_t ft_simflash_mem[FT_FLASH_SIZE] __attribute__((aligned(8)));
 static uint32_t cut_at_op;
 static uint32_t ops;
 static int cut;
+static int cut_complete;
 static void (*on_cut)(void);
 static void (*on_change)(uint32_t, size_t);
 
@@ -22,6 +23,7 @@ void ft_simflash_cut_at(uint32_t n)
     cut = 0;
 }
 int ft_simflash_is_cut(void) { return cut; }
+void ft_simflash_cut_complete(int complete) { cut_complete = complete; }
 uint32_t ft_simflash_ops(void) { return ops; }
 void ft_simflash_on_cut(void (*fn)(void)) { on_cut = fn; }
 void ft_simflash_on_change(void (*fn)(uint32_t, size_t)) { on_change = fn; }
@@ -56,7 +58,7 @@ ft_status ft_simflash_write(uint32_t offset, const void *buf, size_t len)
     if (offset % FT_FLASH_WRITE_ALIGN || len % FT_FLASH_WRITE_ALIGN) return FT_ERR_ARG;
     if (cut) return FT_ERR_FLASH;
     dying = count_op();
-    if (dying) n = (len / 2u) & ~(size_t)(FT_FLASH_WRITE_ALIGN - 1u); /* half the words made it */
+    if (dying && !cut_complete) n = (len / 2u) & ~(size_t)(FT_FLASH_WRITE_ALIGN - 1u); /* half the words made it */
     for (i = 0; i < n; i++) ft_simflash_mem[offset + i] &= p[i];           /* NOR: bits only clear */
     if (on_change && n) on_change(offset, n);
     if (dying) {
@@ -74,7 +76,7 @@ ft_status ft_simflash_erase(uint32_t offset, size_t len)
     if (offset % FT_FLASH_PAGE_SIZE || len % FT_FLASH_PAGE_SIZE) return FT_ERR_ARG;
     if (cut) return FT_ERR_FLASH;
     dying = count_op();
-    if (dying) n = len / 3u; /* an interrupted erase leaves part of the range erased */
+    if (dying && !cut_complete) n = len / 3u; /* an interrupted erase leaves part of the range erased */
     memset(ft_simflash_mem + offset, 0xFF, n);
     if (on_change && n) on_change(offset, n);
     if (dying) {

@@ -13,7 +13,9 @@ extern uint8_t ft_simflash_mem[];
 void ft_simflash_format(void);                     /* whole flash to 0xFF */
 /* Arm the power cut at the n-th program/erase operation from now (1 = the next one); 0 disarms. */
 void ft_simflash_cut_at(uint32_t n);
-int ft_simflash_is_cut(void);                      /* 1 once the cut happened (until the next cut_at) */
+int ft_simflash_is_cut(void);
+/* 1: the cut operation lands completely and the power goes right after it; 0 (default): it is torn. */
+void ft_simflash_cut_complete(int complete);                      /* 1 once the cut happened (until the next cut_at) */
 uint32_t ft_simflash_ops(void);                    /* program/erase operations since the last cut_at */
 /* Called after the (partial) cut operation; the host firmware exits the process there. May be NULL. */
 void ft_simflash_on_cut(void (*fn)(void));

@@ -1,0 +1,417 @@
+/* Device-level tests: frame codec against the protocol vectors, the link (framing, retry cache, bad
+ * frames), the command set, and power cuts at every flash operation of an upload + update commit. */
+#include "ft_test.h"
+#include "ft_dev.h"
+#include "ft_link.h"
+#include "ft_proto.h"
+#include "ft_sha256.h"
+#include "ft_crc32.h"
+#include "ft_simflash.h"
+#include "golden/golden_frames.h"
+#include "../app/factory_head.h"
+
+static ft_dev dev;
+static ft_link lnk;
+static uint8_t resp[FT_MAX_PAYLOAD];
+static size_t resp_len;
+static uint8_t out[4 * FT_WIRE_MAX];
+static size_t out_len;
+static const uint8_t key[32] = FT_FLEET_KEY_INIT;
+
+void test_frame_vectors(void)
+{
+    static uint8_t buf[FT_WIRE_MAX];
+    size_t i, n;
+    for (i = 0; i < GOLDEN_FRAME_N; i++) {
+        const golden_frame_case *g = &golden_frames[i];
+        CHECK_OK(ft_cobs_encode(g->decoded, g->decoded_len, buf, sizeof buf, &n));
+        CHECK_EQ_INT(n + 1, g->wire_len);
+        CHECK_MEM(buf, g->wire, n);
+        CHECK_EQ_INT(g->wire[g->wire_len - 1], 0);
+        CHECK_OK(ft_cobs_decode(g->wire, g->wire_len - 1, buf, sizeof buf, &n));
+        CHECK_EQ_INT(n, g->decoded_len);
+        CHECK_MEM(buf, g->decoded, n);
+        CHECK_EQ_INT(ft_crc32(g->decoded, n - 4), ft_rd32(g->decoded + n - 4));
+    }
+}
+
+static ft_status capture(const uint8_t *b, size_t n)
+{
+    if (out_len + n > sizeof out) return FT_ERR_NOSPACE;
+    memcpy(out + out_len, b, n);
+    out_len += n;
+    return FT_OK;
+}
+
+static void boot(void)
+{
+    memset(&dev, 0, sizeof dev);
+    dev.device_id = 7;
+    memcpy(dev.key, key, 32);
+    dev.has_key = 1;
+    dev.factory_patch = ft_factory_head;
+    dev.factory_len = FT_FACTORY_HEAD_LEN;
+    dev.board_name = "test";
+    CHECK_OK(ft_dev_boot(&dev));
+    ft_link_init(&lnk, capture);
+}
+
+static void power_up_blank(void)
+{
+    ft_simflash_cut_at(0);
+    ft_simflash_format();
+    boot();
+}
+
+static uint8_t call(uint8_t type, const uint8_t *p, size_t n)
+{
+    return ft_dev_handle(&dev, type, p, n, resp, sizeof resp, &resp_len);
+}
+
+/* A request frame on the wire. */
+static size_t wire(uint8_t type, uint16_t seq, const uint8_t *p, size_t n, uint8_t *w, uint8_t version)
+{
+    static uint8_t fr[FT_FRAME_MAX];
+    size_t enc = 0;
+    fr[0] = version; fr[1] = type; fr[2] = 0; fr[3] = 0;
+    ft_wr16(fr + 4, seq);
+    ft_wr16(fr + 6, (uint16_t)n);
+    if (n) memcpy(fr + 8, p, n);
+    ft_wr32(fr + 8 + n, ft_crc32(fr, 8 + n));
+    if (ft_cobs_encode(fr, 12 + n, w, FT_WIRE_MAX, &enc) != FT_OK) return 0;
+    w[enc] = 0;
+    return enc + 1;
+}
+
+/* Decode the single response frame in out[]. Returns its status, payload in resp. */
+static int parse_out(uint8_t type, uint16_t seq)
+{
+    static uint8_t fr[FT_WIRE_MAX];
+    size_t n = 0;
+    if (out_len < 2 || out[out_len - 1] != 0) return -1;
+    if (ft_cobs_decode(out, out_len - 1, fr, sizeof fr, &n) != FT_OK || n < 12) return -2;
+    if (ft_crc32(fr, n - 4) != ft_rd32(fr + n - 4)) return -3;
+    if (fr[1] != type || ft_rd16(fr + 4) != seq || !(fr[2] & FT_FLAG_RESPONSE)) return -4;
+    resp_len = ft_rd16(fr + 6);
+    memcpy(resp, fr + 8, resp_len);
+    return fr[3];
+}
+
+void test_link_framing(void)
+{
+    static uint8_t w[FT_WIRE_MAX * 2];
+    size_t n, used;
+    uint32_t before;
+    power_up_blank();
+    /* HELLO over the wire, preceded by the host's flush byte and garbage */
+    w[0] = 0; w[1] = 0x55; w[2] = 0x13; w[3] = 0;
+    n = wire(FT_MSG_HELLO, 1, NULL, 0, w + 4, 1) + 4;
+    out_len = 0;
+    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used));
+    CHECK_EQ_INT(used, n);
+    CHECK_EQ_INT(parse_out(FT_MSG_HELLO, 1), FT_ST_OK);
+    CHECK_EQ_INT(resp[0], 1);
+    CHECK_EQ_INT(ft_rd32(resp + 4), 7);
+    CHECK_EQ_INT(ft_rd16(resp + 12), 10);
+    CHECK_EQ_INT(ft_rd16(resp + 14), 64);
+    CHECK(lnk.dropped >= 1);
+    /* a retry (same seq/type/payload) gets the cached bytes without re-executing */
+    {
+        size_t first = out_len;
+        static uint8_t copy[FT_WIRE_MAX];
+        memcpy(copy, out, first);
+        out_len = 0;
+        CHECK_OK(ft_link_feed(&lnk, &dev, w + 4, n - 4, &used));
+        CHECK_EQ_INT(out_len, first);
+        CHECK_MEM(out, copy, first);
+    }
+    /* corrupted CRC: dropped silently */
+    n = wire(FT_MSG_STATUS, 2, NULL, 0, w, 1);
+    w[3] ^= 0x40;
+    before = lnk.dropped;
+    out_len = 0;
+    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used));
+    CHECK_EQ_INT(out_len, 0);
+    CHECK_EQ_INT(lnk.dropped, before + 1);
+    /* bad version -> BAD_VERSION; unknown type -> UNKNOWN_TYPE; bad payload -> MALFORMED */
+    n = wire(FT_MSG_STATUS, 3, NULL, 0, w, 2);
+    out_len = 0;
+    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used));
+    CHECK_EQ_INT(parse_out(FT_MSG_STATUS, 3), FT_ST_BAD_VERSION);
+    n = wire(0x7E, 4, NULL, 0, w, 1);
+    out_len = 0;
+    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used));
+    CHECK_EQ_INT(parse_out(0x7E, 4), FT_ST_UNKNOWN_TYPE);
+    n = wire(FT_MSG_STATUS, 5, w, 3, w + 100, 1);
+    out_len = 0;
+    CHECK_OK(ft_link_feed(&lnk, &dev, w + 100, n, &used));
+    CHECK_EQ_INT(parse_out(FT_MSG_STATUS, 5), FT_ST_MALFORMED);
+    /* an over-long frame is discarded up to the next 0x00, the next frame is served */
+    memset(w, 0x11, sizeof lnk.rx + 10);
+    out_len = 0;
+    CHECK_OK(ft_link_feed(&lnk, &dev, w, sizeof lnk.rx + 10, &used));
+    n = wire(FT_MSG_HELLO, 6, NULL, 0, w + 1, 1);
+    w[0] = 0;
+    CHECK_OK(ft_link_feed(&lnk, &dev, w, n + 1, &used));
+    CHECK_EQ_INT(parse_out(FT_MSG_HELLO, 6), FT_ST_OK);
+}
+
+void test_device_commands(void)
+{
+    static uint8_t p[FT_MAX_PAYLOAD];
+    size_t i;
+    power_up_blank();
+    memset(p, 0, 28);
+    ft_wr16(p, 1); ft_wr16(p + 2, 4); ft_wrf32(p + 4, 0.05f);
+    CHECK_EQ_INT(call(FT_MSG_TRAIN, p, 28), FT_ST_CACHE_EMPTY);
+    /* push 20 samples of D=64 */
+    p[0] = 0; p[1] = 1; ft_wr16(p + 2, 10); ft_wr16(p + 4, 64);
+    for (i = 0; i < 10; i++) ft_wr16(p + 6 + 2 * i, (uint16_t)(i % 10));
+    for (i = 0; i < 640; i++) p[26 + i] = (uint8_t)(i * 7);
+    CHECK_EQ_INT(call(FT_MSG_PUSH_SAMPLES, p, 26 + 640), FT_ST_OK);
+    CHECK_EQ_INT(ft_rd32(resp), 10);
+    ft_wr16(p + 4, 63);
+    CHECK_EQ_INT(call(FT_MSG_PUSH_SAMPLES, p, 26 + 630), FT_ST_SHAPE_MISMATCH);
+    ft_wr16(p + 4, 64); ft_wr16(p + 6, 10);
+    CHECK_EQ_INT(call(FT_MSG_PUSH_SAMPLES, p, 26 + 640), FT_ST_MALFORMED); /* label 10 >= C */
+    CHECK_EQ_INT(dev.cache.count, 10);                                     /* nothing changed */
+    /* TRAIN -> update pending -> READ_UPDATE -> ACK */
+    memset(p, 0, 28);
+    ft_wr16(p, 1); ft_wr16(p + 2, 4); ft_wrf32(p + 4, 0.05f);
+    CHECK_EQ_INT(call(FT_MSG_TRAIN, p, 28), FT_ST_OK);
+    {
+        uint32_t uid = ft_rd32(resp);
+        CHECK_EQ_INT(ft_rd32(resp + 4), 10);
+        CHECK_EQ_INT(call(FT_MSG_TRAIN, p, 28), FT_ST_UPDATE_PENDING);
+        ft_wr32(p + 100, 0); ft_wr16(p + 104, 100);
+        CHECK_EQ_INT(call(FT_MSG_READ_UPDATE, p + 100, 6), FT_ST_OK);
+        CHECK_EQ_INT(ft_rd32(resp), uid);
+        CHECK_EQ_INT(ft_rd32(resp + 4), 32 + 4 * 640 + 40 + 32);
+        CHECK_EQ_INT(resp_len, 8 + 100);
+        CHECK(memcmp(resp + 8, "FTUP", 4) == 0);
+        /* the tag authenticates the blob */
+        {
+            static uint8_t blob[32 + 4 * 640 + 40 + 32];
+            uint32_t off = 0, total = sizeof blob;
+            uint8_t mac[32];
+            while (off < total) {
+                ft_wr32(p + 100, off); ft_wr16(p + 104, 1000);
+                CHECK_EQ_INT(call(FT_MSG_READ_UPDATE, p + 100, 6), FT_ST_OK);
+                if (resp_len <= 8) break;
+                memcpy(blob + off, resp + 8, resp_len - 8);
+                off += (uint32_t)(resp_len - 8);
+            }
+            ft_hmac_sha256(key, 32, blob, total - 32, mac);
+            CHECK_MEM(mac, blob + total - 32, 32);
+            CHECK_EQ_INT(ft_rd32(blob + 12), 7);
+        }
+        ft_wr32(p + 100, uid + 1);
+        CHECK_EQ_INT(call(FT_MSG_UPDATE_ACK, p + 100, 4), FT_ST_NO_UPDATE);
+        ft_wr32(p + 100, uid);
+        CHECK_EQ_INT(call(FT_MSG_UPDATE_ACK, p + 100, 4), FT_ST_OK);
+        CHECK_EQ_INT(call(FT_MSG_UPDATE_ACK, p + 100, 4), FT_ST_OK); /* idempotent */
+        CHECK_EQ_INT(call(FT_MSG_READ_UPDATE, p + 100, 6), FT_ST_NO_UPDATE);
+    }
+    ft_wr32(p, 0);
+    CHECK_EQ_INT(call(FT_MSG_EVALUATE, p, 4), FT_ST_OK);
+    CHECK_EQ_INT(ft_rd32(resp), 10);
+    /* GET_HEAD pages reassemble to the factory head */
+    {
+        static uint8_t patch[FT_FACTORY_HEAD_LEN];
+        uint32_t off = 0;
+        while (off < FT_FACTORY_HEAD_LEN) {
+            ft_wr32(p, off); ft_wr16(p + 4, 300);
+            CHECK_EQ_INT(call(FT_MSG_GET_HEAD, p, 6), FT_ST_OK);
+            CHECK_EQ_INT(ft_rd32(resp), FT_FACTORY_HEAD_LEN);
+            if (resp_len <= 4) break;
+            memcpy(patch + off, resp + 4, resp_len - 4);
+            off += (uint32_t)(resp_len - 4);
+        }
+        CHECK_MEM(patch, ft_factory_head, FT_FACTORY_HEAD_LEN);
+        ft_wr32(p, FT_FACTORY_HEAD_LEN + 1);
+        CHECK_EQ_INT(call(FT_MSG_GET_HEAD, p, 6), FT_ST_MALFORMED);
+    }
+    /* SET_HEAD in two parts; wrong offset -> BAD_OFFSET */
+    ft_wr32(p, FT_FACTORY_HEAD_LEN); ft_wr32(p + 4, 0);
+    memcpy(p + 8, ft_factory_head, 400);
+    p[8 + 20 + 40] ^= 1; /* bias of class 0 (low byte) */
+    CHECK_EQ_INT(call(FT_MSG_SET_HEAD, p, 408), FT_ST_OK);
+    CHECK_EQ_INT(ft_rd32(resp), 400);
+    ft_wr32(p + 4, 401);
+    CHECK_EQ_INT(call(FT_MSG_SET_HEAD, p, 8), FT_ST_BAD_OFFSET);
+    ft_wr32(p + 4, 400);
+    memcpy(p + 8, ft_factory_head + 400, FT_FACTORY_HEAD_LEN - 400);
+    CHECK_EQ_INT(call(FT_MSG_SET_HEAD, p, 8 + FT_FACTORY_HEAD_LEN - 400), FT_ST_OK);
+    CHECK_EQ_INT(ft_rd32(resp), 0);
+    CHECK_EQ_INT(dev.head.bias[0], (int32_t)ft_rd32(ft_factory_head + 20 + 40) ^ 1);
+    CHECK_EQ_INT(call(FT_MSG_ROLLBACK, NULL, 0), FT_ST_OK);
+    p[0] = 0;
+    CHECK_EQ_INT(call(FT_MSG_RESET, p, 1), FT_ST_OK);
+    CHECK(dev.reset_requested);
+}
+
+/* ---------------------------------------------------------------------------- upload + power cuts */
+static uint8_t new_patch[FT_FACTORY_HEAD_LEN];
+static uint8_t begin_req[72];
+
+static void make_new_head(int variant)
+{
+    uint8_t msg[43];
+    memcpy(new_patch, ft_factory_head, sizeof new_patch);
+    new_patch[20 + 40] = (uint8_t)(new_patch[20 + 40] + 11 + variant); /* bias[0] */
+    new_patch[20 + 80 + 5] = (uint8_t)(new_patch[20 + 80 + 5] ^ (0x21 + variant));
+    memset(begin_req, 0, sizeof begin_req);
+    begin_req[0] = 1;
+    begin_req[1] = 0xFF;
+    ft_wr32(begin_req + 4, sizeof new_patch);
+    ft_sha256(new_patch, sizeof new_patch, begin_req + 8);
+    memcpy(msg, "FTIMG1", 6);
+    msg[6] = 1;
+    ft_wr32(msg + 7, sizeof new_patch);
+    memcpy(msg + 11, begin_req + 8, 32);
+    ft_hmac_sha256(key, 32, msg, sizeof msg, begin_req + 40);
+}
+
+/* Upload (resuming), verify, activate, confirm. Returns 0 when done, else the failing status. */
+static int deploy(void)
+{
+    static uint8_t p[FT_MAX_PAYLOAD];
+    uint32_t off, n;
+    uint8_t slot, s;
+    size_t i, j;
+    if ((s = call(FT_MSG_UPLOAD_BEGIN, begin_req, sizeof begin_req)) != FT_ST_OK) return s;
+    slot = resp[0];
+    off = ft_rd32(resp + 8);
+    while (off < sizeof new_patch) {
+        n = sizeof new_patch - off < 301 ? (uint32_t)sizeof new_patch - off : 301; /* unaligned chunks */
+        ft_wr32(p, off);
+        memcpy(p + 4, new_patch + off, n);
+        if ((s = call(FT_MSG_UPLOAD_CHUNK, p, 4 + n)) != FT_ST_OK) return s;
+        off = ft_rd32(resp);
+    }
+    p[0] = slot;
+    if ((s = call(FT_MSG_VERIFY, p, 1)) != FT_ST_OK) return s;
+    if ((s = call(FT_MSG_ACTIVATE, p, 1)) != FT_ST_OK) return s;
+    /* golden vectors: 2 inputs, expected = the running head's outputs */
+    p[0] = slot; p[1] = 0; ft_wr16(p + 2, 2); ft_wr16(p + 4, 64); ft_wr16(p + 6, 10);
+    for (i = 0; i < 2; i++) {
+        uint8_t *v = p + 8 + i * 74;
+        for (j = 0; j < 64; j++) v[j] = (uint8_t)(j * 5 + i * 3);
+        if (ft_head_forward(&dev.head, (const int8_t *)v, (int8_t *)(v + 64)) != FT_OK) return 255;
+    }
+    if ((s = call(FT_MSG_CONFIRM, p, 8 + 2 * 74)) != FT_ST_OK) return s;
+    return 0;
+}
+
+static int running_is(const uint8_t *patch)
+{
+    static uint8_t cur[FT_FACTORY_HEAD_LEN];
+    if (ft_head_patch_size(&dev.head) != FT_FACTORY_HEAD_LEN) return 0;
+    if (ft_head_patch_read(&dev.head, 0, cur, sizeof cur) != FT_OK) return 0;
+    return memcmp(cur, patch, sizeof cur) == 0;
+}
+
+static void power_cut_sweep(int prior_updates, int complete)
+{
+    static uint8_t old_patch[FT_FACTORY_HEAD_LEN];
+    uint32_t cut, cuts = 0, saw_new = 0, saw_old = 0;
+    for (cut = 1; cut < 400; cut++) {
+        int v;
+        power_up_blank();
+        for (v = 0; v < prior_updates; v++) {
+            make_new_head(100 + v);
+            CHECK_EQ_INT(deploy(), 0);
+        }
+        CHECK_OK(ft_head_patch_read(&dev.head, 0, old_patch, sizeof old_patch));
+        make_new_head(0);
+        ft_simflash_cut_at(cut);
+        ft_simflash_cut_complete(complete);
+        v = deploy();
+        if (!ft_simflash_is_cut()) { /* the whole deploy fits before this cut: every point is covered */
+            CHECK_EQ_INT(v, 0);
+            break;
+        }
+        cuts++;
+        ft_simflash_cut_at(0); /* power back */
+        boot();
+        /* the board runs the old or the new head, bit for bit, never a mix */
+        if (running_is(new_patch)) saw_new++;
+        else if (running_is(old_patch)) saw_old++;
+        else CHECK(!"running head is neither the old nor the new one");
+        CHECK(dev.store.m.testing == FT_NO_SLOT);
+        CHECK(dev.store.m.confirmed < FT_N_SLOTS);
+        CHECK(dev.store.m.slots[dev.store.m.confirmed].state == FT_SLOT_CONFIRMED);
+        /* and the interrupted deploy completes after the reboot (resuming the upload) */
+        CHECK_EQ_INT(deploy(), 0);
+        CHECK(running_is(new_patch));
+        if (ft_test_current_failed) {
+            ft_test_outf("    (cut at flash op %u)\n", (unsigned)cut);
+            break;
+        }
+    }
+    ft_simflash_cut_complete(0);
+    CHECK(cuts >= 6);
+    CHECK(saw_old > 0);
+    CHECK(!complete || saw_new > 0); /* power lost right after the commit record landed: new */
+}
+
+/* torn operation at the cut (half a write / part of an erase lands) */
+void test_power_cut_first_update(void) { power_cut_sweep(0, 0); }
+void test_power_cut_second_update(void) { power_cut_sweep(1, 0); }
+/* the operation completes, then the power goes (before the board can answer) */
+void test_power_cut_after_op(void) { power_cut_sweep(1, 1); }
+
+void test_upload_resume_and_auth(void)
+{
+    static uint8_t p[FT_MAX_PAYLOAD];
+    power_up_blank();
+    make_new_head(3);
+    /* unsigned and wrongly signed images are refused before anything is erased */
+    memcpy(p, begin_req, 72);
+    memset(p + 40, 0, 32);
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, p, 72), FT_ST_AUTH_FAILED);
+    p[40] = 1;
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, p, 72), FT_ST_AUTH_FAILED);
+    p[1] = 0;
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, 72), FT_ST_OK);
+    CHECK_EQ_INT(resp[0], 1);
+    /* half the image, then a "link drop" and a reboot */
+    ft_wr32(p, 0);
+    memcpy(p + 4, new_patch, 333);
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_CHUNK, p, 4 + 333), FT_ST_OK);
+    CHECK_EQ_INT(ft_rd32(resp), 333);
+    ft_wr32(p, 500); /* a gap: nothing written, the device says where it is */
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_CHUNK, p, 4 + 10), FT_ST_OK);
+    CHECK_EQ_INT(ft_rd32(resp), 333);
+    boot();
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, 72), FT_ST_OK);
+    CHECK_EQ_INT(resp[2], 1);                      /* resumed */
+    CHECK_EQ_INT(ft_rd32(resp + 8), 333);          /* received */
+    CHECK_EQ_INT(ft_rd32(resp + 12), ft_crc32(new_patch, 333));
+    p[0] = 1;
+    CHECK_EQ_INT(call(FT_MSG_VERIFY, p, 1), FT_ST_BAD_STATE);
+    CHECK_EQ_INT(deploy(), 0);
+    CHECK(running_is(new_patch));
+    /* ROLLBACK of a test image, and a reset while testing reverts (REVERTED reported once) */
+    make_new_head(4);
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, 72), FT_ST_OK);
+    CHECK_EQ_INT(resp[0], 0);
+    ft_wr32(p, 0);
+    memcpy(p + 4, new_patch, sizeof new_patch);
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_CHUNK, p, 4 + sizeof new_patch), FT_ST_OK);
+    p[0] = 0;
+    CHECK_EQ_INT(call(FT_MSG_VERIFY, p, 1), FT_ST_OK);
+    CHECK_EQ_INT(call(FT_MSG_ACTIVATE, p, 1), FT_ST_OK);
+    CHECK(running_is(new_patch));
+    boot();
+    CHECK(!running_is(new_patch));
+    CHECK_EQ_INT(call(FT_MSG_STATUS, NULL, 0), FT_ST_OK);
+    CHECK_EQ_INT(resp[3], 1);
+    CHECK_EQ_INT(resp[4 + 0], FT_SLOT_VERIFIED);
+    CHECK_EQ_INT(call(FT_MSG_STATUS, NULL, 0), FT_ST_OK);
+    CHECK_EQ_INT(resp[3], 0);
+    CHECK_EQ_INT(call(FT_MSG_ACTIVATE, p, 1), FT_ST_OK);
+    CHECK_EQ_INT(call(FT_MSG_ROLLBACK, NULL, 0), FT_ST_OK);
+    CHECK(!running_is(new_patch));
+    CHECK_EQ_INT(resp[1], 1); /* active = the confirmed slot 1 */
+}
