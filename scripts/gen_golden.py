@@ -318,6 +318,35 @@ def gen_factory_head() -> tuple[str, str]:
 SECTIONS = [gen_crypto, gen_head, gen_train, gen_frames, gen_factory_head]
 
 
+def write_corpus() -> list[Path]:
+    """Seed corpus of the libFuzzer target (firmware/tests/fuzz/corpus): every protocol vector, raw and as
+    structured records, plus one record per message type with a plausible payload."""
+    import struct
+
+    from fedtiny.link.frames import encode_frame
+    from fedtiny.link.vectors import vectors
+
+    out = ROOT / "firmware" / "tests" / "fuzz" / "corpus"
+    out.mkdir(parents=True, exist_ok=True)
+    seeds: dict[str, bytes] = {}
+    for i, (_, fr) in enumerate(vectors()):
+        seeds[f"raw_{i:02d}"] = b"\x00" + encode_frame(fr)
+        seeds[f"rec_{i:02d}"] = b"\x01" + struct.pack("<BH", fr.type, len(fr.payload)) + fr.payload
+    payloads = {0x01: b"", 0x02: b"", 0x10: struct.pack("<IH", 0, 512), 0x11: struct.pack("<II", 740, 0) + bytes(64),
+                0x12: struct.pack("<BBHH", 0, 1, 1, 64) + b"\x01\x00" + bytes(range(64)),
+                0x13: struct.pack("<HHffffII", 1, 4, 0.1, 0.0, 0.0, 0.0, 1, 1), 0x14: struct.pack("<IH", 0, 100),
+                0x15: struct.pack("<I", 1), 0x16: struct.pack("<I", 0), 0x22: b"\xff", 0x23: b"\x01", 0x24: b"\x01",
+                0x25: struct.pack("<BBHHH", 1, 0, 0, 64, 10), 0x26: b"", 0x03: b"\x00"}
+    seq = b"".join(struct.pack("<BH", t, len(p)) + p for t, p in payloads.items())
+    seeds["rec_all_types"] = b"\x01" + seq
+    written = []
+    for name, data in seeds.items():
+        path = out / name
+        path.write_bytes(data)
+        written.append(path)
+    return written
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="fail if a checked-in header differs")
@@ -333,6 +362,8 @@ def main() -> int:
         else:
             path.write_text(text)
             print(f"wrote {path.resolve().relative_to(ROOT)} ({len(text)} bytes)")
+    if not args.check:
+        print(f"wrote {len(write_corpus())} fuzz corpus seeds")
     if stale:
         print("stale golden headers: " + ", ".join(stale), file=sys.stderr)
         return 1

@@ -13,6 +13,9 @@
 #ifndef FT_CACHE_CAPACITY       /* int8 feature cache: samples held (ring buffer) */
 #define FT_CACHE_CAPACITY 200
 #endif
+#ifndef FT_MAX_EPOCHS           /* TRAIN requests with more epochs are refused (MALFORMED): bounds the run time */
+#define FT_MAX_EPOCHS 1000u
+#endif
 #ifndef FT_USE_FLOAT            /* 1: float32 SGD head training; 0: fixed-point path (no FPU) */
 #define FT_USE_FLOAT 1
 #endif

@@ -345,6 +345,7 @@ static uint8_t h_train(ctx *c, const uint8_t *p, size_t n)
     cfg.round = ft_rd32(p + 24);
     cfg.device_id = d->device_id;
     if (cfg.epochs < 1 || cfg.batch_size < 1) return fail(c, FT_ST_MALFORMED, "epochs and batch_size must be >= 1");
+    if (cfg.epochs > FT_MAX_EPOCHS) return fail(c, FT_ST_MALFORMED, "epochs above this board's limit");
     if (!(cfg.lr > 0.0f && cfg.momentum >= 0.0f && cfg.weight_decay >= 0.0f && cfg.prox_mu >= 0.0f) ||
         !isfinite(cfg.lr) || !isfinite(cfg.momentum) || !isfinite(cfg.weight_decay) || !isfinite(cfg.prox_mu))
         return fail(c, FT_ST_MALFORMED, "lr must be > 0; momentum, weight_decay and prox_mu >= 0");
