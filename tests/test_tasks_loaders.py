@@ -31,11 +31,15 @@ def speech_root(tmp_path: Path) -> Path:
     t = np.arange(16_000) / 16_000
     for wi, word in enumerate(["yes", "no", "cat", "dog"]):
         for k in range(3):
-            write_wav(tmp_path / word / f"spk{k}_nohash_0.wav", 0.3 * np.sin(2 * np.pi * (300 + 100 * wi) * t))
+            write_wav(
+                tmp_path / word / f"spk{k}_nohash_0.wav", 0.3 * np.sin(2 * np.pi * (300 + 100 * wi) * t)
+            )
     write_wav(tmp_path / "yes" / "short_nohash_0.wav", 0.3 * rng.standard_normal(8000), rate=16_000)
     write_wav(tmp_path / "_background_noise_" / "white.wav", 0.1 * rng.standard_normal(48_000))
     (tmp_path / "validation_list.txt").write_text("yes/spk1_nohash_0.wav\nno/spk1_nohash_0.wav\n")
-    (tmp_path / "testing_list.txt").write_text("yes/spk2_nohash_0.wav\nno/spk2_nohash_0.wav\ncat/spk2_nohash_0.wav\n")
+    (tmp_path / "testing_list.txt").write_text(
+        "yes/spk2_nohash_0.wav\nno/spk2_nohash_0.wav\ncat/spk2_nohash_0.wav\n"
+    )
     return tmp_path
 
 
@@ -47,14 +51,18 @@ def test_speech_commands_splits(speech_root: Path) -> None:
     assert counts[0] == 2 and counts[1] == 1  # yes: spk0 + short; no: spk0
     assert counts[3] == 2 and counts[2] == 2  # unknown and silence default to the mean keyword count
     assert "yes/short_nohash_0.wav" in d.sources
-    assert not any("spk1" in s or "spk2" in s for s in d.sources if not s.startswith("cat") and not s.startswith("dog"))
+    assert not any(
+        "spk1" in s or "spk2" in s for s in d.sources if not s.startswith("cat") and not s.startswith("dog")
+    )
     test = load_speech_commands(speech_root, keywords=("yes", "no"), split="testing", silence_count=0)
     assert sorted(test.sources) == ["cat/spk2_nohash_0.wav", "no/spk2_nohash_0.wav", "yes/spk2_nohash_0.wav"]
     assert test.y.tolist() == [0, 1, 3]
 
 
 def test_speech_commands_features_match_kws_front_end(speech_root: Path) -> None:
-    d = load_speech_commands(speech_root, keywords=("yes", "no"), split="all", silence_count=0, unknown_count=0)
+    d = load_speech_commands(
+        speech_root, keywords=("yes", "no"), split="all", silence_count=0, unknown_count=0
+    )
     i = d.sources.index("no/spk0_nohash_0.wav")
     t = np.arange(16_000) / 16_000
     pcm = (0.3 * np.sin(2 * np.pi * 400 * t) * 32767).astype("<i2")  # as write_wav stored it
@@ -105,7 +113,9 @@ def test_cwru_errors(tmp_path: Path) -> None:
     with pytest.raises(TaskError, match="no .mat files"):
         load_cwru(tmp_path)
     scipy.io.savemat(tmp_path / "130.mat", {"X130_FE_time": np.zeros((5000, 1))})
-    with pytest.raises(TaskError, match=r"130.mat has no variable X<nnn>_DE_time \(variables: X130_FE_time\)"):
+    with pytest.raises(
+        TaskError, match=r"130.mat has no variable X<nnn>_DE_time \(variables: X130_FE_time\)"
+    ):
         load_cwru(tmp_path / "130.mat")
     scipy.io.savemat(tmp_path / "999.mat", {"X999_DE_time": np.zeros((5000, 1))})
     with pytest.raises(TaskError, match="pass label="):

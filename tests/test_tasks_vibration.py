@@ -104,7 +104,7 @@ def test_drift_changes_inputs(cond: dict[str, float]) -> None:
     drifted = TASK.generate(labels, np.random.default_rng(5), cond)
     # some class-mean input moves by more than the seed-to-seed spread of the class means
     other = TASK.generate(labels, np.random.default_rng(6))
-    means = lambda x: np.stack([x[labels == c].mean(axis=0) for c in range(5)])  # noqa: E731
+    means = lambda x: np.stack([x[labels == c].mean(axis=0) for c in range(5)])
     assert np.abs(means(drifted) - means(base)).max() > 1.5 * np.abs(means(other) - means(base)).max()
 
 
@@ -140,7 +140,9 @@ def test_model_and_int8_conversion() -> None:
     flat = conv.convert()
     assert len(flat) <= 100 * 1024
     tflm = pytest.importorskip("tflite_micro")
-    interp = tflm.runtime.Interpreter.from_bytes(flat, arena_size=64 * 1024)  # fails if the arena is too small
+    interp = tflm.runtime.Interpreter.from_bytes(
+        flat, arena_size=64 * 1024
+    )  # fails if the arena is too small
     interp.set_input(np.zeros((1, 32, 32, 1), dtype=np.int8), 0)
     interp.invoke()
     assert interp.get_output(0).shape == (1, 5)

@@ -29,13 +29,12 @@ MFCC_SCALE = np.array([20.0, 10.0, 4.0, 5.0, 4.0, 4.0, 4.0, 3.0, 2.0, 2.0], dtyp
 @lru_cache(maxsize=1)
 def _mel_matrix() -> np.ndarray:
     """float32 [NFFT/2+1, N_MEL] triangular mel filterbank (HTK mel scale)."""
-    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
-    inv = lambda m: 700.0 * (10 ** (m / 2595.0) - 1.0)  # noqa: E731
-    edges = inv(np.linspace(mel(20.0), mel(7600.0), N_MEL + 2))
+    mel_lo, mel_hi = (2595.0 * np.log10(1.0 + f / 700.0) for f in (20.0, 7600.0))
+    edges = 700.0 * (10 ** (np.linspace(mel_lo, mel_hi, N_MEL + 2) / 2595.0) - 1.0)
     freqs = np.fft.rfftfreq(NFFT, 1 / SAMPLE_RATE)
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     w = np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
-    return w.T.astype(np.float32)
+    return np.asarray(w.T, dtype=np.float32)
 
 
 @lru_cache(maxsize=1)
@@ -45,7 +44,7 @@ def _dct_matrix() -> np.ndarray:
     k = np.arange(N_MFCC)[None, :]
     m = np.cos(np.pi / N_MEL * (n + 0.5) * k) * np.sqrt(2.0 / N_MEL)
     m[:, 0] /= np.sqrt(2.0)
-    return m.astype(np.float32)
+    return np.asarray(m, dtype=np.float32)
 
 
 _HANN = np.hanning(FRAME + 1)[:-1].astype(np.float32)  # periodic Hann
@@ -88,7 +87,7 @@ def resample(x: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
     from scipy.signal import resample_poly
 
     g = gcd(rate, target)
-    return resample_poly(x, target // g, rate // g, axis=-1).astype(np.float32)
+    return np.asarray(resample_poly(x, target // g, rate // g, axis=-1), dtype=np.float32)
 
 
 def read_wav(source: str | Path | bytes) -> tuple[np.ndarray, int]:

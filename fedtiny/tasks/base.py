@@ -76,9 +76,8 @@ class Task(ABC):
         arr = np.asarray(labels)
         if arr.ndim != 1:
             raise TaskError(f"labels for task {self.name!r} must be 1-D, got shape {arr.shape}")
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            if not np.all(np.equal(np.mod(arr, 1), 0)):
-                raise TaskError(f"labels for task {self.name!r} must be integers")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer) and not np.all(np.mod(arr, 1) == 0):
+            raise TaskError(f"labels for task {self.name!r} must be integers")
         arr = arr.astype(np.int64)
         if arr.size and (arr.min() < 0 or arr.max() >= self.num_classes):
             raise TaskError(
@@ -89,4 +88,3 @@ class Task(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, classes={len(self.classes)}, input={self.input_shape})"
-

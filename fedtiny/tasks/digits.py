@@ -68,7 +68,7 @@ def render(
     bi = np.arange(b)[:, None, None]
     top = pad[bi, r0, c0] * (1 - fc) + pad[bi, r0, c1] * fc
     bot = pad[bi, r1, c0] * (1 - fc) + pad[bi, r1, c1] * fc
-    return (top * (1 - fr) + bot * fr).astype(np.float32)
+    return np.asarray(top * (1 - fr) + bot * fr, dtype=np.float32)
 
 
 class DigitsTask(Task):
@@ -77,7 +77,7 @@ class DigitsTask(Task):
     name = "digits"
     classes = tuple(str(i) for i in range(10))
     input_shape = (SIZE, SIZE, 1)
-    drift_knobs = {
+    drift_knobs = {  # noqa: RUF012  (read-only class constant)
         "rotation_deg": "camera rotation in degrees (default 0)",
         "contrast": "contrast gain, dimensionless (default 1.0)",
         "brightness": "brightness offset on 0..1 pixels (default 0.0)",
@@ -120,7 +120,7 @@ class DigitsTask(Task):
         contrast = cond["contrast"] * rng.uniform(0.9, 1.1, b)
         img = contrast[:, None, None].astype(np.float32) * img + np.float32(cond["brightness"])
         img += np.float32(cond["noise"]) * rng.standard_normal(img.shape, dtype=np.float32)
-        return np.clip(img, 0.0, 1.0)[..., None]
+        return np.asarray(np.clip(img, 0.0, 1.0)[..., None], dtype=np.float32)
 
     def build_model(self, head_inputs: int = 64, *, batch_size: int | None = 1) -> keras.Model:
         import keras

@@ -40,7 +40,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN_WORDS = ("bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow")
-VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+VOICES = (
+    "en-us",
+    "en-gb",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+)
 VARIANTS = (
     "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5", "adam", "Alex", "Andy",
     "Annie", "aunty", "belinda", "benjamin", "boris", "caleb", "david", "ed", "john", "linda", "max",
@@ -97,7 +106,17 @@ def voice_clips(
         procs = []
         for i in todo[s : s + parallel]:
             (voice, variant, pitch, speed), word = jobs[i]
-            cmd = ["espeak-ng", "-v", f"{voice}+{variant}", "-p", str(pitch), "-s", str(speed), "--stdout", word]
+            cmd = [
+                "espeak-ng",
+                "-v",
+                f"{voice}+{variant}",
+                "-p",
+                str(pitch),
+                "-s",
+                str(speed),
+                "--stdout",
+                word,
+            ]
             procs.append((i, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
         for i, proc in procs:
             out, err = proc.communicate()
@@ -128,7 +147,7 @@ def noise_bank(seconds: int = 4) -> np.ndarray:
         rng.standard_normal(n), np.fft.irfft(white / np.sqrt(f), n), np.fft.irfft(white / f, n), hum, machine
     ])  # fmt: skip
     bank -= bank.mean(axis=1, keepdims=True)
-    return (bank / bank.std(axis=1, keepdims=True)).astype(np.float32)
+    return np.asarray(bank / bank.std(axis=1, keepdims=True), dtype=np.float32)
 
 
 class KwsTask(Task):
@@ -137,7 +156,7 @@ class KwsTask(Task):
     name = "kws"
     classes = (*KEYWORDS, "_silence_", "_unknown_")
     input_shape = (49, 10, 1)
-    drift_knobs = {
+    drift_knobs = {  # noqa: RUF012  (read-only class constant)
         "speaker_group": "speaker group, integer: 0 = factory speakers, 1, 2, ... = new speakers (default 0)",
         "noise": "background noise RMS on the -1..1 scale (default 0.005; each example x0.5..x2)",
         "gain": "microphone gain, dimensionless (default 1.0; clips at full scale)",
@@ -179,7 +198,9 @@ class KwsTask(Task):
         b = len(labels)
         words = (*KEYWORDS, *UNKNOWN_WORDS)
         spk = rng.integers(0, len(speakers), b) + group * self.speakers_per_group
-        word = np.where(labels == len(KEYWORDS) + 1, len(KEYWORDS) + rng.integers(0, len(UNKNOWN_WORDS), b), labels)
+        word = np.where(
+            labels == len(KEYWORDS) + 1, len(KEYWORDS) + rng.integers(0, len(UNKNOWN_WORDS), b), labels
+        )
         speech = labels != len(KEYWORDS)  # _silence_ has no speech
         need = sorted({(int(s), int(w)) for s, w, sp in zip(spk, word, speech) if sp} - set(self._clips))
         if need:
@@ -200,10 +221,10 @@ class KwsTask(Task):
             sl = slice(s0, min(b, s0 + CHUNK))
             audio = nlev[sl, None].astype(np.float32) * windows[kind[sl], offs[sl]]
             for i in np.flatnonzero(speech[sl]):
-                k = s0 + i
-                c = self._clips[(int(spk[k]), int(word[k]))]
-                start = int(shift[k] * (CLIP - len(c) + 1))
-                audio[i, start : start + len(c)] += c * np.float32(level[k])
+                j = s0 + i
+                c = self._clips[(int(spk[j]), int(word[j]))]
+                start = int(shift[j] * (CLIP - len(c) + 1))
+                audio[i, start : start + len(c)] += c * np.float32(level[j])
             out[sl] = mfcc(np.clip(np.float32(cond["gain"]) * audio, -1.0, 1.0))
         return out
 

@@ -84,16 +84,18 @@ def load_speech_commands(
         if max_per_class is not None and len(rel) > max_per_class:
             rel = sorted(rng.choice(rel, max_per_class, replace=False).tolist())
         per_word.append(rel)
-    mean_count = int(round(np.mean([len(r) for r in per_word]))) if per_word else 0
-    others = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_") and p.name not in keywords)
+    mean_count = round(float(np.mean([len(r) for r in per_word]))) if per_word else 0
+    others = sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_") and p.name not in keywords
+    )
     unknown = [r for d in others for r in files(d)]
     n_unknown = min(len(unknown), mean_count if unknown_count is None else unknown_count)
     unknown = sorted(rng.choice(unknown, n_unknown, replace=False).tolist()) if n_unknown else []
     paths = [r for rel in per_word for r in rel] + unknown
     labels = [i for i, rel in enumerate(per_word) for _ in rel] + [len(keywords) + 1] * len(unknown)
     audio = np.zeros((len(paths), CLIP), dtype=np.float32)
-    for i, rel in enumerate(paths):
-        x, rate = read_wav(root / rel)
+    for i, rel_path in enumerate(paths):
+        x, rate = read_wav(root / rel_path)
         audio[i] = fit_clip(resample(x, rate))
     n_sil = mean_count if silence_count is None else silence_count
     silence = _silence(root, n_sil, rng)
@@ -115,7 +117,9 @@ def _silence(root: Path, count: int, rng: np.random.Generator) -> np.ndarray:
         if len(x) >= CLIP:
             noises.append(x)
     if not noises:
-        raise TaskError(f"Speech Commands: {bg} has no WAV of 1 s or more (needed for {count} silence examples)")
+        raise TaskError(
+            f"Speech Commands: {bg} has no WAV of 1 s or more (needed for {count} silence examples)"
+        )
     out = np.zeros((count, CLIP), dtype=np.float32)
     for i in range(count):
         x = noises[rng.integers(len(noises))]
@@ -164,7 +168,7 @@ def load_cwru(
     for mat in mats:
         try:
             data = scipy.io.loadmat(str(mat))
-        except Exception as e:  # scipy raises several types for corrupt files
+        except Exception as e:  # noqa: BLE001  scipy raises several types for corrupt files
             raise TaskError(f"CWRU: cannot read {mat}: {e}") from None
         pat = re.compile(rf"^X(\d+)_{re.escape(channel)}_time$")
         keys = sorted(k for k in data if pat.match(k))

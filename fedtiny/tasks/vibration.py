@@ -50,9 +50,10 @@ IR_LEN = 256  # samples of the resonance impulse response (>= 10 decay constants
 CLASSES = ("normal", "inner_race", "outer_race", "ball", "imbalance")
 
 
-def fault_frequencies(speed_hz: float | np.ndarray) -> dict[str, float | np.ndarray]:
+def fault_frequencies(speed_hz: float | np.ndarray) -> dict[str, np.ndarray]:
     """Characteristic frequencies (Hz) of the CWRU 6205 bearing at shaft speed ``speed_hz``."""
     r = BALL_D / PITCH_D  # cos(0) = 1
+    speed_hz = np.asarray(speed_hz, dtype=np.float64)
     return {
         "bpfo": N_BALLS / 2 * speed_hz * (1 - r),
         "bpfi": N_BALLS / 2 * speed_hz * (1 + r),
@@ -70,17 +71,19 @@ def raw_signal(
 ) -> np.ndarray:
     """float32 ``[B, n_samples]`` accelerometer windows (g) for ``labels`` under a *complete* condition."""
     labels = np.asarray(labels, dtype=np.int64)
-    b = labels.shape[0]
+    b = int(labels.shape[0])
     if b == 0:
         return np.zeros((0, n_samples), dtype=np.float32)
     t = np.arange(n_samples) / fs
-    speed = cond["speed_hz"] * (1 + 0.01 * rng.standard_normal(b))  # small per-example speed variation
+    speed: np.ndarray = cond["speed_hz"] * (
+        1 + 0.01 * rng.standard_normal(b)
+    )  # small per-example speed variation
     ff = fault_frequencies(speed)
     # shaft harmonics: 1x and 2x, imbalance has a strong 1x
     a1 = np.exp(rng.uniform(np.log(0.02), np.log(0.12), b))  # residual unbalance of a healthy machine
     a1 = np.where(labels == 4, np.exp(rng.uniform(np.log(0.1), np.log(0.6), b)), a1)
     a2 = rng.uniform(0.01, 0.04, b)
-    ph = rng.uniform(0, 2 * np.pi, (b, 2))
+    ph: np.ndarray = rng.uniform(0, 2 * np.pi, (b, 2))
     s1, c1 = _sincos(speed, ph[:, 0], n_samples, fs)
     s2 = 2 * s1 * c1  # sin and cos of the 2x angle, then shift by an independent phase
     c2 = 1 - 2 * s1 * s1
@@ -94,11 +97,17 @@ def raw_signal(
     period = 1.0 / rate
     n_imp = int(np.ceil(n_samples / fs * rate.max())) + 2
     jitter = 1 + 0.015 * rng.standard_normal((b, n_imp))
-    times = rng.uniform(0, 1, (b, 1)) * period[:, None] + np.cumsum(period[:, None] * jitter, axis=1) - period[:, None]
+    times = (
+        rng.uniform(0, 1, (b, 1)) * period[:, None]
+        + np.cumsum(period[:, None] * jitter, axis=1)
+        - period[:, None]
+    )
     severity = np.exp(rng.uniform(np.log(0.08), np.log(1.0), b)) * faulty  # incipient to severe
     depth = np.clip(cond["load"], 0.0, 1.0) * np.where(labels == 2, 0.0, 1.0)
     mod_ph = rng.uniform(0, 2 * np.pi, b)
-    amp = severity[:, None] * (1 - depth[:, None] * 0.5 * (1 - np.cos(2 * np.pi * mod_f[:, None] * times + mod_ph[:, None])))
+    amp = severity[:, None] * (
+        1 - depth[:, None] * 0.5 * (1 - np.cos(2 * np.pi * mod_f[:, None] * times + mod_ph[:, None]))
+    )
     amp *= rng.uniform(0.8, 1.2, (b, n_imp))  # impact-to-impact variation
     idx = np.rint(times * fs).astype(np.int64)
     ok = (idx >= 0) & (idx < n_samples)
@@ -113,10 +122,12 @@ def raw_signal(
     fi = np.flatnonzero(faulty)  # only fault classes have impulses: skip the FFT for the others
     spec = sfft.rfft(deltas[fi], axis=1) * sfft.rfft(h[fi].astype(np.float32), n=n_samples, axis=1)
     x[fi] += sfft.irfft(spec, n=n_samples, axis=1)
-    noise = cond["noise"] * np.exp(rng.uniform(np.log(0.5), np.log(2.0), b))  # background from nearby machines
+    # background vibration from nearby machines varies from place to place
+    noise = cond["noise"] * np.exp(rng.uniform(np.log(0.5), np.log(2.0), b))
     x += noise[:, None].astype(np.float32) * rng.standard_normal((b, n_samples), dtype=np.float32)
     gain = cond["gain"] * rng.uniform(0.95, 1.05, b)  # mounting / sensitivity spread
-    return gain[:, None].astype(np.float32) * x + np.float32(cond["offset"])
+    out: np.ndarray = gain[:, None].astype(np.float32) * x + np.float32(cond["offset"])
+    return out
 
 
 def _sincos(freq: np.ndarray, phase: np.ndarray, n: int, fs: float) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +173,7 @@ class VibrationTask(Task):
     name = "vibration"
     classes = CLASSES
     input_shape = (N_BANDS, N_MOD + 1, 1)
-    drift_knobs = {
+    drift_knobs = {  # noqa: RUF012  (read-only class constant)
         "speed_hz": "shaft speed in Hz (default 29.95 = 1797 rpm)",
         "gain": "accelerometer gain, dimensionless (default 1.0)",
         "offset": "accelerometer DC offset in g (default 0.0)",
@@ -172,7 +183,14 @@ class VibrationTask(Task):
     }
 
     def default_condition(self) -> dict[str, float]:
-        return {"speed_hz": 29.95, "gain": 1.0, "offset": 0.0, "noise": 0.05, "resonance_hz": 3000.0, "load": 0.5}
+        return {
+            "speed_hz": 29.95,
+            "gain": 1.0,
+            "offset": 0.0,
+            "noise": 0.05,
+            "resonance_hz": 3000.0,
+            "load": 0.5,
+        }
 
     def raw(
         self, labels: np.ndarray, rng: np.random.Generator, condition: Mapping[str, float] | None = None
