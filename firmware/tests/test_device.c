@@ -158,7 +158,7 @@ void test_link_framing(void)
 
 void test_device_commands(void)
 {
-    static uint8_t p[FT_MAX_PAYLOAD];
+    static uint8_t p[2048];
     size_t i;
     power_up_blank();
     memset(p, 0, 28);
@@ -275,7 +275,7 @@ static void make_new_head(int variant)
 /* Upload (resuming), verify, activate, confirm. Returns 0 when done, else the failing status. */
 static int deploy(void)
 {
-    static uint8_t p[FT_MAX_PAYLOAD];
+    static uint8_t p[2048];
     uint32_t off, n;
     uint8_t slot, s;
     size_t i, j;
@@ -363,7 +363,7 @@ void test_power_cut_after_op(void) { power_cut_sweep(1, 1); }
 
 void test_upload_resume_and_auth(void)
 {
-    static uint8_t p[FT_MAX_PAYLOAD];
+    static uint8_t p[2048];
     power_up_blank();
     make_new_head(3);
     /* unsigned and wrongly signed images are refused before anything is erased */

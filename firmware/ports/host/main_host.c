@@ -5,7 +5,7 @@
  *
  * --tcp listens on 127.0.0.1:PORT (0: any free port) and prints "listening on socket://127.0.0.1:PORT";
  * one client at a time, the board keeps its RAM state across reconnects. --pty prints "pty /dev/pts/N".
- * --cut-at N ends the process (exit 75) at the N-th flash program/erase: a power cut. RESET reboots in
+ * --cut-at N ends the process (exit 75) at the N-th flash program/erase after boot: a power cut. RESET reboots in
  * place (RAM state rebuilt from the flash file), keeping the link. */
 #define _XOPEN_SOURCE 600
 #define _DEFAULT_SOURCE
@@ -108,8 +108,8 @@ int main(int argc, char **argv)
         cfg.factory_len = (uint32_t)n;
     }
     if (ft_host_flash_open(flash) != FT_OK) { fprintf(stderr, "cannot open flash file %s\n", flash); return 2; }
-    ft_host_power_cut_at(cut);
     if (ft_app_boot(&cfg) != FT_OK) { fprintf(stderr, "fedtiny host: boot failed\n"); return 1; }
+    ft_host_power_cut_at(cut); /* counted from after the boot */
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (!strcmp(mode, "stdio")) return serve(0, 1, &cfg);
     if (!strcmp(mode, "pty")) {
