@@ -21,30 +21,45 @@ def _fail(exc: BaseException) -> None:
 
 @cli.command()
 def run(
-    scenario: Path = typer.Argument(..., help="scenario TOML file"),
+    scenario: Optional[Path] = typer.Argument(None, help="scenario TOML file (not needed with --resume)"),
     out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: output.dir of the scenario)"),
     set_: list[str] = typer.Option([], "--set", help="override a key, e.g. --set rounds=50 --set fleet.devices=100"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue the killed run in this results directory"),
+    ray_address: str = typer.Option("", "--ray-address", help="run on an existing Ray cluster (default: $RAY_ADDRESS or a local Ray)"),
 ) -> None:
     """Run a scenario on Flower's Simulation Engine and write results."""
     from fedtiny.config import load_scenario
 
     try:
-        s = load_scenario(scenario, set_)
+        if resume is not None:
+            resolved = resume / "scenario.resolved.toml"
+            if not resolved.is_file():
+                raise FedTinyError(f"{resume}: not a results directory (no scenario.resolved.toml); nothing to resume")
+            s = load_scenario(resolved, set_)
+        elif scenario is None:
+            raise FedTinyError("missing scenario file (or --resume DIR)")
+        else:
+            s = load_scenario(scenario, set_)
     except FedTinyError as exc:
         _fail(exc)
-    out_dir = out or Path(s.output.dir.format(name=s.name))
+    out_dir = resume or out or Path(s.output.dir.format(name=s.name))
     from fedtiny.report.progress import RoundProgress
     from fedtiny.runner import run_scenario
 
     try:
         with RoundProgress(s.rounds) as prog:
-            summary = run_scenario(s, out_dir, log=prog.log, progress=prog.update)
+            summary = run_scenario(s, out_dir, log=prog.log, progress=prog.update, resume=resume is not None,
+                                   ray_address=ray_address)
     except FedTinyError as exc:
         _fail(exc)
     typer.echo(
         f"done: accuracy on the devices' data {100 * summary['initial_accuracy']:.1f}% -> "
         f"{100 * summary['final_accuracy']:.1f}% in {summary['rounds']} rounds ({summary['wall_seconds']} s); results in {out_dir}"
     )
+    if summary.get("comparison") and any("pre_drift" in r for r in summary["comparison"]):
+        from fedtiny.report.drift import format_table
+
+        typer.echo(format_table(summary["comparison"]))
 
 
 @cli.command()

@@ -34,28 +34,49 @@ class RunPlan:
 
 
 def check_budget(s: Scenario, num_classes: int, dim: int) -> dict[str, int]:
-    """RAM/MAC bill of one device; BudgetError if its board cannot hold it."""
+    """RAM/MAC bill of one device; BudgetError if a board of the fleet cannot hold it."""
     t = s.train
-    cfg = TrainConfig(t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, t.prox_mu)
-    b = device_budget(num_classes, dim, s.fleet.cache_size, s.fleet.samples_per_device, cfg)
-    check_fits(get_board(s.fleet.board), b.ram_bytes, f"a {num_classes}x{dim} head with a {s.fleet.cache_size}-sample cache")
+    prox = t.prox_mu if t.prox_mu else (0.01 if s.strategy.name == "fedprox" else 0.0)
+    cfg = TrainConfig(t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, prox)
+    b = device_budget(num_classes, dim, s.fleet.cache_size, s.fleet.cache_size, cfg)
+    for name in list(s.fleet.boards) or [s.fleet.board]:
+        check_fits(get_board(name), b.ram_bytes,
+                   f"a {num_classes}x{dim} head with a {s.fleet.cache_size}-sample cache (batch {t.batch_size})")
     return {"ram_bytes": b.ram_bytes, "cache_bytes": b.cache_bytes, "train_macs": b.train_macs, "infer_macs": b.infer_macs}
 
 
-def prepare_run(s: Scenario, out_dir: Path, log: Log = print, progress: Any = None) -> RunPlan:
-    """Everything before the first round, in the driver: resolved scenario, base model, fleet features."""
+def prepare_run(s: Scenario, out_dir: Path, log: Log = print, progress: Any = None, resume: bool = False,
+                stop_after: int = 0) -> RunPlan:
+    """Everything before the first round, in the driver: resolved scenario, base model, fleet features.
+
+    With ``resume``, the fleet data and the last checkpoint under ``out_dir`` are reused.
+    """
+    from fedtiny.fleet.data import layout_of
     from fedtiny.model.build import build_base_model
     from fedtiny.model.flatbuffer import read_head
     from fedtiny.server.fleet_server import FleetServer
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "scenario.resolved.toml").write_text(scenario_to_toml(s))
+    if not resume:
+        (out_dir / "scenario.resolved.toml").write_text(scenario_to_toml(s))
+        for old in (out_dir / "checkpoint").glob("*") if (out_dir / "checkpoint").exists() else []:
+            old.unlink()
+        for old in (out_dir / "device_rounds").glob("*.npz") if (out_dir / "device_rounds").exists() else []:
+            old.unlink()
     base = build_base_model(model_spec_of(s), log)
     head = read_head(base.tflite)
     budget = check_budget(s, head.num_classes, head.num_features)
-    layout = prepare_fleet(s, base.tflite, out_dir, log=log)
+    if resume and (out_dir / FLEET_DIR / "layout.json").exists() and (out_dir / FLEET_DIR / "speed.npy").exists():
+        layout = layout_of(s)
+    else:
+        layout = prepare_fleet(s, base.tflite, out_dir, log=log)
     meta = {**base.meta, "budget": budget}
-    server = FleetServer(s, layout, out_dir / FLEET_DIR, head, progress=progress)
+    server = FleetServer(s, layout, out_dir / FLEET_DIR, head, progress=progress, out_dir=out_dir, stop_after=stop_after)
+    if resume:
+        if server.load_checkpoint():
+            log(f"resume: continuing after round {server.round} of {s.rounds}")
+        else:
+            log("resume: no checkpoint found, starting from round 1")
     return RunPlan(s, out_dir, base.tflite, layout, meta, server)
 
 
@@ -64,8 +85,13 @@ def _block_tensorflow() -> None:
     sys.modules["tensorflow"] = None  # type: ignore[assignment]
 
 
-def simulate(plan: RunPlan, log: Log = print) -> None:
+def simulate(plan: RunPlan, log: Log = print, ray_address: str = "") -> None:
     """Run the rounds on Flower's Simulation Engine (Ray), one Flower node per gateway."""
+    if plan.scenario.runtime.engine == "inline":
+        from fedtiny.server.fleet_server import InlineTransport
+
+        plan.server.run(InlineTransport())
+        return
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     from flwr.simulation import run_simulation
@@ -76,7 +102,7 @@ def simulate(plan: RunPlan, log: Log = print) -> None:
     import ray
 
     rt = plan.scenario.runtime
-    address = rt.ray_address or os.environ.get("RAY_ADDRESS", "")
+    address = ray_address or rt.ray_address or os.environ.get("RAY_ADDRESS", "")
     started_ray = not ray.is_initialized()
     if started_ray:  # Flower only calls ray.init when Ray is not up yet: we set the worker environment
         pythonpath = os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")])
@@ -98,7 +124,7 @@ def simulate(plan: RunPlan, log: Log = print) -> None:
             ray.shutdown()
     if plan.error is not None:
         raise plan.error
-    if len(plan.server.rows) != plan.scenario.rounds + 1:
+    if plan.server.round != plan.scenario.rounds:
         raise RuntimeError(f"the simulation stopped after {len(plan.server.rows) - 1} of {plan.scenario.rounds} rounds")
 
 
@@ -107,6 +133,9 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
     from fedtiny.model.export import export_header
     from fedtiny.model.flatbuffer import write_head
     from fedtiny.report.results import plot_accuracy, write_rounds_csv, write_summary
+
+    from fedtiny.report.drift import comparison, drift_metrics
+    from fedtiny.report.html import write_report
 
     out, rows, s = plan.out_dir, plan.server.rows, plan.scenario
     final = write_head(plan.tflite, plan.server.head)
@@ -134,6 +163,7 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
         "group_accuracy_initial": rows[0].group_accuracy,
         "group_accuracy_final": rows[-1].group_accuracy,
         "updates_rejected": plan.server.rejected_total,
+        "updates_rejected_reasons": plan.server.rejected_reasons,
         "bytes_down": sum(r.bytes_down for r in rows),
         "bytes_up": sum(r.bytes_up for r in rows),
         "device_budget": plan.base_meta["budget"],
@@ -141,14 +171,60 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
         "files": ["scenario.resolved.toml", "rounds.csv", "summary.json", "model_int8.tflite", "model_int8.h"]
         + (["accuracy.png"] if s.output.plots else []),
     }
+    curves = plan.server.curves
+    (out / "curves.json").write_text(json.dumps(curves))
+    events = [(e.group, e.at) for e in s.drift if e.group != "fleet"]
+    metrics = drift_metrics(curves, events, s.eval.recover)
+    summary["drift"] = metrics
+    summary["comparison"] = comparison(metrics, curves)
+    summary["fleet_stats"] = fleet_stats(plan)
+    summary["energy_j"] = round(sum(r.energy_j for r in rows), 6)
+    summary["stragglers"] = sum(r.stragglers for r in rows)
+    _concat_device_log(out)
+    summary["wall_seconds"] = round(time.time() - plan.started, 1)
+    if s.output.plots:
+        summary["files"] += write_report(plan, summary, out)
     write_summary(summary, out / "summary.json")
     return summary
 
 
-def run_scenario(s: Scenario, out_dir: Path, log: Log = print, progress: Any = None) -> dict[str, Any]:
+def _concat_device_log(out: Path) -> None:
+    """device_rounds.npz: one row per (round, sampled device): status, virtual time, energy, bytes."""
+    import numpy as np
+
+    d = out / "device_rounds"
+    files = sorted(d.glob("r*.npz")) if d.exists() else []
+    if not files:
+        return
+    parts = [dict(np.load(f)) for f in files]
+    np.savez_compressed(out / "device_rounds.npz", **{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+
+
+def fleet_stats(plan: RunPlan) -> dict[str, Any]:
+    import numpy as np
+
+    fd = plan.out_dir / FLEET_DIR
+    meta = json.loads((fd / "layout.json").read_text())
+    board = np.load(fd / "board.npy")
+    group = np.load(fd / "group.npy")
+    return {
+        "devices": plan.layout.devices,
+        "gateways": plan.layout.gateways,
+        "devices_per_gateway": plan.layout.devices_per_gateway,
+        "boards": {b: int((board == i).sum()) for i, b in enumerate(meta["boards"])},
+        "groups": {g: int((group == i).sum()) for i, g in enumerate(plan.layout.groups)},
+        "condition_variants": len(meta["conditions"]),
+        "faulty_devices": int(np.load(fd / "faulty.npy").sum()),
+        "pool_samples": int(np.prod(np.load(fd / "pool_feats.npy", mmap_mode="r").shape[:3])),
+    }
+
+
+def run_scenario(s: Scenario, out_dir: Path, log: Log = print, progress: Any = None, resume: bool = False,
+                 ray_address: str = "", stop_after: int = 0) -> dict[str, Any]:
     """The main job: prepare, simulate, write results. Returns the summary."""
-    plan = prepare_run(s, out_dir, log, progress)
-    simulate(plan, log)
+    plan = prepare_run(s, out_dir, log, progress, resume=resume, stop_after=stop_after)
+    if plan.server.round < s.rounds:
+        simulate(plan, log, ray_address)
     return finish_run(plan)
 
 

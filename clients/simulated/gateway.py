@@ -1,12 +1,17 @@
-"""The work of one simulated gateway: train or evaluate its devices with the on-device spec, vectorized."""
+"""The work of one simulated gateway: train or evaluate its devices with the on-device spec, vectorized.
+
+Pure numpy + the on-device spec + memory-mapped fleet data (no TensorFlow, no Flower): the Flower ClientApp
+(clients/simulated/app.py) and the in-process engine both call :func:`handle`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from fedtiny.fleet.data import FleetData
+from fedtiny.fleet.data import FleetData, uniform
 from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, predict_int8, train_heads
 
 _DATA: dict[str, FleetData] = {}
@@ -19,34 +24,85 @@ def fleet_data(path: str) -> FleetData:
     return _DATA[path]
 
 
-def train_devices(
-    head: Int8Head, data: FleetData, segment: int, devices: np.ndarray, cfg: TrainConfig,
-    cache_size: int, seed: int, round_: int,
-) -> dict[str, np.ndarray]:
-    """Every device starts from the int8 head it holds, trains on its cache, returns its float head."""
-    feats, labels = data.train(segment, devices)
-    n = min(cache_size, feats.shape[1])
+def train_config(cfg: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(
+        epochs=int(cfg["epochs"]), batch_size=int(cfg["batch-size"]), lr=float(cfg["lr"]),
+        momentum=float(cfg["momentum"]), weight_decay=float(cfg["weight-decay"]), prox_mu=float(cfg["prox-mu"]),
+    )
+
+
+def encode_int8_delta(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric int8 of ``delta`` [K, C, D]: (int8 [K, C, D], float32 scales [K, C])."""
+    a = np.abs(delta).max(axis=2)
+    scale = np.where(a > 0, a / 127.0, 1.0).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        q = np.clip(np.round(delta / scale[..., None]), -127, 127)
+    return np.nan_to_num(q).astype(np.int8), scale
+
+
+def decode_int8_delta(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return q.astype(np.float32) * scale[..., None]
+
+
+def inject_faults(w: np.ndarray, b: np.ndarray, w0: np.ndarray, b0: np.ndarray, bad: np.ndarray, kind: str,
+                  seed: int, round_: int, devices: np.ndarray) -> None:
+    """What a faulty or poisoned device sends instead of its honest update (in place)."""
+    if not bad.any():
+        return
+    if kind == "nan":
+        w[bad] = np.nan
+    elif kind == "inf":
+        b[bad] = np.inf
+    elif kind == "scale":  # a bit flip in an exponent: absurd norm
+        w[bad] = w0 + 1e6 * (w[bad] - w0)
+    elif kind == "sign_flip":  # poisoning with a plausible norm
+        w[bad] = w0 - 5.0 * (w[bad] - w0)
+        b[bad] = b0 - 5.0 * (b[bad] - b0)
+    elif kind == "noise":
+        u = uniform(seed, 0xBAD, devices[bad][:, None], round_ * 1_000_003 + np.arange(w[0].size)[None, :])
+        w[bad] = w0 + (u.reshape(-1, *w.shape[1:]).astype(np.float32) - 0.5) * 2.0
+
+
+def train_devices(head: Int8Head, data: FleetData, devices: np.ndarray, cfg: TrainConfig, seed: int, round_: int,
+                  uplink: str = "float32") -> dict[str, np.ndarray]:
+    """Every device starts from the int8 head it holds, trains on its ring-buffer cache, returns its head."""
+    feats, labels = data.train(devices, round_)
+    n = feats.shape[1]
     fh = dequantize_head(head)
     res = train_heads(
-        fh.weights, fh.bias, np.ascontiguousarray(feats[:, :n]), labels[:, :n].astype(np.int64),
-        np.full(len(devices), n), cfg, input_scale=head.input_scale, input_zero_point=head.input_zero_point,
+        fh.weights, fh.bias, feats, labels.astype(np.int64), np.full(len(devices), n), cfg,
+        input_scale=head.input_scale, input_zero_point=head.input_zero_point,
         seed=seed, round_=round_, device_ids=devices,
     )
-    return {
-        "device_ids": devices.astype(np.int64),
-        "weights": res.weights,
-        "bias": res.bias,
-        "num_examples": np.full(len(devices), n, dtype=np.int64),
-        "loss": res.loss,
-    }
+    w, b = res.weights, res.bias
+    inject_faults(w, b, fh.weights, fh.bias, np.asarray(data.faulty[devices], dtype=bool), str(data.meta["fault"]),
+                  seed, round_, devices)
+    out = {"device_ids": devices.astype(np.int64), "num_examples": np.full(len(devices), n, dtype=np.int64),
+           "loss": res.loss}
+    if uplink == "int8":
+        q, sc = encode_int8_delta(w - fh.weights[None])
+        out.update(delta_q=q, delta_scale=sc, bias=b)
+    else:
+        out.update(weights=w, bias=b)
+    return out
 
 
 def evaluate_devices(head: Int8Head, data: FleetData, segment: int, devices: np.ndarray) -> dict[str, np.ndarray]:
     """Correct predictions of the deployed int8 head on each device's local test data."""
-    feats, labels = data.test(segment, devices)
+    feats, labels = data.gather(data.test_indices(devices, segment))
     pred = predict_int8(head, feats)
     return {
         "device_ids": devices.astype(np.int64),
         "correct": (pred == labels).sum(axis=1).astype(np.int64),
         "total": np.full(len(devices), labels.shape[1], dtype=np.int64),
     }
+
+
+def handle(kind: str, head: Int8Head, cfg: dict[str, Any], devices: np.ndarray) -> dict[str, np.ndarray]:
+    """One gateway message: ``train`` → per-device heads; ``evaluate`` → per-device correct counts."""
+    data = fleet_data(str(cfg["fleet-dir"]))
+    devices = np.asarray(devices, dtype=np.int64)
+    if kind == "train":
+        return train_devices(head, data, devices, train_config(cfg), int(cfg["seed"]), int(cfg["round"]),
+                             str(cfg.get("uplink", "float32")))
+    return evaluate_devices(head, data, int(cfg["segment"]), devices)

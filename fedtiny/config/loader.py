@@ -137,6 +137,27 @@ def _check_semantics(s: Scenario, src: str) -> None:
         get_board(s.fleet.board)
     except Exception as exc:
         raise ScenarioError(f"{src}: 'fleet.board': {exc}") from None
+    for name, frac in s.fleet.boards.items():
+        try:
+            get_board(name)
+        except Exception as exc:
+            raise ScenarioError(f"{src}: 'fleet.boards.{name}': {exc}") from None
+        if not 0.0 <= frac <= 1.0:
+            raise ScenarioError(f"{src}: 'fleet.boards.{name}' = {frac!r}; expected a fraction between 0 and 1")
+    if s.fleet.boards and abs(sum(s.fleet.boards.values()) - 1.0) > 1e-6:
+        raise ScenarioError(f"{src}: 'fleet.boards' fractions sum to {sum(s.fleet.boards.values()):.4g}; expected 1")
+    groups = {"fleet"}
+    for i, e in enumerate(s.drift):
+        if e.target and e.target not in groups:
+            raise ScenarioError(f"{src}: 'drift[{i}].target' = {e.target!r} is not a group of an earlier event; expected one of: {', '.join(sorted(groups))}")
+        for c in e.classes:
+            if not 0 <= c < task.num_classes:
+                raise ScenarioError(f"{src}: 'drift[{i}].classes' has {c}; expected class indices 0..{task.num_classes - 1}")
+        if e.kind == "new_class" and not e.classes:
+            raise ScenarioError(f"{src}: 'drift[{i}].classes' is empty; a new_class event needs the class indices that appear")
+        if e.kind == "condition" and not e.condition:
+            raise ScenarioError(f"{src}: 'drift[{i}].condition' is empty; a condition event needs knobs, e.g. {{ gain = 0.5 }}")
+        groups.add(e.group)
 
 
 def scenario_to_toml(s: Scenario) -> str:
@@ -152,6 +173,8 @@ def scenario_to_toml(s: Scenario) -> str:
             return "{ " + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + " }"
         if isinstance(v, float):
             return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
         return str(v)
 
     def section(obj: Any, header: str) -> None:

@@ -42,6 +42,19 @@ class FleetSection:
     board: str = _f("nano33ble", "board profile of every device")
     condition: dict[str, float] = _f({}, "operating condition of the fleet in the field (task drift knobs)")
     spread: dict[str, float] = _f({}, "per-device uniform +/- spread of condition knobs (heterogeneity)")
+    variants: int = _f(8, "the per-device spread is quantized into this many condition variants", min=1, max=4096)
+    pool_per_class: int = _f(256, "examples per (condition variant, class) in the shared sample pool", min=1, max=100_000)
+    featurizer: str = _f("tflm", "int8 runtime that computes pool features once (tflm: device-faithful; litert: BUILTIN_REF, +/-1 LSB in <0.1%)", choices=("tflm", "litert"))
+    new_samples_per_round: int = _f(16, "new samples each device pushes into its ring-buffer cache per round", min=0, max=100_000)
+    boards: dict[str, float] = _f({}, "board mix, name = fraction of the fleet (empty: every device is 'board')")
+    duty_cycle: float = _f(1.0, "probability that a device is awake in a round", min=0.0, max=1.0)
+    dropout: float = _f(0.0, "probability that an awake device drops out of a round", min=0.0, max=1.0)
+    battery_j: float = _f(0.0, "battery capacity in joules (0 = mains powered, no battery model)", min=0.0, max=1e9)
+    battery_min_j: float = _f(0.0, "a device below this charge sits rounds out", min=0.0, max=1e9)
+    harvest_j_per_round: float = _f(0.0, "energy harvested per round (joules)", min=0.0, max=1e9)
+    speed_jitter: float = _f(0.0, "per-device log-normal sigma of compute speed (manufacturing, load)", min=0.0, max=5.0)
+    faulty_fraction: float = _f(0.0, "fraction of devices that send faulty or poisoned updates", min=0.0, max=1.0)
+    fault: str = _f("nan", "what faulty devices send", choices=("nan", "inf", "scale", "sign_flip", "noise"))
 
 
 @dataclass
@@ -63,6 +76,9 @@ class StrategySection:
     trim: float = _f(0.1, "fraction trimmed at each end (trimmed_mean)", min=0.0, max=0.49)
     clip_norm: float = _f(0.0, "clip each device update to this L2 norm (0 = off)", min=0.0, max=1e6)
     max_update_norm: float = _f(1e3, "reject updates whose L2 norm exceeds this", min=0.0, max=1e12)
+    deadline_s: float = _f(0.0, "round deadline in virtual seconds; stragglers past it are dropped (0 = none)", min=0.0, max=1e9)
+    uplink: str = _f("float32", "device update encoding on the uplink", choices=("float32", "int8"))
+    personalize: float = _f(0.0, "personalization: weight of the local head blended with the global one (0 = off)", min=0.0, max=1.0)
 
 
 @dataclass
@@ -71,11 +87,24 @@ class DriftEvent:
     fraction: float = _f(1.0, "fraction of the fleet affected (chosen with the scenario seed)", min=0.0, max=1.0)
     group: str = _f("drifted", "name of the affected device group in the results")
     condition: dict[str, float] = _f({}, "task drift knobs set on the affected devices")
+    kind: str = _f("condition", "condition: sensor gain/offset/noise, operating condition, speaker (task knobs); label_shift: new class mix; new_class: classes unseen before appear", choices=("condition", "label_shift", "new_class"))
+    target: str = _f("", "hit the devices of this existing group instead of a random fraction")
+    alpha: float = _f(0.3, "label_shift: Dirichlet alpha of the new class mix", min=1e-3, max=1e6)
+    classes: list[int] = _f([], "new_class: class indices the affected devices never saw before 'at'")
+
+
+@dataclass
+class EvalSection:
+    baselines: bool = _f(True, "also run the static model and local-only on-device learning in the same run")
+    baseline_devices: int = _f(1000, "devices (seeded subset) on which baselines and personalization are compared", min=1, max=1_000_000)
+    test_samples: int = _f(0, "per-device test samples for evaluation (0 = fleet.test_samples_per_device)", min=0, max=100_000)
+    recover: float = _f(0.95, "recovered = back to this fraction of the pre-drift accuracy", min=0.1, max=1.0)
 
 
 @dataclass
 class RuntimeSection:
-    engine: str = _f("simulation", "Flower runtime", choices=("simulation",))
+    engine: str = _f("simulation", "simulation: Flower Simulation Engine on Ray; inline: same gateway code in-process (tests)", choices=("simulation", "inline"))
+    checkpoint: bool = _f(True, "save state every round (fedtiny run --resume DIR continues)")
     cpus_per_gateway: float = _f(0.5, "Ray CPUs per gateway ClientApp", min=0.01, max=64.0)
     ray_address: str = _f("", "existing Ray cluster address (empty: start a local Ray)")
 
@@ -97,5 +126,6 @@ class Scenario:
     train: TrainSection = field(default_factory=TrainSection)
     strategy: StrategySection = field(default_factory=StrategySection)
     drift: list[DriftEvent] = field(default_factory=list)
+    eval: EvalSection = field(default_factory=EvalSection)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
     output: OutputSection = field(default_factory=OutputSection)

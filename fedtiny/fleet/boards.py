@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from fedtiny.errors import BudgetError, ScenarioError
 
 
@@ -21,6 +23,20 @@ class Board:
     link_bytes_per_s: float  # sustained application throughput
     energy_per_radio_byte_j: float
     ram_reserved_bytes: int  # RAM taken by the backbone's tensor arena, stack and the application
+    link_latency_s: float = 0.05  # per-message setup/round-trip latency of the link
+    soft_float_factor: float = 10.0  # slowdown of the float32 training path without an FPU
+
+    def compute_seconds(self, macs: np.ndarray | float) -> np.ndarray | float:
+        """Virtual time of ``macs`` float32 multiply-accumulates on this board."""
+        rate = self.clock_hz * self.macs_per_cycle / (1.0 if self.fpu else self.soft_float_factor)
+        return macs / rate
+
+    def link_seconds(self, nbytes: np.ndarray | float, messages: int = 2) -> np.ndarray | float:
+        return nbytes / self.link_bytes_per_s + messages * self.link_latency_s
+
+    def energy_j(self, macs: np.ndarray | float, radio_bytes: np.ndarray | float) -> np.ndarray | float:
+        mac_j = self.energy_per_mac_j * (1.0 if self.fpu else self.soft_float_factor)
+        return macs * mac_j + radio_bytes * self.energy_per_radio_byte_j
 
 
 BOARDS: dict[str, Board] = {
@@ -53,5 +69,6 @@ def check_fits(board: Board, ram_needed: int, what: str) -> None:
     free = board.ram_bytes - board.ram_reserved_bytes
     if ram_needed > free:
         raise BudgetError(
-            f"board '{board.name}' has {free} bytes of RAM free for learning, but {what} needs {ram_needed}"
+            f"board '{board.name}' ({board.mcu}) has {free} bytes of RAM free for learning, but {what} needs "
+            f"{ram_needed}: use a smaller fleet.cache_size or train.batch_size, or a bigger board"
         )

@@ -1,14 +1,28 @@
-"""Per-device data of a simulated fleet, as int8 features computed once with the real int8 model.
+"""Per-device data of a simulated fleet, at scale: a shared pool of int8 features plus per-device indices.
 
-The fleet's timeline is cut into segments at drift events. For each segment every device holds a local
-training set and a local test set generated under its own condition (factory default, the fleet's field
-condition, a per-device spread, and the drift events that hit it), with its own Dirichlet class mix. The
-driver runs the int8 backbone (TFLite Micro: device-faithful) once per example and writes ``.npy`` files
-that the gateways (Ray workers) memory-map: no TensorFlow or interpreter in the workers.
+Generating data and running the int8 backbone per device does not scale to 100,000 devices. Instead:
+
+* The fleet's conditions are quantized: the per-device spread becomes ``fleet.variants`` condition variants,
+  and drift events map variants to new ones. Every distinct condition gets a **pool**: ``pool_per_class``
+  examples of every class (the first three quarters for training samples, the last quarter for test
+  samples), generated once and featurized once with the real int8 model (TFLite Micro by
+  default: device-faithful; LiteRT with BUILTIN_REF kernels optionally: ±1 LSB on about 0.03% of features,
+  measured against TFLite Micro). Pools are cached on disk by (model, task, condition), so a drift event only
+  computes the pools of the conditions it creates: samples whose input did not change are never recomputed.
+* A device is its Dirichlet class mix (per segment: label shift and new classes change it), its condition
+  variant (per segment) and counter-based hashes of (seed, device, sample number) that pick a class and a
+  pool example for every sample it collects. Nothing per device is stored beyond a few small arrays.
+* A device collects ``samples_per_device`` samples before round 1 and ``new_samples_per_round`` per round
+  after; its cache is a ring buffer (``fedtiny.ondevice.FeatureCache`` semantics): slot ``j % capacity`` holds
+  sample ``j``, so after a drift event drifted samples replace the oldest ones round by round.
+
+Ray workers memory-map the ``.npy`` files (no TensorFlow, no interpreter in the workers) and gather features
+by index.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +31,19 @@ from typing import Any, Callable
 import numpy as np
 
 from fedtiny.config.schema import Scenario
-from fedtiny.fleet.partition import dirichlet_labels
+from fedtiny.ondevice.shuffle import mix64
 from fedtiny.tasks import get_task
 
 FLEET_DIR = "fleet"
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def uniform(seed: int, tag: int, a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
+    """Counter-based uniform [0, 1) keyed by (seed, tag, a, b); broadcasts a and b. Order-independent."""
+    with np.errstate(over="ignore"):
+        k = mix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ (np.uint64(tag) * _GOLDEN))
+        z = mix64(mix64(k ^ np.asarray(a, dtype=np.uint64)) ^ np.asarray(b, dtype=np.uint64))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
 @dataclass(frozen=True)
@@ -50,79 +73,96 @@ def layout_of(s: Scenario) -> FleetLayout:
     return FleetLayout(s.fleet.devices, s.fleet.devices_per_gateway, starts, list(dict.fromkeys(groups)))
 
 
-def device_conditions(s: Scenario, layout: FleetLayout) -> tuple[list[list[dict[str, float]]], np.ndarray]:
-    """Condition of every device in every segment, and each device's group index (its latest drift event)."""
+def _cond_key(c: dict[str, float]) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((k, round(float(v), 9)) for k, v in c.items()))
+
+
+@dataclass
+class FleetPlan:
+    """Everything per device, as small arrays (numpy only)."""
+
+    conditions: list[dict[str, float]]  # distinct conditions (pool index)
+    variant: np.ndarray  # int32 [S, K]: condition of each device in each segment
+    cmix: np.ndarray  # float32 [S, K, C]: cumulative class mix of each device in each segment
+    group: np.ndarray  # int16 [K]
+    board: np.ndarray  # int8 [K] index into boards
+    boards: list[str]
+    faulty: np.ndarray  # bool [K]
+    speed: np.ndarray  # float32 [K] compute-speed factor (1 = datasheet)
+
+
+def build_plan(s: Scenario, layout: FleetLayout) -> FleetPlan:
+    """Conditions, class mixes, groups, boards and faults of every device, from the scenario seed."""
     task = get_task(s.task.name, **s.task.params)
+    k, c, f = s.fleet.devices, task.num_classes, s.fleet
     rng = np.random.default_rng([s.seed, 0xF1EE7])
-    k = s.fleet.devices
-    base = {**task.default_condition(), **s.fleet.condition}
-    per_device = []
-    for _ in range(k):
-        cond = dict(base)
-        for knob, spread in s.fleet.spread.items():
-            cond[knob] = cond[knob] + float(rng.uniform(-spread, spread))
-        per_device.append(cond)
-    group = np.zeros(k, dtype=np.int64)
-    hits = [rng.permutation(k)[: int(round(e.fraction * k))] for e in s.drift]
-    out = []
-    for start in layout.segment_starts:
-        seg = [dict(c) for c in per_device]
-        for e, hit in zip(s.drift, hits):
-            if e.at <= start:
-                for d in hit:
-                    seg[d].update(e.condition)
-                    group[d] = layout.groups.index(e.group) if e.group in layout.groups else 0
-        out.append(seg)
-    return out, group
+    base = {**task.default_condition(), **f.condition}
+    nvar = min(f.variants, k) if f.spread else 1
+    offsets = {knob: rng.permutation(-sp + 2 * sp * (np.arange(nvar) + 0.5) / nvar) for knob, sp in f.spread.items()}
+    conds: list[dict[str, float]] = []
+    index: dict[Any, int] = {}
 
+    def intern(cond: dict[str, float]) -> int:
+        key = _cond_key(cond)
+        if key not in index:
+            index[key] = len(conds)
+            conds.append(dict(cond))
+        return index[key]
 
-def prepare_fleet(
-    s: Scenario,
-    tflite: bytes,
-    out_dir: Path,
-    featurize: Callable[[np.ndarray], np.ndarray] | None = None,
-    log: Callable[[str], Any] = print,
-) -> FleetLayout:
-    """Generate every device's data, compute int8 features, write them under ``out_dir/fleet``."""
-    from fedtiny.model.build import ModelSpec, factory_data
-    from fedtiny.model.runtime import Int8Runner
-
-    if featurize is None:
-        featurize = Int8Runner(tflite, "tflm").features
-    task = get_task(s.task.name, **s.task.params)
-    layout = layout_of(s)
-    conds, group = device_conditions(s, layout)
-    root = out_dir / FLEET_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    k, n, m = s.fleet.devices, s.fleet.samples_per_device, s.fleet.test_samples_per_device
-    labels = dirichlet_labels(k, len(task.classes), n + m, s.fleet.dirichlet_alpha, np.random.default_rng([s.seed, 0x1AB]))
-    for seg in range(len(layout.segment_starts)):
-        feats = None
-        for d in range(k):
-            if seg > 0 and conds[seg][d] == conds[seg - 1][d]:
-                continue  # unaffected by this segment's drift: keeps the same data
-            rng = np.random.default_rng([s.seed, 0xDA7A, seg, d])
-            if feats is None:
-                feats = np.load(root / f"feats_{seg - 1}.npy") if seg > 0 else None
-            x = task.generate(labels[d], rng, conds[seg][d])
-            f = featurize(x)
-            if feats is None:
-                feats = np.zeros((k, n + m, f.shape[1]), dtype=np.int8)
-            feats[d] = f
-        assert feats is not None
-        np.save(root / f"feats_{seg}.npy", feats)
-        log(f"fleet: segment {seg} (from round {layout.segment_starts[seg]}) features ready for {k} devices")
-    np.save(root / "labels.npy", labels.astype(np.int16))
-    np.save(root / "group.npy", group)
-    spec = model_spec_of(s)
-    xt, yt = factory_data(spec, s.model.test_samples, 1)
-    np.save(root / "global_test_feats.npy", featurize(xt))
-    np.save(root / "global_test_labels.npy", yt.astype(np.int16))
-    xc, _ = factory_data(spec, min(300, s.model.factory_samples), 0)
-    np.save(root / "calib_feats.npy", featurize(xc))
-    meta = {"train": n, "test": m, **layout.__dict__}
-    (root / "layout.json").write_text(json.dumps(meta, indent=1))
-    return layout
+    base_ids = np.array([intern({**base, **{kn: base[kn] + float(off[v]) for kn, off in offsets.items()}}) for v in range(nvar)])
+    var0 = base_ids[rng.integers(0, nvar, k)].astype(np.int32)
+    mix0 = rng.dirichlet(np.full(c, f.dirichlet_alpha), size=k)
+    group = np.zeros(k, dtype=np.int16)
+    hits = []
+    for e in s.drift:
+        if e.target:
+            hit = np.nonzero(group == layout.groups.index(e.target))[0]
+        else:
+            hit = np.sort(rng.permutation(k)[: int(round(e.fraction * k))])
+        hits.append(hit)
+        if e.group != "fleet":
+            group[hit] = layout.groups.index(e.group)
+    # new classes are absent from their devices before the event
+    absent = np.ones((k, c), dtype=bool)
+    for e, hit in zip(s.drift, hits):
+        if e.kind == "new_class" and e.at > 0:
+            for cl in e.classes:
+                absent[hit, cl] = False
+    nseg = len(layout.segment_starts)
+    variant = np.zeros((nseg, k), dtype=np.int32)
+    cmix = np.zeros((nseg, k, c), dtype=np.float32)
+    shift_mix = [np.random.default_rng([s.seed, 0x5F1, i]).dirichlet(np.full(c, e.alpha), size=len(h)) for i, (e, h) in enumerate(zip(s.drift, hits))]
+    for si, start in enumerate(layout.segment_starts):
+        var = var0.copy()
+        mix = mix0.copy()
+        present = absent.copy()
+        for i, (e, hit) in enumerate(zip(s.drift, hits)):
+            if e.at > start:
+                continue
+            if e.kind == "condition":
+                for old in np.unique(var[hit]):
+                    new = intern({**conds[old], **e.condition})
+                    var[hit[var[hit] == old]] = new
+            elif e.kind == "label_shift":
+                mix[hit] = shift_mix[i]
+            elif e.kind == "new_class":
+                for cl in e.classes:
+                    present[hit, cl] = True
+                    mix[hit, cl] = np.maximum(mix[hit, cl], 1.0 / c)
+        m = mix * present
+        m = m / np.maximum(m.sum(axis=1, keepdims=True), 1e-12)
+        variant[si] = var
+        cmix[si] = np.cumsum(m, axis=1).astype(np.float32)
+        cmix[si, :, -1] = 1.0 + 1e-6  # every u < 1 falls into some class
+    boards = list(f.boards) or [f.board]
+    fracs = np.array(list(f.boards.values()) or [1.0])
+    counts = np.floor(fracs * k).astype(int)
+    counts[0] += k - counts.sum()
+    board = rng.permutation(np.repeat(np.arange(len(boards)), counts)).astype(np.int8)
+    faulty = np.zeros(k, dtype=bool)
+    faulty[rng.permutation(k)[: int(round(f.faulty_fraction * k))]] = True
+    speed = np.exp(rng.normal(0.0, f.speed_jitter, k)).astype(np.float32) if f.speed_jitter else np.ones(k, dtype=np.float32)
+    return FleetPlan(conds, variant, cmix, group, board, boards, faulty, speed)
 
 
 def model_spec_of(s: Scenario) -> Any:
@@ -136,23 +176,141 @@ def model_spec_of(s: Scenario) -> Any:
     )
 
 
+def _pool_cache_dir(tflite: bytes, s: Scenario, featurizer: str) -> Path:
+    from fedtiny.model.build import cache_root
+
+    key = hashlib.sha256(tflite + json.dumps([s.task.name, s.task.params, featurizer, s.seed]).encode()).hexdigest()[:20]
+    return cache_root() / "pools" / key
+
+
+def make_pool(s: Scenario, cond: dict[str, float], featurize: Callable[[np.ndarray], np.ndarray], per_class: int, num_classes: int) -> np.ndarray:
+    """int8 [C, P, D]: ``per_class`` examples of every class under ``cond``, featurized by the int8 model."""
+    task = get_task(s.task.name, **s.task.params)
+    ckey = hashlib.sha256(repr(_cond_key(cond)).encode()).digest()
+    rng = np.random.default_rng([s.seed, 0xB001, int.from_bytes(ckey[:8], "little")])
+    labels = np.repeat(np.arange(num_classes), per_class)
+    out = []
+    for i in range(0, len(labels), 512):
+        out.append(featurize(task.generate(labels[i : i + 512], rng, cond)))
+    f = np.concatenate(out)
+    return f.reshape(num_classes, per_class, -1)
+
+
+def prepare_fleet(
+    s: Scenario,
+    tflite: bytes,
+    out_dir: Path,
+    featurize: Callable[[np.ndarray], np.ndarray] | None = None,
+    log: Callable[[str], Any] = print,
+) -> FleetLayout:
+    """Fleet plan and shared feature pools under ``out_dir/fleet`` (pools reused from the disk cache)."""
+    from fedtiny.model.build import factory_data
+    from fedtiny.model.runtime import Int8Runner
+
+    if featurize is None:
+        featurize = Int8Runner(tflite, s.fleet.featurizer).features  # type: ignore[arg-type]
+    task = get_task(s.task.name, **s.task.params)
+    layout = layout_of(s)
+    root = out_dir / FLEET_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    plan = build_plan(s, layout)
+    cache = _pool_cache_dir(tflite, s, s.fleet.featurizer)
+    cache.mkdir(parents=True, exist_ok=True)
+    pools = []
+    computed = 0
+    for cond in plan.conditions:
+        name = hashlib.sha256(repr((_cond_key(cond), s.fleet.pool_per_class)).encode()).hexdigest()[:20] + ".npy"
+        if (cache / name).exists():
+            pools.append(np.load(cache / name))
+            continue
+        p = make_pool(s, cond, featurize, s.fleet.pool_per_class, task.num_classes)
+        tmp = cache / (name + ".tmp.npy")
+        np.save(tmp, p)
+        tmp.replace(cache / name)
+        pools.append(p)
+        computed += 1
+    np.save(root / "pool_feats.npy", np.stack(pools))
+    log(f"fleet: {s.fleet.devices} devices, {len(plan.conditions)} condition variants x {task.num_classes} classes x "
+        f"{s.fleet.pool_per_class} pooled samples ({computed} pools computed, {len(pools) - computed} from cache)")
+    np.save(root / "variant.npy", plan.variant)
+    np.save(root / "cmix.npy", plan.cmix)
+    np.save(root / "group.npy", plan.group)
+    np.save(root / "board.npy", plan.board)
+    np.save(root / "faulty.npy", plan.faulty)
+    np.save(root / "speed.npy", plan.speed)
+    spec = model_spec_of(s)
+    xt, yt = factory_data(spec, s.model.test_samples, 1)
+    np.save(root / "global_test_feats.npy", featurize(xt))
+    np.save(root / "global_test_labels.npy", yt.astype(np.int16))
+    xc, _ = factory_data(spec, min(300, s.model.factory_samples), 0)
+    np.save(root / "calib_feats.npy", featurize(xc))
+    meta = {
+        "train": s.fleet.samples_per_device, "test": s.eval.test_samples or s.fleet.test_samples_per_device,
+        "cache": s.fleet.cache_size, "new_per_round": s.fleet.new_samples_per_round, "seed": s.seed,
+        "fault": s.fleet.fault, "conditions": plan.conditions, "boards": plan.boards, **layout.__dict__,
+    }
+    (root / "layout.json").write_text(json.dumps(meta, indent=1))
+    return layout
+
+
 class FleetData:
-    """Read side used by gateways: memory-mapped features of one segment, split train/test per device."""
+    """Read side (gateways and server): memory-mapped pools and plan; per-device samples gathered by index."""
 
     def __init__(self, fleet_dir: str | Path) -> None:
         self.root = Path(fleet_dir)
         meta = json.loads((self.root / "layout.json").read_text())
-        self.n_train, self.n_test = int(meta["train"]), int(meta["test"])
-        self.labels = np.load(self.root / "labels.npy", mmap_mode="r")
-        self._segments: dict[int, np.ndarray] = {}
+        self.meta = meta
+        self.n_initial, self.n_test = int(meta["train"]), int(meta["test"])
+        self.capacity, self.per_round = int(meta["cache"]), int(meta["new_per_round"])
+        self.seed = int(meta["seed"])
+        self.starts = np.asarray(meta["segment_starts"], dtype=np.int64)
+        self.pool = np.load(self.root / "pool_feats.npy", mmap_mode="r")  # [V, C, P, D]
+        self.variant = np.load(self.root / "variant.npy", mmap_mode="r")
+        self.cmix = np.load(self.root / "cmix.npy", mmap_mode="r")
+        self.faulty = np.load(self.root / "faulty.npy", mmap_mode="r")
+        self.num_variants, self.num_classes, self.pool_size, self.dim = self.pool.shape
+        self.pool2d = self.pool.reshape(-1, self.dim)
+        self.pool_train = self.pool_size - max(1, self.pool_size // 4) if self.pool_size > 1 else 1
 
-    def _feats(self, seg: int) -> np.ndarray:
-        if seg not in self._segments:
-            self._segments[seg] = np.load(self.root / f"feats_{seg}.npy", mmap_mode="r")
-        return self._segments[seg]
+    def segment_of_round(self, r: np.ndarray | int) -> np.ndarray:
+        return np.searchsorted(self.starts, np.asarray(r), side="right") - 1
 
-    def train(self, seg: int, devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.asarray(self._feats(seg)[devices, : self.n_train]), np.asarray(self.labels[devices, : self.n_train])
+    def collected(self, round_: int) -> int:
+        """Samples each device has collected when it trains in ``round_`` (round 0: the initial ones)."""
+        return self.n_initial + max(round_, 0) * self.per_round
 
-    def test(self, seg: int, devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.asarray(self._feats(seg)[devices, self.n_train :]), np.asarray(self.labels[devices, self.n_train :])
+    def _draw(self, devices: np.ndarray, j: np.ndarray, seg: np.ndarray, tag: int, test: bool = False) -> np.ndarray:
+        """Flat pool indices [K, n] of samples number ``j`` [n] (segment ``seg`` [n]) of ``devices`` [K]."""
+        d = np.asarray(devices, dtype=np.int64)[:, None]
+        u = uniform(self.seed, tag, d, j[None, :]).astype(np.float32)
+        cm = self.cmix[seg[None, :], d]  # [K, n, C]
+        cls = (u[..., None] >= cm).sum(axis=-1).clip(0, self.num_classes - 1)
+        # the last quarter of every pool is held out for test samples: no device tests on a training example
+        lo, hi = (self.pool_train, self.pool_size) if test else (0, self.pool_train)
+        p = lo + (uniform(self.seed, tag + 1, d, j[None, :]) * (hi - lo)).astype(np.int64)
+        v = self.variant[seg[None, :], d].astype(np.int64)
+        return (v * self.num_classes + cls) * self.pool_size + p
+
+    def cache_indices(self, devices: np.ndarray, round_: int) -> tuple[np.ndarray, int]:
+        """Ring-buffer cache of each device in ``round_`` as flat pool indices [K, count] (slot order)."""
+        t = self.collected(round_)
+        count = min(t, self.capacity)
+        slot = np.arange(count, dtype=np.int64)
+        j = slot + self.capacity * ((t - 1 - slot) // self.capacity)  # newest sample that landed in the slot
+        r_j = np.where(j < self.n_initial, 0, 1 + (j - self.n_initial) // max(self.per_round, 1))
+        return self._draw(devices, j, self.segment_of_round(r_j), 1), count
+
+    def test_indices(self, devices: np.ndarray, segment: int) -> np.ndarray:
+        """Local test samples [K, n_test] of each device under its segment-``segment`` condition and mix."""
+        j = np.arange(self.n_test, dtype=np.int64)
+        return self._draw(devices, j, np.full(self.n_test, segment, dtype=np.int64), 11, test=True)
+
+    def gather(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """int8 features [..., D] and labels [...] of flat pool indices."""
+        feats = np.asarray(self.pool2d[flat.reshape(-1)]).reshape(*flat.shape, self.dim)
+        labels = (flat // self.pool_size) % self.num_classes
+        return feats, labels
+
+    def train(self, devices: np.ndarray, round_: int) -> tuple[np.ndarray, np.ndarray]:
+        idx, _ = self.cache_indices(devices, round_)
+        return self.gather(idx)

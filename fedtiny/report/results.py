@@ -22,6 +22,15 @@ class RoundRow:
     bytes_down: int
     bytes_up: int
     wall_s: float
+    devices_available: int = 0
+    devices_sampled: int = 0
+    stragglers: int = 0
+    virtual_s: float = 0.0  # virtual duration of the round (slowest on-time device, or the deadline)
+    energy_j: float = 0.0  # fleet energy for learning this round (training devices + redeploy radio)
+    energy_mj_per_trainer: float = 0.0
+    accuracy_static: float = float("nan")
+    accuracy_local: float = float("nan")
+    accuracy_personalized: float = float("nan")
     group_accuracy: dict[str, float] = field(default_factory=dict)
 
     def flat(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def validate_updates(
 ) -> Validation:
     """Accept an update only if it is finite, has the head's shape and a plausible norm."""
     k = w.shape[0]
-    if w.shape[1:] != global_w.shape or b.shape[1:] != global_b.shape:
+    if w.ndim != 3 or b.ndim != 2 or w.shape[1:] != global_w.shape or b.shape[1:] != global_b.shape or b.shape[0] != k:
         return Validation(np.zeros(k, dtype=bool), {"wrong_shape": k})
     finite = np.isfinite(w).all(axis=(1, 2)) & np.isfinite(b).all(axis=1)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -50,6 +50,14 @@ class Aggregator:
         self.cfg = cfg
         self._m: np.ndarray | None = None
         self._v: np.ndarray | None = None
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Server optimizer state (momentum / Adam moments) for checkpoints."""
+        return {k: v for k, v in (("agg_m", self._m), ("agg_v", self._v)) if v is not None}
+
+    def load_state(self, st: dict[str, np.ndarray]) -> None:
+        self._m = np.array(st["agg_m"]) if "agg_m" in st else None
+        self._v = np.array(st["agg_v"]) if "agg_v" in st else None
 
     def __call__(self, gw: np.ndarray, gb: np.ndarray, w: np.ndarray, b: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.cfg

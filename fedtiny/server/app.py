@@ -21,8 +21,10 @@ def make_server_app(plan: RunPlan) -> ServerApp:
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
+        from fedtiny.server.fleet_server import FlowerTransport
+
         try:
-            plan.server.run(grid)
+            plan.server.run(FlowerTransport(grid))
         except BaseException as exc:  # Flower logs and swallows ServerApp errors: keep it for the CLI
             plan.error = exc
             raise
@@ -39,6 +41,8 @@ def flwr_main(grid: Grid, context: Context) -> None:
 
     cfg = context.run_config
     scenario = load_scenario(str(cfg["scenario"]))
-    plan = prepare_run(scenario, Path(str(cfg.get("out-dir", "runs/flwr"))))
-    plan.server.run(grid)
+    from fedtiny.server.fleet_server import FlowerTransport
+
+    plan = prepare_run(scenario, Path(str(cfg.get("out-dir", "runs/flwr"))), resume=bool(cfg.get("resume", False)))
+    plan.server.run(FlowerTransport(grid))
     finish_run(plan)

@@ -1,25 +1,103 @@
 """The federated round loop over gateways: global int8 head down, device heads up, aggregate, re-quantize,
-redeploy, evaluate. Runs inside a Flower ServerApp with the Grid of the current Message API."""
+redeploy, evaluate, checkpoint.
+
+Per round: which devices are awake (duty cycle, random dropout, battery), which are sampled, each sampled
+device's virtual time (compute from MACs and clock, link from bytes and rate) against the round deadline
+(stragglers are dropped), the gateways train the rest, updates are validated (NaN/Inf, wrong shape, absurd
+norm: rejected and counted), aggregated per device, re-quantized to int8 and redeployed. Evaluation of the
+deployed int8 head on every device's local test data is done against the shared sample pool (every device
+holds the same head and draws its test data from the pool, so predicting each pool sample once and summing
+per device gives exactly the per-device counts). Baselines (static model, local-only on-device learning) and
+personalization run on a seeded subset of devices in the same run.
+
+The transport is Flower's Grid (one Flower node per gateway) or, for tests, an in-process call of the same
+gateway code.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, RecordDict
-from flwr.serverapp import Grid
 
 from fedtiny.config.schema import Scenario
-from fedtiny.fleet.data import FleetLayout
-from fedtiny.ondevice import FloatHead, Int8Head, dequantize_head, predict_int8, quantize_head
-from fedtiny.records import float_update_bytes, head_patch_bytes, head_to_record, record_to_arrays
+from fedtiny.fleet.boards import get_board
+from fedtiny.fleet.data import FleetData, FleetLayout, uniform
+from fedtiny.ondevice import FloatHead, Int8Head, TrainConfig, dequantize_head, device_budget, predict_int8, quantize_head, train_heads
+from fedtiny.ondevice.quant import dequantize
+from fedtiny.records import float_update_bytes, head_patch_bytes
 from fedtiny.report.results import RoundRow
 from fedtiny.server.aggregate import Aggregator, validate_updates
 
 ProgressFn = Callable[[RoundRow, int], None]
+CHECKPOINT = "checkpoint"
+
+
+class Transport(Protocol):
+    def connect(self, gateways: int) -> None: ...
+
+    def exchange(self, kind: str, head: Int8Head, cfg: dict[str, Any], per_gateway: dict[int, np.ndarray]) -> tuple[list[dict[str, np.ndarray]], int]: ...
+
+
+class InlineTransport:
+    """The gateway code called in-process (no Flower, no Ray): for tests and debugging."""
+
+    def connect(self, gateways: int) -> None:
+        pass
+
+    def exchange(self, kind, head, cfg, per_gateway):  # type: ignore[no-untyped-def]
+        from clients.simulated.gateway import handle
+
+        return [handle(kind, head, cfg, devs) for devs in per_gateway.values()], 0
+
+
+class FlowerTransport:
+    """One Flower message per gateway through the ServerApp's Grid."""
+
+    def __init__(self, grid: Any, timeout_s: float = 600.0) -> None:
+        self.grid = grid
+        self.timeout_s = timeout_s
+        self.node_of: dict[int, int] = {}
+
+    def connect(self, gateways: int) -> None:
+        from flwr.app import Message, RecordDict
+
+        deadline = time.time() + self.timeout_s
+        while True:  # gateways connect asynchronously
+            nodes = list(self.grid.get_node_ids())
+            if len(nodes) >= gateways or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        replies = list(self.grid.send_and_receive(
+            [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes], timeout=self.timeout_s
+        ))
+        self.node_of = {int(m.content.config_records["gateway"]["gateway"]): m.metadata.src_node_id for m in replies if not m.has_error()}
+        missing = set(range(gateways)) - set(self.node_of)
+        if missing:
+            errors = sorted({m.error.reason.strip().splitlines()[-1] for m in replies if m.has_error()})
+            raise RuntimeError(f"gateways {sorted(missing)[:10]} did not answer the initial query: {'; '.join(errors) or 'timeout'}")
+
+    def exchange(self, kind, head, cfg, per_gateway):  # type: ignore[no-untyped-def]
+        from flwr.app import ConfigRecord, Message, RecordDict
+
+        from fedtiny.records import arrays_to_record, head_to_record, record_to_arrays
+
+        hrec = head_to_record(head)
+        crec = ConfigRecord(cfg)
+        msgs = [
+            Message(RecordDict({"head": hrec, "config": crec, "devices": arrays_to_record(devices=devs)}),
+                    dst_node_id=self.node_of[g], message_type=kind)
+            for g, devs in per_gateway.items()
+        ]
+        replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout_s))
+        key = "updates" if kind == "train" else "results"
+        parts = [record_to_arrays(m.content.array_records[key]) for m in replies if not m.has_error()]
+        return parts, len(msgs) - len(parts)
 
 
 @dataclass
@@ -29,120 +107,334 @@ class FleetServer:
     fleet_dir: Path
     initial_head: Int8Head
     progress: ProgressFn | None = None
+    out_dir: Path | None = None
     rows: list[RoundRow] = field(default_factory=list)
     head: Int8Head | None = None
     rejected_total: int = 0
-    timeout_s: float = 600.0
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
+    stop_after: int = 0  # tests: raise after checkpointing this round (simulates a killed run)
 
     def __post_init__(self) -> None:
+        s = self.scenario
         self.head = self.initial_head
+        self.data = FleetData(self.fleet_dir)
         self._calib = np.load(self.fleet_dir / "calib_feats.npy")
         self._gtest = np.load(self.fleet_dir / "global_test_feats.npy")
         self._gtest_y = np.load(self.fleet_dir / "global_test_labels.npy")
         self._group = np.load(self.fleet_dir / "group.npy")
-        self._agg = Aggregator(self.scenario.strategy)
+        self._board = np.load(self.fleet_dir / "board.npy")
+        self._speed = np.load(self.fleet_dir / "speed.npy")
+        self.boards = [get_board(b) for b in self.data.meta["boards"]]
+        self._agg = Aggregator(s.strategy)
+        t = s.train
+        prox = t.prox_mu if t.prox_mu else (0.01 if s.strategy.name == "fedprox" else 0.0)
+        self.train_cfg = TrainConfig(t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, prox)
+        k = s.fleet.devices
+        self.battery = np.full(k, s.fleet.battery_j, dtype=np.float64)
+        self._labels_flat = (np.arange(self.data.pool2d.shape[0]) // self.data.pool_size) % self.data.num_classes
+        self._test_idx: dict[int, np.ndarray] = {}
+        self.round = 0
+        # comparison subset: baselines and personalization
+        nb = min(s.eval.baseline_devices, k)
+        self.subset = np.sort(np.random.default_rng([s.seed, 0xBA5E]).choice(k, nb, replace=False)) if nb < k else np.arange(k)
+        f0 = dequantize_head(self.initial_head)
+        self.loc_w = np.broadcast_to(f0.weights, (nb, *f0.weights.shape)).copy()
+        self.loc_b = np.broadcast_to(f0.bias, (nb, *f0.bias.shape)).copy()
+        self.per_w, self.per_b = self.loc_w.copy(), self.loc_b.copy()
+        self.per_has = np.zeros(nb, dtype=bool)
+        self.curves: dict[str, dict[str, list[float]]] = {}
+        self._static_correct = self._pool_correct(self.initial_head)
+        self.events = [(e.group, e.at) for e in s.drift if e.group != "fleet"]
 
-    # -- messaging -------------------------------------------------------------------------------
-    def _config(self, r: int, segment: int, devices: np.ndarray) -> ConfigRecord:
+    # -- helpers ---------------------------------------------------------------------------------
+    def _cfg(self, r: int, seg: int) -> dict[str, Any]:
         s = self.scenario
-        return ConfigRecord({
-            "round": r, "segment": segment, "seed": s.seed, "devices": [int(d) for d in devices],
-            "fleet-dir": str(self.fleet_dir), "cache-size": s.fleet.cache_size,
-            "epochs": s.train.epochs, "batch-size": s.train.batch_size, "lr": s.train.lr,
-            "momentum": s.train.momentum, "weight-decay": s.train.weight_decay,
-            "prox-mu": s.train.prox_mu if s.strategy.name == "fedprox" or s.train.prox_mu else 0.0,
-        })
+        c = self.train_cfg
+        return {
+            "round": r, "segment": seg, "seed": s.seed, "fleet-dir": str(self.fleet_dir),
+            "epochs": c.epochs, "batch-size": c.batch_size, "lr": c.lr, "momentum": c.momentum,
+            "weight-decay": c.weight_decay, "prox-mu": c.prox_mu, "uplink": s.strategy.uplink,
+        }
 
-    def _exchange(self, grid: Grid, kind: str, r: int, segment: int, devices: np.ndarray, key: str) -> tuple[dict[str, np.ndarray], int]:
-        """Send one message per gateway holding some of ``devices``; merge per-device replies by device id."""
-        assert self.head is not None
-        msgs = []
+    def _per_gateway(self, devices: np.ndarray) -> dict[int, np.ndarray]:
         by_gw = devices // self.layout.devices_per_gateway
-        for g in np.unique(by_gw):
-            content = RecordDict({"head": head_to_record(self.head), "config": self._config(r, segment, devices[by_gw == g])})
-            msgs.append(Message(content, dst_node_id=self.node_of[int(g)], message_type=kind))
-        replies = list(grid.send_and_receive(msgs, timeout=self.timeout_s))
-        parts = [record_to_arrays(m.content.array_records[key]) for m in replies if not m.has_error()]
-        failed = len(msgs) - len(parts)  # error replies and gateways that did not answer in time
-        if not parts:
-            return {}, failed
-        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        order = np.argsort(merged["device_ids"], kind="stable")
-        return {k: v[order] for k, v in merged.items()}, failed
+        cuts = np.flatnonzero(np.diff(by_gw)) + 1
+        return {int(chunk[0] // self.layout.devices_per_gateway): chunk for chunk in np.split(devices, cuts) if len(chunk)}
 
-    # -- rounds ----------------------------------------------------------------------------------
-    def run(self, grid: Grid) -> None:
-        t0 = time.time()
-        nodes = self._wait_for_gateways(grid)
-        replies = list(grid.send_and_receive(
-            [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes], timeout=self.timeout_s
-        ))
-        self.node_of = {int(m.content.config_records["gateway"]["gateway"]): m.metadata.src_node_id for m in replies if not m.has_error()}
-        missing = set(range(self.layout.gateways)) - set(self.node_of)
-        if missing:
-            errors = sorted({m.error.reason.strip().splitlines()[-1] for m in replies if m.has_error()})
-            raise RuntimeError(f"gateways {sorted(missing)} did not answer the initial query: {'; '.join(errors) or 'timeout'}")
-        self._evaluate(grid, 0, time.time() - t0, np.nan, 0, 0, 0, 0)
-        for r in range(1, self.scenario.rounds + 1):
-            self._round(grid, r)
+    def _pool_correct(self, head: Int8Head) -> np.ndarray:
+        return predict_int8(head, np.asarray(self.data.pool2d)) == self._labels_flat
 
-    def _wait_for_gateways(self, grid: Grid) -> list[int]:
-        """Gateways connect asynchronously: wait until all of them are registered."""
-        deadline = time.time() + self.timeout_s
-        while True:
-            nodes = list(grid.get_node_ids())
-            if len(nodes) >= self.layout.gateways or time.time() > deadline:
-                return nodes
-            time.sleep(0.2)
+    def test_idx(self, seg: int) -> np.ndarray:
+        if seg not in self._test_idx:
+            k = self.layout.devices
+            parts = [self.data.test_indices(np.arange(a, min(a + 20000, k)), seg) for a in range(0, k, 20000)]
+            self._test_idx[seg] = np.concatenate(parts).astype(np.int32)
+        return self._test_idx[seg]
 
-    def _sample(self, r: int) -> np.ndarray:
+    def available(self, r: int) -> np.ndarray:
+        f = self.scenario.fleet
+        d = np.arange(self.layout.devices)
+        ok = np.ones(len(d), dtype=bool)
+        if f.duty_cycle < 1:
+            ok &= uniform(self.scenario.seed, 0xA11, r, d) < f.duty_cycle
+        if f.dropout > 0:
+            ok &= uniform(self.scenario.seed, 0xD20, r, d) >= f.dropout
+        if f.battery_j > 0:
+            ok &= self.battery >= max(f.battery_min_j, 1e-12)
+        return ok
+
+    def sample(self, r: int, avail: np.ndarray) -> np.ndarray:
         k = self.layout.devices
         m = max(1, int(round(self.scenario.strategy.fraction * k)))
+        pool = np.flatnonzero(avail)
+        if m >= len(pool):
+            return pool
         rng = np.random.default_rng([self.scenario.seed, 0x5A3, r])
-        return np.sort(rng.choice(k, size=m, replace=False)) if m < k else np.arange(k)
+        return np.sort(rng.choice(pool, size=m, replace=False))
 
-    def _round(self, grid: Grid, r: int) -> None:
+    def device_costs(self, devices: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """(virtual seconds, joules) of one training round per device, and bytes down/up per device."""
+        assert self.head is not None
+        c, d = self.head.weights.shape
+        macs = device_budget(c, d, self.scenario.fleet.cache_size, count, self.train_cfg).train_macs
+        down = head_patch_bytes(self.head)
+        up = c * d + 8 * c + 8 if self.scenario.strategy.uplink == "int8" else float_update_bytes(c, d)
+        secs = np.zeros(len(devices))
+        joules = np.zeros(len(devices))
+        bid = self._board[devices]
+        for i, b in enumerate(self.boards):
+            sel = bid == i
+            secs[sel] = b.compute_seconds(macs) / self._speed[devices[sel]] + b.link_seconds(down + up)
+            joules[sel] = b.energy_j(macs, down + up)
+        return secs, joules, down, up
+
+    # -- rounds ----------------------------------------------------------------------------------
+    def run(self, transport: Transport) -> None:
+        transport.connect(self.layout.gateways)
+        if self.round == 0 and not self.rows:
+            t0 = time.time()
+            self._evaluate(0, RoundRow(0, 0, np.nan, np.nan, np.nan, 0, 0, 0, 0, 0, 0.0), t0)
+            self._checkpoint()
+        for r in range(self.round + 1, self.scenario.rounds + 1):
+            self._round(transport, r)
+            self._checkpoint()
+            if self.stop_after and r >= self.stop_after:
+                raise KeyboardInterrupt(f"stopped after round {r} (stop_after)")
+
+    def _round(self, transport: Transport, r: int) -> None:
         t0 = time.time()
+        s = self.scenario
         assert self.head is not None
         seg = self.layout.segment_of_round(r)
-        sampled = self._sample(r)
-        up, failed = self._exchange(grid, "train", r, seg, sampled, "updates")
+        avail = self.available(r)
+        sampled = self.sample(r, avail)
+        count = min(self.data.collected(r), self.data.capacity)
+        secs, joules, down, up = self.device_costs(sampled, count)
+        on_time = secs <= s.strategy.deadline_s if s.strategy.deadline_s > 0 else np.ones(len(sampled), dtype=bool)
+        trainers = sampled[on_time]
+        parts, failed = transport.exchange("train", self.head, self._cfg(r, seg), self._per_gateway(trainers)) if len(trainers) else ([], 0)
         g = dequantize_head(self.head)
         rejected, loss, trained = 0, float("nan"), 0
-        if up:
-            val = validate_updates(up["weights"], up["bias"], g.weights, g.bias, self.scenario.strategy.max_update_norm)
-            rejected = val.rejected
+        reasons: dict[str, int] = {}
+        accepted_ids = np.zeros(0, dtype=np.int64)
+        ws, bs, ids, ns, ls = [], [], [], [], []
+        for p in parts:
+            if "delta_q" in p:
+                q, sc = p["delta_q"], p["delta_scale"]
+                w = g.weights[None] + q.astype(np.float32) * sc[..., None] if q.ndim == 3 and sc.ndim == 2 else q
+            else:
+                w = p.get("weights", np.zeros((0,)))
+            val = validate_updates(w, p["bias"], g.weights, g.bias, s.strategy.max_update_norm)
+            for key, n in val.reasons.items():
+                reasons[key] = reasons.get(key, 0) + n
+            rejected += val.rejected
             ok = val.accepted
-            trained = int(ok.sum())
-            if trained:
-                w, b = self._agg(g.weights, g.bias, up["weights"][ok], up["bias"][ok], up["num_examples"][ok])
-                self.head = quantize_head(FloatHead(w, b), self.head.input_scale, self.head.input_zero_point, self._calib)
-                loss = float(np.mean(up["loss"][ok]))
+            if ok.any():
+                ws.append(w[ok]), bs.append(p["bias"][ok]), ids.append(p["device_ids"][ok])
+                ns.append(p["num_examples"][ok]), ls.append(p["loss"][ok])
+        if ws:
+            w, b, ids_, n = np.concatenate(ws), np.concatenate(bs), np.concatenate(ids), np.concatenate(ns)
+            order = np.argsort(ids_, kind="stable")  # aggregation order independent of reply order
+            w, b, ids_, n = w[order], b[order], ids_[order], n[order]
+            trained = len(ids_)
+            accepted_ids = ids_
+            nw, nb = self._agg(g.weights, g.bias, w, b, n)
+            self.head = quantize_head(FloatHead(nw, nb), self.head.input_scale, self.head.input_zero_point, self._calib)
+            loss = float(np.mean(np.concatenate(ls).astype(np.float64)))
+            if s.strategy.personalize > 0:
+                pos = np.searchsorted(self.subset, ids_)
+                hit = (pos < len(self.subset)) & (self.subset[np.minimum(pos, len(self.subset) - 1)] == ids_)
+                self.per_w[pos[hit]], self.per_b[pos[hit]] = w[hit], b[hit]
+                self.per_has[pos[hit]] = True
         self.rejected_total += rejected
-        c, d = self.head.weights.shape
-        n_down = len(sampled) + self.layout.devices  # head to trainers, redeployed to the whole fleet
-        self._evaluate(grid, r, time.time() - t0, loss, trained, rejected, failed,
-                       (head_patch_bytes(self.head) * n_down, float_update_bytes(c, d) * len(up.get("device_ids", []))))
+        for key, n in reasons.items():
+            self.rejected_reasons[key] = self.rejected_reasons.get(key, 0) + n
+        # energy and battery: every sampled device computed (stragglers too); the fleet receives the new head
+        k = self.layout.devices
+        redeploy = head_patch_bytes(self.head)
+        redeploy_j = np.array([b.energy_per_radio_byte_j * redeploy for b in self.boards])[self._board]
+        if s.fleet.battery_j > 0:
+            self.battery[sampled] -= joules
+            self.battery -= redeploy_j
+            self.battery = np.clip(self.battery + s.fleet.harvest_j_per_round, 0.0, s.fleet.battery_j)
+        self._log_devices(r, sampled, on_time, accepted_ids, secs, joules, down, up)
+        if s.eval.baselines:
+            self._local_only_step(r, avail)
+        row = RoundRow(
+            r, seg, np.nan, np.nan, loss, trained, rejected, failed, down * len(sampled) + redeploy * k,
+            up * len(trainers), 0.0, devices_available=int(avail.sum()), devices_sampled=len(sampled),
+            stragglers=int((~on_time).sum()),
+            virtual_s=float(min(secs.max(initial=0.0), s.strategy.deadline_s) if s.strategy.deadline_s > 0 else secs.max(initial=0.0)),
+            energy_j=float(joules.sum() + redeploy_j.sum()),
+            energy_mj_per_trainer=float(1e3 * joules.mean()) if len(joules) else 0.0,
+        )
+        self._evaluate(r, row, t0)
 
-    def _evaluate(self, grid: Grid, r: int, wall: float, loss: float, trained: int, rejected: int, failed: int,
-                  traffic: tuple[int, int] | int) -> None:
-        t0 = time.time()
+    def _log_devices(self, r: int, sampled: np.ndarray, on_time: np.ndarray, accepted: np.ndarray, secs: np.ndarray,
+                     joules: np.ndarray, down: int, up: int) -> None:
+        """Per device per round: status (0 aggregated, 1 straggler dropped, 2 rejected/failed), time, energy, bytes."""
+        if self.out_dir is None:
+            return
+        status = np.where(on_time, 2, 1).astype(np.int8)
+        status[np.isin(sampled, accepted)] = 0
+        d = self.out_dir / "device_rounds"
+        d.mkdir(exist_ok=True)
+        np.savez(d / f"r{r:06d}.npz", round=np.full(len(sampled), r, dtype=np.int32), device=sampled.astype(np.int32),
+                 status=status, virtual_s=secs.astype(np.float32), energy_j=joules.astype(np.float32),
+                 bytes_down=np.full(len(sampled), down, dtype=np.int32),
+                 bytes_up=np.where(on_time, up, 0).astype(np.int32))
+
+    def _local_only_step(self, r: int, avail: np.ndarray) -> None:
+        """Local-only on-device learning: each subset device trains its own head, never federated."""
+        assert self.head is not None
+        sel = np.flatnonzero(avail[self.subset])
+        if not len(sel):
+            return
+        devs = self.subset[sel]
+        feats, labels = self.data.train(devs, r)
+        cfg = TrainConfig(self.train_cfg.epochs, self.train_cfg.batch_size, self.train_cfg.lr, self.train_cfg.momentum,
+                          self.train_cfg.weight_decay, 0.0)
+        res = train_heads(self.loc_w[sel], self.loc_b[sel], feats, labels.astype(np.int64), np.full(len(devs), feats.shape[1]),
+                          cfg, input_scale=self.head.input_scale, input_zero_point=self.head.input_zero_point,
+                          seed=self.scenario.seed ^ 0x10CA1, round_=r, device_ids=devs)
+        ok = np.isfinite(res.weights).all(axis=(1, 2))
+        self.loc_w[sel[ok]], self.loc_b[sel[ok]] = res.weights[ok], res.bias[ok]
+
+    def _float_correct(self, w: np.ndarray, b: np.ndarray, devices: np.ndarray, seg: int) -> np.ndarray:
+        """Correct counts of per-device float heads ``w`` [K, C, D] on the test data of ``devices`` [K]."""
+        assert self.head is not None
+        feats, labels = self.data.gather(self.test_idx(seg)[devices])
+        x = dequantize(feats, self.head.input_scale, self.head.input_zero_point)
+        pred = np.argmax(np.matmul(x, w.transpose(0, 2, 1)) + b[:, None, :], axis=-1)
+        return (pred == labels).sum(axis=1)
+
+    def _group_accs(self, correct: np.ndarray, devs: np.ndarray, m: int) -> dict[str, float]:
+        out = {"all": float(correct.sum() / max(len(devs) * m, 1))}
+        grp = self._group[devs]
+        for gi, name in enumerate(self.layout.groups):
+            if (grp == gi).any():
+                out[name] = float(correct[grp == gi].sum() / ((grp == gi).sum() * m))
+        return out
+
+    def _curve(self, method: str, accs: dict[str, float]) -> None:
+        cur = self.curves.setdefault(method, {})
+        for gname, v in accs.items():
+            cur.setdefault(gname, [float("nan")] * (self.round_index()))
+            cur[gname].append(v)
+
+    def round_index(self) -> int:
+        return len(self.rows)
+
+    def _evaluate(self, r: int, row: RoundRow, t0: float) -> None:
         assert self.head is not None
         seg = self.layout.segment_of_round(r)
-        res, ev_failed = self._exchange(grid, "evaluate", r, seg, np.arange(self.layout.devices), "results")
-        groups = {}
-        acc = float("nan")
-        if res:
-            acc = float(res["correct"].sum() / max(res["total"].sum(), 1))
-            grp = self._group[res["device_ids"]]
-            for gi, name in enumerate(self.layout.groups):
-                sel = grp == gi
-                if sel.any():
-                    groups[name] = float(res["correct"][sel].sum() / res["total"][sel].sum())
-        gacc = float(np.mean(predict_int8(self.head, self._gtest) == self._gtest_y))
-        down, up = traffic if isinstance(traffic, tuple) else (0, 0)
-        row = RoundRow(r, seg, acc, gacc, loss, trained, rejected, failed + ev_failed, down, up,
-                       round(wall + time.time() - t0, 3), groups)
+        idx = self.test_idx(seg)
+        m = idx.shape[1]
+        fed_pool = self._pool_correct(self.head)
+        fed = fed_pool[idx].sum(axis=1)
+        all_devs = np.arange(self.layout.devices)
+        groups = self._group_accs(fed, all_devs, m)
+        row.accuracy = groups.pop("all")
+        row.group_accuracy = groups
+        row.accuracy_global = float(np.mean(predict_int8(self.head, self._gtest) == self._gtest_y))
+        sub = self.subset
+        self._curve("federated", self._group_accs(fed[sub], sub, m))
+        if self.scenario.eval.baselines:
+            st = self._static_correct[idx[sub]].sum(axis=1)
+            lo = self._float_correct(self.loc_w, self.loc_b, sub, seg)
+            self._curve("static", self._group_accs(st, sub, m))
+            self._curve("local-only", self._group_accs(lo, sub, m))
+            row.accuracy_static = self.curves["static"]["all"][-1]
+            row.accuracy_local = self.curves["local-only"]["all"][-1]
+        if self.scenario.strategy.personalize > 0:
+            a = np.float32(self.scenario.strategy.personalize)
+            g = dequantize_head(self.head)
+            pw = np.where(self.per_has[:, None, None], a * self.per_w + (1 - a) * g.weights[None], g.weights[None])
+            pb = np.where(self.per_has[:, None], a * self.per_b + (1 - a) * g.bias[None], g.bias[None])
+            pc = self._float_correct(pw.astype(np.float32), pb.astype(np.float32), sub, seg)
+            self._curve("personalized", self._group_accs(pc, sub, m))
+            row.accuracy_personalized = self.curves["personalized"]["all"][-1]
+        # forgetting: accuracy of each drifted group on its pre-drift distribution
+        for gname, at in self.events:
+            if at < 1 or gname not in self.layout.groups:
+                continue
+            old = self.test_idx(self.layout.segment_of_round(at - 1))
+            gi = self.layout.groups.index(gname)
+            pos = np.flatnonzero(self._group[sub] == gi)
+            devs = sub[pos]
+            if not len(devs):
+                continue
+            res = {"federated": fed_pool[old[devs]].sum(axis=1)}
+            if self.scenario.eval.baselines:
+                res["static"] = self._static_correct[old[devs]].sum(axis=1)
+                res["local-only"] = self._float_correct(self.loc_w[pos], self.loc_b[pos], devs, self.layout.segment_of_round(at - 1))
+            for meth, corr in res.items():
+                self._curve(f"{meth}@old", {gname: float(corr.sum() / (len(devs) * m))})
+        row.wall_s = round(row.wall_s + time.time() - t0, 3)
         self.rows.append(row)
+        self.round = r
         if self.progress:
             self.progress(row, self.scenario.rounds)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        if self.out_dir is None or not self.scenario.runtime.checkpoint:
+            return
+        assert self.head is not None
+        d = self.out_dir / CHECKPOINT
+        d.mkdir(exist_ok=True)
+        r = self.round
+        h = self.head
+        np.savez(d / f"state-{r:06d}.npz", head_w=h.weights, head_s=h.weight_scales, head_b=h.bias,
+                 head_q=np.array([h.input_scale, h.input_zero_point, h.output_scale, h.output_zero_point], dtype=np.float64),
+                 battery=self.battery, loc_w=self.loc_w, loc_b=self.loc_b, per_w=self.per_w, per_b=self.per_b,
+                 per_has=self.per_has, **self._agg.state())
+        meta = {"round": r, "rows": [asdict(x) for x in self.rows], "curves": self.curves,
+                "rejected_total": self.rejected_total, "rejected_reasons": self.rejected_reasons}
+        (d / f"state-{r:06d}.json").write_text(json.dumps(meta))
+        tmp = d / "latest.json.tmp"
+        tmp.write_text(json.dumps({"round": r}))
+        os.replace(tmp, d / "latest.json")  # atomic: the checkpoint of round r is complete
+        for old in d.glob("state-*"):
+            if int(old.stem.split("-")[1]) < r:
+                old.unlink(missing_ok=True)
+
+    def load_checkpoint(self) -> bool:
+        """Continue from the last complete checkpoint under out_dir; False if there is none."""
+        if self.out_dir is None or not (self.out_dir / CHECKPOINT / "latest.json").exists():
+            return False
+        d = self.out_dir / CHECKPOINT
+        r = int(json.loads((d / "latest.json").read_text())["round"])
+        st = dict(np.load(d / f"state-{r:06d}.npz"))
+        meta = json.loads((d / f"state-{r:06d}.json").read_text())
+        q = st["head_q"]
+        self.head = Int8Head(st["head_w"], st["head_s"], st["head_b"], float(q[0]), int(q[1]), float(q[2]), int(q[3]))
+        self.battery, self.loc_w, self.loc_b = st["battery"], st["loc_w"], st["loc_b"]
+        self.per_w, self.per_b, self.per_has = st["per_w"], st["per_b"], st["per_has"]
+        self._agg.load_state(st)
+        self.rows = [RoundRow(**x) for x in meta["rows"]]
+        self.curves = meta["curves"]
+        self.rejected_total = int(meta["rejected_total"])
+        self.rejected_reasons = dict(meta["rejected_reasons"])
+        self.round = r
+        return True
