@@ -11,6 +11,8 @@
 #define UPD_HDR 32u
 #define BLOB_SIZE(C, D) (UPD_HDR + 4u * (uint32_t)(C) * (uint32_t)(D) + 4u * (uint32_t)(C) + 32u)
 
+static ft_head scratch_head; /* a head being validated before it replaces the running one */
+
 typedef struct {
     ft_dev *d;
     uint8_t *resp;
@@ -252,12 +254,12 @@ static uint8_t h_set_head(ctx *c, const uint8_t *p, size_t n)
     memcpy(d->staged + off, p + 8, dl);
     d->staged_len += dl;
     if (d->staged_len == total) {
-        static ft_head tmp;
+        ft_head *tmp = &scratch_head;
         d->staged_len = 0;
-        r = ft_head_decode_patch(&tmp, d->staged, total, d->C, d->D);
+        r = ft_head_decode_patch(tmp, d->staged, total, d->C, d->D);
         if (r == FT_ERR_UNSUPPORTED) return fail(c, FT_ST_SHAPE_MISMATCH, "head patch shape differs from the model's");
         if (r != FT_OK) return fail(c, FT_ST_MALFORMED, "invalid head patch");
-        d->head = tmp;
+        d->head = *tmp;
     }
     ft_wr32(c->resp, d->staged_len);
     *c->len = 4;
@@ -567,8 +569,7 @@ static uint8_t h_verify(ctx *c, const uint8_t *p, size_t n)
         why = check_tag(d, s->kind, s->total_len, s->sha256, s->tag);
         if (why) return fail(c, FT_ST_AUTH_FAILED, why);
         {
-            static ft_head tmp;
-            r = load_slot_head(d, (uint8_t)slot, &tmp, &st);
+            r = load_slot_head(d, (uint8_t)slot, &scratch_head, &st);
             if (r != FT_OK) return fail(c, st, st == FT_ST_SHAPE_MISMATCH ? "head shape differs from the model's"
                                                                           : "image does not parse as a head patch");
         }
@@ -586,19 +587,19 @@ static uint8_t h_activate(ctx *c, const uint8_t *p, size_t n)
 {
     ft_dev *d = c->d;
     int slot = slot_arg(p, n);
-    static ft_head tmp;
+    ft_head *tmp = &scratch_head;
     uint8_t st;
     ft_status r;
     if (slot < 0) return fail(c, FT_ST_MALFORMED, "ACTIVATE takes a slot number");
     if (d->store.m.testing == slot) return slot_status(c);
     if (d->store.m.slots[slot].state != FT_SLOT_VERIFIED || d->store.m.testing != FT_NO_SLOT)
         return fail(c, FT_ST_BAD_STATE, "slot is not VERIFIED, or another is under test");
-    if (load_slot_head(d, (uint8_t)slot, &tmp, &st) != FT_OK) return fail(c, st, "slot image unusable");
+    if (load_slot_head(d, (uint8_t)slot, tmp, &st) != FT_OK) return fail(c, st, "slot image unusable");
     d->store.m.slots[slot].state = FT_SLOT_TESTING;
     d->store.m.testing = (uint8_t)slot;
     if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
     d->active = (uint8_t)slot;
-    d->head = tmp;
+    d->head = *tmp;
     return slot_status(c);
 }
 
