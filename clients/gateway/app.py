@@ -1,0 +1,79 @@
+"""Flower ClientApp of a field-trial gateway: a SuperNode's app that drives real (or virtual) boards.
+
+Node config (``flower-supernode --node-config``, written by ``fedtiny gateway``):
+``devices`` space-separated link URIs (``serial:///dev/ttyACM0``, ``socket://127.0.0.1:7001``, ``ble://ADDR``),
+``fleet-key`` the per-fleet HMAC key in hex (optional), ``replay`` a replay directory (optional).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.gateway.boards import BoardOutcome, GatewayBoards, Replay
+from fedtiny.link.messages import TrainRequest
+from fedtiny.records import arrays_to_record, head_from_record
+
+app = ClientApp()
+
+
+def _boards(context: Context) -> GatewayBoards:
+    cfg = context.node_config
+    uris = str(cfg.get("devices", "")).split()
+    key = bytes.fromhex(str(cfg.get("fleet-key", ""))) or None
+    replay = Replay(str(cfg["replay"])) if cfg.get("replay") else None
+    return GatewayBoards(uris, key, replay)
+
+
+def _acks(cfg: ConfigRecord) -> dict[int, int]:
+    ids, uids = list(cfg.get("ack-devices", [])), list(cfg.get("ack-updates", []))
+    return {int(d): int(u) for d, u in zip(ids, uids)}
+
+
+def _reply(msg: Message, outcomes: list[BoardOutcome], arrays: dict[str, np.ndarray]) -> Message:
+    info = ConfigRecord({"errors": [o.error for o in outcomes if o.error] or [""], "boards": len(outcomes)})
+    return Message(RecordDict({"results": arrays_to_record(**arrays), "info": info}), reply_to=msg)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    uris = str(context.node_config.get("devices", "")).split()
+    return Message(RecordDict({"gateway": ConfigRecord({"devices": uris or [""]})}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    cfg = msg.content.config_records["config"]
+    head = head_from_record(msg.content.array_records["head"])
+    golden = msg.content.array_records["golden"]["features"].numpy()
+    req = TrainRequest(int(cfg["epochs"]), int(cfg["batch-size"]), float(cfg["lr"]), float(cfg["momentum"]),
+                       float(cfg["weight-decay"]), float(cfg["prox-mu"]), int(cfg["seed"]), int(cfg["round"]))
+    outcomes = _boards(context).train(head, golden, req, int(cfg["segment"]), _acks(cfg))
+    ok = [o.update for o in outcomes if o.update and not o.error]
+    c, d = head.weights.shape
+    arrays = {
+        "device_ids": np.array([u["device_id"] for u in ok], dtype=np.int64),
+        "update_ids": np.array([u["update_id"] for u in ok], dtype=np.int64),
+        "rounds": np.array([u["round"] for u in ok], dtype=np.int64),
+        "num_examples": np.array([u["num_examples"] for u in ok], dtype=np.int64),
+        "loss": np.array([u["loss"] for u in ok], dtype=np.float32),
+        "weights": np.stack([u["weights"] for u in ok]).astype(np.float32) if ok else np.zeros((0, c, d), np.float32),
+        "bias": np.stack([u["bias"] for u in ok]).astype(np.float32) if ok else np.zeros((0, c), np.float32),
+    }
+    return _reply(msg, outcomes, arrays)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    cfg = msg.content.config_records["config"]
+    head = head_from_record(msg.content.array_records["head"])
+    golden = msg.content.array_records["golden"]["features"].numpy()
+    outcomes = _boards(context).evaluate(head, golden, int(cfg["segment"]), _acks(cfg))
+    ok = [o for o in outcomes if o.update and not o.error]
+    arrays = {
+        "device_ids": np.array([o.device_id for o in ok], dtype=np.int64),
+        "correct": np.array([o.update["n"] and o.update["correct"] for o in ok], dtype=np.int64),
+        "total": np.array([o.update["n"] for o in ok], dtype=np.int64),
+    }
+    return _reply(msg, outcomes, arrays)

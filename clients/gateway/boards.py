@@ -1,0 +1,127 @@
+"""What a gateway does with its boards each round, over the link protocol (docs/protocol.md).
+
+Per round: acknowledge the updates the server aggregated last round, redeploy the global int8 head safely
+(A/B slot, SHA-256 and HMAC verified, booted as test, confirmed by a golden self-test), optionally replay
+samples, train, read back the signed update. A board that fails is reported and the round goes on.
+Updates stay on the board until the server has them (the ack list comes with the next round), so an update
+is never lost by a dropped reply and never counted twice (the server also deduplicates by update id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from fedtiny.errors import FedTinyError
+from fedtiny.link.messages import TrainRequest
+from fedtiny.link.session import BoardSession
+from fedtiny.link.transport import open_transport
+from fedtiny.ondevice import Int8Head
+
+
+@dataclass
+class BoardOutcome:
+    uri: str
+    device_id: int = -1
+    error: str = ""
+    update: dict[str, object] = field(default_factory=dict)
+
+
+class Replay:
+    """Recorded int8 features per device (written by ``fedtiny serve``) to push to boards in replay trials."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def samples(self, device_id: int, segment: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.root / f"device_{device_id}.npz") as z:
+            seg = min(segment, int(z["segments"]) - 1)
+            return z[f"{split}_feats_{seg}"], z[f"{split}_labels_{seg}"]
+
+
+class GatewayBoards:
+    """The boards one gateway serves, opened fresh for each Flower message."""
+
+    def __init__(self, uris: list[str], key: bytes | None, replay: Replay | None = None, timeout: float = 0.5) -> None:
+        self.uris, self.key, self.replay, self.timeout = uris, key, replay, timeout
+
+    def _sessions(self) -> Iterator[tuple[str, BoardSession | None, str]]:
+        for uri in self.uris:
+            try:
+                s = BoardSession(open_transport(uri), timeout=self.timeout, key=self.key)
+                s.hello()
+            except (FedTinyError, OSError) as exc:
+                yield uri, None, f"{uri}: {exc}"
+                continue
+            try:
+                yield uri, s, ""
+            finally:
+                s.close()
+
+    def _deploy(self, s: BoardSession, head: Int8Head, golden: np.ndarray) -> None:
+        if not s.get_head().equals(head):
+            s.deploy_head(head, golden, self.key)
+
+    def _push(self, s: BoardSession, segment: int, split: str) -> None:
+        if self.replay is not None and s.info is not None:
+            feats, labels = self.replay.samples(s.info.device_id, segment, split)
+            cap = s.info.cache_capacity
+            s.push_samples(feats[:cap], labels[:cap], clear=True)
+
+    def train(self, head: Int8Head, golden: np.ndarray, req: TrainRequest, segment: int,
+              acks: dict[int, int]) -> list[BoardOutcome]:
+        out = []
+        for uri, s, error in self._sessions():
+            o = BoardOutcome(uri, error=error)
+            out.append(o)
+            if s is None:
+                continue
+            try:
+                assert s.info is not None
+                o.device_id = s.info.device_id
+                if o.device_id in acks:
+                    s.ack_update(acks[o.device_id])
+                self._deploy(s, head, golden)
+                self._push(s, segment, "train")
+                try:
+                    s.train(req)
+                except FedTinyError as exc:
+                    if "UPDATE_PENDING" not in str(exc):
+                        raise
+                    stale = s.read_update()  # an update the server never received: report, don't train twice
+                    if stale.round == req.round:
+                        o.update = _update_dict(stale)
+                        continue
+                    s.ack_update(stale.update_id)
+                    s.train(req)
+                o.update = _update_dict(s.read_update())
+            except (FedTinyError, OSError) as exc:
+                o.error = f"{uri}: {exc}"
+        return out
+
+    def evaluate(self, head: Int8Head, golden: np.ndarray, segment: int, acks: dict[int, int]) -> list[BoardOutcome]:
+        out = []
+        for uri, s, error in self._sessions():
+            o = BoardOutcome(uri, error=error)
+            out.append(o)
+            if s is None:
+                continue
+            try:
+                assert s.info is not None
+                o.device_id = s.info.device_id
+                if o.device_id in acks:
+                    s.ack_update(acks[o.device_id])
+                self._deploy(s, head, golden)
+                self._push(s, segment, "test")
+                ev = s.evaluate()
+                o.update = {"n": ev.n, "correct": int(round(ev.accuracy * ev.n)), "loss": ev.loss}
+            except (FedTinyError, OSError) as exc:
+                o.error = f"{uri}: {exc}"
+        return out
+
+
+def _update_dict(u: object) -> dict[str, object]:
+    return {k: getattr(u, k) for k in ("device_id", "update_id", "round", "num_examples", "loss", "weights", "bias")}

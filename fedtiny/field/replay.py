@@ -1,0 +1,68 @@
+"""Data for a field trial, written by `fedtiny serve` into the trial directory.
+
+Base model, calibration and golden features, the clean factory test set, and (for replay trials with virtual
+boards) each board's recorded int8 features per drift segment, keyed by the board's device id.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fedtiny.config import Scenario, scenario_to_toml
+from fedtiny.fleet.partition import dirichlet_labels
+from fedtiny.tasks import get_task
+
+
+def segment_starts(s: Scenario) -> list[int]:
+    return sorted({0, *(e.at for e in s.drift)})
+
+
+def segment_of_round(s: Scenario, r: int) -> int:
+    starts = segment_starts(s)
+    return max(i for i, st in enumerate(starts) if st <= r)
+
+
+def prepare_trial(s: Scenario, out: Path, log=print) -> bytes:  # type: ignore[no-untyped-def]
+    """Build (or reuse) the base model and write everything the ServerApp and replay gateways read."""
+    from fedtiny.fleet.data import model_spec_of
+    from fedtiny.model.build import build_base_model, factory_data
+    from fedtiny.model.runtime import Int8Runner
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scenario.resolved.toml").write_text(scenario_to_toml(s))
+    base = build_base_model(model_spec_of(s), log)
+    (out / "base_int8.tflite").write_bytes(base.tflite)
+    runner = Int8Runner(base.tflite, "tflm")
+    spec = model_spec_of(s)
+    xt, yt = factory_data(spec, s.model.test_samples, 1)
+    np.save(out / "global_test_feats.npy", runner.features(xt))
+    np.save(out / "global_test_labels.npy", yt.astype(np.int16))
+    xc, _ = factory_data(spec, min(300, s.model.factory_samples), 0)
+    np.save(out / "calib_feats.npy", runner.features(xc))
+    write_replay(s, runner.features, out / "replay")
+    return base.tflite
+
+
+def write_replay(s: Scenario, featurize, root: Path) -> None:  # type: ignore[no-untyped-def]
+    """Per device id 1..N: train/test int8 features for every segment, under its condition."""
+    task = get_task(s.task.name, **s.task.params)
+    root.mkdir(parents=True, exist_ok=True)
+    n, m, k = s.fleet.samples_per_device, s.fleet.test_samples_per_device, s.fleet.devices
+    labels = dirichlet_labels(k, len(task.classes), n + m, s.fleet.dirichlet_alpha, np.random.default_rng([s.seed, 0x1AB]))
+    hit_rng = np.random.default_rng([s.seed, 0xF1E1D])
+    hits = [set(hit_rng.permutation(k)[: int(round(e.fraction * k))].tolist()) for e in s.drift]
+    starts = segment_starts(s)
+    for d in range(k):
+        arrays: dict[str, np.ndarray] = {"segments": np.array(len(starts))}
+        for seg, start in enumerate(starts):
+            cond = {**task.default_condition(), **s.fleet.condition}
+            for e, hit in zip(s.drift, hits):
+                if e.at <= start and d in hit:
+                    cond.update(e.condition)
+            x = task.generate(labels[d], np.random.default_rng([s.seed, 0xDA7A, seg, d]), cond)
+            f = featurize(x)
+            arrays[f"train_feats_{seg}"], arrays[f"train_labels_{seg}"] = f[:n], labels[d, :n].astype(np.int16)
+            arrays[f"test_feats_{seg}"], arrays[f"test_labels_{seg}"] = f[n:], labels[d, n:].astype(np.int16)
+        np.savez(root / f"device_{d + 1}.npz", **arrays)

@@ -1,0 +1,125 @@
+"""The field-trial round loop: devices are whatever boards the gateways report; every update is counted once.
+
+Per round: a train message per gateway (global int8 head, golden self-test vectors, hyper-parameters, and the
+acknowledgements of the updates aggregated last round), updates deduplicated by (device id, update id),
+validated, aggregated and re-quantized; then an evaluate message that redeploys the new head to every board
+and measures it there.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedtiny.config import Scenario
+from fedtiny.field.replay import segment_of_round
+from fedtiny.ondevice import FloatHead, Int8Head, dequantize_head, predict_int8, quantize_head
+from fedtiny.records import float_update_bytes, head_patch_bytes, head_to_record, record_to_arrays
+from fedtiny.report.results import RoundRow
+from fedtiny.server.aggregate import Aggregator, validate_updates
+
+
+@dataclass
+class FieldServer:
+    scenario: Scenario
+    trial_dir: Path
+    head: Int8Head
+    gateways: int
+    timeout_s: float = 300.0
+    rows: list[RoundRow] = field(default_factory=list)
+    seen: set[tuple[int, int]] = field(default_factory=set)
+    duplicates: int = 0
+    stale: int = 0
+    rejected: int = 0
+    board_errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._calib = np.load(self.trial_dir / "calib_feats.npy")
+        self._golden = self._calib[:4]
+        self._gtest = np.load(self.trial_dir / "global_test_feats.npy")
+        self._gtest_y = np.load(self.trial_dir / "global_test_labels.npy")
+        self._agg = Aggregator(self.scenario.strategy)
+        self._acks: dict[int, dict[int, int]] = {}  # node -> {device id: update id} to acknowledge
+
+    def _wait(self, grid: Grid) -> list[int]:
+        deadline = time.time() + self.timeout_s
+        while len(nodes := list(grid.get_node_ids())) < self.gateways and time.time() < deadline:
+            time.sleep(0.5)
+        if len(nodes) < self.gateways:
+            raise RuntimeError(f"only {len(nodes)} of {self.gateways} gateways connected")
+        return nodes
+
+    def _send(self, grid: Grid, kind: str, r: int) -> list[tuple[int, dict[str, np.ndarray]]]:
+        t = self.scenario.train
+        msgs = []
+        for node in self.nodes:
+            acks = self._acks.pop(node, {})
+            cfg = ConfigRecord({
+                "round": r, "segment": segment_of_round(self.scenario, r), "seed": self.scenario.seed,
+                "epochs": t.epochs, "batch-size": t.batch_size, "lr": t.lr, "momentum": t.momentum,
+                "weight-decay": t.weight_decay, "prox-mu": t.prox_mu,
+                "ack-devices": list(acks) or [-1], "ack-updates": list(acks.values()) or [-1],
+            })
+            golden = ArrayRecord({"features": Array(self._golden)})
+            content = RecordDict({"head": head_to_record(self.head), "golden": golden, "config": cfg})
+            msgs.append(Message(content, dst_node_id=node, message_type=kind))
+        out = []
+        for reply in grid.send_and_receive(msgs, timeout=self.timeout_s):
+            if reply.has_error():
+                self.board_errors.append(f"round {r}: gateway {reply.metadata.src_node_id}: {reply.error.reason}")
+                continue
+            errs = [e for e in reply.content.config_records["info"]["errors"] if e]
+            self.board_errors += [f"round {r}: {e}" for e in errs]
+            out.append((reply.metadata.src_node_id, record_to_arrays(reply.content.array_records["results"])))
+        return out
+
+    def run(self, grid: Grid) -> None:
+        self.nodes = self._wait(grid)
+        self._evaluate(grid, 0, time.time(), float("nan"), 0, 0)
+        for r in range(1, self.scenario.rounds + 1):
+            t0 = time.time()
+            replies = self._send(grid, "train", r)
+            ws, bs, ns, losses, failed = [], [], [], [], 0
+            for node, a in replies:
+                acks = self._acks.setdefault(node, {})
+                for i, (dev, uid, rnd) in enumerate(zip(a["device_ids"], a["update_ids"], a["rounds"])):
+                    acks[int(dev)] = int(uid)  # received: the board may forget it now
+                    if (int(dev), int(uid)) in self.seen:
+                        self.duplicates += 1
+                        continue
+                    self.seen.add((int(dev), int(uid)))
+                    if int(rnd) != r:
+                        self.stale += 1
+                        continue
+                    ws.append(a["weights"][i]), bs.append(a["bias"][i]), ns.append(a["num_examples"][i]), losses.append(a["loss"][i])
+            trained, rejected, loss = 0, 0, float("nan")
+            if ws:
+                g = dequantize_head(self.head)
+                w, b, n = np.stack(ws), np.stack(bs), np.array(ns)
+                val = validate_updates(w, b, g.weights, g.bias, self.scenario.strategy.max_update_norm)
+                rejected = val.rejected
+                ok = val.accepted
+                trained = int(ok.sum())
+                if trained:
+                    nw, nb = self._agg(g.weights, g.bias, w[ok], b[ok], n[ok])
+                    self.head = quantize_head(FloatHead(nw, nb), self.head.input_scale, self.head.input_zero_point, self._calib)
+                    loss = float(np.mean(np.array(losses)[ok]))
+            self.rejected += rejected
+            self._evaluate(grid, r, t0, loss, trained, rejected)
+
+    def _evaluate(self, grid: Grid, r: int, t0: float, loss: float, trained: int, rejected: int) -> None:
+        replies = self._send(grid, "evaluate", r)
+        correct = sum(int(a["correct"].sum()) for _, a in replies)
+        total = sum(int(a["total"].sum()) for _, a in replies)
+        boards = sum(len(a["device_ids"]) for _, a in replies)
+        c, d = self.head.weights.shape
+        gacc = float(np.mean(predict_int8(self.head, self._gtest) == self._gtest_y))
+        self.rows.append(RoundRow(
+            r, segment_of_round(self.scenario, r), correct / total if total else float("nan"), gacc, loss, trained,
+            rejected, 0, head_patch_bytes(self.head) * boards, float_update_bytes(c, d) * trained, round(time.time() - t0, 3),
+        ))
