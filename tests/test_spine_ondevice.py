@@ -181,3 +181,29 @@ def test_device_budget_counts_buffers() -> None:
     b_mom = device_budget(10, 64, 200, 200, TrainConfig(batch_size=16, momentum=0.9))
     assert b_mom.ram_bytes - b.ram_bytes == 4 * 10 * 65
     assert b.infer_macs == 640
+
+
+def test_fixed_point_training_tracks_float32_and_is_integer_deterministic() -> None:
+    from fedtiny.ondevice import train_heads_fixed
+    from fedtiny.ondevice.fixed import exp2_q16
+
+    y = np.arange(-6 * 65536, 1, 997, dtype=np.int64)
+    assert np.max(np.abs(exp2_q16(y) / 65536 - 2.0 ** (y / 65536))) < 1e-3
+    rng = np.random.default_rng(1)
+    d, c, n = 32, 4, 100
+    centers = rng.normal(0, 30, (c, d))
+    lab = rng.integers(0, c, (3, n))
+    feats = np.clip(centers[lab] + rng.normal(0, 25, (3, n, d)), -128, 127).astype(np.int8)
+    w, b = rng.normal(0, 0.05, (c, d)).astype(np.float32), np.zeros(c, np.float32)
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05)
+    kw = dict(input_scale=0.04, input_zero_point=-5, seed=3, round_=1, device_ids=np.array([1, 2, 3]))
+    counts = np.array([100, 60, 7])
+    rf = train_heads(w, b, feats, lab, counts, cfg, **kw)
+    rx = train_heads_fixed(w, b, feats, lab, counts, cfg, **kw)
+    assert np.abs(rf.weights - rx.weights).max() < 2e-3
+    np.testing.assert_allclose(rx.loss, rf.loss, rtol=2e-3)
+    assert not np.array_equal(rx.weights, np.broadcast_to(w, rx.weights.shape))
+    one = train_heads_fixed(w, b, feats[2:], lab[2:], counts[2:], cfg, **{**kw, "device_ids": np.array([3])})
+    assert np.array_equal(one.weights[0], rx.weights[2])  # integer arithmetic: bit-identical in a batch
+    with pytest.raises(ModelError, match="plain SGD"):
+        train_heads_fixed(w, b, feats, lab, counts, TrainConfig(momentum=0.9), **kw)

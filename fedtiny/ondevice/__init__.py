@@ -6,6 +6,7 @@ golden vectors come from.
 
 from fedtiny.ondevice.budget import DeviceBudget, device_budget
 from fedtiny.ondevice.cache import FeatureCache
+from fedtiny.ondevice.fixed import train_heads_fixed
 from fedtiny.ondevice.head import (
     FloatHead,
     Int8Head,
@@ -46,4 +47,5 @@ __all__ = [
     "sample_order",
     "stream_key",
     "train_heads",
+    "train_heads_fixed",
 ]
