@@ -39,15 +39,21 @@ class BoardSession:
     """Request/response with idempotent retries (same seq on timeout or corrupt frame)."""
 
     def __init__(self, transport: Transport, timeout: float = 0.5, retries: int = 8, key: bytes | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, payload_limit: int | None = None) -> None:
+        """`payload_limit` caps frame payloads below the device's max (small frames on a noisy link)."""
         self.t = transport
         self.timeout, self.retries, self.key = timeout, retries, key
+        self.payload_limit = payload_limit or 0xFFFF
+        self.op_timeout = 60.0  # TRAIN; EVALUATE, VERIFY and CONFIRM use min(op_timeout, 10 s)
         self.seq = random.Random(seed).randrange(0x10000)
         self.reader = FrameReader()
         self.info: HelloInfo | None = None
         self.retried = 0
         self._pending: deque[Frame] = deque()
-        self.t.write(b"\x00")  # flush a partial frame on the device
+        try:
+            self.t.write(b"\x00")  # flush a partial frame on the device
+        except LinkError:
+            pass  # the first request's retries will tell
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFFFF
@@ -55,7 +61,7 @@ class BoardSession:
 
     @property
     def max_payload(self) -> int:
-        return self.info.max_payload if self.info else MIN_MAX_PAYLOAD
+        return min(self.info.max_payload if self.info else MIN_MAX_PAYLOAD, self.payload_limit)
 
     def request(self, mtype: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
         """Send one request and return the OK response payload; DeviceError on an error status."""
@@ -134,8 +140,8 @@ class BoardSession:
             cached = struct.unpack("<II", self.request(MsgType.PUSH_SAMPLES, s.encode()))[0]
         return cached
 
-    def train(self, req: TrainRequest, timeout: float = 60.0) -> TrainResult:
-        return TrainResult.decode(self.request(MsgType.TRAIN, req.encode(), timeout))
+    def train(self, req: TrainRequest, timeout: float | None = None) -> TrainResult:
+        return TrainResult.decode(self.request(MsgType.TRAIN, req.encode(), timeout or self.op_timeout))
 
     def read_update(self, verify_key: bytes | None = None) -> UpdateBlob:
         """The pending update; with a key (default: the session key) the HMAC and device id are checked."""
@@ -153,8 +159,13 @@ class BoardSession:
     def ack_update(self, update_id: int) -> None:
         self.request(MsgType.UPDATE_ACK, struct.pack("<I", update_id))
 
-    def evaluate(self, max_samples: int = 0, timeout: float = 10.0) -> EvalResult:
-        return EvalResult.decode(self.request(MsgType.EVALUATE, struct.pack("<I", max_samples), timeout))
+    def evaluate(self, max_samples: int = 0, timeout: float | None = None) -> EvalResult:
+        tmo = timeout or self._short_op
+        return EvalResult.decode(self.request(MsgType.EVALUATE, struct.pack("<I", max_samples), tmo))
+
+    @property
+    def _short_op(self) -> float:
+        return max(self.timeout, min(self.op_timeout, 10.0))
 
     # ----- uploads -----
     def upload_status(self, slot: int = ANY_SLOT) -> UploadState:
@@ -209,14 +220,14 @@ class BoardSession:
         return self.upload_status()
 
     def verify(self, slot: int) -> bytes:
-        return self.request(MsgType.VERIFY, bytes([slot]), timeout=max(self.timeout, 10.0))[2:]
+        return self.request(MsgType.VERIFY, bytes([slot]), timeout=self._short_op)[2:]
 
     def activate(self, slot: int) -> SlotStatus:
         return SlotStatus.decode(self.request(MsgType.ACTIVATE, bytes([slot])))
 
     def confirm(self, slot: int, inputs: np.ndarray, expected: np.ndarray, tolerance: int = 0) -> SlotStatus:
         c = Confirm(slot, tolerance, np.asarray(inputs, np.int8), np.asarray(expected, np.int8))
-        return SlotStatus.decode(self.request(MsgType.CONFIRM, c.encode(), timeout=max(self.timeout, 10.0)))
+        return SlotStatus.decode(self.request(MsgType.CONFIRM, c.encode(), timeout=self._short_op))
 
     def rollback(self) -> SlotStatus:
         return SlotStatus.decode(self.request(MsgType.ROLLBACK))
