@@ -74,7 +74,11 @@ def start_gateway(superlink: str, devices: list[str], home: Path, port: int, fle
 
 
 def run_gateway(*args: Any, **kwargs: Any) -> int:
-    """Foreground `fedtiny gateway`: run until the SuperNode exits or Ctrl-C."""
+    """Foreground `fedtiny gateway`: run until the SuperNode exits, Ctrl-C or SIGTERM (stops its children)."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     proc = start_gateway(*args, **kwargs)
     try:
         while proc.poll() is None:
