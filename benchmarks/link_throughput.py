@@ -14,11 +14,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from clients.board import BoardConfig, VirtualBoard, default_head  # noqa: E402
-from fedtiny.link.blobs import encode_head_patch  # noqa: E402
-from fedtiny.link.messages import ImageKind  # noqa: E402
-from fedtiny.link.session import BoardSession  # noqa: E402
-from fedtiny.link.transport import PacedTransport  # noqa: E402
+from clients.board import BoardConfig, VirtualBoard, default_head
+from fedtiny.link.blobs import encode_head_patch
+from fedtiny.link.messages import ImageKind
+from fedtiny.link.session import BoardSession
+from fedtiny.link.transport import PacedTransport
 
 KEY = bytes(range(32))
 

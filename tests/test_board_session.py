@@ -40,14 +40,14 @@ def _round(s: BoardSession) -> None:
     assert ev.n == 120 and 0 <= ev.accuracy <= 1
 
 
-def test_in_process_round(tmp_path) -> None:  # noqa: ANN001
+def test_in_process_round(tmp_path) -> None:
     board = VirtualBoard(BoardConfig(fleet_key=KEY), str(tmp_path / "b.flash"))
     _round(BoardSession(InProcessTransport(board), key=KEY))
     again = VirtualBoard(BoardConfig(fleet_key=KEY), str(tmp_path / "b.flash"))  # power cycle from the file
     assert again.head.equals(default_head(seed=3))
 
 
-def _serve(uri: str, tmp_path) -> tuple[str, threading.Event, threading.Thread]:  # noqa: ANN001
+def _serve(uri: str, tmp_path) -> tuple[str, threading.Event, threading.Thread]:
     stop, addr = threading.Event(), []
     ready = threading.Event()
     th = threading.Thread(target=serve_board, args=(uri, str(tmp_path / "s.flash"), 5, KEY),
@@ -57,7 +57,7 @@ def _serve(uri: str, tmp_path) -> tuple[str, threading.Event, threading.Thread]:
     return addr[0], stop, th
 
 
-def test_over_tcp_socket(tmp_path) -> None:  # noqa: ANN001
+def test_over_tcp_socket(tmp_path) -> None:
     addr, stop, th = _serve("socket://127.0.0.1:0", tmp_path)
     try:
         s = BoardSession(open_transport(addr), timeout=1.0, key=KEY)
@@ -69,7 +69,7 @@ def test_over_tcp_socket(tmp_path) -> None:  # noqa: ANN001
         th.join(5)
 
 
-def test_over_pty(tmp_path) -> None:  # noqa: ANN001
+def test_over_pty(tmp_path) -> None:
     path, stop, th = _serve("pty", tmp_path)
     try:
         s = BoardSession(open_transport(f"serial://{path}"), timeout=1.0, key=KEY)

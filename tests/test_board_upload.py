@@ -11,7 +11,6 @@ import pytest
 
 from clients.board import BoardConfig, PowerCut, VirtualBoard, default_head
 from fedtiny.errors import DeviceError, LinkError
-from fedtiny.link.blobs import encode_head_patch
 from fedtiny.link.faulty import FaultyTransport
 from fedtiny.link.messages import ImageKind, SlotState, TrainRequest
 from fedtiny.link.session import BoardSession
@@ -22,7 +21,7 @@ KEY = bytes(range(32))
 GOLDEN = np.random.default_rng(1).integers(-128, 128, (4, 64)).astype(np.int8)
 
 
-def test_upload_cut_midway_resumes_after_reset(tmp_path) -> None:  # noqa: ANN001
+def test_upload_cut_midway_resumes_after_reset(tmp_path) -> None:
     f = str(tmp_path / "b.flash")
     image = os.urandom(20000)
     board = VirtualBoard(BoardConfig(fleet_key=KEY, slot_size=32768), f)
@@ -44,13 +43,13 @@ def test_upload_cut_midway_resumes_after_reset(tmp_path) -> None:  # noqa: ANN00
     assert board.image(st.slot) == image
 
 
-def _deploy(board: VirtualBoard, head) -> None:  # noqa: ANN001
+def _deploy(board: VirtualBoard, head) -> None:
     s = BoardSession(InProcessTransport(board), key=KEY)
     s.hello()
     s.deploy_head(head, GOLDEN)
 
 
-def test_power_cut_at_every_flash_write(tmp_path) -> None:  # noqa: ANN001
+def test_power_cut_at_every_flash_write(tmp_path) -> None:
     old, new = default_head(), default_head(seed=11)
     cfg = BoardConfig(fleet_key=KEY, slot_size=4096, max_payload=512)
     ref = VirtualBoard(cfg, None)

@@ -15,7 +15,16 @@ from fedtiny.link import vectors
 from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch, head_patch_size
 from fedtiny.link.frames import Frame, FrameReader, cobs_decode, cobs_encode, decode_frame, encode_frame
 from fedtiny.link.messages import (
-    Confirm, HelloInfo, MsgType, Samples, SlotInfo, SlotStatus, Status, TrainRequest, UploadBegin, UploadState,
+    Confirm,
+    HelloInfo,
+    MsgType,
+    Samples,
+    SlotInfo,
+    SlotStatus,
+    Status,
+    TrainRequest,
+    UploadBegin,
+    UploadState,
 )
 
 DOC = "docs/protocol.md"
@@ -91,7 +100,7 @@ DECODERS = [HelloInfo.decode, TrainRequest.decode, UploadState.decode, UploadBeg
 
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(DECODERS), st.binary(max_size=300))
-def test_decoders_raise_only_protocol_error(dec, data: bytes) -> None:  # noqa: ANN001
+def test_decoders_raise_only_protocol_error(dec, data: bytes) -> None:
     try:
         dec(data)
     except ProtocolError:

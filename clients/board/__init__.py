@@ -6,7 +6,7 @@ from clients.board.flash import EmulatedFlash, PowerCut
 __all__ = ["BoardConfig", "EmulatedFlash", "PowerCut", "VirtualBoard", "default_head", "serve_board"]
 
 
-def serve_board(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy wrapper, see clients.board.server
+def serve_board(*args, **kwargs):
     from clients.board.server import serve_board as _serve
 
     return _serve(*args, **kwargs)

@@ -47,7 +47,7 @@ class Meta:
         return body + struct.pack("<I", zlib.crc32(body))
 
     @classmethod
-    def decode(cls, raw: bytes) -> "Meta | None":
+    def decode(cls, raw: bytes) -> Meta | None:
         if raw[:4] != META_MAGIC:
             return None
         n = raw[_HDR.size - 1]

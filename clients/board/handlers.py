@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def err(status: int, reason: str) -> Reply:
     return Reply(status, reason.encode()[:200])
 
 
-def hello(b: "VirtualBoard", p: bytes) -> Reply:
+def hello(b: VirtualBoard, p: bytes) -> Reply:
     if p:
         raise ProtocolError("HELLO takes no payload")
     c, d = b.shape
@@ -51,13 +52,13 @@ def hello(b: "VirtualBoard", p: bytes) -> Reply:
     return Reply(payload=info.encode())
 
 
-def slot_status(b: "VirtualBoard") -> bytes:
+def slot_status(b: VirtualBoard) -> bytes:
     m = b.meta
     slots = [SlotInfo(s.state, s.kind, s.total_len, s.received, s.sha256) for s in m.slots]
     return SlotStatus(b.active, m.confirmed, m.reverted, slots).encode()
 
 
-def status(b: "VirtualBoard", p: bytes) -> Reply:
+def status(b: VirtualBoard, p: bytes) -> Reply:
     if p:
         raise ProtocolError("STATUS takes no payload")
     out = slot_status(b)
@@ -65,7 +66,7 @@ def status(b: "VirtualBoard", p: bytes) -> Reply:
     return Reply(payload=out)
 
 
-def reset(b: "VirtualBoard", p: bytes) -> Reply:
+def reset(b: VirtualBoard, p: bytes) -> Reply:
     if u8(p, "RESET") != 0:
         raise ProtocolError("RESET mode must be 0")
     return Reply(after=b.reboot)
@@ -79,11 +80,11 @@ def _page(blob: bytes, p: bytes, room: int) -> bytes:
     return struct.pack("<I", len(blob)) + blob[req.offset : req.offset + n]
 
 
-def get_head(b: "VirtualBoard", p: bytes) -> Reply:
+def get_head(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=_page(encode_head_patch(b.head), p, b.cfg.max_payload - 4))
 
 
-def set_head(b: "VirtualBoard", p: bytes) -> Reply:
+def set_head(b: VirtualBoard, p: bytes) -> Reply:
     if len(p) < 8:
         raise ProtocolError("SET_HEAD needs total and offset")
     total, off = struct.unpack_from("<II", p)
@@ -104,7 +105,7 @@ def set_head(b: "VirtualBoard", p: bytes) -> Reply:
     return Reply(payload=struct.pack("<I", len(b.staged)))
 
 
-def push_samples(b: "VirtualBoard", p: bytes) -> Reply:
+def push_samples(b: VirtualBoard, p: bytes) -> Reply:
     s = Samples.decode(p)
     c, d = b.shape
     if s.kind == 1:
@@ -124,7 +125,7 @@ def push_samples(b: "VirtualBoard", p: bytes) -> Reply:
     return Reply(payload=struct.pack("<II", int(b.cache.count[0]), b.pushed_total))
 
 
-def train(b: "VirtualBoard", p: bytes) -> Reply:
+def train(b: VirtualBoard, p: bytes) -> Reply:
     r = TrainRequest.decode(p)
     if b.pending is not None:
         return err(Status.UPDATE_PENDING, f"update {b.pending[0]} not acknowledged")
@@ -145,7 +146,7 @@ def train(b: "VirtualBoard", p: bytes) -> Reply:
     return Reply(payload=TrainResult(uid, n, float(res.loss[0])).encode())
 
 
-def read_update(b: "VirtualBoard", p: bytes) -> Reply:
+def read_update(b: VirtualBoard, p: bytes) -> Reply:
     if b.pending is None:
         BlobRead.decode(p)
         return err(Status.NO_UPDATE, "no pending update")
@@ -153,7 +154,7 @@ def read_update(b: "VirtualBoard", p: bytes) -> Reply:
     return Reply(payload=struct.pack("<I", uid) + _page(blob, p, b.cfg.max_payload - 8))
 
 
-def update_ack(b: "VirtualBoard", p: bytes) -> Reply:
+def update_ack(b: VirtualBoard, p: bytes) -> Reply:
     uid = u32(p, "UPDATE_ACK")
     if b.pending is not None and b.pending[0] == uid:
         b.pending, b.acked_id = None, uid
@@ -163,7 +164,7 @@ def update_ack(b: "VirtualBoard", p: bytes) -> Reply:
     return err(Status.NO_UPDATE, f"update {uid} is not pending")
 
 
-def evaluate(b: "VirtualBoard", p: bytes) -> Reply:
+def evaluate(b: VirtualBoard, p: bytes) -> Reply:
     max_n = u32(p, "EVALUATE")
     feats, labels = b.cache.device(0)
     if max_n:
@@ -178,9 +179,17 @@ def evaluate(b: "VirtualBoard", p: bytes) -> Reply:
     return Reply(payload=EvalResult(len(labels), acc, loss).encode())
 
 
-from clients.board.upload import activate, confirm, rollback, upload_begin, upload_chunk, upload_status, verify  # noqa: E402
+from clients.board.upload import (
+    activate,
+    confirm,
+    rollback,
+    upload_begin,
+    upload_chunk,
+    upload_status,
+    verify,
+)
 
-HANDLERS: dict[int, Callable[["VirtualBoard", bytes], Reply]] = {
+HANDLERS: dict[int, Callable[[VirtualBoard, bytes], Reply]] = {
     MsgType.HELLO: hello,
     MsgType.STATUS: status,
     MsgType.RESET: reset,

@@ -6,7 +6,7 @@ import os
 import select
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from clients.board.device import BoardConfig, VirtualBoard
 from clients.board.flash import PowerCut

@@ -26,20 +26,20 @@ from fedtiny.ondevice import head_forward_int8
 if TYPE_CHECKING:
     from clients.board.device import VirtualBoard
 
-from clients.board.handlers import Reply, err, slot_status  # noqa: E402
+from clients.board.handlers import Reply, err, slot_status
 
 
-def upload_slot(b: "VirtualBoard") -> int:
+def upload_slot(b: VirtualBoard) -> int:
     """The slot uploads go to: the lowest-numbered slot that is not CONFIRMED."""
     return next(i for i, s in enumerate(b.meta.slots) if i != b.meta.confirmed)
 
 
-def _state(b: "VirtualBoard", slot: int, resumed: int = 0) -> bytes:
+def _state(b: VirtualBoard, slot: int, resumed: int = 0) -> bytes:
     s = b.meta.slots[slot]
     return UploadState(slot, s.state, resumed, 0, s.total_len, s.received, b.prefix_crc(slot)).encode()
 
 
-def upload_begin(b: "VirtualBoard", p: bytes) -> Reply:
+def upload_begin(b: VirtualBoard, p: bytes) -> Reply:
     ub = UploadBegin.decode(p)
     if ub.kind not in (ImageKind.HEAD_PATCH, ImageKind.TFLITE):
         raise ProtocolError(f"image kind {ub.kind}")
@@ -65,7 +65,7 @@ def upload_begin(b: "VirtualBoard", p: bytes) -> Reply:
     return Reply(payload=_state(b, target))
 
 
-def upload_chunk(b: "VirtualBoard", p: bytes) -> Reply:
+def upload_chunk(b: VirtualBoard, p: bytes) -> Reply:
     if len(p) < 4:
         raise ProtocolError("UPLOAD_CHUNK needs an offset")
     (off,) = struct.unpack_from("<I", p)
@@ -85,7 +85,7 @@ def upload_chunk(b: "VirtualBoard", p: bytes) -> Reply:
     return Reply(payload=struct.pack("<I", s.received))
 
 
-def upload_status(b: "VirtualBoard", p: bytes) -> Reply:
+def upload_status(b: VirtualBoard, p: bytes) -> Reply:
     slot = u8(p, "UPLOAD_STATUS")
     slot = upload_slot(b) if slot == ANY_SLOT else slot
     if slot >= len(b.meta.slots):
@@ -93,14 +93,14 @@ def upload_status(b: "VirtualBoard", p: bytes) -> Reply:
     return Reply(payload=_state(b, slot))
 
 
-def _slot_arg(b: "VirtualBoard", p: bytes, what: str) -> int:
+def _slot_arg(b: VirtualBoard, p: bytes, what: str) -> int:
     slot = u8(p, what)
     if slot >= len(b.meta.slots):
         raise ProtocolError(f"slot {slot} of {len(b.meta.slots)}")
     return slot
 
 
-def verify(b: "VirtualBoard", p: bytes) -> Reply:
+def verify(b: VirtualBoard, p: bytes) -> Reply:
     slot = _slot_arg(b, p, "VERIFY")
     s = b.meta.slots[slot]
     if s.state not in (SlotState.RECEIVING, SlotState.VERIFIED, SlotState.CONFIRMED, SlotState.TESTING):
@@ -127,7 +127,7 @@ def verify(b: "VirtualBoard", p: bytes) -> Reply:
     return Reply(payload=bytes([slot, s.state]) + s.sha256)
 
 
-def activate(b: "VirtualBoard", p: bytes) -> Reply:
+def activate(b: VirtualBoard, p: bytes) -> Reply:
     slot = _slot_arg(b, p, "ACTIVATE")
     s = b.meta.slots[slot]
     if b.meta.testing == slot:
@@ -142,7 +142,7 @@ def activate(b: "VirtualBoard", p: bytes) -> Reply:
     return Reply(payload=slot_status(b))
 
 
-def confirm(b: "VirtualBoard", p: bytes) -> Reply:
+def confirm(b: VirtualBoard, p: bytes) -> Reply:
     c = Confirm.decode(p)
     if c.slot >= len(b.meta.slots):
         raise ProtocolError(f"slot {c.slot}")
@@ -169,7 +169,7 @@ def confirm(b: "VirtualBoard", p: bytes) -> Reply:
     return Reply(payload=slot_status(b))
 
 
-def rollback(b: "VirtualBoard", p: bytes) -> Reply:
+def rollback(b: VirtualBoard, p: bytes) -> Reply:
     if p:
         raise ProtocolError("ROLLBACK takes no payload")
     m = b.meta

@@ -76,7 +76,7 @@ class UpdateBlob:
             + np.asarray(self.bias, "<f4").tobytes()
         )
 
-    def sign(self, key: bytes | None) -> "UpdateBlob":
+    def sign(self, key: bytes | None) -> UpdateBlob:
         self.tag = hmac.new(key, self.body(), hashlib.sha256).digest() if key else bytes(TAG_SIZE)
         return self
 
@@ -90,7 +90,7 @@ class UpdateBlob:
         )
 
     @classmethod
-    def decode(cls, p: bytes) -> "UpdateBlob":
+    def decode(cls, p: bytes) -> UpdateBlob:
         if len(p) < _UP.size + TAG_SIZE:
             raise ProtocolError(f"update blob of {len(p)} bytes is too short")
         magic, ver, _, c, d, _, dev, uid, rnd, n, loss = _UP.unpack_from(p)

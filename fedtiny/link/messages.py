@@ -137,7 +137,7 @@ class HelloInfo:
         return self._ST.pack(*vals) + bytes([len(name)]) + name + bytes([len(fw)]) + fw
 
     @classmethod
-    def decode(cls, p: bytes) -> "HelloInfo":
+    def decode(cls, p: bytes) -> HelloInfo:
         n0 = cls._ST.size
         _need(p, n0 + 2, "HelloInfo", exact=False)
         vals = cls._ST.unpack_from(p)
@@ -162,7 +162,7 @@ class BlobRead:
         return struct.pack("<IH", self.offset, self.max_len)
 
     @classmethod
-    def decode(cls, p: bytes) -> "BlobRead":
+    def decode(cls, p: bytes) -> BlobRead:
         _need(p, 6, "BlobRead")
         return cls(*struct.unpack("<IH", p))
 
@@ -226,13 +226,13 @@ class UploadBegin:
         return struct.pack("<BBBBI", self.kind, self.slot, self.flags, 0, self.total_len) + self.sha256 + self.tag
 
     @classmethod
-    def decode(cls, p: bytes) -> "UploadBegin":
+    def decode(cls, p: bytes) -> UploadBegin:
         _need(p, 72, "UploadBegin")
         kind, slot, flags, _, total = struct.unpack_from("<BBBBI", p)
         return cls(kind, slot, flags, total, bytes(p[8:40]), bytes(p[40:72]))
 
     @classmethod
-    def for_image(cls, image: bytes, kind: int, key: bytes | None, slot: int = ANY_SLOT, flags: int = 0) -> "UploadBegin":
+    def for_image(cls, image: bytes, kind: int, key: bytes | None, slot: int = ANY_SLOT, flags: int = 0) -> UploadBegin:
         sha = hashlib.sha256(image).digest()
         tag = image_tag(key, kind, len(image), sha) if key else bytes(32)
         return cls(kind, slot, flags, len(image), sha, tag)
@@ -251,7 +251,7 @@ class Samples:
                 + self.data.astype(np.int8).tobytes())
 
     @classmethod
-    def decode(cls, p: bytes) -> "Samples":
+    def decode(cls, p: bytes) -> Samples:
         _need(p, 6, "Samples", exact=False)
         kind, flags, n, dim = struct.unpack_from("<BBHH", p)
         _need(p, 6 + 2 * n + n * dim, "Samples")
@@ -274,7 +274,7 @@ class Confirm:
         return struct.pack("<BBHHH", self.slot, self.tolerance, n, il, ol) + body.tobytes()
 
     @classmethod
-    def decode(cls, p: bytes) -> "Confirm":
+    def decode(cls, p: bytes) -> Confirm:
         _need(p, 8, "Confirm", exact=False)
         slot, tol, n, il, ol = struct.unpack_from("<BBHHH", p)
         _need(p, 8 + n * (il + ol), "Confirm")
@@ -305,7 +305,7 @@ class SlotStatus:
         return out
 
     @classmethod
-    def decode(cls, p: bytes) -> "SlotStatus":
+    def decode(cls, p: bytes) -> SlotStatus:
         _need(p, 4, "SlotStatus", exact=False)
         n, active, confirmed, flags = struct.unpack_from("<BBBB", p)
         _need(p, 4 + 44 * n, "SlotStatus")

@@ -70,7 +70,7 @@ def render() -> str:
     return "\n".join(lines)
 
 
-BLOCK = re.compile(r"VECTORS-BEGIN\n.*?VECTORS-END", re.S)
+BLOCK = re.compile(r"VECTORS-BEGIN\n.*?VECTORS-END", re.DOTALL)
 
 
 def replace_block(doc: str) -> str:
