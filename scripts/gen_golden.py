@@ -286,6 +286,47 @@ def gen_train() -> tuple[str, str]:
     return "golden_train.h", header("golden_train.h", "".join(body), "fedtiny.ondevice (train.py, shuffle.py, cache.py)")
 
 
+def gen_fixed() -> tuple[str, str]:
+    """Fixed-point training (boards without an FPU): bit-exact."""
+    from fedtiny.ondevice import FeatureCache, TrainConfig, dequantize_head
+    from fedtiny.ondevice.fixed import train_heads_fixed
+
+    rng = np.random.default_rng(13)
+    body = ["typedef struct {\n    uint16_t C, D, capacity; uint32_t pushed; float in_s; int32_t in_zp;\n"
+            "    const float *w0, *b0; const int8_t *push_x; const uint8_t *push_y;\n"
+            "    uint16_t epochs, batch; float lr; uint64_t seed; uint32_t round, device;\n"
+            "    const float *w, *b; float loss; uint32_t steps;\n} golden_fixed_case;\n"]
+    rows = []
+    for i, (c, d, cap, pushed, ep, bs, lr) in enumerate([(10, 64, 200, 200, 1, 16, 0.05), (10, 64, 200, 260, 2, 16, 0.2),
+                                                          (4, 12, 50, 37, 3, 7, 0.1), (16, 128, 200, 120, 1, 10, 0.02)]):
+        h = _rand_head(rng, c, d)
+        fh = dequantize_head(h)
+        protos = rng.integers(-60, 60, (c, d))
+        y = rng.integers(0, c, pushed)
+        x = np.clip(protos[y] + rng.integers(-40, 40, (pushed, d)), -128, 127).astype(np.int8)
+        cache = FeatureCache(1, cap, d)
+        cache.push(x[None], y[None])
+        lr32 = float(np.float32(lr))  # the TRAIN request carries f32
+        cfg = TrainConfig(epochs=ep, batch_size=bs, lr=lr32)
+        seed, rnd, dev = int(rng.integers(0, 2**32)), int(rng.integers(0, 100)), int(rng.integers(0, 2**32))
+        res = train_heads_fixed(fh.weights[None], fh.bias[None], cache.features, cache.labels, cache.count, cfg,
+                                input_scale=h.input_scale, input_zero_point=h.input_zero_point, seed=seed,
+                                round_=rnd, device_ids=np.array([dev]))
+        nm = f"gfx{i}"
+        body.append(c_array("float", f"{nm}_w0", fh.weights.reshape(-1), c_float))
+        body.append(c_array("float", f"{nm}_b0", fh.bias, c_float))
+        body.append(c_array("int8_t", f"{nm}_x", x.reshape(-1), lambda v: str(int(v))))
+        body.append(c_array("uint8_t", f"{nm}_y", y, lambda v: str(int(v))))
+        body.append(c_array("float", f"{nm}_w", res.weights[0].reshape(-1), c_float))
+        body.append(c_array("float", f"{nm}_b", res.bias[0], c_float))
+        rows.append(f"    {{{c}, {d}, {cap}, {pushed}, {c_float(h.input_scale)}, {h.input_zero_point}, {nm}_w0, {nm}_b0, "
+                    f"{nm}_x, {nm}_y, {ep}, {bs}, {c_float(lr32)}, {seed}ull, {rnd}u, {dev}u, {nm}_w, {nm}_b, "
+                    f"{c_float(res.loss[0])}, {int(res.steps[0])}u}},\n")
+    body.append(f"#define GOLDEN_FIXED_N {len(rows)}u\nstatic const golden_fixed_case golden_fixed[] = "
+                f"{{\n{''.join(rows)}}};\n")
+    return "golden_fixed.h", header("golden_fixed.h", "".join(body), "fedtiny.ondevice.fixed (docs/ondevice.md 3b)")
+
+
 def gen_frames() -> tuple[str, str]:
     from fedtiny.link.frames import encode_frame, pack_frame
     from fedtiny.link.vectors import vectors
@@ -315,7 +356,7 @@ def gen_factory_head() -> tuple[str, str]:
     return "../../app/factory_head.h", header("factory_head.h", body, "clients.board.device.default_head() (10x64)")
 
 
-SECTIONS = [gen_crypto, gen_head, gen_train, gen_frames, gen_factory_head]
+SECTIONS = [gen_crypto, gen_head, gen_train, gen_fixed, gen_frames, gen_factory_head]
 
 
 def write_corpus() -> list[Path]:

@@ -16,7 +16,8 @@
 #ifndef FT_MAX_EPOCHS           /* TRAIN requests with more epochs are refused (MALFORMED): bounds the run time */
 #define FT_MAX_EPOCHS 1000u
 #endif
-#ifndef FT_USE_FLOAT            /* 1: float32 SGD head training; 0: fixed-point path (no FPU) */
+#ifndef FT_USE_FLOAT            /* 1: float32 SGD head training; 0: the fixed-point (integer) path of
+                                 * docs/ondevice.md 3b for boards without an FPU (plain SGD only) */
 #define FT_USE_FLOAT 1
 #endif
 

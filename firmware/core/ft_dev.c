@@ -352,7 +352,14 @@ static uint8_t h_train(ctx *c, const uint8_t *p, size_t n)
         !isfinite(cfg.lr) || !isfinite(cfg.momentum) || !isfinite(cfg.weight_decay) || !isfinite(cfg.prox_mu))
         return fail(c, FT_ST_MALFORMED, "lr must be > 0; momentum, weight_decay and prox_mu >= 0");
     if (ft_head_dequantize(&d->head, &d->upd) != FT_OK) return fail(c, FT_ST_INTERNAL, "dequantize");
+#if FT_USE_FLOAT
     r = ft_train(&d->upd, &d->cache, d->head.input_scale, d->head.input_zero_point, &cfg, &d->work, &loss, &steps);
+#else
+    if (cfg.momentum != 0.0f || cfg.weight_decay != 0.0f || cfg.prox_mu != 0.0f)
+        return fail(c, FT_ST_MALFORMED, "fixed-point training supports plain SGD only");
+    r = ft_train_fixed(&d->upd, &d->cache, d->head.input_scale, d->head.input_zero_point, &cfg, &d->work, &loss,
+                       &steps);
+#endif
     if (r != FT_OK) return fail(c, FT_ST_INTERNAL, "train");
     d->update_counter++;
     if (d->update_counter == 0) d->update_counter = 1;

@@ -1,6 +1,8 @@
 #include "ft_train.h"
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
+#include "ft_head.h"
 
 #define GOLDEN 0x9E3779B97F4A7C15ull
 
@@ -69,12 +71,12 @@ ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, 
     if (!isfinite(cfg->lr) || !isfinite(cfg->momentum) || !isfinite(cfg->weight_decay) || !isfinite(cfg->prox_mu))
         return FT_ERR_ARG;
     CD = (size_t)C * D;
-    wk->grad.C = wk->vel.C = wk->anchor.C = C;
-    wk->grad.D = wk->vel.D = wk->anchor.D = D;
-    memcpy(wk->anchor.weights, fh->weights, CD * sizeof(float));
-    memcpy(wk->anchor.bias, fh->bias, C * sizeof(float));
-    memset(wk->vel.weights, 0, CD * sizeof(float));
-    memset(wk->vel.bias, 0, C * sizeof(float));
+    wk->u.f.grad.C = wk->u.f.vel.C = wk->u.f.anchor.C = C;
+    wk->u.f.grad.D = wk->u.f.vel.D = wk->u.f.anchor.D = D;
+    memcpy(wk->u.f.anchor.weights, fh->weights, CD * sizeof(float));
+    memcpy(wk->u.f.anchor.bias, fh->bias, C * sizeof(float));
+    memset(wk->u.f.vel.weights, 0, CD * sizeof(float));
+    memset(wk->u.f.vel.bias, 0, C * sizeof(float));
     bsz = cfg->batch_size;
     n_steps = (n + bsz - 1) / bsz;
     for (epoch = 0; epoch < cfg->epochs; epoch++) {
@@ -82,8 +84,8 @@ ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, 
         for (t = 0; t < n_steps; t++) {
             uint32_t first = t * bsz, m = n - first < bsz ? n - first : bsz;
             float inv_m = 1.0f / (float)m;
-            memset(wk->grad.weights, 0, CD * sizeof(float));
-            memset(wk->grad.bias, 0, C * sizeof(float));
+            memset(wk->u.f.grad.weights, 0, CD * sizeof(float));
+            memset(wk->u.f.grad.bias, 0, C * sizeof(float));
             for (j = 0; j < m; j++) {
                 uint16_t slot = wk->order[first + j];
                 const int8_t *q = ft_cache_row(cache, slot);
@@ -100,26 +102,136 @@ ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, 
                 wk->p[y] -= 1.0f;
                 for (c = 0; c < C; c++) {
                     float g = wk->p[c] * inv_m;
-                    float *gw = wk->grad.weights + (size_t)c * D;
+                    float *gw = wk->u.f.grad.weights + (size_t)c * D;
                     for (d = 0; d < D; d++) gw[d] += g * wk->x[d];
-                    wk->grad.bias[c] += g;
+                    wk->u.f.grad.bias[c] += g;
                 }
             }
             if (cfg->weight_decay != 0.0f)
-                for (j = 0; j < CD; j++) wk->grad.weights[j] += cfg->weight_decay * fh->weights[j];
+                for (j = 0; j < CD; j++) wk->u.f.grad.weights[j] += cfg->weight_decay * fh->weights[j];
             if (cfg->prox_mu != 0.0f) {
-                for (j = 0; j < CD; j++) wk->grad.weights[j] += cfg->prox_mu * (fh->weights[j] - wk->anchor.weights[j]);
-                for (c = 0; c < C; c++) wk->grad.bias[c] += cfg->prox_mu * (fh->bias[c] - wk->anchor.bias[c]);
+                for (j = 0; j < CD; j++) wk->u.f.grad.weights[j] += cfg->prox_mu * (fh->weights[j] - wk->u.f.anchor.weights[j]);
+                for (c = 0; c < C; c++) wk->u.f.grad.bias[c] += cfg->prox_mu * (fh->bias[c] - wk->u.f.anchor.bias[c]);
             }
             if (cfg->momentum != 0.0f) {
-                for (j = 0; j < CD; j++) wk->grad.weights[j] = wk->vel.weights[j] = cfg->momentum * wk->vel.weights[j] + wk->grad.weights[j];
-                for (c = 0; c < C; c++) wk->grad.bias[c] = wk->vel.bias[c] = cfg->momentum * wk->vel.bias[c] + wk->grad.bias[c];
+                for (j = 0; j < CD; j++) wk->u.f.grad.weights[j] = wk->u.f.vel.weights[j] = cfg->momentum * wk->u.f.vel.weights[j] + wk->u.f.grad.weights[j];
+                for (c = 0; c < C; c++) wk->u.f.grad.bias[c] = wk->u.f.vel.bias[c] = cfg->momentum * wk->u.f.vel.bias[c] + wk->u.f.grad.bias[c];
             }
-            for (j = 0; j < CD; j++) fh->weights[j] -= cfg->lr * wk->grad.weights[j];
-            for (c = 0; c < C; c++) fh->bias[c] -= cfg->lr * wk->grad.bias[c];
+            for (j = 0; j < CD; j++) fh->weights[j] -= cfg->lr * wk->u.f.grad.weights[j];
+            for (c = 0; c < C; c++) fh->bias[c] -= cfg->lr * wk->u.f.grad.bias[c];
             total_steps++;
         }
     }
+    {
+        double seen = (double)n * cfg->epochs;
+        *loss = (float)(loss_sum / (seen > 0 ? seen : 1.0));
+    }
+    *steps = total_steps;
+    return FT_OK;
+}
+
+/* ------------------------------------------------------------------------------- fixed-point path */
+#define W_FRAC 24
+#define Z_FRAC 16
+#define LOG2E_Q16 94548
+
+/* arithmetic shift right (floor division by 2^k) without relying on implementation-defined >> */
+static int64_t asr64(int64_t v, unsigned k) { return v >= 0 ? v >> k : -((-(v + 1)) >> k) - 1; }
+
+static int64_t exp2_q16(int64_t y)
+{
+    int64_t n = asr64(y, 16), f = y & 0xFFFF, p = 5071;
+    p = asr64(p * f, 16) + 14873;
+    p = asr64(p * f, 16) + 45576;
+    p = asr64(p * f, 16) + 65536;
+    if (-n >= 31) return 0;
+    return asr64(p, (unsigned)(-n));
+}
+
+static int64_t rescale(int64_t x, int32_t mult, int32_t shift)
+{
+    int k = 31 - shift;
+    int64_t prod = x * (int64_t)mult;
+    if (k <= 0) return (int64_t)((uint64_t)prod << (unsigned)(-k));
+    return asr64(prod + ((int64_t)1 << (k - 1)), (unsigned)k);
+}
+
+static int32_t sat32(int64_t v) { return v < INT32_MIN ? INT32_MIN : v > INT32_MAX ? INT32_MAX : (int32_t)v; }
+
+static int32_t fix_round(double v)
+{
+    double r = ft_round_half_away(v);
+    return r <= -2147483648.0 ? INT32_MIN : r >= 2147483647.0 ? INT32_MAX : (int32_t)r;
+}
+
+ft_status ft_train_fixed(ft_float_head *fh, const ft_cache *cache, float input_scale, int32_t input_zero_point,
+                         const ft_train_cfg *cfg, ft_train_work *wk, float *loss, uint32_t *steps)
+{
+    uint16_t C, D, c, d;
+    uint32_t n, bsz, epoch, t, n_steps, j, total_steps = 0;
+    size_t CD, i;
+    double s, loss_sum = 0.0;
+    int32_t mw, shw, mb, shb;
+    int64_t z[FT_MAX_CLASSES], e[FT_MAX_CLASSES], xi[FT_MAX_DIM];
+    if (!fh || !cache || !cfg || !wk || !loss || !steps) return FT_ERR_ARG;
+    C = fh->C;
+    D = fh->D;
+    n = cache->count;
+    if (C == 0 || D == 0) return FT_ERR_EMPTY;
+    if (cache->dim != D || cfg->epochs < 1 || cfg->batch_size < 1) return FT_ERR_ARG;
+    if (!(cfg->lr > 0.0f) || !isfinite(cfg->lr)) return FT_ERR_ARG;
+    if (cfg->momentum != 0.0f || cfg->weight_decay != 0.0f || cfg->prox_mu != 0.0f) return FT_ERR_ARG;
+    CD = (size_t)C * D;
+    s = (double)input_scale;
+    for (i = 0; i < CD; i++) wk->u.q.V[i] = fix_round((double)fh->weights[i] * s * 16777216.0);
+    for (c = 0; c < C; c++) wk->u.q.bq[c] = fix_round((double)fh->bias[c] * 16777216.0);
+    ft_quantize_multiplier((double)cfg->lr * s * s * 256.0, &mw, &shw);
+    ft_quantize_multiplier((double)cfg->lr * 256.0, &mb, &shb);
+    bsz = cfg->batch_size;
+    n_steps = (n + bsz - 1) / bsz;
+    for (epoch = 0; epoch < cfg->epochs; epoch++) {
+        ft_sample_order(ft_stream_key(cfg->seed, cfg->round, cfg->device_id, epoch), n, wk->sort_key, wk->order);
+        for (t = 0; t < n_steps; t++) {
+            uint32_t first = t * bsz, m = n - first < bsz ? n - first : bsz;
+            memset(wk->u.q.GW, 0, CD * sizeof(int64_t));
+            memset(wk->u.q.GB, 0, C * sizeof(int64_t));
+            for (j = 0; j < m; j++) {
+                uint16_t slot = wk->order[first + j];
+                const int8_t *q = ft_cache_row(cache, slot);
+                uint16_t y = cache->labels[slot];
+                int64_t zmax, tot = 0;
+                if (y >= C) return FT_ERR_FORMAT;
+                for (d = 0; d < D; d++) xi[d] = (int64_t)q[d] - input_zero_point;
+                for (c = 0; c < C; c++) {
+                    const int32_t *v = wk->u.q.V + (size_t)c * D;
+                    int64_t acc = 0;
+                    for (d = 0; d < D; d++) acc += xi[d] * (int64_t)v[d];
+                    z[c] = asr64(acc + wk->u.q.bq[c], W_FRAC - Z_FRAC);
+                }
+                zmax = z[0];
+                for (c = 1; c < C; c++)
+                    if (z[c] > zmax) zmax = z[c];
+                for (c = 0; c < C; c++) {
+                    z[c] -= zmax; /* x = z - max z <= 0 */
+                    e[c] = exp2_q16(asr64(z[c] * LOG2E_Q16, 16));
+                    tot += e[c];
+                }
+                loss_sum += log((double)tot / 65536.0) - (double)z[y] / 65536.0;
+                for (c = 0; c < C; c++) {
+                    int64_t g = (e[c] * 65536) / tot - (c == y ? 65536 : 0);
+                    int64_t *gw = wk->u.q.GW + (size_t)c * D;
+                    g /= (int64_t)m; /* C division truncates toward zero, as the spec's sign * (|g| // m) */
+                    for (d = 0; d < D; d++) gw[d] += g * xi[d];
+                    wk->u.q.GB[c] += g;
+                }
+            }
+            for (i = 0; i < CD; i++) wk->u.q.V[i] = sat32((int64_t)wk->u.q.V[i] - rescale(wk->u.q.GW[i], mw, shw));
+            for (c = 0; c < C; c++) wk->u.q.bq[c] = sat32((int64_t)wk->u.q.bq[c] - rescale(wk->u.q.GB[c], mb, shb));
+            total_steps++;
+        }
+    }
+    for (i = 0; i < CD; i++) fh->weights[i] = (float)((double)wk->u.q.V[i] / (s * 16777216.0));
+    for (c = 0; c < C; c++) fh->bias[c] = (float)((double)wk->u.q.bq[c] / 16777216.0);
     {
         double seen = (double)n * cfg->epochs;
         *loss = (float)(loss_sum / (seen > 0 ? seen : 1.0));

@@ -18,9 +18,19 @@ typedef struct {
 
 /* Working memory of a training run (static in the app; sized by the config header). */
 typedef struct {
-    ft_float_head grad;
-    ft_float_head vel;     /* momentum velocity */
-    ft_float_head anchor;  /* the round's starting head (FedProx) */
+    union {
+        struct {
+            ft_float_head grad;
+            ft_float_head vel;     /* momentum velocity */
+            ft_float_head anchor;  /* the round's starting head (FedProx) */
+        } f;
+        struct {                   /* fixed-point path (docs/ondevice.md 3b): same RAM as the float path */
+            int32_t V[FT_MAX_CLASSES * FT_MAX_DIM]; /* W * s_in * 2^24 */
+            int32_t bq[FT_MAX_CLASSES];             /* b * 2^24 */
+            int64_t GW[FT_MAX_CLASSES * FT_MAX_DIM];
+            int64_t GB[FT_MAX_CLASSES];
+        } q;
+    } u;
     uint64_t sort_key[FT_CACHE_CAPACITY];
     uint16_t order[FT_CACHE_CAPACITY];
     float x[FT_MAX_DIM];
@@ -36,6 +46,12 @@ void ft_sample_order(uint64_t key, uint32_t count, uint64_t *sort_key, uint16_t 
  * every sample visited; steps: SGD steps taken. */
 ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, int32_t input_zero_point,
                    const ft_train_cfg *cfg, ft_train_work *work, float *loss, uint32_t *steps);
+
+/* Fixed-point (integer) SGD for boards without an FPU, bit-exact with fedtiny.ondevice.fixed.train_heads_fixed:
+ * plain SGD only (momentum, weight decay, prox_mu must be 0: FT_ERR_ARG otherwise). fh is converted in and
+ * out with IEEE double once per call. */
+ft_status ft_train_fixed(ft_float_head *fh, const ft_cache *cache, float input_scale, int32_t input_zero_point,
+                         const ft_train_cfg *cfg, ft_train_work *work, float *loss, uint32_t *steps);
 
 /* Softmax cross-entropy of float logits z[C] for a label (the spec's _softmax_xent, float32). */
 float ft_softmax_xent(const float *logits, uint16_t C, uint16_t label, float *p);

@@ -85,6 +85,11 @@ int main(void)
     t0 = ticks();
     for (i = 0; i < 10; i++) ft_sample_order(ft_stream_key(42, 1, 7, i), 200, work.sort_key, work.order);
     out("shuffle_order_200", ticks() - t0, 10);
+    if (ft_head_dequantize(&head, &fh) != FT_OK) ft_mps2_semihost_exit(1);
+    t0 = ticks();
+    if (ft_train_fixed(&fh, &cache, head.input_scale, head.input_zero_point, &cfg, &work, &loss, &steps) != FT_OK)
+        ft_mps2_semihost_exit(1);
+    out("train_step_batch16_fixed_point", ticks() - t0, steps);
     cfg.momentum = 0.9f;
     cfg.prox_mu = 0.01f;
     cfg.weight_decay = 1e-4f;

@@ -190,3 +190,38 @@ void test_cache_ring(void)
     ft_cache_clear(&cache);
     CHECK_EQ_INT(cache.count, 0);
 }
+
+#include "golden/golden_fixed.h"
+
+void test_train_fixed_golden(void)
+{
+    size_t i, j;
+    ft_train_cfg cfg;
+    float loss = 0.0f;
+    uint32_t steps = 0;
+    for (i = 0; i < GOLDEN_FIXED_N; i++) {
+        const golden_fixed_case *g = &golden_fixed[i];
+        size_t CD = (size_t)g->C * g->D;
+        if (g->C > FT_MAX_CLASSES || g->D > FT_MAX_DIM || g->capacity > FT_CACHE_CAPACITY) continue;
+        CHECK_OK(ft_cache_init(&cache, g->capacity, g->D));
+        for (j = 0; j < g->pushed; j++) CHECK_OK(ft_cache_push(&cache, g->push_x + j * g->D, g->push_y[j]));
+        fh.C = g->C;
+        fh.D = g->D;
+        memcpy(fh.weights, g->w0, CD * sizeof(float));
+        memcpy(fh.bias, g->b0, g->C * sizeof(float));
+        memset(&cfg, 0, sizeof cfg);
+        cfg.epochs = g->epochs;
+        cfg.batch_size = g->batch;
+        cfg.lr = g->lr;
+        cfg.seed = g->seed;
+        cfg.round = g->round;
+        cfg.device_id = g->device;
+        CHECK_OK(ft_train_fixed(&fh, &cache, g->in_s, g->in_zp, &cfg, &work, &loss, &steps));
+        CHECK_EQ_INT(steps, g->steps);
+        CHECK_MEM(fh.weights, g->w, CD * sizeof(float)); /* integer arithmetic: bit-exact */
+        CHECK_MEM(fh.bias, g->b, g->C * sizeof(float));
+        CHECK(close_rel(&loss, &g->loss, 1, 0.0f, 1e-6f));
+    }
+    cfg.momentum = 0.9f; /* plain SGD only */
+    CHECK(ft_train_fixed(&fh, &cache, 0.1f, 0, &cfg, &work, &loss, &steps) == FT_ERR_ARG);
+}

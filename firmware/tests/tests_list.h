@@ -17,6 +17,7 @@
     X(requantize_golden)   \
     X(sample_order_golden) \
     X(train_golden)        \
+    X(train_fixed_golden)  \
     X(cache_ring)          \
     X(frame_vectors)       \
     X(link_framing)        \
