@@ -34,7 +34,7 @@ def arrays_to_record(**arrays: np.ndarray) -> ArrayRecord:
 
 
 def record_to_arrays(rec: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k: rec[k].numpy() for k in rec.keys()}
+    return {k: rec[k].numpy() for k in rec}
 
 
 def head_patch_bytes(head: Int8Head) -> int:

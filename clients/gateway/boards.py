@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -71,8 +71,9 @@ class GatewayBoards:
             cap = s.info.cache_capacity
             s.push_samples(feats[:cap], labels[:cap], clear=True)
 
-    def train(self, head: Int8Head, golden: np.ndarray, req: TrainRequest, segment: int,
-              acks: dict[int, int]) -> list[BoardOutcome]:
+    def _each(self, head: Int8Head, golden: np.ndarray, acks: dict[int, int],
+              work: Callable[[BoardSession, BoardOutcome], None]) -> list[BoardOutcome]:
+        """Per board: acknowledge what the server has, redeploy the global head, then ``work``."""
         out = []
         for uri, s, error in self._sessions():
             o = BoardOutcome(uri, error=error)
@@ -85,42 +86,37 @@ class GatewayBoards:
                 if o.device_id in acks:
                     s.ack_update(acks[o.device_id])
                 self._deploy(s, head, golden)
-                self._push(s, segment, "train")
-                try:
-                    s.train(req)
-                except FedTinyError as exc:
-                    if "UPDATE_PENDING" not in str(exc):
-                        raise
-                    stale = s.read_update()  # an update the server never received: report, don't train twice
-                    if stale.round == req.round:
-                        o.update = _update_dict(stale)
-                        continue
-                    s.ack_update(stale.update_id)
-                    s.train(req)
-                o.update = _update_dict(s.read_update())
+                work(s, o)
             except (FedTinyError, OSError) as exc:
                 o.error = f"{uri}: {exc}"
         return out
 
-    def evaluate(self, head: Int8Head, golden: np.ndarray, segment: int, acks: dict[int, int]) -> list[BoardOutcome]:
-        out = []
-        for uri, s, error in self._sessions():
-            o = BoardOutcome(uri, error=error)
-            out.append(o)
-            if s is None:
-                continue
+    def train(self, head: Int8Head, golden: np.ndarray, req: TrainRequest, segment: int,
+              acks: dict[int, int]) -> list[BoardOutcome]:
+        def work(s: BoardSession, o: BoardOutcome) -> None:
+            self._push(s, segment, "train")
             try:
-                assert s.info is not None
-                o.device_id = s.info.device_id
-                if o.device_id in acks:
-                    s.ack_update(acks[o.device_id])
-                self._deploy(s, head, golden)
-                self._push(s, segment, "test")
-                ev = s.evaluate()
-                o.update = {"n": ev.n, "correct": int(round(ev.accuracy * ev.n)), "loss": ev.loss}
-            except (FedTinyError, OSError) as exc:
-                o.error = f"{uri}: {exc}"
-        return out
+                s.train(req)
+            except FedTinyError as exc:
+                if "UPDATE_PENDING" not in str(exc):
+                    raise
+                stale = s.read_update()  # an update the server never received: report, don't train twice
+                if stale.round == req.round:
+                    o.update = _update_dict(stale)
+                    return
+                s.ack_update(stale.update_id)
+                s.train(req)
+            o.update = _update_dict(s.read_update())
+
+        return self._each(head, golden, acks, work)
+
+    def evaluate(self, head: Int8Head, golden: np.ndarray, segment: int, acks: dict[int, int]) -> list[BoardOutcome]:
+        def work(s: BoardSession, o: BoardOutcome) -> None:
+            self._push(s, segment, "test")
+            ev = s.evaluate()
+            o.update = {"n": ev.n, "correct": int(round(ev.accuracy * ev.n)), "loss": ev.loss}
+
+        return self._each(head, golden, acks, work)
 
 
 def _update_dict(u: object) -> dict[str, object]:

@@ -84,7 +84,7 @@ class FieldServer:
         for r in range(1, self.scenario.rounds + 1):
             t0 = time.time()
             replies = self._send(grid, "train", r)
-            ws, bs, ns, losses, failed = [], [], [], [], 0
+            ws, bs, ns, losses = [], [], [], []
             for node, a in replies:
                 acks = self._acks.setdefault(node, {})
                 for i, (dev, uid, rnd) in enumerate(zip(a["device_ids"], a["update_ids"], a["rounds"])):

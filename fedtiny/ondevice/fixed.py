@@ -12,8 +12,7 @@ import numpy as np
 
 from fedtiny.errors import ModelError
 from fedtiny.ondevice.quant import INT32_MAX, INT32_MIN, quantize_multiplier, round_half_away
-from fedtiny.ondevice.shuffle import sample_order, stream_key
-from fedtiny.ondevice.train import TrainConfig, TrainResult
+from fedtiny.ondevice.train import TrainConfig, TrainResult, batches
 
 W_FRAC = 24  # weights and biases: Q.24
 Z_FRAC = 16  # logits, probabilities, gradients: Q16
@@ -73,7 +72,6 @@ def train_heads_fixed(
     if w.ndim == 2:
         w, b = np.broadcast_to(w, (k, *w.shape)), np.broadcast_to(b, (k, b.shape[-1]))
     v, bq = to_fixed(w, b, input_scale)
-    _, c, d = v.shape
     n_cap = features.shape[1]
     counts = np.minimum(np.asarray(counts, dtype=np.int64), n_cap)
     s = float(np.float32(input_scale))
@@ -83,34 +81,27 @@ def train_heads_fixed(
     bsz = cfg.batch_size
     loss_sum = np.zeros(k)
     steps = np.zeros(k, dtype=np.int64)
-    for epoch in range(cfg.epochs):
-        order = sample_order(stream_key(seed, round_, device_ids, epoch), counts, n_cap)
-        n_steps = -(-counts // bsz)
-        for t in range(int(n_steps.max(initial=0))):
-            pos = t * bsz + np.arange(bsz)
-            idx = order[:, np.minimum(pos, n_cap - 1)]
-            valid = pos[None, :] < counts[:, None]
-            active = t < n_steps
-            m = np.maximum(valid.sum(axis=1), 1)
-            xi = features[rows, idx].astype(np.int64) - input_zero_point  # [K, B, D]
-            y = labels[rows, idx].astype(np.int64)
-            z = (np.matmul(xi, v.transpose(0, 2, 1)) + bq[:, None, :]) >> (W_FRAC - Z_FRAC)  # Q16 [K, B, C]
-            x = z - z.max(axis=-1, keepdims=True)
-            e = exp2_q16((x * LOG2E_Q16) >> 16)
-            tot = e.sum(axis=-1, keepdims=True)
-            p = (e << 16) // tot
-            xy = np.take_along_axis(x, y[..., None], axis=-1)[..., 0]
-            loss_sum += np.where(valid, np.log(tot[..., 0] / 65536.0) - xy / 65536.0, 0.0).sum(axis=1)
-            g = p
-            g[rows, np.arange(bsz)[None, :], y] -= 65536
-            g = np.sign(g) * (np.abs(g) // m[:, None, None])  # C division: truncate toward zero
-            g = np.where(valid[..., None], g, 0)
-            gw = np.matmul(g.transpose(0, 2, 1), xi)  # |gw| < 2^24
-            gb = g.sum(axis=1)
-            act = active[:, None]
-            v = np.where(act[..., None], np.clip(v - rescale(gw, mw, shw), INT32_MIN, INT32_MAX), v)
-            bq = np.where(act, np.clip(bq - rescale(gb, mb, shb), INT32_MIN, INT32_MAX), bq)
-            steps += active
+    for st in batches(counts, n_cap, cfg, seed, round_, device_ids):
+        idx, valid, active, m = st.idx, st.valid, st.active, st.size
+        xi = features[rows, idx].astype(np.int64) - input_zero_point  # [K, B, D]
+        y = labels[rows, idx].astype(np.int64)
+        z = (np.matmul(xi, v.transpose(0, 2, 1)) + bq[:, None, :]) >> (W_FRAC - Z_FRAC)  # Q16 [K, B, C]
+        x = z - z.max(axis=-1, keepdims=True)
+        e = exp2_q16((x * LOG2E_Q16) >> 16)
+        tot = e.sum(axis=-1, keepdims=True)
+        p = (e << 16) // tot
+        xy = np.take_along_axis(x, y[..., None], axis=-1)[..., 0]
+        loss_sum += np.where(valid, np.log(tot[..., 0] / 65536.0) - xy / 65536.0, 0.0).sum(axis=1)
+        g = p
+        g[rows, np.arange(bsz)[None, :], y] -= 65536
+        g = np.sign(g) * (np.abs(g) // m[:, None, None])  # C division: truncate toward zero
+        g = np.where(valid[..., None], g, 0)
+        gw = np.matmul(g.transpose(0, 2, 1), xi)  # |gw| < 2^24
+        gb = g.sum(axis=1)
+        act = active[:, None]
+        v = np.where(act[..., None], np.clip(v - rescale(gw, mw, shw), INT32_MIN, INT32_MAX), v)
+        bq = np.where(act, np.clip(bq - rescale(gb, mb, shb), INT32_MIN, INT32_MAX), bq)
+        steps += active
     wf, bf = from_fixed(v, bq, input_scale)
     seen = np.maximum(counts * cfg.epochs, 1)
     return TrainResult(wf, bf, (loss_sum / seen).astype(np.float32), steps)

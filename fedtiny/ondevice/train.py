@@ -7,6 +7,7 @@ active steps, so results equal training each device alone up to float summation 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -41,6 +42,29 @@ class TrainResult:
     steps: np.ndarray  # int64 [K]: SGD steps taken
 
 
+@dataclass
+class Batch:
+    """One SGD step of K devices: which cache slots each device visits."""
+
+    idx: np.ndarray  # int [K, B] cache slots (padding repeats a slot; see ``valid``)
+    valid: np.ndarray  # bool [K, B]
+    active: np.ndarray  # bool [K]: the device still has a step this epoch
+    size: np.ndarray  # int64 [K]: valid samples in the batch, at least 1
+
+
+def batches(counts: np.ndarray, capacity: int, cfg: TrainConfig, seed: int, round_: int,
+            device_ids: np.ndarray) -> Iterator[Batch]:
+    """The step schedule of docs/ondevice.md §3, shared by the float32 and fixed-point trainers."""
+    bsz = cfg.batch_size
+    for epoch in range(cfg.epochs):
+        order = sample_order(stream_key(seed, round_, device_ids, epoch), counts, capacity)
+        n_steps = -(-counts // bsz)
+        for t in range(int(n_steps.max(initial=0))):
+            pos = t * bsz + np.arange(bsz)
+            valid = pos[None, :] < counts[:, None]
+            yield Batch(order[:, np.minimum(pos, capacity - 1)], valid, t < n_steps, np.maximum(valid.sum(axis=1), 1))
+
+
 def _softmax_xent(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -69,7 +93,7 @@ def train_heads(
     b = np.array(bias, dtype=np.float32, copy=True)
     if w.ndim == 2:
         w, b = np.broadcast_to(w, (len(counts), *w.shape)).copy(), np.broadcast_to(b, (len(counts), b.shape[-1])).copy()
-    k, c, d = w.shape
+    k, _, d = w.shape
     if features.shape[0] != k or features.shape[2] != d or features.dtype != np.int8:
         raise ModelError(f"features must be int8 [{k}, N, {d}], got {features.dtype} {features.shape}")
     n_cap = features.shape[1]
@@ -81,37 +105,31 @@ def train_heads(
     loss_sum = np.zeros(k, dtype=np.float64)
     steps = np.zeros(k, dtype=np.int64)
     rows = np.arange(k)[:, None]
-    for epoch in range(cfg.epochs):
-        order = sample_order(stream_key(seed, round_, device_ids, epoch), counts, n_cap)
-        n_steps = -(-counts // bsz)
-        for t in range(int(n_steps.max(initial=0))):
-            pos = t * bsz + np.arange(bsz)
-            idx = order[:, np.minimum(pos, n_cap - 1)]
-            valid = pos[None, :] < counts[:, None]  # [K, B]
-            active = t < n_steps  # [K]
-            m = np.maximum(valid.sum(axis=1), 1).astype(np.float32)
-            x = dequantize(features[rows, idx], input_scale, input_zero_point)  # [K, B, D]
-            y = labels[rows, idx].astype(np.int64)
-            logits = np.matmul(x, w.transpose(0, 2, 1)) + b[:, None, :]
-            p, loss = _softmax_xent(logits, y)
-            loss_sum += np.where(valid, loss, 0).sum(axis=1)
-            g = p
-            g[rows, np.arange(bsz)[None, :], y] -= np.float32(1.0)
-            g *= (valid / m[:, None]).astype(np.float32)[..., None]
-            gw = np.matmul(g.transpose(0, 2, 1), x)
-            gb = g.sum(axis=1)
-            if wd:
-                gw += wd * w
-            if mu:
-                gw += mu * (w - w0)
-                gb += mu * (b - b0)
-            if mom:  # an inactive device (out of samples this epoch) keeps its velocity untouched
-                vw = np.where(active[:, None, None], mom * vw + gw, vw)
-                vb = np.where(active[:, None], mom * vb + gb, vb)
-                gw, gb = vw, vb
-            act = active.astype(np.float32)
-            w -= (lr * act)[:, None, None] * gw
-            b -= (lr * act)[:, None] * gb
-            steps += active
+    for st in batches(counts, n_cap, cfg, seed, round_, device_ids):
+        idx, valid, active = st.idx, st.valid, st.active
+        m = st.size.astype(np.float32)
+        x = dequantize(features[rows, idx], input_scale, input_zero_point)  # [K, B, D]
+        y = labels[rows, idx].astype(np.int64)
+        logits = np.matmul(x, w.transpose(0, 2, 1)) + b[:, None, :]
+        p, loss = _softmax_xent(logits, y)
+        loss_sum += np.where(valid, loss, 0).sum(axis=1)
+        g = p
+        g[rows, np.arange(bsz)[None, :], y] -= np.float32(1.0)
+        g *= (valid / m[:, None]).astype(np.float32)[..., None]
+        gw = np.matmul(g.transpose(0, 2, 1), x)
+        gb = g.sum(axis=1)
+        if wd:
+            gw += wd * w
+        if mu:
+            gw += mu * (w - w0)
+            gb += mu * (b - b0)
+        if mom:  # an inactive device (out of samples this epoch) keeps its velocity untouched
+            vw = np.where(active[:, None, None], mom * vw + gw, vw)
+            vb = np.where(active[:, None], mom * vb + gb, vb)
+            gw, gb = vw, vb
+        act = active.astype(np.float32)
+        w -= (lr * act)[:, None, None] * gw
+        b -= (lr * act)[:, None] * gb
+        steps += active
     seen = np.maximum(counts * cfg.epochs, 1)
     return TrainResult(w, b, (loss_sum / seen).astype(np.float32), steps)
