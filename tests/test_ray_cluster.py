@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,22 +31,25 @@ def test_scenario_runs_on_an_existing_ray_cluster(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
     head = subprocess.Popen(
-        [str(RAY), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-         f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"],
+        [str(RAY), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false",
+         f"--temp-dir={tempfile.mkdtemp(prefix='rt', dir='/tmp')}", "--disable-usage-stats"],  # short dir: socket paths
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
     )
     try:
         address = f"127.0.0.1:{port}"
         deadline = time.time() + 60
-        while time.time() < deadline:
-            probe = subprocess.run([str(RAY), "status", f"--address={address}"], capture_output=True, env=env, timeout=30)
-            if probe.returncode == 0:
+        while time.time() < deadline:  # the GCS listens once the head is up
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            time.sleep(1)
+            except OSError:
+                assert head.poll() is None, "ray start --head exited"
+                time.sleep(0.5)
+        time.sleep(2)
         out = tmp_path / "out"
         proc = subprocess.run(
             [sys.executable, "-m", "fedtiny.cli", "run", str(ROOT / "scenarios" / "quickstart.toml"), "--out", str(out),
-             "--set", "rounds=2", "--set", "fleet.devices=6", "--set", "fleet.devices_per_gateway=3",
+             "--set", "rounds=2", "--set", "drift=[]", "--set", "fleet.devices=6", "--set", "fleet.devices_per_gateway=3",
              "--set", "eval.baselines=false", "--ray-address", address],
             capture_output=True, text=True, timeout=300, env={**env, "COLUMNS": "120"},
         )
