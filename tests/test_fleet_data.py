@@ -135,3 +135,16 @@ def test_int8_uplink_round_trip_within_half_a_step() -> None:
     q, sc = encode_int8_delta(delta)
     assert q.dtype == np.int8 and q.nbytes * 4 == delta.nbytes
     assert np.abs(decode_int8_delta(q, sc) - delta).max() <= sc.max() / 2 + 1e-7
+
+
+def test_balanced_test_mix_covers_every_class_under_the_device_condition(tmp_path: Path) -> None:
+    local = scenario_from_dict(tiny(fleet={"dirichlet_alpha": 0.05}))
+    balanced = scenario_from_dict(tiny(fleet={"dirichlet_alpha": 0.05}, eval={"test_mix": "balanced"}))
+    counts = {}
+    for name, s in (("local", local), ("balanced", balanced)):
+        prepare_synthetic(s, tmp_path / name)
+        data = FleetData(tmp_path / name / "fleet")
+        _, labels = data.gather(data.test_indices(np.arange(24), 0))
+        counts[name] = np.array([len(np.unique(row)) for row in labels])
+    assert counts["local"].mean() < 4  # heavy label skew: a device sees few classes
+    assert (counts["balanced"] == min(10, 8)).all()  # 8 test samples, one per class in turn

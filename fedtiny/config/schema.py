@@ -99,6 +99,9 @@ class EvalSection:
     baseline_devices: int = _f(1000, "devices (seeded subset) on which baselines and personalization are compared", min=1, max=1_000_000)
     test_samples: int = _f(0, "per-device test samples for evaluation (0 = fleet.test_samples_per_device)", min=0, max=100_000)
     recover: float = _f(0.95, "recovered = back to this fraction of the pre-drift accuracy", min=0.1, max=1.0)
+    test_mix: str = _f("local", "class mix of each device's test samples: local (its own label mix) or balanced "
+                       "(every class equally: can the device recognize faults it has not seen yet?)",
+                       choices=("local", "balanced"))
 
 
 @dataclass

@@ -247,7 +247,7 @@ def prepare_fleet(
     meta = {
         "train": s.fleet.samples_per_device, "test": s.eval.test_samples or s.fleet.test_samples_per_device,
         "cache": s.fleet.cache_size, "new_per_round": s.fleet.new_samples_per_round, "seed": s.seed,
-        "fault": s.fleet.fault, "conditions": plan.conditions, "boards": plan.boards, **layout.__dict__,
+        "fault": s.fleet.fault, "test_mix": s.eval.test_mix, "conditions": plan.conditions, "boards": plan.boards, **layout.__dict__,
     }
     (root / "layout.json").write_text(json.dumps(meta, indent=1))
     return layout
@@ -271,6 +271,7 @@ class FleetData:
         self.num_variants, self.num_classes, self.pool_size, self.dim = self.pool.shape
         self.pool2d = self.pool.reshape(-1, self.dim)
         self.pool_train = self.pool_size - max(1, self.pool_size // 4) if self.pool_size > 1 else 1
+        self.balanced_test = meta.get("test_mix", "local") == "balanced"
 
     def segment_of_round(self, r: np.ndarray | int) -> np.ndarray:
         return np.searchsorted(self.starts, np.asarray(r), side="right") - 1
@@ -285,6 +286,8 @@ class FleetData:
         u = uniform(self.seed, tag, d, j[None, :]).astype(np.float32)
         cm = self.cmix[seg[None, :], d]  # [K, n, C]
         cls = (u[..., None] >= cm).sum(axis=-1).clip(0, self.num_classes - 1)
+        if test and self.balanced_test:  # every class equally often, under the device's own condition
+            cls = np.broadcast_to(j[None, :] % self.num_classes, cls.shape)
         # the last quarter of every pool is held out for test samples: no device tests on a training example
         lo, hi = (self.pool_train, self.pool_size) if test else (0, self.pool_train)
         p = lo + (uniform(self.seed, tag + 1, d, j[None, :]) * (hi - lo)).astype(np.int64)
