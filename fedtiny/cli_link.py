@@ -36,15 +36,14 @@ def emulate(
     state: Path = typer.Option(Path("board.flash"), "--state", help="flash image file (A/B slots, metadata)"),
     device_id: int = typer.Option(1, "--device-id"),
     fleet_key_file: Optional[Path] = typer.Option(None, "--fleet-key-file", help="per-fleet HMAC key, hex"),
-    model: Optional[Path] = typer.Option(None, "--model", help="int8 .tflite whose head the board starts with"),
+    model: Optional[Path] = typer.Option(None, "--model", help="int8 .tflite the board runs in TFLite Micro "
+                                         "(backbone for raw samples; its head is the factory head)"),
 ) -> None:
     """Start a virtual board (device emulator) speaking docs/protocol.md."""
     from clients.board import serve_board
-    from fedtiny.model.flatbuffer import read_head
 
     try:
-        head = read_head(model.read_bytes()) if model else None
-        serve_board(listen, str(state), device_id, _key(fleet_key_file), head=head,
+        serve_board(listen, str(state), device_id, _key(fleet_key_file), model=model.read_bytes() if model else None,
                     ready=lambda addr: typer.echo(f"virtual board {device_id} listening on {addr}"))
     except FedTinyError as exc:
         _fail(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from clients.board.server import serve_board
 
@@ -14,9 +15,11 @@ def main() -> None:
     ap.add_argument("--state", default="board.flash", help="flash image file (A/B slots, metadata)")
     ap.add_argument("--device-id", type=int, default=1)
     ap.add_argument("--key", default="", help="per-fleet HMAC key, hex (empty: none provisioned)")
+    ap.add_argument("--model", default="", help="int8 .tflite the board runs (backbone for raw samples)")
     a = ap.parse_args()
+    model = Path(a.model).read_bytes() if a.model else None
     try:
-        serve_board("pty" if a.pty else a.listen, a.state, a.device_id, bytes.fromhex(a.key) or None)
+        serve_board("pty" if a.pty else a.listen, a.state, a.device_id, bytes.fromhex(a.key) or None, model=model)
     except KeyboardInterrupt:
         pass
 

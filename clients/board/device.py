@@ -17,7 +17,7 @@ import numpy as np
 
 from clients.board.flash import EmulatedFlash, Meta, SlotMeta
 from clients.board.handlers import HANDLERS, Reply
-from fedtiny.errors import FedTinyError, ProtocolError
+from fedtiny.errors import FedTinyError, ModelError, ProtocolError
 from fedtiny.link.blobs import decode_head_patch, encode_head_patch
 from fedtiny.link.frames import FLAG_RESPONSE, PROTOCOL_VERSION, Frame, FrameReader, encode_frame
 from fedtiny.link.messages import Cap, ImageKind, SlotState, Status
@@ -36,6 +36,7 @@ class BoardConfig:
     max_payload: int = 4096
     rx_window: int = 4
     slot_size: int = 256 * 1024
+    train_arith: str = "both"  # TRAIN arithmetic: "float" (section 3), "fixed" (section 3b, no FPU) or "both"
 
 
 def default_head(c: int = 10, d: int = 64, seed: int = 0) -> Int8Head:
@@ -47,13 +48,29 @@ def default_head(c: int = 10, d: int = 64, seed: int = 0) -> Int8Head:
 
 
 class VirtualBoard:
-    """One emulated board. `factory_head` provisions slot 0 (CONFIRMED) on a blank flash."""
+    """One emulated board. `factory_head` provisions slot 0 (CONFIRMED) on a blank flash.
+
+    `model` (a full-integer .tflite) is the board's firmware model: its backbone runs in TFLite Micro on raw
+    samples (PUSH_SAMPLES kinds 1 and 2) and the running head is written into it (`write_head`), so TFLM
+    inference uses the deployed head. Its head is the factory head unless `factory_head` is given. A full
+    .tflite upload (image kind 2) replaces the whole model while its slot runs; head patches always apply to
+    the firmware model's backbone. Without `model` the board has no backbone (raw samples: UNSUPPORTED)
+    until a full image runs.
+    """
 
     def __init__(self, cfg: BoardConfig, state_file: str | None = None, factory_head: Int8Head | None = None,
-                 cut_at_write: int | None = None) -> None:
+                 cut_at_write: int | None = None, model: bytes | None = None) -> None:
+        if cfg.train_arith not in ("float", "fixed", "both"):
+            raise ValueError(f"train_arith {cfg.train_arith!r}: expected 'float', 'fixed' or 'both'")
         self.cfg = cfg
         self.flash = EmulatedFlash(state_file, cfg.slot_size, cut_at_write=cut_at_write)
+        self.base_model = bytes(model) if model is not None else None
+        if self.base_model is not None and factory_head is None:
+            from fedtiny.model.flatbuffer import read_head  # lazy: needs the flatbuffer schema
+
+            factory_head = read_head(self.base_model)
         self.factory_head = factory_head or default_head()
+        self._runners: dict[tuple[bytes, bytes], object] = {}
         self.boots = 0
         self._boot()
 
@@ -85,7 +102,14 @@ class VirtualBoard:
         self.meta = meta
         self.active = meta.confirmed
         self.head = self._load_head(self.active)
+        self.backbone = self.slot_model(self.active)
         self.cache = FeatureCache(1, self.cfg.cache_capacity, self.head.num_features)
+
+    def clear_ram(self) -> None:
+        """What a reboot into another model loses: the feature cache, a pending update, SET_HEAD staging."""
+        self.cache = FeatureCache(1, self.cfg.cache_capacity, self.head.num_features)
+        self.pending = None
+        self.staged = bytearray()
 
     def reboot(self) -> None:
         """Power-cycle: RAM is lost, flash is kept (the power-cut hook is disarmed)."""
@@ -108,8 +132,40 @@ class VirtualBoard:
 
         head = read_head(image)
         if (head.num_classes, head.num_features) != self.shape:
-            raise ProtocolError(f"model head is {head.num_classes}x{head.num_features}, board has {self.shape}")
+            raise ModelError(f"model head is {head.num_classes}x{head.num_features}, board has {self.shape}")
         return head
+
+    def slot_model(self, slot: int) -> bytes | None:
+        """The .tflite whose backbone runs with the slot's head: its own image (kind 2) or the firmware model."""
+        s = self.meta.slots[slot]
+        return self.image(slot) if s.kind == ImageKind.TFLITE else self.base_model
+
+    def running_model(self) -> bytes | None:
+        """The model the board runs now: the backbone's .tflite with the running head written in."""
+        if self.backbone is None:
+            return None
+        from fedtiny.model.flatbuffer import write_head
+
+        return write_head(self.backbone, self.head)
+
+    def runner(self):
+        """TFLite Micro interpreter of the running model (`Int8Runner`), or None without a backbone."""
+        if self.backbone is None:
+            return None
+        key = (hashlib.sha256(self.backbone).digest(), encode_head_patch(self.head))
+        r = self._runners.get(key)
+        if r is None:
+            from fedtiny.model.runtime import Int8Runner  # lazy: TFLite Micro
+
+            if len(self._runners) >= 4:
+                self._runners.clear()
+            r = self._runners[key] = Int8Runner(self.running_model(), "tflm")
+        return r
+
+    @property
+    def raw_input_len(self) -> int:
+        r = self.runner()
+        return int(np.prod(r.input_shape)) if r is not None else 0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -118,6 +174,9 @@ class VirtualBoard:
     @property
     def capabilities(self) -> int:
         caps = Cap.TRAIN | Cap.EVALUATE | Cap.HEAD_PATCH | Cap.FULL_IMAGE | Cap.SET_HEAD
+        caps |= Cap.FLOAT_TRAIN if self.cfg.train_arith in ("float", "both") else 0
+        caps |= Cap.FIXED_TRAIN if self.cfg.train_arith in ("fixed", "both") else 0
+        caps |= Cap.RAW_SAMPLES if self.backbone is not None else 0
         return caps | (Cap.FLEET_KEY if self.cfg.fleet_key else 0)
 
     def check_tag(self, kind: int, total: int, sha: bytes, tag: bytes) -> str | None:

@@ -12,10 +12,13 @@ import numpy as np
 from fedtiny.errors import ModelError, ProtocolError
 from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch
 from fedtiny.link.messages import (
+    TRAIN_FIXED,
     BlobRead,
+    Cap,
     EvalResult,
     HelloInfo,
     MsgType,
+    SampleKind,
     Samples,
     SlotInfo,
     SlotStatus,
@@ -25,7 +28,7 @@ from fedtiny.link.messages import (
     u8,
     u32,
 )
-from fedtiny.ondevice import TrainConfig, dequantize_head, head_forward_int8, train_heads
+from fedtiny.ondevice import TrainConfig, dequantize_head, head_forward_int8, train_heads, train_heads_fixed
 
 if TYPE_CHECKING:
     from clients.board.device import VirtualBoard
@@ -47,7 +50,7 @@ def hello(b: VirtualBoard, p: bytes) -> Reply:
         raise ProtocolError("HELLO takes no payload")
     c, d = b.shape
     info = HelloInfo(1, b.flash.n_slots, b.cfg.max_payload, b.cfg.device_id, int(b.capabilities), c, d,
-                     b.cfg.cache_capacity, int(b.cache.count[0]), b.cfg.slot_size, 0, b.cfg.rx_window, b.active,
+                     b.cfg.cache_capacity, int(b.cache.count[0]), b.cfg.slot_size, b.raw_input_len, b.cfg.rx_window, b.active,
                      b.cfg.board_name, b.cfg.fw_version)
     return Reply(payload=info.encode())
 
@@ -99,23 +102,41 @@ def set_head(b: VirtualBoard, p: bytes) -> Reply:
     if len(b.staged) == total:
         staged, b.staged = bytes(b.staged), bytearray()
         try:
-            b.head = decode_head_patch(staged, b.shape)
+            head = decode_head_patch(staged, b.shape)
+            check_fits_backbone(b, head)
         except ModelError as e:
             return err(Status.SHAPE_MISMATCH, str(e))
+        b.head = head
     return Reply(payload=struct.pack("<I", len(b.staged)))
+
+
+def check_fits_backbone(b: VirtualBoard, head) -> None:
+    """ModelError if the head cannot be written into the firmware model (input quantization, shape)."""
+    if b.base_model is not None:
+        from fedtiny.model.flatbuffer import write_head
+
+        write_head(b.base_model, head)
 
 
 def push_samples(b: VirtualBoard, p: bytes) -> Reply:
     s = Samples.decode(p)
     c, d = b.shape
-    if s.kind == 1:
-        return err(Status.UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)")
-    if s.kind != 0:
+    if s.kind not in (SampleKind.FEATURES, SampleKind.RAW_INT8, SampleKind.RAW_F32):
         raise ProtocolError(f"sample kind {s.kind}")
-    if s.data.shape[1] != d:
-        return err(Status.SHAPE_MISMATCH, f"features of {s.data.shape[1]}, head input is {d}")
+    runner = b.runner() if s.kind != SampleKind.FEATURES else None
+    if s.kind != SampleKind.FEATURES and runner is None:
+        return err(Status.UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)")
+    want = d if runner is None else int(np.prod(runner.input_shape))
+    if s.data.shape[1] != want:
+        what = "features" if runner is None else "raw samples"
+        return err(Status.SHAPE_MISMATCH, f"{what} of {s.data.shape[1]}, expected {want}")
     if len(s.labels) and int(s.labels.max()) >= c:
         raise ProtocolError(f"label {int(s.labels.max())} >= {c} classes")
+    if runner is not None and len(s.labels):  # the backbone in TFLite Micro: one invoke per sample
+        xq = s.data if s.kind == SampleKind.RAW_INT8 else runner.quantize_input(s.data)
+        s.data = runner.run_int8(xq)[1]
+        if s.data.shape[1] != d:
+            return err(Status.INTERNAL, f"backbone gives {s.data.shape[1]} features, head input is {d}")
     if s.flags & 1:
         b.cache.count[:] = 0
         b.cache.head[:] = 0
@@ -136,10 +157,24 @@ def train(b: VirtualBoard, p: bytes) -> Reply:
         cfg = TrainConfig(r.epochs, r.batch_size, r.lr, r.momentum, r.weight_decay, r.prox_mu)
     except ModelError as e:
         raise ProtocolError(str(e)) from None
+    if r.flags & ~TRAIN_FIXED:
+        return err(Status.UNSUPPORTED, f"TRAIN flags 0x{r.flags:x}: unknown bits")
+    caps = b.capabilities
+    if r.fixed:
+        if not caps & Cap.FIXED_TRAIN:
+            return err(Status.UNSUPPORTED, "this board has no fixed-point training (CAP_FIXED_TRAIN)")
+        if r.momentum or r.weight_decay or r.prox_mu:
+            return err(Status.UNSUPPORTED, "fixed-point training is plain SGD: momentum, weight_decay and "
+                       "prox_mu must be 0")
+        trainer = train_heads_fixed
+    else:
+        if not caps & Cap.FLOAT_TRAIN:
+            return err(Status.UNSUPPORTED, "this board trains fixed-point only (CAP_FIXED_TRAIN): set TRAIN flag FIXED")
+        trainer = train_heads
     fh = dequantize_head(b.head)
-    res = train_heads(fh.weights, fh.bias, b.cache.features, b.cache.labels, b.cache.count, cfg,
-                      input_scale=b.head.input_scale, input_zero_point=b.head.input_zero_point,
-                      seed=r.seed, round_=r.round, device_ids=np.array([b.cfg.device_id]))
+    res = trainer(fh.weights, fh.bias, b.cache.features, b.cache.labels, b.cache.count, cfg,
+                  input_scale=b.head.input_scale, input_zero_point=b.head.input_zero_point,
+                  seed=r.seed, round_=r.round, device_ids=np.array([b.cfg.device_id]))
     uid = b.new_update_id()
     blob = UpdateBlob(b.cfg.device_id, uid, r.round, n, float(res.loss[0]), res.weights[0], res.bias[0])
     b.pending = (uid, blob.sign(b.cfg.fleet_key).encode())

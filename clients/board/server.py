@@ -33,12 +33,14 @@ def _pump(recv: Callable[[], bytes], send: Callable[[bytes], None], board: Virtu
 
 def serve_board(listen_uri: str, state_file: str, device_id: int, fleet_key: bytes | None,
                 head: Int8Head | None = None, cfg: BoardConfig | None = None,
-                stop: threading.Event | None = None, ready: Callable[[str], None] | None = None) -> None:
+                stop: threading.Event | None = None, ready: Callable[[str], None] | None = None,
+                model: bytes | None = None) -> None:
     """Serve one board until `stop` is set. `listen_uri`: `socket://HOST:PORT` (one client at a time) or
-    `pty` (prints/reports the slave path). `ready(address)` is called once listening."""
+    `pty` (prints/reports the slave path). `ready(address)` is called once listening. `model`: a full int8
+    .tflite the board runs in TFLite Micro (backbone for raw samples; its head is the factory head)."""
     cfg = cfg or BoardConfig()
     cfg.device_id, cfg.fleet_key = device_id, fleet_key
-    board = VirtualBoard(cfg, state_file, head)
+    board = VirtualBoard(cfg, state_file, head, model=model)
     stop = stop or threading.Event()
     if listen_uri in ("pty", "pty://"):
         master, slave = os.openpty()

@@ -26,7 +26,7 @@ from fedtiny.ondevice import head_forward_int8
 if TYPE_CHECKING:
     from clients.board.device import VirtualBoard
 
-from clients.board.handlers import Reply, err, slot_status
+from clients.board.handlers import Reply, check_fits_backbone, err, slot_status
 
 
 def upload_slot(b: VirtualBoard) -> int:
@@ -117,7 +117,9 @@ def verify(b: VirtualBoard, p: bytes) -> Reply:
         if why:
             return err(Status.AUTH_FAILED, why)
         try:
-            b.head_of_image(image, s.kind)
+            head = b.head_of_image(image, s.kind)
+            if s.kind == ImageKind.HEAD_PATCH:
+                check_fits_backbone(b, head)
         except ModelError as e:
             return err(Status.SHAPE_MISMATCH, str(e))
         except Exception as e:  # noqa: BLE001 - any parse failure of an image is a malformed image
@@ -135,11 +137,20 @@ def activate(b: VirtualBoard, p: bytes) -> Reply:
     if s.state != SlotState.VERIFIED or b.meta.testing != 0xFF:
         return err(Status.BAD_STATE, f"slot {slot} is {SlotState(s.state).name}, another may be under test")
     head = b._load_head(slot)
+    full = ImageKind.TFLITE in (s.kind, b.meta.slots[b.active].kind)
     s.state = SlotState.TESTING
     b.meta.testing = slot
     b.persist()
-    b.active, b.head = slot, head
+    _run(b, slot, head, full)
     return Reply(payload=slot_status(b))
+
+
+def _run(b: VirtualBoard, slot: int, head, full: bool) -> None:
+    """Switch the running model to a slot. A full image is a reboot into it: RAM (cache, pending update) is lost,
+    and cached features of another backbone would be meaningless anyway."""
+    b.active, b.head, b.backbone = slot, head, b.slot_model(slot)
+    if full:
+        b.clear_ram()
 
 
 def confirm(b: VirtualBoard, p: bytes) -> Reply:
@@ -151,10 +162,15 @@ def confirm(b: VirtualBoard, p: bytes) -> Reply:
     if b.meta.testing != c.slot:
         return err(Status.BAD_STATE, f"slot {c.slot} is not under test")
     cc, d = b.shape
-    if c.inputs.shape[1] != d or c.expected.shape[1] != cc:
-        return err(Status.UNSUPPORTED, f"golden vectors must be {d} int8 features -> {cc} int8 logits")
+    raw = b.raw_input_len
+    if c.expected.shape[1] != cc or c.inputs.shape[1] not in (d, raw or d):
+        extra = f" or {raw} int8 model inputs" if raw else ""
+        return err(Status.UNSUPPORTED, f"golden vectors must be {d} int8 features{extra} -> {cc} int8 logits")
     if len(c.inputs):
-        out = head_forward_int8(b.head, c.inputs).astype(np.int32)
+        if c.inputs.shape[1] == d:  # the running head (for a full image: the head read from the new model)
+            out = head_forward_int8(b.head, c.inputs).astype(np.int32)
+        else:  # the whole running model in TFLite Micro
+            out = b.runner().run_int8(c.inputs)[0].astype(np.int32)
         diff = np.abs(out - c.expected.astype(np.int32))
         if diff.max() > c.tolerance:
             i, j = np.unravel_index(int(np.argmax(diff)), diff.shape)
@@ -174,8 +190,9 @@ def rollback(b: VirtualBoard, p: bytes) -> Reply:
         raise ProtocolError("ROLLBACK takes no payload")
     m = b.meta
     if m.testing != 0xFF:
+        full = ImageKind.TFLITE in (m.slots[m.testing].kind, m.slots[m.confirmed].kind)
         m.slots[m.testing].state = SlotState.VERIFIED
         m.testing = 0xFF
         b.persist()
-        b.active, b.head = m.confirmed, b._load_head(m.confirmed)
+        _run(b, m.confirmed, b._load_head(m.confirmed), full)
     return Reply(payload=slot_status(b))

@@ -79,12 +79,21 @@ class Cap(IntEnum):
     FULL_IMAGE = 1 << 4
     FLEET_KEY = 1 << 5
     SET_HEAD = 1 << 6
+    FLOAT_TRAIN = 1 << 7  # TRAIN in float32 (docs/ondevice.md section 3)
+    FIXED_TRAIN = 1 << 8  # TRAIN with flag FIXED: integer SGD (docs/ondevice.md section 3b)
+
+
+class SampleKind(IntEnum):
+    FEATURES = 0  # int8 features, dim D
+    RAW_INT8 = 1  # int8 model inputs (already quantized), dim raw_input_len
+    RAW_F32 = 2  # float32 raw inputs, quantized by the board with the model's input scale/zero point
 
 
 ANY_SLOT = 0xFF
 NO_SLOT = 0xFF
 UPLOAD_RESTART = 0x01
 SAMPLES_CLEAR = 0x01
+TRAIN_FIXED = 0x01  # TrainRequest.flags bit 0: fixed-point arithmetic (docs/ondevice.md section 3b)
 
 
 def _need(payload: bytes, n: int, what: str, exact: bool = True) -> None:
@@ -167,7 +176,6 @@ class BlobRead:
         return cls(*struct.unpack("<IH", p))
 
 
-@_fixed("<HHffffII")
 @dataclass
 class TrainRequest:
     epochs: int
@@ -178,6 +186,25 @@ class TrainRequest:
     prox_mu: float
     seed: int
     round: int
+    flags: int = 0  # bit 0 TRAIN_FIXED; other bits reserved (0)
+
+    _ST = struct.Struct("<HHffffIII")
+    SIZE = _ST.size
+    LEGACY_SIZE = SIZE - 4  # before the flags field: read as flags = 0
+
+    def encode(self) -> bytes:
+        return self._ST.pack(*(getattr(self, f) for f in self.__dataclass_fields__))
+
+    @classmethod
+    def decode(cls, payload: bytes) -> TrainRequest:
+        if len(payload) == cls.LEGACY_SIZE:
+            payload = bytes(payload) + bytes(4)
+        _need(payload, cls.SIZE, "TrainRequest")
+        return cls(*cls._ST.unpack(payload))
+
+    @property
+    def fixed(self) -> bool:
+        return bool(self.flags & TRAIN_FIXED)
 
 
 @_fixed("<IIf")
@@ -243,21 +270,26 @@ class Samples:
     kind: int
     flags: int
     labels: np.ndarray  # u16 [n]
-    data: np.ndarray  # i8 [n, dim]
+    data: np.ndarray  # [n, dim]: int8 (kinds 0, 1) or float32 (kind 2)
+
+    @staticmethod
+    def dtype(kind: int) -> np.dtype:
+        return np.dtype("<f4") if kind == SampleKind.RAW_F32 else np.dtype(np.int8)
 
     def encode(self) -> bytes:
         n, dim = self.data.shape
         return (struct.pack("<BBHH", self.kind, self.flags, n, dim) + self.labels.astype("<u2").tobytes()
-                + self.data.astype(np.int8).tobytes())
+                + np.asarray(self.data).astype(self.dtype(self.kind)).tobytes())
 
     @classmethod
     def decode(cls, p: bytes) -> Samples:
         _need(p, 6, "Samples", exact=False)
         kind, flags, n, dim = struct.unpack_from("<BBHH", p)
-        _need(p, 6 + 2 * n + n * dim, "Samples")
+        dt = cls.dtype(kind)
+        _need(p, 6 + 2 * n + n * dim * dt.itemsize, "Samples")
         labels = np.frombuffer(p, "<u2", n, 6).astype(np.int64)
-        data = np.frombuffer(p, np.int8, n * dim, 6 + 2 * n).reshape(n, dim)
-        return cls(kind, flags, labels, data)
+        data = np.frombuffer(p, dt, n * dim, 6 + 2 * n).reshape(n, dim)
+        return cls(kind, flags, labels, data.astype(np.float32) if kind == SampleKind.RAW_F32 else data)
 
 
 @dataclass

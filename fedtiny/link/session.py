@@ -10,7 +10,7 @@ from collections import deque
 
 import numpy as np
 
-from fedtiny.errors import DeviceError, LinkError, UpdateRejected
+from fedtiny.errors import DeviceError, LinkError, ProtocolError, UpdateRejected
 from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch
 from fedtiny.link.frames import FLAG_RETRY, MIN_MAX_PAYLOAD, Frame, FrameReader, encode_frame
 from fedtiny.link.messages import (
@@ -22,6 +22,7 @@ from fedtiny.link.messages import (
     HelloInfo,
     ImageKind,
     MsgType,
+    SampleKind,
     Samples,
     SlotStatus,
     Status,
@@ -65,6 +66,9 @@ class BoardSession:
 
     def request(self, mtype: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
         """Send one request and return the OK response payload; DeviceError on an error status."""
+        if self.info is not None and len(payload) > self.info.max_payload:
+            raise ProtocolError(f"{MsgType(mtype).name}: payload of {len(payload)} bytes, the device takes at most "
+                                f"{self.info.max_payload}")
         seq = self._next_seq()
         tmo = timeout or self.timeout
         for attempt in range(self.retries):
@@ -137,6 +141,25 @@ class BoardSession:
         for i in range(0, max(n, 1), per):
             flags = 1 if clear and i == 0 else 0
             s = Samples(0, flags, np.asarray(labels[i : i + per]), np.asarray(features[i : i + per], np.int8))
+            cached = struct.unpack("<II", self.request(MsgType.PUSH_SAMPLES, s.encode()))[0]
+        return cached
+
+    def push_raw(self, x: np.ndarray, labels: np.ndarray, clear: bool = False) -> int:
+        """Append raw samples [N, ...] (needs RAW_SAMPLES): the board runs its backbone and caches the features.
+
+        float inputs go as kind 2 (the board quantizes them with the model's input scale/zero point), int8
+        inputs as kind 1 (already quantized). Returns the cached count.
+        """
+        x = np.asarray(x)
+        n = len(x)
+        flat = x.reshape(n, -1) if n else x.reshape(0, max(1, int(np.prod(x.shape[1:]))))
+        kind = SampleKind.RAW_INT8 if x.dtype == np.int8 else SampleKind.RAW_F32
+        size = Samples.dtype(kind).itemsize * flat.shape[1] + 2
+        per = max(1, (self.max_payload - 6) // size)
+        cached = 0
+        for i in range(0, max(n, 1), per):
+            flags = 1 if clear and i == 0 else 0
+            s = Samples(kind, flags, np.asarray(labels[i : i + per]), flat[i : i + per])
             cached = struct.unpack("<II", self.request(MsgType.PUSH_SAMPLES, s.encode()))[0]
         return cached
 
@@ -243,6 +266,38 @@ class BoardSession:
         self.activate(st.slot)
         try:
             return self.confirm(st.slot, golden, head_forward_int8(head, golden))
+        except DeviceError:
+            self.rollback()
+            raise
+
+    def deploy_model(self, tflite: bytes, golden: np.ndarray, key: bytes | None = None) -> SlotStatus:
+        """Safe full-model redeploy (image kind 2): upload, VERIFY, ACTIVATE (test), CONFIRM, or ROLLBACK.
+
+        `golden`: int8 features [n, D] (checked against the new model's head) or int8 model inputs
+        [n, raw_input_len] (checked against the whole new model, computed here with TFLite Micro).
+        """
+        from fedtiny.model.flatbuffer import read_head  # lazy: the flatbuffer schema
+
+        golden = np.asarray(golden, np.int8)
+        golden = golden.reshape(len(golden), -1)
+        head = read_head(tflite)
+        if golden.shape[1] == head.num_features:
+            expected = head_forward_int8(head, golden)
+        else:
+            from fedtiny.model.runtime import Int8Runner  # lazy: TFLite Micro
+
+            expected = Int8Runner(tflite, "tflm").run_int8(golden)[0]
+        if self.info is None:
+            self.hello()
+        need = 8 + golden.size + expected.size
+        if need > self.max_payload:
+            raise ProtocolError(f"golden vectors take {need} bytes, the device takes at most {self.max_payload}: "
+                                "send fewer")
+        st = self.upload(tflite, ImageKind.TFLITE, key)
+        self.verify(st.slot)
+        self.activate(st.slot)
+        try:
+            return self.confirm(st.slot, golden, expected)
         except DeviceError:
             self.rollback()
             raise
