@@ -24,10 +24,26 @@ import pytest
 from clients.board.device import BoardConfig, VirtualBoard, default_head
 from fedtiny.errors import DeviceError, LinkError
 from fedtiny.link.blobs import encode_head_patch
-from fedtiny.link.messages import ImageKind, MsgType, SlotState, TrainRequest, UploadBegin, UploadState
+from fedtiny.link.messages import (
+    TRAIN_FIXED,
+    Cap,
+    ImageKind,
+    MsgType,
+    SlotState,
+    TrainRequest,
+    UploadBegin,
+    UploadState,
+)
 from fedtiny.link.session import BoardSession
 from fedtiny.link.transport import InProcessTransport, open_transport
-from fedtiny.ondevice import FeatureCache, TrainConfig, dequantize_head, head_forward_int8, train_heads
+from fedtiny.ondevice import (
+    FeatureCache,
+    TrainConfig,
+    dequantize_head,
+    head_forward_int8,
+    train_heads,
+    train_heads_fixed,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FW = ROOT / "firmware"
@@ -112,13 +128,14 @@ def test_fuzz_frame_and_message_parser() -> None:
 class HostBoard:
     """The host build of the firmware on a TCP port, with its flash in a file."""
 
-    def __init__(self, flash: Path, *args: str) -> None:
+    def __init__(self, flash: Path, *args: str, exe: Path | None = None) -> None:
         self.flash, self.args = flash, args
+        self.exe = exe or BUILD / "host" / "fedtiny-fw"
         self.proc: subprocess.Popen[str] | None = None
         self.uri = ""
 
     def start(self, *extra: str) -> "HostBoard":
-        self.proc = subprocess.Popen([str(BUILD / "host" / "fedtiny-fw"), "--tcp", "0", "--flash", str(self.flash),
+        self.proc = subprocess.Popen([str(self.exe), "--tcp", "0", "--flash", str(self.flash),
                                       *self.args, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -301,6 +318,50 @@ def test_host_firmware_matches_virtual_board(host_fw: Path, tmp_path: Path) -> N
         assert sc.get_head().equals(sv.get_head())
     finally:
         b.stop()
+
+
+def test_fixed_point_training_identical_on_firmware_and_virtual_board(host_fw: Path, tmp_path: Path) -> None:
+    """TRAIN with flag FIXED: the FT_USE_FLOAT=0 host firmware (no FPU: fixed capability only), the default
+    firmware (both) and the virtual board give the same update bit for bit, and that is the spec's
+    train_heads_fixed on the pushed features."""
+    r = subprocess.run(["make", "-C", str(FW), "B=build/fixed", "FT_DEFS=-DFT_USE_FLOAT=0", "build/fixed/host/fedtiny-fw"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    fixed = HostBoard(tmp_path / "fixed.bin", "--device-id", "5", exe=BUILD / "fixed" / "host" / "fedtiny-fw").start()
+    full = HostBoard(tmp_path / "float.bin", "--device-id", "5").start()
+    vb = VirtualBoard(BoardConfig(device_id=5, fleet_key=KEY, cache_capacity=200))
+    try:
+        sf, sc = fixed.session(), full.session()
+        sv = BoardSession(InProcessTransport(vb), key=KEY, seed=1)
+        sv.hello()
+        assert sf.info.capabilities & (Cap.FIXED_TRAIN | Cap.FLOAT_TRAIN) == Cap.FIXED_TRAIN
+        for s in (sc, sv):
+            assert s.info.capabilities & (Cap.FIXED_TRAIN | Cap.FLOAT_TRAIN) == Cap.FIXED_TRAIN | Cap.FLOAT_TRAIN
+        x, y = samples(12, 260)  # more than the cache: the ring buffer wraps
+        for s in (sf, sc, sv):
+            s.push_samples(x, y, clear=True)
+        with pytest.raises(DeviceError, match="UNSUPPORTED: this board trains fixed-point only"):
+            sf.train(TrainRequest(1, 8, 0.02, 0.0, 0.0, 0.0, 7, 11))
+        with pytest.raises(DeviceError, match="UNSUPPORTED: fixed-point training is plain SGD"):
+            sf.train(TrainRequest(1, 8, 0.02, 0.5, 0.0, 0.0, 7, 11, TRAIN_FIXED))
+        req = TrainRequest(3, 10, 0.02, 0.0, 0.0, 0.0, 7, 11, TRAIN_FIXED)
+        res = [s.train(req) for s in (sf, sc, sv)]
+        upd = [s.read_update() for s in (sf, sc, sv)]
+        cache = FeatureCache(1, 200, 64)
+        cache.push(x[None], y[None])
+        fh = dequantize_head(default_head())
+        ref = train_heads_fixed(fh.weights, fh.bias, cache.features, cache.labels, cache.count,
+                                TrainConfig(3, 10, float(np.float32(0.02)), 0.0, 0.0, 0.0),
+                                input_scale=default_head().input_scale,
+                                input_zero_point=default_head().input_zero_point, seed=7, round_=11,
+                                device_ids=np.array([5]))
+        for tr, u in zip(res, upd):
+            assert tr.num_examples == u.num_examples == 200
+            assert np.array_equal(u.weights, ref.weights[0]) and np.array_equal(u.bias, ref.bias[0])
+            assert u.loss == tr.loss == np.float32(ref.loss[0])
+    finally:
+        fixed.stop()
+        full.stop()
 
 
 def test_host_firmware_power_cut_at_every_flash_write(host_fw: Path, tmp_path: Path) -> None:

@@ -14,10 +14,12 @@ import numpy as np
 from fedtiny.link.blobs import UpdateBlob, encode_head_patch
 from fedtiny.link.frames import FLAG_RESPONSE, Frame, encode_frame, pack_frame
 from fedtiny.link.messages import (
+    TRAIN_FIXED,
     BlobRead,
     HelloInfo,
     ImageKind,
     MsgType,
+    SampleKind,
     Samples,
     Status,
     TrainRequest,
@@ -49,8 +51,13 @@ def vectors() -> list[tuple[str, Frame]]:
          Frame(MsgType.GET_HEAD, 2, struct.pack("<I", 50) + encode_head_patch(_head()), resp)),
         ("PUSH_SAMPLES request, seq 3: 2 features of D=3, labels 1,0, CLEAR",
          Frame(MsgType.PUSH_SAMPLES, 3, Samples(0, 1, np.array([1, 0]), np.array([[1, 2, 3], [-1, 0, 127]], np.int8)).encode())),
-        ("TRAIN request, seq 4: 1 epoch, batch 16, lr 0.05, mom 0.9, wd 0, mu 0.01, seed 42, round 3",
+        ("TRAIN request, seq 4: 1 epoch, batch 16, lr 0.05, mom 0.9, wd 0, mu 0.01, seed 42, round 3, flags 0 (float32)",
          Frame(MsgType.TRAIN, 4, TrainRequest(1, 16, 0.05, 0.9, 0.0, 0.01, 42, 3).encode())),
+        ("TRAIN request, seq 9: fixed-point (flags FIXED), 2 epochs, batch 8, lr 0.05, mom 0, wd 0, mu 0, seed 42, round 3",
+         Frame(MsgType.TRAIN, 9, TrainRequest(2, 8, 0.05, 0.0, 0.0, 0.0, 42, 3, TRAIN_FIXED).encode())),
+        ("PUSH_SAMPLES request, seq 10: 1 float32 raw sample (kind 2) of 2 values 0.5, -1.25, label 4",
+         Frame(MsgType.PUSH_SAMPLES, 10, Samples(SampleKind.RAW_F32, 0, np.array([4]),
+                                                 np.array([[0.5, -1.25]], np.float32)).encode())),
         ("READ_UPDATE response, seq 5: update_id 1, 1x2 update of device 7, key bytes(range(32))",
          Frame(MsgType.READ_UPDATE, 5, struct.pack("<II", 1, len(upd.encode())) + upd.encode(), resp)),
         ("UPLOAD_BEGIN request, seq 6: head patch, any slot, image bytes(range(16)), key bytes(range(32))",

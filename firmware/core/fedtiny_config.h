@@ -16,7 +16,7 @@
 #ifndef FT_MAX_EPOCHS           /* TRAIN requests with more epochs are refused (MALFORMED): bounds the run time */
 #define FT_MAX_EPOCHS 1000u
 #endif
-#ifndef FT_USE_FLOAT            /* 1: float32 SGD head training; 0: the fixed-point (integer) path of
+#ifndef FT_USE_FLOAT            /* 1: float32 SGD head training (+ the fixed-point path on TRAIN flag FIXED); 0: only the fixed-point path of
                                  * docs/ondevice.md 3b for boards without an FPU (plain SGD only) */
 #define FT_USE_FLOAT 1
 #endif

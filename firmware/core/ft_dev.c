@@ -168,7 +168,9 @@ static uint8_t h_hello(ctx *c, const uint8_t *p, size_t n)
     uint8_t *o = c->resp;
     const char *name = d->board_name ? d->board_name : ft_port_board_name();
     size_t nl = strlen(name), fl = strlen(FT_FW_VERSION);
-    uint32_t caps = FT_CAP_TRAIN | FT_CAP_EVALUATE | FT_CAP_HEAD_PATCH | FT_CAP_SET_HEAD;
+    /* every build has the integer trainer; FT_USE_FLOAT=0 (no FPU) builds have only that one */
+    uint32_t caps = FT_CAP_TRAIN | FT_CAP_EVALUATE | FT_CAP_HEAD_PATCH | FT_CAP_SET_HEAD | FT_CAP_FIXED_TRAIN |
+                    (FT_USE_FLOAT ? FT_CAP_FLOAT_TRAIN : 0u);
     (void)p;
     if (n) return fail(c, FT_ST_MALFORMED, "HELLO takes no payload");
     if (nl > 64) nl = 64;
@@ -273,8 +275,10 @@ static uint8_t h_push_samples(ctx *c, const uint8_t *p, size_t n)
     if (n < 6) return fail(c, FT_ST_MALFORMED, "Samples header is 6 bytes");
     cnt = ft_rd16(p + 2);
     dim = ft_rd16(p + 4);
-    if (n != 6u + 2u * cnt + cnt * dim) return fail(c, FT_ST_MALFORMED, "Samples payload length");
-    if (p[0] == 1) return fail(c, FT_ST_UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)");
+    /* kind 2 carries float32 samples (4 bytes each), kinds 0 and 1 int8 */
+    if (n != 6u + 2u * cnt + cnt * dim * (p[0] == 2 ? 4u : 1u)) return fail(c, FT_ST_MALFORMED, "Samples payload length");
+    /* no backbone in C: raw samples (kind 1 int8, kind 2 float32) are not supported */
+    if (p[0] == 1 || p[0] == 2) return fail(c, FT_ST_UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)");
     if (p[0] != 0) return fail(c, FT_ST_MALFORMED, "sample kind");
     if (dim != d->D) return fail(c, FT_ST_SHAPE_MISMATCH, "feature length differs from the head input");
     for (i = 0; i < cnt; i++)
@@ -334,7 +338,8 @@ static uint8_t h_train(ctx *c, const uint8_t *p, size_t n)
     float loss = 0.0f;
     uint32_t steps = 0, body, off;
     ft_status r;
-    if (n != 28) return fail(c, FT_ST_MALFORMED, "TrainRequest is 28 bytes");
+    uint32_t flags;
+    if (n != 32 && n != 28) return fail(c, FT_ST_MALFORMED, "TrainRequest is 32 bytes (28 without flags)");
     if (d->has_pending) return fail(c, FT_ST_UPDATE_PENDING, "update not acknowledged");
     if (d->cache.count == 0) return fail(c, FT_ST_CACHE_EMPTY, "no cached samples");
     cfg.epochs = ft_rd16(p);
@@ -346,20 +351,27 @@ static uint8_t h_train(ctx *c, const uint8_t *p, size_t n)
     cfg.seed = ft_rd32(p + 20);
     cfg.round = ft_rd32(p + 24);
     cfg.device_id = d->device_id;
+    flags = n == 32 ? ft_rd32(p + 28) : 0u;
     if (cfg.epochs < 1 || cfg.batch_size < 1) return fail(c, FT_ST_MALFORMED, "epochs and batch_size must be >= 1");
     if (cfg.epochs > FT_MAX_EPOCHS) return fail(c, FT_ST_MALFORMED, "epochs above this board's limit");
     if (!(cfg.lr > 0.0f && cfg.momentum >= 0.0f && cfg.weight_decay >= 0.0f && cfg.prox_mu >= 0.0f) ||
         !isfinite(cfg.lr) || !isfinite(cfg.momentum) || !isfinite(cfg.weight_decay) || !isfinite(cfg.prox_mu))
         return fail(c, FT_ST_MALFORMED, "lr must be > 0; momentum, weight_decay and prox_mu >= 0");
+    if (flags & ~FT_TRAIN_FIXED) return fail(c, FT_ST_UNSUPPORTED, "TRAIN flags: unknown bits");
+    if (flags & FT_TRAIN_FIXED) {
+        if (cfg.momentum != 0.0f || cfg.weight_decay != 0.0f || cfg.prox_mu != 0.0f)
+            return fail(c, FT_ST_UNSUPPORTED, "fixed-point training is plain SGD: momentum, weight_decay and prox_mu must be 0");
+    } else if (!FT_USE_FLOAT) {
+        return fail(c, FT_ST_UNSUPPORTED, "this board trains fixed-point only (CAP_FIXED_TRAIN): set TRAIN flag FIXED");
+    }
     if (ft_head_dequantize(&d->head, &d->upd) != FT_OK) return fail(c, FT_ST_INTERNAL, "dequantize");
 #if FT_USE_FLOAT
-    r = ft_train(&d->upd, &d->cache, d->head.input_scale, d->head.input_zero_point, &cfg, &d->work, &loss, &steps);
-#else
-    if (cfg.momentum != 0.0f || cfg.weight_decay != 0.0f || cfg.prox_mu != 0.0f)
-        return fail(c, FT_ST_MALFORMED, "fixed-point training supports plain SGD only");
-    r = ft_train_fixed(&d->upd, &d->cache, d->head.input_scale, d->head.input_zero_point, &cfg, &d->work, &loss,
-                       &steps);
+    if (!(flags & FT_TRAIN_FIXED))
+        r = ft_train(&d->upd, &d->cache, d->head.input_scale, d->head.input_zero_point, &cfg, &d->work, &loss, &steps);
+    else
 #endif
+        r = ft_train_fixed(&d->upd, &d->cache, d->head.input_scale, d->head.input_zero_point, &cfg, &d->work, &loss,
+                           &steps);
     if (r != FT_OK) return fail(c, FT_ST_INTERNAL, "train");
     d->update_counter++;
     if (d->update_counter == 0) d->update_counter = 1;

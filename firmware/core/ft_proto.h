@@ -25,7 +25,10 @@ enum {
 
 enum {
     FT_CAP_TRAIN = 1u << 0, FT_CAP_EVALUATE = 1u << 1, FT_CAP_RAW_SAMPLES = 1u << 2, FT_CAP_HEAD_PATCH = 1u << 3,
-    FT_CAP_FULL_IMAGE = 1u << 4, FT_CAP_FLEET_KEY = 1u << 5, FT_CAP_SET_HEAD = 1u << 6
+    FT_CAP_FULL_IMAGE = 1u << 4, FT_CAP_FLEET_KEY = 1u << 5, FT_CAP_SET_HEAD = 1u << 6,
+    FT_CAP_FLOAT_TRAIN = 1u << 7, FT_CAP_FIXED_TRAIN = 1u << 8
 };
+
+#define FT_TRAIN_FIXED 0x01u /* TrainRequest flags bit 0: fixed-point SGD (docs/ondevice.md 3b) */
 
 #endif

@@ -114,6 +114,9 @@ void test_link_framing(void)
     CHECK_EQ_INT(ft_rd32(resp + 4), 7);
     CHECK_EQ_INT(ft_rd16(resp + 12), 10);
     CHECK_EQ_INT(ft_rd16(resp + 14), 64);
+    CHECK_EQ_INT(ft_rd32(resp + 8) & (FT_CAP_FLOAT_TRAIN | FT_CAP_FIXED_TRAIN),
+                 FT_CAP_FIXED_TRAIN | (FT_USE_FLOAT ? FT_CAP_FLOAT_TRAIN : 0u));
+    CHECK_EQ_INT(ft_rd32(resp + 8) & (FT_CAP_RAW_SAMPLES | FT_CAP_FULL_IMAGE), 0);
     CHECK(lnk.dropped >= 1);
     /* a retry (same seq/type/payload) gets the cached bytes without re-executing */
     {
@@ -175,14 +178,26 @@ void test_device_commands(void)
     ft_wr16(p + 4, 64); ft_wr16(p + 6, 10);
     CHECK_EQ_INT(call(FT_MSG_PUSH_SAMPLES, p, 26 + 640), FT_ST_MALFORMED); /* label 10 >= C */
     CHECK_EQ_INT(dev.cache.count, 10);                                     /* nothing changed */
-    /* TRAIN -> update pending -> READ_UPDATE -> ACK */
-    memset(p, 0, 28);
+    /* TRAIN flags: the arithmetic (bit 0 FIXED); unknown bits and unsupported arithmetic are refused */
+    memset(p, 0, 32);
     ft_wr16(p, 1); ft_wr16(p + 2, 4); ft_wrf32(p + 4, 0.05f);
-    CHECK_EQ_INT(call(FT_MSG_TRAIN, p, 28), FT_ST_OK);
+    ft_wr32(p + 28, 2u);
+    CHECK_EQ_INT(call(FT_MSG_TRAIN, p, 32), FT_ST_UNSUPPORTED);
+    ft_wr32(p + 28, FT_TRAIN_FIXED);
+    ft_wrf32(p + 8, 0.9f); /* momentum: not in the fixed-point path */
+    CHECK_EQ_INT(call(FT_MSG_TRAIN, p, 32), FT_ST_UNSUPPORTED);
+    ft_wrf32(p + 8, 0.0f);
+    CHECK_EQ_INT(call(FT_MSG_TRAIN, p, 30), FT_ST_MALFORMED);
+#if !FT_USE_FLOAT
+    CHECK_EQ_INT(call(FT_MSG_TRAIN, p, 28), FT_ST_UNSUPPORTED); /* 28 bytes = flags 0 = float32 */
+#endif
+    /* TRAIN -> update pending -> READ_UPDATE -> ACK (float32 where the build has it, else fixed-point) */
+    ft_wr32(p + 28, FT_USE_FLOAT ? 0u : FT_TRAIN_FIXED);
+    CHECK_EQ_INT(call(FT_MSG_TRAIN, p, 32), FT_ST_OK);
     {
         uint32_t uid = ft_rd32(resp);
         CHECK_EQ_INT(ft_rd32(resp + 4), 10);
-        CHECK_EQ_INT(call(FT_MSG_TRAIN, p, 28), FT_ST_UPDATE_PENDING);
+        CHECK_EQ_INT(call(FT_MSG_TRAIN, p, 32), FT_ST_UPDATE_PENDING);
         ft_wr32(p + 100, 0); ft_wr16(p + 104, 100);
         CHECK_EQ_INT(call(FT_MSG_READ_UPDATE, p + 100, 6), FT_ST_OK);
         CHECK_EQ_INT(ft_rd32(resp), uid);
