@@ -9,14 +9,14 @@ is never lost by a dropped reply and never counted twice (the server also dedupl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
 from fedtiny.errors import FedTinyError
-from fedtiny.link.messages import TrainRequest
+from fedtiny.link.messages import TRAIN_FIXED, Cap, TrainRequest
 from fedtiny.link.session import BoardSession
 from fedtiny.link.transport import open_transport
 from fedtiny.ondevice import Int8Head
@@ -95,8 +95,9 @@ class GatewayBoards:
               acks: dict[int, int]) -> list[BoardOutcome]:
         def work(s: BoardSession, o: BoardOutcome) -> None:
             self._push(s, segment, "train")
+            this = _arithmetic_for(s, req)
             try:
-                s.train(req)
+                s.train(this)
             except FedTinyError as exc:
                 if "UPDATE_PENDING" not in str(exc):
                     raise
@@ -105,7 +106,7 @@ class GatewayBoards:
                     o.update = _update_dict(stale)
                     return
                 s.ack_update(stale.update_id)
-                s.train(req)
+                s.train(this)
             o.update = _update_dict(s.read_update())
 
         return self._each(head, golden, acks, work)
@@ -117,6 +118,14 @@ class GatewayBoards:
             o.update = {"n": ev.n, "correct": int(round(ev.accuracy * ev.n)), "loss": ev.loss}
 
         return self._each(head, golden, acks, work)
+
+
+def _arithmetic_for(s: BoardSession, req: TrainRequest) -> TrainRequest:
+    """Boards without an FPU train in fixed point (docs/ondevice.md §3b): ask for it when that is all they do."""
+    caps = s.info.capabilities if s.info else 0
+    if caps & Cap.FIXED_TRAIN and not caps & Cap.FLOAT_TRAIN:
+        return replace(req, flags=req.flags | TRAIN_FIXED)
+    return req
 
 
 def _update_dict(u: object) -> dict[str, object]:
