@@ -79,3 +79,9 @@ def test_cli_rejects_malformed_scenario_with_one_line_and_nonzero_exit(tmp_path:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == [f"fedtiny: error: {p}: 'fleet.devices' expected an integer, got 'many'"]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.toml")), ids=lambda p: p.name)
+def test_every_ready_scenario_is_valid(path: Path) -> None:
+    s = load_scenario(path)
+    assert s.rounds >= 1 and s.fleet.devices >= 1
