@@ -40,9 +40,28 @@ def flwr_main(grid: Grid, context: Context) -> None:
     from fedtiny.config import load_scenario
 
     cfg = context.run_config
-    scenario = load_scenario(str(cfg["scenario"]))
+    nodes = _settled_node_count(grid)
+    # The federation, not the scenario, decides how many SuperNodes (gateways) exist under `flwr run`:
+    # spread the scenario's devices over all of them.
+    probe = load_scenario(str(cfg["scenario"]))
+    per_gateway = -(-probe.fleet.devices // max(nodes, 1))
+    scenario = load_scenario(str(cfg["scenario"]), [f"fleet.devices_per_gateway={per_gateway}"])
     from fedtiny.server.fleet_server import FlowerTransport
 
     plan = prepare_run(scenario, Path(str(cfg.get("out-dir", "runs/flwr"))), resume=bool(cfg.get("resume", False)))
     plan.server.run(FlowerTransport(grid))
     finish_run(plan)
+
+
+def _settled_node_count(grid: Grid, quiet_s: float = 3.0, limit_s: float = 120.0) -> int:
+    """Number of connected SuperNodes once it has not changed for ``quiet_s`` seconds."""
+    import time
+
+    start = last_change = time.time()
+    count = len(list(grid.get_node_ids()))
+    while time.time() - last_change < quiet_s and time.time() - start < limit_s:
+        time.sleep(0.5)
+        now = len(list(grid.get_node_ids()))
+        if now != count:
+            count, last_change = now, time.time()
+    return count
