@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from fedtiny.model.flatbuffer import op_names, read_head
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """TFLite Micro prints every failed allocation to the C stderr: silence it during the search."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def min_arena_bytes(model: bytes, upper: int = 1 << 20) -> int:
@@ -19,11 +35,12 @@ def min_arena_bytes(model: bytes, upper: int = 1 << 20) -> int:
             return False
 
     lo, hi = 256, upper
-    if not fits(hi):
-        return -1
-    while hi - lo > 256:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    with _quiet_stderr():
+        if not fits(hi):
+            return -1
+        while hi - lo > 256:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(mid) else (mid, hi)
     return hi
 
 
