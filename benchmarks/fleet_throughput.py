@@ -33,7 +33,8 @@ os.environ.setdefault("FEDTINY_CACHE", str(ROOT / ".cache" / "fedtiny"))
 from fedtiny.config import scenario_from_dict  # noqa: E402
 from fedtiny.fleet.synthetic import prepare_synthetic  # noqa: E402
 from fedtiny.runner import RunPlan, simulate  # noqa: E402
-from fedtiny.server.fleet_server import FleetServer, InlineTransport  # noqa: E402
+from fedtiny.server.fleet_server import FleetServer
+from fedtiny.server.transports import InlineTransport  # noqa: E402
 
 
 class PeakRSS:

@@ -88,7 +88,7 @@ def _block_tensorflow() -> None:
 def simulate(plan: RunPlan, log: Log = print, ray_address: str = "") -> None:
     """Run the rounds on Flower's Simulation Engine (Ray), one Flower node per gateway."""
     if plan.scenario.runtime.engine == "inline":
-        from fedtiny.server.fleet_server import InlineTransport
+        from fedtiny.server.transports import InlineTransport
 
         plan.server.run(InlineTransport())
         return

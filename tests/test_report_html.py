@@ -12,7 +12,8 @@ from fedtiny.fleet.synthetic import prepare_synthetic
 from fedtiny.report.drift import comparison, drift_metrics
 from fedtiny.report.results import plot_accuracy
 from fedtiny.runner import _concat_device_log, fleet_stats
-from fedtiny.server.fleet_server import FleetServer, InlineTransport
+from fedtiny.server.fleet_server import FleetServer
+from fedtiny.server.transports import InlineTransport
 
 
 def test_report_is_self_contained_with_curves_and_table(tmp_path: Path) -> None:

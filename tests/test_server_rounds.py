@@ -12,7 +12,8 @@ import pytest
 from fedtiny.config import scenario_from_dict
 from fedtiny.fleet.synthetic import prepare_synthetic
 from fedtiny.server.aggregate import validate_updates
-from fedtiny.server.fleet_server import FleetServer, InlineTransport
+from fedtiny.server.fleet_server import FleetServer
+from fedtiny.server.transports import InlineTransport
 
 
 def scenario(**over: dict) -> object:

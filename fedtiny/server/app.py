@@ -21,7 +21,7 @@ def make_server_app(plan: RunPlan) -> ServerApp:
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        from fedtiny.server.fleet_server import FlowerTransport
+        from fedtiny.server.transports import FlowerTransport
 
         try:
             plan.server.run(FlowerTransport(grid))
@@ -46,7 +46,7 @@ def flwr_main(grid: Grid, context: Context) -> None:
     probe = load_scenario(str(cfg["scenario"]))
     per_gateway = -(-probe.fleet.devices // max(nodes, 1))
     scenario = load_scenario(str(cfg["scenario"]), [f"fleet.devices_per_gateway={per_gateway}"])
-    from fedtiny.server.fleet_server import FlowerTransport
+    from fedtiny.server.transports import FlowerTransport
 
     plan = prepare_run(scenario, Path(str(cfg.get("out-dir", "runs/flwr"))), resume=bool(cfg.get("resume", False)))
     plan.server.run(FlowerTransport(grid))

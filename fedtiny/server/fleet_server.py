@@ -21,83 +21,31 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 
 from fedtiny.config.schema import Scenario
 from fedtiny.fleet.boards import get_board
 from fedtiny.fleet.data import FleetData, FleetLayout, uniform
-from fedtiny.ondevice import FloatHead, Int8Head, TrainConfig, dequantize_head, device_budget, predict_int8, quantize_head, train_heads
+from fedtiny.ondevice import (
+    FloatHead,
+    Int8Head,
+    TrainConfig,
+    dequantize_head,
+    device_budget,
+    predict_int8,
+    quantize_head,
+    train_heads,
+)
 from fedtiny.ondevice.quant import dequantize
 from fedtiny.records import float_update_bytes, head_patch_bytes
 from fedtiny.report.results import RoundRow
 from fedtiny.server.aggregate import Aggregator, validate_updates
+from fedtiny.server.transports import Transport
 
 ProgressFn = Callable[[RoundRow, int], None]
 CHECKPOINT = "checkpoint"
-
-
-class Transport(Protocol):
-    def connect(self, gateways: int) -> None: ...
-
-    def exchange(self, kind: str, head: Int8Head, cfg: dict[str, Any], per_gateway: dict[int, np.ndarray]) -> tuple[list[dict[str, np.ndarray]], int]: ...
-
-
-class InlineTransport:
-    """The gateway code called in-process (no Flower, no Ray): for tests and debugging."""
-
-    def connect(self, gateways: int) -> None:
-        pass
-
-    def exchange(self, kind, head, cfg, per_gateway):  # type: ignore[no-untyped-def]
-        from clients.simulated.gateway import handle
-
-        return [handle(kind, head, cfg, devs) for devs in per_gateway.values()], 0
-
-
-class FlowerTransport:
-    """One Flower message per gateway through the ServerApp's Grid."""
-
-    def __init__(self, grid: Any, timeout_s: float = 600.0) -> None:
-        self.grid = grid
-        self.timeout_s = timeout_s
-        self.node_of: dict[int, int] = {}
-
-    def connect(self, gateways: int) -> None:
-        from flwr.app import Message, RecordDict
-
-        deadline = time.time() + self.timeout_s
-        while True:  # gateways connect asynchronously
-            nodes = list(self.grid.get_node_ids())
-            if len(nodes) >= gateways or time.time() > deadline:
-                break
-            time.sleep(0.2)
-        replies = list(self.grid.send_and_receive(
-            [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes], timeout=self.timeout_s
-        ))
-        self.node_of = {int(m.content.config_records["gateway"]["gateway"]): m.metadata.src_node_id for m in replies if not m.has_error()}
-        missing = set(range(gateways)) - set(self.node_of)
-        if missing:
-            errors = sorted({m.error.reason.strip().splitlines()[-1] for m in replies if m.has_error()})
-            raise RuntimeError(f"gateways {sorted(missing)[:10]} did not answer the initial query: {'; '.join(errors) or 'timeout'}")
-
-    def exchange(self, kind, head, cfg, per_gateway):  # type: ignore[no-untyped-def]
-        from flwr.app import ConfigRecord, Message, RecordDict
-
-        from fedtiny.records import arrays_to_record, head_to_record, record_to_arrays
-
-        hrec = head_to_record(head)
-        crec = ConfigRecord(cfg)
-        msgs = [
-            Message(RecordDict({"head": hrec, "config": crec, "devices": arrays_to_record(devices=devs)}),
-                    dst_node_id=self.node_of[g], message_type=kind)
-            for g, devs in per_gateway.items()
-        ]
-        replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout_s))
-        key = "updates" if kind == "train" else "results"
-        parts = [record_to_arrays(m.content.array_records[key]) for m in replies if not m.has_error()]
-        return parts, len(msgs) - len(parts)
 
 
 @dataclass
