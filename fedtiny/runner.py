@@ -6,6 +6,7 @@ Library functions; the CLI (`fedtiny run`) is a thin layer over :func:`run_scena
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -111,7 +112,7 @@ def simulate(plan: RunPlan, log: Log = print, ray_address: str = "") -> None:
             "env_vars": {"PYTHONPATH": pythonpath, "FLWR_TELEMETRY_ENABLED": "0"},
         }
         kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": os.cpu_count() or 2}
-        ray.init(runtime_env=runtime_env, include_dashboard=False, logging_level="error", **kwargs)
+        ray.init(runtime_env=runtime_env, include_dashboard=False, logging_level=logging.ERROR, **kwargs)
     try:
         run_simulation(
             server_app=make_server_app(plan),
@@ -197,7 +198,7 @@ def _concat_device_log(out: Path) -> None:
     if not files:
         return
     parts = [dict(np.load(f)) for f in files]
-    np.savez_compressed(out / "device_rounds.npz", **{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    np.savez_compressed(out / "device_rounds.npz", **{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})  # type: ignore[arg-type]
 
 
 def fleet_stats(plan: RunPlan) -> dict[str, Any]:

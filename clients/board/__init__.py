@@ -1,12 +1,15 @@
 """The virtual board: a device emulator speaking docs/protocol.md (`python -m clients.board --listen ...`)."""
 
+from typing import Any
+
 from clients.board.device import BoardConfig, VirtualBoard, default_head
 from clients.board.flash import EmulatedFlash, PowerCut
 
 __all__ = ["BoardConfig", "EmulatedFlash", "PowerCut", "VirtualBoard", "default_head", "serve_board"]
 
 
-def serve_board(*args, **kwargs):
+def serve_board(*args: Any, **kwargs: Any) -> None:
+    """See :func:`clients.board.server.serve_board` (imported lazily: it pulls in sockets and ptys)."""
     from clients.board.server import serve_board as _serve
 
-    return _serve(*args, **kwargs)
+    _serve(*args, **kwargs)

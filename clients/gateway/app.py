@@ -26,9 +26,21 @@ def _boards(context: Context) -> GatewayBoards:
     return GatewayBoards(uris, key, replay)
 
 
+def _num(cfg: ConfigRecord, key: str) -> float:
+    value = cfg[key]
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"config '{key}' must be a number, got {value!r}")
+    return value
+
+
+def _ints(cfg: ConfigRecord, key: str) -> list[int]:
+    value = cfg.get(key, [])
+    return [int(v) for v in value] if isinstance(value, list) else []
+
+
 def _acks(cfg: ConfigRecord) -> dict[int, int]:
-    ids, uids = list(cfg.get("ack-devices", [])), list(cfg.get("ack-updates", []))
-    return {int(d): int(u) for d, u in zip(ids, uids)}
+    """Updates the server already has (device id -> update id); -1 pads an empty list."""
+    return {d: u for d, u in zip(_ints(cfg, "ack-devices"), _ints(cfg, "ack-updates")) if d >= 0}
 
 
 def _reply(msg: Message, outcomes: list[BoardOutcome], arrays: dict[str, np.ndarray]) -> Message:
@@ -47,12 +59,12 @@ def train(msg: Message, context: Context) -> Message:
     cfg = msg.content.config_records["config"]
     head = head_from_record(msg.content.array_records["head"])
     golden = msg.content.array_records["golden"]["features"].numpy()
-    req = TrainRequest(int(cfg["epochs"]), int(cfg["batch-size"]), float(cfg["lr"]), float(cfg["momentum"]),
-                       float(cfg["weight-decay"]), float(cfg["prox-mu"]), int(cfg["seed"]), int(cfg["round"]))
-    outcomes = _boards(context).train(head, golden, req, int(cfg["segment"]), _acks(cfg))
+    req = TrainRequest(int(_num(cfg, "epochs")), int(_num(cfg, "batch-size")), _num(cfg, "lr"), _num(cfg, "momentum"),
+                       _num(cfg, "weight-decay"), _num(cfg, "prox-mu"), int(_num(cfg, "seed")), int(_num(cfg, "round")))
+    outcomes = _boards(context).train(head, golden, req, int(_num(cfg, "segment")), _acks(cfg))
     ok = [o.update for o in outcomes if o.update and not o.error]
     c, d = head.weights.shape
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "device_ids": np.array([u["device_id"] for u in ok], dtype=np.int64),
         "update_ids": np.array([u["update_id"] for u in ok], dtype=np.int64),
         "rounds": np.array([u["round"] for u in ok], dtype=np.int64),
@@ -69,7 +81,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg = msg.content.config_records["config"]
     head = head_from_record(msg.content.array_records["head"])
     golden = msg.content.array_records["golden"]["features"].numpy()
-    outcomes = _boards(context).evaluate(head, golden, int(cfg["segment"]), _acks(cfg))
+    outcomes = _boards(context).evaluate(head, golden, int(_num(cfg, "segment")), _acks(cfg))
     ok = [o for o in outcomes if o.update and not o.error]
     arrays = {
         "device_ids": np.array([o.device_id for o in ok], dtype=np.int64),

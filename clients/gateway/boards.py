@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -27,7 +27,7 @@ class BoardOutcome:
     uri: str
     device_id: int = -1
     error: str = ""
-    update: dict[str, object] = field(default_factory=dict)
+    update: dict[str, Any] = field(default_factory=dict)
 
 
 class Replay:
@@ -128,5 +128,5 @@ def _arithmetic_for(s: BoardSession, req: TrainRequest) -> TrainRequest:
     return req
 
 
-def _update_dict(u: object) -> dict[str, object]:
+def _update_dict(u: object) -> dict[str, Any]:
     return {k: getattr(u, k) for k in ("device_id", "update_id", "round", "num_examples", "loss", "weights", "bias")}

@@ -65,4 +65,4 @@ def write_replay(s: Scenario, featurize, root: Path) -> None:  # type: ignore[no
             f = featurize(x)
             arrays[f"train_feats_{seg}"], arrays[f"train_labels_{seg}"] = f[:n], labels[d, :n].astype(np.int16)
             arrays[f"test_feats_{seg}"], arrays[f"test_labels_{seg}"] = f[n:], labels[d, n:].astype(np.int16)
-        np.savez(root / f"device_{d + 1}.npz", **arrays)
+        np.savez(root / f"device_{d + 1}.npz", **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds

@@ -73,8 +73,8 @@ class FieldServer:
             if reply.has_error():
                 self.board_errors.append(f"round {r}: gateway {reply.metadata.src_node_id}: {reply.error.reason}")
                 continue
-            errs = [e for e in reply.content.config_records["info"]["errors"] if e]
-            self.board_errors += [f"round {r}: {e}" for e in errs]
+            errs = reply.content.config_records["info"]["errors"]
+            self.board_errors += [f"round {r}: {e!s}" for e in (errs if isinstance(errs, list) else []) if e]
             out.append((reply.metadata.src_node_id, record_to_arrays(reply.content.array_records["results"])))
         return out
 
@@ -96,7 +96,10 @@ class FieldServer:
                     if int(rnd) != r:
                         self.stale += 1
                         continue
-                    ws.append(a["weights"][i]), bs.append(a["bias"][i]), ns.append(a["num_examples"][i]), losses.append(a["loss"][i])
+                    ws.append(a["weights"][i])
+                    bs.append(a["bias"][i])
+                    ns.append(a["num_examples"][i])
+                    losses.append(a["loss"][i])
             trained, rejected, loss = 0, 0, float("nan")
             if ws:
                 g = dequantize_head(self.head)

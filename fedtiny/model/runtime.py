@@ -28,7 +28,6 @@ class Int8Runner:
 
             self._interp = tflm.Interpreter.from_bytes(self._model, arena_size=arena_size)
             det = self._interp.get_input_details(0)
-            self._in_scale, self._in_zp = (float(v) for v in det["quantization_parameters"]["scales"][:1]), 0
             q = det["quantization_parameters"]
             self._in_scale, self._in_zp = float(q["scales"][0]), int(q["zero_points"][0])
             self.input_shape = tuple(int(s) for s in det["shape"])
@@ -40,8 +39,8 @@ class Int8Runner:
             )
             self._interp.allocate_tensors()
             det = self._interp.get_input_details()[0]
-            self._in_scale, self._in_zp = (float(v) for v in det["quantization"])
-            self._in_zp = int(self._in_zp)
+            scale, zero_point = det["quantization"]
+            self._in_scale, self._in_zp = float(scale), int(zero_point)
             self.input_shape = tuple(int(s) for s in det["shape"])
             outs = self._interp.get_output_details()
             self._out_idx = [o["index"] for o in outs]

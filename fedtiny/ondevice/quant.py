@@ -74,7 +74,7 @@ def multiply_by_quantized_multiplier(acc: np.ndarray, mult: np.ndarray, shift: n
     mask = (np.int64(1) << right) - 1
     remainder = high & mask
     threshold = (mask >> 1) + (high < 0)
-    return (high >> right) + (remainder > threshold)
+    return np.asarray((high >> right) + (remainder > threshold), dtype=np.int64)
 
 
 def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

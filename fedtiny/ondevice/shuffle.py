@@ -13,7 +13,7 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def mix64(x: np.ndarray | int) -> np.ndarray:
+def mix64(x: np.ndarray | np.integer | int) -> np.ndarray:
     """splitmix64 finalizer on uint64 (wrapping arithmetic)."""
     z = np.asarray(x, dtype=np.uint64)
     with np.errstate(over="ignore"):
@@ -24,9 +24,9 @@ def mix64(x: np.ndarray | int) -> np.ndarray:
 
 def stream_key(seed: int, round_: int, device_ids: np.ndarray, epoch: int) -> np.ndarray:
     """uint64 key per device: ``mix(mix(mix(mix(seed) ^ round) ^ device) ^ epoch)``."""
-    k = mix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF)) ^ np.uint64(round_)
-    k = mix64(k) ^ np.asarray(device_ids, dtype=np.uint64)
-    return mix64(mix64(k) ^ np.uint64(epoch))
+    k_round = mix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF)) ^ np.uint64(round_)
+    k_device = mix64(k_round) ^ np.asarray(device_ids, dtype=np.uint64)
+    return mix64(mix64(k_device) ^ np.uint64(epoch))
 
 
 def sample_order(keys: np.ndarray, counts: np.ndarray, capacity: int) -> np.ndarray:
