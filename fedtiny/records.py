@@ -45,3 +45,18 @@ def head_patch_bytes(head: Int8Head) -> int:
 def float_update_bytes(num_classes: int, dim: int) -> int:
     """Bytes of one device's float32 head update plus its count and loss."""
     return 4 * num_classes * (dim + 1) + 8
+
+
+def encode_int8_delta(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric int8 of ``delta`` [K, C, D]: (int8 [K, C, D], float32 scales [K, C])."""
+    a = np.abs(delta).max(axis=2)
+    # a non-finite row keeps a NaN scale, so that the server rejects it (int8 codes cannot carry NaN/Inf)
+    scale = np.where(np.isfinite(a), np.where(a > 0, a / 127.0, 1.0), np.nan).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        q = np.clip(np.round(delta / scale[..., None]), -127, 127)
+    return np.nan_to_num(q).astype(np.int8), scale
+
+
+def decode_int8_delta(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`encode_int8_delta`; a NaN scale (non-finite update) gives a NaN row."""
+    return q.astype(np.float32) * scale[..., None]

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.simulated.gateway import decode_int8_delta, encode_int8_delta, train_devices
+from clients.simulated.gateway import train_devices
+from fedtiny.records import decode_int8_delta, encode_int8_delta
 from fedtiny.config import scenario_from_dict
 from fedtiny.errors import BudgetError
 from fedtiny.fleet.boards import BOARDS, check_fits, get_board
@@ -148,3 +149,14 @@ def test_balanced_test_mix_covers_every_class_under_the_device_condition(tmp_pat
         counts[name] = np.array([len(np.unique(row)) for row in labels])
     assert counts["local"].mean() < 4  # heavy label skew: a device sees few classes
     assert (counts["balanced"] == min(10, 8)).all()  # 8 test samples, one per class in turn
+
+
+def test_int8_uplink_cannot_hide_a_non_finite_update() -> None:
+    delta = np.zeros((3, 2, 4), np.float32)
+    delta[0] = 0.5
+    delta[1, 1, 2] = np.nan
+    delta[2, 0, 0] = np.inf
+    q, sc = encode_int8_delta(delta)
+    back = decode_int8_delta(q, sc)
+    assert np.isfinite(back[0]).all()
+    assert not np.isfinite(back[1]).all() and not np.isfinite(back[2]).all()

@@ -48,8 +48,9 @@ def _rows(srv: FleetServer) -> str:
     return json.dumps([{k: v for k, v in asdict(r).items() if k != "wall_s"} for r in srv.rows])  # NaN-safe
 
 
-def test_all_faulty_devices_are_rejected_counted_and_do_not_move_the_model(tmp_path: Path) -> None:
-    s = scenario(fleet={"faulty_fraction": 1.0, "fault": "nan"})
+@pytest.mark.parametrize("uplink", ["float32", "int8"])
+def test_all_faulty_devices_are_rejected_counted_and_do_not_move_the_model(tmp_path: Path, uplink: str) -> None:
+    s = scenario(fleet={"faulty_fraction": 1.0, "fault": "nan"}, strategy={"uplink": uplink})
     srv = run(s, tmp_path)
     assert srv.rejected_total == sum(r.devices_sampled for r in srv.rows[1:]) == 5 * 15
     assert srv.rejected_reasons["non_finite"] == 75

@@ -13,6 +13,7 @@ import numpy as np
 
 from fedtiny.fleet.data import FleetData, uniform
 from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, predict_int8, train_heads
+from fedtiny.records import encode_int8_delta
 
 _DATA: dict[str, FleetData] = {}
 
@@ -29,19 +30,6 @@ def train_config(cfg: dict[str, Any]) -> TrainConfig:
         epochs=int(cfg["epochs"]), batch_size=int(cfg["batch-size"]), lr=float(cfg["lr"]),
         momentum=float(cfg["momentum"]), weight_decay=float(cfg["weight-decay"]), prox_mu=float(cfg["prox-mu"]),
     )
-
-
-def encode_int8_delta(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row symmetric int8 of ``delta`` [K, C, D]: (int8 [K, C, D], float32 scales [K, C])."""
-    a = np.abs(delta).max(axis=2)
-    scale = np.where(a > 0, a / 127.0, 1.0).astype(np.float32)
-    with np.errstate(invalid="ignore"):
-        q = np.clip(np.round(delta / scale[..., None]), -127, 127)
-    return np.nan_to_num(q).astype(np.int8), scale
-
-
-def decode_int8_delta(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    return q.astype(np.float32) * scale[..., None]
 
 
 def inject_faults(w: np.ndarray, b: np.ndarray, w0: np.ndarray, b0: np.ndarray, bad: np.ndarray, kind: str,

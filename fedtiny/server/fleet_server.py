@@ -39,7 +39,7 @@ from fedtiny.ondevice import (
     train_heads,
 )
 from fedtiny.ondevice.quant import dequantize
-from fedtiny.records import float_update_bytes, head_patch_bytes
+from fedtiny.records import decode_int8_delta, float_update_bytes, head_patch_bytes
 from fedtiny.report.results import RoundRow
 from fedtiny.server.aggregate import Aggregator, validate_updates
 from fedtiny.server.transports import Transport
@@ -189,7 +189,10 @@ class FleetServer:
         for p in parts:
             if "delta_q" in p:
                 q, sc = p["delta_q"], p["delta_scale"]
-                w = g.weights[None] + q.astype(np.float32) * sc[..., None] if q.ndim == 3 and sc.ndim == 2 else q
+                if q.ndim != 3 or sc.shape != q.shape[:2]:
+                    w = np.full((len(p["device_ids"]), 0, 0), np.nan, np.float32)  # wrong shape: rejected below
+                else:
+                    w = g.weights[None] + decode_int8_delta(q, sc)  # a NaN scale makes the row non-finite
             else:
                 w = p.get("weights", np.zeros((0,)))
             val = validate_updates(w, p["bias"], g.weights, g.bias, s.strategy.max_update_norm)
@@ -198,8 +201,11 @@ class FleetServer:
             rejected += val.rejected
             ok = val.accepted
             if ok.any():
-                ws.append(w[ok]), bs.append(p["bias"][ok]), ids.append(p["device_ids"][ok])
-                ns.append(p["num_examples"][ok]), ls.append(p["loss"][ok])
+                ws.append(w[ok])
+                bs.append(p["bias"][ok])
+                ids.append(p["device_ids"][ok])
+                ns.append(p["num_examples"][ok])
+                ls.append(p["loss"][ok])
         if ws:
             w, b, ids_, n = np.concatenate(ws), np.concatenate(bs), np.concatenate(ids), np.concatenate(ns)
             order = np.argsort(ids_, kind="stable")  # aggregation order independent of reply order
