@@ -116,9 +116,11 @@ class BoardSession:
             p = self.request(mtype, BlobRead(len(out), self.max_payload - hdr).encode())
             this_uid = struct.unpack_from("<I", p)[0] if with_id else 0
             this_total = struct.unpack_from("<I", p, hdr - 4)[0]
-            if (uid, total) != (None, None) and (this_uid, this_total) != (uid, total):
-                out.clear()  # the object changed between pages: start over
+            changed = (uid, total) != (None, None) and (this_uid, this_total) != (uid, total)
             uid, total = this_uid, this_total
+            if changed:  # the object changed between pages: this page is from the old offset, start over
+                out.clear()
+                continue
             out += p[hdr:]
             if len(p) == hdr and len(out) < total:
                 raise LinkError("empty page before the end of the object")
