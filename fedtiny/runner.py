@@ -17,7 +17,8 @@ from typing import Any, Callable
 from fedtiny.config import Scenario, scenario_to_toml
 from fedtiny.fleet.boards import check_fits, get_board
 from fedtiny.fleet.data import FLEET_DIR, FleetLayout, model_spec_of, prepare_fleet
-from fedtiny.ondevice import TrainConfig, device_budget
+from fedtiny.config.derived import train_config
+from fedtiny.ondevice import device_budget
 
 Log = Callable[[str], Any]
 
@@ -37,8 +38,7 @@ class RunPlan:
 def check_budget(s: Scenario, num_classes: int, dim: int) -> dict[str, int]:
     """RAM/MAC bill of one device; BudgetError if a board of the fleet cannot hold it."""
     t = s.train
-    prox = t.prox_mu if t.prox_mu else (0.01 if s.strategy.name == "fedprox" else 0.0)
-    cfg = TrainConfig(t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, prox)
+    cfg = train_config(s)
     b = device_budget(num_classes, dim, s.fleet.cache_size, s.fleet.cache_size, cfg)
     for name in list(s.fleet.boards) or [s.fleet.board]:
         check_fits(get_board(name), b.ram_bytes,

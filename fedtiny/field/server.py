@@ -17,6 +17,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedtiny.config import Scenario
+from fedtiny.config.derived import train_config
 from fedtiny.field.replay import segment_of_round
 from fedtiny.ondevice import FloatHead, Int8Head, dequantize_head, predict_int8, quantize_head
 from fedtiny.records import float_update_bytes, head_patch_bytes, head_to_record, record_to_arrays
@@ -55,7 +56,7 @@ class FieldServer:
         return nodes
 
     def _send(self, grid: Grid, kind: str, r: int) -> list[tuple[int, dict[str, np.ndarray]]]:
-        t = self.scenario.train
+        t = train_config(self.scenario)
         msgs = []
         for node in self.nodes:
             acks = self._acks.pop(node, {})

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fedtiny.config.derived import train_config
 from fedtiny.config.schema import Scenario
 from fedtiny.fleet.boards import get_board
 from fedtiny.fleet.data import FleetData, FleetLayout, uniform
@@ -74,9 +75,7 @@ class FleetServer:
         self._speed = np.load(self.fleet_dir / "speed.npy")
         self.boards = [get_board(b) for b in self.data.meta["boards"]]
         self._agg = Aggregator(s.strategy)
-        t = s.train
-        prox = t.prox_mu if t.prox_mu else (0.01 if s.strategy.name == "fedprox" else 0.0)
-        self.train_cfg = TrainConfig(t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, prox)
+        self.train_cfg = train_config(s)
         k = s.fleet.devices
         self.battery = np.full(k, s.fleet.battery_j, dtype=np.float64)
         self._labels_flat = (np.arange(self.data.pool2d.shape[0]) // self.data.pool_size) % self.data.num_classes
