@@ -32,10 +32,14 @@ def run(
 
     try:
         if resume is not None:
+            # a resumed run must be the run that was started: same scenario, no overrides
+            if scenario is not None or set_:
+                raise FedTinyError("--resume continues the run recorded in DIR/scenario.resolved.toml; "
+                                   "give no scenario file and no --set with it")
             resolved = resume / "scenario.resolved.toml"
             if not resolved.is_file():
                 raise FedTinyError(f"{resume}: not a results directory (no scenario.resolved.toml); nothing to resume")
-            s = load_scenario(resolved, set_)
+            s = load_scenario(resolved)
         elif scenario is None:
             raise FedTinyError("missing scenario file (or --resume DIR)")
         else:
@@ -50,7 +54,7 @@ def run(
         with RoundProgress(s.rounds) as prog:
             summary = run_scenario(s, out_dir, log=prog.log, progress=prog.update, resume=resume is not None,
                                    ray_address=ray_address)
-    except FedTinyError as exc:
+    except (FedTinyError, RuntimeError) as exc:  # RuntimeError: Flower/Ray failures, reported in one line
         _fail(exc)
     typer.echo(
         f"done: accuracy on the devices' data {100 * summary['initial_accuracy']:.1f}% -> "
@@ -99,10 +103,8 @@ def _read(path: Path) -> bytes:
 
 def _register_more() -> None:
     """Field-trial commands (emulate, serve, gateway) live in their own module."""
-    try:
-        from fedtiny.cli_link import register
-    except ImportError:  # not written yet
-        return
+    from fedtiny.cli_link import register
+
     register(cli)
 
 

@@ -43,10 +43,14 @@ def emulate(
     from clients.board import serve_board
 
     try:
+        if model is not None and not model.is_file():
+            raise FedTinyError(f"{model}: model file not found")
         serve_board(listen, str(state), device_id, _key(fleet_key_file), model=model.read_bytes() if model else None,
                     ready=lambda addr: typer.echo(f"virtual board {device_id} listening on {addr}"))
     except FedTinyError as exc:
         _fail(exc)
+    except (OSError, ValueError) as exc:  # port in use, bad address: one line, not a traceback
+        _fail(FedTinyError(f"cannot listen on {listen}: {exc}"))
     except KeyboardInterrupt:
         pass
 
@@ -91,10 +95,15 @@ def gateway(
     from fedtiny.field.trial import run_gateway
 
     try:
-        home = Path(tempfile.mkdtemp(prefix="fedtiny-gateway-"))
-        raise typer.Exit(run_gateway(superlink, device, home, port, _key(fleet_key_file), replay, root_certificates, auth_key))
+        key = _key(fleet_key_file)
+        for path, what in ((replay, "replay directory"), (root_certificates, "CA file"), (auth_key, "key file")):
+            if path is not None and not path.exists():
+                raise FedTinyError(f"{path}: {what} not found")
+        with tempfile.TemporaryDirectory(prefix="fedtiny-gateway-") as home:
+            code = run_gateway(superlink, device, Path(home), port, key, replay, root_certificates, auth_key)
     except FedTinyError as exc:
         _fail(exc)
+    raise typer.Exit(code)
 
 
 def register(cli: typer.Typer) -> None:

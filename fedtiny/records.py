@@ -38,8 +38,8 @@ def record_to_arrays(rec: ArrayRecord) -> dict[str, np.ndarray]:
 
 
 def head_patch_bytes(head: Int8Head) -> int:
-    """Bytes of a head patch on the wire: int8 weights, float32 scales, int32 bias, 16 B of quantization."""
-    return int(head.weights.size + 8 * head.num_classes + 16)
+    """Bytes of a head patch (docs/protocol.md HeadPatch): 20-byte header, float32 scales, int32 bias, int8 weights."""
+    return int(20 + 8 * head.num_classes + head.weights.size)
 
 
 def float_update_bytes(num_classes: int, dim: int) -> int:

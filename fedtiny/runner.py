@@ -229,5 +229,3 @@ def run_scenario(s: Scenario, out_dir: Path, log: Log = print, progress: Any = N
     return finish_run(plan)
 
 
-def load_summary(out_dir: Path) -> dict[str, Any]:
-    return json.loads((out_dir / "summary.json").read_text())

@@ -68,3 +68,30 @@ def test_gateway_trains_float_and_fixed_point_boards_and_counts_each_update_once
         assert all(n.update["update_id"] != o.update["update_id"] for n, o in zip(fresh, out))
     finally:
         stop.set()
+
+
+def test_an_update_that_fails_verification_is_dropped_not_stuck_on_the_board(tmp_path: Path) -> None:
+    head = default_head(4, 16, seed=5)
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    f = np.random.default_rng(1).integers(-128, 128, (20, 16)).astype(np.int8)
+    y = (np.arange(20) % 4).astype(np.int16)
+    np.savez(replay / "device_1.npz", segments=np.array(1), train_feats_0=f, train_labels_0=y,
+             test_feats_0=f, test_labels_0=y)
+    stop = threading.Event()
+    uri = f"socket://127.0.0.1:{_port()}"
+    threading.Thread(target=serve_board, args=(uri, str(tmp_path / "b.flash"), 1, KEY), daemon=True,
+                     kwargs=dict(head=head, cfg=BoardConfig(cache_capacity=32), stop=stop, ready=lambda _a: None)).start()
+    time.sleep(0.3)
+    try:
+        wrong = GatewayBoards([uri], bytes(32), Replay(replay))  # not the board's fleet key: every tag fails
+        req = TrainRequest(1, 8, 0.05, 0.0, 0.0, 0.0, 9, 1)
+        first = wrong.train(head, np.zeros((1, 16), np.int8), req, 0, acks={})
+        assert "bad HMAC" in first[0].error and not first[0].update
+        second = wrong.train(head, np.zeros((1, 16), np.int8), req, 0, acks={})
+        assert "dropped a pending update" in second[0].error
+        # the board was not stuck: with the right key it trains and reports a verified update
+        right = GatewayBoards([uri], KEY, Replay(replay)).train(head, np.zeros((1, 16), np.int8), req, 0, acks={})
+        assert right[0].error == "" and right[0].update["device_id"] == 1
+    finally:
+        stop.set()

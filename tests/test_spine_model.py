@@ -81,3 +81,9 @@ def test_cli_info_and_export(tmp_path: Path, tiny_tflite: bytes) -> None:
     assert exp.returncode == 0 and hdr.read_text().count("0x") == len(tiny_tflite)
     bad = subprocess.run([sys.executable, "-m", "fedtiny.cli", "info", str(tmp_path / "none.tflite")], capture_output=True, text=True)
     assert bad.returncode == 2 and "file not found" in bad.stderr
+
+
+def test_truncated_or_corrupt_model_is_a_clear_model_error(tiny_tflite: bytes) -> None:
+    for bad in (tiny_tflite[:2000], b"xxxxTFL3" + bytes(8)):
+        with pytest.raises(ModelError, match="corrupt or truncated"):
+            read_head(bad)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from fedtiny.errors import FedTinyError
+from fedtiny.errors import FedTinyError, UpdateRejected
 from fedtiny.link.messages import TRAIN_FIXED, Cap, TrainRequest
 from fedtiny.link.session import BoardSession
 from fedtiny.link.transport import open_transport
@@ -50,10 +50,13 @@ class GatewayBoards:
 
     def _sessions(self) -> Iterator[tuple[str, BoardSession | None, str]]:
         for uri in self.uris:
+            s = None
             try:
                 s = BoardSession(open_transport(uri), timeout=self.timeout, key=self.key)
                 s.hello()
             except (FedTinyError, OSError) as exc:
+                if s is not None:
+                    s.close()
                 yield uri, None, f"{uri}: {exc}"
                 continue
             try:
@@ -88,7 +91,7 @@ class GatewayBoards:
                 self._deploy(s, head, golden)
                 work(s, o)
             except (FedTinyError, OSError) as exc:
-                o.error = f"{uri}: {exc}"
+                o.error = "; ".join(filter(None, [o.error, f"{uri}: {exc}"]))
         return out
 
     def train(self, head: Int8Head, golden: np.ndarray, req: TrainRequest, segment: int,
@@ -101,7 +104,14 @@ class GatewayBoards:
             except FedTinyError as exc:
                 if "UPDATE_PENDING" not in str(exc):
                     raise
-                stale = s.read_update()  # an update the server never received: report, don't train twice
+                try:
+                    stale = s.read_update()  # an update the server never received: report, don't train twice
+                except UpdateRejected as bad:  # spoofed or corrupt: drop it, or the board could never train again
+                    o.error = f"{o.uri}: dropped a pending update that failed verification ({bad})"
+                    s.ack_update(s.pending_update_id())
+                    s.train(this)
+                    o.update = _update_dict(s.read_update())
+                    return
                 if stale.round == req.round:
                     o.update = _update_dict(stale)
                     return

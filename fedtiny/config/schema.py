@@ -121,7 +121,7 @@ class OutputSection:
 @dataclass
 class Scenario:
     name: str = _f("scenario", "scenario name")
-    seed: int = _f(0, "one seed for data, partitions, sampling, drift and training", min=0, max=2**63 - 1)
+    seed: int = _f(0, "one seed for data, partitions, sampling, drift and training", min=0, max=2**32 - 1)
     rounds: int = _f(10, "federated rounds", min=1, max=100_000)
     task: TaskSection = field(default_factory=TaskSection)
     model: ModelSection = field(default_factory=ModelSection)

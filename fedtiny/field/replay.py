@@ -11,17 +11,28 @@ from pathlib import Path
 import numpy as np
 
 from fedtiny.config import Scenario, scenario_to_toml
+from fedtiny.errors import ScenarioError
+from fedtiny.fleet.data import layout_of
 from fedtiny.fleet.partition import dirichlet_labels
 from fedtiny.tasks import get_task
 
 
 def segment_starts(s: Scenario) -> list[int]:
-    return sorted({0, *(e.at for e in s.drift)})
+    return layout_of(s).segment_starts
 
 
 def segment_of_round(s: Scenario, r: int) -> int:
-    starts = segment_starts(s)
-    return max(i for i, st in enumerate(starts) if st <= r)
+    return layout_of(s).segment_of_round(r)
+
+
+def check_replayable(s: Scenario, src: str = "scenario") -> None:
+    """Replay data covers condition drift on random fractions; refuse what it would silently ignore."""
+    for i, e in enumerate(s.drift):
+        if e.kind != "condition" or e.target:
+            raise ScenarioError(f"{src}: 'drift[{i}]': field-trial replay supports kind = \"condition\" on a "
+                                f"random fraction only (got kind = {e.kind!r}, target = {e.target!r})")
+    if s.fleet.spread:
+        raise ScenarioError(f"{src}: 'fleet.spread' is not supported by field-trial replay; remove it")
 
 
 def prepare_trial(s: Scenario, out: Path, log=print) -> bytes:  # type: ignore[no-untyped-def]
@@ -30,6 +41,7 @@ def prepare_trial(s: Scenario, out: Path, log=print) -> bytes:  # type: ignore[n
     from fedtiny.model.build import build_base_model, factory_data
     from fedtiny.model.runtime import Int8Runner
 
+    check_replayable(s, s.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / "scenario.resolved.toml").write_text(scenario_to_toml(s))
     base = build_base_model(model_spec_of(s), log)

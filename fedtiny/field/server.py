@@ -18,6 +18,7 @@ from flwr.serverapp import Grid
 
 from fedtiny.config import Scenario
 from fedtiny.config.derived import train_config
+from fedtiny.errors import FedTinyError
 from fedtiny.field.replay import segment_of_round
 from fedtiny.ondevice import FloatHead, Int8Head, dequantize_head, predict_int8, quantize_head
 from fedtiny.records import float_update_bytes, head_patch_bytes, head_to_record, record_to_arrays
@@ -52,7 +53,7 @@ class FieldServer:
         while len(nodes := list(grid.get_node_ids())) < self.gateways and time.time() < deadline:
             time.sleep(0.5)
         if len(nodes) < self.gateways:
-            raise RuntimeError(f"only {len(nodes)} of {self.gateways} gateways connected")
+            raise FedTinyError(f"only {len(nodes)} of {self.gateways} gateways connected within {self.timeout_s:.0f} s")
         return nodes
 
     def _send(self, grid: Grid, kind: str, r: int) -> list[tuple[int, dict[str, np.ndarray]]]:

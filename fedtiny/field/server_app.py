@@ -39,7 +39,7 @@ def write_results(server: FieldServer, base: bytes, out: Path) -> None:
         plot_accuracy(rows, out / "accuracy.png", f"field trial: {server.scenario.name}", [])
     summary = {
         "scenario": server.scenario.name,
-        "rounds_completed": len(rows) - 1,
+        "rounds_completed": max(len(rows) - 1, 0),
         "initial_accuracy": rows[0].accuracy if rows else None,
         "final_accuracy": rows[-1].accuracy if rows else None,
         "updates_aggregated": sum(r.devices_trained for r in rows),

@@ -43,15 +43,17 @@ def serve(s: Scenario, out: Path, gateways: int, host: str = "127.0.0.1", port: 
         log(f"SuperLink ready at {address}{' (TLS)' if security.tls else ''}; waiting for {gateways} gateway(s)")
         if on_ready:
             on_ready(address)
-        result = fp.run_app(home, APP_DIR, {"out-dir": str(out), "gateways": gateways})
+        # generous: a field round over slow links can take minutes; the ServerApp has its own timeouts
+        result = fp.run_app(home, APP_DIR, {"out-dir": str(out), "gateways": gateways}, timeout=600.0 + 600.0 * s.rounds)
     finally:
         fp.stop(link)
     summary_file = out / "summary.json"
     if not summary_file.exists():
         raise FedTinyError(f"the field trial ended without results (run {result['run_id']}); see {out / 'logs'}")
     summary: dict[str, Any] = json.loads(summary_file.read_text())
-    if summary["rounds_completed"] != s.rounds:
-        raise FedTinyError(f"the field trial stopped after {summary['rounds_completed']} of {s.rounds} rounds; see {out / 'logs'}")
+    if summary["rounds_completed"] != s.rounds or not result["completed"]:
+        raise FedTinyError(f"the field trial stopped after {summary['rounds_completed']} of {s.rounds} rounds "
+                           f"(run {result['run_id']}); see {out / 'logs'} and {summary_file}")
     return summary
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -58,9 +60,6 @@ class FleetLayout:
     @property
     def gateways(self) -> int:
         return -(-self.devices // self.devices_per_gateway)
-
-    def gateway_devices(self, g: int) -> np.ndarray:
-        return np.arange(g * self.devices_per_gateway, min((g + 1) * self.devices_per_gateway, self.devices))
 
     def segment_of_round(self, r: int) -> int:
         """Round r (1-based training rounds; 0 = initial evaluation) uses the data of this segment."""
@@ -224,7 +223,7 @@ def prepare_fleet(
             pools.append(np.load(cache / name))
             continue
         p = make_pool(s, cond, featurize, s.fleet.pool_per_class, task.num_classes)
-        tmp = cache / (name + ".tmp.npy")
+        tmp = cache / f"{name}.{os.getpid()}.{threading.get_ident()}.tmp.npy"  # concurrent runs: no shared temp
         np.save(tmp, p)
         tmp.replace(cache / name)
         pools.append(p)

