@@ -28,7 +28,10 @@ def _pump(recv: Callable[[], bytes], send: Callable[[bytes], None], board: Virtu
             board.reboot()
             continue
         if out:
-            send(out)
+            try:
+                send(out)
+            except OSError:  # the host reset the link with answers in flight: serve the next connection
+                return
 
 
 def serve_board(listen_uri: str, state_file: str, device_id: int, fleet_key: bytes | None,

@@ -48,7 +48,7 @@ def vectors() -> list[tuple[str, Frame]]:
         ("STATUS request, seq 0x0100 (header has zero bytes)", Frame(MsgType.STATUS, 0x0100)),
         ("GET_HEAD request, seq 2: offset 0, max_len 4088", Frame(MsgType.GET_HEAD, 2, BlobRead(0, 4088).encode())),
         ("GET_HEAD response, seq 2: 2x3 head patch (scales 0.5/0.25, bias 1000/-1, in 0.125/-128, out 0.0625/3)",
-         Frame(MsgType.GET_HEAD, 2, struct.pack("<I", 50) + encode_head_patch(_head()), resp)),
+         Frame(MsgType.GET_HEAD, 2, struct.pack("<I", len(encode_head_patch(_head()))) + encode_head_patch(_head()), resp)),
         ("PUSH_SAMPLES request, seq 3: 2 features of D=3, labels 1,0, CLEAR",
          Frame(MsgType.PUSH_SAMPLES, 3, Samples(0, 1, np.array([1, 0]), np.array([[1, 2, 3], [-1, 0, 127]], np.int8)).encode())),
         ("TRAIN request, seq 4: 1 epoch, batch 16, lr 0.05, mom 0.9, wd 0, mu 0.01, seed 42, round 3, flags 0 (float32)",
