@@ -30,11 +30,12 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("FEDTINY_CACHE", str(ROOT / ".cache" / "fedtiny"))
 
+from clients.simulated.gateway import handle  # noqa: E402
 from fedtiny.config import scenario_from_dict  # noqa: E402
 from fedtiny.fleet.synthetic import prepare_synthetic  # noqa: E402
 from fedtiny.runner import RunPlan, simulate  # noqa: E402
 from fedtiny.server.fleet_server import FleetServer
-from fedtiny.server.transports import InlineTransport  # noqa: E402
+from fedtiny.server.transports import InlineTransport
 
 
 class PeakRSS:
@@ -109,7 +110,7 @@ def measure(label: str, devices: int, per_gateway: int, rounds: int, engine: str
     with PeakRSS() as mem:
         t0 = time.time()
         if engine == "inline":
-            server.run(InlineTransport())
+            server.run(InlineTransport(handle))
         else:
             simulate(plan, log=lambda *_: None)
         total = time.time() - t0

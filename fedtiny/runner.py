@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fedtiny.config import Scenario, scenario_to_toml
+from fedtiny.config.derived import train_config
 from fedtiny.fleet.boards import check_fits, get_board
 from fedtiny.fleet.data import FLEET_DIR, FleetLayout, model_spec_of, prepare_fleet
-from fedtiny.config.derived import train_config
 from fedtiny.ondevice import device_budget
 
 Log = Callable[[str], Any]
@@ -89,18 +89,18 @@ def _block_tensorflow() -> None:
 def simulate(plan: RunPlan, log: Log = print, ray_address: str = "") -> None:
     """Run the rounds on Flower's Simulation Engine (Ray), one Flower node per gateway."""
     if plan.scenario.runtime.engine == "inline":
+        from clients.simulated.gateway import handle
         from fedtiny.server.transports import InlineTransport
 
-        plan.server.run(InlineTransport())
+        plan.server.run(InlineTransport(handle))
         return
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import ray
     from flwr.simulation import run_simulation
 
     from clients.simulated.app import app as client_app
     from fedtiny.server.app import make_server_app
-
-    import ray
 
     rt = plan.scenario.runtime
     address = ray_address or rt.ray_address or os.environ.get("RAY_ADDRESS", "")
@@ -133,10 +133,9 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
     """Write rounds.csv, summary.json, the final int8 model, its C header and the plot."""
     from fedtiny.model.export import export_header
     from fedtiny.model.flatbuffer import write_head
-    from fedtiny.report.results import plot_accuracy, write_rounds_csv, write_summary
-
     from fedtiny.report.drift import comparison, drift_metrics
     from fedtiny.report.html import write_report
+    from fedtiny.report.results import plot_accuracy, write_rounds_csv, write_summary
 
     out, rows, s = plan.out_dir, plan.server.rows, plan.scenario
     final = write_head(plan.tflite, plan.server.head)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
+from clients.simulated.gateway import handle
 from fedtiny.config import scenario_from_dict
 from fedtiny.fleet.synthetic import prepare_synthetic
 from fedtiny.report.drift import comparison, drift_metrics
@@ -28,7 +29,7 @@ def test_report_is_self_contained_with_curves_and_table(tmp_path: Path) -> None:
     })
     layout, head = prepare_synthetic(s, tmp_path)
     srv = FleetServer(s, layout, tmp_path / "fleet", head, out_dir=tmp_path)
-    srv.run(InlineTransport())
+    srv.run(InlineTransport(handle))
     plan = SimpleNamespace(scenario=s, server=srv, out_dir=tmp_path, layout=layout)
     from fedtiny.report.html import write_report
 

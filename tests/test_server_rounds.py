@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clients.simulated.gateway import handle
 from fedtiny.config import scenario_from_dict
 from fedtiny.fleet.synthetic import prepare_synthetic
 from fedtiny.server.aggregate import validate_updates
@@ -40,7 +41,7 @@ def run(s, out: Path, stop_after: int = 0, resume: bool = False) -> FleetServer:
     srv = FleetServer(s, layout, out / "fleet", head, out_dir=out, stop_after=stop_after)
     if resume:
         assert srv.load_checkpoint()
-    srv.run(InlineTransport())
+    srv.run(InlineTransport(handle))
     return srv
 
 

@@ -4,7 +4,7 @@ benchmarks, an in-process call of the same gateway code."""
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -17,16 +17,23 @@ class Transport(Protocol):
     def exchange(self, kind: str, head: Int8Head, cfg: dict[str, Any], per_gateway: dict[int, np.ndarray]) -> tuple[list[dict[str, np.ndarray]], int]: ...
 
 
+GatewayHandler = Callable[[str, Int8Head, dict[str, Any], np.ndarray], dict[str, np.ndarray]]
+
+
 class InlineTransport:
-    """The gateway code called in-process (no Flower, no Ray): for tests and debugging."""
+    """The gateway code (``clients.simulated.gateway.handle``) called in-process: no Flower, no Ray.
+
+    The handler is passed in, so that fedtiny/ does not import clients/ (the caller wires them together).
+    """
+
+    def __init__(self, handle: GatewayHandler) -> None:
+        self.handle = handle
 
     def connect(self, gateways: int) -> None:
         pass
 
     def exchange(self, kind, head, cfg, per_gateway):  # type: ignore[no-untyped-def]
-        from clients.simulated.gateway import handle
-
-        return [handle(kind, head, cfg, devs) for devs in per_gateway.values()], 0
+        return [self.handle(kind, head, cfg, devs) for devs in per_gateway.values()], 0
 
 
 class FlowerTransport:
