@@ -95,3 +95,29 @@ def test_an_update_that_fails_verification_is_dropped_not_stuck_on_the_board(tmp
         assert right[0].error == "" and right[0].update["device_id"] == 1
     finally:
         stop.set()
+
+
+def test_a_board_that_vanished_is_reported_and_the_round_goes_on(tmp_path: Path) -> None:
+    head = default_head(4, 16, seed=5)
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    f = np.random.default_rng(2).integers(-128, 128, (20, 16)).astype(np.int8)
+    y = (np.arange(20) % 4).astype(np.int16)
+    np.savez(replay / "device_1.npz", segments=np.array(1), train_feats_0=f, train_labels_0=y,
+             test_feats_0=f, test_labels_0=y)
+    stop = threading.Event()
+    alive, gone = f"socket://127.0.0.1:{_port()}", f"socket://127.0.0.1:{_port()}"  # nobody listens on `gone`
+    threading.Thread(target=serve_board, args=(alive, str(tmp_path / "b.flash"), 1, KEY), daemon=True,
+                     kwargs=dict(head=head, cfg=BoardConfig(cache_capacity=32), stop=stop, ready=lambda _a: None)).start()
+    time.sleep(0.3)
+    try:
+        gw = GatewayBoards([gone, alive], KEY, Replay(replay), timeout=0.2)
+        t0 = time.time()
+        out = gw.train(head, np.zeros((1, 16), np.int8), TrainRequest(1, 8, 0.05, 0.0, 0.0, 0.0, 9, 1), 0, acks={})
+        assert out[0].error.startswith(gone) and not out[0].update
+        assert out[1].error == "" and out[1].update["device_id"] == 1
+        ev = gw.evaluate(head, np.zeros((1, 16), np.int8), 0, acks={1: int(out[1].update["update_id"])})
+        assert ev[0].error and ev[1].update["n"] == 20
+        assert time.time() - t0 < 30
+    finally:
+        stop.set()
