@@ -45,7 +45,7 @@ class Replay:
 class GatewayBoards:
     """The boards one gateway serves, opened fresh for each Flower message."""
 
-    def __init__(self, uris: list[str], key: bytes | None, replay: Replay | None = None, timeout: float = 0.5) -> None:
+    def __init__(self, uris: list[str], key: bytes | None, replay: Replay | None = None, timeout: float = 2.0) -> None:
         self.uris, self.key, self.replay, self.timeout = uris, key, replay, timeout
 
     def _sessions(self) -> Iterator[tuple[str, BoardSession | None, str]]:
