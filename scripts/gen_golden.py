@@ -59,36 +59,11 @@ def header(name: str, body: str, source: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- sections
-def cobs_encode_ref(data: bytes) -> bytes:
-    """Reference COBS (used only when fedtiny.link has no codec)."""
-    out = bytearray()
-    block = bytearray()
-    for b in data:
-        if b == 0:
-            out.append(len(block) + 1)
-            out += block
-            block.clear()
-        else:
-            block.append(b)
-            if len(block) == 254:
-                out.append(255)
-                out += block
-                block.clear()
-    out.append(len(block) + 1)
-    out += block
-    return bytes(out)
+def cobs_encoder() -> tuple[object, str]:
+    """The Python link codec is the reference the C COBS must match byte for byte."""
+    from fedtiny.link.frames import cobs_encode
 
-
-def cobs_encoder():
-    try:
-        from fedtiny.link import framing  # type: ignore
-
-        for name in ("cobs_encode", "encode_cobs"):
-            if hasattr(framing, name):
-                return getattr(framing, name), "fedtiny.link.framing." + name
-    except Exception:  # noqa: BLE001 - the link package may not exist yet
-        pass
-    return cobs_encode_ref, "scripts/gen_golden.py reference COBS"
+    return cobs_encode, "fedtiny.link.frames.cobs_encode"
 
 
 def gen_crypto() -> tuple[str, str]:
