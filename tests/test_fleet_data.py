@@ -160,3 +160,34 @@ def test_int8_uplink_cannot_hide_a_non_finite_update() -> None:
     back = decode_int8_delta(q, sc)
     assert np.isfinite(back[0]).all()
     assert not np.isfinite(back[1]).all() and not np.isfinite(back[2]).all()
+
+
+def test_boards_without_fpu_train_in_fixed_point(tmp_path: Path) -> None:
+    from fedtiny.ondevice import dequantize_head, train_heads, train_heads_fixed
+
+    s = scenario_from_dict(tiny(fleet={"boards": {"rp2040": 0.5, "nano33ble": 0.5}}))
+    _, head = prepare_synthetic(s, tmp_path)
+    data = FleetData(tmp_path / "fleet")
+    devs = np.arange(24)
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=0.05)
+    out = train_devices(head, data, devs, cfg, seed=5, round_=2)
+    feats, labels = data.train(devs, 2)
+    fh = dequantize_head(head)
+    kw = dict(input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=5, round_=2, device_ids=devs)
+    counts = np.full(24, feats.shape[1])
+    flt = train_heads(fh.weights, fh.bias, feats, labels.astype(np.int64), counts, cfg, **kw)
+    fix = train_heads_fixed(fh.weights, fh.bias, feats, labels.astype(np.int64), counts, cfg, **kw)
+    no_fpu = np.asarray(data.board)[devs] == data.meta["boards"].index("rp2040")
+    assert 0 < no_fpu.sum() < 24
+    assert np.array_equal(out["weights"][no_fpu], fix.weights[no_fpu])  # integer path, bit for bit
+    np.testing.assert_allclose(out["weights"][~no_fpu], flt.weights[~no_fpu], rtol=1e-5, atol=1e-6)
+    # with momentum the integer trainer cannot run: every board takes the float32 path
+    mom = train_devices(head, data, devs, TrainConfig(epochs=1, batch_size=4, lr=0.05, momentum=0.5), seed=5, round_=2)
+    assert np.isfinite(mom["weights"]).all()
+
+
+def test_no_fpu_board_costs_more_in_software_float_than_in_fixed_point() -> None:
+    rp, nano = get_board("rp2040"), get_board("nano33ble")
+    assert not rp.fpu and nano.fpu
+    assert rp.compute_seconds(1e6) == rp.soft_float_factor / rp.fixed_point_factor * rp.compute_seconds(1e6, True)
+    assert nano.compute_seconds(1e6, True) == nano.compute_seconds(1e6)  # an FPU board trains in float anyway

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from fedtiny.fleet.data import FleetData, uniform
-from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, predict_int8, train_heads
+from fedtiny.fleet.boards import get_board
+from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, predict_int8, train_heads, train_heads_fixed
 from fedtiny.records import encode_int8_delta
 
 _DATA: dict[str, FleetData] = {}
@@ -23,6 +24,15 @@ def fleet_data(path: str) -> FleetData:
     if path not in _DATA:
         _DATA[path] = FleetData(Path(path))
     return _DATA[path]
+
+
+def _fixed_point_devices(data: FleetData, devices: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """Devices on boards without an FPU, when the request is plain SGD (all the integer trainer does);
+    with momentum, weight decay or FedProx such boards run the float32 path in software."""
+    if cfg.momentum or cfg.weight_decay or cfg.prox_mu:
+        return np.zeros(len(devices), dtype=bool)
+    no_fpu = np.array([not get_board(b).fpu for b in data.meta["boards"]], dtype=bool)
+    return no_fpu[np.asarray(data.board[devices], dtype=np.int64)]
 
 
 def train_config(cfg: dict[str, Any]) -> TrainConfig:
@@ -57,11 +67,14 @@ def train_devices(head: Int8Head, data: FleetData, devices: np.ndarray, cfg: Tra
     feats, labels = data.train(devices, round_)
     n = feats.shape[1]
     fh = dequantize_head(head)
-    res = train_heads(
-        fh.weights, fh.bias, feats, labels.astype(np.int64), np.full(len(devices), n), cfg,
-        input_scale=head.input_scale, input_zero_point=head.input_zero_point,
-        seed=seed, round_=round_, device_ids=devices,
-    )
+    kw = dict(input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=seed, round_=round_)
+    counts = np.full(len(devices), n)
+    res = train_heads(fh.weights, fh.bias, feats, labels.astype(np.int64), counts, cfg, device_ids=devices, **kw)
+    fixed = _fixed_point_devices(data, devices, cfg)
+    if fixed.any():  # boards without an FPU run the integer trainer (docs/ondevice.md §3b), as they would
+        fx = train_heads_fixed(fh.weights, fh.bias, feats[fixed], labels[fixed].astype(np.int64), counts[fixed], cfg,
+                               device_ids=devices[fixed], **kw)
+        res.weights[fixed], res.bias[fixed], res.loss[fixed] = fx.weights, fx.bias, fx.loss
     w, b = res.weights, res.bias
     inject_faults(w, b, fh.weights, fh.bias, np.asarray(data.faulty[devices], dtype=bool), str(data.meta["fault"]),
                   seed, round_, devices)

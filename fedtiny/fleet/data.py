@@ -267,6 +267,7 @@ class FleetData:
         self.variant = np.load(self.root / "variant.npy", mmap_mode="r")
         self.cmix = np.load(self.root / "cmix.npy", mmap_mode="r")
         self.faulty = np.load(self.root / "faulty.npy", mmap_mode="r")
+        self.board = np.load(self.root / "board.npy", mmap_mode="r")  # index into meta["boards"]
         self.num_variants, self.num_classes, self.pool_size, self.dim = self.pool.shape
         self.pool2d = self.pool.reshape(-1, self.dim)
         self.pool_train = self.pool_size - max(1, self.pool_size // 4) if self.pool_size > 1 else 1

@@ -149,10 +149,12 @@ class FleetServer:
         secs = np.zeros(len(devices))
         joules = np.zeros(len(devices))
         bid = self._board[devices]
+        t = self.train_cfg
+        fixed = not (t.momentum or t.weight_decay or t.prox_mu)  # boards without an FPU train in integers then
         for i, b in enumerate(self.boards):
             sel = bid == i
-            secs[sel] = b.compute_seconds(macs) / self._speed[devices[sel]] + b.link_seconds(down + up)
-            joules[sel] = b.energy_j(macs, down + up)
+            secs[sel] = b.compute_seconds(macs, fixed) / self._speed[devices[sel]] + b.link_seconds(down + up)
+            joules[sel] = b.energy_j(macs, down + up, fixed)
         return secs, joules, down, up
 
     # -- rounds ----------------------------------------------------------------------------------
