@@ -16,10 +16,8 @@ gateway code.
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,6 +41,7 @@ from fedtiny.ondevice.quant import dequantize
 from fedtiny.records import decode_int8_delta, float_update_bytes, head_patch_bytes
 from fedtiny.report.results import RoundRow
 from fedtiny.server.aggregate import Aggregator, validate_updates
+from fedtiny.server.checkpoint import load_checkpoint, save_checkpoint
 from fedtiny.server.transports import Transport
 
 ProgressFn = Callable[[RoundRow, int], None]
@@ -353,43 +352,9 @@ class FleetServer:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _checkpoint(self) -> None:
-        if self.out_dir is None or not self.scenario.runtime.checkpoint:
-            return
-        assert self.head is not None
-        d = self.out_dir / CHECKPOINT
-        d.mkdir(exist_ok=True)
-        r = self.round
-        h = self.head
-        np.savez(d / f"state-{r:06d}.npz", head_w=h.weights, head_s=h.weight_scales, head_b=h.bias,
-                 head_q=np.array([h.input_scale, h.input_zero_point, h.output_scale, h.output_zero_point], dtype=np.float64),
-                 battery=self.battery, loc_w=self.loc_w, loc_b=self.loc_b, per_w=self.per_w, per_b=self.per_b,
-                 per_has=self.per_has, **self._agg.state())
-        meta = {"round": r, "rows": [asdict(x) for x in self.rows], "curves": self.curves,
-                "rejected_total": self.rejected_total, "rejected_reasons": self.rejected_reasons}
-        (d / f"state-{r:06d}.json").write_text(json.dumps(meta))
-        tmp = d / "latest.json.tmp"
-        tmp.write_text(json.dumps({"round": r}))
-        os.replace(tmp, d / "latest.json")  # atomic: the checkpoint of round r is complete
-        for old in d.glob("state-*"):
-            if int(old.stem.split("-")[1]) < r:
-                old.unlink(missing_ok=True)
+        if self.out_dir is not None and self.scenario.runtime.checkpoint:
+            save_checkpoint(self, self.out_dir / CHECKPOINT)
 
     def load_checkpoint(self) -> bool:
         """Continue from the last complete checkpoint under out_dir; False if there is none."""
-        if self.out_dir is None or not (self.out_dir / CHECKPOINT / "latest.json").exists():
-            return False
-        d = self.out_dir / CHECKPOINT
-        r = int(json.loads((d / "latest.json").read_text())["round"])
-        st = dict(np.load(d / f"state-{r:06d}.npz"))
-        meta = json.loads((d / f"state-{r:06d}.json").read_text())
-        q = st["head_q"]
-        self.head = Int8Head(st["head_w"], st["head_s"], st["head_b"], float(q[0]), int(q[1]), float(q[2]), int(q[3]))
-        self.battery, self.loc_w, self.loc_b = st["battery"], st["loc_w"], st["loc_b"]
-        self.per_w, self.per_b, self.per_has = st["per_w"], st["per_b"], st["per_has"]
-        self._agg.load_state(st)
-        self.rows = [RoundRow(**x) for x in meta["rows"]]
-        self.curves = meta["curves"]
-        self.rejected_total = int(meta["rejected_total"])
-        self.rejected_reasons = dict(meta["rejected_reasons"])
-        self.round = r
-        return True
+        return self.out_dir is not None and load_checkpoint(self, self.out_dir / CHECKPOINT)
