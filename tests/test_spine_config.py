@@ -85,3 +85,11 @@ def test_cli_rejects_malformed_scenario_with_one_line_and_nonzero_exit(tmp_path:
 def test_every_ready_scenario_is_valid(path: Path) -> None:
     s = load_scenario(path)
     assert s.rounds >= 1 and s.fleet.devices >= 1
+
+
+def test_resume_refuses_overrides_and_a_missing_run(tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "fedtiny.cli", "run"]
+    proc = subprocess.run(run + ["--resume", str(tmp_path), "--set", "rounds=3"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "give no scenario file and no --set" in proc.stderr
+    proc = subprocess.run(run + ["--resume", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "nothing to resume" in proc.stderr and "Traceback" not in proc.stderr
