@@ -247,18 +247,25 @@ def gen_train() -> tuple[str, str]:
                           input_scale=h.input_scale, input_zero_point=h.input_zero_point, seed=seed, round_=rnd,
                           device_ids=np.array([dev]))
         nm = f"gtr{i}"
-        body.append(c_array("float", f"{nm}_w0", fh.weights.reshape(-1), c_float))
-        body.append(c_array("float", f"{nm}_b0", fh.bias, c_float))
-        body.append(c_array("int8_t", f"{nm}_x", x.reshape(-1), lambda v: str(int(v))))
-        body.append(c_array("uint8_t", f"{nm}_y", y, lambda v: str(int(v))))
-        body.append(c_array("float", f"{nm}_w", res.weights[0].reshape(-1), c_float))
-        body.append(c_array("float", f"{nm}_b", res.bias[0], c_float))
+        body += _train_case_arrays(nm, fh, x, y, res)
         rows.append(f"    {{{c}, {d}, {cap}, {pushed}, {c_float(h.input_scale)}, {h.input_zero_point}, {nm}_w0, {nm}_b0, "
                     f"{nm}_x, {nm}_y, {ep}, {bs}, {c_float(lr)}, {c_float(mom)}, {c_float(wd)}, {c_float(mu)}, "
                     f"{seed}ull, {rnd}u, {dev}u, {nm}_w, {nm}_b, {c_float(res.loss[0])}, {int(res.steps[0])}u}},\n")
     body.append(f"#define GOLDEN_TRAIN_N {len(rows)}u\nstatic const golden_train_case golden_train[] = "
                 f"{{\n{''.join(rows)}}};\n")
     return "golden_train.h", header("golden_train.h", "".join(body), "fedtiny.ondevice (train.py, shuffle.py, cache.py)")
+
+
+def _train_case_arrays(nm: str, fh, x: np.ndarray, y: np.ndarray, res) -> list[str]:  # noqa: ANN001
+    """Start head, pushed samples and trained head of one training case (float or fixed point)."""
+    return [
+        c_array("float", f"{nm}_w0", fh.weights.reshape(-1), c_float),
+        c_array("float", f"{nm}_b0", fh.bias, c_float),
+        c_array("int8_t", f"{nm}_x", x.reshape(-1), lambda v: str(int(v))),
+        c_array("uint8_t", f"{nm}_y", y, lambda v: str(int(v))),
+        c_array("float", f"{nm}_w", res.weights[0].reshape(-1), c_float),
+        c_array("float", f"{nm}_b", res.bias[0], c_float),
+    ]
 
 
 def gen_fixed() -> tuple[str, str]:
@@ -288,12 +295,7 @@ def gen_fixed() -> tuple[str, str]:
                                 input_scale=h.input_scale, input_zero_point=h.input_zero_point, seed=seed,
                                 round_=rnd, device_ids=np.array([dev]))
         nm = f"gfx{i}"
-        body.append(c_array("float", f"{nm}_w0", fh.weights.reshape(-1), c_float))
-        body.append(c_array("float", f"{nm}_b0", fh.bias, c_float))
-        body.append(c_array("int8_t", f"{nm}_x", x.reshape(-1), lambda v: str(int(v))))
-        body.append(c_array("uint8_t", f"{nm}_y", y, lambda v: str(int(v))))
-        body.append(c_array("float", f"{nm}_w", res.weights[0].reshape(-1), c_float))
-        body.append(c_array("float", f"{nm}_b", res.bias[0], c_float))
+        body += _train_case_arrays(nm, fh, x, y, res)
         rows.append(f"    {{{c}, {d}, {cap}, {pushed}, {c_float(h.input_scale)}, {h.input_zero_point}, {nm}_w0, {nm}_b0, "
                     f"{nm}_x, {nm}_y, {ep}, {bs}, {c_float(lr32)}, {seed}ull, {rnd}u, {dev}u, {nm}_w, {nm}_b, "
                     f"{c_float(res.loss[0])}, {int(res.steps[0])}u}},\n")
