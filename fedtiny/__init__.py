@@ -14,6 +14,16 @@ from fedtiny.errors import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """``fedtiny.Task``: the data interface a custom task implements (imported lazily: numpy only)."""
+    if name == "Task":
+        from fedtiny.tasks.base import Task
+
+        return Task
+    raise AttributeError(name)
+
+
 __all__ = [
     "BudgetError",
     "DeviceError",
@@ -22,6 +32,7 @@ __all__ = [
     "ModelError",
     "ProtocolError",
     "ScenarioError",
+    "Task",
     "TaskError",
     "UpdateRejected",
     "__version__",

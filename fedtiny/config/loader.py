@@ -120,7 +120,8 @@ def _check_semantics(s: Scenario, src: str) -> None:
     try:
         task = get_task(s.task.name, **s.task.params)
     except (FedTinyError, TypeError) as exc:
-        raise ScenarioError(f"{src}: 'task.params': {exc}") from None
+        key = "task.params" if "parameter" in str(exc) or isinstance(exc, TypeError) else "task.name"
+        raise ScenarioError(f"{src}: '{key}': {exc}") from None
     knobs = set(task.drift_knobs)
     for where, cond in [("fleet.condition", s.fleet.condition), ("fleet.spread", s.fleet.spread)] + [
         (f"drift[{i}].condition", e.condition) for i, e in enumerate(s.drift)

@@ -17,18 +17,36 @@ def _f(default: Any, doc: str, **rules: Any) -> Any:
 
 @dataclass
 class TaskSection:
-    name: str = _f("vibration", "reference task", choices=("vibration", "kws", "digits"))
+    name: str = _f("vibration", "reference task (vibration, kws, digits) or a user's Task subclass as \"module:Class\"")
     params: dict[str, Any] = _f({}, "task-specific parameters passed to the task constructor")
 
 
 @dataclass
 class ModelSection:
+    tflite: str = _f("", "a user's full-integer int8 .tflite classifier (path relative to the scenario file); empty: build the task's reference model")
+    keras: str = _f("", "a user's Keras model (.keras/.h5) that fedtiny converts to full-integer int8 with a representative set from the data")
+    classes: list[str] = _f([], "class names in the model's output order (empty: from the model's metadata or the data)")
     factory_samples: int = _f(3000, "factory (central) training examples", min=50, max=1_000_000)
     test_samples: int = _f(1000, "clean factory test examples", min=10, max=1_000_000)
     epochs: int = _f(12, "central training epochs", min=1, max=1000)
     batch_size: int = _f(32, "central training batch size", min=1, max=4096)
     learning_rate: float = _f(2e-3, "central training learning rate (Adam)", min=1e-6, max=1.0)
     head_inputs: int = _f(64, "feature dimension D of the head (C x D)", min=2, max=1024)
+
+
+@dataclass
+class DataSection:
+    path: str = _f("", "a user's recordings: a .npz file, a folder with one folder per class, or a .csv file (path relative to the scenario file; empty: the task's generator)")
+    format: str = _f("auto", "layout of data.path (auto: detected from the path)", choices=("auto", "npz", "folders", "csv"))
+    front_end: str = _f("none", "what turns a recording into model inputs: none (x are model inputs), mfcc, vibration, or a user's \"module:function\"")
+    front_end_params: dict[str, Any] = _f({}, "front-end parameters (mfcc: sample_rate, frame_ms, step_ms, fft, mel_bins, fmin, fmax, coefficients)")
+    test_fraction: float = _f(0.25, "each device's latest examples held out as its local test set", min=0.01, max=0.9)
+    initial_fraction: float = _f(0.5, "share of each device's training examples collected before round 1; the rest arrive in time order over the rounds", min=0.0, max=1.0)
+    label_column: str = _f("label", "csv: column with the class (name or index)")
+    device_column: str = _f("device", "csv: column with the device id (optional)")
+    time_column: str = _f("time", "csv: column with the recording time (optional)")
+    max_per_class: int = _f(0, "use at most this many examples per class (0 = all)", min=0, max=10_000_000)
+    background: str = _f("", "folder of background clips for the 'background' drift knob (default: the data's _background_noise_ folder)")
 
 
 @dataclass
@@ -125,6 +143,7 @@ class Scenario:
     rounds: int = _f(10, "federated rounds", min=1, max=100_000)
     task: TaskSection = field(default_factory=TaskSection)
     model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
     fleet: FleetSection = field(default_factory=FleetSection)
     train: TrainSection = field(default_factory=TrainSection)
     strategy: StrategySection = field(default_factory=StrategySection)
