@@ -114,13 +114,14 @@ def build_plan(s: Scenario, layout: FleetLayout) -> FleetPlan:
     group = np.zeros(k, dtype=np.int16)
     hits = []
     for e in s.drift:
-        if e.target:
+        gi = layout.groups.index(e.group)  # 0 = "fleet"
+        if e.target:  # every device of the target group (the loader makes group = target)
             hit = np.nonzero(group == layout.groups.index(e.target))[0]
-        else:
-            hit = np.sort(rng.permutation(k)[: int(round(e.fraction * k))])
+        else:  # exclusive draws: round(fraction x devices) of the devices in no other named group
+            free = np.nonzero((group == 0) | (group == gi))[0]
+            hit = np.sort(free[rng.permutation(len(free))[: min(int(round(e.fraction * k)), len(free))]])
         hits.append(hit)
-        if e.group != "fleet":
-            group[hit] = layout.groups.index(e.group)
+        group[hit] = gi
     # new classes are absent from their devices before the event
     absent = np.ones((k, c), dtype=bool)
     for e, hit in zip(s.drift, hits):
