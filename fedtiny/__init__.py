@@ -2,6 +2,7 @@
 
 from fedtiny.errors import (
     BudgetError,
+    DataError,
     DeviceError,
     FedTinyError,
     LinkError,
@@ -26,6 +27,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "BudgetError",
+    "DataError",
     "DeviceError",
     "FedTinyError",
     "LinkError",

@@ -18,6 +18,10 @@ class TaskError(FedTinyError):
     """A task name, task parameter or dataset on disk is invalid."""
 
 
+class DataError(FedTinyError):
+    """A user's recordings or front end are invalid (unreadable file, bad label, NaN, unknown knob)."""
+
+
 class ModelError(FedTinyError):
     """A model file is not what fedtiny expects (not int8, no FULLY_CONNECTED head, shape mismatch)."""
 

@@ -1,0 +1,195 @@
+"""Load a user's recordings (npz, one folder per class, csv) into one :class:`Recordings` value.
+
+The readers in ``_npz_csv`` and ``_folders`` return labels as they are in the file (numbers or names); this
+module maps them onto the model's classes, encodes device names as ids and takes the per-class subset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fedtiny.data._common import RawData, subset_per_class
+from fedtiny.errors import DataError
+
+FORMATS = ("npz", "folders", "csv")
+
+
+@dataclass
+class Recordings:
+    """A user's examples: raw signals (or model inputs), labels, and where/when/on which device each was."""
+
+    raw: list[np.ndarray] | np.ndarray  # one signal per example (npz: float32 or int8 model inputs)
+    y: np.ndarray  # int64 [N], index into classes
+    classes: tuple[str, ...]
+    device: np.ndarray | None  # int64 [N] device id per example (index into device_names), or None
+    time: np.ndarray | None  # float64 [N] orderable recording time, or None (file/row order then)
+    sources: list[str]  # where each example came from ("file.wav", "file.npz[i]", "file.csv:line")
+    split: np.ndarray | None = None  # str [N]: "train" / "validation" / "testing" where the data says so
+    sample_rate: int | None = None  # audio: the common rate every clip was resampled to
+    device_names: tuple[str, ...] = ()  # original device / speaker names; device ids index into it
+    background: list[np.ndarray] = field(default_factory=list)  # background clips (_background_noise_)
+    is_int8: bool = False  # raw holds already-quantized int8 model inputs (npz only)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def detect_format(path: Path) -> str:
+    """``"folders"`` for a directory, ``"npz"`` / ``"csv"`` by suffix (or a zip's magic bytes for npz)."""
+    path = Path(path)
+    if path.is_dir():
+        return "folders"
+    if not path.exists():
+        raise DataError(f"{path}: not found (expected a .npz file, a .csv file or a folder of class folders)")
+    suffix = path.suffix.lower()
+    if suffix in (".npz", ".csv"):
+        return suffix[1:]
+    with path.open("rb") as f:
+        if f.read(4) == b"PK\x03\x04":  # numpy.savez writes a zip archive
+            return "npz"
+    raise DataError(
+        f"{path}: unknown data format (expected a .npz file, a .csv file or a folder of class folders)"
+    )
+
+
+def load_recordings(
+    path: str | Path,
+    format: str = "auto",  # the scenario key is data.format
+    *,
+    label_column: str = "label",
+    device_column: str = "device",
+    time_column: str = "time",
+    max_per_class: int = 0,
+    seed: int = 0,
+    classes: Sequence[str] = (),
+) -> Recordings:
+    """Read ``path`` in ``format`` (auto: :func:`detect_format`); ``classes`` (the model's) fix the label order.
+
+    ``max_per_class`` > 0 keeps a seeded random subset of that many examples per class, in file order.
+    """
+    path = Path(path)
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt not in FORMATS:
+        raise DataError(f"{path}: unknown format {format!r} (expected auto, {', '.join(FORMATS)})")
+    if not path.exists():
+        raise DataError(f"{path}: not found")
+    if fmt == "folders":
+        from fedtiny.data._folders import read_folders
+
+        raw = read_folders(path, classes, max_per_class, seed)
+    elif fmt == "npz":
+        from fedtiny.data._npz_csv import read_npz
+
+        raw = read_npz(path)
+    else:
+        from fedtiny.data._npz_csv import read_csv
+
+        raw = read_csv(path, label_column, device_column, time_column)
+    y, names = _map_labels(path, raw.labels, raw.names, tuple(classes))
+    device, device_names = _encode_devices(path, raw.device)
+    rec = Recordings(
+        raw=raw.raw,
+        y=y,
+        classes=names,
+        device=device,
+        time=raw.time,
+        sources=raw.sources,
+        split=raw.split,
+        sample_rate=raw.sample_rate,
+        device_names=device_names,
+        background=raw.background,
+        is_int8=raw.is_int8,
+    )
+    if max_per_class > 0:
+        rec = _take(rec, subset_per_class(rec.y, max_per_class, seed))
+    return rec
+
+
+def load_background(folder: str | Path, sample_rate: int | None = None) -> list[np.ndarray]:
+    """float32 clips of every .wav / .npy file in ``folder`` (WAVs resampled to ``sample_rate`` when given)."""
+    from fedtiny.data._folders import read_background
+
+    return read_background(Path(folder), sample_rate)
+
+
+def _expected(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:30])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
+
+
+def _map_labels(
+    path: Path, labels: np.ndarray, file_names: tuple[str, ...] | None, classes: tuple[str, ...]
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """int64 labels indexing the model's ``classes`` (or the file's names, or 0..max when neither)."""
+    if labels.dtype.kind in "US":  # labels given by name
+        target = classes or file_names or tuple(sorted({str(v) for v in labels}))
+        index = {n: i for i, n in enumerate(target)}
+        for v in labels:
+            if str(v) not in index:
+                raise DataError(f"{path}: unknown label {str(v)!r} (expected one of {_expected(target)})")
+        return np.array([index[str(v)] for v in labels], dtype=np.int64), target
+    if labels.dtype.kind not in "iuf" or (labels.dtype.kind == "f" and not np.all(np.isfinite(labels))):
+        raise DataError(f"{path}: labels must be integers or class names, got dtype {labels.dtype}")
+    y = labels.astype(np.int64)
+    if labels.dtype.kind == "f" and np.any(y != labels):
+        bad = int(np.flatnonzero(y != labels)[0])
+        raise DataError(f"{path}: label {labels[bad]} of example {bad} is not an integer")
+    if len(y) and y.min() < 0:
+        bad = int(np.argmin(y))
+        raise DataError(
+            f"{path}: label {y[bad]} of example {bad} is negative (expected 0..number of classes-1)"
+        )
+    names = file_names or classes or tuple(str(i) for i in range(int(y.max()) + 1 if len(y) else 0))
+    if len(y) and y.max() >= len(names):
+        bad = int(np.argmax(y))
+        raise DataError(
+            f"{path}: label {y[bad]} of example {bad} is >= the number of classes {len(names)} "
+            f"(expected 0..{len(names) - 1}: {_expected(names)})"
+        )
+    if file_names and classes and file_names != classes:  # the file's names onto the model's order
+        index = {n: i for i, n in enumerate(classes)}
+        for n in file_names:
+            if n not in index:
+                raise DataError(f"{path}: unknown class {n!r} (expected one of {_expected(classes)})")
+        y = np.array([index[n] for n in file_names], dtype=np.int64)[y]
+        names = classes
+    return y, names
+
+
+def _encode_devices(path: Path, device: np.ndarray | None) -> tuple[np.ndarray | None, tuple[str, ...]]:
+    """Dense int64 ids 0..K-1 and the original names (numbers written as integers where they are)."""
+    if device is None:
+        return None, ()
+    if device.dtype.kind == "f":
+        if not np.all(np.isfinite(device)) or np.any(device != np.round(device)):
+            raise DataError(f"{path}: device ids must be integers or names, got non-integer numbers")
+        device = device.astype(np.int64)
+    if device.dtype.kind not in "iuUSb":
+        raise DataError(f"{path}: device ids must be integers or names, got dtype {device.dtype}")
+    uniq, ids = np.unique(device, return_inverse=True)
+    return ids.astype(np.int64).ravel(), tuple(str(v) for v in uniq)
+
+
+def _take(rec: Recordings, idx: np.ndarray) -> Recordings:
+    """The examples ``idx`` of ``rec`` (device ids and names kept as they are)."""
+    raw = rec.raw[idx] if isinstance(rec.raw, np.ndarray) else [rec.raw[int(i)] for i in idx]
+    return Recordings(
+        raw=raw,
+        y=rec.y[idx],
+        classes=rec.classes,
+        device=None if rec.device is None else rec.device[idx],
+        time=None if rec.time is None else rec.time[idx],
+        sources=[rec.sources[int(i)] for i in idx],
+        split=None if rec.split is None else rec.split[idx],
+        sample_rate=rec.sample_rate,
+        device_names=rec.device_names,
+        background=rec.background,
+        is_int8=rec.is_int8,
+    )
+
+
+__all__ = ["FORMATS", "RawData", "Recordings", "detect_format", "load_background", "load_recordings"]
