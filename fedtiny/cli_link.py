@@ -33,7 +33,7 @@ def _key(path: Optional[Path]) -> bytes | None:
 
 def emulate(
     listen: str = typer.Option("socket://127.0.0.1:7777", "--listen", help="socket://HOST:PORT or pty"),
-    state: Path = typer.Option(Path("board.flash"), "--state", help="flash image file (A/B slots, metadata)"),
+    state: Path = typer.Option(Path(tempfile.gettempdir()) / "fedtiny-board.flash", "--state", help="flash image file (A/B slots, metadata); default in the temp folder: give each board its own"),
     device_id: int = typer.Option(1, "--device-id"),
     fleet_key_file: Optional[Path] = typer.Option(None, "--fleet-key-file", help="per-fleet HMAC key, hex"),
     model: Optional[Path] = typer.Option(None, "--model", help="int8 .tflite the board runs in TFLite Micro "
