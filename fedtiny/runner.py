@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from fedtiny.config import Scenario, scenario_to_toml
 from fedtiny.config.derived import train_config
+from fedtiny.errors import DataError
 from fedtiny.fleet.boards import check_fits, get_board
-from fedtiny.fleet.data import FLEET_DIR, FleetLayout, model_spec_of, prepare_fleet
+from fedtiny.fleet.data import FLEET_DIR, FleetLayout, layout_of, model_spec_of, prepare_fleet
 from fedtiny.ondevice import device_budget
 
 Log = Callable[[str], Any]
@@ -46,39 +49,107 @@ def check_budget(s: Scenario, num_classes: int, dim: int) -> dict[str, int]:
     return {"ram_bytes": b.ram_bytes, "cache_bytes": b.cache_bytes, "train_macs": b.train_macs, "infer_macs": b.infer_macs}
 
 
+def data_label(s: Scenario) -> str:
+    """What the fleet's data is, in a few words (results and plot titles)."""
+    return f"data {Path(s.data.path).name}" if s.data.path else s.task.name
+
+
+def _base_model(s: Scenario, log: Log) -> tuple[bytes, dict[str, Any]]:
+    """The int8 model to deploy for generated data: the user's (.tflite or Keras) or the task's reference."""
+    from fedtiny.model.user import convert_keras, load_tflite
+
+    if s.model.tflite:
+        um = load_tflite(s.model.tflite)
+        return um.tflite, {"float_accuracy": None, "int8_accuracy": None, "bytes": len(um.tflite),
+                           "source": str(um.source), "head": um.io.head_path}
+    if s.model.keras:
+        from fedtiny.model.build import factory_data
+
+        spec = model_spec_of(s)
+        rep, _ = factory_data(spec, spec.representative_samples, 0)
+        um = convert_keras(s.model.keras, rep, log)
+        return um.tflite, {"float_accuracy": None, "int8_accuracy": None, "bytes": len(um.tflite),
+                           "source": str(um.source), "head": um.io.head_path}
+    from fedtiny.model.build import build_base_model
+
+    base = build_base_model(model_spec_of(s), log)
+    return base.tflite, dict(base.meta)
+
+
+def _prepare_user_data(s: Scenario, out_dir: Path, log: Log, resume: bool) -> tuple[Scenario, bytes, FleetLayout, dict[str, Any]]:
+    """A user's recordings: load them, take (or convert) the model, build the fleet of the data's devices."""
+    from fedtiny.data import load_recordings
+    from fedtiny.fleet.user_data import prepare_user_fleet
+    from fedtiny.model.flatbuffer import metadata_classes
+    from fedtiny.model.user import convert_keras, load_tflite
+
+    d = s.data
+    saved = out_dir / "base_int8.tflite"
+    if resume and saved.exists() and (out_dir / FLEET_DIR / "layout.json").exists():
+        return s, saved.read_bytes(), layout_of(s), json.loads((out_dir / "base_meta.json").read_text())
+    classes = tuple(s.model.classes) or (metadata_classes(Path(s.model.tflite).read_bytes()) if s.model.tflite else ())
+    rec = load_recordings(d.path, d.format, label_column=d.label_column, device_column=d.device_column,
+                          time_column=d.time_column, max_per_class=d.max_per_class, seed=s.seed, classes=classes)
+    log(f"data: {len(rec)} examples, {len(rec.classes)} classes, "
+        + (f"{len(set(rec.device.tolist()))} devices" if rec.device is not None else f"no device ids (partitioned over {s.fleet.devices} devices)"))
+    float_predict = None
+    if s.model.tflite:
+        um = load_tflite(s.model.tflite)
+    else:  # a Keras model: representative inputs are a seeded sample of the user's data
+        from fedtiny.fleet.user_data import InputMaker
+
+        if rec.is_int8:
+            raise DataError(f"{d.path}: int8 inputs cannot calibrate a Keras model's conversion; give float inputs")
+        idx = np.sort(np.random.default_rng([s.seed, 0x4E9]).permutation(len(rec))[:300])
+        um = convert_keras(s.model.keras, InputMaker(s, rec)(idx), log)
+        float_predict = um.float_predict
+    log(f"model: {um.source.name}, {len(um.tflite)} bytes, head {um.io.head_path}, input {um.io.input_dtype} "
+        f"{list(um.io.input_shape)}")
+    uf = prepare_user_fleet(s, rec, um.tflite, out_dir, log, float_predict)
+    meta = {"float_accuracy": uf.float_accuracy, "int8_accuracy": uf.int8_accuracy, "bytes": len(um.tflite),
+            "source": str(um.source), "head": um.io.head_path, "classes": list(rec.classes),
+            "devices": list(uf.device_names)}
+    saved.write_bytes(um.tflite)
+    (out_dir / "base_meta.json").write_text(json.dumps(meta, indent=1))
+    return uf.scenario, um.tflite, uf.layout, meta
+
+
 def prepare_run(s: Scenario, out_dir: Path, log: Log = print, progress: Any = None, resume: bool = False,
                 stop_after: int = 0) -> RunPlan:
-    """Everything before the first round, in the driver: resolved scenario, base model, fleet features.
+    """Everything before the first round, in the driver: base model, fleet features, resolved scenario.
 
     With ``resume``, the fleet data and the last checkpoint under ``out_dir`` are reused.
     """
     from fedtiny.fleet.data import layout_of
-    from fedtiny.model.build import build_base_model
     from fedtiny.model.flatbuffer import read_head
     from fedtiny.server.fleet_server import FleetServer
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        (out_dir / "scenario.resolved.toml").write_text(scenario_to_toml(s))
         for old in (out_dir / "checkpoint").glob("*") if (out_dir / "checkpoint").exists() else []:
             old.unlink()
         for old in (out_dir / "device_rounds").glob("*.npz") if (out_dir / "device_rounds").exists() else []:
             old.unlink()
-    base = build_base_model(model_spec_of(s), log)
-    head = read_head(base.tflite)
-    budget = check_budget(s, head.num_classes, head.num_features)
-    if resume and (out_dir / FLEET_DIR / "layout.json").exists() and (out_dir / FLEET_DIR / "speed.npy").exists():
-        layout = layout_of(s)
+    if s.data.path:
+        s, tflite, layout, base_meta = _prepare_user_data(s, out_dir, log, resume)
     else:
-        layout = prepare_fleet(s, base.tflite, out_dir, log=log)
-    meta = {**base.meta, "budget": budget}
+        tflite, base_meta = _base_model(s, log)
+        if resume and (out_dir / FLEET_DIR / "layout.json").exists() and (out_dir / FLEET_DIR / "speed.npy").exists():
+            layout = layout_of(s)
+        else:
+            layout = prepare_fleet(s, tflite, out_dir, log=log)
+    if not resume:
+        (out_dir / "scenario.resolved.toml").write_text(scenario_to_toml(s))
+    head = read_head(tflite)
+    budget = check_budget(s, head.num_classes, head.num_features)
+    meta = {**base_meta, "budget": budget}
     server = FleetServer(s, layout, out_dir / FLEET_DIR, head, progress=progress, out_dir=out_dir, stop_after=stop_after)
     if resume:
         if server.load_checkpoint():
             log(f"resume: continuing after round {server.round} of {s.rounds}")
         else:
             log("resume: no checkpoint found, starting from round 1")
-    return RunPlan(s, out_dir, base.tflite, layout, meta, server)
+    return RunPlan(s, out_dir, tflite, layout, meta, server)
 
 
 def _block_tensorflow() -> None:
@@ -143,11 +214,11 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
     export_header(final, out / "model_int8.h")
     write_rounds_csv(rows, out / "rounds.csv")
     if s.output.plots:
-        plot_accuracy(rows, out / "accuracy.png", f"{s.name}: {s.task.name}, {s.fleet.devices} devices, {s.strategy.name}",
+        plot_accuracy(rows, out / "accuracy.png", f"{s.name}: {data_label(s)}, {s.fleet.devices} devices, {s.strategy.name}",
                       plan.layout.segment_starts)
     summary = {
         "scenario": s.name,
-        "task": s.task.name,
+        "task": data_label(s),
         "devices": s.fleet.devices,
         "gateways": plan.layout.gateways,
         "rounds": s.rounds,

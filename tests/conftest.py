@@ -20,7 +20,7 @@ def tiny_tflite() -> bytes:
     """A small real int8 model (conv backbone, 64 features, 5-class head) from the real TFLite converter."""
     import keras
 
-    from fedtiny.model.build import _convert
+    from fedtiny.model.build import convert_to_int8
 
     keras.utils.set_random_seed(3)
     inp = keras.Input((16, 16, 1))
@@ -30,4 +30,4 @@ def tiny_tflite() -> bytes:
     out = keras.layers.Dense(5, name="head", bias_initializer=keras.initializers.RandomNormal(0, 0.5))(x)
     model = keras.Model(inp, out)
     rep = np.random.default_rng(0).normal(size=(100, 16, 16, 1)).astype(np.float32)
-    return _convert(model, (16, 16, 1), rep)
+    return convert_to_int8(model, (16, 16, 1), rep)

@@ -34,7 +34,7 @@ def vib_model() -> bytes:
     """A small real int8 model for the vibration task's 32x32x1 input (conv backbone, 64 features, 5 classes)."""
     import keras
 
-    from fedtiny.model.build import _convert
+    from fedtiny.model.build import convert_to_int8
 
     keras.utils.set_random_seed(5)
     inp = keras.Input(TASK.input_shape)
@@ -44,7 +44,7 @@ def vib_model() -> bytes:
     out = keras.layers.Dense(TASK.num_classes, name="head",
                              bias_initializer=keras.initializers.RandomNormal(0, 0.5))(x)
     rep = TASK.generate(np.arange(100) % TASK.num_classes, np.random.default_rng(0))
-    return _convert(keras.Model(inp, out), TASK.input_shape, rep)
+    return convert_to_int8(keras.Model(inp, out), TASK.input_shape, rep)
 
 
 def _data(seed: int, n: int = 24) -> tuple[np.ndarray, np.ndarray]:

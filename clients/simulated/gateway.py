@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from fedtiny.fleet.data import FleetData, uniform
 from fedtiny.fleet.boards import get_board
-from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, predict_int8, train_heads, train_heads_fixed
+from fedtiny.fleet.data import FleetData, uniform
+from fedtiny.fleet.recorded import open_fleet_data
+from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, train_heads, train_heads_fixed
 from fedtiny.records import encode_int8_delta
 
 _DATA: dict[str, FleetData] = {}
@@ -22,7 +23,7 @@ _DATA: dict[str, FleetData] = {}
 def fleet_data(path: str) -> FleetData:
     """One memory-mapped view per worker process (Ray reuses workers across rounds)."""
     if path not in _DATA:
-        _DATA[path] = FleetData(Path(path))
+        _DATA[path] = open_fleet_data(Path(path))
     return _DATA[path]
 
 
@@ -65,10 +66,9 @@ def train_devices(head: Int8Head, data: FleetData, devices: np.ndarray, cfg: Tra
                   uplink: str = "float32") -> dict[str, np.ndarray]:
     """Every device starts from the int8 head it holds, trains on its ring-buffer cache, returns its head."""
     feats, labels = data.train(devices, round_)
-    n = feats.shape[1]
+    counts = data.cache_counts(devices, round_)
     fh = dequantize_head(head)
     kw = dict(input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=seed, round_=round_)
-    counts = np.full(len(devices), n)
     res = train_heads(fh.weights, fh.bias, feats, labels.astype(np.int64), counts, cfg, device_ids=devices, **kw)
     fixed = _fixed_point_devices(data, devices, cfg)
     if fixed.any():  # boards without an FPU run the integer trainer (docs/ondevice.md §3b), as they would
@@ -78,7 +78,7 @@ def train_devices(head: Int8Head, data: FleetData, devices: np.ndarray, cfg: Tra
     w, b = res.weights, res.bias
     inject_faults(w, b, fh.weights, fh.bias, np.asarray(data.faulty[devices], dtype=bool), str(data.meta["fault"]),
                   seed, round_, devices)
-    out = {"device_ids": devices.astype(np.int64), "num_examples": np.full(len(devices), n, dtype=np.int64),
+    out = {"device_ids": devices.astype(np.int64), "num_examples": counts.astype(np.int64),
            "loss": res.loss}
     if uplink == "int8":
         q, sc = encode_int8_delta(w - fh.weights[None])
@@ -91,11 +91,11 @@ def train_devices(head: Int8Head, data: FleetData, devices: np.ndarray, cfg: Tra
 def evaluate_devices(head: Int8Head, data: FleetData, segment: int, devices: np.ndarray) -> dict[str, np.ndarray]:
     """Correct predictions of the deployed int8 head on each device's local test data."""
     feats, labels = data.gather(data.test_indices(devices, segment))
-    pred = predict_int8(head, feats)
+    pred = data.predict(head, feats)
     return {
         "device_ids": devices.astype(np.int64),
         "correct": (pred == labels).sum(axis=1).astype(np.int64),
-        "total": np.full(len(devices), labels.shape[1], dtype=np.int64),
+        "total": data.test_counts(devices),
     }
 
 

@@ -33,7 +33,9 @@ from typing import Any, Callable
 import numpy as np
 
 from fedtiny.config.schema import Scenario
+from fedtiny.ondevice.head import Int8Head, head_forward_int8
 from fedtiny.ondevice.shuffle import mix64
+from fedtiny.ondevice.tail import HeadTail
 from fedtiny.tasks import get_task
 
 FLEET_DIR = "fleet"
@@ -90,12 +92,18 @@ class FleetPlan:
     speed: np.ndarray  # float32 [K] compute-speed factor (1 = datasheet)
 
 
-def build_plan(s: Scenario, layout: FleetLayout) -> FleetPlan:
-    """Conditions, class mixes, groups, boards and faults of every device, from the scenario seed."""
-    task = get_task(s.task.name, **s.task.params)
-    k, c, f = s.fleet.devices, task.num_classes, s.fleet
+def build_plan(s: Scenario, layout: FleetLayout, default_condition: dict[str, float] | None = None,
+               num_classes: int | None = None) -> FleetPlan:
+    """Conditions, class mixes, groups, boards and faults of every device, from the scenario seed.
+
+    ``default_condition``/``num_classes`` describe the data when it is not the scenario's task (recordings).
+    """
+    if default_condition is None or num_classes is None:
+        task = get_task(s.task.name, **s.task.params)
+        default_condition, num_classes = task.default_condition(), task.num_classes
+    k, c, f = s.fleet.devices, num_classes, s.fleet
     rng = np.random.default_rng([s.seed, 0xF1EE7])
-    base = {**task.default_condition(), **f.condition}
+    base = {**default_condition, **f.condition}
     nvar = min(f.variants, k) if f.spread else 1
     offsets = {knob: rng.permutation(-sp + 2 * sp * (np.arange(nvar) + 0.5) / nvar) for knob, sp in f.spread.items()}
     conds: list[dict[str, float]] = []
@@ -205,6 +213,7 @@ def prepare_fleet(
 ) -> FleetLayout:
     """Fleet plan and shared feature pools under ``out_dir/fleet`` (pools reused from the disk cache)."""
     from fedtiny.model.build import factory_data
+    from fedtiny.model.flatbuffer import model_io, read_tail
     from fedtiny.model.runtime import Int8Runner
 
     if featurize is None:
@@ -230,6 +239,7 @@ def prepare_fleet(
         pools.append(p)
         computed += 1
     np.save(root / "pool_feats.npy", np.stack(pools))
+    np.save(root / "pool_labels.npy", np.repeat(np.arange(task.num_classes), s.fleet.pool_per_class).astype(np.int16))
     log(f"fleet: {s.fleet.devices} devices, {len(plan.conditions)} condition variants x {task.num_classes} classes x "
         f"{s.fleet.pool_per_class} pooled samples ({computed} pools computed, {len(pools) - computed} from cache)")
     np.save(root / "variant.npy", plan.variant)
@@ -247,14 +257,21 @@ def prepare_fleet(
     meta = {
         "train": s.fleet.samples_per_device, "test": s.eval.test_samples or s.fleet.test_samples_per_device,
         "cache": s.fleet.cache_size, "new_per_round": s.fleet.new_samples_per_round, "seed": s.seed,
-        "fault": s.fleet.fault, "test_mix": s.eval.test_mix, "conditions": plan.conditions, "boards": plan.boards, **layout.__dict__,
+        "fault": s.fleet.fault, "test_mix": s.eval.test_mix, "conditions": plan.conditions, "boards": plan.boards,
+        "kind": "generated", "tail": read_tail(tflite).to_list(), "per_tensor": model_io(tflite).per_tensor,
+        **layout.__dict__,
     }
     (root / "layout.json").write_text(json.dumps(meta, indent=1))
     return layout
 
 
 class FleetData:
-    """Read side (gateways and server): memory-mapped pools and plan; per-device samples gathered by index."""
+    """Read side (gateways and server): memory-mapped pools and plan; per-device samples gathered by index.
+
+    The pool holds every example under every condition variant: flat index ``v * n_examples + i`` is example
+    ``i`` under variant ``v``, and ``labels[i]`` its class. Generated fleets draw each device's samples from
+    the pool by counter-based hashes (below); recorded fleets (fedtiny/fleet/recorded.py) list them.
+    """
 
     def __init__(self, fleet_dir: str | Path) -> None:
         self.root = Path(fleet_dir)
@@ -264,15 +281,32 @@ class FleetData:
         self.capacity, self.per_round = int(meta["cache"]), int(meta["new_per_round"])
         self.seed = int(meta["seed"])
         self.starts = np.asarray(meta["segment_starts"], dtype=np.int64)
-        self.pool = np.load(self.root / "pool_feats.npy", mmap_mode="r")  # [V, C, P, D]
+        self.pool = np.load(self.root / "pool_feats.npy", mmap_mode="r")  # [V, C, P, D] or [V, N, D]
         self.variant = np.load(self.root / "variant.npy", mmap_mode="r")
-        self.cmix = np.load(self.root / "cmix.npy", mmap_mode="r")
         self.faulty = np.load(self.root / "faulty.npy", mmap_mode="r")
         self.board = np.load(self.root / "board.npy", mmap_mode="r")  # index into meta["boards"]
-        self.num_variants, self.num_classes, self.pool_size, self.dim = self.pool.shape
+        self.num_variants, self.dim = self.pool.shape[0], self.pool.shape[-1]
         self.pool2d = self.pool.reshape(-1, self.dim)
-        self.pool_train = self.pool_size - max(1, self.pool_size // 4) if self.pool_size > 1 else 1
+        self.n_examples = self.pool2d.shape[0] // self.num_variants
+        self.labels = np.load(self.root / "pool_labels.npy").astype(np.int64)  # [n_examples]; -1: never a class
+        self.tail = HeadTail.from_list(meta.get("tail", []))
         self.balanced_test = meta.get("test_mix", "local") == "balanced"
+        if self.pool.ndim == 4:  # a generated pool: per (variant, class), pool_size examples
+            self.num_classes, self.pool_size = self.pool.shape[1], self.pool.shape[2]
+            self.cmix = np.load(self.root / "cmix.npy", mmap_mode="r")
+            self.pool_train = self.pool_size - max(1, self.pool_size // 4) if self.pool_size > 1 else 1
+
+    def cache_counts(self, devices: np.ndarray, round_: int) -> np.ndarray:
+        """Samples in each device's cache when it trains in ``round_`` [K]."""
+        return np.full(len(devices), min(self.collected(round_), self.capacity), dtype=np.int64)
+
+    def test_counts(self, devices: np.ndarray) -> np.ndarray:
+        """Local test samples of each device [K] (the rest of its test row is padding that is never correct)."""
+        return np.full(len(devices), self.n_test, dtype=np.int64)
+
+    def predict(self, head: Int8Head, feats: np.ndarray) -> np.ndarray:
+        """What a board predicts: argmax of the model's output (the head, then the ops after it)."""
+        return self.tail.predict(head_forward_int8(head, feats))
 
     def segment_of_round(self, r: np.ndarray | int) -> np.ndarray:
         return np.searchsorted(self.starts, np.asarray(r), side="right") - 1
@@ -312,8 +346,7 @@ class FleetData:
     def gather(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """int8 features [..., D] and labels [...] of flat pool indices."""
         feats = np.asarray(self.pool2d[flat.reshape(-1)]).reshape(*flat.shape, self.dim)
-        labels = (flat // self.pool_size) % self.num_classes
-        return feats, labels
+        return feats, self.labels[flat % self.n_examples]
 
     def train(self, devices: np.ndarray, round_: int) -> tuple[np.ndarray, np.ndarray]:
         idx, _ = self.cache_indices(devices, round_)

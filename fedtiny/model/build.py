@@ -66,7 +66,8 @@ def factory_data(spec: ModelSpec, n: int, stream: int) -> tuple[np.ndarray, np.n
     return task.generate(labels, rng, task.default_condition()), labels
 
 
-def _convert(model: Any, input_shape: tuple[int, ...], rep: np.ndarray) -> bytes:
+def convert_to_int8(model: Any, input_shape: tuple[int, ...], rep: np.ndarray) -> bytes:
+    """Full-integer int8 .tflite (int8 input and output) of a Keras model, calibrated on ``rep`` inputs."""
     import keras
     import tensorflow as tf
 
@@ -102,7 +103,7 @@ def train_and_convert(spec: ModelSpec, log: Any = print) -> tuple[bytes, float]:
     model.fit(x, y, epochs=spec.epochs, batch_size=spec.batch_size, verbose=0, shuffle=True)
     float_acc = float(np.mean(np.argmax(model.predict(xt, batch_size=256, verbose=0), axis=-1) == yt))
     log(f"base model: float accuracy {float_acc:.4f} on {len(yt)} clean factory test samples")
-    return _convert(model, task.input_shape, x[: spec.representative_samples]), float_acc
+    return convert_to_int8(model, task.input_shape, x[: spec.representative_samples]), float_acc
 
 
 def build_base_model(spec: ModelSpec, log: Any = print) -> BaseModel:

@@ -124,13 +124,16 @@ def logit_range_to_qparams(lo: float, hi: float) -> tuple[float, int]:
     return scale, int(np.clip(zp, -128, 127))
 
 
-def quantize_weights(fh: FloatHead, input_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-channel symmetric int8 weights and int32 bias, in float32 arithmetic (reproducible in C)."""
+def quantize_weights(fh: FloatHead, input_scale: float, per_tensor: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel (or, for a model that stores one scale, per-tensor) symmetric int8 weights and int32 bias,
+    in float32 arithmetic (reproducible in C)."""
     w = np.asarray(fh.weights, dtype=np.float32)
     b = np.asarray(fh.bias, dtype=np.float32)
     if not (np.isfinite(w).all() and np.isfinite(b).all()):
         raise ModelError("cannot quantize a head with NaN or Inf weights")
     absmax = np.abs(w).max(axis=-1)
+    if per_tensor:
+        absmax = np.broadcast_to(absmax.max(axis=-1, keepdims=True), absmax.shape)
     scales = np.where(absmax > 0, absmax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
     wq = np.clip(round_half_away(w / scales[..., None]), -127, 127).astype(np.int8)
     bias_scale = (np.float32(input_scale) * scales).astype(np.float32)
@@ -139,14 +142,14 @@ def quantize_weights(fh: FloatHead, input_scale: float) -> tuple[np.ndarray, np.
 
 
 def quantize_head(
-    fh: FloatHead, input_scale: float, input_zero_point: int, calib_features: np.ndarray
+    fh: FloatHead, input_scale: float, input_zero_point: int, calib_features: np.ndarray, per_tensor: bool = False
 ) -> Int8Head:
     """Re-quantize a float head to int8 as the TFLite converter would, calibrated on int8 features.
 
     The logit range is taken from the int32 accumulators of the quantized weights on ``calib_features``
     times their scale (exact, so a board computes the same scale and zero point bit for bit).
     """
-    wq, scales, bq = quantize_weights(fh, input_scale)
+    wq, scales, bq = quantize_weights(fh, input_scale, per_tensor)
     probe = Int8Head(wq, scales, bq, input_scale, input_zero_point, 1.0, 0)
     feats = np.asarray(calib_features, dtype=np.int8).reshape(-1, wq.shape[1])
     if len(feats) == 0:

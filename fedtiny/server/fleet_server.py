@@ -26,14 +26,14 @@ import numpy as np
 from fedtiny.config.derived import train_config
 from fedtiny.config.schema import Scenario
 from fedtiny.fleet.boards import get_board
-from fedtiny.fleet.data import FleetData, FleetLayout, uniform
+from fedtiny.fleet.data import FleetLayout, uniform
+from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.ondevice import (
     FloatHead,
     Int8Head,
     TrainConfig,
     dequantize_head,
     device_budget,
-    predict_int8,
     quantize_head,
     train_heads,
 )
@@ -65,7 +65,8 @@ class FleetServer:
     def __post_init__(self) -> None:
         s = self.scenario
         self.head = self.initial_head
-        self.data = FleetData(self.fleet_dir)
+        self.data = open_fleet_data(self.fleet_dir)
+        self._per_tensor = bool(self.data.meta.get("per_tensor", False))
         self._calib = np.load(self.fleet_dir / "calib_feats.npy")
         self._gtest = np.load(self.fleet_dir / "global_test_feats.npy")
         self._gtest_y = np.load(self.fleet_dir / "global_test_labels.npy")
@@ -77,7 +78,8 @@ class FleetServer:
         self.train_cfg = train_config(s)
         k = s.fleet.devices
         self.battery = np.full(k, s.fleet.battery_j, dtype=np.float64)
-        self._labels_flat = (np.arange(self.data.pool2d.shape[0]) // self.data.pool_size) % self.data.num_classes
+        self._labels_flat = np.tile(self.data.labels, self.data.num_variants)
+        self._test_n = self.data.test_counts(np.arange(k))
         self._test_idx: dict[int, np.ndarray] = {}
         self.round = 0
         # comparison subset: baselines and personalization
@@ -108,7 +110,7 @@ class FleetServer:
         return {int(chunk[0] // self.layout.devices_per_gateway): chunk for chunk in np.split(devices, cuts) if len(chunk)}
 
     def _pool_correct(self, head: Int8Head) -> np.ndarray:
-        return predict_int8(head, np.asarray(self.data.pool2d)) == self._labels_flat
+        return self.data.predict(head, np.asarray(self.data.pool2d)) == self._labels_flat
 
     def test_idx(self, seg: int) -> np.ndarray:
         if seg not in self._test_idx:
@@ -176,7 +178,7 @@ class FleetServer:
         seg = self.layout.segment_of_round(r)
         avail = self.available(r)
         sampled = self.sample(r, avail)
-        count = min(self.data.collected(r), self.data.capacity)
+        count = int(self.data.cache_counts(sampled, r).max(initial=1))  # the fullest cache bounds the work
         secs, joules, down, up = self.device_costs(sampled, count)
         on_time = secs <= s.strategy.deadline_s if s.strategy.deadline_s > 0 else np.ones(len(sampled), dtype=bool)
         trainers = sampled[on_time]
@@ -213,7 +215,8 @@ class FleetServer:
             trained = len(ids_)
             accepted_ids = ids_
             nw, nb = self._agg(g.weights, g.bias, w, b, n)
-            self.head = quantize_head(FloatHead(nw, nb), self.head.input_scale, self.head.input_zero_point, self._calib)
+            self.head = quantize_head(FloatHead(nw, nb), self.head.input_scale, self.head.input_zero_point, self._calib,
+                                      per_tensor=self._per_tensor)
             loss = float(np.mean(np.concatenate(ls).astype(np.float64)))
             if s.strategy.personalize > 0:
                 pos = np.searchsorted(self.subset, ids_)
@@ -268,7 +271,7 @@ class FleetServer:
         feats, labels = self.data.train(devs, r)
         cfg = TrainConfig(self.train_cfg.epochs, self.train_cfg.batch_size, self.train_cfg.lr, self.train_cfg.momentum,
                           self.train_cfg.weight_decay, 0.0)
-        res = train_heads(self.loc_w[sel], self.loc_b[sel], feats, labels.astype(np.int64), np.full(len(devs), feats.shape[1]),
+        res = train_heads(self.loc_w[sel], self.loc_b[sel], feats, labels.astype(np.int64), self.data.cache_counts(devs, r),
                           cfg, input_scale=self.head.input_scale, input_zero_point=self.head.input_zero_point,
                           seed=self.scenario.seed ^ 0x10CA1, round_=r, device_ids=devs)
         ok = np.isfinite(res.weights).all(axis=(1, 2))
@@ -282,12 +285,14 @@ class FleetServer:
         pred = np.argmax(np.matmul(x, w.transpose(0, 2, 1)) + b[:, None, :], axis=-1)
         return (pred == labels).sum(axis=1)
 
-    def _group_accs(self, correct: np.ndarray, devs: np.ndarray, m: int) -> dict[str, float]:
-        out = {"all": float(correct.sum() / max(len(devs) * m, 1))}
+    def _group_accs(self, correct: np.ndarray, devs: np.ndarray) -> dict[str, float]:
+        """Accuracy over the devices' test samples, pooled: all devices, then per group."""
+        n = self._test_n[devs]
+        out = {"all": float(correct.sum() / max(n.sum(), 1))}
         grp = self._group[devs]
         for gi, name in enumerate(self.layout.groups):
             if (grp == gi).any():
-                out[name] = float(correct[grp == gi].sum() / ((grp == gi).sum() * m))
+                out[name] = float(correct[grp == gi].sum() / max(n[grp == gi].sum(), 1))
         return out
 
     def _curve(self, method: str, accs: dict[str, float]) -> None:
@@ -303,21 +308,20 @@ class FleetServer:
         assert self.head is not None
         seg = self.layout.segment_of_round(r)
         idx = self.test_idx(seg)
-        m = idx.shape[1]
         fed_pool = self._pool_correct(self.head)
         fed = fed_pool[idx].sum(axis=1)
         all_devs = np.arange(self.layout.devices)
-        groups = self._group_accs(fed, all_devs, m)
+        groups = self._group_accs(fed, all_devs)
         row.accuracy = groups.pop("all")
         row.group_accuracy = groups
-        row.accuracy_global = float(np.mean(predict_int8(self.head, self._gtest) == self._gtest_y))
+        row.accuracy_global = float(np.mean(self.data.predict(self.head, self._gtest) == self._gtest_y))
         sub = self.subset
-        self._curve("federated", self._group_accs(fed[sub], sub, m))
+        self._curve("federated", self._group_accs(fed[sub], sub))
         if self.scenario.eval.baselines:
             st = self._static_correct[idx[sub]].sum(axis=1)
             lo = self._float_correct(self.loc_w, self.loc_b, sub, seg)
-            self._curve("static", self._group_accs(st, sub, m))
-            self._curve("local-only", self._group_accs(lo, sub, m))
+            self._curve("static", self._group_accs(st, sub))
+            self._curve("local-only", self._group_accs(lo, sub))
             row.accuracy_static = self.curves["static"]["all"][-1]
             row.accuracy_local = self.curves["local-only"]["all"][-1]
         if self.scenario.strategy.personalize > 0:
@@ -326,7 +330,7 @@ class FleetServer:
             pw = np.where(self.per_has[:, None, None], a * self.per_w + (1 - a) * g.weights[None], g.weights[None])
             pb = np.where(self.per_has[:, None], a * self.per_b + (1 - a) * g.bias[None], g.bias[None])
             pc = self._float_correct(pw.astype(np.float32), pb.astype(np.float32), sub, seg)
-            self._curve("personalized", self._group_accs(pc, sub, m))
+            self._curve("personalized", self._group_accs(pc, sub))
             row.accuracy_personalized = self.curves["personalized"]["all"][-1]
         # forgetting: accuracy of each drifted group on its pre-drift distribution
         for gname, at in self.events:
@@ -343,7 +347,7 @@ class FleetServer:
                 res["static"] = self._static_correct[old[devs]].sum(axis=1)
                 res["local-only"] = self._float_correct(self.loc_w[pos], self.loc_b[pos], devs, self.layout.segment_of_round(at - 1))
             for meth, corr in res.items():
-                self._curve(f"{meth}@old", {gname: float(corr.sum() / (len(devs) * m))})
+                self._curve(f"{meth}@old", {gname: float(corr.sum() / max(self._test_n[devs].sum(), 1))})
         row.wall_s = round(row.wall_s + time.time() - t0, 3)
         self.rows.append(row)
         self.round = r

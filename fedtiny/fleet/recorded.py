@@ -1,0 +1,202 @@
+"""A fleet made of a user's recordings: the devices named in the data (or a Dirichlet partition of it).
+
+Each device's examples are put in time order (``time``, else the data's order). Its latest
+``data.test_fraction`` examples are its local test set, fixed for the whole run, so evaluation asks the real
+question: does learning on the past help on what comes next? The rest is its training stream: a share
+``data.initial_fraction`` is collected before round 1 and the remainder arrives evenly over the rounds into
+its ring-buffer cache (``fleet.cache_size``; slot ``j % capacity`` holds stream example ``j``).
+
+Condition drift (generic knobs applied to the recorded signal before the front end) works as for generated
+fleets: every distinct condition is a *variant*, and the pool holds each example under each variant its
+devices need (``pool[v, i]``), featurized once by the real int8 model. An extra all-zero example with label
+-1 pads the per-device test rows (devices hold different numbers of test examples); it is never correct.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fedtiny.config.schema import Scenario
+from fedtiny.errors import DataError
+from fedtiny.fleet.data import FLEET_DIR, FleetData, FleetLayout, build_plan, layout_of
+
+Featurize = Callable[[Any, dict[str, float]], np.ndarray]  # (example subset, condition) -> int8 [n, D]
+
+
+@dataclass(frozen=True)
+class DeviceStreams:
+    """Per device: training examples in arrival order and local test examples (indices into the data)."""
+
+    stream: np.ndarray  # int32 [K, T]: training examples in arrival order, -1 padding
+    n_train: np.ndarray  # int64 [K]
+    n_initial: np.ndarray  # int64 [K]: collected before round 1
+    test: np.ndarray  # int32 [K, M]: local test examples, padded with the sentinel index (= number of examples)
+    n_test: np.ndarray  # int64 [K]
+    names: tuple[str, ...]  # device names (from the data, or "device-<k>" for a partition)
+
+
+def _dirichlet_partition(y: np.ndarray, devices: int, alpha: float, rng: np.random.Generator) -> np.ndarray:
+    """Device of every example: each class is split over the devices by Dirichlet(alpha) shares."""
+    owner = np.empty(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        idx = idx[rng.permutation(len(idx))]
+        shares = rng.dirichlet(np.full(devices, alpha))
+        cuts = (np.cumsum(shares)[:-1] * len(idx)).astype(np.int64)
+        for k, part in enumerate(np.split(idx, cuts)):
+            owner[part] = k
+    # every device needs a training and a test example: take them from the largest devices
+    sizes = np.bincount(owner, minlength=devices)
+    for k in np.flatnonzero(sizes < 2):
+        while sizes[k] < 2:
+            donor = int(np.argmax(sizes))
+            moved = np.flatnonzero(owner == donor)[-1]
+            owner[moved] = k
+            sizes[donor] -= 1
+            sizes[k] += 1
+    return owner
+
+
+def device_streams(y: np.ndarray, device: np.ndarray | None, time: np.ndarray | None, device_names: tuple[str, ...],
+                   devices: int, alpha: float, test_fraction: float, initial_fraction: float, seed: int,
+                   src: str) -> DeviceStreams:
+    """Split every device's examples (time order) into its training stream and its latest test examples."""
+    n = len(y)
+    if device is None:
+        if n < 2 * devices:
+            raise DataError(f"{src}: {n} examples cannot feed fleet.devices = {devices} devices (each needs at least "
+                            f"2: one to train, one to test); lower fleet.devices or add device ids to the data")
+        owner = _dirichlet_partition(y, devices, alpha, np.random.default_rng([seed, 0xDA7A]))
+        names = tuple(f"device-{k}" for k in range(devices))
+    else:
+        ids, owner = np.unique(np.asarray(device), return_inverse=True)
+        names = tuple(device_names[int(i)] if device_names and 0 <= int(i) < len(device_names) else str(i) for i in ids)
+    when = np.asarray(time, dtype=np.float64) if time is not None else np.arange(n, dtype=np.float64)
+    order = np.lexsort((np.arange(n), when, owner))  # by device, then time, then the data's order
+    counts = np.bincount(owner, minlength=len(names))
+    keep = np.flatnonzero(counts >= 2)
+    if not len(keep):
+        raise DataError(f"{src}: no device has 2 or more examples (one to train, one to test)")
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    trains, tests = [], []
+    for k in keep:
+        ex = order[starts[k] : starts[k + 1]]
+        m = min(max(1, int(round(test_fraction * len(ex)))), len(ex) - 1)
+        trains.append(ex[: len(ex) - m])
+        tests.append(ex[len(ex) - m :])
+    t_max, m_max = max(map(len, trains)), max(map(len, tests))
+    stream = np.full((len(keep), t_max), -1, dtype=np.int32)
+    test = np.full((len(keep), m_max), n, dtype=np.int32)
+    for i, (tr, te) in enumerate(zip(trains, tests)):
+        stream[i, : len(tr)], test[i, : len(te)] = tr, te
+    n_train = np.array([len(t) for t in trains], dtype=np.int64)
+    n_initial = np.maximum(1, np.floor(n_train * initial_fraction).astype(np.int64))
+    return DeviceStreams(stream, n_train, n_initial, test, np.array([len(t) for t in tests], dtype=np.int64),
+                         tuple(names[k] for k in keep))
+
+
+def write_recorded_fleet(s: Scenario, streams: DeviceStreams, labels: np.ndarray, featurize: Featurize,
+                         default_condition: dict[str, float], num_classes: int, tail: list[dict[str, Any]],
+                         out_dir: Path, log: Callable[[str], Any] = print) -> FleetLayout:
+    """Fleet plan and the pool of every example under every condition its devices meet, under ``out_dir/fleet``.
+
+    ``s.fleet.devices`` must already be the number of devices in ``streams``.
+    """
+    layout = layout_of(s)
+    plan = build_plan(s, layout, default_condition=default_condition, num_classes=num_classes)
+    root = out_dir / FLEET_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    n = len(labels)
+    k = len(streams.names)
+    per_device = np.concatenate([streams.stream, streams.test], axis=1)  # every example a device owns
+    pool: np.ndarray | None = None
+    for v, cond in enumerate(plan.conditions):
+        users = np.flatnonzero((plan.variant == v).any(axis=0))
+        need = np.unique(per_device[users])
+        need = need[(need >= 0) & (need < n)]
+        feats = featurize(need, cond) if len(need) else np.zeros((0, 1), np.int8)
+        if pool is None:
+            dim = feats.shape[1]
+            pool = np.lib.format.open_memmap(root / "pool_feats.npy", mode="w+", dtype=np.int8,
+                                             shape=(len(plan.conditions), n + 1, dim))
+            pool[:] = 0
+        pool[v, need] = feats
+    assert pool is not None
+    pool.flush()
+    del pool
+    log(f"fleet: {k} devices from the data, {len(plan.conditions)} condition variant(s), {n} examples "
+        f"({int(streams.n_train.sum())} to train, {int(streams.n_test.sum())} to test)")
+    np.save(root / "pool_labels.npy", np.concatenate([labels, [-1]]).astype(np.int16))
+    np.save(root / "variant.npy", plan.variant)
+    np.save(root / "group.npy", plan.group)
+    np.save(root / "board.npy", plan.board)
+    np.save(root / "faulty.npy", plan.faulty)
+    np.save(root / "speed.npy", plan.speed)
+    np.savez(root / "streams.npz", stream=streams.stream, n_train=streams.n_train, n_initial=streams.n_initial,
+             test=streams.test, n_test=streams.n_test)
+    meta = {
+        "train": int(streams.n_initial.max()), "test": int(streams.test.shape[1]), "cache": s.fleet.cache_size,
+        "new_per_round": 0, "seed": s.seed, "rounds": s.rounds, "fault": s.fleet.fault, "test_mix": "recorded",
+        "conditions": plan.conditions, "boards": plan.boards, "kind": "recorded", "tail": tail,
+        "device_names": list(streams.names), **layout.__dict__,
+    }
+    (root / "layout.json").write_text(json.dumps(meta, indent=1))
+    return layout
+
+
+class RecordedFleetData(FleetData):
+    """Read side of a recorded fleet: per-device streams instead of hashed draws from a generated pool."""
+
+    def __init__(self, fleet_dir: str | Path) -> None:
+        super().__init__(fleet_dir)
+        st = np.load(self.root / "streams.npz")
+        self.stream, self.n_train, self.n_init = st["stream"], st["n_train"], st["n_initial"]
+        self.test, self.n_test_k = st["test"], st["n_test"]
+        self.rounds = max(int(self.meta["rounds"]), 1)
+
+    def collected_k(self, devices: np.ndarray, round_: int) -> np.ndarray:
+        """Examples each device has collected when it trains in ``round_`` (round 0: the initial ones)."""
+        d = np.asarray(devices, dtype=np.int64)
+        n0, t = self.n_init[d], self.n_train[d]
+        r = min(max(round_, 0), self.rounds)
+        return n0 + ((t - n0) * r) // self.rounds
+
+    def cache_counts(self, devices: np.ndarray, round_: int) -> np.ndarray:
+        return np.minimum(self.collected_k(devices, round_), self.capacity)
+
+    def test_counts(self, devices: np.ndarray) -> np.ndarray:
+        return self.n_test_k[np.asarray(devices, dtype=np.int64)].astype(np.int64)
+
+    def cache_indices(self, devices: np.ndarray, round_: int) -> tuple[np.ndarray, int]:
+        """Ring-buffer caches [K, width] as flat pool indices (slot order; slots past a device's count repeat
+        its slot 0 and are ignored by the trainer's per-device counts) and the width."""
+        d = np.asarray(devices, dtype=np.int64)
+        t = self.collected_k(d, round_)[:, None]
+        width = int(min(t.max(initial=1), self.capacity))
+        slot = np.arange(width, dtype=np.int64)[None, :]
+        slot = np.where(slot < np.minimum(t, self.capacity), slot, 0)
+        j = slot + self.capacity * ((t - 1 - slot) // self.capacity)  # newest stream example in the slot
+        n0, tr = self.n_init[d][:, None], self.n_train[d][:, None]
+        arrived = np.where(j < n0, 0, -(-((j - n0 + 1) * self.rounds) // np.maximum(tr - n0, 1)))
+        seg = self.segment_of_round(arrived)
+        v = np.asarray(self.variant)[seg, d[:, None]].astype(np.int64)
+        return v * self.n_examples + self.stream[d[:, None], j], width
+
+    def test_indices(self, devices: np.ndarray, segment: int) -> np.ndarray:
+        d = np.asarray(devices, dtype=np.int64)
+        v = np.asarray(self.variant)[segment, d].astype(np.int64)
+        return v[:, None] * self.n_examples + self.test[d]
+
+
+def open_fleet_data(fleet_dir: str | Path) -> FleetData:
+    """The read side that matches how the fleet was written (generated or recorded)."""
+    meta = json.loads((Path(fleet_dir) / "layout.json").read_text())
+    return RecordedFleetData(fleet_dir) if meta.get("kind") == "recorded" else FleetData(fleet_dir)
+
+
+__all__ = ["DeviceStreams", "RecordedFleetData", "device_streams", "open_fleet_data", "write_recorded_fleet"]

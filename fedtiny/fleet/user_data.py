@@ -1,0 +1,141 @@
+"""The fleet of a user's recordings and model: front end, device streams, featurized pools, reference sets.
+
+Takes the typed parts of a scenario (``[data]``, ``[fleet]``, drift) plus the loaded recordings and the int8
+model, and writes what the round loop reads (``fedtiny/fleet/recorded.py`` layout) — all in the driver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedtiny.config.schema import Scenario
+from fedtiny.data import Recordings, apply_condition, default_condition, make_front_end
+from fedtiny.errors import DataError
+from fedtiny.fleet.data import FLEET_DIR, FleetLayout
+from fedtiny.fleet.recorded import device_streams, write_recorded_fleet
+from fedtiny.model.flatbuffer import model_io, read_tail
+from fedtiny.model.runtime import Int8Runner
+
+Log = Callable[[str], Any]
+CHUNK = 256
+
+
+@dataclass(frozen=True)
+class UserFleet:
+    """What preparing a recorded fleet produced."""
+
+    scenario: Scenario  # with fleet.devices = the devices found in the data
+    layout: FleetLayout
+    int8_accuracy: float  # the deployed model on every device's test examples (base condition)
+    float_accuracy: float | None  # a Keras model's float accuracy on the same examples
+    device_names: tuple[str, ...]
+
+
+class InputMaker:
+    """Model inputs of recorded examples under a condition: generic knobs on the signal, then the front end."""
+
+    def __init__(self, s: Scenario, rec: Recordings, in_scale: float = 1.0, in_zp: int = 0) -> None:
+        self.rec, self.seed = rec, s.seed
+        self.front = make_front_end(s.data.front_end, s.data.front_end_params, rec.sample_rate)
+        self.in_scale, self.in_zp = in_scale, in_zp
+        self.default = default_condition()
+        self.background = rec.background
+        if s.data.background:
+            from fedtiny.data import load_background
+
+            self.background = load_background(s.data.background, rec.sample_rate)
+
+    def _signals(self, idx: np.ndarray) -> Any:
+        raw = self.rec.raw
+        if isinstance(raw, np.ndarray):
+            return raw[idx]
+        return [raw[int(i)] for i in idx]
+
+    def __call__(self, idx: np.ndarray, cond: dict[str, float] | None = None) -> np.ndarray:
+        """Model inputs (float32, or int8 already quantized) of examples ``idx`` under ``cond``."""
+        cond = self.default if cond is None else cond
+        sig = self._signals(idx)
+        if self.rec.is_int8:  # quantized model inputs: knobs act on their real values
+            if cond == self.default:
+                return np.asarray(sig, dtype=np.int8)
+            sig = (np.asarray(sig, dtype=np.float32) - np.float32(self.in_zp)) * np.float32(self.in_scale)
+        if cond != self.default:
+            key = hashlib.sha256(repr(sorted(cond.items())).encode()).digest()
+            rng = np.random.default_rng([self.seed, 0xC0D, int.from_bytes(key[:8], "little")])
+            sig = apply_condition(sig, cond, rng, self.background, self.rec.sample_rate)
+        return self.front(sig)
+
+
+class Featurizer:
+    """Recording subset + condition → int8 features through the front end and the real int8 model."""
+
+    def __init__(self, s: Scenario, rec: Recordings, tflite: bytes, log: Log) -> None:
+        self.log = log
+        self.runner = Int8Runner(tflite, s.fleet.featurizer)
+        io = model_io(tflite)
+        self.inputs = InputMaker(s, rec, io.input_scale, io.input_zero_point)
+        self.default = self.inputs.default
+        want = tuple(self.runner.input_shape[1:])
+        got = tuple(self.inputs(np.arange(1)).shape[1:])
+        if int(np.prod(got)) != int(np.prod(want)):
+            raise DataError(f"{s.data.path}: the front end '{s.data.front_end}' gives inputs of shape {list(got)}, "
+                            f"the model takes {list(want)}")
+
+    def __call__(self, idx: np.ndarray, cond: dict[str, float]) -> np.ndarray:
+        out = []
+        for a in range(0, len(idx), CHUNK):
+            out.append(self.runner.features(self.inputs(idx[a : a + CHUNK], cond)))
+            if len(idx) > 4 * CHUNK and (a // CHUNK) % 8 == 7:
+                self.log(f"featurizing: {a + CHUNK} of {len(idx)} examples")
+        return np.concatenate(out) if out else np.zeros((0, 1), np.int8)
+
+
+def prepare_user_fleet(s: Scenario, rec: Recordings, tflite: bytes, out_dir: Path, log: Log = print,
+                       float_predict: Callable[[np.ndarray], np.ndarray] | None = None) -> UserFleet:
+    """Devices, streams and pools of a user's data under ``out_dir/fleet``; reference sets for the server."""
+    io = model_io(tflite)
+    from fedtiny.model.flatbuffer import read_head
+
+    head = read_head(tflite)
+    if rec.y.size and int(rec.y.max()) >= head.num_classes:
+        raise DataError(f"{s.data.path}: the data has {len(rec.classes)} classes, the model's head {head.num_classes}")
+    streams = device_streams(rec.y, rec.device, rec.time, rec.device_names, s.fleet.devices,
+                             s.fleet.dirichlet_alpha, s.data.test_fraction, s.data.initial_fraction, s.seed,
+                             str(s.data.path))
+    k = len(streams.names)
+    fleet = dataclasses.replace(s.fleet, devices=k, devices_per_gateway=min(s.fleet.devices_per_gateway, k))
+    s = dataclasses.replace(s, fleet=fleet, eval=dataclasses.replace(s.eval, baseline_devices=min(s.eval.baseline_devices, k)))
+    feat = Featurizer(s, rec, tflite, log)
+    labels = rec.y.astype(np.int64)
+    tail = read_tail(tflite).to_list()
+    layout = write_recorded_fleet(s, streams, labels, feat, feat.default, head.num_classes, tail, out_dir, log)
+    root = out_dir / FLEET_DIR
+    import json
+
+    meta = json.loads((root / "layout.json").read_text())
+    meta["per_tensor"] = io.per_tensor
+    meta["classes"] = list(rec.classes)
+    (root / "layout.json").write_text(json.dumps(meta, indent=1))
+    # reference sets: every device's test examples and a calibration sample, in the fleet's base condition
+    base = {**feat.default, **s.fleet.condition}
+    test = streams.test[streams.test < len(labels)]
+    gtest = feat(test, base)
+    np.save(root / "global_test_feats.npy", gtest)
+    np.save(root / "global_test_labels.npy", labels[test].astype(np.int16))
+    trains = streams.stream[streams.stream >= 0]
+    calib = np.sort(np.random.default_rng([s.seed, 0xCA1]).permutation(trains)[:300])
+    np.save(root / "calib_feats.npy", feat(calib, base))
+    from fedtiny.ondevice.head import head_forward_int8
+
+    int8_acc = float(np.mean(read_tail(tflite).predict(head_forward_int8(head, gtest)) == labels[test]))
+    float_acc = None
+    if float_predict is not None:
+        float_acc = float(np.mean(float_predict(np.asarray(feat.inputs(test, base), dtype=np.float32)) == labels[test]))
+    return UserFleet(s, layout, int8_acc, float_acc, streams.names)
