@@ -13,21 +13,57 @@ from fedtiny.errors import FedTinyError
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Federated on-device learning for int8 TinyML models.")
 
+#: a results directory is one that holds this file (written before the first round)
+RESOLVED = "scenario.resolved.toml"
+
 
 def _fail(exc: BaseException) -> None:
     typer.echo(f"fedtiny: error: {exc}", err=True)
     raise typer.Exit(2)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fedtiny")
+    except PackageNotFoundError:  # a source tree that is not installed
+        from fedtiny import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fedtiny {_version()}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+) -> None:
+    """Federated on-device learning for int8 TinyML models."""
+
+
 @cli.command()
 def run(
-    scenario: Optional[Path] = typer.Argument(None, help="scenario TOML file (not needed with --resume)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: output.dir of the scenario)"),
+    scenario: Optional[Path] = typer.Argument(None, help="scenario TOML file, e.g. scenarios/quickstart.toml (not needed with --resume)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: output.dir of the scenario, runs/NAME)"),
     set_: list[str] = typer.Option([], "--set", help="override a key, e.g. --set rounds=50 --set fleet.devices=100"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the killed run in this results directory"),
+    force: bool = typer.Option(False, "--force", help="replace the results of an earlier run in the results directory"),
     ray_address: str = typer.Option("", "--ray-address", help="run on an existing Ray cluster (default: $RAY_ADDRESS or a local Ray)"),
 ) -> None:
-    """Run a scenario on Flower's Simulation Engine and write results."""
+    """Run a scenario on Flower's Simulation Engine and write results.
+
+    A scenario is a TOML file that describes one experiment: the task and its base model, the fleet
+    (devices, gateways, boards, field condition), on-device training, the server strategy, drift events,
+    evaluation and output. Every key has a default; `fedtiny keys` lists them all with their type, default,
+    range and meaning, `fedtiny scenarios` lists the ready scenarios in scenarios/. SCENARIO is such a
+    file, e.g. scenarios/quickstart.toml. The results go to --out (default: the scenario's output.dir);
+    an earlier run's results there are kept unless --force.
+    """
     from fedtiny.config import load_scenario
 
     try:
@@ -44,9 +80,17 @@ def run(
             raise FedTinyError("missing scenario file (or --resume DIR)")
         else:
             s = load_scenario(scenario, set_)
+        out_dir = resume or out or Path(s.output.dir.format(name=s.name))
+        if resume is None:
+            if (out_dir / RESOLVED).is_file() and not force:
+                raise FedTinyError(f"{out_dir}: holds the results of an earlier run ({RESOLVED}); pass --force to replace "
+                                   "them, or --out DIR for another directory")
+            if out_dir.exists() and not out_dir.is_dir():
+                raise FedTinyError(f"{out_dir}: exists and is not a directory; pass --out DIR for another one")
+            # scenario.resolved.toml records the directory actually used
+            s.output.dir = str(out_dir.resolve()).replace("{", "{{").replace("}", "}}")
     except FedTinyError as exc:
         _fail(exc)
-    out_dir = resume or out or Path(s.output.dir.format(name=s.name))
     from fedtiny.report.progress import RoundProgress
     from fedtiny.runner import run_scenario
 
@@ -60,6 +104,8 @@ def run(
         f"done: accuracy on the devices' data {100 * summary['initial_accuracy']:.1f}% -> "
         f"{100 * summary['final_accuracy']:.1f}% in {summary['rounds']} rounds ({summary['wall_seconds']} s); results in {out_dir}"
     )
+    if _group_sizes(summary):
+        typer.echo(_group_sizes(summary))
     if summary.get("comparison") and any("pre_drift" in r for r in summary["comparison"]):
         from fedtiny.report.drift import format_table
 
@@ -93,6 +139,45 @@ def export(
     except (FedTinyError, ValueError) as exc:
         _fail(exc)
     typer.echo(f"wrote {path}")
+
+
+def _group_sizes(summary: dict[str, Any]) -> str:
+    """``groups: fleet 14, remounted 6 devices`` (the device groups of the drift events), or ""."""
+    groups = summary.get("fleet_stats", {}).get("groups", {})
+    if len(groups) < 2:
+        return ""
+    return "groups: " + ", ".join(f"{g} {n}" for g, n in groups.items()) + " devices"
+
+
+@cli.command()
+def keys(
+    section: Optional[str] = typer.Argument(None, help="only this section, e.g. fleet or drift"),
+) -> None:
+    """List every scenario key with its type, default, range or choices, and meaning."""
+    from fedtiny.config.keys import format_keys
+
+    try:
+        typer.echo(format_keys(section))
+    except FedTinyError as exc:
+        _fail(exc)
+
+
+@cli.command()
+def scenarios(
+    directory: Optional[Path] = typer.Argument(None, help="folder of scenario files (default: ./scenarios, else the source tree's)"),
+) -> None:
+    """List the ready scenarios (scenarios/*.toml) with their first comment line."""
+    from fedtiny.config.keys import list_scenarios
+
+    try:
+        rows = list_scenarios(directory)
+    except FedTinyError as exc:
+        _fail(exc)
+    width = max(len(str(p)) for p, _ in rows)
+    for p, line in rows:
+        typer.echo(f"{p!s:<{width}}  {line}")
+    first = next((p for p, _ in rows if p.stem == "quickstart"), rows[0][0])
+    typer.echo(f"\nrun one: fedtiny run {first}   (every key: fedtiny keys)")
 
 
 def _read(path: Path) -> bytes:

@@ -4,6 +4,7 @@ file, the key and what was expected, before any work starts."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from pathlib import Path
@@ -30,7 +31,15 @@ def _convert(value: Any, tp: Any, where: str, src: str) -> Any:
         _, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ScenarioError(f"{src}: '{where}' must be a table, got {value!r}")
-        return {str(k): (v if val_tp is Any else _convert(v, val_tp, f"{where}.{k}", src)) for k, v in value.items()}
+        return {str(k): _convert(v, val_tp, f"{where}.{k}", src) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):  # TOML allows nan and inf; no key means them
+        raise ScenarioError(f"{src}: '{where}' = {value!r}; expected a finite number")
+    if tp is Any:
+        if isinstance(value, dict):
+            return {str(k): _convert(v, Any, f"{where}.{k}", src) for k, v in value.items()}
+        if isinstance(value, list):
+            return [_convert(v, Any, f"{where}[{i}]", src) for i, v in enumerate(value)]
+        return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in _TYPE_WORDS and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
@@ -89,6 +98,7 @@ def scenario_from_dict(data: dict[str, Any], src: str = "<scenario>", overrides:
         _set_dotted(data, key, value, f"{src} (--set {key})")
     try:
         scenario: Scenario = _build(Scenario, data, "", src)
+        _default_target_groups(scenario, data.get("drift"))
         _check_semantics(scenario, src)
     except ScenarioError as exc:
         keys = [parse_override(t)[0] for t in overrides or []]
@@ -105,17 +115,21 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     if not p.is_file():
         raise ScenarioError(f"{p}: scenario file not found")
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{p}: not a TOML text file (byte {exc.object[exc.start]:#04x} at offset {exc.start} "
+                            "is not UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{p}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ScenarioError(f"{p}: cannot read the scenario file ({exc.strerror or exc})") from None
     data.setdefault("name", p.stem)
     return scenario_from_dict(data, str(p), overrides)
 
 
 def _check_semantics(s: Scenario, src: str) -> None:
-    from fedtiny.tasks import get_task  # numpy only; validates task params and drift knobs
-
     from fedtiny.errors import FedTinyError
+    from fedtiny.tasks import get_task  # numpy only; validates task params and drift knobs
 
     try:
         task = get_task(s.task.name, **s.task.params)
@@ -126,9 +140,13 @@ def _check_semantics(s: Scenario, src: str) -> None:
     for where, cond in [("fleet.condition", s.fleet.condition), ("fleet.spread", s.fleet.spread)] + [
         (f"drift[{i}].condition", e.condition) for i, e in enumerate(s.drift)
     ]:
-        for k in cond:
+        for k, v in cond.items():
             if k not in knobs:
                 raise ScenarioError(f"{src}: '{where}.{k}' is not a drift knob of task '{task.name}'; expected one of: {', '.join(sorted(knobs))}")
+            problem = task.knob_problem(k, v) if where != "fleet.spread" else ""
+            if problem:
+                raise ScenarioError(f"{src}: '{where}.{k}' {problem} (drift knob of task '{task.name}': {task.drift_knobs[k]})")
+    _check_spread(s, task, src)
     for i, e in enumerate(s.drift):
         if e.at > s.rounds:
             raise ScenarioError(f"{src}: 'drift[{i}].at' = {e.at} is after the last round ({s.rounds})")
@@ -147,6 +165,7 @@ def _check_semantics(s: Scenario, src: str) -> None:
             raise ScenarioError(f"{src}: 'fleet.boards.{name}' = {frac!r}; expected a fraction between 0 and 1")
     if s.fleet.boards and abs(sum(s.fleet.boards.values()) - 1.0) > 1e-6:
         raise ScenarioError(f"{src}: 'fleet.boards' fractions sum to {sum(s.fleet.boards.values()):.4g}; expected 1")
+    _check_drift_options(s, src)
     groups = {"fleet"}
     for i, e in enumerate(s.drift):
         if e.target and e.target not in groups:
@@ -159,6 +178,68 @@ def _check_semantics(s: Scenario, src: str) -> None:
         if e.kind == "condition" and not e.condition:
             raise ScenarioError(f"{src}: 'drift[{i}].condition' is empty; a condition event needs knobs, e.g. {{ gain = 0.5 }}")
         groups.add(e.group)
+
+
+def _check_spread(s: Scenario, task: Any, src: str) -> None:
+    """fleet.condition +/- fleet.spread must stay inside every knob's range (devices are drawn in between)."""
+    base = {**task.default_condition(), **s.fleet.condition}
+    for k, sp in s.fleet.spread.items():
+        where = f"fleet.spread.{k}"
+        if sp < 0:
+            raise ScenarioError(f"{src}: '{where}' = {sp:g} is below the minimum 0 (a spread is the half-width of a +/- range)")
+        for v in (base[k] - sp, base[k] + sp):
+            problem = task.knob_problem(k, v)
+            if problem:
+                lo, hi = task.knob_ranges[k]
+                raise ScenarioError(f"{src}: '{where}' = {sp:g}: {k} {base[k]:g} +/- {sp:g} reaches {v:g}, outside the "
+                                    f"range {lo:g}..{hi:g} of drift knob '{k}'")
+
+
+_DRIFT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DriftEvent)}
+_RESERVED_GROUPS = ("all",)  # the whole-fleet row of the results
+
+
+def _default_target_groups(s: Scenario, raw: Any) -> None:
+    """A targeted event acts on the devices of its target group; its ``group`` defaults to the target."""
+    for i, e in enumerate(s.drift):
+        given = isinstance(raw, list) and i < len(raw) and isinstance(raw[i], dict) and "group" in raw[i]
+        if e.target and not given:
+            e.group = e.target
+
+
+def _check_drift_options(s: Scenario, src: str) -> None:
+    """Refuse drift options that conflict or mean nothing for the event's kind (docs/drift.md)."""
+    drawn: dict[str, float] = {}  # named group -> largest fraction drawn for it (exclusive draws)
+    for i, e in enumerate(s.drift):
+        ev = f"drift[{i}]"
+        for key in ("group", "target"):
+            name = getattr(e, key)
+            if name in _RESERVED_GROUPS:
+                raise ScenarioError(f"{src}: '{ev}.{key}' = {name!r} is reserved (the whole-fleet row of the results); choose another name")
+        if not e.group.strip():
+            raise ScenarioError(f"{src}: '{ev}.group' is empty; expected a group name")
+        if e.target:
+            if e.group != e.target:
+                raise ScenarioError(f"{src}: '{ev}.group' = {e.group!r} conflicts with '{ev}.target' = {e.target!r}: a targeted "
+                                    f"event acts on the devices of group {e.target!r}, which stay in it; leave 'group' out")
+            if e.fraction != _DRIFT_DEFAULTS["fraction"]:
+                raise ScenarioError(f"{src}: '{ev}.fraction' = {e.fraction:g} conflicts with '{ev}.target' = {e.target!r}: a "
+                                    "targeted event hits every device of its group; give 'fraction' or 'target', not both")
+        if e.kind != "condition" and e.condition:
+            raise ScenarioError(f"{src}: '{ev}.condition' means nothing for kind = {e.kind!r} (only condition events set drift "
+                                "knobs); put it in its own kind = \"condition\" event")
+        if e.kind != "new_class" and e.classes:
+            raise ScenarioError(f"{src}: '{ev}.classes' means nothing for kind = {e.kind!r} (only new_class events take classes)")
+        if e.kind != "label_shift" and e.alpha != _DRIFT_DEFAULTS["alpha"]:
+            raise ScenarioError(f"{src}: '{ev}.alpha' means nothing for kind = {e.kind!r} (only label_shift events take alpha)")
+        if not e.target:
+            others = sum(f for g, f in drawn.items() if g != e.group)
+            if e.group != "fleet":
+                drawn[e.group] = max(drawn.get(e.group, 0.0), e.fraction)
+            if others + e.fraction > 1.0 + 1e-9:
+                sizes = ", ".join(f"{g} {f:g}" for g, f in drawn.items() if g != e.group)
+                raise ScenarioError(f"{src}: '{ev}.fraction' = {e.fraction:g}: fraction-drawn groups are exclusive and other "
+                                    f"groups already hold {others:g} of the fleet ({sizes}); the fractions may sum to at most 1")
 
 
 def scenario_to_toml(s: Scenario) -> str:

@@ -58,8 +58,8 @@ class FleetSection:
     cache_size: int = _f(200, "int8 feature cache capacity (ring buffer) per device", min=1, max=100_000)
     dirichlet_alpha: float = _f(0.5, "label skew across devices (Dirichlet alpha; large = IID)", min=1e-3, max=1e6)
     board: str = _f("nano33ble", "board profile of every device")
-    condition: dict[str, float] = _f({}, "operating condition of the fleet in the field (task drift knobs)")
-    spread: dict[str, float] = _f({}, "per-device uniform +/- spread of condition knobs (heterogeneity)")
+    condition: dict[str, float] = _f({}, "operating condition of the fleet in the field (task drift knobs, each within its range)")
+    spread: dict[str, float] = _f({}, "per-device uniform +/- spread of condition knobs (heterogeneity); condition +/- spread stays within the knob's range")
     variants: int = _f(8, "the per-device spread is quantized into this many condition variants", min=1, max=4096)
     pool_per_class: int = _f(256, "examples per (condition variant, class) in the shared sample pool", min=1, max=100_000)
     featurizer: str = _f("tflm", "int8 runtime that computes pool features once (tflm: device-faithful; litert: BUILTIN_REF, +/-1 LSB in <0.1%)", choices=("tflm", "litert"))
@@ -102,11 +102,12 @@ class StrategySection:
 @dataclass
 class DriftEvent:
     at: int = _f(0, "round at which the event starts (0 = before the first round)", min=0, max=1_000_000)
-    fraction: float = _f(1.0, "fraction of the fleet affected (chosen with the scenario seed)", min=0.0, max=1.0)
-    group: str = _f("drifted", "name of the affected device group in the results")
-    condition: dict[str, float] = _f({}, "task drift knobs set on the affected devices")
+    fraction: float = _f(1.0, "fraction of the fleet drawn for the event (seeded) from the devices in no other named group: "
+                         "groups are exclusive, their fractions sum to at most 1; not with target", min=0.0, max=1.0)
+    group: str = _f("drifted", "name of the affected device group in the results ('all' is reserved; with target: the target's name)")
+    condition: dict[str, float] = _f({}, "condition events: task drift knobs set on the affected devices (each within the knob's range)")
     kind: str = _f("condition", "condition: sensor gain/offset/noise, operating condition, speaker (task knobs); label_shift: new class mix; new_class: classes unseen before appear", choices=("condition", "label_shift", "new_class"))
-    target: str = _f("", "hit the devices of this existing group instead of a random fraction")
+    target: str = _f("", "act on every device of this earlier event's group (they stay in it) instead of drawing a fraction")
     alpha: float = _f(0.3, "label_shift: Dirichlet alpha of the new class mix", min=1e-3, max=1e6)
     classes: list[int] = _f([], "new_class: class indices the affected devices never saw before 'at'")
 

@@ -2,7 +2,8 @@
 
 A task is a seeded data generator plus a Keras model builder. ``generate`` returns model inputs (float32,
 what a board's front end computes) for the requested labels under an operating *condition*: a mapping of
-drift-knob name to float. Missing knobs take the task's factory defaults; unknown knobs raise TaskError.
+drift-knob name to float. Missing knobs take the task's factory defaults; unknown knobs, non-finite values
+and values outside the knob's range (``knob_ranges``) raise TaskError.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class Task(ABC):
     classes: tuple[str, ...]
     input_shape: tuple[int, ...]
     drift_knobs: dict[str, str]
+    #: valid (min, max) of each drift knob, inclusive; a knob missing here only has to be finite. The
+    #: scenario loader checks fleet.condition (+/- fleet.spread) and every drift event against it.
+    knob_ranges: dict[str, tuple[float, float]] = {}  # noqa: RUF012  (read-only class constant)
 
     @abstractmethod
     def default_condition(self) -> dict[str, float]:
@@ -54,7 +58,7 @@ class Task(ABC):
         return len(self.classes)
 
     def resolve_condition(self, condition: Mapping[str, float] | None) -> dict[str, float]:
-        """Defaults overridden by ``condition``; TaskError on unknown knobs or non-finite values."""
+        """Defaults overridden by ``condition``; TaskError on unknown knobs, non-finite or out-of-range values."""
         out = self.default_condition()
         for key, value in (condition or {}).items():
             if key not in self.drift_knobs:
@@ -68,8 +72,20 @@ class Task(ABC):
                 ) from None
             if not math.isfinite(fval):
                 raise TaskError(f"drift knob {key!r} of task {self.name!r} must be finite, got {value!r}")
+            problem = self.knob_problem(key, fval)
+            if problem:
+                raise TaskError(f"drift knob {key!r} of task {self.name!r} {problem}")
             out[key] = fval
         return out
+
+    def knob_problem(self, knob: str, value: float) -> str:
+        """Why ``value`` is not valid for ``knob`` ("" when it is): non-finite or outside ``knob_ranges``."""
+        if not math.isfinite(value):
+            return f"must be finite, got {value!r}"
+        lo, hi = self.knob_ranges.get(knob, (-math.inf, math.inf))
+        if not lo <= value <= hi:
+            return f"= {value:g} is outside its range {lo:g}..{hi:g}"
+        return ""
 
     def check_labels(self, labels: np.ndarray) -> np.ndarray:
         """Labels as a 1-D int64 array; TaskError if any is outside ``0..num_classes-1``."""

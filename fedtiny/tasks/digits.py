@@ -84,6 +84,13 @@ class DigitsTask(Task):
         "noise": "pixel noise std on the 0..1 scale (default 0.05)",
         "shift_px": "sensor misalignment: translation down and right in pixels (default 0)",
     }
+    knob_ranges = {  # noqa: RUF012  (read-only class constant; inclusive)
+        "rotation_deg": (-180.0, 180.0),
+        "contrast": (0.0, 10.0),
+        "brightness": (-1.0, 1.0),
+        "noise": (0.0, 1.0),
+        "shift_px": (-8.0, 8.0),  # half the 16-pixel frame
+    }
 
     def __init__(self, subset: str = "all") -> None:
         if subset not in ("all", "train", "test"):

@@ -161,6 +161,11 @@ class KwsTask(Task):
         "noise": "background noise RMS on the -1..1 scale (default 0.005; each example x0.5..x2)",
         "gain": "microphone gain, dimensionless (default 1.0; clips at full scale)",
     }
+    knob_ranges = {  # noqa: RUF012  (read-only class constant; inclusive)
+        "speaker_group": (0.0, 3839.0),  # 3,840 speakers; the exact limit depends on speakers_per_group
+        "noise": (0.0, 1.0),
+        "gain": (0.0, 100.0),
+    }
 
     def __init__(self, speakers_per_group: int = 8, cache: str | None = None) -> None:
         if not 1 <= int(speakers_per_group) <= 256:

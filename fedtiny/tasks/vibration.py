@@ -181,6 +181,14 @@ class VibrationTask(Task):
         "resonance_hz": "structural resonance excited by impacts in Hz (default 3000; shifts on re-mounting)",
         "load": "load-zone amplitude-modulation depth 0..1 (default 0.5)",
     }
+    knob_ranges = {  # noqa: RUF012  (read-only class constant; inclusive)
+        "speed_hz": (1.0, 200.0),  # 60-12,000 rpm
+        "gain": (0.0, 100.0),
+        "offset": (-16.0, 16.0),  # an accelerometer's full scale
+        "noise": (0.0, 10.0),
+        "resonance_hz": (10.0, 5990.0),  # below Nyquist (6 kHz)
+        "load": (0.0, 1.0),
+    }
 
     def default_condition(self) -> dict[str, float]:
         return {

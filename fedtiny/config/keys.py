@@ -1,0 +1,164 @@
+"""The scenario keys and the ready scenarios, as text for people: ``fedtiny keys`` and ``fedtiny scenarios``.
+
+Generated from the schema (types, defaults, ``min``/``max``, ``choices`` and ``doc`` of every field) and from
+the reference tasks' drift knobs (``drift_knobs``, ``knob_ranges``), so the listing cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+from fedtiny.config.schema import DriftEvent, Scenario
+from fedtiny.errors import FedTinyError
+
+_TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "true/false"}
+
+
+def type_name(tp: Any) -> str:
+    """A field's type in words: ``integer``, ``table of numbers``, ``list of strings``..."""
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        _, val = typing.get_args(tp)
+        return "table" if val is Any else f"table of {_plural(val)}"
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return f"list of {_plural(item)}"
+    return _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _plural(tp: Any) -> str:
+    return {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}.get(tp, "values")
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }" if v else "{}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _rule(meta: Any) -> str:
+    if "choices" in meta:
+        return "one of: " + ", ".join(meta["choices"])
+    if "min" in meta or "max" in meta:
+        lo, hi = meta.get("min", "-inf"), meta.get("max", "inf")
+        return f"{lo:,}..{hi:,}" if isinstance(lo, int) and isinstance(hi, int) else f"{lo:g}..{hi:g}"
+    return ""
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def key_rows(cls: Any = Scenario, prefix: str = "") -> list[tuple[str, str, str, str, str]]:
+    """(key, type, default, rule, doc) for every leaf key of the schema, in file order."""
+    hints = typing.get_type_hints(cls)
+    rows: list[tuple[str, str, str, str, str]] = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            rows += key_rows(tp, f"{key}.")
+        elif typing.get_origin(tp) is list and typing.get_args(tp)[0] is DriftEvent:
+            rows += key_rows(DriftEvent, f"{key}[].")
+        else:
+            rows.append(
+                (key, type_name(tp), _toml(_default(f)), _rule(f.metadata), f.metadata.get("doc", ""))
+            )
+    return rows
+
+
+def _section(key: str) -> str:
+    head = key.split(".")[0]
+    return head.removesuffix("[]") if "." in key else ""
+
+
+def knob_lines() -> list[str]:
+    """The drift knobs of every reference task with their ranges and meaning."""
+    from fedtiny.tasks import TASKS, get_task
+
+    lines = ["# drift knobs (fleet.condition, fleet.spread, drift[].condition) of the reference tasks"]
+    for name in TASKS:
+        task = get_task(name)
+        lines.append(f"# task {name}")
+        for knob, doc in task.drift_knobs.items():
+            lo, hi = task.knob_ranges.get(knob, (float("-inf"), float("inf")))
+            lines.append(f"{knob} = {task.default_condition()[knob]:g}  # number, {lo:g}..{hi:g}")
+            lines.append(f"    {doc}")
+    return lines
+
+
+def format_keys(section: str | None = None) -> str:
+    """Every scenario key as TOML-like text: ``key = default  # type, range`` and its meaning below."""
+    rows = key_rows()
+    sections = list(dict.fromkeys(_section(k) for k, *_ in rows))
+    if section is not None and section.strip("[]") not in sections + ["knobs"]:
+        raise FedTinyError(
+            f"unknown section {section!r}; expected one of: {', '.join(s for s in sections if s)}, knobs"
+        )
+    want = section.strip("[]") if section is not None else None
+    lines = [
+        "# Every scenario key: key = default  # type, range or choices; its meaning below.",
+        "# A scenario file sets only what differs from the defaults; --set key=value overrides one key.",
+    ]
+    current = None
+    for key, tp, default, rule, doc in rows:
+        sec = _section(key)
+        if want is not None and sec != want:
+            continue
+        if sec != current:
+            current = sec
+            if sec == "drift":
+                lines.append("\n[[drift]]  # a list of events, each with these keys (see docs/drift.md)")
+            elif sec:
+                lines.append(f"\n[{sec}]")
+            else:
+                lines.append("\n# top level")
+        name = key[len(sec) + 3 if sec == "drift" else len(sec) + 1 :] if sec else key
+        lines.append(f"{name} = {default}  # {tp}{', ' + rule if rule else ''}")
+        if doc:
+            lines.append(f"    {doc}")
+    if want in (None, "knobs"):
+        lines.append("")
+        lines += knob_lines()
+    return "\n".join(lines).lstrip("\n")
+
+
+def default_scenarios_dir() -> Path:
+    """``scenarios/`` of the current directory, else the one next to the fedtiny package (a source checkout)."""
+    here = Path("scenarios")
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def list_scenarios(directory: Path | None = None) -> list[tuple[Path, str]]:
+    """(file, first comment line) of every ``*.toml`` in ``directory``; FedTinyError if there is none."""
+    d = directory if directory is not None else default_scenarios_dir()
+    files = sorted(d.glob("*.toml")) if d.is_dir() else []
+    if not files:
+        raise FedTinyError(f"{d}: no scenario files (*.toml) found")
+    rows = []
+    for p in files:
+        first = ""
+        try:
+            for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+                if line.startswith("#"):
+                    first = line.lstrip("#").strip()
+                    break
+        except OSError as exc:
+            first = f"(cannot read: {exc.strerror or exc})"
+        rows.append((p, first))
+    return rows
