@@ -208,7 +208,7 @@ def _default_target_groups(s: Scenario, raw: Any) -> None:
 
 
 def _check_drift_options(s: Scenario, src: str) -> None:
-    """Refuse drift options that conflict or mean nothing for the event's kind (docs/drift.md)."""
+    """Refuse drift options that conflict or mean nothing for the event's kind (docs/drift-events.md)."""
     drawn: dict[str, float] = {}  # named group -> largest fraction drawn for it (exclusive draws)
     for i, e in enumerate(s.drift):
         ev = f"drift[{i}]"
