@@ -1,0 +1,87 @@
+/* A small int8 TFLite interpreter, bit-exact with TFLite Micro's reference kernels.
+ *
+ * ft_tfl_verify() parses a .tflite image with the bounds-checked reader (ft_tfl_reader.h), checks every
+ * tensor, buffer, operator, shape and quantization parameter, refuses what the firmware cannot run with a
+ * reason naming the op or the limit (FT_ERR_UNSUPPORTED / FT_ERR_RANGE / FT_ERR_FORMAT), precomputes the
+ * kernels' parameters and plans the activation arena (tensor lifetimes -> offsets, greedy packing by size,
+ * RESHAPE in place). ft_tfl_invoke() then runs the model from one caller-provided arena: no malloc,
+ * weights read in place from the image (which must stay valid and unchanged while the model is used). */
+#ifndef FT_TFL_INTERP_H
+#define FT_TFL_INTERP_H
+#include <stddef.h>
+#include <stdint.h>
+#include "fedtiny_config.h"
+#include "ft_status.h"
+#include "ft_tfl_ops.h"
+
+/* tflite TensorType values the interpreter knows */
+enum { FT_TFL_FLOAT32 = 0, FT_TFL_INT32 = 2, FT_TFL_INT64 = 4, FT_TFL_INT8 = 9 };
+
+#define FT_TFL_MAX_DIMS 4
+
+typedef struct {
+    int32_t dims[FT_TFL_MAX_DIMS];
+    uint32_t count;          /* elements */
+    uint32_t bytes;
+    uint32_t offset;         /* activations: offset in the arena (planned) */
+    const uint8_t *data;     /* constants: the buffer inside the image; NULL for activations */
+    float scale;             /* per-tensor quantization (first scale) */
+    int32_t zp;
+    const uint8_t *scales;   /* float32 LE vector in the image (per-channel filters), n_scales entries */
+    const uint8_t *zps;      /* int64 LE vector in the image, n_zps entries */
+    uint32_t n_scales, n_zps;
+    int32_t qdim;            /* quantized_dimension */
+    int16_t first, last;     /* lifetime: first producing / last consuming op */
+    int16_t buf;             /* arena buffer: itself, or the tensor it aliases (RESHAPE) */
+    uint8_t type, rank, is_const, ready;
+} ft_tfl_tensor;
+
+typedef struct {
+    uint8_t code; /* tflite BuiltinOperator */
+    int16_t in[3];
+    int16_t out;
+    union {
+        ft_tfl_conv_params conv;
+        ft_tfl_fc_params fc;
+        ft_tfl_pool_params pool;
+        ft_tfl_add_params add;
+        ft_tfl_mean_params mean;
+        ft_tfl_pad_params pad;
+        ft_tfl_softmax_params softmax;
+    } p;
+} ft_tfl_op;
+
+typedef struct {
+    const uint8_t *image;
+    uint32_t image_len;
+    uint16_t n_tensors, n_ops, n_inputs, n_outputs;
+    int16_t inputs[FT_TFL_MAX_IO], outputs[FT_TFL_MAX_IO];
+    uint32_t arena_bytes; /* activation arena the plan needs */
+    uint64_t macs;        /* multiply-accumulates (and element operations) per inference */
+    ft_tfl_tensor tensors[FT_TFL_MAX_TENSORS];
+    ft_tfl_op ops[FT_TFL_MAX_OPS];
+    int16_t order[FT_TFL_MAX_TENSORS]; /* planner work space */
+    char reason[FT_TFL_REASON_LEN];    /* why verify refused the image ("" when accepted) */
+} ft_tfl_model;
+
+/* Verify `image` (len bytes) and plan its arena; refuses a plan larger than arena_capacity (FT_ERR_RANGE).
+ * On failure m->reason says why, naming the op / tensor / limit. */
+ft_status ft_tfl_verify(ft_tfl_model *m, const uint8_t *image, uint32_t len, uint32_t arena_capacity);
+
+/* Called after each op (tests compare every intermediate tensor; the arena is the live one). */
+typedef void (*ft_tfl_op_cb)(void *ctx, const ft_tfl_model *m, uint16_t op_index, const uint8_t *arena);
+
+/* Run the verified model. The inputs must have been written (ft_tfl_input) into this arena. */
+ft_status ft_tfl_invoke(const ft_tfl_model *m, uint8_t *arena, uint32_t arena_size, ft_tfl_op_cb cb, void *ctx);
+
+/* Input / output i in the arena (NULL if i is out of range); *bytes = its size, *t = its tensor (optional). */
+uint8_t *ft_tfl_input(const ft_tfl_model *m, unsigned i, uint8_t *arena, uint32_t *bytes, const ft_tfl_tensor **t);
+const uint8_t *ft_tfl_output(const ft_tfl_model *m, unsigned i, const uint8_t *arena, uint32_t *bytes,
+                             const ft_tfl_tensor **t);
+/* Data of tensor idx: in the image (constant) or in the arena. NULL for a bad index. */
+const uint8_t *ft_tfl_tensor_data(const ft_tfl_model *m, unsigned idx, const uint8_t *arena);
+
+/* "CONV_2D", ... or "BUILTIN_<n>" into buf (size >= 24). */
+const char *ft_tfl_op_name(uint32_t code, char *buf, size_t size);
+
+#endif
