@@ -114,6 +114,10 @@ def test_folders_wav_widths_npy_csv_and_no_devices(tmp_path: Path) -> None:
         (lambda r: _file(r / "a" / "n.npy", b"\x93NUMPY garbage"), r"/a/n.npy: not a readable .npy"),
         (lambda r: _file(r / "a" / "s.csv", b"1\n2\nx\n"), r"/a/s.csv:3: column '0' holds 'x'"),
         (lambda r: _file(r / "a" / "s.csv", bytes(range(256))), r"/a/s.csv: binary data"),
+        (
+            lambda r: _bad_background(r),
+            r"/_background_noise_/b.npy: background clip has shape \(2, 2\)",
+        ),
     ],
 )
 def test_folders_malformed(tmp_path: Path, setup: object, match: str) -> None:
@@ -126,6 +130,11 @@ def test_folders_malformed(tmp_path: Path, setup: object, match: str) -> None:
 def _file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+
+
+def _bad_background(root: Path) -> None:
+    _npy(root / "a" / "x.npy", np.ones(3))
+    _npy(root / "_background_noise_" / "b.npy", np.ones((2, 2)))
 
 
 def _npy(path: Path, x: np.ndarray) -> None:
@@ -269,11 +278,11 @@ def test_csv_malformed(tmp_path: Path, text: str, kwargs: dict[str, str], match:
     assert str(e.value).startswith(str(path))
 
 
-@pytest.mark.parametrize("data", [bytes(range(256)) * 4, b"\xff\xfe\xfa label,a\n", b"   \n"])
+@pytest.mark.parametrize("data", [bytes(range(256)) * 4, b"\xff\xfe\xfa label,a\n", b"   \n", b",,,\n,,\n"])
 def test_csv_garbage(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "g.csv"
     path.write_bytes(data)
-    with pytest.raises(DataError, match=r"g.csv: (binary data|not a UTF-8|empty file)"):
+    with pytest.raises(DataError, match=r"g.csv: (binary data|not a UTF-8|empty file|no values)"):
         load_recordings(path)
 
 
@@ -284,6 +293,11 @@ def test_detect_format_refusals(tmp_path: Path) -> None:
     (tmp_path / "x.txt").write_text("hello")
     with pytest.raises(DataError, match=r"x.txt: unknown data format"):
         load_recordings(tmp_path / "x.txt")
+    (tmp_path / "d.csv").write_text("label,a\nx,1\n")
+    with pytest.raises(DataError, match=r"d.csv: format folders expects a folder of class folders"):
+        load_recordings(tmp_path / "d.csv", "folders")
+    with pytest.raises(DataError, match=r": format npz expects a .npz file"):
+        load_recordings(tmp_path, "npz")
     with pytest.raises(DataError, match=r"unknown format 'parquet'"):
         load_recordings(tmp_path, "parquet")
     with pytest.raises(DataError, match=r"nowhere: background folder not found"):

@@ -98,7 +98,7 @@ def read_folders(root: Path, classes: Sequence[str], max_per_class: int, seed: i
     paths = [paths[int(i)] for i in keep]
     signals, rates = zip(*(read_signal(p) for p in paths), strict=True)
     bg_dir = root / BACKGROUND
-    bg = [read_signal(p) for p in _files(bg_dir)] if bg_dir.is_dir() else []
+    bg = [_clip(p) for p in _files(bg_dir)] if bg_dir.is_dir() else []
     rate = _common_rate([r for r in rates if r] + [r for _, r in bg if r])
     rel = [f"{p.parent.name}/{p.name}" for p in paths]
     out = RawData(
@@ -132,15 +132,21 @@ def _common_rate(rates: list[int]) -> int | None:
     return max(counts, key=lambda r: (counts[r], r))
 
 
+def _clip(path: Path) -> tuple[np.ndarray, int | None]:
+    """One background clip: a 1-D signal and its rate."""
+    x, rate = read_signal(path)
+    if x.ndim != 1:
+        raise DataError(f"{path}: background clip has shape {x.shape} (expected one channel)")
+    return x, rate
+
+
 def read_background(folder: Path, sample_rate: int | None) -> list[np.ndarray]:
     """float32 1-D clips of a folder's .wav / .npy / .csv files, WAVs resampled to ``sample_rate``."""
     if not folder.is_dir():
         raise DataError(f"{folder}: background folder not found (expected a folder of .wav or .npy clips)")
     clips = []
     for p in _files(folder):
-        x, r = read_signal(p)
-        if x.ndim != 1:
-            raise DataError(f"{p}: background clip has shape {x.shape} (expected one channel)")
+        x, r = _clip(p)
         clips.append(resample(x, r, sample_rate) if r and sample_rate and r != sample_rate else x)
     if not clips:
         raise DataError(f"{folder}: no background clips (expected .wav, .npy or .csv files)")

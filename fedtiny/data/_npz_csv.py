@@ -105,9 +105,12 @@ def csv_rows(path: Path) -> list[tuple[int, list[str]]]:
     delim = "," if "," in first else ";" if ";" in first else "\t" if "\t" in first else ","
     reader = csv.reader(text.splitlines(), delimiter=delim)
     try:
-        return [(reader.line_num, [c.strip() for c in row]) for row in reader if any(c.strip() for c in row)]
+        rows = [(reader.line_num, [c.strip() for c in row]) for row in reader if any(c.strip() for c in row)]
     except csv.Error as e:
         raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+    if not rows:
+        raise DataError(f"{path}: no values (expected comma-separated numbers)")
+    return rows
 
 
 def _is_number(cell: str) -> bool:

@@ -77,6 +77,9 @@ def load_recordings(
         raise DataError(f"{path}: unknown format {format!r} (expected auto, {', '.join(FORMATS)})")
     if not path.exists():
         raise DataError(f"{path}: not found")
+    if path.is_dir() != (fmt == "folders"):
+        want = "a folder of class folders" if fmt == "folders" else f"a .{fmt} file"
+        raise DataError(f"{path}: format {fmt} expects {want}")
     if fmt == "folders":
         from fedtiny.data._folders import read_folders
 
