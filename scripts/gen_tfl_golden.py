@@ -137,7 +137,9 @@ def synthetic_cases(quick: bool) -> list[tuple[str, Callable[[Any], Any], tuple[
         ("refuse_tanh", tanh, (3, 3, 2), {}),
     ]
     if quick:
-        cases = [c for c in cases if c[0] in ("conv_chain", "dw_chain", "residual", "head_float_io", "refuse_tanh")]
+        cases = [
+            c for c in cases if c[0] in ("conv_chain", "dw_chain", "residual", "head_float_io", "refuse_tanh")
+        ]
     return cases
 
 
@@ -152,8 +154,10 @@ def _keras_model(fn: Callable[[Any], Any], shape: tuple[int, ...]) -> Any:
 def _randomize(model: Any, rng: np.random.Generator) -> None:
     """Random weights with some spread (fresh Keras init leaves biases 0 and BN at identity)."""
     ws = []
-    for w in model.get_weights():
-        if w.ndim == 1:
+    for var, w in zip(model.weights, model.get_weights(), strict=True):
+        if "variance" in var.path:  # BatchNormalization: a variance must stay positive
+            ws.append(rng.uniform(0.5, 2.0, w.shape).astype(w.dtype))
+        elif w.ndim == 1:
             ws.append(rng.normal(0.0, 0.3, w.shape).astype(w.dtype))
         else:
             fan_in = int(np.prod(w.shape[:-1])) or 1

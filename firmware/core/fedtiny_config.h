@@ -61,4 +61,25 @@
 #define FT_FW_VERSION "fedtiny-fw 0.1"
 #endif
 
+/* ---- int8 TFLite interpreter (ft_tfl_*: issue 11) ---------------------------------------- */
+#ifndef FT_TFL_MAX_TENSORS      /* tensors of a model (weights, biases and activations): more is refused at verify */
+#define FT_TFL_MAX_TENSORS 128
+#endif
+#ifndef FT_TFL_MAX_OPS          /* operators of a model */
+#define FT_TFL_MAX_OPS 64
+#endif
+#ifndef FT_TFL_MAX_IO           /* graph inputs / outputs */
+#define FT_TFL_MAX_IO 4
+#endif
+#ifndef FT_TFL_ARENA_SIZE       /* bytes of the static activation arena a port gives the interpreter */
+#define FT_TFL_ARENA_SIZE (96u * 1024u)
+#endif
+#ifndef FT_TFL_MAX_MACS         /* multiply-accumulates per inference: a model above it is refused (bounds run time) */
+#define FT_TFL_MAX_MACS 64000000u
+#endif
+#ifndef FT_TFL_REASON_LEN       /* bytes of the refusal reason kept by verify */
+#define FT_TFL_REASON_LEN 96
+#endif
+/* ---- end of the int8 TFLite interpreter options ------------------------------------------- */
+
 #endif /* FEDTINY_CONFIG_H */

@@ -10,6 +10,12 @@
  * well defined even when a hostile model overflows an accumulator. */
 static int32_t wrap(uint32_t u) { return u <= 0x7FFFFFFFu ? (int32_t)u : (int32_t)(u - 0x80000000u) + I32_MIN; }
 static int32_t clamp(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+/* requantized value + output zero point, clamped: in int64 so that a hostile multiplier cannot overflow */
+static int8_t out8(int32_t v, int32_t zp, int32_t lo, int32_t hi)
+{
+    int64_t r = (int64_t)v + zp;
+    return (int8_t)(r < lo ? lo : r > hi ? hi : r);
+}
 static int32_t min_i(int32_t a, int32_t b) { return a < b ? a : b; }
 static int32_t max_i(int32_t a, int32_t b) { return a > b ? a : b; }
 
@@ -117,9 +123,9 @@ void ft_tfl_conv2d(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *
                         }
                     }
                     acc += (uint32_t)bias;
-                    v = ft_mul_by_quantized_multiplier(wrap(acc), mult, shift) + p->output_zp;
+                    v = ft_mul_by_quantized_multiplier(wrap(acc), mult, shift);
                     out[(((size_t)b * p->out_h + oy) * p->out_w + ox) * p->out_c + oc] =
-                        (int8_t)clamp(v, p->act_min, p->act_max);
+                        out8(v, p->output_zp, p->act_min, p->act_max);
                 }
     }
 }
@@ -150,9 +156,9 @@ void ft_tfl_depthwise_conv2d(const ft_tfl_conv_params *p, const int8_t *in, cons
                         }
                     }
                     acc += (uint32_t)bias;
-                    v = ft_mul_by_quantized_multiplier(wrap(acc), mult, shift) + p->output_zp;
+                    v = ft_mul_by_quantized_multiplier(wrap(acc), mult, shift);
                     out[(((size_t)b * p->out_h + oy) * p->out_w + ox) * p->out_c + oc] =
-                        (int8_t)clamp(v, p->act_min, p->act_max);
+                        out8(v, p->output_zp, p->act_min, p->act_max);
                 }
     }
 }
@@ -172,8 +178,8 @@ void ft_tfl_fully_connected(const ft_tfl_fc_params *p, const int8_t *in, const i
             for (d = 0; d < p->accum_depth; d++)
                 acc += (uint32_t)(((int32_t)f[d] - p->filter_zp) * ((int32_t)x[d] - p->input_zp));
             acc += (uint32_t)bias;
-            v = ft_mul_by_quantized_multiplier(wrap(acc), mult, shift) + p->output_zp;
-            out[(size_t)b * p->out_c + oc] = (int8_t)clamp(v, p->act_min, p->act_max);
+            v = ft_mul_by_quantized_multiplier(wrap(acc), mult, shift);
+            out[(size_t)b * p->out_c + oc] = out8(v, p->output_zp, p->act_min, p->act_max);
         }
     }
 }
@@ -258,9 +264,10 @@ void ft_tfl_add(const ft_tfl_add_params *p, const int8_t *in1, const int8_t *in2
                     }
                     x1 = ((int32_t)in1[a] - p->in1_zp) * (1 << left_shift);
                     x2 = ((int32_t)in2[c] - p->in2_zp) * (1 << left_shift);
-                    sum = ft_mul_by_quantized_multiplier(x1, m1, s1) + ft_mul_by_quantized_multiplier(x2, m2, s2);
-                    v = ft_mul_by_quantized_multiplier(sum, mo, so) + p->output_zp;
-                    out[o++] = (int8_t)clamp(v, p->act_min, p->act_max);
+                    sum = wrap((uint32_t)ft_mul_by_quantized_multiplier(x1, m1, s1) +
+                               (uint32_t)ft_mul_by_quantized_multiplier(x2, m2, s2));
+                    v = ft_mul_by_quantized_multiplier(sum, mo, so);
+                    out[o++] = out8(v, p->output_zp, p->act_min, p->act_max);
                 }
 }
 
@@ -319,7 +326,7 @@ void ft_tfl_mean(const ft_tfl_mean_params *p, const int8_t *in, int8_t *out)
                         v = wrap(sum) / (int32_t)n;
                     } else {
                         int32_t shifted = wrap(sum - (uint32_t)(int32_t)((int64_t)p->input_zp * n));
-                        v = clamp(ft_mul_by_quantized_multiplier(shifted, mult, shift) + p->output_zp, -128, 127);
+                        v = out8(ft_mul_by_quantized_multiplier(shifted, mult, shift), p->output_zp, -128, 127);
                     }
                     out[oi++] = (int8_t)v;
                 }
@@ -474,7 +481,7 @@ void ft_tfl_quantize_f32(const uint8_t *in, uint32_t n, float scale, int32_t zp,
         float v;
         memcpy(&v, in + 4u * i, 4);
         /* AffineQuantize: val / (double)scale, TfLiteRound, + zero point, clamp */
-        out[i] = (int8_t)clamp(round_to_i32((double)v / (double)scale) + zp, -128, 127);
+        out[i] = out8(round_to_i32((double)v / (double)scale), zp, -128, 127);
     }
 }
 
@@ -485,7 +492,7 @@ void ft_tfl_requantize(const int8_t *in, uint32_t n, float in_scale, int32_t in_
     uint32_t i;
     ft_quantize_multiplier((double)in_scale / (double)out_scale, &mult, &shift);
     for (i = 0; i < n; i++)
-        out[i] = (int8_t)clamp(ft_mul_by_quantized_multiplier((int32_t)in[i] - in_zp, mult, shift) + out_zp, -128, 127);
+        out[i] = out8(ft_mul_by_quantized_multiplier((int32_t)in[i] - in_zp, mult, shift), out_zp, -128, 127);
 }
 
 void ft_tfl_dequantize(const int8_t *in, uint32_t n, float scale, int32_t zp, uint8_t *out)
