@@ -114,15 +114,17 @@ def run(
 
 @cli.command()
 def info(model: Path = typer.Argument(..., help=".tflite model")) -> None:
-    """Print a model's ops, size, head shape and tensor arena."""
+    """Print a model's input, ops, head path, feature tensor, classes, size and tensor arena; or why fedtiny
+    cannot train it."""
     from fedtiny.model.info import model_info
 
     try:
         data = _read(model)
-        for line in model_info(data).lines():
-            typer.echo(line)
+        lines = model_info(data).lines()
     except FedTinyError as exc:
-        _fail(exc)
+        _fail(FedTinyError(str(exc) if str(exc).startswith(str(model)) else f"{model}: {exc}"))
+    for line in lines:
+        typer.echo(line)
 
 
 @cli.command()
@@ -137,8 +139,31 @@ def export(
     try:
         path = export_header(_read(model), header, name)
     except (FedTinyError, ValueError) as exc:
-        _fail(exc)
+        _fail(FedTinyError(str(exc) if str(exc).startswith(str(model)) else f"{model}: {exc}"))
     typer.echo(f"wrote {path}")
+
+
+@cli.command()
+def init(
+    model: Path = typer.Option(..., "--model", help="your int8 .tflite classifier"),
+    data: Path = typer.Option(..., "--data", help="your recordings: a .npz file, a folder of class folders, or a .csv file"),
+    out: Path = typer.Option(Path("scenario.toml"), "--out", help="scenario file to write"),
+    force: bool = typer.Option(False, "--force", help="replace an existing scenario file"),
+) -> None:
+    """Inspect your model and data and write a commented scenario that `fedtiny run` accepts as is."""
+    from fedtiny.init_scenario import write_scenario
+
+    try:
+        if out.exists() and not force:
+            raise FedTinyError(f"{out}: exists; pass --force to replace it, or --out FILE")
+        ins = write_scenario(model, data, out)
+    except FedTinyError as exc:
+        _fail(exc)
+    rec = ins.data
+    devices = f"{len(set(rec.device.tolist()))} devices" if rec.device is not None else "no device ids"
+    typer.echo(f"model: {ins.model.io.head_path}, input {ins.model.io.input_dtype} {list(ins.model.io.input_shape)}")
+    typer.echo(f"data:  {len(rec)} examples, {len(rec.classes)} classes, {devices}; front end {ins.front_end}")
+    typer.echo(f"wrote {out}; run it with: fedtiny run {out}")
 
 
 def _group_sizes(summary: dict[str, Any]) -> str:

@@ -137,7 +137,10 @@ def prepare_run(s: Scenario, out_dir: Path, log: Log = print, progress: Any = No
         if resume and (out_dir / FLEET_DIR / "layout.json").exists() and (out_dir / FLEET_DIR / "speed.npy").exists():
             layout = layout_of(s)
         else:
-            layout = prepare_fleet(s, tflite, out_dir, log=log)
+            from fedtiny.model.flatbuffer import model_io, read_tail
+
+            layout = prepare_fleet(s, tflite, out_dir, log=log, tail=read_tail(tflite).to_list(),
+                                   per_tensor=model_io(tflite).per_tensor)
     if not resume:
         (out_dir / "scenario.resolved.toml").write_text(scenario_to_toml(s))
     head = read_head(tflite)

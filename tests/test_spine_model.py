@@ -74,7 +74,7 @@ def test_cli_info_and_export(tmp_path: Path, tiny_tflite: bytes) -> None:
     model.write_bytes(tiny_tflite)
     info = subprocess.run([sys.executable, "-m", "fedtiny.cli", "info", str(model)], capture_output=True, text=True, timeout=120)
     assert info.returncode == 0, info.stderr
-    assert "FULLY_CONNECTED 64 -> 5" in info.stdout and "arena:" in info.stdout
+    assert "FULLY_CONNECTED 64→5" in info.stdout and "arena:" in info.stdout
     hdr = tmp_path / "out" / "m.h"
     exp = subprocess.run([sys.executable, "-m", "fedtiny.cli", "export", str(model), "--header", str(hdr)],
                          capture_output=True, text=True, timeout=120)

@@ -91,11 +91,26 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def scenario_from_dict(data: dict[str, Any], src: str = "<scenario>", overrides: list[str] | None = None) -> Scenario:
-    data = dict(data)
+#: keys that name files: relative paths are relative to the scenario file (to the working directory in --set)
+PATH_KEYS = (("model", "tflite"), ("model", "keras"), ("data", "path"), ("data", "background"))
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for section, key in PATH_KEYS:
+        table = data.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
+            p = Path(table[key]).expanduser()
+            table[key] = str(p if p.is_absolute() else (base / p).resolve())
+
+
+def scenario_from_dict(data: dict[str, Any], src: str = "<scenario>", overrides: list[str] | None = None,
+                       base_dir: Path | None = None) -> Scenario:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    _resolve_paths(data, base_dir or Path.cwd())
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(data, key, value, f"{src} (--set {key})")
+    _resolve_paths(data, Path.cwd())
     try:
         scenario: Scenario = _build(Scenario, data, "", src)
         _default_target_groups(scenario, data.get("drift"))
@@ -124,29 +139,73 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     except OSError as exc:
         raise ScenarioError(f"{p}: cannot read the scenario file ({exc.strerror or exc})") from None
     data.setdefault("name", p.stem)
-    return scenario_from_dict(data, str(p), overrides)
+    return scenario_from_dict(data, str(p), overrides, base_dir=p.resolve().parent)
+
+
+def _check_user_files(s: Scenario, src: str) -> None:
+    """A user's model and data: the files exist and the options fit (their contents are checked when read)."""
+    if s.model.tflite and s.model.keras:
+        raise ScenarioError(f"{src}: 'model.tflite' and 'model.keras' are both set; give one model")
+    for section, key in PATH_KEYS:
+        value = getattr(getattr(s, section), key)
+        if value and not Path(value).exists():
+            raise ScenarioError(f"{src}: '{section}.{key}' = {value!r}: file or folder not found")
+    if s.data.path and not (s.model.tflite or s.model.keras):
+        raise ScenarioError(f"{src}: 'data.path' is set but no model: give [model] tflite = \"model.tflite\" (or keras = ...); "
+                            "fedtiny's reference models are trained on their own tasks' data")
+    fe = s.data.front_end
+    from fedtiny.data.frontends import FRONT_ENDS
+
+    if fe not in FRONT_ENDS and ":" not in fe:
+        raise ScenarioError(f"{src}: 'data.front_end' = {fe!r}; expected one of: {', '.join(FRONT_ENDS)}, or \"module:function\"")
+    if not s.data.path:
+        return
+    from fedtiny.data.knobs import GENERIC_KNOBS, check_condition, default_condition
+    from fedtiny.errors import DataError
+
+    base = {**default_condition(), **s.fleet.condition}
+    for where, cond in [("fleet.condition", s.fleet.condition), ("fleet.spread", s.fleet.spread)] + [
+        (f"drift[{i}].condition", e.condition) for i, e in enumerate(s.drift)
+    ]:
+        for k, v in cond.items():
+            if k not in GENERIC_KNOBS:
+                raise ScenarioError(f"{src}: '{where}.{k}' is not a drift knob of recorded data; expected one of: "
+                                    f"{', '.join(GENERIC_KNOBS)}")
+            values = [base[k] - v, base[k] + v] if where == "fleet.spread" else [v]
+            for x in values:
+                try:
+                    check_condition({k: x}, f"{src}: '{where}.{k}'")
+                except DataError as exc:
+                    raise ScenarioError(str(exc)) from None
+    for i, e in enumerate(s.drift):
+        if e.kind != "condition":
+            raise ScenarioError(f"{src}: 'drift[{i}].kind' = {e.kind!r} needs a generated task; with recorded data "
+                                "(data.path) class changes come from the data itself (each device's later examples); "
+                                "use kind = \"condition\" with the generic knobs")
 
 
 def _check_semantics(s: Scenario, src: str) -> None:
     from fedtiny.errors import FedTinyError
     from fedtiny.tasks import get_task  # numpy only; validates task params and drift knobs
 
+    _check_user_files(s, src)
     try:
         task = get_task(s.task.name, **s.task.params)
     except (FedTinyError, TypeError) as exc:
         key = "task.params" if "parameter" in str(exc) or isinstance(exc, TypeError) else "task.name"
         raise ScenarioError(f"{src}: '{key}': {exc}") from None
-    knobs = set(task.drift_knobs)
+    knobs = set(task.drift_knobs) if not s.data.path else set()
     for where, cond in [("fleet.condition", s.fleet.condition), ("fleet.spread", s.fleet.spread)] + [
         (f"drift[{i}].condition", e.condition) for i, e in enumerate(s.drift)
     ]:
-        for k, v in cond.items():
+        for k, v in cond.items() if not s.data.path else []:
             if k not in knobs:
                 raise ScenarioError(f"{src}: '{where}.{k}' is not a drift knob of task '{task.name}'; expected one of: {', '.join(sorted(knobs))}")
             problem = task.knob_problem(k, v) if where != "fleet.spread" else ""
             if problem:
                 raise ScenarioError(f"{src}: '{where}.{k}' {problem} (drift knob of task '{task.name}': {task.drift_knobs[k]})")
-    _check_spread(s, task, src)
+    if not s.data.path:
+        _check_spread(s, task, src)
     for i, e in enumerate(s.drift):
         if e.at > s.rounds:
             raise ScenarioError(f"{src}: 'drift[{i}].at' = {e.at} is after the last round ({s.rounds})")

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fedtiny.config.schema import Scenario
-from fedtiny.ondevice.head import Int8Head, head_forward_int8
+from fedtiny.ondevice.head import Int8Head, predict_through
 from fedtiny.ondevice.shuffle import mix64
 from fedtiny.ondevice.tail import HeadTail
 from fedtiny.tasks import get_task
@@ -210,10 +210,15 @@ def prepare_fleet(
     out_dir: Path,
     featurize: Callable[[np.ndarray], np.ndarray] | None = None,
     log: Callable[[str], Any] = print,
+    tail: list[dict[str, Any]] | None = None,
+    per_tensor: bool = False,
 ) -> FleetLayout:
-    """Fleet plan and shared feature pools under ``out_dir/fleet`` (pools reused from the disk cache)."""
+    """Fleet plan and shared feature pools under ``out_dir/fleet`` (pools reused from the disk cache).
+
+    ``tail`` (``HeadTail.to_list()``) are the model's ops after the head and ``per_tensor`` whether its head
+    keeps one weight scale: what boards predict through and how the server re-quantizes.
+    """
     from fedtiny.model.build import factory_data
-    from fedtiny.model.flatbuffer import model_io, read_tail
     from fedtiny.model.runtime import Int8Runner
 
     if featurize is None:
@@ -258,7 +263,7 @@ def prepare_fleet(
         "train": s.fleet.samples_per_device, "test": s.eval.test_samples or s.fleet.test_samples_per_device,
         "cache": s.fleet.cache_size, "new_per_round": s.fleet.new_samples_per_round, "seed": s.seed,
         "fault": s.fleet.fault, "test_mix": s.eval.test_mix, "conditions": plan.conditions, "boards": plan.boards,
-        "kind": "generated", "tail": read_tail(tflite).to_list(), "per_tensor": model_io(tflite).per_tensor,
+        "kind": "generated", "tail": tail or [], "per_tensor": per_tensor,
         **layout.__dict__,
     }
     (root / "layout.json").write_text(json.dumps(meta, indent=1))
@@ -306,7 +311,7 @@ class FleetData:
 
     def predict(self, head: Int8Head, feats: np.ndarray) -> np.ndarray:
         """What a board predicts: argmax of the model's output (the head, then the ops after it)."""
-        return self.tail.predict(head_forward_int8(head, feats))
+        return predict_through(head, self.tail, feats)
 
     def segment_of_round(self, r: np.ndarray | int) -> np.ndarray:
         return np.searchsorted(self.starts, np.asarray(r), side="right") - 1

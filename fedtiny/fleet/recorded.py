@@ -76,8 +76,12 @@ def device_streams(y: np.ndarray, device: np.ndarray | None, time: np.ndarray | 
     else:
         ids, owner = np.unique(np.asarray(device), return_inverse=True)
         names = tuple(device_names[int(i)] if device_names and 0 <= int(i) < len(device_names) else str(i) for i in ids)
-    when = np.asarray(time, dtype=np.float64) if time is not None else np.arange(n, dtype=np.float64)
-    order = np.lexsort((np.arange(n), when, owner))  # by device, then time, then the data's order
+    if time is not None:  # by device, then time; examples recorded at the same time in a seeded random order
+        when = np.asarray(time, dtype=np.float64)
+        tie = np.random.default_rng([seed, 0x71E]).permutation(n)
+    else:  # no time: the data's own order is the time order (npz/csv rows)
+        when, tie = np.zeros(n), np.arange(n)
+    order = np.lexsort((tie, when, owner))
     counts = np.bincount(owner, minlength=len(names))
     keep = np.flatnonzero(counts >= 2)
     if not len(keep):

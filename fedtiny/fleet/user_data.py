@@ -97,6 +97,19 @@ class Featurizer:
         return np.concatenate(out) if out else np.zeros((0, 1), np.int8)
 
 
+def recording_times(rec: Recordings, fmt: str) -> np.ndarray | None:
+    """When each example was recorded, as far as the data says. Class folders have no time of their own: the
+    Speech Commands file name ``<speaker>_nohash_<n>.wav`` gives the repetition ``n``, and otherwise examples
+    count as recorded at the same time (a seeded order, never the class-sorted file order, which would put
+    whole classes only into the test set)."""
+    if rec.time is not None or fmt != "folders":
+        return rec.time
+    import re
+
+    reps = [re.search(r"_nohash_(\d+)", src) for src in rec.sources]
+    return np.array([float(m.group(1)) if m else 0.0 for m in reps], dtype=np.float64)
+
+
 def prepare_user_fleet(s: Scenario, rec: Recordings, tflite: bytes, out_dir: Path, log: Log = print,
                        float_predict: Callable[[np.ndarray], np.ndarray] | None = None) -> UserFleet:
     """Devices, streams and pools of a user's data under ``out_dir/fleet``; reference sets for the server."""
@@ -106,7 +119,10 @@ def prepare_user_fleet(s: Scenario, rec: Recordings, tflite: bytes, out_dir: Pat
     head = read_head(tflite)
     if rec.y.size and int(rec.y.max()) >= head.num_classes:
         raise DataError(f"{s.data.path}: the data has {len(rec.classes)} classes, the model's head {head.num_classes}")
-    streams = device_streams(rec.y, rec.device, rec.time, rec.device_names, s.fleet.devices,
+    from fedtiny.data import detect_format
+
+    fmt = s.data.format if s.data.format != "auto" else detect_format(Path(s.data.path))
+    streams = device_streams(rec.y, rec.device, recording_times(rec, fmt), rec.device_names, s.fleet.devices,
                              s.fleet.dirichlet_alpha, s.data.test_fraction, s.data.initial_fraction, s.seed,
                              str(s.data.path))
     k = len(streams.names)
@@ -132,9 +148,9 @@ def prepare_user_fleet(s: Scenario, rec: Recordings, tflite: bytes, out_dir: Pat
     trains = streams.stream[streams.stream >= 0]
     calib = np.sort(np.random.default_rng([s.seed, 0xCA1]).permutation(trains)[:300])
     np.save(root / "calib_feats.npy", feat(calib, base))
-    from fedtiny.ondevice.head import head_forward_int8
+    from fedtiny.ondevice.head import predict_through
 
-    int8_acc = float(np.mean(read_tail(tflite).predict(head_forward_int8(head, gtest)) == labels[test]))
+    int8_acc = float(np.mean(predict_through(head, read_tail(tflite), gtest) == labels[test]))
     float_acc = None
     if float_predict is not None:
         float_acc = float(np.mean(float_predict(np.asarray(feat.inputs(test, base), dtype=np.float32)) == labels[test]))

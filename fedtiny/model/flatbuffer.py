@@ -306,6 +306,14 @@ def write_head(data: bytes | bytearray, head: Int8Head) -> bytes:
     _, out_scale, out_zp = _tensor_info(model, refs.output)
     out_scale[:] = head.output_scale
     out_zp[:] = head.output_zero_point
+    for i in refs.tail:  # a RESHAPE after the head carries the logit quantization to the next op
+        op = sg.Operators(i)
+        if _op_name(model, op) != "RESHAPE":
+            break
+        q = _quant(model, int(op.Outputs(0)))
+        if q is not None:
+            q[0][:] = head.output_scale
+            q[1][:] = head.output_zero_point
     return bytes(buf)
 
 

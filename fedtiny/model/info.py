@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from fedtiny.model.flatbuffer import op_names, read_head
+from fedtiny.model.flatbuffer import ModelIO, metadata_classes, model_io, op_names, read_head
 
 
 @contextlib.contextmanager
@@ -44,6 +44,11 @@ def min_arena_bytes(model: bytes, upper: int = 1 << 20) -> int:
     return hi
 
 
+#: the C firmware's head limits (firmware/core/fedtiny_config.h: FT_MAX_CLASSES, FT_MAX_DIM)
+FIRMWARE_MAX_CLASSES = 16
+FIRMWARE_MAX_DIM = 128
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     bytes: int
@@ -52,17 +57,33 @@ class ModelInfo:
     head_features: int
     head_bytes: int
     arena_bytes: int
+    io: ModelIO
+    classes: tuple[str, ...] = ()
+
+    @property
+    def firmware_fits(self) -> bool:
+        return self.head_classes <= FIRMWARE_MAX_CLASSES and self.head_features <= FIRMWARE_MAX_DIM
 
     def lines(self) -> list[str]:
+        fw = ("fits the fedtiny C firmware" if self.firmware_fits else
+              f"too large for the fedtiny C firmware's defaults (classes <= {FIRMWARE_MAX_CLASSES}, features <= "
+              f"{FIRMWARE_MAX_DIM}): raise FT_MAX_CLASSES / FT_MAX_DIM in firmware/core/fedtiny_config.h")
         return [
-            f"size:   {self.bytes} bytes ({self.bytes / 1024:.1f} KiB)",
-            f"ops:    {', '.join(self.ops)}",
-            f"head:   FULLY_CONNECTED {self.head_features} -> {self.head_classes} "
-            f"({self.head_bytes} bytes int8 weights + scales + bias)",
-            f"arena:  {self.arena_bytes} bytes ({self.arena_bytes / 1024:.1f} KiB, smallest TFLite Micro accepts)",
+            f"size:     {self.bytes} bytes ({self.bytes / 1024:.1f} KiB)",
+            f"ops:      {', '.join(self.ops)}",
+            f"input:    {self.io.input_dtype} {list(self.io.input_shape)}"
+            + (f" (quantized with scale {self.io.input_scale:.6g}, zero point {self.io.input_zero_point})"),
+            f"output:   {self.io.output_dtype}",
+            f"head:     {self.io.head_path} ({self.head_bytes} bytes int8 weights + scales + bias, "
+            f"{'per-tensor' if self.io.per_tensor else 'per-channel'} weight scales; {fw})",
+            f"features: {self.io.feature_tensor}",
+            f"classes:  {', '.join(self.classes) if self.classes else f'{self.head_classes} (names unknown: the model has no label metadata)'}",
+            f"arena:    {self.arena_bytes} bytes ({self.arena_bytes / 1024:.1f} KiB, smallest TFLite Micro accepts)",
         ]
 
 
 def model_info(model: bytes) -> ModelInfo:
+    io = model_io(model)
     head = read_head(model)
-    return ModelInfo(len(model), op_names(model), head.num_classes, head.num_features, head.nbytes, min_arena_bytes(model))
+    return ModelInfo(len(model), op_names(model), head.num_classes, head.num_features, head.nbytes,
+                     min_arena_bytes(model), io, metadata_classes(model))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from fedtiny.errors import ModelError
+from fedtiny.ondevice.tail import HeadTail
 from fedtiny.ondevice.quant import (
     INT32_MAX,
     INT32_MIN,
@@ -168,3 +169,24 @@ def predict_int8(head: Int8Head, features: np.ndarray) -> np.ndarray:
 def dequantized_features(features: np.ndarray, head: Int8Head) -> np.ndarray:
     """The float32 features a board trains on."""
     return dequantize(features, head.input_scale, head.input_zero_point)
+
+
+def tail_for_head(tail: HeadTail, head: Int8Head) -> HeadTail:
+    """The ops after ``head`` as the model holds them once the head is written: the logit tensor is shared with
+    the next op (and carried through RESHAPEs), so their input quantization is the head's output quantization."""
+    ops, follow = [], True
+    q = {"input_scale": head.output_scale, "input_zero_point": head.output_zero_point}
+    for op in tail.ops:
+        if follow and op.kind == "RESHAPE":
+            op = replace(op, **q, output_scale=head.output_scale, output_zero_point=head.output_zero_point)
+        elif follow:
+            op, follow = replace(op, **q), False
+        ops.append(op)
+    return HeadTail(tuple(ops))
+
+
+def predict_through(head: Int8Head, tail: HeadTail, features: np.ndarray) -> np.ndarray:
+    """What a board predicts: argmax of the model's output (the head, then the ops after it), ties to the lowest."""
+    if not tail.ops:
+        return predict_int8(head, features)
+    return tail_for_head(tail, head).predict(head_forward_int8(head, features))
