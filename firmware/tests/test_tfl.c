@@ -214,9 +214,9 @@ static void run_golden(const gcase *c, uint32_t *tensors_total)
     x.c = c;
     x.compared = x.mismatched = 0;
     st = ft_tfl_invoke(&model, arena, sizeof arena, after_op, &x);
-    out("case %s: %u ops, %u tensors compared, %u differ; arena %u bytes (TFLite Micro %u), %llu MACs\n", c->name,
+    out("case %s: %u ops, %u tensors compared, %u differ; arena %u bytes (TFLite Micro %u), %lu MACs\n", c->name,
         (unsigned)model.n_ops, (unsigned)x.compared, (unsigned)x.mismatched, (unsigned)model.arena_bytes,
-        (unsigned)c->tflm_arena, (unsigned long long)model.macs);
+        (unsigned)c->tflm_arena, (unsigned long)model.macs);
     check(st == FT_OK && x.mismatched == 0 && x.compared == model.n_ops, "bit-exact", c->name);
     check(model.arena_bytes <= c->tflm_arena, "arena no larger than TFLite Micro's", c->name);
     *tensors_total += x.compared;
