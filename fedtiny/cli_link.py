@@ -1,22 +1,38 @@
-"""Field-trial commands: `fedtiny emulate`, `fedtiny serve`, `fedtiny gateway`."""
+"""Field-trial commands: `fedtiny emulate`, `fedtiny serve`, `fedtiny gateway`, `fedtiny trial`."""
 
 from __future__ import annotations
 
+import signal
+import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 
 from fedtiny.errors import FedTinyError
 
 
-def _fail(exc: BaseException) -> None:
+def _fail(exc: BaseException, code: int = 2) -> None:
     typer.echo(f"fedtiny: error: {exc}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
-def _key(path: Optional[Path]) -> bytes | None:
+def _trial_failed(exc: Any) -> None:
+    """A trial that ran and failed: its boards table (when there is one), then the reason in one line, exit 1."""
+    from fedtiny.field.trial import format_boards
+
+    if getattr(exc, "summary", None):
+        typer.echo(format_boards(exc.summary))
+    _fail(exc, 1)
+
+
+def _sigterm_exits() -> None:
+    """SIGTERM unwinds like Ctrl-C, so that `finally` stops the child processes."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def _key(path: Path | None) -> bytes | None:
     if path is None:
         return None
     if not path.is_file():
@@ -33,20 +49,37 @@ def _key(path: Optional[Path]) -> bytes | None:
 
 def emulate(
     listen: str = typer.Option("socket://127.0.0.1:7777", "--listen", help="socket://HOST:PORT or pty"),
-    state: Path = typer.Option(Path(tempfile.gettempdir()) / "fedtiny-board.flash", "--state", help="flash image file (A/B slots, metadata); default in the temp folder: give each board its own"),
+    state: Path = typer.Option(
+        Path(tempfile.gettempdir()) / "fedtiny-board.flash",
+        "--state",
+        help="flash image file (A/B slots, metadata); default in the temp folder: give each board its own",
+    ),
     device_id: int = typer.Option(1, "--device-id"),
-    fleet_key_file: Optional[Path] = typer.Option(None, "--fleet-key-file", help="per-fleet HMAC key, hex"),
-    model: Optional[Path] = typer.Option(None, "--model", help="int8 .tflite the board runs in TFLite Micro "
-                                         "(backbone for raw samples; its head is the factory head)"),
+    fleet_key_file: Path | None = typer.Option(None, "--fleet-key-file", help="per-fleet HMAC key, hex"),
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        help="int8 .tflite the board runs in TFLite Micro "
+        "(backbone for raw samples; its head is the factory head)",
+    ),
 ) -> None:
     """Start a virtual board (device emulator) speaking docs/protocol.md."""
     from clients.board import serve_board
+    from fedtiny.field.trial import wait_for_trial_file
 
     try:
-        if model is not None and not model.is_file():
-            raise FedTinyError(f"{model}: model file not found")
-        serve_board(listen, str(state), device_id, _key(fleet_key_file), model=model.read_bytes() if model else None,
-                    ready=lambda addr: typer.echo(f"virtual board {device_id} listening on {addr}"))
+        if model is not None:  # `fedtiny serve` may still be writing it (the README starts both at once)
+            wait_for_trial_file(model, "model file", log=typer.echo)
+            if not model.is_file():
+                raise FedTinyError(f"{model}: model file not found")
+        serve_board(
+            listen,
+            str(state),
+            device_id,
+            _key(fleet_key_file),
+            model=model.read_bytes() if model else None,
+            ready=lambda addr: typer.echo(f"virtual board {device_id} listening on {addr}"),
+        )
     except FedTinyError as exc:
         _fail(exc)
     except (OSError, ValueError) as exc:  # port in use, bad address: one line, not a traceback
@@ -61,52 +94,144 @@ def serve(
     gateways: int = typer.Option(1, "--gateways", help="gateways (SuperNodes) to wait for"),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(9091, "--port"),
-    tls_dir: Optional[Path] = typer.Option(None, "--tls-dir", help="generate a CA + certificate here and serve TLS"),
-    auth_keys: list[Path] = typer.Option([], "--auth-public-key", help="only SuperNodes with these keys (TLS only)"),
+    tls_dir: Path | None = typer.Option(
+        None, "--tls-dir", help="generate a CA + certificate here and serve TLS"
+    ),
+    auth_keys: list[Path] = typer.Option(
+        [], "--auth-public-key", help="only SuperNodes with these keys (TLS only)"
+    ),
     set_: list[str] = typer.Option([], "--set", help="override a scenario key"),
 ) -> None:
-    """Start a SuperLink and the ServerApp for a field trial; write results to --out."""
+    """Field trial server: prepare --out (base model, replay data), start a SuperLink, run the rounds with the
+    gateways that connect, print progress and a table of boards; results and report.html in --out."""
     from fedtiny.config import load_scenario
     from fedtiny.field.tls import make_tls
-    from fedtiny.field.trial import Security, serve as serve_trial
+    from fedtiny.field.trial import Security, TrialFailed
+    from fedtiny.field.trial import serve as serve_trial
+    from fedtiny.report.progress import RoundProgress
 
     try:
         s = load_scenario(scenario, set_)
         if auth_keys and not tls_dir:
-            raise FedTinyError("--auth-public-key needs --tls-dir (Flower authenticates SuperNodes over TLS only)")
+            raise FedTinyError(
+                "--auth-public-key needs --tls-dir (Flower authenticates SuperNodes over TLS only)"
+            )
         tls = make_tls(tls_dir, [host]) if tls_dir else None
-        summary = serve_trial(s, out, gateways, host, port, Security(tls, tuple(auth_keys)), log=typer.echo)
     except FedTinyError as exc:
         _fail(exc)
-    typer.echo(f"field trial done: {summary['rounds_completed']} rounds, accuracy on boards "
-               f"{summary['initial_accuracy']} -> {summary['final_accuracy']}; results in {out}")
+    _sigterm_exits()
+    try:
+        with RoundProgress(s.rounds) as prog:
+            summary = serve_trial(
+                s,
+                out,
+                gateways,
+                host,
+                port,
+                Security(tls, tuple(auth_keys)),
+                log=prog.log,
+                progress=prog.update,
+            )
+    except TrialFailed as exc:
+        _trial_failed(exc)
+    except FedTinyError as exc:
+        _fail(exc, 1)
+    _done(summary, out)
+
+
+def _done(summary: dict[str, Any], out: Path) -> None:
+    from fedtiny.field.trial import format_boards
+
+    typer.echo(format_boards(summary))
+    acc = [summary["initial_accuracy"], summary["final_accuracy"]]
+    accs = " -> ".join("n/a" if a is None else f"{100 * a:.1f}%" for a in acc)
+    typer.echo(
+        f"field trial done: {summary['rounds_completed']} rounds, accuracy on the boards {accs}, "
+        f"{summary['updates_aggregated']} updates aggregated, {summary['board_failures']} board failure(s); "
+        f"results in {out} (report.html)"
+    )
 
 
 def gateway(
     superlink: str = typer.Option(..., "--superlink", help="SuperLink address HOST:PORT"),
-    device: list[str] = typer.Option(..., "--device", help="board link URI (repeat): serial:///dev/ttyACM0, socket://..., ble://ADDR"),
+    device: list[str] = typer.Option(
+        ..., "--device", help="board link URI (repeat): serial:///dev/ttyACM0, socket://..., ble://ADDR"
+    ),
     port: int = typer.Option(9094, "--port", help="this SuperNode's local port"),
-    fleet_key_file: Optional[Path] = typer.Option(None, "--fleet-key-file", help="per-fleet HMAC key, hex"),
-    replay: Optional[Path] = typer.Option(None, "--replay", help="replay directory (trial dir/replay) to push samples"),
-    root_certificates: Optional[Path] = typer.Option(None, "--root-certificates", help="CA of a TLS SuperLink"),
-    auth_key: Optional[Path] = typer.Option(None, "--auth-key", help="SuperNode private key (node authentication)"),
+    fleet_key_file: Path | None = typer.Option(None, "--fleet-key-file", help="per-fleet HMAC key, hex"),
+    replay: Path | None = typer.Option(
+        None, "--replay", help="replay directory (trial dir/replay) to push samples"
+    ),
+    root_certificates: Path | None = typer.Option(None, "--root-certificates", help="CA of a TLS SuperLink"),
+    auth_key: Path | None = typer.Option(
+        None, "--auth-key", help="SuperNode private key (node authentication)"
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="gateway directory: logs, Flower state, events "
+        "(default: TRIAL_DIR/gateway-PORT with --replay, else runs/gateway-PORT)",
+    ),
 ) -> None:
-    """Start a SuperNode that serves the given boards as a gateway."""
+    """Start a SuperNode that serves the given boards as a gateway; prints the boards and each round's outcome
+    per board, and stops when the trial ends."""
     from fedtiny.field.trial import run_gateway
 
+    _sigterm_exits()
     try:
         key = _key(fleet_key_file)
-        for path, what in ((replay, "replay directory"), (root_certificates, "CA file"), (auth_key, "key file")):
+        for path, what in ((root_certificates, "CA file"), (auth_key, "key file")):
             if path is not None and not path.exists():
                 raise FedTinyError(f"{path}: {what} not found")
-        with tempfile.TemporaryDirectory(prefix="fedtiny-gateway-") as home:
-            code = run_gateway(superlink, device, Path(home), port, key, replay, root_certificates, auth_key)
+        gw_dir = out or ((replay.parent if replay else Path("runs")) / f"gateway-{port}")
+        code = run_gateway(
+            superlink, device, gw_dir, port, key, replay, root_certificates, auth_key, log=typer.echo
+        )
+    except FedTinyError as exc:
+        _fail(exc, 1)
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
+
+
+def trial(
+    scenario: Path = typer.Argument(..., help="scenario TOML file"),
+    boards: int = typer.Option(
+        ..., "--boards", help="virtual boards (device ids 1..N; sets fleet.devices = N)"
+    ),
+    out: Path = typer.Option(
+        Path("runs/trial"), "--out", help="trial directory (results, logs, board flash)"
+    ),
+    gateways: int = typer.Option(1, "--gateways", help="gateways; boards are dealt round-robin"),
+    set_: list[str] = typer.Option([], "--set", help="override a scenario key"),
+) -> None:
+    """A whole field trial on this machine: serve + N virtual boards + gateway(s) on loopback, progress, a table
+    of boards, results and report.html in --out; every process stopped at the end (exit 0 on success)."""
+    from fedtiny.config import load_scenario
+    from fedtiny.field.trial import TrialFailed, run_trial
+    from fedtiny.report.progress import RoundProgress
+
+    try:
+        s = load_scenario(scenario, [*set_, f"fleet.devices={boards}"])
+        if boards < 1 or not 1 <= gateways <= boards:
+            raise FedTinyError(
+                f"--boards must be >= 1 and --gateways between 1 and --boards (got {boards}, {gateways})"
+            )
     except FedTinyError as exc:
         _fail(exc)
-    raise typer.Exit(code)
+    _sigterm_exits()
+    try:
+        with RoundProgress(s.rounds) as prog:
+            summary = run_trial(s, boards, out, gateways, log=prog.log, progress=prog.update)
+    except TrialFailed as exc:
+        _trial_failed(exc)
+    except FedTinyError as exc:
+        _fail(exc, 1)
+    _done(summary, out)
 
 
 def register(cli: typer.Typer) -> None:
     cli.command()(emulate)
     cli.command()(serve)
     cli.command()(gateway)
+    cli.command()(trial)

@@ -2,10 +2,18 @@
 
 Node config (``flower-supernode --node-config``, written by ``fedtiny gateway``):
 ``devices`` space-separated link URIs (``serial:///dev/ttyACM0``, ``socket://127.0.0.1:7001``, ``ble://ADDR``),
-``fleet-key`` the per-fleet HMAC key in hex (optional), ``replay`` a replay directory (optional).
+``fleet-key`` the per-fleet HMAC key in hex (optional), ``replay`` a replay directory (optional), ``events`` a
+JSON-lines file where each message's per-board outcome is appended (``fedtiny gateway`` prints it; optional).
+The last round's evaluate carries ``last = true`` (the gateway process stops once the SuperLink closes); a
+``query`` message with ``end = true`` ends the trial early (the ServerApp failed).
 """
 
 from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -43,14 +51,66 @@ def _acks(cfg: ConfigRecord) -> dict[int, int]:
     return {d: u for d, u in zip(_ints(cfg, "ack-devices"), _ints(cfg, "ack-updates")) if d >= 0}
 
 
-def _reply(msg: Message, outcomes: list[BoardOutcome], arrays: dict[str, np.ndarray]) -> Message:
-    info = ConfigRecord({"errors": [o.error for o in outcomes if o.error] or [""], "boards": len(outcomes)})
+def _event(context: Context, record: dict[str, Any]) -> None:
+    """Append one line to the gateway's events file (``fedtiny gateway`` tails it and prints it)."""
+    path = str(context.node_config.get("events", ""))
+    if path:
+        with Path(path).open("a") as fh:
+            fh.write(json.dumps({"time": time.time(), **record}, default=str) + "\n")
+
+
+def _detail(o: BoardOutcome) -> dict[str, Any]:
+    u = o.update
+    if "n" in u:
+        return {"n": int(u["n"]), "correct": int(u["correct"])}
+    if "num_examples" in u:
+        return {
+            "num_examples": int(u["num_examples"]),
+            "loss": float(u["loss"]),
+            "update_id": int(u["update_id"]),
+        }
+    return {}
+
+
+def _reply(
+    msg: Message,
+    context: Context,
+    kind: str,
+    rnd: int,
+    outcomes: list[BoardOutcome],
+    arrays: dict[str, np.ndarray],
+) -> Message:
+    """Results plus every board's outcome, aligned: uri, device id (-1: not reached) and error ("" = ok)."""
+    info = ConfigRecord(
+        {
+            "errors": [o.error for o in outcomes if o.error] or [""],
+            "boards": len(outcomes),
+            "board-uris": [o.uri for o in outcomes] or [""],
+            "board-ids": [o.device_id for o in outcomes] or [-2],
+            "board-errors": [o.error for o in outcomes] or [""],
+        }
+    )
+    last = bool(msg.content.config_records["config"].get("last", False))
+    _event(
+        context,
+        {
+            "event": kind,
+            "round": rnd,
+            "last": last,
+            "boards": [
+                {"uri": o.uri, "device_id": o.device_id, "error": o.error, **_detail(o)} for o in outcomes
+            ],
+        },
+    )
     return Message(RecordDict({"results": arrays_to_record(**arrays), "info": info}), reply_to=msg)
 
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     uris = str(context.node_config.get("devices", "")).split()
+    cfg = msg.content.config_records.get("config")
+    if cfg is not None and cfg.get("end"):
+        _event(context, {"event": "end", "summary": str(cfg.get("summary", ""))})
     return Message(RecordDict({"gateway": ConfigRecord({"devices": uris or [""]})}), reply_to=msg)
 
 
@@ -59,8 +119,16 @@ def train(msg: Message, context: Context) -> Message:
     cfg = msg.content.config_records["config"]
     head = head_from_record(msg.content.array_records["head"])
     golden = msg.content.array_records["golden"]["features"].numpy()
-    req = TrainRequest(int(_num(cfg, "epochs")), int(_num(cfg, "batch-size")), _num(cfg, "lr"), _num(cfg, "momentum"),
-                       _num(cfg, "weight-decay"), _num(cfg, "prox-mu"), int(_num(cfg, "seed")), int(_num(cfg, "round")))
+    req = TrainRequest(
+        int(_num(cfg, "epochs")),
+        int(_num(cfg, "batch-size")),
+        _num(cfg, "lr"),
+        _num(cfg, "momentum"),
+        _num(cfg, "weight-decay"),
+        _num(cfg, "prox-mu"),
+        int(_num(cfg, "seed")),
+        int(_num(cfg, "round")),
+    )
     outcomes = _boards(context).train(head, golden, req, int(_num(cfg, "segment")), _acks(cfg))
     ok = [o.update for o in outcomes if o.update and not o.error]
     c, d = head.weights.shape
@@ -70,10 +138,12 @@ def train(msg: Message, context: Context) -> Message:
         "rounds": np.array([u["round"] for u in ok], dtype=np.int64),
         "num_examples": np.array([u["num_examples"] for u in ok], dtype=np.int64),
         "loss": np.array([u["loss"] for u in ok], dtype=np.float32),
-        "weights": np.stack([u["weights"] for u in ok]).astype(np.float32) if ok else np.zeros((0, c, d), np.float32),
+        "weights": np.stack([u["weights"] for u in ok]).astype(np.float32)
+        if ok
+        else np.zeros((0, c, d), np.float32),
         "bias": np.stack([u["bias"] for u in ok]).astype(np.float32) if ok else np.zeros((0, c), np.float32),
     }
-    return _reply(msg, outcomes, arrays)
+    return _reply(msg, context, "train", int(_num(cfg, "round")), outcomes, arrays)
 
 
 @app.evaluate()
@@ -88,4 +158,4 @@ def evaluate(msg: Message, context: Context) -> Message:
         "correct": np.array([o.update["n"] and o.update["correct"] for o in ok], dtype=np.int64),
         "total": np.array([o.update["n"] for o in ok], dtype=np.int64),
     }
-    return _reply(msg, outcomes, arrays)
+    return _reply(msg, context, "evaluate", int(_num(cfg, "round")), outcomes, arrays)

@@ -9,13 +9,16 @@ is never lost by a dropped reply and never counted twice (the server also dedupl
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from fedtiny.errors import FedTinyError, UpdateRejected
+from fedtiny.link.blobs import encode_head_patch
 from fedtiny.link.messages import TRAIN_FIXED, Cap, TrainRequest
 from fedtiny.link.session import BoardSession
 from fedtiny.link.transport import open_transport
@@ -45,7 +48,9 @@ class Replay:
 class GatewayBoards:
     """The boards one gateway serves, opened fresh for each Flower message."""
 
-    def __init__(self, uris: list[str], key: bytes | None, replay: Replay | None = None, timeout: float = 2.0) -> None:
+    def __init__(
+        self, uris: list[str], key: bytes | None, replay: Replay | None = None, timeout: float = 2.0
+    ) -> None:
         self.uris, self.key, self.replay, self.timeout = uris, key, replay, timeout
 
     def _sessions(self) -> Iterator[tuple[str, BoardSession | None, str]]:
@@ -74,8 +79,13 @@ class GatewayBoards:
             cap = s.info.cache_capacity
             s.push_samples(feats[:cap], labels[:cap], clear=True)
 
-    def _each(self, head: Int8Head, golden: np.ndarray, acks: dict[int, int],
-              work: Callable[[BoardSession, BoardOutcome], None]) -> list[BoardOutcome]:
+    def _each(
+        self,
+        head: Int8Head,
+        golden: np.ndarray,
+        acks: dict[int, int],
+        work: Callable[[BoardSession, BoardOutcome], None],
+    ) -> list[BoardOutcome]:
         """Per board: acknowledge what the server has, redeploy the global head, then ``work``."""
         out = []
         for uri, s, error in self._sessions():
@@ -94,8 +104,9 @@ class GatewayBoards:
                 o.error = "; ".join(filter(None, [o.error, f"{uri}: {exc}"]))
         return out
 
-    def train(self, head: Int8Head, golden: np.ndarray, req: TrainRequest, segment: int,
-              acks: dict[int, int]) -> list[BoardOutcome]:
+    def train(
+        self, head: Int8Head, golden: np.ndarray, req: TrainRequest, segment: int, acks: dict[int, int]
+    ) -> list[BoardOutcome]:
         def work(s: BoardSession, o: BoardOutcome) -> None:
             self._push(s, segment, "train")
             this = _arithmetic_for(s, req)
@@ -106,7 +117,9 @@ class GatewayBoards:
                     raise
                 try:
                     stale = s.read_update()  # an update the server never received: report, don't train twice
-                except UpdateRejected as bad:  # spoofed or corrupt: drop it, or the board could never train again
+                except (
+                    UpdateRejected
+                ) as bad:  # spoofed or corrupt: drop it, or the board could never train again
                     o.error = f"{o.uri}: dropped a pending update that failed verification ({bad})"
                     s.ack_update(s.pending_update_id())
                     s.train(this)
@@ -121,13 +134,54 @@ class GatewayBoards:
 
         return self._each(head, golden, acks, work)
 
-    def evaluate(self, head: Int8Head, golden: np.ndarray, segment: int, acks: dict[int, int]) -> list[BoardOutcome]:
+    def describe(self) -> list[BoardOutcome]:
+        """Each board's identity (no state change): device id, firmware, capabilities and the model it runs."""
+        out = []
+        for uri, s, error in self._sessions():
+            o = BoardOutcome(uri, error=error)
+            out.append(o)
+            if s is None or s.info is None:
+                continue
+            try:
+                o.device_id = s.info.device_id
+                o.update = describe_board(s)
+            except (FedTinyError, OSError) as exc:
+                o.error = f"{uri}: {exc}"
+        return out
+
+    def evaluate(
+        self, head: Int8Head, golden: np.ndarray, segment: int, acks: dict[int, int]
+    ) -> list[BoardOutcome]:
         def work(s: BoardSession, o: BoardOutcome) -> None:
             self._push(s, segment, "test")
             ev = s.evaluate()
-            o.update = {"n": ev.n, "correct": int(round(ev.accuracy * ev.n)), "loss": ev.loss}
+            o.update = {"n": ev.n, "correct": round(ev.accuracy * ev.n), "loss": ev.loss}
 
         return self._each(head, golden, acks, work)
+
+
+def capability_names(caps: int) -> str:
+    return "|".join(c.name for c in Cap if caps & c and c.name) or "none"
+
+
+def describe_board(s: BoardSession) -> dict[str, Any]:
+    """What a gateway prints about a board at start (from HELLO and the active head)."""
+    assert s.info is not None
+    i = s.info
+    head = s.get_head()
+    digest = hashlib.sha256(encode_head_patch(head)).hexdigest()[:12]
+    model = f"int8 head {head.weights.shape[0]}x{head.weights.shape[1]} (sha256 {digest})"
+    if i.raw_input_len:
+        model += f" + backbone (raw input {i.raw_input_len})"
+    return {
+        "board": i.board_name,
+        "firmware": i.fw_version,
+        "protocol": i.proto_version,
+        "capabilities": capability_names(i.capabilities),
+        "model": model,
+        "cache": i.cache_capacity,
+        "slot": i.active_slot,
+    }
 
 
 def _arithmetic_for(s: BoardSession, req: TrainRequest) -> TrainRequest:
@@ -139,4 +193,7 @@ def _arithmetic_for(s: BoardSession, req: TrainRequest) -> TrainRequest:
 
 
 def _update_dict(u: object) -> dict[str, Any]:
-    return {k: getattr(u, k) for k in ("device_id", "update_id", "round", "num_examples", "loss", "weights", "bias")}
+    return {
+        k: getattr(u, k)
+        for k in ("device_id", "update_id", "round", "num_examples", "loss", "weights", "bias")
+    }

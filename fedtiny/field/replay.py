@@ -6,6 +6,9 @@ boards) each board's recorded int8 features per drift segment, keyed by the boar
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,15 @@ from fedtiny.errors import ScenarioError
 from fedtiny.fleet.data import layout_of
 from fedtiny.fleet.partition import dirichlet_labels
 from fedtiny.tasks import get_task
+
+PREPARED_FILES = (
+    "scenario.resolved.toml",
+    "base_int8.tflite",
+    "global_test_feats.npy",
+    "global_test_labels.npy",
+    "calib_feats.npy",
+    "replay",
+)
 
 
 def segment_starts(s: Scenario) -> list[int]:
@@ -29,8 +41,10 @@ def check_replayable(s: Scenario, src: str = "scenario") -> None:
     """Replay data covers condition drift on random fractions; refuse what it would silently ignore."""
     for i, e in enumerate(s.drift):
         if e.kind != "condition" or e.target:
-            raise ScenarioError(f"{src}: 'drift[{i}]': field-trial replay supports kind = \"condition\" on a "
-                                f"random fraction only (got kind = {e.kind!r}, target = {e.target!r})")
+            raise ScenarioError(
+                f"{src}: 'drift[{i}]': field-trial replay supports kind = \"condition\" on a "
+                f"random fraction only (got kind = {e.kind!r}, target = {e.target!r})"
+            )
     if s.fleet.spread:
         raise ScenarioError(f"{src}: 'fleet.spread' is not supported by field-trial replay; remove it")
 
@@ -43,9 +57,17 @@ def prepare_trial(s: Scenario, out: Path, log=print) -> bytes:  # type: ignore[n
 
     check_replayable(s, s.name)
     out.mkdir(parents=True, exist_ok=True)
+    stamp = hashlib.sha256(f"{scenario_to_toml(s)}\n{model_spec_of(s).key()}".encode()).hexdigest()
+    done = out / ".prepared"
+    if done.exists() and done.read_text() == stamp and all((out / f).exists() for f in PREPARED_FILES):
+        log(f"{out} is already prepared for this scenario; reusing it")
+        return (out / "base_int8.tflite").read_bytes()
+    done.unlink(missing_ok=True)
     (out / "scenario.resolved.toml").write_text(scenario_to_toml(s))
     base = build_base_model(model_spec_of(s), log)
-    (out / "base_int8.tflite").write_bytes(base.tflite)
+    tmp = out / "base_int8.tflite.tmp"
+    tmp.write_bytes(base.tflite)
+    os.replace(tmp, out / "base_int8.tflite")  # a board waiting for the file never reads half of it
     runner = Int8Runner(base.tflite, "tflm")
     spec = model_spec_of(s)
     xt, yt = factory_data(spec, s.model.test_samples, 1)
@@ -53,7 +75,12 @@ def prepare_trial(s: Scenario, out: Path, log=print) -> bytes:  # type: ignore[n
     np.save(out / "global_test_labels.npy", yt.astype(np.int16))
     xc, _ = factory_data(spec, min(300, s.model.factory_samples), 0)
     np.save(out / "calib_feats.npy", runner.features(xc))
-    write_replay(s, runner.features, out / "replay")
+    staging = out / "replay.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    write_replay(s, runner.features, staging)
+    shutil.rmtree(out / "replay", ignore_errors=True)
+    os.replace(staging, out / "replay")  # a gateway waiting for it sees all of it or nothing
+    done.write_text(stamp)
     return base.tflite
 
 
@@ -62,9 +89,11 @@ def write_replay(s: Scenario, featurize, root: Path) -> None:  # type: ignore[no
     task = get_task(s.task.name, **s.task.params)
     root.mkdir(parents=True, exist_ok=True)
     n, m, k = s.fleet.samples_per_device, s.fleet.test_samples_per_device, s.fleet.devices
-    labels = dirichlet_labels(k, len(task.classes), n + m, s.fleet.dirichlet_alpha, np.random.default_rng([s.seed, 0x1AB]))
+    labels = dirichlet_labels(
+        k, len(task.classes), n + m, s.fleet.dirichlet_alpha, np.random.default_rng([s.seed, 0x1AB])
+    )
     hit_rng = np.random.default_rng([s.seed, 0xF1E1D])
-    hits = [set(hit_rng.permutation(k)[: int(round(e.fraction * k))].tolist()) for e in s.drift]
+    hits = [set(hit_rng.permutation(k)[: round(e.fraction * k)].tolist()) for e in s.drift]
     starts = segment_starts(s)
     for d in range(k):
         arrays: dict[str, np.ndarray] = {"segments": np.array(len(starts))}
@@ -75,6 +104,9 @@ def write_replay(s: Scenario, featurize, root: Path) -> None:  # type: ignore[no
                     cond.update(e.condition)
             x = task.generate(labels[d], np.random.default_rng([s.seed, 0xDA7A, seg, d]), cond)
             f = featurize(x)
-            arrays[f"train_feats_{seg}"], arrays[f"train_labels_{seg}"] = f[:n], labels[d, :n].astype(np.int16)
+            arrays[f"train_feats_{seg}"], arrays[f"train_labels_{seg}"] = (
+                f[:n],
+                labels[d, :n].astype(np.int16),
+            )
             arrays[f"test_feats_{seg}"], arrays[f"test_labels_{seg}"] = f[n:], labels[d, n:].astype(np.int16)
         np.savez(root / f"device_{d + 1}.npz", **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds

@@ -8,9 +8,11 @@ and measures it there.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
@@ -27,6 +29,21 @@ from fedtiny.server.aggregate import Aggregator, validate_updates
 
 
 @dataclass
+class BoardStats:
+    """One board over the trial, as its gateway reported it."""
+
+    key: str  # "device N", or the link URI of a board never reached
+    uri: str
+    device_id: int
+    gateway: int
+    trained: int = 0  # train messages it completed
+    evaluated: int = 0
+    failures: int = 0  # train or evaluate messages it failed
+    errors: list[str] = field(default_factory=list)  # the first few, "round R train: ..."
+    last_error: str = ""
+
+
+@dataclass
 class FieldServer:
     scenario: Scenario
     trial_dir: Path
@@ -39,6 +56,8 @@ class FieldServer:
     stale: int = 0
     rejected: int = 0
     board_errors: list[str] = field(default_factory=list)
+    boards: dict[str, BoardStats] = field(default_factory=dict)
+    gateway_failures: int = 0
 
     def __post_init__(self) -> None:
         self._calib = np.load(self.trial_dir / "calib_feats.npy")
@@ -47,45 +66,118 @@ class FieldServer:
         self._gtest_y = np.load(self.trial_dir / "global_test_labels.npy")
         self._agg = Aggregator(self.scenario.strategy)
         self._acks: dict[int, dict[int, int]] = {}  # node -> {device id: update id} to acknowledge
+        self._round_failures: list[str] = []
+        self._round_gw_failed = 0
+        self._boards_seen = 0
+        (self.trial_dir / "progress.jsonl").write_text("")
+
+    def event(self, record: dict[str, Any]) -> None:
+        """One JSON line in progress.jsonl: `fedtiny serve` tails it for its progress bar and messages."""
+        with (self.trial_dir / "progress.jsonl").open("a") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
 
     def _wait(self, grid: Grid) -> list[int]:
         deadline = time.time() + self.timeout_s
+        self.event({"event": "waiting", "gateways": self.gateways})
         while len(nodes := list(grid.get_node_ids())) < self.gateways and time.time() < deadline:
             time.sleep(0.5)
         if len(nodes) < self.gateways:
-            raise FedTinyError(f"only {len(nodes)} of {self.gateways} gateways connected within {self.timeout_s:.0f} s")
+            raise FedTinyError(
+                f"only {len(nodes)} of {self.gateways} gateways connected within {self.timeout_s:.0f} s"
+            )
+        self.event({"event": "connected", "gateways": len(nodes)})
         return nodes
+
+    def _record_boards(self, kind: str, r: int, node: int, info: Any) -> None:
+        uris, ids, errs = (info.get(k, []) for k in ("board-uris", "board-ids", "board-errors"))
+        if not isinstance(uris, list) or not isinstance(ids, list) or not isinstance(errs, list):
+            return
+        gw = self.nodes.index(node) + 1 if node in self.nodes else 0
+        for uri, dev, err in zip(uris, ids, errs):
+            if not uri:
+                continue
+            key = f"device {int(dev)}" if int(dev) >= 0 else str(uri)
+            st = self.boards.get(key) or self.boards.setdefault(key, BoardStats(key, str(uri), int(dev), gw))
+            if err:
+                st.failures += 1
+                st.last_error = str(err)
+                if len(st.errors) < 10:
+                    st.errors.append(f"round {r} {kind}: {err}")
+                self._round_failures.append(f"{key} ({kind}): {err}")
+                self.board_errors.append(f"round {r} {kind}: {key}: {err}")
+            elif kind == "train":
+                st.trained += 1
+            else:
+                st.evaluated += 1
 
     def _send(self, grid: Grid, kind: str, r: int) -> list[tuple[int, dict[str, np.ndarray]]]:
         t = train_config(self.scenario)
         msgs = []
         for node in self.nodes:
             acks = self._acks.pop(node, {})
-            cfg = ConfigRecord({
-                "round": r, "segment": segment_of_round(self.scenario, r), "seed": self.scenario.seed,
-                "epochs": t.epochs, "batch-size": t.batch_size, "lr": t.lr, "momentum": t.momentum,
-                "weight-decay": t.weight_decay, "prox-mu": t.prox_mu,
-                "ack-devices": list(acks) or [-1], "ack-updates": list(acks.values()) or [-1],
-            })
+            cfg = ConfigRecord(
+                {
+                    "round": r,
+                    "segment": segment_of_round(self.scenario, r),
+                    "seed": self.scenario.seed,
+                    "epochs": t.epochs,
+                    "batch-size": t.batch_size,
+                    "lr": t.lr,
+                    "momentum": t.momentum,
+                    "weight-decay": t.weight_decay,
+                    "prox-mu": t.prox_mu,
+                    "ack-devices": list(acks) or [-1],
+                    "ack-updates": list(acks.values()) or [-1],
+                    "last": kind == "evaluate"
+                    and r == self.scenario.rounds,  # the gateway stops after this one
+                }
+            )
             golden = ArrayRecord({"features": Array(self._golden)})
             content = RecordDict({"head": head_to_record(self.head), "golden": golden, "config": cfg})
             msgs.append(Message(content, dst_node_id=node, message_type=kind))
         out = []
-        for reply in grid.send_and_receive(msgs, timeout=self.timeout_s):
+        replies = list(grid.send_and_receive(msgs, timeout=self.timeout_s))
+        for node in set(self.nodes) - {reply.metadata.src_node_id for reply in replies}:
+            self._gateway_failed(kind, r, node, f"no reply within {self.timeout_s:.0f} s")
+        for reply in replies:
             if reply.has_error():
-                self.board_errors.append(f"round {r}: gateway {reply.metadata.src_node_id}: {reply.error.reason}")
+                self._gateway_failed(kind, r, reply.metadata.src_node_id, str(reply.error.reason))
                 continue
-            errs = reply.content.config_records["info"]["errors"]
-            self.board_errors += [f"round {r}: {e!s}" for e in (errs if isinstance(errs, list) else []) if e]
+            info = reply.content.config_records["info"]
+            self._record_boards(kind, r, reply.metadata.src_node_id, info)
+            n_boards = info.get("boards", 0)
+            self._boards_seen += n_boards if isinstance(n_boards, int) else 0
             out.append((reply.metadata.src_node_id, record_to_arrays(reply.content.array_records["results"])))
         return out
 
+    def _gateway_failed(self, kind: str, r: int, node: int, reason: str) -> None:
+        gw = self.nodes.index(node) + 1 if node in self.nodes else node
+        self.gateway_failures += 1
+        self._round_gw_failed += 1
+        self.board_errors.append(f"round {r} {kind}: gateway {gw}: {reason}")
+        self._round_failures.append(f"gateway {gw} ({kind}): {reason}")
+
+    def end(self, grid: Grid, summary: str) -> None:
+        """Tell every gateway the trial is over (`fedtiny gateway` then stops its SuperNode)."""
+        msgs = [
+            Message(
+                RecordDict({"config": ConfigRecord({"end": True, "summary": summary})}),
+                dst_node_id=node,
+                message_type="query",
+            )
+            for node in getattr(self, "nodes", [])
+        ]
+        if msgs:
+            list(grid.send_and_receive(msgs, timeout=60))
+
     def run(self, grid: Grid) -> None:
         self.nodes = self._wait(grid)
-        self._evaluate(grid, 0, time.time(), float("nan"), 0, 0)
+        self._evaluate(grid, 0, time.time(), float("nan"), 0, 0, 0)
         for r in range(1, self.scenario.rounds + 1):
             t0 = time.time()
+            self._boards_seen = 0
             replies = self._send(grid, "train", r)
+            sampled = self._boards_seen
             ws, bs, ns, losses = [], [], [], []
             for node, a in replies:
                 acks = self._acks.setdefault(node, {})
@@ -112,19 +204,38 @@ class FieldServer:
                 trained = int(ok.sum())
                 if trained:
                     nw, nb = self._agg(g.weights, g.bias, w[ok], b[ok], n[ok])
-                    self.head = quantize_head(FloatHead(nw, nb), self.head.input_scale, self.head.input_zero_point, self._calib)
+                    self.head = quantize_head(
+                        FloatHead(nw, nb), self.head.input_scale, self.head.input_zero_point, self._calib
+                    )
                     loss = float(np.mean(np.array(losses)[ok]))
             self.rejected += rejected
-            self._evaluate(grid, r, t0, loss, trained, rejected)
+            self._evaluate(grid, r, t0, loss, trained, rejected, sampled)
 
-    def _evaluate(self, grid: Grid, r: int, t0: float, loss: float, trained: int, rejected: int) -> None:
+    def _evaluate(
+        self, grid: Grid, r: int, t0: float, loss: float, trained: int, rejected: int, sampled: int
+    ) -> None:
+        self._boards_seen = 0
         replies = self._send(grid, "evaluate", r)
         correct = sum(int(a["correct"].sum()) for _, a in replies)
         total = sum(int(a["total"].sum()) for _, a in replies)
         boards = sum(len(a["device_ids"]) for _, a in replies)
         c, d = self.head.weights.shape
         gacc = float(np.mean(predict_int8(self.head, self._gtest) == self._gtest_y))
-        self.rows.append(RoundRow(
-            r, segment_of_round(self.scenario, r), correct / total if total else float("nan"), gacc, loss, trained,
-            rejected, 0, head_patch_bytes(self.head) * boards, float_update_bytes(c, d) * trained, round(time.time() - t0, 3),
-        ))
+        row = RoundRow(
+            r,
+            segment_of_round(self.scenario, r),
+            correct / total if total else float("nan"),
+            gacc,
+            loss,
+            trained,
+            rejected,
+            self._round_gw_failed,
+            head_patch_bytes(self.head) * boards,
+            float_update_bytes(c, d) * trained,
+            round(time.time() - t0, 3),
+            devices_available=self._boards_seen,
+            devices_sampled=sampled,
+        )
+        self.rows.append(row)
+        self.event({"event": "round", "row": asdict(row), "failures": self._round_failures})
+        self._round_failures, self._round_gw_failed = [], 0

@@ -1,53 +1,214 @@
-"""The ServerApp of a field trial (Flower Deployment Engine). `fedtiny serve` prepared the trial directory."""
+"""The ServerApp of a field trial (Flower Deployment Engine). `fedtiny serve` prepared the trial directory.
+
+It writes what a simulation writes (rounds.csv, summary.json, report.html, the final model) plus the boards and
+their failures, appends one line per round to progress.jsonl (the progress `fedtiny serve` shows), and tells the
+gateways when the trial is over.
+"""
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import html
 import json
+import math
+import time
+import traceback
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedtiny.config import load_scenario
 from fedtiny.field.server import FieldServer
-from fedtiny.model.flatbuffer import read_head, write_head
 from fedtiny.model.export import export_header
-from fedtiny.report.results import plot_accuracy, write_rounds_csv
+from fedtiny.model.flatbuffer import read_head, write_head
+from fedtiny.report.results import RoundRow, plot_accuracy
 
 app = ServerApp()
+
+#: RoundRow columns that only a simulation fills (baselines, virtual time, energy): not in a field rounds.csv
+SIMULATION_ONLY = (
+    "stragglers",
+    "virtual_s",
+    "energy_j",
+    "energy_mj_per_trainer",
+    "accuracy_static",
+    "accuracy_local",
+    "accuracy_personalized",
+)
+ERROR_FILE = "serverapp-error.txt"
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    started = time.time()
     out = Path(str(context.run_config["out-dir"]))
     scenario = load_scenario(out / "scenario.resolved.toml")
     base = (out / "base_int8.tflite").read_bytes()
-    server = FieldServer(scenario, out, read_head(base), int(context.run_config["gateways"]))
+    server = FieldServer(
+        scenario,
+        out,
+        read_head(base),
+        int(context.run_config["gateways"]),
+        timeout_s=float(str(context.run_config.get("timeout-s", 300.0))),
+    )
+    error = ""
     try:
         server.run(grid)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        (out / ERROR_FILE).write_text(error + "\n\n" + traceback.format_exc())
+        raise
     finally:
-        write_results(server, base, out)
+        summary = write_results(server, base, out, started, error)
+        if error:  # after a normal last round the gateways stop by themselves (no extra message: ~10 s)
+            try:
+                server.end(grid, end_line(summary))
+            except Exception as exc:  # noqa: BLE001  # they also stop when the SuperLink goes away
+                print(f"could not tell the gateways that the trial ended: {exc}")
 
 
-def write_results(server: FieldServer, base: bytes, out: Path) -> None:
+def end_line(summary: dict[str, Any]) -> str:
+    acc = [summary["initial_accuracy"], summary["final_accuracy"]]
+    accs = " -> ".join("n/a" if a is None else f"{100 * a:.1f}%" for a in acc)
+    return (
+        f"trial over: {summary['rounds_completed']} of {summary['rounds']} rounds, accuracy on boards {accs}, "
+        f"{summary['board_failures']} board failure(s)"
+    )
+
+
+def write_rounds_csv(rows: list[RoundRow], path: Path) -> None:
+    """rounds.csv of a field trial: the simulation's columns less those a field trial does not measure."""
+    flat = [{k: v for k, v in r.flat().items() if k not in SIMULATION_ONLY} for r in rows]
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(flat[0]))
+        w.writeheader()
+        for row in flat:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _acc(v: float | None) -> float | None:
+    return None if v is None or math.isnan(v) else v
+
+
+def write_results(
+    server: FieldServer, base: bytes, out: Path, started: float, error: str = ""
+) -> dict[str, Any]:
+    s = server.scenario
     final = write_head(base, server.head)
     (out / "model_int8.tflite").write_bytes(final)
     export_header(final, out / "model_int8.h")
     rows = server.rows
-    if rows:
-        write_rounds_csv(rows, out / "rounds.csv")
-        plot_accuracy(rows, out / "accuracy.png", f"field trial: {server.scenario.name}", [])
-    summary = {
-        "scenario": server.scenario.name,
+    boards = sorted(server.boards.values(), key=lambda b: (b.device_id < 0, b.device_id, b.uri))
+    summary: dict[str, Any] = {
+        "scenario": s.name,
+        "kind": "field trial",
+        "rounds": s.rounds,
         "rounds_completed": max(len(rows) - 1, 0),
-        "initial_accuracy": rows[0].accuracy if rows else None,
-        "final_accuracy": rows[-1].accuracy if rows else None,
+        "gateways": server.gateways,
+        "boards": [
+            {
+                "board": b.key,
+                "uri": b.uri,
+                "device_id": b.device_id,
+                "gateway": b.gateway,
+                "trained": b.trained,
+                "evaluated": b.evaluated,
+                "failures": b.failures,
+                "last_error": b.last_error,
+                "errors": b.errors,
+            }
+            for b in boards
+        ],
+        "board_failures": sum(b.failures for b in boards),
+        "boards_failed_every_round": [b.key for b in boards if b.failures and not (b.trained or b.evaluated)],
+        "gateway_failures": server.gateway_failures,
+        "initial_accuracy": _acc(rows[0].accuracy) if rows else None,
+        "final_accuracy": _acc(rows[-1].accuracy) if rows else None,
+        "final_accuracy_global": rows[-1].accuracy_global if rows else None,
         "updates_aggregated": sum(r.devices_trained for r in rows),
         "updates_seen": len(server.seen),
         "duplicates_ignored": server.duplicates,
         "stale_ignored": server.stale,
         "updates_rejected": server.rejected,
         "board_errors": server.board_errors,
-        "final_head_sha256": __import__("hashlib").sha256(final).hexdigest(),
+        "bytes_down": sum(r.bytes_down for r in rows),
+        "bytes_up": sum(r.bytes_up for r in rows),
+        "wall_seconds": round(time.time() - started, 1),
+        "final_head_sha256": hashlib.sha256(final).hexdigest(),
+        "error": error,
+        "files": ["scenario.resolved.toml", "summary.json", "model_int8.tflite", "model_int8.h"],
     }
+    if rows:
+        write_rounds_csv(rows, out / "rounds.csv")
+        plot_accuracy(rows, out / "accuracy.png", f"field trial: {s.name}", [])
+        summary["files"] += ["rounds.csv", "accuracy.png"]
+        try:
+            summary["files"] += write_field_report(server, summary, out)
+        except Exception as exc:  # noqa: BLE001  # the report must not cost the results
+            summary["report_error"] = f"{type(exc).__name__}: {exc}"
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def boards_html(summary: dict[str, Any]) -> str:
+    """The boards of the trial and their failures (first in the report: a failing board must be seen)."""
+    rows = summary["boards"]
+    n = summary["board_failures"]
+    every = summary["boards_failed_every_round"]
+    head = (
+        f"<p><b>{n} board failure(s)</b> in {summary['rounds_completed']} rounds"
+        + (f"; failed every round: {html.escape(', '.join(every))}" if every else "")
+        + ".</p>"
+    )
+    cols = ["board", "uri", "gateway", "trained", "evaluated", "failures", "last_error"]
+    table = (
+        "<table><tr>"
+        + "".join(f"<th>{c}</th>" for c in cols)
+        + "</tr>"
+        + "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols) + "</tr>" for r in rows
+        )
+        + "</table>"
+    )
+    errors = "".join(f"<li>{html.escape(e)}</li>" for e in summary["board_errors"][:50])
+    return f"<h2>Boards</h2>{head}{table}" + (f"<h3>Errors</h3><ul>{errors}</ul>" if errors else "")
+
+
+def write_field_report(server: FieldServer, summary: dict[str, Any], out: Path) -> list[str]:
+    """The same report.html as a simulation (fedtiny.report.html), with the boards instead of baselines."""
+    from fedtiny.config.derived import train_config
+    from fedtiny.ondevice import device_budget
+    from fedtiny.report.html import write_report
+
+    s = server.scenario
+    c, d = server.head.weights.shape
+    budget = device_budget(c, d, s.fleet.cache_size, s.fleet.samples_per_device, train_config(s))
+    accs = [r.accuracy for r in server.rows]
+    plan = SimpleNamespace(
+        scenario=s, server=SimpleNamespace(rows=server.rows, curves={"federated": {"all": accs}})
+    )
+    nan = float("nan")
+    facts = {
+        **summary,
+        **{k: nan if summary[k] is None else summary[k] for k in ("initial_accuracy", "final_accuracy")},
+        "updates_rejected_reasons": {},
+        "stragglers": 0,
+        "energy_j": "n/a (field trial)",
+        "fleet_stats": {
+            "boards": len(summary["boards"]),
+            "gateways": server.gateways,
+            "board failures": summary["board_failures"],
+        },
+        "device_budget": {"ram_bytes": budget.ram_bytes},
+        "comparison": [],
+    }
+    intro = (
+        f"Field trial {s.name}: {len(summary['boards'])} board(s) on {server.gateways} gateway(s), "
+        f"{summary['rounds_completed']} of {s.rounds} rounds, {s.strategy.name}. Accuracy of the deployed int8 "
+        "model measured on each board's local test data; no baselines in a field trial."
+    )
+    return write_report(plan, facts, out, intro=intro, extra_html=boards_html(summary))

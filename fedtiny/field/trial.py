@@ -1,21 +1,41 @@
-"""`fedtiny serve` and `fedtiny gateway` as library functions."""
+"""`fedtiny serve`, `fedtiny gateway` and `fedtiny trial` as library functions.
+
+Every child process (SuperLink, SuperNode, `flwr run`, virtual boards) writes its log under the trial (or
+gateway) directory, and a child that fails is reported in one line naming it and its log.
+"""
 
 from __future__ import annotations
 
 import json
-import shlex
+import math
+import os
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fedtiny.config import Scenario
 from fedtiny.errors import FedTinyError
 from fedtiny.field import processes as fp
 from fedtiny.field.replay import prepare_trial
 from fedtiny.field.tls import TlsFiles
+from fedtiny.report.results import RoundRow
 
 APP_DIR = Path(__file__).resolve().parent / "flwr_app"
+PREPARING = ".preparing"  # in the trial directory while `fedtiny serve` writes it (holds serve's pid)
+Log = Callable[[str], Any]
+
+
+class TrialFailed(FedTinyError):
+    """The trial ran but did not succeed; ``summary`` holds what it did (boards, failures) when there is one."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 @dataclass(frozen=True)
@@ -26,67 +46,502 @@ class Security:
     node_public_keys: tuple[Path, ...] = ()
 
 
-def serve(s: Scenario, out: Path, gateways: int, host: str = "127.0.0.1", port: int = 9091,
-          security: Security = Security(), log: Callable[[str], Any] = print,
-          on_ready: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Prepare the trial, start a SuperLink, run the field-trial ServerApp until it ends, stop the SuperLink."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- a trial directory that another process is still preparing -------------------------------------------
+
+
+def _preparing(trial_dir: Path) -> bool:
+    """True while a live `fedtiny serve` is writing ``trial_dir`` (a marker left by a killed one is ignored)."""
+    try:
+        pid = int((trial_dir / PREPARING).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def wait_for_trial_file(
+    path: Path, what: str, log: Log = print, timeout: float = 900.0, grace: float = 60.0
+) -> None:
+    """Return once ``path`` exists and `fedtiny serve` has finished preparing its directory. Waits up to ``grace``
+    seconds for a file nobody is preparing (serve may be starting), up to ``timeout`` while serve prepares."""
+    trial = path.parent
+    if path.exists() and not _preparing(trial):
+        return
+    log(f"waiting for {path} ({what}): `fedtiny serve` is still preparing the trial directory")
+    t0 = time.time()
+    while True:
+        busy = _preparing(trial)
+        if path.exists() and not busy:
+            log(f"{path} is ready (waited {time.time() - t0:.0f} s)")
+            return
+        waited = time.time() - t0
+        if waited > timeout or (not busy and waited > grace):
+            raise FedTinyError(
+                f"{path}: {what} not found (waited {waited:.0f} s); start `fedtiny serve SCENARIO "
+                f"--out {trial}` first, or check the path"
+            )
+        time.sleep(0.5)
+
+
+class Tail:
+    """Complete JSON lines appended to a file since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.pos = path, 0
+
+    def records(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self.pos)
+                data = fh.read()
+        except OSError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.pos += end
+        out = []
+        for line in data[:end].splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+
+# -- serve ------------------------------------------------------------------------------------------------
+
+
+def serve(
+    s: Scenario,
+    out: Path,
+    gateways: int,
+    host: str = "127.0.0.1",
+    port: int = 9091,
+    security: Security = Security(),
+    log: Log = print,
+    on_ready: Callable[[str], None] | None = None,
+    progress: Callable[[RoundRow, int], Any] | None = None,
+    watch: Callable[[], None] | None = None,
+    gateway_timeout_s: float = 300.0,
+) -> dict[str, Any]:
+    """Prepare the trial directory (before anything waits on it), start a SuperLink, run the field-trial
+    ServerApp until it ends (per-round ``progress``; ``watch`` is called twice a second and may raise to abort),
+    stop the SuperLink. Returns the summary; raises TrialFailed (with the summary) when the trial failed."""
     out = out.resolve()
-    prepare_trial(s, out, log)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / PREPARING
+    marker.write_text(str(os.getpid()))
+    try:
+        for old in ("summary.json", "rounds.csv", "report.html", "progress.jsonl", "serverapp-error.txt"):
+            (out / old).unlink(missing_ok=True)
+        log(f"preparing {out} (base model, replay data)")
+        prepare_trial(s, out, log)
+    finally:
+        marker.unlink(missing_ok=True)
     home = out / "flwr-home"
     address = f"{host}:{port}"
+    logs = out / "logs"
     fp.write_flwr_config(home, address, security.tls.ca if security.tls else None)
-    link = fp.start_superlink(home, host, port, out / "logs" / "superlink.log", security.tls,
-                              node_auth=bool(security.node_public_keys))
+    link_log = logs / "superlink.log"
+    link = fp.start_superlink(
+        home, host, port, link_log, security.tls, node_auth=bool(security.node_public_keys)
+    )
+    tail = Tail(out / "progress.jsonl")
+
+    def tick() -> None:
+        for ev in tail.records():
+            _show(ev, s.rounds, log, progress)
+        if link.poll() is not None:
+            raise fp.exited("flower-superlink", link, link_log)
+        if watch:
+            watch()
+
+    run_log = logs / "flwr-run.log"
     try:
         for pub in security.node_public_keys:
             fp.flwr(home, "supernode", "register", str(pub), fp.FEDERATION)
-        log(f"SuperLink ready at {address}{' (TLS)' if security.tls else ''}; waiting for {gateways} gateway(s)")
+        log(
+            f"SuperLink ready at {address}{' (TLS)' if security.tls else ''}; waiting for {gateways} gateway(s)"
+        )
         if on_ready:
             on_ready(address)
         # generous: a field round over slow links can take minutes; the ServerApp has its own timeouts
-        result = fp.run_app(home, APP_DIR, {"out-dir": str(out), "gateways": gateways}, timeout=600.0 + 600.0 * s.rounds)
+        result = fp.run_app(
+            home,
+            APP_DIR,
+            {"out-dir": str(out), "gateways": gateways, "timeout-s": gateway_timeout_s},
+            timeout=600.0 + 600.0 * s.rounds,
+            log=run_log,
+            tick=tick,
+        )
     finally:
         fp.stop(link)
     summary_file = out / "summary.json"
-    if not summary_file.exists():
-        raise FedTinyError(f"the field trial ended without results (run {result['run_id']}); see {out / 'logs'}")
-    summary: dict[str, Any] = json.loads(summary_file.read_text())
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+    err_file = out / "serverapp-error.txt"
+    if err_file.exists():
+        first = err_file.read_text().splitlines()[0]
+        raise TrialFailed(f"the ServerApp failed: {first}; log: {run_log}", summary)
+    if summary is None:
+        raise TrialFailed(f"the field trial ended without results (run {result['run_id']}); log: {run_log}")
     if summary["rounds_completed"] != s.rounds or not result["completed"]:
-        raise FedTinyError(f"the field trial stopped after {summary['rounds_completed']} of {s.rounds} rounds "
-                           f"(run {result['run_id']}); see {out / 'logs'} and {summary_file}")
+        raise TrialFailed(
+            f"the field trial stopped after {summary['rounds_completed']} of {s.rounds} rounds "
+            f"(run {result['run_id']}); log: {run_log}",
+            summary,
+        )
+    if not summary["updates_aggregated"]:
+        raise TrialFailed(
+            f"no board update was aggregated in {s.rounds} round(s): every board failed "
+            f"({summary['board_failures']} failures, see the table and {summary_file})",
+            summary,
+        )
     return summary
 
 
-def node_config(devices: list[str], fleet_key: bytes | None, replay: Path | None) -> str:
-    parts = [f"devices={shlex.quote(' '.join(devices))}"]
+def _show(ev: dict[str, Any], rounds: int, log: Log, progress: Callable[[RoundRow, int], Any] | None) -> None:
+    if ev.get("event") == "connected":
+        log(f"{ev['gateways']} gateway(s) connected; round 0 measures the base model on the boards")
+    elif ev.get("event") == "round":
+        row = RoundRow(**ev["row"])
+        fails = ev.get("failures", [])
+        if progress:
+            progress(row, rounds)
+        else:
+            log(
+                f"round {row.round}/{rounds}: accuracy on boards {_pct(row.accuracy)} (factory test "
+                f"{_pct(row.accuracy_global)}), {row.devices_trained} update(s) aggregated, {len(fails)} failure(s)"
+            )
+        for f in fails[:10]:
+            log(f"round {row.round}: {f}")
+        if len(fails) > 10:
+            log(f"round {row.round}: ... and {len(fails) - 10} more failure(s)")
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None or math.isnan(v) else f"{100 * v:.1f}%"
+
+
+def format_boards(summary: dict[str, Any]) -> str:
+    """The table `fedtiny serve` ends with: every board, what it did, how often it failed and why."""
+    rows = [("board", "link", "gw", "trained", "evaluated", "failures", "last error")]
+    for b in summary.get("boards", []):
+        rows.append(
+            (
+                b["board"],
+                b["uri"],
+                str(b["gateway"]),
+                str(b["trained"]),
+                str(b["evaluated"]),
+                str(b["failures"]),
+                b["last_error"][:100],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join([c.ljust(w) for c, w in zip(r[:-1], widths)] + [r[-1]]).rstrip() for r in rows]
+    n = summary.get("board_failures", 0)
+    every = summary.get("boards_failed_every_round", [])
+    lines.append(f"{n} board failure(s)" + (f"; failed every round: {', '.join(every)}" if every else ""))
+    if summary.get("gateway_failures"):
+        lines.append(f"{summary['gateway_failures']} gateway failure(s): see summary.json board_errors")
+    return "\n".join(lines)
+
+
+# -- gateway ----------------------------------------------------------------------------------------------
+
+
+def node_config(
+    devices: list[str], fleet_key: bytes | None, replay: Path | None, events: Path | None = None
+) -> str:
+    """The SuperNode's ``--node-config``: every string quoted (one unquoted URI does not parse)."""
+    values: dict[str, Any] = {"devices": " ".join(devices)}
     if fleet_key:
-        parts.append(f"fleet-key='{fleet_key.hex()}'")
+        values["fleet-key"] = fleet_key.hex()
     if replay:
-        parts.append(f"replay='{replay.resolve()}'")
-    return " ".join(parts).replace('"', "'")
+        values["replay"] = str(replay.resolve())
+    if events:
+        values["events"] = str(events.resolve())
+    return fp.config_args(values)
 
 
-def start_gateway(superlink: str, devices: list[str], home: Path, port: int, fleet_key: bytes | None = None,
-                  replay: Path | None = None, ca: Path | None = None, auth_key: Path | None = None) -> Any:
-    """Start a SuperNode whose ClientApp drives ``devices``; returns the process (stop with processes.stop)."""
+def supernode_log(home: Path, port: int) -> Path:
+    return home / "logs" / f"supernode-{port}.log"
+
+
+def start_gateway(
+    superlink: str,
+    devices: list[str],
+    home: Path,
+    port: int,
+    fleet_key: bytes | None = None,
+    replay: Path | None = None,
+    ca: Path | None = None,
+    auth_key: Path | None = None,
+    events: Path | None = None,
+    log_file: Path | None = None,
+) -> Any:
+    """Start a SuperNode whose ClientApp drives ``devices``; returns the process (stop with processes.stop).
+    Its log is ``log_file`` (default ``supernode_log(home, port)``)."""
     if not devices:
         raise FedTinyError("a gateway needs at least one --device URI")
-    return fp.start_supernode(home, superlink, port, node_config(devices, fleet_key, replay),
-                              home / "logs" / f"supernode-{port}.log", ca, auth_key)
+    return fp.start_supernode(
+        home,
+        superlink,
+        port,
+        node_config(devices, fleet_key, replay, events),
+        log_file or supernode_log(home, port),
+        ca,
+        auth_key,
+    )
 
 
-def run_gateway(*args: Any, **kwargs: Any) -> int:
-    """Foreground `fedtiny gateway`: run until the SuperNode exits, Ctrl-C or SIGTERM (stops its children)."""
-    import signal
-    import sys
+def _board_line(o: Any) -> str:
+    who = f"board {o.device_id}" if o.device_id >= 0 else "board ?"
+    if o.error:
+        return f"  {who} {o.uri}: NOT REACHABLE: {o.error}"
+    u = o.update
+    return (
+        f"  {who} {o.uri}: {u['board']} firmware {u['firmware']} (protocol {u['protocol']}), "
+        f"capabilities {u['capabilities']}, model {u['model']}, sample cache {u['cache']}"
+    )
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    proc = start_gateway(*args, **kwargs)
+
+def describe_boards(boards: Any, log: Log, wait_s: float) -> list[Any]:
+    """Each board's identity, waiting up to ``wait_s`` for boards that are still starting."""
+    t0, said = time.time(), False
+    while True:
+        found = boards.describe()
+        missing = [o for o in found if o.error]
+        if not missing or time.time() - t0 > wait_s:
+            return list(found)
+        if not said:
+            log(
+                f"gateway: waiting up to {wait_s:.0f} s for {len(missing)} board(s) to answer: "
+                + ", ".join(o.uri for o in missing)
+            )
+            said = True
+        time.sleep(1.0)
+
+
+def _outcome_line(ev: dict[str, Any], b: dict[str, Any]) -> str:
+    who = f"board {b['device_id']}" if b["device_id"] >= 0 else b["uri"]
+    if b.get("error"):
+        return f"round {ev['round']} {ev['event']}: {who} FAILED: {b['error']}"
+    if "num_examples" in b:
+        return f"round {ev['round']} train: {who} ok ({b['num_examples']} samples, loss {b['loss']:.3f}, update {b['update_id']})"
+    if "n" in b:
+        acc = b["correct"] / b["n"] if b["n"] else float("nan")
+        return f"round {ev['round']} evaluate: {who} ok (accuracy {_pct(acc)} on {b['n']} samples)"
+    return f"round {ev['round']} {ev['event']}: {who} ok"
+
+
+class _Reachability:
+    """Whether the SuperLink's port accepts connections (checked at most every ``every`` seconds): a gateway stops
+    once the SuperLink closes after the last round, or when it went away mid-trial (serve stopped or was killed)."""
+
+    def __init__(self, address: str, every: float = 3.0) -> None:
+        host, _, port = address.rpartition(":")
+        self.host, self.port, self.every = host.strip("[]"), int(port), every
+        self.seen = False
+        self.up = True
+        self.last_ok = self.last_check = 0.0
+
+    def check(self) -> bool:
+        now = time.time()
+        if now - self.last_check >= self.every:
+            self.last_check = now
+            try:
+                with socket.create_connection((self.host, self.port), timeout=2):
+                    self.seen, self.up, self.last_ok = True, True, now
+            except OSError:
+                self.up = False
+        return self.up
+
+    def gone_for(self) -> float:
+        self.check()
+        return time.time() - self.last_ok if self.seen and not self.up else 0.0
+
+
+def run_gateway(
+    superlink: str,
+    devices: list[str],
+    out: Path,
+    port: int,
+    fleet_key: bytes | None = None,
+    replay: Path | None = None,
+    ca: Path | None = None,
+    auth_key: Path | None = None,
+    log: Log = print,
+    board_wait_s: float = 120.0,
+    superlink_gone_s: float = 60.0,
+) -> int:
+    """Foreground `fedtiny gateway`: print the boards, run a SuperNode for them, print each round's per-board
+    outcome, and stop when the trial ends (0), the SuperNode fails (FedTinyError naming its log) or on
+    Ctrl-C/SIGTERM (SystemExit: the SuperNode and its children are stopped)."""
+    from clients.gateway.boards import GatewayBoards, Replay
+
+    out = out.resolve()
+    if replay is not None:
+        wait_for_trial_file(replay, "replay directory", log)
+    found = describe_boards(
+        GatewayBoards(devices, fleet_key, Replay(replay) if replay else None), log, board_wait_s
+    )
+    log(f"gateway: {len(found)} board(s)")
+    for o in found:
+        log(_board_line(o))
+    events = out / "events.jsonl"
+    events.parent.mkdir(parents=True, exist_ok=True)
+    events.write_text("")
+    sn_log = out / "logs" / "supernode.log"
+    proc = start_gateway(
+        superlink, devices, out / "flwr-home", port, fleet_key, replay, ca, auth_key, events, sn_log
+    )
+    log(f"gateway: SuperNode started for SuperLink {superlink} (log: {sn_log})")
+    tail = Tail(events)
+    link = _Reachability(superlink)
+    last_at = 0.0  # when this gateway answered the last round's evaluate
     try:
-        while proc.poll() is None:
+        while True:
+            if last_at and (not link.check() or time.time() - last_at > 300):
+                log("gateway: the trial is over (the server closed it); stopping")
+                return 0
+            if link.gone_for() > superlink_gone_s:
+                raise FedTinyError(
+                    f"the SuperLink at {superlink} has been unreachable for {superlink_gone_s:.0f} s "
+                    f"(did `fedtiny serve` stop?); stopping the gateway (log: {sn_log})"
+                )
+            for ev in tail.records():
+                if ev.get("event") == "end":
+                    log(f"gateway: {ev.get('summary') or 'trial over'}; stopping")
+                    return 0
+                for b in ev.get("boards", []):
+                    log(_outcome_line(ev, b))
+                if ev.get("last"):
+                    last_at = time.time()
+                    link.every = 1.0
+                    log(
+                        f"gateway: round {ev['round']} was the last; stopping when the server closes the trial"
+                    )
+            if proc.poll() is not None:
+                raise fp.exited("flower-supernode", proc, sn_log)
             time.sleep(0.5)
-        return int(proc.returncode)
-    except KeyboardInterrupt:
-        return 0
     finally:
         fp.stop(proc)
+
+
+# -- a whole trial on one machine -------------------------------------------------------------------------
+
+
+def run_trial(
+    s: Scenario,
+    boards: int,
+    out: Path,
+    gateways: int = 1,
+    log: Log = print,
+    progress: Callable[[RoundRow, int], Any] | None = None,
+) -> dict[str, Any]:
+    """`fedtiny trial`: serve + ``boards`` virtual boards (`fedtiny emulate` on loopback sockets) + ``gateways``
+    gateways (`fedtiny gateway`), each a child process logging to OUT/logs; every one stopped at the end."""
+    if boards < 1 or gateways < 1 or gateways > boards:
+        raise FedTinyError(
+            f"--boards must be >= 1 and --gateways between 1 and --boards (got {boards}, {gateways})"
+        )
+    if s.fleet.devices != boards:
+        raise FedTinyError(f"the scenario has fleet.devices = {s.fleet.devices}, the trial {boards} boards")
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    key_file = out / "fleet.key"
+    key_file.write_text(os.urandom(32).hex() + "\n")
+    children: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+
+    def spawn(name: str, args: list[str], log_file: Path) -> None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("wb") as fh:
+            p = subprocess.Popen(
+                [sys.executable, "-m", "fedtiny.cli", *args],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        children.append((name, p, log_file))
+
+    def on_ready(address: str) -> None:
+        uris = []
+        for i in range(1, boards + 1):
+            uri = f"socket://127.0.0.1:{free_port()}"
+            uris.append(uri)
+            state = out / "boards" / f"board{i}.flash"
+            state.parent.mkdir(parents=True, exist_ok=True)
+            state.unlink(missing_ok=True)  # a fresh board: last trial's head would not be this trial's base
+            spawn(
+                f"board {i} (fedtiny emulate)",
+                [
+                    "emulate",
+                    "--listen",
+                    uri,
+                    "--device-id",
+                    str(i),
+                    "--state",
+                    str(state),
+                    "--fleet-key-file",
+                    str(key_file),
+                    "--model",
+                    str(out / "base_int8.tflite"),
+                ],
+                out / "logs" / f"board-{i}.log",
+            )
+        log(f"started {boards} virtual board(s) on {', '.join(uris)}")
+        for g in range(gateways):
+            args = [
+                "gateway",
+                "--superlink",
+                address,
+                "--port",
+                str(free_port()),
+                "--fleet-key-file",
+                str(key_file),
+                "--replay",
+                str(out / "replay"),
+                "--out",
+                str(out / "gateways" / f"gw{g + 1}"),
+            ]
+            for uri in uris[g::gateways]:
+                args += ["--device", uri]
+            spawn(f"gateway {g + 1} (fedtiny gateway)", args, out / "logs" / f"gateway-{g + 1}.log")
+        log(f"started {gateways} gateway(s); logs in {out / 'logs'}")
+
+    def watch() -> None:
+        for name, p, log_file in children:
+            if p.poll() not in (None, 0):
+                raise fp.exited(name, p, log_file)
+
+    try:
+        summary = serve(
+            s, out, gateways, port=free_port(), log=log, on_ready=on_ready, progress=progress, watch=watch
+        )
+        deadline = (
+            time.time() + 30
+        )  # the gateways stop by themselves once the ServerApp says the trial is over
+        for name, p, log_file in children:
+            if name.startswith("gateway"):
+                try:
+                    p.wait(max(0.1, deadline - time.time()))
+                except subprocess.TimeoutExpired:
+                    log(
+                        f"{name} did not stop by itself at the end of the trial; stopping it (log: {log_file})"
+                    )
+        return summary
+    finally:
+        fp.stop(*(p for _, p, _ in children))

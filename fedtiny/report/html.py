@@ -118,8 +118,9 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def write_report(plan: Any, summary: dict[str, Any], out: Path) -> list[str]:
-    """Write groups.png, costs.png, fleet.png and report.html; returns the file names."""
+def write_report(plan: Any, summary: dict[str, Any], out: Path, intro: str = "", extra_html: str = "") -> list[str]:
+    """Write groups.png, costs.png, fleet.png and report.html; returns the file names. A field trial passes its
+    own ``intro`` (no baselines there) and ``extra_html`` (its boards and their failures, shown first)."""
     s = plan.scenario
     rows = plan.server.rows
     curves = plan.server.curves
@@ -141,16 +142,17 @@ def write_report(plan: Any, summary: dict[str, Any], out: Path) -> list[str]:
     }
     fact_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
     acc_png = out / "accuracy.png"
+    default_intro = f"""{html.escape(title)}; seed {s.seed}; {s.rounds} rounds. Accuracy of the deployed int8 model on
+each device's local test data. Baselines (static model, local-only on-device learning) and personalization are
+measured on the same seeded subset of {min(s.eval.baseline_devices, s.fleet.devices)} devices; drift markers in red."""
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>fedtiny report: {html.escape(s.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}}
 img{{max-width:100%;display:block;margin:1em 0}}</style></head><body>
 <h1>fedtiny report: {html.escape(s.name)}</h1>
-<p>{html.escape(title)}; seed {s.seed}; {s.rounds} rounds. Accuracy of the deployed int8 model on each device's
-local test data. Baselines (static model, local-only on-device learning) and personalization are measured on the
-same seeded subset of {min(s.eval.baseline_devices, s.fleet.devices)} devices; drift markers in red.</p>
-<h2>Accuracy over rounds</h2>{_img(acc_png) if acc_png.exists() else ''}
+<p>{html.escape(intro) if intro else default_intro}</p>
+{extra_html}<h2>Accuracy over rounds</h2>{_img(acc_png) if acc_png.exists() else ''}
 <h2>Per group: federated vs local-only vs static</h2>{_img(out / 'groups.png')}
 <h2>Comparison table</h2>
 <p>pre_drift: accuracy the round before the drift; drop: pre_drift minus accuracy right after; rounds_to_recover:
