@@ -37,7 +37,7 @@ STATUS_NAMES = {
     0: "OK", 1: "UNKNOWN_TYPE", 2: "BAD_VERSION", 3: "MALFORMED", 4: "BAD_STATE", 5: "BAD_OFFSET",
     6: "HASH_MISMATCH", 7: "AUTH_FAILED", 8: "NO_SPACE", 9: "NO_UPDATE", 10: "UPDATE_PENDING",
     11: "SELFTEST_FAILED", 12: "SHAPE_MISMATCH", 13: "FLASH_ERROR", 14: "BUSY", 15: "UNSUPPORTED",
-    16: "CACHE_EMPTY", 255: "INTERNAL",
+    16: "CACHE_EMPTY", 17: "DOWNGRADE", 255: "INTERNAL",
 }
 STATUS_CODES = {v: k for k, v in STATUS_NAMES.items()}
 
@@ -350,16 +350,18 @@ def train_payload(epochs: int, batch_size: int, lr: float, momentum: float, weig
     return p if flags is None else p + struct.pack("<I", flags)  # flags None: the 28-byte legacy form
 
 
-def image_tag(key: bytes, kind: int, total_len: int, sha256: bytes) -> bytes:
-    return hmac.new(key, b"FTIMG1" + struct.pack("<BI", kind, total_len) + sha256, hashlib.sha256).digest()
+def image_tag(key: bytes, kind: int, total_len: int, sha256: bytes, security_counter: int = 0) -> bytes:
+    msg = b"FTIMG2" + struct.pack("<BI", kind, total_len) + sha256 + struct.pack("<I", security_counter)
+    return hmac.new(key, msg, hashlib.sha256).digest()
 
 
 def upload_begin_payload(kind: int, slot: int, image: bytes, key: bytes | None, restart: bool = False,
-                         tag: bytes | None = None, sha: bytes | None = None) -> bytes:
+                         tag: bytes | None = None, sha: bytes | None = None, security_counter: int = 0) -> bytes:
     sha = sha if sha is not None else hashlib.sha256(image).digest()
     if tag is None:
-        tag = image_tag(key, kind, len(image), sha) if key is not None else bytes(32)
-    return struct.pack("<BBBBI", kind, slot, 1 if restart else 0, 0, len(image)) + sha + tag
+        tag = image_tag(key, kind, len(image), sha, security_counter) if key is not None else bytes(32)
+    return (struct.pack("<BBBBI", kind, slot, 1 if restart else 0, 0, len(image)) + sha + tag
+            + struct.pack("<I", security_counter))
 
 
 def confirm_payload(slot: int, tolerance: int, inputs: np.ndarray, expected: np.ndarray) -> bytes:

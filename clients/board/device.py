@@ -15,12 +15,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clients.board.flash import EmulatedFlash, Meta, SlotMeta
+from clients.board.flash import EmulatedFlash, Meta, PowerCut, SlotMeta
 from clients.board.handlers import HANDLERS, Reply
 from fedtiny.errors import FedTinyError, ModelError, ProtocolError
 from fedtiny.link.blobs import decode_head_patch, encode_head_patch
 from fedtiny.link.frames import FLAG_RESPONSE, PROTOCOL_VERSION, Frame, FrameReader, encode_frame
-from fedtiny.link.messages import Cap, ImageKind, SlotState, Status
+from fedtiny.link.messages import (
+    SS_FELL_BACK,
+    SS_REVERTED,
+    UPDATE_ID_BLOCK,
+    Cap,
+    ImageKind,
+    MsgType,
+    SlotState,
+    Status,
+)
 from fedtiny.ondevice import FeatureCache, Int8Head
 
 
@@ -62,6 +71,8 @@ class VirtualBoard:
                  cut_at_write: int | None = None, model: bytes | None = None) -> None:
         if cfg.train_arith not in ("float", "fixed", "both"):
             raise ValueError(f"train_arith {cfg.train_arith!r}: expected 'float', 'fixed' or 'both'")
+        if cfg.fleet_key and len(cfg.fleet_key) != 32:
+            raise ValueError(f"fleet key of {len(cfg.fleet_key)} bytes: a fleet key is exactly 32 bytes")
         self.cfg = cfg
         self.flash = EmulatedFlash(state_file, cfg.slot_size, cut_at_write=cut_at_write)
         self.base_model = bytes(model) if model is not None else None
@@ -95,15 +106,53 @@ class VirtualBoard:
             self.flash.store_meta(meta)
         if meta.testing != 0xFF:  # reset while under test: revert to the confirmed slot
             meta.slots[meta.testing].state = SlotState.VERIFIED
-            meta.testing, meta.reverted = 0xFF, 1
+            meta.testing = 0xFF
+            meta.reverted |= SS_REVERTED
             self.flash.store_meta(meta)
-        self.flash.store_meta(meta)  # a boot counter: update ids never repeat across resets
-        self.update_counter = (meta.counter & 0xFFFFF) << 12
         self.meta = meta
+        self._check_boot_slot()
+        # update ids: ids up to meta.uid_reserved may have been issued before; a new block is reserved
+        # (persisted) before the first id of it is issued, so ids never repeat across resets
+        self.update_counter = self.uid_limit = meta.uid_reserved
         self.active = meta.confirmed
-        self.head = self._load_head(self.active)
-        self.backbone = self.slot_model(self.active)
+        self.head = self._load_head(self.active) if self.active != 0xFF else self.factory_head
+        self.backbone = self.slot_model(self.active) if self.active != 0xFF else self.base_model
         self.cache = FeatureCache(1, self.cfg.cache_capacity, self.head.num_features)
+
+    def slot_intact(self, slot: int) -> bool:
+        """The slot's image in flash hashes to the recorded SHA-256 and loads (boot, ACTIVATE, CONFIRM)."""
+        s = self.meta.slots[slot]
+        if s.received != s.total_len or s.total_len == 0:
+            return False
+        image = self.image(slot)
+        if hashlib.sha256(image).digest() != s.sha256:
+            return False
+        try:
+            self.head_of_image(image, s.kind)
+        except Exception:  # noqa: BLE001 - a slot whose image does not load is not intact
+            return False
+        return True
+
+    def mark_bad(self, slot: int) -> None:
+        """A slot whose image failed (hash, validation): RECEIVING with received = 0 (re-upload to use it)."""
+        s = self.meta.slots[slot]
+        s.state, s.received = SlotState.RECEIVING, 0
+
+    def _check_boot_slot(self) -> None:
+        """Boot hashes what it loads: a corrupt confirmed image is marked bad and the other VERIFIED slot, if
+        intact, becomes the confirmed one (flag FELL_BACK); with none, the built-in factory head runs."""
+        m = self.meta
+        if m.confirmed == 0xFF or self.slot_intact(m.confirmed):
+            return
+        self.mark_bad(m.confirmed)
+        m.confirmed = 0xFF
+        for i, s in enumerate(m.slots):
+            if s.state == SlotState.VERIFIED and self.slot_intact(i):
+                s.state = SlotState.CONFIRMED
+                m.confirmed = i
+                break
+        m.reverted |= SS_FELL_BACK
+        self.flash.store_meta(m)
 
     def clear_ram(self) -> None:
         """What a reboot into another model loses: the feature cache, a pending update, SET_HEAD staging."""
@@ -179,7 +228,11 @@ class VirtualBoard:
         caps |= Cap.RAW_SAMPLES if self.backbone is not None else 0
         return caps | (Cap.FLEET_KEY if self.cfg.fleet_key else 0)
 
-    def check_tag(self, kind: int, total: int, sha: bytes, tag: bytes) -> str | None:
+    def running_kind(self) -> int:
+        """Image kind of the running slot (the factory head when nothing is confirmed)."""
+        return self.meta.slots[self.active].kind if self.active != 0xFF else ImageKind.HEAD_PATCH
+
+    def check_tag(self, kind: int, total: int, sha: bytes, tag: bytes, security_counter: int = 0) -> str | None:
         """None if the image tag is valid, else the reason."""
         from fedtiny.link.messages import image_tag
 
@@ -187,7 +240,7 @@ class VirtualBoard:
             return "no fleet key provisioned"
         if tag == bytes(32):
             return "unsigned image"
-        if not hmac.compare_digest(tag, image_tag(self.cfg.fleet_key, kind, total, sha)):
+        if not hmac.compare_digest(tag, image_tag(self.cfg.fleet_key, kind, total, sha, security_counter)):
             return "bad image HMAC tag"
         return None
 
@@ -198,10 +251,11 @@ class VirtualBoard:
         return zlib.crc32(self.flash.read(self.flash.slot_base(slot), self.meta.slots[slot].received))
 
     # ----- link -----
-    def feed(self, data: bytes) -> bytes:
-        """Consume link bytes; return the response bytes (PowerCut propagates)."""
+    def feed(self, data: bytes, reader: FrameReader | None = None) -> bytes:
+        """Consume link bytes; return the response bytes (PowerCut propagates). `reader`: the deframer of
+        one host connection (the server gives each TCP client its own), default the board's link."""
         out = bytearray()
-        for fr in self.reader.feed(data):
+        for fr in (reader or self.reader).feed(data):
             out += self.handle(fr)
         return bytes(out)
 
@@ -218,17 +272,32 @@ class VirtualBoard:
         else:
             try:
                 reply = HANDLERS[fr.type](self, fr.payload)
-            except ProtocolError as e:
+            except PowerCut:
+                raise
+            except (ProtocolError, FedTinyError) as e:
                 reply = Reply(Status.MALFORMED, str(e).encode()[:200])
-            except FedTinyError as e:
-                reply = Reply(Status.MALFORMED, str(e).encode()[:200])
+            except Exception as e:  # noqa: BLE001 - a board answers, it does not crash
+                reply = Reply(Status.INTERNAL, f"{type(e).__name__}: {e}".encode()[:200])
         wire = encode_frame(Frame(fr.type, fr.seq, reply.payload, FLAG_RESPONSE, reply.status))
-        self.last_key, self.last_resp = key, wire
+        # the retry cache keeps the last *executed* request: refusals that change nothing (BAD_VERSION,
+        # UNKNOWN_TYPE, MALFORMED) and UPLOAD_CHUNK (idempotent by offset) neither use nor replace it
+        if fr.type != MsgType.UPLOAD_CHUNK and reply.status not in NOT_CACHED:
+            self.last_key, self.last_resp = key, wire
         if reply.after is not None:
             reply.after()
         return wire
 
     def new_update_id(self) -> int:
-        self.update_counter = (self.update_counter + 1) & 0xFFFFFFFF or 1
+        """The next update id: strictly increasing across resets (a block is reserved in flash first)."""
+        if self.update_counter >= self.uid_limit:
+            if self.uid_limit > 0xFFFFFFFF - UPDATE_ID_BLOCK:
+                raise FedTinyError("update ids exhausted")
+            self.meta.uid_reserved = self.uid_limit + UPDATE_ID_BLOCK
+            self.persist()
+            self.uid_limit = self.meta.uid_reserved
+        self.update_counter += 1
         return self.update_counter
+
+
+NOT_CACHED = (Status.BAD_VERSION, Status.UNKNOWN_TYPE, Status.MALFORMED)
 

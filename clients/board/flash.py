@@ -13,9 +13,11 @@ import zlib
 from dataclasses import dataclass, field
 
 META_SECTOR = 4096
-META_MAGIC = b"FTMD"
-_HDR = struct.Struct("<4sIBBBB")  # magic, counter, confirmed, testing, reverted, n_slots
-_SLOT = struct.Struct("<BBHII32s32s")  # state, kind, pad, total, received, sha256, tag
+META_MAGIC = b"FTM2"
+# magic, counter, confirmed, testing, flags (SlotStatus flags: REVERTED, FELL_BACK), n_slots,
+# uid_reserved (update ids up to this one may have been issued), sec_floor (anti-rollback security counter)
+_HDR = struct.Struct("<4sIBBBBII")
+_SLOT = struct.Struct("<BBHII32s32sI")  # state, kind, pad, total, received, sha256, tag, security_counter
 
 
 class PowerCut(Exception):
@@ -30,6 +32,7 @@ class SlotMeta:
     received: int = 0
     sha256: bytes = bytes(32)
     tag: bytes = bytes(32)
+    security_counter: int = 0
 
 
 @dataclass
@@ -37,27 +40,30 @@ class Meta:
     counter: int = 0
     confirmed: int = 0xFF
     testing: int = 0xFF
-    reverted: int = 0
+    reverted: int = 0  # SlotStatus flags (bit 0 REVERTED, bit 1 FELL_BACK), reported once by STATUS
     slots: list[SlotMeta] = field(default_factory=lambda: [SlotMeta(), SlotMeta()])
+    uid_reserved: int = 0
+    sec_floor: int = 0
 
     def encode(self) -> bytes:
-        body = _HDR.pack(META_MAGIC, self.counter, self.confirmed, self.testing, self.reverted, len(self.slots))
+        body = _HDR.pack(META_MAGIC, self.counter, self.confirmed, self.testing, self.reverted, len(self.slots),
+                         self.uid_reserved, self.sec_floor)
         for s in self.slots:
-            body += _SLOT.pack(s.state, s.kind, 0, s.total_len, s.received, s.sha256, s.tag)
+            body += _SLOT.pack(s.state, s.kind, 0, s.total_len, s.received, s.sha256, s.tag, s.security_counter)
         return body + struct.pack("<I", zlib.crc32(body))
 
     @classmethod
     def decode(cls, raw: bytes) -> Meta | None:
         if raw[:4] != META_MAGIC:
             return None
-        n = raw[_HDR.size - 1]
+        n = raw[11]
         size = _HDR.size + n * _SLOT.size
         if size + 4 > len(raw) or struct.unpack_from("<I", raw, size)[0] != zlib.crc32(raw[:size]):
             return None
-        _, counter, conf, test, rev, _ = _HDR.unpack_from(raw)
+        _, counter, conf, test, rev, _, uid, floor = _HDR.unpack_from(raw)
         slots = [SlotMeta(*(v for i, v in enumerate(_SLOT.unpack_from(raw, _HDR.size + k * _SLOT.size)) if i != 2))
                  for k in range(n)]
-        return cls(counter, conf, test, rev, slots)
+        return cls(counter, conf, test, rev, slots, uid, floor)
 
 
 class EmulatedFlash:

@@ -10,9 +10,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedtiny.errors import ModelError, ProtocolError
-from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch
+from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch, head_patch_size
 from fedtiny.link.messages import (
     TRAIN_FIXED,
+    TRAIN_MAX_DECAY,
+    TRAIN_MAX_EPOCHS,
+    TRAIN_MAX_LR,
+    TRAIN_MAX_WORK,
     BlobRead,
     Cap,
     EvalResult,
@@ -92,12 +96,16 @@ def set_head(b: VirtualBoard, p: bytes) -> Reply:
         raise ProtocolError("SET_HEAD needs total and offset")
     total, off = struct.unpack_from("<II", p)
     data = p[8:]
-    if off == 0:
-        b.staged = bytearray()
-    if off != len(b.staged):
-        return err(Status.BAD_OFFSET, f"offset {off}, staged {len(b.staged)}")
+    want = head_patch_size(*b.shape)
+    if total != want:  # nothing else can complete: refused before anything is staged
+        c, d = b.shape
+        return err(Status.SHAPE_MISMATCH, f"head patch of {total} bytes, this board's {c}x{d} head is {want}")
     if off + len(data) > total:
         raise ProtocolError("SET_HEAD data beyond total")
+    if off != 0 and off != len(b.staged):
+        return err(Status.BAD_OFFSET, f"offset {off}, staged {len(b.staged)}")
+    if off == 0:
+        b.staged = bytearray()
     b.staged += data
     if len(b.staged) == total:
         staged, b.staged = bytes(b.staged), bytearray()
@@ -111,7 +119,14 @@ def set_head(b: VirtualBoard, p: bytes) -> Reply:
 
 
 def check_fits_backbone(b: VirtualBoard, head) -> None:
-    """ModelError if the head cannot be written into the firmware model (input quantization, shape)."""
+    """ModelError if the head cannot be written into the firmware model (input quantization, shape). A board
+    without a backbone checks the input quantization against its firmware head's: the cached features are
+    quantized that way."""
+    f = b.factory_head
+    if (np.float32(head.input_scale) != np.float32(f.input_scale)
+            or int(head.input_zero_point) != int(f.input_zero_point)):
+        raise ModelError(f"head input quantization {head.input_scale}/{head.input_zero_point} differs from the "
+                         f"board's features {f.input_scale}/{f.input_zero_point}")
     if b.base_model is not None:
         from fedtiny.model.flatbuffer import write_head
 
@@ -153,6 +168,9 @@ def train(b: VirtualBoard, p: bytes) -> Reply:
     n = int(b.cache.count[0])
     if n == 0:
         return err(Status.CACHE_EMPTY, "no cached samples")
+    why = train_range_error(r, n)
+    if why:
+        raise ProtocolError(why)
     try:
         cfg = TrainConfig(r.epochs, r.batch_size, r.lr, r.momentum, r.weight_decay, r.prox_mu)
     except ModelError as e:
@@ -172,13 +190,34 @@ def train(b: VirtualBoard, p: bytes) -> Reply:
             return err(Status.UNSUPPORTED, "this board trains fixed-point only (CAP_FIXED_TRAIN): set TRAIN flag FIXED")
         trainer = train_heads
     fh = dequantize_head(b.head)
-    res = trainer(fh.weights, fh.bias, b.cache.features, b.cache.labels, b.cache.count, cfg,
-                  input_scale=b.head.input_scale, input_zero_point=b.head.input_zero_point,
-                  seed=r.seed, round_=r.round, device_ids=np.array([b.cfg.device_id]))
+    with np.errstate(all="ignore"):  # a diverging run is refused below, not warned about
+        res = trainer(fh.weights, fh.bias, b.cache.features, b.cache.labels, b.cache.count, cfg,
+                      input_scale=b.head.input_scale, input_zero_point=b.head.input_zero_point,
+                      seed=r.seed, round_=r.round, device_ids=np.array([b.cfg.device_id]))
+    if not (np.isfinite(res.weights).all() and np.isfinite(res.bias).all() and np.isfinite(res.loss).all()):
+        raise ProtocolError("training diverged (non-finite weights or loss): lower lr / weight_decay / prox_mu")
     uid = b.new_update_id()
     blob = UpdateBlob(b.cfg.device_id, uid, r.round, n, float(res.loss[0]), res.weights[0], res.bias[0])
     b.pending = (uid, blob.sign(b.cfg.fleet_key).encode())
     return Reply(payload=TrainResult(uid, n, float(res.loss[0])).encode())
+
+
+def train_range_error(r: TrainRequest, cached: int) -> str | None:
+    """The documented TrainRequest ranges (docs/protocol.md), or None if the request is within them."""
+    import math
+
+    if not 1 <= r.epochs <= TRAIN_MAX_EPOCHS or r.batch_size < 1:
+        return f"epochs must be 1..{TRAIN_MAX_EPOCHS} and batch_size >= 1"
+    if r.epochs * cached > TRAIN_MAX_WORK:
+        return f"epochs x cached samples = {r.epochs * cached} > {TRAIN_MAX_WORK} (work bound of one TRAIN)"
+    vals = (r.lr, r.momentum, r.weight_decay, r.prox_mu)
+    if not all(math.isfinite(v) for v in vals):
+        return "lr, momentum, weight_decay and prox_mu must be finite"
+    if not (0 < r.lr <= TRAIN_MAX_LR and 0 <= r.momentum < 1 and 0 <= r.weight_decay <= TRAIN_MAX_DECAY
+            and 0 <= r.prox_mu <= TRAIN_MAX_DECAY):
+        return (f"lr must be in (0, {TRAIN_MAX_LR:g}], momentum in [0, 1), weight_decay and prox_mu in "
+                f"[0, {TRAIN_MAX_DECAY:g}]")
+    return None
 
 
 def read_update(b: VirtualBoard, p: bytes) -> Reply:

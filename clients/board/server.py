@@ -11,6 +11,7 @@ from collections.abc import Callable
 from clients.board.device import BoardConfig, VirtualBoard
 from clients.board.flash import PowerCut
 from fedtiny.errors import LinkError
+from fedtiny.link.frames import FrameReader
 from fedtiny.ondevice import Int8Head
 
 
@@ -38,7 +39,8 @@ def serve_board(listen_uri: str, state_file: str, device_id: int, fleet_key: byt
                 head: Int8Head | None = None, cfg: BoardConfig | None = None,
                 stop: threading.Event | None = None, ready: Callable[[str], None] | None = None,
                 model: bytes | None = None) -> None:
-    """Serve one board until `stop` is set. `listen_uri`: `socket://HOST:PORT` (one client at a time) or
+    """Serve one board until `stop` is set. `listen_uri`: `socket://HOST:PORT` (any number of clients, each
+    request answered on the connection it came from; an idle client blocks nobody) or
     `pty` (prints/reports the slave path). `ready(address)` is called once listening. `model`: a full int8
     .tflite the board runs in TFLite Micro (backbone for raw samples; its head is the factory head)."""
     cfg = cfg or BoardConfig()
@@ -72,27 +74,42 @@ def serve_board(listen_uri: str, state_file: str, device_id: int, fleet_key: byt
         raise LinkError(f"cannot listen on {listen_uri!r}: use socket://HOST:PORT or pty")
     host, _, port = listen_uri[len("socket://"):].rpartition(":")
     srv = socket.create_server((host or "127.0.0.1", int(port)))
-    srv.settimeout(0.1)
+    srv.setblocking(False)
     (ready or print)(f"socket://{host or '127.0.0.1'}:{srv.getsockname()[1]}")
+    clients: dict[socket.socket, FrameReader] = {}  # every connected host has its own deframer
     try:
         while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(0.1)
-
-            def recv_sock(c: socket.socket = conn) -> bytes | None:
+            r, _, _ = select.select([srv, *clients], [], [], 0.1)
+            for sock in r:
+                if sock is srv:
+                    try:
+                        conn, _ = srv.accept()
+                    except OSError:
+                        continue
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    conn.settimeout(5.0)  # a host that stops reading cannot stall the board for long
+                    clients[conn] = FrameReader(board.cfg.max_payload)
+                    continue
                 try:
-                    data = c.recv(65536)
-                except TimeoutError:
-                    return b""
+                    data = sock.recv(65536)
                 except OSError:
-                    return None
-                return data or None  # b"" from recv means the peer closed
-
-            with conn:
-                _pump(recv_sock, conn.sendall, board, stop)
+                    data = b""
+                if not data:  # closed or reset by the host: serve the others
+                    clients.pop(sock)
+                    sock.close()
+                    continue
+                try:
+                    out = board.feed(data, clients[sock])
+                except PowerCut:
+                    board.reboot()
+                    continue
+                if out:
+                    try:
+                        sock.sendall(out)
+                    except OSError:  # the host reset the link with answers in flight
+                        clients.pop(sock)
+                        sock.close()
     finally:
+        for c in clients:
+            c.close()
         srv.close()

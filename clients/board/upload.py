@@ -51,16 +51,20 @@ def upload_begin(b: VirtualBoard, p: bytes) -> Reply:
         return err(Status.BAD_STATE, f"slot {target} is under test: CONFIRM or ROLLBACK first")
     if not 0 < ub.total_len <= b.cfg.slot_size:
         return err(Status.NO_SPACE, f"image of {ub.total_len} bytes, slot holds {b.cfg.slot_size}")
-    why = b.check_tag(ub.kind, ub.total_len, ub.sha256, ub.tag)
+    why = b.check_tag(ub.kind, ub.total_len, ub.sha256, ub.tag, ub.security_counter)
     if why:
         return err(Status.AUTH_FAILED, why)
-    same = (s.kind, s.total_len, s.sha256) == (ub.kind, ub.total_len, ub.sha256)
+    if ub.security_counter < b.meta.sec_floor:
+        return err(Status.DOWNGRADE, f"security counter {ub.security_counter} < the board's {b.meta.sec_floor}")
+    same = (s.kind, s.total_len, s.sha256, s.security_counter) == (ub.kind, ub.total_len, ub.sha256,
+                                                                   ub.security_counter)
     if same and s.state in (SlotState.RECEIVING, SlotState.VERIFIED) and not ub.flags & UPLOAD_RESTART:
         return Reply(payload=_state(b, target, resumed=1))
     b.meta.slots[target] = SlotMeta(SlotState.EMPTY, 0, 0, 0)
     b.persist()  # invalidate before erasing: a cut mid-erase must not look resumable
     b.flash.erase_slot(target)
-    b.meta.slots[target] = SlotMeta(SlotState.RECEIVING, ub.kind, ub.total_len, 0, ub.sha256, ub.tag)
+    b.meta.slots[target] = SlotMeta(SlotState.RECEIVING, ub.kind, ub.total_len, 0, ub.sha256, ub.tag,
+                                    ub.security_counter)
     b.persist()
     return Reply(payload=_state(b, target))
 
@@ -101,32 +105,49 @@ def _slot_arg(b: VirtualBoard, p: bytes, what: str) -> int:
 
 
 def verify(b: VirtualBoard, p: bytes) -> Reply:
+    """VERIFY hashes the slot in flash (every state). A completed upload that fails (hash, tag, security
+    counter, image content) is marked bad: RECEIVING with received = 0. An incomplete upload: BAD_STATE,
+    nothing changes (it can resume). A corrupt VERIFIED slot is marked bad; a corrupt CONFIRMED/TESTING slot
+    answers HASH_MISMATCH and keeps its state (the copy in RAM runs; the next boot falls back)."""
     slot = _slot_arg(b, p, "VERIFY")
     s = b.meta.slots[slot]
-    if s.state not in (SlotState.RECEIVING, SlotState.VERIFIED, SlotState.CONFIRMED, SlotState.TESTING):
+    if s.state == SlotState.EMPTY:
         return err(Status.BAD_STATE, f"slot {slot} is empty")
+    if s.state == SlotState.RECEIVING and s.received != s.total_len:
+        return err(Status.BAD_STATE, f"slot {slot} has {s.received} of {s.total_len} bytes")
+    image = b.image(slot)
+    if hashlib.sha256(image).digest() != s.sha256:
+        return _verify_failed(b, slot, Status.HASH_MISMATCH, "sha256 of the image in flash differs from the declared one")
     if s.state == SlotState.RECEIVING:
-        if s.received != s.total_len:
-            return err(Status.BAD_STATE, f"slot {slot} has {s.received} of {s.total_len} bytes")
-        image = b.image(slot)
-        if hashlib.sha256(image).digest() != s.sha256:
-            s.received = 0
-            b.persist()
-            return err(Status.HASH_MISMATCH, "sha256 of the received image differs from the declared one")
-        why = b.check_tag(s.kind, s.total_len, s.sha256, s.tag)
+        why = b.check_tag(s.kind, s.total_len, s.sha256, s.tag, s.security_counter)
         if why:
-            return err(Status.AUTH_FAILED, why)
+            return _verify_failed(b, slot, Status.AUTH_FAILED, why)
+        if s.security_counter < b.meta.sec_floor:
+            return _verify_failed(b, slot, Status.DOWNGRADE,
+                                  f"security counter {s.security_counter} < the board's {b.meta.sec_floor}")
         try:
+            if s.kind == ImageKind.TFLITE:
+                from clients.board.tflite_check import check_model
+
+                check_model(image)  # bounds-checked parse + a trial run in a child process
             head = b.head_of_image(image, s.kind)
             if s.kind == ImageKind.HEAD_PATCH:
                 check_fits_backbone(b, head)
         except ModelError as e:
-            return err(Status.SHAPE_MISMATCH, str(e))
+            return _verify_failed(b, slot, Status.SHAPE_MISMATCH, str(e))
         except Exception as e:  # noqa: BLE001 - any parse failure of an image is a malformed image
-            return err(Status.MALFORMED, f"image does not parse: {e}")
+            return _verify_failed(b, slot, Status.MALFORMED, f"image does not parse: {e}")
         s.state = SlotState.VERIFIED
         b.persist()
     return Reply(payload=bytes([slot, s.state]) + s.sha256)
+
+
+def _verify_failed(b: VirtualBoard, slot: int, status: int, reason: str) -> Reply:
+    s = b.meta.slots[slot]
+    if s.state in (SlotState.RECEIVING, SlotState.VERIFIED):
+        b.mark_bad(slot)
+        b.persist()
+    return err(status, reason)
 
 
 def activate(b: VirtualBoard, p: bytes) -> Reply:
@@ -136,8 +157,14 @@ def activate(b: VirtualBoard, p: bytes) -> Reply:
         return Reply(payload=slot_status(b))
     if s.state != SlotState.VERIFIED or b.meta.testing != 0xFF:
         return err(Status.BAD_STATE, f"slot {slot} is {SlotState(s.state).name}, another may be under test")
+    if s.security_counter < b.meta.sec_floor:
+        return err(Status.DOWNGRADE, f"security counter {s.security_counter} < the board's {b.meta.sec_floor}")
+    if not b.slot_intact(slot):
+        b.mark_bad(slot)
+        b.persist()
+        return err(Status.HASH_MISMATCH, f"slot {slot}: the image in flash does not match its sha256")
     head = b._load_head(slot)
-    full = ImageKind.TFLITE in (s.kind, b.meta.slots[b.active].kind)
+    full = s.kind == ImageKind.TFLITE or b.running_kind() == ImageKind.TFLITE
     s.state = SlotState.TESTING
     b.meta.testing = slot
     b.persist()
@@ -154,33 +181,42 @@ def _run(b: VirtualBoard, slot: int, head, full: bool) -> None:
 
 
 def confirm(b: VirtualBoard, p: bytes) -> Reply:
+    """The golden vectors run on the image under test as it is in flash (its head, and for raw inputs its
+    model), not on whatever SET_HEAD put in RAM since; on success that image runs."""
     c = Confirm.decode(p)
     if c.slot >= len(b.meta.slots):
         raise ProtocolError(f"slot {c.slot}")
+    if len(c.inputs) == 0:
+        raise ProtocolError("CONFIRM needs at least one golden vector")
     if c.slot == b.meta.confirmed and b.meta.testing == 0xFF:
         return Reply(payload=slot_status(b))
     if b.meta.testing != c.slot:
         return err(Status.BAD_STATE, f"slot {c.slot} is not under test")
     cc, d = b.shape
-    raw = b.raw_input_len
+    s = b.meta.slots[c.slot]
+    raw = b.raw_input_len  # the TESTING slot is the running one: its backbone
     if c.expected.shape[1] != cc or c.inputs.shape[1] not in (d, raw or d):
         extra = f" or {raw} int8 model inputs" if raw else ""
         return err(Status.UNSUPPORTED, f"golden vectors must be {d} int8 features{extra} -> {cc} int8 logits")
-    if len(c.inputs):
-        if c.inputs.shape[1] == d:  # the running head (for a full image: the head read from the new model)
-            out = head_forward_int8(b.head, c.inputs).astype(np.int32)
-        else:  # the whole running model in TFLite Micro
-            out = b.runner().run_int8(c.inputs)[0].astype(np.int32)
-        diff = np.abs(out - c.expected.astype(np.int32))
-        if diff.max() > c.tolerance:
-            i, j = np.unravel_index(int(np.argmax(diff)), diff.shape)
-            return err(Status.SELFTEST_FAILED,
-                       f"vector {i} channel {j}: got {out[i, j]}, expected {int(c.expected[i, j])}")
+    if not b.slot_intact(c.slot):
+        return err(Status.HASH_MISMATCH, f"slot {c.slot}: the image in flash does not match its sha256")
+    head = b._load_head(c.slot)
+    b.head = head  # the image under test runs (a SET_HEAD since ACTIVATE is dropped)
+    if c.inputs.shape[1] == d:  # the slot's head
+        out = head_forward_int8(head, c.inputs).astype(np.int32)
+    else:  # the slot's whole model in TFLite Micro
+        out = b.runner().run_int8(c.inputs)[0].astype(np.int32)
+    diff = np.abs(out - c.expected.astype(np.int32))
+    if diff.max() > c.tolerance:
+        i, j = np.unravel_index(int(np.argmax(diff)), diff.shape)
+        return err(Status.SELFTEST_FAILED,
+                   f"vector {i} channel {j}: got {out[i, j]}, expected {int(c.expected[i, j])}")
     m = b.meta
     if m.confirmed != 0xFF:
         m.slots[m.confirmed].state = SlotState.VERIFIED
-    m.slots[c.slot].state = SlotState.CONFIRMED
+    s.state = SlotState.CONFIRMED
     m.confirmed, m.testing = c.slot, 0xFF
+    m.sec_floor = max(m.sec_floor, s.security_counter)  # anti-rollback: the floor rises with the commit
     b.persist()
     return Reply(payload=slot_status(b))
 
@@ -190,9 +226,15 @@ def rollback(b: VirtualBoard, p: bytes) -> Reply:
         raise ProtocolError("ROLLBACK takes no payload")
     m = b.meta
     if m.testing != 0xFF:
-        full = ImageKind.TFLITE in (m.slots[m.testing].kind, m.slots[m.confirmed].kind)
+        was_full = b.running_kind() == ImageKind.TFLITE
         m.slots[m.testing].state = SlotState.VERIFIED
         m.testing = 0xFF
         b.persist()
-        _run(b, m.confirmed, b._load_head(m.confirmed), full)
+        if m.confirmed == 0xFF:  # nothing confirmed (both slots went bad): the firmware's factory head
+            b.active, b.head, b.backbone = 0xFF, b.factory_head, b.base_model
+            if was_full:
+                b.clear_ram()
+        else:
+            full = was_full or m.slots[m.confirmed].kind == ImageKind.TFLITE
+            _run(b, m.confirmed, b._load_head(m.confirmed), full)
     return Reply(payload=slot_status(b))

@@ -54,6 +54,7 @@ class Status(IntEnum):
     BUSY = 14
     UNSUPPORTED = 15
     CACHE_EMPTY = 16
+    DOWNGRADE = 17  # image security counter below the board's anti-rollback floor
     INTERNAL = 255
 
 
@@ -93,6 +94,15 @@ NO_SLOT = 0xFF
 UPLOAD_RESTART = 0x01
 SAMPLES_CLEAR = 0x01
 TRAIN_FIXED = 0x01  # TrainRequest.flags bit 0: fixed-point arithmetic (docs/ondevice.md section 3b)
+SS_REVERTED = 0x01  # SlotStatus.flags: the last boot reverted an unconfirmed test image
+SS_FELL_BACK = 0x02  # SlotStatus.flags: the last boot found the confirmed image corrupt and ran the other slot
+
+# TrainRequest ranges (docs/protocol.md "TrainRequest"): outside them TRAIN answers MALFORMED
+TRAIN_MAX_EPOCHS = 1000
+TRAIN_MAX_LR = 100.0
+TRAIN_MAX_DECAY = 100.0  # weight_decay and prox_mu
+TRAIN_MAX_WORK = 65536  # epochs x cached samples: per-sample gradient steps of one TRAIN
+UPDATE_ID_BLOCK = 4096  # update ids reserved (persisted) per flash write
 
 
 def _need(payload: bytes, n: int, what: str, exact: bool = True) -> None:
@@ -234,9 +244,10 @@ class UploadState:
     prefix_crc32: int
 
 
-def image_tag(key: bytes, kind: int, total_len: int, sha256: bytes) -> bytes:
-    """HMAC-SHA256 tag of an image (protocol.md section 7)."""
-    return hmac.new(key, b"FTIMG1" + struct.pack("<BI", kind, total_len) + sha256, hashlib.sha256).digest()
+def image_tag(key: bytes, kind: int, total_len: int, sha256: bytes, security_counter: int = 0) -> bytes:
+    """HMAC-SHA256 tag of an image (protocol.md section 7): covers kind, length, hash and security counter."""
+    msg = b"FTIMG2" + struct.pack("<BI", kind, total_len) + sha256 + struct.pack("<I", security_counter)
+    return hmac.new(key, msg, hashlib.sha256).digest()
 
 
 @dataclass
@@ -247,21 +258,27 @@ class UploadBegin:
     total_len: int
     sha256: bytes
     tag: bytes
+    security_counter: int = 0  # anti-rollback: never below the board's floor (section 5)
+
+    SIZE = 76
 
     def encode(self) -> bytes:
-        return struct.pack("<BBBBI", self.kind, self.slot, self.flags, 0, self.total_len) + self.sha256 + self.tag
+        return (struct.pack("<BBBBI", self.kind, self.slot, self.flags, 0, self.total_len) + self.sha256 + self.tag
+                + struct.pack("<I", self.security_counter))
 
     @classmethod
     def decode(cls, p: bytes) -> UploadBegin:
-        _need(p, 72, "UploadBegin")
+        _need(p, cls.SIZE, "UploadBegin")
         kind, slot, flags, _, total = struct.unpack_from("<BBBBI", p)
-        return cls(kind, slot, flags, total, bytes(p[8:40]), bytes(p[40:72]))
+        (counter,) = struct.unpack_from("<I", p, 72)
+        return cls(kind, slot, flags, total, bytes(p[8:40]), bytes(p[40:72]), counter)
 
     @classmethod
-    def for_image(cls, image: bytes, kind: int, key: bytes | None, slot: int = ANY_SLOT, flags: int = 0) -> UploadBegin:
+    def for_image(cls, image: bytes, kind: int, key: bytes | None, slot: int = ANY_SLOT, flags: int = 0,
+                  security_counter: int = 0) -> UploadBegin:
         sha = hashlib.sha256(image).digest()
-        tag = image_tag(key, kind, len(image), sha) if key else bytes(32)
-        return cls(kind, slot, flags, len(image), sha, tag)
+        tag = image_tag(key, kind, len(image), sha, security_counter) if key else bytes(32)
+        return cls(kind, slot, flags, len(image), sha, tag, security_counter)
 
 
 @dataclass

@@ -201,11 +201,14 @@ class BoardSession:
         return UploadState.decode(self.request(MsgType.UPLOAD_STATUS, bytes([slot])))
 
     def upload(self, image: bytes, kind: int = ImageKind.HEAD_PATCH, key: bytes | None = None,
-               chunk: int | None = None, window: int | None = None) -> UploadState:
-        """UPLOAD_BEGIN (resumes if possible) and windowed UPLOAD_CHUNKs with go-back-N; returns the final state."""
+               chunk: int | None = None, window: int | None = None, security_counter: int = 0) -> UploadState:
+        """UPLOAD_BEGIN (resumes if possible) and windowed UPLOAD_CHUNKs with go-back-N; returns the final state.
+
+        `security_counter` is signed with the image (anti-rollback): the board refuses one below its floor."""
         if self.info is None:
             self.hello()
-        begin = UploadBegin.for_image(image, kind, key if key is not None else self.key)
+        begin = UploadBegin.for_image(image, kind, key if key is not None else self.key,
+                                      security_counter=security_counter)
         st = UploadState.decode(self.request(MsgType.UPLOAD_BEGIN, begin.encode()))
         if st.received and st.prefix_crc32 != zlib.crc32(image[: st.received]):
             begin.flags = UPLOAD_RESTART
@@ -230,7 +233,7 @@ class BoardSession:
                 self.retried += 1
                 st = self.upload_status()
                 if st.prefix_crc32 != zlib.crc32(image[: st.received]):
-                    return self.upload(image, kind, key, chunk, window) if st.received else st
+                    return self.upload(image, kind, key, chunk, window, security_counter) if st.received else st
                 nxt = acked = st.received
                 inflight.clear()
                 continue
@@ -261,13 +264,14 @@ class BoardSession:
     def rollback(self) -> SlotStatus:
         return SlotStatus.decode(self.request(MsgType.ROLLBACK))
 
-    def deploy_head(self, head: Int8Head, golden: np.ndarray, key: bytes | None = None) -> SlotStatus:
+    def deploy_head(self, head: Int8Head, golden: np.ndarray, key: bytes | None = None,
+                    security_counter: int = 0) -> SlotStatus:
         """Safe head redeploy: upload (resumable), VERIFY, ACTIVATE (test), CONFIRM with golden features.
 
         On a failed self-test the board is rolled back and DeviceError is raised.
         """
         golden = np.asarray(golden, np.int8)
-        st = self.upload(encode_head_patch(head), ImageKind.HEAD_PATCH, key)
+        st = self.upload(encode_head_patch(head), ImageKind.HEAD_PATCH, key, security_counter=security_counter)
         self.verify(st.slot)
         self.activate(st.slot)
         try:
@@ -276,7 +280,8 @@ class BoardSession:
             self.rollback()
             raise
 
-    def deploy_model(self, tflite: bytes, golden: np.ndarray, key: bytes | None = None) -> SlotStatus:
+    def deploy_model(self, tflite: bytes, golden: np.ndarray, key: bytes | None = None,
+                     security_counter: int = 0) -> SlotStatus:
         """Safe full-model redeploy (image kind 2): upload, VERIFY, ACTIVATE (test), CONFIRM, or ROLLBACK.
 
         `golden`: int8 features [n, D] (checked against the new model's head) or int8 model inputs
@@ -299,7 +304,7 @@ class BoardSession:
         if need > self.max_payload:
             raise ProtocolError(f"golden vectors take {need} bytes, the device takes at most {self.max_payload}: "
                                 "send fewer")
-        st = self.upload(tflite, ImageKind.TFLITE, key)
+        st = self.upload(tflite, ImageKind.TFLITE, key, security_counter=security_counter)
         self.verify(st.slot)
         self.activate(st.slot)
         try:

@@ -60,7 +60,8 @@ def vectors() -> list[tuple[str, Frame]]:
                                                  np.array([[0.5, -1.25]], np.float32)).encode())),
         ("READ_UPDATE response, seq 5: update_id 1, 1x2 update of device 7, key bytes(range(32))",
          Frame(MsgType.READ_UPDATE, 5, struct.pack("<II", 1, len(upd.encode())) + upd.encode(), resp)),
-        ("UPLOAD_BEGIN request, seq 6: head patch, any slot, image bytes(range(16)), key bytes(range(32))",
+        ("UPLOAD_BEGIN request, seq 6: head patch, any slot, image bytes(range(16)), key bytes(range(32)), "
+         "security counter 0",
          Frame(MsgType.UPLOAD_BEGIN, 6, UploadBegin.for_image(image, ImageKind.HEAD_PATCH, KEY).encode())),
         ("UPLOAD_CHUNK request, seq 7: offset 0, data bytes(range(16))",
          Frame(MsgType.UPLOAD_CHUNK, 7, struct.pack("<I", 0) + image)),

@@ -16,6 +16,12 @@
 #ifndef FT_MAX_EPOCHS           /* TRAIN requests with more epochs are refused (MALFORMED): bounds the run time */
 #define FT_MAX_EPOCHS 1000u
 #endif
+#ifndef FT_MAX_TRAIN_WORK       /* TRAIN with epochs x cached samples above this is refused (MALFORMED): the work bound */
+#define FT_MAX_TRAIN_WORK 65536u
+#endif
+#ifndef FT_UPDATE_ID_BLOCK      /* update ids reserved in flash per metadata write (ids never repeat across resets) */
+#define FT_UPDATE_ID_BLOCK 4096u
+#endif
 #ifndef FT_USE_FLOAT            /* 1: float32 SGD head training (+ the fixed-point path on TRAIN flag FIXED); 0: only the fixed-point path of
                                  * docs/ondevice.md 3b for boards without an FPU (plain SGD only) */
 #define FT_USE_FLOAT 1

@@ -12,6 +12,7 @@
 #define BLOB_SIZE(C, D) (UPD_HDR + 4u * (uint32_t)(C) * (uint32_t)(D) + 4u * (uint32_t)(C) + 32u)
 
 static ft_head scratch_head; /* a head being validated before it replaces the running one */
+static uint8_t imgbuf[FT_HEAD_PATCH_MAX]; /* a slot's image read from flash (SET_HEAD staging is kept apart) */
 
 typedef struct {
     ft_dev *d;
@@ -49,42 +50,57 @@ static ft_status load_slot_head(ft_dev *d, uint8_t slot, ft_head *out, uint8_t *
         *status = FT_ST_UNSUPPORTED;
         return FT_ERR_UNSUPPORTED;
     }
-    if (s->total_len > sizeof d->staged) return FT_ERR_RANGE;
-    d->staged_len = 0; /* the SET_HEAD staging buffer doubles as the image read buffer */
-    r = ft_store_read(&d->store, slot, 0, d->staged, s->total_len);
+    if (s->total_len > sizeof imgbuf || s->received != s->total_len) return FT_ERR_RANGE;
+    r = ft_store_read(&d->store, slot, 0, imgbuf, s->total_len);
     if (r != FT_OK) {
         *status = FT_ST_FLASH_ERROR;
         return r;
     }
-    ft_sha256(d->staged, s->total_len, sha);
+    ft_sha256(imgbuf, s->total_len, sha);
     if (!ft_ct_equal(sha, s->sha256, 32)) {
         *status = FT_ST_HASH_MISMATCH;
         return FT_ERR_AUTH;
     }
-    r = ft_head_decode_patch(out, d->staged, s->total_len, d->C, d->D);
+    r = ft_head_decode_patch(out, imgbuf, s->total_len, d->C, d->D);
     if (r == FT_ERR_UNSUPPORTED) *status = FT_ST_SHAPE_MISMATCH;
     return r;
 }
 
-static ft_status image_tag(const ft_dev *d, uint8_t kind, uint32_t total, const uint8_t *sha, uint8_t out[32])
+/* A head patch must read the features the way this firmware quantizes them (SHAPE_MISMATCH otherwise). */
+static int head_fits(const ft_dev *d, const ft_head *h)
 {
-    uint8_t msg[6 + 1 + 4 + 32];
-    memcpy(msg, "FTIMG1", 6);
+    return h->input_scale == d->feat_scale && h->input_zero_point == d->feat_zp;
+}
+
+/* A slot whose image failed (hash, validation): RECEIVING with received = 0 (a re-upload rewrites it). */
+static void mark_bad(ft_dev *d, uint8_t slot)
+{
+    d->store.m.slots[slot].state = FT_SLOT_RECEIVING;
+    d->store.m.slots[slot].received = 0;
+}
+
+static ft_status image_tag(const ft_dev *d, uint8_t kind, uint32_t total, const uint8_t *sha, uint32_t counter,
+                           uint8_t out[32])
+{
+    uint8_t msg[6 + 1 + 4 + 32 + 4];
+    memcpy(msg, "FTIMG2", 6);
     msg[6] = kind;
     ft_wr32(msg + 7, total);
     memcpy(msg + 11, sha, 32);
+    ft_wr32(msg + 43, counter);
     ft_hmac_sha256(d->key, sizeof d->key, msg, sizeof msg, out);
     return FT_OK;
 }
 
-/* NULL if the image tag is valid, else the reason. */
-static const char *check_tag(const ft_dev *d, uint8_t kind, uint32_t total, const uint8_t *sha, const uint8_t *tag)
+/* NULL if the image tag (over kind, length, hash and security counter) is valid, else the reason. */
+static const char *check_tag(const ft_dev *d, uint8_t kind, uint32_t total, const uint8_t *sha, uint32_t counter,
+                             const uint8_t *tag)
 {
     static const uint8_t zero[32];
     uint8_t want[32];
     if (!d->has_key) return "no fleet key provisioned";
     if (ft_ct_equal(tag, zero, 32)) return "unsigned image";
-    image_tag(d, kind, total, sha, want);
+    image_tag(d, kind, total, sha, counter, want);
     if (!ft_ct_equal(want, tag, 32)) return "bad image HMAC tag";
     return NULL;
 }
@@ -105,6 +121,8 @@ ft_status ft_dev_boot(ft_dev *d)
     FT_TRY(ft_head_decode_patch(&d->head, d->factory_patch, d->factory_len, 0, 0));
     d->C = d->head.C;
     d->D = d->head.D;
+    d->feat_scale = d->head.input_scale;
+    d->feat_zp = d->head.input_zero_point;
     FT_TRY(ft_store_open(&d->store));
     if (!d->store.have_record) { /* provisioning: the factory head in slot 0, confirmed */
         ft_slot_meta *s = &d->store.m.slots[0];
@@ -123,16 +141,32 @@ ft_status ft_dev_boot(ft_dev *d)
     if (d->store.m.testing != FT_NO_SLOT) { /* reset while under test: back to the confirmed slot */
         d->store.m.slots[d->store.m.testing].state = FT_SLOT_VERIFIED;
         d->store.m.testing = FT_NO_SLOT;
-        d->store.m.reverted = 1;
+        d->store.m.reverted |= FT_SS_REVERTED;
         FT_TRY(ft_store_persist(&d->store));
     }
-    FT_TRY(ft_store_persist(&d->store)); /* boot counter: update ids never repeat across resets */
-    d->update_counter = (d->store.m.counter & 0xFFFFFu) << 12;
+    /* update ids up to uid_reserved may have been issued before this boot: a new block is reserved in flash
+     * before the first id of it is issued (h_train), so ids never repeat across resets */
+    d->update_counter = d->uid_limit = d->store.m.uid_reserved;
+    /* boot hashes what it loads: a corrupt confirmed image is marked bad, the other VERIFIED slot (if intact)
+     * becomes the confirmed one (FELL_BACK); with none, the built-in factory head runs (no slot confirmed) */
     d->active = d->store.m.confirmed;
-    if (d->active == FT_NO_SLOT || load_slot_head(d, d->active, &d->head, &st) != FT_OK) {
-        ft_port_log("confirmed slot unusable: running the factory head");
-        FT_TRY(ft_head_decode_patch(&d->head, d->factory_patch, d->factory_len, 0, 0));
+    if (d->active != FT_NO_SLOT && load_slot_head(d, d->active, &d->head, &st) != FT_OK) {
+        uint8_t i, bad = d->active;
+        ft_port_log("confirmed slot corrupt: falling back");
+        mark_bad(d, bad);
+        d->store.m.confirmed = d->active = FT_NO_SLOT;
+        for (i = 0; i < FT_N_SLOTS; i++) {
+            if (i == bad || d->store.m.slots[i].state != FT_SLOT_VERIFIED) continue;
+            if (load_slot_head(d, i, &d->head, &st) == FT_OK) {
+                d->store.m.slots[i].state = FT_SLOT_CONFIRMED;
+                d->store.m.confirmed = d->active = i;
+                break;
+            }
+        }
+        d->store.m.reverted |= FT_SS_FELL_BACK;
+        FT_TRY(ft_store_persist(&d->store));
     }
+    if (d->active == FT_NO_SLOT) FT_TRY(ft_head_decode_patch(&d->head, d->factory_patch, d->factory_len, 0, 0));
     r = ft_cache_init(&d->cache, FT_CACHE_CAPACITY, d->D);
     return r;
 }
@@ -147,7 +181,7 @@ static uint8_t slot_status(ctx *c)
     p[0] = FT_N_SLOTS;
     p[1] = d->active;
     p[2] = d->store.m.confirmed;
-    p[3] = d->store.m.reverted ? 1 : 0;
+    p[3] = d->store.m.reverted & (FT_SS_REVERTED | FT_SS_FELL_BACK);
     for (i = 0; i < FT_N_SLOTS; i++) {
         const ft_slot_meta *s = &d->store.m.slots[i];
         uint8_t *q = p + 4 + 44u * i;
@@ -249,10 +283,12 @@ static uint8_t h_set_head(ctx *c, const uint8_t *p, size_t n)
     total = ft_rd32(p);
     off = ft_rd32(p + 4);
     dl = (uint32_t)(n - 8);
-    if (off == 0) d->staged_len = 0;
-    if (off != d->staged_len) return fail(c, FT_ST_BAD_OFFSET, "offset is not the staged length");
+    /* nothing but this board's C x D patch size can complete: refused before anything is staged */
+    if (total != FT_HEAD_PATCH_SIZE(d->C, d->D) || total > sizeof d->staged)
+        return fail(c, FT_ST_SHAPE_MISMATCH, "SET_HEAD total is not this board's head patch size");
     if (dl > total || off > total - dl) return fail(c, FT_ST_MALFORMED, "SET_HEAD data beyond total");
-    if (total > sizeof d->staged) return fail(c, FT_ST_MALFORMED, "head patch larger than this board's heads");
+    if (off != 0 && off != d->staged_len) return fail(c, FT_ST_BAD_OFFSET, "offset is not the staged length");
+    if (off == 0) d->staged_len = 0;
     memcpy(d->staged + off, p + 8, dl);
     d->staged_len += dl;
     if (d->staged_len == total) {
@@ -261,6 +297,7 @@ static uint8_t h_set_head(ctx *c, const uint8_t *p, size_t n)
         r = ft_head_decode_patch(tmp, d->staged, total, d->C, d->D);
         if (r == FT_ERR_UNSUPPORTED) return fail(c, FT_ST_SHAPE_MISMATCH, "head patch shape differs from the model's");
         if (r != FT_OK) return fail(c, FT_ST_MALFORMED, "invalid head patch");
+        if (!head_fits(d, tmp)) return fail(c, FT_ST_SHAPE_MISMATCH, "head input quantization differs from the board's features");
         d->head = *tmp;
     }
     ft_wr32(c->resp, d->staged_len);
@@ -352,11 +389,16 @@ static uint8_t h_train(ctx *c, const uint8_t *p, size_t n)
     cfg.round = ft_rd32(p + 24);
     cfg.device_id = d->device_id;
     flags = n == 32 ? ft_rd32(p + 28) : 0u;
-    if (cfg.epochs < 1 || cfg.batch_size < 1) return fail(c, FT_ST_MALFORMED, "epochs and batch_size must be >= 1");
-    if (cfg.epochs > FT_MAX_EPOCHS) return fail(c, FT_ST_MALFORMED, "epochs above this board's limit");
-    if (!(cfg.lr > 0.0f && cfg.momentum >= 0.0f && cfg.weight_decay >= 0.0f && cfg.prox_mu >= 0.0f) ||
-        !isfinite(cfg.lr) || !isfinite(cfg.momentum) || !isfinite(cfg.weight_decay) || !isfinite(cfg.prox_mu))
-        return fail(c, FT_ST_MALFORMED, "lr must be > 0; momentum, weight_decay and prox_mu >= 0");
+    if (cfg.epochs < 1 || cfg.epochs > FT_MAX_EPOCHS || cfg.batch_size < 1)
+        return fail(c, FT_ST_MALFORMED, "epochs must be 1..1000 and batch_size >= 1");
+    if ((uint32_t)cfg.epochs * d->cache.count > FT_MAX_TRAIN_WORK)
+        return fail(c, FT_ST_MALFORMED, "epochs x cached samples above the work bound of one TRAIN");
+    if (!isfinite(cfg.lr) || !isfinite(cfg.momentum) || !isfinite(cfg.weight_decay) || !isfinite(cfg.prox_mu))
+        return fail(c, FT_ST_MALFORMED, "lr, momentum, weight_decay and prox_mu must be finite");
+    if (!(cfg.lr > 0.0f && cfg.lr <= FT_TRAIN_MAX_LR && cfg.momentum >= 0.0f && cfg.momentum < 1.0f &&
+          cfg.weight_decay >= 0.0f && cfg.weight_decay <= FT_TRAIN_MAX_DECAY && cfg.prox_mu >= 0.0f &&
+          cfg.prox_mu <= FT_TRAIN_MAX_DECAY))
+        return fail(c, FT_ST_MALFORMED, "lr must be in (0, 100], momentum in [0, 1), weight_decay and prox_mu in [0, 100]");
     if (flags & ~FT_TRAIN_FIXED) return fail(c, FT_ST_UNSUPPORTED, "TRAIN flags: unknown bits");
     if (flags & FT_TRAIN_FIXED) {
         if (cfg.momentum != 0.0f || cfg.weight_decay != 0.0f || cfg.prox_mu != 0.0f)
@@ -373,8 +415,20 @@ static uint8_t h_train(ctx *c, const uint8_t *p, size_t n)
         r = ft_train_fixed(&d->upd, &d->cache, d->head.input_scale, d->head.input_zero_point, &cfg, &d->work, &loss,
                            &steps);
     if (r != FT_OK) return fail(c, FT_ST_INTERNAL, "train");
+    {
+        uint32_t i, cd = (uint32_t)d->upd.C * d->upd.D;
+        int ok = isfinite(loss);
+        for (i = 0; i < cd && ok; i++) ok = isfinite(d->upd.weights[i]);
+        for (i = 0; i < d->upd.C && ok; i++) ok = isfinite(d->upd.bias[i]);
+        if (!ok) return fail(c, FT_ST_MALFORMED, "training diverged (non-finite weights or loss): lower lr / weight_decay / prox_mu");
+    }
+    if (d->update_counter >= d->uid_limit) { /* reserve the next block of ids in flash before issuing one */
+        if (d->uid_limit > 0xFFFFFFFFu - FT_UPDATE_ID_BLOCK) return fail(c, FT_ST_INTERNAL, "update ids exhausted");
+        d->store.m.uid_reserved = d->uid_limit + FT_UPDATE_ID_BLOCK;
+        if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
+        d->uid_limit = d->store.m.uid_reserved;
+    }
     d->update_counter++;
-    if (d->update_counter == 0) d->update_counter = 1;
     d->pending_id = d->update_counter;
     d->upd_round = cfg.round;
     d->upd_n = d->cache.count;
@@ -488,15 +542,16 @@ static uint8_t h_upload_begin(ctx *c, const uint8_t *p, size_t n)
 {
     ft_dev *d = c->d;
     uint8_t kind, slot, flags, target;
-    uint32_t total;
+    uint32_t total, counter;
     const char *why;
     ft_slot_meta *s;
     ft_status r;
-    if (n != 72) return fail(c, FT_ST_MALFORMED, "UploadBegin is 72 bytes");
+    if (n != FT_UPLOAD_BEGIN_SIZE) return fail(c, FT_ST_MALFORMED, "UploadBegin is 76 bytes");
     kind = p[0];
     slot = p[1];
     flags = p[2];
     total = ft_rd32(p + 4);
+    counter = ft_rd32(p + 72);
     if (kind != FT_KIND_HEAD_PATCH && kind != FT_KIND_TFLITE) return fail(c, FT_ST_MALFORMED, "image kind");
     if (kind == FT_KIND_TFLITE) return fail(c, FT_ST_UNSUPPORTED, "no backbone on this board: head patches only");
     target = upload_slot(d);
@@ -504,9 +559,10 @@ static uint8_t h_upload_begin(ctx *c, const uint8_t *p, size_t n)
     s = &d->store.m.slots[target];
     if (s->state == FT_SLOT_TESTING) return fail(c, FT_ST_BAD_STATE, "upload slot is under test: CONFIRM or ROLLBACK first");
     if (total == 0 || total > FT_SLOT_SIZE) return fail(c, FT_ST_NO_SPACE, "image larger than a slot");
-    why = check_tag(d, kind, total, p + 8, p + 40);
+    why = check_tag(d, kind, total, p + 8, counter, p + 40);
     if (why) return fail(c, FT_ST_AUTH_FAILED, why);
-    if (s->kind == kind && s->total_len == total && memcmp(s->sha256, p + 8, 32) == 0 &&
+    if (counter < d->store.m.sec_floor) return fail(c, FT_ST_DOWNGRADE, "security counter below the board's (anti-rollback)");
+    if (s->kind == kind && s->total_len == total && memcmp(s->sha256, p + 8, 32) == 0 && s->security_counter == counter &&
         (s->state == FT_SLOT_RECEIVING || s->state == FT_SLOT_VERIFIED) && !(flags & 1u))
         return upload_state(c, target, 1);
     {
@@ -521,6 +577,7 @@ static uint8_t h_upload_begin(ctx *c, const uint8_t *p, size_t n)
     s->received = 0;
     memcpy(s->sha256, p + 8, 32);
     memcpy(s->tag, p + 40, 32);
+    s->security_counter = counter;
     if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
     return upload_state(c, target, 0);
 }
@@ -564,6 +621,20 @@ static uint8_t h_upload_status(ctx *c, const uint8_t *p, size_t n)
 
 static int slot_arg(const uint8_t *p, size_t n) { return (n == 1 && p[0] < FT_N_SLOTS) ? p[0] : -1; }
 
+/* A completed upload that fails VERIFY (hash, tag, security counter, content), or a corrupt VERIFIED slot, is
+ * marked bad (RECEIVING, received 0); a corrupt CONFIRMED/TESTING slot keeps its state (its copy in RAM runs,
+ * the next boot falls back). */
+static uint8_t verify_failed(ctx *c, uint8_t slot, uint8_t status, const char *why)
+{
+    ft_slot_meta *s = &c->d->store.m.slots[slot];
+    ft_status r;
+    if (s->state == FT_SLOT_RECEIVING || s->state == FT_SLOT_VERIFIED) {
+        mark_bad(c->d, slot);
+        if ((r = ft_store_persist(&c->d->store)) != FT_OK) return failf_flash(c, r);
+    }
+    return fail(c, status, why);
+}
+
 static uint8_t h_verify(ctx *c, const uint8_t *p, size_t n)
 {
     ft_dev *d = c->d;
@@ -574,24 +645,25 @@ static uint8_t h_verify(ctx *c, const uint8_t *p, size_t n)
     if (slot < 0) return fail(c, FT_ST_MALFORMED, "VERIFY takes a slot number");
     s = &d->store.m.slots[slot];
     if (s->state == FT_SLOT_EMPTY) return fail(c, FT_ST_BAD_STATE, "slot is empty");
+    if (s->state == FT_SLOT_RECEIVING && s->received != s->total_len)
+        return fail(c, FT_ST_BAD_STATE, "image not completely received");
+    /* every VERIFY hashes the slot in flash, whatever its state */
+    if ((r = ft_store_sha256(&d->store, (uint8_t)slot, s->total_len, sha)) != FT_OK) return failf_flash(c, r);
+    if (!ft_ct_equal(sha, s->sha256, 32))
+        return verify_failed(c, (uint8_t)slot, FT_ST_HASH_MISMATCH, "sha256 of the image in flash differs from the declared one");
     if (s->state == FT_SLOT_RECEIVING) {
         const char *why;
         uint8_t st;
-        if (s->received != s->total_len) return fail(c, FT_ST_BAD_STATE, "image not completely received");
-        if ((r = ft_store_sha256(&d->store, (uint8_t)slot, s->total_len, sha)) != FT_OK) return failf_flash(c, r);
-        if (!ft_ct_equal(sha, s->sha256, 32)) {
-            s->received = 0;
-            if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
-            if ((r = ft_store_erase(&d->store, (uint8_t)slot, s->total_len)) != FT_OK) return failf_flash(c, r);
-            return fail(c, FT_ST_HASH_MISMATCH, "sha256 of the received image differs from the declared one");
-        }
-        why = check_tag(d, s->kind, s->total_len, s->sha256, s->tag);
-        if (why) return fail(c, FT_ST_AUTH_FAILED, why);
-        {
-            r = load_slot_head(d, (uint8_t)slot, &scratch_head, &st);
-            if (r != FT_OK) return fail(c, st, st == FT_ST_SHAPE_MISMATCH ? "head shape differs from the model's"
-                                                                          : "image does not parse as a head patch");
-        }
+        why = check_tag(d, s->kind, s->total_len, s->sha256, s->security_counter, s->tag);
+        if (why) return verify_failed(c, (uint8_t)slot, FT_ST_AUTH_FAILED, why);
+        if (s->security_counter < d->store.m.sec_floor)
+            return verify_failed(c, (uint8_t)slot, FT_ST_DOWNGRADE, "security counter below the board's (anti-rollback)");
+        r = load_slot_head(d, (uint8_t)slot, &scratch_head, &st);
+        if (r != FT_OK)
+            return verify_failed(c, (uint8_t)slot, st, st == FT_ST_SHAPE_MISMATCH ? "head shape differs from the model's"
+                                                                                   : "image does not parse as a head patch");
+        if (!head_fits(d, &scratch_head))
+            return verify_failed(c, (uint8_t)slot, FT_ST_SHAPE_MISMATCH, "head input quantization differs from the board's features");
         s->state = FT_SLOT_VERIFIED;
         if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
     }
@@ -613,7 +685,13 @@ static uint8_t h_activate(ctx *c, const uint8_t *p, size_t n)
     if (d->store.m.testing == slot) return slot_status(c);
     if (d->store.m.slots[slot].state != FT_SLOT_VERIFIED || d->store.m.testing != FT_NO_SLOT)
         return fail(c, FT_ST_BAD_STATE, "slot is not VERIFIED, or another is under test");
-    if (load_slot_head(d, (uint8_t)slot, tmp, &st) != FT_OK) return fail(c, st, "slot image unusable");
+    if (d->store.m.slots[slot].security_counter < d->store.m.sec_floor)
+        return fail(c, FT_ST_DOWNGRADE, "security counter below the board's (anti-rollback)");
+    if (load_slot_head(d, (uint8_t)slot, tmp, &st) != FT_OK) {
+        mark_bad(d, (uint8_t)slot);
+        if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
+        return fail(c, st, "slot image unusable");
+    }
     d->store.m.slots[slot].state = FT_SLOT_TESTING;
     d->store.m.testing = (uint8_t)slot;
     if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
@@ -622,14 +700,17 @@ static uint8_t h_activate(ctx *c, const uint8_t *p, size_t n)
     return slot_status(c);
 }
 
+/* The golden vectors run on the image under test as it is in flash (not on a head SET_HEAD put in RAM since
+ * ACTIVATE); on success that image runs. */
 static uint8_t h_confirm(ctx *c, const uint8_t *p, size_t n)
 {
     ft_dev *d = c->d;
     uint32_t nv, il, ol, i, k;
-    uint8_t slot, tol;
+    uint8_t slot, tol, st;
     int worst = -1;
     uint32_t wi = 0, wk = 0;
     int8_t out[FT_MAX_CLASSES];
+    ft_head *h = &scratch_head;
     ft_status r;
     if (n < 8) return fail(c, FT_ST_MALFORMED, "Confirm header is 8 bytes");
     slot = p[0];
@@ -639,9 +720,12 @@ static uint8_t h_confirm(ctx *c, const uint8_t *p, size_t n)
     ol = ft_rd16(p + 6);
     if (n != 8u + nv * (il + ol)) return fail(c, FT_ST_MALFORMED, "Confirm payload length");
     if (slot >= FT_N_SLOTS) return fail(c, FT_ST_MALFORMED, "no such slot");
+    if (nv == 0) return fail(c, FT_ST_MALFORMED, "CONFIRM needs at least one golden vector");
     if (slot == d->store.m.confirmed && d->store.m.testing == FT_NO_SLOT) return slot_status(c);
     if (d->store.m.testing != slot) return fail(c, FT_ST_BAD_STATE, "slot is not under test");
     if (il != d->D || ol != d->C) return fail(c, FT_ST_UNSUPPORTED, "golden vectors must be D int8 features -> C int8 logits");
+    if (load_slot_head(d, slot, h, &st) != FT_OK) return fail(c, st, "the image under test is unusable");
+    d->head = *h; /* the image under test runs (a SET_HEAD since ACTIVATE is dropped) */
     for (i = 0; i < nv; i++) {
         const uint8_t *v = p + 8 + i * (il + ol);
         if (ft_head_forward(&d->head, (const int8_t *)v, out) != FT_OK) return fail(c, FT_ST_INTERNAL, "forward");
@@ -667,6 +751,8 @@ static uint8_t h_confirm(ctx *c, const uint8_t *p, size_t n)
     d->store.m.slots[slot].state = FT_SLOT_CONFIRMED;
     d->store.m.confirmed = slot;
     d->store.m.testing = FT_NO_SLOT;
+    if (d->store.m.slots[slot].security_counter > d->store.m.sec_floor) /* anti-rollback floor, in the commit */
+        d->store.m.sec_floor = d->store.m.slots[slot].security_counter;
     if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r); /* the commit: one record */
     return slot_status(c);
 }
@@ -683,9 +769,11 @@ static uint8_t h_rollback(ctx *c, const uint8_t *p, size_t n)
         d->store.m.testing = FT_NO_SLOT;
         if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
         d->active = d->store.m.confirmed;
-        if (load_slot_head(d, d->active, &d->head, &st) != FT_OK)
+        if (d->active == FT_NO_SLOT || load_slot_head(d, d->active, &d->head, &st) != FT_OK) {
+            d->active = FT_NO_SLOT; /* nothing usable confirmed: the firmware's factory head */
             if (ft_head_decode_patch(&d->head, d->factory_patch, d->factory_len, 0, 0) != FT_OK)
                 return fail(c, FT_ST_INTERNAL, "no usable head");
+        }
     }
     return slot_status(c);
 }

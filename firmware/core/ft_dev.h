@@ -23,11 +23,13 @@ typedef struct {
     ft_store store;
     /* RAM */
     uint16_t C, D;                /* the model's head shape */
-    uint8_t active;               /* running slot */
+    float feat_scale;             /* the firmware's feature quantization (the factory head's input) */
+    int32_t feat_zp;
+    uint8_t active;               /* running slot (FT_NO_SLOT: nothing confirmed, the factory head runs) */
     ft_head head;                 /* running int8 head */
     ft_cache cache;
     uint32_t pushed_total;
-    uint32_t update_counter, pending_id, acked_id;
+    uint32_t update_counter, uid_limit, pending_id, acked_id; /* ids up to uid_limit are reserved in flash */
     int has_pending;
     uint32_t upd_round, upd_n;
     float upd_loss;

@@ -37,6 +37,14 @@ static ft_status respond(ft_link *l, ft_dev *d, const uint8_t *fr, size_t n)
     ft_wr16(l->frame + 4, seq);
     ft_wr16(l->frame + 6, (uint16_t)rlen);
     ft_wr32(l->frame + FT_HDR_SIZE + rlen, ft_crc32(l->frame, FT_HDR_SIZE + rlen));
+    /* the retry cache keeps the last *executed* request: refusals that change nothing and UPLOAD_CHUNK
+     * (idempotent by offset) neither use nor replace it */
+    if ((type == FT_MSG_UPLOAD_CHUNK || status == FT_ST_BAD_VERSION || status == FT_ST_UNKNOWN_TYPE ||
+         status == FT_ST_MALFORMED) && rlen <= FT_NC_MAX) {
+        FT_TRY(ft_cobs_encode(l->frame, FT_HDR_SIZE + rlen + FT_CRC_SIZE, l->tx_nc, sizeof l->tx_nc - 1, &enc));
+        l->tx_nc[enc] = 0;
+        return l->send(l->tx_nc, enc + 1);
+    }
     FT_TRY(ft_cobs_encode(l->frame, FT_HDR_SIZE + rlen + FT_CRC_SIZE, l->tx, sizeof l->tx - 1, &enc));
     l->tx[enc] = 0;
     l->tx_len = enc + 1;

@@ -11,6 +11,9 @@
 
 #define FT_FRAME_MAX (FT_HDR_SIZE + FT_MAX_PAYLOAD + FT_CRC_SIZE)
 #define FT_WIRE_MAX (FT_COBS_MAX_ENCODED(FT_FRAME_MAX) + 1u)
+/* Responses that neither use nor replace the retry cache (UPLOAD_CHUNK, BAD_VERSION, UNKNOWN_TYPE, MALFORMED)
+ * carry at most a 200-byte reason */
+#define FT_NC_MAX 200u
 
 typedef ft_status (*ft_link_send)(const uint8_t *buf, size_t len);
 
@@ -20,6 +23,7 @@ typedef struct {
     int rx_overflow;
     uint8_t frame[FT_FRAME_MAX];                   /* decoded response frame being built */
     uint8_t tx[FT_WIRE_MAX];                       /* the last response on the wire (the retry cache) */
+    uint8_t tx_nc[FT_COBS_MAX_ENCODED(FT_HDR_SIZE + FT_NC_MAX + FT_CRC_SIZE) + 1u]; /* a response not cached */
     size_t tx_len;
     int have_last;
     uint8_t last_version, last_type;

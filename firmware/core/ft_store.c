@@ -13,20 +13,26 @@ typedef char ft_assert_rec_align[(FT_META_REC_SIZE % FT_FLASH_WRITE_ALIGN) == 0 
 typedef char ft_assert_meta_pages[FT_META_PAGES == 2 ? 1 : -1];
 typedef char ft_assert_slot_pages[(FT_SLOT_SIZE % FT_FLASH_PAGE_SIZE) == 0 ? 1 : -1];
 
-/* record: "FTMD" u32 counter, u8 confirmed, testing, reverted, n_slots, per slot 76 B, u32 crc; 0xFF pad */
+/* record: "FTM2" u32 counter, u8 confirmed, testing, flags, n_slots, u32 uid_reserved, u32 sec_floor,
+ * per slot 80 B (state, kind, pad, total, received, sha256, tag, security_counter), u32 crc; 0xFF pad */
+#define SLOT_REC 80u
+#define HDR_REC 20u
+typedef char ft_assert_rec_size[HDR_REC + SLOT_REC * FT_N_SLOTS + 4u <= FT_META_REC_SIZE ? 1 : -1];
 static void encode(const ft_meta *m, uint8_t *r)
 {
     unsigned i;
     uint8_t *p;
     memset(r, 0xFF, FT_META_REC_SIZE);
-    memcpy(r, "FTMD", 4);
+    memcpy(r, "FTM2", 4);
     ft_wr32(r + 4, m->counter);
     r[8] = m->confirmed;
     r[9] = m->testing;
     r[10] = m->reverted;
     r[11] = FT_N_SLOTS;
-    p = r + 12;
-    for (i = 0; i < FT_N_SLOTS; i++, p += 76) {
+    ft_wr32(r + 12, m->uid_reserved);
+    ft_wr32(r + 16, m->sec_floor);
+    p = r + HDR_REC;
+    for (i = 0; i < FT_N_SLOTS; i++, p += SLOT_REC) {
         const ft_slot_meta *s = &m->slots[i];
         p[0] = s->state;
         p[1] = s->kind;
@@ -35,6 +41,7 @@ static void encode(const ft_meta *m, uint8_t *r)
         ft_wr32(p + 8, s->received);
         memcpy(p + 12, s->sha256, 32);
         memcpy(p + 44, s->tag, 32);
+        ft_wr32(p + 76, s->security_counter);
     }
     ft_wr32(p, ft_crc32(r, (size_t)(p - r)));
 }
@@ -42,15 +49,17 @@ static void encode(const ft_meta *m, uint8_t *r)
 static int decode(const uint8_t *r, ft_meta *m)
 {
     unsigned i;
-    const uint8_t *p = r + 12 + 76u * FT_N_SLOTS;
-    if (memcmp(r, "FTMD", 4) != 0 || r[11] != FT_N_SLOTS) return 0;
+    const uint8_t *p = r + HDR_REC + SLOT_REC * FT_N_SLOTS;
+    if (memcmp(r, "FTM2", 4) != 0 || r[11] != FT_N_SLOTS) return 0;
     if (ft_rd32(p) != ft_crc32(r, (size_t)(p - r))) return 0;
     m->counter = ft_rd32(r + 4);
     m->confirmed = r[8];
     m->testing = r[9];
     m->reverted = r[10];
-    p = r + 12;
-    for (i = 0; i < FT_N_SLOTS; i++, p += 76) {
+    m->uid_reserved = ft_rd32(r + 12);
+    m->sec_floor = ft_rd32(r + 16);
+    p = r + HDR_REC;
+    for (i = 0; i < FT_N_SLOTS; i++, p += SLOT_REC) {
         ft_slot_meta *s = &m->slots[i];
         s->state = p[0];
         s->kind = p[1];
@@ -58,6 +67,7 @@ static int decode(const uint8_t *r, ft_meta *m)
         s->received = ft_rd32(p + 8);
         memcpy(s->sha256, p + 12, 32);
         memcpy(s->tag, p + 44, 32);
+        s->security_counter = ft_rd32(p + 76);
         if (s->state > FT_SLOT_CONFIRMED || s->total_len > FT_SLOT_SIZE || s->received > s->total_len) return 0;
     }
     if ((m->confirmed != FT_NO_SLOT && m->confirmed >= FT_N_SLOTS) ||

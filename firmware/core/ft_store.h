@@ -22,11 +22,15 @@ typedef struct {
     uint32_t total_len, received;
     uint8_t sha256[32];
     uint8_t tag[32];
+    uint32_t security_counter;  /* anti-rollback counter signed with the image */
 } ft_slot_meta;
 
 typedef struct {
     uint32_t counter;
-    uint8_t confirmed, testing, reverted;
+    uint8_t confirmed, testing;
+    uint8_t reverted;           /* SlotStatus flags: bit 0 REVERTED, bit 1 FELL_BACK (reported once by STATUS) */
+    uint32_t uid_reserved;      /* update ids up to this one may have been issued (reserved before use) */
+    uint32_t sec_floor;         /* anti-rollback floor: the highest security counter ever confirmed */
     ft_slot_meta slots[FT_N_SLOTS];
 } ft_meta;
 
@@ -38,7 +42,7 @@ typedef struct {
 } ft_store;
 
 /* Encoded record size (multiple of the write alignment). */
-#define FT_META_REC_SIZE 176u
+#define FT_META_REC_SIZE 184u
 #define FT_SLOT_BASE(slot) (FT_META_PAGES * FT_FLASH_PAGE_SIZE + (uint32_t)(slot) * FT_SLOT_SIZE)
 
 ft_status ft_store_open(ft_store *st);

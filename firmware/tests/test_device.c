@@ -267,11 +267,23 @@ void test_device_commands(void)
 
 /* ---------------------------------------------------------------------------- upload + power cuts */
 static uint8_t new_patch[FT_FACTORY_HEAD_LEN];
-static uint8_t begin_req[72];
+static uint8_t begin_req[FT_UPLOAD_BEGIN_SIZE];
+
+/* UploadBegin of new_patch signed with the security counter `counter` */
+static void sign_begin(uint32_t counter)
+{
+    uint8_t msg[47];
+    ft_wr32(begin_req + 72, counter);
+    memcpy(msg, "FTIMG2", 6);
+    msg[6] = begin_req[0];
+    ft_wr32(msg + 7, ft_rd32(begin_req + 4));
+    memcpy(msg + 11, begin_req + 8, 32);
+    ft_wr32(msg + 43, counter);
+    ft_hmac_sha256(key, 32, msg, sizeof msg, begin_req + 40);
+}
 
 static void make_new_head(int variant)
 {
-    uint8_t msg[43];
     memcpy(new_patch, ft_factory_head, sizeof new_patch);
     new_patch[20 + 40] = (uint8_t)(new_patch[20 + 40] + 11 + variant); /* bias[0] */
     new_patch[20 + 80 + 5] = (uint8_t)(new_patch[20 + 80 + 5] ^ (0x21 + variant));
@@ -280,11 +292,7 @@ static void make_new_head(int variant)
     begin_req[1] = 0xFF;
     ft_wr32(begin_req + 4, sizeof new_patch);
     ft_sha256(new_patch, sizeof new_patch, begin_req + 8);
-    memcpy(msg, "FTIMG1", 6);
-    msg[6] = 1;
-    ft_wr32(msg + 7, sizeof new_patch);
-    memcpy(msg + 11, begin_req + 8, 32);
-    ft_hmac_sha256(key, 32, msg, sizeof msg, begin_req + 40);
+    sign_begin(0);
 }
 
 /* Upload (resuming), verify, activate, confirm. Returns 0 when done, else the failing status. */
@@ -382,13 +390,13 @@ void test_upload_resume_and_auth(void)
     power_up_blank();
     make_new_head(3);
     /* unsigned and wrongly signed images are refused before anything is erased */
-    memcpy(p, begin_req, 72);
+    memcpy(p, begin_req, sizeof begin_req);
     memset(p + 40, 0, 32);
-    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, p, 72), FT_ST_AUTH_FAILED);
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, p, sizeof begin_req), FT_ST_AUTH_FAILED);
     p[40] = 1;
-    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, p, 72), FT_ST_AUTH_FAILED);
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, p, sizeof begin_req), FT_ST_AUTH_FAILED);
     p[1] = 0;
-    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, 72), FT_ST_OK);
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, sizeof begin_req), FT_ST_OK);
     CHECK_EQ_INT(resp[0], 1);
     /* half the image, then a "link drop" and a reboot */
     ft_wr32(p, 0);
@@ -399,7 +407,7 @@ void test_upload_resume_and_auth(void)
     CHECK_EQ_INT(call(FT_MSG_UPLOAD_CHUNK, p, 4 + 10), FT_ST_OK);
     CHECK_EQ_INT(ft_rd32(resp), 333);
     boot();
-    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, 72), FT_ST_OK);
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, sizeof begin_req), FT_ST_OK);
     CHECK_EQ_INT(resp[2], 1);                      /* resumed */
     CHECK_EQ_INT(ft_rd32(resp + 8), 333);          /* received */
     CHECK_EQ_INT(ft_rd32(resp + 12), ft_crc32(new_patch, 333));
@@ -409,7 +417,7 @@ void test_upload_resume_and_auth(void)
     CHECK(running_is(new_patch));
     /* ROLLBACK of a test image, and a reset while testing reverts (REVERTED reported once) */
     make_new_head(4);
-    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, 72), FT_ST_OK);
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, sizeof begin_req), FT_ST_OK);
     CHECK_EQ_INT(resp[0], 0);
     ft_wr32(p, 0);
     memcpy(p + 4, new_patch, sizeof new_patch);
@@ -429,4 +437,348 @@ void test_upload_resume_and_auth(void)
     CHECK_EQ_INT(call(FT_MSG_ROLLBACK, NULL, 0), FT_ST_OK);
     CHECK(!running_is(new_patch));
     CHECK_EQ_INT(resp[1], 1); /* active = the confirmed slot 1 */
+}
+
+/* ------------------------------------------------------------------------------- issue 10 regressions */
+static void push_features(uint16_t n, int clear)
+{
+    static uint8_t p[6 + 2 * 200 + 200 * 64];
+    uint16_t i;
+    p[0] = 0; p[1] = (uint8_t)(clear ? 1 : 0); ft_wr16(p + 2, n); ft_wr16(p + 4, 64);
+    for (i = 0; i < n; i++) ft_wr16(p + 6 + 2 * i, (uint16_t)(i % 10));
+    for (i = 0; i < n * 64u; i++) p[6 + 2 * n + i] = (uint8_t)(i * 13 + 5);
+    CHECK_EQ_INT(call(FT_MSG_PUSH_SAMPLES, p, 6 + 2u * n + 64u * n), FT_ST_OK);
+}
+
+static uint8_t train(uint16_t epochs, uint16_t batch, float lr, float mom, float wd, float mu, uint32_t flags)
+{
+    uint8_t p[32];
+    memset(p, 0, sizeof p);
+    ft_wr16(p, epochs); ft_wr16(p + 2, batch);
+    ft_wrf32(p + 4, lr); ft_wrf32(p + 8, mom); ft_wrf32(p + 12, wd); ft_wrf32(p + 16, mu);
+    ft_wr32(p + 20, 42); ft_wr32(p + 24, 1); ft_wr32(p + 28, flags);
+    return call(FT_MSG_TRAIN, p, 32);
+}
+
+static uint8_t ack(uint32_t uid)
+{
+    uint8_t p[4];
+    ft_wr32(p, uid);
+    return call(FT_MSG_UPDATE_ACK, p, 4);
+}
+
+#define TRAIN_ARITH (FT_USE_FLOAT ? 0u : FT_TRAIN_FIXED)
+
+/* defects 1 and 3: every hyper-parameter finite and in its documented range, the work bounded, a diverged
+ * result discarded -- refused with MALFORMED, nothing pending */
+void test_train_ranges_and_work_bound(void)
+{
+    const float inf = 1.0f / 0.0f;
+    power_up_blank();
+    push_features(10, 1);
+    CHECK_EQ_INT(train(1, 4, inf, 0, 0, 0, FT_TRAIN_FIXED), FT_ST_MALFORMED);
+    CHECK_EQ_INT(train(1, 4, inf, 0, 0, 0, 0), FT_ST_MALFORMED);
+    CHECK_EQ_INT(train(1, 4, 0.05f, inf - inf, 0, 0, 0), FT_ST_MALFORMED); /* NaN */
+    CHECK_EQ_INT(train(1, 4, 0.05f, 0, inf, 0, 0), FT_ST_MALFORMED);
+    CHECK_EQ_INT(train(1, 4, 0.05f, 0, 0, inf, 0), FT_ST_MALFORMED);
+    CHECK_EQ_INT(train(1, 4, 0.05f, 1.0f, 0, 0, 0), FT_ST_MALFORMED);  /* momentum in [0, 1) */
+    CHECK_EQ_INT(train(1, 4, 100.5f, 0, 0, 0, 0), FT_ST_MALFORMED);   /* lr in (0, 100] */
+    CHECK_EQ_INT(train(1, 4, 0.05f, 0, 101, 0, 0), FT_ST_MALFORMED);
+    CHECK_EQ_INT(train(1, 4, 0.05f, 0, 0, 101, 0), FT_ST_MALFORMED);
+    CHECK_EQ_INT(train(1001, 4, 0.05f, 0, 0, 0, 0), FT_ST_MALFORMED);
+    CHECK_EQ_INT(train(0, 4, 0.05f, 0, 0, 0, 0), FT_ST_MALFORMED);
+    /* work bound: epochs x cached <= 65536 */
+    push_features(200, 1);
+    CHECK_EQ_INT(train(328, 1, 0.05f, 0, 0, 0, TRAIN_ARITH), FT_ST_MALFORMED); /* 65600 */
+    CHECK_EQ_INT(dev.has_pending, 0);
+#if FT_USE_FLOAT
+    /* a diverging run (weight decay 100 at lr 100): discarded, no update id used */
+    push_features(10, 1);
+    CHECK_EQ_INT(train(20, 1, 100.0f, 0.5f, 100.0f, 0, 0), FT_ST_MALFORMED);
+    CHECK(memcmp(resp, "training diverged", 17) == 0);
+    CHECK_EQ_INT(dev.has_pending, 0);
+#endif
+    CHECK_EQ_INT(train(1, 4, 100.0f, 0, 0, 0, FT_TRAIN_FIXED), FT_ST_OK); /* the top of the range: fine */
+}
+
+/* defect 5: update ids strictly increase over thousands of updates and resets, power cuts included */
+void test_update_ids_never_repeat(void)
+{
+    uint32_t last = 0, i, cut;
+    power_up_blank();
+    push_features(1, 1);
+    for (i = 0; i < 5000; i++) {
+        if (i % 1700 == 1699 || i == 4097) { /* resets: one past a whole block too */
+            boot();
+            push_features(1, 1);
+        }
+        CHECK_EQ_INT(train(1, 1, 0.05f, 0, 0, 0, FT_TRAIN_FIXED), FT_ST_OK);
+        CHECK(ft_rd32(resp) > last);
+        last = ft_rd32(resp);
+        CHECK_EQ_INT(ack(last), FT_ST_OK);
+        if (ft_test_current_failed) return;
+    }
+    /* a power cut at the reservation write (torn or complete), then the next id is still new */
+    for (cut = 0; cut < 2; cut++) {
+        boot();
+        push_features(1, 1);
+        ft_simflash_cut_complete((int)cut);
+        ft_simflash_cut_at(1);
+        (void)train(1, 1, 0.05f, 0, 0, 0, FT_TRAIN_FIXED); /* the first TRAIN of a boot reserves a block */
+        CHECK(ft_simflash_is_cut());
+        ft_simflash_cut_at(0);
+        ft_simflash_cut_complete(0);
+        boot();
+        push_features(1, 1);
+        CHECK_EQ_INT(train(1, 1, 0.05f, 0, 0, 0, FT_TRAIN_FIXED), FT_ST_OK);
+        CHECK(ft_rd32(resp) > last);
+        last = ft_rd32(resp);
+        CHECK_EQ_INT(ack(last), FT_ST_OK);
+    }
+}
+
+/* Upload new_patch (begin_req) into the upload slot and VERIFY it; returns VERIFY's status. */
+static uint8_t upload_verify(uint8_t *slot)
+{
+    static uint8_t p[2048];
+    uint8_t s;
+    if ((s = call(FT_MSG_UPLOAD_BEGIN, begin_req, sizeof begin_req)) != FT_ST_OK) return s;
+    *slot = resp[0];
+    ft_wr32(p, 0);
+    memcpy(p + 4, new_patch, sizeof new_patch);
+    if ((s = call(FT_MSG_UPLOAD_CHUNK, p, 4 + sizeof new_patch)) != FT_ST_OK) return s;
+    p[0] = *slot;
+    return call(FT_MSG_VERIFY, p, 1);
+}
+
+static void resign(uint32_t counter)
+{
+    ft_sha256(new_patch, sizeof new_patch, begin_req + 8);
+    sign_begin(counter);
+}
+
+static uint8_t confirm_with(uint8_t slot, const ft_head *h)
+{
+    static uint8_t p[8 + 2 * 74];
+    size_t i, j;
+    p[0] = slot; p[1] = 0; ft_wr16(p + 2, 2); ft_wr16(p + 4, 64); ft_wr16(p + 6, 10);
+    for (i = 0; i < 2; i++) {
+        uint8_t *v = p + 8 + i * 74;
+        for (j = 0; j < 64; j++) v[j] = (uint8_t)(j * 5 + i * 3);
+        CHECK_OK(ft_head_forward(h, (const int8_t *)v, (int8_t *)(v + 64)));
+    }
+    return call(FT_MSG_CONFIRM, p, sizeof p);
+}
+
+/* defect 4: CONFIRM tests the image under test, not a head SET_HEAD put in RAM after ACTIVATE */
+void test_confirm_tests_image_under_test(void)
+{
+    static uint8_t p[8 + FT_FACTORY_HEAD_LEN];
+    static ft_head x, y;
+    uint8_t slot = 0, k;
+    power_up_blank();
+    make_new_head(5);
+    CHECK_EQ_INT(upload_verify(&slot), FT_ST_OK);
+    CHECK_OK(ft_head_decode_patch(&x, new_patch, sizeof new_patch, 0, 0));
+    p[0] = slot;
+    CHECK_EQ_INT(call(FT_MSG_ACTIVATE, p, 1), FT_ST_OK);
+    /* SET_HEAD a different head Y */
+    ft_wr32(p, FT_FACTORY_HEAD_LEN); ft_wr32(p + 4, 0);
+    memcpy(p + 8, new_patch, FT_FACTORY_HEAD_LEN);
+    for (k = 0; k < 10; k++) p[8 + 20 + 40 + 4 * k + 1] ^= 0x40; /* every bias +-16384 */
+    CHECK_EQ_INT(call(FT_MSG_SET_HEAD, p, 8 + FT_FACTORY_HEAD_LEN), FT_ST_OK);
+    CHECK_OK(ft_head_decode_patch(&y, p + 8, FT_FACTORY_HEAD_LEN, 0, 0));
+    CHECK_EQ_INT(confirm_with(slot, &y), FT_ST_SELFTEST_FAILED); /* Y's vectors do not pass X */
+    CHECK_EQ_INT(dev.store.m.slots[slot].state, FT_SLOT_TESTING);
+    CHECK_EQ_INT(confirm_with(slot, &x), FT_ST_OK);
+    CHECK(running_is(new_patch));
+    boot();
+    CHECK(running_is(new_patch));
+}
+
+/* defect 6: boot hashes what it loads and falls back, VERIFY re-hashes flash, STATUS tells the truth */
+void test_boot_rehash_and_fallback(void)
+{
+    static uint8_t p[8];
+    power_up_blank();
+    make_new_head(6);
+    CHECK_EQ_INT(deploy(), 0);
+    CHECK_EQ_INT(dev.store.m.confirmed, 1);
+    ft_simflash_mem[FT_SLOT_BASE(1) + 100] ^= 0x01; /* bit rot in the confirmed image */
+    boot();
+    CHECK(running_is(ft_factory_head));
+    CHECK_EQ_INT(dev.active, 0);
+    CHECK_EQ_INT(call(FT_MSG_STATUS, NULL, 0), FT_ST_OK);
+    CHECK_EQ_INT(resp[1], 0);                       /* active */
+    CHECK_EQ_INT(resp[2], 0);                       /* confirmed */
+    CHECK_EQ_INT(resp[3], FT_SS_FELL_BACK);
+    CHECK_EQ_INT(resp[4 + 44], FT_SLOT_RECEIVING);  /* the corrupt slot is marked bad */
+    CHECK_EQ_INT(ft_rd32(resp + 4 + 44 + 8), 0);
+    CHECK_EQ_INT(resp[4], FT_SLOT_CONFIRMED);
+    CHECK_EQ_INT(call(FT_MSG_STATUS, NULL, 0), FT_ST_OK);
+    CHECK_EQ_INT(resp[3], 0);                       /* reported once */
+    /* VERIFY re-hashes flash, also for the CONFIRMED slot (which keeps running from RAM) */
+    p[0] = 0;
+    CHECK_EQ_INT(call(FT_MSG_VERIFY, p, 1), FT_ST_OK);
+    ft_simflash_mem[FT_SLOT_BASE(0) + 30] ^= 0x10;
+    CHECK_EQ_INT(call(FT_MSG_VERIFY, p, 1), FT_ST_HASH_MISMATCH);
+    CHECK_EQ_INT(dev.store.m.slots[0].state, FT_SLOT_CONFIRMED);
+    /* no intact slot left: the built-in factory head runs and STATUS says no slot is active */
+    boot();
+    CHECK_EQ_INT(call(FT_MSG_STATUS, NULL, 0), FT_ST_OK);
+    CHECK_EQ_INT(resp[1], FT_NO_SLOT);
+    CHECK_EQ_INT(resp[2], FT_NO_SLOT);
+    CHECK_EQ_INT(resp[3], FT_SS_FELL_BACK);
+    CHECK(running_is(ft_factory_head));
+    make_new_head(7);
+    CHECK_EQ_INT(deploy(), 0); /* and the board can be redeployed */
+    CHECK(running_is(new_patch));
+    /* a corrupt VERIFIED slot is marked bad by VERIFY; ACTIVATE refuses a corrupt slot */
+    make_new_head(8);
+    {
+        uint8_t slot = 0;
+        CHECK_EQ_INT(upload_verify(&slot), FT_ST_OK);
+        ft_simflash_mem[FT_SLOT_BASE(slot) + 7] ^= 0x80;
+        p[0] = slot;
+        CHECK_EQ_INT(call(FT_MSG_ACTIVATE, p, 1), FT_ST_HASH_MISMATCH);
+        CHECK_EQ_INT(dev.store.m.slots[slot].state, FT_SLOT_RECEIVING);
+        CHECK_EQ_INT(dev.store.m.slots[slot].received, 0);
+    }
+}
+
+/* defect 7: an image older than the confirmed one (security counter signed with it) is refused */
+void test_downgrade_refused(void)
+{
+    static uint8_t p[8];
+    uint8_t slot2;
+    power_up_blank();
+    make_new_head(10);
+    sign_begin(2);
+    CHECK_EQ_INT(deploy(), 0);
+    slot2 = dev.store.m.confirmed;
+    CHECK_EQ_INT(dev.store.m.sec_floor, 2);
+    make_new_head(11);
+    sign_begin(1);
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, sizeof begin_req), FT_ST_DOWNGRADE);
+    ft_wr32(begin_req + 72, 5); /* the counter is covered by the tag */
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, sizeof begin_req), FT_ST_AUTH_FAILED);
+    sign_begin(3);
+    CHECK_EQ_INT(deploy(), 0);
+    CHECK_EQ_INT(dev.store.m.sec_floor, 3);
+    p[0] = slot2; /* the previous image (counter 2) is VERIFIED but may not run again */
+    CHECK_EQ_INT(call(FT_MSG_ACTIVATE, p, 1), FT_ST_DOWNGRADE);
+    boot(); /* the floor survives a reset */
+    CHECK_EQ_INT(dev.store.m.sec_floor, 3);
+    make_new_head(10);
+    sign_begin(2);
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, sizeof begin_req), FT_ST_DOWNGRADE);
+    sign_begin(3); /* equal counters are accepted */
+    CHECK_EQ_INT(deploy(), 0);
+}
+
+/* defect 8: a head patch with another input quantization is refused without a backbone too */
+void test_head_input_quantization_checked(void)
+{
+    static uint8_t p[8 + FT_FACTORY_HEAD_LEN];
+    uint8_t slot = 0;
+    power_up_blank();
+    make_new_head(12);
+    ft_wrf32(new_patch + 12, ft_rdf32(new_patch + 12) * 2.0f); /* input_scale */
+    resign(0);
+    CHECK_EQ_INT(upload_verify(&slot), FT_ST_SHAPE_MISMATCH);
+    CHECK_EQ_INT(dev.store.m.slots[slot].received, 0); /* marked bad */
+    ft_wr32(p, FT_FACTORY_HEAD_LEN); ft_wr32(p + 4, 0);
+    memcpy(p + 8, new_patch, FT_FACTORY_HEAD_LEN);
+    CHECK_EQ_INT(call(FT_MSG_SET_HEAD, p, 8 + FT_FACTORY_HEAD_LEN), FT_ST_SHAPE_MISMATCH);
+    make_new_head(12);
+    new_patch[10] = (uint8_t)(new_patch[10] + 1); /* input_zero_point */
+    resign(0);
+    CHECK_EQ_INT(upload_verify(&slot), FT_ST_SHAPE_MISMATCH);
+}
+
+/* defect 9: the divergences decided in docs/protocol.md */
+void test_protocol_decisions(void)
+{
+    static uint8_t p[8 + FT_FACTORY_HEAD_LEN];
+    static uint8_t w[FT_WIRE_MAX];
+    size_t n, used;
+    uint8_t slot = 1;
+    power_up_blank();
+    /* SET_HEAD staging survives an unrelated VERIFY; a total other than the patch size is refused */
+    ft_wr32(p, FT_FACTORY_HEAD_LEN); ft_wr32(p + 4, 0);
+    memcpy(p + 8, ft_factory_head, 400);
+    p[8 + 20 + 40] ^= 1;
+    CHECK_EQ_INT(call(FT_MSG_SET_HEAD, p, 408), FT_ST_OK);
+    CHECK_EQ_INT(call(FT_MSG_VERIFY, &slot, 1), FT_ST_BAD_STATE);
+    ft_wr32(p, 10000000u);
+    CHECK_EQ_INT(call(FT_MSG_SET_HEAD, p, 408), FT_ST_SHAPE_MISMATCH);
+    CHECK_EQ_INT(dev.staged_len, 400);
+    ft_wr32(p, FT_FACTORY_HEAD_LEN); ft_wr32(p + 4, 400);
+    memcpy(p + 8, ft_factory_head + 400, FT_FACTORY_HEAD_LEN - 400);
+    CHECK_EQ_INT(call(FT_MSG_SET_HEAD, p, 8 + FT_FACTORY_HEAD_LEN - 400), FT_ST_OK);
+    CHECK_EQ_INT(dev.head.bias[0], (int32_t)ft_rd32(ft_factory_head + 20 + 40) ^ 1);
+    /* CONFIRM with zero golden vectors is refused */
+    make_new_head(13);
+    CHECK_EQ_INT(upload_verify(&slot), FT_ST_OK);
+    CHECK_EQ_INT(call(FT_MSG_ACTIVATE, &slot, 1), FT_ST_OK);
+    p[0] = slot; p[1] = 0; ft_wr16(p + 2, 0); ft_wr16(p + 4, 64); ft_wr16(p + 6, 10);
+    CHECK_EQ_INT(call(FT_MSG_CONFIRM, p, 8), FT_ST_MALFORMED);
+    CHECK_EQ_INT(call(FT_MSG_ROLLBACK, NULL, 0), FT_ST_OK);
+    /* VERIFY of an incomplete upload: BAD_STATE, `received` kept (it can resume) */
+    make_new_head(14);
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, sizeof begin_req), FT_ST_OK);
+    ft_wr32(p, 0);
+    memcpy(p + 4, new_patch, 100);
+    CHECK_EQ_INT(call(FT_MSG_UPLOAD_CHUNK, p, 104), FT_ST_OK);
+    CHECK_EQ_INT(call(FT_MSG_VERIFY, &slot, 1), FT_ST_BAD_STATE);
+    CHECK_EQ_INT(dev.store.m.slots[slot].received, 100);
+    /* the retry cache: BAD_VERSION / UNKNOWN_TYPE / MALFORMED do not replace it; a retried PUSH is not re-run */
+    memset(p, 0, 6 + 2 + 64);
+    p[0] = 0; ft_wr16(p + 2, 1); ft_wr16(p + 4, 64);
+    n = wire(FT_MSG_PUSH_SAMPLES, 40, p, 6 + 2 + 64, w, 1);
+    out_len = 0;
+    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used));
+    CHECK_EQ_INT(parse_out(FT_MSG_PUSH_SAMPLES, 40), FT_ST_OK);
+    CHECK_EQ_INT(dev.cache.count, 1);
+    {
+        static uint8_t w2[FT_WIRE_MAX];
+        size_t n2;
+        n2 = wire(FT_MSG_HELLO, 41, p, 3, w2, 1);
+        out_len = 0;
+        CHECK_OK(ft_link_feed(&lnk, &dev, w2, n2, &used));
+        CHECK_EQ_INT(parse_out(FT_MSG_HELLO, 41), FT_ST_MALFORMED);
+        n2 = wire(0x7E, 42, NULL, 0, w2, 1);
+        out_len = 0;
+        CHECK_OK(ft_link_feed(&lnk, &dev, w2, n2, &used));
+        CHECK_EQ_INT(parse_out(0x7E, 42), FT_ST_UNKNOWN_TYPE);
+        n2 = wire(FT_MSG_STATUS, 43, NULL, 0, w2, 3);
+        out_len = 0;
+        CHECK_OK(ft_link_feed(&lnk, &dev, w2, n2, &used));
+        CHECK_EQ_INT(parse_out(FT_MSG_STATUS, 43), FT_ST_BAD_VERSION);
+    }
+    out_len = 0;
+    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used)); /* the retry */
+    CHECK_EQ_INT(parse_out(FT_MSG_PUSH_SAMPLES, 40), FT_ST_OK);
+    CHECK_EQ_INT(dev.cache.count, 1);
+    /* a stale duplicate of a RESTART BEGIN after its chunks does not erase the upload */
+    begin_req[2] = 1; /* RESTART */
+    n = wire(FT_MSG_UPLOAD_BEGIN, 50, begin_req, sizeof begin_req, w, 1);
+    out_len = 0;
+    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used));
+    CHECK_EQ_INT(parse_out(FT_MSG_UPLOAD_BEGIN, 50), FT_ST_OK);
+    {
+        static uint8_t w2[FT_WIRE_MAX];
+        size_t n2;
+        ft_wr32(p, 0);
+        memcpy(p + 4, new_patch, 300);
+        n2 = wire(FT_MSG_UPLOAD_CHUNK, 51, p, 304, w2, 1);
+        out_len = 0;
+        CHECK_OK(ft_link_feed(&lnk, &dev, w2, n2, &used));
+        CHECK_EQ_INT(parse_out(FT_MSG_UPLOAD_CHUNK, 51), FT_ST_OK);
+    }
+    out_len = 0;
+    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used)); /* the stale duplicate */
+    CHECK_EQ_INT(parse_out(FT_MSG_UPLOAD_BEGIN, 50), FT_ST_OK);
+    CHECK_EQ_INT(dev.store.m.slots[slot].received, 300);
+    begin_req[2] = 0;
 }

@@ -25,7 +25,14 @@
     X(upload_resume_and_auth) \
     X(power_cut_first_update) \
     X(power_cut_second_update) \
-    X(power_cut_after_op)
+    X(power_cut_after_op)  \
+    X(train_ranges_and_work_bound) \
+    X(update_ids_never_repeat) \
+    X(confirm_tests_image_under_test) \
+    X(boot_rehash_and_fallback) \
+    X(downgrade_refused)   \
+    X(head_input_quantization_checked) \
+    X(protocol_decisions)
 
 #define FT_DECL(name) void test_##name(void);
 FT_TESTS(FT_DECL)
