@@ -537,3 +537,75 @@ def test_federated_round_two_qemu_boards_and_a_virtual_board(qemu_fw: Path, tmp_
         for bd in boards:
             bd.stop()
         th.join(5)
+
+
+def test_issue10_sequences_answered_alike(host_fw: Path, tmp_path: Path) -> None:
+    """The issue-10 reproductions against the C firmware and the virtual board: the same status for every
+    request (hyper-parameter ranges, work bound, SET_HEAD total and staging, CONFIRM of the image under test,
+    zero golden vectors, downgrade, input quantization, retry cache)."""
+    import struct
+
+    from fedtiny.link.frames import Frame, encode_frame
+    from fedtiny.link.messages import Confirm, Status
+
+    b = HostBoard(tmp_path / "flash.bin", "--device-id", "5").start()
+    vb = VirtualBoard(BoardConfig(device_id=5, fleet_key=KEY, cache_capacity=200))
+    inf = float("inf")
+    try:
+        sc, sv = b.session(), BoardSession(InProcessTransport(vb), key=KEY, seed=1)
+        sv.hello()
+
+        def both(fn) -> list[str]:
+            out = []
+            for s in (sc, sv):
+                try:
+                    fn(s)
+                    out.append("OK")
+                except DeviceError as e:
+                    out.append(next(w for w in re.findall(r"[A-Z_]+", str(e)) if w in Status.__members__))
+            assert out[0] == out[1], out
+            return out
+
+        x, y = samples(4, 200)
+        both(lambda s: s.push_samples(x, y, clear=True))
+        for req in (TrainRequest(1, 4, inf, 0, 0, 0, 1, 1, TRAIN_FIXED), TrainRequest(1, 4, 0.05, inf, 0, 0, 1, 1),
+                    TrainRequest(1, 4, 0.05, 0, 0, float("nan"), 1, 1), TrainRequest(1001, 4, 0.05, 0, 0, 0, 1, 1),
+                    TrainRequest(328, 1, 0.05, 0, 0, 0, 1, 1), TrainRequest(1, 4, 0.05, 1.0, 0, 0, 1, 1)):
+            assert both(lambda s, r=req: s.train(r)) == ["MALFORMED"] * 2
+        head = default_head()
+        patch = encode_head_patch(head.with_(bias=head.bias + 3))
+        for s in (sc, sv):
+            s.request(MsgType.SET_HEAD, struct.pack("<II", len(patch), 0) + patch[:300])
+        assert both(lambda s: s.verify(1)) == ["BAD_STATE"] * 2  # unrelated: the staging is kept
+        assert both(lambda s: s.request(MsgType.SET_HEAD, struct.pack("<II", 10**7, 0) + patch[:8])) == \
+            ["SHAPE_MISMATCH"] * 2
+        both(lambda s: s.request(MsgType.SET_HEAD, struct.pack("<II", len(patch), 300) + patch[300:]))
+        # CONFIRM tests the image under test, not a later SET_HEAD
+        xh, yh = head.with_(bias=head.bias - 300), head.with_(bias=head.bias + 5000)
+        g = x[:4]
+        for s in (sc, sv):
+            st = s.upload(encode_head_patch(xh), security_counter=2)
+            s.verify(st.slot)
+            s.activate(st.slot)
+            s.set_head(yh)
+        assert both(lambda s: s.confirm(1, g, head_forward_int8(yh, g))) == ["SELFTEST_FAILED"] * 2
+        assert both(lambda s: s.request(MsgType.CONFIRM, Confirm(1, 0, g[:0], g[:0, :10]).encode())) == \
+            ["MALFORMED"] * 2
+        assert both(lambda s: s.confirm(1, g, head_forward_int8(xh, g))) == ["OK"] * 2
+        assert both(lambda s: s.deploy_head(head, g, security_counter=1)) == ["DOWNGRADE"] * 2
+        assert both(lambda s: s.activate(0)) == ["DOWNGRADE"] * 2
+        other = head.with_(input_scale=head.input_scale * 2)
+        assert both(lambda s: s.verify(s.upload(encode_head_patch(other), security_counter=2).slot)) == \
+            ["SHAPE_MISMATCH"] * 2
+        # a refusal does not replace the retry cache: the retried PUSH is answered from it
+        for s in (sc, sv):
+            push = encode_frame(Frame(MsgType.PUSH_SAMPLES, 900, struct.pack("<BBHH", 0, 0, 1, 64) + b"\0\0" + bytes(64)))
+            got = []
+            for raw in (push, encode_frame(Frame(MsgType.HELLO, 901, b"x")), push):
+                s.t.write(raw)
+                fr = s._wait({900, 901}, 2.0)
+                assert fr is not None
+                got.append((fr.status, fr.payload))
+            assert got[1][0] == 3 and got[0] == got[2]  # MALFORMED; the retry is not pushed twice
+    finally:
+        b.stop()
