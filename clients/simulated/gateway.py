@@ -14,7 +14,8 @@ import numpy as np
 from fedtiny.fleet.boards import get_board
 from fedtiny.fleet.data import FleetData, uniform
 from fedtiny.fleet.recorded import open_fleet_data
-from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, train_heads, train_heads_fixed
+from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, train_heads_fixed
+from fedtiny.ondevice.fast import train_heads_fast
 from fedtiny.records import encode_int8_delta
 
 _DATA: dict[str, FleetData] = {}
@@ -69,7 +70,7 @@ def train_devices(head: Int8Head, data: FleetData, devices: np.ndarray, cfg: Tra
     counts = data.cache_counts(devices, round_)
     fh = dequantize_head(head)
     kw = dict(input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=seed, round_=round_)
-    res = train_heads(fh.weights, fh.bias, feats, labels.astype(np.int64), counts, cfg, device_ids=devices, **kw)
+    res = train_heads_fast(fh.weights, fh.bias, feats, labels.astype(np.int64), counts, cfg, device_ids=devices, **kw)
     fixed = _fixed_point_devices(data, devices, cfg)
     if fixed.any():  # boards without an FPU run the integer trainer (docs/ondevice.md §3b), as they would
         fx = train_heads_fixed(fh.weights, fh.bias, feats[fixed], labels[fixed].astype(np.int64), counts[fixed], cfg,
