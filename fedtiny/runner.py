@@ -108,7 +108,7 @@ def _prepare_user_data(s: Scenario, out_dir: Path, log: Log, resume: bool) -> tu
     uf = prepare_user_fleet(s, rec, um.tflite, out_dir, log, float_predict)
     meta = {"float_accuracy": uf.float_accuracy, "int8_accuracy": uf.int8_accuracy, "bytes": len(um.tflite),
             "source": str(um.source), "head": um.io.head_path, "classes": list(rec.classes),
-            "devices": list(uf.device_names)}
+            "devices": list(uf.device_names), "central_head_accuracy": uf.central_accuracy}
     saved.write_bytes(um.tflite)
     (out_dir / "base_meta.json").write_text(json.dumps(meta, indent=1))
     return uf.scenario, um.tflite, uf.layout, meta
@@ -209,7 +209,7 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
     from fedtiny.model.flatbuffer import write_head
     from fedtiny.report.drift import comparison, drift_metrics
     from fedtiny.report.html import write_report
-    from fedtiny.report.results import plot_accuracy, write_rounds_csv, write_summary
+    from fedtiny.report.results import accuracy_intervals, evaluation_info, plot_accuracy, write_rounds_csv, write_summary
 
     out, rows, s = plan.out_dir, plan.server.rows, plan.scenario
     final = write_head(plan.tflite, plan.server.head)
@@ -229,6 +229,7 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
             "float_accuracy_clean": plan.base_meta["float_accuracy"],
             "int8_accuracy_clean": plan.base_meta["int8_accuracy"],
             "bytes": plan.base_meta["bytes"],
+            **{k: plan.base_meta[k] for k in ("source", "head", "central_head_accuracy", "classes") if k in plan.base_meta},
         },
         "initial_accuracy": rows[0].accuracy,
         "final_accuracy": rows[-1].accuracy,
@@ -236,6 +237,7 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
         "best_accuracy": max(r.accuracy for r in rows),
         "group_accuracy_initial": rows[0].group_accuracy,
         "group_accuracy_final": rows[-1].group_accuracy,
+        **accuracy_intervals(rows),
         "updates_rejected": plan.server.rejected_total,
         "updates_rejected_reasons": plan.server.rejected_reasons,
         "bytes_down": sum(r.bytes_down for r in rows),
@@ -254,6 +256,9 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
     summary["fleet_stats"] = fleet_stats(plan)
     summary["energy_j"] = round(sum(r.energy_j for r in rows), 6)
     summary["stragglers"] = sum(r.stragglers for r in rows)
+    summary["devices_dropped"] = sum(r.devices_dropped for r in rows)
+    summary["evaluation"] = evaluation_info(out / FLEET_DIR, s.fleet.test_samples_per_device,
+                                            min(s.eval.baseline_devices, s.fleet.devices))
     _concat_device_log(out)
     summary["wall_seconds"] = round(time.time() - plan.started, 1)
     if s.output.plots:
@@ -263,15 +268,19 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
 
 
 def _concat_device_log(out: Path) -> None:
-    """device_rounds.npz: one row per (round, sampled device): status, virtual time, energy, bytes."""
+    """device_rounds.npz: one row per (round, sampled device): status, virtual time, energy, bytes; per round the
+    asleep devices (``asleep_round``, ``asleep_count``, ``awake_bits``); ``status_names`` names the codes."""
     import numpy as np
+
+    from fedtiny.server.fleet_server import STATUS
 
     d = out / "device_rounds"
     files = sorted(d.glob("r*.npz")) if d.exists() else []
     if not files:
         return
     parts = [dict(np.load(f)) for f in files]
-    np.savez_compressed(out / "device_rounds.npz", **{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})  # type: ignore[arg-type]
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    np.savez_compressed(out / "device_rounds.npz", status_names=np.array(STATUS), **cat)  # type: ignore[arg-type]
 
 
 def fleet_stats(plan: RunPlan) -> dict[str, Any]:

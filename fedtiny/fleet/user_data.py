@@ -36,6 +36,7 @@ class UserFleet:
     int8_accuracy: float  # the deployed model on every device's test examples (base condition)
     float_accuracy: float | None  # a Keras model's float accuracy on the same examples
     device_names: tuple[str, ...]
+    central_accuracy: float  # a head re-trained centrally on every device's training examples (upper reference)
 
 
 class InputMaker:
@@ -151,7 +152,39 @@ def prepare_user_fleet(s: Scenario, rec: Recordings, tflite: bytes, out_dir: Pat
     from fedtiny.ondevice.head import predict_through
 
     int8_acc = float(np.mean(predict_through(head, read_tail(tflite), gtest) == labels[test]))
+    central = central_head_accuracy(out_dir / FLEET_DIR, head, s)
+    log(f"reference: the shipped model {100 * int8_acc:.1f}% on the devices' latest examples; a head re-trained "
+        f"centrally on all their earlier examples {100 * central:.1f}%")
     float_acc = None
     if float_predict is not None:
         float_acc = float(np.mean(float_predict(np.asarray(feat.inputs(test, base), dtype=np.float32)) == labels[test]))
-    return UserFleet(s, layout, int8_acc, float_acc, streams.names)
+    return UserFleet(s, layout, int8_acc, float_acc, streams.names, central)
+
+
+def central_head_accuracy(fleet_dir: Path, head: Any, s: Scenario, epochs: int = 30) -> float:
+    """What a centrally re-trained head reaches: the same last-layer SGD on every device's training examples
+    pooled (no privacy, no drift over time), re-quantized, then scored on every device's test examples.
+    The reference the federated curve is measured against."""
+    from fedtiny.fleet.recorded import RecordedFleetData
+    from fedtiny.ondevice import TrainConfig, dequantize_head, quantize_head, train_heads
+    from fedtiny.ondevice.head import predict_through
+
+    data = RecordedFleetData(fleet_dir)
+    k = np.arange(len(data.n_train))
+    train = np.concatenate([np.asarray(data.variant)[0, d] * data.n_examples + data.stream[d, : data.n_train[d]] for d in k])
+    feats, labels = data.gather(train)
+    fh = dequantize_head(head)
+    cfg = TrainConfig(epochs, min(s.train.batch_size * 4, 256), s.train.lr, s.train.momentum, s.train.weight_decay, 0.0)
+    res = train_heads(fh.weights, fh.bias, feats[None], labels[None].astype(np.int64), np.array([len(train)]), cfg,
+                      input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=s.seed, round_=0,
+                      device_ids=np.array([0]))
+    if not np.isfinite(res.weights).all():
+        return float("nan")
+    from fedtiny.ondevice.head import FloatHead
+
+    calib = np.load(fleet_dir / "calib_feats.npy")
+    q = quantize_head(FloatHead(res.weights[0], res.bias[0]), head.input_scale, head.input_zero_point, calib,
+                      per_tensor=bool(data.meta.get("per_tensor", False)))
+    tf, tl = data.gather(data.test_indices(k, 0))
+    correct = (predict_through(q, data.tail, tf) == tl).sum()
+    return float(correct / data.test_counts(k).sum())

@@ -105,10 +105,8 @@ def _find_head(model: fb.Model) -> _HeadRefs:
                              f"(only {', '.join(TAIL_OPS)} may follow the head): cannot find the head")
         tail.append(i)
         t = int(op.Inputs(0))
-    if op.InputsLength() < 3 or op.Inputs(2) < 0:
-        raise ModelError("the head FULLY_CONNECTED has no bias tensor; fedtiny needs an int32 bias to train")
-    return _HeadRefs(i, int(op.Inputs(0)), int(op.Inputs(1)), int(op.Inputs(2)), int(op.Outputs(0)),
-                     tuple(reversed(tail)), model_out)
+    bias = int(op.Inputs(2)) if op.InputsLength() >= 3 else -1  # -1: none (checked with the types)
+    return _HeadRefs(i, int(op.Inputs(0)), int(op.Inputs(1)), bias, int(op.Outputs(0)), tuple(reversed(tail)), model_out)
 
 
 def _quant(model: fb.Model, index: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -137,7 +135,7 @@ def _check_full_integer(model: fb.Model, refs: _HeadRefs) -> None:
     """Refuse what fedtiny cannot train, with the reason a user can act on."""
     sg = model.Subgraphs(0)
     op = sg.Operators(refs.op_index)
-    feats, w, b, out = (sg.Tensors(i) for i in (refs.input, refs.weights, refs.bias, refs.output))
+    feats, w, out = (sg.Tensors(i) for i in (refs.input, refs.weights, refs.output))
     if w.Type() == fb.TensorType.UINT8 or feats.Type() == fb.TensorType.UINT8:
         raise ModelError("uint8 model (legacy quantization): not supported; convert it full-integer int8 "
                          "(TFLiteConverter with TFLITE_BUILTINS_INT8 and a representative dataset)")
@@ -149,6 +147,9 @@ def _check_full_integer(model: fb.Model, refs: _HeadRefs) -> None:
                          "(dynamic-range quantization?); convert it with a representative dataset")
     if w.Type() != fb.TensorType.INT8:
         raise ModelError(f"head weights are {_type_name(w)}, expected INT8 (full-integer model)")
+    if refs.bias < 0:
+        raise ModelError("the head FULLY_CONNECTED has no bias tensor; fedtiny needs an int32 bias to train")
+    b = sg.Tensors(refs.bias)
     if b.Type() != fb.TensorType.INT32:
         raise ModelError(f"head bias is {_type_name(b)}, expected INT32 (int8 model with int32 bias)")
     if out.Type() != fb.TensorType.INT8:
