@@ -214,7 +214,10 @@ def assert_matches_spec(w, b, loss, head, x, y, req: TrainRequest, device_id: in
     nw, nb, nl = float32_noise(head, x, y, req, device_id, capacity)
     assert_close(w, ref.weights[0], max(1e-5, 4 * nw))
     assert_close(b, ref.bias[0], max(1e-5, 4 * nb))
-    assert abs(loss - float(ref.loss[0])) <= max(1e-5, 4 * nl) * abs(float(ref.loss[0]))
+    # the loss goes through expf/logf, whose last bits differ between libm and numpy's SIMD float32 kernels (and
+    # between numpy versions); on an ill-conditioned run (loss ~10) that reaches a few 1e-5: it is reported, not
+    # trained on, so 1e-4 relative is its tolerance
+    assert abs(loss - float(ref.loss[0])) <= max(1e-4, 4 * nl) * abs(float(ref.loss[0]))
 
 
 def full_command_set(s: BoardSession, device_id: int, capacity: int, reconnect) -> BoardSession:
