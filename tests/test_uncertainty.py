@@ -1,0 +1,61 @@
+"""Accuracy intervals over devices and shared test samples (fedtiny/report/uncertainty.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedtiny.report.uncertainty import iid, paired_se, two_way, wilson
+
+
+def _crossed(rng: np.random.Generator, devices: int = 200, pool: int = 40, per_device: int = 20) -> tuple[np.ndarray, np.ndarray, float]:
+    """A fleet whose devices test on draws from a small shared pool; sample difficulty and device skill vary.
+    Returns (correct [K, n], sample ids [K, n], the population accuracy)."""
+    sample_logit = rng.normal(1.0, 1.5, pool)
+    device_logit = rng.normal(0.0, 0.7, devices)
+    ids = rng.integers(0, pool, (devices, per_device))
+    prob = 1 / (1 + np.exp(-(sample_logit[ids] + device_logit[:, None])))
+    return rng.random(prob.shape) < prob, ids, 0.0
+
+
+def _population(mc: int = 400_000) -> float:
+    rng = np.random.default_rng(99)
+    z = rng.normal(1.0, 1.5, mc) + rng.normal(0.0, 0.7, mc)
+    return float(np.mean(1 / (1 + np.exp(-z))))
+
+
+def test_intervals_cover_the_population_accuracy_when_devices_share_test_samples() -> None:
+    truth = _population()
+    rng = np.random.default_rng(1)
+    hits, naive_hits = 0, 0
+    reps = 300
+    for _ in range(reps):
+        y, ids, _ = _crossed(rng)
+        e = two_way(y, ids)
+        hits += e.lo <= truth <= e.hi
+        lo, hi = wilson(e.p, y.size)  # observations treated as independent
+        naive_hits += lo <= truth <= hi
+        assert e.n_eff < y.size / 4  # 4,000 observations of 40 shared samples are worth far fewer
+    assert 0.88 <= hits / reps <= 0.995
+    assert naive_hits / reps < 0.6  # what an interval that ignores the sharing would claim
+
+
+def test_intervals_are_deterministic_bounded_and_handle_padding_and_perfect_scores() -> None:
+    rng = np.random.default_rng(2)
+    y, ids, _ = _crossed(rng)
+    assert two_way(y, ids) == two_way(y, ids)
+    valid = np.ones(y.shape, dtype=bool)
+    valid[:, -5:] = False
+    e = two_way(np.where(valid, y, False), ids, valid)
+    assert e.n == valid.sum() and abs(e.p - y[valid].mean()) < 1e-12
+    perfect = two_way(np.ones((10, 6), bool), np.arange(60).reshape(10, 6))
+    assert perfect.p == 1.0 and perfect.hi == 1.0 and 0.9 < perfect.lo < 1.0
+    assert 0 <= iid(np.array([1, 0, 1, 1])).lo < 0.75 < iid(np.array([1, 0, 1, 1])).hi <= 1
+
+
+def test_paired_difference_is_tighter_than_two_independent_intervals() -> None:
+    rng = np.random.default_rng(3)
+    y, ids, _ = _crossed(rng)
+    flip = rng.random(y.shape) < 0.03  # method b differs from a on 3% of observations
+    yb = y ^ flip
+    se = paired_se(y, yb, ids)
+    assert 0 < se < 0.5 * np.hypot(two_way(y, ids).se, two_way(yb, ids).se)
