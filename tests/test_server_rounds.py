@@ -92,11 +92,12 @@ def test_availability_deadline_and_costs_are_reported(tmp_path: Path) -> None:
                  strategy={"fraction": 1.0, "deadline_s": 0.2})
     srv = run(s, tmp_path)
     for r in srv.rows[1:]:
-        assert r.devices_available < 30 and r.devices_sampled == r.devices_available
-        assert r.stragglers > 0 and r.devices_trained == r.devices_sampled - r.stragglers  # slow BLE boards miss it
+        assert r.devices_available < 30 and r.devices_sampled == r.devices_available  # fraction 1: every awake device
+        assert r.stragglers > 0  # slow BLE boards miss the deadline
+        assert r.devices_trained == r.devices_sampled - r.stragglers - r.devices_dropped
         assert r.energy_j > 0 and r.bytes_up > 0 and r.virtual_s <= 0.2
     log = np.load(tmp_path / "device_rounds" / "r000002.npz")
-    assert set(np.unique(log["status"])) <= {0, 1} and (log["energy_j"] > 0).all()
+    assert set(np.unique(log["status"])) <= {0, 1, 3} and (log["energy_j"] > 0).all()
 
 
 def test_resume_after_a_kill_gives_exactly_the_uninterrupted_results(tmp_path: Path) -> None:
@@ -109,3 +110,97 @@ def test_resume_after_a_kill_gives_exactly_the_uninterrupted_results(tmp_path: P
     assert json.dumps(resumed.curves) == json.dumps(full.curves)
     assert np.array_equal(resumed.head.weights, full.head.weights) and np.array_equal(resumed.head.bias, full.head.bias)
     assert resumed.head.output_scale == full.head.output_scale
+
+
+def _drift_scenario(drift: list[dict], **over: dict) -> object:
+    d: dict = {
+        "name": "drift", "seed": 3, "rounds": 6, "task": {"name": "digits"},
+        "model": {"test_samples": 50, "factory_samples": 60},
+        "fleet": {"devices": 24, "devices_per_gateway": 6, "samples_per_device": 12, "test_samples_per_device": 10,
+                  "cache_size": 16, "new_samples_per_round": 4, "pool_per_class": 16},
+        "train": {"epochs": 1, "batch_size": 4, "lr": 0.1},
+        "strategy": {"fraction": 1.0},
+        "drift": drift,
+        "runtime": {"engine": "inline"},
+    }
+    for k, v in over.items():
+        d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
+    return scenario_from_dict(d)
+
+
+def test_two_events_on_one_group_give_one_old_distribution_point_per_round(tmp_path: Path) -> None:
+    from fedtiny.report.drift import drift_metrics
+
+    events = [{"at": 2, "fraction": 0.5, "group": "moved", "condition": {"brightness": 0.3}},
+              {"at": 4, "target": "moved", "kind": "new_class", "classes": [9]}]
+    srv = run(_drift_scenario(events), tmp_path)
+    for key, per_group in srv.curves.items():
+        for g, c in per_group.items():
+            assert len(c) == 7, (key, g, len(c))  # rounds 0..6: the panels' x-axis is rounds
+    old, fed = srv.curves["federated@old"]["moved"], srv.curves["federated"]["moved"]
+    assert not np.isnan(old[0]) and old[1] == fed[1]  # round 1 is the group's last round on its old data
+    m = drift_metrics(srv.curves, [("moved", 2), ("moved", 4)])
+    assert set(m) == {"moved", "moved@4"}
+    for key in m:
+        for meth, v in m[key].items():
+            assert v["old_pre_drift"] == round(srv.curves[f"{meth}@old"]["moved"][1], 4)
+            assert v["forgetting"] == round(v["old_pre_drift"] - round(srv.curves[f"{meth}@old"]["moved"][-1], 4), 4)
+
+
+def test_every_accuracy_has_its_interval_in_rows_curves_and_csv(tmp_path: Path) -> None:
+    import csv
+
+    from fedtiny.report.results import write_rounds_csv
+
+    s = _drift_scenario([{"at": 3, "fraction": 0.5, "group": "moved", "condition": {"brightness": 0.3}}],
+                        strategy={"personalize": 0.5})
+    srv = run(s, tmp_path)
+    for r in srv.rows:
+        for base in ("accuracy", "accuracy_global", "accuracy_static", "accuracy_local", "accuracy_personalized"):
+            v, lo, hi = getattr(r, base), getattr(r, base + "_lo"), getattr(r, base + "_hi")
+            assert lo <= v <= hi and hi - lo > 0.01, (base, lo, v, hi)
+        for g, v in r.group_accuracy.items():
+            assert r.group_accuracy_lo[g] <= v <= r.group_accuracy_hi[g]
+    for m in ("federated", "static", "local-only", "personalized"):
+        for g in ("all", "fleet", "moved"):
+            c, lo, hi = (srv.curves[m + b][g] for b in ("", "_lo", "_hi"))
+            assert all(a <= b <= z for a, b, z in zip(lo, c, hi))
+    assert set(srv.curves["static_diff_se"]) == {"all", "fleet", "moved"}
+    write_rounds_csv(srv.rows, tmp_path / "rounds.csv")
+    with (tmp_path / "rounds.csv").open() as fh:
+        head = next(csv.reader(fh))
+    i = head.index("accuracy_moved")
+    assert head[i + 1 : i + 3] == ["accuracy_moved_lo", "accuracy_moved_hi"]
+    assert head[head.index("accuracy") + 1] == "accuracy_lo"
+
+
+def test_dropout_happens_after_sampling_and_every_status_is_recorded(tmp_path: Path) -> None:
+    from fedtiny.runner import _concat_device_log
+    from fedtiny.server.fleet_server import STATUS
+
+    s = _drift_scenario([], fleet={"dropout": 0.3, "battery_j": 5.0}, rounds=4)
+    srv = run(s, tmp_path)
+    assert sum(r.devices_dropped for r in srv.rows) > 0
+    for r in srv.rows[1:]:
+        assert r.devices_available == r.devices_sampled == 24  # dropout does not make devices unavailable
+        assert r.devices_trained == 24 - r.devices_dropped - r.stragglers
+    _concat_device_log(tmp_path)
+    log = np.load(tmp_path / "device_rounds.npz")
+    assert list(log["status_names"]) == list(STATUS)
+    dropped = log["status"] == STATUS.index("dropped")
+    assert dropped.sum() == sum(r.devices_dropped for r in srv.rows)
+    assert (log["energy_j"][dropped] > 0).all() and (log["bytes_up"][dropped] == 0).all()
+    assert (log["bytes_down"][dropped] > 0).all()
+    trained = log["status"] == STATUS.index("trained")
+    assert (log["energy_j"][dropped] < log["energy_j"][trained].min()).all()  # no uplink, but the training
+    # asleep devices: a count and a bit mask per round
+    s2 = _drift_scenario([], fleet={"duty_cycle": 0.6}, rounds=3)
+    srv2 = run(s2, tmp_path / "sleep")
+    _concat_device_log(tmp_path / "sleep")
+    log2 = np.load(tmp_path / "sleep" / "device_rounds.npz")
+    awake = np.unpackbits(log2["awake_bits"], axis=1)[:, :24].astype(bool)
+    assert list(log2["asleep_round"]) == [1, 2, 3]
+    for i, r in enumerate(srv2.rows[1:]):
+        assert log2["asleep_count"][i] == 24 - r.devices_available == (~awake[i]).sum() > 0
+        sampled = log2["device"][log2["round"] == r.round]
+        assert awake[i, sampled].all()

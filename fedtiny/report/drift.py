@@ -1,9 +1,11 @@
-"""Drift metrics per group and method: pre-drift accuracy, drop, rounds to recover, area under the curve,
-forgetting on the old distribution; and the comparison table of federated vs local-only vs static.
+"""Drift metrics per drift event and method, and the comparison table of federated vs local-only vs static.
+Every metric is defined once, in docs/drift-events.md ("Metrics"), and computed here exactly that way.
 
 ``curves[method][group]`` is the accuracy per evaluation (index = round, 0 = before learning), computed on
-the same subset of devices for every method; ``curves[f"{method}@old"][group]`` is the accuracy of a drifted
-group on its pre-drift distribution.
+the same subset of devices for every method; ``curves[method + "_lo" / "_hi"]`` its 95% interval and
+``curves[method + "_se"]`` its standard error; ``curves[method + "_diff_se"]`` the paired standard error of
+federated minus ``method``; ``curves[f"{method}@old"][group]`` (with the same suffixes) the accuracy of a
+drifted group on its data before the group's first drift event.
 """
 
 from __future__ import annotations
@@ -11,67 +13,179 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fedtiny.report.uncertainty import Z95
+
 METHODS = ("federated", "local-only", "static", "personalized")
+Curve = list[float]
 
 
 def _num(x: float | None) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
 
 
-def group_metrics(acc: list[float], at: int, recover: float, old: list[float] | None = None) -> dict[str, Any]:
-    at = max(1, min(at, len(acc) - 1))
-    pre = acc[at - 1]
-    after = acc[at:]
-    rec = next((i for i, a in enumerate(after) if a >= recover * pre), None)
-    out = {
+def _get(c: Curve | None, i: int) -> float | None:
+    if c is None or not -len(c) <= i < len(c):
+        return None
+    return _num(c[i])
+
+
+def _mean(c: Curve | None, a: int, b: int) -> float | None:
+    """Mean of ``c[a..b]`` (inclusive), None if any value is missing."""
+    if c is None or b >= len(c):
+        return None
+    v = [float(x) for x in c[a : b + 1]]
+    return None if not v or any(math.isnan(x) for x in v) else sum(v) / len(v)
+
+
+def _within(diff: float | None, se: float | None) -> bool | None:
+    return None if diff is None or se is None else bool(abs(diff) <= Z95 * se)
+
+
+def group_metrics(acc: Curve, at: int, recover: float, old: Curve | None = None, *, end: int | None = None,
+                  old_at: int | None = None, band: dict[str, Curve | None] | None = None) -> dict[str, Any]:
+    """Metrics of one drift event at round ``at`` on one method's curve ``acc`` (docs/drift-events.md).
+
+    The event's window is rounds ``at..end`` (``end``: the round before the group's next event, else the last
+    round). ``old`` is the group's accuracy on its data before its first event (at round ``old_at``, default
+    ``at``). ``band`` holds the interval curves: ``lo``, ``hi``, ``se`` and the same for ``old``
+    (``old_lo``, ``old_hi``, ``old_se``).
+    """
+    last = len(acc) - 1
+    at = max(1, min(at, last))
+    end = last if end is None else max(at, min(end, last))
+    band = band or {}
+    pre, after = float(acc[at - 1]), [float(a) for a in acc[at : end + 1]]
+    threshold = recover * pre
+    rec = next((i for i, a in enumerate(after) if a >= threshold), None)
+    if after[0] >= threshold:
+        recovery, rounds = "no drop", None  # the drift cost less than the recovery threshold: nothing to recover
+    elif rec is None:
+        recovery, rounds = "never", None
+    else:
+        recovery, rounds = "recovered", rec
+    drop_raw = pre - after[0]
+    out: dict[str, Any] = {
+        "at": at,
+        "end": end,
         "pre_drift": _num(pre),
         "after_drift": _num(after[0]),
-        "drop": _num(pre - after[0]),
+        "drop": _num(max(0.0, drop_raw)),
+        "drop_raw": _num(drop_raw),
         "trough": _num(min(after)),
-        "rounds_to_recover": rec,
-        "auc": _num(sum(after) / len(after)),  # mean accuracy over the rounds from the drift on
+        "recovery": recovery,
+        "rounds_to_recover": rounds,
+        "recovered_accuracy": _num(after[-1]),
+        "auc": _num(sum(after) / len(after)),
         "final": _num(acc[-1]),
     }
+    lo, hi, se = band.get("lo"), band.get("hi"), band.get("se")
+    for name, i in (("pre_drift", at - 1), ("after_drift", at), ("recovered_accuracy", end), ("final", last)):
+        out[f"{name}_lo"], out[f"{name}_hi"] = _get(lo, i), _get(hi, i)
+    s_pre, s_after, s_auc = _get(se, at - 1), _get(se, at), _mean(se, at, end)
+    out["drop_se"] = _num(math.hypot(s_pre, s_after)) if s_pre is not None and s_after is not None else None
+    out["drop_within_noise"] = _within(out["drop"], out["drop_se"])
+    out["auc_lo"] = _num(max(0.0, out["auc"] - Z95 * s_auc)) if s_auc is not None and out["auc"] is not None else None
+    out["auc_hi"] = _num(min(1.0, out["auc"] + Z95 * s_auc)) if s_auc is not None and out["auc"] is not None else None
     if old:
-        out["old_pre_drift"] = _num(old[at - 1])
-        out["old_final"] = _num(old[-1])
-        out["forgetting"] = _num(old[at - 1] - old[-1])
+        oa = max(1, min(old_at or at, last))
+        out["old_at"] = oa
+        out["old_pre_drift"] = _get(old, oa - 1)
+        out["old_final"] = _get(old, last)
+        out["forgetting"] = (_num(out["old_pre_drift"] - out["old_final"])
+                             if out["old_pre_drift"] is not None and out["old_final"] is not None else None)
+        for name, i in (("old_pre_drift", oa - 1), ("old_final", last)):
+            out[f"{name}_lo"], out[f"{name}_hi"] = _get(band.get("old_lo"), i), _get(band.get("old_hi"), i)
+        s1, s2 = _get(band.get("old_se"), oa - 1), _get(band.get("old_se"), last)
+        out["forgetting_se"] = _num(s1 + s2) if s1 is not None and s2 is not None else None  # upper bound (same data)
     return out
 
 
-def drift_metrics(curves: dict[str, dict[str, list[float]]], events: list[tuple[str, int]], recover: float = 0.95) -> dict[str, Any]:
-    """{group: {method: metrics}} for every drift group with an event after round 0."""
+def event_windows(events: list[tuple[str, int]], rounds: int) -> list[tuple[str, str, int, int, int]]:
+    """(key, group, at, end, first_at) of every event after round 0: ``key`` is the group for its first event
+    and ``group@at`` for later events of the same group; ``end`` the round before the group's next event, or
+    ``rounds``; ``first_at`` the group's first event (whose pre-drift data is the group's old distribution)."""
+    by_group: dict[str, list[int]] = {}
+    for g, at in events:
+        if at >= 1 and at not in by_group.setdefault(g, []):
+            by_group[g].append(at)
+    out = []
+    for g, ats in by_group.items():
+        ats.sort()
+        for i, at in enumerate(ats):
+            end = ats[i + 1] - 1 if i + 1 < len(ats) else rounds
+            out.append((g if i == 0 else f"{g}@{at}", g, at, end, ats[0]))
+    return out
+
+
+def drift_metrics(curves: dict[str, dict[str, Curve]], events: list[tuple[str, int]], recover: float = 0.95) -> dict[str, Any]:
+    """{event: {method: metrics}} for every drift event after round 0 (``event``: the group's name for its
+    first event, ``group@at`` for a later event of the same group; ``metrics["group"]`` names the group)."""
     out: dict[str, Any] = {}
-    for group, at in events:
-        if at < 1:
-            continue
+    rounds = max((len(c) for m in METHODS for c in curves.get(m, {}).values()), default=1) - 1
+    for key, group, at, end, first in event_windows(events, rounds):
         per = {}
         for m in METHODS:
             acc = curves.get(m, {}).get(group)
-            if acc and len(acc) > at:
-                per[m] = group_metrics(acc, at, recover, curves.get(f"{m}@old", {}).get(group))
-                per[m]["at"] = at
-        out[group] = per
+            if not acc or len(acc) <= at:
+                continue
+            band = {b: curves.get(f"{m}_{b}", {}).get(group) for b in ("lo", "hi", "se")}
+            band.update({f"old_{b}": curves.get(f"{m}@old_{b}", {}).get(group) for b in ("lo", "hi", "se")})
+            per[m] = {"group": group, **group_metrics(acc, at, recover, curves.get(f"{m}@old", {}).get(group),
+                                                      end=end, old_at=first, band=band)}
+        out[key] = per
     return out
 
 
-def comparison(metrics: dict[str, Any], curves: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
-    """One row per (group, method): the comparison table of the report."""
+def _vs_federated(row: dict[str, Any], curves: dict[str, dict[str, Curve]], m: str, group: str, a: int, b: int) -> None:
+    """Differences federated minus ``m`` (final and AUC over rounds a..b) with their paired standard errors and
+    whether each is within noise (|difference| <= 1.96 SE)."""
+    fed, acc, dse = (curves.get(k, {}).get(group) for k in ("federated", m, f"{m}_diff_se"))
+    if m == "federated" or not fed or not acc:
+        return
+    d_final = _num(fed[-1] - acc[-1])
+    fa, ma = _mean(fed, a, b), _mean(acc, a, b)
+    d_auc = _num(fa - ma) if fa is not None and ma is not None else None
+    se_final, se_auc = _get(dse, -1), _num(_mean(dse, a, b))  # mean of per-round SEs bounds the SE of a mean
+    row.update({"final_diff_vs_federated": d_final, "final_diff_se": se_final,
+                "final_within_noise": _within(d_final, se_final),
+                "auc_diff_vs_federated": d_auc, "auc_diff_se": se_auc, "auc_within_noise": _within(d_auc, se_auc)})
+
+
+def comparison(metrics: dict[str, Any], curves: dict[str, dict[str, Curve]]) -> list[dict[str, Any]]:
+    """One row per (drift event, method), then one per method for the whole fleet (``group`` = ``all``): the
+    comparison table of the report. Rows of methods other than federated say whether their difference to
+    federated is within noise."""
     rows = []
-    for group, per in metrics.items():
+    starts = []
+    for key, per in metrics.items():
         for m, v in per.items():
-            rows.append({"group": group, "method": m, **v})
-    for m in METHODS:  # whole-fleet outcome
+            row = {"event": key, "group": v.get("group", key), "method": m, **v}
+            _vs_federated(row, curves, m, row["group"], v["at"], v["end"])
+            rows.append(row)
+            starts.append(v["at"])
+    start = min(starts, default=1)  # the whole fleet: AUC from the first drift on (from round 1 without drift)
+    for m in METHODS:
         acc = curves.get(m, {}).get("all")
-        if acc:
-            rows.append({"group": "all", "method": m, "initial": _num(acc[0]), "final": _num(acc[-1]),
-                         "auc": _num(sum(acc) / len(acc))})
+        if not acc:
+            continue
+        last = len(acc) - 1
+        a = max(1, min(start, last))
+        lo, hi, se = (curves.get(f"{m}_{b}", {}).get("all") for b in ("lo", "hi", "se"))
+        auc, s_auc = _mean(acc, a, last), _mean(se, a, last)
+        row = {"event": "all", "group": "all", "method": m, "auc_from": a,
+               "initial": _num(acc[0]), "initial_lo": _get(lo, 0), "initial_hi": _get(hi, 0),
+               "final": _num(acc[-1]), "final_lo": _get(lo, -1), "final_hi": _get(hi, -1),
+               "auc": _num(auc),
+               "auc_lo": _num(max(0.0, auc - Z95 * s_auc)) if auc is not None and s_auc is not None else None,
+               "auc_hi": _num(min(1.0, auc + Z95 * s_auc)) if auc is not None and s_auc is not None else None}
+        _vs_federated(row, curves, m, "all", a, last)
+        rows.append(row)
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Plain-text comparison table (for the CLI and notes)."""
-    cols = ["group", "method", "pre_drift", "drop", "rounds_to_recover", "auc", "forgetting", "final"]
+    cols = ["event", "method", "pre_drift", "drop", "rounds_to_recover", "auc", "forgetting", "final"]
     lines = ["  ".join(f"{c:>17}" for c in cols)]
     for r in rows:
         if "pre_drift" not in r:
@@ -79,6 +193,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         cells = []
         for c in cols:
             v = r.get(c)
-            cells.append(f"{'never' if (c == 'rounds_to_recover' and v is None) else ('-' if v is None else v):>17}")
+            if c == "rounds_to_recover" and v is None:
+                v = r.get("recovery", "never")
+            elif c == "final" and r.get("final_within_noise"):
+                v = f"{v} (~fed)"
+            cells.append(f"{'-' if v is None else v:>17}")
         lines.append("  ".join(cells))
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ from typing import Any
 
 @dataclass
 class RoundRow:
+    """One round. Every accuracy ``X`` measured on sampled test data has its 95% interval in ``X_lo``/``X_hi``
+    (docs/drift-events.md, "Uncertainty"); ``rounds.csv`` puts them right after ``X``."""
+
     round: int
     segment: int
     accuracy: float  # deployed int8 model on the devices' local test data (pooled)
@@ -22,7 +26,7 @@ class RoundRow:
     bytes_down: int
     bytes_up: int
     wall_s: float
-    devices_available: int = 0
+    devices_available: int = 0  # awake (duty cycle) with enough battery
     devices_sampled: int = 0
     stragglers: int = 0
     virtual_s: float = 0.0  # virtual duration of the round (slowest on-time device, or the deadline)
@@ -32,12 +36,40 @@ class RoundRow:
     accuracy_local: float = float("nan")
     accuracy_personalized: float = float("nan")
     group_accuracy: dict[str, float] = field(default_factory=dict)
+    devices_dropped: int = 0  # sampled, started the round, never finished it (fleet.dropout)
+    accuracy_lo: float = float("nan")
+    accuracy_hi: float = float("nan")
+    accuracy_global_lo: float = float("nan")
+    accuracy_global_hi: float = float("nan")
+    accuracy_static_lo: float = float("nan")
+    accuracy_static_hi: float = float("nan")
+    accuracy_local_lo: float = float("nan")
+    accuracy_local_hi: float = float("nan")
+    accuracy_personalized_lo: float = float("nan")
+    accuracy_personalized_hi: float = float("nan")
+    group_accuracy_lo: dict[str, float] = field(default_factory=dict)
+    group_accuracy_hi: dict[str, float] = field(default_factory=dict)
 
     def flat(self) -> dict[str, Any]:
+        """CSV columns: ``accuracy_<group>`` per group; every ``X_lo``/``X_hi`` right after its ``X`` (left out
+        where ``X`` itself is not measured, NaN: a baseline that did not run)."""
         d = asdict(self)
-        groups = d.pop("group_accuracy")
-        d.update({f"accuracy_{g}": v for g, v in groups.items()})
-        return d
+        groups, glo, ghi = d.pop("group_accuracy"), d.pop("group_accuracy_lo"), d.pop("group_accuracy_hi")
+        nan = float("nan")
+        for g, v in groups.items():
+            d[f"accuracy_{g}"] = v
+            d[f"accuracy_{g}_lo"] = glo.get(g, nan)
+            d[f"accuracy_{g}_hi"] = ghi.get(g, nan)
+        bounds = {k for k in d if k.endswith(("_lo", "_hi")) and k[:-3] in d}
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if k in bounds:
+                continue
+            out[k] = v
+            for b in ("_lo", "_hi"):
+                if k + b in bounds and not (isinstance(v, float) and math.isnan(v)):
+                    out[k + b] = d[k + b]
+        return out
 
 
 def write_rounds_csv(rows: list[RoundRow], path: Path) -> None:
@@ -79,3 +111,45 @@ def plot_accuracy(rows: list[RoundRow], path: Path, title: str, drift_rounds: li
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def accuracy_intervals(rows: list[RoundRow]) -> dict[str, Any]:
+    """summary.json: the 95% intervals of its initial/final accuracies, overall and per group."""
+    if not rows:
+        return {}
+    a, z = rows[0], rows[-1]
+    return {
+        "initial_accuracy_lo": a.accuracy_lo, "initial_accuracy_hi": a.accuracy_hi,
+        "final_accuracy_lo": z.accuracy_lo, "final_accuracy_hi": z.accuracy_hi,
+        "final_accuracy_global_lo": z.accuracy_global_lo, "final_accuracy_global_hi": z.accuracy_global_hi,
+        "group_accuracy_initial_lo": a.group_accuracy_lo, "group_accuracy_initial_hi": a.group_accuracy_hi,
+        "group_accuracy_final_lo": z.group_accuracy_lo, "group_accuracy_final_hi": z.group_accuracy_hi,
+    }
+
+
+def evaluation_info(fleet_dir: Path, test_samples: int, comparison_devices: int) -> dict[str, Any]:
+    """summary.json ``evaluation``: what the accuracies are measured on and how their intervals are made."""
+    import numpy as np
+
+    meta = json.loads((fleet_dir / "layout.json").read_text())
+    shape = np.load(fleet_dir / "pool_feats.npy", mmap_mode="r").shape
+    out: dict[str, Any] = {
+        "interval": "95%: two-way cluster-robust over devices and test samples, Wilson at the effective sample "
+                    "size (docs/drift-events.md, Uncertainty)",
+        "test_samples_per_device": int(meta.get("test", test_samples)),
+        "comparison_devices": comparison_devices,
+        "condition_variants": int(shape[0]),
+    }
+    if len(shape) == 4:  # generated: a held-out part of every (condition, class) pool, shared by all devices
+        p = int(shape[2])
+        held = max(1, p // 4) if p > 1 else 1
+        out.update({
+            "classes": int(shape[1]), "held_out_per_condition_class": held,
+            "note": f"every device's test samples are drawn from the same {held} held-out samples per (condition "
+                    f"variant, class) (the last quarter of fleet.pool_per_class = {p}), so devices share test "
+                    f"samples: absolute accuracies carry the uncertainty of that pool, which the intervals include; "
+                    f"raise fleet.pool_per_class to narrow them",
+        })
+    else:  # recorded: every device tests on its own latest examples
+        out["note"] = "every device tests on its own latest recorded examples (no sharing between devices)"
+    return out
