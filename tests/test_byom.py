@@ -320,3 +320,83 @@ def test_init_writes_a_scenario_that_runs(models: dict[str, bytes], tmp_path: Pa
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["initial_accuracy"] > 0.5  # the classes were matched to the right outputs
+
+
+# -- a task of one's own, field trials, the worked example ----------------------------------------------------
+
+
+def test_custom_task_from_a_module(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    p = tmp_path / "tone.toml"
+    p.write_text('name = "tone"\nrounds = 3\n[task]\nname = "examples.custom_task.tone_task:ToneTask"\n'
+                 "params = { base_hz = 2.0 }\n[model]\nfactory_samples = 400\ntest_samples = 100\nepochs = 3\n"
+                 "head_inputs = 16\n[fleet]\ndevices = 8\ndevices_per_gateway = 4\n"
+                 "condition = { gain = 0.5, noise = 0.4 }\n[[drift]]\nat = 2\nfraction = 0.5\n"
+                 'group = "noisy"\ncondition = { noise = 0.8 }\n[runtime]\nengine = "inline"\n')
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(root)  # the module is found from the working directory
+    try:
+        res = CliRunner().invoke(cli, ["run", str(p), "--out", str(tmp_path / "o")])
+        bad = CliRunner().invoke(cli, ["run", str(p), "--out", str(tmp_path / "o2"),
+                                       "--set", "fleet.condition={noise=-1.0}"])
+    finally:
+        os.chdir(cwd)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["task"] == "examples.custom_task.tone_task:ToneTask" and "noisy" in summary["group_accuracy_final"]
+    assert bad.exit_code == 2 and "noise" in bad.output  # the task's own knob ranges are checked
+
+
+@pytest.mark.slow
+def test_field_trial_replays_the_datas_devices_on_virtual_boards(models: dict[str, bytes], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(models["float_io"])
+    data = _device_data(tmp_path / "d.npz", devices=2, per_device=40)
+    p = tmp_path / "field.toml"
+    p.write_text(f'name = "f"\nseed = 2\nrounds = 1\n[model]\ntflite = "{model}"\n[data]\npath = "{data}"\n')
+    out = tmp_path / "trial"
+    r = subprocess.run([sys.executable, "-m", "fedtiny.cli", "trial", str(p), "--boards", "2", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "2 boards replay the recordings of devices 100, 101" in r.stdout + r.stderr
+    replay = np.load(out / "replay" / "device_1.npz")
+    assert replay["train_feats_0"].shape == (30, 16) and replay["test_feats_0"].shape == (10, 16)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["board_failures"] == 0 and len(summary["boards"]) == 2
+    assert read_tail((out / "model_int8.tflite").read_bytes()).ops[0].kind == "SOFTMAX"
+
+
+@pytest.mark.slow
+def test_worked_example_plain_tensorflow_model_and_speaker_folders(tmp_path: Path) -> None:
+    """examples/byom_kws: a user's KWS model (float I/O, SOFTMAX) and Speech Commands folders, one device per
+    speaker, through `fedtiny info`, `fedtiny init` and the ready scenario scenarios/byom_kws.toml."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (make test installs it: scripts/install-system-deps.sh)")
+    root = Path(__file__).resolve().parent.parent
+    build = tmp_path / "build"
+    r = subprocess.run([sys.executable, str(root / "examples" / "byom_kws" / "make_model_and_data.py"), "--out",
+                        str(build), "--reps", "4"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    model, data = build / "model_int8.tflite", build / "data"
+    info = CliRunner().invoke(cli, ["info", str(model)])
+    assert "FULLY_CONNECTED 48→8 → SOFTMAX → DEQUANTIZE" in info.output and "float32 [1, 49, 10, 1]" in info.output
+    init = CliRunner().invoke(cli, ["init", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "i.toml")])
+    assert init.exit_code == 0, init.output
+    assert 'classes = ["yes", "no", "up", "down", "left", "right", "on", "off"]' in (tmp_path / "i.toml").read_text()
+    out = tmp_path / "o"
+    res = CliRunner().invoke(cli, ["run", str(root / "scenarios" / "byom_kws.toml"), "--out", str(out),
+                                   "--set", f'model.tflite="{model}"', "--set", f'data.path="{data}"',
+                                   "--set", 'runtime.engine="inline"'])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["devices"] == 12 and summary["base_model"]["int8_accuracy_clean"] > 0.3  # chance is 1/8
+    assert set(summary["group_accuracy_final"]) >= {"quiet_mic"}

@@ -57,12 +57,17 @@ def prepare_trial(s: Scenario, out: Path, log=print) -> bytes:  # type: ignore[n
 
     check_replayable(s, s.name)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = hashlib.sha256(f"{scenario_to_toml(s)}\n{model_spec_of(s).key()}".encode()).hexdigest()
+    model_key = _user_files_key(s) if s.data.path else model_spec_of(s).key()
+    stamp = hashlib.sha256(f"{scenario_to_toml(s)}\n{model_key}".encode()).hexdigest()
     done = out / ".prepared"
     if done.exists() and done.read_text() == stamp and all((out / f).exists() for f in PREPARED_FILES):
         log(f"{out} is already prepared for this scenario; reusing it")
         return (out / "base_int8.tflite").read_bytes()
     done.unlink(missing_ok=True)
+    if s.data.path:
+        tflite = _prepare_user_trial(s, out, log)
+        done.write_text(stamp)
+        return tflite
     (out / "scenario.resolved.toml").write_text(scenario_to_toml(s))
     base = build_base_model(model_spec_of(s), log)
     tmp = out / "base_int8.tflite.tmp"
@@ -110,3 +115,54 @@ def write_replay(s: Scenario, featurize, root: Path) -> None:  # type: ignore[no
             )
             arrays[f"test_feats_{seg}"], arrays[f"test_labels_{seg}"] = f[n:], labels[d, n:].astype(np.int16)
         np.savez(root / f"device_{d + 1}.npz", **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds
+
+
+def _user_files_key(s: Scenario) -> str:
+    """What identifies a user's model and data on disk (size and modification time of every file)."""
+    parts = []
+    for p in (s.model.tflite, s.model.keras, s.data.path):
+        if not p:
+            continue
+        files = sorted(Path(p).rglob("*")) if Path(p).is_dir() else [Path(p)]
+        parts += [f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _prepare_user_trial(s: Scenario, out: Path, log) -> bytes:  # type: ignore[no-untyped-def]
+    """A user's model and recordings: one board per device of the data, replaying that device's recordings
+    (its latest training examples and its test examples, per drift segment)."""
+    from fedtiny.fleet.recorded import RecordedFleetData
+    from fedtiny.fleet.user_data import load_user_model_and_data, prepare_user_fleet
+
+    rec, um = load_user_model_and_data(s, log)
+    uf = prepare_user_fleet(s, rec, um.tflite, out, log, um.float_predict)
+    (out / "scenario.resolved.toml").write_text(scenario_to_toml(uf.scenario))
+    fleet = out / "fleet"
+    for name in ("global_test_feats.npy", "global_test_labels.npy", "calib_feats.npy"):
+        shutil.copyfile(fleet / name, out / name)
+    data = RecordedFleetData(fleet)
+    staging = out / "replay.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    cap = uf.scenario.fleet.cache_size
+    segments = len(data.starts)
+    for d in range(len(data.n_train)):
+        arrays: dict[str, np.ndarray] = {"segments": np.array(segments)}
+        stream = data.stream[d, : data.n_train[d]][-cap:]  # the latest examples a cache of that size holds
+        test = data.test[d, : data.n_test_k[d]]
+        for seg in range(segments):
+            v = int(np.asarray(data.variant)[seg, d]) * data.n_examples
+            arrays[f"train_feats_{seg}"], arrays[f"train_labels_{seg}"] = data.gather(v + stream)
+            arrays[f"test_feats_{seg}"], arrays[f"test_labels_{seg}"] = data.gather(v + test)
+        for key in list(arrays):
+            if key.startswith(("train_labels", "test_labels")):
+                arrays[key] = arrays[key].astype(np.int16)
+        np.savez(staging / f"device_{d + 1}.npz", **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds
+    shutil.rmtree(out / "replay", ignore_errors=True)
+    os.replace(staging, out / "replay")
+    tmp = out / "base_int8.tflite.tmp"
+    tmp.write_bytes(um.tflite)
+    os.replace(tmp, out / "base_int8.tflite")
+    log(f"field trial: {len(data.n_train)} boards replay the recordings of devices {', '.join(uf.device_names[:8])}"
+        + (" ..." if len(uf.device_names) > 8 else ""))
+    return um.tflite

@@ -22,9 +22,12 @@ from fedtiny.config import Scenario
 from fedtiny.config.derived import train_config
 from fedtiny.errors import FedTinyError
 from fedtiny.field.replay import segment_of_round
-from fedtiny.ondevice import FloatHead, Int8Head, dequantize_head, predict_int8, quantize_head
+from fedtiny.model.flatbuffer import model_io, read_tail
+from fedtiny.ondevice import FloatHead, Int8Head, dequantize_head, quantize_head
+from fedtiny.ondevice.head import predict_through
 from fedtiny.records import float_update_bytes, head_patch_bytes, head_to_record, record_to_arrays
 from fedtiny.report.results import RoundRow
+from fedtiny.report.uncertainty import wilson
 from fedtiny.server.aggregate import Aggregator, validate_updates
 
 
@@ -64,6 +67,8 @@ class FieldServer:
         self._golden = self._calib[:4]
         self._gtest = np.load(self.trial_dir / "global_test_feats.npy")
         self._gtest_y = np.load(self.trial_dir / "global_test_labels.npy")
+        base = (self.trial_dir / "base_int8.tflite").read_bytes()
+        self._tail, self._per_tensor = read_tail(base), model_io(base).per_tensor  # the ops after the head
         self._agg = Aggregator(self.scenario.strategy)
         self._acks: dict[int, dict[int, int]] = {}  # node -> {device id: update id} to acknowledge
         self._round_failures: list[str] = []
@@ -205,7 +210,8 @@ class FieldServer:
                 if trained:
                     nw, nb = self._agg(g.weights, g.bias, w[ok], b[ok], n[ok])
                     self.head = quantize_head(
-                        FloatHead(nw, nb), self.head.input_scale, self.head.input_zero_point, self._calib
+                        FloatHead(nw, nb), self.head.input_scale, self.head.input_zero_point, self._calib,
+                        per_tensor=self._per_tensor,
                     )
                     loss = float(np.mean(np.array(losses)[ok]))
             self.rejected += rejected
@@ -220,7 +226,7 @@ class FieldServer:
         total = sum(int(a["total"].sum()) for _, a in replies)
         boards = sum(len(a["device_ids"]) for _, a in replies)
         c, d = self.head.weights.shape
-        gacc = float(np.mean(predict_int8(self.head, self._gtest) == self._gtest_y))
+        gacc = float(np.mean(predict_through(self.head, self._tail, self._gtest) == self._gtest_y))
         row = RoundRow(
             r,
             segment_of_round(self.scenario, r),
@@ -236,6 +242,10 @@ class FieldServer:
             devices_available=self._boards_seen,
             devices_sampled=sampled,
         )
+        # 95% Wilson intervals: boards' test samples (clustered per board, so this is the optimistic bound) and
+        # the held-out reference set
+        row.accuracy_lo, row.accuracy_hi = wilson(row.accuracy, total)
+        row.accuracy_global_lo, row.accuracy_global_hi = wilson(gacc, len(self._gtest_y))
         self.rows.append(row)
         self.event({"event": "round", "row": asdict(row), "failures": self._round_failures})
         self._round_failures, self._round_gw_failed = [], 0

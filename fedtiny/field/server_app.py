@@ -38,6 +38,7 @@ SIMULATION_ONLY = (
     "accuracy_static",
     "accuracy_local",
     "accuracy_personalized",
+    "devices_dropped",
 )
 ERROR_FILE = "serverapp-error.txt"
 

@@ -22,6 +22,7 @@ from fedtiny.fleet.data import FLEET_DIR, FleetLayout
 from fedtiny.fleet.recorded import device_streams, write_recorded_fleet
 from fedtiny.model.flatbuffer import model_io, read_tail
 from fedtiny.model.runtime import Int8Runner
+from fedtiny.model.user import UserModel
 
 Log = Callable[[str], Any]
 CHUNK = 256
@@ -96,6 +97,32 @@ class Featurizer:
             if len(idx) > 4 * CHUNK and (a // CHUNK) % 8 == 7:
                 self.log(f"featurizing: {a + CHUNK} of {len(idx)} examples")
         return np.concatenate(out) if out else np.zeros((0, 1), np.int8)
+
+
+def load_user_model_and_data(s: Scenario, log: Log = print) -> tuple[Recordings, UserModel]:
+    """The scenario's recordings (labels in the model's class order) and its int8 model (a Keras model is
+    converted with a seeded sample of the recordings as its representative set)."""
+    from fedtiny.data import load_recordings
+    from fedtiny.model.flatbuffer import metadata_classes
+    from fedtiny.model.user import convert_keras, load_tflite
+
+    d = s.data
+    classes = tuple(s.model.classes) or (metadata_classes(Path(s.model.tflite).read_bytes()) if s.model.tflite else ())
+    rec = load_recordings(d.path, d.format, label_column=d.label_column, device_column=d.device_column,
+                          time_column=d.time_column, max_per_class=d.max_per_class, seed=s.seed, classes=classes)
+    devices = (f"{len(set(rec.device.tolist()))} devices" if rec.device is not None
+               else f"no device ids (partitioned over {s.fleet.devices} devices)")
+    log(f"data: {len(rec)} examples, {len(rec.classes)} classes, {devices}")
+    if s.model.tflite:
+        um = load_tflite(s.model.tflite)
+    else:
+        if rec.is_int8:
+            raise DataError(f"{d.path}: int8 inputs cannot calibrate a Keras model's conversion; give float inputs")
+        idx = np.sort(np.random.default_rng([s.seed, 0x4E9]).permutation(len(rec))[:300])
+        um = convert_keras(s.model.keras, InputMaker(s, rec)(idx), log)
+    log(f"model: {um.source.name}, {len(um.tflite)} bytes, head {um.io.head_path}, input {um.io.input_dtype} "
+        f"{list(um.io.input_shape)}")
+    return rec, um
 
 
 def recording_times(rec: Recordings, fmt: str) -> np.ndarray | None:

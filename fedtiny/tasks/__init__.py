@@ -19,7 +19,12 @@ def load_task_class(spec: str) -> type[Task]:
     """The user's Task subclass named ``"package.module:Class"``; TaskError if it cannot be used."""
     import importlib
 
+    import os
+    import sys
+
     module, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:  # like `python -m`: a module next to where fedtiny runs is importable
+        sys.path.insert(0, os.getcwd())
     try:
         obj = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
