@@ -612,3 +612,51 @@ def test_issue10_sequences_answered_alike(host_fw: Path, tmp_path: Path) -> None
             assert got[1][0] == 3 and got[0] == got[2]  # MALFORMED; the retry is not pushed twice
     finally:
         b.stop()
+
+
+def test_host_firmware_takes_a_users_softmax_model_head(host_fw: Path, tmp_path: Path) -> None:
+    """Issue 8: a user's int8 classifier (float I/O, FULLY_CONNECTED 16->4 -> SOFTMAX, made with plain TensorFlow)
+    gives the C firmware its factory head; the board trains it as the spec does and takes a re-trained head."""
+    import keras
+    import tensorflow as tf
+
+    from fedtiny.model.flatbuffer import read_head, read_tail
+    from fedtiny.ondevice import FloatHead, quantize_head
+
+    keras.utils.set_random_seed(4)
+    rng = np.random.default_rng(4)
+    xf = rng.normal(size=(400, 12)).astype(np.float32)
+    inp = keras.Input((12,), batch_size=1)
+    dense = keras.layers.Dense(4, bias_initializer=keras.initializers.RandomNormal(0, 0.3))
+    m = keras.Model(inp, keras.layers.Softmax()(dense(keras.layers.Dense(16, activation="relu")(inp))))
+    conv = tf.lite.TFLiteConverter.from_keras_model(m)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([xf[i : i + 1]] for i in range(200))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    model = bytes(conv.convert())
+    head = read_head(model)
+    assert [op.kind for op in read_tail(model).ops] == ["SOFTMAX", "DEQUANTIZE"]
+    factory = tmp_path / "head.bin"
+    factory.write_bytes(encode_head_patch(head))
+    b = HostBoard(tmp_path / "flash.bin", "--device-id", "8", "--factory-head", str(factory)).start()
+    try:
+        s = b.session()
+        assert s.info is not None and (s.info.C, s.info.D) == (4, 16)
+        assert s.get_head().equals(head)
+        x = rng.integers(-128, 127, (60, 16)).astype(np.int8)
+        y = rng.integers(0, 4, 60)
+        assert s.push_samples(x, y, clear=True) == 60
+        req = TrainRequest(2, 8, 0.05, 0.0, 0.0, 0.0, 3, 1)
+        s.train(req)
+        upd = s.read_update()
+        assert_matches_spec(upd.weights, upd.bias, upd.loss, head, x, y, req, 8, 200)
+        new = quantize_head(FloatHead(upd.weights, upd.bias), head.input_scale, head.input_zero_point, x)
+        s.ack_update(upd.update_id)
+        s.deploy_head(new, x[:4], KEY)
+        assert s.get_head().equals(new)
+        ev = s.evaluate()
+        assert ev.n == 60
+        assert ev.accuracy == pytest.approx(float(np.mean(np.argmax(head_forward_int8(new, x), axis=-1) == y)))
+        s.close()
+    finally:
+        b.stop()
