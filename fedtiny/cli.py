@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -91,13 +92,26 @@ def run(
             s.output.dir = str(out_dir.resolve()).replace("{", "{{").replace("}", "}}")
     except FedTinyError as exc:
         _fail(exc)
+    from fedtiny.interrupt import RunInterrupted, StopSignal
     from fedtiny.report.progress import RoundProgress
     from fedtiny.runner import run_scenario
 
+    prog = RoundProgress(s.rounds)
+    # Ctrl-C / SIGTERM: the rounds stop at the next exchange, the results of the rounds done are written,
+    # every process the run started ends, exit 130 / 143 (fedtiny.interrupt)
+    stop = StopSignal(on_force=lambda signum: _forced_stop(stop, prog, out_dir, signum))
     try:
-        with RoundProgress(s.rounds) as prog:
+        with stop, prog:
             summary = run_scenario(s, out_dir, log=prog.log, progress=prog.update, resume=resume is not None,
-                                   ray_address=ray_address)
+                                   ray_address=ray_address, stop=stop)
+    except RunInterrupted as exc:
+        from fedtiny.interrupt import kill_children
+
+        typer.echo(_interrupted_message(out_dir, exc.signum, exc.summary), err=True)
+        kill_children(stop.started)  # Ray workers that outlived the raylet
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.exit_code)  # everything is written; skip the interpreter's slow teardown of Ray and Flower
     except (FedTinyError, RuntimeError) as exc:  # RuntimeError: Flower/Ray failures, reported in one line
         _fail(exc)
     typer.echo(
@@ -164,6 +178,41 @@ def init(
     typer.echo(f"model: {ins.model.io.head_path}, input {ins.model.io.input_dtype} {list(ins.model.io.input_shape)}")
     typer.echo(f"data:  {len(rec)} examples, {len(rec.classes)} classes, {devices}; front end {ins.front_end}")
     typer.echo(f"wrote {out}; run it with: fedtiny run {out}")
+
+
+def _interrupted_message(out_dir: Path, signum: int, summary: dict[str, Any] | None) -> str:
+    """What an interrupted run wrote and how to continue it (one or two lines)."""
+    import signal
+
+    from fedtiny.interrupt import SIGNAL_NAMES
+
+    how = SIGNAL_NAMES.get(signal.Signals(signum), f"signal {signum}")
+    if summary is not None:
+        head = (f"fedtiny: interrupted ({how}) after round {summary['rounds_done']} of {summary['rounds']}; "
+                f"results of the rounds done in {out_dir} (summary.json: \"complete\": false)")
+    else:
+        head = f"fedtiny: interrupted ({how}) before the first round finished; no results written"
+    if (out_dir / "checkpoint" / "latest.json").is_file() and (out_dir / RESOLVED).is_file():
+        return f"{head}\ncontinue with: fedtiny run --resume {out_dir}"
+    import shlex
+
+    again = sys.argv[1:] + ([] if "--force" in sys.argv else ["--force"])
+    return f"{head}\nstart again with: fedtiny {shlex.join(again)}"
+
+
+def _forced_stop(stop: Any, prog: Any, out_dir: Path, signum: int) -> None:
+    """A second Ctrl-C, or a stop that hangs: write what the last checkpoint holds, say how to resume."""
+    with contextlib.suppress(Exception):  # the bar may be half-stopped already
+        prog.stop()
+    summary = None
+    if stop.plan is not None and not stop.writing.is_set():
+        from fedtiny.runner import finish_interrupted
+
+        try:
+            summary = finish_interrupted(stop.plan)
+        except Exception:  # noqa: BLE001 - best effort: the process ends now
+            summary = None
+    sys.stderr.write(_interrupted_message(out_dir, signum, summary) + "\n")
 
 
 def _group_sizes(summary: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ class RunPlan:
     server: Any  # FleetServer
     started: float = field(default_factory=time.time)
     error: BaseException | None = None
+    stop: Any = None  # fedtiny.interrupt.StopSignal: Ctrl-C/SIGTERM stop the rounds at the next exchange
 
 
 def check_budget(s: Scenario, num_classes: int, dim: int) -> dict[str, int]:
@@ -160,16 +161,28 @@ def _block_tensorflow() -> None:
     sys.modules["tensorflow"] = None  # type: ignore[assignment]
 
 
-def simulate(plan: RunPlan, log: Log = print, ray_address: str = "") -> None:
-    """Run the rounds on Flower's Simulation Engine (Ray), one Flower node per gateway."""
+def simulate(plan: RunPlan, log: Log = print, ray_address: str = "", stop: Any = None) -> None:
+    """Run the rounds on Flower's Simulation Engine (Ray), one Flower node per gateway.
+
+    ``stop`` (a :class:`fedtiny.interrupt.StopSignal`): a Ctrl-C or SIGTERM ends the rounds at the next exchange
+    with the gateways and raises :class:`fedtiny.interrupt.RunInterrupted` once Flower and Ray are down.
+    """
+    plan.stop = stop
     if plan.scenario.runtime.engine == "inline":
         from clients.simulated.gateway import handle
+        from fedtiny.interrupt import stoppable_handler
         from fedtiny.server.transports import InlineTransport
 
-        plan.server.run(InlineTransport(handle))
+        if stop is not None:
+            stop.raise_now = False
+        plan.server.run(InlineTransport(stoppable_handler(handle, stop) if stop is not None else handle))
         return
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray's driver installs absl's failure signal handler, which prints "*** SIGTERM received ... PC: @" on a
+    # plain SIGTERM; fedtiny handles SIGTERM itself (fedtiny.interrupt)
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs here; silences Ray's FutureWarning
     import ray
     from flwr.simulation import run_simulation
 
@@ -186,8 +199,13 @@ def simulate(plan: RunPlan, log: Log = print, ray_address: str = "") -> None:
             "env_vars": {"PYTHONPATH": pythonpath, "FLWR_TELEMETRY_ENABLED": "0"},
         }
         kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": os.cpu_count() or 2}
-        ray.init(runtime_env=runtime_env, include_dashboard=False, logging_level=logging.ERROR, **kwargs)
     try:
+        if started_ray:
+            ray.init(runtime_env=runtime_env, include_dashboard=False, logging_level=logging.ERROR, **kwargs)
+        if stop is not None:
+            stop.install()  # ray.init replaced the SIGTERM handler
+            stop.raise_now = False  # the server thread stops at its next exchange (fedtiny.interrupt.StoppableGrid)
+            stop.check()  # a signal during ray.init
         run_simulation(
             server_app=make_server_app(plan),
             client_app=client_app,
@@ -197,6 +215,8 @@ def simulate(plan: RunPlan, log: Log = print, ray_address: str = "") -> None:
     finally:
         if started_ray:
             ray.shutdown()
+    if stop is not None:
+        stop.check()
     if plan.error is not None:
         raise plan.error
     if plan.server.round != plan.scenario.rounds:
@@ -204,12 +224,19 @@ def simulate(plan: RunPlan, log: Log = print, ray_address: str = "") -> None:
 
 
 def finish_run(plan: RunPlan) -> dict[str, Any]:
-    """Write rounds.csv, summary.json, the final int8 model, its C header and the plot."""
+    """Write rounds.csv, summary.json, the final int8 model, its C header and the plot. An interrupted run
+    writes the same files for the rounds done (``"complete": false`` in summary.json)."""
     from fedtiny.model.export import export_header
     from fedtiny.model.flatbuffer import write_head
     from fedtiny.report.drift import comparison, drift_metrics
     from fedtiny.report.html import write_report
-    from fedtiny.report.results import accuracy_intervals, evaluation_info, plot_accuracy, write_rounds_csv, write_summary
+    from fedtiny.report.results import (
+        accuracy_intervals,
+        evaluation_info,
+        plot_accuracy,
+        write_rounds_csv,
+        write_summary,
+    )
 
     out, rows, s = plan.out_dir, plan.server.rows, plan.scenario
     final = write_head(plan.tflite, plan.server.head)
@@ -218,13 +245,16 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
     write_rounds_csv(rows, out / "rounds.csv")
     if s.output.plots:
         plot_accuracy(rows, out / "accuracy.png", f"{s.name}: {data_label(s)}, {s.fleet.devices} devices, {s.strategy.name}",
-                      plan.layout.segment_starts)
-    summary = {
+                      plan.layout.segment_starts,
+                      "devices' test examples, base condition" if s.data.path else "clean factory test set")
+    summary: dict[str, Any] = {
         "scenario": s.name,
         "task": data_label(s),
         "devices": s.fleet.devices,
         "gateways": plan.layout.gateways,
         "rounds": s.rounds,
+        "complete": plan.server.round >= s.rounds,  # false: interrupted (Ctrl-C/SIGTERM); --resume continues it
+        "rounds_done": plan.server.round,
         "base_model": {
             "float_accuracy_clean": plan.base_meta["float_accuracy"],
             "int8_accuracy_clean": plan.base_meta["int8_accuracy"],
@@ -303,11 +333,39 @@ def fleet_stats(plan: RunPlan) -> dict[str, Any]:
 
 
 def run_scenario(s: Scenario, out_dir: Path, log: Log = print, progress: Any = None, resume: bool = False,
-                 ray_address: str = "", stop_after: int = 0) -> dict[str, Any]:
-    """The main job: prepare, simulate, write results. Returns the summary."""
+                 ray_address: str = "", stop_after: int = 0, stop: Any = None) -> dict[str, Any]:
+    """The main job: prepare, simulate, write results. Returns the summary.
+
+    With ``stop`` (a :class:`fedtiny.interrupt.StopSignal`), a Ctrl-C or SIGTERM during the rounds writes the
+    results of the rounds done (from the last checkpoint) and raises
+    :class:`fedtiny.interrupt.RunInterrupted` carrying that summary.
+    """
+    from fedtiny.interrupt import RunInterrupted
+
     plan = prepare_run(s, out_dir, log, progress, resume=resume, stop_after=stop_after)
+    if stop is not None:
+        stop.plan = plan  # a forced stop writes what this plan holds
     if plan.server.round < s.rounds:
-        simulate(plan, log, ray_address)
+        try:
+            simulate(plan, log, ray_address, stop)
+        except RunInterrupted as exc:
+            if stop is not None:
+                stop.writing.set()
+            try:
+                exc.summary = finish_interrupted(plan)
+            finally:
+                if stop is not None:
+                    stop.writing.clear()
+            raise
+    return finish_run(plan)
+
+
+def finish_interrupted(plan: RunPlan) -> dict[str, Any] | None:
+    """The results of an interrupted run: the state of its last checkpoint (what ``--resume`` continues),
+    else what the server holds; None before round 0 was evaluated."""
+    plan.server.load_checkpoint()
+    if not plan.server.rows:
+        return None
     return finish_run(plan)
 
 

@@ -31,6 +31,10 @@ class RoundProgress:
     def __exit__(self, *exc: Any) -> None:
         self._bar.stop()
 
+    def stop(self) -> None:
+        """Stop the bar (restores the terminal's cursor); safe to call twice."""
+        self._bar.stop()
+
     def log(self, text: str) -> None:
         self._bar.console.print(text)
 

@@ -23,8 +23,19 @@ def make_server_app(plan: RunPlan) -> ServerApp:
     def main(grid: Grid, context: Context) -> None:
         from fedtiny.server.transports import FlowerTransport
 
+        if plan.stop is not None:  # Ctrl-C/SIGTERM end the rounds at the next exchange
+            from fedtiny.interrupt import StoppableGrid
+
+            grid = StoppableGrid(grid, plan.stop)  # type: ignore[assignment]
         try:
             plan.server.run(FlowerTransport(grid))
+        except Exception as exc:
+            from fedtiny.interrupt import RunInterrupted
+
+            plan.error = exc
+            if isinstance(exc, RunInterrupted):  # a clean end for Flower: it stops the Simulation Engine at once
+                return
+            raise
         except BaseException as exc:  # Flower logs and swallows ServerApp errors: keep it for the CLI
             plan.error = exc
             raise

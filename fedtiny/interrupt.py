@@ -1,0 +1,226 @@
+"""Ctrl-C and SIGTERM during `fedtiny run`: stop within seconds, keep the results of the rounds done.
+
+:class:`StopSignal` owns SIGINT/SIGTERM for the duration of a run. Before the rounds (model training, fleet
+data) a signal raises :class:`RunInterrupted` in the main thread at once. During the rounds it only sets
+``stop.event``: the round loop checks it at every exchange with the gateways (:class:`StoppableGrid` on the
+Simulation Engine, :func:`stoppable_handler` inline), raises :class:`RunInterrupted` there, and the run
+unwinds normally (Flower's threads end, Ray shuts down, the results of the rounds done are written). A second
+signal, or a stop that has not finished ``grace_s`` seconds after the first, ends the process at once
+(:meth:`StopSignal.force`): the children it started (Ray's GCS, raylet, workers) are killed and the process
+exits with 128 + the signal number.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Self
+
+SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
+class RunInterrupted(Exception):
+    """The run was stopped by a signal; ``summary`` holds the results written so far (None: none)."""
+
+    def __init__(self, signum: int, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(f"interrupted ({SIGNAL_NAMES.get(signal.Signals(signum), f'signal {signum}')})")
+        self.signum = signum
+        self.summary = summary
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class StopSignal:
+    """SIGINT/SIGTERM handling for one run (a context manager; main thread only).
+
+    ``on_force`` is called (once, best effort) before a forced exit: it writes what it can and prints the
+    resume line; it gets the signal number.
+    """
+
+    def __init__(self, grace_s: float = 10.0, on_force: Callable[[int], None] | None = None) -> None:
+        self.event = threading.Event()
+        self.signum = 0
+        self.grace_s = grace_s
+        self.on_force = on_force
+        self.raise_now = True  # before the rounds: raise in the main thread
+        self.plan: Any = None  # the run's RunPlan once prepared (on_force writes its results)
+        self.writing = threading.Event()  # the results of the rounds done are being written (not forced)
+        self._old: dict[int, Any] = {}
+        self._forcing = threading.Lock()
+        self.started: list[tuple[int, str]] = []
+
+    # -- installation ----------------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.getsignal(sig)
+        self.install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            try:
+                signal.signal(sig, old)
+            except (TypeError, ValueError):  # a handler set from C: leave ours (the process is ending)
+                pass
+
+    def install(self) -> None:
+        """(Re)install the handlers: Ray's ``ray.init`` installs its own SIGTERM handler."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    # -- the handler -----------------------------------------------------------------------------
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set():  # a second signal: stop now
+            self.force(self.signum or signum)
+            return
+        self.signum = signum
+        self.started = started_processes()  # Ray's workers leave the process tree once the raylet is gone
+        self.event.set()
+        threading.Thread(target=self._watchdog, name="fedtiny-stop-watchdog", daemon=True).start()
+        if self.raise_now:
+            raise RunInterrupted(signum)
+
+    def _watchdog(self) -> None:
+        time.sleep(self.grace_s)
+        end = time.time() + self.grace_s
+        while self.writing.is_set() and time.time() < end:  # let the results of the rounds done be written
+            time.sleep(0.1)
+        self.force(self.signum)
+
+    def check(self) -> None:
+        """Raise :class:`RunInterrupted` if a stop was asked for (called by the round loop's transports)."""
+        if self.event.is_set():
+            raise RunInterrupted(self.signum)
+
+    def force(self, signum: int) -> None:
+        """End the process now: ``on_force``, kill the children this process started, exit 128 + signum."""
+        if not self._forcing.acquire(blocking=False):
+            return
+        try:
+            if self.on_force is not None:
+                self.on_force(signum)
+        except BaseException as exc:  # noqa: BLE001 - best effort: the exit below must happen
+            sys.stderr.write(f"fedtiny: could not write the results of the rounds done: {exc}\n")
+        kill_children(self.started)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(128 + signum)
+
+
+# -- the transports' stop checks ---------------------------------------------------------------------
+class StoppableGrid:
+    """A Flower Grid whose blocking calls return within ``poll_s`` of a stop (raising RunInterrupted)."""
+
+    def __init__(self, grid: Any, stop: StopSignal, poll_s: float = 0.1) -> None:
+        self._grid = grid
+        self._stop = stop
+        self._poll_s = poll_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def get_node_ids(self) -> Iterable[int]:
+        self._stop.check()
+        return self._grid.get_node_ids()
+
+    def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
+        """Grid.send_and_receive, checking for a stop while it waits for the replies."""
+        self._stop.check()
+        ids = set(self._grid.push_messages(messages))
+        end = None if timeout is None else time.time() + timeout
+        out: list[Any] = []
+        while ids and (end is None or time.time() < end):
+            self._stop.check()
+            got = list(self._grid.pull_messages(ids))
+            out.extend(got)
+            ids.difference_update(m.metadata.reply_to_message_id for m in got)
+            if ids:
+                self._stop.event.wait(self._poll_s)
+        self._stop.check()
+        return out
+
+
+def stoppable_handler(handle: Callable[..., Any], stop: StopSignal) -> Callable[..., Any]:
+    """The inline engine's gateway call, checking for a stop before and after each gateway."""
+
+    def call(*args: Any) -> Any:
+        stop.check()
+        out = handle(*args)
+        stop.check()
+        return out
+
+    return call
+
+
+# -- processes -----------------------------------------------------------------------------------
+def descendants(pid: int | None = None) -> list[int]:
+    """Every live process below ``pid`` (default: this one), from /proc; [] where there is no /proc."""
+    root = os.getpid() if pid is None else pid
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    for p in proc.iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(p.name))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def started_processes() -> list[tuple[int, str]]:
+    """(pid, start time) of every descendant: identifies them later even once re-parented."""
+    return [(p, _start_time(p)) for p in descendants()]
+
+
+def kill_children(known: Iterable[tuple[int, str]] = (), wait_s: float = 2.0) -> None:
+    """SIGTERM every descendant and every still-running process of ``known`` (from :func:`started_processes`),
+    then SIGKILL those still alive after ``wait_s``."""
+    pids = sorted(set(descendants()) | {p for p, t in known if t and _start_time(p) == t})
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except OSError:
+                pass
+        if sig == signal.SIGTERM:
+            end = time.time() + wait_s
+            while time.time() < end and any(_alive(p) for p in pids):
+                time.sleep(0.05)
+            pids = [p for p in pids if _alive(p)]
+            if not pids:
+                return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] not in ("Z", "X")
+    except OSError:
+        return False

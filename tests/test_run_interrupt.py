@@ -1,0 +1,141 @@
+"""Ctrl-C and SIGTERM stop `fedtiny run` within seconds (issue 13 item 4): exit 130 / 143, no traceback, the
+results of the rounds done written (summary.json "complete": false), the resume line printed, no process of the
+run left (Ray's GCS, raylet, workers), and `--resume` then completes the run.
+
+The run is a real subprocess in its own session (a terminal's Ctrl-C reaches the whole foreground process
+group: the test signals the group, as a terminal does; SIGTERM goes to the process alone, as `kill` does)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FILES = ["rounds.csv", "summary.json", "model_int8.tflite", "accuracy.png", "groups.png", "costs.png", "report.html"]
+
+
+def _session_processes(sid: int) -> list[str]:
+    """Live (not zombie) processes of session ``sid``: their command lines."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+                out.append((d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120])
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _run_and_signal(out: Path, sig: int, to_group: bool, *overrides: str) -> tuple[int, float, str, list[str]]:
+    """Start `fedtiny run` (quickstart, small overrides), signal it after round 2 is checkpointed; return (exit
+    code, seconds from the signal to the exit, stderr, processes of its session still alive 5 s later)."""
+    cmd = [sys.executable, "-m", "fedtiny.cli", "run", str(ROOT / "scenarios" / "quickstart.toml"), "--out", str(out),
+           "--set", "rounds=8", *[a for o in overrides for a in ("--set", o)]]
+    err = out.parent / f"{out.name}.stderr"
+    with err.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=fh, start_new_session=True, cwd=ROOT,
+                                env={**os.environ, "COLUMNS": "120"})
+        latest = out / "checkpoint" / "latest.json"
+        deadline = time.time() + 400
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if json.loads(latest.read_text())["round"] >= 2:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        assert proc.poll() is None, err.read_text()[-3000:]
+        t0 = time.time()
+        if to_group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"fedtiny run still alive 60 s after {signal.Signals(sig).name}:\n{err.read_text()[-3000:]}")
+        took = time.time() - t0
+    left: list[str] = []
+    for _ in range(50):  # processes that are still exiting get 5 s
+        left = _session_processes(proc.pid)
+        if not left:
+            break
+        time.sleep(0.1)
+    return rc, took, err.read_text(), left
+
+
+def _check_interrupted(out: Path, rc: int, took: float, err: str, left: list[str], code: int) -> None:
+    assert rc == code, err[-3000:]
+    assert took < 15, f"took {took:.1f} s to stop"
+    assert not left, f"processes of the run still alive: {left}"
+    for bad in ("Traceback", "SIGTERM received", "PC: @", "Exception ignored"):
+        assert bad not in err, err[-3000:]
+    assert f"fedtiny run --resume {out}" in err
+    for name in FILES:
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and 2 <= summary["rounds_done"] < 8
+    rows = (out / "rounds.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + summary["rounds_done"] + 1  # header, round 0, the rounds done
+    assert "Incomplete run" in (out / "report.html").read_text()
+
+
+def _resume(out: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "fedtiny.cli", "run", "--resume", str(out)], capture_output=True, check=False,
+                          text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is True and summary["rounds_done"] == 8
+    return summary
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_simulation_engine_stops_writes_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "ray_int"
+    rc, took, err, left = _run_and_signal(out, signal.SIGINT, True)
+    _check_interrupted(out, rc, took, err, left, 130)
+    _resume(out)
+
+
+@pytest.mark.slow
+def test_sigterm_on_the_simulation_engine_stops_without_a_signal_dump(tmp_path: Path) -> None:
+    out = tmp_path / "ray_term"
+    rc, took, err, left = _run_and_signal(out, signal.SIGTERM, False)
+    _check_interrupted(out, rc, took, err, left, 143)
+
+
+def test_ctrl_c_and_sigterm_on_the_inline_engine(tmp_path: Path) -> None:
+    out = tmp_path / "inline_int"
+    rc, took, err, left = _run_and_signal(out, signal.SIGINT, True, "runtime.engine=inline")
+    _check_interrupted(out, rc, took, err, left, 130)
+    _resume(out)
+    out = tmp_path / "inline_term"
+    rc, took, err, left = _run_and_signal(out, signal.SIGTERM, False, "runtime.engine=inline")
+    _check_interrupted(out, rc, took, err, left, 143)
+
+
+def test_ctrl_c_while_preparing_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "prep"
+    cmd = [sys.executable, "-m", "fedtiny.cli", "run", str(ROOT / "scenarios" / "quickstart.toml"), "--out", str(out),
+           "--set", "model.epochs=50", "--set", "seed=99"]  # a model not in the cache: TensorFlow trains it
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=ROOT)
+    time.sleep(6)
+    os.killpg(proc.pid, signal.SIGINT)
+    t0 = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    assert time.time() - t0 < 15
+    assert "Traceback" not in err and "interrupted (Ctrl-C)" in err
