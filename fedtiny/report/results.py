@@ -86,29 +86,41 @@ def write_summary(summary: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
 
 
-def plot_accuracy(rows: list[RoundRow], path: Path, title: str, drift_rounds: list[int]) -> None:
+def plot_accuracy(rows: list[RoundRow], path: Path, title: str, drift_rounds: list[int],
+                  global_label: str = "clean factory test set") -> None:
+    """Accuracy over rounds: the fleet's devices (with its 95% band), ``global_label`` (the clean factory test set,
+    or for recorded data the devices' examples in the base condition), each group; integer rounds, y 0-100%,
+    the legend below the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 4.6), dpi=110, layout="constrained")
     x = [r.round for r in rows]
-    ax.plot(x, [100 * r.accuracy for r in rows], "o-", label="devices (local test data)", lw=2)
-    ax.plot(x, [100 * r.accuracy_global for r in rows], "s--", label="clean factory test set", lw=1.5)
-    for g in rows[0].group_accuracy if rows else []:
-        if len(rows[0].group_accuracy) > 1:
-            ax.plot(x, [100 * r.group_accuracy.get(g, float("nan")) for r in rows], ":", label=f"group {g}")
-    for dr in drift_rounds:
-        if dr > 0:
-            ax.axvline(dr - 0.5, color="red", alpha=0.5, ls="--")
-            ax.text(dr - 0.4, ax.get_ylim()[0] + 2, "drift", color="red", fontsize=8)
+    lo, hi = [r.accuracy_lo for r in rows], [r.accuracy_hi for r in rows]
+    if rows and all(math.isfinite(v) for v in lo + hi):
+        ax.fill_between(x, [100 * v for v in lo], [100 * v for v in hi], color="#1f77b4", alpha=0.15, lw=0,
+                        label="95% interval")
+    ax.plot(x, [100 * r.accuracy for r in rows], "o-", color="#1f77b4", ms=4, lw=2,
+            label="all devices, their own test data")
+    ax.plot(x, [100 * r.accuracy_global for r in rows], "s--", color="#555555", ms=3, lw=1.3, label=global_label)
+    groups = list(rows[0].group_accuracy) if rows else []
+    if len(groups) > 1:
+        for i, g in enumerate(groups):
+            ax.plot(x, [100 * r.group_accuracy.get(g, float("nan")) for r in rows], ":", lw=1.5,
+                    color=("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")[i % 5], label=f"group {g}")
+    for j, dr in enumerate(d for d in drift_rounds if d > 0):
+        ax.axvline(dr - 0.5, color="#d62728", alpha=0.6, ls="--", lw=1, label="drift event" if j == 0 else None)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=2))
+    ax.set_xlim(-0.3, max(x[-1] if x else 1, 1) + 0.3)
+    ax.set_ylim(0, 100)
     ax.set_xlabel("round (0 = base model before federated learning)")
     ax.set_ylabel("accuracy of the deployed int8 model (%)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     fig.savefig(path)
     plt.close(fig)
 
