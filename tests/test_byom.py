@@ -204,6 +204,23 @@ def test_info_shows_head_path_and_refuses_unusable_models_naming_the_file(models
         res = CliRunner().invoke(cli, ["info", str(path)])
         assert res.exit_code == 2, (path, res.output)
         assert words in res.output and str(path) in res.output and "Traceback" not in res.output
+    # a head without a bias (use_bias=False, or an all-zero bias the converter dropped) gets a zero one
+    keras.utils.set_random_seed(2)
+    nob = keras.Model(inp, keras.layers.Softmax()(keras.layers.Dense(C, use_bias=False)(keras.layers.Dense(16)(inp))))
+    no_bias = tmp_path / "nobias.tflite"
+    no_bias.write_bytes(_convert(nob, np.random.default_rng(0).normal(size=(64, D)).astype(np.float32), True))
+    with pytest.raises(ModelError, match="no bias"):
+        read_head(no_bias.read_bytes())
+    res = CliRunner().invoke(cli, ["info", str(no_bias)])
+    assert res.exit_code == 0 and "FULLY_CONNECTED 16→4 → SOFTMAX" in res.output, res.output
+    from fedtiny.model.user import load_tflite
+
+    fixed = load_tflite(no_bias).tflite
+    assert not read_head(fixed).bias.any()
+    x = np.random.default_rng(1).normal(size=(20, D)).astype(np.float32)
+    r = Int8Runner(fixed, "tflm")
+    r.run(x)
+    assert r.predict(x).shape == (20,)
     exported = tmp_path / "f.h"
     assert CliRunner().invoke(cli, ["export", str(float_model), "--header", str(exported)]).exit_code == 0  # no head needed
     assert exported.read_text().count("0x") == float_model.stat().st_size

@@ -345,3 +345,38 @@ def head_submodel(data: bytes | bytearray) -> bytes:
     builder = flatbuffers.Builder(len(data) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+@_parsing
+def with_head_bias(data: bytes | bytearray) -> bytes:
+    """The model with a zero int32 bias added to a head FULLY_CONNECTED that has none (a converter drops an
+    all-zero bias, and ``use_bias=False`` heads have none); other models are returned unchanged. The outputs
+    are identical: the added bias is zero, quantized with scale input scale x weight scale."""
+    refs = _find_head(_load(data))
+    if refs.bias >= 0:
+        return bytes(data)
+    model = fb.ModelT.InitFromObj(_load(data))
+    sg = model.subgraphs[0]
+    w = sg.tensors[refs.weights]
+    x = sg.tensors[refs.input]
+    if w.type != fb.TensorType.INT8 or x.type != fb.TensorType.INT8 or w.quantization is None or x.quantization is None:
+        return bytes(data)  # not a full-integer head: model_io / read_head say why
+    classes = int(w.shape[0])
+    buf = fb.BufferT()
+    buf.data = np.zeros(4 * classes, dtype=np.uint8)
+    model.buffers.append(buf)
+    q = fb.QuantizationParametersT()
+    q.scale = (np.float32(x.quantization.scale[0]) * np.asarray(w.quantization.scale, np.float32)).astype(np.float32)
+    q.zeroPoint = np.zeros(len(q.scale), dtype=np.int64)
+    t = fb.TensorT()
+    t.shape = np.array([classes], dtype=np.int32)
+    t.type = fb.TensorType.INT32
+    t.buffer = len(model.buffers) - 1
+    t.name = b"fedtiny/head_bias"
+    t.quantization = q
+    sg.tensors.append(t)
+    op = sg.operators[refs.op_index]
+    op.inputs = np.array([*list(op.inputs[:2]), len(sg.tensors) - 1], dtype=np.int32)
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from fedtiny.model.flatbuffer import ModelIO, metadata_classes, model_io, op_names, read_head
+from fedtiny.model.flatbuffer import ModelIO, metadata_classes, model_io, op_names, read_head, with_head_bias
 
 
 @contextlib.contextmanager
@@ -83,6 +83,8 @@ class ModelInfo:
 
 
 def model_info(model: bytes) -> ModelInfo:
+    """What fedtiny sees in a model (a head without a bias is shown with the zero bias fedtiny adds)."""
+    model = with_head_bias(model)
     io = model_io(model)
     head = read_head(model)
     return ModelInfo(len(model), op_names(model), head.num_classes, head.num_features, head.nbytes,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedtiny.errors import ModelError
-from fedtiny.model.flatbuffer import ModelIO, metadata_classes, model_io
+from fedtiny.model.flatbuffer import ModelIO, metadata_classes, model_io, with_head_bias
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ def load_tflite(path: str | Path) -> UserModel:
     if not p.is_file():
         raise ModelError(f"{p}: model file not found")
     data = p.read_bytes()
+    try:
+        data = with_head_bias(data)  # a head without a bias gets a zero one (same outputs, now trainable)
+    except ModelError as exc:
+        raise ModelError(f"{p}: {exc}") from None
     io = check_tflite(data, p)
     from fedtiny.model.flatbuffer import read_head
 
@@ -70,7 +74,7 @@ def convert_keras(path: str | Path, representative: np.ndarray, log: Callable[[s
     from fedtiny.model.build import convert_to_int8
 
     try:
-        tflite = convert_to_int8(model, shape, representative.astype(np.float32))
+        tflite = with_head_bias(convert_to_int8(model, shape, representative.astype(np.float32)))
     except Exception as exc:  # the converter's errors are long; keep the first line
         raise ModelError(f"{p}: int8 conversion failed ({str(exc).splitlines()[0][:200]})") from None
     io = check_tflite(tflite, p)
