@@ -33,8 +33,10 @@ def run(name: str, link_kwargs: dict, line_rate: float, image: bytes) -> None:
     dt = time.monotonic() - t0
     assert st.received == len(image) and board.image(st.slot) == image
     rate = len(image) / dt
-    print(f"{name:>28}: {len(image)} B in {dt:6.2f} s = {rate:8.0f} B/s = {100 * rate / line_rate:5.1f}% of "
-          f"{line_rate:.0f} B/s line rate (wire up {t.wire_up} B, down {t.wire_down} B, retries {s.retried})")
+    print(
+        f"{name:>28}: {len(image)} B in {dt:6.2f} s = {rate:8.0f} B/s = {100 * rate / line_rate:5.1f}% of "
+        f"{line_rate:.0f} B/s line rate (wire up {t.wire_up} B, down {t.wire_down} B, retries {s.retried})"
+    )
 
 
 def head_redeploy_bytes() -> None:
@@ -48,10 +50,12 @@ def head_redeploy_bytes() -> None:
     s.deploy_head(default_head(10, 64, seed=1), golden)
     patch = len(encode_head_patch(head))
     target = 1.2 * head.weights.size + 64
-    print(f"head-only redeploy of a 64x10 head: patch {patch} B (int8 weights {head.weights.size} B + "
-          f"{8 * 10} B scales/bias + 20 B header; target <= 1.2x{head.weights.size}+64 = {target:.0f} B: "
-          f"{'OK' if patch <= target else 'OVER'}); on the wire incl. BEGIN/CHUNK/VERIFY/ACTIVATE/CONFIRM: "
-          f"{t.wire_up - before_up} B up, {t.wire_down - before_down} B down")
+    print(
+        f"head-only redeploy of a 64x10 head: patch {patch} B (int8 weights {head.weights.size} B + "
+        f"{8 * 10} B scales/bias + 20 B header; target <= 1.2x{head.weights.size}+64 = {target:.0f} B: "
+        f"{'OK' if patch <= target else 'OVER'}); on the wire incl. BEGIN/CHUNK/VERIFY/ACTIVATE/CONFIRM: "
+        f"{t.wire_up - before_up} B up, {t.wire_down - before_down} B down"
+    )
 
 
 def main() -> None:

@@ -21,7 +21,9 @@ class Inspection:
     data: Recordings
     front_end: str
     note: str  # why that front end
-    classes: tuple[str, ...]  # the data's class names in the model's output order (best guess without metadata)
+    classes: tuple[
+        str, ...
+    ]  # the data's class names in the model's output order (best guess without metadata)
     class_note: str
 
 
@@ -33,20 +35,29 @@ def _front_end(um: UserModel, rec: Recordings) -> tuple[str, str]:
         return "none", f"the recordings have the model's input size ({list(first.shape)} -> {list(want)})"
     squeezed = tuple(d for d in want if d != 1)
     if rec.sample_rate and squeezed == KWS_INPUT:
-        return "mfcc", "audio clips and a 49x10 input: the speech-commands MFCC front end (16 kHz, 30/20 ms, 10 MFCCs)"
+        return (
+            "mfcc",
+            "audio clips and a 49x10 input: the speech-commands MFCC front end (16 kHz, 30/20 ms, 10 MFCCs)",
+        )
     if rec.sample_rate:
-        return "mfcc", (f"audio clips; the model takes {list(want)}: set front_end_params so the MFCC gives that shape, "
-                        "or name your own front end as \"module:function\"")
-    raise DataError(f"{rec.sources[0] if rec.sources else 'data'}: examples have shape {list(first.shape)}, the model "
-                    f"takes {list(want)}: give model inputs, or name a front end in [data] front_end")
+        return "mfcc", (
+            f"audio clips; the model takes {list(want)}: set front_end_params so the MFCC gives that shape, "
+            'or name your own front end as "module:function"'
+        )
+    raise DataError(
+        f"{rec.sources[0] if rec.sources else 'data'}: examples have shape {list(first.shape)}, the model "
+        f"takes {list(want)}: give model inputs, or name a front end in [data] front_end"
+    )
 
 
 def inspect(model: Path, data: Path, seed: int = 0) -> Inspection:
     um = load_tflite(model)
     rec = load_recordings(data, classes=um.classes, seed=seed)
     if int(rec.y.max(initial=0)) >= um.num_classes:
-        raise DataError(f"{data}: the data has {len(rec.classes)} classes ({', '.join(rec.classes[:12])}), the model "
-                        f"{model} has {um.num_classes} outputs")
+        raise DataError(
+            f"{data}: the data has {len(rec.classes)} classes ({', '.join(rec.classes[:12])}), the model "
+            f"{model} has {um.num_classes} outputs"
+        )
     fe, note = _front_end(um, rec)
     classes, class_note = _class_order(um, rec, fe, seed)
     return Inspection(um, rec, fe, note, classes, class_note)
@@ -68,7 +79,9 @@ def _class_order(um: UserModel, rec: Recordings, front_end: str, seed: int) -> t
     s = Scenario()
     s.data.front_end = front_end
     idx = np.sort(np.random.default_rng(seed).permutation(len(rec))[:400])
-    pred = Int8Runner(um.tflite, "litert").predict(InputMaker(s, rec, um.io.input_scale, um.io.input_zero_point)(idx))
+    pred = Int8Runner(um.tflite, "litert").predict(
+        InputMaker(s, rec, um.io.input_scale, um.io.input_zero_point)(idx)
+    )
     conf = np.zeros((um.num_classes, um.num_classes))
     np.add.at(conf, (rec.y[idx], pred), 1)
     rows, cols = linear_sum_assignment(-conf)
@@ -78,11 +91,15 @@ def _class_order(um: UserModel, rec: Recordings, front_end: str, seed: int) -> t
     as_is = np.trace(conf) / len(idx)
     best = conf[rows, cols].sum() / len(idx)
     if best <= as_is + 1e-9:
-        return rec.classes, (f"the model has no label metadata: the data's class names in their own order, which "
-                             f"matches the model best ({100 * as_is:.0f}% on {len(idx)} examples); check it")
-    return tuple(order), (f"the model has no label metadata: the data's classes matched to its outputs by what it "
-                          f"predicts ({100 * best:.0f}% on {len(idx)} examples, vs {100 * as_is:.0f}% in the data's "
-                          "order); check it")
+        return rec.classes, (
+            f"the model has no label metadata: the data's class names in their own order, which "
+            f"matches the model best ({100 * as_is:.0f}% on {len(idx)} examples); check it"
+        )
+    return tuple(order), (
+        f"the model has no label metadata: the data's classes matched to its outputs by what it "
+        f"predicts ({100 * best:.0f}% on {len(idx)} examples, vs {100 * as_is:.0f}% in the data's "
+        "order); check it"
+    )
 
 
 def _q(text: str) -> str:
@@ -92,7 +109,10 @@ def _q(text: str) -> str:
 def scenario_text(ins: Inspection, model: Path, data: Path, out: Path) -> str:
     """A commented scenario; paths are written relative to the scenario file."""
     um, rec = ins.model, ins.data
-    rel = lambda p: Path(_relpath(p.resolve(), out.resolve().parent)).as_posix()  # noqa: E731
+
+    def rel(p: Path) -> str:
+        return Path(_relpath(p.resolve(), out.resolve().parent)).as_posix()
+
     devices = len(set(rec.device.tolist())) if rec.device is not None else 0
     per_device = len(rec) / devices if devices else 0.0
     rounds = 20
@@ -125,7 +145,9 @@ def scenario_text(ins: Inspection, model: Path, data: Path, out: Path) -> str:
         lines.append(f"devices_per_gateway = {max(1, min(50, devices // 4 or 1))}")
     else:
         n = max(2, min(100, len(rec) // 40))
-        lines.append(f"devices = {n}  # the data names no devices: it is partitioned over these (Dirichlet alpha)")
+        lines.append(
+            f"devices = {n}  # the data names no devices: it is partitioned over these (Dirichlet alpha)"
+        )
         lines.append("dirichlet_alpha = 0.5")
         lines.append(f"devices_per_gateway = {max(1, n // 4)}")
     lines += [

@@ -10,7 +10,9 @@ from fedtiny.ondevice.head import Int8Head
 
 def head_to_record(head: Int8Head) -> ArrayRecord:
     """The int8 head patch a board receives (weights, scales, bias, quantization)."""
-    q = np.array([head.input_scale, head.input_zero_point, head.output_scale, head.output_zero_point], dtype=np.float64)
+    q = np.array(
+        [head.input_scale, head.input_zero_point, head.output_scale, head.output_zero_point], dtype=np.float64
+    )
     return ArrayRecord(
         {
             "weights": Array(head.weights),
@@ -24,8 +26,13 @@ def head_to_record(head: Int8Head) -> ArrayRecord:
 def head_from_record(rec: ArrayRecord) -> Int8Head:
     q = rec["qparams"].numpy()
     return Int8Head(
-        rec["weights"].numpy(), rec["weight_scales"].numpy(), rec["bias"].numpy(),
-        float(q[0]), int(q[1]), float(q[2]), int(q[3]),
+        rec["weights"].numpy(),
+        rec["weight_scales"].numpy(),
+        rec["bias"].numpy(),
+        float(q[0]),
+        int(q[1]),
+        float(q[2]),
+        int(q[3]),
     )
 
 

@@ -8,6 +8,7 @@ re-quantization and int8 inference from fedtiny.ondevice.
     .venv/bin/python scripts/gen_golden.py            # regenerate every header
     .venv/bin/python scripts/gen_golden.py --check    # exit 1 if a checked-in header is stale
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,7 +81,14 @@ def gen_crypto() -> tuple[str, str]:
         body.append(f"static const uint8_t gc_msg{i}[] = {c_bytes(msg)};\n")
         body.append(f"static const uint8_t gc_key{i}[] = {c_bytes(key)};\n")
         cases.append(
-            (i, n, kl, hashlib.sha256(msg).digest(), hmac.new(key, msg, hashlib.sha256).digest(), zlib.crc32(msg))
+            (
+                i,
+                n,
+                kl,
+                hashlib.sha256(msg).digest(),
+                hmac.new(key, msg, hashlib.sha256).digest(),
+                zlib.crc32(msg),
+            )
         )
     body.append(
         "typedef struct {\n    const uint8_t *msg; size_t msg_len; const uint8_t *key; size_t key_len;\n"
@@ -95,11 +103,23 @@ def gen_crypto() -> tuple[str, str]:
     body.append("};\n\n")
 
     enc, src = cobs_encoder()
-    raws = [b"", b"\x00", b"\x00\x00", b"\x11\x22\x00\x33", b"\x11\x00\x00\x00", bytes(range(1, 255)),
-            bytes(range(1, 256)), bytes(range(0, 256)), bytes([1] * 508), bytes([1] * 253) + b"\x00",
-            rng.integers(0, 4, 300, dtype=np.uint8).tobytes()]
-    body.append("typedef struct {\n    const uint8_t *raw; size_t raw_len; const uint8_t *enc; size_t enc_len;\n"
-                "} golden_cobs_case;\n")
+    raws = [
+        b"",
+        b"\x00",
+        b"\x00\x00",
+        b"\x11\x22\x00\x33",
+        b"\x11\x00\x00\x00",
+        bytes(range(1, 255)),
+        bytes(range(1, 256)),
+        bytes(range(0, 256)),
+        bytes([1] * 508),
+        bytes([1] * 253) + b"\x00",
+        rng.integers(0, 4, 300, dtype=np.uint8).tobytes(),
+    ]
+    body.append(
+        "typedef struct {\n    const uint8_t *raw; size_t raw_len; const uint8_t *enc; size_t enc_len;\n"
+        "} golden_cobs_case;\n"
+    )
     for i, r in enumerate(raws):
         e = bytes(enc(r))
         body.append(f"static const uint8_t gcobs_raw{i}[] = {c_bytes(r)};\n")
@@ -117,16 +137,25 @@ def _rand_head(rng, c: int, d: int, *, big_bias: bool = False, wide: bool = Fals
     w = rng.integers(-127, 128, (c, d)).astype(np.int8)
     ws = (rng.uniform(0.002, 0.05, c) * (20.0 if wide else 1.0)).astype(np.float32)
     in_s = np.float32(rng.uniform(0.01, 0.2))
-    bias = rng.integers(-(2**31) if big_bias else -20000, 2**31 - 1 if big_bias else 20000, c).astype(np.int32)
+    bias = rng.integers(-(2**31) if big_bias else -20000, 2**31 - 1 if big_bias else 20000, c).astype(
+        np.int32
+    )
     out_s = np.float32(rng.uniform(0.02, 0.5) if not wide else rng.uniform(0.0005, 0.002))
-    return Int8Head(w, ws, bias, float(in_s), int(rng.integers(-128, 128)), float(out_s), int(rng.integers(-128, 128)))
+    return Int8Head(
+        w, ws, bias, float(in_s), int(rng.integers(-128, 128)), float(out_s), int(rng.integers(-128, 128))
+    )
 
 
 def _emit_head(name: str, h) -> str:
     c, d = h.weights.shape
     return (
         c_array("float", f"{name}_ws", h.weight_scales, c_float)
-        + c_array("int32_t", f"{name}_bias", h.bias, lambda v: f"(int32_t){int(v)}" if v != -(2**31) else "INT32_MIN")
+        + c_array(
+            "int32_t",
+            f"{name}_bias",
+            h.bias,
+            lambda v: f"(int32_t){int(v)}" if v != -(2**31) else "INT32_MIN",
+        )
         + c_array("int8_t", f"{name}_w", h.weights.reshape(-1), lambda v: str(int(v)))
     )
 
@@ -138,7 +167,21 @@ def gen_head() -> tuple[str, str]:
     rng = np.random.default_rng(7)
     body = []
     # QuantizeMultiplier
-    reals = [0.0, 1e-12, 2.0**-32, 0.5, 0.75, 0.999999999, 1.0, 1.5, 3.0e9, 7.0e-5, 0.123456789, 2.0**31, 0.0078125]
+    reals = [
+        0.0,
+        1e-12,
+        2.0**-32,
+        0.5,
+        0.75,
+        0.999999999,
+        1.0,
+        1.5,
+        3.0e9,
+        7.0e-5,
+        0.123456789,
+        2.0**31,
+        0.0078125,
+    ]
     reals += list(rng.uniform(1e-6, 4.0, 20))
     qm = [quantize_multiplier(float(r)) for r in reals]
     body.append(f"#define GOLDEN_QM_N {len(reals)}u\n")
@@ -147,12 +190,19 @@ def gen_head() -> tuple[str, str]:
     body.append(c_array("int32_t", "golden_qm_shift", [s for _, s in qm], str))
 
     # int8 inference (and dequantization) on heads of several shapes
-    shapes = [(10, 64, False, False), (3, 5, True, False), (16, 128, False, True), (1, 1, False, False),
-              (7, 33, True, True)]
-    body.append("typedef struct {\n    uint16_t C, D; float in_s, out_s; int32_t in_zp, out_zp;\n"
-                "    const float *ws; const int32_t *bias; const int8_t *w; const int32_t *mult, *shift;\n"
-                "    size_t n; const int8_t *x; const int8_t *y;\n"
-                "    const float *fw; const float *fb;  /* dequantized */\n} golden_fc_case;\n")
+    shapes = [
+        (10, 64, False, False),
+        (3, 5, True, False),
+        (16, 128, False, True),
+        (1, 1, False, False),
+        (7, 33, True, True),
+    ]
+    body.append(
+        "typedef struct {\n    uint16_t C, D; float in_s, out_s; int32_t in_zp, out_zp;\n"
+        "    const float *ws; const int32_t *bias; const int8_t *w; const int32_t *mult, *shift;\n"
+        "    size_t n; const int8_t *x; const int8_t *y;\n"
+        "    const float *fw; const float *fb;  /* dequantized */\n} golden_fc_case;\n"
+    )
     rows = []
     for i, (c, d, bb, wide) in enumerate(shapes):
         h = _rand_head(rng, c, d, big_bias=bb, wide=wide)
@@ -171,17 +221,25 @@ def gen_head() -> tuple[str, str]:
         body.append(c_array("int8_t", f"{nm}_y", y.reshape(-1), lambda v: str(int(v))))
         body.append(c_array("float", f"{nm}_fw", fh.weights.reshape(-1), c_float))
         body.append(c_array("float", f"{nm}_fb", fh.bias, c_float))
-        rows.append(f"    {{{c}, {d}, {c_float(h.input_scale)}, {c_float(h.output_scale)}, {h.input_zero_point}, "
-                    f"{h.output_zero_point}, {nm}_ws, {nm}_bias, {nm}_w, {nm}_mult, {nm}_shift, {n}, {nm}_x, {nm}_y, "
-                    f"{nm}_fw, {nm}_fb}},\n")
-    body.append(f"#define GOLDEN_FC_N {len(rows)}u\nstatic const golden_fc_case golden_fc[] = {{\n{''.join(rows)}}};\n")
+        rows.append(
+            f"    {{{c}, {d}, {c_float(h.input_scale)}, {c_float(h.output_scale)}, {h.input_zero_point}, "
+            f"{h.output_zero_point}, {nm}_ws, {nm}_bias, {nm}_w, {nm}_mult, {nm}_shift, {n}, {nm}_x, {nm}_y, "
+            f"{nm}_fw, {nm}_fb}},\n"
+        )
+    body.append(
+        f"#define GOLDEN_FC_N {len(rows)}u\nstatic const golden_fc_case golden_fc[] = {{\n{''.join(rows)}}};\n"
+    )
 
     # re-quantization of float heads (bit-exact), calibrated on int8 features
-    body.append("typedef struct {\n    uint16_t C, D; float in_s; int32_t in_zp; const float *fw; const float *fb;\n"
-                "    size_t n; const int8_t *calib;\n    float out_s; int32_t out_zp; const float *ws;"
-                " const int32_t *bias; const int8_t *w;\n} golden_rq_case;\n")
+    body.append(
+        "typedef struct {\n    uint16_t C, D; float in_s; int32_t in_zp; const float *fw; const float *fb;\n"
+        "    size_t n; const int8_t *calib;\n    float out_s; int32_t out_zp; const float *ws;"
+        " const int32_t *bias; const int8_t *w;\n} golden_rq_case;\n"
+    )
     rows = []
-    for i, (c, d, scale) in enumerate([(10, 64, 0.3), (4, 9, 5.0), (16, 128, 0.01), (2, 3, 0.0), (6, 20, 40.0)]):
+    for i, (c, d, scale) in enumerate(
+        [(10, 64, 0.3), (4, 9, 5.0), (16, 128, 0.01), (2, 3, 0.0), (6, 20, 40.0)]
+    ):
         fw = (rng.standard_normal((c, d)) * scale).astype(np.float32)
         fb = (rng.standard_normal(c) * scale).astype(np.float32)
         if i == 1:
@@ -195,21 +253,34 @@ def gen_head() -> tuple[str, str]:
         body.append(c_array("float", f"{nm}_fb", fb, c_float))
         body.append(c_array("int8_t", f"{nm}_calib", calib.reshape(-1), lambda v: str(int(v))))
         body.append(_emit_head(nm, q))
-        rows.append(f"    {{{c}, {d}, {c_float(in_s)}, {in_zp}, {nm}_fw, {nm}_fb, {n}, {nm}_calib, "
-                    f"{c_float(q.output_scale)}, {q.output_zero_point}, {nm}_ws, {nm}_bias, {nm}_w}},\n")
-    body.append(f"#define GOLDEN_RQ_N {len(rows)}u\nstatic const golden_rq_case golden_rq[] = {{\n{''.join(rows)}}};\n")
+        rows.append(
+            f"    {{{c}, {d}, {c_float(in_s)}, {in_zp}, {nm}_fw, {nm}_fb, {n}, {nm}_calib, "
+            f"{c_float(q.output_scale)}, {q.output_zero_point}, {nm}_ws, {nm}_bias, {nm}_w}},\n"
+        )
+    body.append(
+        f"#define GOLDEN_RQ_N {len(rows)}u\nstatic const golden_rq_case golden_rq[] = {{\n{''.join(rows)}}};\n"
+    )
     return "golden_head.h", header("golden_head.h", "".join(body), "fedtiny.ondevice (head.py, quant.py)")
 
 
 def gen_train() -> tuple[str, str]:
-    from fedtiny.ondevice import FeatureCache, TrainConfig, dequantize_head, sample_order, stream_key, train_heads
+    from fedtiny.ondevice import (
+        FeatureCache,
+        TrainConfig,
+        dequantize_head,
+        sample_order,
+        stream_key,
+        train_heads,
+    )
 
     rng = np.random.default_rng(11)
     body = []
     # shuffle keys and orders
     keys = [(0, 0, 0, 0), (42, 3, 7, 1), (2**32 - 1, 2**31, 0xDEADBEEF, 5), (123456789, 17, 1, 0)]
-    body.append("typedef struct { uint64_t seed; uint32_t round, device, epoch; uint64_t key; uint32_t n;"
-                " const uint16_t *order; } golden_order_case;\n")
+    body.append(
+        "typedef struct { uint64_t seed; uint32_t round, device, epoch; uint64_t key; uint32_t n;"
+        " const uint16_t *order; } golden_order_case;\n"
+    )
     rows = []
     for i, (sd, r, dev, ep) in enumerate(keys):
         k = stream_key(sd, r, np.array([dev]), ep)
@@ -217,13 +288,17 @@ def gen_train() -> tuple[str, str]:
         order = sample_order(k, np.array([n]), 250)[0, :n]
         body.append(c_array("uint16_t", f"gord{i}", order, lambda v: str(int(v))))
         rows.append(f"    {{{sd}ull, {r}u, {dev}u, {ep}u, 0x{int(k[0]):016x}ull, {n}u, gord{i}}},\n")
-    body.append(f"#define GOLDEN_ORDER_N {len(rows)}u\nstatic const golden_order_case golden_order[] = "
-                f"{{\n{''.join(rows)}}};\n")
+    body.append(
+        f"#define GOLDEN_ORDER_N {len(rows)}u\nstatic const golden_order_case golden_order[] = "
+        f"{{\n{''.join(rows)}}};\n"
+    )
 
-    body.append("typedef struct {\n    uint16_t C, D, capacity; uint32_t pushed; float in_s; int32_t in_zp;\n"
-                "    const float *w0, *b0; const int8_t *push_x; const uint8_t *push_y;\n"
-                "    uint16_t epochs, batch; float lr, mom, wd, mu; uint64_t seed; uint32_t round, device;\n"
-                "    const float *w, *b; float loss; uint32_t steps;\n} golden_train_case;\n")
+    body.append(
+        "typedef struct {\n    uint16_t C, D, capacity; uint32_t pushed; float in_s; int32_t in_zp;\n"
+        "    const float *w0, *b0; const int8_t *push_x; const uint8_t *push_y;\n"
+        "    uint16_t epochs, batch; float lr, mom, wd, mu; uint64_t seed; uint32_t round, device;\n"
+        "    const float *w, *b; float loss; uint32_t steps;\n} golden_train_case;\n"
+    )
     cases = [
         # C, D, capacity, pushed, epochs, batch, lr, mom, wd, mu
         (10, 64, 200, 200, 1, 16, 0.05, 0.0, 0.0, 0.0),
@@ -243,20 +318,36 @@ def gen_train() -> tuple[str, str]:
         cache.push(x[None], y[None])
         cfg = TrainConfig(epochs=ep, batch_size=bs, lr=lr, momentum=mom, weight_decay=wd, prox_mu=mu)
         seed, rnd, dev = int(rng.integers(0, 2**32)), int(rng.integers(0, 100)), int(rng.integers(0, 2**32))
-        res = train_heads(fh.weights[None], fh.bias[None], cache.features, cache.labels, cache.count, cfg,
-                          input_scale=h.input_scale, input_zero_point=h.input_zero_point, seed=seed, round_=rnd,
-                          device_ids=np.array([dev]))
+        res = train_heads(
+            fh.weights[None],
+            fh.bias[None],
+            cache.features,
+            cache.labels,
+            cache.count,
+            cfg,
+            input_scale=h.input_scale,
+            input_zero_point=h.input_zero_point,
+            seed=seed,
+            round_=rnd,
+            device_ids=np.array([dev]),
+        )
         nm = f"gtr{i}"
         body += _train_case_arrays(nm, fh, x, y, res)
-        rows.append(f"    {{{c}, {d}, {cap}, {pushed}, {c_float(h.input_scale)}, {h.input_zero_point}, {nm}_w0, {nm}_b0, "
-                    f"{nm}_x, {nm}_y, {ep}, {bs}, {c_float(lr)}, {c_float(mom)}, {c_float(wd)}, {c_float(mu)}, "
-                    f"{seed}ull, {rnd}u, {dev}u, {nm}_w, {nm}_b, {c_float(res.loss[0])}, {int(res.steps[0])}u}},\n")
-    body.append(f"#define GOLDEN_TRAIN_N {len(rows)}u\nstatic const golden_train_case golden_train[] = "
-                f"{{\n{''.join(rows)}}};\n")
-    return "golden_train.h", header("golden_train.h", "".join(body), "fedtiny.ondevice (train.py, shuffle.py, cache.py)")
+        rows.append(
+            f"    {{{c}, {d}, {cap}, {pushed}, {c_float(h.input_scale)}, {h.input_zero_point}, {nm}_w0, {nm}_b0, "
+            f"{nm}_x, {nm}_y, {ep}, {bs}, {c_float(lr)}, {c_float(mom)}, {c_float(wd)}, {c_float(mu)}, "
+            f"{seed}ull, {rnd}u, {dev}u, {nm}_w, {nm}_b, {c_float(res.loss[0])}, {int(res.steps[0])}u}},\n"
+        )
+    body.append(
+        f"#define GOLDEN_TRAIN_N {len(rows)}u\nstatic const golden_train_case golden_train[] = "
+        f"{{\n{''.join(rows)}}};\n"
+    )
+    return "golden_train.h", header(
+        "golden_train.h", "".join(body), "fedtiny.ondevice (train.py, shuffle.py, cache.py)"
+    )
 
 
-def _train_case_arrays(nm: str, fh, x: np.ndarray, y: np.ndarray, res) -> list[str]:  # noqa: ANN001
+def _train_case_arrays(nm: str, fh, x: np.ndarray, y: np.ndarray, res) -> list[str]:
     """Start head, pushed samples and trained head of one training case (float or fixed point)."""
     return [
         c_array("float", f"{nm}_w0", fh.weights.reshape(-1), c_float),
@@ -274,13 +365,21 @@ def gen_fixed() -> tuple[str, str]:
     from fedtiny.ondevice.fixed import train_heads_fixed
 
     rng = np.random.default_rng(13)
-    body = ["typedef struct {\n    uint16_t C, D, capacity; uint32_t pushed; float in_s; int32_t in_zp;\n"
-            "    const float *w0, *b0; const int8_t *push_x; const uint8_t *push_y;\n"
-            "    uint16_t epochs, batch; float lr; uint64_t seed; uint32_t round, device;\n"
-            "    const float *w, *b; float loss; uint32_t steps;\n} golden_fixed_case;\n"]
+    body = [
+        "typedef struct {\n    uint16_t C, D, capacity; uint32_t pushed; float in_s; int32_t in_zp;\n"
+        "    const float *w0, *b0; const int8_t *push_x; const uint8_t *push_y;\n"
+        "    uint16_t epochs, batch; float lr; uint64_t seed; uint32_t round, device;\n"
+        "    const float *w, *b; float loss; uint32_t steps;\n} golden_fixed_case;\n"
+    ]
     rows = []
-    for i, (c, d, cap, pushed, ep, bs, lr) in enumerate([(10, 64, 200, 200, 1, 16, 0.05), (10, 64, 200, 260, 2, 16, 0.2),
-                                                          (4, 12, 50, 37, 3, 7, 0.1), (16, 128, 200, 120, 1, 10, 0.02)]):
+    for i, (c, d, cap, pushed, ep, bs, lr) in enumerate(
+        [
+            (10, 64, 200, 200, 1, 16, 0.05),
+            (10, 64, 200, 260, 2, 16, 0.2),
+            (4, 12, 50, 37, 3, 7, 0.1),
+            (16, 128, 200, 120, 1, 10, 0.02),
+        ]
+    ):
         h = _rand_head(rng, c, d)
         fh = dequantize_head(h)
         protos = rng.integers(-60, 60, (c, d))
@@ -291,25 +390,43 @@ def gen_fixed() -> tuple[str, str]:
         lr32 = float(np.float32(lr))  # the TRAIN request carries f32
         cfg = TrainConfig(epochs=ep, batch_size=bs, lr=lr32)
         seed, rnd, dev = int(rng.integers(0, 2**32)), int(rng.integers(0, 100)), int(rng.integers(0, 2**32))
-        res = train_heads_fixed(fh.weights[None], fh.bias[None], cache.features, cache.labels, cache.count, cfg,
-                                input_scale=h.input_scale, input_zero_point=h.input_zero_point, seed=seed,
-                                round_=rnd, device_ids=np.array([dev]))
+        res = train_heads_fixed(
+            fh.weights[None],
+            fh.bias[None],
+            cache.features,
+            cache.labels,
+            cache.count,
+            cfg,
+            input_scale=h.input_scale,
+            input_zero_point=h.input_zero_point,
+            seed=seed,
+            round_=rnd,
+            device_ids=np.array([dev]),
+        )
         nm = f"gfx{i}"
         body += _train_case_arrays(nm, fh, x, y, res)
-        rows.append(f"    {{{c}, {d}, {cap}, {pushed}, {c_float(h.input_scale)}, {h.input_zero_point}, {nm}_w0, {nm}_b0, "
-                    f"{nm}_x, {nm}_y, {ep}, {bs}, {c_float(lr32)}, {seed}ull, {rnd}u, {dev}u, {nm}_w, {nm}_b, "
-                    f"{c_float(res.loss[0])}, {int(res.steps[0])}u}},\n")
-    body.append(f"#define GOLDEN_FIXED_N {len(rows)}u\nstatic const golden_fixed_case golden_fixed[] = "
-                f"{{\n{''.join(rows)}}};\n")
-    return "golden_fixed.h", header("golden_fixed.h", "".join(body), "fedtiny.ondevice.fixed (docs/ondevice.md 3b)")
+        rows.append(
+            f"    {{{c}, {d}, {cap}, {pushed}, {c_float(h.input_scale)}, {h.input_zero_point}, {nm}_w0, {nm}_b0, "
+            f"{nm}_x, {nm}_y, {ep}, {bs}, {c_float(lr32)}, {seed}ull, {rnd}u, {dev}u, {nm}_w, {nm}_b, "
+            f"{c_float(res.loss[0])}, {int(res.steps[0])}u}},\n"
+        )
+    body.append(
+        f"#define GOLDEN_FIXED_N {len(rows)}u\nstatic const golden_fixed_case golden_fixed[] = "
+        f"{{\n{''.join(rows)}}};\n"
+    )
+    return "golden_fixed.h", header(
+        "golden_fixed.h", "".join(body), "fedtiny.ondevice.fixed (docs/ondevice.md 3b)"
+    )
 
 
 def gen_frames() -> tuple[str, str]:
     from fedtiny.link.frames import encode_frame, pack_frame
     from fedtiny.link.vectors import vectors
 
-    body = ["typedef struct { const char *what; const uint8_t *decoded; size_t decoded_len; const uint8_t *wire;"
-            " size_t wire_len; } golden_frame_case;\n"]
+    body = [
+        "typedef struct { const char *what; const uint8_t *decoded; size_t decoded_len; const uint8_t *wire;"
+        " size_t wire_len; } golden_frame_case;\n"
+    ]
     rows = []
     for i, (what, fr) in enumerate(vectors()):
         dec, wire = pack_frame(fr), encode_frame(fr)
@@ -317,9 +434,13 @@ def gen_frames() -> tuple[str, str]:
         body.append(f"static const uint8_t gfr_wire{i}[] = {c_bytes(wire)};\n")
         what_c = what.replace("\\", "/").replace('"', "'")
         rows.append(f'    {{"{what_c}", gfr_dec{i}, {len(dec)}, gfr_wire{i}, {len(wire)}}},\n')
-    body.append(f"#define GOLDEN_FRAME_N {len(rows)}u\nstatic const golden_frame_case golden_frames[] = "
-                f"{{\n{''.join(rows)}}};\n")
-    return "golden_frames.h", header("golden_frames.h", "".join(body), "fedtiny.link.vectors (docs/protocol.md section 9)")
+    body.append(
+        f"#define GOLDEN_FRAME_N {len(rows)}u\nstatic const golden_frame_case golden_frames[] = "
+        f"{{\n{''.join(rows)}}};\n"
+    )
+    return "golden_frames.h", header(
+        "golden_frames.h", "".join(body), "fedtiny.link.vectors (docs/protocol.md section 9)"
+    )
 
 
 def gen_factory_head() -> tuple[str, str]:
@@ -328,9 +449,13 @@ def gen_factory_head() -> tuple[str, str]:
     from fedtiny.link.blobs import encode_head_patch
 
     patch = encode_head_patch(default_head())
-    body = (f"#define FT_FACTORY_HEAD_LEN {len(patch)}u\n"
-            f"static const uint8_t ft_factory_head[FT_FACTORY_HEAD_LEN] = {c_bytes(patch)};\n")
-    return "../../app/factory_head.h", header("factory_head.h", body, "clients.board.device.default_head() (10x64)")
+    body = (
+        f"#define FT_FACTORY_HEAD_LEN {len(patch)}u\n"
+        f"static const uint8_t ft_factory_head[FT_FACTORY_HEAD_LEN] = {c_bytes(patch)};\n"
+    )
+    return "../../app/factory_head.h", header(
+        "factory_head.h", body, "clients.board.device.default_head() (10x64)"
+    )
 
 
 SECTIONS = [gen_crypto, gen_head, gen_train, gen_fixed, gen_frames, gen_factory_head]
@@ -350,11 +475,23 @@ def write_corpus() -> list[Path]:
     for i, (_, fr) in enumerate(vectors()):
         seeds[f"raw_{i:02d}"] = b"\x00" + encode_frame(fr)
         seeds[f"rec_{i:02d}"] = b"\x01" + struct.pack("<BH", fr.type, len(fr.payload)) + fr.payload
-    payloads = {0x01: b"", 0x02: b"", 0x10: struct.pack("<IH", 0, 512), 0x11: struct.pack("<II", 740, 0) + bytes(64),
-                0x12: struct.pack("<BBHH", 0, 1, 1, 64) + b"\x01\x00" + bytes(range(64)),
-                0x13: struct.pack("<HHffffII", 1, 4, 0.1, 0.0, 0.0, 0.0, 1, 1), 0x14: struct.pack("<IH", 0, 100),
-                0x15: struct.pack("<I", 1), 0x16: struct.pack("<I", 0), 0x22: b"\xff", 0x23: b"\x01", 0x24: b"\x01",
-                0x25: struct.pack("<BBHHH", 1, 0, 0, 64, 10), 0x26: b"", 0x03: b"\x00"}
+    payloads = {
+        0x01: b"",
+        0x02: b"",
+        0x10: struct.pack("<IH", 0, 512),
+        0x11: struct.pack("<II", 740, 0) + bytes(64),
+        0x12: struct.pack("<BBHH", 0, 1, 1, 64) + b"\x01\x00" + bytes(range(64)),
+        0x13: struct.pack("<HHffffII", 1, 4, 0.1, 0.0, 0.0, 0.0, 1, 1),
+        0x14: struct.pack("<IH", 0, 100),
+        0x15: struct.pack("<I", 1),
+        0x16: struct.pack("<I", 0),
+        0x22: b"\xff",
+        0x23: b"\x01",
+        0x24: b"\x01",
+        0x25: struct.pack("<BBHHH", 1, 0, 0, 64, 10),
+        0x26: b"",
+        0x03: b"\x00",
+    }
     seq = b"".join(struct.pack("<BH", t, len(p)) + p for t, p in payloads.items())
     seeds["rec_all_types"] = b"\x01" + seq
     written = []

@@ -29,7 +29,9 @@ def _protos() -> np.ndarray:
     return np.random.default_rng(42).normal(size=(C, D)).astype(np.float32)
 
 
-def _examples(rng: np.random.Generator, n: int, shift: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def _examples(
+    rng: np.random.Generator, n: int, shift: np.ndarray | float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     y = rng.integers(0, C, n)
     x = _protos()[y] + 0.9 * rng.normal(size=(n, D)).astype(np.float32) + shift
     return x.astype(np.float32), y
@@ -58,8 +60,11 @@ def models() -> dict[str, bytes]:
     keras.utils.set_random_seed(0)
     x, y = _examples(np.random.default_rng(1), 2000)
     out: dict[str, bytes] = {}
-    for name, reshape, int8_io, per_tensor in [("float_io", False, False, False), ("int8_reshape", True, True, False),
-                                               ("per_tensor", False, True, True)]:
+    for name, reshape, int8_io, per_tensor in [
+        ("float_io", False, False, False),
+        ("int8_reshape", True, True, False),
+        ("per_tensor", False, True, True),
+    ]:
         inp = keras.Input((D,), batch_size=1)
         h = keras.layers.Dense(16, activation="relu")(inp)
         h = keras.layers.Dense(C)(h)
@@ -89,7 +94,9 @@ def keras_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return p
 
 
-def _device_data(path: Path, devices: int = 8, per_device: int = 60, names: bool = True, ids: bool = True) -> Path:
+def _device_data(
+    path: Path, devices: int = 8, per_device: int = 60, names: bool = True, ids: bool = True
+) -> Path:
     """Each device is a 'speaker' with its own offset; its later examples drift further (aging sensor)."""
     rng = np.random.default_rng(5)
     xs, ys, ds, ts = [], [], [], []
@@ -112,19 +119,28 @@ def _device_data(path: Path, devices: int = 8, per_device: int = 60, names: bool
 
 def _scenario(tmp: Path, model: Path, data: Path, extra: str = "", rounds: int = 8) -> Path:
     p = tmp / "s.toml"
-    p.write_text(f'name = "byom"\nseed = 3\nrounds = {rounds}\n[model]\ntflite = "{model}"\n[data]\npath = "{data}"\n'
-                 f'[fleet]\ndevices_per_gateway = 3\n[train]\nlr = 0.05\n[strategy]\nfraction = 0.5\n'
-                 f'[runtime]\nengine = "inline"\n{extra}')
+    p.write_text(
+        f'name = "byom"\nseed = 3\nrounds = {rounds}\n[model]\ntflite = "{model}"\n[data]\npath = "{data}"\n'
+        f"[fleet]\ndevices_per_gateway = 3\n[train]\nlr = 0.05\n[strategy]\nfraction = 0.5\n"
+        f'[runtime]\nengine = "inline"\n{extra}'
+    )
     return p
 
 
 # -- the model: head found through the tail, bit-exact with TFLite Micro ------------------------------------
 
 
-@pytest.mark.parametrize("name,tail", [("float_io", ["SOFTMAX", "DEQUANTIZE"]), ("int8_reshape", ["RESHAPE", "SOFTMAX"]),
-                                        ("per_tensor", ["SOFTMAX"])])
-def test_head_through_tail_is_bit_exact_with_tflm_before_and_after_a_patch(models: dict[str, bytes], name: str,
-                                                                          tail: list[str]) -> None:
+@pytest.mark.parametrize(
+    "name,tail",
+    [
+        ("float_io", ["SOFTMAX", "DEQUANTIZE"]),
+        ("int8_reshape", ["RESHAPE", "SOFTMAX"]),
+        ("per_tensor", ["SOFTMAX"]),
+    ],
+)
+def test_head_through_tail_is_bit_exact_with_tflm_before_and_after_a_patch(
+    models: dict[str, bytes], name: str, tail: list[str]
+) -> None:
     model = models[name]
     head, t = read_head(model), read_tail(model)
     assert head.weights.shape == (C, 16) and [op.kind for op in t.ops] == tail
@@ -133,9 +149,13 @@ def test_head_through_tail_is_bit_exact_with_tflm_before_and_after_a_patch(model
         if m is None:  # a re-trained, re-quantized head written into the model: the logit scale moves
             fh = dequantize_head(head)
             new = FloatHead(fh.weights * 1.7 + 0.05, fh.bias - 0.3)
-            h = quantize_head(new, head.input_scale, head.input_zero_point,
-                              np.random.default_rng(1).integers(-128, 127, (64, 16)).astype(np.int8),
-                              per_tensor=model_io(model).per_tensor)
+            h = quantize_head(
+                new,
+                head.input_scale,
+                head.input_zero_point,
+                np.random.default_rng(1).integers(-128, 127, (64, 16)).astype(np.int8),
+                per_tensor=model_io(model).per_tensor,
+            )
             assert (h.output_scale, h.output_zero_point) != (head.output_scale, head.output_zero_point)
             m = write_head(model, h)
         assert h is not None
@@ -144,7 +164,9 @@ def test_head_through_tail_is_bit_exact_with_tflm_before_and_after_a_patch(model
         final = np.stack(runner.final)
         np.testing.assert_array_equal(head_forward_int8(h, feats), logits)
         spec = tail_for_head(t, h).apply(head_forward_int8(h, feats))
-        np.testing.assert_array_equal(spec.reshape(final.shape), final)  # exact, through SOFTMAX (and DEQUANTIZE)
+        np.testing.assert_array_equal(
+            spec.reshape(final.shape), final
+        )  # exact, through SOFTMAX (and DEQUANTIZE)
         np.testing.assert_array_equal(predict_through(h, t, feats), runner.predict(x))
 
 
@@ -154,12 +176,21 @@ def test_per_tensor_heads_keep_one_scale_and_bias_scale_is_written(models: dict[
     head = read_head(pt)
     fh = dequantize_head(head)
     calib = np.random.default_rng(0).integers(-128, 127, (32, 16)).astype(np.int8)
-    per_channel = quantize_head(FloatHead(fh.weights * np.arange(1, C + 1)[:, None], fh.bias), head.input_scale,
-                                head.input_zero_point, calib)
+    per_channel = quantize_head(
+        FloatHead(fh.weights * np.arange(1, C + 1)[:, None], fh.bias),
+        head.input_scale,
+        head.input_zero_point,
+        calib,
+    )
     with pytest.raises(ModelError, match="per tensor"):
         write_head(pt, per_channel)
-    shared = quantize_head(FloatHead(fh.weights * np.arange(1, C + 1)[:, None], fh.bias), head.input_scale,
-                           head.input_zero_point, calib, per_tensor=True)
+    shared = quantize_head(
+        FloatHead(fh.weights * np.arange(1, C + 1)[:, None], fh.bias),
+        head.input_scale,
+        head.input_zero_point,
+        calib,
+        per_tensor=True,
+    )
     assert len(set(shared.weight_scales.tolist())) == 1
     assert read_head(write_head(pt, shared)).equals(shared)
     # the bias tensor's own scale follows input scale x weight scale (tools that dequantize the bias read it)
@@ -167,19 +198,26 @@ def test_per_tensor_heads_keep_one_scale_and_bias_scale_is_written(models: dict[
 
     h2 = read_head(models["int8_reshape"])
     f2 = dequantize_head(h2)
-    patched = write_head(models["int8_reshape"], quantize_head(FloatHead(f2.weights * 3, f2.bias), h2.input_scale,
-                                                               h2.input_zero_point, calib))
+    patched = write_head(
+        models["int8_reshape"],
+        quantize_head(FloatHead(f2.weights * 3, f2.bias), h2.input_scale, h2.input_zero_point, calib),
+    )
     m = fb.Model.GetRootAsModel(patched, 0)
     sg = m.Subgraphs(0)
-    fc = next(sg.Operators(i) for i in range(sg.OperatorsLength())
-              if m.OperatorCodes(sg.Operators(i).OpcodeIndex()).BuiltinCode() == fb.BuiltinOperator.FULLY_CONNECTED
-              and sg.Tensors(sg.Operators(i).Inputs(1)).ShapeAsNumpy()[0] == C)
+    fc = next(
+        sg.Operators(i)
+        for i in range(sg.OperatorsLength())
+        if m.OperatorCodes(sg.Operators(i).OpcodeIndex()).BuiltinCode() == fb.BuiltinOperator.FULLY_CONNECTED
+        and sg.Tensors(sg.Operators(i).Inputs(1)).ShapeAsNumpy()[0] == C
+    )
     new = read_head(patched)
     bias_scale = sg.Tensors(fc.Inputs(2)).Quantization().ScaleAsNumpy()
     np.testing.assert_allclose(bias_scale, np.float32(new.input_scale) * new.weight_scales, rtol=1e-6)
 
 
-def test_info_shows_head_path_and_refuses_unusable_models_naming_the_file(models: dict[str, bytes], tmp_path: Path) -> None:
+def test_info_shows_head_path_and_refuses_unusable_models_naming_the_file(
+    models: dict[str, bytes], tmp_path: Path
+) -> None:
     import keras
     import tensorflow as tf
 
@@ -187,7 +225,10 @@ def test_info_shows_head_path_and_refuses_unusable_models_naming_the_file(models
     ok.write_bytes(models["float_io"])
     res = CliRunner().invoke(cli, ["info", str(ok)])
     assert res.exit_code == 0, res.output
-    assert "FULLY_CONNECTED 16→4 → SOFTMAX → DEQUANTIZE" in res.output and "input:    float32 [1, 12]" in res.output
+    assert (
+        "FULLY_CONNECTED 16→4 → SOFTMAX → DEQUANTIZE" in res.output
+        and "input:    float32 [1, 12]" in res.output
+    )
     assert "features:" in res.output and "classes:" in res.output
     inp = keras.Input((D,), batch_size=1)
     m = keras.Model(inp, keras.layers.Softmax()(keras.layers.Dense(C)(keras.layers.Dense(16)(inp))))
@@ -199,14 +240,20 @@ def test_info_shows_head_path_and_refuses_unusable_models_naming_the_file(models
     dyn_model.write_bytes(dyn.convert())
     garbage = tmp_path / "garbage.tflite"
     garbage.write_bytes(models["float_io"][:300])
-    for path, words in [(float_model, "not a full-integer int8 model"), (dyn_model, "not a full-integer int8 model"),
-                        (garbage, "corrupt or truncated"), (tmp_path / "missing.tflite", "not found")]:
+    for path, words in [
+        (float_model, "not a full-integer int8 model"),
+        (dyn_model, "not a full-integer int8 model"),
+        (garbage, "corrupt or truncated"),
+        (tmp_path / "missing.tflite", "not found"),
+    ]:
         res = CliRunner().invoke(cli, ["info", str(path)])
         assert res.exit_code == 2, (path, res.output)
         assert words in res.output and str(path) in res.output and "Traceback" not in res.output
     # a head without a bias (use_bias=False, or an all-zero bias the converter dropped) gets a zero one
     keras.utils.set_random_seed(2)
-    nob = keras.Model(inp, keras.layers.Softmax()(keras.layers.Dense(C, use_bias=False)(keras.layers.Dense(16)(inp))))
+    nob = keras.Model(
+        inp, keras.layers.Softmax()(keras.layers.Dense(C, use_bias=False)(keras.layers.Dense(16)(inp)))
+    )
     no_bias = tmp_path / "nobias.tflite"
     no_bias.write_bytes(_convert(nob, np.random.default_rng(0).normal(size=(64, D)).astype(np.float32), True))
     with pytest.raises(ModelError, match="no bias"):
@@ -222,7 +269,9 @@ def test_info_shows_head_path_and_refuses_unusable_models_naming_the_file(models
     r.run(x)
     assert r.predict(x).shape == (20,)
     exported = tmp_path / "f.h"
-    assert CliRunner().invoke(cli, ["export", str(float_model), "--header", str(exported)]).exit_code == 0  # no head needed
+    assert (
+        CliRunner().invoke(cli, ["export", str(float_model), "--header", str(exported)]).exit_code == 0
+    )  # no head needed
     assert exported.read_text().count("0x") == float_model.stat().st_size
 
 
@@ -251,10 +300,14 @@ def test_run_on_a_users_model_and_device_data(models: dict[str, bytes], tmp_path
     for k in range(8):
         assert t[st["test"][k]].min() > t[st["stream"][k, : st["n_train"][k]]].max()
     final = (out / "model_int8.tflite").read_bytes()
-    assert read_tail(final).ops[0].kind == "SOFTMAX" and not read_head(final).equals(read_head(models["float_io"]))
+    assert read_tail(final).ops[0].kind == "SOFTMAX" and not read_head(final).equals(
+        read_head(models["float_io"])
+    )
 
 
-def test_data_without_devices_is_partitioned_and_keras_models_are_converted(keras_file: Path, tmp_path: Path) -> None:
+def test_data_without_devices_is_partitioned_and_keras_models_are_converted(
+    keras_file: Path, tmp_path: Path
+) -> None:
     data = _device_data(tmp_path / "d.npz", ids=False)
     p = _scenario(tmp_path, keras_file, data, extra="", rounds=4)
     p.write_text(p.read_text().replace("tflite =", "keras =").replace("[fleet]\n", "[fleet]\ndevices = 10\n"))
@@ -262,7 +315,10 @@ def test_data_without_devices_is_partitioned_and_keras_models_are_converted(kera
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["devices"] == 10
-    assert 0.5 < summary["base_model"]["float_accuracy_clean"] <= 1 and 0.5 < summary["base_model"]["int8_accuracy_clean"]
+    assert (
+        0.5 < summary["base_model"]["float_accuracy_clean"] <= 1
+        and 0.5 < summary["base_model"]["int8_accuracy_clean"]
+    )
 
 
 def test_generic_drift_on_recorded_data_and_resume(models: dict[str, bytes], tmp_path: Path) -> None:
@@ -281,14 +337,19 @@ def test_generic_drift_on_recorded_data_and_resume(models: dict[str, bytes], tmp
     assert "quiet" in summary["group_accuracy_final"]
 
 
-@pytest.mark.parametrize("bad,words", [
-    ("shape", "the model takes"),
-    ("labels", "unknown class"),
-    ("missing", "file or folder not found"),
-    ("label_shift", "needs a generated task"),
-    ("task_knob", "is not a drift knob of recorded data"),
-])
-def test_bad_data_is_one_line_with_exit_2(models: dict[str, bytes], tmp_path: Path, bad: str, words: str) -> None:
+@pytest.mark.parametrize(
+    "bad,words",
+    [
+        ("shape", "the model takes"),
+        ("labels", "unknown class"),
+        ("missing", "file or folder not found"),
+        ("label_shift", "needs a generated task"),
+        ("task_knob", "is not a drift knob of recorded data"),
+    ],
+)
+def test_bad_data_is_one_line_with_exit_2(
+    models: dict[str, bytes], tmp_path: Path, bad: str, words: str
+) -> None:
     model = tmp_path / "m.tflite"
     model.write_bytes(models["float_io"])
     data = _device_data(tmp_path / "d.npz")
@@ -326,12 +387,18 @@ def test_init_writes_a_scenario_that_runs(models: dict[str, bytes], tmp_path: Pa
     arrays["y"] = np.argsort(perm)[arrays["y"]]
     np.savez(tmp_path / "d.npz", **arrays)
     out = tmp_path / "sub" / "scenario.toml"
-    res = CliRunner().invoke(cli, ["init", "--model", str(model), "--data", str(tmp_path / "d.npz"), "--out", str(out)])
+    res = CliRunner().invoke(
+        cli, ["init", "--model", str(model), "--data", str(tmp_path / "d.npz"), "--out", str(out)]
+    )
     assert res.exit_code == 0, res.output
     text = out.read_text()
     assert 'classes = ["a", "b", "c", "d"]' in text and 'tflite = "../m.tflite"' in text
-    assert CliRunner().invoke(cli, ["init", "--model", str(model), "--data", str(tmp_path / "d.npz"),
-                                    "--out", str(out)]).exit_code == 2  # no silent overwrite
+    assert (
+        CliRunner()
+        .invoke(cli, ["init", "--model", str(model), "--data", str(tmp_path / "d.npz"), "--out", str(out)])
+        .exit_code
+        == 2
+    )  # no silent overwrite
     out.write_text(out.read_text() + '\n[runtime]\nengine = "inline"\n')
     res = CliRunner().invoke(cli, ["run", str(out), "--out", str(tmp_path / "o"), "--set", "rounds=3"])
     assert res.exit_code == 0, res.output
@@ -345,29 +412,37 @@ def test_init_writes_a_scenario_that_runs(models: dict[str, bytes], tmp_path: Pa
 def test_custom_task_from_a_module(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     p = tmp_path / "tone.toml"
-    p.write_text('name = "tone"\nrounds = 3\n[task]\nname = "examples.custom_task.tone_task:ToneTask"\n'
-                 "params = { base_hz = 2.0 }\n[model]\nfactory_samples = 400\ntest_samples = 100\nepochs = 3\n"
-                 "head_inputs = 16\n[fleet]\ndevices = 8\ndevices_per_gateway = 4\n"
-                 "condition = { gain = 0.5, noise = 0.4 }\n[[drift]]\nat = 2\nfraction = 0.5\n"
-                 'group = "noisy"\ncondition = { noise = 0.8 }\n[runtime]\nengine = "inline"\n')
+    p.write_text(
+        'name = "tone"\nrounds = 3\n[task]\nname = "examples.custom_task.tone_task:ToneTask"\n'
+        "params = { base_hz = 2.0 }\n[model]\nfactory_samples = 400\ntest_samples = 100\nepochs = 3\n"
+        "head_inputs = 16\n[fleet]\ndevices = 8\ndevices_per_gateway = 4\n"
+        "condition = { gain = 0.5, noise = 0.4 }\n[[drift]]\nat = 2\nfraction = 0.5\n"
+        'group = "noisy"\ncondition = { noise = 0.8 }\n[runtime]\nengine = "inline"\n'
+    )
     import os
 
     cwd = os.getcwd()
     os.chdir(root)  # the module is found from the working directory
     try:
         res = CliRunner().invoke(cli, ["run", str(p), "--out", str(tmp_path / "o")])
-        bad = CliRunner().invoke(cli, ["run", str(p), "--out", str(tmp_path / "o2"),
-                                       "--set", "fleet.condition={noise=-1.0}"])
+        bad = CliRunner().invoke(
+            cli, ["run", str(p), "--out", str(tmp_path / "o2"), "--set", "fleet.condition={noise=-1.0}"]
+        )
     finally:
         os.chdir(cwd)
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert summary["task"] == "examples.custom_task.tone_task:ToneTask" and "noisy" in summary["group_accuracy_final"]
+    assert (
+        summary["task"] == "examples.custom_task.tone_task:ToneTask"
+        and "noisy" in summary["group_accuracy_final"]
+    )
     assert bad.exit_code == 2 and "noise" in bad.output  # the task's own knob ranges are checked
 
 
 @pytest.mark.slow
-def test_field_trial_replays_the_datas_devices_on_virtual_boards(models: dict[str, bytes], tmp_path: Path) -> None:
+def test_field_trial_replays_the_datas_devices_on_virtual_boards(
+    models: dict[str, bytes], tmp_path: Path
+) -> None:
     import subprocess
     import sys
 
@@ -377,8 +452,12 @@ def test_field_trial_replays_the_datas_devices_on_virtual_boards(models: dict[st
     p = tmp_path / "field.toml"
     p.write_text(f'name = "f"\nseed = 2\nrounds = 1\n[model]\ntflite = "{model}"\n[data]\npath = "{data}"\n')
     out = tmp_path / "trial"
-    r = subprocess.run([sys.executable, "-m", "fedtiny.cli", "trial", str(p), "--boards", "2", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "fedtiny.cli", "trial", str(p), "--boards", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "2 boards replay the recordings of devices 100, 101" in r.stdout + r.stderr
     replay = np.load(out / "replay" / "device_1.npz")
@@ -400,19 +479,50 @@ def test_worked_example_plain_tensorflow_model_and_speaker_folders(tmp_path: Pat
         pytest.skip("espeak-ng is not installed (make test installs it: scripts/install-system-deps.sh)")
     root = Path(__file__).resolve().parent.parent
     build = tmp_path / "build"
-    r = subprocess.run([sys.executable, str(root / "examples" / "byom_kws" / "make_model_and_data.py"), "--out",
-                        str(build), "--reps", "4"], capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(root / "examples" / "byom_kws" / "make_model_and_data.py"),
+            "--out",
+            str(build),
+            "--reps",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     model, data = build / "model_int8.tflite", build / "data"
     info = CliRunner().invoke(cli, ["info", str(model)])
-    assert "FULLY_CONNECTED 48→8 → SOFTMAX → DEQUANTIZE" in info.output and "float32 [1, 49, 10, 1]" in info.output
-    init = CliRunner().invoke(cli, ["init", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "i.toml")])
+    assert (
+        "FULLY_CONNECTED 48→8 → SOFTMAX → DEQUANTIZE" in info.output
+        and "float32 [1, 49, 10, 1]" in info.output
+    )
+    init = CliRunner().invoke(
+        cli, ["init", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "i.toml")]
+    )
     assert init.exit_code == 0, init.output
-    assert 'classes = ["yes", "no", "up", "down", "left", "right", "on", "off"]' in (tmp_path / "i.toml").read_text()
+    assert (
+        'classes = ["yes", "no", "up", "down", "left", "right", "on", "off"]'
+        in (tmp_path / "i.toml").read_text()
+    )
     out = tmp_path / "o"
-    res = CliRunner().invoke(cli, ["run", str(root / "scenarios" / "byom_kws.toml"), "--out", str(out),
-                                   "--set", f'model.tflite="{model}"', "--set", f'data.path="{data}"',
-                                   "--set", 'runtime.engine="inline"'])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(root / "scenarios" / "byom_kws.toml"),
+            "--out",
+            str(out),
+            "--set",
+            f'model.tflite="{model}"',
+            "--set",
+            f'data.path="{data}"',
+            "--set",
+            'runtime.engine="inline"',
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["devices"] == 12 and summary["base_model"]["int8_accuracy_clean"] > 0.3  # chance is 1/8

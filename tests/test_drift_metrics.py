@@ -23,7 +23,11 @@ def test_never_recovering_is_reported_as_none_and_table_lists_methods() -> None:
     m = drift_metrics(curves, [("g", 2)])
     assert m["g"]["federated"]["rounds_to_recover"] == 1 and m["g"]["static"]["rounds_to_recover"] is None
     rows = comparison(m, curves)
-    assert {(r["group"], r["method"]) for r in rows} >= {("g", "federated"), ("g", "static"), ("all", "federated")}
+    assert {(r["group"], r["method"]) for r in rows} >= {
+        ("g", "federated"),
+        ("g", "static"),
+        ("all", "federated"),
+    }
     assert "never" in format_table(rows)
 
 
@@ -76,11 +80,18 @@ def test_comparisons_say_when_a_difference_is_within_noise() -> None:
         "local-only_diff_se": {"g": [0.01] * n, "all": [0.01] * n},
         "static_diff_se": {"g": [0.01] * n, "all": [0.01] * n},
         "federated_se": {"g": [0.02] * n, "all": [0.02] * n},
-        "federated_lo": {"g": [0.4] * n}, "federated_hi": {"g": [0.9] * n},
+        "federated_lo": {"g": [0.4] * n},
+        "federated_hi": {"g": [0.9] * n},
     }
     rows = {(r["group"], r["method"]): r for r in comparison(drift_metrics(curves, [("g", 2)]), curves)}
     assert rows[("g", "local-only")]["final_within_noise"] is True
-    assert rows[("g", "static")]["final_within_noise"] is False and rows[("g", "static")]["final_diff_vs_federated"] == 0.3
+    assert (
+        rows[("g", "static")]["final_within_noise"] is False
+        and rows[("g", "static")]["final_diff_vs_federated"] == 0.3
+    )
     fed = rows[("g", "federated")]
-    assert fed["pre_drift_lo"] == 0.4 and fed["final_hi"] == 0.9 and fed["drop_se"] == round(0.02 * 2 ** 0.5, 4)
-    assert fed["auc_lo"] == round(fed["auc"] - 1.96 * 0.02, 4) or abs(fed["auc_lo"] - (fed["auc"] - 1.96 * 0.02)) < 1e-3
+    assert fed["pre_drift_lo"] == 0.4 and fed["final_hi"] == 0.9 and fed["drop_se"] == round(0.02 * 2**0.5, 4)
+    assert (
+        fed["auc_lo"] == round(fed["auc"] - 1.96 * 0.02, 4)
+        or abs(fed["auc_lo"] - (fed["auc"] - 1.96 * 0.02)) < 1e-3
+    )

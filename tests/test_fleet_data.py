@@ -8,23 +8,33 @@ import numpy as np
 import pytest
 
 from clients.simulated.gateway import train_devices
-from fedtiny.records import decode_int8_delta, encode_int8_delta
 from fedtiny.config import scenario_from_dict
 from fedtiny.errors import BudgetError
 from fedtiny.fleet.boards import BOARDS, check_fits, get_board
 from fedtiny.fleet.data import FleetData, build_plan, layout_of
 from fedtiny.fleet.synthetic import prepare_synthetic
 from fedtiny.ondevice import FeatureCache, TrainConfig, device_budget
+from fedtiny.records import decode_int8_delta, encode_int8_delta
 
 
 def tiny(**over: object) -> dict:
     d = {
-        "name": "tiny", "seed": 3, "rounds": 6,
+        "name": "tiny",
+        "seed": 3,
+        "rounds": 6,
         "task": {"name": "digits"},
         "model": {"test_samples": 50, "factory_samples": 60},
-        "fleet": {"devices": 24, "devices_per_gateway": 5, "samples_per_device": 10, "test_samples_per_device": 8,
-                  "cache_size": 16, "new_samples_per_round": 3, "pool_per_class": 12, "variants": 3,
-                  "spread": {"rotation_deg": 5.0}},
+        "fleet": {
+            "devices": 24,
+            "devices_per_gateway": 5,
+            "samples_per_device": 10,
+            "test_samples_per_device": 8,
+            "cache_size": 16,
+            "new_samples_per_round": 3,
+            "pool_per_class": 12,
+            "variants": 3,
+            "spread": {"rotation_deg": 5.0},
+        },
         "train": {"epochs": 1, "batch_size": 4},
         "drift": [{"at": 3, "fraction": 0.5, "group": "moved", "condition": {"brightness": 0.4}}],
         "runtime": {"engine": "inline"},
@@ -71,7 +81,17 @@ def test_drift_reaches_only_hit_devices_and_enters_caches_gradually(fleet) -> No
     assert len(moved) == 12 and len(still) == 12
     v = np.load(root / "variant.npy")
     assert np.array_equal(v[0, still], v[1, still]) and (v[0, moved] != v[1, moved]).all()
-    new = lambda r: ((data.cache_indices(moved, r)[0] // (data.num_classes * data.pool_size))[:, :, None] == v[1, moved][:, None, None]).any(-1).sum(1)  # noqa: E731
+
+    def new(r):
+        return (
+            (
+                (data.cache_indices(moved, r)[0] // (data.num_classes * data.pool_size))[:, :, None]
+                == v[1, moved][:, None, None]
+            )
+            .any(-1)
+            .sum(1)
+        )
+
     counts = [int(new(r).min()) for r in (2, 3, 4, 5)]
     assert counts == [0, 3, 6, 9]  # three drifted samples per round replace the oldest ones
 
@@ -91,14 +111,20 @@ def test_pools_are_reused_from_cache(tmp_path: Path) -> None:
     prepare_synthetic(s, tmp_path / "a", log=logs.append)
     prepare_synthetic(s, tmp_path / "b", log=logs.append)
     assert "0 pools computed" in logs[-1]
-    assert np.array_equal(np.load(tmp_path / "a/fleet/pool_feats.npy"), np.load(tmp_path / "b/fleet/pool_feats.npy"))
+    assert np.array_equal(
+        np.load(tmp_path / "a/fleet/pool_feats.npy"), np.load(tmp_path / "b/fleet/pool_feats.npy")
+    )
 
 
 def test_label_shift_and_new_class_change_class_mixes() -> None:
-    s = scenario_from_dict(tiny(drift=[
-        {"at": 2, "fraction": 0.5, "group": "newc", "kind": "new_class", "classes": [9]},
-        {"at": 4, "target": "newc", "kind": "label_shift", "alpha": 0.1},
-    ]))
+    s = scenario_from_dict(
+        tiny(
+            drift=[
+                {"at": 2, "fraction": 0.5, "group": "newc", "kind": "new_class", "classes": [9]},
+                {"at": 4, "target": "newc", "kind": "label_shift", "alpha": 0.1},
+            ]
+        )
+    )
     plan = build_plan(s, layout_of(s))
     hit = plan.group > 0
     p9 = np.diff(np.concatenate([np.zeros((*plan.cmix.shape[:2], 1)), plan.cmix], axis=2), axis=2)[..., 9]
@@ -113,11 +139,15 @@ def test_boards_refuse_what_they_cannot_hold_and_mix_by_fraction() -> None:
     with pytest.raises(BudgetError, match=r"board 'nano33ble' .* needs \d+: use a smaller fleet.cache_size"):
         check_fits(get_board("nano33ble"), need, "a 10x64 head with a 3000-sample cache")
     check_fits(get_board("stm32h7"), need, "same")
-    s = scenario_from_dict(tiny(fleet={"devices": 1000, "boards": {"nano33ble": 0.5, "esp32s3": 0.3, "stm32h7": 0.2}}))
+    s = scenario_from_dict(
+        tiny(fleet={"devices": 1000, "boards": {"nano33ble": 0.5, "esp32s3": 0.3, "stm32h7": 0.2}})
+    )
     plan = build_plan(s, layout_of(s))
     assert np.bincount(plan.board).tolist() == [500, 300, 200]
     nano, s3 = get_board("nano33ble"), get_board("esp32s3")
-    assert nano.compute_seconds(1e6) > s3.compute_seconds(1e6) and nano.link_seconds(1000) > s3.link_seconds(1000)
+    assert nano.compute_seconds(1e6) > s3.compute_seconds(1e6) and nano.link_seconds(1000) > s3.link_seconds(
+        1000
+    )
 
 
 def test_gateway_batch_equals_one_device_at_a_time(fleet) -> None:
@@ -173,7 +203,13 @@ def test_boards_without_fpu_train_in_fixed_point(tmp_path: Path) -> None:
     out = train_devices(head, data, devs, cfg, seed=5, round_=2)
     feats, labels = data.train(devs, 2)
     fh = dequantize_head(head)
-    kw = dict(input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=5, round_=2, device_ids=devs)
+    kw = dict(
+        input_scale=head.input_scale,
+        input_zero_point=head.input_zero_point,
+        seed=5,
+        round_=2,
+        device_ids=devs,
+    )
     counts = np.full(24, feats.shape[1])
     flt = train_heads(fh.weights, fh.bias, feats, labels.astype(np.int64), counts, cfg, **kw)
     fix = train_heads_fixed(fh.weights, fh.bias, feats, labels.astype(np.int64), counts, cfg, **kw)
@@ -182,12 +218,16 @@ def test_boards_without_fpu_train_in_fixed_point(tmp_path: Path) -> None:
     assert np.array_equal(out["weights"][no_fpu], fix.weights[no_fpu])  # integer path, bit for bit
     np.testing.assert_allclose(out["weights"][~no_fpu], flt.weights[~no_fpu], rtol=1e-5, atol=1e-6)
     # with momentum the integer trainer cannot run: every board takes the float32 path
-    mom = train_devices(head, data, devs, TrainConfig(epochs=1, batch_size=4, lr=0.05, momentum=0.5), seed=5, round_=2)
+    mom = train_devices(
+        head, data, devs, TrainConfig(epochs=1, batch_size=4, lr=0.05, momentum=0.5), seed=5, round_=2
+    )
     assert np.isfinite(mom["weights"]).all()
 
 
 def test_no_fpu_board_costs_more_in_software_float_than_in_fixed_point() -> None:
     rp, nano = get_board("rp2040"), get_board("nano33ble")
     assert not rp.fpu and nano.fpu
-    assert rp.compute_seconds(1e6) == rp.soft_float_factor / rp.fixed_point_factor * rp.compute_seconds(1e6, True)
+    assert rp.compute_seconds(1e6) == rp.soft_float_factor / rp.fixed_point_factor * rp.compute_seconds(
+        1e6, True
+    )
     assert nano.compute_seconds(1e6, True) == nano.compute_seconds(1e6)  # an FPU board trains in float anyway

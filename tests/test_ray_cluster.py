@@ -31,9 +31,22 @@ def test_scenario_runs_on_an_existing_ray_cluster(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
     head = subprocess.Popen(
-        [str(RAY), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false",
-         f"--temp-dir={tempfile.mkdtemp(prefix='rt', dir='/tmp')}", "--disable-usage-stats"],  # short dir: socket paths
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+        [
+            str(RAY),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            f"--temp-dir={tempfile.mkdtemp(prefix='rt', dir='/tmp')}",
+            "--disable-usage-stats",
+        ],  # short dir: socket paths
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
     )
     try:
         address = f"127.0.0.1:{port}"
@@ -48,10 +61,31 @@ def test_scenario_runs_on_an_existing_ray_cluster(tmp_path: Path) -> None:
         time.sleep(2)
         out = tmp_path / "out"
         proc = subprocess.run(
-            [sys.executable, "-m", "fedtiny.cli", "run", str(ROOT / "scenarios" / "quickstart.toml"), "--out", str(out),
-             "--set", "rounds=2", "--set", "drift=[]", "--set", "fleet.devices=6", "--set", "fleet.devices_per_gateway=3",
-             "--set", "eval.baselines=false", "--ray-address", address],
-            capture_output=True, text=True, timeout=300, env={**env, "COLUMNS": "120"},
+            [
+                sys.executable,
+                "-m",
+                "fedtiny.cli",
+                "run",
+                str(ROOT / "scenarios" / "quickstart.toml"),
+                "--out",
+                str(out),
+                "--set",
+                "rounds=2",
+                "--set",
+                "drift=[]",
+                "--set",
+                "fleet.devices=6",
+                "--set",
+                "fleet.devices_per_gateway=3",
+                "--set",
+                "eval.baselines=false",
+                "--ray-address",
+                address,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**env, "COLUMNS": "120"},
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         rows = list(csv.DictReader((out / "rounds.csv").open()))

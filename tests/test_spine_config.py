@@ -30,7 +30,10 @@ def test_quickstart_loads_with_types_and_defaults() -> None:
 
 
 def test_set_overrides_any_key() -> None:
-    s = load_scenario(ROOT / "scenarios" / "quickstart.toml", ["rounds=50", "fleet.devices=7", 'strategy.name="median"', "train.lr=0.2"])
+    s = load_scenario(
+        ROOT / "scenarios" / "quickstart.toml",
+        ["rounds=50", "fleet.devices=7", 'strategy.name="median"', "train.lr=0.2"],
+    )
     assert (s.rounds, s.fleet.devices, s.strategy.name, s.train.lr) == (50, 7, "median", 0.2)
 
 
@@ -74,7 +77,9 @@ def test_resolved_scenario_round_trips() -> None:
 
 def test_cli_rejects_malformed_scenario_with_one_line_and_nonzero_exit(tmp_path: Path) -> None:
     p = _write(tmp_path, "[fleet]\ndevices = 'many'\n")
-    proc = subprocess.run([sys.executable, "-m", "fedtiny.cli", "run", str(p)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedtiny.cli", "run", str(p)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == [f"fedtiny: error: {p}: 'fleet.devices' expected an integer, got 'many'"]
@@ -89,7 +94,9 @@ def test_every_ready_scenario_is_valid(path: Path) -> None:
 
 def test_resume_refuses_overrides_and_a_missing_run(tmp_path: Path) -> None:
     run = [sys.executable, "-m", "fedtiny.cli", "run"]
-    proc = subprocess.run(run + ["--resume", str(tmp_path), "--set", "rounds=3"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        run + ["--resume", str(tmp_path), "--set", "rounds=3"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and "give no scenario file and no --set" in proc.stderr
     proc = subprocess.run(run + ["--resume", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "nothing to resume" in proc.stderr and "Traceback" not in proc.stderr

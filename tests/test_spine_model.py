@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def quickstart_model():  # type: ignore[no-untyped-def]
-    return build_base_model(model_spec_of(load_scenario(ROOT / "scenarios" / "quickstart.toml")), log=lambda *_: None)
+    return build_base_model(
+        model_spec_of(load_scenario(ROOT / "scenarios" / "quickstart.toml")), log=lambda *_: None
+    )
 
 
 def test_int8_base_model_is_close_to_float_and_fits_a_cortex_m4(quickstart_model) -> None:  # type: ignore[no-untyped-def]
@@ -37,7 +39,9 @@ def test_int8_base_model_is_close_to_float_and_fits_a_cortex_m4(quickstart_model
 
 
 def test_build_is_cached_by_content(quickstart_model) -> None:  # type: ignore[no-untyped-def]
-    again = build_base_model(model_spec_of(load_scenario(ROOT / "scenarios" / "quickstart.toml")), log=lambda *_: None)
+    again = build_base_model(
+        model_spec_of(load_scenario(ROOT / "scenarios" / "quickstart.toml")), log=lambda *_: None
+    )
     assert again.path == quickstart_model.path and again.tflite == quickstart_model.tflite
     other = model_spec_of(load_scenario(ROOT / "scenarios" / "quickstart.toml", ["seed=99"]))
     assert other.key() != model_spec_of(load_scenario(ROOT / "scenarios" / "quickstart.toml")).key()
@@ -51,7 +55,10 @@ def test_write_head_checks_shape_and_touches_only_the_head(tiny_tflite: bytes) -
     assert 0 < len(diff) <= head.weights.size + 16
     assert op_names(patched) == op_names(tiny_tflite)
     with pytest.raises(ModelError, match="does not match"):
-        write_head(tiny_tflite, head.with_(weights=np.zeros((3, 64), np.int8), weight_scales=np.ones(3), bias=np.zeros(3)))
+        write_head(
+            tiny_tflite,
+            head.with_(weights=np.zeros((3, 64), np.int8), weight_scales=np.ones(3), bias=np.zeros(3)),
+        )
     with pytest.raises(ModelError, match="TFL3"):
         read_head(b"not a model at all")
 
@@ -64,7 +71,10 @@ def test_c_header_compiles_and_holds_the_model(tmp_path: Path, tiny_tflite: byte
         "int main(void){unsigned long s=0; for(unsigned i=0;i<MY_MODEL_LEN;i++) s+=my_model[i];"
         ' printf("%u %lu %u\\n", MY_MODEL_LEN, s, MY_MODEL_HEAD_CLASSES); return 0;}\n'
     )
-    subprocess.run(["cc", "-std=c99", "-Wall", "-Werror", "-o", str(tmp_path / "m"), str(tmp_path / "main.c")], check=True)
+    subprocess.run(
+        ["cc", "-std=c99", "-Wall", "-Werror", "-o", str(tmp_path / "m"), str(tmp_path / "main.c")],
+        check=True,
+    )
     out = subprocess.run([str(tmp_path / "m")], capture_output=True, text=True, check=True).stdout.split()
     assert out == [str(len(tiny_tflite)), str(sum(tiny_tflite)), "5"]
 
@@ -72,14 +82,24 @@ def test_c_header_compiles_and_holds_the_model(tmp_path: Path, tiny_tflite: byte
 def test_cli_info_and_export(tmp_path: Path, tiny_tflite: bytes) -> None:
     model = tmp_path / "m.tflite"
     model.write_bytes(tiny_tflite)
-    info = subprocess.run([sys.executable, "-m", "fedtiny.cli", "info", str(model)], capture_output=True, text=True, timeout=120)
+    info = subprocess.run(
+        [sys.executable, "-m", "fedtiny.cli", "info", str(model)], capture_output=True, text=True, timeout=120
+    )
     assert info.returncode == 0, info.stderr
     assert "FULLY_CONNECTED 64→5" in info.stdout and "arena:" in info.stdout
     hdr = tmp_path / "out" / "m.h"
-    exp = subprocess.run([sys.executable, "-m", "fedtiny.cli", "export", str(model), "--header", str(hdr)],
-                         capture_output=True, text=True, timeout=120)
+    exp = subprocess.run(
+        [sys.executable, "-m", "fedtiny.cli", "export", str(model), "--header", str(hdr)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert exp.returncode == 0 and hdr.read_text().count("0x") == len(tiny_tflite)
-    bad = subprocess.run([sys.executable, "-m", "fedtiny.cli", "info", str(tmp_path / "none.tflite")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "fedtiny.cli", "info", str(tmp_path / "none.tflite")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "file not found" in bad.stderr
 
 

@@ -54,10 +54,22 @@ def _trained_head(model: bytes, seed: int = 1) -> tuple[object, np.ndarray]:
     feats = rng.integers(-128, 128, (1, 80, head.num_features)).astype(np.int8)
     labels = rng.integers(0, head.num_classes, (1, 80))
     fh = dequantize_head(head)
-    res = train_heads(fh.weights, fh.bias, feats, labels, np.array([80]), TrainConfig(epochs=3, lr=0.1),
-                      input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=seed, round_=1,
-                      device_ids=np.array([0]))
-    new = quantize_head(FloatHead(res.weights[0], res.bias[0]), head.input_scale, head.input_zero_point, feats[0])
+    res = train_heads(
+        fh.weights,
+        fh.bias,
+        feats,
+        labels,
+        np.array([80]),
+        TrainConfig(epochs=3, lr=0.1),
+        input_scale=head.input_scale,
+        input_zero_point=head.input_zero_point,
+        seed=seed,
+        round_=1,
+        device_ids=np.array([0]),
+    )
+    new = quantize_head(
+        FloatHead(res.weights[0], res.bias[0]), head.input_scale, head.input_zero_point, feats[0]
+    )
     return new, feats
 
 
@@ -126,7 +138,9 @@ def test_vectorized_training_equals_one_device_at_a_time() -> None:
     ids = np.arange(100, 100 + k)
     many = train_heads(w, b, feats, labels, counts, cfg, device_ids=ids, **kw)
     for i in range(k):
-        one = train_heads(w, b, feats[i : i + 1], labels[i : i + 1], counts[i : i + 1], cfg, device_ids=ids[i : i + 1], **kw)
+        one = train_heads(
+            w, b, feats[i : i + 1], labels[i : i + 1], counts[i : i + 1], cfg, device_ids=ids[i : i + 1], **kw
+        )
         np.testing.assert_allclose(many.weights[i], one.weights[0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(many.loss[i], one.loss[0], rtol=1e-5)
         assert many.steps[i] == one.steps[0] == 2 * -(-counts[i] // 8)

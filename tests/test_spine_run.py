@@ -24,8 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("quickstart")
     proc = subprocess.run(
-        [sys.executable, "-m", "fedtiny.cli", "run", str(ROOT / "scenarios" / "quickstart.toml"), "--out", str(out)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "120"},
+        [
+            sys.executable,
+            "-m",
+            "fedtiny.cli",
+            "run",
+            str(ROOT / "scenarios" / "quickstart.toml"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "120"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "done: accuracy" in proc.stdout
@@ -33,7 +44,14 @@ def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_quickstart_writes_every_result_file(quickstart_run: Path) -> None:
-    for name in ["scenario.resolved.toml", "rounds.csv", "summary.json", "model_int8.tflite", "model_int8.h", "accuracy.png"]:
+    for name in [
+        "scenario.resolved.toml",
+        "rounds.csv",
+        "summary.json",
+        "model_int8.tflite",
+        "model_int8.h",
+        "accuracy.png",
+    ]:
         assert (quickstart_run / name).stat().st_size > 0, name
     resolved = tomllib.loads((quickstart_run / "scenario.resolved.toml").read_text())
     assert resolved["seed"] == 7 and resolved["fleet"]["devices"] == 20

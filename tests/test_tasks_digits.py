@@ -59,7 +59,10 @@ def test_drift_changes_inputs(cond: dict[str, float]) -> None:
     base = TASK.generate(labels, np.random.default_rng(1))
     other = TASK.generate(labels, np.random.default_rng(2))
     drifted = TASK.generate(labels, np.random.default_rng(1), cond)
-    stats = lambda x: np.concatenate([x.mean(0), x.std(0)])
+
+    def stats(x):
+        return np.concatenate([x.mean(0), x.std(0)])
+
     assert np.abs(stats(drifted) - stats(base)).mean() > 2 * np.abs(stats(other) - stats(base)).mean()
 
 

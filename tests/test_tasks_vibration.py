@@ -104,7 +104,10 @@ def test_drift_changes_inputs(cond: dict[str, float]) -> None:
     drifted = TASK.generate(labels, np.random.default_rng(5), cond)
     # some class-mean input moves by more than the seed-to-seed spread of the class means
     other = TASK.generate(labels, np.random.default_rng(6))
-    means = lambda x: np.stack([x[labels == c].mean(axis=0) for c in range(5)])
+
+    def means(x):
+        return np.stack([x[labels == c].mean(axis=0) for c in range(5)])
+
     assert np.abs(means(drifted) - means(base)).max() > 1.5 * np.abs(means(other) - means(base)).max()
 
 

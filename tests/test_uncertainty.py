@@ -7,7 +7,9 @@ import numpy as np
 from fedtiny.report.uncertainty import iid, paired_se, two_way, wilson
 
 
-def _crossed(rng: np.random.Generator, devices: int = 200, pool: int = 40, per_device: int = 20) -> tuple[np.ndarray, np.ndarray, float]:
+def _crossed(
+    rng: np.random.Generator, devices: int = 200, pool: int = 40, per_device: int = 20
+) -> tuple[np.ndarray, np.ndarray, float]:
     """A fleet whose devices test on draws from a small shared pool; sample difficulty and device skill vary.
     Returns (correct [K, n], sample ids [K, n], the population accuracy)."""
     sample_logit = rng.normal(1.0, 1.5, pool)

@@ -39,13 +39,26 @@ def _fixed_point_devices(data: FleetData, devices: np.ndarray, cfg: TrainConfig)
 
 def train_config(cfg: dict[str, Any]) -> TrainConfig:
     return TrainConfig(
-        epochs=int(cfg["epochs"]), batch_size=int(cfg["batch-size"]), lr=float(cfg["lr"]),
-        momentum=float(cfg["momentum"]), weight_decay=float(cfg["weight-decay"]), prox_mu=float(cfg["prox-mu"]),
+        epochs=int(cfg["epochs"]),
+        batch_size=int(cfg["batch-size"]),
+        lr=float(cfg["lr"]),
+        momentum=float(cfg["momentum"]),
+        weight_decay=float(cfg["weight-decay"]),
+        prox_mu=float(cfg["prox-mu"]),
     )
 
 
-def inject_faults(w: np.ndarray, b: np.ndarray, w0: np.ndarray, b0: np.ndarray, bad: np.ndarray, kind: str,
-                  seed: int, round_: int, devices: np.ndarray) -> None:
+def inject_faults(
+    w: np.ndarray,
+    b: np.ndarray,
+    w0: np.ndarray,
+    b0: np.ndarray,
+    bad: np.ndarray,
+    kind: str,
+    seed: int,
+    round_: int,
+    devices: np.ndarray,
+) -> None:
     """What a faulty or poisoned device sends instead of its honest update (in place)."""
     if not bad.any():
         return
@@ -63,24 +76,61 @@ def inject_faults(w: np.ndarray, b: np.ndarray, w0: np.ndarray, b0: np.ndarray, 
         w[bad] = w0 + (u.reshape(-1, *w.shape[1:]).astype(np.float32) - 0.5) * 2.0
 
 
-def train_devices(head: Int8Head, data: FleetData, devices: np.ndarray, cfg: TrainConfig, seed: int, round_: int,
-                  uplink: str = "float32") -> dict[str, np.ndarray]:
+def train_devices(
+    head: Int8Head,
+    data: FleetData,
+    devices: np.ndarray,
+    cfg: TrainConfig,
+    seed: int,
+    round_: int,
+    uplink: str = "float32",
+) -> dict[str, np.ndarray]:
     """Every device starts from the int8 head it holds, trains on its ring-buffer cache, returns its head."""
     feats, labels = data.train(devices, round_)
     counts = data.cache_counts(devices, round_)
     fh = dequantize_head(head)
-    kw = dict(input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=seed, round_=round_)
-    res = train_heads_fast(fh.weights, fh.bias, feats, labels.astype(np.int64), counts, cfg, device_ids=devices, **kw)
+    res = train_heads_fast(
+        fh.weights,
+        fh.bias,
+        feats,
+        labels.astype(np.int64),
+        counts,
+        cfg,
+        device_ids=devices,
+        seed=seed,
+        round_=round_,
+        input_scale=head.input_scale,
+        input_zero_point=head.input_zero_point,
+    )
     fixed = _fixed_point_devices(data, devices, cfg)
     if fixed.any():  # boards without an FPU run the integer trainer (docs/ondevice.md §3b), as they would
-        fx = train_heads_fixed(fh.weights, fh.bias, feats[fixed], labels[fixed].astype(np.int64), counts[fixed], cfg,
-                               device_ids=devices[fixed], **kw)
+        fx = train_heads_fixed(
+            fh.weights,
+            fh.bias,
+            feats[fixed],
+            labels[fixed].astype(np.int64),
+            counts[fixed],
+            cfg,
+            device_ids=devices[fixed],
+            seed=seed,
+            round_=round_,
+            input_scale=head.input_scale,
+            input_zero_point=head.input_zero_point,
+        )
         res.weights[fixed], res.bias[fixed], res.loss[fixed] = fx.weights, fx.bias, fx.loss
     w, b = res.weights, res.bias
-    inject_faults(w, b, fh.weights, fh.bias, np.asarray(data.faulty[devices], dtype=bool), str(data.meta["fault"]),
-                  seed, round_, devices)
-    out = {"device_ids": devices.astype(np.int64), "num_examples": counts.astype(np.int64),
-           "loss": res.loss}
+    inject_faults(
+        w,
+        b,
+        fh.weights,
+        fh.bias,
+        np.asarray(data.faulty[devices], dtype=bool),
+        str(data.meta["fault"]),
+        seed,
+        round_,
+        devices,
+    )
+    out = {"device_ids": devices.astype(np.int64), "num_examples": counts.astype(np.int64), "loss": res.loss}
     if uplink == "int8":
         q, sc = encode_int8_delta(w - fh.weights[None])
         out.update(delta_q=q, delta_scale=sc, bias=b)
@@ -89,7 +139,9 @@ def train_devices(head: Int8Head, data: FleetData, devices: np.ndarray, cfg: Tra
     return out
 
 
-def evaluate_devices(head: Int8Head, data: FleetData, segment: int, devices: np.ndarray) -> dict[str, np.ndarray]:
+def evaluate_devices(
+    head: Int8Head, data: FleetData, segment: int, devices: np.ndarray
+) -> dict[str, np.ndarray]:
     """Correct predictions of the deployed int8 head on each device's local test data."""
     feats, labels = data.gather(data.test_indices(devices, segment))
     pred = data.predict(head, feats)
@@ -105,6 +157,13 @@ def handle(kind: str, head: Int8Head, cfg: dict[str, Any], devices: np.ndarray) 
     data = fleet_data(str(cfg["fleet-dir"]))
     devices = np.asarray(devices, dtype=np.int64)
     if kind == "train":
-        return train_devices(head, data, devices, train_config(cfg), int(cfg["seed"]), int(cfg["round"]),
-                             str(cfg.get("uplink", "float32")))
+        return train_devices(
+            head,
+            data,
+            devices,
+            train_config(cfg),
+            int(cfg["seed"]),
+            int(cfg["round"]),
+            str(cfg.get("uplink", "float32")),
+        )
     return evaluate_devices(head, data, int(cfg["segment"]), devices)

@@ -27,15 +27,24 @@ import numpy as np
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off")
 RATE = 16000
-FACTORY_VOICES = [("en-us", v) for v in ("m1", "m2", "m3", "m4", "m5", "m6", "m7")] + [("en", "m3"), ("en", "m5")]
-FIELD_VOICES = [("en-gb-x-rp", v) for v in ("f1", "f2", "f3", "f4")] + [("en-us", v) for v in ("f1", "f2", "f3", "f4")] + [
-    ("en-029", "m2"), ("en-gb-scotland", "m4"), ("en-gb-x-gbclan", "f2"), ("en-us-nyc", "m1")]
+FACTORY_VOICES = [("en-us", v) for v in ("m1", "m2", "m3", "m4", "m5", "m6", "m7")] + [
+    ("en", "m3"),
+    ("en", "m5"),
+]
+FIELD_VOICES = (
+    [("en-gb-x-rp", v) for v in ("f1", "f2", "f3", "f4")]
+    + [("en-us", v) for v in ("f1", "f2", "f3", "f4")]
+    + [("en-029", "m2"), ("en-gb-scotland", "m4"), ("en-gb-x-gbclan", "f2"), ("en-us-nyc", "m1")]
+)
 
 
 def speak(voice: str, variant: str, pitch: int, speed: int, word: str) -> np.ndarray:
     """float32 mono 16 kHz clip of one word, 1 s long, speech centred at a random-free fixed place."""
-    out = subprocess.run(["espeak-ng", "-v", f"{voice}+{variant}", "-p", str(pitch), "-s", str(speed), "--stdout", word],
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["espeak-ng", "-v", f"{voice}+{variant}", "-p", str(pitch), "-s", str(speed), "--stdout", word],
+        capture_output=True,
+        check=True,
+    ).stdout
     with wave.open(io.BytesIO(out)) as w:
         rate, x = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
     x = x.astype(np.float32) / 32768.0
@@ -48,11 +57,12 @@ def speak(voice: str, variant: str, pitch: int, speed: int, word: str) -> np.nda
     return clip
 
 
-def recordings(voices: list[tuple[str, str]], reps: int, rng: np.random.Generator,
-               aging: bool) -> list[tuple[str, str, int, np.ndarray]]:
+def recordings(
+    voices: list[tuple[str, str]], reps: int, rng: np.random.Generator, aging: bool
+) -> list[tuple[str, str, int, np.ndarray]]:
     """(speaker, word, repetition, clip): each speaker repeats each word with a little jitter."""
     out = []
-    for si, (voice, variant) in enumerate(voices):
+    for _si, (voice, variant) in enumerate(voices):
         pitch, speed = int(rng.integers(30, 70)), int(rng.integers(140, 190))
         speaker = f"{voice.replace('-', '')}{variant}p{pitch}"
         for rep in range(reps):
@@ -60,7 +70,9 @@ def recordings(voices: list[tuple[str, str]], reps: int, rng: np.random.Generato
             gain = 1.0 - (0.5 * rep / max(reps - 1, 1) if aging else 0.0)
             noise = 0.004 + (0.02 * rep / max(reps - 1, 1) if aging else 0.0)
             for word in WORDS:
-                x = speak(voice, variant, pitch + int(rng.integers(-6, 7)), speed + int(rng.integers(-15, 16)), word)
+                x = speak(
+                    voice, variant, pitch + int(rng.integers(-6, 7)), speed + int(rng.integers(-15, 16)), word
+                )
                 x = np.roll(x, int(rng.integers(-1600, 1600))) * gain * float(rng.uniform(0.6, 1.0))
                 x = x + noise * rng.standard_normal(RATE).astype(np.float32)
                 out.append((speaker, word, rep, x.astype(np.float32)))
@@ -93,7 +105,9 @@ def train_model(x: np.ndarray, y: np.ndarray, seed: int) -> bytes:
     out = keras.layers.Softmax()(h)
     train = keras.Model(inp, out)
     batch = keras.models.clone_model(train, input_tensors=keras.Input((49, 10, 1)))
-    batch.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    batch.compile(
+        optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     batch.fit(x, y, epochs=25, batch_size=32, verbose=0, shuffle=True)
     train.set_weights(batch.get_weights())
     conv = tf.lite.TFLiteConverter.from_keras_model(train)
@@ -129,11 +143,16 @@ def main() -> None:
     data = a.out / "data"
     for speaker, word, rep, clip in recordings(FIELD_VOICES, a.reps, rng, aging=True):
         write_wav(data / word / f"{speaker}_nohash_{rep}.wav", clip)
-    write_wav(data / "_background_noise_" / "hum.wav",
-              (0.05 * np.sin(2 * np.pi * 50 * np.arange(4 * RATE) / RATE)
-               + 0.02 * rng.standard_normal(4 * RATE)).astype(np.float32))
-    print(f"wrote {a.out / 'model_int8.tflite'} ({len(tflite)} bytes) and {data} "
-          f"({len(FIELD_VOICES)} speakers x {len(WORDS)} words x {a.reps})")
+    write_wav(
+        data / "_background_noise_" / "hum.wav",
+        (
+            0.05 * np.sin(2 * np.pi * 50 * np.arange(4 * RATE) / RATE) + 0.02 * rng.standard_normal(4 * RATE)
+        ).astype(np.float32),
+    )
+    print(
+        f"wrote {a.out / 'model_int8.tflite'} ({len(tflite)} bytes) and {data} "
+        f"({len(FIELD_VOICES)} speakers x {len(WORDS)} words x {a.reps})"
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ class Board:
     def link_seconds(self, nbytes: np.ndarray | float, messages: int = 2) -> np.ndarray | float:
         return nbytes / self.link_bytes_per_s + messages * self.link_latency_s
 
-    def energy_j(self, macs: np.ndarray | float, radio_bytes: np.ndarray | float,
-                 fixed_point: bool = False) -> np.ndarray | float:
+    def energy_j(
+        self, macs: np.ndarray | float, radio_bytes: np.ndarray | float, fixed_point: bool = False
+    ) -> np.ndarray | float:
         mac_j = self.energy_per_mac_j * self.slowdown(fixed_point)
         return macs * mac_j + radio_bytes * self.energy_per_radio_byte_j
 
@@ -52,17 +53,65 @@ BOARDS: dict[str, Board] = {
     b.name: b
     for b in (
         # Arduino Nano 33 BLE Sense: nRF52840, Cortex-M4F 64 MHz, 256 KB RAM, 1 MB flash, BLE 5
-        Board("nano33ble", "nRF52840 (Cortex-M4F)", 64e6, 256 * 1024, 1024 * 1024, True, 0.5, 60e-12,
-              "ble", 16_000.0, 150e-9, 128 * 1024),
+        Board(
+            "nano33ble",
+            "nRF52840 (Cortex-M4F)",
+            64e6,
+            256 * 1024,
+            1024 * 1024,
+            True,
+            0.5,
+            60e-12,
+            "ble",
+            16_000.0,
+            150e-9,
+            128 * 1024,
+        ),
         # ESP32-S3: dual Xtensa LX7 240 MHz, 512 KB SRAM, 8 MB flash, Wi-Fi + BLE
-        Board("esp32s3", "ESP32-S3 (Xtensa LX7)", 240e6, 512 * 1024, 8 * 1024 * 1024, True, 0.5, 110e-12,
-              "wifi", 500_000.0, 40e-9, 200 * 1024),
+        Board(
+            "esp32s3",
+            "ESP32-S3 (Xtensa LX7)",
+            240e6,
+            512 * 1024,
+            8 * 1024 * 1024,
+            True,
+            0.5,
+            110e-12,
+            "wifi",
+            500_000.0,
+            40e-9,
+            200 * 1024,
+        ),
         # STM32H743: Cortex-M7 480 MHz, 1 MB RAM, 2 MB flash, USB/UART
-        Board("stm32h7", "STM32H743 (Cortex-M7)", 480e6, 1024 * 1024, 2 * 1024 * 1024, True, 1.0, 90e-12,
-              "serial", 92_160.0, 20e-9, 256 * 1024),
+        Board(
+            "stm32h7",
+            "STM32H743 (Cortex-M7)",
+            480e6,
+            1024 * 1024,
+            2 * 1024 * 1024,
+            True,
+            1.0,
+            90e-12,
+            "serial",
+            92_160.0,
+            20e-9,
+            256 * 1024,
+        ),
         # A Cortex-M0+ class board without FPU (e.g. RP2040 at 133 MHz, 264 KB RAM): fixed-point training
-        Board("rp2040", "RP2040 (Cortex-M0+)", 133e6, 264 * 1024, 2 * 1024 * 1024, False, 0.1, 40e-12,
-              "serial", 11_520.0, 20e-9, 128 * 1024),
+        Board(
+            "rp2040",
+            "RP2040 (Cortex-M0+)",
+            133e6,
+            264 * 1024,
+            2 * 1024 * 1024,
+            False,
+            0.1,
+            40e-12,
+            "serial",
+            11_520.0,
+            20e-9,
+            128 * 1024,
+        ),
     )
 }
 

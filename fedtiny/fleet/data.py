@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -92,8 +93,12 @@ class FleetPlan:
     speed: np.ndarray  # float32 [K] compute-speed factor (1 = datasheet)
 
 
-def build_plan(s: Scenario, layout: FleetLayout, default_condition: dict[str, float] | None = None,
-               num_classes: int | None = None) -> FleetPlan:
+def build_plan(
+    s: Scenario,
+    layout: FleetLayout,
+    default_condition: dict[str, float] | None = None,
+    num_classes: int | None = None,
+) -> FleetPlan:
     """Conditions, class mixes, groups, boards and faults of every device, from the scenario seed.
 
     ``default_condition``/``num_classes`` describe the data when it is not the scenario's task (recordings).
@@ -105,7 +110,9 @@ def build_plan(s: Scenario, layout: FleetLayout, default_condition: dict[str, fl
     rng = np.random.default_rng([s.seed, 0xF1EE7])
     base = {**default_condition, **f.condition}
     nvar = min(f.variants, k) if f.spread else 1
-    offsets = {knob: rng.permutation(-sp + 2 * sp * (np.arange(nvar) + 0.5) / nvar) for knob, sp in f.spread.items()}
+    offsets = {
+        knob: rng.permutation(-sp + 2 * sp * (np.arange(nvar) + 0.5) / nvar) for knob, sp in f.spread.items()
+    }
     conds: list[dict[str, float]] = []
     index: dict[Any, int] = {}
 
@@ -116,7 +123,12 @@ def build_plan(s: Scenario, layout: FleetLayout, default_condition: dict[str, fl
             conds.append(dict(cond))
         return index[key]
 
-    base_ids = np.array([intern({**base, **{kn: base[kn] + float(off[v]) for kn, off in offsets.items()}}) for v in range(nvar)])
+    base_ids = np.array(
+        [
+            intern({**base, **{kn: base[kn] + float(off[v]) for kn, off in offsets.items()}})
+            for v in range(nvar)
+        ]
+    )
     var0 = base_ids[rng.integers(0, nvar, k)].astype(np.int32)
     mix0 = rng.dirichlet(np.full(c, f.dirichlet_alpha), size=k)
     group = np.zeros(k, dtype=np.int16)
@@ -139,7 +151,10 @@ def build_plan(s: Scenario, layout: FleetLayout, default_condition: dict[str, fl
     nseg = len(layout.segment_starts)
     variant = np.zeros((nseg, k), dtype=np.int32)
     cmix = np.zeros((nseg, k, c), dtype=np.float32)
-    shift_mix = [np.random.default_rng([s.seed, 0x5F1, i]).dirichlet(np.full(c, e.alpha), size=len(h)) for i, (e, h) in enumerate(zip(s.drift, hits))]
+    shift_mix = [
+        np.random.default_rng([s.seed, 0x5F1, i]).dirichlet(np.full(c, e.alpha), size=len(h))
+        for i, (e, h) in enumerate(zip(s.drift, hits))
+    ]
     for si, start in enumerate(layout.segment_starts):
         var = var0.copy()
         mix = mix0.copy()
@@ -169,7 +184,11 @@ def build_plan(s: Scenario, layout: FleetLayout, default_condition: dict[str, fl
     board = rng.permutation(np.repeat(np.arange(len(boards)), counts)).astype(np.int8)
     faulty = np.zeros(k, dtype=bool)
     faulty[rng.permutation(k)[: int(round(f.faulty_fraction * k))]] = True
-    speed = np.exp(rng.normal(0.0, f.speed_jitter, k)).astype(np.float32) if f.speed_jitter else np.ones(k, dtype=np.float32)
+    speed = (
+        np.exp(rng.normal(0.0, f.speed_jitter, k)).astype(np.float32)
+        if f.speed_jitter
+        else np.ones(k, dtype=np.float32)
+    )
     return FleetPlan(conds, variant, cmix, group, board, boards, faulty, speed)
 
 
@@ -178,8 +197,14 @@ def model_spec_of(s: Scenario) -> Any:
 
     m = s.model
     return ModelSpec(
-        task=s.task.name, task_params=dict(s.task.params), seed=s.seed, factory_samples=m.factory_samples,
-        test_samples=m.test_samples, epochs=m.epochs, batch_size=m.batch_size, learning_rate=m.learning_rate,
+        task=s.task.name,
+        task_params=dict(s.task.params),
+        seed=s.seed,
+        factory_samples=m.factory_samples,
+        test_samples=m.test_samples,
+        epochs=m.epochs,
+        batch_size=m.batch_size,
+        learning_rate=m.learning_rate,
         head_inputs=m.head_inputs,
     )
 
@@ -187,11 +212,19 @@ def model_spec_of(s: Scenario) -> Any:
 def _pool_cache_dir(tflite: bytes, s: Scenario, featurizer: str) -> Path:
     from fedtiny.model.build import cache_root
 
-    key = hashlib.sha256(tflite + json.dumps([s.task.name, s.task.params, featurizer, s.seed]).encode()).hexdigest()[:20]
+    key = hashlib.sha256(
+        tflite + json.dumps([s.task.name, s.task.params, featurizer, s.seed]).encode()
+    ).hexdigest()[:20]
     return cache_root() / "pools" / key
 
 
-def make_pool(s: Scenario, cond: dict[str, float], featurize: Callable[[np.ndarray], np.ndarray], per_class: int, num_classes: int) -> np.ndarray:
+def make_pool(
+    s: Scenario,
+    cond: dict[str, float],
+    featurize: Callable[[np.ndarray], np.ndarray],
+    per_class: int,
+    num_classes: int,
+) -> np.ndarray:
     """int8 [C, P, D]: ``per_class`` examples of every class under ``cond``, featurized by the int8 model."""
     task = get_task(s.task.name, **s.task.params)
     ckey = hashlib.sha256(repr(_cond_key(cond)).encode()).digest()
@@ -233,20 +266,29 @@ def prepare_fleet(
     pools = []
     computed = 0
     for cond in plan.conditions:
-        name = hashlib.sha256(repr((_cond_key(cond), s.fleet.pool_per_class)).encode()).hexdigest()[:20] + ".npy"
+        name = (
+            hashlib.sha256(repr((_cond_key(cond), s.fleet.pool_per_class)).encode()).hexdigest()[:20] + ".npy"
+        )
         if (cache / name).exists():
             pools.append(np.load(cache / name))
             continue
         p = make_pool(s, cond, featurize, s.fleet.pool_per_class, task.num_classes)
-        tmp = cache / f"{name}.{os.getpid()}.{threading.get_ident()}.tmp.npy"  # concurrent runs: no shared temp
+        tmp = (
+            cache / f"{name}.{os.getpid()}.{threading.get_ident()}.tmp.npy"
+        )  # concurrent runs: no shared temp
         np.save(tmp, p)
         tmp.replace(cache / name)
         pools.append(p)
         computed += 1
     np.save(root / "pool_feats.npy", np.stack(pools))
-    np.save(root / "pool_labels.npy", np.repeat(np.arange(task.num_classes), s.fleet.pool_per_class).astype(np.int16))
-    log(f"fleet: {s.fleet.devices} devices, {len(plan.conditions)} condition variants x {task.num_classes} classes x "
-        f"{s.fleet.pool_per_class} pooled samples ({computed} pools computed, {len(pools) - computed} from cache)")
+    np.save(
+        root / "pool_labels.npy",
+        np.repeat(np.arange(task.num_classes), s.fleet.pool_per_class).astype(np.int16),
+    )
+    log(
+        f"fleet: {s.fleet.devices} devices, {len(plan.conditions)} condition variants x {task.num_classes} classes x "
+        f"{s.fleet.pool_per_class} pooled samples ({computed} pools computed, {len(pools) - computed} from cache)"
+    )
     np.save(root / "variant.npy", plan.variant)
     np.save(root / "cmix.npy", plan.cmix)
     np.save(root / "group.npy", plan.group)
@@ -260,10 +302,18 @@ def prepare_fleet(
     xc, _ = factory_data(spec, min(300, s.model.factory_samples), 0)
     np.save(root / "calib_feats.npy", featurize(xc))
     meta = {
-        "train": s.fleet.samples_per_device, "test": s.eval.test_samples or s.fleet.test_samples_per_device,
-        "cache": s.fleet.cache_size, "new_per_round": s.fleet.new_samples_per_round, "seed": s.seed,
-        "fault": s.fleet.fault, "test_mix": s.eval.test_mix, "conditions": plan.conditions, "boards": plan.boards,
-        "kind": "generated", "tail": tail or [], "per_tensor": per_tensor,
+        "train": s.fleet.samples_per_device,
+        "test": s.eval.test_samples or s.fleet.test_samples_per_device,
+        "cache": s.fleet.cache_size,
+        "new_per_round": s.fleet.new_samples_per_round,
+        "seed": s.seed,
+        "fault": s.fleet.fault,
+        "test_mix": s.eval.test_mix,
+        "conditions": plan.conditions,
+        "boards": plan.boards,
+        "kind": "generated",
+        "tail": tail or [],
+        "per_tensor": per_tensor,
         **layout.__dict__,
     }
     (root / "layout.json").write_text(json.dumps(meta, indent=1))
@@ -293,7 +343,9 @@ class FleetData:
         self.num_variants, self.dim = self.pool.shape[0], self.pool.shape[-1]
         self.pool2d = self.pool.reshape(-1, self.dim)
         self.n_examples = self.pool2d.shape[0] // self.num_variants
-        self.labels = np.load(self.root / "pool_labels.npy").astype(np.int64)  # [n_examples]; -1: never a class
+        self.labels = np.load(self.root / "pool_labels.npy").astype(
+            np.int64
+        )  # [n_examples]; -1: never a class
         self.tail = HeadTail.from_list(meta.get("tail", []))
         self.balanced_test = meta.get("test_mix", "local") == "balanced"
         if self.pool.ndim == 4:  # a generated pool: per (variant, class), pool_size examples
@@ -320,7 +372,9 @@ class FleetData:
         """Samples each device has collected when it trains in ``round_`` (round 0: the initial ones)."""
         return self.n_initial + max(round_, 0) * self.per_round
 
-    def _draw(self, devices: np.ndarray, j: np.ndarray, seg: np.ndarray, tag: int, test: bool = False) -> np.ndarray:
+    def _draw(
+        self, devices: np.ndarray, j: np.ndarray, seg: np.ndarray, tag: int, test: bool = False
+    ) -> np.ndarray:
         """Flat pool indices [K, n] of samples number ``j`` [n] (segment ``seg`` [n]) of ``devices`` [K]."""
         d = np.asarray(devices, dtype=np.int64)[:, None]
         u = uniform(self.seed, tag, d, j[None, :]).astype(np.float32)

@@ -15,9 +15,10 @@ devices need (``pool[v, i]``), featurized once by the real int8 model. An extra 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,9 @@ class DeviceStreams:
     stream: np.ndarray  # int32 [K, T]: training examples in arrival order, -1 padding
     n_train: np.ndarray  # int64 [K]
     n_initial: np.ndarray  # int64 [K]: collected before round 1
-    test: np.ndarray  # int32 [K, M]: local test examples, padded with the sentinel index (= number of examples)
+    test: (
+        np.ndarray
+    )  # int32 [K, M]: local test examples, padded with the sentinel index (= number of examples)
     n_test: np.ndarray  # int64 [K]
     names: tuple[str, ...]  # device names (from the data, or "device-<k>" for a partition)
 
@@ -52,7 +55,8 @@ def _dirichlet_partition(y: np.ndarray, devices: int, alpha: float, rng: np.rand
             owner[part] = k
     # every device needs a training and a test example: take them from the largest devices
     sizes = np.bincount(owner, minlength=devices)
-    for k in np.flatnonzero(sizes < 2):
+    for needy in np.flatnonzero(sizes < 2):
+        k = int(needy)
         while sizes[k] < 2:
             donor = int(np.argmax(sizes))
             moved = np.flatnonzero(owner == donor)[-1]
@@ -62,20 +66,33 @@ def _dirichlet_partition(y: np.ndarray, devices: int, alpha: float, rng: np.rand
     return owner
 
 
-def device_streams(y: np.ndarray, device: np.ndarray | None, time: np.ndarray | None, device_names: tuple[str, ...],
-                   devices: int, alpha: float, test_fraction: float, initial_fraction: float, seed: int,
-                   src: str) -> DeviceStreams:
+def device_streams(
+    y: np.ndarray,
+    device: np.ndarray | None,
+    time: np.ndarray | None,
+    device_names: tuple[str, ...],
+    devices: int,
+    alpha: float,
+    test_fraction: float,
+    initial_fraction: float,
+    seed: int,
+    src: str,
+) -> DeviceStreams:
     """Split every device's examples (time order) into its training stream and its latest test examples."""
     n = len(y)
     if device is None:
         if n < 2 * devices:
-            raise DataError(f"{src}: {n} examples cannot feed fleet.devices = {devices} devices (each needs at least "
-                            f"2: one to train, one to test); lower fleet.devices or add device ids to the data")
+            raise DataError(
+                f"{src}: {n} examples cannot feed fleet.devices = {devices} devices (each needs at least "
+                f"2: one to train, one to test); lower fleet.devices or add device ids to the data"
+            )
         owner = _dirichlet_partition(y, devices, alpha, np.random.default_rng([seed, 0xDA7A]))
         names = tuple(f"device-{k}" for k in range(devices))
     else:
         ids, owner = np.unique(np.asarray(device), return_inverse=True)
-        names = tuple(device_names[int(i)] if device_names and 0 <= int(i) < len(device_names) else str(i) for i in ids)
+        names = tuple(
+            device_names[int(i)] if device_names and 0 <= int(i) < len(device_names) else str(i) for i in ids
+        )
     if time is not None:  # by device, then time; examples recorded at the same time in a seeded random order
         when = np.asarray(time, dtype=np.float64)
         tie = np.random.default_rng([seed, 0x71E]).permutation(n)
@@ -100,13 +117,27 @@ def device_streams(y: np.ndarray, device: np.ndarray | None, time: np.ndarray | 
         stream[i, : len(tr)], test[i, : len(te)] = tr, te
     n_train = np.array([len(t) for t in trains], dtype=np.int64)
     n_initial = np.maximum(1, np.floor(n_train * initial_fraction).astype(np.int64))
-    return DeviceStreams(stream, n_train, n_initial, test, np.array([len(t) for t in tests], dtype=np.int64),
-                         tuple(names[k] for k in keep))
+    return DeviceStreams(
+        stream,
+        n_train,
+        n_initial,
+        test,
+        np.array([len(t) for t in tests], dtype=np.int64),
+        tuple(names[k] for k in keep),
+    )
 
 
-def write_recorded_fleet(s: Scenario, streams: DeviceStreams, labels: np.ndarray, featurize: Featurize,
-                         default_condition: dict[str, float], num_classes: int, tail: list[dict[str, Any]],
-                         out_dir: Path, log: Callable[[str], Any] = print) -> FleetLayout:
+def write_recorded_fleet(
+    s: Scenario,
+    streams: DeviceStreams,
+    labels: np.ndarray,
+    featurize: Featurize,
+    default_condition: dict[str, float],
+    num_classes: int,
+    tail: list[dict[str, Any]],
+    out_dir: Path,
+    log: Callable[[str], Any] = print,
+) -> FleetLayout:
     """Fleet plan and the pool of every example under every condition its devices meet, under ``out_dir/fleet``.
 
     ``s.fleet.devices`` must already be the number of devices in ``streams``.
@@ -118,36 +149,57 @@ def write_recorded_fleet(s: Scenario, streams: DeviceStreams, labels: np.ndarray
     n = len(labels)
     k = len(streams.names)
     per_device = np.concatenate([streams.stream, streams.test], axis=1)  # every example a device owns
-    pool: np.ndarray | None = None
+    pool: np.memmap | None = None
     for v, cond in enumerate(plan.conditions):
         users = np.flatnonzero((plan.variant == v).any(axis=0))
         need = np.unique(per_device[users])
         need = need[(need >= 0) & (need < n)]
-        feats = featurize(need, cond) if len(need) else np.zeros((0, 1), np.int8)
+        if not len(need):  # a condition no device meets: its rows stay zero and are never gathered
+            continue
+        feats = featurize(need, cond)
         if pool is None:
             dim = feats.shape[1]
-            pool = np.lib.format.open_memmap(root / "pool_feats.npy", mode="w+", dtype=np.int8,
-                                             shape=(len(plan.conditions), n + 1, dim))
+            pool = np.lib.format.open_memmap(
+                root / "pool_feats.npy", mode="w+", dtype=np.int8, shape=(len(plan.conditions), n + 1, dim)
+            )
             pool[:] = 0
         pool[v, need] = feats
     assert pool is not None
     pool.flush()
     del pool
-    log(f"fleet: {k} devices from the data, {len(plan.conditions)} condition variant(s), {n} examples "
-        f"({int(streams.n_train.sum())} to train, {int(streams.n_test.sum())} to test)")
+    log(
+        f"fleet: {k} devices from the data, {len(plan.conditions)} condition variant(s), {n} examples "
+        f"({int(streams.n_train.sum())} to train, {int(streams.n_test.sum())} to test)"
+    )
     np.save(root / "pool_labels.npy", np.concatenate([labels, [-1]]).astype(np.int16))
     np.save(root / "variant.npy", plan.variant)
     np.save(root / "group.npy", plan.group)
     np.save(root / "board.npy", plan.board)
     np.save(root / "faulty.npy", plan.faulty)
     np.save(root / "speed.npy", plan.speed)
-    np.savez(root / "streams.npz", stream=streams.stream, n_train=streams.n_train, n_initial=streams.n_initial,
-             test=streams.test, n_test=streams.n_test)
+    np.savez(
+        root / "streams.npz",
+        stream=streams.stream,
+        n_train=streams.n_train,
+        n_initial=streams.n_initial,
+        test=streams.test,
+        n_test=streams.n_test,
+    )
     meta = {
-        "train": int(streams.n_initial.max()), "test": int(streams.test.shape[1]), "cache": s.fleet.cache_size,
-        "new_per_round": 0, "seed": s.seed, "rounds": s.rounds, "fault": s.fleet.fault, "test_mix": "recorded",
-        "conditions": plan.conditions, "boards": plan.boards, "kind": "recorded", "tail": tail,
-        "device_names": list(streams.names), **layout.__dict__,
+        "train": int(streams.n_initial.max()),
+        "test": int(streams.test.shape[1]),
+        "cache": s.fleet.cache_size,
+        "new_per_round": 0,
+        "seed": s.seed,
+        "rounds": s.rounds,
+        "fault": s.fleet.fault,
+        "test_mix": "recorded",
+        "conditions": plan.conditions,
+        "boards": plan.boards,
+        "kind": "recorded",
+        "tail": tail,
+        "device_names": list(streams.names),
+        **layout.__dict__,
     }
     (root / "layout.json").write_text(json.dumps(meta, indent=1))
     return layout

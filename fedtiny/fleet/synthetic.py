@@ -26,7 +26,7 @@ class ProjectionFeaturizer:
     def __init__(self, input_size: int, dim: int, seed: int = 0) -> None:
         rng = np.random.default_rng([seed, 0x5E7])
         self.proj = (rng.standard_normal((input_size, dim)) / np.sqrt(input_size)).astype(np.float32)
-        self.shift = None
+        self.shift: np.ndarray | None = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)

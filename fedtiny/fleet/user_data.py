@@ -37,7 +37,9 @@ class UserFleet:
     int8_accuracy: float  # the deployed model on every device's test examples (base condition)
     float_accuracy: float | None  # a Keras model's float accuracy on the same examples
     device_names: tuple[str, ...]
-    central_accuracy: float  # a head re-trained centrally on every device's training examples (upper reference)
+    central_accuracy: (
+        float  # a head re-trained centrally on every device's training examples (upper reference)
+    )
 
 
 class InputMaker:
@@ -80,15 +82,17 @@ class Featurizer:
 
     def __init__(self, s: Scenario, rec: Recordings, tflite: bytes, log: Log) -> None:
         self.log = log
-        self.runner = Int8Runner(tflite, s.fleet.featurizer)
+        self.runner = Int8Runner(tflite, "litert" if s.fleet.featurizer == "litert" else "tflm")
         io = model_io(tflite)
         self.inputs = InputMaker(s, rec, io.input_scale, io.input_zero_point)
         self.default = self.inputs.default
         want = tuple(self.runner.input_shape[1:])
         got = tuple(self.inputs(np.arange(1)).shape[1:])
         if int(np.prod(got)) != int(np.prod(want)):
-            raise DataError(f"{s.data.path}: the front end '{s.data.front_end}' gives inputs of shape {list(got)}, "
-                            f"the model takes {list(want)}")
+            raise DataError(
+                f"{s.data.path}: the front end '{s.data.front_end}' gives inputs of shape {list(got)}, "
+                f"the model takes {list(want)}"
+            )
 
     def __call__(self, idx: np.ndarray, cond: dict[str, float]) -> np.ndarray:
         out = []
@@ -107,21 +111,38 @@ def load_user_model_and_data(s: Scenario, log: Log = print) -> tuple[Recordings,
     from fedtiny.model.user import convert_keras, load_tflite
 
     d = s.data
-    classes = tuple(s.model.classes) or (metadata_classes(Path(s.model.tflite).read_bytes()) if s.model.tflite else ())
-    rec = load_recordings(d.path, d.format, label_column=d.label_column, device_column=d.device_column,
-                          time_column=d.time_column, max_per_class=d.max_per_class, seed=s.seed, classes=classes)
-    devices = (f"{len(set(rec.device.tolist()))} devices" if rec.device is not None
-               else f"no device ids (partitioned over {s.fleet.devices} devices)")
+    classes = tuple(s.model.classes) or (
+        metadata_classes(Path(s.model.tflite).read_bytes()) if s.model.tflite else ()
+    )
+    rec = load_recordings(
+        d.path,
+        d.format,
+        label_column=d.label_column,
+        device_column=d.device_column,
+        time_column=d.time_column,
+        max_per_class=d.max_per_class,
+        seed=s.seed,
+        classes=classes,
+    )
+    devices = (
+        f"{len(set(rec.device.tolist()))} devices"
+        if rec.device is not None
+        else f"no device ids (partitioned over {s.fleet.devices} devices)"
+    )
     log(f"data: {len(rec)} examples, {len(rec.classes)} classes, {devices}")
     if s.model.tflite:
         um = load_tflite(s.model.tflite)
     else:
         if rec.is_int8:
-            raise DataError(f"{d.path}: int8 inputs cannot calibrate a Keras model's conversion; give float inputs")
+            raise DataError(
+                f"{d.path}: int8 inputs cannot calibrate a Keras model's conversion; give float inputs"
+            )
         idx = np.sort(np.random.default_rng([s.seed, 0x4E9]).permutation(len(rec))[:300])
         um = convert_keras(s.model.keras, InputMaker(s, rec)(idx), log)
-    log(f"model: {um.source.name}, {len(um.tflite)} bytes, head {um.io.head_path}, input {um.io.input_dtype} "
-        f"{list(um.io.input_shape)}")
+    log(
+        f"model: {um.source.name}, {len(um.tflite)} bytes, head {um.io.head_path}, input {um.io.input_dtype} "
+        f"{list(um.io.input_shape)}"
+    )
     return rec, um
 
 
@@ -138,28 +159,49 @@ def recording_times(rec: Recordings, fmt: str) -> np.ndarray | None:
     return np.array([float(m.group(1)) if m else 0.0 for m in reps], dtype=np.float64)
 
 
-def prepare_user_fleet(s: Scenario, rec: Recordings, tflite: bytes, out_dir: Path, log: Log = print,
-                       float_predict: Callable[[np.ndarray], np.ndarray] | None = None) -> UserFleet:
+def prepare_user_fleet(
+    s: Scenario,
+    rec: Recordings,
+    tflite: bytes,
+    out_dir: Path,
+    log: Log = print,
+    float_predict: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> UserFleet:
     """Devices, streams and pools of a user's data under ``out_dir/fleet``; reference sets for the server."""
     io = model_io(tflite)
     from fedtiny.model.flatbuffer import read_head
 
     head = read_head(tflite)
     if rec.y.size and int(rec.y.max()) >= head.num_classes:
-        raise DataError(f"{s.data.path}: the data has {len(rec.classes)} classes, the model's head {head.num_classes}")
+        raise DataError(
+            f"{s.data.path}: the data has {len(rec.classes)} classes, the model's head {head.num_classes}"
+        )
     from fedtiny.data import detect_format
 
     fmt = s.data.format if s.data.format != "auto" else detect_format(Path(s.data.path))
-    streams = device_streams(rec.y, rec.device, recording_times(rec, fmt), rec.device_names, s.fleet.devices,
-                             s.fleet.dirichlet_alpha, s.data.test_fraction, s.data.initial_fraction, s.seed,
-                             str(s.data.path))
+    streams = device_streams(
+        rec.y,
+        rec.device,
+        recording_times(rec, fmt),
+        rec.device_names,
+        s.fleet.devices,
+        s.fleet.dirichlet_alpha,
+        s.data.test_fraction,
+        s.data.initial_fraction,
+        s.seed,
+        str(s.data.path),
+    )
     k = len(streams.names)
     fleet = dataclasses.replace(s.fleet, devices=k, devices_per_gateway=min(s.fleet.devices_per_gateway, k))
-    s = dataclasses.replace(s, fleet=fleet, eval=dataclasses.replace(s.eval, baseline_devices=min(s.eval.baseline_devices, k)))
+    s = dataclasses.replace(
+        s, fleet=fleet, eval=dataclasses.replace(s.eval, baseline_devices=min(s.eval.baseline_devices, k))
+    )
     feat = Featurizer(s, rec, tflite, log)
     labels = rec.y.astype(np.int64)
     tail = read_tail(tflite).to_list()
-    layout = write_recorded_fleet(s, streams, labels, feat, feat.default, head.num_classes, tail, out_dir, log)
+    layout = write_recorded_fleet(
+        s, streams, labels, feat, feat.default, head.num_classes, tail, out_dir, log
+    )
     root = out_dir / FLEET_DIR
     import json
 
@@ -180,11 +222,15 @@ def prepare_user_fleet(s: Scenario, rec: Recordings, tflite: bytes, out_dir: Pat
 
     int8_acc = float(np.mean(predict_through(head, read_tail(tflite), gtest) == labels[test]))
     central = central_head_accuracy(out_dir / FLEET_DIR, head, s)
-    log(f"reference: the shipped model {100 * int8_acc:.1f}% on the devices' latest examples; a head re-trained "
-        f"centrally on all their earlier examples {100 * central:.1f}%")
+    log(
+        f"reference: the shipped model {100 * int8_acc:.1f}% on the devices' latest examples; a head re-trained "
+        f"centrally on all their earlier examples {100 * central:.1f}%"
+    )
     float_acc = None
     if float_predict is not None:
-        float_acc = float(np.mean(float_predict(np.asarray(feat.inputs(test, base), dtype=np.float32)) == labels[test]))
+        float_acc = float(
+            np.mean(float_predict(np.asarray(feat.inputs(test, base), dtype=np.float32)) == labels[test])
+        )
     return UserFleet(s, layout, int8_acc, float_acc, streams.names, central)
 
 
@@ -198,20 +244,39 @@ def central_head_accuracy(fleet_dir: Path, head: Any, s: Scenario, epochs: int =
 
     data = RecordedFleetData(fleet_dir)
     k = np.arange(len(data.n_train))
-    train = np.concatenate([np.asarray(data.variant)[0, d] * data.n_examples + data.stream[d, : data.n_train[d]] for d in k])
+    train = np.concatenate(
+        [np.asarray(data.variant)[0, d] * data.n_examples + data.stream[d, : data.n_train[d]] for d in k]
+    )
     feats, labels = data.gather(train)
     fh = dequantize_head(head)
-    cfg = TrainConfig(epochs, min(s.train.batch_size * 4, 256), s.train.lr, s.train.momentum, s.train.weight_decay, 0.0)
-    res = train_heads(fh.weights, fh.bias, feats[None], labels[None].astype(np.int64), np.array([len(train)]), cfg,
-                      input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=s.seed, round_=0,
-                      device_ids=np.array([0]))
+    cfg = TrainConfig(
+        epochs, min(s.train.batch_size * 4, 256), s.train.lr, s.train.momentum, s.train.weight_decay, 0.0
+    )
+    res = train_heads(
+        fh.weights,
+        fh.bias,
+        feats[None],
+        labels[None].astype(np.int64),
+        np.array([len(train)]),
+        cfg,
+        input_scale=head.input_scale,
+        input_zero_point=head.input_zero_point,
+        seed=s.seed,
+        round_=0,
+        device_ids=np.array([0]),
+    )
     if not np.isfinite(res.weights).all():
         return float("nan")
     from fedtiny.ondevice.head import FloatHead
 
     calib = np.load(fleet_dir / "calib_feats.npy")
-    q = quantize_head(FloatHead(res.weights[0], res.bias[0]), head.input_scale, head.input_zero_point, calib,
-                      per_tensor=bool(data.meta.get("per_tensor", False)))
+    q = quantize_head(
+        FloatHead(res.weights[0], res.bias[0]),
+        head.input_scale,
+        head.input_zero_point,
+        calib,
+        per_tensor=bool(data.meta.get("per_tensor", False)),
+    )
     tf, tl = data.gather(data.test_indices(k, 0))
     correct = (predict_through(q, data.tail, tf) == tl).sum()
     return float(correct / data.test_counts(k).sum())

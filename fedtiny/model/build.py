@@ -45,7 +45,9 @@ class ModelSpec:
     def key(self) -> str:
         import tensorflow as tf  # the converter version changes the bytes
 
-        blob = json.dumps({**self.__dict__, "pipeline": PIPELINE_VERSION, "tf": tf.__version__}, sort_keys=True)
+        blob = json.dumps(
+            {**self.__dict__, "pipeline": PIPELINE_VERSION, "tf": tf.__version__}, sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -114,7 +116,13 @@ def build_base_model(spec: ModelSpec, log: Any = print) -> BaseModel:
     meta_file = path / "meta.json"
     if meta_file.exists():
         meta = json.loads(meta_file.read_text())
-        return BaseModel((path / "model_int8.tflite").read_bytes(), meta["float_accuracy"], meta["int8_accuracy"], path, meta)
+        return BaseModel(
+            (path / "model_int8.tflite").read_bytes(),
+            meta["float_accuracy"],
+            meta["int8_accuracy"],
+            path,
+            meta,
+        )
     t0 = time.time()
     tflite, float_acc = train_and_convert(spec, log)
     read_head(tflite)  # fails early if the head is not a patchable per-channel int8 FULLY_CONNECTED

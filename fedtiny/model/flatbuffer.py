@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import flatbuffers
 import numpy as np
@@ -89,7 +90,11 @@ def _find_head(model: fb.Model) -> _HeadRefs:
     sg = model.Subgraphs(0)
     if sg.OutputsLength() < 1:
         raise ModelError("the model has no output tensor")
-    producer = {int(sg.Operators(i).Outputs(0)): i for i in range(sg.OperatorsLength()) if sg.Operators(i).OutputsLength()}
+    producer = {
+        int(sg.Operators(i).Outputs(0)): i
+        for i in range(sg.OperatorsLength())
+        if sg.Operators(i).OutputsLength()
+    }
     model_out = int(sg.Outputs(0))
     t, tail = model_out, []
     while True:
@@ -101,12 +106,16 @@ def _find_head(model: fb.Model) -> _HeadRefs:
         if name == "FULLY_CONNECTED":
             break
         if name not in TAIL_OPS:
-            raise ModelError(f"the model output comes from {name}, not from a FULLY_CONNECTED head "
-                             f"(only {', '.join(TAIL_OPS)} may follow the head): cannot find the head")
+            raise ModelError(
+                f"the model output comes from {name}, not from a FULLY_CONNECTED head "
+                f"(only {', '.join(TAIL_OPS)} may follow the head): cannot find the head"
+            )
         tail.append(i)
         t = int(op.Inputs(0))
     bias = int(op.Inputs(2)) if op.InputsLength() >= 3 else -1  # -1: none (checked with the types)
-    return _HeadRefs(i, int(op.Inputs(0)), int(op.Inputs(1)), bias, int(op.Outputs(0)), tuple(reversed(tail)), model_out)
+    return _HeadRefs(
+        i, int(op.Inputs(0)), int(op.Inputs(1)), bias, int(op.Outputs(0)), tuple(reversed(tail)), model_out
+    )
 
 
 def _quant(model: fb.Model, index: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -137,14 +146,20 @@ def _check_full_integer(model: fb.Model, refs: _HeadRefs) -> None:
     op = sg.Operators(refs.op_index)
     feats, w, out = (sg.Tensors(i) for i in (refs.input, refs.weights, refs.output))
     if w.Type() == fb.TensorType.UINT8 or feats.Type() == fb.TensorType.UINT8:
-        raise ModelError("uint8 model (legacy quantization): not supported; convert it full-integer int8 "
-                         "(TFLiteConverter with TFLITE_BUILTINS_INT8 and a representative dataset)")
+        raise ModelError(
+            "uint8 model (legacy quantization): not supported; convert it full-integer int8 "
+            "(TFLiteConverter with TFLITE_BUILTINS_INT8 and a representative dataset)"
+        )
     if w.Type() == fb.TensorType.FLOAT32:
-        raise ModelError("not a full-integer int8 model: the head's weights are FLOAT32 (a float model); convert it "
-                         "with a representative dataset and TFLITE_BUILTINS_INT8")
+        raise ModelError(
+            "not a full-integer int8 model: the head's weights are FLOAT32 (a float model); convert it "
+            "with a representative dataset and TFLITE_BUILTINS_INT8"
+        )
     if feats.Type() != fb.TensorType.INT8:
-        raise ModelError(f"not a full-integer int8 model: the head's input is {_type_name(feats)} "
-                         "(dynamic-range quantization?); convert it with a representative dataset")
+        raise ModelError(
+            f"not a full-integer int8 model: the head's input is {_type_name(feats)} "
+            "(dynamic-range quantization?); convert it with a representative dataset"
+        )
     if w.Type() != fb.TensorType.INT8:
         raise ModelError(f"head weights are {_type_name(w)}, expected INT8 (full-integer model)")
     if refs.bias < 0:
@@ -160,9 +175,13 @@ def _check_full_integer(model: fb.Model, refs: _HeadRefs) -> None:
         opts = fb.FullyConnectedOptions()
         opts.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
         if opts.FusedActivationFunction() != _NO_ACTIVATION:
-            raise ModelError("the head FULLY_CONNECTED has a fused activation (e.g. RELU); fedtiny trains a linear head")
+            raise ModelError(
+                "the head FULLY_CONNECTED has a fused activation (e.g. RELU); fedtiny trains a linear head"
+            )
         if opts.WeightsFormat() != fb.FullyConnectedOptionsWeightsFormat.DEFAULT:
-            raise ModelError("the head FULLY_CONNECTED uses shuffled weights; fedtiny needs the default layout")
+            raise ModelError(
+                "the head FULLY_CONNECTED uses shuffled weights; fedtiny needs the default layout"
+            )
 
 
 @_parsing
@@ -180,11 +199,15 @@ def read_head(data: bytes | bytearray) -> Int8Head:
     bias_t = sg.Tensors(refs.bias)
     bias = _buffer_view(model, bias_t, np.int32).copy()
     if len(w_scale) not in (1, shape[0]) or len(bias) != shape[0]:
-        raise ModelError(f"head has {shape[0]} classes but {len(w_scale)} weight scales and {len(bias)} biases")
+        raise ModelError(
+            f"head has {shape[0]} classes but {len(w_scale)} weight scales and {len(bias)} biases"
+        )
     _, in_scale, in_zp = _tensor_info(model, refs.input)
     _, out_scale, out_zp = _tensor_info(model, refs.output)
     scales = np.broadcast_to(w_scale.astype(np.float32), (shape[0],)).copy()
-    return Int8Head(weights, scales, bias, float(in_scale[0]), int(in_zp[0]), float(out_scale[0]), int(out_zp[0]))
+    return Int8Head(
+        weights, scales, bias, float(in_scale[0]), int(in_zp[0]), float(out_scale[0]), int(out_zp[0])
+    )
 
 
 @dataclass(frozen=True)
@@ -212,10 +235,22 @@ def model_io(data: bytes | bytearray) -> ModelIO:
     q = _quant(model, int(sg.Inputs(0)))
     dtype = _type_name(t_in).lower()
     if q is None:  # float input: the quantization is that of the QUANTIZE op's output
-        consumer = next((sg.Operators(i) for i in range(sg.OperatorsLength())
-                         if sg.Operators(i).InputsLength() and int(sg.Operators(i).Inputs(0)) == int(sg.Inputs(0))), None)
-        if consumer is None or _op_name(model, consumer) != "QUANTIZE" or _quant(model, int(consumer.Outputs(0))) is None:
-            raise ModelError(f"the model input is {dtype} without a QUANTIZE op: not a full-integer int8 model")
+        consumer = next(
+            (
+                sg.Operators(i)
+                for i in range(sg.OperatorsLength())
+                if sg.Operators(i).InputsLength() and int(sg.Operators(i).Inputs(0)) == int(sg.Inputs(0))
+            ),
+            None,
+        )
+        if (
+            consumer is None
+            or _op_name(model, consumer) != "QUANTIZE"
+            or _quant(model, int(consumer.Outputs(0))) is None
+        ):
+            raise ModelError(
+                f"the model input is {dtype} without a QUANTIZE op: not a full-integer int8 model"
+            )
         q = _quant(model, int(consumer.Outputs(0)))
     assert q is not None
     if dtype not in ("int8", "float32"):
@@ -226,8 +261,16 @@ def model_io(data: bytes | bytearray) -> ModelIO:
     ft = sg.Tensors(refs.input)
     feat = f"'{ft.Name().decode(errors='replace')}' {list(int(x) for x in ft.ShapeAsNumpy())} int8"
     _, w_scale, _ = _tensor_info(model, refs.weights)
-    return ModelIO(tuple(int(x) for x in t_in.ShapeAsNumpy()), dtype, float(q[0][0]), int(q[1][0]),
-                   _type_name(sg.Tensors(refs.model_output)).lower(), path, feat, len(w_scale) == 1 and int(w[0]) > 1)
+    return ModelIO(
+        tuple(int(x) for x in t_in.ShapeAsNumpy()),
+        dtype,
+        float(q[0][0]),
+        int(q[1][0]),
+        _type_name(sg.Tensors(refs.model_output)).lower(),
+        path,
+        feat,
+        len(w_scale) == 1 and int(w[0]) > 1,
+    )
 
 
 def metadata_classes(data: bytes | bytearray) -> tuple[str, ...]:
@@ -292,8 +335,10 @@ def write_head(data: bytes | bytearray, head: Int8Head) -> bytes:
     if shape != head.weights.shape:
         raise ModelError(f"head shape {head.weights.shape} does not match the model's {shape}")
     if len(w_scale) == 1 and head.num_classes > 1 and np.any(head.weight_scales != head.weight_scales[0]):
-        raise ModelError("the model's head is quantized per tensor (one weight scale); the new head has "
-                         "per-channel scales: re-quantize it with per_tensor=True")
+        raise ModelError(
+            "the model's head is quantized per tensor (one weight scale); the new head has "
+            "per-channel scales: re-quantize it with per_tensor=True"
+        )
     _, in_scale, in_zp = _tensor_info(model, refs.input)
     if np.float32(in_scale[0]) != np.float32(head.input_scale) or int(in_zp[0]) != head.input_zero_point:
         raise ModelError("the head's input quantization differs from the backbone's feature quantization")
@@ -332,7 +377,6 @@ def with_feature_output(data: bytes | bytearray) -> bytes:
     return bytes(builder.Output())
 
 
-
 @_parsing
 def head_submodel(data: bytes | bytearray) -> bytes:
     """The head alone as a model: int8 features in, int8 logits out (to test the head on any features)."""
@@ -359,14 +403,21 @@ def with_head_bias(data: bytes | bytearray) -> bytes:
     sg = model.subgraphs[0]
     w = sg.tensors[refs.weights]
     x = sg.tensors[refs.input]
-    if w.type != fb.TensorType.INT8 or x.type != fb.TensorType.INT8 or w.quantization is None or x.quantization is None:
+    if (
+        w.type != fb.TensorType.INT8
+        or x.type != fb.TensorType.INT8
+        or w.quantization is None
+        or x.quantization is None
+    ):
         return bytes(data)  # not a full-integer head: model_io / read_head say why
     classes = int(w.shape[0])
     buf = fb.BufferT()
     buf.data = np.zeros(4 * classes, dtype=np.uint8)
     model.buffers.append(buf)
     q = fb.QuantizationParametersT()
-    q.scale = (np.float32(x.quantization.scale[0]) * np.asarray(w.quantization.scale, np.float32)).astype(np.float32)
+    q.scale = (np.float32(x.quantization.scale[0]) * np.asarray(w.quantization.scale, np.float32)).astype(
+        np.float32
+    )
     q.zeroPoint = np.zeros(len(q.scale), dtype=np.int64)
     t = fb.TensorT()
     t.shape = np.array([classes], dtype=np.int32)

@@ -65,9 +65,12 @@ class ModelInfo:
         return self.head_classes <= FIRMWARE_MAX_CLASSES and self.head_features <= FIRMWARE_MAX_DIM
 
     def lines(self) -> list[str]:
-        fw = ("fits the fedtiny C firmware" if self.firmware_fits else
-              f"too large for the fedtiny C firmware's defaults (classes <= {FIRMWARE_MAX_CLASSES}, features <= "
-              f"{FIRMWARE_MAX_DIM}): raise FT_MAX_CLASSES / FT_MAX_DIM in firmware/core/fedtiny_config.h")
+        fw = (
+            "fits the fedtiny C firmware"
+            if self.firmware_fits
+            else f"too large for the fedtiny C firmware's defaults (classes <= {FIRMWARE_MAX_CLASSES}, features <= "
+            f"{FIRMWARE_MAX_DIM}): raise FT_MAX_CLASSES / FT_MAX_DIM in firmware/core/fedtiny_config.h"
+        )
         return [
             f"size:     {self.bytes} bytes ({self.bytes / 1024:.1f} KiB)",
             f"ops:      {', '.join(self.ops)}",
@@ -87,5 +90,13 @@ def model_info(model: bytes) -> ModelInfo:
     model = with_head_bias(model)
     io = model_io(model)
     head = read_head(model)
-    return ModelInfo(len(model), op_names(model), head.num_classes, head.num_features, head.nbytes,
-                     min_arena_bytes(model), io, metadata_classes(model))
+    return ModelInfo(
+        len(model),
+        op_names(model),
+        head.num_classes,
+        head.num_features,
+        head.nbytes,
+        min_arena_bytes(model),
+        io,
+        metadata_classes(model),
+    )

@@ -57,7 +57,9 @@ class Int8Runner:
         io = model_io(model)
         self._q_scale, self._q_zp = io.input_scale, io.input_zero_point  # the int8 input after any QUANTIZE
         self.float_input = self._float_in
-        self.final: list[np.ndarray] = []  # the model's own outputs of the last run (when ops follow the head)
+        self.final: list[
+            np.ndarray
+        ] = []  # the model's own outputs of the last run (when ops follow the head)
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """What the interpreter's input tensor takes: int8 for an int8 model, float32 for a float-input one."""
@@ -71,7 +73,9 @@ class Int8Runner:
         if x.dtype == np.int8:
             if not self._float_in:
                 return x
-            return ((x.astype(np.float32) - np.float32(self._q_zp)) * np.float32(self._q_scale)).astype(np.float32)
+            return ((x.astype(np.float32) - np.float32(self._q_zp)) * np.float32(self._q_scale)).astype(
+                np.float32
+            )
         return self.quantize_input(np.asarray(x, dtype=np.float32))
 
     def run_int8(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -54,7 +54,9 @@ def load_tflite(path: str | Path) -> UserModel:
     return UserModel(data, io, p, metadata_classes(data), read_head(data).num_classes)
 
 
-def convert_keras(path: str | Path, representative: np.ndarray, log: Callable[[str], Any] = print) -> UserModel:
+def convert_keras(
+    path: str | Path, representative: np.ndarray, log: Callable[[str], Any] = print
+) -> UserModel:
     """Convert a user's Keras classifier to full-integer int8 (int8 input and output, batch size 1), with
     ``representative`` model inputs (float32, drawn from the user's data) calibrating the activations."""
     p = Path(path)
@@ -66,11 +68,15 @@ def convert_keras(path: str | Path, representative: np.ndarray, log: Callable[[s
     try:
         model = keras.models.load_model(p, compile=False)
     except Exception as exc:  # keras raises many kinds for a file it cannot read
-        raise ModelError(f"{p}: cannot load the Keras model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise ModelError(
+            f"{p}: cannot load the Keras model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
     shape = tuple(int(d) for d in model.input_shape[1:])
     if tuple(representative.shape[1:]) != shape:
-        raise ModelError(f"{p}: the model takes inputs of shape {list(shape)}, the data gives "
-                         f"{list(representative.shape[1:])}")
+        raise ModelError(
+            f"{p}: the model takes inputs of shape {list(shape)}, the data gives "
+            f"{list(representative.shape[1:])}"
+        )
     from fedtiny.model.build import convert_to_int8
 
     try:

@@ -22,7 +22,9 @@ class DeviceBudget:
         return self.cache_bytes + self.head_int8_bytes + self.train_bytes
 
 
-def device_budget(num_classes: int, dim: int, cache_capacity: int, samples: int, cfg: TrainConfig) -> DeviceBudget:
+def device_budget(
+    num_classes: int, dim: int, cache_capacity: int, samples: int, cfg: TrainConfig
+) -> DeviceBudget:
     """Exact buffer sizes of the reference implementation (docs/ondevice.md, firmware/core)."""
     c, d, b = num_classes, dim, cfg.batch_size
     head_f32 = 4 * c * (d + 1)

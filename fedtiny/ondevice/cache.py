@@ -32,8 +32,14 @@ class FeatureCache:
         """Append ``features`` [K, M, D] / ``labels`` [K, M]; device k takes its first ``n_new[k]`` rows."""
         k, m, d = features.shape
         if k != self.num_devices or d != self.dim or features.dtype != np.int8:
-            raise ModelError(f"push expects int8 [{self.num_devices}, M, {self.dim}], got {features.dtype} {features.shape}")
-        take = np.full(k, m, dtype=np.int64) if n_new is None else np.minimum(np.asarray(n_new, dtype=np.int64), m)
+            raise ModelError(
+                f"push expects int8 [{self.num_devices}, M, {self.dim}], got {features.dtype} {features.shape}"
+            )
+        take = (
+            np.full(k, m, dtype=np.int64)
+            if n_new is None
+            else np.minimum(np.asarray(n_new, dtype=np.int64), m)
+        )
         # Only the newest `capacity` rows of a push can survive, as on the board.
         for j in range(m):
             sel = np.nonzero(take > j)[0]

@@ -50,7 +50,9 @@ def to_fixed(weights: np.ndarray, bias: np.ndarray, input_scale: float) -> tuple
     s = float(np.float32(input_scale))
     v = round_half_away(np.asarray(weights, dtype=np.float32).astype(np.float64) * s * 2.0**W_FRAC)
     b = round_half_away(np.asarray(bias, dtype=np.float32).astype(np.float64) * 2.0**W_FRAC)
-    return np.clip(v, INT32_MIN, INT32_MAX).astype(np.int64), np.clip(b, INT32_MIN, INT32_MAX).astype(np.int64)
+    return np.clip(v, INT32_MIN, INT32_MAX).astype(np.int64), np.clip(b, INT32_MIN, INT32_MAX).astype(
+        np.int64
+    )
 
 
 def from_fixed(v: np.ndarray, b: np.ndarray, input_scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -60,8 +62,18 @@ def from_fixed(v: np.ndarray, b: np.ndarray, input_scale: float) -> tuple[np.nda
 
 
 def train_heads_fixed(
-    weights: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray, counts: np.ndarray,
-    cfg: TrainConfig, *, input_scale: float, input_zero_point: int, seed: int, round_: int, device_ids: np.ndarray,
+    weights: np.ndarray,
+    bias: np.ndarray,
+    features: np.ndarray,
+    labels: np.ndarray,
+    counts: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    input_scale: float,
+    input_zero_point: int,
+    seed: int,
+    round_: int,
+    device_ids: np.ndarray,
 ) -> TrainResult:
     """Integer SGD over K devices; same arguments and sample order as :func:`train_heads` (plain SGD only)."""
     if cfg.momentum or cfg.weight_decay or cfg.prox_mu:

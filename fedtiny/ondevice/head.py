@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from fedtiny.errors import ModelError
-from fedtiny.ondevice.tail import HeadTail
 from fedtiny.ondevice.quant import (
     INT32_MAX,
     INT32_MIN,
@@ -21,6 +20,7 @@ from fedtiny.ondevice.quant import (
     multiply_by_quantized_multiplier,
     round_half_away,
 )
+from fedtiny.ondevice.tail import HeadTail
 
 #: smallest logit range used when re-quantizing, so that a degenerate head still gets a finite scale
 MIN_LOGIT_RANGE = 1e-3
@@ -65,7 +65,7 @@ class Int8Head:
         """Bytes a board stores for this head: int8 weights, float32 scales, int32 biases."""
         return int(self.weights.size + 4 * self.num_classes * 2)
 
-    def equals(self, other: "Int8Head") -> bool:
+    def equals(self, other: Int8Head) -> bool:
         return (
             np.array_equal(self.weights, other.weights)
             and np.array_equal(self.weight_scales, other.weight_scales)
@@ -74,7 +74,7 @@ class Int8Head:
             == (other.input_scale, other.input_zero_point, other.output_scale, other.output_zero_point)
         )
 
-    def with_(self, **changes: object) -> "Int8Head":
+    def with_(self, **changes: object) -> Int8Head:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
@@ -105,7 +105,9 @@ def head_accumulators(head: Int8Head, features: np.ndarray) -> np.ndarray:
 def head_forward_int8(head: Int8Head, features: np.ndarray) -> np.ndarray:
     """int8 logits of TFLite's FULLY_CONNECTED (per-channel, TFLM reference arithmetic) for int8 features."""
     if features.dtype != np.int8 or features.shape[-1] != head.num_features:
-        raise ModelError(f"features must be int8 [..., {head.num_features}], got {features.dtype} {features.shape}")
+        raise ModelError(
+            f"features must be int8 [..., {head.num_features}], got {features.dtype} {features.shape}"
+        )
     mult, shift = channel_multipliers(head.input_scale, head.weight_scales, head.output_scale)
     acc = head_accumulators(head, features)
     out = multiply_by_quantized_multiplier(acc, mult, shift) + head.output_zero_point
@@ -125,7 +127,9 @@ def logit_range_to_qparams(lo: float, hi: float) -> tuple[float, int]:
     return scale, int(np.clip(zp, -128, 127))
 
 
-def quantize_weights(fh: FloatHead, input_scale: float, per_tensor: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def quantize_weights(
+    fh: FloatHead, input_scale: float, per_tensor: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel (or, for a model that stores one scale, per-tensor) symmetric int8 weights and int32 bias,
     in float32 arithmetic (reproducible in C)."""
     w = np.asarray(fh.weights, dtype=np.float32)
@@ -143,7 +147,11 @@ def quantize_weights(fh: FloatHead, input_scale: float, per_tensor: bool = False
 
 
 def quantize_head(
-    fh: FloatHead, input_scale: float, input_zero_point: int, calib_features: np.ndarray, per_tensor: bool = False
+    fh: FloatHead,
+    input_scale: float,
+    input_zero_point: int,
+    calib_features: np.ndarray,
+    per_tensor: bool = False,
 ) -> Int8Head:
     """Re-quantize a float head to int8 as the TFLite converter would, calibrated on int8 features.
 
@@ -175,12 +183,12 @@ def tail_for_head(tail: HeadTail, head: Int8Head) -> HeadTail:
     """The ops after ``head`` as the model holds them once the head is written: the logit tensor is shared with
     the next op (and carried through RESHAPEs), so their input quantization is the head's output quantization."""
     ops, follow = [], True
-    q = {"input_scale": head.output_scale, "input_zero_point": head.output_zero_point}
+    scale, zp = head.output_scale, head.output_zero_point
     for op in tail.ops:
         if follow and op.kind == "RESHAPE":
-            op = replace(op, **q, output_scale=head.output_scale, output_zero_point=head.output_zero_point)
+            op = replace(op, input_scale=scale, input_zero_point=zp, output_scale=scale, output_zero_point=zp)
         elif follow:
-            op, follow = replace(op, **q), False
+            op, follow = replace(op, input_scale=scale, input_zero_point=zp), False
         ops.append(op)
     return HeadTail(tuple(ops))
 

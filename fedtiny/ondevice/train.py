@@ -6,8 +6,8 @@ active steps, so results equal training each device alone up to float summation 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -52,8 +52,9 @@ class Batch:
     size: np.ndarray  # int64 [K]: valid samples in the batch, at least 1
 
 
-def batches(counts: np.ndarray, capacity: int, cfg: TrainConfig, seed: int, round_: int,
-            device_ids: np.ndarray) -> Iterator[Batch]:
+def batches(
+    counts: np.ndarray, capacity: int, cfg: TrainConfig, seed: int, round_: int, device_ids: np.ndarray
+) -> Iterator[Batch]:
     """The step schedule of docs/ondevice.md §3, shared by the float32 and fixed-point trainers."""
     bsz = cfg.batch_size
     for epoch in range(cfg.epochs):
@@ -62,7 +63,9 @@ def batches(counts: np.ndarray, capacity: int, cfg: TrainConfig, seed: int, roun
         for t in range(int(n_steps.max(initial=0))):
             pos = t * bsz + np.arange(bsz)
             valid = pos[None, :] < counts[:, None]
-            yield Batch(order[:, np.minimum(pos, capacity - 1)], valid, t < n_steps, np.maximum(valid.sum(axis=1), 1))
+            yield Batch(
+                order[:, np.minimum(pos, capacity - 1)], valid, t < n_steps, np.maximum(valid.sum(axis=1), 1)
+            )
 
 
 def _softmax_xent(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +95,10 @@ def train_heads(
     w = np.array(weights, dtype=np.float32, copy=True)
     b = np.array(bias, dtype=np.float32, copy=True)
     if w.ndim == 2:
-        w, b = np.broadcast_to(w, (len(counts), *w.shape)).copy(), np.broadcast_to(b, (len(counts), b.shape[-1])).copy()
+        w, b = (
+            np.broadcast_to(w, (len(counts), *w.shape)).copy(),
+            np.broadcast_to(b, (len(counts), b.shape[-1])).copy(),
+        )
     k, _, d = w.shape
     if features.shape[0] != k or features.shape[2] != d or features.dtype != np.int8:
         raise ModelError(f"features must be int8 [{k}, N, {d}], got {features.dtype} {features.shape}")

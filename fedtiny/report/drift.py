@@ -41,8 +41,16 @@ def _within(diff: float | None, se: float | None) -> bool | None:
     return None if diff is None or se is None else bool(abs(diff) <= Z95 * se)
 
 
-def group_metrics(acc: Curve, at: int, recover: float, old: Curve | None = None, *, end: int | None = None,
-                  old_at: int | None = None, band: dict[str, Curve | None] | None = None) -> dict[str, Any]:
+def group_metrics(
+    acc: Curve,
+    at: int,
+    recover: float,
+    old: Curve | None = None,
+    *,
+    end: int | None = None,
+    old_at: int | None = None,
+    band: dict[str, Curve | None] | None = None,
+) -> dict[str, Any]:
     """Metrics of one drift event at round ``at`` on one method's curve ``acc`` (docs/drift-events.md).
 
     The event's window is rounds ``at..end`` (``end``: the round before the group's next event, else the last
@@ -58,7 +66,10 @@ def group_metrics(acc: Curve, at: int, recover: float, old: Curve | None = None,
     threshold = recover * pre
     rec = next((i for i, a in enumerate(after) if a >= threshold), None)
     if after[0] >= threshold:
-        recovery, rounds = "no drop", None  # the drift cost less than the recovery threshold: nothing to recover
+        recovery, rounds = (
+            "no drop",
+            None,
+        )  # the drift cost less than the recovery threshold: nothing to recover
     elif rec is None:
         recovery, rounds = "never", None
     else:
@@ -84,19 +95,28 @@ def group_metrics(acc: Curve, at: int, recover: float, old: Curve | None = None,
     s_pre, s_after, s_auc = _get(se, at - 1), _get(se, at), _mean(se, at, end)
     out["drop_se"] = _num(math.hypot(s_pre, s_after)) if s_pre is not None and s_after is not None else None
     out["drop_within_noise"] = _within(out["drop"], out["drop_se"])
-    out["auc_lo"] = _num(max(0.0, out["auc"] - Z95 * s_auc)) if s_auc is not None and out["auc"] is not None else None
-    out["auc_hi"] = _num(min(1.0, out["auc"] + Z95 * s_auc)) if s_auc is not None and out["auc"] is not None else None
+    out["auc_lo"] = (
+        _num(max(0.0, out["auc"] - Z95 * s_auc)) if s_auc is not None and out["auc"] is not None else None
+    )
+    out["auc_hi"] = (
+        _num(min(1.0, out["auc"] + Z95 * s_auc)) if s_auc is not None and out["auc"] is not None else None
+    )
     if old:
         oa = max(1, min(old_at or at, last))
         out["old_at"] = oa
         out["old_pre_drift"] = _get(old, oa - 1)
         out["old_final"] = _get(old, last)
-        out["forgetting"] = (_num(out["old_pre_drift"] - out["old_final"])
-                             if out["old_pre_drift"] is not None and out["old_final"] is not None else None)
+        out["forgetting"] = (
+            _num(out["old_pre_drift"] - out["old_final"])
+            if out["old_pre_drift"] is not None and out["old_final"] is not None
+            else None
+        )
         for name, i in (("old_pre_drift", oa - 1), ("old_final", last)):
             out[f"{name}_lo"], out[f"{name}_hi"] = _get(band.get("old_lo"), i), _get(band.get("old_hi"), i)
         s1, s2 = _get(band.get("old_se"), oa - 1), _get(band.get("old_se"), last)
-        out["forgetting_se"] = _num(s1 + s2) if s1 is not None and s2 is not None else None  # upper bound (same data)
+        out["forgetting_se"] = (
+            _num(s1 + s2) if s1 is not None and s2 is not None else None
+        )  # upper bound (same data)
     return out
 
 
@@ -117,7 +137,9 @@ def event_windows(events: list[tuple[str, int]], rounds: int) -> list[tuple[str,
     return out
 
 
-def drift_metrics(curves: dict[str, dict[str, Curve]], events: list[tuple[str, int]], recover: float = 0.95) -> dict[str, Any]:
+def drift_metrics(
+    curves: dict[str, dict[str, Curve]], events: list[tuple[str, int]], recover: float = 0.95
+) -> dict[str, Any]:
     """{event: {method: metrics}} for every drift event after round 0 (``event``: the group's name for its
     first event, ``group@at`` for a later event of the same group; ``metrics["group"]`` names the group)."""
     out: dict[str, Any] = {}
@@ -130,13 +152,19 @@ def drift_metrics(curves: dict[str, dict[str, Curve]], events: list[tuple[str, i
                 continue
             band = {b: curves.get(f"{m}_{b}", {}).get(group) for b in ("lo", "hi", "se")}
             band.update({f"old_{b}": curves.get(f"{m}@old_{b}", {}).get(group) for b in ("lo", "hi", "se")})
-            per[m] = {"group": group, **group_metrics(acc, at, recover, curves.get(f"{m}@old", {}).get(group),
-                                                      end=end, old_at=first, band=band)}
+            per[m] = {
+                "group": group,
+                **group_metrics(
+                    acc, at, recover, curves.get(f"{m}@old", {}).get(group), end=end, old_at=first, band=band
+                ),
+            }
         out[key] = per
     return out
 
 
-def _vs_federated(row: dict[str, Any], curves: dict[str, dict[str, Curve]], m: str, group: str, a: int, b: int) -> None:
+def _vs_federated(
+    row: dict[str, Any], curves: dict[str, dict[str, Curve]], m: str, group: str, a: int, b: int
+) -> None:
     """Differences federated minus ``m`` (final and AUC over rounds a..b) with their paired standard errors and
     whether each is within noise (|difference| <= 1.96 SE)."""
     fed, acc, dse = (curves.get(k, {}).get(group) for k in ("federated", m, f"{m}_diff_se"))
@@ -146,9 +174,16 @@ def _vs_federated(row: dict[str, Any], curves: dict[str, dict[str, Curve]], m: s
     fa, ma = _mean(fed, a, b), _mean(acc, a, b)
     d_auc = _num(fa - ma) if fa is not None and ma is not None else None
     se_final, se_auc = _get(dse, -1), _num(_mean(dse, a, b))  # mean of per-round SEs bounds the SE of a mean
-    row.update({"final_diff_vs_federated": d_final, "final_diff_se": se_final,
-                "final_within_noise": _within(d_final, se_final),
-                "auc_diff_vs_federated": d_auc, "auc_diff_se": se_auc, "auc_within_noise": _within(d_auc, se_auc)})
+    row.update(
+        {
+            "final_diff_vs_federated": d_final,
+            "final_diff_se": se_final,
+            "final_within_noise": _within(d_final, se_final),
+            "auc_diff_vs_federated": d_auc,
+            "auc_diff_se": se_auc,
+            "auc_within_noise": _within(d_auc, se_auc),
+        }
+    )
 
 
 def comparison(metrics: dict[str, Any], curves: dict[str, dict[str, Curve]]) -> list[dict[str, Any]]:
@@ -163,7 +198,9 @@ def comparison(metrics: dict[str, Any], curves: dict[str, dict[str, Curve]]) -> 
             _vs_federated(row, curves, m, row["group"], v["at"], v["end"])
             rows.append(row)
             starts.append(v["at"])
-    start = min(starts, default=1)  # the whole fleet: AUC from the first drift on (from round 1 without drift)
+    start = min(
+        starts, default=1
+    )  # the whole fleet: AUC from the first drift on (from round 1 without drift)
     for m in METHODS:
         acc = curves.get(m, {}).get("all")
         if not acc:
@@ -172,12 +209,21 @@ def comparison(metrics: dict[str, Any], curves: dict[str, dict[str, Curve]]) -> 
         a = max(1, min(start, last))
         lo, hi, se = (curves.get(f"{m}_{b}", {}).get("all") for b in ("lo", "hi", "se"))
         auc, s_auc = _mean(acc, a, last), _mean(se, a, last)
-        row = {"event": "all", "group": "all", "method": m, "auc_from": a,
-               "initial": _num(acc[0]), "initial_lo": _get(lo, 0), "initial_hi": _get(hi, 0),
-               "final": _num(acc[-1]), "final_lo": _get(lo, -1), "final_hi": _get(hi, -1),
-               "auc": _num(auc),
-               "auc_lo": _num(max(0.0, auc - Z95 * s_auc)) if auc is not None and s_auc is not None else None,
-               "auc_hi": _num(min(1.0, auc + Z95 * s_auc)) if auc is not None and s_auc is not None else None}
+        row = {
+            "event": "all",
+            "group": "all",
+            "method": m,
+            "auc_from": a,
+            "initial": _num(acc[0]),
+            "initial_lo": _get(lo, 0),
+            "initial_hi": _get(hi, 0),
+            "final": _num(acc[-1]),
+            "final_lo": _get(lo, -1),
+            "final_hi": _get(hi, -1),
+            "auc": _num(auc),
+            "auc_lo": _num(max(0.0, auc - Z95 * s_auc)) if auc is not None and s_auc is not None else None,
+            "auc_hi": _num(min(1.0, auc + Z95 * s_auc)) if auc is not None and s_auc is not None else None,
+        }
         _vs_federated(row, curves, m, "all", a, last)
         rows.append(row)
     return rows

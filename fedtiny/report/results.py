@@ -86,8 +86,13 @@ def write_summary(summary: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
 
 
-def plot_accuracy(rows: list[RoundRow], path: Path, title: str, drift_rounds: list[int],
-                  global_label: str = "clean factory test set") -> None:
+def plot_accuracy(
+    rows: list[RoundRow],
+    path: Path,
+    title: str,
+    drift_rounds: list[int],
+    global_label: str = "clean factory test set",
+) -> None:
     """Accuracy over rounds: the fleet's devices (with its 95% band), ``global_label`` (the clean factory test set,
     or for recorded data the devices' examples in the base condition), each group; integer rounds, y 0-100%,
     the legend below the axes."""
@@ -101,19 +106,43 @@ def plot_accuracy(rows: list[RoundRow], path: Path, title: str, drift_rounds: li
     x = [r.round for r in rows]
     lo, hi = [r.accuracy_lo for r in rows], [r.accuracy_hi for r in rows]
     if rows and all(math.isfinite(v) for v in lo + hi):
-        ax.fill_between(x, [100 * v for v in lo], [100 * v for v in hi], color="#1f77b4", alpha=0.15, lw=0,
-                        label="95% interval")
-    ax.plot(x, [100 * r.accuracy for r in rows], "o-", color="#1f77b4", ms=4, lw=2,
-            label="all devices, their own test data")
-    ax.plot(x, [100 * r.accuracy_global for r in rows], "s--", color="#555555", ms=3, lw=1.3, label=global_label)
+        ax.fill_between(
+            x,
+            [100 * v for v in lo],
+            [100 * v for v in hi],
+            color="#1f77b4",
+            alpha=0.15,
+            lw=0,
+            label="95% interval",
+        )
+    ax.plot(
+        x,
+        [100 * r.accuracy for r in rows],
+        "o-",
+        color="#1f77b4",
+        ms=4,
+        lw=2,
+        label="all devices, their own test data",
+    )
+    ax.plot(
+        x, [100 * r.accuracy_global for r in rows], "s--", color="#555555", ms=3, lw=1.3, label=global_label
+    )
     groups = list(rows[0].group_accuracy) if rows else []
     if len(groups) > 1:
         for i, g in enumerate(groups):
-            ax.plot(x, [100 * r.group_accuracy.get(g, float("nan")) for r in rows], ":", lw=1.5,
-                    color=("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")[i % 5], label=f"group {g}")
+            ax.plot(
+                x,
+                [100 * r.group_accuracy.get(g, float("nan")) for r in rows],
+                ":",
+                lw=1.5,
+                color=("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")[i % 5],
+                label=f"group {g}",
+            )
     for j, dr in enumerate(d for d in drift_rounds if d > 0):
-        ax.axvline(dr - 0.5, color="#d62728", alpha=0.6, ls="--", lw=1, label="drift event" if j == 0 else None)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=2))
+        ax.axvline(
+            dr - 0.5, color="#d62728", alpha=0.6, ls="--", lw=1, label="drift event" if j == 0 else None
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=2))
     ax.set_xlim(-0.3, max(x[-1] if x else 1, 1) + 0.3)
     ax.set_ylim(0, 100)
     ax.set_xlabel("round (0 = base model before federated learning)")
@@ -131,11 +160,16 @@ def accuracy_intervals(rows: list[RoundRow]) -> dict[str, Any]:
         return {}
     a, z = rows[0], rows[-1]
     return {
-        "initial_accuracy_lo": a.accuracy_lo, "initial_accuracy_hi": a.accuracy_hi,
-        "final_accuracy_lo": z.accuracy_lo, "final_accuracy_hi": z.accuracy_hi,
-        "final_accuracy_global_lo": z.accuracy_global_lo, "final_accuracy_global_hi": z.accuracy_global_hi,
-        "group_accuracy_initial_lo": a.group_accuracy_lo, "group_accuracy_initial_hi": a.group_accuracy_hi,
-        "group_accuracy_final_lo": z.group_accuracy_lo, "group_accuracy_final_hi": z.group_accuracy_hi,
+        "initial_accuracy_lo": a.accuracy_lo,
+        "initial_accuracy_hi": a.accuracy_hi,
+        "final_accuracy_lo": z.accuracy_lo,
+        "final_accuracy_hi": z.accuracy_hi,
+        "final_accuracy_global_lo": z.accuracy_global_lo,
+        "final_accuracy_global_hi": z.accuracy_global_hi,
+        "group_accuracy_initial_lo": a.group_accuracy_lo,
+        "group_accuracy_initial_hi": a.group_accuracy_hi,
+        "group_accuracy_final_lo": z.group_accuracy_lo,
+        "group_accuracy_final_hi": z.group_accuracy_hi,
     }
 
 
@@ -147,7 +181,7 @@ def evaluation_info(fleet_dir: Path, test_samples: int, comparison_devices: int)
     shape = np.load(fleet_dir / "pool_feats.npy", mmap_mode="r").shape
     out: dict[str, Any] = {
         "interval": "95%: two-way cluster-robust over devices and test samples, Wilson at the effective sample "
-                    "size (docs/drift-events.md, Uncertainty)",
+        "size (docs/drift-events.md, Uncertainty)",
         "test_samples_per_device": int(meta.get("test", test_samples)),
         "comparison_devices": comparison_devices,
         "condition_variants": int(shape[0]),
@@ -155,13 +189,16 @@ def evaluation_info(fleet_dir: Path, test_samples: int, comparison_devices: int)
     if len(shape) == 4:  # generated: a held-out part of every (condition, class) pool, shared by all devices
         p = int(shape[2])
         held = max(1, p // 4) if p > 1 else 1
-        out.update({
-            "classes": int(shape[1]), "held_out_per_condition_class": held,
-            "note": f"every device's test samples are drawn from the same {held} held-out samples per (condition "
-                    f"variant, class) (the last quarter of fleet.pool_per_class = {p}), so devices share test "
-                    f"samples: absolute accuracies carry the uncertainty of that pool, which the intervals include; "
-                    f"raise fleet.pool_per_class to narrow them",
-        })
+        out.update(
+            {
+                "classes": int(shape[1]),
+                "held_out_per_condition_class": held,
+                "note": f"every device's test samples are drawn from the same {held} held-out samples per (condition "
+                f"variant, class) (the last quarter of fleet.pool_per_class = {p}), so devices share test "
+                f"samples: absolute accuracies carry the uncertainty of that pool, which the intervals include; "
+                f"raise fleet.pool_per_class to narrow them",
+            }
+        )
     else:  # recorded: every device tests on its own latest examples
         out["note"] = "every device tests on its own latest recorded examples (no sharing between devices)"
     return out

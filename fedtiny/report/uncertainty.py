@@ -88,7 +88,9 @@ def two_way(correct: np.ndarray, samples: np.ndarray, valid: np.ndarray | None =
     return Estimate(p, lo, hi, math.sqrt(v), n_eff, n)
 
 
-def paired_se(correct_a: np.ndarray, correct_b: np.ndarray, samples: np.ndarray, valid: np.ndarray | None = None) -> float:
+def paired_se(
+    correct_a: np.ndarray, correct_b: np.ndarray, samples: np.ndarray, valid: np.ndarray | None = None
+) -> float:
     """Standard error of accuracy(a) - accuracy(b) measured on the same observations (paired: shared devices
     and samples cancel), two-way cluster-robust as :func:`two_way`."""
     d = np.asarray(correct_a, dtype=np.float64) - np.asarray(correct_b, dtype=np.float64)

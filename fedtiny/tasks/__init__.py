@@ -18,7 +18,6 @@ TASKS: tuple[str, ...] = ("digits", "kws", "vibration")
 def load_task_class(spec: str) -> type[Task]:
     """The user's Task subclass named ``"package.module:Class"``; TaskError if it cannot be used."""
     import importlib
-
     import os
     import sys
 
@@ -49,9 +48,11 @@ def get_task(name: str, **params: Any) -> Task:
     elif name == "digits":
         from fedtiny.tasks.digits import DigitsTask as cls
     else:
-        raise TaskError(f"unknown task {name!r}; expected one of: {', '.join(TASKS)}, or \"module:Class\"")
+        raise TaskError(f'unknown task {name!r}; expected one of: {", ".join(TASKS)}, or "module:Class"')
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    allowed = [n for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self" and p.kind in named]
+    allowed = [
+        n for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self" and p.kind in named
+    ]
     for key in params:
         if key not in allowed:
             valid = ", ".join(allowed) if allowed else "none"

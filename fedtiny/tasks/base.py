@@ -30,7 +30,7 @@ class Task(ABC):
     drift_knobs: dict[str, str]
     #: valid (min, max) of each drift knob, inclusive; a knob missing here only has to be finite. The
     #: scenario loader checks fleet.condition (+/- fleet.spread) and every drift event against it.
-    knob_ranges: dict[str, tuple[float, float]] = {}  # noqa: RUF012  (read-only class constant)
+    knob_ranges: dict[str, tuple[float, float]] = {}
 
     @abstractmethod
     def default_condition(self) -> dict[str, float]:

@@ -77,14 +77,14 @@ class DigitsTask(Task):
     name = "digits"
     classes = tuple(str(i) for i in range(10))
     input_shape = (SIZE, SIZE, 1)
-    drift_knobs = {  # noqa: RUF012  (read-only class constant)
+    drift_knobs = {
         "rotation_deg": "camera rotation in degrees (default 0)",
         "contrast": "contrast gain, dimensionless (default 1.0)",
         "brightness": "brightness offset on 0..1 pixels (default 0.0)",
         "noise": "pixel noise std on the 0..1 scale (default 0.05)",
         "shift_px": "sensor misalignment: translation down and right in pixels (default 0)",
     }
-    knob_ranges = {  # noqa: RUF012  (read-only class constant; inclusive)
+    knob_ranges = {
         "rotation_deg": (-180.0, 180.0),
         "contrast": (0.0, 10.0),
         "brightness": (-1.0, 1.0),

@@ -156,12 +156,12 @@ class KwsTask(Task):
     name = "kws"
     classes = (*KEYWORDS, "_silence_", "_unknown_")
     input_shape = (49, 10, 1)
-    drift_knobs = {  # noqa: RUF012  (read-only class constant)
+    drift_knobs = {
         "speaker_group": "speaker group, integer: 0 = factory speakers, 1, 2, ... = new speakers (default 0)",
         "noise": "background noise RMS on the -1..1 scale (default 0.005; each example x0.5..x2)",
         "gain": "microphone gain, dimensionless (default 1.0; clips at full scale)",
     }
-    knob_ranges = {  # noqa: RUF012  (read-only class constant; inclusive)
+    knob_ranges = {
         "speaker_group": (0.0, 3839.0),  # 3,840 speakers; the exact limit depends on speakers_per_group
         "noise": (0.0, 1.0),
         "gain": (0.0, 100.0),

@@ -168,7 +168,7 @@ def load_cwru(
     for mat in mats:
         try:
             data = scipy.io.loadmat(str(mat))
-        except Exception as e:  # noqa: BLE001  scipy raises several types for corrupt files
+        except Exception as e:
             raise TaskError(f"CWRU: cannot read {mat}: {e}") from None
         pat = re.compile(rf"^X(\d+)_{re.escape(channel)}_time$")
         keys = sorted(k for k in data if pat.match(k))

@@ -173,7 +173,7 @@ class VibrationTask(Task):
     name = "vibration"
     classes = CLASSES
     input_shape = (N_BANDS, N_MOD + 1, 1)
-    drift_knobs = {  # noqa: RUF012  (read-only class constant)
+    drift_knobs = {
         "speed_hz": "shaft speed in Hz (default 29.95 = 1797 rpm)",
         "gain": "accelerometer gain, dimensionless (default 1.0)",
         "offset": "accelerometer DC offset in g (default 0.0)",
@@ -181,7 +181,7 @@ class VibrationTask(Task):
         "resonance_hz": "structural resonance excited by impacts in Hz (default 3000; shifts on re-mounting)",
         "load": "load-zone amplitude-modulation depth 0..1 (default 0.5)",
     }
-    knob_ranges = {  # noqa: RUF012  (read-only class constant; inclusive)
+    knob_ranges = {
         "speed_hz": (1.0, 200.0),  # 60-12,000 rpm
         "gain": (0.0, 100.0),
         "offset": (-16.0, 16.0),  # an accelerometer's full scale
