@@ -210,7 +210,7 @@ def _forced_stop(stop: Any, prog: Any, out_dir: Path, signum: int) -> None:
 
         try:
             summary = finish_interrupted(stop.plan)
-        except Exception:  # noqa: BLE001 - best effort: the process ends now
+        except Exception:  # best effort: the process ends now
             summary = None
     sys.stderr.write(_interrupted_message(out_dir, signum, summary) + "\n")
 

@@ -106,7 +106,7 @@ class StopSignal:
         try:
             if self.on_force is not None:
                 self.on_force(signum)
-        except BaseException as exc:  # noqa: BLE001 - best effort: the exit below must happen
+        except BaseException as exc:
             sys.stderr.write(f"fedtiny: could not write the results of the rounds done: {exc}\n")
         kill_children(self.started)
         try:

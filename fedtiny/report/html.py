@@ -60,7 +60,7 @@ def round_axis(ax: Any, last: int) -> None:
     """Integer round ticks from 0 to ``last``."""
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=2))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=2))
     ax.set_xlim(-0.3, max(last, 1) + 0.3)
     ax.set_xlabel("round")
 
@@ -104,8 +104,8 @@ def plot_groups(curves: dict[str, dict[str, list[float]]], drift: list[tuple[str
     fed = curves.get("federated", {})
     groups = [g for g in fed if g == "all" or fed[g] != fed.get("all")]  # a single group is the "all" panel
     n = max(len(groups), 1)
-    fig, axes = plt.subplots(1, n, figsize=(max(4.2 * n, 6), 4.0), dpi=100, squeeze=False, sharey=True,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, n, figsize=(max(4.2 * n, 8.5), 4.0 if n > 1 else 4.6), dpi=100, squeeze=False,
+                             sharey=True, layout="constrained")
     last = max((len(c) - 1 for m in METHOD_STYLE for c in curves.get(m, {}).values()), default=1)
     for ax, g in zip(axes[0], groups):
         for m, st in METHOD_STYLE.items():
@@ -131,7 +131,7 @@ def plot_groups(curves: dict[str, dict[str, list[float]]], drift: list[tuple[str
     axes[0][0].set_ylabel("accuracy (%), comparison subset")
     if any(at > 0 for _, at in drift):
         axes[0][0].add_line(Line2D([], [], color=DRIFT_COLOR, ls="--", lw=1, label="drift event"))
-    _shared_legend(fig, list(axes[0]))
+    _shared_legend(fig, list(axes[0]), ncol=3 if n > 1 else 2)
     fig.suptitle(title, fontsize=10)
     fig.savefig(path)
     plt.close(fig)
@@ -192,9 +192,12 @@ def plot_fleet(out: Path, path: Path) -> None:
             ax[1].hist(1e3 * d["energy_j"], bins=50, color="#17becf")
     ax[0].set_xlabel("virtual seconds per device-round (compute + link)")
     ax[1].set_xlabel("energy per device-round (mJ)")
+    from matplotlib.ticker import MaxNLocator
+
     for a in ax:
         a.set_ylabel("device-rounds")
         a.ticklabel_format(axis="x", useOffset=False, style="plain")
+        a.xaxis.set_major_locator(MaxNLocator(nbins=5))  # long plain labels must not overlap
         a.grid(alpha=0.3)
     fig.savefig(path)
     plt.close(fig)
@@ -414,6 +417,8 @@ def comparison_html(summary: dict[str, Any], recover: float) -> str:
                 recovered = f"in {k} round{'s' if k != 1 else ''}"
             elif rec == "no drop":
                 recovered = "no drop to recover"
+            elif r["method"] == "static":
+                recovered = "does not learn"
             else:
                 recovered = f"not in {seen} round{'s' if seen != 1 else ''}"
             end = pct_ci(r.get("recovered_accuracy"), r.get("recovered_accuracy_lo"), r.get("recovered_accuracy_hi"))
@@ -436,12 +441,14 @@ def comparison_html(summary: dict[str, Any], recover: float) -> str:
                      f"the curve divided by the rounds; forgetting: accuracy lost on the group's pre-drift data by the last "
                      f"round (negative: gained). “≈ federated”: within noise of federated learning.</p>")
     if all_rows:
-        head = ["whole fleet", "before learning", "last round", "mean from the first drift on", "vs federated (last round)"]
+        a = all_rows[0].get("auc_from", 1)
+        since = f"mean from the first drift on (round {a})" if ev_rows else f"mean over rounds {a}–{summary.get('rounds_done', '')}"
+        head = ["whole fleet", "before learning", "last round", since, "difference to federated (last round)"]
         body = []
         for r in all_rows:
             d = r.get("final_diff_vs_federated")
             vs = "" if r["method"] == "federated" or not _finite(d) else (
-                f"{pts(-d)}" + (" (within noise)" if r.get("final_within_noise") is True else ""))
+                f"{-100 * d:+.1f} pts" + (" (within noise)" if r.get("final_within_noise") is True else ""))
             body.append("<tr>" + "".join(_cell(c) for c in [
                 r["method"], pct_ci(r.get("initial"), r.get("initial_lo"), r.get("initial_hi")),
                 pct_ci(r.get("final"), r.get("final_lo"), r.get("final_hi")),
@@ -491,6 +498,7 @@ def facts_html(s: Any, summary: dict[str, Any]) -> str:
 
 STYLE = """body{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;line-height:1.4;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}
+td{white-space:nowrap}
 th{background:#f4f4f4}img{max-width:100%;display:block;margin:1em 0}
 .headline{background:#f0f6fc;border-left:4px solid #1f77b4;padding:0.4em 1.2em;margin:1em 0;font-size:15px}
 .headline li{margin:0.35em 0}.warn{background:#fff4e5;border-left:4px solid #ff7f0e;padding:0.5em 1em}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Self
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -24,11 +24,11 @@ class RoundProgress:
         )
         self._task = self._bar.add_task("rounds", total=rounds, acc="preparing")
 
-    def __enter__(self) -> "RoundProgress":
+    def __enter__(self) -> Self:
         self._bar.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._bar.stop()
 
     def stop(self) -> None:
