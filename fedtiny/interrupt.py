@@ -176,7 +176,7 @@ def descendants(pid: int | None = None) -> list[int]:
             stat = (p / "stat").read_text()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
         children.setdefault(ppid, []).append(int(p.name))
     out, todo = [], [root]
     while todo:

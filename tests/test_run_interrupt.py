@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = ["rounds.csv", "summary.json", "model_int8.tflite", "accuracy.png", "groups.png", "costs.png", "report.html"]
+FILES = [
+    "rounds.csv",
+    "summary.json",
+    "model_int8.tflite",
+    "accuracy.png",
+    "groups.png",
+    "costs.png",
+    "report.html",
+]
 
 
 def _session_processes(sid: int) -> list[str]:
@@ -29,7 +37,7 @@ def _session_processes(sid: int) -> list[str]:
             continue
         try:
             stat = (d / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
                 out.append((d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120])
         except (OSError, ValueError):
@@ -37,15 +45,28 @@ def _session_processes(sid: int) -> list[str]:
     return out
 
 
-def _run_and_signal(out: Path, sig: int, to_group: bool, *overrides: str) -> tuple[int, float, str, list[str]]:
+def _run_and_signal(
+    out: Path, sig: int, to_group: bool, *overrides: str
+) -> tuple[int, float, str, list[str]]:
     """Start `fedtiny run` (quickstart, small overrides), signal it after round 2 is checkpointed; return (exit
     code, seconds from the signal to the exit, stderr, processes of its session still alive 5 s later)."""
-    cmd = [sys.executable, "-m", "fedtiny.cli", "run", str(ROOT / "scenarios" / "quickstart.toml"), "--out", str(out),
-           "--set", "rounds=8", *[a for o in overrides for a in ("--set", o)]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedtiny.cli",
+        "run",
+        str(ROOT / "scenarios" / "quickstart.toml"),
+        "--out",
+        str(out),
+        "--set",
+        "rounds=8",
+        *[a for o in overrides for a in ("--set", o)],
+    ]
     err = out.parent / f"{out.name}.stderr"
     with err.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=fh, start_new_session=True, cwd=ROOT,
-                                env={**os.environ, "COLUMNS": "120"})
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=fh, start_new_session=True, cwd=ROOT, env={**os.environ, "COLUMNS": "120"}
+        )
         latest = out / "checkpoint" / "latest.json"
         deadline = time.time() + 400
         while time.time() < deadline and proc.poll() is None:
@@ -65,7 +86,9 @@ def _run_and_signal(out: Path, sig: int, to_group: bool, *overrides: str) -> tup
             rc = proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"fedtiny run still alive 60 s after {signal.Signals(sig).name}:\n{err.read_text()[-3000:]}")
+            pytest.fail(
+                f"fedtiny run still alive 60 s after {signal.Signals(sig).name}:\n{err.read_text()[-3000:]}"
+            )
         took = time.time() - t0
     left: list[str] = []
     for _ in range(50):  # processes that are still exiting get 5 s
@@ -93,8 +116,14 @@ def _check_interrupted(out: Path, rc: int, took: float, err: str, left: list[str
 
 
 def _resume(out: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "fedtiny.cli", "run", "--resume", str(out)], capture_output=True, check=False,
-                          text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedtiny.cli", "run", "--resume", str(out)],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is True and summary["rounds_done"] == 8
@@ -128,10 +157,22 @@ def test_ctrl_c_and_sigterm_on_the_inline_engine(tmp_path: Path) -> None:
 
 def test_ctrl_c_while_preparing_says_so(tmp_path: Path) -> None:
     out = tmp_path / "prep"
-    cmd = [sys.executable, "-m", "fedtiny.cli", "run", str(ROOT / "scenarios" / "quickstart.toml"), "--out", str(out),
-           "--set", "model.epochs=50", "--set", "seed=99"]  # a model not in the cache: TensorFlow trains it
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            cwd=ROOT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedtiny.cli",
+        "run",
+        str(ROOT / "scenarios" / "quickstart.toml"),
+        "--out",
+        str(out),
+        "--set",
+        "model.epochs=50",
+        "--set",
+        "seed=99",
+    ]  # a model not in the cache: TensorFlow trains it
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=ROOT
+    )
     time.sleep(6)
     os.killpg(proc.pid, signal.SIGINT)
     t0 = time.time()

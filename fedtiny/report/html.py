@@ -17,13 +17,27 @@ from typing import Any
 #: one colour, line style and marker per method, in every panel and every plot
 METHOD_STYLE: dict[str, dict[str, Any]] = {
     "federated": {"color": "#1f77b4", "ls": "-", "marker": "o", "label": "federated (one shared int8 head)"},
-    "local-only": {"color": "#ff7f0e", "ls": "--", "marker": "s", "label": "local-only (each device learns alone)"},
+    "local-only": {
+        "color": "#ff7f0e",
+        "ls": "--",
+        "marker": "s",
+        "label": "local-only (each device learns alone)",
+    },
     "static": {"color": "#7f7f7f", "ls": ":", "marker": "", "label": "static (base model, no learning)"},
-    "personalized": {"color": "#2ca02c", "ls": "-.", "marker": "^", "label": "personalized (local + shared head)"},
+    "personalized": {
+        "color": "#2ca02c",
+        "ls": "-.",
+        "marker": "^",
+        "label": "personalized (local + shared head)",
+    },
 }
 DRIFT_COLOR = "#d62728"
-METHOD_NAMES = {"federated": "federated learning", "local-only": "local-only learning", "static": "the static model",
-                "personalized": "personalized heads"}
+METHOD_NAMES = {
+    "federated": "federated learning",
+    "local-only": "local-only learning",
+    "static": "the static model",
+    "personalized": "personalized heads",
+}
 
 
 def _plt() -> Any:
@@ -90,12 +104,23 @@ def _shared_legend(fig: Any, axes: list[Any], ncol: int = 3) -> None:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(ncol, len(handles)),
-                   fontsize=8, frameon=False)
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="outside lower center",
+            ncol=min(ncol, len(handles)),
+            fontsize=8,
+            frameon=False,
+        )
 
 
-def plot_groups(curves: dict[str, dict[str, list[float]]], drift: list[tuple[str, int]], path: Path, title: str,
-                sizes: dict[str, int] | None = None) -> None:
+def plot_groups(
+    curves: dict[str, dict[str, list[float]]],
+    drift: list[tuple[str, int]],
+    path: Path,
+    title: str,
+    sizes: dict[str, int] | None = None,
+) -> None:
     """One panel per group (``all`` first): every method's accuracy with its 95% band, the drifted group's
     accuracy on its pre-drift data (thin), drift markers; y from 0 to 100% in every panel; one legend."""
     from matplotlib.lines import Line2D
@@ -104,8 +129,15 @@ def plot_groups(curves: dict[str, dict[str, list[float]]], drift: list[tuple[str
     fed = curves.get("federated", {})
     groups = [g for g in fed if g == "all" or fed[g] != fed.get("all")]  # a single group is the "all" panel
     n = max(len(groups), 1)
-    fig, axes = plt.subplots(1, n, figsize=(max(4.2 * n, 8.5), 4.0 if n > 1 else 4.6), dpi=100, squeeze=False,
-                             sharey=True, layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        n,
+        figsize=(max(4.2 * n, 8.5), 4.0 if n > 1 else 4.6),
+        dpi=100,
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
     last = max((len(c) - 1 for m in METHOD_STYLE for c in curves.get(m, {}).values()), default=1)
     for ax, g in zip(axes[0], groups):
         for m, st in METHOD_STYLE.items():
@@ -114,13 +146,30 @@ def plot_groups(curves: dict[str, dict[str, list[float]]], drift: list[tuple[str
                 x = list(range(len(acc)))
                 lo, hi = curves.get(f"{m}_lo", {}).get(g), curves.get(f"{m}_hi", {}).get(g)
                 if lo and hi and len(lo) == len(acc) == len(hi):
-                    ax.fill_between(x, [100 * v for v in lo], [100 * v for v in hi], color=st["color"], alpha=0.12, lw=0)
-                ax.plot(x, [100 * a for a in acc], color=st["color"], ls=st["ls"], marker=st["marker"] or None, ms=3,
-                        lw=1.6, label=st["label"])
+                    ax.fill_between(
+                        x, [100 * v for v in lo], [100 * v for v in hi], color=st["color"], alpha=0.12, lw=0
+                    )
+                ax.plot(
+                    x,
+                    [100 * a for a in acc],
+                    color=st["color"],
+                    ls=st["ls"],
+                    marker=st["marker"] or None,
+                    ms=3,
+                    lw=1.6,
+                    label=st["label"],
+                )
             old = curves.get(f"{m}@old", {}).get(g)
             if old and m != "static":
-                ax.plot(range(len(old)), [100 * a for a in old], color=st["color"], ls=st["ls"], lw=0.9, alpha=0.45,
-                        label=f"{m} on the group's pre-drift data")
+                ax.plot(
+                    range(len(old)),
+                    [100 * a for a in old],
+                    color=st["color"],
+                    ls=st["ls"],
+                    lw=0.9,
+                    alpha=0.45,
+                    label=f"{m} on the group's pre-drift data",
+                )
         _drift_lines(ax, [(gg, at) for gg, at in drift if gg == g or g == "all"])
         size = (sizes or {}).get(g)
         name = "all devices" if g == "all" else f"group {g}"
@@ -155,18 +204,38 @@ def plot_costs(rows: list[Any], path: Path) -> None:
     ax[1].plot(x, energy, "o-", ms=3, color="#17becf", label="fleet energy for learning")
     ax[1].set_ylabel(f"{unit} per round")
     from_zero(ax[1], energy)
-    series = [("devices_available", "awake", "#7f7f7f"), ("devices_sampled", "sampled", "#bcbd22"),
-              ("devices_trained", "aggregated", "#1f77b4"), ("stragglers", "stragglers (deadline)", "#ff7f0e"),
-              ("devices_dropped", "dropped out", "#e377c2"), ("updates_rejected", "rejected", "#d62728")]
+    series = [
+        ("devices_available", "awake", "#7f7f7f"),
+        ("devices_sampled", "sampled", "#bcbd22"),
+        ("devices_trained", "aggregated", "#1f77b4"),
+        ("stragglers", "stragglers (deadline)", "#ff7f0e"),
+        ("devices_dropped", "dropped out", "#e377c2"),
+        ("updates_rejected", "rejected", "#d62728"),
+    ]
     counts: list[float] = []
     for key, label, color in series:
         ys = [float(getattr(r, key, 0) or 0) for r in data]
         if key == "devices_trained" or any(ys):  # a count that is zero in every round is said in the title
-            wide = key in ("devices_available", "devices_sampled")  # drawn wide and light: lines on top stay visible
-            ax[2].plot(x, ys, "-" if wide else "o-", ms=2.5, color=color, label=label, lw=5 if wide else 1.5,
-                       alpha=0.45 if wide else 1.0)
+            wide = key in (
+                "devices_available",
+                "devices_sampled",
+            )  # drawn wide and light: lines on top stay visible
+            ax[2].plot(
+                x,
+                ys,
+                "-" if wide else "o-",
+                ms=2.5,
+                color=color,
+                label=label,
+                lw=5 if wide else 1.5,
+                alpha=0.45 if wide else 1.0,
+            )
             counts += ys
-    zero = [label for key, label, _ in series if key != "devices_trained" and not any(getattr(r, key, 0) for r in data)]
+    zero = [
+        label
+        for key, label, _ in series
+        if key != "devices_trained" and not any(getattr(r, key, 0) for r in data)
+    ]
     ax[2].set_title("zero in every round: " + ", ".join(zero) if zero else "", fontsize=8, loc="left")
     ax[2].set_ylabel("devices per round")
     from_zero(ax[2], counts, integer=True)
@@ -229,8 +298,14 @@ def _event_text(s: Any, group: str, at: int, size: int | None) -> str:
 
 
 def _comparison_row(summary: dict[str, Any], event: str, method: str) -> dict[str, Any]:
-    return next((r for r in summary.get("comparison", []) if r.get("event", r.get("group")) == event
-                 and r.get("method") == method), {})
+    return next(
+        (
+            r
+            for r in summary.get("comparison", [])
+            if r.get("event", r.get("group")) == event and r.get("method") == method
+        ),
+        {},
+    )
 
 
 def _method_outcome(summary: dict[str, Any], event: str, m: str, v: dict[str, Any]) -> str:
@@ -242,7 +317,9 @@ def _method_outcome(summary: dict[str, Any], event: str, m: str, v: dict[str, An
     return out
 
 
-def _event_headline(s: Any, summary: dict[str, Any], event: str, per: dict[str, Any], sizes: dict[str, int]) -> str:
+def _event_headline(
+    s: Any, summary: dict[str, Any], event: str, per: dict[str, Any], sizes: dict[str, int]
+) -> str:
     fed = per.get("federated")
     if not fed:
         return ""
@@ -251,19 +328,27 @@ def _event_headline(s: Any, summary: dict[str, Any], event: str, per: dict[str, 
     text = _event_text(s, group, at, sizes.get(group)) + ". "
     before = pct_ci(fed.get("pre_drift"), fed.get("pre_drift_lo"), fed.get("pre_drift_hi"))
     right_after = pct_ci(fed.get("after_drift"), fed.get("after_drift_lo"), fed.get("after_drift_hi"))
-    at_end = pct_ci(fed.get("recovered_accuracy"), fed.get("recovered_accuracy_lo"), fed.get("recovered_accuracy_hi"))
+    at_end = pct_ci(
+        fed.get("recovered_accuracy"), fed.get("recovered_accuracy_lo"), fed.get("recovered_accuracy_hi")
+    )
     rec = fed.get("recovery")
     if rec == "recovered":
         k = fed.get("rounds_to_recover")
-        text += (f"Federated learning fell from {before} to {right_after} and <b>recovered in {k} round{'s' if k != 1 else ''}"
-                 f"</b> (back to {int(100 * s.eval.recover)}% of its pre-drift accuracy); at round {end} it is at {at_end}. ")
+        text += (
+            f"Federated learning fell from {before} to {right_after} and <b>recovered in {k} round{'s' if k != 1 else ''}"
+            f"</b> (back to {int(100 * s.eval.recover)}% of its pre-drift accuracy); at round {end} it is at {at_end}. "
+        )
     elif rec == "no drop":
-        text += (f"It cost federated learning less than {100 - int(100 * s.eval.recover)}%: {before} before, {right_after} "
-                 f"right after; at round {end} it is at <b>{at_end}</b>. ")
+        text += (
+            f"It cost federated learning less than {100 - int(100 * s.eval.recover)}%: {before} before, {right_after} "
+            f"right after; at round {end} it is at <b>{at_end}</b>. "
+        )
     else:
-        text += (f"Federated learning fell from {before} to {right_after} and is at <b>{at_end} at round {end}</b>: "
-                 f"<b>not back</b> to {int(100 * s.eval.recover)}% of its pre-drift accuracy in the {seen} round"
-                 f"{'s' if seen != 1 else ''} after the drift. ")
+        text += (
+            f"Federated learning fell from {before} to {right_after} and is at <b>{at_end} at round {end}</b>: "
+            f"<b>not back</b> to {int(100 * s.eval.recover)}% of its pre-drift accuracy in the {seen} round"
+            f"{'s' if seen != 1 else ''} after the drift. "
+        )
     others = [_method_outcome(summary, event, m, v) for m, v in per.items() if m != "federated"]
     if others:
         text += f"At round {end}: " + "; ".join(others) + "."
@@ -274,21 +359,27 @@ def _fleet_headline(summary: dict[str, Any], rounds_done: int) -> str:
     a, z = summary.get("initial_accuracy"), summary.get("final_accuracy")
     if not _finite(a, z):
         return ""
-    text = (f"On the whole fleet, the deployed int8 model went from "
-            f"{pct_ci(a, summary.get('initial_accuracy_lo'), summary.get('initial_accuracy_hi'))} to "
-            f"<b>{pct_ci(z, summary.get('final_accuracy_lo'), summary.get('final_accuracy_hi'))}</b> on the devices' "
-            f"own test data in {rounds_done} round{'s' if rounds_done != 1 else ''}")
+    text = (
+        f"On the whole fleet, the deployed int8 model went from "
+        f"{pct_ci(a, summary.get('initial_accuracy_lo'), summary.get('initial_accuracy_hi'))} to "
+        f"<b>{pct_ci(z, summary.get('final_accuracy_lo'), summary.get('final_accuracy_hi'))}</b> on the devices' "
+        f"own test data in {rounds_done} round{'s' if rounds_done != 1 else ''}"
+    )
     others = []
     for m in ("local-only", "static", "personalized"):
         row = _comparison_row(summary, "all", m)
         if row and _finite(row.get("final")):
             noise = " (within noise of federated)" if row.get("final_within_noise") is True else ""
-            others.append(f"{METHOD_NAMES[m]} {pct_ci(row['final'], row.get('final_lo'), row.get('final_hi'))}{noise}")
+            others.append(
+                f"{METHOD_NAMES[m]} {pct_ci(row['final'], row.get('final_lo'), row.get('final_hi'))}{noise}"
+            )
     text += ("; " + ", ".join(others) if others else "") + "."
     central = summary.get("base_model", {}).get("central_head_accuracy")
     if _finite(central):
-        text += (f" For reference, a head re-trained centrally on all the devices' earlier examples (what pooling the raw "
-                 f"data would give) reaches {pct(central)}.")
+        text += (
+            f" For reference, a head re-trained centrally on all the devices' earlier examples (what pooling the raw "
+            f"data would give) reaches {pct(central)}."
+        )
     loc = _comparison_row(summary, "all", "local-only")
     if _finite(loc.get("final")) and loc.get("final_within_noise") is False and loc["final"] > z:
         text += " <b>Local-only learning ends higher than the shared head</b>, beyond noise."
@@ -303,46 +394,78 @@ def _suggestions(s: Any, summary: dict[str, Any]) -> list[str]:
     feds = [per["federated"] for per in drift.values() if "federated" in per]
     not_back = [f for f in feds if f.get("recovery") == "never"]
     if not summary.get("complete", True):
-        tips.append(f"Finish the run: <code>fedtiny run --resume {html.escape(str(summary.get('out_dir', 'DIR')))}</code>.")
+        tips.append(
+            f"Finish the run: <code>fedtiny run --resume {html.escape(str(summary.get('out_dir', 'DIR')))}</code>."
+        )
     if not_back:
         f = not_back[0]
         seen = int(f.get("end", done)) - int(f["at"]) + 1
         longer = max(2 * s.rounds, int(f["at"]) + 20)
-        tips.append(f"Federated learning did not win the drifted group back in the {seen} rounds after its drift: run longer "
-                    f"(<code>--set rounds={longer}</code>) to see whether it does.")
+        tips.append(
+            f"Federated learning did not win the drifted group back in the {seen} rounds after its drift: run longer "
+            f"(<code>--set rounds={longer}</code>) to see whether it does."
+        )
         fed_all = _comparison_row(summary, "all", "federated")
         grp = f.get("group", "")
         loc = drift.get(grp, {}).get("local-only", {})
-        if _finite(loc.get("recovered_accuracy"), f.get("recovered_accuracy")) and loc["recovered_accuracy"] > f["recovered_accuracy"]:
-            tips.append("Local-only learning does better on the drifted group than the shared head: blend a local head into "
-                        "it with <code>--set strategy.personalize=0.5</code>.")
+        if (
+            _finite(loc.get("recovered_accuracy"), f.get("recovered_accuracy"))
+            and loc["recovered_accuracy"] > f["recovered_accuracy"]
+        ):
+            tips.append(
+                "Local-only learning does better on the drifted group than the shared head: blend a local head into "
+                "it with <code>--set strategy.personalize=0.5</code>."
+            )
         elif fed_all:
-            tips.append("The shared head serves the whole fleet, where the drifted group is a minority: compare per-device "
-                        "heads (<code>--set strategy.personalize=0.5</code>) or more local training "
-                        "(<code>--set train.epochs=4</code>).")
-    loc_all, fed_all = _comparison_row(summary, "all", "local-only"), _comparison_row(summary, "all", "federated")
+            tips.append(
+                "The shared head serves the whole fleet, where the drifted group is a minority: compare per-device "
+                "heads (<code>--set strategy.personalize=0.5</code>) or more local training "
+                "(<code>--set train.epochs=4</code>)."
+            )
+    loc_all, fed_all = (
+        _comparison_row(summary, "all", "local-only"),
+        _comparison_row(summary, "all", "federated"),
+    )
     if loc_all and fed_all and _finite(loc_all.get("final"), fed_all.get("final")):
-        if loc_all["final"] > fed_all["final"] and loc_all.get("final_within_noise") is False and not not_back:
-            tips.append("Each device learning alone beats the shared head: the devices differ more than one head can "
-                        "serve. Blend a local head into the shared one (<code>--set strategy.personalize=0.5</code>) "
-                        "and compare.")
+        if (
+            loc_all["final"] > fed_all["final"]
+            and loc_all.get("final_within_noise") is False
+            and not not_back
+        ):
+            tips.append(
+                "Each device learning alone beats the shared head: the devices differ more than one head can "
+                "serve. Blend a local head into the shared one (<code>--set strategy.personalize=0.5</code>) "
+                "and compare."
+            )
         elif loc_all.get("final_within_noise") is True:
-            tips.append("Federated and local-only learning end within noise of each other on the fleet: more rounds or more "
-                        "devices per round (<code>--set strategy.fraction=1.0</code>) would separate them.")
+            tips.append(
+                "Federated and local-only learning end within noise of each other on the fleet: more rounds or more "
+                "devices per round (<code>--set strategy.fraction=1.0</code>) would separate them."
+            )
         elif fed_all["final"] > loc_all["final"] and not not_back:
-            tips.append("Federated learning beats learning alone here: try a robust aggregator against faulty devices "
-                        "(<code>--set strategy.name=median</code>) or the int8 uplink (<code>--set strategy.uplink=int8</code>) "
-                        "to cut bytes.")
-    widths = [r["final_hi"] - r["final_lo"] for r in summary.get("comparison", []) if _finite(r.get("final_lo"), r.get("final_hi"))]
+            tips.append(
+                "Federated learning beats learning alone here: try a robust aggregator against faulty devices "
+                "(<code>--set strategy.name=median</code>) or the int8 uplink (<code>--set strategy.uplink=int8</code>) "
+                "to cut bytes."
+            )
+    widths = [
+        r["final_hi"] - r["final_lo"]
+        for r in summary.get("comparison", [])
+        if _finite(r.get("final_lo"), r.get("final_hi"))
+    ]
     if widths and max(widths) > 0.1:
         if str(summary.get("task", "")).startswith("data "):
-            tips.append(f"Some intervals are {100 * max(widths):.0f} points wide: each device tests on its few latest "
-                        "recorded examples; more recordings per device (or a larger <code>data.test_fraction</code>) "
-                        "narrow them.")
+            tips.append(
+                f"Some intervals are {100 * max(widths):.0f} points wide: each device tests on its few latest "
+                "recorded examples; more recordings per device (or a larger <code>data.test_fraction</code>) "
+                "narrow them."
+            )
         else:
-            tips.append(f"Some intervals are {100 * max(widths):.0f} points wide: more test data per device "
-                        "(<code>--set fleet.test_samples_per_device=…</code>) or a larger held-out pool "
-                        "(<code>--set fleet.pool_per_class=…</code>) narrows them.")
+            tips.append(
+                f"Some intervals are {100 * max(widths):.0f} points wide: more test data per device "
+                "(<code>--set fleet.test_samples_per_device=…</code>) or a larger held-out pool "
+                "(<code>--set fleet.pool_per_class=…</code>) narrows them."
+            )
     return tips
 
 
@@ -352,8 +475,10 @@ def headline_html(s: Any, summary: dict[str, Any], sizes: dict[str, int]) -> str
     parts = []
     if summary.get("complete") is False:
         out = html.escape(str(summary.get("out_dir", "DIR")))
-        parts.append(f'<p class="warn"><b>Incomplete run</b>: interrupted after round {done} of {s.rounds}; these are the '
-                     f"results of the rounds done. Continue it with <code>fedtiny run --resume {out}</code>.</p>")
+        parts.append(
+            f'<p class="warn"><b>Incomplete run</b>: interrupted after round {done} of {s.rounds}; these are the '
+            f"results of the rounds done. Continue it with <code>fedtiny run --resume {out}</code>.</p>"
+        )
     lines = [_event_headline(s, summary, ev, per, sizes) for ev, per in summary.get("drift", {}).items()]
     lines = [x for x in lines if x]
     fleet = _fleet_headline(summary, done)
@@ -361,9 +486,11 @@ def headline_html(s: Any, summary: dict[str, Any], sizes: dict[str, int]) -> str
         lines.append(fleet)
     if lines:
         parts.append("<ul>" + "".join(f"<li>{x}</li>" for x in lines) + "</ul>")
-        parts.append('<p class="note">Accuracies are of the deployed int8 model on each device\'s own test data; numbers in '
-                     "parentheses are 95% intervals (over devices and test samples); per-group numbers are measured on "
-                     "the comparison subset, where every method runs on the same devices.</p>")
+        parts.append(
+            '<p class="note">Accuracies are of the deployed int8 model on each device\'s own test data; numbers in '
+            "parentheses are 95% intervals (over devices and test samples); per-group numbers are measured on "
+            "the comparison subset, where every method runs on the same devices.</p>"
+        )
     tips = _suggestions(s, summary)
     if tips:
         parts.append("<p><b>What to try next</b></p><ul>" + "".join(f"<li>{t}</li>" for t in tips) + "</ul>")
@@ -375,23 +502,35 @@ def clean_set_html(s: Any, summary: dict[str, Any], rows: list[Any]) -> str:
     if not rows or not _finite(rows[0].accuracy_global, rows[-1].accuracy_global):
         return ""
     g0, g1 = rows[0].accuracy_global, rows[-1].accuracy_global
-    trend = (f"falls from {pct(g0)} to {pct(g1)}" if g1 < g0 - 0.05 else
-             f"rises from {pct(g0)} to {pct(g1)}" if g1 > g0 + 0.05 else f"stays near {pct(g1)}")
+    trend = (
+        f"falls from {pct(g0)} to {pct(g1)}"
+        if g1 < g0 - 0.05
+        else f"rises from {pct(g0)} to {pct(g1)}"
+        if g1 > g0 + 0.05
+        else f"stays near {pct(g1)}"
+    )
     if str(summary.get("task", "")).startswith("data "):
         same = all(abs(r.accuracy - r.accuracy_global) < 1e-9 for r in rows)
-        return (f"<p>The dashed line is the devices' recorded test examples in the base condition (no drift applied): it "
-                f"{trend}. The solid line is the same devices in the condition they are in each round (drift applied)"
-                + ("; without drift events the two coincide" if same else "") + ".</p>")
+        return (
+            f"<p>The dashed line is the devices' recorded test examples in the base condition (no drift applied): it "
+            f"{trend}. The solid line is the same devices in the condition they are in each round (drift applied)"
+            + ("; without drift events the two coincide" if same else "")
+            + ".</p>"
+        )
     base = summary.get("base_model", {}).get("int8_accuracy_clean")
     cond = _knobs(s.fleet.condition) if s.fleet.condition else ""
     where = f"in another condition ({cond})" if cond else "in its own conditions"
-    text = (f"<p>The dashed line is the clean factory test set: the condition the base model was trained for "
-            f"({pct(base)} there). The fleet works {where}, so the same model starts at "
-            f"{pct(summary.get('initial_accuracy'))} on the devices' own data. Federated learning adapts the head to "
-            f"the fleet's condition; its accuracy on clean factory data {trend}")
+    text = (
+        f"<p>The dashed line is the clean factory test set: the condition the base model was trained for "
+        f"({pct(base)} there). The fleet works {where}, so the same model starts at "
+        f"{pct(summary.get('initial_accuracy'))} on the devices' own data. Federated learning adapts the head to "
+        f"the fleet's condition; its accuracy on clean factory data {trend}"
+    )
     if g1 < g0 - 0.05:
-        text += (": the model specializes for where it is deployed, which is what the fleet needs (it is not evaluated on "
-                 "factory data in the field)")
+        text += (
+            ": the model specializes for where it is deployed, which is what the fleet needs (it is not evaluated on "
+            "factory data in the field)"
+        )
     return text + ".</p>"
 
 
@@ -406,8 +545,17 @@ def comparison_html(summary: dict[str, Any], recover: float) -> str:
     all_rows = [r for r in rows if r.get("group") == "all" and "pre_drift" not in r]
     parts = []
     if ev_rows:
-        head = ["drift event", "method", "before the drift", "right after", "drop", "recovered?",
-                "at the end of the event", "mean from the drift on", "forgetting (pre-drift data)"]
+        head = [
+            "drift event",
+            "method",
+            "before the drift",
+            "right after",
+            "drop",
+            "recovered?",
+            "at the end of the event",
+            "mean from the drift on",
+            "forgetting (pre-drift data)",
+        ]
         body = []
         for r in ev_rows:
             rec = r.get("recovery")
@@ -421,39 +569,85 @@ def comparison_html(summary: dict[str, Any], recover: float) -> str:
                 recovered = "does not learn"
             else:
                 recovered = f"not in {seen} round{'s' if seen != 1 else ''}"
-            end = pct_ci(r.get("recovered_accuracy"), r.get("recovered_accuracy_lo"), r.get("recovered_accuracy_hi"))
+            end = pct_ci(
+                r.get("recovered_accuracy"), r.get("recovered_accuracy_lo"), r.get("recovered_accuracy_hi")
+            )
             if r.get("final_within_noise") is True:
                 end += " ≈ federated"
-            body.append("<tr>" + "".join(_cell(c) for c in [
-                f"{r.get('event', r['group'])} (round {r['at']})", r["method"],
-                pct_ci(r.get("pre_drift"), r.get("pre_drift_lo"), r.get("pre_drift_hi")),
-                pct_ci(r.get("after_drift"), r.get("after_drift_lo"), r.get("after_drift_hi")),
-                pts(r.get("drop")) + (" (noise)" if r.get("drop_within_noise") is True else ""), recovered,
-                f"{end} (round {r.get('end', '')})", pct_ci(r.get("auc"), r.get("auc_lo"), r.get("auc_hi")),
-                pts(r.get("forgetting")) if r.get("forgetting") is not None else "-",
-            ]) + "</tr>")
-        parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(body) + "</table>")
-        parts.append(f"<p class=\"note\">before the drift: the round before it; drop: before minus right after, in percentage "
-                     f"points (“noise”: within the 95% interval of the difference); recovered: back to "
-                     f"{int(100 * recover)}% of the accuracy before the drift, counted in rounds after it, within the "
-                     f"rounds the event was observed (“not in N rounds”: not within the N rounds between the drift and the "
-                     f"next event or the end of the run; run longer to see more); mean from the drift on: the area under "
-                     f"the curve divided by the rounds; forgetting: accuracy lost on the group's pre-drift data by the last "
-                     f"round (negative: gained). “≈ federated”: within noise of federated learning.</p>")
+            body.append(
+                "<tr>"
+                + "".join(
+                    _cell(c)
+                    for c in [
+                        f"{r.get('event', r['group'])} (round {r['at']})",
+                        r["method"],
+                        pct_ci(r.get("pre_drift"), r.get("pre_drift_lo"), r.get("pre_drift_hi")),
+                        pct_ci(r.get("after_drift"), r.get("after_drift_lo"), r.get("after_drift_hi")),
+                        pts(r.get("drop")) + (" (noise)" if r.get("drop_within_noise") is True else ""),
+                        recovered,
+                        f"{end} (round {r.get('end', '')})",
+                        pct_ci(r.get("auc"), r.get("auc_lo"), r.get("auc_hi")),
+                        pts(r.get("forgetting")) if r.get("forgetting") is not None else "-",
+                    ]
+                )
+                + "</tr>"
+            )
+        parts.append(
+            "<table><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+            + "</tr>"
+            + "".join(body)
+            + "</table>"
+        )
+        parts.append(
+            f'<p class="note">before the drift: the round before it; drop: before minus right after, in percentage '
+            f"points (“noise”: within the 95% interval of the difference); recovered: back to "
+            f"{int(100 * recover)}% of the accuracy before the drift, counted in rounds after it, within the "
+            f"rounds the event was observed (“not in N rounds”: not within the N rounds between the drift and the "
+            f"next event or the end of the run; run longer to see more); mean from the drift on: the area under "
+            f"the curve divided by the rounds; forgetting: accuracy lost on the group's pre-drift data by the last "
+            f"round (negative: gained). “≈ federated”: within noise of federated learning.</p>"
+        )
     if all_rows:
         a = all_rows[0].get("auc_from", 1)
-        since = f"mean from the first drift on (round {a})" if ev_rows else f"mean over rounds {a}–{summary.get('rounds_done', '')}"
+        since = (
+            f"mean from the first drift on (round {a})"
+            if ev_rows
+            else f"mean over rounds {a}–{summary.get('rounds_done', '')}"
+        )
         head = ["whole fleet", "before learning", "last round", since, "difference to federated (last round)"]
         body = []
         for r in all_rows:
             d = r.get("final_diff_vs_federated")
-            vs = "" if r["method"] == "federated" or not _finite(d) else (
-                f"{-100 * d:+.1f} pts" + (" (within noise)" if r.get("final_within_noise") is True else ""))
-            body.append("<tr>" + "".join(_cell(c) for c in [
-                r["method"], pct_ci(r.get("initial"), r.get("initial_lo"), r.get("initial_hi")),
-                pct_ci(r.get("final"), r.get("final_lo"), r.get("final_hi")),
-                pct_ci(r.get("auc"), r.get("auc_lo"), r.get("auc_hi")), vs]) + "</tr>")
-        parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(body) + "</table>")
+            vs = (
+                ""
+                if r["method"] == "federated" or not _finite(d)
+                else (
+                    f"{-100 * d:+.1f} pts"
+                    + (" (within noise)" if r.get("final_within_noise") is True else "")
+                )
+            )
+            body.append(
+                "<tr>"
+                + "".join(
+                    _cell(c)
+                    for c in [
+                        r["method"],
+                        pct_ci(r.get("initial"), r.get("initial_lo"), r.get("initial_hi")),
+                        pct_ci(r.get("final"), r.get("final_lo"), r.get("final_hi")),
+                        pct_ci(r.get("auc"), r.get("auc_lo"), r.get("auc_hi")),
+                        vs,
+                    ]
+                )
+                + "</tr>"
+            )
+        parts.append(
+            "<table><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+            + "</tr>"
+            + "".join(body)
+            + "</table>"
+        )
     return "".join(parts)
 
 
@@ -479,20 +673,27 @@ def facts_html(s: Any, summary: dict[str, Any]) -> str:
     reasons = {k: n for k, n in summary.get("updates_rejected_reasons", {}).items() if n}
     facts: dict[str, Any] = {
         "rounds": f"{summary.get('rounds_done', s.rounds)} of {s.rounds}",
-        "accuracy before learning": pct_ci(summary.get("initial_accuracy"), summary.get("initial_accuracy_lo"),
-                                           summary.get("initial_accuracy_hi")),
-        "accuracy after the last round": pct_ci(summary.get("final_accuracy"), summary.get("final_accuracy_lo"),
-                                                summary.get("final_accuracy_hi")),
+        "accuracy before learning": pct_ci(
+            summary.get("initial_accuracy"),
+            summary.get("initial_accuracy_lo"),
+            summary.get("initial_accuracy_hi"),
+        ),
+        "accuracy after the last round": pct_ci(
+            summary.get("final_accuracy"), summary.get("final_accuracy_lo"), summary.get("final_accuracy_hi")
+        ),
         "updates rejected": f"{_words(summary.get('updates_rejected', 0))}"
-                            + (f" ({_words(reasons)})" if reasons else ""),
+        + (f" ({_words(reasons)})" if reasons else ""),
         "stragglers dropped": summary.get("stragglers", 0),
-        "bytes up": summary.get("bytes_up"), "bytes down": summary.get("bytes_down"),
+        "bytes up": summary.get("bytes_up"),
+        "bytes down": summary.get("bytes_down"),
         "energy for learning (J)": summary.get("energy_j", 0),
         "wall time (s)": summary.get("wall_seconds"),
         **{f"fleet: {str(k).replace('_', ' ')}": v for k, v in stats.items()},
         "device RAM for learning (bytes)": summary.get("device_budget", {}).get("ram_bytes"),
     }
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_words(v))}</td></tr>" for k, v in facts.items())
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(_words(v))}</td></tr>" for k, v in facts.items()
+    )
     return f"<table>{rows}</table>"
 
 
@@ -505,7 +706,9 @@ th{background:#f4f4f4}img{max-width:100%;display:block;margin:1em 0}
 .note{color:#555;font-size:13px}code{background:#eee;padding:0 3px}"""
 
 
-def write_report(plan: Any, summary: dict[str, Any], out: Path, intro: str = "", extra_html: str = "") -> list[str]:
+def write_report(
+    plan: Any, summary: dict[str, Any], out: Path, intro: str = "", extra_html: str = ""
+) -> list[str]:
     """Write groups.png, costs.png, fleet.png and report.html; returns the file names. A field trial passes its
     own ``intro`` (no baselines there) and ``extra_html`` (its boards and their failures, shown first)."""
     s = plan.scenario
@@ -520,13 +723,20 @@ def write_report(plan: Any, summary: dict[str, Any], out: Path, intro: str = "",
     sizes = {str(k): int(v) for k, v in groups.items()} if isinstance(groups, dict) else {}
     subset = min(s.eval.baseline_devices, s.fleet.devices)
     panel_sizes = sizes if subset >= s.fleet.devices else {}
-    plot_groups(curves, drift, out / "groups.png", title + ("" if subset >= s.fleet.devices else f" (comparison subset of {subset} devices)"),
-                {**panel_sizes, "all": subset})
+    plot_groups(
+        curves,
+        drift,
+        out / "groups.png",
+        title + ("" if subset >= s.fleet.devices else f" (comparison subset of {subset} devices)"),
+        {**panel_sizes, "all": subset},
+    )
     plot_costs(rows, out / "costs.png")
     plot_fleet(out, out / "fleet.png")
     acc_png = out / "accuracy.png"
-    default_intro = (f"{html.escape(title)}; seed {s.seed}; {s.rounds} rounds. Baselines (static model, local-only "
-                     f"on-device learning) and personalization are measured on the same seeded subset of {subset} devices.")
+    default_intro = (
+        f"{html.escape(title)}; seed {s.seed}; {s.rounds} rounds. Baselines (static model, local-only "
+        f"on-device learning) and personalization are measured on the same seeded subset of {subset} devices."
+    )
     summary = {**summary, "out_dir": str(out)}
     comparison = comparison_html(summary, s.eval.recover)
     doc = f"""<!DOCTYPE html>
@@ -535,13 +745,13 @@ def write_report(plan: Any, summary: dict[str, Any], out: Path, intro: str = "",
 <h1>fedtiny report: {html.escape(s.name)}</h1>
 {headline_html(s, summary, sizes)}
 <p>{html.escape(intro) if intro else default_intro}</p>
-{extra_html}<h2>Accuracy over rounds</h2>{_img(acc_png) if acc_png.exists() else ''}{clean_set_html(s, summary, rows)}
+{extra_html}<h2>Accuracy over rounds</h2>{_img(acc_png) if acc_png.exists() else ""}{clean_set_html(s, summary, rows)}
 <h2>Per group: federated vs local-only vs static</h2>
 <p class="note">Shaded: 95% intervals. Thin lines: a drifted group's accuracy on its data from before the drift
-(forgetting). Dashed red: drift events.</p>{_img(out / 'groups.png')}
-{'<h2>Comparison table</h2>' + comparison if comparison else ''}
-<h2>Bytes, energy and participation per round</h2>{_img(out / 'costs.png')}
-<h2>Fleet statistics</h2>{_img(out / 'fleet.png')}{facts_html(s, summary)}
+(forgetting). Dashed red: drift events.</p>{_img(out / "groups.png")}
+{"<h2>Comparison table</h2>" + comparison if comparison else ""}
+<h2>Bytes, energy and participation per round</h2>{_img(out / "costs.png")}
+<h2>Fleet statistics</h2>{_img(out / "fleet.png")}{facts_html(s, summary)}
 </body></html>
 """
     (out / "report.html").write_text(doc)
