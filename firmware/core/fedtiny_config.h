@@ -34,8 +34,10 @@
 #ifndef FT_FLASH_WRITE_ALIGN    /* program unit of the flash, bytes (power of two, <= 16) */
 #define FT_FLASH_WRITE_ALIGN 4u
 #endif
-#ifndef FT_SLOT_SIZE            /* bytes of one image slot (A and B each); multiple of the page size */
-#define FT_SLOT_SIZE (128u * 1024u)
+#ifndef FT_SLOT_SIZE            /* bytes of one image slot (A and B each); multiple of the page size. A full .tflite image
+                                 * (UPLOAD kind 2) must fit: 256 KB as the virtual board (fedtiny's reference models are
+                                 * 25-47 KB); a real board sets it from its flash (2 slots + 8 KB of metadata) */
+#define FT_SLOT_SIZE (256u * 1024u)
 #endif
 #ifndef FT_META_PAGES           /* pages of the metadata journal (two banks, alternating) */
 #define FT_META_PAGES 2u
@@ -44,8 +46,9 @@
 
 
 /* ---- link --------------------------------------------------------------------------------- */
-#ifndef FT_MAX_PAYLOAD          /* max bytes of one message payload (before framing) */
-#define FT_MAX_PAYLOAD 1024u
+#ifndef FT_MAX_PAYLOAD          /* max bytes of one message payload (before framing): 4096 (the protocol's maximum) carries
+                                 * one raw int8 sample of up to 4,088 inputs or float32 of up to 1,021 per PUSH_SAMPLES */
+#define FT_MAX_PAYLOAD 4096u
 #endif
 #ifndef FT_RX_WINDOW            /* UPLOAD_CHUNK frames the link can buffer (advertised in HELLO) */
 #define FT_RX_WINDOW 4u
@@ -85,6 +88,10 @@
 #endif
 #ifndef FT_TFL_REASON_LEN       /* bytes of the refusal reason kept by verify */
 #define FT_TFL_REASON_LEN 96
+#endif
+#ifndef FT_BACKBONE             /* 1: ft_dev runs full .tflite images with the interpreter (UPLOAD kind 2, raw samples,
+                                 * FULL_IMAGE + RAW_SAMPLES); 0: head patches only (no model struct, no arena in RAM) */
+#define FT_BACKBONE 1
 #endif
 /* ---- end of the int8 TFLite interpreter options ------------------------------------------- */
 

@@ -2,6 +2,7 @@
 #include "ft_proto.h"
 #include "ft_sha256.h"
 #include "ft_crc32.h"
+#include "ft_tfl_interp.h"
 #include "port.h"
 #include <math.h>
 #include <stdio.h>
@@ -38,6 +39,231 @@ static uint8_t failf_flash(ctx *c, ft_status s)
     return fail(c, FT_ST_FLASH_ERROR, buf);
 }
 
+/* ------------------------------------------------------------------------------------------ backbone */
+#if FT_BACKBONE
+/* A full .tflite image (UPLOAD kind 2) runs in the int8 interpreter (ft_tfl_*), read in place from its flash
+ * slot: g_model is the verified model of g_model_slot (the image whose SHA-256 was g_model_sha when it was
+ * verified). One model struct serves the running slot and VERIFY/ACTIVATE of another: backbone() re-verifies
+ * the running slot whenever g_model holds another image. */
+static ft_tfl_model g_model;
+static uint8_t g_arena[FT_TFL_ARENA_SIZE];
+static uint8_t g_model_slot = FT_NO_SLOT;
+static uint8_t g_model_sha[32];
+static uint16_t g_head_op;    /* the head FULLY_CONNECTED: the backbone is ops [0, g_head_op) */
+static int16_t g_feat;        /* the head's input tensor: the features */
+static char g_why[160];       /* why the last load_model refused its image */
+
+/* tflite BuiltinOperator codes the head search needs */
+enum { OPC_DEQUANTIZE = 6, OPC_FULLY_CONNECTED = 9, OPC_RESHAPE = 22, OPC_SOFTMAX = 25, OPC_QUANTIZE = 114 };
+
+static void set_why(const char *a, const char *b)
+{
+    snprintf(g_why, sizeof g_why, "%s%s", a, b);
+}
+
+/* The head of a verified model, as fedtiny.model.flatbuffer.read_head: the last FULLY_CONNECTED on the path to
+ * output 0, through SOFTMAX / RESHAPE / QUANTIZE / DEQUANTIZE after it. Int8 weights [C][D] (zero point 0),
+ * int32 bias, no fused activation; C x D must be the board's. out may be NULL (only the op and features). */
+static uint8_t model_head(const ft_dev *d, const ft_tfl_model *m, ft_head *out, uint16_t *op_index, int16_t *feat)
+{
+    int16_t t = m->outputs[0];
+    uint16_t steps, i, C, D, c;
+    const ft_tfl_op *op = NULL;
+    const ft_tfl_tensor *x, *w, *b, *y;
+    char name[24], buf[96];
+    for (steps = 0; steps <= m->n_ops && !op; steps++) {
+        const ft_tfl_op *p = NULL;
+        for (i = m->n_ops; i > 0 && !p; i--)
+            if (m->ops[i - 1].out == t) p = &m->ops[i - 1];
+        if (!p) {
+            set_why("no FULLY_CONNECTED op on the path to the model output: cannot find the head", "");
+            return FT_ST_SHAPE_MISMATCH;
+        }
+        if (p->code == OPC_FULLY_CONNECTED) {
+            op = p;
+            *op_index = (uint16_t)(p - m->ops);
+        } else if (p->code == OPC_SOFTMAX || p->code == OPC_RESHAPE || p->code == OPC_QUANTIZE ||
+                   p->code == OPC_DEQUANTIZE) {
+            t = p->in[0];
+        } else {
+            snprintf(buf, sizeof buf, "the model output comes from %s, not from a FULLY_CONNECTED head",
+                     ft_tfl_op_name(p->code, name, sizeof name));
+            set_why(buf, "");
+            return FT_ST_SHAPE_MISMATCH;
+        }
+    }
+    if (!op) {
+        set_why("no FULLY_CONNECTED op on the path to the model output: cannot find the head", "");
+        return FT_ST_SHAPE_MISMATCH;
+    }
+    x = &m->tensors[op->in[0]];
+    w = &m->tensors[op->in[1]];
+    if (op->in[2] < 0) {
+        set_why("the head FULLY_CONNECTED has no bias tensor; fedtiny needs an int32 bias to train", "");
+        return FT_ST_SHAPE_MISMATCH;
+    }
+    b = &m->tensors[op->in[2]];
+    y = &m->tensors[op->out];
+    if (w->type != FT_TFL_INT8 || !w->is_const || w->rank != 2 || x->type != FT_TFL_INT8 || y->type != FT_TFL_INT8 ||
+        b->type != FT_TFL_INT32 || !b->is_const || op->p.fc.filter_zp != 0) {
+        set_why("the head must be an int8 FULLY_CONNECTED with symmetric int8 weights and an int32 bias", "");
+        return FT_ST_SHAPE_MISMATCH;
+    }
+    if (op->p.fc.act_min != -128 || op->p.fc.act_max != 127) {
+        set_why("the head FULLY_CONNECTED has a fused activation (e.g. RELU); fedtiny trains a linear head", "");
+        return FT_ST_SHAPE_MISMATCH;
+    }
+    C = (uint16_t)w->dims[0];
+    D = (uint16_t)w->dims[1];
+    if ((int32_t)C != w->dims[0] || (int32_t)D != w->dims[1] || C != d->C || D != d->D || x->count != D ||
+        b->count != C) {
+        snprintf(buf, sizeof buf, "model head is %ldx%ld (input of %lu), the board's is %ux%u", (long)w->dims[0],
+                 (long)w->dims[1], (unsigned long)x->count, (unsigned)d->C, (unsigned)d->D);
+        set_why(buf, "");
+        return FT_ST_SHAPE_MISMATCH;
+    }
+    *feat = op->in[0];
+    if (!out) return FT_ST_OK;
+    memset(out, 0, sizeof *out);
+    out->C = C;
+    out->D = D;
+    out->input_scale = x->scale;
+    out->input_zero_point = x->zp;
+    out->output_scale = y->scale;
+    out->output_zero_point = y->zp;
+    for (c = 0; c < C; c++) {
+        out->weight_scales[c] = ft_rdf32(w->scales + 4u * (w->n_scales == 1 ? 0u : c));
+        out->bias[c] = (int32_t)ft_rd32(b->data + 4u * c);
+    }
+    memcpy(out->weights, w->data, (size_t)C * D);
+    if (x->zp < -128 || x->zp > 127 || y->zp < -128 || y->zp > 127 || ft_head_prepare(out) != FT_OK) {
+        out->C = out->D = 0;
+        set_why("the head's quantization is out of range", "");
+        return FT_ST_SHAPE_MISMATCH;
+    }
+    return FT_ST_OK;
+}
+
+/* Verify the full image in `slot` in place (SHA-256 of the flash bytes, then ft_tfl_verify) into g_model and take
+ * its head (into out, may be NULL). A protocol status; on failure g_why says why. */
+static uint8_t load_model(ft_dev *d, uint8_t slot, ft_head *out)
+{
+    const ft_slot_meta *s = &d->store.m.slots[slot];
+    const uint8_t *img;
+    const ft_tfl_tensor *in;
+    uint8_t sha[32], st;
+    ft_status r;
+    g_model_slot = FT_NO_SLOT; /* g_model is overwritten below */
+    if (s->total_len == 0 || s->total_len > FT_SLOT_SIZE || s->received != s->total_len) {
+        set_why("image not completely received", "");
+        return FT_ST_BAD_STATE;
+    }
+    img = ft_port_flash_map(FT_SLOT_BASE(slot), s->total_len);
+    if (!img) {
+        set_why("this port cannot read a model in place from flash", "");
+        return FT_ST_UNSUPPORTED;
+    }
+    ft_sha256(img, s->total_len, sha);
+    if (!ft_ct_equal(sha, s->sha256, 32)) {
+        set_why("sha256 of the image in flash differs from the declared one", "");
+        return FT_ST_HASH_MISMATCH;
+    }
+    r = ft_tfl_verify(&g_model, img, s->total_len, (uint32_t)sizeof g_arena);
+    if (r != FT_OK) {
+        set_why("model: ", g_model.reason);
+        return r == FT_ERR_UNSUPPORTED ? FT_ST_UNSUPPORTED : r == FT_ERR_RANGE ? FT_ST_NO_SPACE : FT_ST_MALFORMED;
+    }
+    in = &g_model.tensors[g_model.inputs[0]];
+    if (g_model.n_inputs != 1 || (in->type != FT_TFL_INT8 && in->type != FT_TFL_FLOAT32) || in->count > 0xFFFFu) {
+        set_why("model: the board feeds one int8 or float32 input of at most 65535 elements", "");
+        return FT_ST_UNSUPPORTED;
+    }
+    st = model_head(d, &g_model, out, &g_head_op, &g_feat);
+    if (st != FT_ST_OK) return st;
+    g_model_slot = slot;
+    memcpy(g_model_sha, s->sha256, 32);
+    {
+        char buf[80];
+        snprintf(buf, sizeof buf, "model in slot %u: %u ops, arena %lu bytes", (unsigned)slot, (unsigned)g_model.n_ops,
+                 (unsigned long)g_model.arena_bytes);
+        ft_port_log(buf);
+    }
+    return FT_ST_OK;
+}
+
+/* The running model's backbone (a full image runs), or NULL (a head patch or the factory head runs: the C
+ * firmware has no built-in model). Re-verifies the running slot when g_model holds another image. */
+static const ft_tfl_model *backbone(ft_dev *d)
+{
+    const ft_slot_meta *s;
+    if (d->active == FT_NO_SLOT) return NULL;
+    s = &d->store.m.slots[d->active];
+    if (s->kind != FT_KIND_TFLITE) return NULL;
+    if (g_model_slot == d->active && memcmp(g_model_sha, s->sha256, 32) == 0) return &g_model;
+    return load_model(d, d->active, NULL) == FT_ST_OK ? &g_model : NULL;
+}
+
+/* One raw sample (kind 1: int8 model inputs, kind 2: float32, little-endian) through the backbone; *feat = the
+ * head's D int8 inputs in the arena. An int8-input model takes kind 2 quantized as fedtiny.ondevice.quantize
+ * (float32 x / scale, round half away, + zero point, clamp); a float-input model (QUANTIZE first) takes kind 2 as
+ * is and kind 1 dequantized with its QUANTIZE output's scale / zero point, as fedtiny.model.runtime does. */
+static ft_status run_backbone(const ft_tfl_model *m, uint8_t kind, const uint8_t *sample, const int8_t **feat)
+{
+    const ft_tfl_tensor *in;
+    uint32_t bytes, j;
+    uint8_t *x = ft_tfl_input(m, 0, g_arena, &bytes, &in);
+    if (!x) return FT_ERR_STATE;
+    if (in->type == FT_TFL_INT8) {
+        if (kind == 1) {
+            memcpy(x, sample, in->count);
+        } else {
+            for (j = 0; j < in->count; j++) {
+                double q = ft_round_half_away((double)(ft_rdf32(sample + 4u * j) / in->scale)) + (double)in->zp;
+                x[j] = (uint8_t)(int8_t)(q != q ? 0 : q < -128.0 ? -128 : q > 127.0 ? 127 : (int)q);
+            }
+        }
+    } else { /* float32 input: the model's own QUANTIZE (verify made sure only QUANTIZE takes a float32 tensor) */
+        const ft_tfl_tensor *q = NULL;
+        uint16_t i;
+        for (i = 0; i < m->n_ops && !q; i++)
+            if (m->ops[i].in[0] == m->inputs[0]) q = &m->tensors[m->ops[i].out];
+        if (!q) return FT_ERR_STATE;
+        for (j = 0; j < in->count; j++) {
+            float v = kind == 2 ? ft_rdf32(sample + 4u * j)
+                                : ((float)(int8_t)sample[j] - (float)q->zp) * q->scale;
+            memcpy(x + 4u * j, &v, 4);
+        }
+    }
+    FT_TRY(ft_tfl_invoke_until(m, g_arena, (uint32_t)sizeof g_arena, g_head_op, NULL, NULL));
+    *feat = (const int8_t *)ft_tfl_tensor_data(m, (unsigned)g_feat, g_arena);
+    return *feat ? FT_OK : FT_ERR_STATE;
+}
+#endif
+
+static int full_image_ok(void)
+{
+#if FT_BACKBONE
+    return ft_port_flash_map(FT_SLOT_BASE(0), (size_t)FT_N_SLOTS * FT_SLOT_SIZE) != NULL;
+#else
+    return 0;
+#endif
+}
+
+/* Kind of the image running now (the factory head is a head patch). */
+static uint8_t running_kind(const ft_dev *d)
+{
+    return d->active == FT_NO_SLOT ? (uint8_t)FT_KIND_HEAD_PATCH : d->store.m.slots[d->active].kind;
+}
+
+/* Switching to or from a full image is a reboot into another model: the feature cache (features of another
+ * backbone), a pending update and SET_HEAD staging are lost (docs/protocol.md section 5). */
+static void clear_ram(ft_dev *d)
+{
+    ft_cache_clear(&d->cache);
+    d->has_pending = 0;
+    d->staged_len = 0;
+}
+
 /* ---------------------------------------------------------------------------------------------- heads */
 /* Load and check (SHA-256 from flash, HeadPatch validity, shape) the head in a slot. */
 static ft_status load_slot_head(ft_dev *d, uint8_t slot, ft_head *out, uint8_t *status)
@@ -46,6 +272,12 @@ static ft_status load_slot_head(ft_dev *d, uint8_t slot, ft_head *out, uint8_t *
     uint8_t sha[32];
     ft_status r;
     *status = FT_ST_MALFORMED;
+#if FT_BACKBONE
+    if (s->kind == FT_KIND_TFLITE) { /* a full image: verified in place, its head taken from the model */
+        *status = load_model(d, slot, out);
+        return *status == FT_ST_OK ? FT_OK : FT_ERR_FORMAT;
+    }
+#endif
     if (s->kind != FT_KIND_HEAD_PATCH) {
         *status = FT_ST_UNSUPPORTED;
         return FT_ERR_UNSUPPORTED;
@@ -208,7 +440,18 @@ static uint8_t h_hello(ctx *c, const uint8_t *p, size_t n)
     (void)p;
     if (n) return fail(c, FT_ST_MALFORMED, "HELLO takes no payload");
     if (nl > 64) nl = 64;
+    uint16_t raw_len = 0;
     if (d->has_key) caps |= FT_CAP_FLEET_KEY;
+    if (full_image_ok()) caps |= FT_CAP_FULL_IMAGE;
+#if FT_BACKBONE
+    {
+        const ft_tfl_model *m = backbone(d);
+        if (m) {
+            caps |= FT_CAP_RAW_SAMPLES;
+            raw_len = (uint16_t)m->tensors[m->inputs[0]].count;
+        }
+    }
+#endif
     o[0] = FT_PROTO_VERSION;
     o[1] = FT_N_SLOTS;
     ft_wr16(o + 2, (uint16_t)FT_MAX_PAYLOAD);
@@ -219,7 +462,7 @@ static uint8_t h_hello(ctx *c, const uint8_t *p, size_t n)
     ft_wr32(o + 16, d->cache.capacity);
     ft_wr32(o + 20, d->cache.count);
     ft_wr32(o + 24, FT_SLOT_SIZE);
-    ft_wr16(o + 28, 0);
+    ft_wr16(o + 28, raw_len); /* raw_input_len: elements of the running model's input (0: no backbone) */
     o[30] = FT_RX_WINDOW;
     o[31] = d->active;
     o[32] = (uint8_t)nl;
@@ -305,6 +548,42 @@ static uint8_t h_set_head(ctx *c, const uint8_t *p, size_t n)
     return FT_ST_OK;
 }
 
+/* PUSH_SAMPLES kinds 1 and 2 (length already checked): each sample through the backbone, its features cached. */
+static uint8_t push_raw(ctx *c, const uint8_t *p, uint32_t cnt, uint32_t dim)
+{
+#if FT_BACKBONE
+    ft_dev *d = c->d;
+    const ft_tfl_model *m = backbone(d);
+    const uint8_t *data = p + 6 + 2 * cnt;
+    uint32_t esize = p[0] == 2 ? 4u : 1u, i, j;
+    if (!m) return fail(c, FT_ST_UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)");
+    if (dim != m->tensors[m->inputs[0]].count)
+        return fail(c, FT_ST_SHAPE_MISMATCH, "raw sample length differs from the model input (raw_input_len)");
+    for (i = 0; i < cnt; i++)
+        if (ft_rd16(p + 6 + 2 * i) >= d->C) return fail(c, FT_ST_MALFORMED, "label >= classes");
+    if (esize == 4)
+        for (j = 0; j < cnt * dim; j++)
+            if (!isfinite(ft_rdf32(data + 4u * j))) return fail(c, FT_ST_MALFORMED, "raw float32 samples must be finite");
+    if (p[1] & 1u) ft_cache_clear(&d->cache);
+    for (i = 0; i < cnt; i++) {
+        const int8_t *feat;
+        if (run_backbone(m, p[0], data + i * dim * esize, &feat) != FT_OK) return fail(c, FT_ST_INTERNAL, "backbone");
+        if (ft_cache_push(&d->cache, feat, (uint8_t)ft_rd16(p + 6 + 2 * i)) != FT_OK)
+            return fail(c, FT_ST_INTERNAL, "cache push");
+    }
+    d->pushed_total += cnt;
+    ft_wr32(c->resp, d->cache.count);
+    ft_wr32(c->resp + 4, d->pushed_total);
+    *c->len = 8;
+    return FT_ST_OK;
+#else
+    (void)p;
+    (void)cnt;
+    (void)dim;
+    return fail(c, FT_ST_UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)");
+#endif
+}
+
 static uint8_t h_push_samples(ctx *c, const uint8_t *p, size_t n)
 {
     ft_dev *d = c->d;
@@ -314,9 +593,9 @@ static uint8_t h_push_samples(ctx *c, const uint8_t *p, size_t n)
     dim = ft_rd16(p + 4);
     /* kind 2 carries float32 samples (4 bytes each), kinds 0 and 1 int8 */
     if (n != 6u + 2u * cnt + cnt * dim * (p[0] == 2 ? 4u : 1u)) return fail(c, FT_ST_MALFORMED, "Samples payload length");
-    /* no backbone in C: raw samples (kind 1 int8, kind 2 float32) are not supported */
-    if (p[0] == 1 || p[0] == 2) return fail(c, FT_ST_UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)");
-    if (p[0] != 0) return fail(c, FT_ST_MALFORMED, "sample kind");
+    if (p[0] > 2) return fail(c, FT_ST_MALFORMED, "sample kind");
+    /* raw samples (kind 1 int8, kind 2 float32) run through the running full image's backbone */
+    if (p[0] == 1 || p[0] == 2) return push_raw(c, p, cnt, dim);
     if (dim != d->D) return fail(c, FT_ST_SHAPE_MISMATCH, "feature length differs from the head input");
     for (i = 0; i < cnt; i++)
         if (ft_rd16(p + 6 + 2 * i) >= d->C) return fail(c, FT_ST_MALFORMED, "label >= classes");
@@ -553,7 +832,8 @@ static uint8_t h_upload_begin(ctx *c, const uint8_t *p, size_t n)
     total = ft_rd32(p + 4);
     counter = ft_rd32(p + 72);
     if (kind != FT_KIND_HEAD_PATCH && kind != FT_KIND_TFLITE) return fail(c, FT_ST_MALFORMED, "image kind");
-    if (kind == FT_KIND_TFLITE) return fail(c, FT_ST_UNSUPPORTED, "no backbone on this board: head patches only");
+    if (kind == FT_KIND_TFLITE && !full_image_ok())
+        return fail(c, FT_ST_UNSUPPORTED, "this board cannot run full images (no interpreter or no flash mapping): head patches only");
     target = upload_slot(d);
     if (slot != 0xFF && slot != target) return fail(c, FT_ST_BAD_STATE, "slot is not the upload slot");
     s = &d->store.m.slots[target];
@@ -659,10 +939,13 @@ static uint8_t h_verify(ctx *c, const uint8_t *p, size_t n)
         if (s->security_counter < d->store.m.sec_floor)
             return verify_failed(c, (uint8_t)slot, FT_ST_DOWNGRADE, "security counter below the board's (anti-rollback)");
         r = load_slot_head(d, (uint8_t)slot, &scratch_head, &st);
+#if FT_BACKBONE
+        if (r != FT_OK && s->kind == FT_KIND_TFLITE) return verify_failed(c, (uint8_t)slot, st, g_why);
+#endif
         if (r != FT_OK)
             return verify_failed(c, (uint8_t)slot, st, st == FT_ST_SHAPE_MISMATCH ? "head shape differs from the model's"
                                                                                    : "image does not parse as a head patch");
-        if (!head_fits(d, &scratch_head))
+        if (s->kind == FT_KIND_HEAD_PATCH && !head_fits(d, &scratch_head))
             return verify_failed(c, (uint8_t)slot, FT_ST_SHAPE_MISMATCH, "head input quantization differs from the board's features");
         s->state = FT_SLOT_VERIFIED;
         if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
@@ -680,6 +963,7 @@ static uint8_t h_activate(ctx *c, const uint8_t *p, size_t n)
     int slot = slot_arg(p, n);
     ft_head *tmp = &scratch_head;
     uint8_t st;
+    int full;
     ft_status r;
     if (slot < 0) return fail(c, FT_ST_MALFORMED, "ACTIVATE takes a slot number");
     if (d->store.m.testing == slot) return slot_status(c);
@@ -692,12 +976,32 @@ static uint8_t h_activate(ctx *c, const uint8_t *p, size_t n)
         if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
         return fail(c, st, "slot image unusable");
     }
+    full = d->store.m.slots[slot].kind == FT_KIND_TFLITE || running_kind(d) == FT_KIND_TFLITE;
     d->store.m.slots[slot].state = FT_SLOT_TESTING;
     d->store.m.testing = (uint8_t)slot;
     if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
     d->active = (uint8_t)slot;
     d->head = *tmp;
+    if (full) clear_ram(d); /* into or out of a full image: another model runs */
     return slot_status(c);
+}
+
+/* One golden vector: D int8 features into the running head, or int8 model inputs through the backbone (the
+ * loaded image under test) and the head: the whole model up to its int8 logits. */
+static ft_status confirm_forward(ft_dev *d, const uint8_t *v, uint32_t il, int8_t *out)
+{
+#if FT_BACKBONE
+    if (il != d->D) {
+        const ft_tfl_model *m = backbone(d);
+        const int8_t *feat;
+        if (!m) return FT_ERR_STATE;
+        FT_TRY(run_backbone(m, 1, v, &feat));
+        return ft_head_forward(&d->head, feat, out);
+    }
+#else
+    (void)il;
+#endif
+    return ft_head_forward(&d->head, (const int8_t *)v, out);
 }
 
 /* The golden vectors run on the image under test as it is in flash (not on a head SET_HEAD put in RAM since
@@ -723,12 +1027,21 @@ static uint8_t h_confirm(ctx *c, const uint8_t *p, size_t n)
     if (nv == 0) return fail(c, FT_ST_MALFORMED, "CONFIRM needs at least one golden vector");
     if (slot == d->store.m.confirmed && d->store.m.testing == FT_NO_SLOT) return slot_status(c);
     if (d->store.m.testing != slot) return fail(c, FT_ST_BAD_STATE, "slot is not under test");
-    if (il != d->D || ol != d->C) return fail(c, FT_ST_UNSUPPORTED, "golden vectors must be D int8 features -> C int8 logits");
+    {
+        /* in_len D: int8 features into the head; raw_input_len: int8 model inputs, the whole model runs */
+        uint32_t raw = 0;
+#if FT_BACKBONE
+        const ft_tfl_model *m = backbone(d); /* the TESTING slot is the running one */
+        if (m) raw = m->tensors[m->inputs[0]].count;
+#endif
+        if (ol != d->C || (il != d->D && (raw == 0 || il != raw)))
+            return fail(c, FT_ST_UNSUPPORTED, "golden vectors must be D int8 features (or raw_input_len int8 model inputs) -> C int8 logits");
+    }
     if (load_slot_head(d, slot, h, &st) != FT_OK) return fail(c, st, "the image under test is unusable");
     d->head = *h; /* the image under test runs (a SET_HEAD since ACTIVATE is dropped) */
     for (i = 0; i < nv; i++) {
         const uint8_t *v = p + 8 + i * (il + ol);
-        if (ft_head_forward(&d->head, (const int8_t *)v, out) != FT_OK) return fail(c, FT_ST_INTERNAL, "forward");
+        if (confirm_forward(d, v, il, out) != FT_OK) return fail(c, FT_ST_INTERNAL, "forward");
         for (k = 0; k < ol; k++) {
             int diff = (int)out[k] - (int)(int8_t)v[il + k];
             if (diff < 0) diff = -diff;
@@ -742,7 +1055,7 @@ static uint8_t h_confirm(ctx *c, const uint8_t *p, size_t n)
     if (worst > (int)tol) {
         char buf[96];
         const uint8_t *v = p + 8 + wi * (il + ol);
-        ft_head_forward(&d->head, (const int8_t *)v, out);
+        if (confirm_forward(d, v, il, out) != FT_OK) return fail(c, FT_ST_INTERNAL, "forward");
         snprintf(buf, sizeof buf, "vector %u channel %u: got %d, expected %d", (unsigned)wi, (unsigned)wk,
                  (int)out[wk], (int)(int8_t)v[il + wk]);
         return fail(c, FT_ST_SELFTEST_FAILED, buf);
@@ -765,6 +1078,7 @@ static uint8_t h_rollback(ctx *c, const uint8_t *p, size_t n)
     (void)p;
     if (n) return fail(c, FT_ST_MALFORMED, "ROLLBACK takes no payload");
     if (d->store.m.testing != FT_NO_SLOT) {
+        int was_full = running_kind(d) == FT_KIND_TFLITE;
         d->store.m.slots[d->store.m.testing].state = FT_SLOT_VERIFIED;
         d->store.m.testing = FT_NO_SLOT;
         if ((r = ft_store_persist(&d->store)) != FT_OK) return failf_flash(c, r);
@@ -774,6 +1088,7 @@ static uint8_t h_rollback(ctx *c, const uint8_t *p, size_t n)
             if (ft_head_decode_patch(&d->head, d->factory_patch, d->factory_len, 0, 0) != FT_OK)
                 return fail(c, FT_ST_INTERNAL, "no usable head");
         }
+        if (was_full || running_kind(d) == FT_KIND_TFLITE) clear_ram(d);
     }
     return slot_status(c);
 }

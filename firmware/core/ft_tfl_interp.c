@@ -890,10 +890,16 @@ const uint8_t *ft_tfl_output(const ft_tfl_model *m, unsigned i, const uint8_t *a
 
 ft_status ft_tfl_invoke(const ft_tfl_model *m, uint8_t *arena, uint32_t arena_size, ft_tfl_op_cb cb, void *ctx)
 {
+    return ft_tfl_invoke_until(m, arena, arena_size, m ? m->n_ops : 0u, cb, ctx);
+}
+
+ft_status ft_tfl_invoke_until(const ft_tfl_model *m, uint8_t *arena, uint32_t arena_size, uint16_t end, ft_tfl_op_cb cb,
+                              void *ctx)
+{
     uint16_t i;
-    if (!m || !arena || !m->image) return FT_ERR_ARG;
+    if (!m || !arena || !m->image || end > m->n_ops) return FT_ERR_ARG;
     if (arena_size < m->arena_bytes) return FT_ERR_NOSPACE;
-    for (i = 0; i < m->n_ops; i++) {
+    for (i = 0; i < end; i++) {
         const ft_tfl_op *op = &m->ops[i];
         const ft_tfl_tensor *ti = &m->tensors[op->in[0]], *to = &m->tensors[op->out];
         const uint8_t *in = ft_tfl_tensor_data(m, (unsigned)op->in[0], arena);

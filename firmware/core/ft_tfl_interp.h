@@ -74,6 +74,11 @@ typedef void (*ft_tfl_op_cb)(void *ctx, const ft_tfl_model *m, uint16_t op_index
 /* Run the verified model. The inputs must have been written (ft_tfl_input) into this arena. */
 ft_status ft_tfl_invoke(const ft_tfl_model *m, uint8_t *arena, uint32_t arena_size, ft_tfl_op_cb cb, void *ctx);
 
+/* Run ops [0, end) only (end <= n_ops): every tensor an op before `end` reads or writes is then as after a
+ * full invoke up to that point, so the inputs of op `end` (e.g. a head's features) are in the arena. */
+ft_status ft_tfl_invoke_until(const ft_tfl_model *m, uint8_t *arena, uint32_t arena_size, uint16_t end, ft_tfl_op_cb cb,
+                              void *ctx);
+
 /* Input / output i in the arena (NULL if i is out of range); *bytes = its size, *t = its tensor (optional). */
 uint8_t *ft_tfl_input(const ft_tfl_model *m, unsigned i, uint8_t *arena, uint32_t *bytes, const ft_tfl_tensor **t);
 const uint8_t *ft_tfl_output(const ft_tfl_model *m, unsigned i, const uint8_t *arena, uint32_t *bytes,

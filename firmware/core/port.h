@@ -18,6 +18,11 @@ ft_status ft_port_write(const uint8_t *buf, size_t len);
 ft_status ft_port_flash_read(uint32_t offset, void *buf, size_t len);
 ft_status ft_port_flash_write(uint32_t offset, const void *buf, size_t len);
 ft_status ft_port_flash_erase(uint32_t offset, size_t len);
+/* The flash region memory-mapped for reading in place: a pointer to byte `offset` valid for len bytes, or NULL
+ * where the port cannot map it (then full .tflite images are refused: the interpreter reads a model's weights
+ * from its slot without a copy). Host and QEMU: the simulated flash in RAM; nRF52840: its memory-mapped
+ * flash; ESP32: esp_partition_mmap. */
+const uint8_t *ft_port_flash_map(uint32_t offset, size_t len);
 
 /* Milliseconds since boot (monotonic, wraps). */
 uint32_t ft_port_millis(void);

@@ -116,7 +116,9 @@ void test_link_framing(void)
     CHECK_EQ_INT(ft_rd16(resp + 14), 64);
     CHECK_EQ_INT(ft_rd32(resp + 8) & (FT_CAP_FLOAT_TRAIN | FT_CAP_FIXED_TRAIN),
                  FT_CAP_FIXED_TRAIN | (FT_USE_FLOAT ? FT_CAP_FLOAT_TRAIN : 0u));
-    CHECK_EQ_INT(ft_rd32(resp + 8) & (FT_CAP_RAW_SAMPLES | FT_CAP_FULL_IMAGE), 0);
+    /* full images with the interpreter (FT_BACKBONE); raw samples only while one runs (the factory head runs here) */
+    CHECK_EQ_INT(ft_rd32(resp + 8) & (FT_CAP_RAW_SAMPLES | FT_CAP_FULL_IMAGE), FT_BACKBONE ? FT_CAP_FULL_IMAGE : 0u);
+    CHECK_EQ_INT(ft_rd16(resp + 28), 0); /* raw_input_len */
     CHECK(lnk.dropped >= 1);
     /* a retry (same seq/type/payload) gets the cached bytes without re-executing */
     {

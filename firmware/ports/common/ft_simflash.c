@@ -49,6 +49,12 @@ ft_status ft_simflash_read(uint32_t offset, void *buf, size_t len)
     return FT_OK;
 }
 
+const uint8_t *ft_simflash_map(uint32_t offset, size_t len)
+{
+    if (!in_range(offset, len) || cut) return NULL;
+    return ft_simflash_mem + offset;
+}
+
 ft_status ft_simflash_write(uint32_t offset, const void *buf, size_t len)
 {
     const uint8_t *p = (const uint8_t *)buf;

@@ -25,5 +25,7 @@ void ft_simflash_on_change(void (*fn)(uint32_t offset, size_t len));
 ft_status ft_simflash_read(uint32_t offset, void *buf, size_t len);
 ft_status ft_simflash_write(uint32_t offset, const void *buf, size_t len);
 ft_status ft_simflash_erase(uint32_t offset, size_t len);
+/* The flash bytes [offset, offset+len) in place (NULL if out of range or after a power cut). */
+const uint8_t *ft_simflash_map(uint32_t offset, size_t len);
 
 #endif

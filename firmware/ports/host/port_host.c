@@ -114,6 +114,7 @@ ft_status ft_port_flash_write(uint32_t offset, const void *buf, size_t len)
     return ft_simflash_write(offset, buf, len);
 }
 ft_status ft_port_flash_erase(uint32_t offset, size_t len) { return ft_simflash_erase(offset, len); }
+const uint8_t *ft_port_flash_map(uint32_t offset, size_t len) { return ft_simflash_map(offset, len); }
 
 uint32_t ft_port_millis(void)
 {

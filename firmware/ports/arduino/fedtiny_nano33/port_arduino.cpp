@@ -70,6 +70,12 @@ extern "C" ft_status ft_port_flash_erase(uint32_t off, size_t len) {
   return FT_OK;
 }
 
+// NVMC flash is memory-mapped: the interpreter reads a model's weights in place (NOT BUILT IN CI).
+extern "C" const uint8_t *ft_port_flash_map(uint32_t off, size_t len) {
+  if (off > FT_FLASH_SIZE || len > FT_FLASH_SIZE - off) return NULL;
+  return (const uint8_t *)(FLASH_BASE + off);
+}
+
 extern "C" uint32_t ft_port_millis(void) { return millis(); }
 extern "C" void ft_port_log(const char *msg) { (void)msg; }
 extern "C" const char *ft_port_board_name(void) { return "nano33ble"; }

@@ -41,6 +41,17 @@ ft_status ft_port_flash_erase(uint32_t off, size_t len)
     return esp_partition_erase_range(part, off, len) == ESP_OK ? FT_OK : FT_ERR_FLASH;
 }
 
+/* The whole partition mapped once into the data address space (esp_partition_mmap, 64 KB MMU pages; NOT BUILT IN
+ * CI). NULL when the mapping fails: full .tflite images are then refused. */
+const uint8_t *ft_port_flash_map(uint32_t off, size_t len)
+{
+    static const void *base;
+    static esp_partition_mmap_handle_t h;
+    if (off > FT_FLASH_SIZE || len > FT_FLASH_SIZE - off) return NULL;
+    if (!base && esp_partition_mmap(part, 0, FT_FLASH_SIZE, ESP_PARTITION_MMAP_DATA, &base, &h) != ESP_OK) return NULL;
+    return base ? (const uint8_t *)base + off : NULL;
+}
+
 uint32_t ft_port_millis(void) { return (uint32_t)(esp_timer_get_time() / 1000); }
 void ft_port_log(const char *msg) { (void)msg; }
 const char *ft_port_board_name(void) { return "esp32s3"; }
