@@ -660,3 +660,214 @@ def test_host_firmware_takes_a_users_softmax_model_head(host_fw: Path, tmp_path:
         s.close()
     finally:
         b.stop()
+
+
+# ----------------------------------------------------------------------- full images: the C interpreter
+@pytest.fixture(scope="module")
+def ref_models() -> dict[str, tuple[bytes, np.ndarray]]:
+    """fedtiny's digits and vibration reference models (random weights, as scripts/gen_tfl_golden.py builds them),
+    converted full-integer int8, with float samples of their task."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tflite_micro")
+    import keras
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from gen_tfl_golden import _convert, _randomize
+
+    from fedtiny.tasks import get_task
+
+    keras.utils.set_random_seed(1234)
+    out = {}
+    for name in ("digits", "vibration"):
+        task = get_task(name)
+        model = task.build_model(head_inputs=64)
+        rng = np.random.default_rng(7)
+        x = np.asarray(task.generate(rng.integers(0, len(task.classes), 120), rng, task.default_condition()), np.float32)
+        _randomize(model, np.random.default_rng(21))
+        out[name] = (_convert(model, x[:48]), x)
+    return out
+
+
+def _status_of(e: DeviceError) -> str:
+    from fedtiny.link.messages import Status
+
+    return next(w for w in re.findall(r"[A-Z_]+", str(e)) if w in Status.__members__)
+
+
+def _full_model_session(s: BoardSession, model: bytes, x: np.ndarray, floats: bool, golden_n: int) -> dict:
+    """One board through the full-model path: no backbone at first; deploy_model (whole-model CONFIRM); a reset
+    (boot re-verifies the image); raw int8 (and float32) pushes; EVALUATE; a fixed-point and a float TRAIN; a head
+    patch of other input quantization refused; a head patch deployed (no backbone any more, the cache is
+    cleared); a rollback into the full image."""
+    from fedtiny.model.flatbuffer import read_head
+    from fedtiny.model.runtime import Int8Runner
+
+    out: dict = {}
+    runner = Int8Runner(model, "tflm")
+    raw_len = int(np.prod(runner.input_shape))
+    info = s.hello()
+    assert info.capabilities & Cap.FULL_IMAGE and not info.capabilities & Cap.RAW_SAMPLES
+    assert info.raw_input_len == 0
+    xq = runner.quantize_input(x).reshape(len(x), -1)
+    y = np.arange(len(x)) % info.C
+    with pytest.raises(DeviceError, match="UNSUPPORTED"):
+        s.push_raw(xq[:2], y[:2])
+    old_head = s.get_head()
+    st = s.deploy_model(model, xq[:golden_n])  # CONFIRM runs the whole model on raw int8 inputs
+    out["confirmed"] = st.confirmed
+    s.reset()
+    time.sleep(0.3)
+    info = s.hello()
+    assert info.capabilities & Cap.RAW_SAMPLES and info.raw_input_len == raw_len and info.cache_count == 0
+    head = read_head(model)
+    assert s.get_head().equals(head)
+    n_int = 50
+    assert s.push_raw(xq[:n_int], y[:n_int], clear=True) == n_int
+    if floats:
+        assert s.push_raw(x[n_int:n_int + 20].reshape(20, -1), y[n_int:n_int + 20]) == n_int + 20
+    with pytest.raises(DeviceError, match="SHAPE_MISMATCH"):
+        s.push_raw(xq[:1, :-1], y[:1])
+    out["eval"] = s.evaluate()
+    fixed = TrainRequest(2, 8, 0.05, 0.0, 0.0, 0.0, 7, 1, TRAIN_FIXED)
+    s.train(fixed)
+    out["fixed"] = s.read_update()
+    s.ack_update(out["fixed"].update_id)
+    flt = TrainRequest(2, 16, 0.02, 0.5, 0.0, 0.01, 3, 2)
+    s.train(flt)
+    out["float"] = s.read_update()
+    s.ack_update(out["float"].update_id)
+    # a head patch must read the features the firmware's factory head reads: the full image's differ
+    with pytest.raises(DeviceError, match="SHAPE_MISMATCH"):
+        s.deploy_head(head.with_(bias=head.bias + 1), np.zeros((1, info.D), np.int8))
+    # a head patch runs without a backbone (this board has no built-in model): raw samples stop, RAM is cleared
+    s.deploy_head(old_head.with_(bias=old_head.bias + 3), np.zeros((2, info.D), np.int8))
+    info = s.hello()
+    assert not info.capabilities & Cap.RAW_SAMPLES and info.raw_input_len == 0 and info.cache_count == 0
+    # the full image again (its slot is VERIFIED, kept as the fallback), then ROLLBACK back to the head patch
+    stt = s.status()
+    full_slot = next(i for i, sl in enumerate(stt.slots) if sl.kind == ImageKind.TFLITE)
+    s.activate(full_slot)
+    info = s.hello()
+    assert info.raw_input_len == raw_len
+    s.push_raw(xq[:3], y[:3], clear=True)
+    s.rollback()
+    info = s.hello()
+    assert info.raw_input_len == 0 and info.cache_count == 0
+    out["head_after"] = s.get_head()
+    return out
+
+
+def _spec_features(model: bytes, x: np.ndarray, floats: bool, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """What TFLite Micro computes for the same pushes: the head's int8 input tensor per sample."""
+    from fedtiny.model.runtime import Int8Runner
+
+    runner = Int8Runner(model, "tflm")
+    y = np.arange(len(x)) % c
+    xq = runner.quantize_input(x)
+    feats = [runner.run_int8(xq[:50])[1]]
+    if floats:
+        feats.append(runner.run_int8(runner.quantize_input(x[50:70]))[1])
+    n = 70 if floats else 50
+    return np.concatenate(feats), y[:n]
+
+
+@pytest.mark.parametrize("name", ["digits", "vibration"])
+def test_full_model_and_raw_samples_match_virtual_board(host_fw: Path, tmp_path: Path, ref_models, name: str) -> None:
+    """Issue 11 part 5: a real int8 .tflite uploaded as a full image (UPLOAD kind 2) to the C host firmware (its own
+    int8 interpreter) and to the virtual board (TFLite Micro): the same whole-model CONFIRM, raw int8 and float32
+    samples cached as the same features (the fixed-point update, a function of every cached feature, is bit-for-bit
+    the spec's on TFLite Micro's features), the same EVALUATE, the same refusals and state changes."""
+    from fedtiny.model.flatbuffer import read_head
+
+    model, x = ref_models[name]
+    head = read_head(model)
+    floats = name == "digits"  # 16x16 inputs: a float32 sample fits a 4 KB frame (vibration's 32x32 goes as int8)
+    golden_n = 4 if floats else 3
+    factory = default_head(head.num_classes, head.num_features)
+    fh = tmp_path / "factory.bin"
+    fh.write_bytes(encode_head_patch(factory))
+    b = HostBoard(tmp_path / "flash.bin", "--device-id", "5", "--factory-head", str(fh)).start()
+    vb = VirtualBoard(BoardConfig(device_id=5, fleet_key=KEY, cache_capacity=200), factory_head=factory)
+    try:
+        sc, sv = b.session(), BoardSession(InProcessTransport(vb), key=KEY, seed=1)
+        sv.hello()
+        rc, rv = (_full_model_session(s, model, x, floats, golden_n) for s in (sc, sv))
+        feats, y = _spec_features(model, x, floats, head.num_classes)
+        cache = FeatureCache(1, 200, head.num_features)
+        cache.push(feats[None], y[None])
+        fl = dequantize_head(head)
+        ref = train_heads_fixed(fl.weights, fl.bias, cache.features, cache.labels, cache.count,
+                                TrainConfig(2, 8, float(np.float32(0.05)), 0.0, 0.0, 0.0),
+                                input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=7,
+                                round_=1, device_ids=np.array([5]))
+        q = head_forward_int8(head, feats)
+        for r in (rc, rv):
+            u = r["fixed"]
+            assert u.num_examples == len(y)
+            assert np.array_equal(u.weights, ref.weights[0]) and np.array_equal(u.bias, ref.bias[0])
+            assert u.loss == np.float32(ref.loss[0])
+            f = r["float"]
+            assert_matches_spec(f.weights, f.bias, f.loss, head, feats, y, TrainRequest(2, 16, 0.02, 0.5, 0.0, 0.01, 3, 2),
+                                5, 200)
+            assert r["eval"].n == len(y)
+            assert r["eval"].accuracy == np.float32(np.mean(np.argmax(q, 1) == y))
+        assert rc["eval"].loss == pytest.approx(rv["eval"].loss, rel=1e-4)
+        assert rc["head_after"].equals(rv["head_after"]) and rc["confirmed"] == rv["confirmed"]
+    finally:
+        b.stop()
+
+
+def test_full_image_refusals(host_fw: Path, tmp_path: Path, ref_models) -> None:
+    """Corrupt and unsupported full images: VERIFY refuses them on both boards (the C board with a reason naming
+    the op or the defect), nothing crashes, and the confirmed model keeps running."""
+    import keras
+    import tensorflow as tf
+
+    model, x = ref_models["digits"]
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((8,), batch_size=1)
+    m = keras.Model(inp, keras.layers.Dense(10)(keras.layers.Dense(64, activation="tanh")(inp)))
+    rep = np.random.default_rng(5).normal(size=(32, 8)).astype(np.float32)
+    conv = tf.lite.TFLiteConverter.from_keras_model(m)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rep[i : i + 1]] for i in range(32))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    tanh = bytes(conv.convert())
+    rng = np.random.default_rng(3)
+    bad_root = bytearray(model)
+    bad_root[0:4] = (len(model) + 4096).to_bytes(4, "little")
+    corrupt = {"truncated": model[: len(model) // 2], "root offset": bytes(bad_root)}
+    for i in range(6):  # bytes overwritten in the flatbuffer's tables (the first 2 KB and the last 4 KB)
+        m2 = bytearray(model)
+        for pos in rng.integers(0, 2048, 12).tolist() + rng.integers(len(model) - 4096, len(model), 12).tolist():
+            m2[pos] = int(rng.integers(0, 256))
+        corrupt[f"mutated {i}"] = bytes(m2)
+    b = HostBoard(tmp_path / "flash.bin", "--device-id", "6").start()
+    vb = VirtualBoard(BoardConfig(device_id=6, fleet_key=KEY, cache_capacity=200))
+    try:
+        sc, sv = b.session(), BoardSession(InProcessTransport(vb), key=KEY, seed=1)
+        sv.hello()
+        for s in (sc, sv):
+            s.deploy_model(model, np.zeros((1, 64), np.int8))  # golden features through the model's head
+        with pytest.raises(DeviceError, match=r"UNSUPPORTED: model: op \d+ TANH"):
+            sc.verify(sc.upload(tanh, ImageKind.TFLITE, KEY).slot)
+        for what, img in corrupt.items():
+            got = []
+            for s in (sc, sv):
+                try:
+                    s.verify(s.upload(img, ImageKind.TFLITE, KEY).slot)
+                    got.append("OK")
+                except DeviceError as e:
+                    got.append(_status_of(e))
+                    if s is sc:
+                        assert "model: " in str(e) or "head" in str(e), (what, str(e))
+            if what in ("truncated", "root offset"):
+                assert got == ["MALFORMED", "MALFORMED"], (what, got)
+            for s in (sc, sv):  # the board still answers and still runs the confirmed full image
+                info = s.hello()
+                assert info.raw_input_len == 256, what
+                st = s.status()
+                assert st.slots[st.confirmed].kind == ImageKind.TFLITE
+    finally:
+        b.stop()
