@@ -124,6 +124,17 @@ def run(
         from fedtiny.report.drift import format_table
 
         typer.echo(format_table(summary["comparison"]))
+        never = [r for r in summary["comparison"] if r.get("recovery") == "never" and r.get("method") != "static"]
+        if never:
+            r = never[0]
+            seen = int(r.get("end", s.rounds)) - int(r["at"]) + 1
+            typer.echo(
+                f"never: not back to {round(100 * s.eval.recover)}% of the pre-drift accuracy within the {seen} rounds "
+                f"after the drift (the static model never learns); more rounds show whether it comes back "
+                f"(--set rounds={max(2 * s.rounds, int(r['at']) + 20)})"
+            )
+    if (out_dir / "report.html").is_file():
+        typer.echo(f"report: {out_dir / 'report.html'} (the answer with 95% intervals, plots, what to try next)")
 
 
 @cli.command()
@@ -180,8 +191,9 @@ def init(
     typer.echo(f"wrote {out}; run it with: fedtiny run {out}")
 
 
-def _interrupted_message(out_dir: Path, signum: int, summary: dict[str, Any] | None) -> str:
-    """What an interrupted run wrote and how to continue it (one or two lines)."""
+def _interrupted_message(out_dir: Path, signum: int, summary: dict[str, Any] | None, cut: bool = False) -> str:
+    """What an interrupted run wrote and how to continue it (one or two lines); ``cut``: the results were being
+    written when the process was forced to end."""
     import signal
 
     from fedtiny.interrupt import SIGNAL_NAMES
@@ -190,6 +202,9 @@ def _interrupted_message(out_dir: Path, signum: int, summary: dict[str, Any] | N
     if summary is not None:
         head = (f"fedtiny: interrupted ({how}) after round {summary['rounds_done']} of {summary['rounds']}; "
                 f"results of the rounds done in {out_dir} (summary.json: \"complete\": false)")
+    elif cut:
+        head = (f"fedtiny: interrupted ({how}) while writing the results of the rounds done; some result files may be "
+                f"incomplete, the checkpoint is not")
     else:
         head = f"fedtiny: interrupted ({how}) before the first round finished; no results written"
     if (out_dir / "checkpoint" / "latest.json").is_file() and (out_dir / RESOLVED).is_file():
@@ -212,7 +227,7 @@ def _forced_stop(stop: Any, prog: Any, out_dir: Path, signum: int) -> None:
             summary = finish_interrupted(stop.plan)
         except Exception:  # best effort: the process ends now
             summary = None
-    sys.stderr.write(_interrupted_message(out_dir, signum, summary) + "\n")
+    sys.stderr.write(_interrupted_message(out_dir, signum, summary, cut=stop.writing.is_set()) + "\n")
 
 
 def _group_sizes(summary: dict[str, Any]) -> str:

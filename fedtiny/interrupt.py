@@ -5,7 +5,8 @@ data) a signal raises :class:`RunInterrupted` in the main thread at once. During
 ``stop.event``: the round loop checks it at every exchange with the gateways (:class:`StoppableGrid` on the
 Simulation Engine, :func:`stoppable_handler` inline), raises :class:`RunInterrupted` there, and the run
 unwinds normally (Flower's threads end, Ray shuts down, the results of the rounds done are written). A second
-signal, or a stop that has not finished ``grace_s`` seconds after the first, ends the process at once
+signal (a third while the results are being written), or a stop that has not finished ``grace_s`` seconds
+after the first, ends the process at once
 (:meth:`StopSignal.force`): the children it started (Ray's GCS, raylet, workers) are killed and the process
 exits with 128 + the signal number.
 """
@@ -55,6 +56,7 @@ class StopSignal:
         self._old: dict[int, Any] = {}
         self._forcing = threading.Lock()
         self.started: list[tuple[int, str]] = []
+        self._warned = False
 
     # -- installation ----------------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -77,7 +79,16 @@ class StopSignal:
 
     # -- the handler -----------------------------------------------------------------------------
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.event.is_set():  # a second signal: stop now
+        if (
+            self.event.is_set()
+        ):  # a second signal: stop now, unless the results of the rounds done are being written
+            if self.writing.is_set() and not self._warned:
+                self._warned = True
+                sys.stderr.write(
+                    "\nfedtiny: writing the results of the rounds done (a few seconds); "
+                    "press Ctrl-C again to quit without them\n"
+                )
+                return
             self.force(self.signum or signum)
             return
         self.signum = signum

@@ -46,7 +46,7 @@ def _session_processes(sid: int) -> list[str]:
 
 
 def _run_and_signal(
-    out: Path, sig: int, to_group: bool, *overrides: str
+    out: Path, sig: int, to_group: bool, *overrides: str, twice: bool = False
 ) -> tuple[int, float, str, list[str]]:
     """Start `fedtiny run` (quickstart, small overrides), signal it after round 2 is checkpointed; return (exit
     code, seconds from the signal to the exit, stderr, processes of its session still alive 5 s later)."""
@@ -78,10 +78,12 @@ def _run_and_signal(
             time.sleep(0.1)
         assert proc.poll() is None, err.read_text()[-3000:]
         t0 = time.time()
-        if to_group:
-            os.killpg(proc.pid, sig)
-        else:
-            proc.send_signal(sig)
+        for _ in range(2 if twice else 1):
+            if to_group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+            time.sleep(0.3)
         try:
             rc = proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -180,3 +182,14 @@ def test_ctrl_c_while_preparing_says_so(tmp_path: Path) -> None:
     assert proc.returncode == 130, err[-3000:]
     assert time.time() - t0 < 15
     assert "Traceback" not in err and "interrupted (Ctrl-C)" in err
+
+
+def test_a_second_ctrl_c_ends_at_once_without_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C pressed twice (the second one lands while the rounds stop or the results are written)."""
+    out = tmp_path / "twice"
+    rc, took, err, left = _run_and_signal(out, signal.SIGINT, True, "runtime.engine=inline", twice=True)
+    assert rc == 130 and took < 15 and not left, err[-3000:]
+    for bad in ("Traceback", "Exception ignored", "threading"):
+        assert bad not in err, err[-3000:]
+    assert f"fedtiny run --resume {out}" in err
+    _resume(out)

@@ -502,6 +502,9 @@ def clean_set_html(s: Any, summary: dict[str, Any], rows: list[Any]) -> str:
     if not rows or not _finite(rows[0].accuracy_global, rows[-1].accuracy_global):
         return ""
     g0, g1 = rows[0].accuracy_global, rows[-1].accuracy_global
+    recorded = str(summary.get("task", "")).startswith("data ")
+    if not recorded and not _finite(summary.get("base_model", {}).get("int8_accuracy_clean")):
+        return ""  # a field trial, or a user's model without a factory test set: no such line to explain
     trend = (
         f"falls from {pct(g0)} to {pct(g1)}"
         if g1 < g0 - 0.05
@@ -738,6 +741,8 @@ def write_report(
         f"on-device learning) and personalization are measured on the same seeded subset of {subset} devices."
     )
     summary = {**summary, "out_dir": str(out)}
+    methods = [m for m in METHOD_STYLE if curves.get(m)]
+    per_group = "Per group: " + " vs ".join(methods) if len(methods) > 1 else "Per group"
     comparison = comparison_html(summary, s.eval.recover)
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>fedtiny report: {html.escape(s.name)}</title>
@@ -746,7 +751,7 @@ def write_report(
 {headline_html(s, summary, sizes)}
 <p>{html.escape(intro) if intro else default_intro}</p>
 {extra_html}<h2>Accuracy over rounds</h2>{_img(acc_png) if acc_png.exists() else ""}{clean_set_html(s, summary, rows)}
-<h2>Per group: federated vs local-only vs static</h2>
+<h2>{per_group}</h2>
 <p class="note">Shaded: 95% intervals. Thin lines: a drifted group's accuracy on its data from before the drift
 (forgetting). Dashed red: drift events.</p>{_img(out / "groups.png")}
 {"<h2>Comparison table</h2>" + comparison if comparison else ""}
