@@ -62,12 +62,28 @@ def emulate(
         help="int8 .tflite the board runs in TFLite Micro "
         "(backbone for raw samples; its head is the factory head)",
     ),
+    trust_key: list[Path] = typer.Option(
+        [],
+        "--trust-key",
+        help="Ed25519 public key (PEM) the board trusts (repeat, 1-4): it then accepts only signed images; "
+        "provisioned on a blank flash, later changed by signed KEY_CHANGE messages",
+    ),
+    device_key_file: Path | None = typer.Option(
+        None, "--device-key-file", help="this board's own update key, hex (fedtiny key device)"
+    ),
 ) -> None:
     """Start a virtual board (device emulator) speaking docs/protocol.md."""
-    from clients.board import serve_board
+    from clients.board import BoardConfig, serve_board
     from fedtiny.field.trial import wait_for_trial_file
+    from fedtiny.link.signing import MAX_TRUSTED_KEYS, load_public_key, read_hex_key
 
     try:
+        if len(trust_key) > MAX_TRUSTED_KEYS:
+            raise FedTinyError(f"--trust-key: a board holds at most {MAX_TRUSTED_KEYS} public keys")
+        cfg = BoardConfig(
+            trust_keys=tuple(load_public_key(p) for p in trust_key),
+            device_key=read_hex_key(device_key_file, "device update key", exact=32) if device_key_file else None,
+        )
         if model is not None:  # `fedtiny serve` may still be writing it (the README starts both at once)
             wait_for_trial_file(model, "model file", log=typer.echo)
             if not model.is_file():
@@ -79,6 +95,7 @@ def emulate(
             _key(fleet_key_file),
             model=model.read_bytes() if model else None,
             ready=lambda addr: typer.echo(f"virtual board {device_id} listening on {addr}"),
+            cfg=cfg,
         )
     except FedTinyError as exc:
         _fail(exc)
@@ -172,13 +189,30 @@ def gateway(
         help="gateway directory: logs, Flower state, events "
         "(default: TRIAL_DIR/gateway-PORT with --replay, else runs/gateway-PORT)",
     ),
+    signing_key: Path | None = typer.Option(
+        None, "--signing-key", help="Ed25519 private key (PEM): deploy heads as signed MCUboot images"
+    ),
+    update_master_file: Path | None = typer.Option(
+        None,
+        "--update-master-file",
+        help="master secret of the per-device update keys, hex: check each board's update with its own key",
+    ),
 ) -> None:
     """Start a SuperNode that serves the given boards as a gateway; prints the boards and each round's outcome
     per board, and stops when the trial ends."""
+    import os
+
     from fedtiny.field.trial import run_gateway
+    from fedtiny.link.signing import load_private_key, read_hex_key
 
     _sigterm_exits()
     try:
+        if signing_key is not None:  # checked here; the SuperNode's ClientApp reads the file (path in its env)
+            load_private_key(signing_key)
+            os.environ["FEDTINY_SIGNING_KEY"] = str(signing_key.resolve())
+        if update_master_file is not None:
+            read_hex_key(update_master_file, "update master secret")
+            os.environ["FEDTINY_UPDATE_MASTER_FILE"] = str(update_master_file.resolve())
         key = _key(fleet_key_file)
         for path, what in ((root_certificates, "CA file"), (auth_key, "key file")):
             if path is not None and not path.exists():
@@ -230,7 +264,101 @@ def trial(
     _done(summary, out)
 
 
+keys_app = typer.Typer(help="Ed25519 signing keys, per-device update keys and key changes (docs/protocol.md §7).",
+                       no_args_is_help=True)
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Path = typer.Option(..., "--out", help="directory for signing.pem, signing.pub.pem, update-master.key"),
+) -> None:
+    """Generate an Ed25519 signing key (signing.pem: keep it on the signing host; signing.pub.pem: for the boards,
+    `fedtiny emulate --trust-key`) and the fleet master secret of the per-device update keys (update-master.key)."""
+    from fedtiny.link.signing import key_hash, load_public_key, write_keys
+
+    try:
+        paths = write_keys(out)
+    except FedTinyError as exc:
+        _fail(exc)
+    kh = key_hash(load_public_key(paths["public"])).hex()
+    typer.echo(f"wrote {paths['private']} (private), {paths['public']} (key hash {kh}), {paths['master']}")
+
+
+@keys_app.command("device")
+def keys_device(
+    master: Path = typer.Option(..., "--master", help="update-master.key (hex)"),
+    device_id: int = typer.Option(..., "--device-id"),
+    out: Path = typer.Option(..., "--out", help="file for this board's update key (hex)"),
+) -> None:
+    """Derive one board's update key (HKDF-SHA256 of the master and the device id) to provision it."""
+    from fedtiny.link.signing import device_key, read_hex_key
+
+    try:
+        if not 0 <= device_id < 2**32:
+            raise FedTinyError(f"--device-id {device_id}: a u32")
+        out.write_text(device_key(read_hex_key(master, "update master secret"), device_id).hex() + "\n")
+        out.chmod(0o600)
+    except FedTinyError as exc:
+        _fail(exc)
+    typer.echo(f"wrote the update key of device {device_id} to {out}")
+
+
+@keys_app.command("change")
+def keys_change(
+    device: str = typer.Argument(..., help="board link URI (socket://..., serial:///dev/ttyACM0, ble://ADDR)"),
+    signing_key: Path = typer.Option(..., "--signing-key", help="a key the board trusts now (PEM)"),
+    add: Path | None = typer.Option(None, "--add", help="public key (PEM) to add"),
+    retire: Path | None = typer.Option(None, "--retire", help="public key (PEM) to retire"),
+    counter: int | None = typer.Option(None, "--counter", help="key counter (default: the board's + 1)"),
+    any_device: bool = typer.Option(False, "--any-device", help="sign for every board (device id 0)"),
+) -> None:
+    """Add or retire one trusted public key on a board with a signed KEY_CHANGE message."""
+    from fedtiny.link.session import BoardSession
+    from fedtiny.link.signing import KEY_ADD, KEY_RETIRE, KeyChange, load_private_key, load_public_key
+    from fedtiny.link.transport import open_transport
+
+    try:
+        if (add is None) == (retire is None):
+            raise FedTinyError("give exactly one of --add PUB or --retire PUB")
+        key = load_private_key(signing_key)
+        pub = load_public_key(add or retire)  # type: ignore[arg-type]
+        s = BoardSession(open_transport(device))
+        try:
+            info = s.hello()
+            n = counter if counter is not None else s.keys().counter + 1
+            kc = KeyChange(KEY_ADD if add else KEY_RETIRE, 0 if any_device else info.device_id, n, pub).sign(key)
+            ks = s.key_change(kc)
+        finally:
+            s.close()
+    except FedTinyError as exc:
+        _fail(exc, 1)
+    typer.echo(f"board {info.device_id}: key counter {ks.counter}, trusts {len(ks.hashes)} key(s): "
+               + ", ".join(h.hex()[:16] for h in ks.hashes))
+
+
+def sign(
+    image: Path = typer.Argument(..., help="image to sign: a head patch (GET_HEAD bytes) or an int8 .tflite"),
+    key: Path = typer.Option(..., "--key", help="Ed25519 private key (PEM, fedtiny key generate)"),
+    out: Path = typer.Option(..., "--out", help="signed MCUboot image (imgtool verify -k KEY.pem OUT accepts it)"),
+    security_counter: int = typer.Option(0, "--security-counter", help="anti-rollback counter (u32)"),
+    version: str = typer.Option("0.0.0", "--version", help="image version MAJOR.MINOR.REVISION+BUILD"),
+) -> None:
+    """Sign an image with Ed25519 in MCUboot's format (SHA-256, key hash, signature, security counter TLVs)."""
+    from fedtiny.link.signing import load_private_key, parse_version, sign_image
+
+    try:
+        if not image.is_file():
+            raise FedTinyError(f"{image}: image file not found")
+        signed = sign_image(image.read_bytes(), load_private_key(key), security_counter, parse_version(version))
+        out.write_bytes(signed)
+    except FedTinyError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {out} ({len(signed)} bytes, security counter {security_counter}, version {version})")
+
+
 def register(cli: typer.Typer) -> None:
+    cli.add_typer(keys_app, name="key")  # `fedtiny keys` lists the scenario keys
+    cli.command()(sign)
     cli.command()(emulate)
     cli.command()(serve)
     cli.command()(gateway)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clients.board.flash import EmulatedFlash, Meta, PowerCut, SlotMeta
+from clients.board.flash import SLOT_SIGNED, EmulatedFlash, Meta, PowerCut, SlotMeta
 from clients.board.handlers import HANDLERS, Reply
 from fedtiny.errors import FedTinyError, ModelError, ProtocolError
 from fedtiny.link.blobs import decode_head_patch, encode_head_patch
@@ -30,6 +30,7 @@ from fedtiny.link.messages import (
     SlotState,
     Status,
 )
+from fedtiny.link.signing import MAX_TRUSTED_KEYS, SignatureError, parse_image, verify_image
 from fedtiny.ondevice import FeatureCache, Int8Head
 
 
@@ -46,6 +47,10 @@ class BoardConfig:
     rx_window: int = 4
     slot_size: int = 256 * 1024
     train_arith: str = "both"  # TRAIN arithmetic: "float" (section 3), "fixed" (section 3b, no FPU) or "both"
+    # Ed25519 public keys (raw 32 bytes, 1..4) provisioned on a blank flash: the board then accepts only signed
+    # images (section 7); after that the key set in flash (changed by KEY_CHANGE) is the board's
+    trust_keys: tuple[bytes, ...] = ()
+    device_key: bytes | None = None  # this board's own update key (32 bytes): tags its UpdateBlobs (section 7)
 
 
 def default_head(c: int = 10, d: int = 64, seed: int = 0) -> Int8Head:
@@ -73,6 +78,10 @@ class VirtualBoard:
             raise ValueError(f"train_arith {cfg.train_arith!r}: expected 'float', 'fixed' or 'both'")
         if cfg.fleet_key and len(cfg.fleet_key) != 32:
             raise ValueError(f"fleet key of {len(cfg.fleet_key)} bytes: a fleet key is exactly 32 bytes")
+        if cfg.device_key is not None and len(cfg.device_key) != 32:
+            raise ValueError(f"device key of {len(cfg.device_key)} bytes: an update key is exactly 32 bytes")
+        if len(cfg.trust_keys) > MAX_TRUSTED_KEYS or any(len(k) != 32 for k in cfg.trust_keys):
+            raise ValueError(f"trust keys: at most {MAX_TRUSTED_KEYS} Ed25519 public keys of 32 bytes")
         self.cfg = cfg
         self.flash = EmulatedFlash(state_file, cfg.slot_size, cut_at_write=cut_at_write)
         self.base_model = bytes(model) if model is not None else None
@@ -103,6 +112,10 @@ class VirtualBoard:
             sha = hashlib.sha256(patch).digest()
             meta.slots[0] = SlotMeta(SlotState.CONFIRMED, ImageKind.HEAD_PATCH, len(patch), len(patch), sha)
             meta.confirmed = 0
+            meta.keys = list(dict.fromkeys(self.cfg.trust_keys))
+            self.flash.store_meta(meta)
+        elif not meta.keys and self.cfg.trust_keys:  # a board flashed before it had keys: provision them once
+            meta.keys = list(dict.fromkeys(self.cfg.trust_keys))
             self.flash.store_meta(meta)
         if meta.testing != 0xFF:  # reset while under test: revert to the confirmed slot
             meta.slots[meta.testing].state = SlotState.VERIFIED
@@ -128,8 +141,8 @@ class VirtualBoard:
         if hashlib.sha256(image).digest() != s.sha256:
             return False
         try:
-            self.head_of_image(image, s.kind)
-        except Exception:  # noqa: BLE001 - a slot whose image does not load is not intact
+            self.head_of_image(self.content(slot), s.kind)
+        except Exception:
             return False
         return True
 
@@ -167,12 +180,20 @@ class VirtualBoard:
 
     # ----- model -----
     def image(self, slot: int) -> bytes:
+        """The slot's bytes as uploaded (for a signed slot the whole MCUboot image)."""
         s = self.meta.slots[slot]
         return self.flash.read(self.flash.slot_base(slot), s.total_len)
 
+    def content(self, slot: int) -> bytes:
+        """The model bytes of a slot: the image itself, or the payload of a signed MCUboot image."""
+        image = self.image(slot)
+        if self.meta.slots[slot].flags & SLOT_SIGNED:
+            return parse_image(image).payload
+        return image
+
     def _load_head(self, slot: int) -> Int8Head:
         s = self.meta.slots[slot]
-        return self.head_of_image(self.image(slot), s.kind)
+        return self.head_of_image(self.content(slot), s.kind)
 
     def head_of_image(self, image: bytes, kind: int) -> Int8Head:
         if kind == ImageKind.HEAD_PATCH:
@@ -187,7 +208,7 @@ class VirtualBoard:
     def slot_model(self, slot: int) -> bytes | None:
         """The .tflite whose backbone runs with the slot's head: its own image (kind 2) or the firmware model."""
         s = self.meta.slots[slot]
-        return self.image(slot) if s.kind == ImageKind.TFLITE else self.base_model
+        return self.content(slot) if s.kind == ImageKind.TFLITE else self.base_model
 
     def running_model(self) -> bytes | None:
         """The model the board runs now: the backbone's .tflite with the running head written in."""
@@ -226,7 +247,35 @@ class VirtualBoard:
         caps |= Cap.FLOAT_TRAIN if self.cfg.train_arith in ("float", "both") else 0
         caps |= Cap.FIXED_TRAIN if self.cfg.train_arith in ("fixed", "both") else 0
         caps |= Cap.RAW_SAMPLES if self.backbone is not None else 0
+        caps |= Cap.SIGNED_IMAGES if self.meta.keys else 0
+        caps |= Cap.DEVICE_KEY if self.cfg.device_key else 0
         return caps | (Cap.FLEET_KEY if self.cfg.fleet_key else 0)
+
+    @property
+    def update_key(self) -> bytes | None:
+        """The key of UpdateBlob tags: this board's own update key, else the fleet key (section 7)."""
+        return self.cfg.device_key or self.cfg.fleet_key
+
+    def check_begin_auth(self, signed: bool, kind: int, total: int, sha: bytes, tag: bytes,
+                         security_counter: int) -> str | None:
+        """UPLOAD_BEGIN: None if the image's authentication mode is acceptable (and its HMAC tag valid)."""
+        if self.meta.keys:
+            return None if signed else ("this board accepts only Ed25519-signed images (MCUboot format, "
+                                        "UploadBegin flag SIGNED); HMAC-tagged images are refused")
+        if signed:
+            return "no public key provisioned: this board accepts only HMAC-tagged images"
+        return self.check_tag(kind, total, sha, tag, security_counter)
+
+    def check_signature(self, slot: int) -> tuple[str | None, int]:
+        """VERIFY of a signed slot: (None, signed security counter) if the MCUboot image verifies with a trusted
+        key, else (reason, 0)."""
+        if not self.meta.keys:
+            return "no public key provisioned: this board accepts only HMAC-tagged images", 0
+        try:
+            im = verify_image(self.image(slot), self.meta.keys)
+        except SignatureError as e:
+            return str(e), 0
+        return None, im.security_counter
 
     def running_kind(self) -> int:
         """Image kind of the running slot (the factory head when nothing is confirmed)."""
@@ -276,7 +325,7 @@ class VirtualBoard:
                 raise
             except (ProtocolError, FedTinyError) as e:
                 reply = Reply(Status.MALFORMED, str(e).encode()[:200])
-            except Exception as e:  # noqa: BLE001 - a board answers, it does not crash
+            except Exception as e:
                 reply = Reply(Status.INTERNAL, f"{type(e).__name__}: {e}".encode()[:200])
         wire = encode_frame(Frame(fr.type, fr.seq, reply.payload, FLAG_RESPONSE, reply.status))
         # the retry cache keeps the last *executed* request: refusals that change nothing (BAD_VERSION,

@@ -13,11 +13,15 @@ import zlib
 from dataclasses import dataclass, field
 
 META_SECTOR = 4096
-META_MAGIC = b"FTM2"
+META_MAGIC = b"FTM3"  # FTM3 = FTM2 + trusted public keys and the key counter (FTM2 records are still read)
+META_MAGIC_V2 = b"FTM2"
 # magic, counter, confirmed, testing, flags (SlotStatus flags: REVERTED, FELL_BACK), n_slots,
 # uid_reserved (update ids up to this one may have been issued), sec_floor (anti-rollback security counter)
 _HDR = struct.Struct("<4sIBBBBII")
-_SLOT = struct.Struct("<BBHII32s32sI")  # state, kind, pad, total, received, sha256, tag, security_counter
+# state, kind, flags (bit 0: Ed25519-signed MCUboot image), total, received, sha256, tag, security_counter
+_SLOT = struct.Struct("<BBHII32s32sI")
+_KEYS = struct.Struct("<BBHI")  # FTM3: n_keys, reserved, reserved, key_counter; then n_keys x 32-byte public keys
+SLOT_SIGNED = 0x01
 
 
 class PowerCut(Exception):
@@ -33,6 +37,7 @@ class SlotMeta:
     sha256: bytes = bytes(32)
     tag: bytes = bytes(32)
     security_counter: int = 0
+    flags: int = 0  # SLOT_SIGNED: the slot holds a signed MCUboot image (its payload is the model)
 
 
 @dataclass
@@ -44,26 +49,40 @@ class Meta:
     slots: list[SlotMeta] = field(default_factory=lambda: [SlotMeta(), SlotMeta()])
     uid_reserved: int = 0
     sec_floor: int = 0
+    keys: list[bytes] = field(default_factory=list)  # trusted Ed25519 public keys (raw, 32 bytes each)
+    key_counter: int = 0  # the counter of the last KEY_CHANGE applied (anti-replay)
 
     def encode(self) -> bytes:
         body = _HDR.pack(META_MAGIC, self.counter, self.confirmed, self.testing, self.reverted, len(self.slots),
                          self.uid_reserved, self.sec_floor)
         for s in self.slots:
-            body += _SLOT.pack(s.state, s.kind, 0, s.total_len, s.received, s.sha256, s.tag, s.security_counter)
+            body += _SLOT.pack(s.state, s.kind, s.flags, s.total_len, s.received, s.sha256, s.tag,
+                               s.security_counter)
+        body += _KEYS.pack(len(self.keys), 0, 0, self.key_counter) + b"".join(self.keys)
         return body + struct.pack("<I", zlib.crc32(body))
 
     @classmethod
     def decode(cls, raw: bytes) -> Meta | None:
-        if raw[:4] != META_MAGIC:
+        if raw[:4] not in (META_MAGIC, META_MAGIC_V2):
             return None
         n = raw[11]
         size = _HDR.size + n * _SLOT.size
+        keys: list[bytes] = []
+        key_counter = 0
+        if raw[:4] == META_MAGIC:
+            if size + _KEYS.size > len(raw):
+                return None
+            nk, _, _, key_counter = _KEYS.unpack_from(raw, size)
+            keys = [bytes(raw[size + _KEYS.size + 32 * i : size + _KEYS.size + 32 * (i + 1)]) for i in range(nk)]
+            size += _KEYS.size + 32 * nk
         if size + 4 > len(raw) or struct.unpack_from("<I", raw, size)[0] != zlib.crc32(raw[:size]):
             return None
         _, counter, conf, test, rev, _, uid, floor = _HDR.unpack_from(raw)
-        slots = [SlotMeta(*(v for i, v in enumerate(_SLOT.unpack_from(raw, _HDR.size + k * _SLOT.size)) if i != 2))
-                 for k in range(n)]
-        return cls(counter, conf, test, rev, slots, uid, floor)
+        slots = []
+        for k in range(n):
+            st, kind, flags, total, rec, sha, tag, sc = _SLOT.unpack_from(raw, _HDR.size + k * _SLOT.size)
+            slots.append(SlotMeta(st, kind, total, rec, sha, tag, sc, flags))
+        return cls(counter, conf, test, rev, slots, uid, floor, keys, key_counter)
 
 
 class EmulatedFlash:

@@ -198,7 +198,7 @@ def train(b: VirtualBoard, p: bytes) -> Reply:
         raise ProtocolError("training diverged (non-finite weights or loss): lower lr / weight_decay / prox_mu")
     uid = b.new_update_id()
     blob = UpdateBlob(b.cfg.device_id, uid, r.round, n, float(res.loss[0]), res.weights[0], res.bias[0])
-    b.pending = (uid, blob.sign(b.cfg.fleet_key).encode())
+    b.pending = (uid, blob.sign(b.update_key).encode())  # per-device key if provisioned, else the fleet key
     return Reply(payload=TrainResult(uid, n, float(res.loss[0])).encode())
 
 
@@ -253,7 +253,8 @@ def evaluate(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=EvalResult(len(labels), acc, loss).encode())
 
 
-from clients.board.upload import (
+from clients.board.keys import key_change, keys  # noqa: E402
+from clients.board.upload import (  # noqa: E402
     activate,
     confirm,
     rollback,
@@ -281,4 +282,6 @@ HANDLERS: dict[int, Callable[[VirtualBoard, bytes], Reply]] = {
     MsgType.ACTIVATE: activate,
     MsgType.CONFIRM: confirm,
     MsgType.ROLLBACK: rollback,
+    MsgType.KEYS: keys,
+    MsgType.KEY_CHANGE: key_change,
 }

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clients.board.flash import SlotMeta
+from clients.board.flash import SLOT_SIGNED, SlotMeta
 from fedtiny.errors import ModelError, ProtocolError
 from fedtiny.link.messages import (
     ANY_SLOT,
     UPLOAD_RESTART,
+    UPLOAD_SIGNED,
     Confirm,
     ImageKind,
     SlotState,
@@ -51,20 +52,22 @@ def upload_begin(b: VirtualBoard, p: bytes) -> Reply:
         return err(Status.BAD_STATE, f"slot {target} is under test: CONFIRM or ROLLBACK first")
     if not 0 < ub.total_len <= b.cfg.slot_size:
         return err(Status.NO_SPACE, f"image of {ub.total_len} bytes, slot holds {b.cfg.slot_size}")
-    why = b.check_tag(ub.kind, ub.total_len, ub.sha256, ub.tag, ub.security_counter)
+    signed = bool(ub.flags & UPLOAD_SIGNED)
+    why = b.check_begin_auth(signed, ub.kind, ub.total_len, ub.sha256, ub.tag, ub.security_counter)
     if why:
         return err(Status.AUTH_FAILED, why)
     if ub.security_counter < b.meta.sec_floor:
         return err(Status.DOWNGRADE, f"security counter {ub.security_counter} < the board's {b.meta.sec_floor}")
-    same = (s.kind, s.total_len, s.sha256, s.security_counter) == (ub.kind, ub.total_len, ub.sha256,
-                                                                   ub.security_counter)
+    flags = SLOT_SIGNED if signed else 0
+    same = (s.kind, s.total_len, s.sha256, s.security_counter, s.flags) == (ub.kind, ub.total_len, ub.sha256,
+                                                                            ub.security_counter, flags)
     if same and s.state in (SlotState.RECEIVING, SlotState.VERIFIED) and not ub.flags & UPLOAD_RESTART:
         return Reply(payload=_state(b, target, resumed=1))
     b.meta.slots[target] = SlotMeta(SlotState.EMPTY, 0, 0, 0)
     b.persist()  # invalidate before erasing: a cut mid-erase must not look resumable
     b.flash.erase_slot(target)
-    b.meta.slots[target] = SlotMeta(SlotState.RECEIVING, ub.kind, ub.total_len, 0, ub.sha256, ub.tag,
-                                    ub.security_counter)
+    b.meta.slots[target] = SlotMeta(SlotState.RECEIVING, ub.kind, ub.total_len, 0, ub.sha256,
+                                    bytes(32) if signed else ub.tag, ub.security_counter, flags)
     b.persist()
     return Reply(payload=_state(b, target))
 
@@ -119,23 +122,31 @@ def verify(b: VirtualBoard, p: bytes) -> Reply:
     if hashlib.sha256(image).digest() != s.sha256:
         return _verify_failed(b, slot, Status.HASH_MISMATCH, "sha256 of the image in flash differs from the declared one")
     if s.state == SlotState.RECEIVING:
-        why = b.check_tag(s.kind, s.total_len, s.sha256, s.tag, s.security_counter)
+        if s.flags & SLOT_SIGNED:  # Ed25519 over the image's SHA-256; the security counter is the signed one
+            why, signed_counter = b.check_signature(slot)
+            if not why and signed_counter != s.security_counter:
+                why = f"declared security counter {s.security_counter} differs from the signed {signed_counter}"
+        elif b.meta.keys:  # keys provisioned after BEGIN (a KEY_CHANGE cannot do that, a re-provisioning can)
+            why = "this board accepts only Ed25519-signed images (MCUboot format, UploadBegin flag SIGNED)"
+        else:
+            why = b.check_tag(s.kind, s.total_len, s.sha256, s.tag, s.security_counter)
         if why:
             return _verify_failed(b, slot, Status.AUTH_FAILED, why)
         if s.security_counter < b.meta.sec_floor:
             return _verify_failed(b, slot, Status.DOWNGRADE,
                                   f"security counter {s.security_counter} < the board's {b.meta.sec_floor}")
         try:
+            content = b.content(slot)
             if s.kind == ImageKind.TFLITE:
                 from clients.board.tflite_check import check_model
 
-                check_model(image)  # bounds-checked parse + a trial run in a child process
-            head = b.head_of_image(image, s.kind)
+                check_model(content)  # bounds-checked parse + a trial run in a child process
+            head = b.head_of_image(content, s.kind)
             if s.kind == ImageKind.HEAD_PATCH:
                 check_fits_backbone(b, head)
         except ModelError as e:
             return _verify_failed(b, slot, Status.SHAPE_MISMATCH, str(e))
-        except Exception as e:  # noqa: BLE001 - any parse failure of an image is a malformed image
+        except Exception as e:
             return _verify_failed(b, slot, Status.MALFORMED, f"image does not parse: {e}")
         s.state = SlotState.VERIFIED
         b.persist()

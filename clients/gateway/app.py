@@ -2,7 +2,11 @@
 
 Node config (``flower-supernode --node-config``, written by ``fedtiny gateway``):
 ``devices`` space-separated link URIs (``serial:///dev/ttyACM0``, ``socket://127.0.0.1:7001``, ``ble://ADDR``),
-``fleet-key`` the per-fleet HMAC key in hex (optional), ``replay`` a replay directory (optional), ``events`` a
+``fleet-key`` the per-fleet HMAC key in hex (optional), ``signing-key`` a PEM Ed25519 private key: heads go as
+signed MCUboot images (optional), ``update-master`` a file holding the hex master secret of the per-device update
+keys: each board's update tag is checked with its own key (optional; both may also come from the environment
+variables ``FEDTINY_SIGNING_KEY`` and ``FEDTINY_UPDATE_MASTER_FILE``, file paths, which ``fedtiny gateway``
+sets), ``replay`` a replay directory (optional), ``events`` a
 JSON-lines file where each message's per-board outcome is appended (``fedtiny gateway`` prints it; optional).
 The last round's evaluate carries ``last = true`` (the gateway process stops once the SuperLink closes); a
 ``query`` message with ``end = true`` ends the trial early (the ServerApp failed).
@@ -11,6 +15,7 @@ The last round's evaluate carries ``last = true`` (the gateway process stops onc
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from flwr.clientapp import ClientApp
 
 from clients.gateway.boards import BoardOutcome, GatewayBoards, Replay
 from fedtiny.link.messages import TrainRequest
+from fedtiny.link.signing import load_private_key, read_hex_key
 from fedtiny.records import arrays_to_record, head_from_record
 
 app = ClientApp()
@@ -31,7 +37,15 @@ def _boards(context: Context) -> GatewayBoards:
     uris = str(cfg.get("devices", "")).split()
     key = bytes.fromhex(str(cfg.get("fleet-key", ""))) or None
     replay = Replay(str(cfg["replay"])) if cfg.get("replay") else None
-    return GatewayBoards(uris, key, replay)
+    signing = str(cfg.get("signing-key", "") or os.environ.get("FEDTINY_SIGNING_KEY", ""))
+    master = str(cfg.get("update-master", "") or os.environ.get("FEDTINY_UPDATE_MASTER_FILE", ""))
+    return GatewayBoards(
+        uris,
+        key,
+        replay,
+        signing_key=load_private_key(signing) if signing else None,
+        update_master=read_hex_key(master, "update master secret") if master else None,
+    )
 
 
 def _num(cfg: ConfigRecord, key: str) -> float:

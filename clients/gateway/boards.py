@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedtiny.errors import FedTinyError, UpdateRejected
-from fedtiny.link.blobs import encode_head_patch
+from fedtiny.link.blobs import UpdateBlob, encode_head_patch
 from fedtiny.link.messages import TRAIN_FIXED, Cap, TrainRequest
 from fedtiny.link.session import BoardSession
+from fedtiny.link.signing import device_key
 from fedtiny.link.transport import open_transport
 from fedtiny.ondevice import Int8Head
 
@@ -49,9 +51,19 @@ class GatewayBoards:
     """The boards one gateway serves, opened fresh for each Flower message."""
 
     def __init__(
-        self, uris: list[str], key: bytes | None, replay: Replay | None = None, timeout: float = 2.0
+        self,
+        uris: list[str],
+        key: bytes | None,
+        replay: Replay | None = None,
+        timeout: float = 2.0,
+        signing_key: Ed25519PrivateKey | None = None,
+        update_master: bytes | None = None,
     ) -> None:
+        """`key`: the HMAC fleet key (images, and update tags of boards without their own key); `signing_key`:
+        heads go as Ed25519-signed MCUboot images (boards with public keys); `update_master`: every board's
+        update tag is checked with its per-device key (HKDF of this master and its device id)."""
         self.uris, self.key, self.replay, self.timeout = uris, key, replay, timeout
+        self.signing_key, self.update_master = signing_key, update_master
 
     def _sessions(self) -> Iterator[tuple[str, BoardSession | None, str]]:
         for uri in self.uris:
@@ -71,7 +83,19 @@ class GatewayBoards:
 
     def _deploy(self, s: BoardSession, head: Int8Head, golden: np.ndarray) -> None:
         if not s.get_head().equals(head):
-            s.deploy_head(head, golden, self.key)
+            s.deploy_head(head, golden, self.key, signing_key=self.signing_key)
+
+    def _read_update(self, s: BoardSession) -> UpdateBlob:
+        """The pending update, its tag checked with the board's per-device key (with a master) or the fleet key;
+        UpdateRejected (one line) if the device id or the tag does not match."""
+        if self.update_master is None or s.info is None:
+            return s.read_update()
+        if not s.info.capabilities & Cap.DEVICE_KEY:
+            raise UpdateRejected(
+                f"board {s.info.device_id} has no per-device update key (capability DEVICE_KEY); "
+                "this gateway accepts only updates tagged with one"
+            )
+        return s.read_update(device_key(self.update_master, s.info.device_id))
 
     def _push(self, s: BoardSession, segment: int, split: str) -> None:
         if self.replay is not None and s.info is not None:
@@ -116,21 +140,21 @@ class GatewayBoards:
                 if "UPDATE_PENDING" not in str(exc):
                     raise
                 try:
-                    stale = s.read_update()  # an update the server never received: report, don't train twice
+                    stale = self._read_update(s)  # an update the server never received: report, don't train twice
                 except (
                     UpdateRejected
                 ) as bad:  # spoofed or corrupt: drop it, or the board could never train again
                     o.error = f"{o.uri}: dropped a pending update that failed verification ({bad})"
                     s.ack_update(s.pending_update_id())
                     s.train(this)
-                    o.update = _update_dict(s.read_update())
+                    o.update = _update_dict(self._read_update(s))
                     return
                 if stale.round == req.round:
                     o.update = _update_dict(stale)
                     return
                 s.ack_update(stale.update_id)
                 s.train(this)
-            o.update = _update_dict(s.read_update())
+            o.update = _update_dict(self._read_update(s))
 
         return self._each(head, golden, acks, work)
 

@@ -34,6 +34,8 @@ class MsgType(IntEnum):
     ACTIVATE = 0x24
     CONFIRM = 0x25
     ROLLBACK = 0x26
+    KEYS = 0x27  # the board's trusted public keys (section 7)
+    KEY_CHANGE = 0x28  # add or retire one trusted public key, signed by a trusted key (section 7)
 
 
 class Status(IntEnum):
@@ -81,6 +83,8 @@ class Cap(IntEnum):
     SET_HEAD = 1 << 6
     FLOAT_TRAIN = 1 << 7  # TRAIN in float32 (docs/ondevice.md section 3)
     FIXED_TRAIN = 1 << 8  # TRAIN with flag FIXED: integer SGD (docs/ondevice.md section 3b)
+    SIGNED_IMAGES = 1 << 9  # the board holds Ed25519 public keys and accepts only signed images (section 7)
+    DEVICE_KEY = 1 << 10  # UpdateBlob tags are under this board's own update key (section 7)
 
 
 class SampleKind(IntEnum):
@@ -92,6 +96,7 @@ class SampleKind(IntEnum):
 ANY_SLOT = 0xFF
 NO_SLOT = 0xFF
 UPLOAD_RESTART = 0x01
+UPLOAD_SIGNED = 0x02  # UploadBegin.flags bit 1: the image is an Ed25519-signed MCUboot image (section 7)
 SAMPLES_CLEAR = 0x01
 TRAIN_FIXED = 0x01  # TrainRequest.flags bit 0: fixed-point arithmetic (docs/ondevice.md section 3b)
 SS_REVERTED = 0x01  # SlotStatus.flags: the last boot reverted an unconfirmed test image
@@ -276,7 +281,14 @@ class UploadBegin:
     @classmethod
     def for_image(cls, image: bytes, kind: int, key: bytes | None, slot: int = ANY_SLOT, flags: int = 0,
                   security_counter: int = 0) -> UploadBegin:
+        """An HMAC-tagged image (fleet key), or for an MCUboot-signed image (`fedtiny.link.signing`) flag SIGNED, a
+        zero tag and the security counter of its signed TLV (`key` and `security_counter` are not used)."""
         sha = hashlib.sha256(image).digest()
+        from fedtiny.link.signing import is_signed_image, parse_image
+
+        if is_signed_image(image):
+            counter = parse_image(image).security_counter
+            return cls(kind, slot, flags | UPLOAD_SIGNED, len(image), sha, bytes(32), counter)
         tag = image_tag(key, kind, len(image), sha, security_counter) if key else bytes(32)
         return cls(kind, slot, flags, len(image), sha, tag, security_counter)
 

@@ -9,6 +9,7 @@ import zlib
 from collections import deque
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedtiny.errors import DeviceError, LinkError, ProtocolError, UpdateRejected
 from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch
@@ -32,6 +33,7 @@ from fedtiny.link.messages import (
     UploadState,
     u32,
 )
+from fedtiny.link.signing import KeyChange, KeySet, sign_image
 from fedtiny.link.transport import Transport
 from fedtiny.ondevice import Int8Head, head_forward_int8
 
@@ -169,16 +171,19 @@ class BoardSession:
         return TrainResult.decode(self.request(MsgType.TRAIN, req.encode(), timeout or self.op_timeout))
 
     def read_update(self, verify_key: bytes | None = None) -> UpdateBlob:
-        """The pending update; with a key (default: the session key) the HMAC and device id are checked."""
+        """The pending update; with a key (default: the session key) the HMAC and device id are checked.
+
+        `verify_key` is the board's per-device update key (`fedtiny.link.signing.device_key`) or the fleet key."""
         uid, raw = self._read_blob(MsgType.READ_UPDATE, True)
         upd = UpdateBlob.decode(raw)
         key = verify_key or self.key
         if upd.update_id != uid:
             raise UpdateRejected(f"update id {upd.update_id} != page id {uid}")
-        if key and not upd.verify(key):
-            raise UpdateRejected(f"update {uid} of device {upd.device_id}: bad HMAC tag")
         if self.info and upd.device_id != self.info.device_id:
             raise UpdateRejected(f"update claims device {upd.device_id}, link is device {self.info.device_id}")
+        if key and not upd.verify(key):
+            which = "per-device" if verify_key else "fleet"
+            raise UpdateRejected(f"update {uid} of device {upd.device_id}: bad HMAC tag (under the {which} key)")
         return upd
 
     def pending_update_id(self) -> int:
@@ -265,13 +270,16 @@ class BoardSession:
         return SlotStatus.decode(self.request(MsgType.ROLLBACK))
 
     def deploy_head(self, head: Int8Head, golden: np.ndarray, key: bytes | None = None,
-                    security_counter: int = 0) -> SlotStatus:
+                    security_counter: int = 0, signing_key: Ed25519PrivateKey | None = None) -> SlotStatus:
         """Safe head redeploy: upload (resumable), VERIFY, ACTIVATE (test), CONFIRM with golden features.
 
-        On a failed self-test the board is rolled back and DeviceError is raised.
+        With `signing_key` the patch goes as an Ed25519-signed MCUboot image (its security counter signed in
+        it), else HMAC-tagged with `key` (default: the session's fleet key). On a failed self-test the board is
+        rolled back and DeviceError is raised.
         """
         golden = np.asarray(golden, np.int8)
-        st = self.upload(encode_head_patch(head), ImageKind.HEAD_PATCH, key, security_counter=security_counter)
+        st = self.upload(_image(encode_head_patch(head), signing_key, security_counter), ImageKind.HEAD_PATCH,
+                         key, security_counter=security_counter)
         self.verify(st.slot)
         self.activate(st.slot)
         try:
@@ -281,7 +289,7 @@ class BoardSession:
             raise
 
     def deploy_model(self, tflite: bytes, golden: np.ndarray, key: bytes | None = None,
-                     security_counter: int = 0) -> SlotStatus:
+                     security_counter: int = 0, signing_key: Ed25519PrivateKey | None = None) -> SlotStatus:
         """Safe full-model redeploy (image kind 2): upload, VERIFY, ACTIVATE (test), CONFIRM, or ROLLBACK.
 
         `golden`: int8 features [n, D] (checked against the new model's head) or int8 model inputs
@@ -304,7 +312,8 @@ class BoardSession:
         if need > self.max_payload:
             raise ProtocolError(f"golden vectors take {need} bytes, the device takes at most {self.max_payload}: "
                                 "send fewer")
-        st = self.upload(tflite, ImageKind.TFLITE, key, security_counter=security_counter)
+        st = self.upload(_image(tflite, signing_key, security_counter), ImageKind.TFLITE, key,
+                         security_counter=security_counter)
         self.verify(st.slot)
         self.activate(st.slot)
         try:
@@ -313,5 +322,19 @@ class BoardSession:
             self.rollback()
             raise
 
+    # ----- keys (section 7) -----
+    def keys(self) -> KeySet:
+        """The board's key counter and the hashes of the public keys it trusts (SIGNED_IMAGES boards)."""
+        return KeySet.decode(self.request(MsgType.KEYS))
+
+    def key_change(self, change: KeyChange) -> KeySet:
+        """Add or retire one trusted public key with a KeyChange signed by a key the board trusts."""
+        return KeySet.decode(self.request(MsgType.KEY_CHANGE, change.encode()))
+
     def close(self) -> None:
         self.t.close()
+
+
+def _image(payload: bytes, signing_key: Ed25519PrivateKey | None, security_counter: int) -> bytes:
+    """The bytes to upload: the payload itself (HMAC mode) or its signed MCUboot image."""
+    return sign_image(payload, signing_key, security_counter) if signing_key is not None else payload
