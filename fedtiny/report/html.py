@@ -539,7 +539,8 @@ def clean_set_html(s: Any, summary: dict[str, Any], rows: list[Any]) -> str:
 
 # -- tables -------------------------------------------------------------------------------------------
 def _cell(v: Any) -> str:
-    return f"<td>{html.escape(str(v))}</td>"
+    """A table cell; an interval such as 74.2–82.8 never breaks across lines (a word joiner after the dash)."""
+    return f"<td>{html.escape(str(v)).replace('–', '–&#8288;')}</td>"
 
 
 def comparison_html(summary: dict[str, Any], recover: float) -> str:
@@ -702,7 +703,6 @@ def facts_html(s: Any, summary: dict[str, Any]) -> str:
 
 STYLE = """body{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;line-height:1.4;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}
-td{white-space:nowrap}
 th{background:#f4f4f4}img{max-width:100%;display:block;margin:1em 0}
 .headline{background:#f0f6fc;border-left:4px solid #1f77b4;padding:0.4em 1.2em;margin:1em 0;font-size:15px}
 .headline li{margin:0.35em 0}.warn{background:#fff4e5;border-left:4px solid #ff7f0e;padding:0.5em 1em}
