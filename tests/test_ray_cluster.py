@@ -98,3 +98,104 @@ def test_scenario_runs_on_an_existing_ray_cluster(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+
+
+def _start_ray(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(RAY), "start", "--block", "--disable-usage-stats", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,  # its own process group: stopped by group, never with `ray stop`
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_gateways_spread_over_a_two_node_ray_cluster(tmp_path: Path) -> None:
+    """Issue 12: a head node and a worker node (one CPU each) on this machine; a gateway takes a whole CPU, so
+    the scenario's gateways must run on both nodes. Ray's state API says where each gateway actor ran."""
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short dir: socket paths
+    head = _start_ray(
+        "--head",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=1",
+        "--include-dashboard=false",
+        f"--temp-dir={temp}",
+        env=env,
+    )
+    worker = None
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None, "ray start --head exited"
+                time.sleep(0.5)
+        worker = _start_ray(f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", env=env)
+        import ray
+
+        ray.init(address=address, logging_level="ERROR")
+        try:
+            deadline = time.time() + 60
+            while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.time() < deadline:
+                time.sleep(0.5)
+            nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+            assert len(nodes) == 2
+        finally:
+            ray.shutdown()
+        out = tmp_path / "out"
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fedtiny.cli",
+                "run",
+                str(ROOT / "scenarios" / "quickstart.toml"),
+                "--out",
+                str(out),
+                "--set",
+                "rounds=2",
+                "--set",
+                "drift=[]",
+                "--set",
+                "fleet.devices=8",
+                "--set",
+                "fleet.devices_per_gateway=2",
+                "--set",
+                "eval.baselines=false",
+                "--set",
+                "runtime.cpus_per_gateway=1.0",
+                "--ray-address",
+                address,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=400,
+            env={**env, "COLUMNS": "120"},
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["gateways"] == 4
+        used = set(summary["fleet_stats"]["ray_nodes"])
+        assert used == nodes, f"gateways ran on {len(used)} of the 2 nodes"
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(head)

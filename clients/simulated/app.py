@@ -7,6 +7,9 @@ correct counts. Imports no TensorFlow: only numpy, the on-device spec and memory
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -22,8 +25,28 @@ def query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"gateway": ConfigRecord({"gateway": gateway})}), reply_to=msg)
 
 
+_NOTED: set[str] = set()
+
+
+def _note_ray_node(fleet_dir: str) -> None:
+    """Record which Ray node this gateway process runs on (``fleet/ray_nodes/<node id>``, once per process):
+    the summary says which nodes of a cluster did work. The fleet directory is shared by every node anyway
+    (the feature pools are memory-mapped from it)."""
+    ray = sys.modules.get("ray")
+    if fleet_dir in _NOTED or ray is None or not ray.is_initialized():
+        return
+    _NOTED.add(fleet_dir)
+    try:
+        d = Path(fleet_dir) / "ray_nodes"
+        d.mkdir(exist_ok=True)
+        (d / str(ray.get_runtime_context().get_node_id())).touch()
+    except OSError:  # a read-only or missing fleet directory must not fail the round
+        pass
+
+
 def _work(kind: str, key: str, msg: Message) -> Message:
     cfg = dict(msg.content.config_records["config"])
+    _note_ray_node(str(cfg["fleet-dir"]))
     head = head_from_record(msg.content.array_records["head"])
     devices = msg.content.array_records["devices"]["devices"].numpy()
     out = handle(kind, head, cfg, devices)
