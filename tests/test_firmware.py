@@ -478,9 +478,9 @@ def test_federated_round_two_qemu_boards_and_a_virtual_board(qemu_fw: Path, tmp_
     the server aggregates (FedAvg) and re-quantizes; the new int8 head is deployed to all three."""
     from clients.board.server import serve_board
     from clients.gateway.boards import GatewayBoards
-    from fedtiny.config.schema import StrategySection
-    from fedtiny.ondevice import FloatHead, quantize_head
-    from fedtiny.server.aggregate import Aggregator
+    from fedtiny.config.schema import Scenario
+    from fedtiny.ondevice import quantize_head
+    from fedtiny.server.strategy import DeviceStrategy
 
     boards = [QemuBoard(41).start(), QemuBoard(42).start()]
     stop, ready = threading.Event(), threading.Event()
@@ -518,10 +518,11 @@ def test_federated_round_two_qemu_boards_and_a_virtual_board(qemu_fw: Path, tmp_
         w = np.stack([ups[d]["weights"] for d in (41, 42, 43)])
         b = np.stack([ups[d]["bias"] for d in (41, 42, 43)])
         n = np.array([ups[d]["num_examples"] for d in (41, 42, 43)])
-        nw, nb = Aggregator(StrategySection())(fh.weights, fh.bias, w, b, n)
+        loss = np.array([float(ups[d]["loss"]) for d in (41, 42, 43)])
+        agg = DeviceStrategy.from_scenario(Scenario()).aggregate(1, fh, w, b, n, np.array([41, 42, 43]), loss)
+        assert agg is not None
         calib = np.concatenate([data[d][0][:20] for d in (41, 42, 43)])
-        new = quantize_head(FloatHead(np.asarray(nw, np.float32), np.asarray(nb, np.float32)),
-                            head.input_scale, head.input_zero_point, calib)
+        new = quantize_head(agg, head.input_scale, head.input_zero_point, calib)
         acks = {o.device_id: int(o.update["update_id"]) for o in outs}  # type: ignore[call-overload]
         evs = gw.evaluate(new, golden, 0, acks)
         assert all(not o.error for o in evs), [o.error for o in evs]
@@ -771,6 +772,33 @@ def _spec_features(model: bytes, x: np.ndarray, floats: bool, c: int) -> tuple[n
     return np.concatenate(feats), y[:n]
 
 
+def _check_full_model_run(r: dict, model: bytes, x: np.ndarray, floats: bool, device_id: int) -> None:
+    """A board's results of _full_model_session against the spec on TFLite Micro's features: the fixed-point
+    update bit for bit (it depends on every cached feature), the float update within the spec's tolerance,
+    EVALUATE's accuracy exactly."""
+    from fedtiny.model.flatbuffer import read_head
+
+    head = read_head(model)
+    feats, y = _spec_features(model, x, floats, head.num_classes)
+    cache = FeatureCache(1, 200, head.num_features)
+    cache.push(feats[None], y[None])
+    fl = dequantize_head(head)
+    ref = train_heads_fixed(fl.weights, fl.bias, cache.features, cache.labels, cache.count,
+                            TrainConfig(2, 8, float(np.float32(0.05)), 0.0, 0.0, 0.0),
+                            input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=7,
+                            round_=1, device_ids=np.array([device_id]))
+    u = r["fixed"]
+    assert u.num_examples == len(y)
+    assert np.array_equal(u.weights, ref.weights[0]) and np.array_equal(u.bias, ref.bias[0])
+    assert u.loss == np.float32(ref.loss[0])
+    f = r["float"]
+    assert_matches_spec(f.weights, f.bias, f.loss, head, feats, y, TrainRequest(2, 16, 0.02, 0.5, 0.0, 0.01, 3, 2),
+                        device_id, 200)
+    q = head_forward_int8(head, feats)
+    assert r["eval"].n == len(y)
+    assert r["eval"].accuracy == np.float32(np.mean(np.argmax(q, 1) == y))
+
+
 @pytest.mark.parametrize("name", ["digits", "vibration"])
 def test_full_model_and_raw_samples_match_virtual_board(host_fw: Path, tmp_path: Path, ref_models, name: str) -> None:
     """Issue 11 part 5: a real int8 .tflite uploaded as a full image (UPLOAD kind 2) to the C host firmware (its own
@@ -792,25 +820,8 @@ def test_full_model_and_raw_samples_match_virtual_board(host_fw: Path, tmp_path:
         sc, sv = b.session(), BoardSession(InProcessTransport(vb), key=KEY, seed=1)
         sv.hello()
         rc, rv = (_full_model_session(s, model, x, floats, golden_n) for s in (sc, sv))
-        feats, y = _spec_features(model, x, floats, head.num_classes)
-        cache = FeatureCache(1, 200, head.num_features)
-        cache.push(feats[None], y[None])
-        fl = dequantize_head(head)
-        ref = train_heads_fixed(fl.weights, fl.bias, cache.features, cache.labels, cache.count,
-                                TrainConfig(2, 8, float(np.float32(0.05)), 0.0, 0.0, 0.0),
-                                input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=7,
-                                round_=1, device_ids=np.array([5]))
-        q = head_forward_int8(head, feats)
         for r in (rc, rv):
-            u = r["fixed"]
-            assert u.num_examples == len(y)
-            assert np.array_equal(u.weights, ref.weights[0]) and np.array_equal(u.bias, ref.bias[0])
-            assert u.loss == np.float32(ref.loss[0])
-            f = r["float"]
-            assert_matches_spec(f.weights, f.bias, f.loss, head, feats, y, TrainRequest(2, 16, 0.02, 0.5, 0.0, 0.01, 3, 2),
-                                5, 200)
-            assert r["eval"].n == len(y)
-            assert r["eval"].accuracy == np.float32(np.mean(np.argmax(q, 1) == y))
+            _check_full_model_run(r, model, x, floats, 5)
         assert rc["eval"].loss == pytest.approx(rv["eval"].loss, rel=1e-4)
         assert rc["head_after"].equals(rv["head_after"]) and rc["confirmed"] == rv["confirmed"]
     finally:
@@ -869,5 +880,19 @@ def test_full_image_refusals(host_fw: Path, tmp_path: Path, ref_models) -> None:
                 assert info.raw_input_len == 256, what
                 st = s.status()
                 assert st.slots[st.confirmed].kind == ImageKind.TFLITE
+    finally:
+        b.stop()
+
+
+def test_qemu_firmware_full_model_raw_samples(qemu_fw: Path, ref_models) -> None:
+    """The full-model path on the emulated Cortex-M4F (its compiled-in factory head is 10x64, as the digits
+    model's): whole-model CONFIRM, raw int8 and float32 samples cached as TFLite Micro's features bit for bit."""
+    model, x = ref_models["digits"]
+    b = QemuBoard(33).start()
+    try:
+        s = b.session()
+        r = _full_model_session(s, model, x, True, 4)
+        _check_full_model_run(r, model, x, True, 33)
+        s.close()
     finally:
         b.stop()
