@@ -3,6 +3,7 @@ signed TLV, per-device update keys; on the virtual board, through the session, t
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import struct
@@ -391,3 +392,88 @@ def test_protocol_doc_signing_vectors() -> None:
     doc = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
     for name, value in signing_vectors().items():
         assert f"`{value}`" in doc, name
+
+
+# ----- C: core/ft_ed25519.c (Monocypher's check equation + SHA-512) against `cryptography` ----------------------
+FIRMWARE = Path(__file__).parents[1] / "firmware"
+L_ORDER = 2**252 + 27742317777372353535851937790883648493
+
+
+def _ed_records(n_sig: int, n_sha: int, seed: int) -> tuple[bytes, int]:
+    """Vector records (format in firmware/tests/ed25519_check.c); validity decided by `cryptography`."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    rng = np.random.default_rng(seed)
+    out = bytearray()
+    valid = 0
+    for _ in range(n_sha):
+        m = rng.bytes(int(rng.integers(0, 300)))
+        out += b"\x00" + struct.pack("<I", len(m)) + m + hashlib.sha512(m).digest()
+    for i in range(n_sig):
+        k = generate_key()
+        m = rng.bytes(int(rng.integers(0, 200)))
+        pub, sig = raw_public(k), bytearray(k.sign(m))
+        how = i % 6  # 0, 1: valid; 2: bit in R; 3: bit in S; 4: message; 5: S + L (non-canonical) or public key
+        if how == 2:
+            sig[int(rng.integers(0, 32))] ^= 1 << int(rng.integers(0, 8))
+        elif how == 3:
+            sig[32 + int(rng.integers(0, 32))] ^= 1 << int(rng.integers(0, 8))
+        elif how == 4:
+            m = (m + b"x") if not m else bytes([m[0] ^ 1]) + m[1:]
+        elif how == 5 and i % 12 == 5:
+            s = int.from_bytes(sig[32:], "little") + L_ORDER
+            if s < 2**256:
+                sig[32:] = s.to_bytes(32, "little")
+        elif how == 5:
+            pb = bytearray(pub)
+            pb[int(rng.integers(0, 32))] ^= 1 << int(rng.integers(0, 8))
+            pub = bytes(pb)
+        try:
+            Ed25519PublicKey.from_public_bytes(pub).verify(bytes(sig), m)
+            ok = 1
+        except Exception:  # invalid point or signature: refused
+            ok = 0
+        valid += ok
+        out += bytes([1, ok]) + pub + bytes(sig) + struct.pack("<I", len(m)) + m
+    return bytes(out), valid
+
+
+def _make(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", "-s", *args, f"PIP={sys.executable} -m pip"], cwd=FIRMWARE, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None, reason="needs make and a C compiler")
+def test_c_ed25519_against_cryptography_host_and_qemu(tmp_path: Path) -> None:
+    """RFC 8032 vectors, 500 SHA-512 and 3000 signatures (valid, corrupted R/S/message/key, S + L) on the host
+    (ASan+UBSan); in QEMU (Cortex-M4F) a subset, with the instructions per verification and the code size."""
+    if _make("third-party").returncode != 0:
+        pytest.skip("monocypher could not be fetched from PyPI (pip download pymonocypher)")
+    recs, valid = _ed_records(3000, 500, 1)
+    assert 900 < valid < 1100
+    (tmp_path / "vectors.bin").write_bytes(recs)
+    small, _ = _ed_records(24, 8, 2)
+    (tmp_path / "ed25519_vectors.h").write_text(
+        "static const unsigned char ft_ed_vectors[] = {" + ",".join(str(b) for b in small) + "};\n")
+    r = _make("test-ed25519-host", f"ED_VECTORS={tmp_path / 'vectors.bin'}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "500 sha512" in r.stdout and "0 failure(s)" in r.stdout
+    r = _make("test-ed25519-mps2", f"ED_VECTORS_H={tmp_path}")
+    if "SKIP" in r.stdout:
+        pytest.skip(r.stdout.strip())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 failure(s)" in r.stdout
+    bench = [ln for ln in r.stdout.splitlines() if ln.startswith("BENCH ed25519_verify_instructions")]
+    assert bench and 100_000 < int(bench[0].split()[-1]) < 20_000_000
+    print(bench[0])
+    # code size of the verifier as linked (gc-sections): ft_ed25519.o + the Monocypher functions it pulls in
+    m = (FIRMWARE / "build" / "mps2" / "ed25519_check.elf.map").read_text()
+    m = m[m.index("Linker script and memory map") :]  # not the sections --gc-sections discarded
+    size = 0
+    for _sec, hexsize, obj in re.findall(r"^ \.(text|rodata)\S*\s+0x[0-9a-f]+\s+0x([0-9a-f]+)\s+(\S+)$", m, re.M):
+        if obj.endswith(("monocypher_arm.o", "ft_ed25519.o")) or "ft_ed25519" in obj:
+            size += int(hexsize, 16)
+    print(f"ed25519 verify code+rodata: {size} bytes")
+    assert 4_000 < size < 20_000
