@@ -37,6 +37,7 @@ class RunPlan:
     started: float = field(default_factory=time.time)
     error: BaseException | None = None
     stop: Any = None  # fedtiny.interrupt.StopSignal: Ctrl-C/SIGTERM stop the rounds at the next exchange
+    writer: Any = None  # (thread, result box) writing an interrupted run's results (start_writing_interrupted)
 
 
 def check_budget(s: Scenario, num_classes: int, dim: int) -> dict[str, int]:
@@ -352,12 +353,39 @@ def run_scenario(s: Scenario, out_dir: Path, log: Log = print, progress: Any = N
             if stop is not None:
                 stop.writing.set()
             try:
-                exc.summary = finish_interrupted(plan)
+                if plan.writer is not None:  # started when the rounds stopped, while Flower and Ray shut down
+                    thread, box = plan.writer
+                    thread.join()
+                    if "error" in box:
+                        raise box["error"]
+                    exc.summary = box.get("summary")
+                else:
+                    exc.summary = finish_interrupted(plan)
             finally:
                 if stop is not None:
                     stop.writing.clear()
             raise
     return finish_run(plan)
+
+
+def start_writing_interrupted(plan: RunPlan) -> None:
+    """Write an interrupted run's results in a thread, so that it overlaps Flower's and Ray's shutdown
+    (:func:`run_scenario` waits for it); called by the ServerApp as soon as the rounds stop."""
+    import threading
+
+    if plan.stop is not None:
+        plan.stop.writing.set()
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["summary"] = finish_interrupted(plan)
+        except BaseException as exc:  # handed to the main thread by run_scenario
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="fedtiny-write-results", daemon=True)
+    plan.writer = (thread, box)
+    thread.start()
 
 
 def finish_interrupted(plan: RunPlan) -> dict[str, Any] | None:

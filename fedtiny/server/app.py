@@ -34,6 +34,9 @@ def make_server_app(plan: RunPlan) -> ServerApp:
 
             plan.error = exc
             if isinstance(exc, RunInterrupted):  # a clean end for Flower: it stops the Simulation Engine at once
+                from fedtiny.runner import start_writing_interrupted
+
+                start_writing_interrupted(plan)  # the results of the rounds done, while Flower and Ray shut down
                 return
             raise
         except BaseException as exc:  # Flower logs and swallows ServerApp errors: keep it for the CLI
