@@ -299,7 +299,8 @@ def test_fedtiny_trial_with_three_boards_on_two_gateways(tmp_path: Path) -> None
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["updates_aggregated"] == 3 and summary["board_failures"] == 0
-    assert sorted(b["gateway"] for b in summary["boards"]) == [1, 1, 2]
+    gws = [b["gateway"] for b in summary["boards"]]  # gateway numbers follow the SuperLink's node order
+    assert sorted(gws.count(g) for g in set(gws)) == [1, 2] and set(gws) == {1, 2}
     _no_processes_left(str(tmp_path))
 
 
