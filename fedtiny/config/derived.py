@@ -12,5 +12,10 @@ FEDPROX_DEFAULT_MU = 0.01
 def train_config(s: Scenario) -> TrainConfig:
     """The on-device training hyper-parameters every device of the scenario uses."""
     t = s.train
-    prox = t.prox_mu if t.prox_mu else (FEDPROX_DEFAULT_MU if s.strategy.name == "fedprox" else 0.0)
+    fedprox = s.strategy.name == "fedprox"
+    mu = s.strategy.params.get("proximal_mu") if fedprox else None  # Flower's FedProx argument, if the scenario sets it
+    if isinstance(mu, (int, float)) and not isinstance(mu, bool):
+        prox = float(mu)
+    else:
+        prox = t.prox_mu if t.prox_mu else (FEDPROX_DEFAULT_MU if fedprox else 0.0)
     return TrainConfig(t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, prox)

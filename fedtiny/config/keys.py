@@ -48,6 +48,8 @@ def _toml(v: Any) -> str:
 def _rule(meta: Any) -> str:
     if "choices" in meta:
         return "one of: " + ", ".join(meta["choices"])
+    if "names" in meta:
+        return "one of: " + ", ".join(meta["names"]) + ', or "module:Class"'
     if "min" in meta or "max" in meta:
         lo, hi = meta.get("min", "-inf"), meta.get("max", "inf")
         return f"{lo:,}..{hi:,}" if isinstance(lo, int) and isinstance(hi, int) else f"{lo:g}..{hi:g}"

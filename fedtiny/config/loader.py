@@ -225,6 +225,7 @@ def _check_semantics(s: Scenario, src: str) -> None:
     if s.fleet.boards and abs(sum(s.fleet.boards.values()) - 1.0) > 1e-6:
         raise ScenarioError(f"{src}: 'fleet.boards' fractions sum to {sum(s.fleet.boards.values()):.4g}; expected 1")
     _check_drift_options(s, src)
+    _check_strategy(s, src)
     groups = {"fleet"}
     for i, e in enumerate(s.drift):
         if e.target and e.target not in groups:
@@ -237,6 +238,24 @@ def _check_semantics(s: Scenario, src: str) -> None:
         if e.kind == "condition" and not e.condition:
             raise ScenarioError(f"{src}: 'drift[{i}].condition' is empty; a condition event needs knobs, e.g. {{ gain = 0.5 }}")
         groups.add(e.group)
+
+
+def _check_strategy(s: Scenario, src: str) -> None:
+    """strategy.name names a Flower strategy (built in, or a user's "module:Class" Strategy subclass) and
+    [strategy.params] fit its constructor (fedtiny/server/strategy.py)."""
+    from fedtiny.server.strategy import FLOWER_STRATEGIES, canonical_name, make_strategy, strategy_class
+
+    name = s.strategy.name
+    if canonical_name(name) in FLOWER_STRATEGIES and not s.strategy.params and "differentialprivacy" not in canonical_name(name):
+        return  # a built-in strategy with its defaults: nothing to check (and no Flower import)
+    try:
+        strategy_class(name)
+    except ValueError as exc:
+        raise ScenarioError(f"{src}: 'strategy.name' = {exc}") from None
+    try:
+        make_strategy(s)
+    except ValueError as exc:
+        raise ScenarioError(f"{src}: {exc}") from None
 
 
 def _check_spread(s: Scenario, task: Any, src: str) -> None:

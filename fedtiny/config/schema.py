@@ -1,12 +1,21 @@
 """The scenario schema: typed dataclasses with defaults and ranges. One file describes one experiment.
 
-A field's ``metadata`` may give ``min``/``max`` (inclusive) or ``choices``; ``doc`` is a one-line help.
+A field's ``metadata`` may give ``min``/``max`` (inclusive) or ``choices``; ``names``: the built-in values of a key that
+also takes "module:Class" (checked by the loader); ``doc`` is a one-line help.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+#: built-in strategy names (Flower's classes in lower case, then older and short names; fedtiny/server/strategy.py)
+STRATEGY_NAMES = (
+    "fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "qfedavg", "fedmedian", "fedtrimmedavg", "krum",
+    "multikrum", "bulyan", "differentialprivacyserversidefixedclipping", "differentialprivacyclientsidefixedclipping",
+    "differentialprivacyserversideadaptiveclipping", "differentialprivacyclientsideadaptiveclipping", "median",
+    "trimmed_mean", "dpfedavgfixed", "dpfedavgadaptive",
+)
 
 
 def _f(default: Any, doc: str, **rules: Any) -> Any:
@@ -87,11 +96,16 @@ class TrainSection:
 
 @dataclass
 class StrategySection:
-    name: str = _f("fedavg", "server aggregation", choices=("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "median", "trimmed_mean"))
+    name: str = _f("fedavg", "Flower strategy with devices as its clients: Flower's class name in lower case (fedavg, krum, "
+                   "bulyan, qfedavg, ...), median, trimmed_mean, or a user's Strategy subclass as \"module:Class\"",
+                   names=STRATEGY_NAMES)
+    params: dict[str, Any] = _f({}, "constructor arguments of the Flower strategy (e.g. num_malicious_nodes = 2 for krum), "
+                                "checked against its signature")
     fraction: float = _f(1.0, "fraction of devices sampled per round", min=1e-6, max=1.0)
-    server_lr: float = _f(1.0, "server learning rate (fedavgm, fedadam, fedyogi)", min=1e-6, max=100.0)
-    server_momentum: float = _f(0.9, "server momentum (fedavgm) / beta1 (fedadam, fedyogi)", min=0.0, max=0.999)
-    trim: float = _f(0.1, "fraction trimmed at each end (trimmed_mean)", min=0.0, max=0.49)
+    server_lr: float = _f(0.0, "server learning rate: FedAvgM server_learning_rate, FedAdam/FedYogi/FedAdagrad eta "
+                          "(0 = the strategy's default)", min=0.0, max=100.0)
+    server_momentum: float = _f(0.9, "server momentum: FedAvgM server_momentum, FedAdam/FedYogi beta_1", min=0.0, max=0.999)
+    trim: float = _f(0.1, "fraction trimmed at each end: FedTrimmedAvg beta (trimmed_mean, fedtrimmedavg)", min=0.0, max=0.49)
     clip_norm: float = _f(0.0, "clip each device update to this L2 norm (0 = off)", min=0.0, max=1e6)
     max_update_norm: float = _f(1e3, "reject updates whose L2 norm exceeds this", min=0.0, max=1e12)
     deadline_s: float = _f(0.0, "round deadline in virtual seconds; stragglers past it are dropped (0 = none)", min=0.0, max=1e9)

@@ -23,12 +23,13 @@ from fedtiny.config.derived import train_config
 from fedtiny.errors import FedTinyError
 from fedtiny.field.replay import segment_of_round
 from fedtiny.model.flatbuffer import model_io, read_tail
-from fedtiny.ondevice import FloatHead, Int8Head, dequantize_head, quantize_head
+from fedtiny.ondevice import Int8Head, dequantize_head, quantize_head
 from fedtiny.ondevice.head import predict_through
 from fedtiny.records import float_update_bytes, head_patch_bytes, head_to_record, record_to_arrays
 from fedtiny.report.results import RoundRow
 from fedtiny.report.uncertainty import wilson
-from fedtiny.server.aggregate import Aggregator, validate_updates
+from fedtiny.server.aggregate import validate_updates
+from fedtiny.server.strategy import DeviceStrategy
 
 
 @dataclass
@@ -69,7 +70,7 @@ class FieldServer:
         self._gtest_y = np.load(self.trial_dir / "global_test_labels.npy")
         base = (self.trial_dir / "base_int8.tflite").read_bytes()
         self._tail, self._per_tensor = read_tail(base), model_io(base).per_tensor  # the ops after the head
-        self._agg = Aggregator(self.scenario.strategy)
+        self.strategy = DeviceStrategy.from_scenario(self.scenario)  # Flower's strategy, boards as its clients
         self._acks: dict[int, dict[int, int]] = {}  # node -> {device id: update id} to acknowledge
         self._round_failures: list[str] = []
         self._round_gw_failed = 0
@@ -183,7 +184,7 @@ class FieldServer:
             self._boards_seen = 0
             replies = self._send(grid, "train", r)
             sampled = self._boards_seen
-            ws, bs, ns, losses = [], [], [], []
+            ws, bs, ns, losses, devs = [], [], [], [], []
             for node, a in replies:
                 acks = self._acks.setdefault(node, {})
                 for i, (dev, uid, rnd) in enumerate(zip(a["device_ids"], a["update_ids"], a["rounds"])):
@@ -199,6 +200,7 @@ class FieldServer:
                     bs.append(a["bias"][i])
                     ns.append(a["num_examples"][i])
                     losses.append(a["loss"][i])
+                    devs.append(int(dev))
             trained, rejected, loss = 0, 0, float("nan")
             if ws:
                 g = dequantize_head(self.head)
@@ -208,12 +210,15 @@ class FieldServer:
                 ok = val.accepted
                 trained = int(ok.sum())
                 if trained:
-                    nw, nb = self._agg(g.weights, g.bias, w[ok], b[ok], n[ok])
-                    self.head = quantize_head(
-                        FloatHead(nw, nb), self.head.input_scale, self.head.input_zero_point, self._calib,
-                        per_tensor=self._per_tensor,
-                    )
-                    loss = float(np.mean(np.array(losses)[ok]))
+                    order = np.argsort(np.array(devs)[ok], kind="stable")  # independent of reply order
+                    ids_, ls = np.array(devs)[ok][order], np.array(losses, dtype=np.float64)[ok][order]
+                    new = self.strategy.aggregate(r, g, w[ok][order], b[ok][order], n[ok][order], ids_, ls)
+                    if new is not None:  # None: the strategy kept the head
+                        self.head = quantize_head(
+                            new, self.head.input_scale, self.head.input_zero_point, self._calib,
+                            per_tensor=self._per_tensor,
+                        )
+                    loss = float(np.mean(ls))
             self.rejected += rejected
             self._evaluate(grid, r, t0, loss, trained, rejected, sampled)
 

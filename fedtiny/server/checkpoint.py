@@ -1,5 +1,6 @@
 """Checkpoints of the federated round loop: everything a resumed run needs to end exactly like an
-uninterrupted one (head, aggregator state, batteries, local-only and personalized heads, rows, curves)."""
+uninterrupted one (head, the Flower strategy's state: server momentum, optimizer moments, adaptive clipping
+norm; batteries, local-only and personalized heads, rows, curves)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def save_checkpoint(srv: Any, d: Path) -> None:
     np.savez(d / f"state-{r:06d}.npz", head_w=h.weights, head_s=h.weight_scales, head_b=h.bias,
              head_q=np.array([h.input_scale, h.input_zero_point, h.output_scale, h.output_zero_point], dtype=np.float64),
              battery=srv.battery, loc_w=srv.loc_w, loc_b=srv.loc_b, per_w=srv.per_w, per_b=srv.per_b,
-             per_has=srv.per_has, **srv._agg.state())
+             per_has=srv.per_has, **srv.strategy.state())
     meta = {"round": r, "rows": [asdict(x) for x in srv.rows], "curves": srv.curves,
             "rejected_total": srv.rejected_total, "rejected_reasons": srv.rejected_reasons}
     (d / f"state-{r:06d}.json").write_text(json.dumps(meta))
@@ -47,7 +48,7 @@ def load_checkpoint(srv: Any, d: Path) -> bool:
     srv.head = Int8Head(st["head_w"], st["head_s"], st["head_b"], float(q[0]), int(q[1]), float(q[2]), int(q[3]))
     srv.battery, srv.loc_w, srv.loc_b = st["battery"], st["loc_w"], st["loc_b"]
     srv.per_w, srv.per_b, srv.per_has = st["per_w"], st["per_b"], st["per_has"]
-    srv._agg.load_state(st)
+    srv.strategy.load_state(st)
     srv.rows = [RoundRow(**x) for x in meta["rows"]]
     srv.curves = meta["curves"]
     srv.rejected_total = int(meta["rejected_total"])

@@ -19,9 +19,10 @@ gateway code.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,6 @@ from fedtiny.fleet.boards import get_board
 from fedtiny.fleet.data import FleetLayout, uniform
 from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.ondevice import (
-    FloatHead,
     Int8Head,
     TrainConfig,
     dequantize_head,
@@ -43,8 +43,9 @@ from fedtiny.ondevice.quant import dequantize
 from fedtiny.records import decode_int8_delta, float_update_bytes, head_patch_bytes
 from fedtiny.report.results import RoundRow
 from fedtiny.report.uncertainty import Estimate, iid, paired_se, two_way
-from fedtiny.server.aggregate import Aggregator, validate_updates
+from fedtiny.server.aggregate import validate_updates
 from fedtiny.server.checkpoint import load_checkpoint, save_checkpoint
+from fedtiny.server.strategy import DeviceStrategy
 from fedtiny.server.transports import Transport
 
 ProgressFn = Callable[[RoundRow, int], None]
@@ -79,7 +80,7 @@ class FleetServer:
         self._board = np.load(self.fleet_dir / "board.npy")
         self._speed = np.load(self.fleet_dir / "speed.npy")
         self.boards = [get_board(b) for b in self.data.meta["boards"]]
-        self._agg = Aggregator(s.strategy)
+        self.strategy = DeviceStrategy.from_scenario(s)  # Flower's strategy, devices as its clients
         self.train_cfg = train_config(s)
         k = s.fleet.devices
         self.battery = np.full(k, s.fleet.battery_j, dtype=np.float64)
@@ -234,15 +235,16 @@ class FleetServer:
                 ns.append(p["num_examples"][ok])
                 ls.append(p["loss"][ok])
         if ws:
-            w, b, ids_, n = np.concatenate(ws), np.concatenate(bs), np.concatenate(ids), np.concatenate(ns)
+            w, b, ids_, n, dl = (np.concatenate(x) for x in (ws, bs, ids, ns, ls))
             order = np.argsort(ids_, kind="stable")  # aggregation order independent of reply order
-            w, b, ids_, n = w[order], b[order], ids_[order], n[order]
+            w, b, ids_, n, dl = w[order], b[order], ids_[order], n[order], dl[order]
             trained = len(ids_)
             accepted_ids = ids_
-            nw, nb = self._agg(g.weights, g.bias, w, b, n)
-            self.head = quantize_head(FloatHead(nw, nb), self.head.input_scale, self.head.input_zero_point, self._calib,
-                                      per_tensor=self._per_tensor)
-            loss = float(np.mean(np.concatenate(ls).astype(np.float64)))
+            new = self.strategy.aggregate(r, g, w, b, n, ids_, dl)
+            if new is not None:  # None: the strategy kept the head (e.g. Bulyan with too few updates)
+                self.head = quantize_head(new, self.head.input_scale, self.head.input_zero_point, self._calib,
+                                          per_tensor=self._per_tensor)
+            loss = float(np.mean(dl.astype(np.float64)))
             if s.strategy.personalize > 0:
                 pos = np.searchsorted(self.subset, ids_)
                 hit = (pos < len(self.subset)) & (self.subset[np.minimum(pos, len(self.subset) - 1)] == ids_)
