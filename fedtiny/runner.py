@@ -14,11 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from fedtiny.config import Scenario, scenario_to_toml
 from fedtiny.config.derived import train_config
-from fedtiny.errors import DataError
 from fedtiny.fleet.boards import check_fits, get_board
 from fedtiny.fleet.data import FLEET_DIR, FleetLayout, layout_of, model_spec_of, prepare_fleet
 from fedtiny.ondevice import device_budget
@@ -80,34 +77,13 @@ def _base_model(s: Scenario, log: Log) -> tuple[bytes, dict[str, Any]]:
 
 def _prepare_user_data(s: Scenario, out_dir: Path, log: Log, resume: bool) -> tuple[Scenario, bytes, FleetLayout, dict[str, Any]]:
     """A user's recordings: load them, take (or convert) the model, build the fleet of the data's devices."""
-    from fedtiny.data import load_recordings
-    from fedtiny.fleet.user_data import prepare_user_fleet
-    from fedtiny.model.flatbuffer import metadata_classes
-    from fedtiny.model.user import convert_keras, load_tflite
+    from fedtiny.fleet.user_data import load_user_model_and_data, prepare_user_fleet
 
-    d = s.data
     saved = out_dir / "base_int8.tflite"
     if resume and saved.exists() and (out_dir / FLEET_DIR / "layout.json").exists():
         return s, saved.read_bytes(), layout_of(s), json.loads((out_dir / "base_meta.json").read_text())
-    classes = tuple(s.model.classes) or (metadata_classes(Path(s.model.tflite).read_bytes()) if s.model.tflite else ())
-    rec = load_recordings(d.path, d.format, label_column=d.label_column, device_column=d.device_column,
-                          time_column=d.time_column, max_per_class=d.max_per_class, seed=s.seed, classes=classes)
-    log(f"data: {len(rec)} examples, {len(rec.classes)} classes, "
-        + (f"{len(set(rec.device.tolist()))} devices" if rec.device is not None else f"no device ids (partitioned over {s.fleet.devices} devices)"))
-    float_predict = None
-    if s.model.tflite:
-        um = load_tflite(s.model.tflite)
-    else:  # a Keras model: representative inputs are a seeded sample of the user's data
-        from fedtiny.fleet.user_data import InputMaker
-
-        if rec.is_int8:
-            raise DataError(f"{d.path}: int8 inputs cannot calibrate a Keras model's conversion; give float inputs")
-        idx = np.sort(np.random.default_rng([s.seed, 0x4E9]).permutation(len(rec))[:300])
-        um = convert_keras(s.model.keras, InputMaker(s, rec)(idx), log)
-        float_predict = um.float_predict
-    log(f"model: {um.source.name}, {len(um.tflite)} bytes, head {um.io.head_path}, input {um.io.input_dtype} "
-        f"{list(um.io.input_shape)}")
-    uf = prepare_user_fleet(s, rec, um.tflite, out_dir, log, float_predict)
+    rec, um = load_user_model_and_data(s, log)
+    uf = prepare_user_fleet(s, rec, um.tflite, out_dir, log, um.float_predict)
     meta = {"float_accuracy": uf.float_accuracy, "int8_accuracy": uf.int8_accuracy, "bytes": len(um.tflite),
             "source": str(um.source), "head": um.io.head_path, "classes": list(rec.classes),
             "devices": list(uf.device_names), "central_head_accuracy": uf.central_accuracy}
@@ -251,7 +227,8 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
     export_header(final, out / "model_int8.h")
     write_rounds_csv(rows, out / "rounds.csv")
     if s.output.plots:
-        plot_accuracy(rows, out / "accuracy.png", f"{s.name}: {data_label(s)}, {s.fleet.devices} devices, {s.strategy.name}",
+        what = f"recorded data '{Path(s.data.path).name}'" if s.data.path else s.task.name
+        plot_accuracy(rows, out / "accuracy.png", f"{s.name}: {what}, {s.fleet.devices} devices, {s.strategy.name}",
                       plan.layout.segment_starts,
                       "devices' test examples, base condition" if s.data.path else "clean factory test set")
     summary: dict[str, Any] = {
@@ -335,7 +312,9 @@ def fleet_stats(plan: RunPlan) -> dict[str, Any]:
         "groups": {g: int((group == i).sum()) for i, g in enumerate(plan.layout.groups)},
         "condition_variants": len(meta["conditions"]),
         "faulty_devices": int(np.load(fd / "faulty.npy").sum()),
-        "pool_samples": int(np.prod(np.load(fd / "pool_feats.npy", mmap_mode="r").shape[:3])),
+        "pool_samples": int(np.prod(np.load(fd / "pool_feats.npy", mmap_mode="r").shape[:-1])),
+        # the Ray nodes whose gateways did work (each gateway process notes its node: clients/simulated/app.py)
+        "ray_nodes": sorted(p.name for p in (fd / "ray_nodes").iterdir()) if (fd / "ray_nodes").is_dir() else [],
     }
 
 
