@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/quickstart
 
-.PHONY: setup system-deps run test firmware-test clean
+.PHONY: setup system-deps run test lint firmware-test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ system-deps:
 run: setup
 	$(VENV)/bin/fedtiny run scenarios/quickstart.toml --out $(OUT)
 
-test: setup system-deps
+# the quality gates first (seconds), then the suite
+test: setup system-deps lint
 	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 firmware-test:
 	$(MAKE) -C firmware test

@@ -6,13 +6,18 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
 from fedtiny.errors import FedTinyError
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Federated on-device learning for int8 TinyML models.")
+cli = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="Federated on-device learning for int8 TinyML models.",
+)
 
 #: a results directory is one that holds this file (written before the first round)
 RESOLVED = "scenario.resolved.toml"
@@ -42,19 +47,33 @@ def _print_version(value: bool) -> None:
 
 @cli.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
 ) -> None:
     """Federated on-device learning for int8 TinyML models."""
 
 
 @cli.command()
 def run(
-    scenario: Optional[Path] = typer.Argument(None, help="scenario TOML file, e.g. scenarios/quickstart.toml (not needed with --resume)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: output.dir of the scenario, runs/NAME)"),
-    set_: list[str] = typer.Option([], "--set", help="override a key, e.g. --set rounds=50 --set fleet.devices=100"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="continue the killed run in this results directory"),
-    force: bool = typer.Option(False, "--force", help="replace the results of an earlier run in the results directory"),
-    ray_address: str = typer.Option("", "--ray-address", help="run on an existing Ray cluster (default: $RAY_ADDRESS or a local Ray)"),
+    scenario: Path | None = typer.Argument(
+        None, help="scenario TOML file, e.g. scenarios/quickstart.toml (not needed with --resume)"
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="results directory (default: output.dir of the scenario, runs/NAME)"
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="override a key, e.g. --set rounds=50 --set fleet.devices=100"
+    ),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="continue the killed run in this results directory"
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="replace the results of an earlier run in the results directory"
+    ),
+    ray_address: str = typer.Option(
+        "", "--ray-address", help="run on an existing Ray cluster (default: $RAY_ADDRESS or a local Ray)"
+    ),
 ) -> None:
     """Run a scenario on Flower's Simulation Engine and write results.
 
@@ -71,11 +90,15 @@ def run(
         if resume is not None:
             # a resumed run must be the run that was started: same scenario, no overrides
             if scenario is not None or set_:
-                raise FedTinyError("--resume continues the run recorded in DIR/scenario.resolved.toml; "
-                                   "give no scenario file and no --set with it")
+                raise FedTinyError(
+                    "--resume continues the run recorded in DIR/scenario.resolved.toml; "
+                    "give no scenario file and no --set with it"
+                )
             resolved = resume / "scenario.resolved.toml"
             if not resolved.is_file():
-                raise FedTinyError(f"{resume}: not a results directory (no scenario.resolved.toml); nothing to resume")
+                raise FedTinyError(
+                    f"{resume}: not a results directory (no scenario.resolved.toml); nothing to resume"
+                )
             s = load_scenario(resolved)
         elif scenario is None:
             raise FedTinyError("missing scenario file (or --resume DIR)")
@@ -84,10 +107,14 @@ def run(
         out_dir = resume or out or Path(s.output.dir.format(name=s.name))
         if resume is None:
             if (out_dir / RESOLVED).is_file() and not force:
-                raise FedTinyError(f"{out_dir}: holds the results of an earlier run ({RESOLVED}); pass --force to replace "
-                                   "them, or --out DIR for another directory")
+                raise FedTinyError(
+                    f"{out_dir}: holds the results of an earlier run ({RESOLVED}); pass --force to replace "
+                    "them, or --out DIR for another directory"
+                )
             if out_dir.exists() and not out_dir.is_dir():
-                raise FedTinyError(f"{out_dir}: exists and is not a directory; pass --out DIR for another one")
+                raise FedTinyError(
+                    f"{out_dir}: exists and is not a directory; pass --out DIR for another one"
+                )
             # scenario.resolved.toml records the directory actually used
             s.output.dir = str(out_dir.resolve()).replace("{", "{{").replace("}", "}}")
     except FedTinyError as exc:
@@ -102,8 +129,15 @@ def run(
     stop = StopSignal(on_force=lambda signum: _forced_stop(stop, prog, out_dir, signum))
     try:
         with stop, prog:
-            summary = run_scenario(s, out_dir, log=prog.log, progress=prog.update, resume=resume is not None,
-                                   ray_address=ray_address, stop=stop)
+            summary = run_scenario(
+                s,
+                out_dir,
+                log=prog.log,
+                progress=prog.update,
+                resume=resume is not None,
+                ray_address=ray_address,
+                stop=stop,
+            )
     except RunInterrupted as exc:
         from fedtiny.interrupt import kill_children
 
@@ -111,7 +145,9 @@ def run(
         kill_children(stop.started)  # Ray workers that outlived the raylet
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(exc.exit_code)  # everything is written; skip the interpreter's slow teardown of Ray and Flower
+        os._exit(
+            exc.exit_code
+        )  # everything is written; skip the interpreter's slow teardown of Ray and Flower
     except (FedTinyError, RuntimeError) as exc:  # RuntimeError: Flower/Ray failures, reported in one line
         _fail(exc)
     typer.echo(
@@ -124,7 +160,9 @@ def run(
         from fedtiny.report.drift import format_table
 
         typer.echo(format_table(summary["comparison"]))
-        never = [r for r in summary["comparison"] if r.get("recovery") == "never" and r.get("method") != "static"]
+        never = [
+            r for r in summary["comparison"] if r.get("recovery") == "never" and r.get("method") != "static"
+        ]
         if never:
             r = never[0]
             seen = int(r.get("end", s.rounds)) - int(r["at"]) + 1
@@ -134,7 +172,9 @@ def run(
                 f"(--set rounds={max(2 * s.rounds, int(r['at']) + 20)})"
             )
     if (out_dir / "report.html").is_file():
-        typer.echo(f"report: {out_dir / 'report.html'} (the answer with 95% intervals, plots, what to try next)")
+        typer.echo(
+            f"report: {out_dir / 'report.html'} (the answer with 95% intervals, plots, what to try next)"
+        )
 
 
 @cli.command()
@@ -171,7 +211,9 @@ def export(
 @cli.command()
 def init(
     model: Path = typer.Option(..., "--model", help="your int8 .tflite classifier"),
-    data: Path = typer.Option(..., "--data", help="your recordings: a .npz file, a folder of class folders, or a .csv file"),
+    data: Path = typer.Option(
+        ..., "--data", help="your recordings: a .npz file, a folder of class folders, or a .csv file"
+    ),
     out: Path = typer.Option(Path("scenario.toml"), "--out", help="scenario file to write"),
     force: bool = typer.Option(False, "--force", help="replace an existing scenario file"),
 ) -> None:
@@ -186,12 +228,18 @@ def init(
         _fail(exc)
     rec = ins.data
     devices = f"{len(set(rec.device.tolist()))} devices" if rec.device is not None else "no device ids"
-    typer.echo(f"model: {ins.model.io.head_path}, input {ins.model.io.input_dtype} {list(ins.model.io.input_shape)}")
-    typer.echo(f"data:  {len(rec)} examples, {len(rec.classes)} classes, {devices}; front end {ins.front_end}")
+    typer.echo(
+        f"model: {ins.model.io.head_path}, input {ins.model.io.input_dtype} {list(ins.model.io.input_shape)}"
+    )
+    typer.echo(
+        f"data:  {len(rec)} examples, {len(rec.classes)} classes, {devices}; front end {ins.front_end}"
+    )
     typer.echo(f"wrote {out}; run it with: fedtiny run {out}")
 
 
-def _interrupted_message(out_dir: Path, signum: int, summary: dict[str, Any] | None, cut: bool = False) -> str:
+def _interrupted_message(
+    out_dir: Path, signum: int, summary: dict[str, Any] | None, cut: bool = False
+) -> str:
     """What an interrupted run wrote and how to continue it (one or two lines); ``cut``: the results were being
     written when the process was forced to end."""
     import signal
@@ -200,11 +248,15 @@ def _interrupted_message(out_dir: Path, signum: int, summary: dict[str, Any] | N
 
     how = SIGNAL_NAMES.get(signal.Signals(signum), f"signal {signum}")
     if summary is not None:
-        head = (f"fedtiny: interrupted ({how}) after round {summary['rounds_done']} of {summary['rounds']}; "
-                f"results of the rounds done in {out_dir} (summary.json: \"complete\": false)")
+        head = (
+            f"fedtiny: interrupted ({how}) after round {summary['rounds_done']} of {summary['rounds']}; "
+            f'results of the rounds done in {out_dir} (summary.json: "complete": false)'
+        )
     elif cut:
-        head = (f"fedtiny: interrupted ({how}) while writing the results of the rounds done; some result files may be "
-                f"incomplete, the checkpoint is not")
+        head = (
+            f"fedtiny: interrupted ({how}) while writing the results of the rounds done; some result files may be "
+            f"incomplete, the checkpoint is not"
+        )
     else:
         head = f"fedtiny: interrupted ({how}) before the first round finished; no results written"
     if (out_dir / "checkpoint" / "latest.json").is_file() and (out_dir / RESOLVED).is_file():
@@ -240,7 +292,7 @@ def _group_sizes(summary: dict[str, Any]) -> str:
 
 @cli.command()
 def keys(
-    section: Optional[str] = typer.Argument(None, help="only this section, e.g. fleet or drift"),
+    section: str | None = typer.Argument(None, help="only this section, e.g. fleet or drift"),
 ) -> None:
     """List every scenario key with its type, default, range or choices, and meaning."""
     from fedtiny.config.keys import format_keys
@@ -253,7 +305,9 @@ def keys(
 
 @cli.command()
 def scenarios(
-    directory: Optional[Path] = typer.Argument(None, help="folder of scenario files (default: ./scenarios, else the source tree's)"),
+    directory: Path | None = typer.Argument(
+        None, help="folder of scenario files (default: ./scenarios, else the source tree's)"
+    ),
 ) -> None:
     """List the ready scenarios (scenarios/*.toml) with their first comment line."""
     from fedtiny.config.keys import list_scenarios

@@ -82,7 +82,9 @@ def emulate(
             raise FedTinyError(f"--trust-key: a board holds at most {MAX_TRUSTED_KEYS} public keys")
         cfg = BoardConfig(
             trust_keys=tuple(load_public_key(p) for p in trust_key),
-            device_key=read_hex_key(device_key_file, "device update key", exact=32) if device_key_file else None,
+            device_key=read_hex_key(device_key_file, "device update key", exact=32)
+            if device_key_file
+            else None,
         )
         if model is not None:  # `fedtiny serve` may still be writing it (the README starts both at once)
             wait_for_trial_file(model, "model file", log=typer.echo)
@@ -207,7 +209,9 @@ def gateway(
 
     _sigterm_exits()
     try:
-        if signing_key is not None:  # checked here; the SuperNode's ClientApp reads the file (path in its env)
+        if (
+            signing_key is not None
+        ):  # checked here; the SuperNode's ClientApp reads the file (path in its env)
             load_private_key(signing_key)
             os.environ["FEDTINY_SIGNING_KEY"] = str(signing_key.resolve())
         if update_master_file is not None:
@@ -264,13 +268,17 @@ def trial(
     _done(summary, out)
 
 
-keys_app = typer.Typer(help="Ed25519 signing keys, per-device update keys and key changes (docs/protocol.md §7).",
-                       no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Ed25519 signing keys, per-device update keys and key changes (docs/protocol.md §7).",
+    no_args_is_help=True,
+)
 
 
 @keys_app.command("generate")
 def keys_generate(
-    out: Path = typer.Option(..., "--out", help="directory for signing.pem, signing.pub.pem, update-master.key"),
+    out: Path = typer.Option(
+        ..., "--out", help="directory for signing.pem, signing.pub.pem, update-master.key"
+    ),
 ) -> None:
     """Generate an Ed25519 signing key (signing.pem: keep it on the signing host; signing.pub.pem: for the boards,
     `fedtiny emulate --trust-key`) and the fleet master secret of the per-device update keys (update-master.key)."""
@@ -305,7 +313,9 @@ def keys_device(
 
 @keys_app.command("change")
 def keys_change(
-    device: str = typer.Argument(..., help="board link URI (socket://..., serial:///dev/ttyACM0, ble://ADDR)"),
+    device: str = typer.Argument(
+        ..., help="board link URI (socket://..., serial:///dev/ttyACM0, ble://ADDR)"
+    ),
     signing_key: Path = typer.Option(..., "--signing-key", help="a key the board trusts now (PEM)"),
     add: Path | None = typer.Option(None, "--add", help="public key (PEM) to add"),
     retire: Path | None = typer.Option(None, "--retire", help="public key (PEM) to retire"),
@@ -326,20 +336,26 @@ def keys_change(
         try:
             info = s.hello()
             n = counter if counter is not None else s.keys().counter + 1
-            kc = KeyChange(KEY_ADD if add else KEY_RETIRE, 0 if any_device else info.device_id, n, pub).sign(key)
+            kc = KeyChange(KEY_ADD if add else KEY_RETIRE, 0 if any_device else info.device_id, n, pub).sign(
+                key
+            )
             ks = s.key_change(kc)
         finally:
             s.close()
     except FedTinyError as exc:
         _fail(exc, 1)
-    typer.echo(f"board {info.device_id}: key counter {ks.counter}, trusts {len(ks.hashes)} key(s): "
-               + ", ".join(h.hex()[:16] for h in ks.hashes))
+    typer.echo(
+        f"board {info.device_id}: key counter {ks.counter}, trusts {len(ks.hashes)} key(s): "
+        + ", ".join(h.hex()[:16] for h in ks.hashes)
+    )
 
 
 def sign(
     image: Path = typer.Argument(..., help="image to sign: a head patch (GET_HEAD bytes) or an int8 .tflite"),
     key: Path = typer.Option(..., "--key", help="Ed25519 private key (PEM, fedtiny key generate)"),
-    out: Path = typer.Option(..., "--out", help="signed MCUboot image (imgtool verify -k KEY.pem OUT accepts it)"),
+    out: Path = typer.Option(
+        ..., "--out", help="signed MCUboot image (imgtool verify -k KEY.pem OUT accepts it)"
+    ),
     security_counter: int = typer.Option(0, "--security-counter", help="anti-rollback counter (u32)"),
     version: str = typer.Option("0.0.0", "--version", help="image version MAJOR.MINOR.REVISION+BUILD"),
 ) -> None:
@@ -349,7 +365,9 @@ def sign(
     try:
         if not image.is_file():
             raise FedTinyError(f"{image}: image file not found")
-        signed = sign_image(image.read_bytes(), load_private_key(key), security_counter, parse_version(version))
+        signed = sign_image(
+            image.read_bytes(), load_private_key(key), security_counter, parse_version(version)
+        )
         out.write_bytes(signed)
     except FedTinyError as exc:
         _fail(exc)

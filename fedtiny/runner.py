@@ -10,9 +10,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fedtiny.config import Scenario, scenario_to_toml
 from fedtiny.config.derived import train_config
@@ -34,7 +35,9 @@ class RunPlan:
     started: float = field(default_factory=time.time)
     error: BaseException | None = None
     stop: Any = None  # fedtiny.interrupt.StopSignal: Ctrl-C/SIGTERM stop the rounds at the next exchange
-    writer: Any = None  # (thread, result box) writing an interrupted run's results (start_writing_interrupted)
+    writer: Any = (
+        None  # (thread, result box) writing an interrupted run's results (start_writing_interrupted)
+    )
 
 
 def check_budget(s: Scenario, num_classes: int, dim: int) -> dict[str, int]:
@@ -43,9 +46,17 @@ def check_budget(s: Scenario, num_classes: int, dim: int) -> dict[str, int]:
     cfg = train_config(s)
     b = device_budget(num_classes, dim, s.fleet.cache_size, s.fleet.cache_size, cfg)
     for name in list(s.fleet.boards) or [s.fleet.board]:
-        check_fits(get_board(name), b.ram_bytes,
-                   f"a {num_classes}x{dim} head with a {s.fleet.cache_size}-sample cache (batch {t.batch_size})")
-    return {"ram_bytes": b.ram_bytes, "cache_bytes": b.cache_bytes, "train_macs": b.train_macs, "infer_macs": b.infer_macs}
+        check_fits(
+            get_board(name),
+            b.ram_bytes,
+            f"a {num_classes}x{dim} head with a {s.fleet.cache_size}-sample cache (batch {t.batch_size})",
+        )
+    return {
+        "ram_bytes": b.ram_bytes,
+        "cache_bytes": b.cache_bytes,
+        "train_macs": b.train_macs,
+        "infer_macs": b.infer_macs,
+    }
 
 
 def data_label(s: Scenario) -> str:
@@ -59,23 +70,35 @@ def _base_model(s: Scenario, log: Log) -> tuple[bytes, dict[str, Any]]:
 
     if s.model.tflite:
         um = load_tflite(s.model.tflite)
-        return um.tflite, {"float_accuracy": None, "int8_accuracy": None, "bytes": len(um.tflite),
-                           "source": str(um.source), "head": um.io.head_path}
+        return um.tflite, {
+            "float_accuracy": None,
+            "int8_accuracy": None,
+            "bytes": len(um.tflite),
+            "source": str(um.source),
+            "head": um.io.head_path,
+        }
     if s.model.keras:
         from fedtiny.model.build import factory_data
 
         spec = model_spec_of(s)
         rep, _ = factory_data(spec, spec.representative_samples, 0)
         um = convert_keras(s.model.keras, rep, log)
-        return um.tflite, {"float_accuracy": None, "int8_accuracy": None, "bytes": len(um.tflite),
-                           "source": str(um.source), "head": um.io.head_path}
+        return um.tflite, {
+            "float_accuracy": None,
+            "int8_accuracy": None,
+            "bytes": len(um.tflite),
+            "source": str(um.source),
+            "head": um.io.head_path,
+        }
     from fedtiny.model.build import build_base_model
 
     base = build_base_model(model_spec_of(s), log)
     return base.tflite, dict(base.meta)
 
 
-def _prepare_user_data(s: Scenario, out_dir: Path, log: Log, resume: bool) -> tuple[Scenario, bytes, FleetLayout, dict[str, Any]]:
+def _prepare_user_data(
+    s: Scenario, out_dir: Path, log: Log, resume: bool
+) -> tuple[Scenario, bytes, FleetLayout, dict[str, Any]]:
     """A user's recordings: load them, take (or convert) the model, build the fleet of the data's devices."""
     from fedtiny.fleet.user_data import load_user_model_and_data, prepare_user_fleet
 
@@ -84,16 +107,29 @@ def _prepare_user_data(s: Scenario, out_dir: Path, log: Log, resume: bool) -> tu
         return s, saved.read_bytes(), layout_of(s), json.loads((out_dir / "base_meta.json").read_text())
     rec, um = load_user_model_and_data(s, log)
     uf = prepare_user_fleet(s, rec, um.tflite, out_dir, log, um.float_predict)
-    meta = {"float_accuracy": uf.float_accuracy, "int8_accuracy": uf.int8_accuracy, "bytes": len(um.tflite),
-            "source": str(um.source), "head": um.io.head_path, "classes": list(rec.classes),
-            "devices": list(uf.device_names), "central_head_accuracy": uf.central_accuracy}
+    meta = {
+        "float_accuracy": uf.float_accuracy,
+        "int8_accuracy": uf.int8_accuracy,
+        "bytes": len(um.tflite),
+        "source": str(um.source),
+        "head": um.io.head_path,
+        "classes": list(rec.classes),
+        "devices": list(uf.device_names),
+        "central_head_accuracy": uf.central_accuracy,
+    }
     saved.write_bytes(um.tflite)
     (out_dir / "base_meta.json").write_text(json.dumps(meta, indent=1))
     return uf.scenario, um.tflite, uf.layout, meta
 
 
-def prepare_run(s: Scenario, out_dir: Path, log: Log = print, progress: Any = None, resume: bool = False,
-                stop_after: int = 0) -> RunPlan:
+def prepare_run(
+    s: Scenario,
+    out_dir: Path,
+    log: Log = print,
+    progress: Any = None,
+    resume: bool = False,
+    stop_after: int = 0,
+) -> RunPlan:
     """Everything before the first round, in the driver: base model, fleet features, resolved scenario.
 
     With ``resume``, the fleet data and the last checkpoint under ``out_dir`` are reused.
@@ -112,19 +148,31 @@ def prepare_run(s: Scenario, out_dir: Path, log: Log = print, progress: Any = No
         s, tflite, layout, base_meta = _prepare_user_data(s, out_dir, log, resume)
     else:
         tflite, base_meta = _base_model(s, log)
-        if resume and (out_dir / FLEET_DIR / "layout.json").exists() and (out_dir / FLEET_DIR / "speed.npy").exists():
+        if (
+            resume
+            and (out_dir / FLEET_DIR / "layout.json").exists()
+            and (out_dir / FLEET_DIR / "speed.npy").exists()
+        ):
             layout = layout_of(s)
         else:
             from fedtiny.model.flatbuffer import model_io, read_tail
 
-            layout = prepare_fleet(s, tflite, out_dir, log=log, tail=read_tail(tflite).to_list(),
-                                   per_tensor=model_io(tflite).per_tensor)
+            layout = prepare_fleet(
+                s,
+                tflite,
+                out_dir,
+                log=log,
+                tail=read_tail(tflite).to_list(),
+                per_tensor=model_io(tflite).per_tensor,
+            )
     if not resume:
         (out_dir / "scenario.resolved.toml").write_text(scenario_to_toml(s))
     head = read_head(tflite)
     budget = check_budget(s, head.num_classes, head.num_features)
     meta = {**base_meta, "budget": budget}
-    server = FleetServer(s, layout, out_dir / FLEET_DIR, head, progress=progress, out_dir=out_dir, stop_after=stop_after)
+    server = FleetServer(
+        s, layout, out_dir / FLEET_DIR, head, progress=progress, out_dir=out_dir, stop_after=stop_after
+    )
     if resume:
         if server.load_checkpoint():
             log(f"resume: continuing after round {server.round} of {s.rounds}")
@@ -161,13 +209,17 @@ def simulate(plan: RunPlan, log: Log = print, ray_address: str = "", stop: Any =
     # Ray's driver installs absl's failure signal handler, which prints "*** SIGTERM received ... PC: @" on a
     # plain SIGTERM; fedtiny handles SIGTERM itself (fedtiny.interrupt)
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs here; silences Ray's FutureWarning
+    os.environ.setdefault(
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0"
+    )  # no GPUs here; silences Ray's FutureWarning
     import ray
     from flwr.simulation import run_simulation
 
     # fedtiny calls run_simulation on purpose (its driver keeps TensorFlow out of the Ray workers): Flower's
     # deprecation notice for it is noise to a fedtiny user
-    logging.getLogger("flwr").addFilter(lambda record: "`run_simulation` function is deprecated" not in record.getMessage())
+    logging.getLogger("flwr").addFilter(
+        lambda record: "`run_simulation` function is deprecated" not in record.getMessage()
+    )
 
     from clients.simulated.app import app as client_app
     from fedtiny.server.app import make_server_app
@@ -187,7 +239,9 @@ def simulate(plan: RunPlan, log: Log = print, ray_address: str = "", stop: Any =
             ray.init(runtime_env=runtime_env, include_dashboard=False, logging_level=logging.ERROR, **kwargs)
         if stop is not None:
             stop.install()  # ray.init replaced the SIGTERM handler
-            stop.raise_now = False  # the server thread stops at its next exchange (fedtiny.interrupt.StoppableGrid)
+            stop.raise_now = (
+                False  # the server thread stops at its next exchange (fedtiny.interrupt.StoppableGrid)
+            )
             stop.check()  # a signal during ray.init
         run_simulation(
             server_app=make_server_app(plan),
@@ -203,7 +257,9 @@ def simulate(plan: RunPlan, log: Log = print, ray_address: str = "", stop: Any =
     if plan.error is not None:
         raise plan.error
     if plan.server.round != plan.scenario.rounds:
-        raise RuntimeError(f"the simulation stopped after {len(plan.server.rows) - 1} of {plan.scenario.rounds} rounds")
+        raise RuntimeError(
+            f"the simulation stopped after {len(plan.server.rows) - 1} of {plan.scenario.rounds} rounds"
+        )
 
 
 def finish_run(plan: RunPlan) -> dict[str, Any]:
@@ -228,22 +284,31 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
     write_rounds_csv(rows, out / "rounds.csv")
     if s.output.plots:
         what = f"recorded data '{Path(s.data.path).name}'" if s.data.path else s.task.name
-        plot_accuracy(rows, out / "accuracy.png", f"{s.name}: {what}, {s.fleet.devices} devices, {s.strategy.name}",
-                      plan.layout.segment_starts,
-                      "devices' test examples, base condition" if s.data.path else "clean factory test set")
+        plot_accuracy(
+            rows,
+            out / "accuracy.png",
+            f"{s.name}: {what}, {s.fleet.devices} devices, {s.strategy.name}",
+            plan.layout.segment_starts,
+            "devices' test examples, base condition" if s.data.path else "clean factory test set",
+        )
     summary: dict[str, Any] = {
         "scenario": s.name,
         "task": data_label(s),
         "devices": s.fleet.devices,
         "gateways": plan.layout.gateways,
         "rounds": s.rounds,
-        "complete": plan.server.round >= s.rounds,  # false: interrupted (Ctrl-C/SIGTERM); --resume continues it
+        "complete": plan.server.round
+        >= s.rounds,  # false: interrupted (Ctrl-C/SIGTERM); --resume continues it
         "rounds_done": plan.server.round,
         "base_model": {
             "float_accuracy_clean": plan.base_meta["float_accuracy"],
             "int8_accuracy_clean": plan.base_meta["int8_accuracy"],
             "bytes": plan.base_meta["bytes"],
-            **{k: plan.base_meta[k] for k in ("source", "head", "central_head_accuracy", "classes") if k in plan.base_meta},
+            **{
+                k: plan.base_meta[k]
+                for k in ("source", "head", "central_head_accuracy", "classes")
+                if k in plan.base_meta
+            },
         },
         "initial_accuracy": rows[0].accuracy,
         "final_accuracy": rows[-1].accuracy,
@@ -271,8 +336,9 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
     summary["energy_j"] = round(sum(r.energy_j for r in rows), 6)
     summary["stragglers"] = sum(r.stragglers for r in rows)
     summary["devices_dropped"] = sum(r.devices_dropped for r in rows)
-    summary["evaluation"] = evaluation_info(out / FLEET_DIR, s.fleet.test_samples_per_device,
-                                            min(s.eval.baseline_devices, s.fleet.devices))
+    summary["evaluation"] = evaluation_info(
+        out / FLEET_DIR, s.fleet.test_samples_per_device, min(s.eval.baseline_devices, s.fleet.devices)
+    )
     _concat_device_log(out)
     summary["wall_seconds"] = round(time.time() - plan.started, 1)
     if s.output.plots:
@@ -314,12 +380,22 @@ def fleet_stats(plan: RunPlan) -> dict[str, Any]:
         "faulty_devices": int(np.load(fd / "faulty.npy").sum()),
         "pool_samples": int(np.prod(np.load(fd / "pool_feats.npy", mmap_mode="r").shape[:-1])),
         # the Ray nodes whose gateways did work (each gateway process notes its node: clients/simulated/app.py)
-        "ray_nodes": sorted(p.name for p in (fd / "ray_nodes").iterdir()) if (fd / "ray_nodes").is_dir() else [],
+        "ray_nodes": sorted(p.name for p in (fd / "ray_nodes").iterdir())
+        if (fd / "ray_nodes").is_dir()
+        else [],
     }
 
 
-def run_scenario(s: Scenario, out_dir: Path, log: Log = print, progress: Any = None, resume: bool = False,
-                 ray_address: str = "", stop_after: int = 0, stop: Any = None) -> dict[str, Any]:
+def run_scenario(
+    s: Scenario,
+    out_dir: Path,
+    log: Log = print,
+    progress: Any = None,
+    resume: bool = False,
+    ray_address: str = "",
+    stop_after: int = 0,
+    stop: Any = None,
+) -> dict[str, Any]:
     """The main job: prepare, simulate, write results. Returns the summary.
 
     With ``stop`` (a :class:`fedtiny.interrupt.StopSignal`), a Ctrl-C or SIGTERM during the rounds writes the
@@ -380,5 +456,3 @@ def finish_interrupted(plan: RunPlan) -> dict[str, Any] | None:
     if not plan.server.rows:
         return None
     return finish_run(plan)
-
-

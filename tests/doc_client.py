@@ -28,16 +28,46 @@ PRE_HELLO_MAX_PAYLOAD = 256
 
 # section 4
 HELLO, STATUS, RESET = 0x01, 0x02, 0x03
-GET_HEAD, SET_HEAD, PUSH_SAMPLES, TRAIN, READ_UPDATE, UPDATE_ACK, EVALUATE = 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16
+GET_HEAD, SET_HEAD, PUSH_SAMPLES, TRAIN, READ_UPDATE, UPDATE_ACK, EVALUATE = (
+    0x10,
+    0x11,
+    0x12,
+    0x13,
+    0x14,
+    0x15,
+    0x16,
+)
 UPLOAD_BEGIN, UPLOAD_CHUNK, UPLOAD_STATUS, VERIFY, ACTIVATE, CONFIRM, ROLLBACK = (
-    0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26)
+    0x20,
+    0x21,
+    0x22,
+    0x23,
+    0x24,
+    0x25,
+    0x26,
+)
 
 # section 2
 STATUS_NAMES = {
-    0: "OK", 1: "UNKNOWN_TYPE", 2: "BAD_VERSION", 3: "MALFORMED", 4: "BAD_STATE", 5: "BAD_OFFSET",
-    6: "HASH_MISMATCH", 7: "AUTH_FAILED", 8: "NO_SPACE", 9: "NO_UPDATE", 10: "UPDATE_PENDING",
-    11: "SELFTEST_FAILED", 12: "SHAPE_MISMATCH", 13: "FLASH_ERROR", 14: "BUSY", 15: "UNSUPPORTED",
-    16: "CACHE_EMPTY", 17: "DOWNGRADE", 255: "INTERNAL",
+    0: "OK",
+    1: "UNKNOWN_TYPE",
+    2: "BAD_VERSION",
+    3: "MALFORMED",
+    4: "BAD_STATE",
+    5: "BAD_OFFSET",
+    6: "HASH_MISMATCH",
+    7: "AUTH_FAILED",
+    8: "NO_SPACE",
+    9: "NO_UPDATE",
+    10: "UPDATE_PENDING",
+    11: "SELFTEST_FAILED",
+    12: "SHAPE_MISMATCH",
+    13: "FLASH_ERROR",
+    14: "BUSY",
+    15: "UNSUPPORTED",
+    16: "CACHE_EMPTY",
+    17: "DOWNGRADE",
+    255: "INTERNAL",
 }
 STATUS_CODES = {v: k for k, v in STATUS_NAMES.items()}
 
@@ -105,7 +135,7 @@ def cobs_decode(data: bytes) -> bytes:
         if code == 0:
             raise ValueError("zero byte inside a COBS frame")
         i += 1
-        block = data[i:i + code - 1]
+        block = data[i : i + code - 1]
         if len(block) != code - 1 or 0 in block:
             raise ValueError("truncated COBS block")
         out += block
@@ -181,23 +211,69 @@ class HelloInfo:
 
     @classmethod
     def parse(cls, p: bytes) -> HelloInfo:
-        (pv, n_slots, max_payload, device_id, caps, c, d, cap, count, max_image, raw_len, rx_window,
-         active) = struct.unpack_from("<BBHIIHHIIIHBB", p, 0)
+        (
+            pv,
+            n_slots,
+            max_payload,
+            device_id,
+            caps,
+            c,
+            d,
+            cap,
+            count,
+            max_image,
+            raw_len,
+            rx_window,
+            active,
+        ) = struct.unpack_from("<BBHIIHHIIIHBB", p, 0)
         n = p[32]
-        name = p[33:33 + n].decode("utf-8")
+        name = p[33 : 33 + n].decode("utf-8")
         m = p[33 + n]
-        fw = p[34 + n:34 + n + m].decode("utf-8")
+        fw = p[34 + n : 34 + n + m].decode("utf-8")
         if len(p) != 34 + n + m:
             raise ValueError(f"HelloInfo of {len(p)} bytes, expected {34 + n + m}")
-        return cls(pv, n_slots, max_payload, device_id, caps, c, d, cap, count, max_image, raw_len, rx_window,
-                   active, name, fw)
+        return cls(
+            pv,
+            n_slots,
+            max_payload,
+            device_id,
+            caps,
+            c,
+            d,
+            cap,
+            count,
+            max_image,
+            raw_len,
+            rx_window,
+            active,
+            name,
+            fw,
+        )
 
     def encode(self) -> bytes:
         name, fw = self.board_name.encode(), self.fw_version.encode()
-        return struct.pack("<BBHIIHHIIIHBB", self.proto_version, self.n_slots, self.max_payload, self.device_id,
-                           self.capabilities, self.C, self.D, self.cache_capacity, self.cache_count,
-                           self.max_image, self.raw_input_len, self.rx_window, self.active_slot) + \
-            bytes([len(name)]) + name + bytes([len(fw)]) + fw
+        return (
+            struct.pack(
+                "<BBHIIHHIIIHBB",
+                self.proto_version,
+                self.n_slots,
+                self.max_payload,
+                self.device_id,
+                self.capabilities,
+                self.C,
+                self.D,
+                self.cache_capacity,
+                self.cache_count,
+                self.max_image,
+                self.raw_input_len,
+                self.rx_window,
+                self.active_slot,
+            )
+            + bytes([len(name)])
+            + name
+            + bytes([len(fw)])
+            + fw
+        )
 
 
 @dataclass
@@ -225,7 +301,7 @@ class SlotStatus:
         slots = []
         for i in range(n):
             state, kind, _res, total, received = struct.unpack_from("<BBHII", p, 4 + 44 * i)
-            sha = p[4 + 44 * i + 12:4 + 44 * i + 44]
+            sha = p[4 + 44 * i + 12 : 4 + 44 * i + 44]
             slots.append(SlotInfo(state, kind, total, received, bytes(sha)))
         return cls(n, active, confirmed, flags, slots)
 
@@ -271,10 +347,23 @@ class HeadPatch:
 
     def encode(self) -> bytes:
         c, d = self.weights.shape
-        return (self.MAGIC + struct.pack("<BBHHbbff", 1, 0, c, d, self.input_zero_point, self.output_zero_point,
-                                         self.input_scale, self.output_scale)
-                + np.asarray(self.weight_scales, "<f4").tobytes() + np.asarray(self.bias, "<i4").tobytes()
-                + np.asarray(self.weights, np.int8).tobytes())
+        return (
+            self.MAGIC
+            + struct.pack(
+                "<BBHHbbff",
+                1,
+                0,
+                c,
+                d,
+                self.input_zero_point,
+                self.output_zero_point,
+                self.input_scale,
+                self.output_scale,
+            )
+            + np.asarray(self.weight_scales, "<f4").tobytes()
+            + np.asarray(self.bias, "<i4").tobytes()
+            + np.asarray(self.weights, np.int8).tobytes()
+        )
 
     @classmethod
     def parse(cls, p: bytes) -> HeadPatch:
@@ -291,8 +380,15 @@ class HeadPatch:
     def to_int8_head(self):
         from fedtiny.ondevice import Int8Head
 
-        return Int8Head(self.weights, self.weight_scales, self.bias, self.input_scale, self.input_zero_point,
-                        self.output_scale, self.output_zero_point)
+        return Int8Head(
+            self.weights,
+            self.weight_scales,
+            self.bias,
+            self.input_scale,
+            self.input_zero_point,
+            self.output_scale,
+            self.output_zero_point,
+        )
 
 
 @dataclass
@@ -344,8 +440,17 @@ def samples_payload(kind: int, labels, samples: np.ndarray, clear: bool = False)
     return struct.pack("<BBHH", kind, 1 if clear else 0, n, dim) + labels.tobytes() + data
 
 
-def train_payload(epochs: int, batch_size: int, lr: float, momentum: float, weight_decay: float, prox_mu: float,
-                  seed: int, round_: int, flags: int | None = 0) -> bytes:
+def train_payload(
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    prox_mu: float,
+    seed: int,
+    round_: int,
+    flags: int | None = 0,
+) -> bytes:
     p = struct.pack("<HHffffII", epochs, batch_size, lr, momentum, weight_decay, prox_mu, seed, round_)
     return p if flags is None else p + struct.pack("<I", flags)  # flags None: the 28-byte legacy form
 
@@ -355,13 +460,25 @@ def image_tag(key: bytes, kind: int, total_len: int, sha256: bytes, security_cou
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
-def upload_begin_payload(kind: int, slot: int, image: bytes, key: bytes | None, restart: bool = False,
-                         tag: bytes | None = None, sha: bytes | None = None, security_counter: int = 0) -> bytes:
+def upload_begin_payload(
+    kind: int,
+    slot: int,
+    image: bytes,
+    key: bytes | None,
+    restart: bool = False,
+    tag: bytes | None = None,
+    sha: bytes | None = None,
+    security_counter: int = 0,
+) -> bytes:
     sha = sha if sha is not None else hashlib.sha256(image).digest()
     if tag is None:
         tag = image_tag(key, kind, len(image), sha, security_counter) if key is not None else bytes(32)
-    return (struct.pack("<BBBBI", kind, slot, 1 if restart else 0, 0, len(image)) + sha + tag
-            + struct.pack("<I", security_counter))
+    return (
+        struct.pack("<BBBBI", kind, slot, 1 if restart else 0, 0, len(image))
+        + sha
+        + tag
+        + struct.pack("<I", security_counter)
+    )
 
 
 def confirm_payload(slot: int, tolerance: int, inputs: np.ndarray, expected: np.ndarray) -> bytes:
@@ -379,8 +496,15 @@ def confirm_payload(slot: int, tolerance: int, inputs: np.ndarray, expected: np.
 class DocClient:
     """Host side over a byte stream (a TCP socket to ``fedtiny emulate``), section 3 rules."""
 
-    def __init__(self, host: str, port: int, *, base_timeout: float = 0.5, attempts: int = 8,
-                 op_timeouts: dict[int, float] | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        base_timeout: float = 0.5,
+        attempts: int = 8,
+        op_timeouts: dict[int, float] | None = None,
+    ) -> None:
         self.sock = socket.create_connection((host, port), timeout=5)
         self.rx = bytearray()
         self.seq = random.randrange(1 << 16)
@@ -422,7 +546,7 @@ class DocClient:
             idx = self.rx.find(0)
             if idx >= 0:
                 enc = bytes(self.rx[:idx])
-                del self.rx[:idx + 1]
+                del self.rx[: idx + 1]
                 if not enc:
                     continue  # empty frame: ignored
                 fr = parse_wire(enc)
@@ -449,8 +573,15 @@ class DocClient:
         return self.base_timeout  # a socket: wire_time is ~0
 
     # -- one exchange, with section 3 retries
-    def exchange(self, typ: int, payload: bytes = b"", *, seq: int | None = None, version: int = PROTO_VERSION,
-                 raise_on_error: bool = True) -> Frame:
+    def exchange(
+        self,
+        typ: int,
+        payload: bytes = b"",
+        *,
+        seq: int | None = None,
+        version: int = PROTO_VERSION,
+        raise_on_error: bool = True,
+    ) -> Frame:
         if len(payload) > self.max_payload:
             raise ValueError(f"payload of {len(payload)} bytes > max_payload {self.max_payload}")
         seq = self.next_seq() if seq is None else seq
@@ -497,12 +628,12 @@ class DocClient:
             p = self.call(typ, blob_read(len(out), page))
             pages += 1
             if with_id:
-                this_uid, = struct.unpack_from("<I", p, 0)
+                (this_uid,) = struct.unpack_from("<I", p, 0)
                 p = p[4:]
                 if uid is not None and this_uid != uid:
                     raise LinkError("update_id changed between pages")
                 uid = this_uid
-            this_total, = struct.unpack_from("<I", p, 0)
+            (this_total,) = struct.unpack_from("<I", p, 0)
             if total is not None and this_total != total:
                 raise LinkError("total_len changed between pages")
             total = this_total
@@ -521,8 +652,10 @@ class DocClient:
         """SET_HEAD in pieces; returns the `staged` answered to each piece."""
         out = []
         for off in range(0, len(patch), chunk):
-            data = patch[off:off + chunk]
-            out.append(struct.unpack("<I", self.call(SET_HEAD, struct.pack("<II", len(patch), off) + data))[0])
+            data = patch[off : off + chunk]
+            out.append(
+                struct.unpack("<I", self.call(SET_HEAD, struct.pack("<II", len(patch), off) + data))[0]
+            )
         return out
 
     def push_samples(self, kind: int, labels, samples, clear: bool = False) -> tuple[int, int]:
@@ -554,8 +687,9 @@ class DocClient:
     def upload_chunk(self, offset: int, data: bytes) -> int:
         return struct.unpack("<I", self.call(UPLOAD_CHUNK, struct.pack("<I", offset) + data))[0]
 
-    def upload_chunks_pipelined(self, image: bytes, start: int, chunk: int, window: int,
-                                stop_after: int | None = None) -> int:
+    def upload_chunks_pipelined(
+        self, image: bytes, start: int, chunk: int, window: int, stop_after: int | None = None
+    ) -> int:
         """Section 6 steps 3-4: up to ``window`` UPLOAD_CHUNKs in flight, go-back-N on a gap.
 
         ``stop_after``: abandon the upload (like a dropped link) after this many chunks were sent, without
@@ -571,10 +705,11 @@ class DocClient:
             while len(inflight) < window and offset < len(image):
                 if stop_after is not None and sent >= stop_after:
                     return nxt
-                data = image[offset:offset + chunk]
+                data = image[offset : offset + chunk]
                 seq = self.next_seq()
-                self.send_raw(Frame(PROTO_VERSION, UPLOAD_CHUNK, 0, 0, seq,
-                                    struct.pack("<I", offset) + data).wire())
+                self.send_raw(
+                    Frame(PROTO_VERSION, UPLOAD_CHUNK, 0, 0, seq, struct.pack("<I", offset) + data).wire()
+                )
                 inflight[seq] = offset + len(data)
                 order.append(seq)
                 offset += len(data)
@@ -592,7 +727,7 @@ class DocClient:
                 continue
             if fr.status != 0:
                 raise DeviceError(fr.status, fr.payload.decode("utf-8", "replace"))
-            got, = struct.unpack("<I", fr.payload)
+            (got,) = struct.unpack("<I", fr.payload)
             end = inflight.pop(fr.seq)
             order.remove(fr.seq)
             if got != end:  # a gap: abandon everything in flight, go back
@@ -634,6 +769,8 @@ def doc_vectors(doc: Path) -> list[Vector]:
     text = doc.read_text()
     block = text.split("VECTORS-BEGIN", 1)[1].split("VECTORS-END", 1)[0]
     out = []
-    for m in re.finditer(r"^\* (.+?)\n\s+- decoded: `([0-9a-f]+)`\n\s+- wire: `([0-9a-f]+)`", block, re.MULTILINE):
+    for m in re.finditer(
+        r"^\* (.+?)\n\s+- decoded: `([0-9a-f]+)`\n\s+- wire: `([0-9a-f]+)`", block, re.MULTILINE
+    ):
         out.append(Vector(m.group(1).strip(), bytes.fromhex(m.group(2)), bytes.fromhex(m.group(3))))
     return out

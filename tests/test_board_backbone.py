@@ -41,8 +41,9 @@ def vib_model() -> bytes:
     x = keras.layers.Conv2D(8, 3, strides=4, activation="relu")(inp)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(64, activation="relu", name="features", bias_initializer="ones")(x)
-    out = keras.layers.Dense(TASK.num_classes, name="head",
-                             bias_initializer=keras.initializers.RandomNormal(0, 0.5))(x)
+    out = keras.layers.Dense(
+        TASK.num_classes, name="head", bias_initializer=keras.initializers.RandomNormal(0, 0.5)
+    )(x)
     rep = TASK.generate(np.arange(100) % TASK.num_classes, np.random.default_rng(0))
     return convert_to_int8(keras.Model(inp, out), TASK.input_shape, rep)
 
@@ -163,7 +164,9 @@ def test_full_tflite_upload_confirm_rollback(vib_model: bytes, tmp_path) -> None
     assert np.array_equal(_cached(board), r2.run_int8(xq)[1])
     # ... or golden raw model inputs (the board runs the whole new model in TFLite Micro)
     old_again = write_head(vib_model, old)
-    with pytest.raises(ProtocolError, match="at most 4096: send fewer"):  # 5 x 1 KiB inputs do not fit one frame
+    with pytest.raises(
+        ProtocolError, match="at most 4096: send fewer"
+    ):  # 5 x 1 KiB inputs do not fit one frame
         s.deploy_model(old_again, xq[:5])
     st = s.deploy_model(old_again, xq[:3])
     assert st.confirmed == 0 and board.running_model() == old_again

@@ -63,20 +63,23 @@ def golden(n: int = 4) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- defects 1 and 3
-@pytest.mark.parametrize("req", [
-    TrainRequest(1, 4, INF, 0, 0, 0, 1, 1, TRAIN_FIXED),  # crashed the emulator (OverflowError)
-    TrainRequest(1, 4, INF, 0, 0, 0, 1, 1),
-    TrainRequest(1, 4, 0.05, INF, 0, 0, 1, 1),
-    TrainRequest(1, 4, 0.05, 0, INF, 0, 1, 1),
-    TrainRequest(1, 4, 0.05, 0, 0, INF, 1, 1),
-    TrainRequest(1, 4, float("nan"), 0, 0, 0, 1, 1),
-    TrainRequest(1, 4, 0.05, 1.0, 0, 0, 1, 1),
-    TrainRequest(1, 4, 100.5, 0, 0, 0, 1, 1),
-    TrainRequest(1, 4, 0.05, 0, 101, 0, 1, 1),
-    TrainRequest(1, 4, 0.05, 0, 0, 101, 1, 1),
-    TrainRequest(1001, 4, 0.05, 0, 0, 0, 1, 1),
-    TrainRequest(65535, 1, 0.05, 0, 0, 0, 1, 1),  # hung the emulator for 30 minutes
-])
+@pytest.mark.parametrize(
+    "req",
+    [
+        TrainRequest(1, 4, INF, 0, 0, 0, 1, 1, TRAIN_FIXED),  # crashed the emulator (OverflowError)
+        TrainRequest(1, 4, INF, 0, 0, 0, 1, 1),
+        TrainRequest(1, 4, 0.05, INF, 0, 0, 1, 1),
+        TrainRequest(1, 4, 0.05, 0, INF, 0, 1, 1),
+        TrainRequest(1, 4, 0.05, 0, 0, INF, 1, 1),
+        TrainRequest(1, 4, float("nan"), 0, 0, 0, 1, 1),
+        TrainRequest(1, 4, 0.05, 1.0, 0, 0, 1, 1),
+        TrainRequest(1, 4, 100.5, 0, 0, 0, 1, 1),
+        TrainRequest(1, 4, 0.05, 0, 101, 0, 1, 1),
+        TrainRequest(1, 4, 0.05, 0, 0, 101, 1, 1),
+        TrainRequest(1001, 4, 0.05, 0, 0, 0, 1, 1),
+        TrainRequest(65535, 1, 0.05, 0, 0, 0, 1, 1),  # hung the emulator for 30 minutes
+    ],
+)
 def test_train_out_of_range_is_malformed(req: TrainRequest) -> None:
     b = board()
     s = session(b)
@@ -252,8 +255,10 @@ def test_downgrade_refused() -> None:
 def test_head_input_quantization_checked_without_backbone() -> None:
     b = board()
     s = session(b)
-    for other in (default_head().with_(input_scale=default_head().input_scale * 2),
-                  default_head().with_(input_zero_point=default_head().input_zero_point + 1)):
+    for other in (
+        default_head().with_(input_scale=default_head().input_scale * 2),
+        default_head().with_(input_zero_point=default_head().input_zero_point + 1),
+    ):
         st = s.upload(encode_head_patch(other))
         with pytest.raises(DeviceError, match="SHAPE_MISMATCH"):
             s.verify(st.slot)
@@ -311,8 +316,9 @@ def test_refusals_and_chunks_do_not_replace_the_retry_cache() -> None:
     b.feed(encode_frame(push))  # the retry: answered from the cache
     assert b.cache.count[0] == 1
     image = encode_head_patch(default_head().with_(bias=default_head().bias + 4))
-    begin = Frame(MsgType.UPLOAD_BEGIN, 50,
-                  UploadBegin.for_image(image, 1, KEY, flags=UPLOAD_RESTART).encode())
+    begin = Frame(
+        MsgType.UPLOAD_BEGIN, 50, UploadBegin.for_image(image, 1, KEY, flags=UPLOAD_RESTART).encode()
+    )
     b.feed(encode_frame(begin))
     b.feed(encode_frame(Frame(MsgType.UPLOAD_CHUNK, 51, struct.pack("<I", 0) + image[:300])))
     b.feed(encode_frame(begin))  # a stale duplicate of the RESTART BEGIN
@@ -329,12 +335,16 @@ def test_idle_tcp_client_does_not_block_others(tmp_path) -> None:
         addr.append(a)
         ready.set()
 
-    th = threading.Thread(target=serve_board, args=("socket://127.0.0.1:0", str(tmp_path / "b.flash"), 5, KEY),
-                          kwargs={"stop": stop, "ready": on_ready}, daemon=True)
+    th = threading.Thread(
+        target=serve_board,
+        args=("socket://127.0.0.1:0", str(tmp_path / "b.flash"), 5, KEY),
+        kwargs={"stop": stop, "ready": on_ready},
+        daemon=True,
+    )
     th.start()
     try:
         assert ready.wait(10)
-        host, port = addr[0][len("socket://"):].rsplit(":", 1)
+        host, port = addr[0][len("socket://") :].rsplit(":", 1)
         idle = socket.create_connection((host, int(port)))
         idle.sendall(b"\x01\x02")  # a partial frame, then nothing
         s = BoardSession(open_transport(addr[0]), key=KEY, timeout=1.0, seed=1)

@@ -19,7 +19,9 @@ LABELS = RNG.integers(0, 10, 150)
 
 
 def _session(**cfg: object) -> BoardSession:
-    s = BoardSession(InProcessTransport(VirtualBoard(BoardConfig(device_id=9, fleet_key=KEY, **cfg))), key=KEY)
+    s = BoardSession(
+        InProcessTransport(VirtualBoard(BoardConfig(device_id=9, fleet_key=KEY, **cfg))), key=KEY
+    )
     s.hello()
     return s
 
@@ -30,10 +32,19 @@ def spec_fixed(req: TrainRequest, device_id: int, capacity: int = 256):
     cache.push(FEATS[None], LABELS[None])
     h = default_head()
     fh = dequantize_head(h)
-    return train_heads_fixed(fh.weights, fh.bias, cache.features, cache.labels, cache.count,
-                             TrainConfig(req.epochs, req.batch_size, float(np.float32(req.lr)), 0.0, 0.0, 0.0),
-                             input_scale=h.input_scale, input_zero_point=h.input_zero_point, seed=req.seed,
-                             round_=req.round, device_ids=np.array([device_id]))
+    return train_heads_fixed(
+        fh.weights,
+        fh.bias,
+        cache.features,
+        cache.labels,
+        cache.count,
+        TrainConfig(req.epochs, req.batch_size, float(np.float32(req.lr)), 0.0, 0.0, 0.0),
+        input_scale=h.input_scale,
+        input_zero_point=h.input_zero_point,
+        seed=req.seed,
+        round_=req.round,
+        device_ids=np.array([device_id]),
+    )
 
 
 def test_fixed_training_is_the_spec_bit_for_bit() -> None:

@@ -50,8 +50,12 @@ def test_in_process_round(tmp_path) -> None:
 def _serve(uri: str, tmp_path) -> tuple[str, threading.Event, threading.Thread]:
     stop, addr = threading.Event(), []
     ready = threading.Event()
-    th = threading.Thread(target=serve_board, args=(uri, str(tmp_path / "s.flash"), 5, KEY),
-                          kwargs={"stop": stop, "ready": lambda a: (addr.append(a), ready.set())}, daemon=True)
+    th = threading.Thread(
+        target=serve_board,
+        args=(uri, str(tmp_path / "s.flash"), 5, KEY),
+        kwargs={"stop": stop, "ready": lambda a: (addr.append(a), ready.set())},
+        daemon=True,
+    )
     th.start()
     assert ready.wait(5)
     return addr[0], stop, th

@@ -87,8 +87,13 @@ def test_many_redeploys_over_faulty_link() -> None:
     for i in range(n):
         cfg.device_id = i
         board = VirtualBoard(cfg, None)
-        link = FaultyTransport(InProcessTransport(board), seed=i, corrupt=0.01, disconnect_rate=0.002,
-                               on_disconnect=(board.reboot if rng.random() < 0.3 else None))
+        link = FaultyTransport(
+            InProcessTransport(board),
+            seed=i,
+            corrupt=0.01,
+            disconnect_rate=0.002,
+            on_disconnect=(board.reboot if rng.random() < 0.3 else None),
+        )
         s = BoardSession(link, timeout=0.0, retries=12, key=KEY, payload_limit=48)
         s.op_timeout = 0.0
         new = heads[1 + i % 3]

@@ -55,8 +55,10 @@ PASS_LINE = re.compile(r"^(\d+) passed, (\d+) failed$", re.M)
 def need(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (apt: gcc-arm-none-eabi libnewlib-arm-none-eabi "
-                    f"qemu-system-arm clang libclang-rt-14-dev; `make system-deps`)")
+        pytest.skip(
+            f"{', '.join(missing)} not installed (apt: gcc-arm-none-eabi libnewlib-arm-none-eabi "
+            f"qemu-system-arm clang libclang-rt-14-dev; `make system-deps`)"
+        )
 
 
 def make(*targets: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -85,9 +87,23 @@ def test_c_unit_tests_host_asan_ubsan() -> None:
 def test_c_unit_tests_qemu_cortex_m4() -> None:
     need("arm-none-eabi-gcc", "qemu-system-arm")
     make("build/mps2/unit_tests.elf")
-    r = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
-                        "-semihosting-config", "enable=on,target=native", "-kernel",
-                        str(BUILD / "mps2" / "unit_tests.elf")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            "qemu-system-arm",
+            "-M",
+            "mps2-an386",
+            "-nographic",
+            "-monitor",
+            "none",
+            "-semihosting-config",
+            "enable=on,target=native",
+            "-kernel",
+            str(BUILD / "mps2" / "unit_tests.elf"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert check_pass_line(r.stdout) >= 22
 
@@ -97,17 +113,27 @@ def test_c_unit_tests_64x10_fixed_point_config() -> None:
     without an FPU: TRAIN runs ft_train_fixed) builds and passes too."""
     defs = "FT_DEFS=-DFT_MAX_CLASSES=10 -DFT_MAX_DIM=64 -DFT_MAX_PAYLOAD=512 -DFT_USE_FLOAT=0"
     need("make", "cc")
-    r = subprocess.run(["make", "-C", str(FW), "B=build/small", defs, "build/small/host/unit_tests"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["make", "-C", str(FW), "B=build/small", defs, "build/small/host/unit_tests"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r = subprocess.run([str(BUILD / "small" / "host" / "unit_tests")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [str(BUILD / "small" / "host" / "unit_tests")], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stdout[-3000:]
     assert check_pass_line(r.stdout) >= 22
 
 
 def test_golden_vectors_up_to_date() -> None:
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_golden.py"), "--check"], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_golden.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -117,9 +143,20 @@ def test_fuzz_frame_and_message_parser() -> None:
     make("build/fuzz/fuzz_link")
     work = BUILD / "fuzz" / "corpus"
     work.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([str(BUILD / "fuzz" / "fuzz_link"), f"-max_total_time={secs}", "-max_len=2048", "-timeout=5",
-                        "-print_final_stats=1", str(work), str(FW / "tests" / "fuzz" / "corpus")],
-                       capture_output=True, text=True, timeout=secs + 120)
+    r = subprocess.run(
+        [
+            str(BUILD / "fuzz" / "fuzz_link"),
+            f"-max_total_time={secs}",
+            "-max_len=2048",
+            "-timeout=5",
+            "-print_final_stats=1",
+            str(work),
+            str(FW / "tests" / "fuzz" / "corpus"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=secs + 120,
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     assert "Done" in r.stderr and "ERROR" not in r.stderr
 
@@ -134,13 +171,19 @@ class HostBoard:
         self.proc: subprocess.Popen[str] | None = None
         self.uri = ""
 
-    def start(self, *extra: str) -> "HostBoard":
-        self.proc = subprocess.Popen([str(self.exe), "--tcp", "0", "--flash", str(self.flash),
-                                      *self.args, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def start(self, *extra: str) -> HostBoard:
+        self.proc = subprocess.Popen(
+            [str(self.exe), "--tcp", "0", "--flash", str(self.flash), *self.args, *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         m = re.search(r"(socket://\S+)", line)
-        assert m, f"host firmware did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}"
+        assert m, (
+            f"host firmware did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}"
+        )
         self.uri = m.group(1)
         return self
 
@@ -179,9 +222,19 @@ def spec_update(head, x, y, req: TrainRequest, device_id: int, capacity: int):
     cache.push(x[None], y[None])
     fh = dequantize_head(head)
     cfg = TrainConfig(req.epochs, req.batch_size, req.lr, req.momentum, req.weight_decay, req.prox_mu)
-    return train_heads(fh.weights, fh.bias, cache.features, cache.labels, cache.count, cfg,
-                       input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=req.seed,
-                       round_=req.round, device_ids=np.array([device_id]))
+    return train_heads(
+        fh.weights,
+        fh.bias,
+        cache.features,
+        cache.labels,
+        cache.count,
+        cfg,
+        input_scale=head.input_scale,
+        input_zero_point=head.input_zero_point,
+        seed=req.seed,
+        round_=req.round,
+        device_ids=np.array([device_id]),
+    )
 
 
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
@@ -204,8 +257,11 @@ def float32_noise(head, x, y, req: TrainRequest, device_id: int, capacity: int) 
     alt = spec_update(head.with_(weights=head.weights[:, perm]), x[:, perm], y, req, device_id, capacity)
     w = np.empty_like(alt.weights[0])
     w[:, perm] = alt.weights[0]
-    return (rel_err(w, ref.weights[0]), rel_err(alt.bias[0], ref.bias[0]),
-            abs(float(alt.loss[0]) - float(ref.loss[0])) / abs(float(ref.loss[0])))
+    return (
+        rel_err(w, ref.weights[0]),
+        rel_err(alt.bias[0], ref.bias[0]),
+        abs(float(alt.loss[0]) - float(ref.loss[0])) / abs(float(ref.loss[0])),
+    )
 
 
 def assert_matches_spec(w, b, loss, head, x, y, req: TrainRequest, device_id: int, capacity: int) -> None:
@@ -327,10 +383,16 @@ def test_fixed_point_training_identical_on_firmware_and_virtual_board(host_fw: P
     """TRAIN with flag FIXED: the FT_USE_FLOAT=0 host firmware (no FPU: fixed capability only), the default
     firmware (both) and the virtual board give the same update bit for bit, and that is the spec's
     train_heads_fixed on the pushed features."""
-    r = subprocess.run(["make", "-C", str(FW), "B=build/fixed", "FT_DEFS=-DFT_USE_FLOAT=0", "build/fixed/host/fedtiny-fw"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["make", "-C", str(FW), "B=build/fixed", "FT_DEFS=-DFT_USE_FLOAT=0", "build/fixed/host/fedtiny-fw"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    fixed = HostBoard(tmp_path / "fixed.bin", "--device-id", "5", exe=BUILD / "fixed" / "host" / "fedtiny-fw").start()
+    fixed = HostBoard(
+        tmp_path / "fixed.bin", "--device-id", "5", exe=BUILD / "fixed" / "host" / "fedtiny-fw"
+    ).start()
     full = HostBoard(tmp_path / "float.bin", "--device-id", "5").start()
     vb = VirtualBoard(BoardConfig(device_id=5, fleet_key=KEY, cache_capacity=200))
     try:
@@ -339,7 +401,9 @@ def test_fixed_point_training_identical_on_firmware_and_virtual_board(host_fw: P
         sv.hello()
         assert sf.info.capabilities & (Cap.FIXED_TRAIN | Cap.FLOAT_TRAIN) == Cap.FIXED_TRAIN
         for s in (sc, sv):
-            assert s.info.capabilities & (Cap.FIXED_TRAIN | Cap.FLOAT_TRAIN) == Cap.FIXED_TRAIN | Cap.FLOAT_TRAIN
+            assert (
+                s.info.capabilities & (Cap.FIXED_TRAIN | Cap.FLOAT_TRAIN) == Cap.FIXED_TRAIN | Cap.FLOAT_TRAIN
+            )
         x, y = samples(12, 260)  # more than the cache: the ring buffer wraps
         for s in (sf, sc, sv):
             s.push_samples(x, y, clear=True)
@@ -353,11 +417,19 @@ def test_fixed_point_training_identical_on_firmware_and_virtual_board(host_fw: P
         cache = FeatureCache(1, 200, 64)
         cache.push(x[None], y[None])
         fh = dequantize_head(default_head())
-        ref = train_heads_fixed(fh.weights, fh.bias, cache.features, cache.labels, cache.count,
-                                TrainConfig(3, 10, float(np.float32(0.02)), 0.0, 0.0, 0.0),
-                                input_scale=default_head().input_scale,
-                                input_zero_point=default_head().input_zero_point, seed=7, round_=11,
-                                device_ids=np.array([5]))
+        ref = train_heads_fixed(
+            fh.weights,
+            fh.bias,
+            cache.features,
+            cache.labels,
+            cache.count,
+            TrainConfig(3, 10, float(np.float32(0.02)), 0.0, 0.0, 0.0),
+            input_scale=default_head().input_scale,
+            input_zero_point=default_head().input_zero_point,
+            seed=7,
+            round_=11,
+            device_ids=np.array([5]),
+        )
         for tr, u in zip(res, upd):
             assert tr.num_examples == u.num_examples == 200
             assert np.array_equal(u.weights, ref.weights[0]) and np.array_equal(u.bias, ref.bias[0])
@@ -421,7 +493,7 @@ class QemuBoard:
         self.proc: subprocess.Popen[bytes] | None = None
         self.uri = ""
 
-    def start(self) -> "QemuBoard":
+    def start(self) -> QemuBoard:
         elf = BUILD / "mps2" / "fw.elf"
         nm = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True, check=True).stdout
         addr = int(re.search(r"^([0-9a-f]+) \S ft_board_cfg$", nm, re.M).group(1), 16)  # type: ignore[union-attr]
@@ -430,10 +502,23 @@ class QemuBoard:
             port = tmp.getsockname()[1]
         data = (self.device_id << 32) | 0xB0A4DCF6
         self.proc = subprocess.Popen(
-            ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial",
-             f"tcp:127.0.0.1:{port},server=on,wait=off,nodelay=on", "-device",
-             f"loader,addr=0x{addr:x},data=0x{data:x},data-len=8", "-kernel", str(elf)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            [
+                "qemu-system-arm",
+                "-M",
+                "mps2-an386",
+                "-nographic",
+                "-monitor",
+                "none",
+                "-serial",
+                f"tcp:127.0.0.1:{port},server=on,wait=off,nodelay=on",
+                "-device",
+                f"loader,addr=0x{addr:x},data=0x{data:x},data-len=8",
+                "-kernel",
+                str(elf),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -441,7 +526,7 @@ class QemuBoard:
                 break
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise AssertionError("QEMU did not open its serial port")
+                    raise AssertionError("QEMU did not open its serial port") from None
                 time.sleep(0.1)
         self.uri = f"socket://127.0.0.1:{port}"
         return self
@@ -491,8 +576,12 @@ def test_federated_round_two_qemu_boards_and_a_virtual_board(qemu_fw: Path, tmp_
         ready.set()
 
     cfg = BoardConfig(cache_capacity=200)
-    th = threading.Thread(target=serve_board, args=("socket://127.0.0.1:0", str(tmp_path / "vb.flash"), 43, KEY),
-                          kwargs={"cfg": cfg, "stop": stop, "ready": on_ready}, daemon=True)
+    th = threading.Thread(
+        target=serve_board,
+        args=("socket://127.0.0.1:0", str(tmp_path / "vb.flash"), 43, KEY),
+        kwargs={"cfg": cfg, "stop": stop, "ready": on_ready},
+        daemon=True,
+    )
     th.start()
     try:
         assert ready.wait(10)
@@ -572,17 +661,24 @@ def test_issue10_sequences_answered_alike(host_fw: Path, tmp_path: Path) -> None
 
         x, y = samples(4, 200)
         both(lambda s: s.push_samples(x, y, clear=True))
-        for req in (TrainRequest(1, 4, inf, 0, 0, 0, 1, 1, TRAIN_FIXED), TrainRequest(1, 4, 0.05, inf, 0, 0, 1, 1),
-                    TrainRequest(1, 4, 0.05, 0, 0, float("nan"), 1, 1), TrainRequest(1001, 4, 0.05, 0, 0, 0, 1, 1),
-                    TrainRequest(328, 1, 0.05, 0, 0, 0, 1, 1), TrainRequest(1, 4, 0.05, 1.0, 0, 0, 1, 1)):
+        for req in (
+            TrainRequest(1, 4, inf, 0, 0, 0, 1, 1, TRAIN_FIXED),
+            TrainRequest(1, 4, 0.05, inf, 0, 0, 1, 1),
+            TrainRequest(1, 4, 0.05, 0, 0, float("nan"), 1, 1),
+            TrainRequest(1001, 4, 0.05, 0, 0, 0, 1, 1),
+            TrainRequest(328, 1, 0.05, 0, 0, 0, 1, 1),
+            TrainRequest(1, 4, 0.05, 1.0, 0, 0, 1, 1),
+        ):
             assert both(lambda s, r=req: s.train(r)) == ["MALFORMED"] * 2
         head = default_head()
         patch = encode_head_patch(head.with_(bias=head.bias + 3))
         for s in (sc, sv):
             s.request(MsgType.SET_HEAD, struct.pack("<II", len(patch), 0) + patch[:300])
         assert both(lambda s: s.verify(1)) == ["BAD_STATE"] * 2  # unrelated: the staging is kept
-        assert both(lambda s: s.request(MsgType.SET_HEAD, struct.pack("<II", 10**7, 0) + patch[:8])) == \
-            ["SHAPE_MISMATCH"] * 2
+        assert (
+            both(lambda s: s.request(MsgType.SET_HEAD, struct.pack("<II", 10**7, 0) + patch[:8]))
+            == ["SHAPE_MISMATCH"] * 2
+        )
         both(lambda s: s.request(MsgType.SET_HEAD, struct.pack("<II", len(patch), 300) + patch[300:]))
         # CONFIRM tests the image under test, not a later SET_HEAD
         xh, yh = head.with_(bias=head.bias - 300), head.with_(bias=head.bias + 5000)
@@ -593,17 +689,23 @@ def test_issue10_sequences_answered_alike(host_fw: Path, tmp_path: Path) -> None
             s.activate(st.slot)
             s.set_head(yh)
         assert both(lambda s: s.confirm(1, g, head_forward_int8(yh, g))) == ["SELFTEST_FAILED"] * 2
-        assert both(lambda s: s.request(MsgType.CONFIRM, Confirm(1, 0, g[:0], g[:0, :10]).encode())) == \
-            ["MALFORMED"] * 2
+        assert (
+            both(lambda s: s.request(MsgType.CONFIRM, Confirm(1, 0, g[:0], g[:0, :10]).encode()))
+            == ["MALFORMED"] * 2
+        )
         assert both(lambda s: s.confirm(1, g, head_forward_int8(xh, g))) == ["OK"] * 2
         assert both(lambda s: s.deploy_head(head, g, security_counter=1)) == ["DOWNGRADE"] * 2
         assert both(lambda s: s.activate(0)) == ["DOWNGRADE"] * 2
         other = head.with_(input_scale=head.input_scale * 2)
-        assert both(lambda s: s.verify(s.upload(encode_head_patch(other), security_counter=2).slot)) == \
-            ["SHAPE_MISMATCH"] * 2
+        assert (
+            both(lambda s: s.verify(s.upload(encode_head_patch(other), security_counter=2).slot))
+            == ["SHAPE_MISMATCH"] * 2
+        )
         # a refusal does not replace the retry cache: the retried PUSH is answered from it
         for s in (sc, sv):
-            push = encode_frame(Frame(MsgType.PUSH_SAMPLES, 900, struct.pack("<BBHH", 0, 0, 1, 64) + b"\0\0" + bytes(64)))
+            push = encode_frame(
+                Frame(MsgType.PUSH_SAMPLES, 900, struct.pack("<BBHH", 0, 0, 1, 64) + b"\0\0" + bytes(64))
+            )
             got = []
             for raw in (push, encode_frame(Frame(MsgType.HELLO, 901, b"x")), push):
                 s.t.write(raw)
@@ -657,7 +759,9 @@ def test_host_firmware_takes_a_users_softmax_model_head(host_fw: Path, tmp_path:
         assert s.get_head().equals(new)
         ev = s.evaluate()
         assert ev.n == 60
-        assert ev.accuracy == pytest.approx(float(np.mean(np.argmax(head_forward_int8(new, x), axis=-1) == y)))
+        assert ev.accuracy == pytest.approx(
+            float(np.mean(np.argmax(head_forward_int8(new, x), axis=-1) == y))
+        )
         s.close()
     finally:
         b.stop()
@@ -683,7 +787,9 @@ def ref_models() -> dict[str, tuple[bytes, np.ndarray]]:
         task = get_task(name)
         model = task.build_model(head_inputs=64)
         rng = np.random.default_rng(7)
-        x = np.asarray(task.generate(rng.integers(0, len(task.classes), 120), rng, task.default_condition()), np.float32)
+        x = np.asarray(
+            task.generate(rng.integers(0, len(task.classes), 120), rng, task.default_condition()), np.float32
+        )
         _randomize(model, np.random.default_rng(21))
         out[name] = (_convert(model, x[:48]), x)
     return out
@@ -725,7 +831,7 @@ def _full_model_session(s: BoardSession, model: bytes, x: np.ndarray, floats: bo
     n_int = 50
     assert s.push_raw(xq[:n_int], y[:n_int], clear=True) == n_int
     if floats:
-        assert s.push_raw(x[n_int:n_int + 20].reshape(20, -1), y[n_int:n_int + 20]) == n_int + 20
+        assert s.push_raw(x[n_int : n_int + 20].reshape(20, -1), y[n_int : n_int + 20]) == n_int + 20
     with pytest.raises(DeviceError, match="SHAPE_MISMATCH"):
         s.push_raw(xq[:1, :-1], y[:1])
     out["eval"] = s.evaluate()
@@ -783,24 +889,44 @@ def _check_full_model_run(r: dict, model: bytes, x: np.ndarray, floats: bool, de
     cache = FeatureCache(1, 200, head.num_features)
     cache.push(feats[None], y[None])
     fl = dequantize_head(head)
-    ref = train_heads_fixed(fl.weights, fl.bias, cache.features, cache.labels, cache.count,
-                            TrainConfig(2, 8, float(np.float32(0.05)), 0.0, 0.0, 0.0),
-                            input_scale=head.input_scale, input_zero_point=head.input_zero_point, seed=7,
-                            round_=1, device_ids=np.array([device_id]))
+    ref = train_heads_fixed(
+        fl.weights,
+        fl.bias,
+        cache.features,
+        cache.labels,
+        cache.count,
+        TrainConfig(2, 8, float(np.float32(0.05)), 0.0, 0.0, 0.0),
+        input_scale=head.input_scale,
+        input_zero_point=head.input_zero_point,
+        seed=7,
+        round_=1,
+        device_ids=np.array([device_id]),
+    )
     u = r["fixed"]
     assert u.num_examples == len(y)
     assert np.array_equal(u.weights, ref.weights[0]) and np.array_equal(u.bias, ref.bias[0])
     assert u.loss == np.float32(ref.loss[0])
     f = r["float"]
-    assert_matches_spec(f.weights, f.bias, f.loss, head, feats, y, TrainRequest(2, 16, 0.02, 0.5, 0.0, 0.01, 3, 2),
-                        device_id, 200)
+    assert_matches_spec(
+        f.weights,
+        f.bias,
+        f.loss,
+        head,
+        feats,
+        y,
+        TrainRequest(2, 16, 0.02, 0.5, 0.0, 0.01, 3, 2),
+        device_id,
+        200,
+    )
     q = head_forward_int8(head, feats)
     assert r["eval"].n == len(y)
     assert r["eval"].accuracy == np.float32(np.mean(np.argmax(q, 1) == y))
 
 
 @pytest.mark.parametrize("name", ["digits", "vibration"])
-def test_full_model_and_raw_samples_match_virtual_board(host_fw: Path, tmp_path: Path, ref_models, name: str) -> None:
+def test_full_model_and_raw_samples_match_virtual_board(
+    host_fw: Path, tmp_path: Path, ref_models, name: str
+) -> None:
     """Issue 11 part 5: a real int8 .tflite uploaded as a full image (UPLOAD kind 2) to the C host firmware (its own
     int8 interpreter) and to the virtual board (TFLite Micro): the same whole-model CONFIRM, raw int8 and float32
     samples cached as the same features (the fixed-point update, a function of every cached feature, is bit-for-bit
@@ -809,7 +935,9 @@ def test_full_model_and_raw_samples_match_virtual_board(host_fw: Path, tmp_path:
 
     model, x = ref_models[name]
     head = read_head(model)
-    floats = name == "digits"  # 16x16 inputs: a float32 sample fits a 4 KB frame (vibration's 32x32 goes as int8)
+    floats = (
+        name == "digits"
+    )  # 16x16 inputs: a float32 sample fits a 4 KB frame (vibration's 32x32 goes as int8)
     golden_n = 4 if floats else 3
     factory = default_head(head.num_classes, head.num_features)
     fh = tmp_path / "factory.bin"
@@ -851,7 +979,9 @@ def test_full_image_refusals(host_fw: Path, tmp_path: Path, ref_models) -> None:
     corrupt = {"truncated": model[: len(model) // 2], "root offset": bytes(bad_root)}
     for i in range(6):  # bytes overwritten in the flatbuffer's tables (the first 2 KB and the last 4 KB)
         m2 = bytearray(model)
-        for pos in rng.integers(0, 2048, 12).tolist() + rng.integers(len(model) - 4096, len(model), 12).tolist():
+        for pos in (
+            rng.integers(0, 2048, 12).tolist() + rng.integers(len(model) - 4096, len(model), 12).tolist()
+        ):
             m2[pos] = int(rng.integers(0, 256))
         corrupt[f"mutated {i}"] = bytes(m2)
     b = HostBoard(tmp_path / "flash.bin", "--device-id", "6").start()

@@ -64,10 +64,27 @@ class Board:
 
     def start(self) -> None:
         self.port = _free_port()
-        cmd = [sys.executable, "-m", "fedtiny.cli", "emulate", "--listen", f"socket://127.0.0.1:{self.port}",
-               "--device-id", str(DEVICE_ID), "--state", str(self.state), "--fleet-key-file", str(self.key_file)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+        cmd = [
+            sys.executable,
+            "-m",
+            "fedtiny.cli",
+            "emulate",
+            "--listen",
+            f"socket://127.0.0.1:{self.port}",
+            "--device-id",
+            str(DEVICE_ID),
+            "--state",
+            str(self.state),
+            "--fleet-key-file",
+            str(self.key_file),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -118,7 +135,9 @@ def ref_eval(head: Int8Head, feats: np.ndarray, labels: np.ndarray) -> tuple[flo
     """EVALUATE per the doc: argmax of int8 logits (ties low) and mean CE of the dequantized logits."""
     q = head_forward_int8(head, feats)
     acc = float(np.mean(np.argmax(q, axis=1) == labels))
-    z = (np.float32(head.output_scale) * (q.astype(np.float32) - np.float32(head.output_zero_point))).astype(np.float64)
+    z = (np.float32(head.output_scale) * (q.astype(np.float32) - np.float32(head.output_zero_point))).astype(
+        np.float64
+    )
     z = z - z.max(axis=1, keepdims=True)
     loss = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(labels)), labels]
     return acc, float(loss.mean())
@@ -143,7 +162,10 @@ def test_crc_and_cobs_primitives():
 
 
 def test_doc_vectors_reproduced_by_independent_encoder():
-    vecs = {v.title.split(":")[0].split(",")[0] + v.title.split(",")[1].split(":")[0]: v for v in dc.doc_vectors(DOC)}
+    vecs = {
+        v.title.split(":")[0].split(",")[0] + v.title.split(",")[1].split(":")[0]: v
+        for v in dc.doc_vectors(DOC)
+    }
     assert len(vecs) == 14
     for v in vecs.values():
         fr = dc.parse_decoded(v.decoded)
@@ -159,21 +181,40 @@ def test_doc_vectors_reproduced_by_independent_encoder():
     # every vector rebuilt from its description, with the client's own message encoders
     assert frame(dc.HELLO, 1, b"").wire() == vecs["HELLO request seq 1"].wire
     got = dc.HelloInfo.parse(dc.parse_decoded(vecs["HELLO response seq 1"].decoded).payload)
-    assert (got.device_id, got.capabilities, got.C, got.D, got.board_name, got.fw_version) == \
-        (0x12345678, 0x6B, 10, 64, "vboard", "1.0.0")
+    assert (got.device_id, got.capabilities, got.C, got.D, got.board_name, got.fw_version) == (
+        0x12345678,
+        0x6B,
+        10,
+        64,
+        "vboard",
+        "1.0.0",
+    )
     # the fields the title leaves open: max_payload 4096, cache 256 (0 used), 64 KiB slots, no backbone, window 4
     info = dc.HelloInfo(1, 2, 4096, 0x12345678, 0x6B, 10, 64, 256, 0, 65536, 0, 4, 0, "vboard", "1.0.0")
     assert got == info
     assert frame(dc.HELLO, 1, info.encode(), response=True).wire() == vecs["HELLO response seq 1"].wire
-    assert frame(dc.STATUS, 0x0100, b"").wire() == vecs["STATUS request seq 0x0100 (header has zero bytes)"].wire
+    assert (
+        frame(dc.STATUS, 0x0100, b"").wire() == vecs["STATUS request seq 0x0100 (header has zero bytes)"].wire
+    )
     assert frame(dc.GET_HEAD, 2, dc.blob_read(0, 4088)).wire() == vecs["GET_HEAD request seq 2"].wire
 
-    hp = dc.HeadPatch(np.array([[1, 2, 3], [-1, 0, 127]], np.int8), np.array([0.5, 0.25], np.float32),
-                      np.array([1000, -1], np.int32), 0.125, -128, 0.0625, 3)
+    hp = dc.HeadPatch(
+        np.array([[1, 2, 3], [-1, 0, 127]], np.int8),
+        np.array([0.5, 0.25], np.float32),
+        np.array([1000, -1], np.int32),
+        0.125,
+        -128,
+        0.0625,
+        3,
+    )
     gh = vecs["GET_HEAD response seq 2"]
     parsed = dc.HeadPatch.parse(dc.parse_decoded(gh.decoded).payload[4:])
-    assert (parsed.input_scale, parsed.input_zero_point, parsed.output_scale, parsed.output_zero_point) == \
-        (0.125, -128, 0.0625, 3)
+    assert (parsed.input_scale, parsed.input_zero_point, parsed.output_scale, parsed.output_zero_point) == (
+        0.125,
+        -128,
+        0.0625,
+        3,
+    )
     hp.weights = parsed.weights  # the title does not give the weights; take them from the vector
     patch = hp.encode()
     assert parsed.encode() == patch and len(patch) == 20 + 8 * 2 + 2 * 3
@@ -184,16 +225,23 @@ def test_doc_vectors_reproduced_by_independent_encoder():
 
     push = dc.samples_payload(0, [1, 0], np.array([[1, 2, 3], [-1, 0, 127]], np.int8), clear=True)
     assert frame(dc.PUSH_SAMPLES, 3, push).wire() == vecs["PUSH_SAMPLES request seq 3"].wire
-    assert frame(dc.TRAIN, 4, dc.train_payload(1, 16, 0.05, 0.9, 0.0, 0.01, 42, 3, 0)).wire() == \
-        vecs["TRAIN request seq 4"].wire
-    assert frame(dc.TRAIN, 9, dc.train_payload(2, 8, 0.05, 0, 0, 0, 42, 3, 1)).wire() == \
-        vecs["TRAIN request seq 9"].wire
+    assert (
+        frame(dc.TRAIN, 4, dc.train_payload(1, 16, 0.05, 0.9, 0.0, 0.01, 42, 3, 0)).wire()
+        == vecs["TRAIN request seq 4"].wire
+    )
+    assert (
+        frame(dc.TRAIN, 9, dc.train_payload(2, 8, 0.05, 0, 0, 0, 42, 3, 1)).wire()
+        == vecs["TRAIN request seq 9"].wire
+    )
     raw = dc.samples_payload(2, [4], np.array([[0.5, -1.25]], np.float32))
     assert frame(dc.PUSH_SAMPLES, 10, raw).wire() == vecs["PUSH_SAMPLES request seq 10"].wire
 
     # READ_UPDATE response: rebuild the blob and its HMAC, then verify it like a gateway
-    blob = b"FTUP" + struct.pack("<BBHHHIIIIf", 1, 0, 1, 2, 0, 7, 1, 3, 100, 0.5) + \
-        np.array([1.0, -2.0, 0.25], "<f4").tobytes()
+    blob = (
+        b"FTUP"
+        + struct.pack("<BBHHHIIIIf", 1, 0, 1, 2, 0, 7, 1, 3, 100, 0.5)
+        + np.array([1.0, -2.0, 0.25], "<f4").tobytes()
+    )
     blob += hmac.new(KEY, blob, hashlib.sha256).digest()
     ru = vecs["READ_UPDATE response seq 5"]
     assert frame(dc.READ_UPDATE, 5, struct.pack("<II", 1, len(blob)) + blob, response=True).wire() == ru.wire
@@ -205,13 +253,22 @@ def test_doc_vectors_reproduced_by_independent_encoder():
         ub.verify(bytes(32), 7)
 
     img = bytes(range(16))
-    assert frame(dc.UPLOAD_BEGIN, 6, dc.upload_begin_payload(1, 0xFF, img, KEY)).wire() == \
-        vecs["UPLOAD_BEGIN request seq 6"].wire
-    assert frame(dc.UPLOAD_CHUNK, 7, struct.pack("<I", 0) + img).wire() == vecs["UPLOAD_CHUNK request seq 7"].wire
-    assert frame(dc.UPLOAD_CHUNK, 7, struct.pack("<I", 16), response=True).wire() == \
-        vecs["UPLOAD_CHUNK response seq 7"].wire
-    assert frame(dc.VERIFY, 8, b"unsigned image", response=True, status=7).wire() == \
-        vecs["VERIFY response seq 8"].wire
+    assert (
+        frame(dc.UPLOAD_BEGIN, 6, dc.upload_begin_payload(1, 0xFF, img, KEY)).wire()
+        == vecs["UPLOAD_BEGIN request seq 6"].wire
+    )
+    assert (
+        frame(dc.UPLOAD_CHUNK, 7, struct.pack("<I", 0) + img).wire()
+        == vecs["UPLOAD_CHUNK request seq 7"].wire
+    )
+    assert (
+        frame(dc.UPLOAD_CHUNK, 7, struct.pack("<I", 16), response=True).wire()
+        == vecs["UPLOAD_CHUNK response seq 7"].wire
+    )
+    assert (
+        frame(dc.VERIFY, 8, b"unsigned image", response=True, status=7).wire()
+        == vecs["VERIFY response seq 8"].wire
+    )
 
 
 def test_get_head_vector_total_len():
@@ -243,7 +300,9 @@ def test_session_against_emulator(board):
     # -- STATUS: a provisioned board has exactly one CONFIRMED slot, and runs it
     st = c.status()
     assert st.n_slots == 2 and st.confirmed == st.active == h.active_slot
-    assert [s.state for s in st.slots].count(dc.CONFIRMED) == 1 and st.slots[st.confirmed].state == dc.CONFIRMED
+    assert [s.state for s in st.slots].count(dc.CONFIRMED) == 1 and st.slots[
+        st.confirmed
+    ].state == dc.CONFIRMED
     upload_slot = 1 - st.confirmed
 
     # -- GET_HEAD in pages (small pages exercise the paging rules) and in one page
@@ -252,22 +311,37 @@ def test_session_against_emulator(board):
     if st.slots[st.confirmed].kind == dc.KIND_HEAD_PATCH:  # the factory head is the confirmed slot's image
         assert hashlib.sha256(factory.encode()).digest() == st.slots[st.confirmed].sha256
     total = len(factory.encode())
-    assert struct.unpack("<I", c.call(dc.GET_HEAD, dc.blob_read(total, 10))[:4])[0] == total  # offset == total: empty page
+    assert (
+        struct.unpack("<I", c.call(dc.GET_HEAD, dc.blob_read(total, 10))[:4])[0] == total
+    )  # offset == total: empty page
     assert c.call(dc.GET_HEAD, dc.blob_read(total, 10))[4:] == b""
     expect_status("MALFORMED", c.call, dc.GET_HEAD, dc.blob_read(total + 1, 10))
 
     # -- SET_HEAD: a random head, staged in 3 pieces
-    head_a = dc.HeadPatch(rng.integers(-127, 128, (C, D)).astype(np.int8),
-                          rng.uniform(0.002, 0.02, C).astype(np.float32), rng.integers(-3000, 3000, C).astype(np.int32),
-                          factory.input_scale, factory.input_zero_point, 0.08, -5)
+    head_a = dc.HeadPatch(
+        rng.integers(-127, 128, (C, D)).astype(np.int8),
+        rng.uniform(0.002, 0.02, C).astype(np.float32),
+        rng.integers(-3000, 3000, C).astype(np.int32),
+        factory.input_scale,
+        factory.input_zero_point,
+        0.08,
+        -5,
+    )
     pa = head_a.encode()
     # `staged` grows with each piece; the completing piece swaps the head in and clears the staging
     # buffer, so it answers staged = 0 (docs/protocol.md clarified)
     assert c.set_head(pa, chunk=300) == [300, 600, 0]
     assert c.get_head().encode() == pa
     expect_status("BAD_OFFSET", c.call, dc.SET_HEAD, struct.pack("<II", len(pa), 10) + pa[10:20])
-    wrong = dc.HeadPatch(head_a.weights[:, :-1].copy(), head_a.weight_scales, head_a.bias, head_a.input_scale,
-                         head_a.input_zero_point, 0.08, -5).encode()
+    wrong = dc.HeadPatch(
+        head_a.weights[:, :-1].copy(),
+        head_a.weight_scales,
+        head_a.bias,
+        head_a.input_scale,
+        head_a.input_zero_point,
+        0.08,
+        -5,
+    ).encode()
     expect_status("SHAPE_MISMATCH", c.call, dc.SET_HEAD, struct.pack("<II", len(wrong), 0) + wrong)
     assert c.get_head().encode() == pa  # refused patches do not touch the running head
 
@@ -295,8 +369,9 @@ def test_session_against_emulator(board):
     # -- TRAIN (float32), retried with the same seq: answered from the cache, not trained twice
     cfg = TrainConfig(epochs=2, batch_size=8, lr=0.05, momentum=0.9, weight_decay=0.001, prox_mu=0.01)
     seed, rnd = 42, 3
-    train_req = dc.train_payload(cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.prox_mu,
-                                 seed, rnd, 0)
+    train_req = dc.train_payload(
+        cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.prox_mu, seed, rnd, 0
+    )
     fr = c.exchange(dc.TRAIN, train_req)
     uid, n_ex, tr_loss = struct.unpack("<IIf", fr.payload)
     assert uid != 0
@@ -305,9 +380,19 @@ def test_session_against_emulator(board):
     expect_status("UPDATE_PENDING", c.call, dc.TRAIN, train_req)  # a new seq is a new request
 
     fh = dequantize_head(ia)
-    ref = train_heads(fh.weights, fh.bias, feats[None], labels[None], np.array([n]), cfg,
-                      input_scale=ia.input_scale, input_zero_point=ia.input_zero_point, seed=seed, round_=rnd,
-                      device_ids=np.array([DEVICE_ID]))
+    ref = train_heads(
+        fh.weights,
+        fh.bias,
+        feats[None],
+        labels[None],
+        np.array([n]),
+        cfg,
+        input_scale=ia.input_scale,
+        input_zero_point=ia.input_zero_point,
+        seed=seed,
+        round_=rnd,
+        device_ids=np.array([DEVICE_ID]),
+    )
     assert tr_loss == pytest.approx(float(ref.loss[0]), rel=1e-5)
     assert n_ex == n  # the doc leaves num_examples open; the board reports the cached samples trained on
 
@@ -342,9 +427,19 @@ def test_session_against_emulator(board):
         assert uid2 not in (0, uid)
         ub2, _ = c.read_update()
         ub2.verify(KEY, DEVICE_ID)
-        fref = train_heads_fixed(fh.weights, fh.bias, feats[None], labels[None], np.array([n]), fcfg,
-                                 input_scale=ia.input_scale, input_zero_point=ia.input_zero_point, seed=seed,
-                                 round_=rnd + 1, device_ids=np.array([DEVICE_ID]))
+        fref = train_heads_fixed(
+            fh.weights,
+            fh.bias,
+            feats[None],
+            labels[None],
+            np.array([n]),
+            fcfg,
+            input_scale=ia.input_scale,
+            input_zero_point=ia.input_zero_point,
+            seed=seed,
+            round_=rnd + 1,
+            device_ids=np.array([DEVICE_ID]),
+        )
         np.testing.assert_array_equal(ub2.weights, fref.weights[0])
         np.testing.assert_array_equal(ub2.bias, fref.bias[0])
         assert loss2 == pytest.approx(float(fref.loss[0]), rel=1e-6)
@@ -390,7 +485,9 @@ def test_session_against_emulator(board):
         assert enc.endswith(b"\x01")
         c.send_raw((enc[:-1] if short else enc) + b"\x00")
         resp = c.recv_frame(time.monotonic() + 2)
-        assert isinstance(resp, dc.Frame) and resp.seq == c.seq and dc.STATUS_NAMES[resp.status] == "MALFORMED"
+        assert (
+            isinstance(resp, dc.Frame) and resp.seq == c.seq and dc.STATUS_NAMES[resp.status] == "MALFORMED"
+        )
     c.close()
 
     # ------------------------------------------------------------------ uploads (A/B slots, section 5-6)
@@ -399,8 +496,15 @@ def test_session_against_emulator(board):
     chunk = 64
     # the image: the float update re-quantized as the converter would (§4), calibrated on the cached features
     new_int8 = quantize_head(FloatHead(ub.weights, ub.bias), ia.input_scale, ia.input_zero_point, feats)
-    image = dc.HeadPatch(new_int8.weights, new_int8.weight_scales, new_int8.bias, new_int8.input_scale,
-                         new_int8.input_zero_point, new_int8.output_scale, new_int8.output_zero_point).encode()
+    image = dc.HeadPatch(
+        new_int8.weights,
+        new_int8.weight_scales,
+        new_int8.bias,
+        new_int8.input_scale,
+        new_int8.input_zero_point,
+        new_int8.output_scale,
+        new_int8.output_zero_point,
+    ).encode()
     assert image != factory.encode()
 
     # unsigned and wrongly signed images are refused at BEGIN
@@ -437,18 +541,18 @@ def test_session_against_emulator(board):
     h = c.hello_()
     us = c.upload_status()
     assert 0 < us.received < len(image) and us.received % chunk == 0
-    assert us.prefix_crc32 == zlib.crc32(image[:us.received]) and us.total_len == len(image)
+    assert us.prefix_crc32 == zlib.crc32(image[: us.received]) and us.total_len == len(image)
     r1 = us.received
     # a wrongly signed BEGIN (even with RESTART) is refused before anything is erased
     expect_status("AUTH_FAILED", c.upload_begin, 1, 0xFF, image, bytes(reversed(KEY)), restart=True)
     assert c.upload_status().received == r1
 
     # chunk rules (section 6 step 3): gaps and duplicates answer `received`, overruns are MALFORMED
-    assert c.upload_chunk(r1 + chunk, image[r1 + chunk:r1 + 2 * chunk]) == r1
+    assert c.upload_chunk(r1 + chunk, image[r1 + chunk : r1 + 2 * chunk]) == r1
     if r1 >= chunk:
-        assert c.upload_chunk(r1 - chunk, image[r1 - chunk:r1]) == r1
+        assert c.upload_chunk(r1 - chunk, image[r1 - chunk : r1]) == r1
     expect_status("MALFORMED", c.upload_chunk, len(image) - 2, b"\x01\x02\x03")
-    assert c.upload_chunk(r1, image[r1:r1 + chunk]) == r1 + chunk
+    assert c.upload_chunk(r1, image[r1 : r1 + chunk]) == r1 + chunk
 
     # a power cut (SIGKILL) while chunks are in flight; BEGIN resumes from the persisted `received`
     c.upload_chunks_pipelined(image, r1 + chunk, chunk, h.rx_window, stop_after=3)
@@ -459,16 +563,24 @@ def test_session_against_emulator(board):
     assert c.get_head().encode() == factory.encode()  # SET_HEAD was volatile
     us = c.upload_begin(1, 0xFF, image, KEY)
     assert us.resumed == 1 and us.slot == upload_slot and r1 + chunk <= us.received <= r1 + 4 * chunk
-    assert us.prefix_crc32 == zlib.crc32(image[:us.received])
+    assert us.prefix_crc32 == zlib.crc32(image[: us.received])
     assert c.upload_chunks_pipelined(image, us.received, chunk, h.rx_window) == len(image)
 
     slot, state, sha = c.verify(upload_slot)
     assert (slot, state, sha) == (upload_slot, dc.VERIFIED, hashlib.sha256(image).digest())
     s = c.status().slots[upload_slot]
-    assert (s.state, s.kind, s.total_len, s.received, s.sha256) == (dc.VERIFIED, 1, len(image), len(image), sha)
+    assert (s.state, s.kind, s.total_len, s.received, s.sha256) == (
+        dc.VERIFIED,
+        1,
+        len(image),
+        len(image),
+        sha,
+    )
     us = c.upload_begin(1, 0xFF, image, KEY)  # BEGIN of the VERIFIED image: resumed, received = total_len
     assert (us.resumed, us.state, us.received) == (1, dc.VERIFIED, len(image))
-    assert c.upload_chunk(0, image[:chunk]) == len(image)  # chunks of a VERIFIED slot: next_offset = total_len
+    assert c.upload_chunk(0, image[:chunk]) == len(
+        image
+    )  # chunks of a VERIFIED slot: next_offset = total_len
 
     # -- ACTIVATE -> TESTING, the head patch runs without a reboot
     ss = c.activate(upload_slot)

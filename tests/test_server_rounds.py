@@ -19,12 +19,22 @@ from fedtiny.server.transports import InlineTransport
 
 def scenario(**over: dict) -> object:
     d: dict = {
-        "name": "srv", "seed": 5, "rounds": 5,
+        "name": "srv",
+        "seed": 5,
+        "rounds": 5,
         "task": {"name": "digits"},
         "model": {"test_samples": 50, "factory_samples": 60},
-        "fleet": {"devices": 30, "devices_per_gateway": 7, "samples_per_device": 12, "test_samples_per_device": 10,
-                  "cache_size": 16, "new_samples_per_round": 4, "pool_per_class": 16, "variants": 2,
-                  "spread": {"rotation_deg": 4.0}},
+        "fleet": {
+            "devices": 30,
+            "devices_per_gateway": 7,
+            "samples_per_device": 12,
+            "test_samples_per_device": 10,
+            "cache_size": 16,
+            "new_samples_per_round": 4,
+            "pool_per_class": 16,
+            "variants": 2,
+            "spread": {"rotation_deg": 4.0},
+        },
         "train": {"epochs": 1, "batch_size": 4, "lr": 0.1},
         "strategy": {"fraction": 0.5},
         "drift": [{"at": 3, "fraction": 0.4, "group": "moved", "condition": {"brightness": 0.3}}],
@@ -50,17 +60,23 @@ def _rows(srv: FleetServer) -> str:
 
 
 @pytest.mark.parametrize("uplink", ["float32", "int8"])
-def test_all_faulty_devices_are_rejected_counted_and_do_not_move_the_model(tmp_path: Path, uplink: str) -> None:
+def test_all_faulty_devices_are_rejected_counted_and_do_not_move_the_model(
+    tmp_path: Path, uplink: str
+) -> None:
     s = scenario(fleet={"faulty_fraction": 1.0, "fault": "nan"}, strategy={"uplink": uplink})
     srv = run(s, tmp_path)
     assert srv.rejected_total == sum(r.devices_sampled for r in srv.rows[1:]) == 5 * 15
     assert srv.rejected_reasons["non_finite"] == 75
-    assert np.array_equal(srv.head.weights, srv.initial_head.weights) and np.array_equal(srv.head.bias, srv.initial_head.bias)
+    assert np.array_equal(srv.head.weights, srv.initial_head.weights) and np.array_equal(
+        srv.head.bias, srv.initial_head.bias
+    )
     assert all(r.devices_trained == 0 for r in srv.rows[1:])
 
 
 @pytest.mark.parametrize("fault", ["inf", "scale"])
-def test_rejected_updates_leave_the_same_model_as_any_other_rejected_fault(tmp_path: Path, fault: str) -> None:
+def test_rejected_updates_leave_the_same_model_as_any_other_rejected_fault(
+    tmp_path: Path, fault: str
+) -> None:
     ref = run(scenario(fleet={"faulty_fraction": 0.3, "fault": "nan"}), tmp_path / "nan")
     other = run(scenario(fleet={"faulty_fraction": 0.3, "fault": fault}), tmp_path / fault)
     assert other.rejected_total == ref.rejected_total > 0
@@ -71,7 +87,10 @@ def test_rejected_updates_leave_the_same_model_as_any_other_rejected_fault(tmp_p
 def test_robust_aggregation_resists_sign_flipping_poison(tmp_path: Path) -> None:
     clean = run(scenario(), tmp_path / "clean")
     mean = run(scenario(fleet={"faulty_fraction": 0.2, "fault": "sign_flip"}), tmp_path / "mean")
-    med = run(scenario(fleet={"faulty_fraction": 0.2, "fault": "sign_flip"}, strategy={"name": "median"}), tmp_path / "med")
+    med = run(
+        scenario(fleet={"faulty_fraction": 0.2, "fault": "sign_flip"}, strategy={"name": "median"}),
+        tmp_path / "med",
+    )
     d = lambda a: float(np.abs(a.head.weights.astype(int) - clean.head.weights.astype(int)).mean())  # noqa: E731
     assert d(med) < d(mean)
 
@@ -84,15 +103,21 @@ def test_validation_rejects_wrong_shape_nan_and_absurd_norm() -> None:
     val = validate_updates(w, np.zeros((4, 3), np.float32), gw, gb, 100.0)
     assert val.accepted.tolist() == [True, False, False, True]
     assert val.reasons == {"non_finite": 1, "norm_too_large": 1}
-    assert validate_updates(np.zeros((2, 4, 3), np.float32), np.zeros((2, 3)), gw, gb, 1e3).reasons == {"wrong_shape": 2}
+    assert validate_updates(np.zeros((2, 4, 3), np.float32), np.zeros((2, 3)), gw, gb, 1e3).reasons == {
+        "wrong_shape": 2
+    }
 
 
 def test_availability_deadline_and_costs_are_reported(tmp_path: Path) -> None:
-    s = scenario(fleet={"duty_cycle": 0.6, "dropout": 0.1, "boards": {"nano33ble": 0.5, "stm32h7": 0.5}},
-                 strategy={"fraction": 1.0, "deadline_s": 0.2})
+    s = scenario(
+        fleet={"duty_cycle": 0.6, "dropout": 0.1, "boards": {"nano33ble": 0.5, "stm32h7": 0.5}},
+        strategy={"fraction": 1.0, "deadline_s": 0.2},
+    )
     srv = run(s, tmp_path)
     for r in srv.rows[1:]:
-        assert r.devices_available < 30 and r.devices_sampled == r.devices_available  # fraction 1: every awake device
+        assert (
+            r.devices_available < 30 and r.devices_sampled == r.devices_available
+        )  # fraction 1: every awake device
         assert r.stragglers > 0  # slow BLE boards miss the deadline
         assert r.devices_trained == r.devices_sampled - r.stragglers - r.devices_dropped
         assert r.energy_j > 0 and r.bytes_up > 0 and r.virtual_s <= 0.2
@@ -101,23 +126,38 @@ def test_availability_deadline_and_costs_are_reported(tmp_path: Path) -> None:
 
 
 def test_resume_after_a_kill_gives_exactly_the_uninterrupted_results(tmp_path: Path) -> None:
-    s = scenario(strategy={"name": "fedadam", "server_lr": 0.05, "personalize": 0.5}, fleet={"battery_j": 0.5, "battery_min_j": 0.1, "harvest_j_per_round": 0.01})
+    s = scenario(
+        strategy={"name": "fedadam", "server_lr": 0.05, "personalize": 0.5},
+        fleet={"battery_j": 0.5, "battery_min_j": 0.1, "harvest_j_per_round": 0.01},
+    )
     full = run(s, tmp_path / "full")
     with pytest.raises(KeyboardInterrupt):
         run(s, tmp_path / "cut", stop_after=2)
     resumed = run(s, tmp_path / "cut", resume=True)
     assert _rows(resumed) == _rows(full)
     assert json.dumps(resumed.curves) == json.dumps(full.curves)
-    assert np.array_equal(resumed.head.weights, full.head.weights) and np.array_equal(resumed.head.bias, full.head.bias)
+    assert np.array_equal(resumed.head.weights, full.head.weights) and np.array_equal(
+        resumed.head.bias, full.head.bias
+    )
     assert resumed.head.output_scale == full.head.output_scale
 
 
 def _drift_scenario(drift: list[dict], **over: dict) -> object:
     d: dict = {
-        "name": "drift", "seed": 3, "rounds": 6, "task": {"name": "digits"},
+        "name": "drift",
+        "seed": 3,
+        "rounds": 6,
+        "task": {"name": "digits"},
         "model": {"test_samples": 50, "factory_samples": 60},
-        "fleet": {"devices": 24, "devices_per_gateway": 6, "samples_per_device": 12, "test_samples_per_device": 10,
-                  "cache_size": 16, "new_samples_per_round": 4, "pool_per_class": 16},
+        "fleet": {
+            "devices": 24,
+            "devices_per_gateway": 6,
+            "samples_per_device": 12,
+            "test_samples_per_device": 10,
+            "cache_size": 16,
+            "new_samples_per_round": 4,
+            "pool_per_class": 16,
+        },
         "train": {"epochs": 1, "batch_size": 4, "lr": 0.1},
         "strategy": {"fraction": 1.0},
         "drift": drift,
@@ -131,8 +171,10 @@ def _drift_scenario(drift: list[dict], **over: dict) -> object:
 def test_two_events_on_one_group_give_one_old_distribution_point_per_round(tmp_path: Path) -> None:
     from fedtiny.report.drift import drift_metrics
 
-    events = [{"at": 2, "fraction": 0.5, "group": "moved", "condition": {"brightness": 0.3}},
-              {"at": 4, "target": "moved", "kind": "new_class", "classes": [9]}]
+    events = [
+        {"at": 2, "fraction": 0.5, "group": "moved", "condition": {"brightness": 0.3}},
+        {"at": 4, "target": "moved", "kind": "new_class", "classes": [9]},
+    ]
     srv = run(_drift_scenario(events), tmp_path)
     for key, per_group in srv.curves.items():
         for g, c in per_group.items():
@@ -144,7 +186,9 @@ def test_two_events_on_one_group_give_one_old_distribution_point_per_round(tmp_p
     for key in m:
         for meth, v in m[key].items():
             assert v["old_pre_drift"] == round(srv.curves[f"{meth}@old"]["moved"][1], 4)
-            assert v["forgetting"] == round(v["old_pre_drift"] - round(srv.curves[f"{meth}@old"]["moved"][-1], 4), 4)
+            assert v["forgetting"] == round(
+                v["old_pre_drift"] - round(srv.curves[f"{meth}@old"]["moved"][-1], 4), 4
+            )
 
 
 def test_every_accuracy_has_its_interval_in_rows_curves_and_csv(tmp_path: Path) -> None:
@@ -152,11 +196,19 @@ def test_every_accuracy_has_its_interval_in_rows_curves_and_csv(tmp_path: Path) 
 
     from fedtiny.report.results import write_rounds_csv
 
-    s = _drift_scenario([{"at": 3, "fraction": 0.5, "group": "moved", "condition": {"brightness": 0.3}}],
-                        strategy={"personalize": 0.5})
+    s = _drift_scenario(
+        [{"at": 3, "fraction": 0.5, "group": "moved", "condition": {"brightness": 0.3}}],
+        strategy={"personalize": 0.5},
+    )
     srv = run(s, tmp_path)
     for r in srv.rows:
-        for base in ("accuracy", "accuracy_global", "accuracy_static", "accuracy_local", "accuracy_personalized"):
+        for base in (
+            "accuracy",
+            "accuracy_global",
+            "accuracy_static",
+            "accuracy_local",
+            "accuracy_personalized",
+        ):
             v, lo, hi = getattr(r, base), getattr(r, base + "_lo"), getattr(r, base + "_hi")
             assert lo <= v <= hi and hi - lo > 0.01, (base, lo, v, hi)
         for g, v in r.group_accuracy.items():

@@ -40,13 +40,27 @@ NEEDS = {
 }
 
 
-def scenario(name: str = "fedavg", params: dict[str, Any] | None = None, rounds: int = 5, **over: dict[str, Any]) -> Scenario:
+def scenario(
+    name: str = "fedavg", params: dict[str, Any] | None = None, rounds: int = 5, **over: dict[str, Any]
+) -> Scenario:
     d: dict[str, Any] = {
-        "name": "strategies", "seed": 7, "rounds": rounds, "task": {"name": "digits"},
+        "name": "strategies",
+        "seed": 7,
+        "rounds": rounds,
+        "task": {"name": "digits"},
         "model": {"test_samples": 60, "factory_samples": 100},
-        "fleet": {"devices": 20, "devices_per_gateway": 5, "samples_per_device": 60, "test_samples_per_device": 20,
-                  "cache_size": 64, "new_samples_per_round": 8, "pool_per_class": 16, "variants": 2,
-                  "condition": {"brightness": 0.3}, "spread": {"rotation_deg": 4.0}},
+        "fleet": {
+            "devices": 20,
+            "devices_per_gateway": 5,
+            "samples_per_device": 60,
+            "test_samples_per_device": 20,
+            "cache_size": 64,
+            "new_samples_per_round": 8,
+            "pool_per_class": 16,
+            "variants": 2,
+            "condition": {"brightness": 0.3},
+            "spread": {"rotation_deg": 4.0},
+        },
         "train": {"epochs": 2, "batch_size": 8, "lr": 0.1},
         "strategy": {"name": name, "fraction": 1.0, "params": params or {}},
         "eval": {"baseline_devices": 8, "baselines": False, "test_mix": "balanced"},
@@ -74,7 +88,9 @@ def faulty_fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     return out / "fleet", layout, head
 
 
-def run(s: Scenario, fl: Fleet, out: Path | None = None, stop_after: int = 0, resume: bool = False) -> FleetServer:
+def run(
+    s: Scenario, fl: Fleet, out: Path | None = None, stop_after: int = 0, resume: bool = False
+) -> FleetServer:
     fleet_dir, layout, head = fl
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -85,9 +101,11 @@ def run(s: Scenario, fl: Fleet, out: Path | None = None, stop_after: int = 0, re
     return srv
 
 
-def _old_fedavg(gw: np.ndarray, gb: np.ndarray, w: np.ndarray, b: np.ndarray, n: np.ndarray,
-                clip_norm: float) -> tuple[np.ndarray, np.ndarray]:
+def _old_fedavg(
+    gw: np.ndarray, gb: np.ndarray, w: np.ndarray, b: np.ndarray, n: np.ndarray, clip_norm: float
+) -> tuple[np.ndarray, np.ndarray]:
     """The hand-written FedAvg that fedtiny.server.aggregate.Aggregator computed before Flower's strategies."""
+
     def flat(w: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.concatenate([w.reshape(w.shape[0], -1), b], axis=1).astype(np.float64)
 
@@ -126,8 +144,23 @@ def test_fedavg_equals_the_old_aggregator(per_device: bool, clip_norm: float) ->
 
 def test_the_names_are_flowers_classes_and_the_older_names() -> None:
     assert set(STRATEGY_NAMES) == set(FLOWER_STRATEGIES) | set(ALIASES)
-    assert {"fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "median", "trimmed_mean", "fedmedian", "fedtrimmedavg",
-            "krum", "multikrum", "bulyan", "fedadagrad", "qfedavg", "dpfedavgfixed"} <= set(STRATEGY_NAMES)
+    assert {
+        "fedavg",
+        "fedavgm",
+        "fedprox",
+        "fedadam",
+        "fedyogi",
+        "median",
+        "trimmed_mean",
+        "fedmedian",
+        "fedtrimmedavg",
+        "krum",
+        "multikrum",
+        "bulyan",
+        "fedadagrad",
+        "qfedavg",
+        "dpfedavgfixed",
+    } <= set(STRATEGY_NAMES)
 
 
 @pytest.mark.parametrize("name", STRATEGY_NAMES)
@@ -145,9 +178,12 @@ def test_accuracy_improves(fleet: Fleet, name: str) -> None:
     assert last > first + 0.2, (name, [round(r.accuracy, 3) for r in srv.rows])  # measured: 0.20 -> 0.51-0.57
 
 
-@pytest.mark.parametrize(("name", "params"), [("krum", {"num_malicious_nodes": 2}), ("bulyan", {"num_malicious_nodes": 1})])
-def test_krum_and_bulyan_keep_accuracy_with_sign_flipping_devices(faulty_fleet: Fleet, name: str,
-                                                                   params: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("name", "params"), [("krum", {"num_malicious_nodes": 2}), ("bulyan", {"num_malicious_nodes": 1})]
+)
+def test_krum_and_bulyan_keep_accuracy_with_sign_flipping_devices(
+    faulty_fleet: Fleet, name: str, params: dict[str, Any]
+) -> None:
     fault = {"faulty_fraction": 0.2, "fault": "sign_flip"}
     mean = run(scenario("fedavg", fleet=fault), faulty_fleet)
     robust = run(scenario(name, params, fleet=fault), faulty_fleet)
@@ -160,8 +196,12 @@ def _rows(srv: FleetServer) -> str:
     return json.dumps([{k: v for k, v in dataclasses.asdict(r).items() if k != "wall_s"} for r in srv.rows])
 
 
-@pytest.mark.parametrize(("name", "params"), [("fedadam", {"eta": 0.05}), ("dpfedavgadaptive", {"noise_multiplier": 0.1})])
-def test_resume_gives_exactly_the_uninterrupted_run(fleet: Fleet, tmp_path: Path, name: str, params: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("name", "params"), [("fedadam", {"eta": 0.05}), ("dpfedavgadaptive", {"noise_multiplier": 0.1})]
+)
+def test_resume_gives_exactly_the_uninterrupted_run(
+    fleet: Fleet, tmp_path: Path, name: str, params: dict[str, Any]
+) -> None:
     """The strategy's state (FedAdam's moments; the adaptive clipping norm, and DP noise seeded per round)
     travels through the checkpoint."""
     s = scenario(name, params, rounds=4, runtime={"checkpoint": True})
@@ -171,7 +211,9 @@ def test_resume_gives_exactly_the_uninterrupted_run(fleet: Fleet, tmp_path: Path
     resumed = run(s, fleet, tmp_path / "cut", resume=True)
     assert _rows(resumed) == _rows(full)
     assert resumed.head is not None and full.head is not None
-    assert np.array_equal(resumed.head.weights, full.head.weights) and np.array_equal(resumed.head.bias, full.head.bias)
+    assert np.array_equal(resumed.head.weights, full.head.weights) and np.array_equal(
+        resumed.head.bias, full.head.bias
+    )
     st_full, st_res = vars(full.strategy.strategy), vars(resumed.strategy.strategy)
     if name == "fedadam":
         for key in ("m_t", "v_t"):
@@ -211,7 +253,9 @@ class HalfStep(FedAvg):
 '''
 
 
-def test_a_users_strategy_loaded_by_module_and_class(fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_users_strategy_loaded_by_module_and_class(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "my_strategies.py").write_text(USER_STRATEGY)
     monkeypatch.syspath_prepend(str(tmp_path))
     s = scenario("my_strategies:HalfStep", {"step": 0.8}, rounds=3)
@@ -220,25 +264,45 @@ def test_a_users_strategy_loaded_by_module_and_class(fleet: Fleet, tmp_path: Pat
     assert mod.HalfStep.calls == [list(range(20))] * 3  # one reply per device, its id as the node id
     assert srv.strategy.strategy.step == 0.8 and srv.strategy.per_device
     assert srv.rows[-1].accuracy > srv.rows[0].accuracy + 0.1
-    with pytest.raises(ScenarioError, match=r"'strategy.params.stride' is not a parameter of HalfStep; expected one of: "
-                                            r"step, fraction_train"):
+    with pytest.raises(
+        ScenarioError,
+        match=r"'strategy.params.stride' is not a parameter of HalfStep; expected one of: "
+        r"step, fraction_train",
+    ):
         scenario("my_strategies:HalfStep", {"stride": 0.8})
 
 
 @pytest.mark.parametrize(
     ("name", "params", "fragment"),
     [
-        ("krum", {"num_malicous_nodes": 2}, "'strategy.params.num_malicous_nodes' is not a parameter of Krum; expected one "
-                                            "of: fraction_train, fraction_evaluate, min_train_nodes"),
+        (
+            "krum",
+            {"num_malicous_nodes": 2},
+            "'strategy.params.num_malicous_nodes' is not a parameter of Krum; expected one "
+            "of: fraction_train, fraction_evaluate, min_train_nodes",
+        ),
         ("fedbest", {}, "'strategy.name' = 'fedbest'; expected one of: fedavg, fedavgm"),
-        ("dpfedavgfixed", {"clipping_norm": 1.0}, "'strategy.params.noise_multiplier' is required by "
-                                                  "DifferentialPrivacyServerSideFixedClipping"),
-        ("fedtrimmedavg", {"beta": 0.7}, "'strategy.params': FedTrimmedAvg: `beta` must be in the range [0, 0.5)"),
-        ("numpy:ndarray", {}, "'strategy.name' = 'numpy:ndarray' is not a subclass of flwr.serverapp.strategy.Strategy"),
+        (
+            "dpfedavgfixed",
+            {"clipping_norm": 1.0},
+            "'strategy.params.noise_multiplier' is required by DifferentialPrivacyServerSideFixedClipping",
+        ),
+        (
+            "fedtrimmedavg",
+            {"beta": 0.7},
+            "'strategy.params': FedTrimmedAvg: `beta` must be in the range [0, 0.5)",
+        ),
+        (
+            "numpy:ndarray",
+            {},
+            "'strategy.name' = 'numpy:ndarray' is not a subclass of flwr.serverapp.strategy.Strategy",
+        ),
         ("no_such_module_xyz:S", {}, "cannot import module 'no_such_module_xyz'"),
     ],
 )
-def test_bad_strategies_and_params_are_refused_in_one_line(name: str, params: dict[str, Any], fragment: str) -> None:
+def test_bad_strategies_and_params_are_refused_in_one_line(
+    name: str, params: dict[str, Any], fragment: str
+) -> None:
     with pytest.raises(ScenarioError) as err:
         scenario(name, params)
     assert fragment in str(err.value) and "\n" not in str(err.value)
@@ -248,7 +312,9 @@ def test_fedtiny_keys_fill_flower_arguments_params_wins() -> None:
     s = scenario("fedavgm", strategy={"server_lr": 0.5, "server_momentum": 0.7})
     st = DeviceStrategy.from_scenario(s).strategy
     assert (st.server_learning_rate, st.server_momentum) == (0.5, 0.7)
-    st = DeviceStrategy.from_scenario(scenario("fedadam", {"eta": 0.01}, strategy={"server_lr": 0.5})).strategy
+    st = DeviceStrategy.from_scenario(
+        scenario("fedadam", {"eta": 0.01}, strategy={"server_lr": 0.5})
+    ).strategy
     assert (st.eta, st.beta_1) == (0.01, 0.9)
     st = DeviceStrategy.from_scenario(scenario("fedadagrad")).strategy
     assert st.eta == 0.1  # server_lr 0: Flower's default
@@ -256,5 +322,7 @@ def test_fedtiny_keys_fill_flower_arguments_params_wins() -> None:
     assert st.beta == 0.2
     st = DeviceStrategy.from_scenario(scenario("qfedavg")).strategy
     assert st.client_learning_rate == 0.1  # train.lr
-    st = DeviceStrategy.from_scenario(scenario("dpfedavgfixed", {"noise_multiplier": 1.0}, strategy={"clip_norm": 2.0})).strategy
+    st = DeviceStrategy.from_scenario(
+        scenario("dpfedavgfixed", {"noise_multiplier": 1.0}, strategy={"clip_norm": 2.0})
+    ).strategy
     assert (st.clipping_norm, st.num_sampled_clients) == (2.0, 20)

@@ -105,29 +105,67 @@ def test_parser_never_raises_anything_but_signature_error() -> None:
             pass
 
 
-@pytest.mark.skipif(not Path(IMGTOOL).exists(), reason="imgtool (pip install imgtool, dev extra) not installed")
+@pytest.mark.skipif(
+    not Path(IMGTOOL).exists(), reason="imgtool (pip install imgtool, dev extra) not installed"
+)
 def test_imgtool_verifies_what_fedtiny_sign_writes_and_fedtiny_verifies_imgtool(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["key", "generate", "--out", str(tmp_path / "k")])
     assert res.exit_code == 0, res.output
     (tmp_path / "head.bin").write_bytes(_patch())
-    res = CliRunner().invoke(cli, ["sign", str(tmp_path / "head.bin"), "--key", str(tmp_path / "k/signing.pem"),
-                                   "--out", str(tmp_path / "head.signed"), "--security-counter", "9",
-                                   "--version", "1.2.3+4"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "sign",
+            str(tmp_path / "head.bin"),
+            "--key",
+            str(tmp_path / "k/signing.pem"),
+            "--out",
+            str(tmp_path / "head.signed"),
+            "--security-counter",
+            "9",
+            "--version",
+            "1.2.3+4",
+        ],
+    )
     assert res.exit_code == 0, res.output
     for k in ("signing.pem", "signing.pub.pem"):
-        out = subprocess.run([IMGTOOL, "verify", "-k", str(tmp_path / "k" / k), str(tmp_path / "head.signed")],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [IMGTOOL, "verify", "-k", str(tmp_path / "k" / k), str(tmp_path / "head.signed")],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0 and "correctly validated" in out.stdout and "1.2.3+4" in out.stdout, out
     bad = bytearray((tmp_path / "head.signed").read_bytes())
     bad[50] ^= 1
     (tmp_path / "bad.signed").write_bytes(bytes(bad))
-    out = subprocess.run([IMGTOOL, "verify", "-k", str(tmp_path / "k/signing.pem"), str(tmp_path / "bad.signed")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [IMGTOOL, "verify", "-k", str(tmp_path / "k/signing.pem"), str(tmp_path / "bad.signed")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0
     # the other way: imgtool signs (padded 0x200 header), the virtual board takes it
-    subprocess.run([IMGTOOL, "sign", "-k", str(tmp_path / "k/signing.pem"), "--header-size", "0x200", "--pad-header",
-                    "--version", "2.0.0", "--security-counter", "5", "-S", "0x40000", str(tmp_path / "head.bin"),
-                    str(tmp_path / "head.imgtool")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            IMGTOOL,
+            "sign",
+            "-k",
+            str(tmp_path / "k/signing.pem"),
+            "--header-size",
+            "0x200",
+            "--pad-header",
+            "--version",
+            "2.0.0",
+            "--security-counter",
+            "5",
+            "-S",
+            "0x40000",
+            str(tmp_path / "head.bin"),
+            str(tmp_path / "head.imgtool"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     signed = (tmp_path / "head.imgtool").read_bytes()
     assert parse_image(signed).security_counter == 5 and parse_image(signed).header_size == 0x200
     b = VirtualBoard(BoardConfig(trust_keys=(load_public_key(tmp_path / "k/signing.pub.pem"),)))
@@ -146,7 +184,9 @@ def _expected(seed: int, x: np.ndarray) -> np.ndarray:
 
 
 # ----- the virtual board --------------------------------------------------------------------------------------
-def test_board_with_public_keys_takes_signed_heads_and_refuses_hmac_unknown_keys_and_downgrades(tmp_path) -> None:
+def test_board_with_public_keys_takes_signed_heads_and_refuses_hmac_unknown_keys_and_downgrades(
+    tmp_path,
+) -> None:
     f = str(tmp_path / "b.flash")
     b = _board((A,), f, fleet_key=FLEET)
     s = _session(b, FLEET)
@@ -158,7 +198,9 @@ def test_board_with_public_keys_takes_signed_heads_and_refuses_hmac_unknown_keys
     assert s.get_head().equals(default_head(seed=2))
     # signed by a key the board does not trust: refused at VERIFY, the slot marked bad
     up = s.upload(sign_image(_patch(3), B, 6))
-    with pytest.raises(DeviceError, match="AUTH_FAILED: signed image: signed by a key this board does not trust"):
+    with pytest.raises(
+        DeviceError, match="AUTH_FAILED: signed image: signed by a key this board does not trust"
+    ):
         s.verify(up.slot)
     assert b.meta.slots[up.slot].state == SlotState.RECEIVING and b.meta.slots[up.slot].received == 0
     # the security counter comes from the signed TLV: a BEGIN declaring more than was signed fails VERIFY
@@ -170,7 +212,9 @@ def test_board_with_public_keys_takes_signed_heads_and_refuses_hmac_unknown_keys
     st2 = UploadState.decode(s2.request(MsgType.UPLOAD_BEGIN, u.encode()))
     for off in range(0, len(img), 1000):
         s2.request(MsgType.UPLOAD_CHUNK, struct.pack("<I", off) + img[off : off + 1000])
-    with pytest.raises(DeviceError, match="AUTH_FAILED: declared security counter 9 differs from the signed 4"):
+    with pytest.raises(
+        DeviceError, match="AUTH_FAILED: declared security counter 9 differs from the signed 4"
+    ):
         s2.verify(st2.slot)
     # an older signed image (counter 4 < 5) is a downgrade; the board's keys survive a power cycle
     with pytest.raises(DeviceError, match="DOWNGRADE"):
@@ -226,7 +270,9 @@ def test_key_rotation_add_retire_replay_limits_and_wrong_device(tmp_path) -> Non
     s.key_change(KeyChange(KEY_RETIRE, 0, 2, raw_public(A)).sign(B))  # device id 0: any board
     with pytest.raises(DeviceError, match="does not trust"):
         s.deploy_head(default_head(seed=3), FEATS[:4], signing_key=A, security_counter=2)
-    with pytest.raises(DeviceError, match="AUTH_FAILED: key change signed by a key this board does not trust"):
+    with pytest.raises(
+        DeviceError, match="AUTH_FAILED: key change signed by a key this board does not trust"
+    ):
         s.key_change(KeyChange(KEY_ADD, 7, 3, raw_public(A)).sign(A))  # a retired key signs nothing
     with pytest.raises(DeviceError, match="DOWNGRADE"):
         s.key_change(KeyChange(KEY_ADD, 7, 1, raw_public(A)).sign(B))  # an old counter: a replay
@@ -246,7 +292,11 @@ def test_key_rotation_add_retire_replay_limits_and_wrong_device(tmp_path) -> Non
     with pytest.raises(DeviceError, match="MALFORMED"):
         s.request(0x28, forged.encode()[:-1])
     again = VirtualBoard(BoardConfig(trust_keys=(raw_public(C),)), f)  # flash wins over re-provisioning
-    assert again.meta.key_counter == 12 and raw_public(B) in again.meta.keys and raw_public(C) not in again.meta.keys
+    assert (
+        again.meta.key_counter == 12
+        and raw_public(B) in again.meta.keys
+        and raw_public(C) not in again.meta.keys
+    )
 
 
 def test_key_change_is_atomic_against_power_cuts(tmp_path) -> None:
@@ -298,8 +348,12 @@ def _port() -> int:
 
 def _serve(tmp_path: Path, stop: threading.Event, dev: int, cfg: BoardConfig) -> str:
     uri = f"socket://127.0.0.1:{_port()}"
-    threading.Thread(target=serve_board, args=(uri, str(tmp_path / f"b{dev}.flash"), dev, FLEET), daemon=True,
-                     kwargs=dict(head=default_head(4, 16, seed=5), cfg=cfg, stop=stop, ready=lambda _a: None)).start()
+    threading.Thread(
+        target=serve_board,
+        args=(uri, str(tmp_path / f"b{dev}.flash"), dev, FLEET),
+        daemon=True,
+        kwargs=dict(head=default_head(4, 16, seed=5), cfg=cfg, stop=stop, ready=lambda _a: None),
+    ).start()
     time.sleep(0.3)
     return uri
 
@@ -312,18 +366,35 @@ def test_gateway_signs_heads_and_checks_per_device_update_keys(tmp_path: Path) -
     root.mkdir()
     for dev in (1, 2, 3, 4):
         x, y = rng.integers(-128, 128, (20, 16)).astype(np.int8), rng.integers(0, 4, 20)
-        np.savez(root / f"device_{dev}.npz", segments=np.array(1), train_feats_0=x, train_labels_0=y,
-                 test_feats_0=x, test_labels_0=y)
+        np.savez(
+            root / f"device_{dev}.npz",
+            segments=np.array(1),
+            train_feats_0=x,
+            train_labels_0=y,
+            test_feats_0=x,
+            test_labels_0=y,
+        )
     stop = threading.Event()
     try:
         pub = (raw_public(A),)
         good = _serve(tmp_path, stop, 1, BoardConfig(trust_keys=pub, device_key=device_key(MASTER, 1)))
-        other = _serve(tmp_path, stop, 2, BoardConfig(trust_keys=pub, device_key=device_key(MASTER, 3)))  # wrong
+        other = _serve(
+            tmp_path, stop, 2, BoardConfig(trust_keys=pub, device_key=device_key(MASTER, 3))
+        )  # wrong
         nokey = _serve(tmp_path, stop, 3, BoardConfig(trust_keys=pub))  # fleet-key tags only
-        hmac_board = _serve(tmp_path, stop, 4, BoardConfig(device_key=device_key(MASTER, 4)))  # no public keys
-        gw = GatewayBoards([good, other, nokey, hmac_board], FLEET, Replay(root), signing_key=A, update_master=MASTER)
-        out = gw.train(new, rng.integers(-128, 128, (4, 16)).astype(np.int8), TrainRequest(1, 4, 0.05, 0, 0, 0, 1, 1),
-                       0, {})
+        hmac_board = _serve(
+            tmp_path, stop, 4, BoardConfig(device_key=device_key(MASTER, 4))
+        )  # no public keys
+        gw = GatewayBoards(
+            [good, other, nokey, hmac_board], FLEET, Replay(root), signing_key=A, update_master=MASTER
+        )
+        out = gw.train(
+            new,
+            rng.integers(-128, 128, (4, 16)).astype(np.int8),
+            TrainRequest(1, 4, 0.05, 0, 0, 0, 1, 1),
+            0,
+            {},
+        )
         by = {o.device_id: o for o in out}
         assert not by[1].error and by[1].update["device_id"] == 1
         assert "bad HMAC tag (under the per-device key)" in by[2].error and "\n" not in by[2].error
@@ -356,17 +427,48 @@ def test_cli_keys_device_and_errors(tmp_path: Path) -> None:
     assert r.invoke(cli, ["key", "generate", "--out", str(tmp_path)]).exit_code == 0
     again = r.invoke(cli, ["key", "generate", "--out", str(tmp_path)])
     assert again.exit_code == 2 and "refusing to overwrite" in again.output
-    res = r.invoke(cli, ["key", "device", "--master", str(tmp_path / "update-master.key"), "--device-id", "3",
-                         "--out", str(tmp_path / "d3.key")])
+    res = r.invoke(
+        cli,
+        [
+            "key",
+            "device",
+            "--master",
+            str(tmp_path / "update-master.key"),
+            "--device-id",
+            "3",
+            "--out",
+            str(tmp_path / "d3.key"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     master = bytes.fromhex((tmp_path / "update-master.key").read_text())
     assert bytes.fromhex((tmp_path / "d3.key").read_text()) == device_key(master, 3)
     (tmp_path / "x.bin").write_bytes(b"abc")
-    res = r.invoke(cli, ["sign", str(tmp_path / "x.bin"), "--key", str(tmp_path / "update-master.key"),
-                         "--out", str(tmp_path / "x.s")])
+    res = r.invoke(
+        cli,
+        [
+            "sign",
+            str(tmp_path / "x.bin"),
+            "--key",
+            str(tmp_path / "update-master.key"),
+            "--out",
+            str(tmp_path / "x.s"),
+        ],
+    )
     assert res.exit_code == 2 and "not an unencrypted PEM private key" in res.output
-    res = r.invoke(cli, ["sign", str(tmp_path / "x.bin"), "--key", str(tmp_path / "signing.pem"), "--out",
-                         str(tmp_path / "x.s"), "--version", "1.x"])
+    res = r.invoke(
+        cli,
+        [
+            "sign",
+            str(tmp_path / "x.bin"),
+            "--key",
+            str(tmp_path / "signing.pem"),
+            "--out",
+            str(tmp_path / "x.s"),
+            "--version",
+            "1.x",
+        ],
+    )
     assert res.exit_code == 2 and "MAJOR.MINOR.REVISION+BUILD" in res.output
 
 
@@ -376,8 +478,18 @@ def test_cli_keys_change_over_a_socket(tmp_path: Path) -> None:
     stop = threading.Event()
     try:
         uri = _serve(tmp_path, stop, 9, BoardConfig(trust_keys=(raw_public(A),)))
-        res = CliRunner().invoke(cli, ["key", "change", uri, "--signing-key", str(tmp_path / "a.pem"), "--add",
-                                       str(tmp_path / "b.pub")])
+        res = CliRunner().invoke(
+            cli,
+            [
+                "key",
+                "change",
+                uri,
+                "--signing-key",
+                str(tmp_path / "a.pem"),
+                "--add",
+                str(tmp_path / "b.pub"),
+            ],
+        )
         assert res.exit_code == 0, res.output
         assert "key counter 1, trusts 2 key(s)" in res.output
     finally:
@@ -415,7 +527,9 @@ def _ed_records(n_sig: int, n_sha: int, seed: int) -> tuple[bytes, int]:
         k = generate_key()
         m = rng.bytes(int(rng.integers(0, 200)))
         pub, sig = raw_public(k), bytearray(k.sign(m))
-        how = i % 6  # 0, 1: valid; 2: bit in R; 3: bit in S; 4: message; 5: S + L (non-canonical) or public key
+        how = (
+            i % 6
+        )  # 0, 1: valid; 2: bit in R; 3: bit in S; 4: message; 5: S + L (non-canonical) or public key
         if how == 2:
             sig[int(rng.integers(0, 32))] ^= 1 << int(rng.integers(0, 8))
         elif how == 3:
@@ -441,11 +555,18 @@ def _ed_records(n_sig: int, n_sha: int, seed: int) -> tuple[bytes, int]:
 
 
 def _make(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["make", "-s", *args, f"PIP={sys.executable} -m pip"], cwd=FIRMWARE, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        ["make", "-s", *args, f"PIP={sys.executable} -m pip"],
+        cwd=FIRMWARE,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
-@pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None, reason="needs make and a C compiler")
+@pytest.mark.skipif(
+    shutil.which("make") is None or shutil.which("cc") is None, reason="needs make and a C compiler"
+)
 def test_c_ed25519_against_cryptography_host_and_qemu(tmp_path: Path) -> None:
     """RFC 8032 vectors, 500 SHA-512 and 3000 signatures (valid, corrupted R/S/message/key, S + L) on the host
     (ASan+UBSan); in QEMU (Cortex-M4F) a subset, with the instructions per verification and the code size."""
@@ -456,7 +577,8 @@ def test_c_ed25519_against_cryptography_host_and_qemu(tmp_path: Path) -> None:
     (tmp_path / "vectors.bin").write_bytes(recs)
     small, _ = _ed_records(24, 8, 2)
     (tmp_path / "ed25519_vectors.h").write_text(
-        "static const unsigned char ft_ed_vectors[] = {" + ",".join(str(b) for b in small) + "};\n")
+        "static const unsigned char ft_ed_vectors[] = {" + ",".join(str(b) for b in small) + "};\n"
+    )
     r = _make("test-ed25519-host", f"ED_VECTORS={tmp_path / 'vectors.bin'}")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "500 sha512" in r.stdout and "0 failure(s)" in r.stdout
@@ -472,7 +594,9 @@ def test_c_ed25519_against_cryptography_host_and_qemu(tmp_path: Path) -> None:
     m = (FIRMWARE / "build" / "mps2" / "ed25519_check.elf.map").read_text()
     m = m[m.index("Linker script and memory map") :]  # not the sections --gc-sections discarded
     size = 0
-    for _sec, hexsize, obj in re.findall(r"^ \.(text|rodata)\S*\s+0x[0-9a-f]+\s+0x([0-9a-f]+)\s+(\S+)$", m, re.M):
+    for _sec, hexsize, obj in re.findall(
+        r"^ \.(text|rodata)\S*\s+0x[0-9a-f]+\s+0x([0-9a-f]+)\s+(\S+)$", m, re.M
+    ):
         if obj.endswith(("monocypher_arm.o", "ft_ed25519.o")) or "ft_ed25519" in obj:
             size += int(hexsize, 16)
     print(f"ed25519 verify code+rodata: {size} bytes")

@@ -9,7 +9,9 @@ from clients.board.server import serve_board
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m clients.board", description="serve one virtual fedtiny board")
+    ap = argparse.ArgumentParser(
+        prog="python -m clients.board", description="serve one virtual fedtiny board"
+    )
     ap.add_argument("--listen", default="socket://127.0.0.1:7777", help="socket://HOST:PORT or pty")
     ap.add_argument("--pty", action="store_true", help="serve on a new pty (prints its path)")
     ap.add_argument("--state", default="board.flash", help="flash image file (A/B slots, metadata)")
@@ -19,7 +21,9 @@ def main() -> None:
     a = ap.parse_args()
     model = Path(a.model).read_bytes() if a.model else None
     try:
-        serve_board("pty" if a.pty else a.listen, a.state, a.device_id, bytes.fromhex(a.key) or None, model=model)
+        serve_board(
+            "pty" if a.pty else a.listen, a.state, a.device_id, bytes.fromhex(a.key) or None, model=model
+        )
     except KeyboardInterrupt:
         pass
 

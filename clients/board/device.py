@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from clients.board.flash import SLOT_SIGNED, EmulatedFlash, Meta, PowerCut, Slot
 from clients.board.handlers import HANDLERS, Reply
 from fedtiny.errors import FedTinyError, ModelError, ProtocolError
 from fedtiny.link.blobs import decode_head_patch, encode_head_patch
+
+if TYPE_CHECKING:  # TFLite Micro is imported lazily, only on boards that run a model
+    from fedtiny.model.runtime import Int8Runner
 from fedtiny.link.frames import FLAG_RESPONSE, PROTOCOL_VERSION, Frame, FrameReader, encode_frame
 from fedtiny.link.messages import (
     SS_FELL_BACK,
@@ -50,15 +54,18 @@ class BoardConfig:
     # Ed25519 public keys (raw 32 bytes, 1..4) provisioned on a blank flash: the board then accepts only signed
     # images (section 7); after that the key set in flash (changed by KEY_CHANGE) is the board's
     trust_keys: tuple[bytes, ...] = ()
-    device_key: bytes | None = None  # this board's own update key (32 bytes): tags its UpdateBlobs (section 7)
+    device_key: bytes | None = (
+        None  # this board's own update key (32 bytes): tags its UpdateBlobs (section 7)
+    )
 
 
 def default_head(c: int = 10, d: int = 64, seed: int = 0) -> Int8Head:
     """A deterministic factory head for boards created without a model."""
     rng = np.random.default_rng(seed)
     w = rng.integers(-127, 128, (c, d)).astype(np.int8)
-    return Int8Head(w, np.full(c, 0.01, np.float32), rng.integers(-500, 500, c).astype(np.int32),
-                    0.05, -128, 0.1, 0)
+    return Int8Head(
+        w, np.full(c, 0.01, np.float32), rng.integers(-500, 500, c).astype(np.int32), 0.05, -128, 0.1, 0
+    )
 
 
 class VirtualBoard:
@@ -72,8 +79,14 @@ class VirtualBoard:
     until a full image runs.
     """
 
-    def __init__(self, cfg: BoardConfig, state_file: str | None = None, factory_head: Int8Head | None = None,
-                 cut_at_write: int | None = None, model: bytes | None = None) -> None:
+    def __init__(
+        self,
+        cfg: BoardConfig,
+        state_file: str | None = None,
+        factory_head: Int8Head | None = None,
+        cut_at_write: int | None = None,
+        model: bytes | None = None,
+    ) -> None:
         if cfg.train_arith not in ("float", "fixed", "both"):
             raise ValueError(f"train_arith {cfg.train_arith!r}: expected 'float', 'fixed' or 'both'")
         if cfg.fleet_key and len(cfg.fleet_key) != 32:
@@ -90,7 +103,7 @@ class VirtualBoard:
 
             factory_head = read_head(self.base_model)
         self.factory_head = factory_head or default_head()
-        self._runners: dict[tuple[bytes, bytes], object] = {}
+        self._runners: dict[tuple[bytes, bytes], Int8Runner] = {}
         self.boots = 0
         self._boot()
 
@@ -218,9 +231,10 @@ class VirtualBoard:
 
         return write_head(self.backbone, self.head)
 
-    def runner(self):
+    def runner(self) -> Int8Runner | None:
         """TFLite Micro interpreter of the running model (`Int8Runner`), or None without a backbone."""
-        if self.backbone is None:
+        model = self.running_model()
+        if self.backbone is None or model is None:
             return None
         key = (hashlib.sha256(self.backbone).digest(), encode_head_patch(self.head))
         r = self._runners.get(key)
@@ -229,7 +243,7 @@ class VirtualBoard:
 
             if len(self._runners) >= 4:
                 self._runners.clear()
-            r = self._runners[key] = Int8Runner(self.running_model(), "tflm")
+            r = self._runners[key] = Int8Runner(model, "tflm")
         return r
 
     @property
@@ -256,12 +270,19 @@ class VirtualBoard:
         """The key of UpdateBlob tags: this board's own update key, else the fleet key (section 7)."""
         return self.cfg.device_key or self.cfg.fleet_key
 
-    def check_begin_auth(self, signed: bool, kind: int, total: int, sha: bytes, tag: bytes,
-                         security_counter: int) -> str | None:
+    def check_begin_auth(
+        self, signed: bool, kind: int, total: int, sha: bytes, tag: bytes, security_counter: int
+    ) -> str | None:
         """UPLOAD_BEGIN: None if the image's authentication mode is acceptable (and its HMAC tag valid)."""
         if self.meta.keys:
-            return None if signed else ("this board accepts only Ed25519-signed images (MCUboot format, "
-                                        "UploadBegin flag SIGNED); HMAC-tagged images are refused")
+            return (
+                None
+                if signed
+                else (
+                    "this board accepts only Ed25519-signed images (MCUboot format, "
+                    "UploadBegin flag SIGNED); HMAC-tagged images are refused"
+                )
+            )
         if signed:
             return "no public key provisioned: this board accepts only HMAC-tagged images"
         return self.check_tag(kind, total, sha, tag, security_counter)
@@ -281,7 +302,9 @@ class VirtualBoard:
         """Image kind of the running slot (the factory head when nothing is confirmed)."""
         return self.meta.slots[self.active].kind if self.active != 0xFF else ImageKind.HEAD_PATCH
 
-    def check_tag(self, kind: int, total: int, sha: bytes, tag: bytes, security_counter: int = 0) -> str | None:
+    def check_tag(
+        self, kind: int, total: int, sha: bytes, tag: bytes, security_counter: int = 0
+    ) -> str | None:
         """None if the image tag is valid, else the reason."""
         from fedtiny.link.messages import image_tag
 
@@ -349,4 +372,3 @@ class VirtualBoard:
 
 
 NOT_CACHED = (Status.BAD_VERSION, Status.UNKNOWN_TYPE, Status.MALFORMED)
-

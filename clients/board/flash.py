@@ -20,7 +20,9 @@ META_MAGIC_V2 = b"FTM2"
 _HDR = struct.Struct("<4sIBBBBII")
 # state, kind, flags (bit 0: Ed25519-signed MCUboot image), total, received, sha256, tag, security_counter
 _SLOT = struct.Struct("<BBHII32s32sI")
-_KEYS = struct.Struct("<BBHI")  # FTM3: n_keys, reserved, reserved, key_counter; then n_keys x 32-byte public keys
+_KEYS = struct.Struct(
+    "<BBHI"
+)  # FTM3: n_keys, reserved, reserved, key_counter; then n_keys x 32-byte public keys
 SLOT_SIGNED = 0x01
 
 
@@ -53,11 +55,20 @@ class Meta:
     key_counter: int = 0  # the counter of the last KEY_CHANGE applied (anti-replay)
 
     def encode(self) -> bytes:
-        body = _HDR.pack(META_MAGIC, self.counter, self.confirmed, self.testing, self.reverted, len(self.slots),
-                         self.uid_reserved, self.sec_floor)
+        body = _HDR.pack(
+            META_MAGIC,
+            self.counter,
+            self.confirmed,
+            self.testing,
+            self.reverted,
+            len(self.slots),
+            self.uid_reserved,
+            self.sec_floor,
+        )
         for s in self.slots:
-            body += _SLOT.pack(s.state, s.kind, s.flags, s.total_len, s.received, s.sha256, s.tag,
-                               s.security_counter)
+            body += _SLOT.pack(
+                s.state, s.kind, s.flags, s.total_len, s.received, s.sha256, s.tag, s.security_counter
+            )
         body += _KEYS.pack(len(self.keys), 0, 0, self.key_counter) + b"".join(self.keys)
         return body + struct.pack("<I", zlib.crc32(body))
 
@@ -73,7 +84,9 @@ class Meta:
             if size + _KEYS.size > len(raw):
                 return None
             nk, _, _, key_counter = _KEYS.unpack_from(raw, size)
-            keys = [bytes(raw[size + _KEYS.size + 32 * i : size + _KEYS.size + 32 * (i + 1)]) for i in range(nk)]
+            keys = [
+                bytes(raw[size + _KEYS.size + 32 * i : size + _KEYS.size + 32 * (i + 1)]) for i in range(nk)
+            ]
             size += _KEYS.size + 32 * nk
         if size + 4 > len(raw) or struct.unpack_from("<I", raw, size)[0] != zlib.crc32(raw[:size]):
             return None
@@ -88,7 +101,9 @@ class Meta:
 class EmulatedFlash:
     """A flat flash image: [meta0 | meta1 | slot0 | slot1], optionally persisted to `path`."""
 
-    def __init__(self, path: str | None, slot_size: int, n_slots: int = 2, cut_at_write: int | None = None) -> None:
+    def __init__(
+        self, path: str | None, slot_size: int, n_slots: int = 2, cut_at_write: int | None = None
+    ) -> None:
         self.path = path
         self.slot_size = slot_size
         self.n_slots = n_slots

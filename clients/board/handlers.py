@@ -32,7 +32,14 @@ from fedtiny.link.messages import (
     u8,
     u32,
 )
-from fedtiny.ondevice import TrainConfig, dequantize_head, head_forward_int8, train_heads, train_heads_fixed
+from fedtiny.ondevice import (
+    Int8Head,
+    TrainConfig,
+    dequantize_head,
+    head_forward_int8,
+    train_heads,
+    train_heads_fixed,
+)
 
 if TYPE_CHECKING:
     from clients.board.device import VirtualBoard
@@ -53,9 +60,23 @@ def hello(b: VirtualBoard, p: bytes) -> Reply:
     if p:
         raise ProtocolError("HELLO takes no payload")
     c, d = b.shape
-    info = HelloInfo(1, b.flash.n_slots, b.cfg.max_payload, b.cfg.device_id, int(b.capabilities), c, d,
-                     b.cfg.cache_capacity, int(b.cache.count[0]), b.cfg.slot_size, b.raw_input_len, b.cfg.rx_window, b.active,
-                     b.cfg.board_name, b.cfg.fw_version)
+    info = HelloInfo(
+        1,
+        b.flash.n_slots,
+        b.cfg.max_payload,
+        b.cfg.device_id,
+        int(b.capabilities),
+        c,
+        d,
+        b.cfg.cache_capacity,
+        int(b.cache.count[0]),
+        b.cfg.slot_size,
+        b.raw_input_len,
+        b.cfg.rx_window,
+        b.active,
+        b.cfg.board_name,
+        b.cfg.fw_version,
+    )
     return Reply(payload=info.encode())
 
 
@@ -118,15 +139,18 @@ def set_head(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=struct.pack("<I", len(b.staged)))
 
 
-def check_fits_backbone(b: VirtualBoard, head) -> None:
+def check_fits_backbone(b: VirtualBoard, head: Int8Head) -> None:
     """ModelError if the head cannot be written into the firmware model (input quantization, shape). A board
     without a backbone checks the input quantization against its firmware head's: the cached features are
     quantized that way."""
     f = b.factory_head
-    if (np.float32(head.input_scale) != np.float32(f.input_scale)
-            or int(head.input_zero_point) != int(f.input_zero_point)):
-        raise ModelError(f"head input quantization {head.input_scale}/{head.input_zero_point} differs from the "
-                         f"board's features {f.input_scale}/{f.input_zero_point}")
+    if np.float32(head.input_scale) != np.float32(f.input_scale) or int(head.input_zero_point) != int(
+        f.input_zero_point
+    ):
+        raise ModelError(
+            f"head input quantization {head.input_scale}/{head.input_zero_point} differs from the "
+            f"board's features {f.input_scale}/{f.input_zero_point}"
+        )
     if b.base_model is not None:
         from fedtiny.model.flatbuffer import write_head
 
@@ -182,20 +206,37 @@ def train(b: VirtualBoard, p: bytes) -> Reply:
         if not caps & Cap.FIXED_TRAIN:
             return err(Status.UNSUPPORTED, "this board has no fixed-point training (CAP_FIXED_TRAIN)")
         if r.momentum or r.weight_decay or r.prox_mu:
-            return err(Status.UNSUPPORTED, "fixed-point training is plain SGD: momentum, weight_decay and "
-                       "prox_mu must be 0")
+            return err(
+                Status.UNSUPPORTED,
+                "fixed-point training is plain SGD: momentum, weight_decay and prox_mu must be 0",
+            )
         trainer = train_heads_fixed
     else:
         if not caps & Cap.FLOAT_TRAIN:
-            return err(Status.UNSUPPORTED, "this board trains fixed-point only (CAP_FIXED_TRAIN): set TRAIN flag FIXED")
+            return err(
+                Status.UNSUPPORTED,
+                "this board trains fixed-point only (CAP_FIXED_TRAIN): set TRAIN flag FIXED",
+            )
         trainer = train_heads
     fh = dequantize_head(b.head)
     with np.errstate(all="ignore"):  # a diverging run is refused below, not warned about
-        res = trainer(fh.weights, fh.bias, b.cache.features, b.cache.labels, b.cache.count, cfg,
-                      input_scale=b.head.input_scale, input_zero_point=b.head.input_zero_point,
-                      seed=r.seed, round_=r.round, device_ids=np.array([b.cfg.device_id]))
+        res = trainer(
+            fh.weights,
+            fh.bias,
+            b.cache.features,
+            b.cache.labels,
+            b.cache.count,
+            cfg,
+            input_scale=b.head.input_scale,
+            input_zero_point=b.head.input_zero_point,
+            seed=r.seed,
+            round_=r.round,
+            device_ids=np.array([b.cfg.device_id]),
+        )
     if not (np.isfinite(res.weights).all() and np.isfinite(res.bias).all() and np.isfinite(res.loss).all()):
-        raise ProtocolError("training diverged (non-finite weights or loss): lower lr / weight_decay / prox_mu")
+        raise ProtocolError(
+            "training diverged (non-finite weights or loss): lower lr / weight_decay / prox_mu"
+        )
     uid = b.new_update_id()
     blob = UpdateBlob(b.cfg.device_id, uid, r.round, n, float(res.loss[0]), res.weights[0], res.bias[0])
     b.pending = (uid, blob.sign(b.update_key).encode())  # per-device key if provisioned, else the fleet key
@@ -213,10 +254,16 @@ def train_range_error(r: TrainRequest, cached: int) -> str | None:
     vals = (r.lr, r.momentum, r.weight_decay, r.prox_mu)
     if not all(math.isfinite(v) for v in vals):
         return "lr, momentum, weight_decay and prox_mu must be finite"
-    if not (0 < r.lr <= TRAIN_MAX_LR and 0 <= r.momentum < 1 and 0 <= r.weight_decay <= TRAIN_MAX_DECAY
-            and 0 <= r.prox_mu <= TRAIN_MAX_DECAY):
-        return (f"lr must be in (0, {TRAIN_MAX_LR:g}], momentum in [0, 1), weight_decay and prox_mu in "
-                f"[0, {TRAIN_MAX_DECAY:g}]")
+    if not (
+        0 < r.lr <= TRAIN_MAX_LR
+        and 0 <= r.momentum < 1
+        and 0 <= r.weight_decay <= TRAIN_MAX_DECAY
+        and 0 <= r.prox_mu <= TRAIN_MAX_DECAY
+    ):
+        return (
+            f"lr must be in (0, {TRAIN_MAX_LR:g}], momentum in [0, 1), weight_decay and prox_mu in "
+            f"[0, {TRAIN_MAX_DECAY:g}]"
+        )
     return None
 
 

@@ -34,7 +34,9 @@ def key_change(b: VirtualBoard, p: bytes) -> Reply:
     if not m.keys:
         return err(Status.UNSUPPORTED, "no public key provisioned: this board uses the HMAC fleet key")
     if kc.device_id not in (0, b.cfg.device_id):
-        return err(Status.AUTH_FAILED, f"key change for device {kc.device_id}, this is device {b.cfg.device_id}")
+        return err(
+            Status.AUTH_FAILED, f"key change for device {kc.device_id}, this is device {b.cfg.device_id}"
+        )
     try:
         kc.verify(m.keys)
     except SignatureError as e:
@@ -42,7 +44,9 @@ def key_change(b: VirtualBoard, p: bytes) -> Reply:
     present = kc.public_key in m.keys
     done = present if kc.op == KEY_ADD else not present
     if kc.counter < m.key_counter or (kc.counter == m.key_counter and not done):
-        return err(Status.DOWNGRADE, f"key counter {kc.counter} <= the board's {m.key_counter} (replayed change)")
+        return err(
+            Status.DOWNGRADE, f"key counter {kc.counter} <= the board's {m.key_counter} (replayed change)"
+        )
     if kc.counter == m.key_counter:  # this very change, applied before (a host retrying after a reset)
         return Reply(payload=key_set(b))
     new = list(m.keys)

@@ -15,8 +15,9 @@ from fedtiny.link.frames import FrameReader
 from fedtiny.ondevice import Int8Head
 
 
-def _pump(recv: Callable[[], bytes], send: Callable[[bytes], None], board: VirtualBoard,
-          stop: threading.Event) -> None:
+def _pump(
+    recv: Callable[[], bytes], send: Callable[[bytes], None], board: VirtualBoard, stop: threading.Event
+) -> None:
     while not stop.is_set():
         data = recv()
         if data is None:
@@ -35,10 +36,17 @@ def _pump(recv: Callable[[], bytes], send: Callable[[bytes], None], board: Virtu
                 return
 
 
-def serve_board(listen_uri: str, state_file: str, device_id: int, fleet_key: bytes | None,
-                head: Int8Head | None = None, cfg: BoardConfig | None = None,
-                stop: threading.Event | None = None, ready: Callable[[str], None] | None = None,
-                model: bytes | None = None) -> None:
+def serve_board(
+    listen_uri: str,
+    state_file: str,
+    device_id: int,
+    fleet_key: bytes | None,
+    head: Int8Head | None = None,
+    cfg: BoardConfig | None = None,
+    stop: threading.Event | None = None,
+    ready: Callable[[str], None] | None = None,
+    model: bytes | None = None,
+) -> None:
     """Serve one board until `stop` is set. `listen_uri`: `socket://HOST:PORT` (any number of clients, each
     request answered on the connection it came from; an idle client blocks nobody) or
     `pty` (prints/reports the slave path). `ready(address)` is called once listening. `model`: a full int8
@@ -62,7 +70,7 @@ def serve_board(listen_uri: str, state_file: str, device_id: int, fleet_key: byt
         def send_pty(data: bytes) -> None:
             view = memoryview(data)
             while view:
-                view = view[os.write(master, view):]
+                view = view[os.write(master, view) :]
 
         try:
             _pump(recv_pty, send_pty, board, stop)
@@ -72,7 +80,7 @@ def serve_board(listen_uri: str, state_file: str, device_id: int, fleet_key: byt
         return
     if not listen_uri.startswith("socket://"):
         raise LinkError(f"cannot listen on {listen_uri!r}: use socket://HOST:PORT or pty")
-    host, _, port = listen_uri[len("socket://"):].rpartition(":")
+    host, _, port = listen_uri[len("socket://") :].rpartition(":")
     srv = socket.create_server((host or "127.0.0.1", int(port)))
     srv.setblocking(False)
     (ready or print)(f"socket://{host or '127.0.0.1'}:{srv.getsockname()[1]}")

@@ -207,8 +207,14 @@ def trial_run(image: bytes, timeout: float = TRIAL_TIMEOUT_S) -> None:
     try:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-        r = subprocess.run([sys.executable, "-c", _TRIAL], check=False, input=bytes(image), capture_output=True,
-                           timeout=timeout, env={**os.environ, "PYTHONPATH": path})
+        r = subprocess.run(
+            [sys.executable, "-c", _TRIAL],
+            check=False,
+            input=bytes(image),
+            capture_output=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONPATH": path},
+        )
     except subprocess.TimeoutExpired:
         raise ValueError(f"trial run in TFLite Micro took more than {timeout:g} s") from None
     if r.returncode != 0:

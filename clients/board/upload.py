@@ -22,7 +22,7 @@ from fedtiny.link.messages import (
     UploadState,
     u8,
 )
-from fedtiny.ondevice import head_forward_int8
+from fedtiny.ondevice import Int8Head, head_forward_int8
 
 if TYPE_CHECKING:
     from clients.board.device import VirtualBoard
@@ -57,17 +57,32 @@ def upload_begin(b: VirtualBoard, p: bytes) -> Reply:
     if why:
         return err(Status.AUTH_FAILED, why)
     if ub.security_counter < b.meta.sec_floor:
-        return err(Status.DOWNGRADE, f"security counter {ub.security_counter} < the board's {b.meta.sec_floor}")
+        return err(
+            Status.DOWNGRADE, f"security counter {ub.security_counter} < the board's {b.meta.sec_floor}"
+        )
     flags = SLOT_SIGNED if signed else 0
-    same = (s.kind, s.total_len, s.sha256, s.security_counter, s.flags) == (ub.kind, ub.total_len, ub.sha256,
-                                                                            ub.security_counter, flags)
+    same = (s.kind, s.total_len, s.sha256, s.security_counter, s.flags) == (
+        ub.kind,
+        ub.total_len,
+        ub.sha256,
+        ub.security_counter,
+        flags,
+    )
     if same and s.state in (SlotState.RECEIVING, SlotState.VERIFIED) and not ub.flags & UPLOAD_RESTART:
         return Reply(payload=_state(b, target, resumed=1))
     b.meta.slots[target] = SlotMeta(SlotState.EMPTY, 0, 0, 0)
     b.persist()  # invalidate before erasing: a cut mid-erase must not look resumable
     b.flash.erase_slot(target)
-    b.meta.slots[target] = SlotMeta(SlotState.RECEIVING, ub.kind, ub.total_len, 0, ub.sha256,
-                                    bytes(32) if signed else ub.tag, ub.security_counter, flags)
+    b.meta.slots[target] = SlotMeta(
+        SlotState.RECEIVING,
+        ub.kind,
+        ub.total_len,
+        0,
+        ub.sha256,
+        bytes(32) if signed else ub.tag,
+        ub.security_counter,
+        flags,
+    )
     b.persist()
     return Reply(payload=_state(b, target))
 
@@ -120,12 +135,16 @@ def verify(b: VirtualBoard, p: bytes) -> Reply:
         return err(Status.BAD_STATE, f"slot {slot} has {s.received} of {s.total_len} bytes")
     image = b.image(slot)
     if hashlib.sha256(image).digest() != s.sha256:
-        return _verify_failed(b, slot, Status.HASH_MISMATCH, "sha256 of the image in flash differs from the declared one")
+        return _verify_failed(
+            b, slot, Status.HASH_MISMATCH, "sha256 of the image in flash differs from the declared one"
+        )
     if s.state == SlotState.RECEIVING:
         if s.flags & SLOT_SIGNED:  # Ed25519 over the image's SHA-256; the security counter is the signed one
             why, signed_counter = b.check_signature(slot)
             if not why and signed_counter != s.security_counter:
-                why = f"declared security counter {s.security_counter} differs from the signed {signed_counter}"
+                why = (
+                    f"declared security counter {s.security_counter} differs from the signed {signed_counter}"
+                )
         elif b.meta.keys:  # keys provisioned after BEGIN (a KEY_CHANGE cannot do that, a re-provisioning can)
             why = "this board accepts only Ed25519-signed images (MCUboot format, UploadBegin flag SIGNED)"
         else:
@@ -133,8 +152,12 @@ def verify(b: VirtualBoard, p: bytes) -> Reply:
         if why:
             return _verify_failed(b, slot, Status.AUTH_FAILED, why)
         if s.security_counter < b.meta.sec_floor:
-            return _verify_failed(b, slot, Status.DOWNGRADE,
-                                  f"security counter {s.security_counter} < the board's {b.meta.sec_floor}")
+            return _verify_failed(
+                b,
+                slot,
+                Status.DOWNGRADE,
+                f"security counter {s.security_counter} < the board's {b.meta.sec_floor}",
+            )
         try:
             content = b.content(slot)
             if s.kind == ImageKind.TFLITE:
@@ -169,7 +192,9 @@ def activate(b: VirtualBoard, p: bytes) -> Reply:
     if s.state != SlotState.VERIFIED or b.meta.testing != 0xFF:
         return err(Status.BAD_STATE, f"slot {slot} is {SlotState(s.state).name}, another may be under test")
     if s.security_counter < b.meta.sec_floor:
-        return err(Status.DOWNGRADE, f"security counter {s.security_counter} < the board's {b.meta.sec_floor}")
+        return err(
+            Status.DOWNGRADE, f"security counter {s.security_counter} < the board's {b.meta.sec_floor}"
+        )
     if not b.slot_intact(slot):
         b.mark_bad(slot)
         b.persist()
@@ -183,7 +208,7 @@ def activate(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=slot_status(b))
 
 
-def _run(b: VirtualBoard, slot: int, head, full: bool) -> None:
+def _run(b: VirtualBoard, slot: int, head: Int8Head, full: bool) -> None:
     """Switch the running model to a slot. A full image is a reboot into it: RAM (cache, pending update) is lost,
     and cached features of another backbone would be meaningless anyway."""
     b.active, b.head, b.backbone = slot, head, b.slot_model(slot)
@@ -216,12 +241,20 @@ def confirm(b: VirtualBoard, p: bytes) -> Reply:
     if c.inputs.shape[1] == d:  # the slot's head
         out = head_forward_int8(head, c.inputs).astype(np.int32)
     else:  # the slot's whole model in TFLite Micro
-        out = b.runner().run_int8(c.inputs)[0].astype(np.int32)
+        runner = b.runner()
+        if runner is None:
+            return err(
+                Status.SHAPE_MISMATCH,
+                f"slot {c.slot}: raw golden inputs need a model, this slot has a head only",
+            )
+        out = runner.run_int8(c.inputs)[0].astype(np.int32)
     diff = np.abs(out - c.expected.astype(np.int32))
     if diff.max() > c.tolerance:
         i, j = np.unravel_index(int(np.argmax(diff)), diff.shape)
-        return err(Status.SELFTEST_FAILED,
-                   f"vector {i} channel {j}: got {out[i, j]}, expected {int(c.expected[i, j])}")
+        return err(
+            Status.SELFTEST_FAILED,
+            f"vector {i} channel {j}: got {out[i, j]}, expected {int(c.expected[i, j])}",
+        )
     m = b.meta
     if m.confirmed != 0xFF:
         m.slots[m.confirmed].state = SlotState.VERIFIED

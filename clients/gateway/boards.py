@@ -140,7 +140,9 @@ class GatewayBoards:
                 if "UPDATE_PENDING" not in str(exc):
                     raise
                 try:
-                    stale = self._read_update(s)  # an update the server never received: report, don't train twice
+                    stale = self._read_update(
+                        s
+                    )  # an update the server never received: report, don't train twice
                 except (
                     UpdateRejected
                 ) as bad:  # spoofed or corrupt: drop it, or the board could never train again

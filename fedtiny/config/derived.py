@@ -13,7 +13,9 @@ def train_config(s: Scenario) -> TrainConfig:
     """The on-device training hyper-parameters every device of the scenario uses."""
     t = s.train
     fedprox = s.strategy.name == "fedprox"
-    mu = s.strategy.params.get("proximal_mu") if fedprox else None  # Flower's FedProx argument, if the scenario sets it
+    mu = (
+        s.strategy.params.get("proximal_mu") if fedprox else None
+    )  # Flower's FedProx argument, if the scenario sets it
     if isinstance(mu, (int, float)) and not isinstance(mu, bool):
         prox = float(mu)
     else:

@@ -123,7 +123,9 @@ def format_keys(section: str | None = None) -> str:
         if sec != current:
             current = sec
             if sec == "drift":
-                lines.append("\n[[drift]]  # a list of events, each with these keys (see docs/drift-events.md)")
+                lines.append(
+                    "\n[[drift]]  # a list of events, each with these keys (see docs/drift-events.md)"
+                )
             elif sec:
                 lines.append(f"\n[{sec}]")
             else:

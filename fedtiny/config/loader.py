@@ -103,8 +103,12 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             table[key] = str(p if p.is_absolute() else (base / p).resolve())
 
 
-def scenario_from_dict(data: dict[str, Any], src: str = "<scenario>", overrides: list[str] | None = None,
-                       base_dir: Path | None = None) -> Scenario:
+def scenario_from_dict(
+    data: dict[str, Any],
+    src: str = "<scenario>",
+    overrides: list[str] | None = None,
+    base_dir: Path | None = None,
+) -> Scenario:
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     _resolve_paths(data, base_dir or Path.cwd())
     for text in overrides or []:
@@ -132,8 +136,10 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     try:
         data = tomllib.loads(p.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ScenarioError(f"{p}: not a TOML text file (byte {exc.object[exc.start]:#04x} at offset {exc.start} "
-                            "is not UTF-8)") from None
+        raise ScenarioError(
+            f"{p}: not a TOML text file (byte {exc.object[exc.start]:#04x} at offset {exc.start} "
+            "is not UTF-8)"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{p}: not valid TOML: {exc}") from None
     except OSError as exc:
@@ -151,13 +157,17 @@ def _check_user_files(s: Scenario, src: str) -> None:
         if value and not Path(value).exists():
             raise ScenarioError(f"{src}: '{section}.{key}' = {value!r}: file or folder not found")
     if s.data.path and not (s.model.tflite or s.model.keras):
-        raise ScenarioError(f"{src}: 'data.path' is set but no model: give [model] tflite = \"model.tflite\" (or keras = ...); "
-                            "fedtiny's reference models are trained on their own tasks' data")
+        raise ScenarioError(
+            f"{src}: 'data.path' is set but no model: give [model] tflite = \"model.tflite\" (or keras = ...); "
+            "fedtiny's reference models are trained on their own tasks' data"
+        )
     fe = s.data.front_end
     from fedtiny.data.frontends import FRONT_ENDS
 
     if fe not in FRONT_ENDS and ":" not in fe:
-        raise ScenarioError(f"{src}: 'data.front_end' = {fe!r}; expected one of: {', '.join(FRONT_ENDS)}, or \"module:function\"")
+        raise ScenarioError(
+            f"{src}: 'data.front_end' = {fe!r}; expected one of: {', '.join(FRONT_ENDS)}, or \"module:function\""
+        )
     if not s.data.path:
         return
     from fedtiny.data.knobs import GENERIC_KNOBS, check_condition, default_condition
@@ -169,8 +179,10 @@ def _check_user_files(s: Scenario, src: str) -> None:
     ]:
         for k, v in cond.items():
             if k not in GENERIC_KNOBS:
-                raise ScenarioError(f"{src}: '{where}.{k}' is not a drift knob of recorded data; expected one of: "
-                                    f"{', '.join(GENERIC_KNOBS)}")
+                raise ScenarioError(
+                    f"{src}: '{where}.{k}' is not a drift knob of recorded data; expected one of: "
+                    f"{', '.join(GENERIC_KNOBS)}"
+                )
             values = [base[k] - v, base[k] + v] if where == "fleet.spread" else [v]
             for x in values:
                 try:
@@ -179,9 +191,11 @@ def _check_user_files(s: Scenario, src: str) -> None:
                     raise ScenarioError(str(exc)) from None
     for i, e in enumerate(s.drift):
         if e.kind != "condition":
-            raise ScenarioError(f"{src}: 'drift[{i}].kind' = {e.kind!r} needs a generated task; with recorded data "
-                                "(data.path) class changes come from the data itself (each device's later examples); "
-                                "use kind = \"condition\" with the generic knobs")
+            raise ScenarioError(
+                f"{src}: 'drift[{i}].kind' = {e.kind!r} needs a generated task; with recorded data "
+                "(data.path) class changes come from the data itself (each device's later examples); "
+                'use kind = "condition" with the generic knobs'
+            )
 
 
 def _check_semantics(s: Scenario, src: str) -> None:
@@ -200,10 +214,14 @@ def _check_semantics(s: Scenario, src: str) -> None:
     ]:
         for k, v in cond.items() if not s.data.path else []:
             if k not in knobs:
-                raise ScenarioError(f"{src}: '{where}.{k}' is not a drift knob of task '{task.name}'; expected one of: {', '.join(sorted(knobs))}")
+                raise ScenarioError(
+                    f"{src}: '{where}.{k}' is not a drift knob of task '{task.name}'; expected one of: {', '.join(sorted(knobs))}"
+                )
             problem = task.knob_problem(k, v) if where != "fleet.spread" else ""
             if problem:
-                raise ScenarioError(f"{src}: '{where}.{k}' {problem} (drift knob of task '{task.name}': {task.drift_knobs[k]})")
+                raise ScenarioError(
+                    f"{src}: '{where}.{k}' {problem} (drift knob of task '{task.name}': {task.drift_knobs[k]})"
+                )
     if not s.data.path:
         _check_spread(s, task, src)
     for i, e in enumerate(s.drift):
@@ -221,22 +239,34 @@ def _check_semantics(s: Scenario, src: str) -> None:
         except Exception as exc:
             raise ScenarioError(f"{src}: 'fleet.boards.{name}': {exc}") from None
         if not 0.0 <= frac <= 1.0:
-            raise ScenarioError(f"{src}: 'fleet.boards.{name}' = {frac!r}; expected a fraction between 0 and 1")
+            raise ScenarioError(
+                f"{src}: 'fleet.boards.{name}' = {frac!r}; expected a fraction between 0 and 1"
+            )
     if s.fleet.boards and abs(sum(s.fleet.boards.values()) - 1.0) > 1e-6:
-        raise ScenarioError(f"{src}: 'fleet.boards' fractions sum to {sum(s.fleet.boards.values()):.4g}; expected 1")
+        raise ScenarioError(
+            f"{src}: 'fleet.boards' fractions sum to {sum(s.fleet.boards.values()):.4g}; expected 1"
+        )
     _check_drift_options(s, src)
     _check_strategy(s, src)
     groups = {"fleet"}
     for i, e in enumerate(s.drift):
         if e.target and e.target not in groups:
-            raise ScenarioError(f"{src}: 'drift[{i}].target' = {e.target!r} is not a group of an earlier event; expected one of: {', '.join(sorted(groups))}")
+            raise ScenarioError(
+                f"{src}: 'drift[{i}].target' = {e.target!r} is not a group of an earlier event; expected one of: {', '.join(sorted(groups))}"
+            )
         for c in e.classes:
             if not 0 <= c < task.num_classes:
-                raise ScenarioError(f"{src}: 'drift[{i}].classes' has {c}; expected class indices 0..{task.num_classes - 1}")
+                raise ScenarioError(
+                    f"{src}: 'drift[{i}].classes' has {c}; expected class indices 0..{task.num_classes - 1}"
+                )
         if e.kind == "new_class" and not e.classes:
-            raise ScenarioError(f"{src}: 'drift[{i}].classes' is empty; a new_class event needs the class indices that appear")
+            raise ScenarioError(
+                f"{src}: 'drift[{i}].classes' is empty; a new_class event needs the class indices that appear"
+            )
         if e.kind == "condition" and not e.condition:
-            raise ScenarioError(f"{src}: 'drift[{i}].condition' is empty; a condition event needs knobs, e.g. {{ gain = 0.5 }}")
+            raise ScenarioError(
+                f"{src}: 'drift[{i}].condition' is empty; a condition event needs knobs, e.g. {{ gain = 0.5 }}"
+            )
         groups.add(e.group)
 
 
@@ -246,7 +276,11 @@ def _check_strategy(s: Scenario, src: str) -> None:
     from fedtiny.server.strategy import FLOWER_STRATEGIES, canonical_name, make_strategy, strategy_class
 
     name = s.strategy.name
-    if canonical_name(name) in FLOWER_STRATEGIES and not s.strategy.params and "differentialprivacy" not in canonical_name(name):
+    if (
+        canonical_name(name) in FLOWER_STRATEGIES
+        and not s.strategy.params
+        and "differentialprivacy" not in canonical_name(name)
+    ):
         return  # a built-in strategy with its defaults: nothing to check (and no Flower import)
     try:
         strategy_class(name)
@@ -264,13 +298,17 @@ def _check_spread(s: Scenario, task: Any, src: str) -> None:
     for k, sp in s.fleet.spread.items():
         where = f"fleet.spread.{k}"
         if sp < 0:
-            raise ScenarioError(f"{src}: '{where}' = {sp:g} is below the minimum 0 (a spread is the half-width of a +/- range)")
+            raise ScenarioError(
+                f"{src}: '{where}' = {sp:g} is below the minimum 0 (a spread is the half-width of a +/- range)"
+            )
         for v in (base[k] - sp, base[k] + sp):
             problem = task.knob_problem(k, v)
             if problem:
                 lo, hi = task.knob_ranges[k]
-                raise ScenarioError(f"{src}: '{where}' = {sp:g}: {k} {base[k]:g} +/- {sp:g} reaches {v:g}, outside the "
-                                    f"range {lo:g}..{hi:g} of drift knob '{k}'")
+                raise ScenarioError(
+                    f"{src}: '{where}' = {sp:g}: {k} {base[k]:g} +/- {sp:g} reaches {v:g}, outside the "
+                    f"range {lo:g}..{hi:g} of drift knob '{k}'"
+                )
 
 
 _DRIFT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DriftEvent)}
@@ -293,31 +331,45 @@ def _check_drift_options(s: Scenario, src: str) -> None:
         for key in ("group", "target"):
             name = getattr(e, key)
             if name in _RESERVED_GROUPS:
-                raise ScenarioError(f"{src}: '{ev}.{key}' = {name!r} is reserved (the whole-fleet row of the results); choose another name")
+                raise ScenarioError(
+                    f"{src}: '{ev}.{key}' = {name!r} is reserved (the whole-fleet row of the results); choose another name"
+                )
         if not e.group.strip():
             raise ScenarioError(f"{src}: '{ev}.group' is empty; expected a group name")
         if e.target:
             if e.group != e.target:
-                raise ScenarioError(f"{src}: '{ev}.group' = {e.group!r} conflicts with '{ev}.target' = {e.target!r}: a targeted "
-                                    f"event acts on the devices of group {e.target!r}, which stay in it; leave 'group' out")
+                raise ScenarioError(
+                    f"{src}: '{ev}.group' = {e.group!r} conflicts with '{ev}.target' = {e.target!r}: a targeted "
+                    f"event acts on the devices of group {e.target!r}, which stay in it; leave 'group' out"
+                )
             if e.fraction != _DRIFT_DEFAULTS["fraction"]:
-                raise ScenarioError(f"{src}: '{ev}.fraction' = {e.fraction:g} conflicts with '{ev}.target' = {e.target!r}: a "
-                                    "targeted event hits every device of its group; give 'fraction' or 'target', not both")
+                raise ScenarioError(
+                    f"{src}: '{ev}.fraction' = {e.fraction:g} conflicts with '{ev}.target' = {e.target!r}: a "
+                    "targeted event hits every device of its group; give 'fraction' or 'target', not both"
+                )
         if e.kind != "condition" and e.condition:
-            raise ScenarioError(f"{src}: '{ev}.condition' means nothing for kind = {e.kind!r} (only condition events set drift "
-                                "knobs); put it in its own kind = \"condition\" event")
+            raise ScenarioError(
+                f"{src}: '{ev}.condition' means nothing for kind = {e.kind!r} (only condition events set drift "
+                'knobs); put it in its own kind = "condition" event'
+            )
         if e.kind != "new_class" and e.classes:
-            raise ScenarioError(f"{src}: '{ev}.classes' means nothing for kind = {e.kind!r} (only new_class events take classes)")
+            raise ScenarioError(
+                f"{src}: '{ev}.classes' means nothing for kind = {e.kind!r} (only new_class events take classes)"
+            )
         if e.kind != "label_shift" and e.alpha != _DRIFT_DEFAULTS["alpha"]:
-            raise ScenarioError(f"{src}: '{ev}.alpha' means nothing for kind = {e.kind!r} (only label_shift events take alpha)")
+            raise ScenarioError(
+                f"{src}: '{ev}.alpha' means nothing for kind = {e.kind!r} (only label_shift events take alpha)"
+            )
         if not e.target:
             others = sum(f for g, f in drawn.items() if g != e.group)
             if e.group != "fleet":
                 drawn[e.group] = max(drawn.get(e.group, 0.0), e.fraction)
             if others + e.fraction > 1.0 + 1e-9:
                 sizes = ", ".join(f"{g} {f:g}" for g, f in drawn.items() if g != e.group)
-                raise ScenarioError(f"{src}: '{ev}.fraction' = {e.fraction:g}: fraction-drawn groups are exclusive and other "
-                                    f"groups already hold {others:g} of the fleet ({sizes}); the fractions may sum to at most 1")
+                raise ScenarioError(
+                    f"{src}: '{ev}.fraction' = {e.fraction:g}: fraction-drawn groups are exclusive and other "
+                    f"groups already hold {others:g} of the fleet ({sizes}); the fractions may sum to at most 1"
+                )
 
 
 def scenario_to_toml(s: Scenario) -> str:
@@ -342,7 +394,9 @@ def scenario_to_toml(s: Scenario) -> str:
         if header:
             lines.append(f"\n{header}")
         for k, v in scalars:
-            if not dataclasses.is_dataclass(v) and not (isinstance(v, list) and v and isinstance(v[0], DriftEvent)):
+            if not dataclasses.is_dataclass(v) and not (
+                isinstance(v, list) and v and isinstance(v[0], DriftEvent)
+            ):
                 if not (isinstance(v, list) and not v):
                     lines.append(f"{k} = {val(v)}")
 

@@ -11,10 +11,26 @@ from typing import Any
 
 #: built-in strategy names (Flower's classes in lower case, then older and short names; fedtiny/server/strategy.py)
 STRATEGY_NAMES = (
-    "fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "qfedavg", "fedmedian", "fedtrimmedavg", "krum",
-    "multikrum", "bulyan", "differentialprivacyserversidefixedclipping", "differentialprivacyclientsidefixedclipping",
-    "differentialprivacyserversideadaptiveclipping", "differentialprivacyclientsideadaptiveclipping", "median",
-    "trimmed_mean", "dpfedavgfixed", "dpfedavgadaptive",
+    "fedavg",
+    "fedavgm",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "qfedavg",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+    "differentialprivacyserversidefixedclipping",
+    "differentialprivacyclientsidefixedclipping",
+    "differentialprivacyserversideadaptiveclipping",
+    "differentialprivacyclientsideadaptiveclipping",
+    "median",
+    "trimmed_mean",
+    "dpfedavgfixed",
+    "dpfedavgadaptive",
 )
 
 
@@ -26,15 +42,25 @@ def _f(default: Any, doc: str, **rules: Any) -> Any:
 
 @dataclass
 class TaskSection:
-    name: str = _f("vibration", "reference task (vibration, kws, digits) or a user's Task subclass as \"module:Class\"")
+    name: str = _f(
+        "vibration", 'reference task (vibration, kws, digits) or a user\'s Task subclass as "module:Class"'
+    )
     params: dict[str, Any] = _f({}, "task-specific parameters passed to the task constructor")
 
 
 @dataclass
 class ModelSection:
-    tflite: str = _f("", "a user's full-integer int8 .tflite classifier (path relative to the scenario file); empty: build the task's reference model")
-    keras: str = _f("", "a user's Keras model (.keras/.h5) that fedtiny converts to full-integer int8 with a representative set from the data")
-    classes: list[str] = _f([], "class names in the model's output order (empty: from the model's metadata or the data)")
+    tflite: str = _f(
+        "",
+        "a user's full-integer int8 .tflite classifier (path relative to the scenario file); empty: build the task's reference model",
+    )
+    keras: str = _f(
+        "",
+        "a user's Keras model (.keras/.h5) that fedtiny converts to full-integer int8 with a representative set from the data",
+    )
+    classes: list[str] = _f(
+        [], "class names in the model's output order (empty: from the model's metadata or the data)"
+    )
     factory_samples: int = _f(3000, "factory (central) training examples", min=50, max=1_000_000)
     test_samples: int = _f(1000, "clean factory test examples", min=10, max=1_000_000)
     epochs: int = _f(12, "central training epochs", min=1, max=1000)
@@ -45,17 +71,40 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    path: str = _f("", "a user's recordings: a .npz file, a folder with one folder per class, or a .csv file (path relative to the scenario file; empty: the task's generator)")
-    format: str = _f("auto", "layout of data.path (auto: detected from the path)", choices=("auto", "npz", "folders", "csv"))
-    front_end: str = _f("none", "what turns a recording into model inputs: none (x are model inputs), mfcc, vibration, or a user's \"module:function\"")
-    front_end_params: dict[str, Any] = _f({}, "front-end parameters (mfcc: sample_rate, frame_ms, step_ms, fft, mel_bins, fmin, fmax, coefficients)")
-    test_fraction: float = _f(0.25, "each device's latest examples held out as its local test set", min=0.01, max=0.9)
-    initial_fraction: float = _f(0.5, "share of each device's training examples collected before round 1; the rest arrive in time order over the rounds", min=0.0, max=1.0)
+    path: str = _f(
+        "",
+        "a user's recordings: a .npz file, a folder with one folder per class, or a .csv file (path relative to the scenario file; empty: the task's generator)",
+    )
+    format: str = _f(
+        "auto",
+        "layout of data.path (auto: detected from the path)",
+        choices=("auto", "npz", "folders", "csv"),
+    )
+    front_end: str = _f(
+        "none",
+        'what turns a recording into model inputs: none (x are model inputs), mfcc, vibration, or a user\'s "module:function"',
+    )
+    front_end_params: dict[str, Any] = _f(
+        {},
+        "front-end parameters (mfcc: sample_rate, frame_ms, step_ms, fft, mel_bins, fmin, fmax, coefficients)",
+    )
+    test_fraction: float = _f(
+        0.25, "each device's latest examples held out as its local test set", min=0.01, max=0.9
+    )
+    initial_fraction: float = _f(
+        0.5,
+        "share of each device's training examples collected before round 1; the rest arrive in time order over the rounds",
+        min=0.0,
+        max=1.0,
+    )
     label_column: str = _f("label", "csv: column with the class (name or index)")
     device_column: str = _f("device", "csv: column with the device id (optional)")
     time_column: str = _f("time", "csv: column with the recording time (optional)")
     max_per_class: int = _f(0, "use at most this many examples per class (0 = all)", min=0, max=10_000_000)
-    background: str = _f("", "folder of background clips for the 'background' drift knob (default: the data's _background_noise_ folder)")
+    background: str = _f(
+        "",
+        "folder of background clips for the 'background' drift knob (default: the data's _background_noise_ folder)",
+    )
 
 
 @dataclass
@@ -65,22 +114,47 @@ class FleetSection:
     samples_per_device: int = _f(120, "labelled examples each device collects", min=1, max=100_000)
     test_samples_per_device: int = _f(60, "local test examples per device", min=1, max=100_000)
     cache_size: int = _f(200, "int8 feature cache capacity (ring buffer) per device", min=1, max=100_000)
-    dirichlet_alpha: float = _f(0.5, "label skew across devices (Dirichlet alpha; large = IID)", min=1e-3, max=1e6)
+    dirichlet_alpha: float = _f(
+        0.5, "label skew across devices (Dirichlet alpha; large = IID)", min=1e-3, max=1e6
+    )
     board: str = _f("nano33ble", "board profile of every device")
-    condition: dict[str, float] = _f({}, "operating condition of the fleet in the field (task drift knobs, each within its range)")
-    spread: dict[str, float] = _f({}, "per-device uniform +/- spread of condition knobs (heterogeneity); condition +/- spread stays within the knob's range")
-    variants: int = _f(8, "the per-device spread is quantized into this many condition variants", min=1, max=4096)
-    pool_per_class: int = _f(256, "examples per (condition variant, class) in the shared sample pool", min=1, max=100_000)
-    featurizer: str = _f("tflm", "int8 runtime that computes pool features once (tflm: device-faithful; litert: BUILTIN_REF, +/-1 LSB in <0.1%)", choices=("tflm", "litert"))
-    new_samples_per_round: int = _f(16, "new samples each device pushes into its ring-buffer cache per round", min=0, max=100_000)
-    boards: dict[str, float] = _f({}, "board mix, name = fraction of the fleet (empty: every device is 'board')")
+    condition: dict[str, float] = _f(
+        {}, "operating condition of the fleet in the field (task drift knobs, each within its range)"
+    )
+    spread: dict[str, float] = _f(
+        {},
+        "per-device uniform +/- spread of condition knobs (heterogeneity); condition +/- spread stays within the knob's range",
+    )
+    variants: int = _f(
+        8, "the per-device spread is quantized into this many condition variants", min=1, max=4096
+    )
+    pool_per_class: int = _f(
+        256, "examples per (condition variant, class) in the shared sample pool", min=1, max=100_000
+    )
+    featurizer: str = _f(
+        "tflm",
+        "int8 runtime that computes pool features once (tflm: device-faithful; litert: BUILTIN_REF, +/-1 LSB in <0.1%)",
+        choices=("tflm", "litert"),
+    )
+    new_samples_per_round: int = _f(
+        16, "new samples each device pushes into its ring-buffer cache per round", min=0, max=100_000
+    )
+    boards: dict[str, float] = _f(
+        {}, "board mix, name = fraction of the fleet (empty: every device is 'board')"
+    )
     duty_cycle: float = _f(1.0, "probability that a device is awake in a round", min=0.0, max=1.0)
     dropout: float = _f(0.0, "probability that an awake device drops out of a round", min=0.0, max=1.0)
-    battery_j: float = _f(0.0, "battery capacity in joules (0 = mains powered, no battery model)", min=0.0, max=1e9)
+    battery_j: float = _f(
+        0.0, "battery capacity in joules (0 = mains powered, no battery model)", min=0.0, max=1e9
+    )
     battery_min_j: float = _f(0.0, "a device below this charge sits rounds out", min=0.0, max=1e9)
     harvest_j_per_round: float = _f(0.0, "energy harvested per round (joules)", min=0.0, max=1e9)
-    speed_jitter: float = _f(0.0, "per-device log-normal sigma of compute speed (manufacturing, load)", min=0.0, max=5.0)
-    faulty_fraction: float = _f(0.0, "fraction of devices that send faulty or poisoned updates", min=0.0, max=1.0)
+    speed_jitter: float = _f(
+        0.0, "per-device log-normal sigma of compute speed (manufacturing, load)", min=0.0, max=5.0
+    )
+    faulty_fraction: float = _f(
+        0.0, "fraction of devices that send faulty or poisoned updates", min=0.0, max=1.0
+    )
     fault: str = _f("nan", "what faulty devices send", choices=("nan", "inf", "scale", "sign_flip", "noise"))
 
 
@@ -96,32 +170,74 @@ class TrainSection:
 
 @dataclass
 class StrategySection:
-    name: str = _f("fedavg", "Flower strategy with devices as its clients: Flower's class name in lower case (fedavg, krum, "
-                   "bulyan, qfedavg, ...), median, trimmed_mean, or a user's Strategy subclass as \"module:Class\"",
-                   names=STRATEGY_NAMES)
-    params: dict[str, Any] = _f({}, "constructor arguments of the Flower strategy (e.g. num_malicious_nodes = 2 for krum), "
-                                "checked against its signature")
+    name: str = _f(
+        "fedavg",
+        "Flower strategy with devices as its clients: Flower's class name in lower case (fedavg, krum, "
+        'bulyan, qfedavg, ...), median, trimmed_mean, or a user\'s Strategy subclass as "module:Class"',
+        names=STRATEGY_NAMES,
+    )
+    params: dict[str, Any] = _f(
+        {},
+        "constructor arguments of the Flower strategy (e.g. num_malicious_nodes = 2 for krum), "
+        "checked against its signature",
+    )
     fraction: float = _f(1.0, "fraction of devices sampled per round", min=1e-6, max=1.0)
-    server_lr: float = _f(0.0, "server learning rate: FedAvgM server_learning_rate, FedAdam/FedYogi/FedAdagrad eta "
-                          "(0 = the strategy's default)", min=0.0, max=100.0)
-    server_momentum: float = _f(0.9, "server momentum: FedAvgM server_momentum, FedAdam/FedYogi beta_1", min=0.0, max=0.999)
-    trim: float = _f(0.1, "fraction trimmed at each end: FedTrimmedAvg beta (trimmed_mean, fedtrimmedavg)", min=0.0, max=0.49)
+    server_lr: float = _f(
+        0.0,
+        "server learning rate: FedAvgM server_learning_rate, FedAdam/FedYogi/FedAdagrad eta "
+        "(0 = the strategy's default)",
+        min=0.0,
+        max=100.0,
+    )
+    server_momentum: float = _f(
+        0.9, "server momentum: FedAvgM server_momentum, FedAdam/FedYogi beta_1", min=0.0, max=0.999
+    )
+    trim: float = _f(
+        0.1,
+        "fraction trimmed at each end: FedTrimmedAvg beta (trimmed_mean, fedtrimmedavg)",
+        min=0.0,
+        max=0.49,
+    )
     clip_norm: float = _f(0.0, "clip each device update to this L2 norm (0 = off)", min=0.0, max=1e6)
     max_update_norm: float = _f(1e3, "reject updates whose L2 norm exceeds this", min=0.0, max=1e12)
-    deadline_s: float = _f(0.0, "round deadline in virtual seconds; stragglers past it are dropped (0 = none)", min=0.0, max=1e9)
+    deadline_s: float = _f(
+        0.0, "round deadline in virtual seconds; stragglers past it are dropped (0 = none)", min=0.0, max=1e9
+    )
     uplink: str = _f("float32", "device update encoding on the uplink", choices=("float32", "int8"))
-    personalize: float = _f(0.0, "personalization: weight of the local head blended with the global one (0 = off)", min=0.0, max=1.0)
+    personalize: float = _f(
+        0.0,
+        "personalization: weight of the local head blended with the global one (0 = off)",
+        min=0.0,
+        max=1.0,
+    )
 
 
 @dataclass
 class DriftEvent:
     at: int = _f(0, "round at which the event starts (0 = before the first round)", min=0, max=1_000_000)
-    fraction: float = _f(1.0, "fraction of the fleet drawn for the event (seeded) from the devices in no other named group: "
-                         "groups are exclusive, their fractions sum to at most 1; not with target", min=0.0, max=1.0)
-    group: str = _f("drifted", "name of the affected device group in the results ('all' is reserved; with target: the target's name)")
-    condition: dict[str, float] = _f({}, "condition events: task drift knobs set on the affected devices (each within the knob's range)")
-    kind: str = _f("condition", "condition: sensor gain/offset/noise, operating condition, speaker (task knobs); label_shift: new class mix; new_class: classes unseen before appear", choices=("condition", "label_shift", "new_class"))
-    target: str = _f("", "act on every device of this earlier event's group (they stay in it) instead of drawing a fraction")
+    fraction: float = _f(
+        1.0,
+        "fraction of the fleet drawn for the event (seeded) from the devices in no other named group: "
+        "groups are exclusive, their fractions sum to at most 1; not with target",
+        min=0.0,
+        max=1.0,
+    )
+    group: str = _f(
+        "drifted",
+        "name of the affected device group in the results ('all' is reserved; with target: the target's name)",
+    )
+    condition: dict[str, float] = _f(
+        {}, "condition events: task drift knobs set on the affected devices (each within the knob's range)"
+    )
+    kind: str = _f(
+        "condition",
+        "condition: sensor gain/offset/noise, operating condition, speaker (task knobs); label_shift: new class mix; new_class: classes unseen before appear",
+        choices=("condition", "label_shift", "new_class"),
+    )
+    target: str = _f(
+        "",
+        "act on every device of this earlier event's group (they stay in it) instead of drawing a fraction",
+    )
     alpha: float = _f(0.3, "label_shift: Dirichlet alpha of the new class mix", min=1e-3, max=1e6)
     classes: list[int] = _f([], "new_class: class indices the affected devices never saw before 'at'")
 
@@ -129,17 +245,31 @@ class DriftEvent:
 @dataclass
 class EvalSection:
     baselines: bool = _f(True, "also run the static model and local-only on-device learning in the same run")
-    baseline_devices: int = _f(1000, "devices (seeded subset) on which baselines and personalization are compared", min=1, max=1_000_000)
-    test_samples: int = _f(0, "per-device test samples for evaluation (0 = fleet.test_samples_per_device)", min=0, max=100_000)
+    baseline_devices: int = _f(
+        1000,
+        "devices (seeded subset) on which baselines and personalization are compared",
+        min=1,
+        max=1_000_000,
+    )
+    test_samples: int = _f(
+        0, "per-device test samples for evaluation (0 = fleet.test_samples_per_device)", min=0, max=100_000
+    )
     recover: float = _f(0.95, "recovered = back to this fraction of the pre-drift accuracy", min=0.1, max=1.0)
-    test_mix: str = _f("local", "class mix of each device's test samples: local (its own label mix) or balanced "
-                       "(every class equally: can the device recognize faults it has not seen yet?)",
-                       choices=("local", "balanced"))
+    test_mix: str = _f(
+        "local",
+        "class mix of each device's test samples: local (its own label mix) or balanced "
+        "(every class equally: can the device recognize faults it has not seen yet?)",
+        choices=("local", "balanced"),
+    )
 
 
 @dataclass
 class RuntimeSection:
-    engine: str = _f("simulation", "simulation: Flower Simulation Engine on Ray; inline: same gateway code in-process (tests)", choices=("simulation", "inline"))
+    engine: str = _f(
+        "simulation",
+        "simulation: Flower Simulation Engine on Ray; inline: same gateway code in-process (tests)",
+        choices=("simulation", "inline"),
+    )
     checkpoint: bool = _f(True, "save state every round (fedtiny run --resume DIR continues)")
     cpus_per_gateway: float = _f(0.5, "Ray CPUs per gateway ClientApp", min=0.01, max=64.0)
     ray_address: str = _f("", "existing Ray cluster address (empty: start a local Ray)")

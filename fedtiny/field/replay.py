@@ -163,6 +163,8 @@ def _prepare_user_trial(s: Scenario, out: Path, log) -> bytes:  # type: ignore[n
     tmp = out / "base_int8.tflite.tmp"
     tmp.write_bytes(um.tflite)
     os.replace(tmp, out / "base_int8.tflite")
-    log(f"field trial: {len(data.n_train)} boards replay the recordings of devices {', '.join(uf.device_names[:8])}"
-        + (" ..." if len(uf.device_names) > 8 else ""))
+    log(
+        f"field trial: {len(data.n_train)} boards replay the recordings of devices {', '.join(uf.device_names[:8])}"
+        + (" ..." if len(uf.device_names) > 8 else "")
+    )
     return um.tflite

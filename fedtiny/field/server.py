@@ -70,7 +70,9 @@ class FieldServer:
         self._gtest_y = np.load(self.trial_dir / "global_test_labels.npy")
         base = (self.trial_dir / "base_int8.tflite").read_bytes()
         self._tail, self._per_tensor = read_tail(base), model_io(base).per_tensor  # the ops after the head
-        self.strategy = DeviceStrategy.from_scenario(self.scenario)  # Flower's strategy, boards as its clients
+        self.strategy = DeviceStrategy.from_scenario(
+            self.scenario
+        )  # Flower's strategy, boards as its clients
         self._acks: dict[int, dict[int, int]] = {}  # node -> {device id: update id} to acknowledge
         self._round_failures: list[str] = []
         self._round_gw_failed = 0
@@ -215,7 +217,10 @@ class FieldServer:
                     new = self.strategy.aggregate(r, g, w[ok][order], b[ok][order], n[ok][order], ids_, ls)
                     if new is not None:  # None: the strategy kept the head
                         self.head = quantize_head(
-                            new, self.head.input_scale, self.head.input_zero_point, self._calib,
+                            new,
+                            self.head.input_scale,
+                            self.head.input_zero_point,
+                            self._calib,
                             per_tensor=self._per_tensor,
                         )
                     loss = float(np.mean(ls))

@@ -68,7 +68,7 @@ def main(grid: Grid, context: Context) -> None:
         if error:  # after a normal last round the gateways stop by themselves (no extra message: ~10 s)
             try:
                 server.end(grid, end_line(summary))
-            except Exception as exc:  # noqa: BLE001  # they also stop when the SuperLink goes away
+            except Exception as exc:  # they also stop when the SuperLink goes away
                 print(f"could not tell the gateways that the trial ended: {exc}")
 
 
@@ -149,7 +149,7 @@ def write_results(
         summary["files"] += ["rounds.csv", "accuracy.png"]
         try:
             summary["files"] += write_field_report(server, summary, out)
-        except Exception as exc:  # noqa: BLE001  # the report must not cost the results
+        except Exception as exc:  # the report must not cost the results
             summary["report_error"] = f"{type(exc).__name__}: {exc}"
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

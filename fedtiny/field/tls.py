@@ -26,19 +26,25 @@ def _name(cn: str) -> x509.Name:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def make_tls(directory: Path, hosts: list[str] | None = None, days: int = 365) -> TlsFiles:
     """A CA and a server certificate valid for ``hosts`` (IP addresses or DNS names)."""
     directory.mkdir(parents=True, exist_ok=True)
     hosts = hosts or ["127.0.0.1", "localhost"]
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca = (
-        x509.CertificateBuilder().subject_name(_name("fedtiny trial CA")).issuer_name(_name("fedtiny trial CA"))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+        x509.CertificateBuilder()
+        .subject_name(_name("fedtiny trial CA"))
+        .issuer_name(_name("fedtiny trial CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA384())
     )
@@ -50,8 +56,12 @@ def make_tls(directory: Path, hosts: list[str] | None = None, days: int = 365) -
         except ValueError:
             sans.append(x509.DNSName(h))
     cert = (
-        x509.CertificateBuilder().subject_name(_name(hosts[0])).issuer_name(ca.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .sign(ca_key, hashes.SHA384())
@@ -68,8 +78,14 @@ def make_node_key(path: Path) -> tuple[Path, Path]:
     """An ECDSA P-384 key pair for SuperNode authentication: ``path`` (private) and ``path.pub`` (OpenSSH)."""
     key = ec.generate_private_key(ec.SECP384R1())
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+    )
     path.chmod(0o600)
     pub = path.with_suffix(path.suffix + ".pub")
-    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
+    pub.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
     return path, pub

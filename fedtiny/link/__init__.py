@@ -6,6 +6,18 @@ from fedtiny.link.session import BoardSession
 from fedtiny.link.transport import InProcessTransport, SerialTransport, Transport, open_transport
 
 __all__ = [
-    "BoardSession", "Frame", "FrameReader", "ImageKind", "InProcessTransport", "MsgType", "SerialTransport",
-    "SlotState", "Status", "TrainRequest", "Transport", "decode_frame", "encode_frame", "open_transport",
+    "BoardSession",
+    "Frame",
+    "FrameReader",
+    "ImageKind",
+    "InProcessTransport",
+    "MsgType",
+    "SerialTransport",
+    "SlotState",
+    "Status",
+    "TrainRequest",
+    "Transport",
+    "decode_frame",
+    "encode_frame",
+    "open_transport",
 ]

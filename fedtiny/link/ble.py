@@ -31,7 +31,7 @@ class _LoopThread:
     def call(self, coro: Any, timeout: float = 20.0) -> Any:
         try:
             return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-        except Exception as e:  # noqa: BLE001 - stacks raise their own exception types (not TimeoutError)
+        except Exception as e:
             raise LinkError(f"BLE: {type(e).__name__}: {e}") from None
 
     def read(self, timeout: float) -> bytes:
@@ -95,10 +95,12 @@ class BumbleTransport(_LoopThread):
         from bumble.link import LocalLink
         from bumble.transport.common import AsyncPipeSink
 
-        link = LocalLink()
+        link = LocalLink()  # type: ignore[no-untyped-call]  # bumble's LocalLink has no annotations
         addrs = ["F0:F0:F0:F0:F0:F0", "F1:F1:F1:F1:F1:F1"]
         ctrls = [Controller(f"C{i}", link=link, public_address=a) for i, a in enumerate(addrs)]
-        central, periph = (Device(address=Address(a), host=Host(c, AsyncPipeSink(c))) for a, c in zip(addrs, ctrls))
+        central, periph = (
+            Device(address=Address(a), host=Host(c, AsyncPipeSink(c))) for a, c in zip(addrs, ctrls)
+        )
         self.notify_q: asyncio.Queue[bytes] = asyncio.Queue()
 
         def on_write(connection: Any, value: bytes) -> None:  # synchronous: keeps frames in order
@@ -107,9 +109,12 @@ class BumbleTransport(_LoopThread):
                 self.notify_q.put_nowait(out)
 
         self.tx = Characteristic(UUID(NUS_TX), Characteristic.Properties.NOTIFY, Characteristic.READABLE, b"")
-        rx = Characteristic(UUID(NUS_RX), Characteristic.Properties.WRITE_WITHOUT_RESPONSE
-                            | Characteristic.Properties.WRITE, Characteristic.WRITEABLE,
-                            CharacteristicValue(write=on_write))
+        rx: Characteristic[bytes] = Characteristic(
+            UUID(NUS_RX),
+            Characteristic.Properties.WRITE_WITHOUT_RESPONSE | Characteristic.Properties.WRITE,
+            Characteristic.WRITEABLE,
+            CharacteristicValue(write=on_write),
+        )
         periph.add_service(Service(UUID(NUS_SERVICE), [rx, self.tx]))
         self.periph = periph
         await central.power_on()

@@ -28,7 +28,17 @@ def encode_head_patch(head: Int8Head) -> bytes:
     """HeadPatch bytes of an int8 head (size 20 + 8C + C·D)."""
     c, d = head.weights.shape
     return (
-        _HP.pack(HEAD_MAGIC, 1, 0, c, d, head.input_zero_point, head.output_zero_point, head.input_scale, head.output_scale)
+        _HP.pack(
+            HEAD_MAGIC,
+            1,
+            0,
+            c,
+            d,
+            head.input_zero_point,
+            head.output_zero_point,
+            head.input_scale,
+            head.output_scale,
+        )
         + head.weight_scales.astype("<f4").tobytes()
         + head.bias.astype("<i4").tobytes()
         + head.weights.astype(np.int8).tobytes()
@@ -47,8 +57,14 @@ def decode_head_patch(p: bytes, shape: tuple[int, int] | None = None) -> Int8Hea
     if shape is not None and (c, d) != tuple(shape):
         raise ModelError(f"head patch is {c}x{d}, the model's head is {shape[0]}x{shape[1]}")
     scales = np.frombuffer(p, "<f4", c, 20).astype(np.float32)
-    if not (math.isfinite(isc) and isc > 0 and math.isfinite(osc) and osc > 0 and np.isfinite(scales).all()
-            and (scales > 0).all()):
+    if not (
+        math.isfinite(isc)
+        and isc > 0
+        and math.isfinite(osc)
+        and osc > 0
+        and np.isfinite(scales).all()
+        and (scales > 0).all()
+    ):
         raise ProtocolError("head patch: scales must be finite and > 0")
     bias = np.frombuffer(p, "<i4", c, 20 + 4 * c).astype(np.int32)
     w = np.frombuffer(p, np.int8, c * d, 20 + 8 * c).reshape(c, d).copy()
@@ -71,7 +87,19 @@ class UpdateBlob:
     def body(self) -> bytes:
         c, d = self.weights.shape
         return (
-            _UP.pack(UPDATE_MAGIC, 1, 0, c, d, 0, self.device_id, self.update_id, self.round, self.num_examples, self.loss)
+            _UP.pack(
+                UPDATE_MAGIC,
+                1,
+                0,
+                c,
+                d,
+                0,
+                self.device_id,
+                self.update_id,
+                self.round,
+                self.num_examples,
+                self.loss,
+            )
             + np.asarray(self.weights, "<f4").tobytes()
             + np.asarray(self.bias, "<f4").tobytes()
         )

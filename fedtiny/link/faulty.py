@@ -17,10 +17,20 @@ from fedtiny.link.transport import Transport
 
 
 class FaultyTransport:
-    def __init__(self, inner: Transport, seed: int = 0, corrupt: float = 0.0, drop: float = 0.0,
-                 duplicate: float = 0.0, truncate: float = 0.0, delay: float = 0.0, delay_s: float = 0.01,
-                 disconnect_at: int | None = None, disconnect_rate: float = 0.0,
-                 on_disconnect: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        inner: Transport,
+        seed: int = 0,
+        corrupt: float = 0.0,
+        drop: float = 0.0,
+        duplicate: float = 0.0,
+        truncate: float = 0.0,
+        delay: float = 0.0,
+        delay_s: float = 0.01,
+        disconnect_at: int | None = None,
+        disconnect_rate: float = 0.0,
+        on_disconnect: Callable[[], None] | None = None,
+    ) -> None:
         self.inner = inner
         self.rng = random.Random(seed)
         self.corrupt, self.drop, self.duplicate, self.truncate = corrupt, drop, duplicate, truncate

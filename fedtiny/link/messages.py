@@ -10,6 +10,7 @@ import hmac
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -100,7 +101,9 @@ UPLOAD_SIGNED = 0x02  # UploadBegin.flags bit 1: the image is an Ed25519-signed 
 SAMPLES_CLEAR = 0x01
 TRAIN_FIXED = 0x01  # TrainRequest.flags bit 0: fixed-point arithmetic (docs/ondevice.md section 3b)
 SS_REVERTED = 0x01  # SlotStatus.flags: the last boot reverted an unconfirmed test image
-SS_FELL_BACK = 0x02  # SlotStatus.flags: the last boot found the confirmed image corrupt and ran the other slot
+SS_FELL_BACK = (
+    0x02  # SlotStatus.flags: the last boot found the confirmed image corrupt and ran the other slot
+)
 
 # TrainRequest ranges (docs/protocol.md "TrainRequest"): outside them TRAIN answers MALFORMED
 TRAIN_MAX_EPOCHS = 1000
@@ -115,23 +118,38 @@ def _need(payload: bytes, n: int, what: str, exact: bool = True) -> None:
         raise ProtocolError(f"{what}: payload of {len(payload)} bytes, expected {'' if exact else '>= '}{n}")
 
 
-def _fixed(fmt: str):
-    """Class decorator: a dataclass whose payload is exactly struct `fmt` over its fields in order."""
-    st = struct.Struct(fmt)
+_F = TypeVar("_F", bound="FixedLayout")
 
-    def wrap(cls):
-        def encode(self) -> bytes:
-            return st.pack(*(getattr(self, f) for f in cls.__dataclass_fields__))
 
-        @classmethod
-        def decode(c, payload: bytes):
-            _need(payload, st.size, c.__name__)
-            return c(*st.unpack(payload))
+class FixedLayout:
+    """Base of the dataclasses whose payload is exactly one struct over their fields, in order: a subclass
+    names its layout with ``class X(FixedLayout, fmt="<IIf")``."""
 
-        cls.encode, cls.decode, cls.SIZE = encode, decode, st.size
-        return cls
+    _ST: ClassVar[struct.Struct]
+    SIZE: ClassVar[int]
+    _FIELDS: ClassVar[tuple[str, ...]]
 
-    return wrap
+    def __init_subclass__(cls, fmt: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if fmt:
+            cls._ST = struct.Struct(fmt)
+            cls.SIZE = cls._ST.size
+            cls._FIELDS = tuple(cls.__dict__.get("__annotations__", {}))  # the fields, in declaration order
+
+    def encode(self) -> bytes:
+        return self._ST.pack(*(getattr(self, name) for name in self._FIELDS))
+
+    @classmethod
+    def decode(cls: type[_F], payload: bytes) -> _F:
+        _need(payload, cls._ST.size, cls.__name__)
+        return cls._from_values(cls._ST.unpack(payload))
+
+    @classmethod
+    def _from_values(cls: type[_F], values: tuple[Any, ...]) -> _F:
+        obj = object.__new__(cls)  # a dataclass: its fields in order, exactly as __init__ would set them
+        for name, value in zip(cls._FIELDS, values):
+            setattr(obj, name, value)
+        return obj
 
 
 @dataclass
@@ -163,7 +181,7 @@ class HelloInfo:
     def decode(cls, p: bytes) -> HelloInfo:
         n0 = cls._ST.size
         _need(p, n0 + 2, "HelloInfo", exact=False)
-        vals = cls._ST.unpack_from(p)
+        (v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12) = cls._ST.unpack_from(p)
         n = p[n0]
         _need(p, n0 + 2 + n, "HelloInfo", exact=False)
         m = p[n0 + 1 + n]
@@ -173,7 +191,7 @@ class HelloInfo:
             fw = p[n0 + 2 + n :].decode()
         except UnicodeDecodeError as e:
             raise ProtocolError(f"HelloInfo: bad UTF-8: {e}") from None
-        return cls(*vals, name, fw)
+        return cls(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, name, fw)
 
 
 @dataclass
@@ -221,25 +239,22 @@ class TrainRequest:
         return bool(self.flags & TRAIN_FIXED)
 
 
-@_fixed("<IIf")
 @dataclass
-class TrainResult:
+class TrainResult(FixedLayout, fmt="<IIf"):
     update_id: int
     num_examples: int
     loss: float
 
 
-@_fixed("<Iff")
 @dataclass
-class EvalResult:
+class EvalResult(FixedLayout, fmt="<Iff"):
     n: int
     accuracy: float
     loss: float
 
 
-@_fixed("<BBBBIII")
 @dataclass
-class UploadState:
+class UploadState(FixedLayout, fmt="<BBBBIII"):
     slot: int
     state: int
     resumed: int
@@ -268,8 +283,12 @@ class UploadBegin:
     SIZE = 76
 
     def encode(self) -> bytes:
-        return (struct.pack("<BBBBI", self.kind, self.slot, self.flags, 0, self.total_len) + self.sha256 + self.tag
-                + struct.pack("<I", self.security_counter))
+        return (
+            struct.pack("<BBBBI", self.kind, self.slot, self.flags, 0, self.total_len)
+            + self.sha256
+            + self.tag
+            + struct.pack("<I", self.security_counter)
+        )
 
     @classmethod
     def decode(cls, p: bytes) -> UploadBegin:
@@ -279,8 +298,15 @@ class UploadBegin:
         return cls(kind, slot, flags, total, bytes(p[8:40]), bytes(p[40:72]), counter)
 
     @classmethod
-    def for_image(cls, image: bytes, kind: int, key: bytes | None, slot: int = ANY_SLOT, flags: int = 0,
-                  security_counter: int = 0) -> UploadBegin:
+    def for_image(
+        cls,
+        image: bytes,
+        kind: int,
+        key: bytes | None,
+        slot: int = ANY_SLOT,
+        flags: int = 0,
+        security_counter: int = 0,
+    ) -> UploadBegin:
         """An HMAC-tagged image (fleet key), or for an MCUboot-signed image (`fedtiny.link.signing`) flag SIGNED, a
         zero tag and the security counter of its signed TLV (`key` and `security_counter` are not used)."""
         sha = hashlib.sha256(image).digest()
@@ -306,8 +332,11 @@ class Samples:
 
     def encode(self) -> bytes:
         n, dim = self.data.shape
-        return (struct.pack("<BBHH", self.kind, self.flags, n, dim) + self.labels.astype("<u2").tobytes()
-                + np.asarray(self.data).astype(self.dtype(self.kind)).tobytes())
+        return (
+            struct.pack("<BBHH", self.kind, self.flags, n, dim)
+            + self.labels.astype("<u2").tobytes()
+            + np.asarray(self.data).astype(self.dtype(self.kind)).tobytes()
+        )
 
     @classmethod
     def decode(cls, p: bytes) -> Samples:
@@ -385,5 +414,3 @@ def u32(p: bytes, what: str) -> int:
 def u8(p: bytes, what: str) -> int:
     _need(p, 1, what)
     return p[0]
-
-

@@ -41,8 +41,15 @@ from fedtiny.ondevice import Int8Head, head_forward_int8
 class BoardSession:
     """Request/response with idempotent retries (same seq on timeout or corrupt frame)."""
 
-    def __init__(self, transport: Transport, timeout: float = 0.5, retries: int = 8, key: bytes | None = None,
-                 seed: int | None = None, payload_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        timeout: float = 0.5,
+        retries: int = 8,
+        key: bytes | None = None,
+        seed: int | None = None,
+        payload_limit: int | None = None,
+    ) -> None:
         """`payload_limit` caps frame payloads below the device's max (small frames on a noisy link)."""
         self.t = transport
         self.timeout, self.retries, self.key = timeout, retries, key
@@ -69,8 +76,10 @@ class BoardSession:
     def request(self, mtype: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
         """Send one request and return the OK response payload; DeviceError on an error status."""
         if self.info is not None and len(payload) > self.info.max_payload:
-            raise ProtocolError(f"{MsgType(mtype).name}: payload of {len(payload)} bytes, the device takes at most "
-                                f"{self.info.max_payload}")
+            raise ProtocolError(
+                f"{MsgType(mtype).name}: payload of {len(payload)} bytes, the device takes at most "
+                f"{self.info.max_payload}"
+            )
         seq = self._next_seq()
         tmo = timeout or self.timeout
         for attempt in range(self.retries):
@@ -180,10 +189,14 @@ class BoardSession:
         if upd.update_id != uid:
             raise UpdateRejected(f"update id {upd.update_id} != page id {uid}")
         if self.info and upd.device_id != self.info.device_id:
-            raise UpdateRejected(f"update claims device {upd.device_id}, link is device {self.info.device_id}")
+            raise UpdateRejected(
+                f"update claims device {upd.device_id}, link is device {self.info.device_id}"
+            )
         if key and not upd.verify(key):
             which = "per-device" if verify_key else "fleet"
-            raise UpdateRejected(f"update {uid} of device {upd.device_id}: bad HMAC tag (under the {which} key)")
+            raise UpdateRejected(
+                f"update {uid} of device {upd.device_id}: bad HMAC tag (under the {which} key)"
+            )
         return upd
 
     def pending_update_id(self) -> int:
@@ -205,15 +218,23 @@ class BoardSession:
     def upload_status(self, slot: int = ANY_SLOT) -> UploadState:
         return UploadState.decode(self.request(MsgType.UPLOAD_STATUS, bytes([slot])))
 
-    def upload(self, image: bytes, kind: int = ImageKind.HEAD_PATCH, key: bytes | None = None,
-               chunk: int | None = None, window: int | None = None, security_counter: int = 0) -> UploadState:
+    def upload(
+        self,
+        image: bytes,
+        kind: int = ImageKind.HEAD_PATCH,
+        key: bytes | None = None,
+        chunk: int | None = None,
+        window: int | None = None,
+        security_counter: int = 0,
+    ) -> UploadState:
         """UPLOAD_BEGIN (resumes if possible) and windowed UPLOAD_CHUNKs with go-back-N; returns the final state.
 
         `security_counter` is signed with the image (anti-rollback): the board refuses one below its floor."""
         if self.info is None:
             self.hello()
-        begin = UploadBegin.for_image(image, kind, key if key is not None else self.key,
-                                      security_counter=security_counter)
+        begin = UploadBegin.for_image(
+            image, kind, key if key is not None else self.key, security_counter=security_counter
+        )
         st = UploadState.decode(self.request(MsgType.UPLOAD_BEGIN, begin.encode()))
         if st.received and st.prefix_crc32 != zlib.crc32(image[: st.received]):
             begin.flags = UPLOAD_RESTART
@@ -227,7 +248,9 @@ class BoardSession:
             while len(inflight) < window and nxt < len(image):
                 end = min(nxt + chunk, len(image))
                 seq = self._next_seq()
-                self.t.write(encode_frame(Frame(MsgType.UPLOAD_CHUNK, seq, struct.pack("<I", nxt) + image[nxt:end])))
+                self.t.write(
+                    encode_frame(Frame(MsgType.UPLOAD_CHUNK, seq, struct.pack("<I", nxt) + image[nxt:end]))
+                )
                 inflight.append((seq, end))
                 nxt = end
             fr = self._wait({s for s, _ in inflight}, self.timeout)
@@ -238,12 +261,16 @@ class BoardSession:
                 self.retried += 1
                 st = self.upload_status()
                 if st.prefix_crc32 != zlib.crc32(image[: st.received]):
-                    return self.upload(image, kind, key, chunk, window, security_counter) if st.received else st
+                    return (
+                        self.upload(image, kind, key, chunk, window, security_counter) if st.received else st
+                    )
                 nxt = acked = st.received
                 inflight.clear()
                 continue
             if fr.status != Status.OK:
-                raise DeviceError(f"UPLOAD_CHUNK: {Status(fr.status).name}: {fr.payload.decode(errors='replace')}")
+                raise DeviceError(
+                    f"UPLOAD_CHUNK: {Status(fr.status).name}: {fr.payload.decode(errors='replace')}"
+                )
             misses = 0
             r = u32(fr.payload, "UPLOAD_CHUNK response")
             idx = next(i for i, (s, _) in enumerate(inflight) if s == fr.seq)
@@ -269,8 +296,14 @@ class BoardSession:
     def rollback(self) -> SlotStatus:
         return SlotStatus.decode(self.request(MsgType.ROLLBACK))
 
-    def deploy_head(self, head: Int8Head, golden: np.ndarray, key: bytes | None = None,
-                    security_counter: int = 0, signing_key: Ed25519PrivateKey | None = None) -> SlotStatus:
+    def deploy_head(
+        self,
+        head: Int8Head,
+        golden: np.ndarray,
+        key: bytes | None = None,
+        security_counter: int = 0,
+        signing_key: Ed25519PrivateKey | None = None,
+    ) -> SlotStatus:
         """Safe head redeploy: upload (resumable), VERIFY, ACTIVATE (test), CONFIRM with golden features.
 
         With `signing_key` the patch goes as an Ed25519-signed MCUboot image (its security counter signed in
@@ -278,8 +311,12 @@ class BoardSession:
         rolled back and DeviceError is raised.
         """
         golden = np.asarray(golden, np.int8)
-        st = self.upload(_image(encode_head_patch(head), signing_key, security_counter), ImageKind.HEAD_PATCH,
-                         key, security_counter=security_counter)
+        st = self.upload(
+            _image(encode_head_patch(head), signing_key, security_counter),
+            ImageKind.HEAD_PATCH,
+            key,
+            security_counter=security_counter,
+        )
         self.verify(st.slot)
         self.activate(st.slot)
         try:
@@ -288,8 +325,14 @@ class BoardSession:
             self.rollback()
             raise
 
-    def deploy_model(self, tflite: bytes, golden: np.ndarray, key: bytes | None = None,
-                     security_counter: int = 0, signing_key: Ed25519PrivateKey | None = None) -> SlotStatus:
+    def deploy_model(
+        self,
+        tflite: bytes,
+        golden: np.ndarray,
+        key: bytes | None = None,
+        security_counter: int = 0,
+        signing_key: Ed25519PrivateKey | None = None,
+    ) -> SlotStatus:
         """Safe full-model redeploy (image kind 2): upload, VERIFY, ACTIVATE (test), CONFIRM, or ROLLBACK.
 
         `golden`: int8 features [n, D] (checked against the new model's head) or int8 model inputs
@@ -310,10 +353,15 @@ class BoardSession:
             self.hello()
         need = 8 + golden.size + expected.size
         if need > self.max_payload:
-            raise ProtocolError(f"golden vectors take {need} bytes, the device takes at most {self.max_payload}: "
-                                "send fewer")
-        st = self.upload(_image(tflite, signing_key, security_counter), ImageKind.TFLITE, key,
-                         security_counter=security_counter)
+            raise ProtocolError(
+                f"golden vectors take {need} bytes, the device takes at most {self.max_payload}: send fewer"
+            )
+        st = self.upload(
+            _image(tflite, signing_key, security_counter),
+            ImageKind.TFLITE,
+            key,
+            security_counter=security_counter,
+        )
         self.verify(st.slot)
         self.activate(st.slot)
         try:

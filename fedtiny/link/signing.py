@@ -37,7 +37,9 @@ TLV_SEC_CNT = 0x50
 MAX_HEADER_SIZE = 4096
 MAX_TRUSTED_KEYS = 4
 
-_HDR = struct.Struct("<IIHHIIBBHII")  # magic, load_addr, hdr_size, protect_tlv_size, img_size, flags, version, pad
+_HDR = struct.Struct(
+    "<IIHHIIBBHII"
+)  # magic, load_addr, hdr_size, protect_tlv_size, img_size, flags, version, pad
 _SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")  # DER SubjectPublicKeyInfo of an Ed25519 key
 
 KEY_CHANGE_MAGIC = b"FTKC"
@@ -59,8 +61,9 @@ def generate_key() -> Ed25519PrivateKey:
 
 def private_pem(key: Ed25519PrivateKey) -> bytes:
     """PKCS#8 PEM, unencrypted: the format `imgtool keygen -t ed25519` writes and `imgtool verify -k` reads."""
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def public_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
@@ -146,8 +149,12 @@ def device_key(master: bytes, device_id: int) -> bytes:
     info = "FTDK" || u32 device_id)."""
     if len(master) < 16:
         raise FedTinyError(f"update master secret of {len(master)} bytes: at least 16")
-    hk = HKDF(algorithm=hashes.SHA256(), length=32, salt=DEVICE_KEY_SALT,
-              info=b"FTDK" + struct.pack("<I", device_id & 0xFFFFFFFF))
+    hk = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=DEVICE_KEY_SALT,
+        info=b"FTDK" + struct.pack("<I", device_id & 0xFFFFFFFF),
+    )
     return hk.derive(master)
 
 
@@ -187,8 +194,12 @@ def _tlv(t: int, data: bytes) -> bytes:
     return struct.pack("<HH", t, len(data)) + data
 
 
-def sign_image(payload: bytes, key: Ed25519PrivateKey, security_counter: int = 0,
-               version: tuple[int, int, int, int] = (0, 0, 0, 0)) -> bytes:
+def sign_image(
+    payload: bytes,
+    key: Ed25519PrivateKey,
+    security_counter: int = 0,
+    version: tuple[int, int, int, int] = (0, 0, 0, 0),
+) -> bytes:
     """The MCUboot image of `payload` (header 32 bytes, protected security counter, SHA-256, KEYHASH, Ed25519)."""
     if not 0 <= security_counter < 2**32:
         raise FedTinyError(f"security counter {security_counter}: a u32")
@@ -197,8 +208,11 @@ def sign_image(payload: bytes, key: Ed25519PrivateKey, security_counter: int = 0
     hdr = _HDR.pack(IMAGE_MAGIC, 0, IMAGE_HEADER_SIZE, len(prot), len(payload), 0, *version, 0)
     signed = hdr + payload + prot
     digest = hashlib.sha256(signed).digest()
-    tlvs = (_tlv(TLV_SHA256, digest) + _tlv(TLV_KEYHASH, key_hash(raw_public(key)))
-            + _tlv(TLV_ED25519, key.sign(digest)))
+    tlvs = (
+        _tlv(TLV_SHA256, digest)
+        + _tlv(TLV_KEYHASH, key_hash(raw_public(key)))
+        + _tlv(TLV_ED25519, key.sign(digest))
+    )
     return signed + struct.pack("<HH", TLV_INFO_MAGIC, 4 + len(tlvs)) + tlvs
 
 
@@ -239,13 +253,17 @@ def parse_image(image: bytes) -> SignedImage:
     n = len(image)
     if n < IMAGE_HEADER_SIZE:
         raise SignatureError(f"signed image of {n} bytes is shorter than its 32-byte header")
-    magic, _load, hdr_size, prot_size, img_size, flags, major, minor, rev, build, _pad = _HDR.unpack_from(image)
+    magic, _load, hdr_size, prot_size, img_size, flags, major, minor, rev, build, _pad = _HDR.unpack_from(
+        image
+    )
     if magic != IMAGE_MAGIC:
         raise SignatureError("signed image: bad magic (not an MCUboot image)")
     if not IMAGE_HEADER_SIZE <= hdr_size <= MAX_HEADER_SIZE:
         raise SignatureError(f"signed image: header size {hdr_size} outside 32..{MAX_HEADER_SIZE}")
     if flags != 0:
-        raise SignatureError(f"signed image: header flags 0x{flags:x} (encrypted/compressed images are refused)")
+        raise SignatureError(
+            f"signed image: header flags 0x{flags:x} (encrypted/compressed images are refused)"
+        )
     off = hdr_size + img_size
     if off + 4 > n:
         raise SignatureError("signed image: payload runs past the image")
@@ -276,12 +294,24 @@ def parse_image(image: bytes) -> SignedImage:
             if t in found:
                 raise SignatureError(f"signed image: TLV 0x{t:02x} twice")
             found[t] = v
-    for t, size, name in ((TLV_SHA256, 32, "SHA256"), (TLV_KEYHASH, 32, "KEYHASH"), (TLV_ED25519, 64, "ED25519")):
+    for t, size, name in (
+        (TLV_SHA256, 32, "SHA256"),
+        (TLV_KEYHASH, 32, "KEYHASH"),
+        (TLV_ED25519, 64, "ED25519"),
+    ):
         if len(found.get(t, b"")) != size:
             raise SignatureError(f"signed image: needs one {name} TLV (0x{t:02x}) of {size} bytes")
-    return SignedImage(hdr_size, img_size, (major, minor, rev, build), counter,
-                       bytes(image[hdr_size : hdr_size + img_size]), hashed, found[TLV_SHA256], found[TLV_KEYHASH],
-                       found[TLV_ED25519])
+    return SignedImage(
+        hdr_size,
+        img_size,
+        (major, minor, rev, build),
+        counter,
+        bytes(image[hdr_size : hdr_size + img_size]),
+        hashed,
+        found[TLV_SHA256],
+        found[TLV_KEYHASH],
+        found[TLV_ED25519],
+    )
 
 
 def verify_image(image: bytes, trusted: list[bytes]) -> SignedImage:
@@ -312,8 +342,12 @@ class KeyChange:
     signature: bytes = bytes(64)
 
     def body(self) -> bytes:
-        return (KEY_CHANGE_MAGIC + struct.pack("<BBHII", self.op, 0, 0, self.device_id, self.counter)
-                + self.public_key + self.signer_hash)
+        return (
+            KEY_CHANGE_MAGIC
+            + struct.pack("<BBHII", self.op, 0, 0, self.device_id, self.counter)
+            + self.public_key
+            + self.signer_hash
+        )
 
     def sign(self, key: Ed25519PrivateKey) -> KeyChange:
         self.signer_hash = key_hash(raw_public(key))
@@ -367,8 +401,10 @@ class KeySet:
 # ----- docs/protocol.md section 7 vectors ---------------------------------------------------------------------
 def vector_keys() -> tuple[Ed25519PrivateKey, Ed25519PrivateKey]:
     """The two keys of the vectors: Ed25519 seeds bytes(range(32)) and bytes(range(32, 64))."""
-    return (Ed25519PrivateKey.from_private_bytes(bytes(range(32))),
-            Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64))))
+    return (
+        Ed25519PrivateKey.from_private_bytes(bytes(range(32))),
+        Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64))),
+    )
 
 
 def signing_vectors() -> dict[str, str]:

@@ -85,8 +85,14 @@ class PacedTransport:
     event and `packets_per_event` packets per direction per event.
     """
 
-    def __init__(self, board: Any, bytes_per_s: float | None = None, packet: int = 0, interval: float = 0.0,
-                 packets_per_event: int = 1) -> None:
+    def __init__(
+        self,
+        board: Any,
+        bytes_per_s: float | None = None,
+        packet: int = 0,
+        interval: float = 0.0,
+        packets_per_event: int = 1,
+    ) -> None:
         self.board = board
         self.rate = bytes_per_s
         self.packet, self.interval, self.ppe = packet, interval, packets_per_event
@@ -144,9 +150,9 @@ def open_transport(uri: str, **kwargs: Any) -> Transport:
     if uri.startswith("ble://"):
         from fedtiny.link.ble import BleTransport
 
-        return BleTransport(uri[len("ble://"):], **kwargs)
+        return BleTransport(uri[len("ble://") :], **kwargs)
     if uri.startswith("serial://"):
-        path, _, query = uri[len("serial://"):].partition("?")
+        path, _, query = uri[len("serial://") :].partition("?")
         opts = dict(kv.split("=", 1) for kv in query.split("&") if "=" in kv)
         if "baud" in opts:
             kwargs.setdefault("baudrate", int(opts["baud"]))

@@ -32,7 +32,9 @@ KEY = bytes(range(32))  # the fleet key of the vectors
 
 def _head() -> Int8Head:
     w = (np.arange(2 * 3, dtype=np.int64).reshape(2, 3) * 37 % 255 - 127).astype(np.int8)
-    return Int8Head(w, np.array([0.5, 0.25], np.float32), np.array([1000, -1], np.int32), 0.125, -128, 0.0625, 3)
+    return Int8Head(
+        w, np.array([0.5, 0.25], np.float32), np.array([1000, -1], np.int32), 0.125, -128, 0.0625, 3
+    )
 
 
 def vectors() -> list[tuple[str, Frame]]:
@@ -40,41 +42,83 @@ def vectors() -> list[tuple[str, Frame]]:
     resp = FLAG_RESPONSE
     hello = HelloInfo(1, 2, 4096, 0x12345678, 0x6B, 10, 64, 256, 0, 65536, 0, 4, 0, "vboard", "1.0.0")
     image = bytes(range(16))
-    upd = UpdateBlob(7, 1, 3, 100, 0.5, np.array([[1.0, -2.0]], np.float32), np.array([0.25], np.float32)).sign(KEY)
+    upd = UpdateBlob(
+        7, 1, 3, 100, 0.5, np.array([[1.0, -2.0]], np.float32), np.array([0.25], np.float32)
+    ).sign(KEY)
     return [
         ("HELLO request, seq 1", Frame(MsgType.HELLO, 1)),
-        ("HELLO response, seq 1: device 0x12345678, caps 0x6B, C=10 D=64, 'vboard' '1.0.0'",
-         Frame(MsgType.HELLO, 1, hello.encode(), resp)),
+        (
+            "HELLO response, seq 1: device 0x12345678, caps 0x6B, C=10 D=64, 'vboard' '1.0.0'",
+            Frame(MsgType.HELLO, 1, hello.encode(), resp),
+        ),
         ("STATUS request, seq 0x0100 (header has zero bytes)", Frame(MsgType.STATUS, 0x0100)),
-        ("GET_HEAD request, seq 2: offset 0, max_len 4088", Frame(MsgType.GET_HEAD, 2, BlobRead(0, 4088).encode())),
-        ("GET_HEAD response, seq 2: 2x3 head patch (scales 0.5/0.25, bias 1000/-1, in 0.125/-128, out 0.0625/3)",
-         Frame(MsgType.GET_HEAD, 2, struct.pack("<I", len(encode_head_patch(_head()))) + encode_head_patch(_head()), resp)),
-        ("PUSH_SAMPLES request, seq 3: 2 features of D=3, labels 1,0, CLEAR",
-         Frame(MsgType.PUSH_SAMPLES, 3, Samples(0, 1, np.array([1, 0]), np.array([[1, 2, 3], [-1, 0, 127]], np.int8)).encode())),
-        ("TRAIN request, seq 4: 1 epoch, batch 16, lr 0.05, mom 0.9, wd 0, mu 0.01, seed 42, round 3, flags 0 (float32)",
-         Frame(MsgType.TRAIN, 4, TrainRequest(1, 16, 0.05, 0.9, 0.0, 0.01, 42, 3).encode())),
-        ("TRAIN request, seq 9: fixed-point (flags FIXED), 2 epochs, batch 8, lr 0.05, mom 0, wd 0, mu 0, seed 42, round 3",
-         Frame(MsgType.TRAIN, 9, TrainRequest(2, 8, 0.05, 0.0, 0.0, 0.0, 42, 3, TRAIN_FIXED).encode())),
-        ("PUSH_SAMPLES request, seq 10: 1 float32 raw sample (kind 2) of 2 values 0.5, -1.25, label 4",
-         Frame(MsgType.PUSH_SAMPLES, 10, Samples(SampleKind.RAW_F32, 0, np.array([4]),
-                                                 np.array([[0.5, -1.25]], np.float32)).encode())),
-        ("READ_UPDATE response, seq 5: update_id 1, 1x2 update of device 7, key bytes(range(32))",
-         Frame(MsgType.READ_UPDATE, 5, struct.pack("<II", 1, len(upd.encode())) + upd.encode(), resp)),
-        ("UPLOAD_BEGIN request, seq 6: head patch, any slot, image bytes(range(16)), key bytes(range(32)), "
-         "security counter 0",
-         Frame(MsgType.UPLOAD_BEGIN, 6, UploadBegin.for_image(image, ImageKind.HEAD_PATCH, KEY).encode())),
-        ("UPLOAD_CHUNK request, seq 7: offset 0, data bytes(range(16))",
-         Frame(MsgType.UPLOAD_CHUNK, 7, struct.pack("<I", 0) + image)),
-        ("UPLOAD_CHUNK response, seq 7: next_offset 16", Frame(MsgType.UPLOAD_CHUNK, 7, struct.pack("<I", 16), resp)),
-        ("VERIFY response, seq 8: status AUTH_FAILED, reason 'unsigned image'",
-         Frame(MsgType.VERIFY, 8, b"unsigned image", resp, Status.AUTH_FAILED)),
+        (
+            "GET_HEAD request, seq 2: offset 0, max_len 4088",
+            Frame(MsgType.GET_HEAD, 2, BlobRead(0, 4088).encode()),
+        ),
+        (
+            "GET_HEAD response, seq 2: 2x3 head patch (scales 0.5/0.25, bias 1000/-1, in 0.125/-128, out 0.0625/3)",
+            Frame(
+                MsgType.GET_HEAD,
+                2,
+                struct.pack("<I", len(encode_head_patch(_head()))) + encode_head_patch(_head()),
+                resp,
+            ),
+        ),
+        (
+            "PUSH_SAMPLES request, seq 3: 2 features of D=3, labels 1,0, CLEAR",
+            Frame(
+                MsgType.PUSH_SAMPLES,
+                3,
+                Samples(0, 1, np.array([1, 0]), np.array([[1, 2, 3], [-1, 0, 127]], np.int8)).encode(),
+            ),
+        ),
+        (
+            "TRAIN request, seq 4: 1 epoch, batch 16, lr 0.05, mom 0.9, wd 0, mu 0.01, seed 42, round 3, flags 0 (float32)",
+            Frame(MsgType.TRAIN, 4, TrainRequest(1, 16, 0.05, 0.9, 0.0, 0.01, 42, 3).encode()),
+        ),
+        (
+            "TRAIN request, seq 9: fixed-point (flags FIXED), 2 epochs, batch 8, lr 0.05, mom 0, wd 0, mu 0, seed 42, round 3",
+            Frame(MsgType.TRAIN, 9, TrainRequest(2, 8, 0.05, 0.0, 0.0, 0.0, 42, 3, TRAIN_FIXED).encode()),
+        ),
+        (
+            "PUSH_SAMPLES request, seq 10: 1 float32 raw sample (kind 2) of 2 values 0.5, -1.25, label 4",
+            Frame(
+                MsgType.PUSH_SAMPLES,
+                10,
+                Samples(SampleKind.RAW_F32, 0, np.array([4]), np.array([[0.5, -1.25]], np.float32)).encode(),
+            ),
+        ),
+        (
+            "READ_UPDATE response, seq 5: update_id 1, 1x2 update of device 7, key bytes(range(32))",
+            Frame(MsgType.READ_UPDATE, 5, struct.pack("<II", 1, len(upd.encode())) + upd.encode(), resp),
+        ),
+        (
+            "UPLOAD_BEGIN request, seq 6: head patch, any slot, image bytes(range(16)), key bytes(range(32)), "
+            "security counter 0",
+            Frame(MsgType.UPLOAD_BEGIN, 6, UploadBegin.for_image(image, ImageKind.HEAD_PATCH, KEY).encode()),
+        ),
+        (
+            "UPLOAD_CHUNK request, seq 7: offset 0, data bytes(range(16))",
+            Frame(MsgType.UPLOAD_CHUNK, 7, struct.pack("<I", 0) + image),
+        ),
+        (
+            "UPLOAD_CHUNK response, seq 7: next_offset 16",
+            Frame(MsgType.UPLOAD_CHUNK, 7, struct.pack("<I", 16), resp),
+        ),
+        (
+            "VERIFY response, seq 8: status AUTH_FAILED, reason 'unsigned image'",
+            Frame(MsgType.VERIFY, 8, b"unsigned image", resp, Status.AUTH_FAILED),
+        ),
     ]
 
 
 def render() -> str:
     lines = []
     for desc, fr in vectors():
-        lines.append(f"* {desc}\n  - decoded: `{pack_frame(fr).hex()}`\n  - wire: `{encode_frame(fr).hex()}`\n")
+        lines.append(
+            f"* {desc}\n  - decoded: `{pack_frame(fr).hex()}`\n  - wire: `{encode_frame(fr).hex()}`\n"
+        )
     return "\n".join(lines)
 
 

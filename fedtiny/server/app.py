@@ -33,10 +33,14 @@ def make_server_app(plan: RunPlan) -> ServerApp:
             from fedtiny.interrupt import RunInterrupted
 
             plan.error = exc
-            if isinstance(exc, RunInterrupted):  # a clean end for Flower: it stops the Simulation Engine at once
+            if isinstance(
+                exc, RunInterrupted
+            ):  # a clean end for Flower: it stops the Simulation Engine at once
                 from fedtiny.runner import start_writing_interrupted
 
-                start_writing_interrupted(plan)  # the results of the rounds done, while Flower and Ray shut down
+                start_writing_interrupted(
+                    plan
+                )  # the results of the rounds done, while Flower and Ray shut down
                 return
             raise
         except BaseException as exc:  # Flower logs and swallows ServerApp errors: keep it for the CLI
@@ -62,7 +66,9 @@ def flwr_main(grid: Grid, context: Context) -> None:
     scenario = load_scenario(str(cfg["scenario"]), [f"fleet.devices_per_gateway={per_gateway}"])
     from fedtiny.server.transports import FlowerTransport
 
-    plan = prepare_run(scenario, Path(str(cfg.get("out-dir", "runs/flwr"))), resume=bool(cfg.get("resume", False)))
+    plan = prepare_run(
+        scenario, Path(str(cfg.get("out-dir", "runs/flwr"))), resume=bool(cfg.get("resume", False))
+    )
     plan.server.run(FlowerTransport(grid))
     finish_run(plan)
 

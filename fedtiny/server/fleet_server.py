@@ -90,7 +90,11 @@ class FleetServer:
         self.round = 0
         # comparison subset: baselines and personalization
         nb = min(s.eval.baseline_devices, k)
-        self.subset = np.sort(np.random.default_rng([s.seed, 0xBA5E]).choice(k, nb, replace=False)) if nb < k else np.arange(k)
+        self.subset = (
+            np.sort(np.random.default_rng([s.seed, 0xBA5E]).choice(k, nb, replace=False))
+            if nb < k
+            else np.arange(k)
+        )
         f0 = dequantize_head(self.initial_head)
         self.loc_w = np.broadcast_to(f0.weights, (nb, *f0.weights.shape)).copy()
         self.loc_b = np.broadcast_to(f0.bias, (nb, *f0.bias.shape)).copy()
@@ -111,15 +115,27 @@ class FleetServer:
         s = self.scenario
         c = self.train_cfg
         return {
-            "round": r, "segment": seg, "seed": s.seed, "fleet-dir": str(self.fleet_dir),
-            "epochs": c.epochs, "batch-size": c.batch_size, "lr": c.lr, "momentum": c.momentum,
-            "weight-decay": c.weight_decay, "prox-mu": c.prox_mu, "uplink": s.strategy.uplink,
+            "round": r,
+            "segment": seg,
+            "seed": s.seed,
+            "fleet-dir": str(self.fleet_dir),
+            "epochs": c.epochs,
+            "batch-size": c.batch_size,
+            "lr": c.lr,
+            "momentum": c.momentum,
+            "weight-decay": c.weight_decay,
+            "prox-mu": c.prox_mu,
+            "uplink": s.strategy.uplink,
         }
 
     def _per_gateway(self, devices: np.ndarray) -> dict[int, np.ndarray]:
         by_gw = devices // self.layout.devices_per_gateway
         cuts = np.flatnonzero(np.diff(by_gw)) + 1
-        return {int(chunk[0] // self.layout.devices_per_gateway): chunk for chunk in np.split(devices, cuts) if len(chunk)}
+        return {
+            int(chunk[0] // self.layout.devices_per_gateway): chunk
+            for chunk in np.split(devices, cuts)
+            if len(chunk)
+        }
 
     def _pool_correct(self, head: Int8Head) -> np.ndarray:
         return self.data.predict(head, np.asarray(self.data.pool2d)) == self._labels_flat
@@ -159,7 +175,9 @@ class FleetServer:
         rng = np.random.default_rng([self.scenario.seed, 0x5A3, r])
         return np.sort(rng.choice(pool, size=m, replace=False))
 
-    def device_costs(self, devices: np.ndarray, count: int, uplink: bool = True) -> tuple[np.ndarray, np.ndarray, int, int]:
+    def device_costs(
+        self, devices: np.ndarray, count: int, uplink: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, int, int]:
         """(virtual seconds, joules) of one training round per device, and bytes down/up per device
         (``uplink=False``: a device that drops out before sending its update)."""
         assert self.head is not None
@@ -171,11 +189,15 @@ class FleetServer:
         joules = np.zeros(len(devices))
         bid = self._board[devices]
         t = self.train_cfg
-        fixed = not (t.momentum or t.weight_decay or t.prox_mu)  # boards without an FPU train in integers then
+        fixed = not (
+            t.momentum or t.weight_decay or t.prox_mu
+        )  # boards without an FPU train in integers then
         for i, b in enumerate(self.boards):
             sel = bid == i
             radio = down + up if uplink else down
-            secs[sel] = b.compute_seconds(macs, fixed) / self._speed[devices[sel]] + b.link_seconds(radio, 2 if uplink else 1)
+            secs[sel] = b.compute_seconds(macs, fixed) / self._speed[devices[sel]] + b.link_seconds(
+                radio, 2 if uplink else 1
+            )
             joules[sel] = b.energy_j(macs, radio, fixed)
         return secs, joules, down, up
 
@@ -205,10 +227,16 @@ class FleetServer:
         if drop.any():  # a dropped device downloaded the head and trained, but never sends its update
             d_secs, d_joules, _, _ = self.device_costs(sampled[drop], count, uplink=False)
             secs[drop], joules[drop] = d_secs, d_joules
-        on_time = secs <= s.strategy.deadline_s if s.strategy.deadline_s > 0 else np.ones(len(sampled), dtype=bool)
+        on_time = (
+            secs <= s.strategy.deadline_s if s.strategy.deadline_s > 0 else np.ones(len(sampled), dtype=bool)
+        )
         finished = on_time & ~drop
         trainers = sampled[finished]
-        parts, failed = transport.exchange("train", self.head, self._cfg(r, seg), self._per_gateway(trainers)) if len(trainers) else ([], 0)
+        parts, failed = (
+            transport.exchange("train", self.head, self._cfg(r, seg), self._per_gateway(trainers))
+            if len(trainers)
+            else ([], 0)
+        )
         g = dequantize_head(self.head)
         rejected, loss, trained = 0, float("nan"), 0
         reasons: dict[str, int] = {}
@@ -218,7 +246,9 @@ class FleetServer:
             if "delta_q" in p:
                 q, sc = p["delta_q"], p["delta_scale"]
                 if q.ndim != 3 or sc.shape != q.shape[:2]:
-                    w = np.full((len(p["device_ids"]), 0, 0), np.nan, np.float32)  # wrong shape: rejected below
+                    w = np.full(
+                        (len(p["device_ids"]), 0, 0), np.nan, np.float32
+                    )  # wrong shape: rejected below
                 else:
                     w = g.weights[None] + decode_int8_delta(q, sc)  # a NaN scale makes the row non-finite
             else:
@@ -242,8 +272,13 @@ class FleetServer:
             accepted_ids = ids_
             new = self.strategy.aggregate(r, g, w, b, n, ids_, dl)
             if new is not None:  # None: the strategy kept the head (e.g. Bulyan with too few updates)
-                self.head = quantize_head(new, self.head.input_scale, self.head.input_zero_point, self._calib,
-                                          per_tensor=self._per_tensor)
+                self.head = quantize_head(
+                    new,
+                    self.head.input_scale,
+                    self.head.input_zero_point,
+                    self._calib,
+                    per_tensor=self._per_tensor,
+                )
             loss = float(np.mean(dl.astype(np.float64)))
             if s.strategy.personalize > 0:
                 pos = np.searchsorted(self.subset, ids_)
@@ -264,19 +299,44 @@ class FleetServer:
         self._log_devices(r, avail, sampled, drop, on_time, accepted_ids, secs, joules, down, up)
         if s.eval.baselines:
             self._local_only_step(r, avail)
-        waited = secs[~drop].max(initial=0.0)  # the server waits for the devices that report (or the deadline)
+        waited = secs[~drop].max(
+            initial=0.0
+        )  # the server waits for the devices that report (or the deadline)
         row = RoundRow(
-            r, seg, np.nan, np.nan, loss, trained, rejected, failed, down * len(sampled) + redeploy * k,
-            up * len(trainers), 0.0, devices_available=int(avail.sum()), devices_sampled=len(sampled),
-            stragglers=int((~on_time & ~drop).sum()), devices_dropped=int(drop.sum()),
+            r,
+            seg,
+            np.nan,
+            np.nan,
+            loss,
+            trained,
+            rejected,
+            failed,
+            down * len(sampled) + redeploy * k,
+            up * len(trainers),
+            0.0,
+            devices_available=int(avail.sum()),
+            devices_sampled=len(sampled),
+            stragglers=int((~on_time & ~drop).sum()),
+            devices_dropped=int(drop.sum()),
             virtual_s=float(min(waited, s.strategy.deadline_s) if s.strategy.deadline_s > 0 else waited),
             energy_j=float(joules.sum() + redeploy_j.sum()),
             energy_mj_per_trainer=float(1e3 * joules.mean()) if len(joules) else 0.0,
         )
         self._evaluate(r, row, t0)
 
-    def _log_devices(self, r: int, avail: np.ndarray, sampled: np.ndarray, drop: np.ndarray, on_time: np.ndarray,
-                     accepted: np.ndarray, secs: np.ndarray, joules: np.ndarray, down: int, up: int) -> None:
+    def _log_devices(
+        self,
+        r: int,
+        avail: np.ndarray,
+        sampled: np.ndarray,
+        drop: np.ndarray,
+        on_time: np.ndarray,
+        accepted: np.ndarray,
+        secs: np.ndarray,
+        joules: np.ndarray,
+        down: int,
+        up: int,
+    ) -> None:
         """device_rounds/rNNNNNN.npz: one row per sampled device (``STATUS``: trained, straggler, rejected,
         dropped) with its virtual time, energy and bytes; the devices asleep in the round as a bit mask over
         all devices (``awake_bits``: bit k set = device k awake) and a count (``asleep_count``), so that a
@@ -289,12 +349,19 @@ class FleetServer:
         status[drop] = STATUS.index("dropped")
         d = self.out_dir / "device_rounds"
         d.mkdir(exist_ok=True)
-        np.savez(d / f"r{r:06d}.npz", round=np.full(len(sampled), r, dtype=np.int32), device=sampled.astype(np.int32),
-                 status=status, virtual_s=secs.astype(np.float32), energy_j=joules.astype(np.float32),
-                 bytes_down=np.full(len(sampled), down, dtype=np.int32),
-                 bytes_up=np.where(on_time & ~drop, up, 0).astype(np.int32),
-                 asleep_round=np.array([r], dtype=np.int32), asleep_count=np.array([int((~avail).sum())], dtype=np.int32),
-                 awake_bits=np.packbits(avail)[None, :])
+        np.savez(
+            d / f"r{r:06d}.npz",
+            round=np.full(len(sampled), r, dtype=np.int32),
+            device=sampled.astype(np.int32),
+            status=status,
+            virtual_s=secs.astype(np.float32),
+            energy_j=joules.astype(np.float32),
+            bytes_down=np.full(len(sampled), down, dtype=np.int32),
+            bytes_up=np.where(on_time & ~drop, up, 0).astype(np.int32),
+            asleep_round=np.array([r], dtype=np.int32),
+            asleep_count=np.array([int((~avail).sum())], dtype=np.int32),
+            awake_bits=np.packbits(avail)[None, :],
+        )
 
     def _local_only_step(self, r: int, avail: np.ndarray) -> None:
         """Local-only on-device learning: each subset device trains its own head, never federated."""
@@ -304,11 +371,27 @@ class FleetServer:
             return
         devs = self.subset[sel]
         feats, labels = self.data.train(devs, r)
-        cfg = TrainConfig(self.train_cfg.epochs, self.train_cfg.batch_size, self.train_cfg.lr, self.train_cfg.momentum,
-                          self.train_cfg.weight_decay, 0.0)
-        res = train_heads(self.loc_w[sel], self.loc_b[sel], feats, labels.astype(np.int64), self.data.cache_counts(devs, r),
-                          cfg, input_scale=self.head.input_scale, input_zero_point=self.head.input_zero_point,
-                          seed=self.scenario.seed ^ 0x10CA1, round_=r, device_ids=devs)
+        cfg = TrainConfig(
+            self.train_cfg.epochs,
+            self.train_cfg.batch_size,
+            self.train_cfg.lr,
+            self.train_cfg.momentum,
+            self.train_cfg.weight_decay,
+            0.0,
+        )
+        res = train_heads(
+            self.loc_w[sel],
+            self.loc_b[sel],
+            feats,
+            labels.astype(np.int64),
+            self.data.cache_counts(devs, r),
+            cfg,
+            input_scale=self.head.input_scale,
+            input_zero_point=self.head.input_zero_point,
+            seed=self.scenario.seed ^ 0x10CA1,
+            round_=r,
+            device_ids=devs,
+        )
         ok = np.isfinite(res.weights).all(axis=(1, 2))
         self.loc_w[sel[ok]], self.loc_b[sel[ok]] = res.weights[ok], res.bias[ok]
 
@@ -390,9 +473,13 @@ class FleetServer:
         if self.scenario.strategy.personalize > 0:
             a = np.float32(self.scenario.strategy.personalize)
             g = dequantize_head(self.head)
-            pw = np.where(self.per_has[:, None, None], a * self.per_w + (1 - a) * g.weights[None], g.weights[None])
+            pw = np.where(
+                self.per_has[:, None, None], a * self.per_w + (1 - a) * g.weights[None], g.weights[None]
+            )
             pb = np.where(self.per_has[:, None], a * self.per_b + (1 - a) * g.bias[None], g.bias[None])
-            others["personalized"] = self._float_correct(pw.astype(np.float32), pb.astype(np.float32), sub, seg)
+            others["personalized"] = self._float_correct(
+                pw.astype(np.float32), pb.astype(np.float32), sub, seg
+            )
         for meth, y in others.items():
             ests = self._estimates(y, sub, sidx)
             self._curve_est(meth, ests)

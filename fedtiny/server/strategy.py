@@ -50,10 +50,22 @@ if TYPE_CHECKING:
 FLOWER_STRATEGIES = {
     name.lower(): name
     for name in (
-        "FedAvg", "FedAvgM", "FedProx", "FedAdam", "FedYogi", "FedAdagrad", "QFedAvg", "FedMedian",
-        "FedTrimmedAvg", "Krum", "MultiKrum", "Bulyan",
-        "DifferentialPrivacyServerSideFixedClipping", "DifferentialPrivacyClientSideFixedClipping",
-        "DifferentialPrivacyServerSideAdaptiveClipping", "DifferentialPrivacyClientSideAdaptiveClipping",
+        "FedAvg",
+        "FedAvgM",
+        "FedProx",
+        "FedAdam",
+        "FedYogi",
+        "FedAdagrad",
+        "QFedAvg",
+        "FedMedian",
+        "FedTrimmedAvg",
+        "Krum",
+        "MultiKrum",
+        "Bulyan",
+        "DifferentialPrivacyServerSideFixedClipping",
+        "DifferentialPrivacyClientSideFixedClipping",
+        "DifferentialPrivacyServerSideAdaptiveClipping",
+        "DifferentialPrivacyClientSideAdaptiveClipping",
     )
 }
 #: older fedtiny names and short names of the DP wrappers (FedAvg inside)
@@ -67,8 +79,13 @@ STRATEGY_NAMES = tuple(FLOWER_STRATEGIES) + tuple(ALIASES)
 #: fedtiny keys that fill a Flower constructor argument that [strategy.params] does not set
 #: (server_lr 0 means: the class's own default)
 _MAPPED = {
-    "server_learning_rate": "server_lr", "eta": "server_lr", "server_momentum": "server_momentum",
-    "beta_1": "server_momentum", "beta": "trim", "client_learning_rate": "train.lr", "eta_l": "train.lr",
+    "server_learning_rate": "server_lr",
+    "eta": "server_lr",
+    "server_momentum": "server_momentum",
+    "beta_1": "server_momentum",
+    "beta": "trim",
+    "client_learning_rate": "train.lr",
+    "eta_l": "train.lr",
     "proximal_mu": "train.prox_mu",
 }
 _PRE_REDUCED = ("FedAvg", "FedAvgM", "FedAdam", "FedYogi", "FedAdagrad")  # aggregate = f(weighted mean)
@@ -89,7 +106,7 @@ def strategy_class(name: str) -> type[Strategy]:
         cls: type[Strategy] = getattr(fs, FLOWER_STRATEGIES[key])
         return cls
     if ":" not in name:
-        raise ValueError(f"{name!r}; expected one of: {', '.join(STRATEGY_NAMES)}, or \"module:Class\"")
+        raise ValueError(f'{name!r}; expected one of: {", ".join(STRATEGY_NAMES)}, or "module:Class"')
     mod_name, _, cls_name = name.partition(":")
     if os.getcwd() not in sys.path:  # like `python -m`: a module next to where fedtiny runs is importable
         sys.path.insert(0, os.getcwd())
@@ -102,7 +119,9 @@ def strategy_class(name: str) -> type[Strategy]:
     if not (inspect.isclass(obj) and issubclass(obj, fs.Strategy)):
         raise ValueError(f"{name!r} is not a subclass of flwr.serverapp.strategy.Strategy")
     if inspect.isabstract(obj):
-        raise ValueError(f"{name!r} does not implement: {', '.join(sorted(getattr(obj, '__abstractmethods__', ())))}")
+        raise ValueError(
+            f"{name!r} does not implement: {', '.join(sorted(getattr(obj, '__abstractmethods__', ())))}"
+        )
     return obj
 
 
@@ -135,11 +154,18 @@ def strategy_params(s: Scenario, cls: type) -> dict[str, Any]:
     params = dict(s.strategy.params)
     for key in params:
         if key not in valid:
-            raise ValueError(f"'strategy.params.{key}' is not a parameter of {cls.__name__}; expected one of: "
-                             f"{', '.join(valid) or '(none)'}")
+            raise ValueError(
+                f"'strategy.params.{key}' is not a parameter of {cls.__name__}; expected one of: "
+                f"{', '.join(valid) or '(none)'}"
+            )
     t = train_config(s)
-    fedtiny = {"server_lr": s.strategy.server_lr, "server_momentum": s.strategy.server_momentum,
-               "trim": s.strategy.trim, "train.lr": t.lr, "train.prox_mu": t.prox_mu}
+    fedtiny = {
+        "server_lr": s.strategy.server_lr,
+        "server_momentum": s.strategy.server_momentum,
+        "trim": s.strategy.trim,
+        "train.lr": t.lr,
+        "train.prox_mu": t.prox_mu,
+    }
     for arg, key in _MAPPED.items():
         if arg in valid and arg not in params and not (key == "server_lr" and fedtiny[key] == 0):
             params[arg] = fedtiny[key]
@@ -228,7 +254,9 @@ class _Nodes:
         return list(range(1, self.n + 1))
 
     def __getattr__(self, name: str) -> Any:
-        raise AttributeError(f"fedtiny samples and reaches the devices itself; a strategy cannot use Grid.{name}")
+        raise AttributeError(
+            f"fedtiny samples and reaches the devices itself; a strategy cannot use Grid.{name}"
+        )
 
 
 def _chain(strategy: Any) -> list[Any]:
@@ -244,15 +272,19 @@ class DeviceStrategy:
     The strategy object lives across rounds (server optimizer state: FedAvgM momentum, FedAdam/FedYogi
     moments, adaptive clipping norms); :meth:`state` / :meth:`load_state` carry it through checkpoints."""
 
-    def __init__(self, strategy: Strategy, seed: int = 0, clip_norm: float = 0.0, per_device: bool | None = None) -> None:
+    def __init__(
+        self, strategy: Strategy, seed: int = 0, clip_norm: float = 0.0, per_device: bool | None = None
+    ) -> None:
         self.strategy = strategy
         self.seed = seed
         self.clip_norm = clip_norm
         chain = _chain(strategy)
-        self.weight_key = str(next((x.weighted_by_key for x in chain if hasattr(x, "weighted_by_key")),
-                                   "num-examples"))
-        self.loss_key = str(next((x.train_loss_key for x in chain if hasattr(x, "train_loss_key")),
-                                 "train_loss"))
+        self.weight_key = str(
+            next((x.weighted_by_key for x in chain if hasattr(x, "weighted_by_key")), "num-examples")
+        )
+        self.loss_key = str(
+            next((x.train_loss_key for x in chain if hasattr(x, "train_loss_key")), "train_loss")
+        )
         self.per_device = not self._pre_reducible() if per_device is None else per_device
 
     @classmethod
@@ -271,15 +303,28 @@ class DeviceStrategy:
 
         agg = type(self.strategy).aggregate_train
         return any(agg is getattr(fs, c).aggregate_train for c in _PRE_REDUCED) and (
-            getattr(self.strategy, "train_metrics_aggr_fn", None) is aggregate_metricrecords)
+            getattr(self.strategy, "train_metrics_aggr_fn", None) is aggregate_metricrecords
+        )
 
     def _nodes(self) -> int:
-        need = [2] + [int(getattr(x, a)) for x in _chain(self.strategy) for a in ("min_available_nodes", "min_train_nodes")
-                      if isinstance(getattr(x, a, None), int)]
+        need = [2] + [
+            int(getattr(x, a))
+            for x in _chain(self.strategy)
+            for a in ("min_available_nodes", "min_train_nodes")
+            if isinstance(getattr(x, a, None), int)
+        ]
         return max(need)
 
-    def aggregate(self, server_round: int, head: FloatHead, w: np.ndarray, b: np.ndarray, n: np.ndarray,
-                  device_ids: np.ndarray, loss: np.ndarray) -> FloatHead | None:
+    def aggregate(
+        self,
+        server_round: int,
+        head: FloatHead,
+        w: np.ndarray,
+        b: np.ndarray,
+        n: np.ndarray,
+        device_ids: np.ndarray,
+        loss: np.ndarray,
+    ) -> FloatHead | None:
         """New float head from the accepted updates ``w`` [K, C, D], ``b`` [K, C] of devices ``device_ids``
         (``n`` examples, training ``loss`` each) trained from ``head``; None: the strategy kept the head."""
         from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -298,7 +343,11 @@ class DeviceStrategy:
         with _seeded(self.seed, server_round), _quiet(), _identity():
             config = ConfigRecord()
             current = ArrayRecord({"weights": Array(gw), "bias": Array(gb)})
-            list(self.strategy.configure_train(server_round, current, config, cast("Grid", _Nodes(self._nodes()))))
+            list(
+                self.strategy.configure_train(
+                    server_round, current, config, cast("Grid", _Nodes(self._nodes()))
+                )
+            )
         clip = config.get("clipping_norm")  # a client-side DP wrapper: the device's clipping (Flower's mods)
         norm_bit = None
         if isinstance(clip, (int, float)) and not isinstance(clip, bool):
@@ -310,20 +359,34 @@ class DeviceStrategy:
         if self.per_device:
             rows = [(gw + dw[i], gb + db[i], n[i], loss64[i], int(device_ids[i])) for i in range(len(n))]
         else:
-            p = n.astype(np.float64) / total  # the example-weighted mean update: all these strategies use of the replies
+            p = (
+                n.astype(np.float64) / total
+            )  # the example-weighted mean update: all these strategies use of the replies
             step_w = (p @ dw.reshape(len(dw), -1)).reshape(gw.shape)
             rows = [(gw + step_w, gb + p @ db, total, float(p @ loss64), -1)]
         replies = []
         with _identity():  # a device's reply to its train instruction: src_node_id is the device id
             for i, (rw, rb, ni, li, dev) in enumerate(rows):
                 metrics: dict[str, int | float | list[int] | list[float]] = {
-                    self.weight_key: int(ni) if float(ni).is_integer() else float(ni), self.loss_key: float(li)}
+                    self.weight_key: int(ni) if float(ni).is_integer() else float(ni),
+                    self.loss_key: float(li),
+                }
                 if norm_bit is not None:  # what Flower's adaptiveclipping_mod reports
                     metrics["norm_bit"] = int(norm_bit[i]) if self.per_device else int(norm_bit.mean() > 0.5)
-                content = RecordDict({"arrays": ArrayRecord({"weights": Array(np.ascontiguousarray(rw)),
-                                                             "bias": Array(np.ascontiguousarray(rb))}),
-                                      "metrics": MetricRecord(metrics)})
-                ask = Message(RecordDict(), dst_node_id=dev, message_type=MessageType.TRAIN, group_id=str(server_round))
+                content = RecordDict(
+                    {
+                        "arrays": ArrayRecord(
+                            {
+                                "weights": Array(np.ascontiguousarray(rw)),
+                                "bias": Array(np.ascontiguousarray(rb)),
+                            }
+                        ),
+                        "metrics": MetricRecord(metrics),
+                    }
+                )
+                ask = Message(
+                    RecordDict(), dst_node_id=dev, message_type=MessageType.TRAIN, group_id=str(server_round)
+                )
                 replies.append(Message(content, reply_to=ask))
         gc.freeze()  # Flower's to_numpy_ndarrays(keep_input=False) runs gc.collect() per reply: 0.2 s each on a big heap
         try:
@@ -335,8 +398,10 @@ class DeviceStrategy:
             return None
         nw, nb = arrays["weights"].numpy(), arrays["bias"].numpy()
         if nw.shape != gw.shape or nb.shape != gb.shape:
-            raise ValueError(f"{type(self.strategy).__name__} returned arrays of shape {nw.shape}, {nb.shape}; "
-                             f"expected {gw.shape}, {gb.shape}")
+            raise ValueError(
+                f"{type(self.strategy).__name__} returned arrays of shape {nw.shape}, {nb.shape}; "
+                f"expected {gw.shape}, {gb.shape}"
+            )
         return FloatHead(nw.astype(np.float32), nb.astype(np.float32))
 
     def state(self) -> dict[str, np.ndarray]:

@@ -4,7 +4,8 @@ benchmarks, an in-process call of the same gateway code."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -14,7 +15,9 @@ from fedtiny.ondevice import Int8Head
 class Transport(Protocol):
     def connect(self, gateways: int) -> None: ...
 
-    def exchange(self, kind: str, head: Int8Head, cfg: dict[str, Any], per_gateway: dict[int, np.ndarray]) -> tuple[list[dict[str, np.ndarray]], int]: ...
+    def exchange(
+        self, kind: str, head: Int8Head, cfg: dict[str, Any], per_gateway: dict[int, np.ndarray]
+    ) -> tuple[list[dict[str, np.ndarray]], int]: ...
 
 
 GatewayHandler = Callable[[str, Int8Head, dict[str, Any], np.ndarray], dict[str, np.ndarray]]
@@ -53,14 +56,23 @@ class FlowerTransport:
             if len(nodes) >= gateways or time.time() > deadline:
                 break
             time.sleep(0.2)
-        replies = list(self.grid.send_and_receive(
-            [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes], timeout=self.timeout_s
-        ))
-        self.node_of = {int(m.content.config_records["gateway"]["gateway"]): m.metadata.src_node_id for m in replies if not m.has_error()}
+        replies = list(
+            self.grid.send_and_receive(
+                [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes],
+                timeout=self.timeout_s,
+            )
+        )
+        self.node_of = {
+            int(m.content.config_records["gateway"]["gateway"]): m.metadata.src_node_id
+            for m in replies
+            if not m.has_error()
+        }
         missing = set(range(gateways)) - set(self.node_of)
         if missing:
             errors = sorted({m.error.reason.strip().splitlines()[-1] for m in replies if m.has_error()})
-            raise RuntimeError(f"gateways {sorted(missing)[:10]} did not answer the initial query: {'; '.join(errors) or 'timeout'}")
+            raise RuntimeError(
+                f"gateways {sorted(missing)[:10]} did not answer the initial query: {'; '.join(errors) or 'timeout'}"
+            )
 
     def exchange(self, kind, head, cfg, per_gateway):  # type: ignore[no-untyped-def]
         from flwr.app import ConfigRecord, Message, RecordDict
@@ -70,8 +82,11 @@ class FlowerTransport:
         hrec = head_to_record(head)
         crec = ConfigRecord(cfg)
         msgs = [
-            Message(RecordDict({"head": hrec, "config": crec, "devices": arrays_to_record(devices=devs)}),
-                    dst_node_id=self.node_of[g], message_type=kind)
+            Message(
+                RecordDict({"head": hrec, "config": crec, "devices": arrays_to_record(devices=devs)}),
+                dst_node_id=self.node_of[g],
+                message_type=kind,
+            )
             for g, devs in per_gateway.items()
         ]
         replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout_s))
