@@ -17,6 +17,7 @@ from typing import Any
 
 from fedtiny.config import Scenario, scenario_to_toml
 from fedtiny.config.derived import train_config
+from fedtiny.errors import ModelError
 from fedtiny.fleet.boards import check_fits, get_board
 from fedtiny.fleet.data import FLEET_DIR, FleetLayout, layout_of, model_spec_of, prepare_fleet
 from fedtiny.ondevice import device_budget
@@ -65,35 +66,39 @@ def data_label(s: Scenario) -> str:
 
 
 def _base_model(s: Scenario, log: Log) -> tuple[bytes, dict[str, Any]]:
-    """The int8 model to deploy for generated data: the user's (.tflite or Keras) or the task's reference."""
+    """The int8 model to deploy for generated data: the user's (.tflite or Keras, scored on the task's clean
+    factory test set) or the task's reference model."""
+    from fedtiny.model.build import build_base_model, factory_data
+
+    spec = model_spec_of(s)
+    if not (s.model.tflite or s.model.keras):
+        base = build_base_model(spec, log)
+        return base.tflite, dict(base.meta)
+    from fedtiny.model.runtime import Int8Runner
     from fedtiny.model.user import convert_keras, load_tflite
 
     if s.model.tflite:
         um = load_tflite(s.model.tflite)
-        return um.tflite, {
-            "float_accuracy": None,
-            "int8_accuracy": None,
-            "bytes": len(um.tflite),
-            "source": str(um.source),
-            "head": um.io.head_path,
-        }
-    if s.model.keras:
-        from fedtiny.model.build import factory_data
-
-        spec = model_spec_of(s)
+    else:
         rep, _ = factory_data(spec, spec.representative_samples, 0)
         um = convert_keras(s.model.keras, rep, log)
-        return um.tflite, {
-            "float_accuracy": None,
-            "int8_accuracy": None,
-            "bytes": len(um.tflite),
-            "source": str(um.source),
-            "head": um.io.head_path,
-        }
-    from fedtiny.model.build import build_base_model
+    import numpy as np
 
-    base = build_base_model(model_spec_of(s), log)
-    return base.tflite, dict(base.meta)
+    from fedtiny.tasks import get_task
+
+    task = get_task(s.task.name, **s.task.params)
+    want, got = tuple(um.io.input_shape[1:]), tuple(task.input_shape)
+    if int(np.prod(want)) != int(np.prod(got)) or um.num_classes != task.num_classes:
+        raise ModelError(
+            f"{um.source}: the model takes {list(want)} and has {um.num_classes} outputs; task '{s.task.name}' "
+            f"gives {list(got)} inputs of {task.num_classes} classes (for your own data use [data] path)"
+        )
+    xt, yt = factory_data(spec, spec.test_samples, 1)
+    int8_acc = float((Int8Runner(um.tflite, "tflm").predict(xt) == yt).mean())
+    float_acc = float((um.float_predict(xt) == yt).mean()) if um.float_predict is not None else None
+    meta = {"float_accuracy": float_acc, "int8_accuracy": int8_acc, "bytes": len(um.tflite),
+            "source": str(um.source), "head": um.io.head_path}  # fmt: skip
+    return um.tflite, meta
 
 
 def _prepare_user_data(

@@ -527,3 +527,35 @@ def test_worked_example_plain_tensorflow_model_and_speaker_folders(tmp_path: Pat
     summary = json.loads((out / "summary.json").read_text())
     assert summary["devices"] == 12 and summary["base_model"]["int8_accuracy_clean"] > 0.3  # chance is 1/8
     assert set(summary["group_accuracy_final"]) >= {"quiet_mic"}
+
+
+def test_a_users_tflite_on_a_reference_tasks_generator(models: dict[str, bytes], tmp_path: Path) -> None:
+    """[model] tflite without [data]: the task generates the fleet's data for the user's model; the model is scored
+    on the task's clean factory test set; a model whose input or classes do not fit the task is one line."""
+    from fedtiny.model.build import convert_to_int8
+    from fedtiny.tasks import get_task
+
+    task = get_task("vibration")
+    keras_model = task.build_model(head_inputs=16)
+    rep = task.generate(np.arange(60) % task.num_classes, np.random.default_rng(0))
+    model = tmp_path / "vib.tflite"
+    model.write_bytes(convert_to_int8(keras_model, task.input_shape, rep))
+    p = tmp_path / "s.toml"
+    p.write_text(
+        f'name = "u"\nrounds = 2\n[model]\ntflite = "{model}"\ntest_samples = 100\n[fleet]\ndevices = 6\n'
+        'devices_per_gateway = 3\n[runtime]\nengine = "inline"\n'
+    )
+    res = CliRunner().invoke(cli, ["run", str(p), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    base = json.loads((tmp_path / "o" / "summary.json").read_text())["base_model"]
+    assert base["head"] == "FULLY_CONNECTED 16→5" and 0 <= base["int8_accuracy_clean"] <= 1
+    wrong = tmp_path / "wrong.tflite"
+    wrong.write_bytes(models["float_io"])
+    res = CliRunner().invoke(
+        cli, ["run", str(p), "--out", str(tmp_path / "o2"), "--set", f'model.tflite="{wrong}"']
+    )
+    assert (
+        res.exit_code == 2
+        and "task 'vibration' gives [32, 32, 1]" in res.output
+        and "Traceback" not in res.output
+    )

@@ -30,34 +30,9 @@ def _free_port() -> int:
 def test_scenario_runs_on_an_existing_ray_cluster(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
-    head = subprocess.Popen(
-        [
-            str(RAY),
-            "start",
-            "--head",
-            "--block",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            f"--temp-dir={tempfile.mkdtemp(prefix='rt', dir='/tmp')}",
-            "--disable-usage-stats",
-        ],  # short dir: socket paths
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-    )
+    head = _start_head(port, 2, env)
     try:
         address = f"127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while time.time() < deadline:  # the GCS listens once the head is up
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert head.poll() is None, "ray start --head exited"
-                time.sleep(0.5)
         time.sleep(2)
         out = tmp_path / "out"
         proc = subprocess.run(
@@ -92,12 +67,7 @@ def test_scenario_runs_on_an_existing_ray_cluster(tmp_path: Path) -> None:
         assert [int(r["round"]) for r in rows] == [0, 1, 2] and int(rows[-1]["devices_trained"]) == 3
         assert json.loads((out / "summary.json").read_text())["gateways"] == 2
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        _stop(head)
 
 
 def _start_ray(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -121,32 +91,31 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def _start_head(port: int, cpus: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A Ray head on loopback, in its own process group; returns once its GCS listens."""
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short dir: socket paths
+    head = _start_ray("--head", f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
+                      "--include-dashboard=false", f"--temp-dir={temp}", env=env)  # fmt: skip
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return head
+        except OSError:
+            assert head.poll() is None, "ray start --head exited"
+            time.sleep(0.5)
+    raise AssertionError("the Ray head did not listen within 60 s")
+
+
 def test_gateways_spread_over_a_two_node_ray_cluster(tmp_path: Path) -> None:
     """Issue 12: a head node and a worker node (one CPU each) on this machine; a gateway takes a whole CPU, so
-    the scenario's gateways must run on both nodes. Ray's state API says where each gateway actor ran."""
+    the scenario's gateways must run on both nodes; each gateway notes its node in the summary."""
     port = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short dir: socket paths
-    head = _start_ray(
-        "--head",
-        f"--port={port}",
-        "--node-ip-address=127.0.0.1",
-        "--num-cpus=1",
-        "--include-dashboard=false",
-        f"--temp-dir={temp}",
-        env=env,
-    )
+    head = _start_head(port, 1, env)
     worker = None
     address = f"127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert head.poll() is None, "ray start --head exited"
-                time.sleep(0.5)
         worker = _start_ray(f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", env=env)
         import ray
 
