@@ -38,6 +38,7 @@ def test_a_drop_under_the_recovery_threshold_is_no_drop_not_a_recovery_in_zero_r
     rows = comparison(drift_metrics({"static": {"g": [0.5, 0.8, 0.8, 0.78, 0.78]}}, [("g", 3)]), {})
     table = format_table(rows)
     assert "no drop" in table and " 0  " not in table
+    assert "80.0%" in table and "2.0 pts" in table  # accuracies read as percentages, drops as points
 
 
 def test_a_drift_while_still_learning_shows_no_negative_drop() -> None:

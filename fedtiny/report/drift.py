@@ -230,8 +230,9 @@ def comparison(metrics: dict[str, Any], curves: dict[str, dict[str, Curve]]) -> 
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Plain-text comparison table (for the CLI and notes)."""
+    """Plain-text comparison table (for the CLI and notes): accuracies in %, drop and forgetting in points."""
     cols = ["event", "method", "pre_drift", "drop", "rounds_to_recover", "auc", "forgetting", "final"]
+    percent = {"pre_drift": "%", "auc": "%", "final": "%", "drop": " pts", "forgetting": " pts"}
     lines = ["  ".join(f"{c:>17}" for c in cols)]
     for r in rows:
         if "pre_drift" not in r:
@@ -239,6 +240,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         cells = []
         for c in cols:
             v = r.get(c)
+            if c in percent and isinstance(v, (int, float)):
+                v = f"{100 * v:.1f}{percent[c]}"
             if c == "rounds_to_recover" and v is None:
                 v = r.get("recovery", "never")
             elif c == "final" and r.get("final_within_noise"):
