@@ -137,6 +137,8 @@ def _class_order(um: UserModel, rec: Recordings, front_end: str, seed: int) -> t
         return um.classes, "class names from the model's label metadata"
     if len(rec.classes) != um.num_classes:
         return rec.classes, "the data's class names; check that they are in the model's output order"
+    if rec.classes == tuple(str(i) for i in range(len(rec.classes))):  # unnamed: labels are output indices
+        return rec.classes, "the data's labels are the model's output indices (no class names anywhere)"
     from scipy.optimize import linear_sum_assignment
 
     from fedtiny.config.schema import Scenario
