@@ -335,6 +335,23 @@ def test_generic_drift_on_recorded_data_and_resume(models: dict[str, bytes], tmp
     assert len(rows) == 8
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert "quiet" in summary["group_accuracy_final"]
+    # a run killed after round 3 and resumed ends with exactly the rows of the uninterrupted one
+    import csv
+
+    from fedtiny.config import load_scenario
+    from fedtiny.runner import run_scenario
+
+    out2 = tmp_path / "o2"
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(load_scenario(p), out2, log=lambda *_: None, stop_after=3)
+    run_scenario(load_scenario(out2 / "scenario.resolved.toml"), out2, log=lambda *_: None, resume=True)
+
+    def table(d: Path) -> list[dict[str, str]]:
+        return [
+            {k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader((d / "rounds.csv").open())
+        ]
+
+    assert table(out2) == table(tmp_path / "o")
 
 
 @pytest.mark.parametrize(
