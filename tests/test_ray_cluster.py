@@ -27,6 +27,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _run_quickstart(
+    out: Path, address: str, env: dict[str, str], *sets: str
+) -> subprocess.CompletedProcess[str]:
+    """`fedtiny run` of a 2-round quickstart without drift or baselines on the cluster at ``address``."""
+    overrides = ["rounds=2", "drift=[]", "eval.baselines=false", *sets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedtiny.cli",
+        "run",
+        str(ROOT / "scenarios" / "quickstart.toml"),
+        "--out",
+        str(out),
+    ]
+    for o in overrides:
+        cmd += ["--set", o]
+    return subprocess.run(
+        [*cmd, "--ray-address", address], capture_output=True, text=True, timeout=400,
+        env={**env, "COLUMNS": "120"}, check=False,
+    )  # fmt: skip
+
+
 def test_scenario_runs_on_an_existing_ray_cluster(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
@@ -35,33 +57,7 @@ def test_scenario_runs_on_an_existing_ray_cluster(tmp_path: Path) -> None:
         address = f"127.0.0.1:{port}"
         time.sleep(2)
         out = tmp_path / "out"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fedtiny.cli",
-                "run",
-                str(ROOT / "scenarios" / "quickstart.toml"),
-                "--out",
-                str(out),
-                "--set",
-                "rounds=2",
-                "--set",
-                "drift=[]",
-                "--set",
-                "fleet.devices=6",
-                "--set",
-                "fleet.devices_per_gateway=3",
-                "--set",
-                "eval.baselines=false",
-                "--ray-address",
-                address,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**env, "COLUMNS": "120"},
-        )
+        proc = _run_quickstart(out, address, env, "fleet.devices=6", "fleet.devices_per_gateway=3")
         assert proc.returncode == 0, proc.stderr[-3000:]
         rows = list(csv.DictReader((out / "rounds.csv").open()))
         assert [int(r["round"]) for r in rows] == [0, 1, 2] and int(rows[-1]["devices_trained"]) == 3
@@ -129,35 +125,13 @@ def test_gateways_spread_over_a_two_node_ray_cluster(tmp_path: Path) -> None:
         finally:
             ray.shutdown()
         out = tmp_path / "out"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fedtiny.cli",
-                "run",
-                str(ROOT / "scenarios" / "quickstart.toml"),
-                "--out",
-                str(out),
-                "--set",
-                "rounds=2",
-                "--set",
-                "drift=[]",
-                "--set",
-                "fleet.devices=8",
-                "--set",
-                "fleet.devices_per_gateway=2",
-                "--set",
-                "eval.baselines=false",
-                "--set",
-                "runtime.cpus_per_gateway=1.0",
-                "--ray-address",
-                address,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=400,
-            env={**env, "COLUMNS": "120"},
-            check=False,
+        proc = _run_quickstart(
+            out,
+            address,
+            env,
+            "fleet.devices=8",
+            "fleet.devices_per_gateway=2",
+            "runtime.cpus_per_gateway=1.0",
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads((out / "summary.json").read_text())
