@@ -6,7 +6,9 @@ Node config (``flower-supernode --node-config``, written by ``fedtiny gateway``)
 signed MCUboot images (optional), ``update-master`` a file holding the hex master secret of the per-device update
 keys: each board's update tag is checked with its own key (optional; both may also come from the environment
 variables ``FEDTINY_SIGNING_KEY`` and ``FEDTINY_UPDATE_MASTER_FILE``, file paths, which ``fedtiny gateway``
-sets), ``replay`` a replay directory (optional), ``events`` a
+sets). Better: the server signs (``fedtiny serve --signing-key``) and its train/evaluate messages carry the
+signed image (ArrayRecord ``signed``, array ``image``, uint8), which this gateway forwards; it then holds no
+private key. ``replay`` a replay directory (optional), ``events`` a
 JSON-lines file where each message's per-board outcome is appended (``fedtiny gateway`` prints it; optional).
 The last round's evaluate carries ``last = true`` (the gateway process stops once the SuperLink closes); a
 ``query`` message with ``end = true`` ends the trial early (the ServerApp failed).
@@ -63,6 +65,12 @@ def _ints(cfg: ConfigRecord, key: str) -> list[int]:
 def _acks(cfg: ConfigRecord) -> dict[int, int]:
     """Updates the server already has (device id -> update id); -1 pads an empty list."""
     return {d: u for d, u in zip(_ints(cfg, "ack-devices"), _ints(cfg, "ack-updates")) if d >= 0}
+
+
+def _signed_image(msg: Message) -> bytes | None:
+    """The server's signed MCUboot image of the head (``fedtiny serve --signing-key``), if it sent one."""
+    rec = msg.content.array_records.get("signed")
+    return rec["image"].numpy().astype(np.uint8).tobytes() if rec is not None else None
 
 
 def _event(context: Context, record: dict[str, Any]) -> None:
@@ -143,7 +151,9 @@ def train(msg: Message, context: Context) -> Message:
         int(_num(cfg, "seed")),
         int(_num(cfg, "round")),
     )
-    outcomes = _boards(context).train(head, golden, req, int(_num(cfg, "segment")), _acks(cfg))
+    outcomes = _boards(context).train(
+        head, golden, req, int(_num(cfg, "segment")), _acks(cfg), _signed_image(msg)
+    )
     ok = [o.update for o in outcomes if o.update and not o.error]
     c, d = head.weights.shape
     arrays: dict[str, np.ndarray] = {
@@ -165,7 +175,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg = msg.content.config_records["config"]
     head = head_from_record(msg.content.array_records["head"])
     golden = msg.content.array_records["golden"]["features"].numpy()
-    outcomes = _boards(context).evaluate(head, golden, int(_num(cfg, "segment")), _acks(cfg))
+    outcomes = _boards(context).evaluate(
+        head, golden, int(_num(cfg, "segment")), _acks(cfg), _signed_image(msg)
+    )
     ok = [o for o in outcomes if o.update and not o.error]
     arrays = {
         "device_ids": np.array([o.device_id for o in ok], dtype=np.int64),

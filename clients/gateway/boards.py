@@ -81,9 +81,12 @@ class GatewayBoards:
             finally:
                 s.close()
 
-    def _deploy(self, s: BoardSession, head: Int8Head, golden: np.ndarray) -> None:
+    def _deploy(
+        self, s: BoardSession, head: Int8Head, golden: np.ndarray, signed_image: bytes | None
+    ) -> None:
+        """Redeploy ``head`` unless the board runs it; ``signed_image``: the server's signed image of it."""
         if not s.get_head().equals(head):
-            s.deploy_head(head, golden, self.key, signing_key=self.signing_key)
+            s.deploy_head(head, golden, self.key, signing_key=self.signing_key, signed_image=signed_image)
 
     def _read_update(self, s: BoardSession) -> UpdateBlob:
         """The pending update, its tag checked with the board's per-device key (with a master) or the fleet key;
@@ -109,6 +112,7 @@ class GatewayBoards:
         golden: np.ndarray,
         acks: dict[int, int],
         work: Callable[[BoardSession, BoardOutcome], None],
+        signed_image: bytes | None = None,
     ) -> list[BoardOutcome]:
         """Per board: acknowledge what the server has, redeploy the global head, then ``work``."""
         out = []
@@ -122,14 +126,20 @@ class GatewayBoards:
                 o.device_id = s.info.device_id
                 if o.device_id in acks:
                     s.ack_update(acks[o.device_id])
-                self._deploy(s, head, golden)
+                self._deploy(s, head, golden, signed_image)
                 work(s, o)
             except (FedTinyError, OSError) as exc:
                 o.error = "; ".join(filter(None, [o.error, f"{uri}: {exc}"]))
         return out
 
     def train(
-        self, head: Int8Head, golden: np.ndarray, req: TrainRequest, segment: int, acks: dict[int, int]
+        self,
+        head: Int8Head,
+        golden: np.ndarray,
+        req: TrainRequest,
+        segment: int,
+        acks: dict[int, int],
+        signed_image: bytes | None = None,
     ) -> list[BoardOutcome]:
         def work(s: BoardSession, o: BoardOutcome) -> None:
             self._push(s, segment, "train")
@@ -158,7 +168,7 @@ class GatewayBoards:
                 s.train(this)
             o.update = _update_dict(self._read_update(s))
 
-        return self._each(head, golden, acks, work)
+        return self._each(head, golden, acks, work, signed_image)
 
     def describe(self) -> list[BoardOutcome]:
         """Each board's identity (no state change): device id, firmware, capabilities and the model it runs."""
@@ -176,14 +186,19 @@ class GatewayBoards:
         return out
 
     def evaluate(
-        self, head: Int8Head, golden: np.ndarray, segment: int, acks: dict[int, int]
+        self,
+        head: Int8Head,
+        golden: np.ndarray,
+        segment: int,
+        acks: dict[int, int],
+        signed_image: bytes | None = None,
     ) -> list[BoardOutcome]:
         def work(s: BoardSession, o: BoardOutcome) -> None:
             self._push(s, segment, "test")
             ev = s.evaluate()
             o.update = {"n": ev.n, "correct": round(ev.accuracy * ev.n), "loss": ev.loss}
 
-        return self._each(head, golden, acks, work)
+        return self._each(head, golden, acks, work, signed_image)
 
 
 def capability_names(caps: int) -> str:

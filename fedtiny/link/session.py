@@ -33,7 +33,7 @@ from fedtiny.link.messages import (
     UploadState,
     u32,
 )
-from fedtiny.link.signing import KeyChange, KeySet, sign_image
+from fedtiny.link.signing import KeyChange, KeySet, parse_image, sign_image
 from fedtiny.link.transport import Transport
 from fedtiny.ondevice import Int8Head, head_forward_int8
 
@@ -303,20 +303,22 @@ class BoardSession:
         key: bytes | None = None,
         security_counter: int = 0,
         signing_key: Ed25519PrivateKey | None = None,
+        signed_image: bytes | None = None,
     ) -> SlotStatus:
         """Safe head redeploy: upload (resumable), VERIFY, ACTIVATE (test), CONFIRM with golden features.
 
         With `signing_key` the patch goes as an Ed25519-signed MCUboot image (its security counter signed in
-        it), else HMAC-tagged with `key` (default: the session's fleet key). On a failed self-test the board is
-        rolled back and DeviceError is raised.
+        it); `signed_image` is such an image signed elsewhere (the field server: the key never leaves it),
+        checked here to carry exactly `head`'s patch; else the patch is HMAC-tagged with `key` (default: the
+        session's fleet key). On a failed self-test the board is rolled back and DeviceError is raised.
         """
         golden = np.asarray(golden, np.int8)
-        st = self.upload(
-            _image(encode_head_patch(head), signing_key, security_counter),
-            ImageKind.HEAD_PATCH,
-            key,
-            security_counter=security_counter,
-        )
+        image = _image(encode_head_patch(head), signing_key, security_counter)
+        if signed_image is not None:
+            if parse_image(signed_image).payload != image:
+                raise ProtocolError("signed head image: its payload is not the head to deploy")
+            image = signed_image
+        st = self.upload(image, ImageKind.HEAD_PATCH, key, security_counter=security_counter)
         self.verify(st.slot)
         self.activate(st.slot)
         try:
