@@ -1,5 +1,6 @@
 #include "ft_tfl_interp.h"
 #include "ft_tfl_reader.h"
+#include "ft_tfl_ops_dsp.h"
 #include <math.h>
 #include <string.h>
 
@@ -683,6 +684,44 @@ static ft_status read_op(vctx *v, uint32_t ot, const ft_fb_vec *opcodes, uint16_
 /* ---- arena planning -------------------------------------------------------------------------------- */
 static uint32_t align4(uint32_t x) { return (x + 3u) & ~3u; }
 
+#if FT_TFL_OPTIMIZED
+/* The DSP kernels' scratch (ft_tfl_ops_dsp.h): each op's own area, alive only while that op runs, placed after
+ * the tensors at the lowest offset clear of every buffer alive at that op (its inputs and output included).
+ * An op whose scratch would push the arena past `capacity` keeps the portable kernel. Returns the new top. */
+static uint64_t plan_scratch(ft_tfl_model *m, uint64_t top, uint32_t capacity)
+{
+    uint16_t i, j;
+    for (i = 0; i < m->n_ops; i++) {
+        ft_tfl_op *op = &m->ops[i];
+        uint64_t len = 0, off = 0;
+        int moved = 1;
+        if (op->code == OP_CONV_2D) len = ft_tfl_conv2d_dsp_scratch(&op->p.conv);
+        else if (op->code == OP_DEPTHWISE_CONV_2D) len = ft_tfl_depthwise_dsp_scratch(&op->p.conv);
+        else if (op->code == OP_FULLY_CONNECTED) len = ft_tfl_fc_dsp_scratch(&op->p.fc);
+        if (len == 0) continue;
+        len = (len + 3u) & ~(uint64_t)3u;
+        while (moved) {
+            moved = 0;
+            for (j = 0; j < m->n_tensors; j++) {
+                const ft_tfl_tensor *u = &m->tensors[j];
+                uint64_t end = (uint64_t)u->offset + align4(u->bytes);
+                if (u->is_const || u->buf != (int16_t)j || u->first < 0 || u->first > (int16_t)i || u->last < (int16_t)i)
+                    continue; /* not an arena buffer alive at op i */
+                if (off < end && u->offset < off + len) {
+                    off = end;
+                    moved = 1;
+                }
+            }
+        }
+        if (off + len > capacity) continue;
+        op->scratch_off = (uint32_t)off;
+        op->scratch_len = (uint32_t)len;
+        if (off + len > top) top = off + len;
+    }
+    return top;
+}
+#endif
+
 /* Lifetimes per buffer, then greedy placement (largest first, lowest offset that does not overlap a
  * placed buffer alive at the same time): TFLite Micro's GreedyMemoryPlanner strategy, over activations
  * only (TFLM's arena also holds its tensor/node structs and per-channel multipliers; here those live in
@@ -755,6 +794,9 @@ static ft_status plan(vctx *v, uint32_t capacity)
         ft_tfl_tensor *t = &m->tensors[i];
         if (!t->is_const) t->offset = m->tensors[t->buf].offset;
     }
+#if FT_TFL_OPTIMIZED
+    top = plan_scratch(m, top, capacity);
+#endif
     m->arena_bytes = (uint32_t)top;
     v->code = 0xFFFFFFFFu;
     if (top > capacity) {
@@ -790,6 +832,7 @@ ft_status ft_tfl_verify(ft_tfl_model *m, const uint8_t *image, uint32_t len, uin
     ft_status st;
     if (!m || !image) return FT_ERR_ARG;
     memset(m, 0, sizeof *m);
+    m->optimized = FT_TFL_OPTIMIZED;
     v->m = m;
     v->fb.buf = image;
     v->fb.len = len;
@@ -893,6 +936,34 @@ ft_status ft_tfl_invoke(const ft_tfl_model *m, uint8_t *arena, uint32_t arena_si
     return ft_tfl_invoke_until(m, arena, arena_size, m ? m->n_ops : 0u, cb, ctx);
 }
 
+/* CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED: the DSP kernel where verify planned its scratch, else the
+ * portable one (the same bytes either way). */
+static void run_mac_op(const ft_tfl_model *m, const ft_tfl_op *op, const uint8_t *in, uint8_t *out, uint8_t *arena)
+{
+    const int8_t *x = (const int8_t *)in, *w = (const int8_t *)m->tensors[op->in[1]].data;
+    int8_t *y = (int8_t *)out;
+#if FT_TFL_OPTIMIZED
+    if (m->optimized && op->scratch_len) {
+        uint8_t *s = arena + op->scratch_off;
+        if (op->code == OP_CONV_2D)
+            ft_tfl_conv2d_dsp(&op->p.conv, x, w, y, s);
+        else if (op->code == OP_DEPTHWISE_CONV_2D)
+            ft_tfl_depthwise_dsp(&op->p.conv, x, w, y, s);
+        else
+            ft_tfl_fc_dsp(&op->p.fc, x, w, y, s);
+        return;
+    }
+#else
+    (void)arena;
+#endif
+    if (op->code == OP_CONV_2D)
+        ft_tfl_conv2d(&op->p.conv, x, w, y);
+    else if (op->code == OP_DEPTHWISE_CONV_2D)
+        ft_tfl_depthwise_conv2d(&op->p.conv, x, w, y);
+    else
+        ft_tfl_fully_connected(&op->p.fc, x, w, y);
+}
+
 ft_status ft_tfl_invoke_until(const ft_tfl_model *m, uint8_t *arena, uint32_t arena_size, uint16_t end, ft_tfl_op_cb cb,
                               void *ctx)
 {
@@ -906,15 +977,9 @@ ft_status ft_tfl_invoke_until(const ft_tfl_model *m, uint8_t *arena, uint32_t ar
         uint8_t *out = arena + to->offset;
         switch (op->code) {
         case OP_CONV_2D:
-            ft_tfl_conv2d(&op->p.conv, (const int8_t *)in, (const int8_t *)m->tensors[op->in[1]].data, (int8_t *)out);
-            break;
         case OP_DEPTHWISE_CONV_2D:
-            ft_tfl_depthwise_conv2d(&op->p.conv, (const int8_t *)in, (const int8_t *)m->tensors[op->in[1]].data,
-                                    (int8_t *)out);
-            break;
         case OP_FULLY_CONNECTED:
-            ft_tfl_fully_connected(&op->p.fc, (const int8_t *)in, (const int8_t *)m->tensors[op->in[1]].data,
-                                   (int8_t *)out);
+            run_mac_op(m, op, in, out, arena);
             break;
         case OP_AVERAGE_POOL_2D:
             FT_TRY(ft_tfl_avg_pool(&op->p.pool, (const int8_t *)in, (int8_t *)out));

@@ -40,6 +40,7 @@ typedef struct {
     uint8_t code; /* tflite BuiltinOperator */
     int16_t in[3];
     int16_t out;
+    uint32_t scratch_off, scratch_len; /* the DSP kernel's scratch in the arena (len 0: the portable kernel runs) */
     union {
         ft_tfl_conv_params conv;
         ft_tfl_fc_params fc;
@@ -56,7 +57,8 @@ typedef struct {
     uint32_t image_len;
     uint16_t n_tensors, n_ops, n_inputs, n_outputs;
     int16_t inputs[FT_TFL_MAX_IO], outputs[FT_TFL_MAX_IO];
-    uint32_t arena_bytes; /* activation arena the plan needs */
+    uint32_t arena_bytes; /* activation arena the plan needs (with the DSP kernels' scratch) */
+    uint8_t optimized;    /* 1: ops with scratch run the DSP kernels (FT_TFL_OPTIMIZED); a test may clear it */
     uint64_t macs;        /* multiply-accumulates (and element operations) per inference */
     ft_tfl_tensor tensors[FT_TFL_MAX_TENSORS];
     ft_tfl_op ops[FT_TFL_MAX_OPS];

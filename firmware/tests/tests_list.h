@@ -32,7 +32,13 @@
     X(boot_rehash_and_fallback) \
     X(downgrade_refused)   \
     X(head_input_quantization_checked) \
-    X(protocol_decisions)
+    X(protocol_decisions)  \
+    X(image_signed_golden) \
+    X(image_tampered)      \
+    X(keys_provision_and_keyset) \
+    X(keys_change_statuses) \
+    X(keys_power_cut_every_write) \
+    X(security_counter_power_cut)
 
 #define FT_DECL(name) void test_##name(void);
 FT_TESTS(FT_DECL)

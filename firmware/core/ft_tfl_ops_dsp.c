@@ -1,0 +1,349 @@
+#include "ft_tfl_ops_dsp.h"
+#include "ft_head.h" /* ft_quantize_multiplier, ft_mul_by_quantized_multiplier: TFLM's requantization */
+#include <string.h>
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)
+#include <arm_acle.h>
+#define FT_DSP_NATIVE 1
+#else
+#define FT_DSP_NATIVE 0
+#endif
+
+/* ---- the DSP instructions: packed words are uint32 (two int16 halves: low = element 0) ------------- */
+#if FT_DSP_NATIVE
+static inline uint32_t smlad(uint32_t a, uint32_t b, uint32_t acc)
+{
+    return (uint32_t)__smlad((int16x2_t)a, (int16x2_t)b, (int32_t)acc);
+}
+static inline uint32_t smlabb(uint32_t a, uint32_t b, uint32_t acc)
+{
+    return (uint32_t)__smlabb((int32_t)a, (int32_t)b, (int32_t)acc);
+}
+static inline uint32_t smlatt(uint32_t a, uint32_t b, uint32_t acc)
+{
+    return (uint32_t)__smlatt((int32_t)a, (int32_t)b, (int32_t)acc);
+}
+static inline uint32_t sxtb16(uint32_t w) { return (uint32_t)__sxtb16((int8x4_t)w); }
+static inline uint32_t sxtab16(uint32_t off, uint32_t w) { return (uint32_t)__sxtab16((int16x2_t)off, (int8x4_t)w); }
+/* the rotated forms are one instruction; GCC has no intrinsic for them, so asm as CMSIS does */
+static inline uint32_t sxtb16_ror8(uint32_t w)
+{
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(w));
+    return r;
+}
+static inline uint32_t sxtab16_ror8(uint32_t off, uint32_t w)
+{
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(off), "r"(w));
+    return r;
+}
+#else
+static int32_t s16(uint32_t h) { return (int32_t)(h & 0xFFFFu) - (int32_t)((h & 0x8000u) << 1); }
+static int32_t s8(uint32_t b) { return (int32_t)(b & 0xFFu) - (int32_t)((b & 0x80u) << 1); }
+static uint32_t pack(int32_t lo, int32_t hi) { return ((uint32_t)lo & 0xFFFFu) | (((uint32_t)hi & 0xFFFFu) << 16); }
+static uint32_t smlad(uint32_t a, uint32_t b, uint32_t acc)
+{
+    return acc + (uint32_t)(s16(a) * s16(b)) + (uint32_t)(s16(a >> 16) * s16(b >> 16));
+}
+static uint32_t smlabb(uint32_t a, uint32_t b, uint32_t acc) { return acc + (uint32_t)(s16(a) * s16(b)); }
+static uint32_t smlatt(uint32_t a, uint32_t b, uint32_t acc) { return acc + (uint32_t)(s16(a >> 16) * s16(b >> 16)); }
+static uint32_t sxtb16(uint32_t w) { return pack(s8(w), s8(w >> 16)); }
+static uint32_t sxtab16(uint32_t off, uint32_t w) { return pack(s16(off) + s8(w), s16(off >> 16) + s8(w >> 16)); }
+static uint32_t sxtb16_ror8(uint32_t w) { return sxtb16((w >> 8) | (w << 24)); }
+static uint32_t sxtab16_ror8(uint32_t off, uint32_t w) { return sxtab16(off, (w >> 8) | (w << 24)); }
+#endif
+
+/* 4 int8 at any alignment (one LDR on the M4/M7, which load unaligned words) */
+static inline uint32_t rd32(const int8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static int32_t wrap(uint32_t u) { return u <= 0x7FFFFFFFu ? (int32_t)u : (int32_t)(u - 0x80000000u) - 2147483647 - 1; }
+static int32_t rd_i32le(const uint8_t *p)
+{
+    return wrap((uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24));
+}
+static float rd_f32le(const uint8_t *p)
+{
+    uint32_t u = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+/* the portable kernels' requantized, offset, clamped output (int64: a hostile multiplier cannot overflow) */
+static int8_t out8(uint32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi)
+{
+    int64_t r = (int64_t)ft_mul_by_quantized_multiplier(wrap(acc), mult, shift) + zp;
+    return (int8_t)(r < lo ? lo : r > hi ? hi : r);
+}
+static void channel_multiplier(float in_scale, const uint8_t *scales, uint32_t n, int32_t oc, float out_scale,
+                               int32_t *mult, int32_t *shift)
+{
+    double fs = (double)rd_f32le(scales + 4u * (n > 1 ? (uint32_t)oc : 0u));
+    ft_quantize_multiplier((double)in_scale * fs / (double)out_scale, mult, shift);
+}
+/* -zp in both halves: SXTAB16 then widens and subtracts the zero point in one instruction */
+static uint32_t neg_pair(int32_t zp) { return (((uint32_t)-zp) & 0xFFFFu) * 0x10001u; }
+
+/* K int8 -> "pair words": per group of 4, (x0-zp, x2-zp) then (x1-zp, x3-zp), matching SXTB16 / SXTB16 ROR 8 of
+ * the weights; the K % 4 left over as one int32 each. Returns the words written: (K / 4) * 2 + K % 4. */
+static int32_t to_pairs(const int8_t *src, int32_t k, int32_t zp, uint32_t *dst)
+{
+    uint32_t off = neg_pair(zp), *d = dst;
+    int32_t g, t;
+    for (g = k >> 2; g > 0; g--) {
+        uint32_t w = rd32(src);
+        d[0] = sxtab16(off, w);
+        d[1] = sxtab16_ror8(off, w);
+        d += 2;
+        src += 4;
+    }
+    for (t = 0; t < (k & 3); t++) *d++ = (uint32_t)((int32_t)src[t] - zp);
+    return (int32_t)(d - dst);
+}
+
+static uint32_t *align_words(uint8_t *scratch)
+{
+    return (uint32_t *)(void *)(scratch + ((4u - ((uintptr_t)scratch & 3u)) & 3u));
+}
+
+static uint32_t saturate(uint64_t bytes) { return bytes > 0x7FFFFFFFu ? 0x7FFFFFFFu : (uint32_t)bytes; }
+
+/* ---- CONV_2D: im2col of 2 pixels into pair words, 2 channels x 2 pixels per pass over the weights -- */
+static uint64_t conv_k(const ft_tfl_conv_params *p)
+{
+    return (uint64_t)p->filter_h * (uint64_t)p->filter_w * (uint64_t)p->filter_in_c;
+}
+
+uint32_t ft_tfl_conv2d_dsp_scratch(const ft_tfl_conv_params *p)
+{
+    uint64_t k = conv_k(p), words = (k / 4u) * 2u + k % 4u;
+    /* alignment slack, multipliers and shifts per channel, 2 patches of pair words, 2 int8 staging patches */
+    return saturate(3u + 8u * (uint64_t)p->out_c + 8u * words + ((2u * k + 3u) & ~(uint64_t)3u));
+}
+
+/* The receptive field of output pixel `pix` (flat over batch, y, x), channels [ic0, ic0 + filter_in_c), as
+ * K int8: the input itself where that is contiguous (1-row filters), else gathered into `stage`, the input zero
+ * point standing for the padding (it contributes 0 once the zero point is subtracted, as skipping it does). */
+static const int8_t *patch(const ft_tfl_conv_params *p, const int8_t *in, int32_t pix, int32_t ic0, int8_t *stage)
+{
+    int32_t ox = pix % p->out_w, oy = (pix / p->out_w) % p->out_h, b = pix / (p->out_w * p->out_h);
+    int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w, fy, fx;
+    int32_t fic = p->filter_in_c, row = p->filter_w * fic;
+    int whole_row = fic == p->in_c && (p->dil_w == 1 || p->filter_w == 1) && x0 >= 0 && x0 + p->filter_w <= p->in_w;
+    int8_t *d = stage;
+    if (whole_row && p->filter_h == 1 && y0 >= 0 && y0 < p->in_h)
+        return in + (((size_t)b * p->in_h + y0) * p->in_w + x0) * p->in_c;
+    for (fy = 0; fy < p->filter_h; fy++) {
+        int32_t iy = y0 + p->dil_h * fy;
+        const int8_t *src;
+        if (iy < 0 || iy >= p->in_h) {
+            memset(d, (int)(int8_t)p->input_zp, (size_t)row);
+            d += row;
+            continue;
+        }
+        src = in + ((size_t)b * p->in_h + iy) * p->in_w * p->in_c + ic0;
+        if (whole_row) {
+            memcpy(d, src + (size_t)x0 * p->in_c, (size_t)row);
+        } else {
+            for (fx = 0; fx < p->filter_w; fx++) {
+                int32_t ix = x0 + p->dil_w * fx;
+                if (ix < 0 || ix >= p->in_w)
+                    memset(d + fx * fic, (int)(int8_t)p->input_zp, (size_t)fic);
+                else
+                    memcpy(d + fx * fic, src + (size_t)ix * p->in_c, (size_t)fic);
+            }
+        }
+        d += row;
+    }
+    return stage;
+}
+
+/* acc[ch][px] += weights of 2 channels . pair words of 2 pixels (g groups of 4, then t single values) */
+static void dot_2x2(const int8_t *w0, const int8_t *w1, const uint32_t *x0, const uint32_t *x1, int32_t g, int32_t t,
+                    uint32_t acc[4])
+{
+    uint32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    int32_t i;
+    for (; g > 0; g--) {
+        uint32_t wa = rd32(w0), wb = rd32(w1);
+        uint32_t wa02 = sxtb16(wa), wa13 = sxtb16_ror8(wa), wb02 = sxtb16(wb), wb13 = sxtb16_ror8(wb);
+        uint32_t p02 = x0[0], p13 = x0[1], q02 = x1[0], q13 = x1[1];
+        a00 = smlad(wa02, p02, a00);
+        a00 = smlad(wa13, p13, a00);
+        a01 = smlad(wa02, q02, a01);
+        a01 = smlad(wa13, q13, a01);
+        a10 = smlad(wb02, p02, a10);
+        a10 = smlad(wb13, p13, a10);
+        a11 = smlad(wb02, q02, a11);
+        a11 = smlad(wb13, q13, a11);
+        w0 += 4;
+        w1 += 4;
+        x0 += 2;
+        x1 += 2;
+    }
+    for (i = 0; i < t; i++) {
+        a00 += (uint32_t)((int32_t)w0[i] * wrap(x0[i]));
+        a01 += (uint32_t)((int32_t)w0[i] * wrap(x1[i]));
+        a10 += (uint32_t)((int32_t)w1[i] * wrap(x0[i]));
+        a11 += (uint32_t)((int32_t)w1[i] * wrap(x1[i]));
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+
+void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out,
+                       uint8_t *scratch)
+{
+    int32_t k = (int32_t)conv_k(p), g4 = k >> 2, t = k & 3, words = g4 * 2 + t;
+    int32_t groups = p->in_c / p->filter_in_c, per_group = p->out_c / groups;
+    int32_t npix = p->batches * p->out_h * p->out_w, pix, grp, oc;
+    int32_t *mult = (int32_t *)(void *)align_words(scratch), *shift = mult + p->out_c;
+    uint32_t *cols = (uint32_t *)(void *)(shift + p->out_c), *cols1 = cols + words;
+    int8_t *stage = (int8_t *)(void *)(cols1 + words), *stage1 = stage + k;
+    for (oc = 0; oc < p->out_c; oc++)
+        channel_multiplier(p->input_scale, p->filter_scales, p->n_scales, oc, p->output_scale, &mult[oc], &shift[oc]);
+    for (pix = 0; pix < npix; pix += 2) {
+        int two = pix + 1 < npix; /* an odd last pixel is computed twice, written once */
+        int8_t *o0 = out + (size_t)pix * p->out_c, *o1 = two ? o0 + p->out_c : o0;
+        for (grp = 0; grp < groups; grp++) {
+            int32_t ic0 = grp * p->filter_in_c, oc_end = (grp + 1) * per_group;
+            to_pairs(patch(p, in, pix, ic0, stage), k, p->input_zp, cols);
+            to_pairs(patch(p, in, two ? pix + 1 : pix, ic0, stage1), k, p->input_zp, cols1);
+            for (oc = grp * per_group; oc < oc_end; oc += 2) {
+                int32_t oc1 = oc + 1 < oc_end ? oc + 1 : oc; /* an odd last channel likewise */
+                uint32_t acc[4], b0 = 0, b1 = 0;
+                dot_2x2(filter + (size_t)oc * k, filter + (size_t)oc1 * k, cols, cols1, g4, t, acc);
+                if (p->bias) {
+                    b0 = (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc);
+                    b1 = (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc1);
+                }
+                o0[oc] = out8(acc[0] + b0, mult[oc], shift[oc], p->output_zp, p->act_min, p->act_max);
+                o1[oc] = out8(acc[1] + b0, mult[oc], shift[oc], p->output_zp, p->act_min, p->act_max);
+                o0[oc1] = out8(acc[2] + b1, mult[oc1], shift[oc1], p->output_zp, p->act_min, p->act_max);
+                o1[oc1] = out8(acc[3] + b1, mult[oc1], shift[oc1], p->output_zp, p->act_min, p->act_max);
+            }
+        }
+    }
+}
+
+/* ---- DEPTHWISE_CONV_2D (depth multiplier 1): 4 channels per word, SMLABB / SMLATT per channel ------- */
+uint32_t ft_tfl_depthwise_dsp_scratch(const ft_tfl_conv_params *p)
+{
+    if (p->depth_mult != 1) return 0;
+    return saturate(3u + 8u * (uint64_t)p->out_c);
+}
+
+/* first and end (exclusive) filter taps of one axis that land inside the input: 0 <= o + d * f < n */
+static void tap_range(int32_t o, int32_t d, int32_t n, int32_t taps, int32_t *f0, int32_t *f1)
+{
+    int64_t lo = o < 0 ? ((int64_t)-o + d - 1) / d : 0, hi = n - o <= 0 ? 0 : ((int64_t)n - o + d - 1) / d;
+    *f0 = (int32_t)lo;
+    *f1 = (int32_t)(hi < taps ? hi : taps);
+}
+
+void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out,
+                          uint8_t *scratch)
+{
+    int32_t c_n = p->out_c, b, oy, ox, c;
+    int32_t *mult = (int32_t *)(void *)align_words(scratch), *shift = mult + c_n;
+    uint32_t off = neg_pair(p->input_zp);
+    size_t xstep = (size_t)p->dil_w * (size_t)c_n;
+    for (c = 0; c < c_n; c++)
+        channel_multiplier(p->input_scale, p->filter_scales, p->n_scales, c, p->output_scale, &mult[c], &shift[c]);
+    for (b = 0; b < p->batches; b++)
+        for (oy = 0; oy < p->out_h; oy++)
+            for (ox = 0; ox < p->out_w; ox++) {
+                int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w, fy0, fy1, fx0, fx1;
+                int8_t *o = out + (((size_t)b * p->out_h + oy) * p->out_w + ox) * c_n;
+                tap_range(y0, p->dil_h, p->in_h, p->filter_h, &fy0, &fy1);
+                tap_range(x0, p->dil_w, p->in_w, p->filter_w, &fx0, &fx1);
+                for (c = 0; c < c_n; c += 4) {
+                    uint32_t a[4] = {0, 0, 0, 0};
+                    int32_t fy, fx, j, n = c_n - c < 4 ? c_n - c : 4;
+                    for (fy = fy0; fy < fy1; fy++) {
+                        const int8_t *x = in + (((size_t)b * p->in_h + y0 + p->dil_h * fy) * p->in_w + x0 +
+                                                (size_t)p->dil_w * fx0) * c_n + c;
+                        const int8_t *w = filter + ((size_t)fy * p->filter_w + fx0) * c_n + c;
+                        if (n == 4) {
+                            uint32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+                            for (fx = fx0; fx < fx1; fx++) {
+                                uint32_t xw = rd32(x), ww = rd32(w);
+                                uint32_t x02 = sxtab16(off, xw), x13 = sxtab16_ror8(off, xw);
+                                uint32_t w02 = sxtb16(ww), w13 = sxtb16_ror8(ww);
+                                a0 = smlabb(w02, x02, a0);
+                                a2 = smlatt(w02, x02, a2);
+                                a1 = smlabb(w13, x13, a1);
+                                a3 = smlatt(w13, x13, a3);
+                                x += xstep;
+                                w += c_n;
+                            }
+                            a[0] = a0;
+                            a[1] = a1;
+                            a[2] = a2;
+                            a[3] = a3;
+                        } else { /* the last 1-3 channels: no word past the tensors' end is read */
+                            for (fx = fx0; fx < fx1; fx++) {
+                                for (j = 0; j < n; j++)
+                                    a[j] += (uint32_t)((int32_t)w[j] * ((int32_t)x[j] - p->input_zp));
+                                x += xstep;
+                                w += c_n;
+                            }
+                        }
+                    }
+                    for (j = 0; j < n; j++) {
+                        uint32_t bias = p->bias ? (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)(c + j)) : 0u;
+                        o[c + j] = out8(a[j] + bias, mult[c + j], shift[c + j], p->output_zp, p->act_min, p->act_max);
+                    }
+                }
+            }
+}
+
+/* ---- FULLY_CONNECTED: inputs to pair words once, 2 output channels per pass --------------------------- */
+uint32_t ft_tfl_fc_dsp_scratch(const ft_tfl_fc_params *p)
+{
+    uint64_t d = (uint64_t)p->accum_depth, words = (d / 4u) * 2u + d % 4u;
+    return saturate(3u + 4u * words * (uint64_t)p->batches);
+}
+
+void ft_tfl_fc_dsp(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *filter, int8_t *out, uint8_t *scratch)
+{
+    int32_t d = p->accum_depth, g4 = d >> 2, t = d & 3, words = g4 * 2 + t, b, oc, i;
+    uint32_t *cols = align_words(scratch), woff = neg_pair(p->filter_zp);
+    for (b = 0; b < p->batches; b++) to_pairs(in + (size_t)b * d, d, p->input_zp, cols + (size_t)b * words);
+    for (oc = 0; oc < p->out_c; oc += 2) {
+        int32_t oc1 = oc + 1 < p->out_c ? oc + 1 : oc, m0, s0, m1, s1;
+        uint32_t b0 = p->bias ? (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc) : 0u;
+        uint32_t b1 = p->bias ? (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc1) : 0u;
+        channel_multiplier(p->input_scale, p->filter_scales, p->n_scales, oc, p->output_scale, &m0, &s0);
+        channel_multiplier(p->input_scale, p->filter_scales, p->n_scales, oc1, p->output_scale, &m1, &s1);
+        for (b = 0; b < p->batches; b++) {
+            const int8_t *w0 = filter + (size_t)oc * d, *w1 = filter + (size_t)oc1 * d;
+            const uint32_t *x = cols + (size_t)b * words;
+            uint32_t a0 = 0, a1 = 0;
+            int32_t g;
+            for (g = g4; g > 0; g--) {
+                uint32_t wa = rd32(w0), wb = rd32(w1), x02 = x[0], x13 = x[1];
+                a0 = smlad(sxtab16(woff, wa), x02, a0);
+                a0 = smlad(sxtab16_ror8(woff, wa), x13, a0);
+                a1 = smlad(sxtab16(woff, wb), x02, a1);
+                a1 = smlad(sxtab16_ror8(woff, wb), x13, a1);
+                w0 += 4;
+                w1 += 4;
+                x += 2;
+            }
+            for (i = 0; i < t; i++) {
+                a0 += (uint32_t)(((int32_t)w0[i] - p->filter_zp) * wrap(x[i]));
+                a1 += (uint32_t)(((int32_t)w1[i] - p->filter_zp) * wrap(x[i]));
+            }
+            out[(size_t)b * p->out_c + oc] = out8(a0 + b0, m0, s0, p->output_zp, p->act_min, p->act_max);
+            out[(size_t)b * p->out_c + oc1] = out8(a1 + b1, m1, s1, p->output_zp, p->act_min, p->act_max);
+        }
+    }
+}

@@ -1,0 +1,28 @@
+/* int8 CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED for the Cortex-M4/M7 DSP extension, as CMSIS-NN does
+ * them: activations widened once to int16 pairs with the input zero point subtracted (im2col for convolutions),
+ * weights widened with SXTB16, dual 16-bit multiply-accumulates (SMLAD; SMLABB/SMLATT for depthwise), conv tiled
+ * 2 output channels x 2 pixels. Every product and sum is the portable kernel's, in int32 wrapping arithmetic, and
+ * the requantization is the same ft_mul_by_quantized_multiplier, so the outputs are the portable kernels' (and
+ * TFLite Micro's) bit for bit (tests/tfl_kernels_check.c compares them on random shapes).
+ *
+ * Built everywhere: with __ARM_FEATURE_DSP the intrinsics are the instructions (ACLE), elsewhere portable C
+ * equivalents (so the host tests run the same code under ASan/UBSan). The interpreter uses them when
+ * FT_TFL_OPTIMIZED (fedtiny_config.h). Each kernel needs a scratch area from the arena, sized by its
+ * *_scratch() function when the model is verified (0: the kernel does not apply, run the portable one). */
+#ifndef FT_TFL_OPS_DSP_H
+#define FT_TFL_OPS_DSP_H
+#include <stdint.h>
+#include "ft_tfl_ops.h"
+
+uint32_t ft_tfl_conv2d_dsp_scratch(const ft_tfl_conv_params *p);
+uint32_t ft_tfl_depthwise_dsp_scratch(const ft_tfl_conv_params *p); /* 0 unless depth_mult == 1 */
+uint32_t ft_tfl_fc_dsp_scratch(const ft_tfl_fc_params *p);
+
+/* `scratch` holds at least the *_scratch() bytes, any alignment; its contents on entry do not matter. */
+void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out,
+                       uint8_t *scratch);
+void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out,
+                          uint8_t *scratch);
+void ft_tfl_fc_dsp(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *filter, int8_t *out, uint8_t *scratch);
+
+#endif
