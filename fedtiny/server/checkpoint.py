@@ -1,49 +1,57 @@
-"""Checkpoints of the federated round loop: everything a resumed run needs to end exactly like an
-uninterrupted one (head, the Flower strategy's state: server momentum, optimizer moments, adaptive clipping
-norm; batteries, local-only and personalized heads, rows, curves)."""
+"""Checkpoints of the federated round loop: the typed run state (fedtiny/server/run_state.py) after a round,
+everything a resumed run needs to end exactly like an uninterrupted one (head, the Flower strategy's state:
+server momentum, optimizer moments, adaptive clipping norm; batteries, local-only and personalized heads,
+rows, curves).
+
+One round is two files, ``state-RRRRRR.npz`` (arrays) and ``state-RRRRRR.json`` (rows, curves, counts);
+``latest.json`` names the last complete one and is replaced atomically after both are written."""
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from fedtiny.errors import FedTinyError
 from fedtiny.ondevice import Int8Head
 from fedtiny.report.results import RoundRow
+from fedtiny.server.run_state import EvalState, FleetState, RunState
+
+#: the arrays of state-RRRRRR.npz that are not the strategy's (``DeviceStrategy.state()`` adds its own keys)
+ARRAYS = ("head_w", "head_s", "head_b", "head_q", "battery", "loc_w", "loc_b", "per_w", "per_b", "per_has")
+META = ("round", "rows", "curves", "rejected_total", "rejected_reasons")
 
 
-def save_checkpoint(srv: Any, d: Path) -> None:
-    """State after round ``srv.round``, written atomically; older checkpoints are removed."""
-    assert srv.head is not None
+def save_checkpoint(st: RunState, d: Path) -> None:
+    """``st`` (the run after round ``st.round``), written atomically; older checkpoints are removed."""
     d.mkdir(exist_ok=True)
-    r = srv.round
-    h = srv.head
-    np.savez(
-        d / f"state-{r:06d}.npz",
-        head_w=h.weights,
-        head_s=h.weight_scales,
-        head_b=h.bias,
-        head_q=np.array(
+    r, h, ev = st.round, st.head, st.evaluation
+    arrays = {
+        "head_w": h.weights,
+        "head_s": h.weight_scales,
+        "head_b": h.bias,
+        "head_q": np.array(
             [h.input_scale, h.input_zero_point, h.output_scale, h.output_zero_point], dtype=np.float64
         ),
-        battery=srv.battery,
-        loc_w=srv.loc_w,
-        loc_b=srv.loc_b,
-        per_w=srv.per_w,
-        per_b=srv.per_b,
-        per_has=srv.per_has,
-        **srv.strategy.state(),
-    )
+        "battery": st.fleet.battery,
+        "loc_w": ev.loc_w,
+        "loc_b": ev.loc_b,
+        "per_w": ev.per_w,
+        "per_b": ev.per_b,
+        "per_has": ev.per_has,
+        **st.strategy,
+    }
+    np.savez(d / f"state-{r:06d}.npz", **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds
     meta = {
         "round": r,
-        "rows": [asdict(x) for x in srv.rows],
-        "curves": srv.curves,
-        "rejected_total": srv.rejected_total,
-        "rejected_reasons": srv.rejected_reasons,
+        "rows": [asdict(x) for x in st.rows],
+        "curves": ev.curves,
+        "rejected_total": st.rejected_total,
+        "rejected_reasons": st.rejected_reasons,
     }
     (d / f"state-{r:06d}.json").write_text(json.dumps(meta))
     tmp = d / "latest.json.tmp"
@@ -54,23 +62,47 @@ def save_checkpoint(srv: Any, d: Path) -> None:
             old.unlink(missing_ok=True)
 
 
-def load_checkpoint(srv: Any, d: Path) -> bool:
-    """Restore the last complete checkpoint in ``d`` into ``srv``; False if there is none."""
-    if not (d / "latest.json").exists():
-        return False
-    r = int(json.loads((d / "latest.json").read_text())["round"])
-    st = dict(np.load(d / f"state-{r:06d}.npz"))
-    meta = json.loads((d / f"state-{r:06d}.json").read_text())
-    q = st["head_q"]
-    srv.head = Int8Head(
-        st["head_w"], st["head_s"], st["head_b"], float(q[0]), int(q[1]), float(q[2]), int(q[3])
+def load_checkpoint(d: Path) -> RunState | None:
+    """The last complete checkpoint in ``d``; None if there is none. A damaged one raises FedTinyError with
+    one line naming the file and what is wrong."""
+    latest = d / "latest.json"
+    if not latest.exists():
+        return None
+    try:
+        r = int(json.loads(latest.read_text())["round"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FedTinyError(f'{latest}: expected {{"round": N}} ({type(exc).__name__}: {exc})') from None
+    npz, js = d / f"state-{r:06d}.npz", d / f"state-{r:06d}.json"
+    try:
+        with np.load(npz) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(js.read_text())
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise FedTinyError(f"checkpoint of round {r} in {d} is unreadable: {exc}") from None
+    for path, have, want in ((npz, arrays, ARRAYS), (js, meta, META)):
+        missing = [k for k in want if k not in have]
+        if missing:
+            raise FedTinyError(
+                f"{path}: missing {', '.join(missing)}; expected a checkpoint written by fedtiny"
+            )
+    q = arrays["head_q"]
+    head = Int8Head(
+        arrays["head_w"], arrays["head_s"], arrays["head_b"], float(q[0]), int(q[1]), float(q[2]), int(q[3])
     )
-    srv.battery, srv.loc_w, srv.loc_b = st["battery"], st["loc_w"], st["loc_b"]
-    srv.per_w, srv.per_b, srv.per_has = st["per_w"], st["per_b"], st["per_has"]
-    srv.strategy.load_state(st)
-    srv.rows = [RoundRow(**x) for x in meta["rows"]]
-    srv.curves = meta["curves"]
-    srv.rejected_total = int(meta["rejected_total"])
-    srv.rejected_reasons = dict(meta["rejected_reasons"])
-    srv.round = r
-    return True
+    return RunState(
+        round=r,
+        head=head,
+        fleet=FleetState(arrays["battery"]),
+        evaluation=EvalState(
+            arrays["loc_w"],
+            arrays["loc_b"],
+            arrays["per_w"],
+            arrays["per_b"],
+            arrays["per_has"],
+            meta["curves"],
+        ),
+        rows=[RoundRow(**x) for x in meta["rows"]],
+        rejected_total=int(meta["rejected_total"]),
+        rejected_reasons=dict(meta["rejected_reasons"]),
+        strategy={k: v for k, v in arrays.items() if k not in ARRAYS},
+    )
