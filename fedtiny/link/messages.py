@@ -111,6 +111,19 @@ TRAIN_MAX_LR = 100.0
 TRAIN_MAX_DECAY = 100.0  # weight_decay and prox_mu
 TRAIN_MAX_WORK = 65536  # epochs x cached samples: per-sample gradient steps of one TRAIN
 UPDATE_ID_BLOCK = 4096  # update ids reserved (persisted) per flash write
+REASON_MAX = 200  # bytes of the UTF-8 reason a non-OK response may carry (section 2)
+
+# Fixed parts of the layouts of section 4. The decoders below use them, and the C firmware's
+# firmware/core/ft_proto.h is generated from them (scripts/gen_proto.py): one definition for both.
+BLOB_READ = struct.Struct("<IH")  # BlobRead: offset, max_len
+SET_HEAD_HEADER = struct.Struct("<II")  # SET_HEAD: total, offset (then the data)
+UPLOAD_CHUNK_HEADER = struct.Struct("<I")  # UPLOAD_CHUNK: offset (then the data)
+SAMPLES_HEADER = struct.Struct("<BBHH")  # Samples: kind, flags, n, dim (then labels and samples)
+PUSH_RESULT = struct.Struct("<II")  # PUSH_SAMPLES response: cached, pushed_total
+CONFIRM_HEADER = struct.Struct("<BBHHH")  # Confirm: slot, tolerance, n, in_len, out_len (then the vectors)
+VERIFY_RESULT = struct.Struct("<BB32s")  # VERIFY response: slot, state, sha256
+SLOT_STATUS_HEADER = struct.Struct("<BBBB")  # SlotStatus: n_slots, active, confirmed, flags
+SLOT_INFO = struct.Struct("<BBHII32s")  # SlotStatus, per slot: state, kind, reserved, total, received, sha
 
 
 def _need(payload: bytes, n: int, what: str, exact: bool = True) -> None:
@@ -200,12 +213,12 @@ class BlobRead:
     max_len: int
 
     def encode(self) -> bytes:
-        return struct.pack("<IH", self.offset, self.max_len)
+        return BLOB_READ.pack(self.offset, self.max_len)
 
     @classmethod
     def decode(cls, p: bytes) -> BlobRead:
-        _need(p, 6, "BlobRead")
-        return cls(*struct.unpack("<IH", p))
+        _need(p, BLOB_READ.size, "BlobRead")
+        return cls(*BLOB_READ.unpack(p))
 
 
 @dataclass
@@ -333,19 +346,20 @@ class Samples:
     def encode(self) -> bytes:
         n, dim = self.data.shape
         return (
-            struct.pack("<BBHH", self.kind, self.flags, n, dim)
+            SAMPLES_HEADER.pack(self.kind, self.flags, n, dim)
             + self.labels.astype("<u2").tobytes()
             + np.asarray(self.data).astype(self.dtype(self.kind)).tobytes()
         )
 
     @classmethod
     def decode(cls, p: bytes) -> Samples:
-        _need(p, 6, "Samples", exact=False)
-        kind, flags, n, dim = struct.unpack_from("<BBHH", p)
+        h = SAMPLES_HEADER.size
+        _need(p, h, "Samples", exact=False)
+        kind, flags, n, dim = SAMPLES_HEADER.unpack_from(p)
         dt = cls.dtype(kind)
-        _need(p, 6 + 2 * n + n * dim * dt.itemsize, "Samples")
-        labels = np.frombuffer(p, "<u2", n, 6).astype(np.int64)
-        data = np.frombuffer(p, dt, n * dim, 6 + 2 * n).reshape(n, dim)
+        _need(p, h + 2 * n + n * dim * dt.itemsize, "Samples")
+        labels = np.frombuffer(p, "<u2", n, h).astype(np.int64)
+        data = np.frombuffer(p, dt, n * dim, h + 2 * n).reshape(n, dim)
         return cls(kind, flags, labels, data.astype(np.float32) if kind == SampleKind.RAW_F32 else data)
 
 
@@ -360,14 +374,15 @@ class Confirm:
         n, il = self.inputs.shape
         ol = self.expected.shape[1]
         body = np.concatenate([self.inputs.astype(np.int8), self.expected.astype(np.int8)], axis=1)
-        return struct.pack("<BBHHH", self.slot, self.tolerance, n, il, ol) + body.tobytes()
+        return CONFIRM_HEADER.pack(self.slot, self.tolerance, n, il, ol) + body.tobytes()
 
     @classmethod
     def decode(cls, p: bytes) -> Confirm:
-        _need(p, 8, "Confirm", exact=False)
-        slot, tol, n, il, ol = struct.unpack_from("<BBHHH", p)
-        _need(p, 8 + n * (il + ol), "Confirm")
-        body = np.frombuffer(p, np.int8, n * (il + ol), 8).reshape(n, il + ol)
+        h = CONFIRM_HEADER.size
+        _need(p, h, "Confirm", exact=False)
+        slot, tol, n, il, ol = CONFIRM_HEADER.unpack_from(p)
+        _need(p, h + n * (il + ol), "Confirm")
+        body = np.frombuffer(p, np.int8, n * (il + ol), h).reshape(n, il + ol)
         return cls(slot, tol, body[:, :il].copy(), body[:, il:].copy())
 
 
@@ -388,20 +403,21 @@ class SlotStatus:
     slots: list[SlotInfo] = field(default_factory=list)
 
     def encode(self) -> bytes:
-        out = struct.pack("<BBBB", len(self.slots), self.active, self.confirmed, self.flags)
+        out = SLOT_STATUS_HEADER.pack(len(self.slots), self.active, self.confirmed, self.flags)
         for s in self.slots:
-            out += struct.pack("<BBHII", s.state, s.kind, 0, s.total_len, s.received) + s.sha256
+            out += SLOT_INFO.pack(s.state, s.kind, 0, s.total_len, s.received, s.sha256)
         return out
 
     @classmethod
     def decode(cls, p: bytes) -> SlotStatus:
-        _need(p, 4, "SlotStatus", exact=False)
-        n, active, confirmed, flags = struct.unpack_from("<BBBB", p)
-        _need(p, 4 + 44 * n, "SlotStatus")
+        h, w = SLOT_STATUS_HEADER.size, SLOT_INFO.size
+        _need(p, h, "SlotStatus", exact=False)
+        n, active, confirmed, flags = SLOT_STATUS_HEADER.unpack_from(p)
+        _need(p, h + w * n, "SlotStatus")
         slots = []
         for i in range(n):
-            st, kind, _, total, rec = struct.unpack_from("<BBHII", p, 4 + 44 * i)
-            slots.append(SlotInfo(st, kind, total, rec, bytes(p[16 + 44 * i : 48 + 44 * i])))
+            st, kind, _, total, rec, sha = SLOT_INFO.unpack_from(p, h + w * i)
+            slots.append(SlotInfo(st, kind, total, rec, sha))
         return cls(active, confirmed, flags, slots)
 
 

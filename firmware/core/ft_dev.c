@@ -9,7 +9,19 @@
 #include <string.h>
 
 
-#define UPD_HDR 32u
+/* The firmware's own names for wire values (ft_store.h, fedtiny_config.h) must agree with the generated ft_proto.h:
+ * a compile error here means one of them changed. */
+typedef char ft_wire_values_agree[((int)FT_SLOT_EMPTY == (int)FT_WIRE_SLOT_EMPTY && (int)FT_SLOT_RECEIVING == (int)FT_WIRE_SLOT_RECEIVING &&
+                                   (int)FT_SLOT_VERIFIED == (int)FT_WIRE_SLOT_VERIFIED && (int)FT_SLOT_TESTING == (int)FT_WIRE_SLOT_TESTING &&
+                                   (int)FT_SLOT_CONFIRMED == (int)FT_WIRE_SLOT_CONFIRMED &&
+                                   (int)FT_KIND_HEAD_PATCH == (int)FT_WIRE_KIND_HEAD_PATCH && (int)FT_KIND_TFLITE == (int)FT_WIRE_KIND_TFLITE &&
+                                   FT_NO_SLOT == FT_WIRE_NO_SLOT && FT_MAX_EPOCHS <= FT_TRAIN_MAX_EPOCHS &&
+                                   FT_MAX_TRAIN_WORK <= FT_TRAIN_MAX_WORK && FT_MAX_PAYLOAD <= FT_WIRE_MAX_PAYLOAD &&
+                                   FT_MAX_PAYLOAD >= FT_WIRE_MIN_MAX_PAYLOAD && FT_HMAC_KEY_LEN == FT_TAG_SIZE)
+                                      ? 1
+                                      : -1];
+
+#define UPD_HDR FT_UPDATE_BLOB_HDR_SIZE
 #define BLOB_SIZE(C, D) (UPD_HDR + 4u * (uint32_t)(C) * (uint32_t)(D) + 4u * (uint32_t)(C) + 32u)
 
 static ft_head scratch_head; /* a head being validated before it replaces the running one */
@@ -25,7 +37,7 @@ typedef struct {
 static uint8_t fail(ctx *c, uint8_t status, const char *reason)
 {
     size_t n = strlen(reason);
-    if (n > 200) n = 200;
+    if (n > FT_REASON_MAX) n = FT_REASON_MAX;
     if (n > c->cap) n = c->cap;
     memcpy(c->resp, reason, n);
     *c->len = n;
