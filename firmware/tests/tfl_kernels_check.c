@@ -1,0 +1,227 @@
+/* The DSP kernels (core/ft_tfl_ops_dsp.c) against the portable ones (core/ft_tfl_ops.c), byte for byte, on
+ * random CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED cases from a seeded PRNG: shapes, strides, SAME/VALID
+ * padding, dilations, groups, depth multipliers, zero points, per-channel and per-tensor scales, biases that
+ * wrap the int32 accumulator, fused activation ranges. The scratch starts misaligned and full of junk; guard
+ * bytes after the output and the scratch must survive (QEMU has no sanitizer).
+ *
+ *   make test-tfl-kernels      host gcc (ASan+UBSan, the instructions' C stand-ins) and QEMU (the instructions)
+ *
+ * Prints "kernels: N cases (...), M differ" and "P passed, F failed"; exits non-zero on any difference. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include "ft_tfl_ops.h"
+#include "ft_tfl_ops_dsp.h"
+#ifdef FT_TFL_QEMU
+#include "port_mps2.h"
+#endif
+
+#ifndef FT_KCHECK_CASES /* cases per kernel */
+#define FT_KCHECK_CASES 400u
+#endif
+#define BUF 20000
+#define GUARD 16
+
+static int8_t in_buf[BUF], filt[BUF], out_ref[BUF], out_dsp[BUF + GUARD];
+static uint8_t scales[4 * 64], bias[4 * 64], scratch[BUF + GUARD + 1];
+static int passed, failed;
+
+static void say(const char *fmt, ...)
+{
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+#ifdef FT_TFL_QEMU
+    ft_mps2_puts(buf);
+#else
+    fputs(buf, stdout);
+#endif
+}
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+static uint32_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 11);
+}
+static int32_t rint_in(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (uint32_t)(hi - lo + 1)); }
+static float rfloat(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() % 100000u) / 100000.0f; }
+
+static void put_f32(uint8_t *p, float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    p[0] = (uint8_t)u, p[1] = (uint8_t)(u >> 8), p[2] = (uint8_t)(u >> 16), p[3] = (uint8_t)(u >> 24);
+}
+
+static void fill(int8_t *p, uint32_t n)
+{
+    uint32_t i;
+    for (i = 0; i < n; i++) p[i] = (int8_t)(rnd() & 0xFF);
+}
+
+/* scales (1 or n), a bias (or none: NULL) of small or accumulator-wrapping values, an activation range */
+static const uint8_t *quant(uint32_t n, uint32_t *n_scales, float *in_s, float *out_s, int32_t *lo, int32_t *hi)
+{
+    uint32_t i, per_channel = rnd() & 1u, big = rnd() % 4u == 0;
+    *n_scales = per_channel ? n : 1u;
+    for (i = 0; i < *n_scales; i++) put_f32(scales + 4u * i, rfloat(0.0005f, 0.03f));
+    for (i = 0; i < n; i++) {
+        uint32_t b = big ? rnd() ^ (rnd() << 21) : (uint32_t)rint_in(-40000, 40000);
+        bias[4 * i] = (uint8_t)b, bias[4 * i + 1] = (uint8_t)(b >> 8), bias[4 * i + 2] = (uint8_t)(b >> 16);
+        bias[4 * i + 3] = (uint8_t)(b >> 24);
+    }
+    *in_s = rfloat(0.002f, 0.1f);
+    *out_s = rfloat(0.005f, 0.5f);
+    *lo = rnd() % 3u ? -128 : rint_in(-128, 0);
+    *hi = rnd() % 3u ? 127 : rint_in(*lo, 127);
+    return rnd() % 4u ? bias : NULL;
+}
+
+/* Runs one case: portable into out_ref, DSP into out_dsp with misaligned junk scratch; returns 1 if equal. */
+static int compare(uint32_t n_out, uint32_t need, const char *what)
+{
+    uint32_t k, diff = 0, first = 0;
+    for (k = 0; k < n_out; k++)
+        if (out_ref[k] != out_dsp[k] && !diff++) first = k;
+    for (k = 0; k < GUARD; k++)
+        if (out_dsp[n_out + k] != (int8_t)0x5A || scratch[1 + need + k] != 0xC3) diff++;
+    if (diff) say("  %s differs in %u bytes (first at %u: %d vs portable %d) or wrote past its end\n", what,
+                  (unsigned)diff, (unsigned)first, (int)out_dsp[first], (int)out_ref[first]);
+    return diff == 0;
+}
+
+static void prepare_run(uint32_t n_out, uint32_t need)
+{
+    fill((int8_t *)scratch, (uint32_t)sizeof scratch);
+    memset(scratch + 1 + need, 0xC3, GUARD);
+    memset(out_dsp, 0x5A, n_out + GUARD);
+}
+
+static int conv_case(int depthwise, uint32_t *skipped)
+{
+    ft_tfl_conv_params p;
+    uint32_t need, n_in, n_out, n_filt;
+    int32_t groups = depthwise ? 1 : (rnd() % 4u == 0 ? rint_in(2, 3) : 1), same = (int32_t)(rnd() & 1u);
+    memset(&p, 0, sizeof p);
+    p.batches = rint_in(1, 2);
+    p.in_h = rint_in(1, 9);
+    p.in_w = rint_in(1, 9);
+    p.filter_h = rint_in(1, 4);
+    p.filter_w = rint_in(1, 4);
+    p.stride_h = rint_in(1, 3);
+    p.stride_w = rint_in(1, 3);
+    p.dil_h = rnd() % 4u ? 1 : 2;
+    p.dil_w = rnd() % 4u ? 1 : 2;
+    if (depthwise) {
+        p.in_c = rint_in(1, 19);
+        p.depth_mult = rnd() % 5u ? 1 : rint_in(2, 3);
+        p.out_c = p.in_c * p.depth_mult;
+    } else {
+        p.filter_in_c = rint_in(1, 13);
+        p.in_c = p.filter_in_c * groups;
+        p.out_c = groups * rint_in(1, 7);
+    }
+    p.out_h = ft_tfl_out_size(same, p.in_h, p.filter_h, p.stride_h, p.dil_h);
+    p.out_w = ft_tfl_out_size(same, p.in_w, p.filter_w, p.stride_w, p.dil_w);
+    if (p.out_h < 1 || p.out_w < 1) return -1; /* VALID with a filter larger than the input */
+    p.pad_h = ft_tfl_padding(p.stride_h, p.dil_h, p.in_h, p.filter_h, p.out_h);
+    p.pad_w = ft_tfl_padding(p.stride_w, p.dil_w, p.in_w, p.filter_w, p.out_w);
+    p.input_zp = rint_in(-128, 127);
+    p.output_zp = rint_in(-128, 127);
+    p.bias = quant((uint32_t)p.out_c, &p.n_scales, &p.input_scale, &p.output_scale, &p.act_min, &p.act_max);
+    p.filter_scales = scales;
+    n_in = (uint32_t)(p.batches * p.in_h * p.in_w * p.in_c);
+    n_out = (uint32_t)(p.batches * p.out_h * p.out_w * p.out_c);
+    n_filt = (uint32_t)(p.filter_h * p.filter_w * p.out_c * (depthwise ? 1 : p.filter_in_c));
+    need = depthwise ? ft_tfl_depthwise_dsp_scratch(&p) : ft_tfl_conv2d_dsp_scratch(&p);
+    if (need == 0) { /* the DSP depthwise kernel takes depth multiplier 1 only: the portable one runs */
+        (*skipped)++;
+        return p.depth_mult != 1 ? -1 : 0;
+    }
+    if (n_in > BUF || n_out > BUF || n_filt > BUF || need > BUF) return -1;
+    fill(in_buf, n_in);
+    fill(filt, n_filt);
+    prepare_run(n_out, need);
+    if (depthwise) {
+        ft_tfl_depthwise_conv2d(&p, in_buf, filt, out_ref);
+        ft_tfl_depthwise_dsp(&p, in_buf, filt, out_dsp, scratch + 1);
+    } else {
+        ft_tfl_conv2d(&p, in_buf, filt, out_ref);
+        ft_tfl_conv2d_dsp(&p, in_buf, filt, out_dsp, scratch + 1);
+    }
+    if (compare(n_out, need, depthwise ? "DEPTHWISE_CONV_2D" : "CONV_2D")) return 1;
+    say("  case: b%d %dx%dx%d -> %dx%dx%d filter %dx%d (in_c %d) stride %d,%d dil %d,%d pad %d,%d zp %d\n",
+        (int)p.batches, (int)p.in_h, (int)p.in_w, (int)p.in_c, (int)p.out_h, (int)p.out_w, (int)p.out_c,
+        (int)p.filter_h, (int)p.filter_w, (int)p.filter_in_c, (int)p.stride_h, (int)p.stride_w, (int)p.dil_h,
+        (int)p.dil_w, (int)p.pad_h, (int)p.pad_w, (int)p.input_zp);
+    return 0;
+}
+
+static int fc_case(void)
+{
+    ft_tfl_fc_params p;
+    uint32_t need, n_out;
+    memset(&p, 0, sizeof p);
+    p.batches = rint_in(1, 3);
+    p.accum_depth = rint_in(1, 300);
+    p.out_c = rint_in(1, 11);
+    p.input_zp = rint_in(-128, 127);
+    p.output_zp = rint_in(-128, 127);
+    p.bias = quant((uint32_t)p.out_c, &p.n_scales, &p.input_scale, &p.output_scale, &p.act_min, &p.act_max);
+    p.filter_zp = p.n_scales == 1 && (rnd() & 1u) ? rint_in(-128, 127) : 0; /* per-tensor weights may have one */
+    p.filter_scales = scales;
+    n_out = (uint32_t)(p.batches * p.out_c);
+    need = ft_tfl_fc_dsp_scratch(&p);
+    fill(in_buf, (uint32_t)(p.batches * p.accum_depth));
+    fill(filt, (uint32_t)(p.out_c * p.accum_depth));
+    prepare_run(n_out, need);
+    ft_tfl_fully_connected(&p, in_buf, filt, out_ref);
+    ft_tfl_fc_dsp(&p, in_buf, filt, out_dsp, scratch + 1);
+    if (compare(n_out, need, "FULLY_CONNECTED")) return 1;
+    say("  case: batches %d depth %d out %d zp %d filter zp %d\n", (int)p.batches, (int)p.accum_depth, (int)p.out_c,
+        (int)p.input_zp, (int)p.filter_zp);
+    return 0;
+}
+
+static int run(void)
+{
+    uint32_t counts[3] = {0, 0, 0}, dw_portable = 0, bad = 0, kind;
+    for (kind = 0; kind < 3; kind++)
+        while (counts[kind] < FT_KCHECK_CASES) {
+            int r = kind == 2 ? fc_case() : conv_case((int)kind, &dw_portable);
+            if (r < 0) continue;
+            counts[kind]++;
+            if (r == 0) bad++;
+        }
+    say("kernels: %u cases (CONV_2D %u, DEPTHWISE_CONV_2D %u, FULLY_CONNECTED %u; %u depth multipliers > 1 left to "
+        "the portable kernel), %u differ\n",
+        (unsigned)(counts[0] + counts[1] + counts[2]), (unsigned)counts[0], (unsigned)counts[1], (unsigned)counts[2],
+        (unsigned)dw_portable, (unsigned)bad);
+    if (bad) failed++;
+    else passed++;
+    if (dw_portable == 0) failed++; /* the generator must also reach the portable-only case */
+    say("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
+
+#ifdef FT_TFL_QEMU
+int main(void)
+{
+    int rc;
+    ft_mps2_init();
+    rc = run();
+    ft_mps2_semihost_exit(rc);
+    return rc;
+}
+#else
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    return run();
+}
+#endif
