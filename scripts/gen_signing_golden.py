@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "firmware" / "tests" / "golden" / "golden_signing.h"
 sys.path.insert(0, str(ROOT))
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedtiny.link.signing import (  # noqa: E402
+from fedtiny.link.signing import (
     IMAGE_MAGIC,
     KEY_ADD,
     KEY_RETIRE,
