@@ -42,7 +42,10 @@
 #ifndef FT_META_PAGES           /* pages of the metadata journal (two banks, alternating) */
 #define FT_META_PAGES 2u
 #endif
-#define FT_FLASH_SIZE (FT_META_PAGES * FT_FLASH_PAGE_SIZE + 2u * FT_SLOT_SIZE)
+#ifndef FT_KEY_PAGES            /* pages of the trusted-key journal after the slots (two banks, alternating: ft_keys.h) */
+#define FT_KEY_PAGES 2u
+#endif
+#define FT_FLASH_SIZE (FT_META_PAGES * FT_FLASH_PAGE_SIZE + 2u * FT_SLOT_SIZE + FT_KEY_PAGES * FT_FLASH_PAGE_SIZE)
 
 
 /* ---- link --------------------------------------------------------------------------------- */
