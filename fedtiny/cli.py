@@ -74,8 +74,11 @@ def run(
     ray_address: str = typer.Option(
         "", "--ray-address", help="run on an existing Ray cluster (default: $RAY_ADDRESS or a local Ray)"
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="show Flower's, Ray's and TensorFlow's output (default: DIR/fedtiny.log)"
+    ),
 ) -> None:
-    """Run a scenario on Flower's Simulation Engine and write results.
+    """Run a scenario on Flower's simulation runtime and write results.
 
     A scenario is a TOML file that describes one experiment: the task and its base model, the fleet
     (devices, gateways, boards, field condition), on-device training, the server strategy, drift events,
@@ -123,6 +126,8 @@ def run(
     from fedtiny.report.progress import RoundProgress
     from fedtiny.runner import run_scenario
 
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _log_to_file(out_dir / "fedtiny.log", verbose)
     prog = RoundProgress(s.rounds)
     # Ctrl-C / SIGTERM: the rounds stop at the next exchange, the results of the rounds done are written,
     # every process the run started ends, exit 130 / 143 (fedtiny.interrupt)
@@ -137,6 +142,7 @@ def run(
                 resume=resume is not None,
                 ray_address=ray_address,
                 stop=stop,
+                verbose=verbose,
             )
     except RunInterrupted as exc:
         from fedtiny.interrupt import kill_children
@@ -280,6 +286,26 @@ def _forced_stop(stop: Any, prog: Any, out_dir: Path, signum: int) -> None:
         except Exception:  # best effort: the process ends now
             summary = None
     sys.stderr.write(_interrupted_message(out_dir, signum, summary, cut=stop.writing.is_set()) + "\n")
+
+
+def _log_to_file(path: Path, verbose: bool) -> None:
+    """Python logging and warnings of this process (TensorFlow, Flower, Ray) go to ``path``, or stay on the
+    terminal with ``verbose``; the children's output goes to the same file (fedtiny.runtime.superlink)."""
+    import logging
+
+    logging.captureWarnings(True)
+    if verbose:
+        return
+    import flwr.common.logger  # noqa: F401  (installs Flower's console handler now, so it is replaced below)
+
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    for name in ("flwr", "tensorflow", "absl", "ray", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
 
 
 def _group_sizes(summary: dict[str, Any]) -> str:

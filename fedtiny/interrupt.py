@@ -210,10 +210,24 @@ def started_processes() -> list[tuple[int, str]]:
     return [(p, _start_time(p)) for p in descendants()]
 
 
+def process_tree(pid: int) -> set[tuple[int, str]]:
+    """(pid, start time) of ``pid`` and its live descendants."""
+    return {(p, _start_time(p)) for p in [pid, *descendants(pid)]}
+
+
+def kill_processes(known: Iterable[tuple[int, str]], wait_s: float = 2.0) -> None:
+    """SIGTERM the still-running processes of ``known`` (a pid is only signalled while its start time matches:
+    never a reused pid), then SIGKILL those still alive after ``wait_s``."""
+    _kill(sorted({p for p, t in known if t and _start_time(p) == t}), wait_s)
+
+
 def kill_children(known: Iterable[tuple[int, str]] = (), wait_s: float = 2.0) -> None:
     """SIGTERM every descendant and every still-running process of ``known`` (from :func:`started_processes`),
     then SIGKILL those still alive after ``wait_s``."""
-    pids = sorted(set(descendants()) | {p for p, t in known if t and _start_time(p) == t})
+    _kill(sorted(set(descendants()) | {p for p, t in known if t and _start_time(p) == t}), wait_s)
+
+
+def _kill(pids: list[int], wait_s: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for p in pids:
             try:

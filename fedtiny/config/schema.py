@@ -267,7 +267,8 @@ class EvalSection:
 class RuntimeSection:
     engine: str = _f(
         "simulation",
-        "simulation: Flower Simulation Engine on Ray; inline: same gateway code in-process (tests)",
+        "simulation: Flower's simulation runtime (a private simulation SuperLink, `flwr run`, Ray); "
+        "inline: same gateway code in-process (tests)",
         choices=("simulation", "inline"),
     )
     checkpoint: bool = _f(True, "save state every round (fedtiny run --resume DIR continues)")

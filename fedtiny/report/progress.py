@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Protocol, Self
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from fedtiny.report.results import RoundRow
+
+class RoundShown(Protocol):
+    """What the bar reads of a round: a RoundRow, or the record the ServerApp streams to `fedtiny run`."""
+
+    @property
+    def round(self) -> int: ...
+    @property
+    def accuracy(self) -> float: ...
+    @property
+    def accuracy_global(self) -> float: ...
 
 
 class RoundProgress:
@@ -38,6 +47,6 @@ class RoundProgress:
     def log(self, text: str) -> None:
         self._bar.console.print(text)
 
-    def update(self, row: RoundRow, rounds: int) -> None:
+    def update(self, row: RoundShown, rounds: int) -> None:
         acc = f"acc {100 * row.accuracy:.1f}% (global {100 * row.accuracy_global:.1f}%)"
         self._bar.update(self._task, completed=row.round, acc=acc)

@@ -1,22 +1,34 @@
-"""fedtiny's Flower ServerApp.
+"""fedtiny's Flower ServerApp (``app``), run by Flower's simulation runtime for `fedtiny run` and `flwr run .`.
 
-``fedtiny run`` builds the plan (model, fleet data) in the driver and hands a ready ServerApp to Flower's
-Simulation Engine. ``flwr run .`` uses the module-level ``app``, which reads the scenario path from the run
-config and prepares the same plan itself.
+It prepares the plan itself from the scenario in the run config (``fedtiny run`` has prepared the run
+directory already, ``prepared=true``: the model and the feature pools come from the content-hashed caches,
+the fleet data and the checkpoint from the directory), runs the rounds, writes the results, and appends one
+record per round to the run directory's channel (:mod:`fedtiny.runtime.channel`) that `fedtiny run` follows
+for its progress bar. An error becomes one line in the channel's error record; its traceback goes to the log.
+
+:func:`make_server_app` is the in-process adapter over a ready plan (see :func:`fedtiny.runner.simulate`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedtiny.runner import RunPlan, finish_run, prepare_run
+from fedtiny.config import Scenario, load_scenario
+from fedtiny.finish import finish_run, start_writing_interrupted
+from fedtiny.plan import RunPlan, prepare_run
+from fedtiny.runtime.channel import LOG as LOG_FILE
+from fedtiny.runtime.channel import Writer
+
+LOG = logging.getLogger("flwr")
 
 
 def make_server_app(plan: RunPlan) -> ServerApp:
-    """A ServerApp that runs ``plan``'s rounds; exceptions are kept on the plan for the caller."""
+    """A ServerApp that runs ``plan``'s rounds in this process; exceptions are kept on the plan for the caller."""
     server_app = ServerApp()
 
     @server_app.main()
@@ -33,17 +45,11 @@ def make_server_app(plan: RunPlan) -> ServerApp:
             from fedtiny.interrupt import RunInterrupted
 
             plan.error = exc
-            if isinstance(
-                exc, RunInterrupted
-            ):  # a clean end for Flower: it stops the Simulation Engine at once
-                from fedtiny.runner import start_writing_interrupted
-
-                start_writing_interrupted(
-                    plan
-                )  # the results of the rounds done, while Flower and Ray shut down
+            if isinstance(exc, RunInterrupted):  # a clean end for Flower: it stops the engine at once
+                start_writing_interrupted(plan)  # the rounds done are written while Flower and Ray stop
                 return
             raise
-        except BaseException as exc:  # Flower logs and swallows ServerApp errors: keep it for the CLI
+        except BaseException as exc:  # Flower logs and swallows ServerApp errors: keep it for the caller
             plan.error = exc
             raise
 
@@ -55,22 +61,58 @@ app = ServerApp()
 
 @app.main()
 def flwr_main(grid: Grid, context: Context) -> None:
-    from fedtiny.config import load_scenario
-
-    cfg = context.run_config
-    nodes = _settled_node_count(grid)
-    # The federation, not the scenario, decides how many SuperNodes (gateways) exist under `flwr run`:
-    # spread the scenario's devices over all of them.
-    probe = load_scenario(str(cfg["scenario"]))
-    per_gateway = -(-probe.fleet.devices // max(nodes, 1))
-    scenario = load_scenario(str(cfg["scenario"]), [f"fleet.devices_per_gateway={per_gateway}"])
     from fedtiny.server.transports import FlowerTransport
 
-    plan = prepare_run(
-        scenario, Path(str(cfg.get("out-dir", "runs/flwr"))), resume=bool(cfg.get("resume", False))
-    )
-    plan.server.run(FlowerTransport(grid))
-    finish_run(plan)
+    cfg = context.run_config
+    out_dir = Path(str(cfg.get("out-dir") or "runs/flwr")).resolve()
+    channel = Writer(out_dir)
+    _log_to(out_dir / LOG_FILE)
+    try:
+        scenario = _scenario(cfg, grid)
+        prepared = bool(cfg.get("prepared", False))
+        plan = prepare_run(
+            scenario,
+            out_dir,
+            log=LOG.info,
+            progress=channel.round_done,
+            resume=bool(cfg.get("resume", False)) or prepared,  # prepared: the driver cleared old checkpoints
+        )
+        if plan.server.round < scenario.rounds:
+            plan.server.run(FlowerTransport(grid))
+        channel.done(finish_run(plan))
+    except BaseException as exc:
+        channel.error(exc)
+        LOG.error("fedtiny ServerApp failed", exc_info=exc)
+        raise
+
+
+def _log_to(path: Path) -> None:
+    """Flower's log of this process (the ServerApp's lines and tracebacks included) also goes to the run's
+    log file: under the simulation runtime it would otherwise only reach `flwr log`."""
+    if any(getattr(h, "baseFilename", None) == str(path) for h in LOG.handlers):
+        return
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    LOG.addHandler(handler)
+
+
+def _scenario(cfg: Mapping[str, object], grid: Grid) -> Scenario:
+    """The run config's scenario (``seed`` >= 0 overrides its seed). Under a plain `flwr run .` the federation
+    decides how many SuperNodes (gateways) exist: the scenario's devices are spread over all of them."""
+    path = str(cfg.get("scenario") or "")
+    if not path:
+        from fedtiny.errors import ScenarioError
+
+        raise ScenarioError(
+            "run config: 'scenario' is empty; pass --run-config 'scenario=\"/abs/path.toml\"'"
+        )
+    seed = int(str(cfg.get("seed", -1)))
+    sets = [f"seed={seed}"] if seed >= 0 else []
+    if bool(cfg.get("prepared", False)):
+        return load_scenario(path, sets)
+    nodes = _settled_node_count(grid)
+    devices = load_scenario(path, sets).fleet.devices
+    return load_scenario(path, [*sets, f"fleet.devices_per_gateway={-(-devices // max(nodes, 1))}"])
 
 
 def _settled_node_count(grid: Grid, quiet_s: float = 3.0, limit_s: float = 120.0) -> int:

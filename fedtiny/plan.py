@@ -1,0 +1,186 @@
+"""Everything before the first round: base model, fleet data, resolved scenario, the round loop's server.
+
+Shared by ``fedtiny run`` (the driver prepares first, so that training the model, computing the feature pools
+and any error happen in the user's process) and the ServerApp (which prepares the same plan again in the
+simulation process, reusing what the driver wrote: the model and pool caches are content-hashed, the fleet
+directory is reused with ``reuse_fleet``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedtiny.config import Scenario, scenario_to_toml
+from fedtiny.config.derived import train_config
+from fedtiny.errors import ModelError
+from fedtiny.fleet.boards import check_fits, get_board
+from fedtiny.fleet.data import FLEET_DIR, FleetLayout, layout_of, model_spec_of, prepare_fleet
+from fedtiny.ondevice import device_budget
+
+Log = Callable[[str], Any]
+
+
+@dataclass
+class RunPlan:
+    scenario: Scenario
+    out_dir: Path
+    tflite: bytes
+    layout: FleetLayout
+    base_meta: dict[str, Any]
+    server: Any  # FleetServer
+    started: float = field(default_factory=time.time)
+    error: BaseException | None = None
+    stop: Any = None  # fedtiny.interrupt.StopSignal: Ctrl-C/SIGTERM stop the rounds at the next exchange
+    writer: Any = (
+        None  # (thread, result box) writing an interrupted run's results (start_writing_interrupted)
+    )
+
+
+def check_budget(s: Scenario, num_classes: int, dim: int) -> dict[str, int]:
+    """RAM/MAC bill of one device; BudgetError if a board of the fleet cannot hold it."""
+    t = s.train
+    cfg = train_config(s)
+    b = device_budget(num_classes, dim, s.fleet.cache_size, s.fleet.cache_size, cfg)
+    for name in list(s.fleet.boards) or [s.fleet.board]:
+        check_fits(
+            get_board(name),
+            b.ram_bytes,
+            f"a {num_classes}x{dim} head with a {s.fleet.cache_size}-sample cache (batch {t.batch_size})",
+        )
+    return {
+        "ram_bytes": b.ram_bytes,
+        "cache_bytes": b.cache_bytes,
+        "train_macs": b.train_macs,
+        "infer_macs": b.infer_macs,
+    }
+
+
+def data_label(s: Scenario) -> str:
+    """What the fleet's data is, in a few words (results and plot titles)."""
+    return f"data {Path(s.data.path).name}" if s.data.path else s.task.name
+
+
+def _base_model(s: Scenario, log: Log) -> tuple[bytes, dict[str, Any]]:
+    """The int8 model to deploy for generated data: the user's (.tflite or Keras, scored on the task's clean
+    factory test set) or the task's reference model."""
+    from fedtiny.model.build import build_base_model, factory_data
+
+    spec = model_spec_of(s)
+    if not (s.model.tflite or s.model.keras):
+        base = build_base_model(spec, log)
+        return base.tflite, dict(base.meta)
+    from fedtiny.model.runtime import Int8Runner
+    from fedtiny.model.user import convert_keras, load_tflite
+
+    if s.model.tflite:
+        um = load_tflite(s.model.tflite)
+    else:
+        rep, _ = factory_data(spec, spec.representative_samples, 0)
+        um = convert_keras(s.model.keras, rep, log)
+    import numpy as np
+
+    from fedtiny.tasks import get_task
+
+    task = get_task(s.task.name, **s.task.params)
+    want, got = tuple(um.io.input_shape[1:]), tuple(task.input_shape)
+    if int(np.prod(want)) != int(np.prod(got)) or um.num_classes != task.num_classes:
+        raise ModelError(
+            f"{um.source}: the model takes {list(want)} and has {um.num_classes} outputs; task '{s.task.name}' "
+            f"gives {list(got)} inputs of {task.num_classes} classes (for your own data use [data] path)"
+        )
+    xt, yt = factory_data(spec, spec.test_samples, 1)
+    int8_acc = float((Int8Runner(um.tflite, "tflm").predict(xt) == yt).mean())
+    float_acc = float((um.float_predict(xt) == yt).mean()) if um.float_predict is not None else None
+    meta = {"float_accuracy": float_acc, "int8_accuracy": int8_acc, "bytes": len(um.tflite),
+            "source": str(um.source), "head": um.io.head_path}  # fmt: skip
+    return um.tflite, meta
+
+
+def _prepare_user_data(
+    s: Scenario, out_dir: Path, log: Log, resume: bool
+) -> tuple[Scenario, bytes, FleetLayout, dict[str, Any]]:
+    """A user's recordings: load them, take (or convert) the model, build the fleet of the data's devices."""
+    from fedtiny.fleet.user_data import load_user_model_and_data, prepare_user_fleet
+
+    saved = out_dir / "base_int8.tflite"
+    if resume and saved.exists() and (out_dir / FLEET_DIR / "layout.json").exists():
+        return s, saved.read_bytes(), layout_of(s), json.loads((out_dir / "base_meta.json").read_text())
+    rec, um = load_user_model_and_data(s, log)
+    uf = prepare_user_fleet(s, rec, um.tflite, out_dir, log, um.float_predict)
+    meta = {
+        "float_accuracy": uf.float_accuracy,
+        "int8_accuracy": uf.int8_accuracy,
+        "bytes": len(um.tflite),
+        "source": str(um.source),
+        "head": um.io.head_path,
+        "classes": list(rec.classes),
+        "devices": list(uf.device_names),
+        "central_head_accuracy": uf.central_accuracy,
+    }
+    saved.write_bytes(um.tflite)
+    (out_dir / "base_meta.json").write_text(json.dumps(meta, indent=1))
+    return uf.scenario, um.tflite, uf.layout, meta
+
+
+def prepare_run(
+    s: Scenario,
+    out_dir: Path,
+    log: Log = print,
+    progress: Any = None,
+    resume: bool = False,
+    stop_after: int = 0,
+) -> RunPlan:
+    """Everything before the first round, in the driver: base model, fleet features, resolved scenario.
+
+    With ``resume``, the fleet data and the last checkpoint under ``out_dir`` are reused.
+    """
+    from fedtiny.fleet.data import layout_of
+    from fedtiny.model.flatbuffer import read_head
+    from fedtiny.server.fleet_server import FleetServer
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        for old in (out_dir / "checkpoint").glob("*") if (out_dir / "checkpoint").exists() else []:
+            old.unlink()
+        for old in (out_dir / "device_rounds").glob("*.npz") if (out_dir / "device_rounds").exists() else []:
+            old.unlink()
+    if s.data.path:
+        s, tflite, layout, base_meta = _prepare_user_data(s, out_dir, log, resume)
+    else:
+        tflite, base_meta = _base_model(s, log)
+        if (
+            resume
+            and (out_dir / FLEET_DIR / "layout.json").exists()
+            and (out_dir / FLEET_DIR / "speed.npy").exists()
+        ):
+            layout = layout_of(s)
+        else:
+            from fedtiny.model.flatbuffer import model_io, read_tail
+
+            layout = prepare_fleet(
+                s,
+                tflite,
+                out_dir,
+                log=log,
+                tail=read_tail(tflite).to_list(),
+                per_tensor=model_io(tflite).per_tensor,
+            )
+    if not resume:
+        (out_dir / "scenario.resolved.toml").write_text(scenario_to_toml(s))
+    head = read_head(tflite)
+    budget = check_budget(s, head.num_classes, head.num_features)
+    meta = {**base_meta, "budget": budget}
+    server = FleetServer(
+        s, layout, out_dir / FLEET_DIR, head, progress=progress, out_dir=out_dir, stop_after=stop_after
+    )
+    if resume:
+        if server.load_checkpoint():
+            log(f"resume: continuing after round {server.round} of {s.rounds}")
+        else:
+            log("resume: no checkpoint found, starting from round 1")
+    return RunPlan(s, out_dir, tflite, layout, meta, server)
