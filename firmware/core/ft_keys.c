@@ -175,7 +175,7 @@ uint8_t ft_keys_change(ft_keys *k, uint32_t device_id, const uint8_t *p, size_t 
     op = p[4];
     dev = rd32(p + 8);
     counter = rd32(p + 12);
-    if (op != FT_KEY_ADD && op != FT_KEY_RETIRE) {
+    if (op != FT_KEY_CHANGE_ADD && op != FT_KEY_CHANGE_RETIRE) {
         snprintf(why, cap, "KeyChange: op %u (1 = add, 2 = retire)", (unsigned)op);
         return FT_ST_MALFORMED;
     }
@@ -195,7 +195,7 @@ uint8_t ft_keys_change(ft_keys *k, uint32_t device_id, const uint8_t *p, size_t 
         return FT_ST_AUTH_FAILED;
     }
     at = index_of((const uint8_t(*)[32])k->keys, k->n, p + 16);
-    done = op == FT_KEY_ADD ? at >= 0 : at < 0;
+    done = op == FT_KEY_CHANGE_ADD ? at >= 0 : at < 0;
     if (counter < k->key_counter || (counter == k->key_counter && !done)) {
         snprintf(why, cap, "key counter %lu <= the board's %lu (replayed change)", (unsigned long)counter,
                  (unsigned long)k->key_counter);
@@ -204,13 +204,13 @@ uint8_t ft_keys_change(ft_keys *k, uint32_t device_id, const uint8_t *p, size_t 
     if (counter == k->key_counter) return FT_ST_OK; /* this very change, applied before (a retry after a reset) */
     memcpy(keys, k->keys, sizeof keys);
     cnt = k->n;
-    if (op == FT_KEY_ADD && at < 0) {
+    if (op == FT_KEY_CHANGE_ADD && at < 0) {
         if (cnt >= FT_MAX_KEYS) {
             snprintf(why, cap, "the board holds %u keys: retire one first", (unsigned)FT_MAX_KEYS);
             return FT_ST_NO_SPACE;
         }
         memcpy(keys[cnt++], p + 16, 32);
-    } else if (op == FT_KEY_RETIRE && at >= 0) {
+    } else if (op == FT_KEY_CHANGE_RETIRE && at >= 0) {
         if (cnt == 1) {
             snprintf(why, cap, "cannot retire the last trusted key (add its successor first)");
             return FT_ST_BAD_STATE;

@@ -14,13 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "fedtiny_config.h"
+#include "ft_proto.h"
 #include "ft_status.h"
 
-#define FT_MAX_KEYS 4u
-#define FT_KEY_CHANGE_SIZE 144u
-#define FT_KEY_CHANGE_SIGNED 80u
-#define FT_KEY_ADD 1u
-#define FT_KEY_RETIRE 2u
+#define FT_MAX_KEYS FT_MAX_TRUSTED_KEYS /* the wire constants (KeyChange layout, ops) are ft_proto.h's */
 #define FT_KEY_REC_SIZE 160u
 #define FT_KEY_BASE (FT_META_PAGES * FT_FLASH_PAGE_SIZE + 2u * FT_SLOT_SIZE)
 
