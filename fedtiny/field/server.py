@@ -2,7 +2,8 @@
 
 Per round: a train message per gateway (global int8 head, golden self-test vectors, hyper-parameters, and the
 acknowledgements of the updates aggregated last round), updates deduplicated by (device id, update id),
-validated, aggregated and re-quantized; then an evaluate message that redeploys the new head to every board
+then the simulation's aggregation step (fedtiny/server/updates.py: validated, Flower's strategy with the boards
+as its clients, re-quantized); then an evaluate message that redeploys the new head to every board
 and measures it there.
 """
 
@@ -23,13 +24,13 @@ from fedtiny.config.derived import train_config
 from fedtiny.errors import FedTinyError
 from fedtiny.field.replay import segment_of_round
 from fedtiny.model.flatbuffer import model_io, read_tail
-from fedtiny.ondevice import Int8Head, dequantize_head, quantize_head
+from fedtiny.ondevice import Int8Head
 from fedtiny.ondevice.head import predict_through
 from fedtiny.records import float_update_bytes, head_patch_bytes, head_to_record, record_to_arrays
 from fedtiny.report.results import RoundRow
 from fedtiny.report.uncertainty import wilson
-from fedtiny.server.aggregate import validate_updates
 from fedtiny.server.strategy import DeviceStrategy
+from fedtiny.server.updates import PER_DEVICE, StepResult, aggregate_step
 
 
 @dataclass
@@ -186,46 +187,41 @@ class FieldServer:
             self._boards_seen = 0
             replies = self._send(grid, "train", r)
             sampled = self._boards_seen
-            ws, bs, ns, losses, devs = [], [], [], [], []
-            for node, a in replies:
-                acks = self._acks.setdefault(node, {})
-                for i, (dev, uid, rnd) in enumerate(zip(a["device_ids"], a["update_ids"], a["rounds"])):
-                    acks[int(dev)] = int(uid)  # received: the board may forget it now
-                    if (int(dev), int(uid)) in self.seen:
-                        self.duplicates += 1
-                        continue
-                    self.seen.add((int(dev), int(uid)))
-                    if int(rnd) != r:
-                        self.stale += 1
-                        continue
-                    ws.append(a["weights"][i])
-                    bs.append(a["bias"][i])
-                    ns.append(a["num_examples"][i])
-                    losses.append(a["loss"][i])
-                    devs.append(int(dev))
-            trained, rejected, loss = 0, 0, float("nan")
-            if ws:
-                g = dequantize_head(self.head)
-                w, b, n = np.stack(ws), np.stack(bs), np.array(ns)
-                val = validate_updates(w, b, g.weights, g.bias, self.scenario.strategy.max_update_norm)
-                rejected = val.rejected
-                ok = val.accepted
-                trained = int(ok.sum())
-                if trained:
-                    order = np.argsort(np.array(devs)[ok], kind="stable")  # independent of reply order
-                    ids_, ls = np.array(devs)[ok][order], np.array(losses, dtype=np.float64)[ok][order]
-                    new = self.strategy.aggregate(r, g, w[ok][order], b[ok][order], n[ok][order], ids_, ls)
-                    if new is not None:  # None: the strategy kept the head
-                        self.head = quantize_head(
-                            new,
-                            self.head.input_scale,
-                            self.head.input_zero_point,
-                            self._calib,
-                            per_tensor=self._per_tensor,
-                        )
-                    loss = float(np.mean(ls))
-            self.rejected += rejected
-            self._evaluate(grid, r, t0, loss, trained, rejected, sampled)
+            step = self.take_updates(r, replies)
+            self._evaluate(grid, r, t0, step.loss, step.trained, step.rejected, sampled)
+
+    def take_updates(self, r: int, replies: list[tuple[int, dict[str, np.ndarray]]]) -> StepResult:
+        """The train replies ``(node, arrays)`` of round ``r``: every update is acknowledged, counted once by
+        (device id, update id) and kept only if trained in round ``r``; then the simulation's aggregation step
+        (validate, order by device, the Flower strategy, re-quantize) gives the new head."""
+        parts = []
+        for node, a in replies:
+            acks = self._acks.setdefault(node, {})
+            fresh = np.zeros(len(a["device_ids"]), dtype=bool)
+            for i, (dev, uid, rnd) in enumerate(zip(a["device_ids"], a["update_ids"], a["rounds"])):
+                acks[int(dev)] = int(uid)  # received: the board may forget it now
+                if (int(dev), int(uid)) in self.seen:
+                    self.duplicates += 1
+                    continue
+                self.seen.add((int(dev), int(uid)))
+                if int(rnd) != r:
+                    self.stale += 1
+                    continue
+                fresh[i] = True
+            if fresh.any():
+                parts.append({k: a[k][fresh] for k in ("weights", *PER_DEVICE)})
+        step = aggregate_step(
+            r,
+            self.head,
+            parts,
+            self.strategy,
+            self.scenario.strategy.max_update_norm,
+            self._calib,
+            self._per_tensor,
+        )
+        self.head = step.head
+        self.rejected += step.rejected
+        return step
 
     def _evaluate(
         self, grid: Grid, r: int, t0: float, loss: float, trained: int, rejected: int, sampled: int
