@@ -1,15 +1,20 @@
 /* fedtiny firmware on a POSIX host: the same app as on a board, over TCP, a pty or stdio.
  *
  *   fedtiny-fw [--tcp PORT | --pty | --stdio] [--flash FILE] [--device-id N] [--key HEX | --no-key]
- *              [--factory-head FILE] [--name NAME] [--cut-at N] [-v]
+ *              [--trust-key FILE]... [--device-key-file FILE] [--factory-head FILE] [--name NAME] [--cut-at N] [-v]
  *
  * --tcp listens on 127.0.0.1:PORT (0: any free port) and prints "listening on socket://127.0.0.1:PORT";
  * one client at a time, the board keeps its RAM state across reconnects. --pty prints "pty /dev/pts/N".
  * --cut-at N ends the process (exit 75) at the N-th flash program/erase after boot: a power cut. RESET reboots in
- * place (RAM state rebuilt from the flash file), keeping the link. */
+ * place (RAM state rebuilt from the flash file), keeping the link.
+ * --trust-key (up to 4 times): an Ed25519 public key (PEM SubjectPublicKeyInfo as `fedtiny key generate` writes
+ * signing.pub.pem, or 64 hex digits) stored on a flash that holds no key; the board then accepts only signed images
+ * (docs/protocol.md section 7). --device-key-file: this board's update key (64 hex digits, `fedtiny key device`),
+ * which tags its updates instead of the fleet key. A bad file: one line naming it, exit 2. */
 #define _XOPEN_SOURCE 600
 #define _DEFAULT_SOURCE
 #include "ft_app.h"
+#include "ft_keys.h"
 #include "port.h"
 #include "port_host.h"
 #include "ft_simflash.h"
@@ -28,11 +33,14 @@
 
 static uint8_t key[FT_HMAC_KEY_LEN];
 static uint8_t factory[FT_HEAD_PATCH_MAX];
+static uint8_t trust[FT_MAX_KEYS][32];
+static uint8_t update_key[32];
 
 static int usage(void)
 {
     fprintf(stderr, "usage: fedtiny-fw [--tcp PORT | --pty | --stdio] [--flash FILE] [--device-id N] "
-                    "[--key HEX | --no-key] [--factory-head FILE] [--name NAME] [--cut-at N] [-v]\n");
+                    "[--key HEX | --no-key] [--trust-key FILE]... [--device-key-file FILE] [--factory-head FILE] "
+                    "[--name NAME] [--cut-at N] [-v]\n");
     return 2;
 }
 
@@ -45,6 +53,64 @@ static int parse_hex(const char *s, uint8_t *out, size_t n)
         if (sscanf(s + 2 * i, "%2x", &v) != 1) return -1;
         out[i] = (uint8_t)v;
     }
+    return 0;
+}
+
+/* The text of a small key file (NUL-terminated, trailing whitespace cut), or NULL with a message. */
+static char *read_text(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    size_t n;
+    if (!f) {
+        fprintf(stderr, "fedtiny-fw: %s: key file not found\n", path);
+        return NULL;
+    }
+    n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) buf[--n] = 0;
+    return buf;
+}
+
+static int b64(int c)
+{
+    return c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26 : c >= '0' && c <= '9' ? c - '0' + 52
+         : c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* A raw Ed25519 public key from a PEM public key (SubjectPublicKeyInfo) or 64 hex digits: 0, else -1 (said why). */
+static int load_public_key(const char *path, uint8_t out[32])
+{
+    static const uint8_t spki[12] = {0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00};
+    char text[1024];
+    const char *p, *end;
+    uint8_t der[64];
+    size_t n = 0;
+    unsigned acc = 0, bits = 0;
+    if (!read_text(path, text, sizeof text)) return -1;
+    if (strlen(text) == 64 && parse_hex(text, out, 32) == 0) return 0;
+    p = strstr(text, "-----BEGIN PUBLIC KEY-----");
+    end = p ? strstr(p, "-----END PUBLIC KEY-----") : NULL;
+    if (!p || !end) {
+        fprintf(stderr, "fedtiny-fw: %s: expected a PEM Ed25519 public key (signing.pub.pem) or 64 hex digits\n", path);
+        return -1;
+    }
+    for (p += 26; p < end; p++) {
+        int v = b64((unsigned char)*p);
+        if (v < 0) continue; /* line breaks, '=' padding */
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n == sizeof der) break;
+            der[n++] = (uint8_t)(acc >> bits);
+        }
+    }
+    if (n != 44 || memcmp(der, spki, sizeof spki) != 0) {
+        fprintf(stderr, "fedtiny-fw: %s: not an Ed25519 public key (DER SubjectPublicKeyInfo of 44 bytes)\n", path);
+        return -1;
+    }
+    memcpy(out, der + 12, 32);
     return 0;
 }
 
@@ -74,7 +140,8 @@ int main(int argc, char **argv)
 {
     ft_app_config cfg;
     const char *flash = NULL, *factory_file = NULL, *mode = "stdio";
-    int port = 0, i, have_key = FT_HAS_FLEET_KEY;
+    int port = 0, i, have_key = FT_HAS_FLEET_KEY, have_update_key = 0;
+    unsigned n_trust = 0;
     uint32_t cut = 0;
     static const uint8_t default_key[FT_HMAC_KEY_LEN] = FT_FLEET_KEY_INIT;
     memcpy(key, default_key, sizeof key);
@@ -91,6 +158,24 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--device-id") && v) { cfg.device_id = (uint32_t)strtoul(v, NULL, 0); i++; }
         else if (!strcmp(a, "--key") && v) { if (parse_hex(v, key, sizeof key)) return usage(); have_key = 1; i++; }
         else if (!strcmp(a, "--no-key")) have_key = 0;
+        else if (!strcmp(a, "--trust-key") && v) {
+            if (n_trust == FT_MAX_KEYS) {
+                fprintf(stderr, "fedtiny-fw: --trust-key: a board holds at most %u public keys\n", (unsigned)FT_MAX_KEYS);
+                return 2;
+            }
+            if (load_public_key(v, trust[n_trust++])) return 2;
+            i++;
+        }
+        else if (!strcmp(a, "--device-key-file") && v) {
+            char text[256];
+            if (!read_text(v, text, sizeof text)) return 2;
+            if (parse_hex(text, update_key, sizeof update_key)) {
+                fprintf(stderr, "fedtiny-fw: %s: the device update key is exactly 32 bytes as 64 hex digits\n", v);
+                return 2;
+            }
+            have_update_key = 1;
+            i++;
+        }
         else if (!strcmp(a, "--factory-head") && v) { factory_file = v; i++; }
         else if (!strcmp(a, "--name") && v) { cfg.board_name = v; i++; }
         else if (!strcmp(a, "--cut-at") && v) { cut = (uint32_t)strtoul(v, NULL, 0); i++; }
@@ -98,6 +183,7 @@ int main(int argc, char **argv)
         else return usage();
     }
     cfg.key = have_key ? key : NULL;
+    if (ft_keys_config((const uint8_t(*)[32])trust, n_trust, have_update_key ? update_key : NULL) != FT_OK) return usage();
     if (factory_file) {
         FILE *f = fopen(factory_file, "rb");
         size_t n;
