@@ -14,7 +14,7 @@ typedef char ft_assert_meta_pages[FT_META_PAGES == 2 ? 1 : -1];
 typedef char ft_assert_slot_pages[(FT_SLOT_SIZE % FT_FLASH_PAGE_SIZE) == 0 ? 1 : -1];
 
 /* record: "FTM2" u32 counter, u8 confirmed, testing, flags, n_slots, u32 uid_reserved, u32 sec_floor,
- * per slot 80 B (state, kind, pad, total, received, sha256, tag, security_counter), u32 crc; 0xFF pad */
+ * per slot 80 B (state, kind, flags, pad, total, received, sha256, tag, security_counter), u32 crc; 0xFF pad */
 #define SLOT_REC 80u
 #define HDR_REC 20u
 typedef char ft_assert_rec_size[HDR_REC + SLOT_REC * FT_N_SLOTS + 4u <= FT_META_REC_SIZE ? 1 : -1];
@@ -36,7 +36,8 @@ static void encode(const ft_meta *m, uint8_t *r)
         const ft_slot_meta *s = &m->slots[i];
         p[0] = s->state;
         p[1] = s->kind;
-        p[2] = p[3] = 0;
+        p[2] = s->flags;
+        p[3] = 0;
         ft_wr32(p + 4, s->total_len);
         ft_wr32(p + 8, s->received);
         memcpy(p + 12, s->sha256, 32);
@@ -63,6 +64,7 @@ static int decode(const uint8_t *r, ft_meta *m)
         ft_slot_meta *s = &m->slots[i];
         s->state = p[0];
         s->kind = p[1];
+        s->flags = p[2]; /* 0 in records written before signed images */
         s->total_len = ft_rd32(p + 4);
         s->received = ft_rd32(p + 8);
         memcpy(s->sha256, p + 12, 32);

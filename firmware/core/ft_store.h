@@ -17,8 +17,11 @@
 enum { FT_SLOT_EMPTY = 0, FT_SLOT_RECEIVING = 1, FT_SLOT_VERIFIED = 2, FT_SLOT_TESTING = 3, FT_SLOT_CONFIRMED = 4 };
 enum { FT_KIND_HEAD_PATCH = 1, FT_KIND_TFLITE = 2 };
 
+#define FT_SLOT_FLAG_SIGNED 0x01u /* ft_slot_meta.flags: an Ed25519-signed MCUboot image (UploadBegin flag SIGNED) */
+
 typedef struct {
     uint8_t state, kind;
+    uint8_t flags;              /* FT_SLOT_FLAG_* */
     uint32_t total_len, received;
     uint8_t sha256[32];
     uint8_t tag[32];
