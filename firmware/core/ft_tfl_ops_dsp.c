@@ -1,5 +1,5 @@
 #include "ft_tfl_ops_dsp.h"
-#include "ft_head.h" /* ft_quantize_multiplier, ft_mul_by_quantized_multiplier: TFLM's requantization */
+#include "ft_head.h" /* ft_quantize_multiplier: TFLM's QuantizeMultiplier */
 #include <string.h>
 
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__GNUC__)
@@ -74,10 +74,25 @@ static float rd_f32le(const uint8_t *p)
     memcpy(&f, &u, 4);
     return f;
 }
-/* the portable kernels' requantized, offset, clamped output (int64: a hostile multiplier cannot overflow) */
+/* TFLM's MultiplyByQuantizedMultiplier (ft_mul_by_quantized_multiplier) in 32-bit pieces, as CMSIS-NN's
+ * arm_nn_requantize: for 0 <= mult < 2^31 (all ft_quantize_multiplier gives) the product cannot be the one
+ * saturating case, and the high half's truncating division of a*mult + nudge by 2^31 equals
+ * floor((a*mult + 2^30) / 2^31) (for a*mult = -y < 0: -floor((y - 1 + 2^30) / 2^31) = floor((2^30 - y) / 2^31)),
+ * one SMLAL and a shift; then gemmlowp's RoundingDivideByPOT. tests/tfl_kernels_check.c compares the two. */
+static inline int32_t requant(int32_t x, int32_t mult, int32_t shift)
+{
+    int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    int32_t high = (int32_t)(((int64_t)wrap((uint32_t)x << left) * mult + ((int64_t)1 << 30)) >> 31);
+    int32_t mask = (int32_t)((1u << right) - 1u), rem = high & mask, thr = (mask >> 1) + (high < 0 ? 1 : 0);
+    return (high >> right) + (rem > thr ? 1 : 0);
+}
+
+int32_t ft_tfl_dsp_requant(int32_t x, int32_t mult, int32_t shift) { return requant(x, mult, shift); }
+
+/* the portable kernels' requantized, offset, clamped output (int64: a hostile zero point cannot overflow) */
 static int8_t out8(uint32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi)
 {
-    int64_t r = (int64_t)ft_mul_by_quantized_multiplier(wrap(acc), mult, shift) + zp;
+    int64_t r = (int64_t)requant(wrap(acc), mult, shift) + zp;
     return (int8_t)(r < lo ? lo : r > hi ? hi : r);
 }
 static void channel_multiplier(float in_scale, const uint8_t *scales, uint32_t n, int32_t oc, float out_scale,

@@ -2,7 +2,8 @@
  * them: activations widened once to int16 pairs with the input zero point subtracted (im2col for convolutions),
  * weights widened with SXTB16, dual 16-bit multiply-accumulates (SMLAD; SMLABB/SMLATT for depthwise), conv tiled
  * 2 output channels x 2 pixels. Every product and sum is the portable kernel's, in int32 wrapping arithmetic, and
- * the requantization is the same ft_mul_by_quantized_multiplier, so the outputs are the portable kernels' (and
+ * the requantization is TFLM's MultiplyByQuantizedMultiplier (ft_tfl_dsp_requant: ft_mul_by_quantized_multiplier
+ * restated in 32-bit operations, CMSIS-NN's way, for the multipliers ft_quantize_multiplier gives), so the outputs are the portable kernels' (and
  * TFLite Micro's) bit for bit (tests/tfl_kernels_check.c compares them on random shapes).
  *
  * Built everywhere: with __ARM_FEATURE_DSP the intrinsics are the instructions (ACLE), elsewhere portable C
@@ -23,6 +24,9 @@ void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8
                        uint8_t *scratch);
 void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out,
                           uint8_t *scratch);
+/* ft_mul_by_quantized_multiplier(x, mult, shift) for 0 <= mult < 2^31, -31 <= shift <= 30, in fewer instructions. */
+int32_t ft_tfl_dsp_requant(int32_t x, int32_t mult, int32_t shift);
+
 void ft_tfl_fc_dsp(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *filter, int8_t *out, uint8_t *scratch);
 
 #endif

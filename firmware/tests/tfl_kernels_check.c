@@ -7,17 +7,22 @@
  *   make test-tfl-kernels      host gcc (ASan+UBSan, the instructions' C stand-ins) and QEMU (the instructions)
  *
  * Prints "kernels: N cases (...), M differ" and "P passed, F failed"; exits non-zero on any difference. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include "ft_tfl_ops.h"
 #include "ft_tfl_ops_dsp.h"
+#include "ft_head.h"
 #ifdef FT_TFL_QEMU
 #include "port_mps2.h"
 #endif
 
 #ifndef FT_KCHECK_CASES /* cases per kernel */
 #define FT_KCHECK_CASES 400u
+#endif
+#ifndef FT_KCHECK_REQUANT /* requantization cases */
+#define FT_KCHECK_REQUANT 100000u
 #endif
 #define BUF 20000
 #define GUARD 16
@@ -188,6 +193,33 @@ static int fc_case(void)
     return 0;
 }
 
+/* The DSP kernels' requantization against ft_mul_by_quantized_multiplier (TFLM's): every multiplier and shift
+ * ft_quantize_multiplier can give (edges included), accumulators over the whole int32 range. */
+static uint32_t requant_check(uint32_t n)
+{
+    static const int32_t xs[] = {0, 1, -1, 2147483647, -2147483647 - 1, 1073741824, -1073741824, 12345, -12345};
+    static const int32_t ms[] = {0, 1073741824, 2147483647, 1073741825, 2147483646};
+    uint32_t i, bad = 0;
+    for (i = 0; i < n; i++) {
+        int32_t x, mult, shift;
+        if (i < 9u * 5u * 62u) { /* every edge accumulator x edge multiplier x shift */
+            x = xs[i % 9u];
+            mult = ms[(i / 9u) % 5u];
+            shift = (int32_t)(i / 45u) - 31;
+        } else {
+            x = rnd() % 4u ? (int32_t)(rnd() % 2000001u) - 1000000 : (int32_t)(rnd() ^ (rnd() << 21));
+            /* a real multiplier from 2^-40 to 2^32: log-uniform over the exponent */
+            ft_quantize_multiplier(ldexp((double)rfloat(0.5f, 1.0f), (int)(rnd() % 73u) - 40), &mult, &shift);
+        }
+        if (ft_tfl_dsp_requant(x, mult, shift) != ft_mul_by_quantized_multiplier(x, mult, shift)) {
+            if (!bad) say("  requant(%ld, %ld, %d) differs\n", (long)x, (long)mult, (int)shift);
+            bad++;
+        }
+    }
+    say("requantization: %u cases, %u differ\n", (unsigned)n, (unsigned)bad);
+    return bad;
+}
+
 static int run(void)
 {
     uint32_t counts[3] = {0, 0, 0}, dw_portable = 0, bad = 0, kind;
@@ -205,6 +237,8 @@ static int run(void)
     if (bad) failed++;
     else passed++;
     if (dw_portable == 0) failed++; /* the generator must also reach the portable-only case */
+    if (requant_check(FT_KCHECK_REQUANT)) failed++;
+    else passed++;
     say("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
