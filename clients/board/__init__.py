@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from clients.board.device import BoardConfig, VirtualBoard, default_head
+from clients.board.config import BoardConfig
+from clients.board.device import VirtualBoard, default_head
 from clients.board.flash import EmulatedFlash, PowerCut
 
 __all__ = ["BoardConfig", "EmulatedFlash", "PowerCut", "VirtualBoard", "default_head", "serve_board"]

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import zlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clients.board.config import BoardConfig as BoardConfig  # re-exported: imported from here too
 from clients.board.flash import SLOT_SIGNED, EmulatedFlash, Meta, PowerCut, SlotMeta
-from clients.board.handlers import HANDLERS, Reply
+from clients.board.handlers import HANDLERS
+from clients.board.replies import Reply
 from fedtiny.errors import FedTinyError, ModelError, ProtocolError
 from fedtiny.link.blobs import decode_head_patch, encode_head_patch
 
@@ -36,27 +37,6 @@ from fedtiny.link.messages import (
 )
 from fedtiny.link.signing import MAX_TRUSTED_KEYS, SignatureError, parse_image, verify_image
 from fedtiny.ondevice import FeatureCache, Int8Head
-
-
-@dataclass
-class BoardConfig:
-    """What a board is: identity, model shape and limits."""
-
-    device_id: int = 1
-    fleet_key: bytes | None = None
-    board_name: str = "virtual-m4"
-    fw_version: str = "fedtiny-vboard 0.1"
-    cache_capacity: int = 256
-    max_payload: int = 4096
-    rx_window: int = 4
-    slot_size: int = 256 * 1024
-    train_arith: str = "both"  # TRAIN arithmetic: "float" (section 3), "fixed" (section 3b, no FPU) or "both"
-    # Ed25519 public keys (raw 32 bytes, 1..4) provisioned on a blank flash: the board then accepts only signed
-    # images (section 7); after that the key set in flash (changed by KEY_CHANGE) is the board's
-    trust_keys: tuple[bytes, ...] = ()
-    device_key: bytes | None = (
-        None  # this board's own update key (32 bytes): tags its UpdateBlobs (section 7)
-    )
 
 
 def default_head(c: int = 10, d: int = 64, seed: int = 0) -> Int8Head:
@@ -141,7 +121,7 @@ class VirtualBoard:
         # (persisted) before the first id of it is issued, so ids never repeat across resets
         self.update_counter = self.uid_limit = meta.uid_reserved
         self.active = meta.confirmed
-        self.head = self._load_head(self.active) if self.active != 0xFF else self.factory_head
+        self.head = self.load_head(self.active) if self.active != 0xFF else self.factory_head
         self.backbone = self.slot_model(self.active) if self.active != 0xFF else self.base_model
         self.cache = FeatureCache(1, self.cfg.cache_capacity, self.head.num_features)
 
@@ -204,7 +184,7 @@ class VirtualBoard:
             return parse_image(image).payload
         return image
 
-    def _load_head(self, slot: int) -> Int8Head:
+    def load_head(self, slot: int) -> Int8Head:
         s = self.meta.slots[slot]
         return self.head_of_image(self.content(slot), s.kind)
 

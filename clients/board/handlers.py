@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clients.board.api import Board
+from clients.board.keys import key_change, keys
+from clients.board.replies import Reply, check_fits_backbone, err, slot_status
+from clients.board.upload import (
+    activate,
+    confirm,
+    rollback,
+    upload_begin,
+    upload_chunk,
+    upload_status,
+    verify,
+)
 from fedtiny.errors import ModelError, ProtocolError
 from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch, head_patch_size
 from fedtiny.link.messages import (
@@ -24,8 +34,6 @@ from fedtiny.link.messages import (
     MsgType,
     SampleKind,
     Samples,
-    SlotInfo,
-    SlotStatus,
     Status,
     TrainRequest,
     TrainResult,
@@ -33,7 +41,6 @@ from fedtiny.link.messages import (
     u32,
 )
 from fedtiny.ondevice import (
-    Int8Head,
     TrainConfig,
     dequantize_head,
     head_forward_int8,
@@ -41,22 +48,8 @@ from fedtiny.ondevice import (
     train_heads_fixed,
 )
 
-if TYPE_CHECKING:
-    from clients.board.device import VirtualBoard
 
-
-@dataclass
-class Reply:
-    status: int = Status.OK
-    payload: bytes = b""
-    after: Callable[[], None] | None = None  # runs after the response is encoded (RESET)
-
-
-def err(status: int, reason: str) -> Reply:
-    return Reply(status, reason.encode()[:200])
-
-
-def hello(b: VirtualBoard, p: bytes) -> Reply:
+def hello(b: Board, p: bytes) -> Reply:
     if p:
         raise ProtocolError("HELLO takes no payload")
     c, d = b.shape
@@ -80,13 +73,7 @@ def hello(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=info.encode())
 
 
-def slot_status(b: VirtualBoard) -> bytes:
-    m = b.meta
-    slots = [SlotInfo(s.state, s.kind, s.total_len, s.received, s.sha256) for s in m.slots]
-    return SlotStatus(b.active, m.confirmed, m.reverted, slots).encode()
-
-
-def status(b: VirtualBoard, p: bytes) -> Reply:
+def status(b: Board, p: bytes) -> Reply:
     if p:
         raise ProtocolError("STATUS takes no payload")
     out = slot_status(b)
@@ -94,7 +81,7 @@ def status(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=out)
 
 
-def reset(b: VirtualBoard, p: bytes) -> Reply:
+def reset(b: Board, p: bytes) -> Reply:
     if u8(p, "RESET") != 0:
         raise ProtocolError("RESET mode must be 0")
     return Reply(after=b.reboot)
@@ -108,11 +95,11 @@ def _page(blob: bytes, p: bytes, room: int) -> bytes:
     return struct.pack("<I", len(blob)) + blob[req.offset : req.offset + n]
 
 
-def get_head(b: VirtualBoard, p: bytes) -> Reply:
+def get_head(b: Board, p: bytes) -> Reply:
     return Reply(payload=_page(encode_head_patch(b.head), p, b.cfg.max_payload - 4))
 
 
-def set_head(b: VirtualBoard, p: bytes) -> Reply:
+def set_head(b: Board, p: bytes) -> Reply:
     if len(p) < 8:
         raise ProtocolError("SET_HEAD needs total and offset")
     total, off = struct.unpack_from("<II", p)
@@ -139,25 +126,7 @@ def set_head(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=struct.pack("<I", len(b.staged)))
 
 
-def check_fits_backbone(b: VirtualBoard, head: Int8Head) -> None:
-    """ModelError if the head cannot be written into the firmware model (input quantization, shape). A board
-    without a backbone checks the input quantization against its firmware head's: the cached features are
-    quantized that way."""
-    f = b.factory_head
-    if np.float32(head.input_scale) != np.float32(f.input_scale) or int(head.input_zero_point) != int(
-        f.input_zero_point
-    ):
-        raise ModelError(
-            f"head input quantization {head.input_scale}/{head.input_zero_point} differs from the "
-            f"board's features {f.input_scale}/{f.input_zero_point}"
-        )
-    if b.base_model is not None:
-        from fedtiny.model.flatbuffer import write_head
-
-        write_head(b.base_model, head)
-
-
-def push_samples(b: VirtualBoard, p: bytes) -> Reply:
+def push_samples(b: Board, p: bytes) -> Reply:
     s = Samples.decode(p)
     c, d = b.shape
     if s.kind not in (SampleKind.FEATURES, SampleKind.RAW_INT8, SampleKind.RAW_F32):
@@ -185,7 +154,7 @@ def push_samples(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=struct.pack("<II", int(b.cache.count[0]), b.pushed_total))
 
 
-def train(b: VirtualBoard, p: bytes) -> Reply:
+def train(b: Board, p: bytes) -> Reply:
     r = TrainRequest.decode(p)
     if b.pending is not None:
         return err(Status.UPDATE_PENDING, f"update {b.pending[0]} not acknowledged")
@@ -267,7 +236,7 @@ def train_range_error(r: TrainRequest, cached: int) -> str | None:
     return None
 
 
-def read_update(b: VirtualBoard, p: bytes) -> Reply:
+def read_update(b: Board, p: bytes) -> Reply:
     if b.pending is None:
         BlobRead.decode(p)
         return err(Status.NO_UPDATE, "no pending update")
@@ -275,7 +244,7 @@ def read_update(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=struct.pack("<I", uid) + _page(blob, p, b.cfg.max_payload - 8))
 
 
-def update_ack(b: VirtualBoard, p: bytes) -> Reply:
+def update_ack(b: Board, p: bytes) -> Reply:
     uid = u32(p, "UPDATE_ACK")
     if b.pending is not None and b.pending[0] == uid:
         b.pending, b.acked_id = None, uid
@@ -285,7 +254,7 @@ def update_ack(b: VirtualBoard, p: bytes) -> Reply:
     return err(Status.NO_UPDATE, f"update {uid} is not pending")
 
 
-def evaluate(b: VirtualBoard, p: bytes) -> Reply:
+def evaluate(b: Board, p: bytes) -> Reply:
     max_n = u32(p, "EVALUATE")
     feats, labels = b.cache.device(0)
     if max_n:
@@ -300,18 +269,7 @@ def evaluate(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=EvalResult(len(labels), acc, loss).encode())
 
 
-from clients.board.keys import key_change, keys  # noqa: E402
-from clients.board.upload import (  # noqa: E402
-    activate,
-    confirm,
-    rollback,
-    upload_begin,
-    upload_chunk,
-    upload_status,
-    verify,
-)
-
-HANDLERS: dict[int, Callable[[VirtualBoard, bytes], Reply]] = {
+HANDLERS: dict[int, Callable[[Board, bytes], Reply]] = {
     MsgType.HELLO: hello,
     MsgType.STATUS: status,
     MsgType.RESET: reset,

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from clients.board.handlers import Reply, err
+from clients.board.api import Board
+from clients.board.replies import Reply, err
 from fedtiny.errors import ProtocolError
 from fedtiny.link.messages import Status
 from fedtiny.link.signing import KEY_ADD, MAX_TRUSTED_KEYS, KeyChange, KeySet, SignatureError, key_hash
 
-if TYPE_CHECKING:
-    from clients.board.device import VirtualBoard
 
-
-def key_set(b: VirtualBoard) -> bytes:
+def key_set(b: Board) -> bytes:
     return KeySet(MAX_TRUSTED_KEYS, b.meta.key_counter, [key_hash(k) for k in b.meta.keys]).encode()
 
 
-def keys(b: VirtualBoard, p: bytes) -> Reply:
+def keys(b: Board, p: bytes) -> Reply:
     if p:
         raise ProtocolError("KEYS takes no payload")
     return Reply(payload=key_set(b))
 
 
-def key_change(b: VirtualBoard, p: bytes) -> Reply:
+def key_change(b: Board, p: bytes) -> Reply:
     """Checks in order: layout (MALFORMED), keys provisioned (UNSUPPORTED), device id and signature by a trusted
     key (AUTH_FAILED), counter (DOWNGRADE), effect (NO_SPACE, BAD_STATE); then one atomic metadata write."""
     try:

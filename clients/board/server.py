@@ -8,7 +8,8 @@ import socket
 import threading
 from collections.abc import Callable
 
-from clients.board.device import BoardConfig, VirtualBoard
+from clients.board.config import BoardConfig
+from clients.board.device import VirtualBoard
 from clients.board.flash import PowerCut
 from fedtiny.errors import LinkError
 from fedtiny.link.frames import FrameReader

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clients.board.api import Board
 from clients.board.flash import SLOT_SIGNED, SlotMeta
+from clients.board.replies import Reply, check_fits_backbone, err, slot_status
 from fedtiny.errors import ModelError, ProtocolError
 from fedtiny.link.messages import (
     ANY_SLOT,
@@ -24,23 +25,18 @@ from fedtiny.link.messages import (
 )
 from fedtiny.ondevice import Int8Head, head_forward_int8
 
-if TYPE_CHECKING:
-    from clients.board.device import VirtualBoard
 
-from clients.board.handlers import Reply, check_fits_backbone, err, slot_status
-
-
-def upload_slot(b: VirtualBoard) -> int:
+def upload_slot(b: Board) -> int:
     """The slot uploads go to: the lowest-numbered slot that is not CONFIRMED."""
     return next(i for i, s in enumerate(b.meta.slots) if i != b.meta.confirmed)
 
 
-def _state(b: VirtualBoard, slot: int, resumed: int = 0) -> bytes:
+def _state(b: Board, slot: int, resumed: int = 0) -> bytes:
     s = b.meta.slots[slot]
     return UploadState(slot, s.state, resumed, 0, s.total_len, s.received, b.prefix_crc(slot)).encode()
 
 
-def upload_begin(b: VirtualBoard, p: bytes) -> Reply:
+def upload_begin(b: Board, p: bytes) -> Reply:
     ub = UploadBegin.decode(p)
     if ub.kind not in (ImageKind.HEAD_PATCH, ImageKind.TFLITE):
         raise ProtocolError(f"image kind {ub.kind}")
@@ -87,7 +83,7 @@ def upload_begin(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=_state(b, target))
 
 
-def upload_chunk(b: VirtualBoard, p: bytes) -> Reply:
+def upload_chunk(b: Board, p: bytes) -> Reply:
     if len(p) < 4:
         raise ProtocolError("UPLOAD_CHUNK needs an offset")
     (off,) = struct.unpack_from("<I", p)
@@ -107,7 +103,7 @@ def upload_chunk(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=struct.pack("<I", s.received))
 
 
-def upload_status(b: VirtualBoard, p: bytes) -> Reply:
+def upload_status(b: Board, p: bytes) -> Reply:
     slot = u8(p, "UPLOAD_STATUS")
     slot = upload_slot(b) if slot == ANY_SLOT else slot
     if slot >= len(b.meta.slots):
@@ -115,14 +111,14 @@ def upload_status(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=_state(b, slot))
 
 
-def _slot_arg(b: VirtualBoard, p: bytes, what: str) -> int:
+def _slot_arg(b: Board, p: bytes, what: str) -> int:
     slot = u8(p, what)
     if slot >= len(b.meta.slots):
         raise ProtocolError(f"slot {slot} of {len(b.meta.slots)}")
     return slot
 
 
-def verify(b: VirtualBoard, p: bytes) -> Reply:
+def verify(b: Board, p: bytes) -> Reply:
     """VERIFY hashes the slot in flash (every state). A completed upload that fails (hash, tag, security
     counter, image content) is marked bad: RECEIVING with received = 0. An incomplete upload: BAD_STATE,
     nothing changes (it can resume). A corrupt VERIFIED slot is marked bad; a corrupt CONFIRMED/TESTING slot
@@ -176,7 +172,7 @@ def verify(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=bytes([slot, s.state]) + s.sha256)
 
 
-def _verify_failed(b: VirtualBoard, slot: int, status: int, reason: str) -> Reply:
+def _verify_failed(b: Board, slot: int, status: int, reason: str) -> Reply:
     s = b.meta.slots[slot]
     if s.state in (SlotState.RECEIVING, SlotState.VERIFIED):
         b.mark_bad(slot)
@@ -184,7 +180,7 @@ def _verify_failed(b: VirtualBoard, slot: int, status: int, reason: str) -> Repl
     return err(status, reason)
 
 
-def activate(b: VirtualBoard, p: bytes) -> Reply:
+def activate(b: Board, p: bytes) -> Reply:
     slot = _slot_arg(b, p, "ACTIVATE")
     s = b.meta.slots[slot]
     if b.meta.testing == slot:
@@ -199,7 +195,7 @@ def activate(b: VirtualBoard, p: bytes) -> Reply:
         b.mark_bad(slot)
         b.persist()
         return err(Status.HASH_MISMATCH, f"slot {slot}: the image in flash does not match its sha256")
-    head = b._load_head(slot)
+    head = b.load_head(slot)
     full = s.kind == ImageKind.TFLITE or b.running_kind() == ImageKind.TFLITE
     s.state = SlotState.TESTING
     b.meta.testing = slot
@@ -208,7 +204,7 @@ def activate(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=slot_status(b))
 
 
-def _run(b: VirtualBoard, slot: int, head: Int8Head, full: bool) -> None:
+def _run(b: Board, slot: int, head: Int8Head, full: bool) -> None:
     """Switch the running model to a slot. A full image is a reboot into it: RAM (cache, pending update) is lost,
     and cached features of another backbone would be meaningless anyway."""
     b.active, b.head, b.backbone = slot, head, b.slot_model(slot)
@@ -216,7 +212,7 @@ def _run(b: VirtualBoard, slot: int, head: Int8Head, full: bool) -> None:
         b.clear_ram()
 
 
-def confirm(b: VirtualBoard, p: bytes) -> Reply:
+def confirm(b: Board, p: bytes) -> Reply:
     """The golden vectors run on the image under test as it is in flash (its head, and for raw inputs its
     model), not on whatever SET_HEAD put in RAM since; on success that image runs."""
     c = Confirm.decode(p)
@@ -236,7 +232,7 @@ def confirm(b: VirtualBoard, p: bytes) -> Reply:
         return err(Status.UNSUPPORTED, f"golden vectors must be {d} int8 features{extra} -> {cc} int8 logits")
     if not b.slot_intact(c.slot):
         return err(Status.HASH_MISMATCH, f"slot {c.slot}: the image in flash does not match its sha256")
-    head = b._load_head(c.slot)
+    head = b.load_head(c.slot)
     b.head = head  # the image under test runs (a SET_HEAD since ACTIVATE is dropped)
     if c.inputs.shape[1] == d:  # the slot's head
         out = head_forward_int8(head, c.inputs).astype(np.int32)
@@ -265,7 +261,7 @@ def confirm(b: VirtualBoard, p: bytes) -> Reply:
     return Reply(payload=slot_status(b))
 
 
-def rollback(b: VirtualBoard, p: bytes) -> Reply:
+def rollback(b: Board, p: bytes) -> Reply:
     if p:
         raise ProtocolError("ROLLBACK takes no payload")
     m = b.meta
@@ -280,5 +276,5 @@ def rollback(b: VirtualBoard, p: bytes) -> Reply:
                 b.clear_ram()
         else:
             full = was_full or m.slots[m.confirmed].kind == ImageKind.TFLITE
-            _run(b, m.confirmed, b._load_head(m.confirmed), full)
+            _run(b, m.confirmed, b.load_head(m.confirmed), full)
     return Reply(payload=slot_status(b))
