@@ -256,3 +256,20 @@ def test_dropout_happens_after_sampling_and_every_status_is_recorded(tmp_path: P
         assert log2["asleep_count"][i] == 24 - r.devices_available == (~awake[i]).sum() > 0
         sampled = log2["device"][log2["round"] == r.round]
         assert awake[i, sampled].all()
+
+
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    from fedtiny.errors import FedTinyError
+    from fedtiny.server.checkpoint import load_checkpoint
+
+    d = tmp_path / "checkpoint"
+    d.mkdir()
+    assert load_checkpoint(d) is None  # none yet: a run starts from round 1
+    (d / "latest.json").write_text('{"round": 2}')
+    np.savez(d / "state-000002.npz", head_w=np.zeros((2, 3), np.int8))
+    (d / "state-000002.json").write_text("{}")
+    with pytest.raises(FedTinyError, match=r"state-000002\.npz: missing head_s, head_b, head_q, battery"):
+        load_checkpoint(d)
+    (d / "latest.json").write_text("{}")
+    with pytest.raises(FedTinyError, match=r"latest\.json: expected"):
+        load_checkpoint(d)
