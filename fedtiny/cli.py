@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,13 +128,12 @@ def run(
     from fedtiny.runner import run_scenario
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _log_to_file(out_dir / "fedtiny.log", verbose)
     prog = RoundProgress(s.rounds)
     # Ctrl-C / SIGTERM: the rounds stop at the next exchange, the results of the rounds done are written,
     # every process the run started ends, exit 130 / 143 (fedtiny.interrupt)
     stop = StopSignal(on_force=lambda signum: _forced_stop(stop, prog, out_dir, signum))
     try:
-        with stop, prog:
+        with stop, prog, _log_to_file(out_dir / "fedtiny.log", verbose):
             summary = run_scenario(
                 s,
                 out_dir,
@@ -288,24 +288,34 @@ def _forced_stop(stop: Any, prog: Any, out_dir: Path, signum: int) -> None:
     sys.stderr.write(_interrupted_message(out_dir, signum, summary, cut=stop.writing.is_set()) + "\n")
 
 
-def _log_to_file(path: Path, verbose: bool) -> None:
-    """Python logging and warnings of this process (TensorFlow, Flower, Ray) go to ``path``, or stay on the
-    terminal with ``verbose``; the children's output goes to the same file (fedtiny.runtime.superlink)."""
+@contextlib.contextmanager
+def _log_to_file(path: Path, verbose: bool) -> Iterator[None]:
+    """While the run lasts, Python logging and warnings of this process (TensorFlow, Flower, Ray) go to
+    ``path``, or stay on the terminal with ``verbose``; the children's output goes to the same file
+    (fedtiny.runtime.superlink). The loggers are restored afterwards (the CLI may run inside a test)."""
     import logging
 
-    logging.captureWarnings(True)
     if verbose:
+        yield
         return
     import flwr.common.logger  # noqa: F401  (installs Flower's console handler now, so it is replaced below)
 
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    for name in ("flwr", "tensorflow", "absl", "ray", "py.warnings"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.propagate = False
+    loggers = [logging.getLogger(n) for n in ("", "flwr", "tensorflow", "absl", "ray", "py.warnings")]
+    saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers]
+    logging.captureWarnings(True)
+    try:
+        for lg in loggers:
+            lg.handlers[:] = [handler]
+            lg.propagate = lg.name == "root"
+        yield
+    finally:
+        logging.captureWarnings(False)
+        for lg, handlers, propagate in saved:
+            lg.handlers[:] = handlers
+            lg.propagate = propagate
+        handler.close()
 
 
 def _group_sizes(summary: dict[str, Any]) -> str:
