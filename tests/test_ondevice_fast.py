@@ -13,7 +13,7 @@ import pytest
 
 from fedtiny.errors import ModelError
 from fedtiny.ondevice import TrainConfig, train_heads
-from fedtiny.ondevice.fast import HAVE_NUMBA, train_heads_fast
+from fedtiny.ondevice.fast import HAVE_NUMBA, train_heads_fast, train_pooled
 
 TOL = 1e-4  # docs/ondevice.md: |fast - spec| <= 1e-4 * max(1, max |W_spec|) for weights and biases,
 #            1e-4 * max(1, loss) for the loss (measured worst 6.3e-5 over 3,000 of these cases)
@@ -115,3 +115,34 @@ def test_fast_kernel_refuses_bad_labels_instead_of_reading_out_of_bounds() -> No
     bad[-1, 0] = 99
     with pytest.raises(ModelError):
         train_heads_fast(w, b, feats, bad, counts, cfg, **kw)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pooled_kernel_gathers_exactly_what_the_gathered_call_trains(seed: int) -> None:
+    """train_pooled on (pool, rows) = train_heads_fast on pool[rows] bit for bit, and the spec within TOL."""
+    args, kw = random_case(100 + seed)
+    w, b, feats, labels, counts, cfg = args
+    if w.ndim == 3:
+        w, b = w[0], b[0]
+    rng = np.random.default_rng(seed)
+    k, n, d = feats.shape
+    pool = rng.integers(-128, 128, (97, d)).astype(np.int8)
+    pool_labels = rng.integers(0, w.shape[0], 97).astype(np.int16)
+    pool_labels[-1] = -1  # a row that is never a class: fine as long as no visited slot uses it
+    rows = rng.integers(0, 96, (k, n)).astype(np.int32)
+    pooled = train_pooled(w, b, pool, pool_labels, rows, counts, cfg, **kw)
+    # the same label dtype: the same compiled specialization, so the same bits (fastmath may vectorize
+    # another specialization differently, within TOL)
+    fast = train_heads_fast(w, b, pool[rows], pool_labels[rows], counts, cfg, **kw)
+    for name in ("weights", "bias", "loss", "steps"):
+        assert getattr(pooled, name).tobytes() == getattr(fast, name).tobytes()
+    ref = train_heads(w, b, pool[rows], pool_labels[rows].astype(np.int64), counts, cfg, **kw)
+    scale = max(1.0, float(np.abs(ref.weights).max()))
+    assert np.abs(pooled.weights - ref.weights).max() <= TOL * scale
+    bad = rows.copy()
+    bad[-1, 0] = 96  # the label -1 row in a visited slot (the last device's count covers slot 0)
+    with pytest.raises(ModelError):
+        train_pooled(w, b, pool, pool_labels, bad, counts, cfg, **kw)
+    bad[-1, 0] = 97  # past the pool's end
+    with pytest.raises(ModelError):
+        train_pooled(w, b, pool, pool_labels, bad, counts, cfg, **kw)

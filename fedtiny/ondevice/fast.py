@@ -73,10 +73,11 @@ def _order(key: Any, n: int, order: np.ndarray, sk: np.ndarray) -> None:
 
 
 def _train_kernel(
-    w: np.ndarray,
-    b: np.ndarray,
-    feats: np.ndarray,
-    labels: np.ndarray,
+    w_init: np.ndarray,
+    b_init: np.ndarray,
+    pool: np.ndarray,
+    plabels: np.ndarray,
+    idx: np.ndarray,
     counts: np.ndarray,
     keys: np.ndarray,
     bsz: int,
@@ -86,57 +87,71 @@ def _train_kernel(
     mu: Any,
     scale: Any,
     zp: Any,
+    w_out: np.ndarray,
+    b_out: np.ndarray,
     loss_out: np.ndarray,
     steps_out: np.ndarray,
 ) -> None:
-    """SGD of docs/ondevice.md §3 on every device, in place on ``w`` [K, C, D] and ``b`` [K, C] (float32).
+    """SGD of docs/ondevice.md §3 on every device, writing ``w_out`` [K, C, D] and ``b_out`` [K, C] (float32).
 
-    Per device: dequantize its cache once, then per step the forward pass (one dot product per sample and
-    class), softmax, the batch gradient and the update. Indices are plain loop variables over row views, so
-    numba's negative-index checks vanish and LLVM vectorizes the inner loops over D.
+    Device ``i`` starts from ``w_init[i]`` (or ``w_init[0]`` when one head is shared) and its cache slot
+    ``s`` is pool row ``idx[i, s]`` with label ``plabels[idx[i, s]]``: the features are gathered and
+    dequantized straight into the batch (no [K, N, D] copy). Per step: the forward pass (one dot product per
+    sample and class), softmax, the batch gradient and the update. A row or label out of range marks the
+    device with ``steps_out[i] = -1`` (the caller raises) instead of reading out of bounds.
     """
-    k, n_cls, dim = w.shape
-    cap = feats.shape[1]
+    k = idx.shape[0]
+    n_cls, dim = w_out.shape[1], w_out.shape[2]
+    cap = idx.shape[1]
     epochs = keys.shape[1]
+    shared = w_init.shape[0] == 1
+    n_rows = pool.shape[0]
     one = np.float32(1.0)
     n_blocks = (k + _BLOCK - 1) // _BLOCK
     for blk in numba.prange(n_blocks):
-        xs = np.empty((cap, dim), dtype=np.float32)  # the device's dequantized cache
         order = np.empty(cap, dtype=np.int64)
         sk = np.empty(cap, dtype=np.uint64)
-        g = np.empty((bsz, n_cls), dtype=np.float32)  # logits, then probabilities, then the loss gradient
+        xb = np.empty((bsz, dim), dtype=np.float32)
+        g = np.empty((bsz, n_cls), dtype=np.float32)
         gw = np.empty((n_cls, dim), dtype=np.float32)
         gb = np.empty(n_cls, dtype=np.float32)
-        w0 = np.empty((n_cls, dim), dtype=np.float32)
-        b0 = np.empty(n_cls, dtype=np.float32)
         vw = np.empty((n_cls, dim), dtype=np.float32)
         vb = np.empty(n_cls, dtype=np.float32)
         for i in range(blk * _BLOCK, min(k, (blk + 1) * _BLOCK)):
             n = min(max(counts[i], 0), cap)
-            wi = w[i]
-            bi = b[i]
-            fi = feats[i]
-            for s in range(n):
-                row = fi[s]
-                xr = xs[s]
-                for d in range(dim):
-                    xr[d] = (np.float32(row[d]) - zp) * scale
-            if mu > 0:
-                w0[:] = wi
-                b0[:] = bi
+            src = 0 if shared else i
+            wi = w_out[i]
+            bi = b_out[i]
+            w0 = w_init[src]
+            b0 = b_init[src]
+            wi[:] = w0
+            bi[:] = b0
+            ii = idx[i]
             if mom > 0:
                 vw[:] = 0
                 vb[:] = 0
             loss_sum = 0.0
             steps = 0
+            bad = False
             for e in range(epochs):
+                if bad:
+                    break
                 _order(keys[i, e], n, order, sk)
                 for t0 in range(0, n, bsz):
+                    if bad:
+                        break
                     m = min(bsz, n - t0)
                     inv_m = one / np.float32(m)
                     for j in range(m):
-                        x = xs[order[t0 + j]]
-                        y = labels[i, order[t0 + j]]
+                        r = ii[order[t0 + j]]
+                        if r < 0 or r >= n_rows or plabels[r] < 0 or plabels[r] >= n_cls:
+                            bad = True
+                            break
+                        row = pool[r]
+                        x = xb[j]
+                        for d in range(dim):
+                            x[d] = (np.float32(row[d]) - zp) * scale
+                        y = plabels[r]
                         gj = g[j]
                         for c in range(n_cls):
                             wc = wi[c]
@@ -154,22 +169,24 @@ def _train_kernel(
                             gj[c] = ez
                             tot += ez
                         loss_sum += np.log(tot) - zy
+                        inv = inv_m / tot
                         for c in range(n_cls):
-                            gj[c] = gj[c] / tot
-                        gj[y] -= one
-                        for c in range(n_cls):
-                            gj[c] *= inv_m
-                    gw[:] = 0
-                    gb[:] = 0
-                    for j in range(m):
-                        x = xs[order[t0 + j]]
-                        gj = g[j]
-                        for c in range(n_cls):
-                            gjc = gj[c]
-                            gb[c] += gjc
-                            gwc = gw[c]
+                            gj[c] = gj[c] * inv
+                        gj[y] -= inv_m
+                    if bad:
+                        break
+                    for c in range(n_cls):
+                        gwc = gw[c]
+                        s = np.float32(0.0)
+                        for d in range(dim):
+                            gwc[d] = 0
+                        for j in range(m):
+                            gjc = g[j, c]
+                            s += gjc
+                            x = xb[j]
                             for d in range(dim):
                                 gwc[d] += gjc * x[d]
+                        gb[c] = s
                     if wd > 0:
                         for c in range(n_cls):
                             gwc, wc = gw[c], wi[c]
@@ -196,7 +213,7 @@ def _train_kernel(
                         bi[c] -= lr * gb[c]
                     steps += 1
             loss_out[i] = loss_sum / max(n * epochs, 1)
-            steps_out[i] = steps
+            steps_out[i] = -1 if bad else steps
 
 
 _kernel: Callable[..., None] | None = None
@@ -217,6 +234,129 @@ def _threads() -> int:
     return max(1, min(n, omp)) if omp > 0 else n
 
 
+def _keys(seed: int, round_: int, device_ids: np.ndarray, epochs: int) -> np.ndarray:
+    """Shuffle keys [K, epochs] (docs/ondevice.md §3)."""
+    ids = np.asarray(device_ids)
+    return np.ascontiguousarray(np.stack([stream_key(seed, round_, ids, e) for e in range(epochs)], axis=1))
+
+
+def _run(
+    w_init: np.ndarray,
+    b_init: np.ndarray,
+    pool: np.ndarray,
+    plabels: np.ndarray,
+    idx: np.ndarray,
+    counts: np.ndarray,
+    cfg: TrainConfig,
+    input_scale: float,
+    input_zero_point: int,
+    keys: np.ndarray,
+) -> TrainResult:
+    """Call the kernel with numba's threads capped (see the module docstring); raise on bad rows or labels."""
+    assert _kernel is not None
+    k, (_, n_cls, dim) = idx.shape[0], w_init.shape
+    w = np.empty((k, n_cls, dim), dtype=np.float32)
+    b = np.empty((k, n_cls), dtype=np.float32)
+    loss = np.zeros(k, dtype=np.float64)
+    steps = np.zeros(k, dtype=np.int64)
+    f32 = np.float32
+    prev = numba.get_num_threads()
+    numba.set_num_threads(_threads())
+    chunk = numba.set_parallel_chunksize(4)  # blocks of devices handed out dynamically: robust to a busy core
+    try:
+        _kernel(
+            w_init,
+            b_init,
+            pool,
+            plabels,
+            idx,
+            counts,
+            keys,
+            int(cfg.batch_size),
+            f32(cfg.lr),
+            f32(cfg.momentum),
+            f32(cfg.weight_decay),
+            f32(cfg.prox_mu),
+            f32(input_scale),
+            f32(input_zero_point),
+            w,
+            b,
+            loss,
+            steps,
+        )
+    finally:
+        numba.set_parallel_chunksize(chunk)
+        numba.set_num_threads(prev)
+    if (steps < 0).any():
+        raise ModelError(
+            f"labels of the visited cache slots must be class indices 0..{n_cls - 1} "
+            f"(and pool rows within 0..{pool.shape[0] - 1})"
+        )
+    return TrainResult(w, b, loss.astype(np.float32), steps)
+
+
+def train_pooled(
+    weights: np.ndarray,
+    bias: np.ndarray,
+    pool: np.ndarray,
+    pool_labels: np.ndarray,
+    idx: np.ndarray,
+    counts: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    input_scale: float,
+    input_zero_point: int,
+    seed: int,
+    round_: int,
+    device_ids: np.ndarray,
+) -> TrainResult:
+    """Train K devices whose caches are rows of a shared feature pool, from one head.
+
+    ``weights`` [C, D] and ``bias`` [C]: the head every device starts from; ``pool`` int8 [M, D] (a
+    memory-mapped pool is read in place), ``pool_labels`` [M] (any integer type), ``idx`` [K, N] pool rows of
+    each device's cache slots (int32 is enough), ``counts`` [K]. Same result as :func:`train_heads_fast` on
+    ``pool[idx]`` and ``pool_labels[idx]``, without gathering them: no [K, N, D] copy, no dtype conversion.
+    """
+    w0 = np.ascontiguousarray(weights, dtype=np.float32)
+    b0 = np.ascontiguousarray(bias, dtype=np.float32)
+    if w0.ndim != 2 or b0.shape != w0.shape[:1]:
+        raise ModelError(f"weights [C, D] and bias [C], got {w0.shape} and {b0.shape}")
+    if pool.ndim != 2 or pool.dtype != np.int8 or pool.shape[1] != w0.shape[1]:
+        raise ModelError(f"pool must be int8 [M, {w0.shape[1]}], got {pool.dtype} {pool.shape}")
+    if idx.ndim != 2 or pool_labels.shape != pool.shape[:1]:
+        raise ModelError(
+            f"idx must be [K, N] and pool_labels [{pool.shape[0]}], got {idx.shape}, {pool_labels.shape}"
+        )
+    cnt = np.minimum(np.asarray(counts, dtype=np.int64), idx.shape[1])
+    if _kernel is None:  # pragma: no cover
+        feats, labels = np.asarray(pool)[idx], np.asarray(pool_labels, dtype=np.int64)[idx]
+        return train_heads(
+            w0,
+            b0,
+            feats,
+            labels,
+            cnt,
+            cfg,
+            input_scale=input_scale,
+            input_zero_point=input_zero_point,
+            seed=seed,
+            round_=round_,
+            device_ids=device_ids,
+        )
+    return _run(
+        w0[None],
+        b0[None],
+        np.asarray(pool),
+        np.ascontiguousarray(pool_labels),
+        np.ascontiguousarray(idx),
+        cnt,
+        cfg,
+        input_scale,
+        input_zero_point,
+        _keys(seed, round_, device_ids, cfg.epochs),
+    )
+
+
 def train_heads_fast(
     weights: np.ndarray,
     bias: np.ndarray,
@@ -233,8 +373,8 @@ def train_heads_fast(
 ) -> TrainResult:
     """:func:`fedtiny.ondevice.train.train_heads` compiled: same arguments and results within the stated tolerance.
 
-    ``features`` int8 [K, N, D] (cache slots), ``labels`` [K, N], ``counts`` [K] (clipped to N). Falls back
-    to the numpy spec when numba is not importable.
+    ``features`` int8 [K, N, D] (cache slots), ``labels`` [K, N], ``counts`` [K] (clipped to N); ``weights``
+    [C, D] (one head for all) or [K, C, D]. Falls back to the numpy spec when numba is not importable.
     """
     if _kernel is None:  # pragma: no cover
         return train_heads(
@@ -252,54 +392,32 @@ def train_heads_fast(
         )
     counts = np.asarray(counts, dtype=np.int64)
     k = len(counts)
-    w = np.array(weights, dtype=np.float32, copy=True)
-    b = np.array(bias, dtype=np.float32, copy=True)
+    w = np.ascontiguousarray(weights, dtype=np.float32)
+    b = np.ascontiguousarray(bias, dtype=np.float32)
     if w.ndim == 2:
-        w, b = np.broadcast_to(w, (k, *w.shape)).copy(), np.broadcast_to(b, (k, b.shape[-1])).copy()
-    if w.ndim != 3 or b.shape != w.shape[:2] or w.shape[0] != k:
+        w, b = w[None], b[None]
+    if w.ndim != 3 or b.shape != w.shape[:2] or w.shape[0] not in (1, k):
         raise ModelError(
             f"weights [K, C, D] and bias [K, C] for K = {k} devices, got {w.shape} and {b.shape}"
         )
     d = w.shape[2]
     if features.ndim != 3 or features.shape[0] != k or features.shape[2] != d or features.dtype != np.int8:
         raise ModelError(f"features must be int8 [{k}, N, {d}], got {features.dtype} {features.shape}")
-    lab = np.ascontiguousarray(labels, dtype=np.int64)
+    lab = np.ascontiguousarray(labels)
     if lab.shape != features.shape[:2]:
         raise ModelError(f"labels must be [{k}, {features.shape[1]}], got {lab.shape}")
     n_cap = features.shape[1]
-    counts = np.minimum(counts, n_cap)
-    used = np.arange(n_cap)[None, :] < counts[:, None]  # only visited slots must hold a class index
-    if ((lab < 0) | (lab >= w.shape[1]))[used].any():
-        raise ModelError(f"labels of the visited cache slots must be class indices 0..{w.shape[1] - 1}")
-    ids = np.asarray(device_ids)
-    keys = np.stack([stream_key(seed, round_, ids, e) for e in range(cfg.epochs)], axis=1).reshape(
-        k, cfg.epochs
+    rows = k * n_cap
+    idx = np.arange(rows, dtype=np.int32 if rows < 2**31 else np.int64).reshape(k, n_cap)
+    return _run(
+        w,
+        b,
+        np.ascontiguousarray(features).reshape(rows, d),
+        lab.reshape(rows),
+        idx,
+        np.minimum(counts, n_cap),
+        cfg,
+        input_scale,
+        input_zero_point,
+        _keys(seed, round_, device_ids, cfg.epochs),
     )
-    loss = np.zeros(k, dtype=np.float64)
-    steps = np.zeros(k, dtype=np.int64)
-    f32 = np.float32
-    prev = numba.get_num_threads()
-    numba.set_num_threads(_threads())
-    chunk = numba.set_parallel_chunksize(4)  # blocks of devices handed out dynamically: robust to a busy core
-    try:
-        _kernel(
-            w,
-            b,
-            np.ascontiguousarray(features),
-            lab,
-            counts,
-            np.ascontiguousarray(keys),
-            int(cfg.batch_size),
-            f32(cfg.lr),
-            f32(cfg.momentum),
-            f32(cfg.weight_decay),
-            f32(cfg.prox_mu),
-            f32(input_scale),
-            f32(input_zero_point),
-            loss,
-            steps,
-        )
-    finally:
-        numba.set_parallel_chunksize(chunk)
-        numba.set_num_threads(prev)
-    return TrainResult(w, b, loss.astype(np.float32), steps)
