@@ -5,6 +5,7 @@
 #include "ft_image.h"
 #include "ft_sha256.h"
 #include "golden/golden_signing.h"
+#include "../app/factory_head.h"
 #include <string.h>
 
 static uint8_t buf[1024];
@@ -73,6 +74,11 @@ void test_image_signed_golden(void)
         ft_image_key_hash(gs_pub1, kh);
         CHECK_MEM(kh, gs_keyhash1, 32);
     }
+    /* the factory head signed: its payload is app/factory_head.h byte for byte */
+    CHECK_OK(check(&im, gs_img_head, GS_IMG_HEAD_LEN));
+    CHECK_EQ_INT(im.img_size, FT_FACTORY_HEAD_LEN);
+    CHECK_MEM(gs_img_head + im.hdr_size, ft_factory_head, FT_FACTORY_HEAD_LEN);
+    CHECK_EQ_INT(im.security_counter, 1);
     /* imgtool's padded header, no protected area (counter 0), an unknown TLV skipped */
     CHECK_OK(check(&im, gs_img_padded, GS_IMG_PADDED_LEN));
     CHECK_EQ_INT(im.hdr_size, 0x200);
