@@ -314,7 +314,7 @@ class SimulationRuntime:
         self._track()
         if cancel and self.run_id and self.superlink is not None and self.superlink.poll() is None:
             try:
-                self.flwr("stop", str(self.run_id), CONNECTION, timeout=20)
+                self.flwr("stop", str(self.run_id), CONNECTION, timeout=8)
             except FedTinyError:
                 pass  # the processes are stopped below anyway
         if self.superlink is not None:
