@@ -1,8 +1,14 @@
-"""Board profiles as data: per-board constants only (esptool style). Figures are datasheet-level estimates."""
+"""Board profiles as data: per-board constants only (esptool style). Figures are datasheet-level estimates,
+except the inference costs, which come from measurements (inference_costs.json, written by
+benchmarks/model_table.py: instructions per inference of the reference models on the emulated Cortex-M4F)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +53,25 @@ class Board:
     ) -> np.ndarray | float:
         mac_j = self.energy_per_mac_j * self.slowdown(fixed_point)
         return macs * mac_j + radio_bytes * self.energy_per_radio_byte_j
+
+    @property
+    def energy_per_cycle_j(self) -> float:
+        """Active energy per core cycle implied by the profile (energy per MAC x MACs per cycle)."""
+        return self.energy_per_mac_j * self.macs_per_cycle
+
+    def seconds_for_instructions(self, instructions: float) -> float:
+        """Time of ``instructions`` at this board's clock, at the measured table's cycles per instruction."""
+        return instructions * cycles_per_instruction() / self.clock_hz
+
+    def energy_for_instructions(self, instructions: float) -> float:
+        return instructions * cycles_per_instruction() * self.energy_per_cycle_j
+
+    def inference_seconds(self, model: str, optimized: bool = True) -> float:
+        """One inference of reference model ``model`` (vibration, kws, digits), from the measured instructions."""
+        return self.seconds_for_instructions(inference_instructions(model, optimized))
+
+    def inference_energy_j(self, model: str, optimized: bool = True) -> float:
+        return self.energy_for_instructions(inference_instructions(model, optimized))
 
 
 BOARDS: dict[str, Board] = {
@@ -114,6 +139,75 @@ BOARDS: dict[str, Board] = {
         ),
     )
 }
+
+
+#: measured figures per reference model (benchmarks/model_table.py --update-costs writes it)
+INFERENCE_COSTS_FILE = Path(__file__).with_name("inference_costs.json")
+COSTS_SCHEMA = "fedtiny-inference-costs/1"
+#: each model's keys and their types (None allowed where the figure may be missing: "n/a")
+COST_KEYS: dict[str, tuple[type, bool]] = {
+    "model_bytes": (int, False),
+    "arena_firmware_bytes": (int, False),
+    "arena_firmware_optimized_bytes": (int, True),
+    "arena_tflm_bytes": (int, False),
+    "macs": (int, False),
+    "instructions_portable": (int, False),
+    "instructions_optimized": (int, True),
+    "int8_accuracy": (float, True),
+    "test_samples": (int, True),
+}
+
+
+def check_costs(doc: Any, where: str = "inference_costs.json") -> dict[str, Any]:
+    """Validate the measured-costs document; a ScenarioError names the key and what was expected."""
+    if not isinstance(doc, dict) or doc.get("schema") != COSTS_SCHEMA:
+        raise ScenarioError(f"{where}: key 'schema': expected {COSTS_SCHEMA!r}")
+    cpi = doc.get("cycles_per_instruction")
+    if not isinstance(cpi, (int, float)) or isinstance(cpi, bool) or not cpi > 0:
+        raise ScenarioError(f"{where}: key 'cycles_per_instruction': expected a number > 0")
+    models = doc.get("models")
+    if not isinstance(models, dict) or not models:
+        raise ScenarioError(f"{where}: key 'models': expected a table of models")
+    for name, m in models.items():
+        if not isinstance(m, dict):
+            raise ScenarioError(f"{where}: key 'models.{name}': expected a table")
+        for key, (tp, nullable) in COST_KEYS.items():
+            v = m.get(key)
+            ok = (v is None and nullable) or (
+                isinstance(v, tp) and not isinstance(v, bool) or (tp is float and isinstance(v, int))
+            )
+            if key not in m or not ok:
+                raise ScenarioError(f"{where}: key 'models.{name}.{key}': expected {tp.__name__}")
+    return doc
+
+
+@lru_cache(maxsize=1)
+def inference_costs() -> dict[str, Any]:
+    """The measured inference costs (inference_costs.json next to this module)."""
+    try:
+        doc = json.loads(INFERENCE_COSTS_FILE.read_text())
+    except (OSError, ValueError) as e:
+        raise ScenarioError(
+            f"{INFERENCE_COSTS_FILE}: cannot read the measured inference costs: {e}"
+        ) from None
+    return check_costs(doc, str(INFERENCE_COSTS_FILE))
+
+
+def cycles_per_instruction() -> float:
+    """The assumption the latencies rest on (stated in the table): cycles per executed instruction."""
+    return float(inference_costs()["cycles_per_instruction"])
+
+
+def inference_instructions(model: str, optimized: bool = True) -> int:
+    """Measured instructions per inference of a reference model (the DSP kernels' when measured and asked)."""
+    models = inference_costs()["models"]
+    if model not in models:
+        raise ScenarioError(
+            f"no measured inference cost for model {model!r}; expected one of: {', '.join(models)}"
+        )
+    m = models[model]
+    n = m["instructions_optimized"] if optimized and m["instructions_optimized"] is not None else None
+    return int(n if n is not None else m["instructions_portable"])
 
 
 def get_board(name: str) -> Board:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ class ModelInfo:
     arena_bytes: int
     io: ModelIO
     classes: tuple[str, ...] = ()
+    firmware_arena: str = ""  # the C firmware's plan for the model (firmware_arena_line)
 
     @property
     def firmware_fits(self) -> bool:
@@ -82,7 +84,22 @@ class ModelInfo:
             f"features: {self.io.feature_tensor}",
             f"classes:  {', '.join(self.classes) if self.classes else f'{self.head_classes} (names unknown: the model has no label metadata)'}",
             f"arena:    {self.arena_bytes} bytes ({self.arena_bytes / 1024:.1f} KiB, smallest TFLite Micro accepts)",
-        ]
+        ] + ([f"arena fw: {self.firmware_arena}"] if self.firmware_arena else [])
+
+
+def firmware_arena_line(model: bytes) -> str:
+    """The C firmware's arena for the model (its planner tool, firmware/tools/ft_plan), or how to get it."""
+    from fedtiny.model import fwplan
+
+    try:
+        plan = fwplan.firmware_plan(model)
+    except FileNotFoundError:
+        return f"the fedtiny C firmware's planner is not built: {fwplan.BUILD_HINT} (then firmware/build/tools/ft_plan)"
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:  # a broken tool: info still works
+        return f"the fedtiny C firmware's planner failed: {e}"
+    if isinstance(plan, str):
+        return f"the fedtiny C firmware refuses the model: {plan}"
+    return f"{plan.arena_bytes} bytes ({plan.arena_bytes / 1024:.1f} KiB, the fedtiny C firmware's plan, {plan.kernels} kernels)"
 
 
 def model_info(model: bytes) -> ModelInfo:
@@ -99,4 +116,5 @@ def model_info(model: bytes) -> ModelInfo:
         min_arena_bytes(model),
         io,
         metadata_classes(model),
+        firmware_arena_line(model),
     )

@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from fedtiny.report.inference_html import inference_table_html
+
 #: one colour, line style and marker per method, in every panel and every plot
 METHOD_STYLE: dict[str, dict[str, Any]] = {
     "federated": {"color": "#1f77b4", "ls": "-", "marker": "o", "label": "federated (one shared int8 head)"},
@@ -757,6 +759,7 @@ def write_report(
 {"<h2>Comparison table</h2>" + comparison if comparison else ""}
 <h2>Bytes, energy and participation per round</h2>{_img(out / "costs.png")}
 <h2>Fleet statistics</h2>{_img(out / "fleet.png")}{facts_html(s, summary)}
+{inference_table_html(s.task.name)}
 </body></html>
 """
     (out / "report.html").write_text(doc)
