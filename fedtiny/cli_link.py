@@ -119,6 +119,11 @@ def serve(
     auth_keys: list[Path] = typer.Option(
         [], "--auth-public-key", help="only SuperNodes with these keys (TLS only)"
     ),
+    signing_key: Path | None = typer.Option(
+        None,
+        "--signing-key",
+        help="Ed25519 private key (PEM): sign every redeployed head here, with a rising security counter",
+    ),
     set_: list[str] = typer.Option([], "--set", help="override a scenario key"),
 ) -> None:
     """Field trial server: prepare --out (base model, replay data), start a SuperLink, run the rounds with the
@@ -136,6 +141,10 @@ def serve(
                 "--auth-public-key needs --tls-dir (Flower authenticates SuperNodes over TLS only)"
             )
         tls = make_tls(tls_dir, [host]) if tls_dir else None
+        if signing_key is not None:
+            from fedtiny.link.signing import load_private_key
+
+            load_private_key(signing_key)  # a bad key is refused now, not in the ServerApp
     except FedTinyError as exc:
         _fail(exc)
     _sigterm_exits()
@@ -147,7 +156,7 @@ def serve(
                 gateways,
                 host,
                 port,
-                Security(tls, tuple(auth_keys)),
+                Security(tls, tuple(auth_keys), signing_key),
                 log=prog.log,
                 progress=prog.update,
             )
@@ -241,6 +250,11 @@ def trial(
         Path("runs/trial"), "--out", help="trial directory (results, logs, board flash)"
     ),
     gateways: int = typer.Option(1, "--gateways", help="gateways; boards are dealt round-robin"),
+    signed: bool = typer.Option(
+        False,
+        "--signed",
+        help="boards trust only a fresh Ed25519 key (OUT/keys); the server signs every head",
+    ),
     set_: list[str] = typer.Option([], "--set", help="override a scenario key"),
 ) -> None:
     """A whole field trial on this machine: serve + N virtual boards + gateway(s) on loopback, progress, a table
@@ -260,7 +274,7 @@ def trial(
     _sigterm_exits()
     try:
         with RoundProgress(s.rounds) as prog:
-            summary = run_trial(s, boards, out, gateways, log=prog.log, progress=prog.update)
+            summary = run_trial(s, boards, out, gateways, log=prog.log, progress=prog.update, signed=signed)
     except TrialFailed as exc:
         _trial_failed(exc)
     except FedTinyError as exc:

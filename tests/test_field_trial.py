@@ -282,7 +282,11 @@ def test_fedtiny_trial_with_one_board_runs_reports_and_leaves_nothing_behind(tmp
     _no_processes_left(str(tmp_path))
 
 
-def test_fedtiny_trial_with_three_boards_on_two_gateways(tmp_path: Path) -> None:
+def test_fedtiny_trial_with_three_boards_on_two_gateways_signed_by_the_server(tmp_path: Path) -> None:
+    """--signed: boards trust only the trial's public key, the server signs the new head, gateways forward it."""
+    from clients.board import BoardConfig, VirtualBoard
+    from fedtiny.link.signing import load_public_key
+
     out = tmp_path / "trial"
     res = _fedtiny(
         "trial",
@@ -293,12 +297,20 @@ def test_fedtiny_trial_with_three_boards_on_two_gateways(tmp_path: Path) -> None
         "2",
         "--out",
         str(out),
+        "--signed",
         "--set",
         "rounds=1",
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["updates_aggregated"] == 3 and summary["board_failures"] == 0
+    counter = json.loads((out / "security_counter.json").read_text())["security_counter"]
+    assert counter > 1_700_000_000  # the clock's seconds: above any earlier trial's counters
+    # every board confirmed the server-signed head: its anti-rollback floor is that counter
+    for i in (1, 2, 3):
+        board = VirtualBoard(BoardConfig(), str(out / "boards" / f"board{i}.flash"))
+        assert board.meta.sec_floor == counter
+        assert board.meta.keys == [load_public_key(out / "keys" / "signing.pub.pem")]
     gws = [b["gateway"] for b in summary["boards"]]  # gateway numbers follow the SuperLink's node order
     assert sorted(gws.count(g) for g in set(gws)) == [1, 2] and set(gws) == {1, 2}
     _no_processes_left(str(tmp_path))

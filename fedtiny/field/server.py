@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 from fedtiny.config import Scenario
 from fedtiny.config.derived import train_config
 from fedtiny.errors import FedTinyError
+from fedtiny.field.deploy_signing import DeploySigner
 from fedtiny.field.replay import segment_of_round
 from fedtiny.model.flatbuffer import model_io, read_tail
 from fedtiny.ondevice import Int8Head
@@ -63,6 +64,7 @@ class FieldServer:
     board_errors: list[str] = field(default_factory=list)
     boards: dict[str, BoardStats] = field(default_factory=dict)
     gateway_failures: int = 0
+    signer: DeploySigner | None = None  # signs every redeployed head (serve --signing-key)
 
     def __post_init__(self) -> None:
         self._calib = np.load(self.trial_dir / "calib_feats.npy")
@@ -78,6 +80,7 @@ class FieldServer:
         self._round_failures: list[str] = []
         self._round_gw_failed = 0
         self._boards_seen = 0
+        self._signed: tuple[Int8Head, bytes] | None = None
         (self.trial_dir / "progress.jsonl").write_text("")
 
     def event(self, record: dict[str, Any]) -> None:
@@ -143,6 +146,8 @@ class FieldServer:
             )
             golden = ArrayRecord({"features": Array(self._golden)})
             content = RecordDict({"head": head_to_record(self.head), "golden": golden, "config": cfg})
+            if self.signer is not None:
+                content["signed"] = ArrayRecord({"image": Array(self._signed_head())})
             msgs.append(Message(content, dst_node_id=node, message_type=kind))
         out = []
         replies = list(grid.send_and_receive(msgs, timeout=self.timeout_s))
@@ -158,6 +163,13 @@ class FieldServer:
             self._boards_seen += n_boards if isinstance(n_boards, int) else 0
             out.append((reply.metadata.src_node_id, record_to_arrays(reply.content.array_records["results"])))
         return out
+
+    def _signed_head(self) -> np.ndarray:
+        """The current head as a signed image, signed once per distinct head (one security counter each)."""
+        assert self.signer is not None
+        if self._signed is None or not self._signed[0].equals(self.head):
+            self._signed = (self.head, self.signer.sign_head(self.head))
+        return np.frombuffer(self._signed[1], np.uint8)
 
     def _gateway_failed(self, kind: str, r: int, node: int, reason: str) -> None:
         gw = self.nodes.index(node) + 1 if node in self.nodes else node

@@ -22,7 +22,9 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedtiny.config import load_scenario
+from fedtiny.field.deploy_signing import DeploySigner
 from fedtiny.field.server import FieldServer
+from fedtiny.link.signing import load_private_key
 from fedtiny.model.export import export_header
 from fedtiny.model.flatbuffer import read_head, write_head
 from fedtiny.report.results import RoundRow, plot_accuracy
@@ -43,6 +45,11 @@ SIMULATION_ONLY = (
 ERROR_FILE = "serverapp-error.txt"
 
 
+def _signer(key_path: str, out: Path) -> DeploySigner | None:
+    """The head signer of ``fedtiny serve --signing-key`` (the key never leaves the server)."""
+    return DeploySigner(load_private_key(key_path), out) if key_path else None
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     started = time.time()
@@ -55,6 +62,7 @@ def main(grid: Grid, context: Context) -> None:
         read_head(base),
         int(context.run_config["gateways"]),
         timeout_s=float(str(context.run_config.get("timeout-s", 300.0))),
+        signer=_signer(str(context.run_config.get("signing-key", "")), out),
     )
     error = ""
     try:

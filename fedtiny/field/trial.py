@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from fedtiny.errors import FedTinyError
 from fedtiny.field import processes as fp
 from fedtiny.field.replay import prepare_trial
 from fedtiny.field.tls import TlsFiles
+from fedtiny.link.signing import write_keys
 from fedtiny.report.results import RoundRow
 
 APP_DIR = Path(__file__).resolve().parent / "flwr_app"
@@ -40,10 +42,11 @@ class TrialFailed(FedTinyError):
 
 @dataclass(frozen=True)
 class Security:
-    """TLS for the SuperLink (CA, certificate, key) and, optionally, SuperNode authentication."""
+    """TLS for the SuperLink (CA, certificate, key), optionally SuperNode authentication and image signing."""
 
     tls: TlsFiles | None = None
     node_public_keys: tuple[Path, ...] = ()
+    signing_key: Path | None = None  # Ed25519 private key (PEM): the server signs every head it redeploys
 
 
 def free_port() -> int:
@@ -179,7 +182,12 @@ def serve(
         result = fp.run_app(
             home,
             APP_DIR,
-            {"out-dir": str(out), "gateways": gateways, "timeout-s": gateway_timeout_s},
+            {
+                "out-dir": str(out),
+                "gateways": gateways,
+                "timeout-s": gateway_timeout_s,
+                "signing-key": str(security.signing_key.resolve()) if security.signing_key else "",
+            },
             timeout=600.0 + 600.0 * s.rounds,
             log=run_log,
             tick=tick,
@@ -449,9 +457,12 @@ def run_trial(
     gateways: int = 1,
     log: Log = print,
     progress: Callable[[RoundRow, int], Any] | None = None,
+    signed: bool = False,
 ) -> dict[str, Any]:
     """`fedtiny trial`: serve + ``boards`` virtual boards (`fedtiny emulate` on loopback sockets) + ``gateways``
-    gateways (`fedtiny gateway`), each a child process logging to OUT/logs; every one stopped at the end."""
+    gateways (`fedtiny gateway`), each a child process logging to OUT/logs; every one stopped at the end.
+    ``signed``: a fresh Ed25519 key in OUT/keys; the boards trust only its public key and the server signs
+    every redeployed head with it (the gateways hold no private key)."""
     if boards < 1 or gateways < 1 or gateways > boards:
         raise FedTinyError(
             f"--boards must be >= 1 and --gateways between 1 and --boards (got {boards}, {gateways})"
@@ -462,6 +473,10 @@ def run_trial(
     out.mkdir(parents=True, exist_ok=True)
     key_file = out / "fleet.key"
     key_file.write_text(os.urandom(32).hex() + "\n")
+    if signed:  # a fresh key per trial, as the boards below are fresh
+        shutil.rmtree(out / "keys", ignore_errors=True)
+    keys = write_keys(out / "keys") if signed else {}
+    trust = ["--trust-key", str(keys["public"])] if signed else []
     children: list[tuple[str, subprocess.Popen[bytes], Path]] = []
 
     def spawn(name: str, args: list[str], log_file: Path) -> None:
@@ -499,6 +514,7 @@ def run_trial(
                     str(key_file),
                     "--model",
                     str(out / "base_int8.tflite"),
+                    *trust,
                 ],
                 out / "logs" / f"board-{i}.log",
             )
@@ -529,7 +545,15 @@ def run_trial(
 
     try:
         summary = serve(
-            s, out, gateways, port=free_port(), log=log, on_ready=on_ready, progress=progress, watch=watch
+            s,
+            out,
+            gateways,
+            port=free_port(),
+            security=Security(signing_key=keys.get("private")),
+            log=log,
+            on_ready=on_ready,
+            progress=progress,
+            watch=watch,
         )
         deadline = (
             time.time() + 30
