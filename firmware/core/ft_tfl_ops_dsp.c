@@ -258,9 +258,44 @@ uint32_t ft_tfl_depthwise_dsp_scratch(const ft_tfl_conv_params *p)
 /* first and end (exclusive) filter taps of one axis that land inside the input: 0 <= o + d * f < n */
 static void tap_range(int32_t o, int32_t d, int32_t n, int32_t taps, int32_t *f0, int32_t *f1)
 {
-    int64_t lo = o < 0 ? ((int64_t)-o + d - 1) / d : 0, hi = n - o <= 0 ? 0 : ((int64_t)n - o + d - 1) / d;
-    *f0 = (int32_t)lo;
-    *f1 = (int32_t)(hi < taps ? hi : taps);
+    /* ceil(a / d) = (a - 1) / d + 1 for a >= 1, in uint32 (one UDIV; a < 2^32 as n, -o < 2^31) */
+    uint32_t lo = o < 0 ? ((uint32_t)(-(int64_t)o) - 1u) / (uint32_t)d + 1u : 0u;
+    uint32_t hi = (int64_t)n - o <= 0 ? 0u : ((uint32_t)((int64_t)n - o) - 1u) / (uint32_t)d + 1u;
+    *f0 = lo < (uint32_t)taps ? (int32_t)lo : taps;
+    *f1 = hi < (uint32_t)taps ? (int32_t)hi : taps;
+}
+
+/* kept out of line: inlined into its caller, GCC -Os spills the accumulators inside the tap loop */
+#if defined(__GNUC__)
+#define FT_NOINLINE __attribute__((noinline))
+#else
+#define FT_NOINLINE
+#endif
+
+/* 4 channels' sums over `rows` x `taps` taps: x and w point at the first tap's 4 channels */
+static FT_NOINLINE void dw_taps4(const int8_t *x, const int8_t *w, int32_t rows, int32_t taps, size_t x_tap, size_t x_row,
+                     size_t w_row, uint32_t off, int32_t c_n, uint32_t a[4])
+{
+    uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (; rows > 0; rows--) {
+        const int8_t *xp = x, *wp = w, *wend = w + (size_t)taps * (size_t)c_n;
+        while (wp < wend) {
+            uint32_t xw = rd32(xp), ww = rd32(wp);
+            uint32_t x02 = sxtab16(off, xw), x13 = sxtab16_ror8(off, xw), w02 = sxtb16(ww), w13 = sxtb16_ror8(ww);
+            a0 = smlabb(w02, x02, a0);
+            a2 = smlatt(w02, x02, a2);
+            a1 = smlabb(w13, x13, a1);
+            a3 = smlatt(w13, x13, a3);
+            xp += x_tap;
+            wp += c_n;
+        }
+        x += x_row;
+        w += w_row;
+    }
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
 }
 
 void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out,
@@ -269,7 +304,8 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
     int32_t c_n = p->out_c, b, oy, ox, c;
     int32_t *mult = (int32_t *)(void *)align_words(scratch), *shift = mult + c_n;
     uint32_t off = neg_pair(p->input_zp);
-    size_t xstep = (size_t)p->dil_w * (size_t)c_n;
+    size_t x_tap = (size_t)p->dil_w * (size_t)c_n, x_row = (size_t)p->dil_h * (size_t)p->in_w * (size_t)c_n;
+    size_t w_row = (size_t)p->filter_w * (size_t)c_n;
     for (c = 0; c < c_n; c++)
         channel_multiplier(p->input_scale, p->filter_scales, p->n_scales, c, p->output_scale, &mult[c], &shift[c]);
     for (b = 0; b < p->batches; b++)
@@ -277,40 +313,28 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
             for (ox = 0; ox < p->out_w; ox++) {
                 int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w, fy0, fy1, fx0, fx1;
                 int8_t *o = out + (((size_t)b * p->out_h + oy) * p->out_w + ox) * c_n;
+                const int8_t *x, *w;
                 tap_range(y0, p->dil_h, p->in_h, p->filter_h, &fy0, &fy1);
                 tap_range(x0, p->dil_w, p->in_w, p->filter_w, &fx0, &fx1);
+                if (fy1 < fy0) fy1 = fy0;
+                if (fx1 < fx0) fx1 = fx0;
+                /* the first tap inside the input, channel 0 (not dereferenced when no tap is inside) */
+                x = in + (((size_t)b * p->in_h + (size_t)(y0 + p->dil_h * fy0)) * p->in_w + (size_t)(x0 + p->dil_w * fx0)) * c_n;
+                w = filter + ((size_t)fy0 * p->filter_w + (size_t)fx0) * c_n;
                 for (c = 0; c < c_n; c += 4) {
                     uint32_t a[4] = {0, 0, 0, 0};
-                    int32_t fy, fx, j, n = c_n - c < 4 ? c_n - c : 4;
-                    for (fy = fy0; fy < fy1; fy++) {
-                        const int8_t *x = in + (((size_t)b * p->in_h + y0 + p->dil_h * fy) * p->in_w + x0 +
-                                                (size_t)p->dil_w * fx0) * c_n + c;
-                        const int8_t *w = filter + ((size_t)fy * p->filter_w + fx0) * c_n + c;
-                        if (n == 4) {
-                            uint32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
-                            for (fx = fx0; fx < fx1; fx++) {
-                                uint32_t xw = rd32(x), ww = rd32(w);
-                                uint32_t x02 = sxtab16(off, xw), x13 = sxtab16_ror8(off, xw);
-                                uint32_t w02 = sxtb16(ww), w13 = sxtb16_ror8(ww);
-                                a0 = smlabb(w02, x02, a0);
-                                a2 = smlatt(w02, x02, a2);
-                                a1 = smlabb(w13, x13, a1);
-                                a3 = smlatt(w13, x13, a3);
-                                x += xstep;
-                                w += c_n;
-                            }
-                            a[0] = a0;
-                            a[1] = a1;
-                            a[2] = a2;
-                            a[3] = a3;
-                        } else { /* the last 1-3 channels: no word past the tensors' end is read */
-                            for (fx = fx0; fx < fx1; fx++) {
-                                for (j = 0; j < n; j++)
-                                    a[j] += (uint32_t)((int32_t)w[j] * ((int32_t)x[j] - p->input_zp));
-                                x += xstep;
-                                w += c_n;
-                            }
-                        }
+                    int32_t j, n = c_n - c < 4 ? c_n - c : 4;
+                    if (n == 4) {
+                        dw_taps4(x + c, w + c, fy1 - fy0, fx1 - fx0, x_tap, x_row, w_row, off, c_n, a);
+                    } else { /* the last 1-3 channels: no word past the tensors' end is read */
+                        int32_t fy, fx;
+                        for (fy = 0; fy < fy1 - fy0; fy++)
+                            for (fx = 0; fx < fx1 - fx0; fx++)
+                                for (j = 0; j < n; j++) {
+                                    const int8_t *xv = x + (size_t)fy * x_row + (size_t)fx * x_tap + c + j;
+                                    a[j] += (uint32_t)((int32_t)w[(size_t)fy * w_row + (size_t)fx * c_n + c + j] *
+                                                       ((int32_t)*xv - p->input_zp));
+                                }
                     }
                     for (j = 0; j < n; j++) {
                         uint32_t bias = p->bias ? (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)(c + j)) : 0u;
