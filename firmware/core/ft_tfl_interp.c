@@ -988,6 +988,13 @@ ft_status ft_tfl_invoke_until(const ft_tfl_model *m, uint8_t *arena, uint32_t ar
             ft_tfl_max_pool(&op->p.pool, (const int8_t *)in, (int8_t *)out);
             break;
         case OP_ADD:
+#if FT_TFL_OPTIMIZED
+            if (m->optimized) {
+                ft_tfl_add_fast(&op->p.add, (const int8_t *)in,
+                                (const int8_t *)ft_tfl_tensor_data(m, (unsigned)op->in[1], arena), (int8_t *)out);
+                break;
+            }
+#endif
             ft_tfl_add(&op->p.add, (const int8_t *)in, (const int8_t *)ft_tfl_tensor_data(m, (unsigned)op->in[1], arena),
                        (int8_t *)out);
             break;

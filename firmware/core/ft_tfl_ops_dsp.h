@@ -1,4 +1,4 @@
-/* int8 CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED for the Cortex-M4/M7 DSP extension, as CMSIS-NN does
+/* int8 CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED for the Cortex-M4/M7 DSP extension (and a faster ADD), as CMSIS-NN does
  * them: activations widened once to int16 pairs with the input zero point subtracted (im2col for convolutions),
  * weights widened with SXTB16, dual 16-bit multiply-accumulates (SMLAD; SMLABB/SMLATT for depthwise), conv tiled
  * 2 output channels x 2 pixels. Every product and sum is the portable kernel's, in int32 wrapping arithmetic, and
@@ -28,5 +28,9 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
 int32_t ft_tfl_dsp_requant(int32_t x, int32_t mult, int32_t shift);
 
 void ft_tfl_fc_dsp(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *filter, int8_t *out, uint8_t *scratch);
+
+/* ADD: ft_tfl_add's bytes; inputs of the output's shape in one flat loop with ft_tfl_dsp_requant, broadcasting
+ * handed to ft_tfl_add. No scratch. */
+void ft_tfl_add_fast(const ft_tfl_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 
 #endif

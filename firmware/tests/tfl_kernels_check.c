@@ -1,5 +1,5 @@
 /* The DSP kernels (core/ft_tfl_ops_dsp.c) against the portable ones (core/ft_tfl_ops.c), byte for byte, on
- * random CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED cases from a seeded PRNG: shapes, strides, SAME/VALID
+ * random CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / ADD cases from a seeded PRNG: shapes, strides, SAME/VALID
  * padding, dilations, groups, depth multipliers, zero points, per-channel and per-tensor scales, biases that
  * wrap the int32 accumulator, fused activation ranges. The scratch starts misaligned and full of junk; guard
  * bytes after the output and the scratch must survive (QEMU has no sanitizer).
@@ -220,20 +220,47 @@ static uint32_t requant_check(uint32_t n)
     return bad;
 }
 
+/* ADD: equal shapes (the flat loop) and broadcasts (handed to the portable kernel), any scales and zero points */
+static int add_case(void)
+{
+    ft_tfl_add_params p;
+    uint32_t n = 1, k, ignore;
+    float dummy;
+    const int8_t *in2 = filt;
+    memset(&p, 0, sizeof p);
+    for (k = 0; k < FT_TFL_BCAST_DIMS; k++) {
+        p.out_dims[k] = p.in1_dims[k] = p.in2_dims[k] = k == 0 ? 1 : rint_in(1, 9);
+        n *= (uint32_t)p.out_dims[k];
+    }
+    if (rnd() % 4u == 0) p.in2_dims[1 + rnd() % 3u] = 1; /* a broadcast */
+    p.in1_zp = rint_in(-128, 127);
+    p.in2_zp = rint_in(-128, 127);
+    p.output_zp = rint_in(-128, 127);
+    p.in1_scale = rfloat(0.001f, 0.2f);
+    p.in2_scale = rnd() & 1u ? p.in1_scale : rfloat(0.001f, 0.2f);
+    (void)quant(1, &ignore, &dummy, &p.output_scale, &p.act_min, &p.act_max);
+    fill(in_buf, n);
+    fill(filt, n);
+    prepare_run(n, 0);
+    ft_tfl_add(&p, in_buf, in2, out_ref);
+    ft_tfl_add_fast(&p, in_buf, in2, out_dsp);
+    return compare(n, 0, "ADD");
+}
+
 static int run(void)
 {
-    uint32_t counts[3] = {0, 0, 0}, dw_portable = 0, bad = 0, kind;
-    for (kind = 0; kind < 3; kind++)
+    uint32_t counts[4] = {0, 0, 0, 0}, dw_portable = 0, bad = 0, kind;
+    for (kind = 0; kind < 4; kind++)
         while (counts[kind] < FT_KCHECK_CASES) {
-            int r = kind == 2 ? fc_case() : conv_case((int)kind, &dw_portable);
+            int r = kind == 3 ? add_case() : kind == 2 ? fc_case() : conv_case((int)kind, &dw_portable);
             if (r < 0) continue;
             counts[kind]++;
             if (r == 0) bad++;
         }
-    say("kernels: %u cases (CONV_2D %u, DEPTHWISE_CONV_2D %u, FULLY_CONNECTED %u; %u depth multipliers > 1 left to "
-        "the portable kernel), %u differ\n",
-        (unsigned)(counts[0] + counts[1] + counts[2]), (unsigned)counts[0], (unsigned)counts[1], (unsigned)counts[2],
-        (unsigned)dw_portable, (unsigned)bad);
+    say("kernels: %u cases (CONV_2D %u, DEPTHWISE_CONV_2D %u, FULLY_CONNECTED %u, ADD %u; %u depth multipliers > 1 "
+        "left to the portable kernel), %u differ\n",
+        (unsigned)(counts[0] + counts[1] + counts[2] + counts[3]), (unsigned)counts[0], (unsigned)counts[1],
+        (unsigned)counts[2], (unsigned)counts[3], (unsigned)dw_portable, (unsigned)bad);
     if (bad) failed++;
     else passed++;
     if (dw_portable == 0) failed++; /* the generator must also reach the portable-only case */
