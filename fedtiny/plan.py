@@ -101,6 +101,18 @@ def _base_model(s: Scenario, log: Log) -> tuple[bytes, dict[str, Any]]:
     return um.tflite, meta
 
 
+def _saved_base_model(s: Scenario, out_dir: Path, log: Log, reuse: bool) -> tuple[bytes, dict[str, Any]]:
+    """The base model of generated data, saved in ``out_dir`` (``base_int8.tflite``, ``base_meta.json``) and
+    reused from there by a resumed run and by the ServerApp (no TensorFlow there, even for a Keras model)."""
+    saved, meta_file = out_dir / "base_int8.tflite", out_dir / "base_meta.json"
+    if reuse and saved.exists() and meta_file.exists():
+        return saved.read_bytes(), dict(json.loads(meta_file.read_text()))
+    tflite, meta = _base_model(s, log)
+    saved.write_bytes(tflite)
+    meta_file.write_text(json.dumps(meta, indent=1))
+    return tflite, meta
+
+
 def _prepare_user_data(
     s: Scenario, out_dir: Path, log: Log, resume: bool
 ) -> tuple[Scenario, bytes, FleetLayout, dict[str, Any]]:
@@ -152,7 +164,7 @@ def prepare_run(
     if s.data.path:
         s, tflite, layout, base_meta = _prepare_user_data(s, out_dir, log, resume)
     else:
-        tflite, base_meta = _base_model(s, log)
+        tflite, base_meta = _saved_base_model(s, out_dir, log, resume)
         if (
             resume
             and (out_dir / FLEET_DIR / "layout.json").exists()

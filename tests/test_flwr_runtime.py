@@ -160,6 +160,17 @@ def test_the_ray_hook_adds_the_setup_hook_and_keeps_flowers_env() -> None:
     assert proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr
 
 
+def test_the_superlinks_processes_start_without_tensorflow(tmp_path: Path) -> None:
+    """Every process under `fedtiny run`'s SuperLink gets its environment: Python's start-up hook there
+    blocks TensorFlow (Flower's simulation process would import it for nothing)."""
+    from fedtiny.runtime.superlink import SimulationRuntime
+
+    env = SimulationRuntime(tmp_path, 2, 0.5).env()
+    code = "import flwr.simulation.ray_transport.utils as u, sys; print(u.TF, sys.modules['tensorflow'])"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split() == ["None", "None"], proc.stderr[-2000:]
+
+
 def test_the_channel_carries_rounds_done_and_one_error_line(tmp_path: Path) -> None:
     from fedtiny.errors import ScenarioError
     from fedtiny.report.results import RoundRow
@@ -191,6 +202,7 @@ def test_federation_config_keeps_the_gateways_concurrency(tmp_path: Path) -> Non
     assert cluster.federation_config().endswith("client-resources-num-cpus=2")
     assert cluster.env()["RAY_ADDRESS"] == "127.0.0.1:6379"
     assert cluster.env()["FLWR_HOME"] == str(tmp_path.resolve() / "runtime" / "flwr_home")
+    assert cluster.env()["RAY_RUNTIME_ENV_HOOK"] == "fedtiny.runtime.ray_env.add_setup_hook"
 
 
 def test_runner_and_the_server_app_form_no_import_cycle() -> None:

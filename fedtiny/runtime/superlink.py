@@ -104,13 +104,15 @@ class SimulationRuntime:
         """Every child's environment: private FLWR_HOME, telemetry/update check off, Ray's worker hook."""
         env = dict(os.environ)
         src = str(Path(fedtiny.__file__).resolve().parent.parent)  # fedtiny/ and clients/ (a source tree)
+        site = str(Path(__file__).resolve().parent / "site")  # sitecustomize: TensorFlow blocked
         env.update(
             FLWR_HOME=str(self.home),
             FLWR_TELEMETRY_ENABLED="0",
             FLWR_DISABLE_UPDATE_CHECK="1",
             FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
             PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-            PYTHONPATH=os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p),
+            PYTHONPATH=os.pathsep.join(p for p in (site, src, env.get("PYTHONPATH", "")) if p),
+            FEDTINY_NO_TENSORFLOW="1",
             RAY_RUNTIME_ENV_HOOK=HOOK,
             RAY_DEDUP_LOGS="0",
             RAY_USAGE_STATS_ENABLED="0",
