@@ -101,6 +101,22 @@ static void channel_multiplier(float in_scale, const uint8_t *scales, uint32_t n
     double fs = (double)rd_f32le(scales + 4u * (n > 1 ? (uint32_t)oc : 0u));
     ft_quantize_multiplier((double)in_scale * fs / (double)out_scale, mult, shift);
 }
+
+/* Every channel's multiplier and shift; with one (per-tensor) scale computed once: the double arithmetic is
+ * emulated in software on an M4 and costs more than a small layer's multiply-accumulates. */
+static void all_multipliers(float in_scale, const uint8_t *scales, uint32_t n, int32_t channels, float out_scale,
+                            int32_t *mult, int32_t *shift)
+{
+    int32_t c;
+    for (c = 0; c < channels; c++) {
+        if (n > 1 || c == 0) {
+            channel_multiplier(in_scale, scales, n, c, out_scale, &mult[c], &shift[c]);
+        } else {
+            mult[c] = mult[0];
+            shift[c] = shift[0];
+        }
+    }
+}
 /* -zp in both halves: SXTAB16 then widens and subtracts the zero point in one instruction */
 static uint32_t neg_pair(int32_t zp) { return (((uint32_t)-zp) & 0xFFFFu) * 0x10001u; }
 
@@ -222,8 +238,7 @@ void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8
     int32_t *mult = (int32_t *)(void *)align_words(scratch), *shift = mult + p->out_c;
     uint32_t *cols = (uint32_t *)(void *)(shift + p->out_c), *cols1 = cols + words;
     int8_t *stage = (int8_t *)(void *)(cols1 + words), *stage1 = stage + k;
-    for (oc = 0; oc < p->out_c; oc++)
-        channel_multiplier(p->input_scale, p->filter_scales, p->n_scales, oc, p->output_scale, &mult[oc], &shift[oc]);
+    all_multipliers(p->input_scale, p->filter_scales, p->n_scales, p->out_c, p->output_scale, mult, shift);
     for (pix = 0; pix < npix; pix += 2) {
         int two = pix + 1 < npix; /* an odd last pixel is computed twice, written once */
         int8_t *o0 = out + (size_t)pix * p->out_c, *o1 = two ? o0 + p->out_c : o0;
@@ -306,8 +321,7 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
     uint32_t off = neg_pair(p->input_zp);
     size_t x_tap = (size_t)p->dil_w * (size_t)c_n, x_row = (size_t)p->dil_h * (size_t)p->in_w * (size_t)c_n;
     size_t w_row = (size_t)p->filter_w * (size_t)c_n;
-    for (c = 0; c < c_n; c++)
-        channel_multiplier(p->input_scale, p->filter_scales, p->n_scales, c, p->output_scale, &mult[c], &shift[c]);
+    all_multipliers(p->input_scale, p->filter_scales, p->n_scales, c_n, p->output_scale, mult, shift);
     for (b = 0; b < p->batches; b++)
         for (oy = 0; oy < p->out_h; oy++)
             for (ox = 0; ox < p->out_w; ox++) {
@@ -348,20 +362,20 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
 uint32_t ft_tfl_fc_dsp_scratch(const ft_tfl_fc_params *p)
 {
     uint64_t d = (uint64_t)p->accum_depth, words = (d / 4u) * 2u + d % 4u;
-    return saturate(3u + 4u * words * (uint64_t)p->batches);
+    return saturate(3u + 8u * (uint64_t)p->out_c + 4u * words * (uint64_t)p->batches);
 }
 
 void ft_tfl_fc_dsp(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *filter, int8_t *out, uint8_t *scratch)
 {
     int32_t d = p->accum_depth, g4 = d >> 2, t = d & 3, words = g4 * 2 + t, b, oc, i;
-    uint32_t *cols = align_words(scratch), woff = neg_pair(p->filter_zp);
+    int32_t *mult = (int32_t *)(void *)align_words(scratch), *shift = mult + p->out_c;
+    uint32_t *cols = (uint32_t *)(void *)(shift + p->out_c), woff = neg_pair(p->filter_zp);
+    all_multipliers(p->input_scale, p->filter_scales, p->n_scales, p->out_c, p->output_scale, mult, shift);
     for (b = 0; b < p->batches; b++) to_pairs(in + (size_t)b * d, d, p->input_zp, cols + (size_t)b * words);
     for (oc = 0; oc < p->out_c; oc += 2) {
-        int32_t oc1 = oc + 1 < p->out_c ? oc + 1 : oc, m0, s0, m1, s1;
+        int32_t oc1 = oc + 1 < p->out_c ? oc + 1 : oc, m0 = mult[oc], s0 = shift[oc], m1 = mult[oc1], s1 = shift[oc1];
         uint32_t b0 = p->bias ? (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc) : 0u;
         uint32_t b1 = p->bias ? (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc1) : 0u;
-        channel_multiplier(p->input_scale, p->filter_scales, p->n_scales, oc, p->output_scale, &m0, &s0);
-        channel_multiplier(p->input_scale, p->filter_scales, p->n_scales, oc1, p->output_scale, &m1, &s1);
         for (b = 0; b < p->batches; b++) {
             const int8_t *w0 = filter + (size_t)oc * d, *w1 = filter + (size_t)oc1 * d;
             const uint32_t *x = cols + (size_t)b * words;
