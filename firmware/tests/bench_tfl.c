@@ -4,7 +4,8 @@
  *
  *   make bench-tfl                              the golden models of make test-tfl (fedtiny's reference models
  *                                               and the synthetic sweeps; TFL_GOLDEN=DIR as for test-tfl)
- *   make bench-tfl TFL_MODEL=path/model.tflite  one model, compiled in (xxd -i); input from a seeded PRNG
+ *   make bench-tfl TFL_MODEL=path/model.tflite  one model, compiled in (xxd -i), MODEL = the file name without
+ *                                               its extension; input from a seeded PRNG (float32: in [-1, 1))
  *
  * Output, one figure per line, space-separated, names without spaces (parsed by benchmarks/):
  *   op MODEL IDX OPNAME portable N optimized M
@@ -21,6 +22,9 @@
 #include "port_mps2.h"
 #ifdef FT_TFL_BENCH_MODEL
 #include "tfl_bench_model.h" /* xxd -i -n tfl_bench_model (made const by the Makefile) */
+#ifndef FT_TFL_BENCH_NAME      /* MODEL in the output lines: the file's name without .tflite */
+#define FT_TFL_BENCH_NAME "model"
+#endif
 #else
 #include "tfl_golden_data.h"
 #endif
@@ -161,7 +165,7 @@ static int bench_all(void)
         in[k] = inputs[k];
         n_len[k] = n;
     }
-    rc = bench("model", tfl_bench_model, tfl_bench_model_len, model.n_inputs, in, n_len);
+    rc = bench(FT_TFL_BENCH_NAME, tfl_bench_model, tfl_bench_model_len, model.n_inputs, in, n_len);
     say("bench-tfl: 1 models\n");
     return rc;
 }
