@@ -1,11 +1,14 @@
 /* libFuzzer target: the whole receive path (COBS deframing, header/CRC checks, every message handler,
  * uploads into the simulated flash). The input is split: byte 0 chooses whether CRCs are fixed up so that
- * the fuzzer reaches the message handlers instead of stopping at the CRC check. */
+ * the fuzzer reaches the message handlers instead of stopping at the CRC check, and (bit 6) whether the board
+ * holds an Ed25519 public key (signed uploads, KEYS/KEY_CHANGE) or the HMAC fleet key only. */
 #include "ft_dev.h"
 #include "ft_link.h"
 #include "ft_crc32.h"
 #include "ft_cobs.h"
 #include "ft_simflash.h"
+#include "ft_keys.h"
+#include "../golden/golden_signing.h"
 #include "../../app/factory_head.h"
 #include <stdint.h>
 #include <string.h>
@@ -60,6 +63,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1) return 0;
     ft_simflash_cut_at(0);
     if (data[0] & 0x80) ft_simflash_format(); /* sometimes start from a blank flash */
+    /* public keys are stored on a key journal holding none (a blank flash); later boots keep what is stored */
+    if (ft_keys_config((const uint8_t(*)[32])gs_pub1, (data[0] & 0x40) ? 1u : 0u, NULL) != FT_OK) __builtin_trap();
     power_up();
     if (data[0] & 1) {
         /* structured: records of [type, len_lo, len_hi, payload...] turned into valid frames */
