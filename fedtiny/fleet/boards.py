@@ -34,6 +34,9 @@ class Board:
     # slowdown of the integer trainer (docs/ondevice.md §3b) against float32 with an FPU: 478,209 vs 194,373
     # instructions per 64x10 batch-16 step on a Cortex-M4 (firmware, QEMU -icount)
     fixed_point_factor: float = 2.5
+    # the firmware's DSP kernels (FT_TFL_OPTIMIZED) need the Armv7E-M DSP extension (Cortex-M4/M7/M33); other
+    # cores run the portable kernels, so their inference cost is the portable instruction count
+    arm_dsp: bool = False
 
     def slowdown(self, fixed_point: bool = False) -> float:
         """Cost of one training MAC relative to float32 with an FPU."""
@@ -67,11 +70,12 @@ class Board:
         return instructions * cycles_per_instruction() * self.energy_per_cycle_j
 
     def inference_seconds(self, model: str, optimized: bool = True) -> float:
-        """One inference of reference model ``model`` (vibration, kws, digits), from the measured instructions."""
-        return self.seconds_for_instructions(inference_instructions(model, optimized))
+        """One inference of reference model ``model`` (vibration, kws, digits), from the measured instructions
+        (the DSP kernels' where this board has the DSP extension and ``optimized``)."""
+        return self.seconds_for_instructions(inference_instructions(model, optimized and self.arm_dsp))
 
     def inference_energy_j(self, model: str, optimized: bool = True) -> float:
-        return self.energy_for_instructions(inference_instructions(model, optimized))
+        return self.energy_for_instructions(inference_instructions(model, optimized and self.arm_dsp))
 
 
 BOARDS: dict[str, Board] = {
@@ -91,6 +95,7 @@ BOARDS: dict[str, Board] = {
             16_000.0,
             150e-9,
             128 * 1024,
+            arm_dsp=True,
         ),
         # ESP32-S3: dual Xtensa LX7 240 MHz, 512 KB SRAM, 8 MB flash, Wi-Fi + BLE
         Board(
@@ -121,6 +126,7 @@ BOARDS: dict[str, Board] = {
             92_160.0,
             20e-9,
             256 * 1024,
+            arm_dsp=True,
         ),
         # A Cortex-M0+ class board without FPU (e.g. RP2040 at 133 MHz, 264 KB RAM): fixed-point training
         Board(

@@ -40,6 +40,6 @@ def inference_table_html(task: str = "") -> str:
         f"<th>instructions DSP</th><th>int8 accuracy</th>{head}</tr>{''.join(rows)}</table>"
         f'<p class="note">Instructions per inference measured on the emulated Cortex-M4F (QEMU -icount, '
         f"{html.escape(str(doc.get('measured_with', '')))}); latency at each board's clock at "
-        f"{cycles_per_instruction():g} cycle per instruction (DSP kernels where measured), energy from the board "
+        f"{cycles_per_instruction():g} cycle per instruction (the DSP kernels on Cortex-M4/M7 boards, the portable ones elsewhere), energy from the board "
         "profile's energy per cycle.</p>"
     )
