@@ -142,6 +142,44 @@ def test_fedavg_equals_the_old_aggregator(per_device: bool, clip_norm: float) ->
         np.testing.assert_allclose(new.bias, ob, rtol=0, atol=1e-6)
 
 
+def test_compiled_validation_and_weighted_mean_match_numpy() -> None:
+    """update_stats (one compiled pass: finite, squared norm) and weighted_delta (float64 sum in fixed chunks)
+    agree with plain numpy to float64 rounding, flag NaN/Inf, and do not depend on the thread count."""
+    import numba
+
+    from fedtiny.server.aggregate import update_stats, validate_updates, weighted_delta
+
+    rng = np.random.default_rng(11)
+    k = 301
+    gw, gb = rng.normal(size=(10, 64)).astype(np.float32), rng.normal(size=10).astype(np.float32)
+    w = (gw + rng.normal(size=(k, 10, 64))).astype(np.float32)
+    b = (gb + rng.normal(size=(k, 10))).astype(np.float32)
+    w[3, 2, 5], b[4, 1], w[5, 0, 0] = np.nan, np.inf, -np.inf
+    finite, sq = update_stats(w, b, gw, gb)
+    assert np.flatnonzero(~finite).tolist() == [3, 4, 5]
+    dw = (w - gw).reshape(k, -1).astype(np.float64)
+    ref = (dw**2).sum(axis=1) + ((b - gb).astype(np.float64) ** 2).sum(axis=1)
+    np.testing.assert_allclose(sq[finite], ref[finite], rtol=1e-12)
+    val = validate_updates(w, b, gw, gb, float(np.sqrt(np.median(ref[finite]))))
+    assert val.reasons == {
+        "non_finite": 3,
+        "norm_too_large": int((np.sqrt(ref[finite]) > np.sqrt(np.median(ref[finite]))).sum()),
+    }
+    ok = finite
+    f = rng.random(int(ok.sum()))
+    mw, mb = weighted_delta(w[ok], b[ok], gw.astype(np.float64), gb.astype(np.float64), f)
+    dw64 = w.reshape(k, -1).astype(np.float64) - gw.reshape(-1).astype(np.float64)  # as the strategy does
+    np.testing.assert_allclose(mw, (f @ dw64[ok]).reshape(10, 64), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(mb, f @ (b[ok].astype(np.float64) - gb), rtol=0, atol=1e-10)
+    prev = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = weighted_delta(w[ok], b[ok], gw.astype(np.float64), gb.astype(np.float64), f)
+    finally:
+        numba.set_num_threads(prev)
+    assert one[0].tobytes() == mw.tobytes() and one[1].tobytes() == mb.tobytes()
+
+
 def test_the_names_are_flowers_classes_and_the_older_names() -> None:
     assert set(STRATEGY_NAMES) == set(FLOWER_STRATEGIES) | set(ALIASES)
     assert {

@@ -15,7 +15,7 @@ from fedtiny.fleet.boards import get_board
 from fedtiny.fleet.data import FleetData, uniform
 from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, train_heads_fixed
-from fedtiny.ondevice.fast import train_heads_fast
+from fedtiny.ondevice.fast import train_pooled
 from fedtiny.records import encode_int8_delta
 
 _DATA: dict[str, FleetData] = {}
@@ -85,15 +85,20 @@ def train_devices(
     round_: int,
     uplink: str = "float32",
 ) -> dict[str, np.ndarray]:
-    """Every device starts from the int8 head it holds, trains on its ring-buffer cache, returns its head."""
-    feats, labels = data.train(devices, round_)
+    """Every device starts from the int8 head it holds, trains on its ring-buffer cache, returns its head.
+
+    The caches are pool rows (int32 indices into the memory-mapped pool); the compiled trainer gathers them
+    itself, so no [K, N, D] feature copy is made (only the few devices of boards without an FPU gather theirs).
+    """
+    idx, _ = data.cache_indices(devices, round_)
     counts = data.cache_counts(devices, round_)
     fh = dequantize_head(head)
-    res = train_heads_fast(
+    res = train_pooled(
         fh.weights,
         fh.bias,
-        feats,
-        labels.astype(np.int64),
+        data.pool2d,
+        data.flat_labels,
+        idx,
         counts,
         cfg,
         device_ids=devices,
@@ -104,11 +109,12 @@ def train_devices(
     )
     fixed = _fixed_point_devices(data, devices, cfg)
     if fixed.any():  # boards without an FPU run the integer trainer (docs/ondevice.md §3b), as they would
+        feats, labels = data.gather(idx[fixed])
         fx = train_heads_fixed(
             fh.weights,
             fh.bias,
-            feats[fixed],
-            labels[fixed].astype(np.int64),
+            feats,
+            labels.astype(np.int64),
             counts[fixed],
             cfg,
             device_ids=devices[fixed],

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from fedtiny.config.schema import Scenario
+from fedtiny.fleet.draw import draw_rows
 from fedtiny.ondevice.head import Int8Head, predict_through
 from fedtiny.ondevice.shuffle import mix64
 from fedtiny.ondevice.tail import HeadTail
@@ -353,6 +354,16 @@ class FleetData:
             self.cmix = np.load(self.root / "cmix.npy", mmap_mode="r")
             self.pool_train = self.pool_size - max(1, self.pool_size // 4) if self.pool_size > 1 else 1
 
+    @property
+    def flat_labels(self) -> np.ndarray:
+        """Label of every pool row [V * n_examples] (``labels`` repeated per variant; -1: never a class), int16
+        when the classes fit: what the pooled trainer reads per visited slot."""
+        if not hasattr(self, "_flat_labels"):
+            lab = self.labels
+            small = lab.size == 0 or (lab.min() >= -(2**15) and lab.max() < 2**15)
+            self._flat_labels = np.tile(lab.astype(np.int16) if small else lab, self.num_variants)
+        return self._flat_labels
+
     def cache_counts(self, devices: np.ndarray, round_: int) -> np.ndarray:
         """Samples in each device's cache when it trains in ``round_`` [K]."""
         return np.full(len(devices), min(self.collected(round_), self.capacity), dtype=np.int64)
@@ -375,7 +386,31 @@ class FleetData:
     def _draw(
         self, devices: np.ndarray, j: np.ndarray, seg: np.ndarray, tag: int, test: bool = False
     ) -> np.ndarray:
-        """Flat pool indices [K, n] of samples number ``j`` [n] (segment ``seg`` [n]) of ``devices`` [K]."""
+        """Flat pool indices [K, n] of samples number ``j`` [n] (segment ``seg`` [n]) of ``devices`` [K]: int32
+        from the compiled draw (fedtiny/fleet/draw.py, the same rows), int64 from the numpy one below."""
+        lo, hi = (self.pool_train, self.pool_size) if test else (0, self.pool_train)
+        fast = draw_rows(
+            self.seed,
+            tag,
+            devices,
+            j,
+            seg,
+            self.cmix,
+            self.variant,
+            lo,
+            hi,
+            self.pool_size,
+            test and self.balanced_test,
+            self.pool2d.shape[0],
+        )
+        if fast is not None:
+            return fast
+        return self._draw_numpy(devices, j, seg, tag, test)
+
+    def _draw_numpy(
+        self, devices: np.ndarray, j: np.ndarray, seg: np.ndarray, tag: int, test: bool = False
+    ) -> np.ndarray:
+        """The readable reference of :meth:`_draw` (numpy, int64)."""
         d = np.asarray(devices, dtype=np.int64)[:, None]
         u = uniform(self.seed, tag, d, j[None, :]).astype(np.float32)
         cm = self.cmix[seg[None, :], d]  # [K, n, C]

@@ -39,6 +39,7 @@ import numpy as np
 
 from fedtiny.config.derived import train_config
 from fedtiny.ondevice import FloatHead
+from fedtiny.server.aggregate import update_stats, weighted_delta
 
 if TYPE_CHECKING:
     from flwr.serverapp import Grid
@@ -194,11 +195,6 @@ def make_strategy(s: Scenario) -> Strategy:
         raise ValueError(f"'strategy.params': {cls.__name__}: {exc}") from None
 
 
-def _norms(dw: np.ndarray, db: np.ndarray) -> np.ndarray:
-    """L2 norm of each device's update (weights and bias together)."""
-    return np.sqrt(np.einsum("kcd,kcd->k", dw, dw) + np.einsum("kc,kc->k", db, db))
-
-
 @contextmanager
 def _quiet() -> Iterator[None]:
     """Flower's per-round INFO lines (virtual nodes sampled, replies received) only WARNING and above pass."""
@@ -330,13 +326,6 @@ class DeviceStrategy:
         from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
         gw, gb = head.weights.astype(np.float64), head.bias.astype(np.float64)
-        dw, db = w.astype(np.float64), b.astype(np.float64)  # the updates (deltas) in float64, in place
-        dw -= gw
-        db -= gb
-        if self.clip_norm > 0:  # fedtiny's clipping, before the strategy sees the updates
-            f = np.minimum(1.0, self.clip_norm / np.maximum(_norms(dw, db), 1e-12))
-            dw *= f[:, None, None]
-            db *= f[:, None]
         total = float(n.sum())
         if not len(n) or total <= 0:
             return None
@@ -349,21 +338,32 @@ class DeviceStrategy:
                 )
             )
         clip = config.get("clipping_norm")  # a client-side DP wrapper: the device's clipping (Flower's mods)
+        has_client_clip = isinstance(clip, (int, float)) and not isinstance(clip, bool)
+        # per-device scale of each update: fedtiny's clipping (before the strategy sees the updates), then
+        # the client-side DP clipping; norms of the float64 differences (the updates are never copied to float64)
+        scale = np.ones(len(n), dtype=np.float64)
         norm_bit = None
-        if isinstance(clip, (int, float)) and not isinstance(clip, bool):
-            f = np.minimum(1.0, float(clip) / np.maximum(_norms(dw, db), 1e-12))
-            dw *= f[:, None, None]
-            db *= f[:, None]
-            norm_bit = f < 1
+        if self.clip_norm > 0 or has_client_clip:
+            _, sq = update_stats(w, b, gw, gb)
+            norm = np.sqrt(sq)
+            if self.clip_norm > 0:
+                scale = np.minimum(1.0, self.clip_norm / np.maximum(norm, 1e-12))
+                norm = norm * scale
+            if has_client_clip:
+                f = np.minimum(1.0, float(cast(float, clip)) / np.maximum(norm, 1e-12))
+                scale = scale * f
+                norm_bit = f < 1
         loss64 = loss.astype(np.float64)
         if self.per_device:
+            dw = w.astype(np.float64) - gw  # robust strategies see every device: [K, C, D] in float64
+            db = b.astype(np.float64) - gb
+            dw *= scale[:, None, None]
+            db *= scale[:, None]
             rows = [(gw + dw[i], gb + db[i], n[i], loss64[i], int(device_ids[i])) for i in range(len(n))]
         else:
-            p = (
-                n.astype(np.float64) / total
-            )  # the example-weighted mean update: all these strategies use of the replies
-            step_w = (p @ dw.reshape(len(dw), -1)).reshape(gw.shape)
-            rows = [(gw + step_w, gb + p @ db, total, float(p @ loss64), -1)]
+            p = n.astype(np.float64) / total  # the example-weighted mean update: all these strategies use
+            step_w, step_b = weighted_delta(w, b, gw, gb, p * scale)
+            rows = [(gw + step_w, gb + step_b, total, float(p @ loss64), -1)]
         replies = []
         with _identity():  # a device's reply to its train instruction: src_node_id is the device id
             for i, (rw, rb, ni, li, dev) in enumerate(rows):
