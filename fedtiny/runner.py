@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -204,5 +205,10 @@ def _on_superlink(
     finally:
         if stop is not None:
             stop.raise_now = True
+    from fedtiny.report.results import write_summary
+
     summary: dict[str, Any] = json.loads((plan.out_dir / "summary.json").read_text())
+    # the user's wall time: from the driver's preparation, not the ServerApp's start
+    summary["wall_seconds"] = round(time.time() - plan.started, 1)
+    write_summary(summary, plan.out_dir / "summary.json")
     return summary
