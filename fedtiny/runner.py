@@ -193,6 +193,7 @@ def _on_superlink(
         verbose=verbose,
         stop=stop,
     )
+    plan.stop = stop
     if stop is not None:
         stop.raise_now = False  # the runtime checks stop.event and stops its processes in order
 
@@ -201,7 +202,13 @@ def _on_superlink(
             progress(RoundRecord.of(rec), s.rounds)
 
     try:
-        runtime.run(plan.out_dir / "scenario.resolved.toml", resume, s.seed, show)
+        runtime.run(
+            plan.out_dir / "scenario.resolved.toml",
+            resume,
+            s.seed,
+            show,
+            on_stop=lambda: start_writing_interrupted(plan),  # overlaps the processes' shutdown
+        )
     finally:
         if stop is not None:
             stop.raise_now = True

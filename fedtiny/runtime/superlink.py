@@ -325,7 +325,7 @@ class SimulationRuntime:
             except ProcessLookupError:
                 pass
             try:
-                self.superlink.wait(timeout=10)
+                self.superlink.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
         kill_processes(self.seen, wait_s=3.0)
@@ -333,8 +333,16 @@ class SimulationRuntime:
             self.superlink.kill()
             self.superlink.wait()
 
-    def run(self, scenario: Path, resume: bool, seed: int, progress: Progress) -> None:
-        """Start, submit, follow to the end, stop; a Ctrl-C (``stop``) cancels the run and raises
+    def run(
+        self,
+        scenario: Path,
+        resume: bool,
+        seed: int,
+        progress: Progress,
+        on_stop: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Start, submit, follow to the end, stop; a Ctrl-C (``stop``) calls ``on_stop`` (which may start
+        writing the results of the rounds done, overlapping the shutdown), cancels the run and raises
         :class:`fedtiny.interrupt.RunInterrupted` once every process is down."""
         channel.reset(self.out_dir)
         ok = False
@@ -343,5 +351,9 @@ class SimulationRuntime:
             self.submit(scenario, resume, seed)
             self.follow(progress)
             ok = True
+        except BaseException:
+            if self.stop is not None and self.stop.event.is_set():
+                on_stop()
+            raise
         finally:
             self.close(cancel=not ok)
