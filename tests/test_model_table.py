@@ -123,3 +123,15 @@ def test_firmware_tools_measure_a_model(tiny_tflite: bytes) -> None:
     assert sum(p for _, p, _ in r1.per_op) <= r1.portable * 1.01
     if r1.optimized is not None:
         assert r1.optimized < r1.portable
+
+
+def test_report_shows_the_measured_table() -> None:
+    from fedtiny.report.inference_html import inference_table_html
+
+    doc = boards.inference_costs()
+    page = inference_table_html("kws")
+    assert "Inference on the boards (measured)" in page
+    for name, m in doc["models"].items():
+        assert f"<th>{name}</th>" in page and f"{m['instructions_portable']:,}" in page
+    b = BOARDS["stm32h7"]
+    assert f"{1e3 * b.inference_seconds('kws'):.2f} ms" in page
