@@ -8,19 +8,19 @@ L475_DIR := ports/b-l475e-iot01a
 L475_SRC := $(L475_DIR)/startup_l475.c $(L475_DIR)/port_l475.c $(L475_DIR)/flash_l475.c
 L475_LD := $(L475_DIR)/l475.ld
 L475_LDS := $(L475_LD) $(L475_DIR)/l475_qemu.ld $(L475_DIR)/l475_tests.ld $(L475_DIR)/l475_sections.ld
-# The board: 2 KB pages, 64-bit ECC program unit, bank 2 = 2 metadata pages + 2 slots of 254 KB; RAM (96 KB
+# The board: 2 KB pages, 64-bit ECC program unit, bank 2 = 2 metadata pages, 2 key-journal pages and 2 slots of 252 KB; RAM (96 KB
 # SRAM1 + 32 KB SRAM2) bounds the rest: head up to 16 x 128, 100 cached samples, a 24 KB arena, 1 KB payloads.
-L475_FW_DEFS := -DFT_FLASH_PAGE_SIZE=2048u -DFT_FLASH_WRITE_ALIGN=8u -DFT_SLOT_SIZE=260096u \
+L475_FW_DEFS := -DFT_FLASH_PAGE_SIZE=2048u -DFT_FLASH_WRITE_ALIGN=8u -DFT_SLOT_SIZE=258048u \
                 -DFT_CACHE_CAPACITY=100 -DFT_TFL_ARENA_SIZE=24576u -DFT_MAX_PAYLOAD=1024u
-# QEMU: the store in SRAM2 (28 KB: slots of 12 KB hold head patches and small full images), so the arena
+# QEMU: the store in SRAM2 (28 KB: slots of 10 KB hold head patches and small full images), so the arena
 # (16 KB) moves to SRAM1
-L475_QEMU_DEFS := -DFT_FLASH_PAGE_SIZE=2048u -DFT_SLOT_SIZE=12288u -DFT_CACHE_CAPACITY=100 \
+L475_QEMU_DEFS := -DFT_FLASH_PAGE_SIZE=2048u -DFT_SLOT_SIZE=10240u -DFT_CACHE_CAPACITY=100 \
                   -DFT_TFL_ARENA_SIZE=16384u -DFT_TFL_MAX_TENSORS=64 -DFT_MAX_PAYLOAD=1024u -DFT_L475_RAMFLASH -DFT_SIMFLASH_NOINIT
 # unit tests: the 10 x 64 configuration with 100 cached samples (the work bound halved with it: the tests check
 # epochs x cached samples against it); the runner's tests use no interpreter, so its tables are small. The tests'
 # own buffers fill SRAM1: l475_tests.ld puts arena, stack and RAM flash in SRAM2.
 L475_TEST_DEFS := -DFT_MAX_CLASSES=10 -DFT_MAX_DIM=64 -DFT_MAX_PAYLOAD=512 -DFT_FLASH_PAGE_SIZE=2048u \
-                  -DFT_SLOT_SIZE=6144u -DFT_TFL_ARENA_SIZE=4096u -DFT_TFL_MAX_TENSORS=32 -DFT_TFL_MAX_OPS=16 \
+                  -DFT_SLOT_SIZE=4096u -DFT_TFL_ARENA_SIZE=4096u -DFT_TFL_MAX_TENSORS=32 -DFT_TFL_MAX_OPS=16 \
                   -DFT_CACHE_CAPACITY=100 -DFT_MAX_TRAIN_WORK=32768u -DFT_L475_RAMFLASH -DFT_SIMFLASH_NOINIT
 L475_CFLAGS = $(WARN) -Os -g $(ARM_ARCH) -ffunction-sections -fdata-sections -fno-common $(INC) -I$(L475_DIR) \
               $(ED_DEFS)
