@@ -3,25 +3,33 @@
 
 * a compiled floor: the training arithmetic alone (fedtiny.ondevice.fast on cached int8 features already in
   memory), no Flower, no Ray, no sampling, validation or aggregation;
-* fedtiny on Flower's Simulation Engine (Ray), gateways of many devices: 1k, 10k, 100k and 1M devices (whole
-  rounds: sampling, training, validation, aggregation, re-quantization, per-device evaluation);
+* fedtiny on Flower's Simulation Engine (Ray), gateways sized automatically (``devices_per_gateway = 0``,
+  docs/scale.md): 1k, 10k, 100k and 1M devices (whole rounds: sampling, training, validation, aggregation,
+  re-quantization, per-device evaluation);
 * the same gateway and server code in-process (no Flower, no Ray) at 10k and 100k;
-* one Flower node per device (``devices_per_gateway = 1``): 1,000 devices.
+* one Flower node per device (``devices_per_gateway = 1``): 1,000 devices;
+* one Ray node vs two (a head and a worker node that this script starts on this machine with ``ray start``,
+  one CPU each): the same fleet on both. On one machine the two nodes share its cores, so this shows the
+  mechanism (gateways spread over nodes), not what a second machine adds.
 
 Prints seconds per round after warm-up (median of the rounds after the first), device-rounds/s, the peak RSS
 of the whole process tree (driver + Ray processes) sampled every 0.1 s and bytes per device, the ratio of
 fedtiny to the floor, GFLOP/s against the machine's measured float32 matmul peak, and the slope of seconds per
 round against devices. The backbone is the synthetic projection (fedtiny.fleet.synthetic): the work
-measured is the fleet's, not the int8 backbone's.
+measured is the fleet's, not the int8 backbone's. Measure on a quiet machine: the figures are wall times.
 
-    .venv/bin/python benchmarks/fleet_throughput.py [--quick] [--no-1m]
+    .venv/bin/python benchmarks/fleet_throughput.py                  # everything (about 10 min on 2 cores)
+    .venv/bin/python benchmarks/fleet_throughput.py --sizes 10k,100k --no-per-device --no-nodes
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,6 +48,7 @@ import numpy as np
 
 from clients.simulated.gateway import handle
 from fedtiny.config import scenario_from_dict
+from fedtiny.config.schema import Scenario
 from fedtiny.fleet.synthetic import prepare_synthetic
 from fedtiny.ondevice import TrainConfig
 from fedtiny.ondevice.fast import train_heads_fast
@@ -101,7 +110,8 @@ class PeakRSS:
         self._t.join()
 
 
-def scenario(devices: int, per_gateway: int, rounds: int, engine: str) -> object:
+def scenario(devices: int, per_gateway: int, rounds: int, engine: str) -> Scenario:
+    """The benchmark's scenario; ``per_gateway = 0``: gateways sized by fedtiny (docs/scale.md)."""
     return scenario_from_dict(
         {
             "name": f"bench{devices}",
@@ -129,7 +139,9 @@ def scenario(devices: int, per_gateway: int, rounds: int, engine: str) -> object
     )
 
 
-def measure(label: str, devices: int, per_gateway: int, rounds: int, engine: str, work: Path) -> dict:
+def measure(
+    label: str, devices: int, per_gateway: int, rounds: int, engine: str, work: Path, ray_address: str = ""
+) -> dict:
     s = scenario(devices, per_gateway, rounds, engine)
     out = work / label.replace(" ", "_")
     layout, head = prepare_synthetic(s, out)
@@ -140,7 +152,7 @@ def measure(label: str, devices: int, per_gateway: int, rounds: int, engine: str
         if engine == "inline":
             server.run(InlineTransport(handle))
         else:
-            simulate(plan, log=lambda *_: None)
+            simulate(plan, log=lambda *_: None, ray_address=ray_address)
         total = time.time() - t0
     per_round = [r.wall_s for r in server.rows[1:]]
     steady = statistics.median(per_round[1:]) if len(per_round) > 1 else per_round[0]
@@ -244,13 +256,114 @@ def load() -> str:
     return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--quick", action="store_true", help="only 1k and 10k (no 100k, 1M or one-node-per-device runs)"
+SIZES = {"1k": 1_000, "10k": 10_000, "100k": 100_000, "1m": 1_000_000}
+ROUNDS = {1_000: 4, 10_000: 4, 100_000: 3, 1_000_000: 2}
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``1k,10k,100k,1m`` (or plain numbers) -> sorted device counts."""
+    out = []
+    for part in text.lower().replace(" ", "").split(","):
+        if part:
+            out.append(SIZES[part] if part in SIZES else int(part))
+    return sorted(set(out))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ray(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``ray start --block`` in its own process group (stopped by that group, never with ``ray stop``, which
+    would stop every Ray on the machine), as tests/test_ray_cluster.py does."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--block", "--disable-usage-stats", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
     )
-    ap.add_argument("--no-1m", action="store_true", help="skip the 1,000,000-device run")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def on_cluster(label: str, devices: int, nodes: int, work: Path) -> dict:
+    """The fleet on a Ray cluster of ``nodes`` nodes started here (one CPU each): 4 gateways of a whole CPU."""
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths
+    address = f"127.0.0.1:{port}"
+    procs = [
+        _ray("--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+             "--include-dashboard=false", f"--temp-dir={temp}", env=env)
+    ]  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or procs[0].poll() is not None:
+                    raise RuntimeError("the Ray head did not start") from None
+                time.sleep(0.5)
+        for _ in range(nodes - 1):
+            procs.append(_ray(f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", env=env))
+        import ray
+
+        ray.init(address=address, logging_level="ERROR")
+        try:
+            deadline = time.time() + 60
+            while len([n for n in ray.nodes() if n["Alive"]]) < nodes and time.time() < deadline:
+                time.sleep(0.5)
+            alive = len([n for n in ray.nodes() if n["Alive"]])
+        finally:
+            ray.shutdown()
+        if alive < nodes:
+            raise RuntimeError(f"{alive} of {nodes} Ray nodes came up")
+        return measure(label, devices, -(-devices // 4), 3, "simulation", work, ray_address=address)
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description="Fleet throughput of fedtiny against a compiled floor (issue 12); prints every figure. "
+        "A full run (1k, 10k, 100k, 1M, the floor, in-process, one Flower node per device, one vs two Ray "
+        "nodes) takes about 10 minutes on 2 idle cores and needs 12 GB of free memory for the 1M fleet.",
+    )
+    ap.add_argument(
+        "--sizes",
+        default="1k,10k,100k,1m",
+        help="fleet sizes for the floor and fedtiny on Ray, comma-separated: 1k, 10k, 100k, 1m or numbers "
+        "(default: %(default)s; 1m is skipped with less than 12 GB available)",
+    )
+    ap.add_argument("--quick", action="store_true", help="only 1k and 10k, no per-device or cluster runs")
+    ap.add_argument("--no-1m", action="store_true", help="drop 1,000,000 from --sizes")
+    ap.add_argument("--no-inline", action="store_true", help="skip the in-process (no Flower, no Ray) runs")
+    ap.add_argument("--no-per-device", action="store_true", help="skip one Flower node per device at 1k")
+    ap.add_argument("--no-nodes", action="store_true", help="skip one Ray node vs two")
+    ap.add_argument(
+        "--nodes-devices",
+        default="100k",
+        help="fleet size of the one-vs-two Ray nodes comparison (default: %(default)s)",
+    )
     args = ap.parse_args()
+    sizes = [1_000, 10_000] if args.quick else parse_sizes(args.sizes)
+    if args.no_1m:
+        sizes = [n for n in sizes if n < 1_000_000]
     print(
         f"fleet throughput: head {DIM} x {CLASSES}, {SAMPLES} cached samples/device, {EPOCHS} epoch, batch {BATCH}, "
         f"every device every round; {os.cpu_count()} CPUs; {FLOP_PER_DEVICE:,} FLOP per device-round; {load()}",
@@ -259,36 +372,51 @@ def main() -> None:
     peak = matmul_peak()
     print(f"machine: float32 matmul 2048^3 (numpy BLAS, all cores) {peak:.1f} GFLOP/s", flush=True)
     avail_gb = mem_available() / 2**30
-    want_1m = not (args.quick or args.no_1m)
-    if want_1m and avail_gb < 12:
+    if 1_000_000 in sizes and avail_gb < 12:
         print(f"skipping 1,000,000 devices: {avail_gb:.1f} GB available (< 12 GB)", flush=True)
-        want_1m = False
-    sizes = [1_000, 10_000] + ([] if args.quick else [100_000]) + ([1_000_000] if want_1m else [])
-    per_gateway = {1_000: 500, 10_000: 2_500, 100_000: 10_000, 1_000_000: 50_000}
-    rounds = {1_000: 4, 10_000: 4, 100_000: 3, 1_000_000: 2}
+        sizes.remove(1_000_000)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         floor = {n: compiled_floor(n) for n in sizes}
         res = {}
         for n in sizes:
-            res[n] = measure(f"fedtiny (gateways) {n:,}", n, per_gateway[n], rounds[n], "simulation", work)
+            res[n] = measure(f"fedtiny (gateways) {n:,}", n, 0, ROUNDS.get(n, 3), "simulation", work)
             print(f"  {load()}", flush=True)
         inproc = {}
-        for n in [m for m in sizes if m in (10_000, 100_000)]:
-            inproc[n] = measure(f"fedtiny in-process (no Flower) {n:,}", n, per_gateway[n], 3, "inline", work)
-        one = (
-            None if args.quick else measure("one Flower node per device 1k", 1_000, 1, 3, "simulation", work)
-        )
+        if not (args.quick or args.no_inline):
+            for n in [m for m in sizes if m in (10_000, 100_000)]:
+                inproc[n] = measure(f"fedtiny in-process (no Flower) {n:,}", n, 0, 3, "inline", work)
+        one = None
+        if not (args.quick or args.no_per_device):
+            one = measure("one Flower node per device 1k", 1_000, 1, 3, "simulation", work)
+        nodes = {}
+        if not (args.quick or args.no_nodes):
+            nd = parse_sizes(args.nodes_devices)[0]
+            for k in (1, 2):
+                nodes[k] = on_cluster(f"Ray cluster, {k} node(s) x 1 CPU {nd:,}", nd, k, work)
+    report(sizes, floor, res, inproc, one, nodes, peak)
+
+
+def report(
+    sizes: list[int],
+    floor: dict[int, dict],
+    res: dict[int, dict],
+    inproc: dict[int, dict],
+    one: dict | None,
+    nodes: dict[int, dict],
+    peak: float,
+) -> None:
     print(f"\nsummary ({load()}):")
     print(
-        f"  {'devices':>9}  {'floor s':>8}  {'fedtiny s':>9}  {'ratio':>6}  {'floor GFLOP/s':>13}  "
+        f"  {'devices':>9}  {'gateways':>8}  {'floor s':>8}  {'fedtiny s':>9}  {'ratio':>6}  {'floor GFLOP/s':>13}  "
         f"{'fedtiny GFLOP/s':>15}  {'% of matmul peak':>16}  {'peak RSS':>9}  {'B/device':>9}"
     )
     for n in sizes:
         f, r = floor[n]["round_s"], res[n]["round_s"]
         gf = FLOP_PER_DEVICE * n / r / 1e9
         print(
-            f"  {n:>9,}  {f:8.3f}  {r:9.3f}  {r / f:6.2f}  {FLOP_PER_DEVICE * n / f / 1e9:13.1f}  {gf:15.1f}  "
+            f"  {n:>9,}  {res[n]['gateways']:>8}  {f:8.3f}  {r:9.3f}  {r / f:6.2f}  "
+            f"{FLOP_PER_DEVICE * n / f / 1e9:13.1f}  {gf:15.1f}  "
             f"{100 * gf / peak:15.1f}%  {res[n]['peak_rss'] / 2**30:7.2f} GB  {res[n]['peak_rss'] / n:9,.0f}"
         )
     if len(sizes) >= 2:
@@ -298,9 +426,14 @@ def main() -> None:
             f"  slope: fedtiny {b * 1e5:.3f} s per 100k devices + {a:.3f} s per round; "
             f"floor {fb * 1e5:.3f} s per 100k devices + {fa:.3f} s"
         )
+        steps = ", ".join(
+            f"{lo:,}->{hi:,} x{res[hi]['round_s'] / res[lo]['round_s']:.1f} (devices x{hi / lo:.0f})"
+            for lo, hi in zip(sizes, sizes[1:])
+        )
+        print(f"  growth: {steps}")
         big = [n for n in sizes if n >= 100_000]
-        if len(big) == 2:
-            lo, hi = big
+        if len(big) >= 2:
+            lo, hi = big[0], big[-1]
             print(
                 f"  marginal memory {(res[hi]['peak_rss'] - res[lo]['peak_rss']) / (hi - lo):,.0f} B per device "
                 f"({lo:,} -> {hi:,})"
@@ -317,16 +450,23 @@ def main() -> None:
     if 1_000_000 in res:
         gb = res[1_000_000]["peak_rss"] / 2**30
         print(f"  1,000,000 peak RSS {gb:.2f} GB (<= 8 GB): {'OK' if gb <= 8 else 'MISSED'}")
-    if one is not None:
+    if one is not None and 10_000 in res:
         ratio = res[10_000]["device_rounds_per_s"] / one["device_rounds_per_s"]
         print(
             f"  fedtiny 10k vs one node per device 1k: {ratio:.0f}x device-rounds/s (>= 40x): "
             f"{'OK' if ratio >= 40 else 'MISSED'}"
         )
     for n, r in inproc.items():
+        if n in res:
+            print(
+                f"  in-process (no Flower/Ray) {n:,}: {r['round_s']:.2f} s per round, "
+                f"{r['round_s'] / floor[n]['round_s']:.2f}x the floor; Flower+Ray: {res[n]['round_s'] / r['round_s']:.2f}x in-process"
+            )
+    if len(nodes) == 2:
         print(
-            f"  in-process (no Flower/Ray) {n:,}: {r['round_s']:.2f} s per round, "
-            f"{r['round_s'] / floor[n]['round_s']:.2f}x the floor; Flower+Ray: {res[n]['round_s'] / r['round_s']:.2f}x in-process"
+            f"  Ray nodes (1 CPU each, same machine): 1 node {nodes[1]['device_rounds_per_s']:,.0f}, 2 nodes "
+            f"{nodes[2]['device_rounds_per_s']:,.0f} device-rounds/s (x{nodes[2]['device_rounds_per_s'] / nodes[1]['device_rounds_per_s']:.2f}); "
+            "the mechanism on one machine, not a second machine's speedup"
         )
 
 

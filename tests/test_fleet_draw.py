@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,3 +66,26 @@ def test_compiled_test_rows_equal_the_numpy_reference(fleet: FleetData, balanced
         ref = fleet._draw_numpy(devices, j, np.full(fleet.n_test, seg, dtype=np.int64), 11, test=True)
         np.testing.assert_array_equal(got, ref)
     fleet.balanced_test = False
+
+
+def test_gateways_are_sized_from_the_fleet_and_the_cpus_unless_set() -> None:
+    from fedtiny.fleet.data import layout_of
+    from fedtiny.fleet.partition import auto_devices_per_gateway
+
+    # 2 CPUs, half a CPU per gateway: 4 at once; at most 50,000 devices per gateway; gateways a multiple of 4
+    assert [auto_devices_per_gateway(n, 2, 0.5) for n in (3, 20, 100_000, 1_000_000)] == [
+        1,
+        5,
+        25_000,
+        50_000,
+    ]
+    assert auto_devices_per_gateway(1_000_000, 2, 0.5) * 20 == 1_000_000  # 20 gateways, 5 waves of 4
+    assert auto_devices_per_gateway(1_000_000, 6, 1.0) == 41_667  # 24 gateways (4 waves of 6)
+
+    def sc(per: int, engine: str) -> Any:
+        return scenario_from_dict(
+            {"fleet": {"devices": 120_000, "devices_per_gateway": per}, "runtime": {"engine": engine}}
+        )
+
+    assert layout_of(sc(7, "simulation")).devices_per_gateway == 7  # an explicit value is kept
+    assert layout_of(sc(0, "inline")).gateways == 3  # one at a time in-process: 50,000 devices at most each

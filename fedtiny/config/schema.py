@@ -110,7 +110,12 @@ class DataSection:
 @dataclass
 class FleetSection:
     devices: int = _f(20, "simulated devices", min=1, max=1_000_000)
-    devices_per_gateway: int = _f(5, "devices served by one Flower node (gateway)", min=1, max=1_000_000)
+    devices_per_gateway: int = _f(
+        0,
+        "devices served by one Flower node (gateway); 0: sized from the fleet and Ray's CPUs (docs/scale.md)",
+        min=0,
+        max=1_000_000,
+    )
     samples_per_device: int = _f(120, "labelled examples each device collects", min=1, max=100_000)
     test_samples_per_device: int = _f(60, "local test examples per device", min=1, max=100_000)
     cache_size: int = _f(200, "int8 feature cache capacity (ring buffer) per device", min=1, max=100_000)

@@ -35,6 +35,7 @@ import numpy as np
 
 from fedtiny.config.schema import Scenario
 from fedtiny.fleet.draw import draw_rows
+from fedtiny.fleet.partition import auto_devices_per_gateway, ray_cpus
 from fedtiny.ondevice.head import Int8Head, predict_through
 from fedtiny.ondevice.shuffle import mix64
 from fedtiny.ondevice.tail import HeadTail
@@ -70,10 +71,22 @@ class FleetLayout:
         return max(i for i, start in enumerate(self.segment_starts) if start <= r)
 
 
+def devices_per_gateway(s: Scenario) -> int:
+    """``fleet.devices_per_gateway``, or when it is 0 the automatic size (fedtiny/fleet/partition.py): from
+    the fleet size and the CPUs of Ray (``runtime.cpus_per_gateway`` each); the inline engine runs one
+    gateway at a time."""
+    if s.fleet.devices_per_gateway > 0:
+        return s.fleet.devices_per_gateway
+    inline = s.runtime.engine == "inline"
+    return auto_devices_per_gateway(
+        s.fleet.devices, 1.0 if inline else ray_cpus(), 1.0 if inline else s.runtime.cpus_per_gateway
+    )
+
+
 def layout_of(s: Scenario) -> FleetLayout:
     starts = sorted({0, *(e.at for e in s.drift)})
     groups = ["fleet"] + [e.group for e in s.drift if e.group != "fleet"]
-    return FleetLayout(s.fleet.devices, s.fleet.devices_per_gateway, starts, list(dict.fromkeys(groups)))
+    return FleetLayout(s.fleet.devices, devices_per_gateway(s), starts, list(dict.fromkeys(groups)))
 
 
 def _cond_key(c: dict[str, float]) -> tuple[tuple[str, float], ...]:
