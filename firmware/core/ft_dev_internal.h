@@ -1,0 +1,51 @@
+/* Private to the device modules (ft_dev, ft_dev_model, ft_codec, ft_learn, ft_update): state and helpers they
+ * share. Not for ports, apps or tests, which use ft_dev.h. */
+#ifndef FT_DEV_INTERNAL_H
+#define FT_DEV_INTERNAL_H
+#include "ft_dev.h"
+#include "ft_codec.h"
+#include "ft_proto.h"
+#include "ft_tfl_interp.h"
+
+/* The firmware's own names for wire values (ft_store.h, fedtiny_config.h) must agree with the generated ft_proto.h:
+ * a compile error here means one of them changed. */
+typedef char ftd_wire_values_agree[((int)FT_SLOT_EMPTY == (int)FT_WIRE_SLOT_EMPTY &&
+                                    (int)FT_SLOT_RECEIVING == (int)FT_WIRE_SLOT_RECEIVING &&
+                                    (int)FT_SLOT_VERIFIED == (int)FT_WIRE_SLOT_VERIFIED &&
+                                    (int)FT_SLOT_TESTING == (int)FT_WIRE_SLOT_TESTING &&
+                                    (int)FT_SLOT_CONFIRMED == (int)FT_WIRE_SLOT_CONFIRMED &&
+                                    (int)FT_KIND_HEAD_PATCH == (int)FT_WIRE_KIND_HEAD_PATCH &&
+                                    (int)FT_KIND_TFLITE == (int)FT_WIRE_KIND_TFLITE && FT_NO_SLOT == FT_WIRE_NO_SLOT &&
+                                    FT_MAX_EPOCHS <= FT_TRAIN_MAX_EPOCHS && FT_MAX_TRAIN_WORK <= FT_TRAIN_MAX_WORK &&
+                                    FT_MAX_PAYLOAD <= FT_WIRE_MAX_PAYLOAD && FT_MAX_PAYLOAD >= FT_WIRE_MIN_MAX_PAYLOAD &&
+                                    FT_HMAC_KEY_LEN == FT_TAG_SIZE)
+                                       ? 1
+                                       : -1];
+
+/* A head being validated before it replaces the running one (SET_HEAD, VERIFY, ACTIVATE, CONFIRM): one static
+ * buffer, since a request handles one head at a time. */
+extern ft_head ftd_scratch_head;
+
+/* Kind of the image running now (the factory head is a head patch). */
+uint8_t ftd_running_kind(const ft_dev *d);
+/* Switching to or from a full image is a reboot into another model: the feature cache (features of another
+ * backbone), a pending update and SET_HEAD staging are lost (docs/protocol.md section 5). */
+void ftd_clear_ram(ft_dev *d);
+/* A head patch must read the features the way this firmware quantizes them (SHAPE_MISMATCH otherwise). */
+int ftd_head_fits(const ft_dev *d, const ft_head *h);
+/* 1 if this build and port can run full images (interpreter compiled in, slots readable in place). */
+int ftd_full_image_ok(void);
+
+#if FT_BACKBONE
+/* The running model (ft_dev_model.c). Verify the full image in `slot` in place (SHA-256 of flash, the
+ * interpreter's checks, the head) and take its head into out (may be NULL); a protocol status, the reason in
+ * ftd_model_why(). */
+uint8_t ftd_load_model(ft_dev *d, uint8_t slot, ft_head *out);
+const char *ftd_model_why(void);
+/* The running full image's model, or NULL (a head patch or the factory head runs). */
+const ft_tfl_model *ftd_backbone(ft_dev *d);
+/* One raw sample (kind 1 int8, kind 2 float32) through the backbone; *feat = the head's D int8 inputs. */
+ft_status ftd_run_backbone(const ft_tfl_model *m, uint8_t kind, const uint8_t *sample, const int8_t **feat);
+#endif
+
+#endif

@@ -1,0 +1,223 @@
+/* The running model of the device (issue 11): a full .tflite image verified and run in place by the int8
+ * interpreter (ft_tfl_*), its head found and checked. Used by the learning handlers (raw samples), HELLO and the
+ * update state machine (VERIFY / ACTIVATE / CONFIRM / boot). */
+#include "ft_dev_internal.h"
+#include "ft_sha256.h"
+#include "port.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#if FT_BACKBONE
+/* A full .tflite image (UPLOAD kind 2) runs in the int8 interpreter (ft_tfl_*), read in place from its flash
+ * slot: g_model is the verified model of g_model_slot (the image whose SHA-256 was g_model_sha when it was
+ * verified). One model struct serves the running slot and VERIFY/ACTIVATE of another: ftd_backbone() re-verifies
+ * the running slot whenever g_model holds another image. */
+static ft_tfl_model g_model;
+static uint8_t g_arena[FT_TFL_ARENA_SIZE];
+static uint8_t g_model_slot = FT_NO_SLOT;
+static uint8_t g_model_sha[32];
+static uint16_t g_head_op;    /* the head FULLY_CONNECTED: the backbone is ops [0, g_head_op) */
+static int16_t g_feat;        /* the head's input tensor: the features */
+static char g_why[160];       /* why the last load_model refused its image */
+
+/* tflite BuiltinOperator codes the head search needs */
+enum { OPC_DEQUANTIZE = 6, OPC_FULLY_CONNECTED = 9, OPC_RESHAPE = 22, OPC_SOFTMAX = 25, OPC_QUANTIZE = 114 };
+
+static void set_why(const char *a, const char *b)
+{
+    snprintf(g_why, sizeof g_why, "%s%s", a, b);
+}
+
+/* The head of a verified model, as fedtiny.model.flatbuffer.read_head: the last FULLY_CONNECTED on the path to
+ * output 0, through SOFTMAX / RESHAPE / QUANTIZE / DEQUANTIZE after it. Int8 weights [C][D] (zero point 0),
+ * int32 bias, no fused activation; C x D must be the board's. out may be NULL (only the op and features). */
+static uint8_t model_head(const ft_dev *d, const ft_tfl_model *m, ft_head *out, uint16_t *op_index, int16_t *feat)
+{
+    int16_t t = m->outputs[0];
+    uint16_t steps, i, C, D, c;
+    const ft_tfl_op *op = NULL;
+    const ft_tfl_tensor *x, *w, *b, *y;
+    char name[24], buf[96];
+    for (steps = 0; steps <= m->n_ops && !op; steps++) {
+        const ft_tfl_op *p = NULL;
+        for (i = m->n_ops; i > 0 && !p; i--)
+            if (m->ops[i - 1].out == t) p = &m->ops[i - 1];
+        if (!p) {
+            set_why("no FULLY_CONNECTED op on the path to the model output: cannot find the head", "");
+            return FT_ST_SHAPE_MISMATCH;
+        }
+        if (p->code == OPC_FULLY_CONNECTED) {
+            op = p;
+            *op_index = (uint16_t)(p - m->ops);
+        } else if (p->code == OPC_SOFTMAX || p->code == OPC_RESHAPE || p->code == OPC_QUANTIZE ||
+                   p->code == OPC_DEQUANTIZE) {
+            t = p->in[0];
+        } else {
+            snprintf(buf, sizeof buf, "the model output comes from %s, not from a FULLY_CONNECTED head",
+                     ft_tfl_op_name(p->code, name, sizeof name));
+            set_why(buf, "");
+            return FT_ST_SHAPE_MISMATCH;
+        }
+    }
+    if (!op) {
+        set_why("no FULLY_CONNECTED op on the path to the model output: cannot find the head", "");
+        return FT_ST_SHAPE_MISMATCH;
+    }
+    x = &m->tensors[op->in[0]];
+    w = &m->tensors[op->in[1]];
+    if (op->in[2] < 0) {
+        set_why("the head FULLY_CONNECTED has no bias tensor; fedtiny needs an int32 bias to train", "");
+        return FT_ST_SHAPE_MISMATCH;
+    }
+    b = &m->tensors[op->in[2]];
+    y = &m->tensors[op->out];
+    if (w->type != FT_TFL_INT8 || !w->is_const || w->rank != 2 || x->type != FT_TFL_INT8 || y->type != FT_TFL_INT8 ||
+        b->type != FT_TFL_INT32 || !b->is_const || op->p.fc.filter_zp != 0) {
+        set_why("the head must be an int8 FULLY_CONNECTED with symmetric int8 weights and an int32 bias", "");
+        return FT_ST_SHAPE_MISMATCH;
+    }
+    if (op->p.fc.act_min != -128 || op->p.fc.act_max != 127) {
+        set_why("the head FULLY_CONNECTED has a fused activation (e.g. RELU); fedtiny trains a linear head", "");
+        return FT_ST_SHAPE_MISMATCH;
+    }
+    C = (uint16_t)w->dims[0];
+    D = (uint16_t)w->dims[1];
+    if ((int32_t)C != w->dims[0] || (int32_t)D != w->dims[1] || C != d->C || D != d->D || x->count != D ||
+        b->count != C) {
+        snprintf(buf, sizeof buf, "model head is %ldx%ld (input of %lu), the board's is %ux%u", (long)w->dims[0],
+                 (long)w->dims[1], (unsigned long)x->count, (unsigned)d->C, (unsigned)d->D);
+        set_why(buf, "");
+        return FT_ST_SHAPE_MISMATCH;
+    }
+    *feat = op->in[0];
+    if (!out) return FT_ST_OK;
+    memset(out, 0, sizeof *out);
+    out->C = C;
+    out->D = D;
+    out->input_scale = x->scale;
+    out->input_zero_point = x->zp;
+    out->output_scale = y->scale;
+    out->output_zero_point = y->zp;
+    for (c = 0; c < C; c++) {
+        out->weight_scales[c] = ft_rdf32(w->scales + 4u * (w->n_scales == 1 ? 0u : c));
+        out->bias[c] = (int32_t)ft_rd32(b->data + 4u * c);
+    }
+    memcpy(out->weights, w->data, (size_t)C * D);
+    if (x->zp < -128 || x->zp > 127 || y->zp < -128 || y->zp > 127 || ft_head_prepare(out) != FT_OK) {
+        out->C = out->D = 0;
+        set_why("the head's quantization is out of range", "");
+        return FT_ST_SHAPE_MISMATCH;
+    }
+    return FT_ST_OK;
+}
+
+/* Verify the full image in `slot` in place (SHA-256 of the flash bytes, then ft_tfl_verify) into g_model and take
+ * its head (into out, may be NULL). A protocol status; on failure g_why says why. */
+uint8_t ftd_load_model(ft_dev *d, uint8_t slot, ft_head *out)
+{
+    const ft_slot_meta *s = &d->store.m.slots[slot];
+    const uint8_t *img;
+    const ft_tfl_tensor *in;
+    uint8_t sha[32], st;
+    ft_status r;
+    g_model_slot = FT_NO_SLOT; /* g_model is overwritten below */
+    if (s->total_len == 0 || s->total_len > FT_SLOT_SIZE || s->received != s->total_len) {
+        set_why("image not completely received", "");
+        return FT_ST_BAD_STATE;
+    }
+    img = ft_port_flash_map(FT_SLOT_BASE(slot), s->total_len);
+    if (!img) {
+        set_why("this port cannot read a model in place from flash", "");
+        return FT_ST_UNSUPPORTED;
+    }
+    ft_sha256(img, s->total_len, sha);
+    if (!ft_ct_equal(sha, s->sha256, 32)) {
+        set_why("sha256 of the image in flash differs from the declared one", "");
+        return FT_ST_HASH_MISMATCH;
+    }
+    r = ft_tfl_verify(&g_model, img, s->total_len, (uint32_t)sizeof g_arena);
+    if (r != FT_OK) {
+        set_why("model: ", g_model.reason);
+        return r == FT_ERR_UNSUPPORTED ? FT_ST_UNSUPPORTED : r == FT_ERR_RANGE ? FT_ST_NO_SPACE : FT_ST_MALFORMED;
+    }
+    in = &g_model.tensors[g_model.inputs[0]];
+    if (g_model.n_inputs != 1 || (in->type != FT_TFL_INT8 && in->type != FT_TFL_FLOAT32) || in->count > 0xFFFFu) {
+        set_why("model: the board feeds one int8 or float32 input of at most 65535 elements", "");
+        return FT_ST_UNSUPPORTED;
+    }
+    st = model_head(d, &g_model, out, &g_head_op, &g_feat);
+    if (st != FT_ST_OK) return st;
+    g_model_slot = slot;
+    memcpy(g_model_sha, s->sha256, 32);
+    {
+        char buf[80];
+        snprintf(buf, sizeof buf, "model in slot %u: %u ops, arena %lu bytes", (unsigned)slot, (unsigned)g_model.n_ops,
+                 (unsigned long)g_model.arena_bytes);
+        ft_port_log(buf);
+    }
+    return FT_ST_OK;
+}
+
+/* The running model's backbone (a full image runs), or NULL (a head patch or the factory head runs: the C
+ * firmware has no built-in model). Re-verifies the running slot when g_model holds another image. */
+const ft_tfl_model *ftd_backbone(ft_dev *d)
+{
+    const ft_slot_meta *s;
+    if (d->active == FT_NO_SLOT) return NULL;
+    s = &d->store.m.slots[d->active];
+    if (s->kind != FT_KIND_TFLITE) return NULL;
+    if (g_model_slot == d->active && memcmp(g_model_sha, s->sha256, 32) == 0) return &g_model;
+    return ftd_load_model(d, d->active, NULL) == FT_ST_OK ? &g_model : NULL;
+}
+
+/* One raw sample (kind 1: int8 model inputs, kind 2: float32, little-endian) through the backbone; *feat = the
+ * head's D int8 inputs in the arena. An int8-input model takes kind 2 quantized as fedtiny.ondevice.quantize
+ * (float32 x / scale, round half away, + zero point, clamp); a float-input model (QUANTIZE first) takes kind 2 as
+ * is and kind 1 dequantized with its QUANTIZE output's scale / zero point, as fedtiny.model.runtime does. */
+ft_status ftd_run_backbone(const ft_tfl_model *m, uint8_t kind, const uint8_t *sample, const int8_t **feat)
+{
+    const ft_tfl_tensor *in;
+    uint32_t bytes, j;
+    uint8_t *x = ft_tfl_input(m, 0, g_arena, &bytes, &in);
+    if (!x) return FT_ERR_STATE;
+    if (in->type == FT_TFL_INT8) {
+        if (kind == 1) {
+            memcpy(x, sample, in->count);
+        } else {
+            for (j = 0; j < in->count; j++) {
+                double q = ft_round_half_away((double)(ft_rdf32(sample + 4u * j) / in->scale)) + (double)in->zp;
+                x[j] = (uint8_t)(int8_t)(q != q ? 0 : q < -128.0 ? -128 : q > 127.0 ? 127 : (int)q);
+            }
+        }
+    } else { /* float32 input: the model's own QUANTIZE (verify made sure only QUANTIZE takes a float32 tensor) */
+        const ft_tfl_tensor *q = NULL;
+        uint16_t i;
+        for (i = 0; i < m->n_ops && !q; i++)
+            if (m->ops[i].in[0] == m->inputs[0]) q = &m->tensors[m->ops[i].out];
+        if (!q) return FT_ERR_STATE;
+        for (j = 0; j < in->count; j++) {
+            float v = kind == 2 ? ft_rdf32(sample + 4u * j)
+                                : ((float)(int8_t)sample[j] - (float)q->zp) * q->scale;
+            memcpy(x + 4u * j, &v, 4);
+        }
+    }
+    FT_TRY(ft_tfl_invoke_until(m, g_arena, (uint32_t)sizeof g_arena, g_head_op, NULL, NULL));
+    *feat = (const int8_t *)ft_tfl_tensor_data(m, (unsigned)g_feat, g_arena);
+    return *feat ? FT_OK : FT_ERR_STATE;
+}
+
+const char *ftd_model_why(void)
+{
+    return g_why;
+}
+#endif
+
+int ftd_full_image_ok(void)
+{
+#if FT_BACKBONE
+    return ft_port_flash_map(FT_SLOT_BASE(0), (size_t)FT_N_SLOTS * FT_SLOT_SIZE) != NULL;
+#else
+    return 0;
+#endif
+}

@@ -1,0 +1,291 @@
+/* The learning handlers of docs/protocol.md: GET_HEAD, SET_HEAD, PUSH_SAMPLES, TRAIN, READ_UPDATE, UPDATE_ACK,
+ * EVALUATE (the head in RAM, the feature cache, the pending update). */
+#include "ft_learn.h"
+#include "ft_dev_internal.h"
+#include "ft_sha256.h"
+#include <math.h>
+#include <string.h>
+
+#define UPD_HDR FT_UPDATE_BLOB_HDR_SIZE
+#define BLOB_SIZE(C, D) (UPD_HDR + 4u * (uint32_t)(C) * (uint32_t)(D) + 4u * (uint32_t)(C) + FT_TAG_SIZE)
+
+static ft_status read_head(ft_dev *d, uint32_t off, uint8_t *out, size_t n) { return ft_head_patch_read(&d->head, off, out, n); }
+
+uint8_t ft_learn_get_head(ft_ctx *c, const uint8_t *p, size_t n)
+{
+    return ft_blob_page(c, p, n, ft_head_patch_size(&c->d->head), 0, read_head);
+}
+
+uint8_t ft_learn_set_head(ft_ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint32_t total, off, dl;
+    ft_status r;
+    if (n < 8) return ft_fail(c, FT_ST_MALFORMED, "SET_HEAD needs total and offset");
+    total = ft_rd32(p);
+    off = ft_rd32(p + 4);
+    dl = (uint32_t)(n - 8);
+    /* nothing but this board's C x D patch size can complete: refused before anything is staged */
+    if (total != FT_HEAD_PATCH_SIZE(d->C, d->D) || total > sizeof d->staged)
+        return ft_fail(c, FT_ST_SHAPE_MISMATCH, "SET_HEAD total is not this board's head patch size");
+    if (dl > total || off > total - dl) return ft_fail(c, FT_ST_MALFORMED, "SET_HEAD data beyond total");
+    if (off != 0 && off != d->staged_len) return ft_fail(c, FT_ST_BAD_OFFSET, "offset is not the staged length");
+    if (off == 0) d->staged_len = 0;
+    memcpy(d->staged + off, p + 8, dl);
+    d->staged_len += dl;
+    if (d->staged_len == total) {
+        ft_head *tmp = &ftd_scratch_head;
+        d->staged_len = 0;
+        r = ft_head_decode_patch(tmp, d->staged, total, d->C, d->D);
+        if (r == FT_ERR_UNSUPPORTED) return ft_fail(c, FT_ST_SHAPE_MISMATCH, "head patch shape differs from the model's");
+        if (r != FT_OK) return ft_fail(c, FT_ST_MALFORMED, "invalid head patch");
+        if (!ftd_head_fits(d, tmp)) return ft_fail(c, FT_ST_SHAPE_MISMATCH, "head input quantization differs from the board's features");
+        d->head = *tmp;
+    }
+    ft_wr32(c->resp, d->staged_len);
+    *c->len = 4;
+    return FT_ST_OK;
+}
+
+/* PUSH_SAMPLES kinds 1 and 2 (length already checked): each sample through the backbone, its features cached. */
+static uint8_t push_raw(ft_ctx *c, const uint8_t *p, uint32_t cnt, uint32_t dim)
+{
+#if FT_BACKBONE
+    ft_dev *d = c->d;
+    const ft_tfl_model *m = ftd_backbone(d);
+    const uint8_t *data = p + 6 + 2 * cnt;
+    uint32_t esize = p[0] == 2 ? 4u : 1u, i, j;
+    if (!m) return ft_fail(c, FT_ST_UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)");
+    if (dim != m->tensors[m->inputs[0]].count)
+        return ft_fail(c, FT_ST_SHAPE_MISMATCH, "raw sample length differs from the model input (raw_input_len)");
+    for (i = 0; i < cnt; i++)
+        if (ft_rd16(p + 6 + 2 * i) >= d->C) return ft_fail(c, FT_ST_MALFORMED, "label >= classes");
+    if (esize == 4)
+        for (j = 0; j < cnt * dim; j++)
+            if (!isfinite(ft_rdf32(data + 4u * j))) return ft_fail(c, FT_ST_MALFORMED, "raw float32 samples must be finite");
+    if (p[1] & 1u) ft_cache_clear(&d->cache);
+    for (i = 0; i < cnt; i++) {
+        const int8_t *feat;
+        if (ftd_run_backbone(m, p[0], data + i * dim * esize, &feat) != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "backbone");
+        if (ft_cache_push(&d->cache, feat, (uint8_t)ft_rd16(p + 6 + 2 * i)) != FT_OK)
+            return ft_fail(c, FT_ST_INTERNAL, "cache push");
+    }
+    d->pushed_total += cnt;
+    ft_wr32(c->resp, d->cache.count);
+    ft_wr32(c->resp + 4, d->pushed_total);
+    *c->len = 8;
+    return FT_ST_OK;
+#else
+    (void)p;
+    (void)cnt;
+    (void)dim;
+    return ft_fail(c, FT_ST_UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)");
+#endif
+}
+
+uint8_t ft_learn_push_samples(ft_ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint32_t cnt, dim, i;
+    if (n < 6) return ft_fail(c, FT_ST_MALFORMED, "Samples header is 6 bytes");
+    cnt = ft_rd16(p + 2);
+    dim = ft_rd16(p + 4);
+    /* kind 2 carries float32 samples (4 bytes each), kinds 0 and 1 int8 */
+    if (n != 6u + 2u * cnt + cnt * dim * (p[0] == 2 ? 4u : 1u)) return ft_fail(c, FT_ST_MALFORMED, "Samples payload length");
+    if (p[0] > 2) return ft_fail(c, FT_ST_MALFORMED, "sample kind");
+    /* raw samples (kind 1 int8, kind 2 float32) run through the running full image's backbone */
+    if (p[0] == 1 || p[0] == 2) return push_raw(c, p, cnt, dim);
+    if (dim != d->D) return ft_fail(c, FT_ST_SHAPE_MISMATCH, "feature length differs from the head input");
+    for (i = 0; i < cnt; i++)
+        if (ft_rd16(p + 6 + 2 * i) >= d->C) return ft_fail(c, FT_ST_MALFORMED, "label >= classes");
+    if (p[1] & 1u) ft_cache_clear(&d->cache);
+    for (i = 0; i < cnt; i++) {
+        ft_status r = ft_cache_push(&d->cache, (const int8_t *)(p + 6 + 2 * cnt + i * dim), (uint8_t)ft_rd16(p + 6 + 2 * i));
+        if (r != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "cache push");
+    }
+    d->pushed_total += cnt;
+    ft_wr32(c->resp, d->cache.count);
+    ft_wr32(c->resp + 4, d->pushed_total);
+    *c->len = 8;
+    return FT_ST_OK;
+}
+
+/* UpdateBlob bytes, generated on the fly from the trained float head. */
+static ft_status read_blob(ft_dev *d, uint32_t off, uint8_t *out, size_t n)
+{
+    uint32_t C = d->upd.C, D = d->upd.D, CD = C * D, total = BLOB_SIZE(C, D);
+    uint8_t tmp[UPD_HDR];
+    size_t k;
+    if (off > total || n > total - off) return FT_ERR_RANGE;
+    memcpy(tmp, "FTUP", 4);
+    tmp[4] = 1;
+    tmp[5] = 0;
+    ft_wr16(tmp + 6, (uint16_t)C);
+    ft_wr16(tmp + 8, (uint16_t)D);
+    ft_wr16(tmp + 10, 0);
+    ft_wr32(tmp + 12, d->device_id);
+    ft_wr32(tmp + 16, d->pending_id);
+    ft_wr32(tmp + 20, d->upd_round);
+    ft_wr32(tmp + 24, d->upd_n);
+    ft_wrf32(tmp + 28, d->upd_loss);
+    for (k = 0; k < n; k++) {
+        uint32_t i = off + (uint32_t)k;
+        uint8_t f[4];
+        if (i < UPD_HDR) {
+            out[k] = tmp[i];
+        } else if (i < UPD_HDR + 4 * CD) {
+            ft_wrf32(f, d->upd.weights[(i - UPD_HDR) / 4]);
+            out[k] = f[(i - UPD_HDR) % 4];
+        } else if (i < UPD_HDR + 4 * CD + 4 * C) {
+            ft_wrf32(f, d->upd.bias[(i - UPD_HDR - 4 * CD) / 4]);
+            out[k] = f[(i - UPD_HDR - 4 * CD) % 4];
+        } else {
+            out[k] = d->upd_tag[i - UPD_HDR - 4 * CD - 4 * C];
+        }
+    }
+    return FT_OK;
+}
+
+uint8_t ft_learn_train(ft_ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    ft_train_cfg cfg;
+    float loss = 0.0f;
+    uint32_t steps = 0, body, off;
+    ft_status r;
+    uint32_t flags;
+    if (n != 32 && n != 28) return ft_fail(c, FT_ST_MALFORMED, "TrainRequest is 32 bytes (28 without flags)");
+    if (d->has_pending) return ft_fail(c, FT_ST_UPDATE_PENDING, "update not acknowledged");
+    if (d->cache.count == 0) return ft_fail(c, FT_ST_CACHE_EMPTY, "no cached samples");
+    cfg.epochs = ft_rd16(p);
+    cfg.batch_size = ft_rd16(p + 2);
+    cfg.lr = ft_rdf32(p + 4);
+    cfg.momentum = ft_rdf32(p + 8);
+    cfg.weight_decay = ft_rdf32(p + 12);
+    cfg.prox_mu = ft_rdf32(p + 16);
+    cfg.seed = ft_rd32(p + 20);
+    cfg.round = ft_rd32(p + 24);
+    cfg.device_id = d->device_id;
+    flags = n == 32 ? ft_rd32(p + 28) : 0u;
+    if (cfg.epochs < 1 || cfg.epochs > FT_MAX_EPOCHS || cfg.batch_size < 1)
+        return ft_fail(c, FT_ST_MALFORMED, "epochs must be 1..1000 and batch_size >= 1");
+    if ((uint32_t)cfg.epochs * d->cache.count > FT_MAX_TRAIN_WORK)
+        return ft_fail(c, FT_ST_MALFORMED, "epochs x cached samples above the work bound of one TRAIN");
+    if (!isfinite(cfg.lr) || !isfinite(cfg.momentum) || !isfinite(cfg.weight_decay) || !isfinite(cfg.prox_mu))
+        return ft_fail(c, FT_ST_MALFORMED, "lr, momentum, weight_decay and prox_mu must be finite");
+    if (!(cfg.lr > 0.0f && cfg.lr <= FT_TRAIN_MAX_LR && cfg.momentum >= 0.0f && cfg.momentum < 1.0f &&
+          cfg.weight_decay >= 0.0f && cfg.weight_decay <= FT_TRAIN_MAX_DECAY && cfg.prox_mu >= 0.0f &&
+          cfg.prox_mu <= FT_TRAIN_MAX_DECAY))
+        return ft_fail(c, FT_ST_MALFORMED, "lr must be in (0, 100], momentum in [0, 1), weight_decay and prox_mu in [0, 100]");
+    if (flags & ~FT_TRAIN_FIXED) return ft_fail(c, FT_ST_UNSUPPORTED, "TRAIN flags: unknown bits");
+    if (flags & FT_TRAIN_FIXED) {
+        if (cfg.momentum != 0.0f || cfg.weight_decay != 0.0f || cfg.prox_mu != 0.0f)
+            return ft_fail(c, FT_ST_UNSUPPORTED, "fixed-point training is plain SGD: momentum, weight_decay and prox_mu must be 0");
+    } else if (!FT_USE_FLOAT) {
+        return ft_fail(c, FT_ST_UNSUPPORTED, "this board trains fixed-point only (CAP_FIXED_TRAIN): set TRAIN flag FIXED");
+    }
+    if (ft_head_dequantize(&d->head, &d->upd) != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "dequantize");
+#if FT_USE_FLOAT
+    if (!(flags & FT_TRAIN_FIXED))
+        r = ft_train(&d->upd, &d->cache, d->head.input_scale, d->head.input_zero_point, &cfg, &d->work, &loss, &steps);
+    else
+#endif
+        r = ft_train_fixed(&d->upd, &d->cache, d->head.input_scale, d->head.input_zero_point, &cfg, &d->work, &loss,
+                           &steps);
+    if (r != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "train");
+    {
+        uint32_t i, cd = (uint32_t)d->upd.C * d->upd.D;
+        int ok = isfinite(loss);
+        for (i = 0; i < cd && ok; i++) ok = isfinite(d->upd.weights[i]);
+        for (i = 0; i < d->upd.C && ok; i++) ok = isfinite(d->upd.bias[i]);
+        if (!ok) return ft_fail(c, FT_ST_MALFORMED, "training diverged (non-finite weights or loss): lower lr / weight_decay / prox_mu");
+    }
+    if (d->update_counter >= d->uid_limit) { /* reserve the next block of ids in flash before issuing one */
+        if (d->uid_limit > 0xFFFFFFFFu - FT_UPDATE_ID_BLOCK) return ft_fail(c, FT_ST_INTERNAL, "update ids exhausted");
+        d->store.m.uid_reserved = d->uid_limit + FT_UPDATE_ID_BLOCK;
+        if ((r = ft_store_persist(&d->store)) != FT_OK) return ft_fail_flash(c, r);
+        d->uid_limit = d->store.m.uid_reserved;
+    }
+    d->update_counter++;
+    d->pending_id = d->update_counter;
+    d->upd_round = cfg.round;
+    d->upd_n = d->cache.count;
+    d->upd_loss = loss;
+    d->has_pending = 1;
+    /* tag = HMAC(key, body); a board without a key sends a zero tag */
+    memset(d->upd_tag, 0, 32);
+    if (d->has_key) {
+        ft_hmac_ctx h;
+        uint8_t buf[64], tag[32];
+        body = BLOB_SIZE(d->upd.C, d->upd.D) - 32u;
+        ft_hmac_init(&h, d->key, sizeof d->key);
+        for (off = 0; off < body; off += (uint32_t)sizeof buf) {
+            uint32_t k = body - off < sizeof buf ? body - off : (uint32_t)sizeof buf;
+            if (read_blob(d, off, buf, k) != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "blob");
+            ft_hmac_update(&h, buf, k);
+        }
+        ft_hmac_final(&h, tag);
+        memcpy(d->upd_tag, tag, 32);
+    }
+    ft_wr32(c->resp, d->pending_id);
+    ft_wr32(c->resp + 4, d->upd_n);
+    ft_wrf32(c->resp + 8, loss);
+    *c->len = 12;
+    return FT_ST_OK;
+}
+
+uint8_t ft_learn_read_update(ft_ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    if (!d->has_pending) {
+        if (n != 6) return ft_fail(c, FT_ST_MALFORMED, "BlobRead is 6 bytes");
+        return ft_fail(c, FT_ST_NO_UPDATE, "no pending update");
+    }
+    ft_wr32(c->resp, d->pending_id);
+    return ft_blob_page(c, p, n, BLOB_SIZE(d->upd.C, d->upd.D), 4, read_blob);
+}
+
+uint8_t ft_learn_update_ack(ft_ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint32_t uid;
+    if (n != 4) return ft_fail(c, FT_ST_MALFORMED, "UPDATE_ACK is 4 bytes");
+    uid = ft_rd32(p);
+    *c->len = 0;
+    if (d->has_pending && d->pending_id == uid) {
+        d->has_pending = 0;
+        d->acked_id = uid;
+        return FT_ST_OK;
+    }
+    if (uid == d->acked_id && uid != 0) return FT_ST_OK;
+    return ft_fail(c, FT_ST_NO_UPDATE, "update is not pending");
+}
+
+uint8_t ft_learn_evaluate(ft_ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint32_t max_n, cnt, i, correct = 0;
+    double loss_sum = 0.0;
+    int8_t q[FT_MAX_CLASSES];
+    float logits[FT_MAX_CLASSES], prob[FT_MAX_CLASSES];
+    if (n != 4) return ft_fail(c, FT_ST_MALFORMED, "EVALUATE is 4 bytes");
+    max_n = ft_rd32(p);
+    cnt = d->cache.count;
+    if (max_n && max_n < cnt) cnt = max_n;
+    if (cnt == 0) return ft_fail(c, FT_ST_CACHE_EMPTY, "no cached samples");
+    for (i = 0; i < cnt; i++) {
+        uint16_t k, best = 0, y = d->cache.labels[i];
+        if (ft_head_forward(&d->head, ft_cache_row(&d->cache, i), q) != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "forward");
+        for (k = 0; k < d->head.C; k++) {
+            if (q[k] > q[best]) best = k;
+            logits[k] = ((float)q[k] - (float)d->head.output_zero_point) * d->head.output_scale;
+        }
+        correct += best == y;
+        loss_sum += (double)ft_softmax_xent(logits, d->head.C, y, prob);
+    }
+    ft_wr32(c->resp, cnt);
+    ft_wrf32(c->resp + 4, (float)((double)correct / cnt));
+    ft_wrf32(c->resp + 8, (float)(loss_sum / cnt));
+    *c->len = 12;
+    return FT_ST_OK;
+}
