@@ -2,7 +2,7 @@
 
 `flwr run .` by a Flower user against a simulation SuperLink the test starts runs the same ServerApp and
 ClientApp as `fedtiny run`, writes the results, and keeps TensorFlow out of the Ray workers (read from their
-memory maps while the run goes on; Flower's simulation process, which imports TensorFlow, is the control).
+memory maps while the run goes on): the ClientApp module names fedtiny's Ray hook, nothing else sets it.
 Also: the channel the ServerApp streams to the driver, the Ray hook, the runtime's federation config, and the
 import graph (no cycle between fedtiny.runner and fedtiny.server.app).
 """
@@ -10,6 +10,7 @@ import graph (no cycle between fedtiny.runner and fedtiny.server.app).
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -83,6 +84,12 @@ def test_flwr_run_dot_end_to_end_with_tensorflow_blocked_in_ray_workers(tmp_path
     env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
            "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
     env.pop("RAY_RUNTIME_ENV_HOOK", None)  # a Flower user sets nothing: the app's ClientApp module names it
+    # fedtiny's start-up hook for Flower's simulation process only (it skips importing TensorFlow there): on a
+    # loaded machine that import alone outlasts the 30 s Flower gives a started task, which it then relaunches
+    env["FEDTINY_NO_TENSORFLOW"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "fedtiny" / "runtime" / "site"), env.get("PYTHONPATH", "")]
+    )
     env.pop("RAY_ADDRESS", None)
     log = (tmp_path / "superlink.log").open("wb")
     link = subprocess.Popen(
@@ -146,7 +153,8 @@ def test_flwr_run_dot_end_to_end_with_tensorflow_blocked_in_ray_workers(tmp_path
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is True and summary["gateways"] == 2  # 6 devices spread over 2 SuperNodes
     assert all(int(r["devices_trained"]) == 3 for r in rows[1:])
-    assert simulation_tf is True, "control: Flower's simulation process imports TensorFlow"
+    assert importlib.util.find_spec("tensorflow") is not None, "control: TensorFlow is installed"
+    assert simulation_tf is False, "the start-up hook keeps TensorFlow out of Flower's simulation process"
     assert workers, "no Ray ClientAppActor seen during the run"
     assert not any(workers.values()), f"TensorFlow mapped in Ray workers: {workers}"
 
@@ -166,9 +174,15 @@ def test_the_superlinks_processes_start_without_tensorflow(tmp_path: Path) -> No
     from fedtiny.runtime.superlink import SimulationRuntime
 
     env = SimulationRuntime(tmp_path, 2, 0.5).env()
-    code = "import flwr.simulation.ray_transport.utils as u, sys; print(u.TF, sys.modules['tensorflow'])"
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    script = tmp_path / "flwr-simulation"  # named as Flower's simulation process: the hook applies to it only
+    script.write_text(
+        "import flwr.simulation.ray_transport.utils as u, sys\nprint(u.TF, sys.modules['tensorflow'])\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.split() == ["None", "None"], proc.stderr[-2000:]
+    other = "import sys, sitecustomize; print('tensorflow' in sys.modules)"  # e.g. the SuperLink: untouched
+    proc = subprocess.run([sys.executable, "-c", other], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr[-2000:]
 
 
 def test_the_channel_carries_rounds_done_and_one_error_line(tmp_path: Path) -> None:
