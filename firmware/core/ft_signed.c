@@ -4,6 +4,8 @@
 #include "ft_proto.h"
 #include <stdio.h>
 
+static ft_image_info im; /* static: the verifier's stack stays small on a board (one request at a time) */
+
 typedef struct {
     const ft_store *st;
     uint8_t slot;
@@ -29,7 +31,6 @@ const char *ft_signed_mode(const ft_keys *k, int is_signed, int at_verify, int *
 
 uint8_t ft_signed_verify(const ft_store *st, uint8_t slot, const ft_keys *k, char *why, size_t cap)
 {
-    static ft_image_info im; /* static: the verifier's stack stays small on a board */
     const ft_slot_meta *s = &st->m.slots[slot];
     slot_reader r;
     ft_status e;
@@ -55,7 +56,6 @@ uint8_t ft_signed_verify(const ft_store *st, uint8_t slot, const ft_keys *k, cha
 
 ft_status ft_signed_payload(const ft_store *st, uint8_t slot, uint32_t *off, uint32_t *len)
 {
-    static ft_image_info im;
     const ft_slot_meta *s = &st->m.slots[slot];
     slot_reader r;
     *off = 0;
