@@ -999,6 +999,12 @@ ft_status ft_tfl_invoke_until(const ft_tfl_model *m, uint8_t *arena, uint32_t ar
                        (int8_t *)out);
             break;
         case OP_MEAN:
+#if FT_TFL_OPTIMIZED
+            if (m->optimized) {
+                ft_tfl_mean_fast(&op->p.mean, (const int8_t *)in, (int8_t *)out);
+                break;
+            }
+#endif
             ft_tfl_mean(&op->p.mean, (const int8_t *)in, (int8_t *)out);
             break;
         case OP_PAD:

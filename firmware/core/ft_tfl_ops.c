@@ -282,37 +282,50 @@ static int clz64(uint64_t x)
     return n;
 }
 
-void ft_tfl_mean(const ft_tfl_mean_params *p, const int8_t *in, int8_t *out)
+void ft_tfl_mean_quant(const ft_tfl_mean_params *p, ft_tfl_mean_q *q)
 {
     /* TFLM EvalIntegerMean: the same quantization in and out takes reference_ops::Mean (integer sum
      * divided with C truncation); otherwise QuantizedMeanOrSum folds 1/n into the multiplier. */
+    int k;
+    q->n = 1;
+    q->mult = q->shift = 0;
+    q->same = p->input_zp == p->output_zp && p->input_scale == p->output_scale;
+    for (k = 0; k < FT_TFL_BCAST_DIMS; k++)
+        if (p->reduce[k]) q->n *= p->in_dims[k];
+    if (!q->same) {
+        int sh;
+        ft_quantize_multiplier((double)p->input_scale / (double)p->output_scale, &q->mult, &q->shift);
+        sh = 63 - clz64((uint64_t)q->n);
+        if (sh > 32) sh = 32;
+        if (sh > 31 + q->shift) sh = 31 + q->shift;
+        q->mult = (int32_t)(((int64_t)q->mult * ((int64_t)1 << sh)) / q->n);
+        q->shift -= sh;
+    }
+}
+
+int8_t ft_tfl_mean_out(const ft_tfl_mean_params *p, const ft_tfl_mean_q *q, uint32_t sum)
+{
+    int32_t shifted;
+    if (q->same) return (int8_t)(wrap(sum) / (int32_t)q->n);
+    shifted = wrap(sum - (uint32_t)(int32_t)((int64_t)p->input_zp * q->n));
+    return out8(ft_mul_by_quantized_multiplier(shifted, q->mult, q->shift), p->output_zp, -128, 127);
+}
+
+void ft_tfl_mean(const ft_tfl_mean_params *p, const int8_t *in, int8_t *out)
+{
     int32_t st[FT_TFL_BCAST_DIMS], lim[FT_TFL_BCAST_DIMS], o[FT_TFL_BCAST_DIMS], r[FT_TFL_BCAST_DIMS];
-    int64_t n = 1;
-    int32_t mult = 0, shift = 0;
-    int same = p->input_zp == p->output_zp && p->input_scale == p->output_scale;
+    ft_tfl_mean_q q;
     int k;
     size_t oi = 0;
+    ft_tfl_mean_quant(p, &q);
     st[FT_TFL_BCAST_DIMS - 1] = 1;
     for (k = FT_TFL_BCAST_DIMS - 2; k >= 0; k--) st[k] = st[k + 1] * p->in_dims[k + 1];
-    for (k = 0; k < FT_TFL_BCAST_DIMS; k++) {
-        lim[k] = p->reduce[k] ? 1 : p->in_dims[k];
-        if (p->reduce[k]) n *= p->in_dims[k];
-    }
-    if (!same) {
-        int sh;
-        ft_quantize_multiplier((double)p->input_scale / (double)p->output_scale, &mult, &shift);
-        sh = 63 - clz64((uint64_t)n);
-        if (sh > 32) sh = 32;
-        if (sh > 31 + shift) sh = 31 + shift;
-        mult = (int32_t)(((int64_t)mult * ((int64_t)1 << sh)) / n);
-        shift -= sh;
-    }
+    for (k = 0; k < FT_TFL_BCAST_DIMS; k++) lim[k] = p->reduce[k] ? 1 : p->in_dims[k];
     for (o[0] = 0; o[0] < lim[0]; o[0]++)
         for (o[1] = 0; o[1] < lim[1]; o[1]++)
             for (o[2] = 0; o[2] < lim[2]; o[2]++)
                 for (o[3] = 0; o[3] < lim[3]; o[3]++) {
                     uint32_t sum = 0;
-                    int32_t v;
                     for (r[0] = 0; r[0] < (p->reduce[0] ? p->in_dims[0] : 1); r[0]++)
                         for (r[1] = 0; r[1] < (p->reduce[1] ? p->in_dims[1] : 1); r[1]++)
                             for (r[2] = 0; r[2] < (p->reduce[2] ? p->in_dims[2] : 1); r[2]++)
@@ -322,13 +335,7 @@ void ft_tfl_mean(const ft_tfl_mean_params *p, const int8_t *in, int8_t *out)
                                         a += (size_t)(o[k] + r[k]) * (size_t)st[k];
                                     sum += (uint32_t)(int32_t)in[a];
                                 }
-                    if (same) {
-                        v = wrap(sum) / (int32_t)n;
-                    } else {
-                        int32_t shifted = wrap(sum - (uint32_t)(int32_t)((int64_t)p->input_zp * n));
-                        v = out8(ft_mul_by_quantized_multiplier(shifted, mult, shift), p->output_zp, -128, 127);
-                    }
-                    out[oi++] = (int8_t)v;
+                    out[oi++] = ft_tfl_mean_out(p, &q, sum);
                 }
 }
 

@@ -77,6 +77,14 @@ typedef struct {
 } ft_tfl_mean_params;
 
 void ft_tfl_mean(const ft_tfl_mean_params *p, const int8_t *in, int8_t *out);
+/* MEAN's arithmetic on one reduced sum (wrapping int32 sum of the int8 inputs), shared with ft_tfl_mean_fast. */
+typedef struct {
+    int64_t n;          /* elements per sum */
+    int32_t mult, shift;
+    int same;           /* input and output quantization equal: sum / n */
+} ft_tfl_mean_q;
+void ft_tfl_mean_quant(const ft_tfl_mean_params *p, ft_tfl_mean_q *q);
+int8_t ft_tfl_mean_out(const ft_tfl_mean_params *p, const ft_tfl_mean_q *q, uint32_t sum);
 
 typedef struct {
     int32_t in_dims[FT_TFL_BCAST_DIMS]; /* right-aligned to 4 dims */

@@ -424,3 +424,23 @@ void ft_tfl_add_fast(const ft_tfl_add_params *p, const int8_t *in1, const int8_t
         out[i] = out8(sum, mo, so, p->output_zp, p->act_min, p->act_max);
     }
 }
+
+/* ---- MEAN over H and W of NHWC (global average pooling): one strided sum per channel ----------------- */
+void ft_tfl_mean_fast(const ft_tfl_mean_params *p, const int8_t *in, int8_t *out)
+{
+    ft_tfl_mean_q q;
+    int32_t b, c, c_n = p->in_dims[3];
+    size_t hw = (size_t)p->in_dims[1] * (size_t)p->in_dims[2], i;
+    if (p->reduce[0] || !p->reduce[1] || !p->reduce[2] || p->reduce[3]) {
+        ft_tfl_mean(p, in, out); /* other axes: the portable kernel */
+        return;
+    }
+    ft_tfl_mean_quant(p, &q);
+    for (b = 0; b < p->in_dims[0]; b++)
+        for (c = 0; c < c_n; c++) {
+            const int8_t *x = in + (size_t)b * hw * (size_t)c_n + (size_t)c;
+            uint32_t sum = 0;
+            for (i = 0; i < hw; i++, x += c_n) sum += (uint32_t)(int32_t)*x;
+            out[(size_t)b * (size_t)c_n + (size_t)c] = ft_tfl_mean_out(p, &q, sum);
+        }
+}

@@ -1,4 +1,4 @@
-/* int8 CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED for the Cortex-M4/M7 DSP extension (and a faster ADD), as CMSIS-NN does
+/* int8 CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED for the Cortex-M4/M7 DSP extension (and faster ADD and MEAN), as CMSIS-NN does
  * them: activations widened once to int16 pairs with the input zero point subtracted (im2col for convolutions),
  * weights widened with SXTB16, dual 16-bit multiply-accumulates (SMLAD; SMLABB/SMLATT for depthwise), conv tiled
  * 2 output channels x 2 pixels. Every product and sum is the portable kernel's, in int32 wrapping arithmetic, and
@@ -32,5 +32,8 @@ void ft_tfl_fc_dsp(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *fi
 /* ADD: ft_tfl_add's bytes; inputs of the output's shape in one flat loop with ft_tfl_dsp_requant, broadcasting
  * handed to ft_tfl_add. No scratch. */
 void ft_tfl_add_fast(const ft_tfl_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+/* MEAN: ft_tfl_mean's bytes; a reduction over H and W (axes 1 and 2 of NHWC) as one strided sum per channel,
+ * other axes handed to ft_tfl_mean. No scratch. */
+void ft_tfl_mean_fast(const ft_tfl_mean_params *p, const int8_t *in, int8_t *out);
 
 #endif

@@ -1,5 +1,5 @@
 /* The DSP kernels (core/ft_tfl_ops_dsp.c) against the portable ones (core/ft_tfl_ops.c), byte for byte, on
- * random CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / ADD cases from a seeded PRNG: shapes, strides, SAME/VALID
+ * random CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / ADD / MEAN cases from a seeded PRNG: shapes, strides, SAME/VALID
  * padding, dilations, groups, depth multipliers, zero points, per-channel and per-tensor scales, biases that
  * wrap the int32 accumulator, fused activation ranges. The scratch starts misaligned and full of junk; guard
  * bytes after the output and the scratch must survive (QEMU has no sanitizer).
@@ -247,20 +247,53 @@ static int add_case(void)
     return compare(n, 0, "ADD");
 }
 
+/* MEAN: over H and W (the strided sums) and other axes (handed to the portable kernel), equal or other
+ * quantization in and out */
+static int mean_case(void)
+{
+    ft_tfl_mean_params p;
+    uint32_t n_in = 1, n_out = 1, k;
+    memset(&p, 0, sizeof p);
+    for (k = 0; k < FT_TFL_BCAST_DIMS; k++) {
+        p.in_dims[k] = k == 0 ? rint_in(1, 2) : k == 3 ? rint_in(1, 20) : rint_in(1, 12);
+        p.reduce[k] = (uint8_t)(rnd() % 5u ? k == 1 || k == 2 : rnd() & 1u);
+        n_in *= (uint32_t)p.in_dims[k];
+        if (!p.reduce[k]) n_out *= (uint32_t)p.in_dims[k];
+    }
+    p.input_zp = rint_in(-128, 127);
+    p.input_scale = rfloat(0.001f, 0.2f);
+    if (rnd() % 3u == 0) {
+        p.output_zp = p.input_zp;
+        p.output_scale = p.input_scale;
+    } else {
+        p.output_zp = rint_in(-128, 127);
+        p.output_scale = rfloat(0.001f, 0.2f);
+    }
+    fill(in_buf, n_in);
+    prepare_run(n_out, 0);
+    ft_tfl_mean(&p, in_buf, out_ref);
+    ft_tfl_mean_fast(&p, in_buf, out_dsp);
+    return compare(n_out, 0, "MEAN");
+}
+
 static int run(void)
 {
-    uint32_t counts[4] = {0, 0, 0, 0}, dw_portable = 0, bad = 0, kind;
-    for (kind = 0; kind < 4; kind++)
+    uint32_t counts[5] = {0, 0, 0, 0, 0}, dw_portable = 0, bad = 0, kind;
+    for (kind = 0; kind < 5; kind++)
         while (counts[kind] < FT_KCHECK_CASES) {
-            int r = kind == 3 ? add_case() : kind == 2 ? fc_case() : conv_case((int)kind, &dw_portable);
+            int r = kind == 4   ? mean_case()
+                    : kind == 3 ? add_case()
+                    : kind == 2 ? fc_case()
+                                : conv_case((int)kind, &dw_portable);
             if (r < 0) continue;
             counts[kind]++;
             if (r == 0) bad++;
         }
-    say("kernels: %u cases (CONV_2D %u, DEPTHWISE_CONV_2D %u, FULLY_CONNECTED %u, ADD %u; %u depth multipliers > 1 "
-        "left to the portable kernel), %u differ\n",
-        (unsigned)(counts[0] + counts[1] + counts[2] + counts[3]), (unsigned)counts[0], (unsigned)counts[1],
-        (unsigned)counts[2], (unsigned)counts[3], (unsigned)dw_portable, (unsigned)bad);
+    say("kernels: %u cases (CONV_2D %u, DEPTHWISE_CONV_2D %u, FULLY_CONNECTED %u, ADD %u, MEAN %u; %u depth "
+        "multipliers > 1 left to the portable kernel), %u differ\n",
+        (unsigned)(counts[0] + counts[1] + counts[2] + counts[3] + counts[4]), (unsigned)counts[0],
+        (unsigned)counts[1], (unsigned)counts[2], (unsigned)counts[3], (unsigned)counts[4], (unsigned)dw_portable,
+        (unsigned)bad);
     if (bad) failed++;
     else passed++;
     if (dw_portable == 0) failed++; /* the generator must also reach the portable-only case */
