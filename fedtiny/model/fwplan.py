@@ -16,6 +16,7 @@ from pathlib import Path
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 BUILD_HINT = "make -C firmware tools"
 BENCH_MAGIC = 0xBE9C4D0D
+BENCH_MODEL_MAX = 1024 * 1024  # firmware/tools/bench_model.c: BENCH_MODEL_MAX
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ def bench_instructions(model: bytes, elf: Path | None = None, timeout: float = 3
     qemu = shutil.which("qemu-system-arm")
     if qemu is None:
         raise FileNotFoundError("qemu-system-arm not found")
+    if len(model) > BENCH_MODEL_MAX:
+        return f"model of {len(model)} bytes larger than the benchmark firmware's buffer ({BENCH_MODEL_MAX} bytes)"
     syms = _symbols(elf, ("ft_bench_model", "ft_bench_cfg"))
     with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
         f.write(model)
