@@ -13,6 +13,7 @@ int main(void)
 {
     int failed;
     ft_l475_init();
+    ft_test_outf("b-l475e-iot01a: core clock %lu Hz\n", (unsigned long)ft_l475_core_hz()); /* PLL locked or not */
     failed = ft_test_run_all();
     ft_l475_exit(failed ? 1 : 0);
     return 0;
