@@ -180,6 +180,21 @@ def test_compiled_validation_and_weighted_mean_match_numpy() -> None:
     assert one[0].tobytes() == mw.tobytes() and one[1].tobytes() == mb.tobytes()
 
 
+def test_blocks_in_device_order_copy_only_when_needed() -> None:
+    from fedtiny.server.aggregate import in_device_order
+
+    def block(ids: list[int]) -> tuple[np.ndarray, ...]:
+        a = np.array(ids, dtype=np.int64)
+        return (a[:, None, None] * np.ones((1, 2, 3), np.float32), a[:, None] * 1.0, a, a + 1)
+
+    one = block([3, 4, 9])
+    assert all(x is y for x, y in zip(in_device_order([one]), one))  # a single block: no copy
+    w, b, ids, n = in_device_order([block([10, 11]), block([0, 2]), block([5])])  # gateways out of order
+    assert ids.tolist() == [0, 2, 5, 10, 11] and (w[:, 1, 2] == ids).all() and (n == ids + 1).all()
+    w, b, ids, n = in_device_order([block([1, 7]), block([3, 4])])  # interleaved ranges: re-ordered
+    assert ids.tolist() == [1, 3, 4, 7] and (b[:, 0] == ids).all()
+
+
 def test_the_names_are_flowers_classes_and_the_older_names() -> None:
     assert set(STRATEGY_NAMES) == set(FLOWER_STRATEGIES) | set(ALIASES)
     assert {

@@ -133,6 +133,21 @@ def update_stats(
     return finite, sq
 
 
+def in_device_order(blocks: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """Concatenate per-gateway blocks ``(weights, bias, device_ids, ...)`` (every array's first axis is the
+    block's devices; ``device_ids`` third) into one set ordered by device id, with as few copies as possible:
+    blocks are taken in the order of their first device id, so gateways that serve contiguous, ascending
+    device ranges (fedtiny's layout) need one concatenation and no re-ordering copy, and a single block is
+    returned as it is; otherwise a stable argsort re-orders (replies out of order, interleaved devices)."""
+    blocks = sorted(blocks, key=lambda blk: int(blk[2][0]) if len(blk[2]) else 0)
+    out = blocks[0] if len(blocks) == 1 else tuple(np.concatenate(x) for x in zip(*blocks))
+    ids = out[2]
+    if len(ids) > 1 and not bool((ids[1:] > ids[:-1]).all()):
+        order = np.argsort(ids, kind="stable")
+        out = tuple(x[order] for x in out)
+    return out
+
+
 def validate_updates(
     w: np.ndarray, b: np.ndarray, global_w: np.ndarray, global_b: np.ndarray, max_norm: float
 ) -> Validation:
