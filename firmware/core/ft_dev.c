@@ -1,6 +1,7 @@
 /* The device: dispatch of docs/protocol.md requests to the codec (ft_codec), the learning handlers (ft_learn) and
  * the update state machine (ft_update); HELLO, STATUS, RESET; power-up. Shared state: ft_dev_internal.h. */
 #include "ft_dev_internal.h"
+#include "ft_keys.h"
 #include "ft_learn.h"
 #include "ft_update.h"
 #include "port.h"
@@ -45,6 +46,7 @@ ft_status ft_dev_boot(ft_dev *d)
     d->D = d->head.D;
     d->feat_scale = d->head.input_scale;
     d->feat_zp = d->head.input_zero_point;
+    FT_TRY(ft_keys_open(&d->keys)); /* provisions the configured public keys on a flash holding none */
     FT_TRY(ft_update_boot(d));
     return ft_cache_init(&d->cache, FT_CACHE_CAPACITY, d->D);
 }
@@ -58,11 +60,14 @@ static uint8_t h_hello(ft_ctx *c, const uint8_t *p, size_t n)
     /* every build has the integer trainer; FT_USE_FLOAT=0 (no FPU) builds have only that one */
     uint32_t caps = FT_CAP_TRAIN | FT_CAP_EVALUATE | FT_CAP_HEAD_PATCH | FT_CAP_SET_HEAD | FT_CAP_FIXED_TRAIN |
                     (FT_USE_FLOAT ? FT_CAP_FLOAT_TRAIN : 0u);
-    (void)p;
-    if (n) return ft_fail(c, FT_ST_MALFORMED, "HELLO takes no payload");
-    if (nl > 64) nl = 64;
     uint16_t raw_len = 0;
+    uint32_t arena = 0; /* the arena the running model needs (the extension): 0 without a full image */
+    if (n > 1 || (n == 1 && p[0] != FT_HELLO_EXT))
+        return ft_fail(c, FT_ST_MALFORMED, "HELLO takes no payload or the byte 1 (extension)");
+    if (nl > 64) nl = 64;
     if (d->has_key) caps |= FT_CAP_FLEET_KEY;
+    if (d->keys.n) caps |= FT_CAP_SIGNED_IMAGES;   /* public keys: only signed images (section 7) */
+    if (ft_keys_update_key()) caps |= FT_CAP_DEVICE_KEY;
     if (ftd_full_image_ok()) caps |= FT_CAP_FULL_IMAGE;
 #if FT_BACKBONE
     {
@@ -70,6 +75,7 @@ static uint8_t h_hello(ft_ctx *c, const uint8_t *p, size_t n)
         if (m) {
             caps |= FT_CAP_RAW_SAMPLES;
             raw_len = (uint16_t)m->tensors[m->inputs[0]].count;
+            arena = m->arena_bytes;
         }
     }
 #endif
@@ -91,6 +97,10 @@ static uint8_t h_hello(ft_ctx *c, const uint8_t *p, size_t n)
     o[33 + nl] = (uint8_t)fl;
     memcpy(o + 34 + nl, FT_FW_VERSION, fl);
     *c->len = 34 + nl + fl;
+    if (n) { /* the extension only when asked: the plain answer keeps the first layout for exact-length hosts */
+        ft_wr32(o + *c->len, arena);
+        *c->len += FT_HELLO_EXT_SIZE;
+    }
     return FT_ST_OK;
 }
 
@@ -109,6 +119,25 @@ static uint8_t h_reset(ft_ctx *c, const uint8_t *p, size_t n)
     if (n != 1 || p[0] != 0) return ft_fail(c, FT_ST_MALFORMED, "RESET mode must be 0");
     c->d->reset_requested = 1;
     *c->len = 0;
+    return FT_ST_OK;
+}
+
+/* KEYS: the KeySet (n = 0 on a board without public keys). */
+static uint8_t h_keys(ft_ctx *c, const uint8_t *p, size_t n)
+{
+    (void)p;
+    if (n) return ft_fail(c, FT_ST_MALFORMED, "KEYS takes no payload");
+    *c->len = ft_keys_set(&c->d->keys, c->resp, c->cap);
+    return FT_ST_OK;
+}
+
+/* KEY_CHANGE: checks and effect in ft_keys (docs/protocol.md section 7); answers the KeySet after it. */
+static uint8_t h_key_change(ft_ctx *c, const uint8_t *p, size_t n)
+{
+    char why[128];
+    uint8_t st = ft_keys_change(&c->d->keys, c->d->device_id, p, n, why, sizeof why);
+    if (st != FT_ST_OK) return ft_fail(c, st, why);
+    *c->len = ft_keys_set(&c->d->keys, c->resp, c->cap);
     return FT_ST_OK;
 }
 
@@ -140,6 +169,8 @@ uint8_t ft_dev_handle(ft_dev *d, uint8_t type, const uint8_t *req, size_t len, u
     case FT_MSG_ACTIVATE: return ft_update_activate(&c, req, len);
     case FT_MSG_CONFIRM: return ft_update_confirm(&c, req, len);
     case FT_MSG_ROLLBACK: return ft_update_rollback(&c, req, len);
+    case FT_MSG_KEYS: return h_keys(&c, req, len);
+    case FT_MSG_KEY_CHANGE: return h_key_change(&c, req, len);
     default: {
         char buf[24];
         snprintf(buf, sizeof buf, "type 0x%02x", (unsigned)type);

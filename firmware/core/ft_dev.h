@@ -10,6 +10,7 @@
 #include "ft_cache.h"
 #include "ft_train.h"
 #include "ft_store.h"
+#include "ft_keys.h"
 
 typedef struct {
     /* identity and provisioning */
@@ -21,6 +22,7 @@ typedef struct {
     const char *board_name;
     /* flash-backed */
     ft_store store;
+    ft_keys keys;                 /* trusted Ed25519 public keys, key counter (ft_keys) */
     /* RAM */
     uint16_t C, D;                /* the model's head shape */
     float feat_scale;             /* the firmware's feature quantization (the factory head's input) */

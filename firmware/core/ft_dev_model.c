@@ -2,6 +2,7 @@
  * interpreter (ft_tfl_*), its head found and checked. Used by the learning handlers (raw samples), HELLO and the
  * update state machine (VERIFY / ACTIVATE / CONFIRM / boot). */
 #include "ft_dev_internal.h"
+#include "ft_signed.h"
 #include "ft_sha256.h"
 #include "port.h"
 #include <math.h>
@@ -120,6 +121,7 @@ uint8_t ftd_load_model(ft_dev *d, uint8_t slot, ft_head *out)
     const uint8_t *img;
     const ft_tfl_tensor *in;
     uint8_t sha[32], st;
+    uint32_t off, len;
     ft_status r;
     g_model_slot = FT_NO_SLOT; /* g_model is overwritten below */
     if (s->total_len == 0 || s->total_len > FT_SLOT_SIZE || s->received != s->total_len) {
@@ -136,7 +138,11 @@ uint8_t ftd_load_model(ft_dev *d, uint8_t slot, ft_head *out)
         set_why("sha256 of the image in flash differs from the declared one", "");
         return FT_ST_HASH_MISMATCH;
     }
-    r = ft_tfl_verify(&g_model, img, s->total_len, (uint32_t)sizeof g_arena);
+    if (ft_signed_payload(&d->store, slot, &off, &len) != FT_OK) { /* a signed slot: the model is its payload */
+        set_why("signed image: the header does not parse", "");
+        return FT_ST_MALFORMED;
+    }
+    r = ft_tfl_verify(&g_model, img + off, len, (uint32_t)sizeof g_arena);
     if (r != FT_OK) {
         set_why("model: ", g_model.reason);
         return r == FT_ERR_UNSUPPORTED ? FT_ST_UNSUPPORTED : r == FT_ERR_RANGE ? FT_ST_NO_SPACE : FT_ST_MALFORMED;

@@ -152,6 +152,7 @@ uint8_t ft_learn_train(ft_ctx *c, const uint8_t *p, size_t n)
     ft_train_cfg cfg;
     float loss = 0.0f;
     uint32_t steps = 0, body, off;
+    const uint8_t *ukey;
     ft_status r;
     uint32_t flags;
     if (n != 32 && n != 28) return ft_fail(c, FT_ST_MALFORMED, "TrainRequest is 32 bytes (28 without flags)");
@@ -214,11 +215,13 @@ uint8_t ft_learn_train(ft_ctx *c, const uint8_t *p, size_t n)
     d->has_pending = 1;
     /* tag = HMAC(key, body); a board without a key sends a zero tag */
     memset(d->upd_tag, 0, 32);
-    if (d->has_key) {
+    /* the board's own update key if provisioned (DEVICE_KEY), else the fleet key (docs/protocol.md section 7) */
+    ukey = ft_keys_update_key() ? ft_keys_update_key() : d->has_key ? d->key : NULL;
+    if (ukey) {
         ft_hmac_ctx h;
         uint8_t buf[64], tag[32];
         body = BLOB_SIZE(d->upd.C, d->upd.D) - 32u;
-        ft_hmac_init(&h, d->key, sizeof d->key);
+        ft_hmac_init(&h, ukey, FT_HMAC_KEY_LEN);
         for (off = 0; off < body; off += (uint32_t)sizeof buf) {
             uint32_t k = body - off < sizeof buf ? body - off : (uint32_t)sizeof buf;
             if (read_blob(d, off, buf, k) != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "blob");

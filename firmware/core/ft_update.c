@@ -3,6 +3,7 @@
 #include "ft_update.h"
 #include "ft_dev_internal.h"
 #include "ft_sha256.h"
+#include "ft_signed.h"
 #include "port.h"
 #include <stdio.h>
 #include <string.h>
@@ -10,11 +11,13 @@
 static uint8_t imgbuf[FT_HEAD_PATCH_MAX]; /* a slot's image read from flash (SET_HEAD staging is kept apart) */
 
 /* ---------------------------------------------------------------------------------------------- heads */
-/* Load and check (SHA-256 from flash, HeadPatch validity, shape) the head in a slot. */
+/* Load and check (SHA-256 from flash, HeadPatch validity, shape) the head in a slot: the whole image is hashed, the
+ * head is the image, or a signed slot's payload. */
 static ft_status load_slot_head(ft_dev *d, uint8_t slot, ft_head *out, uint8_t *status)
 {
     const ft_slot_meta *s = &d->store.m.slots[slot];
     uint8_t sha[32];
+    uint32_t off, len;
     ft_status r;
     *status = FT_ST_MALFORMED;
 #if FT_BACKBONE
@@ -27,20 +30,34 @@ static ft_status load_slot_head(ft_dev *d, uint8_t slot, ft_head *out, uint8_t *
         *status = FT_ST_UNSUPPORTED;
         return FT_ERR_UNSUPPORTED;
     }
-    if (s->total_len > sizeof imgbuf || s->received != s->total_len) return FT_ERR_RANGE;
-    r = ft_store_read(&d->store, slot, 0, imgbuf, s->total_len);
+    if (s->received != s->total_len) return FT_ERR_RANGE;
+    r = ft_store_sha256(&d->store, slot, s->total_len, sha);
     if (r != FT_OK) {
         *status = FT_ST_FLASH_ERROR;
         return r;
     }
-    ft_sha256(imgbuf, s->total_len, sha);
     if (!ft_ct_equal(sha, s->sha256, 32)) {
         *status = FT_ST_HASH_MISMATCH;
         return FT_ERR_AUTH;
     }
-    r = ft_head_decode_patch(out, imgbuf, s->total_len, d->C, d->D);
+    if (ft_signed_payload(&d->store, slot, &off, &len) != FT_OK) return FT_ERR_FORMAT;
+    if (len > sizeof imgbuf) return FT_ERR_RANGE;
+    r = ft_store_read(&d->store, slot, off, imgbuf, len);
+    if (r != FT_OK) {
+        *status = FT_ST_FLASH_ERROR;
+        return r;
+    }
+    r = ft_head_decode_patch(out, imgbuf, len, d->C, d->D);
     if (r == FT_ERR_UNSUPPORTED) *status = FT_ST_SHAPE_MISMATCH;
     return r;
+}
+
+/* DOWNGRADE's reason, the virtual board's words. */
+static const char *downgrade_why(uint32_t counter, uint32_t floor)
+{
+    static char buf[64];
+    snprintf(buf, sizeof buf, "security counter %lu < the board's %lu", (unsigned long)counter, (unsigned long)floor);
+    return buf;
 }
 
 /* A slot whose image failed (hash, validation): RECEIVING with received = 0 (a re-upload rewrites it). */
@@ -178,11 +195,16 @@ uint8_t ft_update_upload_begin(ft_ctx *c, const uint8_t *p, size_t n)
     s = &d->store.m.slots[target];
     if (s->state == FT_SLOT_TESTING) return ft_fail(c, FT_ST_BAD_STATE, "upload slot is under test: CONFIRM or ROLLBACK first");
     if (total == 0 || total > FT_SLOT_SIZE) return ft_fail(c, FT_ST_NO_SPACE, "image larger than a slot");
-    why = check_tag(d, kind, total, p + 8, counter, p + 40);
+    { /* the board's mode (section 7): public keys take only SIGNED images (signature checked at VERIFY), else the
+       * HMAC tag is checked now */
+        int tagged;
+        why = ft_signed_mode(&d->keys, (flags & FT_UPLOAD_SIGNED) != 0, 0, &tagged);
+        if (!why && tagged) why = check_tag(d, kind, total, p + 8, counter, p + 40);
+    }
     if (why) return ft_fail(c, FT_ST_AUTH_FAILED, why);
-    if (counter < d->store.m.sec_floor) return ft_fail(c, FT_ST_DOWNGRADE, "security counter below the board's (anti-rollback)");
+    if (counter < d->store.m.sec_floor) return ft_fail(c, FT_ST_DOWNGRADE, downgrade_why(counter, d->store.m.sec_floor));
     if (s->kind == kind && s->total_len == total && memcmp(s->sha256, p + 8, 32) == 0 && s->security_counter == counter &&
-        (s->state == FT_SLOT_RECEIVING || s->state == FT_SLOT_VERIFIED) && !(flags & 1u))
+        s->flags == ((flags & FT_UPLOAD_SIGNED) ? FT_SLOT_FLAG_SIGNED : 0u) && (s->state == FT_SLOT_RECEIVING || s->state == FT_SLOT_VERIFIED) && !(flags & 1u))
         return upload_state(c, target, 1);
     {
         uint32_t old_len = s->total_len > total ? s->total_len : total;
@@ -195,7 +217,9 @@ uint8_t ft_update_upload_begin(ft_ctx *c, const uint8_t *p, size_t n)
     s->total_len = total;
     s->received = 0;
     memcpy(s->sha256, p + 8, 32);
-    memcpy(s->tag, p + 40, 32);
+    s->flags = (flags & FT_UPLOAD_SIGNED) ? FT_SLOT_FLAG_SIGNED : 0u;
+    if (s->flags) memset(s->tag, 0, 32); /* a signed image carries no tag */
+    else memcpy(s->tag, p + 40, 32);
     s->security_counter = counter;
     if ((r = ft_store_persist(&d->store)) != FT_OK) return ft_fail_flash(c, r);
     return upload_state(c, target, 0);
@@ -272,11 +296,19 @@ uint8_t ft_update_verify(ft_ctx *c, const uint8_t *p, size_t n)
         return verify_failed(c, (uint8_t)slot, FT_ST_HASH_MISMATCH, "sha256 of the image in flash differs from the declared one");
     if (s->state == FT_SLOT_RECEIVING) {
         const char *why;
+        char sig_why[128];
         uint8_t st;
-        why = check_tag(d, s->kind, s->total_len, s->sha256, s->security_counter, s->tag);
+        int tagged, is_signed = (s->flags & FT_SLOT_FLAG_SIGNED) != 0;
+        why = ft_signed_mode(&d->keys, is_signed, 1, &tagged);
+        if (!why && tagged) why = check_tag(d, s->kind, s->total_len, s->sha256, s->security_counter, s->tag);
+        if (!why && is_signed) { /* Ed25519 with a trusted key; the security counter is the signed one */
+            st = ft_signed_verify(&d->store, (uint8_t)slot, &d->keys, sig_why, sizeof sig_why);
+            if (st == FT_ST_FLASH_ERROR) return ft_fail(c, st, sig_why);
+            if (st != FT_ST_OK) why = sig_why;
+        }
         if (why) return verify_failed(c, (uint8_t)slot, FT_ST_AUTH_FAILED, why);
         if (s->security_counter < d->store.m.sec_floor)
-            return verify_failed(c, (uint8_t)slot, FT_ST_DOWNGRADE, "security counter below the board's (anti-rollback)");
+            return verify_failed(c, (uint8_t)slot, FT_ST_DOWNGRADE, downgrade_why(s->security_counter, d->store.m.sec_floor));
         r = load_slot_head(d, (uint8_t)slot, &ftd_scratch_head, &st);
 #if FT_BACKBONE
         if (r != FT_OK && s->kind == FT_KIND_TFLITE) return verify_failed(c, (uint8_t)slot, st, ftd_model_why());
@@ -309,7 +341,7 @@ uint8_t ft_update_activate(ft_ctx *c, const uint8_t *p, size_t n)
     if (d->store.m.slots[slot].state != FT_SLOT_VERIFIED || d->store.m.testing != FT_NO_SLOT)
         return ft_fail(c, FT_ST_BAD_STATE, "slot is not VERIFIED, or another is under test");
     if (d->store.m.slots[slot].security_counter < d->store.m.sec_floor)
-        return ft_fail(c, FT_ST_DOWNGRADE, "security counter below the board's (anti-rollback)");
+        return ft_fail(c, FT_ST_DOWNGRADE, downgrade_why(d->store.m.slots[slot].security_counter, d->store.m.sec_floor));
     if (load_slot_head(d, (uint8_t)slot, tmp, &st) != FT_OK) {
         mark_bad(d, (uint8_t)slot);
         if ((r = ft_store_persist(&d->store)) != FT_OK) return ft_fail_flash(c, r);
