@@ -54,6 +54,15 @@ static uint32_t sxtb16_ror8(uint32_t w) { return sxtb16((w >> 8) | (w << 24)); }
 static uint32_t sxtab16_ror8(uint32_t off, uint32_t w) { return sxtab16(off, (w >> 8) | (w << 24)); }
 #endif
 
+/* kept out of line: inlined into their large callers, GCC -Os spills the accumulators inside the hot loops */
+#if defined(__GNUC__)
+#define FT_NOINLINE __attribute__((noinline))
+#define FT_INLINE inline __attribute__((always_inline)) /* the per-output requantization: not a call chain */
+#else
+#define FT_NOINLINE
+#define FT_INLINE inline
+#endif
+
 /* 4 int8 at any alignment (one LDR on the M4/M7, which load unaligned words) */
 static inline uint32_t rd32(const int8_t *p)
 {
@@ -65,7 +74,13 @@ static inline uint32_t rd32(const int8_t *p)
 static int32_t wrap(uint32_t u) { return u <= 0x7FFFFFFFu ? (int32_t)u : (int32_t)(u - 0x80000000u) - 2147483647 - 1; }
 static int32_t rd_i32le(const uint8_t *p)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t u; /* one LDR */
+    memcpy(&u, p, 4);
+    return wrap(u);
+#else
     return wrap((uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24));
+#endif
 }
 static float rd_f32le(const uint8_t *p)
 {
@@ -79,7 +94,7 @@ static float rd_f32le(const uint8_t *p)
  * saturating case, and the high half's truncating division of a*mult + nudge by 2^31 equals
  * floor((a*mult + 2^30) / 2^31) (for a*mult = -y < 0: -floor((y - 1 + 2^30) / 2^31) = floor((2^30 - y) / 2^31)),
  * one SMLAL and a shift; then gemmlowp's RoundingDivideByPOT. tests/tfl_kernels_check.c compares the two. */
-static inline int32_t requant(int32_t x, int32_t mult, int32_t shift)
+static FT_INLINE int32_t requant(int32_t x, int32_t mult, int32_t shift)
 {
     int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
     int32_t high = (int32_t)(((int64_t)wrap((uint32_t)x << left) * mult + ((int64_t)1 << 30)) >> 31);
@@ -90,7 +105,7 @@ static inline int32_t requant(int32_t x, int32_t mult, int32_t shift)
 int32_t ft_tfl_dsp_requant(int32_t x, int32_t mult, int32_t shift) { return requant(x, mult, shift); }
 
 /* the portable kernels' requantized, offset, clamped output (int64: a hostile zero point cannot overflow) */
-static int8_t out8(uint32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi)
+static FT_INLINE int8_t out8(uint32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi)
 {
     int64_t r = (int64_t)requant(wrap(acc), mult, shift) + zp;
     return (int8_t)(r < lo ? lo : r > hi ? hi : r);
@@ -194,34 +209,36 @@ static const int8_t *patch(const ft_tfl_conv_params *p, const int8_t *in, int32_
     return stage;
 }
 
-/* acc[ch][px] += weights of 2 channels . pair words of 2 pixels (g groups of 4, then t single values) */
-static void dot_2x2(const int8_t *w0, const int8_t *w1, const uint32_t *x0, const uint32_t *x1, int32_t g, int32_t t,
-                    uint32_t acc[4])
+/* acc[ch][px] = weights of 2 channels (w, w + wstep) . pair words of 2 pixels (x, x + xstep): g groups of 4,
+ * then t single values. Out of line, and one pointer each with offsets, so that GCC -Os keeps the accumulators
+ * and pointers in registers. */
+static FT_NOINLINE void dot_2x2(const int8_t *w, size_t wstep, const uint32_t *x, size_t xstep, int32_t g, int32_t t,
+                                uint32_t acc[4])
 {
     uint32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
     int32_t i;
     for (; g > 0; g--) {
-        uint32_t wa = rd32(w0), wb = rd32(w1);
-        uint32_t wa02 = sxtb16(wa), wa13 = sxtb16_ror8(wa), wb02 = sxtb16(wb), wb13 = sxtb16_ror8(wb);
-        uint32_t p02 = x0[0], p13 = x0[1], q02 = x1[0], q13 = x1[1];
-        a00 = smlad(wa02, p02, a00);
-        a00 = smlad(wa13, p13, a00);
-        a01 = smlad(wa02, q02, a01);
-        a01 = smlad(wa13, q13, a01);
-        a10 = smlad(wb02, p02, a10);
-        a10 = smlad(wb13, p13, a10);
-        a11 = smlad(wb02, q02, a11);
-        a11 = smlad(wb13, q13, a11);
-        w0 += 4;
-        w1 += 4;
-        x0 += 2;
-        x1 += 2;
+        uint32_t wa = rd32(w), wb = rd32(w + wstep), p02 = x[0], p13 = x[1], q02 = x[xstep], q13 = x[xstep + 1];
+        uint32_t w02 = sxtb16(wa), w13 = sxtb16_ror8(wa);
+        a00 = smlad(w02, p02, a00);
+        a00 = smlad(w13, p13, a00);
+        a01 = smlad(w02, q02, a01);
+        a01 = smlad(w13, q13, a01);
+        w02 = sxtb16(wb);
+        w13 = sxtb16_ror8(wb);
+        a10 = smlad(w02, p02, a10);
+        a10 = smlad(w13, p13, a10);
+        a11 = smlad(w02, q02, a11);
+        a11 = smlad(w13, q13, a11);
+        w += 4;
+        x += 2;
     }
     for (i = 0; i < t; i++) {
-        a00 += (uint32_t)((int32_t)w0[i] * wrap(x0[i]));
-        a01 += (uint32_t)((int32_t)w0[i] * wrap(x1[i]));
-        a10 += (uint32_t)((int32_t)w1[i] * wrap(x0[i]));
-        a11 += (uint32_t)((int32_t)w1[i] * wrap(x1[i]));
+        int32_t wv0 = w[i], wv1 = w[wstep + (size_t)i], xv0 = wrap(x[i]), xv1 = wrap(x[xstep + (size_t)i]);
+        a00 += (uint32_t)(wv0 * xv0);
+        a01 += (uint32_t)(wv0 * xv1);
+        a10 += (uint32_t)(wv1 * xv0);
+        a11 += (uint32_t)(wv1 * xv1);
     }
     acc[0] = a00;
     acc[1] = a01;
@@ -249,7 +266,8 @@ void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8
             for (oc = grp * per_group; oc < oc_end; oc += 2) {
                 int32_t oc1 = oc + 1 < oc_end ? oc + 1 : oc; /* an odd last channel likewise */
                 uint32_t acc[4], b0 = 0, b1 = 0;
-                dot_2x2(filter + (size_t)oc * k, filter + (size_t)oc1 * k, cols, cols1, g4, t, acc);
+                dot_2x2(filter + (size_t)oc * k, (size_t)(oc1 - oc) * (size_t)k, cols, two ? (size_t)words : 0u, g4, t,
+                        acc);
                 if (p->bias) {
                     b0 = (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc);
                     b1 = (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc1);
@@ -279,13 +297,6 @@ static void tap_range(int32_t o, int32_t d, int32_t n, int32_t taps, int32_t *f0
     *f0 = lo < (uint32_t)taps ? (int32_t)lo : taps;
     *f1 = hi < (uint32_t)taps ? (int32_t)hi : taps;
 }
-
-/* kept out of line: inlined into its caller, GCC -Os spills the accumulators inside the tap loop */
-#if defined(__GNUC__)
-#define FT_NOINLINE __attribute__((noinline))
-#else
-#define FT_NOINLINE
-#endif
 
 /* 4 channels' sums over `rows` x `taps` taps: x and w point at the first tap's 4 channels */
 static FT_NOINLINE void dw_taps4(const int8_t *x, const int8_t *w, int32_t rows, int32_t taps, size_t x_tap, size_t x_row,
