@@ -282,18 +282,19 @@ class SimulationRuntime:
                 time.sleep(poll_s)
         self._wait_finished()
 
-    def _wait_finished(self, timeout: float = 120.0) -> None:
-        """The ServerApp wrote its results: wait until Flower reports the run finished (Ray shut down)."""
+    def _wait_finished(self, timeout: float = 5.0) -> None:
+        """The ServerApp wrote its results: a failure Flower reports now is an error; otherwise the processes
+        are stopped without waiting for Ray's own shutdown (everything is written)."""
         deadline = time.time() + timeout
-        while time.time() < deadline:
+        while True:
             self._check_stop()
             self._track()
             status, details = self.status()
-            if status.startswith("finished"):
-                if not status.endswith("completed"):
-                    raise FedTinyError(f"the run ended as {status}: {details}; log: {self.log_path}")
+            if status.startswith("finished") and not status.endswith("completed"):
+                raise FedTinyError(f"the run ended as {status}: {details}; log: {self.log_path}")
+            if status.startswith("finished") or time.time() > deadline:
                 return
-            time.sleep(1.0)
+            time.sleep(0.5)
 
     def _check_stop(self) -> None:
         if self.stop is not None:
