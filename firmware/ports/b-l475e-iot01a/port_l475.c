@@ -66,8 +66,7 @@ void ft_l475_init(void)
     (void)RCC_APB2ENR;       /* read back: the enable takes effect before the first register access */
     GPIOB_MODER = (GPIOB_MODER & ~(0xFu << 12)) | (0xAu << 12);         /* PB6, PB7 alternate function */
     GPIOB_AFRL = (GPIOB_AFRL & ~(0xFFu << 24)) | (0x77u << 24);         /* AF7: USART1 TX / RX */
-    USART_CR1 = 0;
-    USART_BRR = core_hz / BAUD; /* oversampling by 16, PCLK2 = core clock */
+    USART_BRR = core_hz / BAUD; /* UE is 0 after reset; oversampling by 16, PCLK2 = core clock */
     USART_CR1 = (1u << 3) | (1u << 2) | 1u; /* TE, RE, UE; 8N1 */
     SYST_RVR = core_hz / 1000u - 1u;
     SYST_CVR = 0;
