@@ -1,8 +1,8 @@
 /* Ed25519 signature verification (RFC 8032, cofactorless, S < L enforced) for signed MCUboot images
  * (docs/protocol.md section 7). The curve arithmetic is Monocypher 4's check equation (fetched at build time
  * from the pymonocypher sdist on PyPI, pinned by version and SHA-256: see the Makefile, target ed25519);
- * SHA-512 (FIPS 180-4) is here. Built only with -DFT_WITH_ED25519 (the C board is on the HMAC path until the
- * VERIFY integration lands). */
+ * SHA-512 (FIPS 180-4) is here. Built with -DFT_WITH_ED25519 (every board build of firmware/Makefile); without
+ * it ft_image refuses every signed image. Used by ft_image (signed images) and ft_keys (KEY_CHANGE). */
 #ifndef FT_ED25519_H
 #define FT_ED25519_H
 
