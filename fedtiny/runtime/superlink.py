@@ -309,6 +309,22 @@ class SimulationRuntime:
         if self.stop is not None:
             self.stop.started = sorted(set(self.stop.started) | self.seen)
 
+    def end_simulation(self, wait_s: float = 3.0) -> None:
+        """Stop Flower's simulation process (the ServerApp's rounds) now: SIGTERM, SIGKILL after ``wait_s``.
+        `flwr stop` alone takes seconds to start on a loaded machine while the rounds go on."""
+        from fedtiny.interrupt import kill_processes, process_tree
+
+        if self.superlink is None:
+            return
+        sims = set()
+        for pid, started in process_tree(self.superlink.pid):
+            try:
+                if b"flwr-simulation" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    sims.add((pid, started))
+            except OSError:
+                continue
+        kill_processes(sims, wait_s=wait_s)
+
     def close(self, cancel: bool = False) -> None:
         """Stop everything started here: with ``cancel``, `flwr stop` the run first; then SIGTERM the SuperLink's
         process group, SIGKILL what is left after a grace period, and every process it had spawned."""
@@ -317,7 +333,7 @@ class SimulationRuntime:
         self._track()
         if cancel and self.run_id and self.superlink is not None and self.superlink.poll() is None:
             try:
-                self.flwr("stop", str(self.run_id), CONNECTION, timeout=8)
+                self.flwr("stop", str(self.run_id), CONNECTION, timeout=5)
             except FedTinyError:
                 pass  # the processes are stopped below anyway
         if self.superlink is not None:
@@ -354,6 +370,7 @@ class SimulationRuntime:
             ok = True
         except BaseException:
             if self.stop is not None and self.stop.event.is_set():
+                self.end_simulation()  # no round (no checkpoint) after the stop
                 on_stop()
             raise
         finally:
