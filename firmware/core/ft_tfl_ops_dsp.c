@@ -168,6 +168,7 @@ static uint64_t conv_k(const ft_tfl_conv_params *p)
 uint32_t ft_tfl_conv2d_dsp_scratch(const ft_tfl_conv_params *p)
 {
     uint64_t k = conv_k(p), words = (k / 4u) * 2u + k % 4u;
+    if (k < 4u) return 0; /* no group of 4 weights for SMLAD: the portable kernel is faster */
     /* alignment slack, multipliers and shifts per channel, 2 patches of pair words, 2 int8 staging patches */
     return saturate(3u + 8u * (uint64_t)p->out_c + 8u * words + ((2u * k + 3u) & ~(uint64_t)3u));
 }
@@ -373,6 +374,7 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
 uint32_t ft_tfl_fc_dsp_scratch(const ft_tfl_fc_params *p)
 {
     uint64_t d = (uint64_t)p->accum_depth, words = (d / 4u) * 2u + d % 4u;
+    if (d < 4u) return 0; /* as for CONV_2D */
     return saturate(3u + 8u * (uint64_t)p->out_c + 4u * words * (uint64_t)p->batches);
 }
 

@@ -15,9 +15,9 @@
 #include <stdint.h>
 #include "ft_tfl_ops.h"
 
-uint32_t ft_tfl_conv2d_dsp_scratch(const ft_tfl_conv_params *p);
+uint32_t ft_tfl_conv2d_dsp_scratch(const ft_tfl_conv_params *p);    /* 0 below 4 weights per output */
 uint32_t ft_tfl_depthwise_dsp_scratch(const ft_tfl_conv_params *p); /* 0 unless depth_mult == 1 */
-uint32_t ft_tfl_fc_dsp_scratch(const ft_tfl_fc_params *p);
+uint32_t ft_tfl_fc_dsp_scratch(const ft_tfl_fc_params *p);          /* 0 below 4 weights per output */
 
 /* `scratch` holds at least the *_scratch() bytes, any alignment; its contents on entry do not matter. */
 void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out,

@@ -144,9 +144,10 @@ static int conv_case(int depthwise, uint32_t *skipped)
     n_out = (uint32_t)(p.batches * p.out_h * p.out_w * p.out_c);
     n_filt = (uint32_t)(p.filter_h * p.filter_w * p.out_c * (depthwise ? 1 : p.filter_in_c));
     need = depthwise ? ft_tfl_depthwise_dsp_scratch(&p) : ft_tfl_conv2d_dsp_scratch(&p);
-    if (need == 0) { /* the DSP depthwise kernel takes depth multiplier 1 only: the portable one runs */
+    if (need == 0) { /* the DSP kernels leave depth multipliers > 1 and < 4 weights per output to the portable ones */
+        if (depthwise ? p.depth_mult == 1 : p.filter_h * p.filter_w * p.filter_in_c >= 4) return 0;
         (*skipped)++;
-        return p.depth_mult != 1 ? -1 : 0;
+        return -1;
     }
     if (n_in > BUF || n_out > BUF || n_filt > BUF || need > BUF) return -1;
     fill(in_buf, n_in);
@@ -182,6 +183,7 @@ static int fc_case(void)
     p.filter_scales = scales;
     n_out = (uint32_t)(p.batches * p.out_c);
     need = ft_tfl_fc_dsp_scratch(&p);
+    if (need == 0) return p.accum_depth < 4 ? -1 : 0;
     fill(in_buf, (uint32_t)(p.batches * p.accum_depth));
     fill(filt, (uint32_t)(p.out_c * p.accum_depth));
     prepare_run(n_out, need);
@@ -289,8 +291,8 @@ static int run(void)
             counts[kind]++;
             if (r == 0) bad++;
         }
-    say("kernels: %u cases (CONV_2D %u, DEPTHWISE_CONV_2D %u, FULLY_CONNECTED %u, ADD %u, MEAN %u; %u depth "
-        "multipliers > 1 left to the portable kernel), %u differ\n",
+    say("kernels: %u cases (CONV_2D %u, DEPTHWISE_CONV_2D %u, FULLY_CONNECTED %u, ADD %u, MEAN %u; %u convolutions "
+        "left to the portable kernels), %u differ\n",
         (unsigned)(counts[0] + counts[1] + counts[2] + counts[3] + counts[4]), (unsigned)counts[0],
         (unsigned)counts[1], (unsigned)counts[2], (unsigned)counts[3], (unsigned)counts[4], (unsigned)dw_portable,
         (unsigned)bad);
