@@ -403,3 +403,38 @@ def test_signed_full_image_runs_its_payload(fw: Path, tmp_path: Path, tiny_tflit
         assert info.capabilities & Cap.RAW_SAMPLES and info.raw_input_len == 16 * 16
     finally:
         b.stop()
+
+
+IMGTOOL = shutil.which("imgtool") or str(Path(sys.executable).parent / "imgtool")
+
+
+@pytest.mark.skipif(
+    not Path(IMGTOOL).exists(), reason="imgtool (pip install imgtool, dev extra) not installed"
+)
+def test_c_board_takes_an_imgtool_signed_head(fw: Path, tmp_path: Path) -> None:
+    """MCUboot's own tool signs (0x200 padded header, security counter 5): the C board verifies, runs and confirms it,
+    and its floor is the signed counter."""
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    (tmp_path / "k1.pem").write_bytes(K1.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    (tmp_path / "k1.pub.pem").write_bytes(public_pem(K1))
+    h = default_head().with_(bias=default_head().bias + 5)
+    (tmp_path / "head.bin").write_bytes(encode_head_patch(h))
+    cmd = [IMGTOOL, "sign", "-k", str(tmp_path / "k1.pem"), "--header-size", "0x200", "--pad-header"]
+    cmd += ["--version", "2.0.0", "--security-counter", "5", "-S", "0x40000"]
+    subprocess.run(
+        [*cmd, str(tmp_path / "head.bin"), str(tmp_path / "head.imgtool")], check=True, capture_output=True
+    )
+    image = (tmp_path / "head.imgtool").read_bytes()
+    b = CBoard(fw, tmp_path / "c.flash", "--trust-key", str(tmp_path / "k1.pub.pem"))
+    try:
+        s = b.session()
+        st = s.upload(image)
+        s.verify(st.slot)
+        s.activate(st.slot)
+        s.confirm(st.slot, FEATS[:4], head_forward_int8(h, FEATS[:4]))
+        assert s.get_head().bias.tolist() == h.bias.tolist()
+        r = answer(lambda s: s.upload(sign_image(encode_head_patch(default_head()), K1, 4)), s)
+        assert r == "DOWNGRADE: security counter 4 < the board's 5"
+    finally:
+        b.stop()
