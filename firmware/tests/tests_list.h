@@ -38,7 +38,8 @@
     X(keys_provision_and_keyset) \
     X(keys_change_statuses) \
     X(keys_power_cut_every_write) \
-    X(security_counter_power_cut)
+    X(security_counter_power_cut) \
+    X(signed_upload_on_device)
 
 #define FT_DECL(name) void test_##name(void);
 FT_TESTS(FT_DECL)
