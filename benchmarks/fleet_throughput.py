@@ -167,6 +167,7 @@ def measure(
         "rounds": per_round,
         "trained": server.rows[-1].devices_trained,
         "peak_rss": mem.peak,
+        "ray_nodes": len(list((out / "fleet" / "ray_nodes").glob("*"))),  # Ray nodes whose gateways worked
     }
     print(
         f"{label:<34} {devices:>9,} dev {layout.gateways:>5} nodes  round {steady:7.3f} s  "
@@ -468,6 +469,7 @@ def report(
             f"{nodes[2]['device_rounds_per_s']:,.0f} device-rounds/s (x{nodes[2]['device_rounds_per_s'] / nodes[1]['device_rounds_per_s']:.2f}); "
             "the mechanism on one machine, not a second machine's speedup"
         )
+        print(f"  Ray nodes that ran gateways: {nodes[1]['ray_nodes']} of 1, {nodes[2]['ray_nodes']} of 2")
 
 
 if __name__ == "__main__":
