@@ -35,7 +35,7 @@ import numpy as np
 
 from fedtiny.config.schema import Scenario
 from fedtiny.fleet.draw import draw_rows
-from fedtiny.fleet.partition import auto_devices_per_gateway, ray_cpus
+from fedtiny.fleet.partition import auto_devices_per_gateway, local_cpus
 from fedtiny.ondevice.head import Int8Head, predict_through
 from fedtiny.ondevice.shuffle import mix64
 from fedtiny.ondevice.tail import HeadTail
@@ -73,13 +73,13 @@ class FleetLayout:
 
 def devices_per_gateway(s: Scenario) -> int:
     """``fleet.devices_per_gateway``, or when it is 0 the automatic size (fedtiny/fleet/partition.py): from
-    the fleet size and the CPUs of Ray (``runtime.cpus_per_gateway`` each); the inline engine runs one
-    gateway at a time."""
+    the fleet size and this machine's CPUs (``runtime.cpus_per_gateway`` each: the gateways the local Ray
+    runs at once); the inline engine runs one gateway at a time."""
     if s.fleet.devices_per_gateway > 0:
         return s.fleet.devices_per_gateway
     inline = s.runtime.engine == "inline"
     return auto_devices_per_gateway(
-        s.fleet.devices, 1.0 if inline else ray_cpus(), 1.0 if inline else s.runtime.cpus_per_gateway
+        s.fleet.devices, 1.0 if inline else local_cpus(), 1.0 if inline else s.runtime.cpus_per_gateway
     )
 
 

@@ -35,13 +35,9 @@ def auto_devices_per_gateway(devices: int, cpus: float, cpus_per_gateway: float)
     return max(1, -(-devices // max(gateways, 1)))
 
 
-def ray_cpus() -> float:
-    """CPUs of the Ray cluster this process is connected to, or of this machine (the local Ray fedtiny starts
-    gets them all)."""
+def local_cpus() -> float:
+    """This machine's CPUs: what the local Ray fedtiny starts counts (the driver and Flower's ServerApp process
+    compute the same layout from it, whatever Ray is connected to)."""
     import os
-    import sys
 
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        return float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     return float(os.cpu_count() or 1)
