@@ -90,6 +90,8 @@ def scalars() -> list[tuple[str, list[Row]]]:
             "fixed layout sizes, bytes (section 4)",
             [
                 ("FT_HELLO_FIXED_SIZE", HelloInfo._ST.size, "HelloInfo before the board_name length"),
+                ("FT_HELLO_EXT", m.HELLO_EXT, "HELLO request payload asking for the extension"),
+                ("FT_HELLO_EXT_SIZE", HelloInfo.EXT_ST.size, "HelloInfo extension: arena_bytes"),
                 ("FT_BLOB_READ_SIZE", m.BLOB_READ.size, "BlobRead (GET_HEAD, READ_UPDATE)"),
                 ("FT_BLOB_PAGE_HDR_SIZE", 4, "BlobPage: u32 total_len before the bytes"),
                 ("FT_SET_HEAD_HDR_SIZE", m.SET_HEAD_HEADER.size, "SET_HEAD: total, offset"),

@@ -832,7 +832,7 @@ def _full_model_session(s: BoardSession, model: bytes, x: np.ndarray, floats: bo
     raw_len = int(np.prod(runner.input_shape))
     info = s.hello()
     assert info.capabilities & Cap.FULL_IMAGE and not info.capabilities & Cap.RAW_SAMPLES
-    assert info.raw_input_len == 0
+    assert info.raw_input_len == 0 and info.arena_bytes == 0  # HELLO's extension: no model runs
     xq = runner.quantize_input(x).reshape(len(x), -1)
     y = np.arange(len(x)) % info.C
     with pytest.raises(DeviceError, match="UNSUPPORTED"):
@@ -844,6 +844,7 @@ def _full_model_session(s: BoardSession, model: bytes, x: np.ndarray, floats: bo
     time.sleep(0.3)
     info = s.hello()
     assert info.capabilities & Cap.RAW_SAMPLES and info.raw_input_len == raw_len and info.cache_count == 0
+    out["arena"] = info.arena_bytes  # the arena the running full image needs, as this board plans it
     head = read_head(model)
     assert s.get_head().equals(head)
     n_int = 50
@@ -868,6 +869,7 @@ def _full_model_session(s: BoardSession, model: bytes, x: np.ndarray, floats: bo
     s.deploy_head(old_head.with_(bias=old_head.bias + 3), np.zeros((2, info.D), np.int8))
     info = s.hello()
     assert not info.capabilities & Cap.RAW_SAMPLES and info.raw_input_len == 0 and info.cache_count == 0
+    assert info.arena_bytes == 0
     # the full image again (its slot is VERIFIED, kept as the fallback), then ROLLBACK back to the head patch
     stt = s.status()
     full_slot = next(i for i, sl in enumerate(stt.slots) if sl.kind == ImageKind.TFLITE)
@@ -970,6 +972,11 @@ def test_full_model_and_raw_samples_match_virtual_board(
             _check_full_model_run(r, model, x, floats, 5)
         assert rc["eval"].loss == pytest.approx(rv["eval"].loss, rel=1e-4)
         assert rc["head_after"].equals(rv["head_after"]) and rc["confirmed"] == rv["confirmed"]
+        # HELLO's arena: the virtual board's is TFLite Micro's, the C board's its own planner's (within its arena)
+        from fedtiny.model.info import min_arena_bytes
+
+        assert rv["arena"] == min_arena_bytes(model)
+        assert 0 < rc["arena"] <= 96 * 1024, rc["arena"]
     finally:
         b.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ from clients.board.upload import (
 from fedtiny.errors import ModelError, ProtocolError
 from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch, head_patch_size
 from fedtiny.link.messages import (
+    HELLO_EXT,
     TRAIN_FIXED,
     TRAIN_MAX_DECAY,
     TRAIN_MAX_EPOCHS,
@@ -40,6 +42,7 @@ from fedtiny.link.messages import (
     u8,
     u32,
 )
+from fedtiny.model.info import min_arena_bytes
 from fedtiny.ondevice import (
     TrainConfig,
     dequantize_head,
@@ -48,10 +51,23 @@ from fedtiny.ondevice import (
     train_heads_fixed,
 )
 
+_ARENAS: dict[bytes, int] = {}  # sha256 of a backbone .tflite -> TFLite Micro's smallest arena for it
+
+
+def arena_bytes(b: Board) -> int:
+    """The arena the running model needs: TFLite Micro's smallest for the board's backbone model (the head's values
+    change no tensor size), 0 without one. Computed once per model: it takes a dozen interpreter builds."""
+    if b.backbone is None:
+        return 0
+    key = hashlib.sha256(b.backbone).digest()
+    if key not in _ARENAS:
+        _ARENAS[key] = max(0, min_arena_bytes(b.backbone))
+    return _ARENAS[key]
+
 
 def hello(b: Board, p: bytes) -> Reply:
-    if p:
-        raise ProtocolError("HELLO takes no payload")
+    if p not in (b"", bytes([HELLO_EXT])):
+        raise ProtocolError(f"HELLO takes no payload or the byte {HELLO_EXT} (extension)")
     c, d = b.shape
     info = HelloInfo(
         1,
@@ -69,6 +85,7 @@ def hello(b: Board, p: bytes) -> Reply:
         b.active,
         b.cfg.board_name,
         b.cfg.fw_version,
+        arena_bytes(b) if p else None,
     )
     return Reply(payload=info.encode())
 

@@ -99,6 +99,7 @@ NO_SLOT = 0xFF
 UPLOAD_RESTART = 0x01
 UPLOAD_SIGNED = 0x02  # UploadBegin.flags bit 1: the image is an Ed25519-signed MCUboot image (section 7)
 SAMPLES_CLEAR = 0x01
+HELLO_EXT = 0x01  # HELLO request payload: answer with the HelloInfo extension (arena_bytes)
 TRAIN_FIXED = 0x01  # TrainRequest.flags bit 0: fixed-point arithmetic (docs/ondevice.md section 3b)
 SS_REVERTED = 0x01  # SlotStatus.flags: the last boot reverted an unconfirmed test image
 SS_FELL_BACK = (
@@ -167,6 +168,9 @@ class FixedLayout:
 
 @dataclass
 class HelloInfo:
+    """HELLO response. `arena_bytes` is in the extension a board appends when the request asks for it (payload
+    `u8 HELLO_EXT`): the activation arena its running model needs, 0 without a model; None when not reported."""
+
     proto_version: int
     n_slots: int
     max_payload: int
@@ -182,29 +186,39 @@ class HelloInfo:
     active_slot: int
     board_name: str
     fw_version: str
+    arena_bytes: int | None = None
 
     _ST = struct.Struct("<BBHIIHHIIIHBB")
+    EXT_ST: ClassVar[struct.Struct] = struct.Struct("<I")  # the extension: arena_bytes
 
     def encode(self) -> bytes:
         vals = [getattr(self, f) for f in list(self.__dataclass_fields__)[:13]]
         name, fw = self.board_name.encode()[:255], self.fw_version.encode()[:255]
-        return self._ST.pack(*vals) + bytes([len(name)]) + name + bytes([len(fw)]) + fw
+        out = self._ST.pack(*vals) + bytes([len(name)]) + name + bytes([len(fw)]) + fw
+        return out if self.arena_bytes is None else out + self.EXT_ST.pack(self.arena_bytes)
 
     @classmethod
     def decode(cls, p: bytes) -> HelloInfo:
+        """Without the extension (the answer to an empty HELLO) or with it; bytes after the extension fields this
+        host knows are ignored (later extensions append)."""
         n0 = cls._ST.size
         _need(p, n0 + 2, "HelloInfo", exact=False)
         (v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12) = cls._ST.unpack_from(p)
         n = p[n0]
         _need(p, n0 + 2 + n, "HelloInfo", exact=False)
         m = p[n0 + 1 + n]
-        _need(p, n0 + 2 + n + m, "HelloInfo")
+        end = n0 + 2 + n + m
+        _need(p, end, "HelloInfo", exact=False)
+        arena = None
+        if len(p) > end:
+            _need(p, end + cls.EXT_ST.size, "HelloInfo with extension", exact=False)
+            (arena,) = cls.EXT_ST.unpack_from(p, end)
         try:
             name = p[n0 + 1 : n0 + 1 + n].decode()
-            fw = p[n0 + 2 + n :].decode()
+            fw = p[n0 + 2 + n : end].decode()
         except UnicodeDecodeError as e:
             raise ProtocolError(f"HelloInfo: bad UTF-8: {e}") from None
-        return cls(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, name, fw)
+        return cls(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, name, fw, arena)
 
 
 @dataclass

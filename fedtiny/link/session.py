@@ -16,6 +16,7 @@ from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch
 from fedtiny.link.frames import FLAG_RETRY, MIN_MAX_PAYLOAD, Frame, FrameReader, encode_frame
 from fedtiny.link.messages import (
     ANY_SLOT,
+    HELLO_EXT,
     UPLOAD_RESTART,
     BlobRead,
     Confirm,
@@ -110,7 +111,13 @@ class BoardSession:
 
     # ----- messages -----
     def hello(self) -> HelloInfo:
-        self.info = HelloInfo.decode(self.request(MsgType.HELLO))
+        """HELLO asking for the extension (arena_bytes); a board that predates it refuses the payload (MALFORMED),
+        then the plain HELLO (info.arena_bytes None)."""
+        try:
+            payload = self.request(MsgType.HELLO, bytes([HELLO_EXT]))
+        except DeviceError:
+            payload = self.request(MsgType.HELLO)
+        self.info = HelloInfo.decode(payload)
         self.reader = FrameReader(0xFFFF)
         return self.info
 

@@ -36,6 +36,8 @@
 
 /* fixed layout sizes, bytes (section 4) */
 #define FT_HELLO_FIXED_SIZE 32u /* HelloInfo before the board_name length */
+#define FT_HELLO_EXT 1u /* HELLO request payload asking for the extension */
+#define FT_HELLO_EXT_SIZE 4u /* HelloInfo extension: arena_bytes */
 #define FT_BLOB_READ_SIZE 6u /* BlobRead (GET_HEAD, READ_UPDATE) */
 #define FT_BLOB_PAGE_HDR_SIZE 4u /* BlobPage: u32 total_len before the bytes */
 #define FT_SET_HEAD_HDR_SIZE 8u /* SET_HEAD: total, offset */

@@ -166,6 +166,22 @@ void test_device_commands(void)
     static uint8_t p[2048];
     size_t i;
     power_up_blank();
+    {
+        /* HELLO's extension (arena_bytes) only when asked with the byte FT_HELLO_EXT: 0 with no full image */
+        static uint8_t plain[FT_MAX_PAYLOAD];
+        size_t plain_len;
+        CHECK_EQ_INT(call(FT_MSG_HELLO, NULL, 0), FT_ST_OK);
+        memcpy(plain, resp, resp_len);
+        plain_len = resp_len;
+        CHECK_EQ_INT(plain_len, 34u + resp[32] + resp[33 + resp[32]]);
+        p[0] = FT_HELLO_EXT;
+        CHECK_EQ_INT(call(FT_MSG_HELLO, p, 1), FT_ST_OK);
+        CHECK_EQ_INT(resp_len, plain_len + FT_HELLO_EXT_SIZE);
+        CHECK(memcmp(resp, plain, plain_len) == 0);
+        CHECK_EQ_INT(ft_rd32(resp + plain_len), 0);
+        p[0] = 2;
+        CHECK_EQ_INT(call(FT_MSG_HELLO, p, 1), FT_ST_MALFORMED);
+    }
     memset(p, 0, 28);
     ft_wr16(p, 1); ft_wr16(p + 2, 4); ft_wrf32(p + 4, 0.05f);
     CHECK_EQ_INT(call(FT_MSG_TRAIN, p, 28), FT_ST_CACHE_EMPTY);
