@@ -8,6 +8,7 @@ Needs cc + make (the host firmware; Monocypher is fetched from PyPI by `make -C 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import struct
@@ -438,3 +439,19 @@ def test_c_board_takes_an_imgtool_signed_head(fw: Path, tmp_path: Path) -> None:
         assert r == "DOWNGRADE: security counter 4 < the board's 5"
     finally:
         b.stop()
+
+
+def test_fuzz_signed_image_parser_and_key_change() -> None:
+    """libFuzzer over ft_image (parse + verify, a reader that traps outside the image) and KEY_CHANGE, seeded with
+    fedtiny-signed images (firmware/tests/fuzz/corpus_image)."""
+    if shutil.which("clang") is None:
+        pytest.skip("clang not installed (apt: clang libclang-rt-14-dev; `make system-deps`)")
+    secs = int(os.environ.get("FEDTINY_FUZZ_SECONDS", "10"))
+    r = subprocess.run(
+        ["make", "-C", str(FW), "fuzz-image-run", f"FUZZ_SECONDS={secs}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "Done" in r.stderr and "ERROR" not in r.stderr
