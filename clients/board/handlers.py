@@ -157,6 +157,10 @@ def push_samples(b: Board, p: bytes) -> Reply:
         return err(Status.SHAPE_MISMATCH, f"{what} of {s.data.shape[1]}, expected {want}")
     if len(s.labels) and int(s.labels.max()) >= c:
         raise ProtocolError(f"label {int(s.labels.max())} >= {c} classes")
+    if s.kind == SampleKind.RAW_F32 and len(s.labels):  # as the C board: refused whole, nothing cached
+        bad = ~np.isfinite(s.data).all(axis=1)
+        if bad.any():
+            raise ProtocolError(f"raw float32 sample {int(np.argmax(bad))} holds a NaN or an infinity")
     if runner is not None and len(s.labels):  # the backbone in TFLite Micro: one invoke per sample
         xq = s.data if s.kind == SampleKind.RAW_INT8 else runner.quantize_input(s.data)
         s.data = runner.run_int8(xq)[1]

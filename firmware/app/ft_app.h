@@ -11,6 +11,10 @@ typedef struct {
     const uint8_t *key;          /* FT_HMAC_KEY_LEN bytes, or NULL: no key provisioned */
     const uint8_t *factory_head; /* HeadPatch; NULL: the compiled-in factory head */
     uint32_t factory_len;
+    const uint8_t *factory_model; /* a .tflite (read in place, kept for the board's life); NULL: the compiled-in one
+                                   * (make FT_FACTORY_MODEL=...), if any. With a model and no factory_head, the
+                                   * model's own head is the factory head. */
+    uint32_t factory_model_len;
     const char *board_name;      /* NULL: ft_port_board_name() */
 } ft_app_config;
 

@@ -33,7 +33,7 @@ int ftd_head_fits(const ft_dev *d, const ft_head *h)
 
 ft_status ft_dev_boot(ft_dev *d)
 {
-    if (!d || !d->factory_patch) return FT_ERR_ARG;
+    if (!d || (!d->factory_patch && !d->factory_model)) return FT_ERR_ARG;
     /* RAM state of a fresh power-up */
     d->has_pending = 0;
     d->acked_id = 0;
@@ -41,6 +41,11 @@ ft_status ft_dev_boot(ft_dev *d)
     d->staged_len = 0;
     d->reset_requested = 0;
     d->boots++;
+#if FT_BACKBONE
+    if (d->factory_model) FT_TRY(ftd_factory_boot(d)); /* the factory model's head: the factory head */
+#else
+    if (!d->factory_patch) return FT_ERR_UNSUPPORTED;
+#endif
     FT_TRY(ft_head_decode_patch(&d->head, d->factory_patch, d->factory_len, 0, 0));
     d->C = d->head.C;
     d->D = d->head.D;

@@ -17,8 +17,12 @@ typedef struct {
     uint32_t device_id;
     uint8_t key[FT_HMAC_KEY_LEN];
     int has_key;
-    const uint8_t *factory_patch; /* HeadPatch provisioned into slot 0 on a blank flash */
+    const uint8_t *factory_patch; /* HeadPatch provisioned into slot 0 on a blank flash (NULL with a factory model:
+                                   * its own head) */
     uint32_t factory_len;
+    const uint8_t *factory_model; /* the factory model (.tflite read in place, part of the firmware image), or NULL:
+                                   * the backbone head patches and the factory head run on (docs/protocol.md s. 5) */
+    uint32_t factory_model_len;
     const char *board_name;
     /* flash-backed */
     ft_store store;
@@ -45,7 +49,7 @@ typedef struct {
 } ft_dev;
 
 /* Power-up: open the store (provision the factory head on a blank flash), revert a test image, load the
- * running head. identity fields and factory_patch must be set before. */
+ * running head. identity fields and factory_patch (or factory_model) must be set before. */
 ft_status ft_dev_boot(ft_dev *d);
 /* Handle one request payload; writes the response payload (or an error reason) and returns the status. */
 uint8_t ft_dev_handle(ft_dev *d, uint8_t type, const uint8_t *req, size_t len, uint8_t *resp, size_t cap,

@@ -42,6 +42,8 @@ int ftd_full_image_ok(void);
  * ftd_model_why(). */
 uint8_t ftd_load_model(ft_dev *d, uint8_t slot, ft_head *out);
 const char *ftd_model_why(void);
+/* Boot with d->factory_model: verify it; without a factory_patch, its own head becomes the factory head. */
+ft_status ftd_factory_boot(ft_dev *d);
 /* The running full image's model, or NULL (a head patch or the factory head runs). */
 const ft_tfl_model *ftd_backbone(ft_dev *d);
 /* One raw sample (kind 1 int8, kind 2 float32) through the backbone; *feat = the head's D int8 inputs. */

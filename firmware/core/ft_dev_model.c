@@ -1,6 +1,7 @@
 /* The running model of the device (issue 11): a full .tflite image verified and run in place by the int8
- * interpreter (ft_tfl_*), its head found and checked. Used by the learning handlers (raw samples), HELLO and the
- * update state machine (VERIFY / ACTIVATE / CONFIRM / boot). */
+ * interpreter (ft_tfl_*), its head found and checked, or the firmware's factory model (a .tflite built into the
+ * firmware image, read in place like a slot) whose backbone every head patch runs on. Used by the learning
+ * handlers (raw samples), HELLO and the update state machine (VERIFY / ACTIVATE / CONFIRM / boot). */
 #include "ft_dev_internal.h"
 #include "ft_signed.h"
 #include "ft_sha256.h"
@@ -16,7 +17,9 @@
  * the running slot whenever g_model holds another image. */
 static ft_tfl_model g_model;
 static uint8_t g_arena[FT_TFL_ARENA_SIZE];
+#define FACTORY_SLOT 0xFEu /* g_model_slot when g_model holds the factory model */
 static uint8_t g_model_slot = FT_NO_SLOT;
+static uint8_t g_factory_patch[FT_HEAD_PATCH_MAX]; /* the factory model's own head as a HeadPatch */
 static uint8_t g_model_sha[32];
 static uint16_t g_head_op;    /* the head FULLY_CONNECTED: the backbone is ops [0, g_head_op) */
 static int16_t g_feat;        /* the head's input tensor: the features */
@@ -33,7 +36,8 @@ static void set_why(const char *a, const char *b)
 /* The head of a verified model, as fedtiny.model.flatbuffer.read_head: the last FULLY_CONNECTED on the path to
  * output 0, through SOFTMAX / RESHAPE / QUANTIZE / DEQUANTIZE after it. Int8 weights [C][D] (zero point 0),
  * int32 bias, no fused activation; C x D must be the board's. out may be NULL (only the op and features). */
-static uint8_t model_head(const ft_dev *d, const ft_tfl_model *m, ft_head *out, uint16_t *op_index, int16_t *feat)
+static uint8_t model_head(const ft_dev *d, const ft_tfl_model *m, ft_head *out, uint16_t *op_index, int16_t *feat,
+                          int any_shape)
 {
     int16_t t = m->outputs[0];
     uint16_t steps, i, C, D, c;
@@ -84,10 +88,12 @@ static uint8_t model_head(const ft_dev *d, const ft_tfl_model *m, ft_head *out, 
     }
     C = (uint16_t)w->dims[0];
     D = (uint16_t)w->dims[1];
-    if ((int32_t)C != w->dims[0] || (int32_t)D != w->dims[1] || C != d->C || D != d->D || x->count != D ||
-        b->count != C) {
+    /* any_shape: the factory model at boot, whose head sets the board's C x D (within the build's limits) */
+    if ((int32_t)C != w->dims[0] || (int32_t)D != w->dims[1] || x->count != D || b->count != C ||
+        (any_shape ? C == 0 || D == 0 || C > FT_MAX_CLASSES || D > FT_MAX_DIM : C != d->C || D != d->D)) {
         snprintf(buf, sizeof buf, "model head is %ldx%ld (input of %lu), the board's is %ux%u", (long)w->dims[0],
-                 (long)w->dims[1], (unsigned long)x->count, (unsigned)d->C, (unsigned)d->D);
+                 (long)w->dims[1], (unsigned long)x->count, (unsigned)(any_shape ? FT_MAX_CLASSES : d->C),
+                 (unsigned)(any_shape ? FT_MAX_DIM : d->D));
         set_why(buf, "");
         return FT_ST_SHAPE_MISMATCH;
     }
@@ -113,13 +119,35 @@ static uint8_t model_head(const ft_dev *d, const ft_tfl_model *m, ft_head *out, 
     return FT_ST_OK;
 }
 
+/* The board feeds the model one int8 or float32 input (raw_input_len elements, a u16 in HELLO). */
+static uint8_t check_input(const ft_tfl_model *m)
+{
+    const ft_tfl_tensor *in = &m->tensors[m->inputs[0]];
+    if (m->n_inputs != 1 || (in->type != FT_TFL_INT8 && in->type != FT_TFL_FLOAT32) || in->count > 0xFFFFu) {
+        set_why("model: the board feeds one int8 or float32 input of at most 65535 elements", "");
+        return FT_ST_UNSUPPORTED;
+    }
+    return FT_ST_OK;
+}
+
+static void log_model(const char *where, uint8_t slot)
+{
+    char buf[80];
+    if (where[0] == 's')
+        snprintf(buf, sizeof buf, "model in slot %u: %u ops, arena %lu bytes", (unsigned)slot, (unsigned)g_model.n_ops,
+                 (unsigned long)g_model.arena_bytes);
+    else
+        snprintf(buf, sizeof buf, "factory model: %u ops, arena %lu bytes", (unsigned)g_model.n_ops,
+                 (unsigned long)g_model.arena_bytes);
+    ft_port_log(buf);
+}
+
 /* Verify the full image in `slot` in place (SHA-256 of the flash bytes, then ft_tfl_verify) into g_model and take
  * its head (into out, may be NULL). A protocol status; on failure g_why says why. */
 uint8_t ftd_load_model(ft_dev *d, uint8_t slot, ft_head *out)
 {
     const ft_slot_meta *s = &d->store.m.slots[slot];
     const uint8_t *img;
-    const ft_tfl_tensor *in;
     uint8_t sha[32], st;
     uint32_t off, len;
     ft_status r;
@@ -147,32 +175,66 @@ uint8_t ftd_load_model(ft_dev *d, uint8_t slot, ft_head *out)
         set_why("model: ", g_model.reason);
         return r == FT_ERR_UNSUPPORTED ? FT_ST_UNSUPPORTED : r == FT_ERR_RANGE ? FT_ST_NO_SPACE : FT_ST_MALFORMED;
     }
-    in = &g_model.tensors[g_model.inputs[0]];
-    if (g_model.n_inputs != 1 || (in->type != FT_TFL_INT8 && in->type != FT_TFL_FLOAT32) || in->count > 0xFFFFu) {
-        set_why("model: the board feeds one int8 or float32 input of at most 65535 elements", "");
-        return FT_ST_UNSUPPORTED;
-    }
-    st = model_head(d, &g_model, out, &g_head_op, &g_feat);
+    st = check_input(&g_model);
+    if (st != FT_ST_OK) return st;
+    st = model_head(d, &g_model, out, &g_head_op, &g_feat, 0);
     if (st != FT_ST_OK) return st;
     g_model_slot = slot;
     memcpy(g_model_sha, s->sha256, 32);
-    {
-        char buf[80];
-        snprintf(buf, sizeof buf, "model in slot %u: %u ops, arena %lu bytes", (unsigned)slot, (unsigned)g_model.n_ops,
-                 (unsigned long)g_model.arena_bytes);
-        ft_port_log(buf);
-    }
+    log_model("slot", slot);
     return FT_ST_OK;
 }
 
-/* The running model's backbone (a full image runs), or NULL (a head patch or the factory head runs: the C
- * firmware has no built-in model). Re-verifies the running slot when g_model holds another image. */
+/* Verify the factory model (read in place from the firmware image) into g_model; out (may be NULL) its head. At
+ * boot (any_shape) its head sets the board's C x D. */
+static uint8_t load_factory(ft_dev *d, ft_head *out, int any_shape)
+{
+    ft_status r;
+    uint8_t st;
+    g_model_slot = FT_NO_SLOT;
+    r = ft_tfl_verify(&g_model, d->factory_model, d->factory_model_len, (uint32_t)sizeof g_arena);
+    if (r != FT_OK) {
+        set_why("factory model: ", g_model.reason);
+        return r == FT_ERR_UNSUPPORTED ? FT_ST_UNSUPPORTED : r == FT_ERR_RANGE ? FT_ST_NO_SPACE : FT_ST_MALFORMED;
+    }
+    st = check_input(&g_model);
+    if (st != FT_ST_OK) return st;
+    st = model_head(d, &g_model, out, &g_head_op, &g_feat, any_shape);
+    if (st != FT_ST_OK) return st;
+    g_model_slot = FACTORY_SLOT;
+    log_model("factory", 0);
+    return FT_ST_OK;
+}
+
+/* Boot with a factory model: verify it and, unless a factory head was given, take its own head as the factory
+ * head (the HeadPatch provisioned into slot 0 and run when nothing is confirmed), as the virtual board started
+ * with --model does. A model the interpreter refuses stops the boot (the build is wrong, not the flash). */
+ft_status ftd_factory_boot(ft_dev *d)
+{
+    ft_head *h = &ftd_scratch_head;
+    uint8_t st = load_factory(d, h, 1);
+    if (st != FT_ST_OK) {
+        ft_port_log(g_why);
+        return FT_ERR_FORMAT;
+    }
+    if (d->factory_patch) return FT_OK;
+    FT_TRY(ft_head_patch_read(h, 0, g_factory_patch, ft_head_patch_size(h)));
+    d->factory_patch = g_factory_patch;
+    d->factory_len = ft_head_patch_size(h);
+    return FT_OK;
+}
+
+/* The running model's backbone: the running full image's, else (a head patch or the factory head runs) the
+ * factory model's, or NULL on a board built without one. Re-verifies it when g_model holds another image (VERIFY
+ * of another slot used it). */
 const ft_tfl_model *ftd_backbone(ft_dev *d)
 {
-    const ft_slot_meta *s;
-    if (d->active == FT_NO_SLOT) return NULL;
-    s = &d->store.m.slots[d->active];
-    if (s->kind != FT_KIND_TFLITE) return NULL;
+    const ft_slot_meta *s = d->active == FT_NO_SLOT ? NULL : &d->store.m.slots[d->active];
+    if (!s || s->kind != FT_KIND_TFLITE) {
+        if (!d->factory_model) return NULL;
+        if (g_model_slot == FACTORY_SLOT) return &g_model;
+        return load_factory(d, NULL, 0) == FT_ST_OK ? &g_model : NULL;
+    }
     if (g_model_slot == d->active && memcmp(g_model_sha, s->sha256, 32) == 0) return &g_model;
     return ftd_load_model(d, d->active, NULL) == FT_ST_OK ? &g_model : NULL;
 }

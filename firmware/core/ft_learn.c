@@ -4,6 +4,7 @@
 #include "ft_dev_internal.h"
 #include "ft_sha256.h"
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #define UPD_HDR FT_UPDATE_BLOB_HDR_SIZE
@@ -60,9 +61,13 @@ static uint8_t push_raw(ft_ctx *c, const uint8_t *p, uint32_t cnt, uint32_t dim)
         return ft_fail(c, FT_ST_SHAPE_MISMATCH, "raw sample length differs from the model input (raw_input_len)");
     for (i = 0; i < cnt; i++)
         if (ft_rd16(p + 6 + 2 * i) >= d->C) return ft_fail(c, FT_ST_MALFORMED, "label >= classes");
-    if (esize == 4)
+    if (esize == 4) /* refused whole (nothing cached), naming the first bad sample, as the virtual board */
         for (j = 0; j < cnt * dim; j++)
-            if (!isfinite(ft_rdf32(data + 4u * j))) return ft_fail(c, FT_ST_MALFORMED, "raw float32 samples must be finite");
+            if (!isfinite(ft_rdf32(data + 4u * j))) {
+                char why[64];
+                snprintf(why, sizeof why, "raw float32 sample %lu holds a NaN or an infinity", (unsigned long)(j / dim));
+                return ft_fail(c, FT_ST_MALFORMED, why);
+            }
     if (p[1] & 1u) ft_cache_clear(&d->cache);
     for (i = 0; i < cnt; i++) {
         const int8_t *feat;

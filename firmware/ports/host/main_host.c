@@ -1,7 +1,7 @@
 /* fedtiny firmware on a POSIX host: the same app as on a board, over TCP, a pty or stdio.
  *
  *   fedtiny-fw [--tcp PORT | --pty | --stdio] [--flash FILE] [--device-id N] [--key HEX | --no-key]
- *              [--trust-key FILE]... [--device-key-file FILE] [--factory-head FILE] [--name NAME] [--cut-at N] [-v]
+ *              [--trust-key FILE]... [--device-key-file FILE] [--factory-head FILE] [--model FILE] [--name NAME] [--cut-at N] [-v]
  *
  * --tcp listens on 127.0.0.1:PORT (0: any free port) and prints "listening on socket://127.0.0.1:PORT";
  * one client at a time, the board keeps its RAM state across reconnects. --pty prints "pty /dev/pts/N".
@@ -10,7 +10,9 @@
  * --trust-key (up to 4 times): an Ed25519 public key (PEM SubjectPublicKeyInfo as `fedtiny key generate` writes
  * signing.pub.pem, or 64 hex digits) stored on a flash that holds no key; the board then accepts only signed images
  * (docs/protocol.md section 7). --device-key-file: this board's update key (64 hex digits, `fedtiny key device`),
- * which tags its updates instead of the fleet key. A bad file: one line naming it, exit 2. */
+ * which tags its updates instead of the fleet key. A bad file: one line naming it, exit 2.
+ * --model FILE: the factory model (a .tflite), as `fedtiny emulate --model` and as a build with FT_FACTORY_MODEL
+ * compiles in: head patches and the factory head (its own head, unless --factory-head) run on its backbone. */
 #define _XOPEN_SOURCE 600
 #define _DEFAULT_SOURCE
 #include "ft_app.h"
@@ -35,12 +37,13 @@ static uint8_t key[FT_HMAC_KEY_LEN];
 static uint8_t factory[FT_HEAD_PATCH_MAX];
 static uint8_t trust[FT_MAX_KEYS][32];
 static uint8_t update_key[32];
+static uint8_t *model_buf; /* the --model file */
 
 static int usage(void)
 {
     fprintf(stderr, "usage: fedtiny-fw [--tcp PORT | --pty | --stdio] [--flash FILE] [--device-id N] "
                     "[--key HEX | --no-key] [--trust-key FILE]... [--device-key-file FILE] [--factory-head FILE] "
-                    "[--name NAME] [--cut-at N] [-v]\n");
+                    "[--model FILE] [--name NAME] [--cut-at N] [-v]\n");
     return 2;
 }
 
@@ -114,6 +117,31 @@ static int load_public_key(const char *path, uint8_t out[32])
     return 0;
 }
 
+/* The factory model file into memory kept for the process's life (a board has it in flash): 0, else -1 (said why). */
+static int load_model(const char *path, ft_app_config *cfg)
+{
+    FILE *f = fopen(path, "rb");
+    long n;
+    uint8_t *buf;
+    if (!f || fseek(f, 0, SEEK_END) || (n = ftell(f)) <= 0 || n > 0x7FFFFFFL || fseek(f, 0, SEEK_SET)) {
+        fprintf(stderr, "fedtiny-fw: %s: cannot read the model file\n", path);
+        if (f) fclose(f);
+        return -1;
+    }
+    buf = malloc((size_t)n);
+    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "fedtiny-fw: %s: cannot read the model file\n", path);
+        fclose(f);
+        free(buf);
+        return -1;
+    }
+    fclose(f);
+    model_buf = buf; /* a static: reachable until exit (no leak report) */
+    cfg->factory_model = buf;
+    cfg->factory_model_len = (uint32_t)n;
+    return 0;
+}
+
 /* Runs the app on one connection until the link goes away. */
 static int serve(int in_fd, int out_fd, ft_app_config *cfg)
 {
@@ -139,7 +167,7 @@ static int serve(int in_fd, int out_fd, ft_app_config *cfg)
 int main(int argc, char **argv)
 {
     ft_app_config cfg;
-    const char *flash = NULL, *factory_file = NULL, *mode = "stdio";
+    const char *flash = NULL, *factory_file = NULL, *model_file = NULL, *mode = "stdio";
     int port = 0, i, have_key = FT_HAS_FLEET_KEY, have_update_key = 0;
     unsigned n_trust = 0;
     uint32_t cut = 0;
@@ -177,6 +205,7 @@ int main(int argc, char **argv)
             i++;
         }
         else if (!strcmp(a, "--factory-head") && v) { factory_file = v; i++; }
+        else if (!strcmp(a, "--model") && v) { model_file = v; i++; }
         else if (!strcmp(a, "--name") && v) { cfg.board_name = v; i++; }
         else if (!strcmp(a, "--cut-at") && v) { cut = (uint32_t)strtoul(v, NULL, 0); i++; }
         else if (!strcmp(a, "-v")) ft_host_verbose = 1;
@@ -193,8 +222,13 @@ int main(int argc, char **argv)
         cfg.factory_head = factory;
         cfg.factory_len = (uint32_t)n;
     }
+    if (model_file && load_model(model_file, &cfg)) return 2;
     if (ft_host_flash_open(flash) != FT_OK) { fprintf(stderr, "cannot open flash file %s\n", flash); return 2; }
-    if (ft_app_boot(&cfg) != FT_OK) { fprintf(stderr, "fedtiny host: boot failed\n"); return 1; }
+    if (ft_app_boot(&cfg) != FT_OK) {
+        if (model_file) fprintf(stderr, "fedtiny-fw: %s: the factory model does not boot (-v logs why)\n", model_file);
+        fprintf(stderr, "fedtiny host: boot failed\n");
+        return 1;
+    }
     ft_host_power_cut_at(cut); /* counted from after the boot */
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (!strcmp(mode, "stdio")) return serve(0, 1, &cfg);

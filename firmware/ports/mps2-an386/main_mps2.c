@@ -20,6 +20,8 @@ int main(void)
     cfg.key = key;
     cfg.factory_head = NULL;
     cfg.factory_len = 0;
+    cfg.factory_model = NULL; /* the compiled-in one, if built with FT_FACTORY_MODEL=... */
+    cfg.factory_model_len = 0;
     cfg.board_name = NULL;
     s = ft_app_boot(&cfg);
     if (s != FT_OK) {
