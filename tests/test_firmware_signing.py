@@ -455,3 +455,34 @@ def test_fuzz_signed_image_parser_and_key_change() -> None:
     )
     assert r.returncode == 0, r.stderr[-4000:]
     assert "Done" in r.stderr and "ERROR" not in r.stderr
+
+
+def test_mutated_signed_images_refused_alike(boards) -> None:
+    """300 mutations of a signed head (bytes flipped or overwritten, truncated, extended, header and TLV lengths
+    rewritten): the C parser/verifier and the virtual board's give the same status and reason for every one."""
+    _, sc, sv, _ = boards
+    good = sign_image(encode_head_patch(default_head().with_(bias=default_head().bias + 1)), K1, 3)
+    assert len(good) == 928
+    # u16 fields: hdr_size, protect_tlv_size, img_size, flags; the lengths of the protected area, SEC_CNT, the TLV
+    # area, SHA256, KEYHASH, ED25519 (a 740-byte payload: the protected area starts at 772)
+    fields = [8, 10, 12, 16, 774, 778, 786, 790, 826, 862]
+    rng = np.random.default_rng(2026)
+    answers: dict[str, int] = {}
+    for i in range(300):
+        img = bytearray(good)
+        kind = i % 5
+        if kind == 0:
+            img[rng.integers(len(img))] ^= 1 << int(rng.integers(8))
+        elif kind == 1:
+            img[rng.integers(len(img))] = int(rng.integers(256))
+        elif kind == 2:
+            del img[int(rng.integers(1, len(img))) :]
+        elif kind == 3:
+            img += bytes(rng.integers(0, 256, int(rng.integers(1, 40)), dtype=np.uint8))
+        else:
+            off = fields[int(rng.integers(len(fields)))]
+            struct.pack_into("<H", img, off, int(rng.integers(0, 1 << 16)))
+        a = same(sc, sv, upload_verify(bytes(img), declared=3))
+        answers[a] = answers.get(a, 0) + 1
+    assert "OK" not in answers
+    assert len(answers) >= 8, answers  # many different refusals were exercised, not one
