@@ -972,11 +972,12 @@ def test_full_model_and_raw_samples_match_virtual_board(
             _check_full_model_run(r, model, x, floats, 5)
         assert rc["eval"].loss == pytest.approx(rv["eval"].loss, rel=1e-4)
         assert rc["head_after"].equals(rv["head_after"]) and rc["confirmed"] == rv["confirmed"]
-        # HELLO's arena: the virtual board's is TFLite Micro's, the C board's its own planner's (within its arena)
+        # HELLO's arena: the virtual board's is TFLite Micro's, the C board's its own planner's, no larger
+        # (issue 11 part 3; measured: digits 2560 vs 5630 bytes, vibration 3072 vs 6398)
         from fedtiny.model.info import min_arena_bytes
 
         assert rv["arena"] == min_arena_bytes(model)
-        assert 0 < rc["arena"] <= 96 * 1024, rc["arena"]
+        assert 0 < rc["arena"] <= rv["arena"], (rc["arena"], rv["arena"])
     finally:
         b.stop()
 
