@@ -1,4 +1,5 @@
-"""The main job end to end: `fedtiny run scenarios/quickstart.toml` on Flower's Simulation Engine (Ray)."""
+"""The main job end to end: `fedtiny run scenarios/quickstart.toml` on the default engine (Flower's simulation
+runtime: a private simulation SuperLink driven by `flwr run`, Ray)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "done: accuracy" in proc.stdout
+    console = proc.stdout + proc.stderr
+    # a clean console (issue 9 item 4): Flower's, Ray's and TensorFlow's output goes to fedtiny.log
+    for noise in ("DEPRECATED", "run_simulation", "DEBUG", "INFO", "WARNING", "tensorflow", "(raylet)"):
+        assert noise not in console, console[-3000:]
+    assert "Starting Flower SuperLink" in (out / "fedtiny.log").read_text(errors="replace")
     return out
 
 
