@@ -330,3 +330,68 @@ def test_federated_round_on_raw_samples_qemu_boards(
         for bd in boards:
             bd.stop()
         th.join(5)
+
+
+def test_factory_model_power_cut_at_every_flash_write_of_a_head_redeploy(
+    tmp_path: Path, digits: tuple[Path, bytes, np.ndarray]
+) -> None:
+    """A head patch redeployed over a confirmed full image on a board with a factory model, the power cut at every
+    flash program/erase (`--cut-at N`, a separate process): after power-up the board runs the full image (its head)
+    or the head patch on the factory backbone, never a mix and never a head without a backbone (raw samples are
+    taken either way), and the deploy then completes."""
+    import shutil
+
+    from fedtiny.errors import LinkError
+    from fedtiny.model.flatbuffer import read_head, write_head
+    from fedtiny.model.runtime import Int8Runner
+
+    tf.make("build/host/fedtiny-fw")
+    path, model, x = digits
+    xq = Int8Runner(model, "tflm").quantize_input(x[:4]).reshape(4, -1)
+    factory = read_head(model)
+    full, new = factory.with_(bias=factory.bias - 7), factory.with_(bias=factory.bias + 9)
+    golden = _features(model, xq[:2])
+    args = ("--device-id", "4", "--model", str(path))
+    base = tmp_path / "base.bin"
+    b = tf.HostBoard(base, *args).start()
+    try:
+        s = b.session()
+        s.deploy_model(write_head(model, full), xq[:2])
+        s.close()
+    finally:
+        b.stop()
+    outcomes = []
+    for n in range(1, 40):
+        flash = tmp_path / f"cut{n}.bin"
+        shutil.copy(base, flash)
+        b = tf.HostBoard(flash, *args).start("--cut-at", str(n))
+        cut = False
+        try:
+            s = b.session()
+            s.retries = 2
+            s.deploy_head(new, golden, KEY)
+            s.close()
+        except (LinkError, DeviceError, OSError):
+            cut = True
+        rc = b.wait(10) if cut else None
+        b.stop()
+        if not cut:
+            break
+        assert rc == 75, f"cut {n}: exit code {rc}"
+        b = tf.HostBoard(flash, *args).start()  # power back
+        try:
+            s = b.session()
+            running, st = s.get_head(), s.status()
+            kind = st.slots[st.confirmed].kind
+            assert (running.equals(full) and kind == ImageKind.TFLITE) or (
+                running.equals(new) and kind == ImageKind.HEAD_PATCH
+            ), f"cut {n}: running head {kind}"
+            assert s.hello().raw_input_len == 256 and s.push_raw(xq, np.arange(4), clear=True) == 4, n
+            outcomes.append("new" if running.equals(new) else "old")
+            s.deploy_head(new, golden, KEY)  # resumes and completes
+            assert s.get_head().equals(new) and s.hello().raw_input_len == 256
+            s.close()
+        finally:
+            b.stop()
+    # a cut before the commit record lands leaves the full image confirmed (the test image reverts at boot)
+    assert len(outcomes) >= 5 and "old" in outcomes, outcomes
