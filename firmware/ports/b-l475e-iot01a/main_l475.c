@@ -18,6 +18,8 @@ int main(void)
     cfg.key = FT_HAS_FLEET_KEY ? fleet_key : NULL;
     cfg.factory_head = NULL;
     cfg.factory_len = 0;
+    cfg.factory_model = NULL; /* the compiled-in one, if any */
+    cfg.factory_model_len = 0;
     cfg.board_name = NULL;
     s = ft_app_boot(&cfg);
     if (s != FT_OK) {
