@@ -486,3 +486,27 @@ def test_mutated_signed_images_refused_alike(boards) -> None:
         answers[a] = answers.get(a, 0) + 1
     assert "OK" not in answers
     assert len(answers) >= 8, answers  # many different refusals were exercised, not one
+
+
+def test_mutated_key_changes_refused_alike(boards) -> None:
+    """200 mutations of a signed KeyChange get the same status and reason on both boards: refused, except changes of
+    the reserved bytes 5..7, which are ignored (in the signature too) and so apply the change on both."""
+    _, sc, sv, _ = boards
+    good = KeyChange(KEY_ADD, DEV, 1, raw_public(K2)).sign(K1).encode()
+    rng = np.random.default_rng(7)
+    seen = set()
+    for i in range(200):
+        m, j = bytearray(good), int(rng.integers(len(good)))
+        if i % 3 == 0:
+            m[j] ^= 1 << int(rng.integers(8))
+        elif i % 3 == 1:
+            m[j] = int(rng.integers(256))
+        else:
+            m, j = (m[: int(rng.integers(0, len(m)))] if i % 2 else m + b"\x00"), -1
+        if bytes(m) == good:
+            continue
+        a = same(sc, sv, lambda s, m=bytes(m): s.request(MsgType.KEY_CHANGE, m))
+        assert (a == "OK") == (j in (5, 6, 7)), (i, j, a)
+        seen.add(a)
+    assert len(seen) >= 5, seen
+    assert sc.keys() == sv.keys() == KeySet(4, 1, [bytes.fromhex(KEYHASH1), key_hash(raw_public(K2))])

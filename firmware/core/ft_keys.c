@@ -187,8 +187,13 @@ uint8_t ft_keys_change(ft_keys *k, uint32_t device_id, const uint8_t *p, size_t 
         snprintf(why, cap, "key change for device %lu, this is device %lu", (unsigned long)dev, (unsigned long)device_id);
         return FT_ST_AUTH_FAILED;
     }
-    sig = ft_image_check_sig(p + 48, p + FT_KEY_CHANGE_SIGNED, p, FT_KEY_CHANGE_SIGNED,
-                             (const uint8_t(*)[32])k->keys, k->n);
+    { /* the signed message is bytes [0, 80) with the reserved bytes 5..7 as 0: they are ignored on receipt */
+        uint8_t body[FT_KEY_CHANGE_SIGNED];
+        memcpy(body, p, sizeof body);
+        body[5] = body[6] = body[7] = 0;
+        sig = ft_image_check_sig(p + 48, p + FT_KEY_CHANGE_SIGNED, body, sizeof body, (const uint8_t(*)[32])k->keys,
+                                 k->n);
+    }
     if (sig) {
         snprintf(why, cap, sig == 1 ? "key change signed by a key this board does not trust"
                                     : "key change: bad Ed25519 signature");
