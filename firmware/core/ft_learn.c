@@ -22,7 +22,7 @@ uint8_t ft_learn_set_head(ft_ctx *c, const uint8_t *p, size_t n)
     ft_dev *d = c->d;
     uint32_t total, off, dl;
     ft_status r;
-    if (n < 8) return ft_fail(c, FT_ST_MALFORMED, "SET_HEAD needs total and offset");
+    if (n < FT_SET_HEAD_HDR_SIZE) return ft_fail(c, FT_ST_MALFORMED, "SET_HEAD needs total and offset");
     total = ft_rd32(p);
     off = ft_rd32(p + 4);
     dl = (uint32_t)(n - 8);
@@ -78,7 +78,7 @@ static uint8_t push_raw(ft_ctx *c, const uint8_t *p, uint32_t cnt, uint32_t dim)
     d->pushed_total += cnt;
     ft_wr32(c->resp, d->cache.count);
     ft_wr32(c->resp + 4, d->pushed_total);
-    *c->len = 8;
+    *c->len = FT_PUSH_RESULT_SIZE;
     return FT_ST_OK;
 #else
     (void)p;
@@ -92,11 +92,11 @@ uint8_t ft_learn_push_samples(ft_ctx *c, const uint8_t *p, size_t n)
 {
     ft_dev *d = c->d;
     uint32_t cnt, dim, i;
-    if (n < 6) return ft_fail(c, FT_ST_MALFORMED, "Samples header is 6 bytes");
+    if (n < FT_SAMPLES_HDR_SIZE) return ft_fail(c, FT_ST_MALFORMED, "Samples header is 6 bytes");
     cnt = ft_rd16(p + 2);
     dim = ft_rd16(p + 4);
     /* kind 2 carries float32 samples (4 bytes each), kinds 0 and 1 int8 */
-    if (n != 6u + 2u * cnt + cnt * dim * (p[0] == 2 ? 4u : 1u)) return ft_fail(c, FT_ST_MALFORMED, "Samples payload length");
+    if (n != FT_SAMPLES_HDR_SIZE + 2u * cnt + cnt * dim * (p[0] == 2 ? 4u : 1u)) return ft_fail(c, FT_ST_MALFORMED, "Samples payload length");
     if (p[0] > 2) return ft_fail(c, FT_ST_MALFORMED, "sample kind");
     /* raw samples (kind 1 int8, kind 2 float32) run through the running full image's backbone */
     if (p[0] == 1 || p[0] == 2) return push_raw(c, p, cnt, dim);
@@ -111,7 +111,7 @@ uint8_t ft_learn_push_samples(ft_ctx *c, const uint8_t *p, size_t n)
     d->pushed_total += cnt;
     ft_wr32(c->resp, d->cache.count);
     ft_wr32(c->resp + 4, d->pushed_total);
-    *c->len = 8;
+    *c->len = FT_PUSH_RESULT_SIZE;
     return FT_ST_OK;
 }
 
@@ -160,7 +160,7 @@ uint8_t ft_learn_train(ft_ctx *c, const uint8_t *p, size_t n)
     const uint8_t *ukey;
     ft_status r;
     uint32_t flags;
-    if (n != 32 && n != 28) return ft_fail(c, FT_ST_MALFORMED, "TrainRequest is 32 bytes (28 without flags)");
+    if (n != FT_TRAIN_REQUEST_SIZE && n != FT_TRAIN_REQUEST_LEGACY_SIZE) return ft_fail(c, FT_ST_MALFORMED, "TrainRequest is 32 bytes (28 without flags)");
     if (d->has_pending) return ft_fail(c, FT_ST_UPDATE_PENDING, "update not acknowledged");
     if (d->cache.count == 0) return ft_fail(c, FT_ST_CACHE_EMPTY, "no cached samples");
     cfg.epochs = ft_rd16(p);
@@ -172,7 +172,7 @@ uint8_t ft_learn_train(ft_ctx *c, const uint8_t *p, size_t n)
     cfg.seed = ft_rd32(p + 20);
     cfg.round = ft_rd32(p + 24);
     cfg.device_id = d->device_id;
-    flags = n == 32 ? ft_rd32(p + 28) : 0u;
+    flags = n == FT_TRAIN_REQUEST_SIZE ? ft_rd32(p + FT_TRAIN_REQUEST_LEGACY_SIZE) : 0u;
     if (cfg.epochs < 1 || cfg.epochs > FT_MAX_EPOCHS || cfg.batch_size < 1)
         return ft_fail(c, FT_ST_MALFORMED, "epochs must be 1..1000 and batch_size >= 1");
     if ((uint32_t)cfg.epochs * d->cache.count > FT_MAX_TRAIN_WORK)
@@ -238,7 +238,7 @@ uint8_t ft_learn_train(ft_ctx *c, const uint8_t *p, size_t n)
     ft_wr32(c->resp, d->pending_id);
     ft_wr32(c->resp + 4, d->upd_n);
     ft_wrf32(c->resp + 8, loss);
-    *c->len = 12;
+    *c->len = FT_TRAIN_RESULT_SIZE;
     return FT_ST_OK;
 }
 
@@ -246,7 +246,7 @@ uint8_t ft_learn_read_update(ft_ctx *c, const uint8_t *p, size_t n)
 {
     ft_dev *d = c->d;
     if (!d->has_pending) {
-        if (n != 6) return ft_fail(c, FT_ST_MALFORMED, "BlobRead is 6 bytes");
+        if (n != FT_BLOB_READ_SIZE) return ft_fail(c, FT_ST_MALFORMED, "BlobRead is 6 bytes");
         return ft_fail(c, FT_ST_NO_UPDATE, "no pending update");
     }
     ft_wr32(c->resp, d->pending_id);
@@ -294,6 +294,6 @@ uint8_t ft_learn_evaluate(ft_ctx *c, const uint8_t *p, size_t n)
     ft_wr32(c->resp, cnt);
     ft_wrf32(c->resp + 4, (float)((double)correct / cnt));
     ft_wrf32(c->resp + 8, (float)(loss_sum / cnt));
-    *c->len = 12;
+    *c->len = FT_EVAL_RESULT_SIZE;
     return FT_ST_OK;
 }

@@ -169,7 +169,7 @@ static uint8_t upload_state(ft_ctx *c, uint8_t slot, uint8_t resumed)
     ft_wr32(c->resp + 4, s->total_len);
     ft_wr32(c->resp + 8, s->received);
     ft_wr32(c->resp + 12, crc);
-    *c->len = 16;
+    *c->len = FT_UPLOAD_STATE_SIZE;
     return FT_ST_OK;
 }
 
@@ -324,7 +324,7 @@ uint8_t ft_update_verify(ft_ctx *c, const uint8_t *p, size_t n)
     c->resp[0] = (uint8_t)slot;
     c->resp[1] = s->state;
     memcpy(c->resp + 2, s->sha256, 32);
-    *c->len = 34;
+    *c->len = FT_VERIFY_RESULT_SIZE;
     return FT_ST_OK;
 }
 
@@ -387,13 +387,13 @@ uint8_t ft_update_confirm(ft_ctx *c, const uint8_t *p, size_t n)
     int8_t out[FT_MAX_CLASSES];
     ft_head *h = &ftd_scratch_head;
     ft_status r;
-    if (n < 8) return ft_fail(c, FT_ST_MALFORMED, "Confirm header is 8 bytes");
+    if (n < FT_CONFIRM_HDR_SIZE) return ft_fail(c, FT_ST_MALFORMED, "Confirm header is 8 bytes");
     slot = p[0];
     tol = p[1];
     nv = ft_rd16(p + 2);
     il = ft_rd16(p + 4);
     ol = ft_rd16(p + 6);
-    if (n != 8u + nv * (il + ol)) return ft_fail(c, FT_ST_MALFORMED, "Confirm payload length");
+    if (n != FT_CONFIRM_HDR_SIZE + nv * (il + ol)) return ft_fail(c, FT_ST_MALFORMED, "Confirm payload length");
     if (slot >= FT_N_SLOTS) return ft_fail(c, FT_ST_MALFORMED, "no such slot");
     if (nv == 0) return ft_fail(c, FT_ST_MALFORMED, "CONFIRM needs at least one golden vector");
     if (slot == d->store.m.confirmed && d->store.m.testing == FT_NO_SLOT) return ft_put_slot_status(c);
