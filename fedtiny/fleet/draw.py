@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from fedtiny.ondevice.fast import worker_threads
 from fedtiny.ondevice.shuffle import mix64
 
 try:
@@ -103,18 +104,23 @@ def draw_rows(
         return None
     dev = np.ascontiguousarray(devices, dtype=np.int64)
     out = np.empty((len(dev), len(j)), dtype=np.int32)
-    _kernel(
-        tag_key(seed, tag),
-        tag_key(seed, tag + 1),
-        dev,
-        np.ascontiguousarray(j, dtype=np.int64),
-        np.ascontiguousarray(seg, dtype=np.int64),
-        np.asarray(cmix),
-        np.asarray(variant),
-        int(lo),
-        int(hi),
-        int(pool_size),
-        bool(balanced),
-        out,
-    )
+    prev = numba.get_num_threads()
+    numba.set_num_threads(worker_threads())  # a Ray worker's share of the cores (OMP_NUM_THREADS)
+    try:
+        _kernel(
+            tag_key(seed, tag),
+            tag_key(seed, tag + 1),
+            dev,
+            np.ascontiguousarray(j, dtype=np.int64),
+            np.ascontiguousarray(seg, dtype=np.int64),
+            np.asarray(cmix),
+            np.asarray(variant),
+            int(lo),
+            int(hi),
+            int(pool_size),
+            bool(balanced),
+            out,
+        )
+    finally:
+        numba.set_num_threads(prev)
     return out

@@ -224,7 +224,7 @@ if numba is not None:
     _kernel = numba.njit(cache=True, parallel=True, fastmath=FASTMATH)(_train_kernel)
 
 
-def _threads() -> int:
+def worker_threads() -> int:
     """numba threads to use: all of them, or ``OMP_NUM_THREADS`` when that is set lower."""
     n = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     try:
@@ -261,7 +261,7 @@ def _run(
     steps = np.zeros(k, dtype=np.int64)
     f32 = np.float32
     prev = numba.get_num_threads()
-    numba.set_num_threads(_threads())
+    numba.set_num_threads(worker_threads())
     chunk = numba.set_parallel_chunksize(4)  # blocks of devices handed out dynamically: robust to a busy core
     try:
         _kernel(
