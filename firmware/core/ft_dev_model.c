@@ -130,14 +130,14 @@ static uint8_t check_input(const ft_tfl_model *m)
     return FT_ST_OK;
 }
 
-static void log_model(const char *where, uint8_t slot)
+static void log_model(uint8_t slot)
 {
     char buf[80];
-    if (where[0] == 's')
-        snprintf(buf, sizeof buf, "model in slot %u: %u ops, arena %lu bytes", (unsigned)slot, (unsigned)g_model.n_ops,
+    if (slot == FACTORY_SLOT)
+        snprintf(buf, sizeof buf, "factory model: %u ops, arena %lu bytes", (unsigned)g_model.n_ops,
                  (unsigned long)g_model.arena_bytes);
     else
-        snprintf(buf, sizeof buf, "factory model: %u ops, arena %lu bytes", (unsigned)g_model.n_ops,
+        snprintf(buf, sizeof buf, "model in slot %u: %u ops, arena %lu bytes", (unsigned)slot, (unsigned)g_model.n_ops,
                  (unsigned long)g_model.arena_bytes);
     ft_port_log(buf);
 }
@@ -181,7 +181,7 @@ uint8_t ftd_load_model(ft_dev *d, uint8_t slot, ft_head *out)
     if (st != FT_ST_OK) return st;
     g_model_slot = slot;
     memcpy(g_model_sha, s->sha256, 32);
-    log_model("slot", slot);
+    log_model(slot);
     return FT_ST_OK;
 }
 
@@ -202,7 +202,7 @@ static uint8_t load_factory(ft_dev *d, ft_head *out, int any_shape)
     st = model_head(d, &g_model, out, &g_head_op, &g_feat, any_shape);
     if (st != FT_ST_OK) return st;
     g_model_slot = FACTORY_SLOT;
-    log_model("factory", 0);
+    log_model(FACTORY_SLOT);
     return FT_ST_OK;
 }
 
