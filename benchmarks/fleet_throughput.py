@@ -18,7 +18,7 @@ fedtiny to the floor, GFLOP/s against the machine's measured float32 matmul peak
 round against devices. The backbone is the synthetic projection (fedtiny.fleet.synthetic): the work
 measured is the fleet's, not the int8 backbone's. Measure on a quiet machine: the figures are wall times.
 
-    .venv/bin/python benchmarks/fleet_throughput.py                  # everything (about 10 min on 2 cores)
+    .venv/bin/python benchmarks/fleet_throughput.py                  # everything (see --help)
     .venv/bin/python benchmarks/fleet_throughput.py --sizes 10k,100k --no-per-device --no-nodes
 """
 
@@ -343,7 +343,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description="Fleet throughput of fedtiny against a compiled floor (issue 12); prints every figure. "
         "A full run (1k, 10k, 100k, 1M, the floor, in-process, one Flower node per device, one vs two Ray "
-        "nodes) takes about 10 minutes on 2 idle cores and needs 12 GB of free memory for the 1M fleet.",
+        "nodes) needs 12 GB of free memory for the 1M fleet and is estimated at 10 minutes on 2 idle cores "
+        "(measured: 17 min for --sizes 10k,100k,1m --no-per-device --no-nodes at load average 10).",
     )
     ap.add_argument(
         "--sizes",
