@@ -277,7 +277,13 @@ class RuntimeSection:
         choices=("simulation", "inline"),
     )
     checkpoint: bool = _f(True, "save state every round (fedtiny run --resume DIR continues)")
-    cpus_per_gateway: float = _f(0.5, "Ray CPUs per gateway ClientApp", min=0.01, max=64.0)
+    cpus_per_gateway: float = _f(
+        0.5,
+        "Ray CPUs per gateway ClientApp (Flower takes whole CPUs: a fraction runs one gateway per CPU of a "
+        "local Ray counting cores / this; rounded up on an existing cluster)",
+        min=0.01,
+        max=64.0,
+    )
     ray_address: str = _f("", "existing Ray cluster address (empty: start a local Ray)")
 
 
