@@ -28,7 +28,9 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
     )
 
     out, rows, s = plan.out_dir, plan.server.rows, plan.scenario
-    final = write_head(plan.tflite, plan.server.head)
+    head = plan.server.head
+    assert head is not None  # set from the initial head when the server is made
+    final = write_head(plan.tflite, head)
     (out / "model_int8.tflite").write_bytes(final)
     export_header(final, out / "model_int8.h")
     write_rounds_csv(rows, out / "rounds.csv")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedtiny.config import Scenario, scenario_to_toml
 from fedtiny.config.derived import train_config
@@ -21,6 +21,9 @@ from fedtiny.errors import ModelError
 from fedtiny.fleet.boards import check_fits, get_board
 from fedtiny.fleet.data import FLEET_DIR, FleetLayout, layout_of, model_spec_of, prepare_fleet
 from fedtiny.ondevice import device_budget
+
+if TYPE_CHECKING:
+    from fedtiny.server.fleet_server import FleetServer
 
 Log = Callable[[str], Any]
 
@@ -32,7 +35,7 @@ class RunPlan:
     tflite: bytes
     layout: FleetLayout
     base_meta: dict[str, Any]
-    server: Any  # FleetServer
+    server: FleetServer
     started: float = field(default_factory=time.time)
     error: BaseException | None = None
     stop: Any = None  # fedtiny.interrupt.StopSignal: Ctrl-C/SIGTERM stop the rounds at the next exchange
