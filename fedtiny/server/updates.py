@@ -15,7 +15,7 @@ import numpy as np
 
 from fedtiny.ondevice import FloatHead, Int8Head, dequantize_head, quantize_head
 from fedtiny.records import decode_int8_delta
-from fedtiny.server.aggregate import validate_updates
+from fedtiny.server.aggregate import in_device_order, validate_updates
 from fedtiny.server.strategy import DeviceStrategy
 
 #: the arrays of one gateway reply that aggregation reads (besides ``weights`` or ``delta_q``/``delta_scale``)
@@ -86,13 +86,16 @@ def aggregate_step(
             reasons[key] = reasons.get(key, 0) + cnt
         rejected += val.rejected
         ok = val.accepted
-        if ok.any():
+        if ok.all():  # the usual case: no masked copy of the heads
+            keep.append((w, *(p[k] for k in PER_DEVICE)))
+        elif ok.any():
             keep.append((w[ok], *(p[k][ok] for k in PER_DEVICE)))
     if not keep:
         return StepResult(head, None, rejected, reasons)
-    w, b, ids, n, loss = (np.concatenate(x) for x in zip(*keep))
-    order = np.argsort(ids, kind="stable")  # aggregation order independent of reply order
-    acc = Accepted(w[order], b[order], ids[order], n[order], loss[order])
+    # ordered by device id (independent of reply order), with one concatenation and no re-ordering copy when
+    # gateways serve ascending device ranges, as fedtiny lays them out (device ids are unique in a round)
+    w, b, ids, n, loss = in_device_order(keep)
+    acc = Accepted(w, b, ids, n, loss)
     new = strategy.aggregate(
         server_round, g, acc.weights, acc.bias, acc.num_examples, acc.device_ids, acc.loss
     )
