@@ -43,12 +43,26 @@ class ModelSpec:
     representative_samples: int = 300
 
     def key(self) -> str:
-        import tensorflow as tf  # the converter version changes the bytes
-
         blob = json.dumps(
-            {**self.__dict__, "pipeline": PIPELINE_VERSION, "tf": tf.__version__}, sort_keys=True
+            {**self.__dict__, "pipeline": PIPELINE_VERSION, "tf": tensorflow_version()}, sort_keys=True
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def tensorflow_version() -> str:
+    """The installed TensorFlow's version (the converter's version changes the bytes), read from the package
+    metadata: importing TensorFlow takes seconds to minutes on a busy machine, and Flower's simulation process
+    has 30 s to report in after it starts (it computes this key)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos", "tf-nightly"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    import tensorflow as tf  # an unusual install: ask the module itself
+
+    return str(tf.__version__)
 
 
 @dataclass(frozen=True)
