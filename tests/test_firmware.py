@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from board_helpers import fixed_reference
 
 from clients.board.device import BoardConfig, VirtualBoard, default_head
 from fedtiny.errors import DeviceError, LinkError
@@ -906,22 +907,7 @@ def _check_full_model_run(r: dict, model: bytes, x: np.ndarray, floats: bool, de
 
     head = read_head(model)
     feats, y = _spec_features(model, x, floats, head.num_classes)
-    cache = FeatureCache(1, 200, head.num_features)
-    cache.push(feats[None], y[None])
-    fl = dequantize_head(head)
-    ref = train_heads_fixed(
-        fl.weights,
-        fl.bias,
-        cache.features,
-        cache.labels,
-        cache.count,
-        TrainConfig(2, 8, float(np.float32(0.05)), 0.0, 0.0, 0.0),
-        input_scale=head.input_scale,
-        input_zero_point=head.input_zero_point,
-        seed=7,
-        round_=1,
-        device_ids=np.array([device_id]),
-    )
+    ref = fixed_reference(head, feats, y, device_id)
     u = r["fixed"]
     assert u.num_examples == len(y)
     assert np.array_equal(u.weights, ref.weights[0]) and np.array_equal(u.bias, ref.bias[0])

@@ -21,17 +21,15 @@ from fedtiny.link.messages import TRAIN_FIXED, Cap, ImageKind, TrainRequest
 from fedtiny.link.session import BoardSession
 from fedtiny.link.transport import InProcessTransport, open_transport
 from fedtiny.ondevice import (
-    FeatureCache,
     Int8Head,
-    TrainConfig,
     dequantize_head,
     head_forward_int8,
-    train_heads_fixed,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the firmware test helpers (boards, make, paths) of tests/test_firmware.py
 import test_firmware as tf
+from board_helpers import fixed_reference
 
 KEY = tf.KEY
 FIXED = TrainRequest(2, 8, 0.05, 0.0, 0.0, 0.0, 7, 1, TRAIN_FIXED)
@@ -75,22 +73,7 @@ def _fixed_spec(
     head: Int8Head, feats: np.ndarray, y: np.ndarray, device_id: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """train_heads_fixed of FIXED on a cache holding exactly these features: (weights, bias)."""
-    cache = FeatureCache(1, 200, head.num_features)
-    cache.push(feats[None], y[None])
-    fl = dequantize_head(head)
-    ref = train_heads_fixed(
-        fl.weights,
-        fl.bias,
-        cache.features,
-        cache.labels,
-        cache.count,
-        TrainConfig(2, 8, float(np.float32(0.05)), 0.0, 0.0, 0.0),
-        input_scale=head.input_scale,
-        input_zero_point=head.input_zero_point,
-        seed=7,
-        round_=1,
-        device_ids=np.array([device_id]),
-    )
+    ref = fixed_reference(head, feats, y, device_id)
     return ref.weights[0], ref.bias[0]
 
 

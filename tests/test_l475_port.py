@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from board_helpers import fixed_reference
 
 from clients.board.device import default_head
 from fedtiny.link.messages import TrainRequest
 from fedtiny.link.session import BoardSession
 from fedtiny.link.transport import open_transport
-from fedtiny.ondevice import FeatureCache, TrainConfig, dequantize_head, train_heads_fixed
 
 FW = Path(__file__).resolve().parents[1] / "firmware"
 KEY = bytes(range(32))  # the firmware's compiled-in test fleet key
@@ -87,22 +87,7 @@ def test_l475_firmware_over_usart1(board: tuple[subprocess.Popen[bytes], str]) -
     req = TrainRequest(2, 4, float(np.float32(0.05)), 0.0, 0.0, 0.0, 7, 1, flags=1)  # fixed-point: bit-exact
     assert s.train(req).num_examples == 6
     upd = s.read_update()
-    cache = FeatureCache(1, 100, 64)
-    cache.push(x[None], y[None])
-    fh = dequantize_head(head)
-    ref = train_heads_fixed(
-        fh.weights,
-        fh.bias,
-        cache.features,
-        cache.labels,
-        cache.count,
-        TrainConfig(2, 4, req.lr, 0.0, 0.0, 0.0),
-        input_scale=head.input_scale,
-        input_zero_point=head.input_zero_point,
-        seed=7,
-        round_=1,
-        device_ids=np.array([21]),
-    )
+    ref = fixed_reference(head, x, y, 21, capacity=100, batch=4, lr=req.lr)
     assert np.array_equal(upd.weights, ref.weights[0]) and np.array_equal(upd.bias, ref.bias[0])
     s.ack_update(upd.update_id)
     # a head deploy into the A/B store (SRAM2 in this build), then a system reset: the new head stays
