@@ -638,7 +638,8 @@ class DocClient:
                 raise LinkError("total_len changed between pages")
             total = this_total
             data = p[4:]
-            expect = min(page, total - len(out), self.max_payload - 8)
+            # BlobPage room: the response fills up to max_payload (u32 total_len; READ_UPDATE also u32 update_id)
+            expect = min(page, total - len(out), self.max_payload - (8 if with_id else 4))
             if len(data) != expect:
                 raise LinkError(f"page of {len(data)} bytes, expected {expect}")
             out += data

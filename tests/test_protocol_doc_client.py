@@ -275,7 +275,7 @@ def test_get_head_vector_total_len():
     gh = next(v for v in dc.doc_vectors(DOC) if v.title.startswith("GET_HEAD response"))
     payload = dc.parse_decoded(gh.decoded).payload
     total, page = struct.unpack_from("<I", payload)[0], payload[4:]
-    # BlobPage: min(max_len=4088, total_len - 0, max_payload - 8) bytes from offset 0
+    # BlobPage: min(max_len=4088, total_len - 0, max_payload - 4) bytes from offset 0
     assert len(page) == min(4088, total)
 
 
@@ -658,3 +658,50 @@ def test_board_survives_link_reset_with_answers_in_flight(board):
     c = board.client()
     assert c.hello_().device_id == DEVICE_ID
     c.close()
+
+
+def test_blob_pages_fill_the_response_up_to_max_payload(tmp_path):
+    """BlobPage room (section 4): GET_HEAD pages carry max_payload - 4 bytes, READ_UPDATE pages max_payload - 8
+    (its update_id comes first); a virtual board with max_payload 256 cuts a 740-byte head and a 2,664-byte
+    update into such pages, which the document's client reads with max_len 4088."""
+    import threading
+
+    from clients.board.config import BoardConfig
+    from clients.board.server import serve_board
+
+    stop, ready = threading.Event(), threading.Event()
+    addr: list[str] = []
+
+    def on_ready(a: str) -> None:
+        addr.append(a)
+        ready.set()
+
+    port = _free_port()
+    th = threading.Thread(
+        target=serve_board,
+        args=(f"socket://127.0.0.1:{port}", str(tmp_path / "b.flash"), DEVICE_ID, KEY),
+        kwargs={"cfg": BoardConfig(max_payload=256), "stop": stop, "ready": on_ready},
+        daemon=True,
+    )
+    th.start()
+    try:
+        assert ready.wait(20)
+        c = dc.DocClient("127.0.0.1", port)
+        h = c.hello_()
+        assert h.max_payload == 256
+        head = c.get_head(page=4088)  # the client checks every page's length against the room
+        assert (head.C, head.D) == (h.C, h.D)
+        p = c.call(dc.GET_HEAD, dc.blob_read(0, 4088))
+        assert len(p) == 256  # u32 total_len + 252 bytes
+        rng = np.random.default_rng(3)
+        x = rng.integers(-128, 128, (3, h.D), dtype=np.int8)
+        c.push_samples(0, [0, 1, 2], x, clear=True)  # 6 + 6 + 3 * 64 bytes: within 256
+        c.train(1, 3, 0.05, 0.0, 0.0, 0.0, 1, 1)
+        blob, pages = c.read_update(page=4088)
+        assert pages == -(-(32 + 4 * h.C * h.D + 4 * h.C + 32) // 248)
+        p = c.call(dc.READ_UPDATE, dc.blob_read(0, 4088))
+        assert len(p) == 256  # u32 update_id + u32 total_len + 248 bytes
+        c.close()
+    finally:
+        stop.set()
+        th.join(10)
