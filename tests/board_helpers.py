@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from fedtiny.ondevice import (
@@ -43,3 +49,31 @@ def fixed_reference(
         round_=1,
         device_ids=np.array([device_id]),
     )
+
+
+@contextmanager
+def served_board(flash: Path, device_id: int, key: bytes, **kwargs: Any) -> Iterator[str]:
+    """A virtual board (clients.board.server.serve_board, ``kwargs`` passed on) on a free loopback TCP port, in
+    a daemon thread: yields its URI once it listens; stops it and joins the thread on the way out."""
+    from clients.board.server import serve_board
+
+    stop, ready = threading.Event(), threading.Event()
+    addr: list[str] = []
+
+    def on_ready(a: str) -> None:
+        addr.append(a)
+        ready.set()
+
+    th = threading.Thread(
+        target=serve_board,
+        args=("socket://127.0.0.1:0", str(flash), device_id, key),
+        kwargs={**kwargs, "stop": stop, "ready": on_ready},
+        daemon=True,
+    )
+    th.start()
+    try:
+        assert ready.wait(10)
+        yield addr[0]
+    finally:
+        stop.set()
+        th.join(5)

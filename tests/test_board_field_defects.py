@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 
 import numpy as np
 import pytest
+from board_helpers import served_board
 
 from clients.board import BoardConfig, PowerCut, VirtualBoard, default_head
 from clients.board.handlers import HANDLERS
@@ -326,34 +326,14 @@ def test_refusals_and_chunks_do_not_replace_the_retry_cache() -> None:
 
 
 def test_idle_tcp_client_does_not_block_others(tmp_path) -> None:
-    from clients.board.server import serve_board
-
-    stop, ready = threading.Event(), threading.Event()
-    addr: list[str] = []
-
-    def on_ready(a: str) -> None:
-        addr.append(a)
-        ready.set()
-
-    th = threading.Thread(
-        target=serve_board,
-        args=("socket://127.0.0.1:0", str(tmp_path / "b.flash"), 5, KEY),
-        kwargs={"stop": stop, "ready": on_ready},
-        daemon=True,
-    )
-    th.start()
-    try:
-        assert ready.wait(10)
-        host, port = addr[0][len("socket://") :].rsplit(":", 1)
+    with served_board(tmp_path / "b.flash", 5, KEY) as uri:
+        host, port = uri[len("socket://") :].rsplit(":", 1)
         idle = socket.create_connection((host, int(port)))
         idle.sendall(b"\x01\x02")  # a partial frame, then nothing
-        s = BoardSession(open_transport(addr[0]), key=KEY, timeout=1.0, seed=1)
+        s = BoardSession(open_transport(uri), key=KEY, timeout=1.0, seed=1)
         assert s.hello().device_id == 5
         s.close()
         idle.close()
-    finally:
-        stop.set()
-        th.join(5)
 
 
 def test_frame_response_flag_sanity() -> None:

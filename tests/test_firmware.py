@@ -14,13 +14,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from board_helpers import fixed_reference
+from board_helpers import fixed_reference, served_board
 
 from clients.board.device import BoardConfig, VirtualBoard, default_head
 from fedtiny.errors import DeviceError, LinkError
@@ -580,75 +579,59 @@ def test_qemu_firmware_full_command_set(qemu_fw: Path) -> None:
 def test_federated_round_two_qemu_boards_and_a_virtual_board(qemu_fw: Path, tmp_path: Path) -> None:
     """Two emulated Cortex-M4 boards and one virtual board train one round through the real-board gateway;
     the server aggregates (FedAvg) and re-quantizes; the new int8 head is deployed to all three."""
-    from clients.board.server import serve_board
     from clients.gateway.boards import GatewayBoards
     from fedtiny.config.schema import Scenario
     from fedtiny.ondevice import quantize_head
     from fedtiny.server.strategy import DeviceStrategy
 
     boards = [QemuBoard(41).start(), QemuBoard(42).start()]
-    stop, ready = threading.Event(), threading.Event()
-    addr: list[str] = []
-
-    def on_ready(a: str) -> None:
-        addr.append(a)
-        ready.set()
-
-    cfg = BoardConfig(cache_capacity=200)
-    th = threading.Thread(
-        target=serve_board,
-        args=("socket://127.0.0.1:0", str(tmp_path / "vb.flash"), 43, KEY),
-        kwargs={"cfg": cfg, "stop": stop, "ready": on_ready},
-        daemon=True,
-    )
-    th.start()
     try:
-        assert ready.wait(10)
-        uris = [b.uri for b in boards] + addr
-        data = {}
-        for uri, dev in zip(uris, (41, 42, 43)):
-            s = BoardSession(open_transport(uri), key=KEY, timeout=2.0, seed=dev)
-            s.hello()
-            data[dev] = samples(100 + dev, 150)
-            s.push_samples(*data[dev], clear=True)
-            s.close()
-        head = default_head()
-        golden = data[41][0][:4]
-        req = TrainRequest(2, 16, 0.02, 0.5, 0.0, 0.0, 1234, 1)
-        gw = GatewayBoards(uris, KEY, timeout=2.0)
-        outs = gw.train(head, golden, req, 0, {})
-        assert all(not o.error for o in outs), [o.error for o in outs]
-        ups = {o.device_id: o.update for o in outs}
-        assert sorted(ups) == [41, 42, 43]
-        for dev, u in ups.items():  # every board computed what the spec computes for it
-            assert_matches_spec(u["weights"], u["bias"], u["loss"], head, *data[dev], req, dev, 200)
-        fh = dequantize_head(head)
-        w = np.stack([ups[d]["weights"] for d in (41, 42, 43)])
-        b = np.stack([ups[d]["bias"] for d in (41, 42, 43)])
-        n = np.array([ups[d]["num_examples"] for d in (41, 42, 43)])
-        loss = np.array([float(ups[d]["loss"]) for d in (41, 42, 43)])
-        agg = DeviceStrategy.from_scenario(Scenario()).aggregate(1, fh, w, b, n, np.array([41, 42, 43]), loss)
-        assert agg is not None
-        calib = np.concatenate([data[d][0][:20] for d in (41, 42, 43)])
-        new = quantize_head(agg, head.input_scale, head.input_zero_point, calib)
-        acks = {o.device_id: int(o.update["update_id"]) for o in outs}  # type: ignore[call-overload]
-        evs = gw.evaluate(new, golden, 0, acks)
-        assert all(not o.error for o in evs), [o.error for o in evs]
-        for o in evs:
-            x, y = data[o.device_id]
-            q = head_forward_int8(new, x)
-            assert o.update["n"] == len(y)
-            assert o.update["correct"] == int(np.sum(np.argmax(q, 1) == y))
-        for uri in uris:  # the redeployed, confirmed head on every board is the server's int8 head
-            s = BoardSession(open_transport(uri), key=KEY, timeout=2.0, seed=9)
-            s.hello()
-            assert s.get_head().equals(new)
-            s.close()
+        with served_board(tmp_path / "vb.flash", 43, KEY, cfg=BoardConfig(cache_capacity=200)) as vb:
+            uris = [b.uri for b in boards] + [vb]
+            data = {}
+            for uri, dev in zip(uris, (41, 42, 43)):
+                s = BoardSession(open_transport(uri), key=KEY, timeout=2.0, seed=dev)
+                s.hello()
+                data[dev] = samples(100 + dev, 150)
+                s.push_samples(*data[dev], clear=True)
+                s.close()
+            head = default_head()
+            golden = data[41][0][:4]
+            req = TrainRequest(2, 16, 0.02, 0.5, 0.0, 0.0, 1234, 1)
+            gw = GatewayBoards(uris, KEY, timeout=2.0)
+            outs = gw.train(head, golden, req, 0, {})
+            assert all(not o.error for o in outs), [o.error for o in outs]
+            ups = {o.device_id: o.update for o in outs}
+            assert sorted(ups) == [41, 42, 43]
+            for dev, u in ups.items():  # every board computed what the spec computes for it
+                assert_matches_spec(u["weights"], u["bias"], u["loss"], head, *data[dev], req, dev, 200)
+            fh = dequantize_head(head)
+            w = np.stack([ups[d]["weights"] for d in (41, 42, 43)])
+            b = np.stack([ups[d]["bias"] for d in (41, 42, 43)])
+            n = np.array([ups[d]["num_examples"] for d in (41, 42, 43)])
+            loss = np.array([float(ups[d]["loss"]) for d in (41, 42, 43)])
+            agg = DeviceStrategy.from_scenario(Scenario()).aggregate(
+                1, fh, w, b, n, np.array([41, 42, 43]), loss
+            )
+            assert agg is not None
+            calib = np.concatenate([data[d][0][:20] for d in (41, 42, 43)])
+            new = quantize_head(agg, head.input_scale, head.input_zero_point, calib)
+            acks = {o.device_id: int(o.update["update_id"]) for o in outs}  # type: ignore[call-overload]
+            evs = gw.evaluate(new, golden, 0, acks)
+            assert all(not o.error for o in evs), [o.error for o in evs]
+            for o in evs:
+                x, y = data[o.device_id]
+                q = head_forward_int8(new, x)
+                assert o.update["n"] == len(y)
+                assert o.update["correct"] == int(np.sum(np.argmax(q, 1) == y))
+            for uri in uris:  # the redeployed, confirmed head on every board is the server's int8 head
+                s = BoardSession(open_transport(uri), key=KEY, timeout=2.0, seed=9)
+                s.hello()
+                assert s.get_head().equals(new)
+                s.close()
     finally:
-        stop.set()
         for bd in boards:
             bd.stop()
-        th.join(5)
 
 
 def test_issue10_sequences_answered_alike(host_fw: Path, tmp_path: Path) -> None:

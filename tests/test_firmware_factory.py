@@ -29,7 +29,7 @@ from fedtiny.ondevice import (
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the firmware test helpers (boards, make, paths) of tests/test_firmware.py
 import test_firmware as tf
-from board_helpers import fixed_reference
+from board_helpers import fixed_reference, served_board
 
 KEY = tf.KEY
 FIXED = TrainRequest(2, 8, 0.05, 0.0, 0.0, 0.0, 7, 1, TRAIN_FIXED)
@@ -214,7 +214,6 @@ def test_federated_round_on_raw_samples_qemu_boards(
     backbone and train (fixed point: bit-exact), the server aggregates (FedAvg) and re-quantizes, the gateway
     redeploys the head patch (on the factory backbone) and evaluates on raw inputs. Every update and every evaluation
     equals the spec on TFLite Micro's features, so the C boards' results are bit-identical to the virtual board's."""
-    from clients.board.server import serve_board
     from clients.gateway.boards import GatewayBoards
     from fedtiny.config.schema import Scenario
     from fedtiny.model.flatbuffer import read_head
@@ -238,81 +237,67 @@ def test_federated_round_on_raw_samples_qemu_boards(
     )
     monkeypatch.setattr(tf, "BUILD", tf.FW / build)  # QemuBoard runs BUILD/mps2/fw.elf
     boards = [tf.QemuBoard(51).start(), tf.QemuBoard(52).start()]
-    import threading
-
-    stop, ready = threading.Event(), threading.Event()
-    addr: list[str] = []
-
-    def on_ready(a: str) -> None:
-        addr.append(a)
-        ready.set()
-
-    th = threading.Thread(
-        target=serve_board,
-        args=("socket://127.0.0.1:0", str(tmp_path / "vb.flash"), 53, KEY),
-        kwargs={"cfg": BoardConfig(cache_capacity=200), "stop": stop, "ready": on_ready, "model": model},
-        daemon=True,
-    )
-    th.start()
     runner = Int8Runner(model, "tflm")
     xq = runner.quantize_input(x).reshape(len(x), -1)
     head = read_head(model)
     try:
-        assert ready.wait(10)
-        uris = [b.uri for b in boards] + addr
-        data = {}
-        for k, (uri, dev) in enumerate(zip(uris, (51, 52, 53))):
-            s = BoardSession(open_transport(uri), key=KEY, timeout=2.0, seed=dev)
-            info = s.hello()
-            assert info.capabilities & Cap.RAW_SAMPLES and info.raw_input_len == 256, info
-            idx = np.arange(k * 30, k * 30 + 40) % len(xq)
-            yk = (np.arange(40) + k) % head.num_classes
-            # raw int8 model inputs: the board runs the backbone
-            assert s.push_raw(xq[idx], yk, clear=True) == 40
-            data[dev] = (_features(model, xq[idx]), yk)
-            s.close()
-        golden = data[51][0][:3]
-        gw = GatewayBoards(uris, KEY, timeout=5.0)
-        outs = gw.train(head, golden, FIXED, 0, {})
-        assert all(not o.error for o in outs), [o.error for o in outs]
-        ups = {o.device_id: o.update for o in outs}
-        assert sorted(ups) == [51, 52, 53]
-        for dev, u in ups.items():  # bit for bit the spec on TFLite Micro's features, on every board
-            w, bias = _fixed_spec(head, *data[dev], dev)
-            assert np.array_equal(u["weights"], w) and np.array_equal(u["bias"], bias), dev
-            assert u["num_examples"] == 40
-        devs = (51, 52, 53)
-        agg = DeviceStrategy.from_scenario(Scenario()).aggregate(
-            1,
-            dequantize_head(head),
-            np.stack([ups[d]["weights"] for d in devs]),
-            np.stack([ups[d]["bias"] for d in devs]),
-            np.array([ups[d]["num_examples"] for d in devs]),
-            np.array(devs),
-            np.array([float(ups[d]["loss"]) for d in devs]),
-        )
-        assert agg is not None
-        calib = np.concatenate([data[d][0][:20] for d in devs])
-        new = quantize_head(agg, head.input_scale, head.input_zero_point, calib)
-        acks = {o.device_id: int(o.update["update_id"]) for o in outs}  # type: ignore[call-overload]
-        evs = gw.evaluate(new, golden, 0, acks)  # redeploy (head patch) + EVALUATE on the raw-sample features
-        assert all(not o.error for o in evs), [o.error for o in evs]
-        for o in evs:
-            f, yk = data[o.device_id]
-            assert o.update["n"] == 40
-            assert o.update["correct"] == int(np.sum(np.argmax(head_forward_int8(new, f), 1) == yk))
-        for uri in uris:  # the server's head runs on the factory backbone: raw samples still taken
-            s = BoardSession(open_transport(uri), key=KEY, timeout=2.0, seed=9)
-            info = s.hello()
-            assert s.get_head().equals(new) and info.raw_input_len == 256 and info.cache_count == 40
-            st = s.status()
-            assert st.slots[st.confirmed].kind == ImageKind.HEAD_PATCH
-            s.close()
+        with served_board(
+            tmp_path / "vb.flash", 53, KEY, cfg=BoardConfig(cache_capacity=200), model=model
+        ) as vb:
+            uris = [b.uri for b in boards] + [vb]
+            data = {}
+            for k, (uri, dev) in enumerate(zip(uris, (51, 52, 53))):
+                s = BoardSession(open_transport(uri), key=KEY, timeout=2.0, seed=dev)
+                info = s.hello()
+                assert info.capabilities & Cap.RAW_SAMPLES and info.raw_input_len == 256, info
+                idx = np.arange(k * 30, k * 30 + 40) % len(xq)
+                yk = (np.arange(40) + k) % head.num_classes
+                # raw int8 model inputs: the board runs the backbone
+                assert s.push_raw(xq[idx], yk, clear=True) == 40
+                data[dev] = (_features(model, xq[idx]), yk)
+                s.close()
+            golden = data[51][0][:3]
+            gw = GatewayBoards(uris, KEY, timeout=5.0)
+            outs = gw.train(head, golden, FIXED, 0, {})
+            assert all(not o.error for o in outs), [o.error for o in outs]
+            ups = {o.device_id: o.update for o in outs}
+            assert sorted(ups) == [51, 52, 53]
+            for dev, u in ups.items():  # bit for bit the spec on TFLite Micro's features, on every board
+                w, bias = _fixed_spec(head, *data[dev], dev)
+                assert np.array_equal(u["weights"], w) and np.array_equal(u["bias"], bias), dev
+                assert u["num_examples"] == 40
+            devs = (51, 52, 53)
+            agg = DeviceStrategy.from_scenario(Scenario()).aggregate(
+                1,
+                dequantize_head(head),
+                np.stack([ups[d]["weights"] for d in devs]),
+                np.stack([ups[d]["bias"] for d in devs]),
+                np.array([ups[d]["num_examples"] for d in devs]),
+                np.array(devs),
+                np.array([float(ups[d]["loss"]) for d in devs]),
+            )
+            assert agg is not None
+            calib = np.concatenate([data[d][0][:20] for d in devs])
+            new = quantize_head(agg, head.input_scale, head.input_zero_point, calib)
+            acks = {o.device_id: int(o.update["update_id"]) for o in outs}  # type: ignore[call-overload]
+            evs = gw.evaluate(
+                new, golden, 0, acks
+            )  # redeploy (head patch) + EVALUATE on the raw-sample features
+            assert all(not o.error for o in evs), [o.error for o in evs]
+            for o in evs:
+                f, yk = data[o.device_id]
+                assert o.update["n"] == 40
+                assert o.update["correct"] == int(np.sum(np.argmax(head_forward_int8(new, f), 1) == yk))
+            for uri in uris:  # the server's head runs on the factory backbone: raw samples still taken
+                s = BoardSession(open_transport(uri), key=KEY, timeout=2.0, seed=9)
+                info = s.hello()
+                assert s.get_head().equals(new) and info.raw_input_len == 256 and info.cache_count == 40
+                st = s.status()
+                assert st.slots[st.confirmed].kind == ImageKind.HEAD_PATCH
+                s.close()
     finally:
-        stop.set()
         for bd in boards:
             bd.stop()
-        th.join(5)
 
 
 def test_factory_model_power_cut_at_every_flash_write_of_a_head_redeploy(
