@@ -137,3 +137,12 @@ def test_spoofed_update_rejected() -> None:
     s.train(TrainRequest(1, 16, 0.01, 0.0, 0.0, 0.0, 1, 1))
     with pytest.raises(UpdateRejected, match="HMAC"):
         s.read_update()
+
+
+def test_unknown_type_answered_as_device_error() -> None:
+    """A request of a type the host does not know (an UNKNOWN_TYPE probe) raises DeviceError naming the type,
+    not a ValueError from the host's own error formatting."""
+    s = BoardSession(InProcessTransport(VirtualBoard(BoardConfig(device_id=1, fleet_key=bytes(32)))), seed=1)
+    s.hello()
+    with pytest.raises(DeviceError, match=r"^type 0x30: UNKNOWN_TYPE: type 0x30"):
+        s.request(0x30)

@@ -39,6 +39,11 @@ from fedtiny.link.transport import Transport
 from fedtiny.ondevice import Int8Head, head_forward_int8
 
 
+def _type_name(mtype: int) -> str:
+    """The message type's name for errors; a type this host does not know (UNKNOWN_TYPE probes) as `type 0xNN`."""
+    return MsgType(mtype).name if mtype in MsgType._value2member_map_ else f"type 0x{mtype:02x}"
+
+
 class BoardSession:
     """Request/response with idempotent retries (same seq on timeout or corrupt frame)."""
 
@@ -78,7 +83,7 @@ class BoardSession:
         """Send one request and return the OK response payload; DeviceError on an error status."""
         if self.info is not None and len(payload) > self.info.max_payload:
             raise ProtocolError(
-                f"{MsgType(mtype).name}: payload of {len(payload)} bytes, the device takes at most "
+                f"{_type_name(mtype)}: payload of {len(payload)} bytes, the device takes at most "
                 f"{self.info.max_payload}"
             )
         seq = self._next_seq()
@@ -92,9 +97,9 @@ class BoardSession:
                 continue
             if fr.status != Status.OK:
                 name = Status(fr.status).name if fr.status in Status._value2member_map_ else str(fr.status)
-                raise DeviceError(f"{MsgType(mtype).name}: {name}: {fr.payload.decode(errors='replace')}")
+                raise DeviceError(f"{_type_name(mtype)}: {name}: {fr.payload.decode(errors='replace')}")
             return fr.payload
-        raise LinkError(f"{MsgType(mtype).name}: no valid response after {self.retries} attempts")
+        raise LinkError(f"{_type_name(mtype)}: no valid response after {self.retries} attempts")
 
     def _wait(self, seqs: set[int], timeout: float) -> Frame | None:
         """The first response with a seq in `seqs`; None on timeout or on a corrupt frame."""
