@@ -118,6 +118,15 @@ def test_check_order_alike_on_both_boards(tmp_path: Path) -> None:
         for what, mtype, payload, want in CASES:
             got = [_status(s, mtype, payload) for s in (sc, sv)]
             assert got == [want, want], (what, got)
+        # UPDATE_ACK: a repeated ACK is OK until a reset (the acknowledged id is in RAM), then NO_UPDATE; id 0 never
+        for s in (sc, sv):
+            uid = struct.unpack_from("<I", s.request(M.TRAIN, _train()))[0]
+            got = [_status(s, M.UPDATE_ACK, struct.pack("<I", i)) for i in (uid, uid, 0)]
+            s.request(M.RESET, b"\x00")
+            time.sleep(0.5)
+            s.hello()
+            got.append(_status(s, M.UPDATE_ACK, struct.pack("<I", uid)))
+            assert got == ["OK", "OK", "NO_UPDATE", "NO_UPDATE"], got
         # header: version first (an unknown type in a version-2 frame is BAD_VERSION), then the type; a request's
         # status byte and flag bits 1..7 are ignored; a frame with RESPONSE set is ignored
         frames: list[tuple[bytes, list[tuple[int, int, int, int]]]] = [
