@@ -134,6 +134,8 @@ def test_check_order_alike_on_both_boards(tmp_path: Path) -> None:
             (_frame(1, 0x30, 0, 0, 12), [(1, 0x30, Status.UNKNOWN_TYPE, 12)]),
             (_frame(1, M.STATUS, 0xFC, 9, 13), [(1, M.STATUS, 0, 13)]),
             (_frame(1, M.STATUS, 0x01, 0, 14), []),
+            (_frame(1, M.STATUS, 0, 0, 15, bytes(4097)), []),  # payload > max_payload, short COBS: dropped
+            (_frame(1, M.STATUS, 0, 0, 16, bytes(4096)), [(1, M.STATUS, Status.MALFORMED, 16)]),
         ]
         for wire, answer in frames:
             assert [_raw(s, wire) for s in (sc, sv)] == [answer, answer]
