@@ -10,7 +10,9 @@
 #include "golden/golden_frames.h"
 #include "../app/factory_head.h"
 
-static ft_dev dev;
+/* one device object shared by the device tests (test_device.c defines it): small-RAM boards (STM32L475) hold one */
+extern ft_dev ft_test_dev;
+ft_dev ft_test_dev;
 static ft_link lnk;
 static uint8_t resp[FT_MAX_PAYLOAD];
 static size_t resp_len;
@@ -45,14 +47,14 @@ static ft_status capture(const uint8_t *b, size_t n)
 
 static void boot(void)
 {
-    memset(&dev, 0, sizeof dev);
-    dev.device_id = 7;
-    memcpy(dev.key, key, 32);
-    dev.has_key = 1;
-    dev.factory_patch = ft_factory_head;
-    dev.factory_len = FT_FACTORY_HEAD_LEN;
-    dev.board_name = "test";
-    CHECK_OK(ft_dev_boot(&dev));
+    memset(&ft_test_dev, 0, sizeof ft_test_dev);
+    ft_test_dev.device_id = 7;
+    memcpy(ft_test_dev.key, key, 32);
+    ft_test_dev.has_key = 1;
+    ft_test_dev.factory_patch = ft_factory_head;
+    ft_test_dev.factory_len = FT_FACTORY_HEAD_LEN;
+    ft_test_dev.board_name = "test";
+    CHECK_OK(ft_dev_boot(&ft_test_dev));
     ft_link_init(&lnk, capture);
 }
 
@@ -65,7 +67,7 @@ static void power_up_blank(void)
 
 static uint8_t call(uint8_t type, const uint8_t *p, size_t n)
 {
-    return ft_dev_handle(&dev, type, p, n, resp, sizeof resp, &resp_len);
+    return ft_dev_handle(&ft_test_dev, type, p, n, resp, sizeof resp, &resp_len);
 }
 
 /* A request frame on the wire. */
@@ -107,7 +109,7 @@ void test_link_framing(void)
     w[0] = 0; w[1] = 0x55; w[2] = 0x13; w[3] = 0;
     n = wire(FT_MSG_HELLO, 1, NULL, 0, w + 4, 1) + 4;
     out_len = 0;
-    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used));
+    CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w, n, &used));
     CHECK_EQ_INT(used, n);
     CHECK_EQ_INT(parse_out(FT_MSG_HELLO, 1), FT_ST_OK);
     CHECK_EQ_INT(resp[0], 1);
@@ -126,7 +128,7 @@ void test_link_framing(void)
         static uint8_t copy[FT_WIRE_MAX];
         memcpy(copy, out, first);
         out_len = 0;
-        CHECK_OK(ft_link_feed(&lnk, &dev, w + 4, n - 4, &used));
+        CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w + 4, n - 4, &used));
         CHECK_EQ_INT(out_len, first);
         CHECK_MEM(out, copy, first);
     }
@@ -135,29 +137,29 @@ void test_link_framing(void)
     w[3] ^= 0x40;
     before = lnk.dropped;
     out_len = 0;
-    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used));
+    CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w, n, &used));
     CHECK_EQ_INT(out_len, 0);
     CHECK_EQ_INT(lnk.dropped, before + 1);
     /* bad version -> BAD_VERSION; unknown type -> UNKNOWN_TYPE; bad payload -> MALFORMED */
     n = wire(FT_MSG_STATUS, 3, NULL, 0, w, 2);
     out_len = 0;
-    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used));
+    CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w, n, &used));
     CHECK_EQ_INT(parse_out(FT_MSG_STATUS, 3), FT_ST_BAD_VERSION);
     n = wire(0x7E, 4, NULL, 0, w, 1);
     out_len = 0;
-    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used));
+    CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w, n, &used));
     CHECK_EQ_INT(parse_out(0x7E, 4), FT_ST_UNKNOWN_TYPE);
     n = wire(FT_MSG_STATUS, 5, w, 3, w + 100, 1);
     out_len = 0;
-    CHECK_OK(ft_link_feed(&lnk, &dev, w + 100, n, &used));
+    CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w + 100, n, &used));
     CHECK_EQ_INT(parse_out(FT_MSG_STATUS, 5), FT_ST_MALFORMED);
     /* an over-long frame is discarded up to the next 0x00, the next frame is served */
     memset(w, 0x11, sizeof lnk.rx + 10);
     out_len = 0;
-    CHECK_OK(ft_link_feed(&lnk, &dev, w, sizeof lnk.rx + 10, &used));
+    CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w, sizeof lnk.rx + 10, &used));
     n = wire(FT_MSG_HELLO, 6, NULL, 0, w + 1, 1);
     w[0] = 0;
-    CHECK_OK(ft_link_feed(&lnk, &dev, w, n + 1, &used));
+    CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w, n + 1, &used));
     CHECK_EQ_INT(parse_out(FT_MSG_HELLO, 6), FT_ST_OK);
 }
 
@@ -195,7 +197,7 @@ void test_device_commands(void)
     CHECK_EQ_INT(call(FT_MSG_PUSH_SAMPLES, p, 26 + 630), FT_ST_SHAPE_MISMATCH);
     ft_wr16(p + 4, 64); ft_wr16(p + 6, 10);
     CHECK_EQ_INT(call(FT_MSG_PUSH_SAMPLES, p, 26 + 640), FT_ST_MALFORMED); /* label 10 >= C */
-    CHECK_EQ_INT(dev.cache.count, 10);                                     /* nothing changed */
+    CHECK_EQ_INT(ft_test_dev.cache.count, 10);                                     /* nothing changed */
     /* TRAIN flags: the arithmetic (bit 0 FIXED); unknown bits and unsupported arithmetic are refused */
     memset(p, 0, 32);
     ft_wr16(p, 1); ft_wr16(p + 2, 4); ft_wrf32(p + 4, 0.05f);
@@ -276,11 +278,11 @@ void test_device_commands(void)
     memcpy(p + 8, ft_factory_head + 400, FT_FACTORY_HEAD_LEN - 400);
     CHECK_EQ_INT(call(FT_MSG_SET_HEAD, p, 8 + FT_FACTORY_HEAD_LEN - 400), FT_ST_OK);
     CHECK_EQ_INT(ft_rd32(resp), 0);
-    CHECK_EQ_INT(dev.head.bias[0], (int32_t)ft_rd32(ft_factory_head + 20 + 40) ^ 1);
+    CHECK_EQ_INT(ft_test_dev.head.bias[0], (int32_t)ft_rd32(ft_factory_head + 20 + 40) ^ 1);
     CHECK_EQ_INT(call(FT_MSG_ROLLBACK, NULL, 0), FT_ST_OK);
     p[0] = 0;
     CHECK_EQ_INT(call(FT_MSG_RESET, p, 1), FT_ST_OK);
-    CHECK(dev.reset_requested);
+    CHECK(ft_test_dev.reset_requested);
 }
 
 /* ---------------------------------------------------------------------------- upload + power cuts */
@@ -338,7 +340,7 @@ static int deploy(void)
     for (i = 0; i < 2; i++) {
         uint8_t *v = p + 8 + i * 74;
         for (j = 0; j < 64; j++) v[j] = (uint8_t)(j * 5 + i * 3);
-        if (ft_head_forward(&dev.head, (const int8_t *)v, (int8_t *)(v + 64)) != FT_OK) return 255;
+        if (ft_head_forward(&ft_test_dev.head, (const int8_t *)v, (int8_t *)(v + 64)) != FT_OK) return 255;
     }
     if ((s = call(FT_MSG_CONFIRM, p, 8 + 2 * 74)) != FT_ST_OK) return s;
     return 0;
@@ -347,8 +349,8 @@ static int deploy(void)
 static int running_is(const uint8_t *patch)
 {
     static uint8_t cur[FT_FACTORY_HEAD_LEN];
-    if (ft_head_patch_size(&dev.head) != FT_FACTORY_HEAD_LEN) return 0;
-    if (ft_head_patch_read(&dev.head, 0, cur, sizeof cur) != FT_OK) return 0;
+    if (ft_head_patch_size(&ft_test_dev.head) != FT_FACTORY_HEAD_LEN) return 0;
+    if (ft_head_patch_read(&ft_test_dev.head, 0, cur, sizeof cur) != FT_OK) return 0;
     return memcmp(cur, patch, sizeof cur) == 0;
 }
 
@@ -363,7 +365,7 @@ static void power_cut_sweep(int prior_updates, int complete)
             make_new_head(100 + v);
             CHECK_EQ_INT(deploy(), 0);
         }
-        CHECK_OK(ft_head_patch_read(&dev.head, 0, old_patch, sizeof old_patch));
+        CHECK_OK(ft_head_patch_read(&ft_test_dev.head, 0, old_patch, sizeof old_patch));
         make_new_head(0);
         ft_simflash_cut_at(cut);
         ft_simflash_cut_complete(complete);
@@ -379,9 +381,9 @@ static void power_cut_sweep(int prior_updates, int complete)
         if (running_is(new_patch)) saw_new++;
         else if (running_is(old_patch)) saw_old++;
         else CHECK(!"running head is neither the old nor the new one");
-        CHECK(dev.store.m.testing == FT_NO_SLOT);
-        CHECK(dev.store.m.confirmed < FT_N_SLOTS);
-        CHECK(dev.store.m.slots[dev.store.m.confirmed].state == FT_SLOT_CONFIRMED);
+        CHECK(ft_test_dev.store.m.testing == FT_NO_SLOT);
+        CHECK(ft_test_dev.store.m.confirmed < FT_N_SLOTS);
+        CHECK(ft_test_dev.store.m.slots[ft_test_dev.store.m.confirmed].state == FT_SLOT_CONFIRMED);
         /* and the interrupted deploy completes after the reboot (resuming the upload) */
         CHECK_EQ_INT(deploy(), 0);
         CHECK(running_is(new_patch));
@@ -508,13 +510,13 @@ void test_train_ranges_and_work_bound(void)
     /* work bound: epochs x cached <= 65536 */
     push_features(200, 1);
     CHECK_EQ_INT(train(328, 1, 0.05f, 0, 0, 0, TRAIN_ARITH), FT_ST_MALFORMED); /* 65600 */
-    CHECK_EQ_INT(dev.has_pending, 0);
+    CHECK_EQ_INT(ft_test_dev.has_pending, 0);
 #if FT_USE_FLOAT
     /* a diverging run (weight decay 100 at lr 100): discarded, no update id used */
     push_features(10, 1);
     CHECK_EQ_INT(train(20, 1, 100.0f, 0.5f, 100.0f, 0, 0), FT_ST_MALFORMED);
     CHECK(memcmp(resp, "training diverged", 17) == 0);
-    CHECK_EQ_INT(dev.has_pending, 0);
+    CHECK_EQ_INT(ft_test_dev.has_pending, 0);
 #endif
     CHECK_EQ_INT(train(1, 4, 100.0f, 0, 0, 0, FT_TRAIN_FIXED), FT_ST_OK); /* the top of the range: fine */
 }
@@ -607,7 +609,7 @@ void test_confirm_tests_image_under_test(void)
     CHECK_EQ_INT(call(FT_MSG_SET_HEAD, p, 8 + FT_FACTORY_HEAD_LEN), FT_ST_OK);
     CHECK_OK(ft_head_decode_patch(&y, p + 8, FT_FACTORY_HEAD_LEN, 0, 0));
     CHECK_EQ_INT(confirm_with(slot, &y), FT_ST_SELFTEST_FAILED); /* Y's vectors do not pass X */
-    CHECK_EQ_INT(dev.store.m.slots[slot].state, FT_SLOT_TESTING);
+    CHECK_EQ_INT(ft_test_dev.store.m.slots[slot].state, FT_SLOT_TESTING);
     CHECK_EQ_INT(confirm_with(slot, &x), FT_ST_OK);
     CHECK(running_is(new_patch));
     boot();
@@ -621,11 +623,11 @@ void test_boot_rehash_and_fallback(void)
     power_up_blank();
     make_new_head(6);
     CHECK_EQ_INT(deploy(), 0);
-    CHECK_EQ_INT(dev.store.m.confirmed, 1);
+    CHECK_EQ_INT(ft_test_dev.store.m.confirmed, 1);
     ft_simflash_mem[FT_SLOT_BASE(1) + 100] ^= 0x01; /* bit rot in the confirmed image */
     boot();
     CHECK(running_is(ft_factory_head));
-    CHECK_EQ_INT(dev.active, 0);
+    CHECK_EQ_INT(ft_test_dev.active, 0);
     CHECK_EQ_INT(call(FT_MSG_STATUS, NULL, 0), FT_ST_OK);
     CHECK_EQ_INT(resp[1], 0);                       /* active */
     CHECK_EQ_INT(resp[2], 0);                       /* confirmed */
@@ -640,7 +642,7 @@ void test_boot_rehash_and_fallback(void)
     CHECK_EQ_INT(call(FT_MSG_VERIFY, p, 1), FT_ST_OK);
     ft_simflash_mem[FT_SLOT_BASE(0) + 30] ^= 0x10;
     CHECK_EQ_INT(call(FT_MSG_VERIFY, p, 1), FT_ST_HASH_MISMATCH);
-    CHECK_EQ_INT(dev.store.m.slots[0].state, FT_SLOT_CONFIRMED);
+    CHECK_EQ_INT(ft_test_dev.store.m.slots[0].state, FT_SLOT_CONFIRMED);
     /* no intact slot left: the built-in factory head runs and STATUS says no slot is active */
     boot();
     CHECK_EQ_INT(call(FT_MSG_STATUS, NULL, 0), FT_ST_OK);
@@ -659,8 +661,8 @@ void test_boot_rehash_and_fallback(void)
         ft_simflash_mem[FT_SLOT_BASE(slot) + 7] ^= 0x80;
         p[0] = slot;
         CHECK_EQ_INT(call(FT_MSG_ACTIVATE, p, 1), FT_ST_HASH_MISMATCH);
-        CHECK_EQ_INT(dev.store.m.slots[slot].state, FT_SLOT_RECEIVING);
-        CHECK_EQ_INT(dev.store.m.slots[slot].received, 0);
+        CHECK_EQ_INT(ft_test_dev.store.m.slots[slot].state, FT_SLOT_RECEIVING);
+        CHECK_EQ_INT(ft_test_dev.store.m.slots[slot].received, 0);
     }
 }
 
@@ -673,8 +675,8 @@ void test_downgrade_refused(void)
     make_new_head(10);
     sign_begin(2);
     CHECK_EQ_INT(deploy(), 0);
-    slot2 = dev.store.m.confirmed;
-    CHECK_EQ_INT(dev.store.m.sec_floor, 2);
+    slot2 = ft_test_dev.store.m.confirmed;
+    CHECK_EQ_INT(ft_test_dev.store.m.sec_floor, 2);
     make_new_head(11);
     sign_begin(1);
     CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, sizeof begin_req), FT_ST_DOWNGRADE);
@@ -682,11 +684,11 @@ void test_downgrade_refused(void)
     CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, sizeof begin_req), FT_ST_AUTH_FAILED);
     sign_begin(3);
     CHECK_EQ_INT(deploy(), 0);
-    CHECK_EQ_INT(dev.store.m.sec_floor, 3);
+    CHECK_EQ_INT(ft_test_dev.store.m.sec_floor, 3);
     p[0] = slot2; /* the previous image (counter 2) is VERIFIED but may not run again */
     CHECK_EQ_INT(call(FT_MSG_ACTIVATE, p, 1), FT_ST_DOWNGRADE);
     boot(); /* the floor survives a reset */
-    CHECK_EQ_INT(dev.store.m.sec_floor, 3);
+    CHECK_EQ_INT(ft_test_dev.store.m.sec_floor, 3);
     make_new_head(10);
     sign_begin(2);
     CHECK_EQ_INT(call(FT_MSG_UPLOAD_BEGIN, begin_req, sizeof begin_req), FT_ST_DOWNGRADE);
@@ -704,7 +706,7 @@ void test_head_input_quantization_checked(void)
     ft_wrf32(new_patch + 12, ft_rdf32(new_patch + 12) * 2.0f); /* input_scale */
     resign(0);
     CHECK_EQ_INT(upload_verify(&slot), FT_ST_SHAPE_MISMATCH);
-    CHECK_EQ_INT(dev.store.m.slots[slot].received, 0); /* marked bad */
+    CHECK_EQ_INT(ft_test_dev.store.m.slots[slot].received, 0); /* marked bad */
     ft_wr32(p, FT_FACTORY_HEAD_LEN); ft_wr32(p + 4, 0);
     memcpy(p + 8, new_patch, FT_FACTORY_HEAD_LEN);
     CHECK_EQ_INT(call(FT_MSG_SET_HEAD, p, 8 + FT_FACTORY_HEAD_LEN), FT_ST_SHAPE_MISMATCH);
@@ -730,11 +732,11 @@ void test_protocol_decisions(void)
     CHECK_EQ_INT(call(FT_MSG_VERIFY, &slot, 1), FT_ST_BAD_STATE);
     ft_wr32(p, 10000000u);
     CHECK_EQ_INT(call(FT_MSG_SET_HEAD, p, 408), FT_ST_SHAPE_MISMATCH);
-    CHECK_EQ_INT(dev.staged_len, 400);
+    CHECK_EQ_INT(ft_test_dev.staged_len, 400);
     ft_wr32(p, FT_FACTORY_HEAD_LEN); ft_wr32(p + 4, 400);
     memcpy(p + 8, ft_factory_head + 400, FT_FACTORY_HEAD_LEN - 400);
     CHECK_EQ_INT(call(FT_MSG_SET_HEAD, p, 8 + FT_FACTORY_HEAD_LEN - 400), FT_ST_OK);
-    CHECK_EQ_INT(dev.head.bias[0], (int32_t)ft_rd32(ft_factory_head + 20 + 40) ^ 1);
+    CHECK_EQ_INT(ft_test_dev.head.bias[0], (int32_t)ft_rd32(ft_factory_head + 20 + 40) ^ 1);
     /* CONFIRM with zero golden vectors is refused */
     make_new_head(13);
     CHECK_EQ_INT(upload_verify(&slot), FT_ST_OK);
@@ -749,40 +751,40 @@ void test_protocol_decisions(void)
     memcpy(p + 4, new_patch, 100);
     CHECK_EQ_INT(call(FT_MSG_UPLOAD_CHUNK, p, 104), FT_ST_OK);
     CHECK_EQ_INT(call(FT_MSG_VERIFY, &slot, 1), FT_ST_BAD_STATE);
-    CHECK_EQ_INT(dev.store.m.slots[slot].received, 100);
+    CHECK_EQ_INT(ft_test_dev.store.m.slots[slot].received, 100);
     /* the retry cache: BAD_VERSION / UNKNOWN_TYPE / MALFORMED do not replace it; a retried PUSH is not re-run */
     memset(p, 0, 6 + 2 + 64);
     p[0] = 0; ft_wr16(p + 2, 1); ft_wr16(p + 4, 64);
     n = wire(FT_MSG_PUSH_SAMPLES, 40, p, 6 + 2 + 64, w, 1);
     out_len = 0;
-    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used));
+    CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w, n, &used));
     CHECK_EQ_INT(parse_out(FT_MSG_PUSH_SAMPLES, 40), FT_ST_OK);
-    CHECK_EQ_INT(dev.cache.count, 1);
+    CHECK_EQ_INT(ft_test_dev.cache.count, 1);
     {
         static uint8_t w2[FT_WIRE_MAX];
         size_t n2;
         n2 = wire(FT_MSG_HELLO, 41, p, 3, w2, 1);
         out_len = 0;
-        CHECK_OK(ft_link_feed(&lnk, &dev, w2, n2, &used));
+        CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w2, n2, &used));
         CHECK_EQ_INT(parse_out(FT_MSG_HELLO, 41), FT_ST_MALFORMED);
         n2 = wire(0x7E, 42, NULL, 0, w2, 1);
         out_len = 0;
-        CHECK_OK(ft_link_feed(&lnk, &dev, w2, n2, &used));
+        CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w2, n2, &used));
         CHECK_EQ_INT(parse_out(0x7E, 42), FT_ST_UNKNOWN_TYPE);
         n2 = wire(FT_MSG_STATUS, 43, NULL, 0, w2, 3);
         out_len = 0;
-        CHECK_OK(ft_link_feed(&lnk, &dev, w2, n2, &used));
+        CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w2, n2, &used));
         CHECK_EQ_INT(parse_out(FT_MSG_STATUS, 43), FT_ST_BAD_VERSION);
     }
     out_len = 0;
-    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used)); /* the retry */
+    CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w, n, &used)); /* the retry */
     CHECK_EQ_INT(parse_out(FT_MSG_PUSH_SAMPLES, 40), FT_ST_OK);
-    CHECK_EQ_INT(dev.cache.count, 1);
+    CHECK_EQ_INT(ft_test_dev.cache.count, 1);
     /* a stale duplicate of a RESTART BEGIN after its chunks does not erase the upload */
     begin_req[2] = 1; /* RESTART */
     n = wire(FT_MSG_UPLOAD_BEGIN, 50, begin_req, sizeof begin_req, w, 1);
     out_len = 0;
-    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used));
+    CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w, n, &used));
     CHECK_EQ_INT(parse_out(FT_MSG_UPLOAD_BEGIN, 50), FT_ST_OK);
     {
         static uint8_t w2[FT_WIRE_MAX];
@@ -791,12 +793,12 @@ void test_protocol_decisions(void)
         memcpy(p + 4, new_patch, 300);
         n2 = wire(FT_MSG_UPLOAD_CHUNK, 51, p, 304, w2, 1);
         out_len = 0;
-        CHECK_OK(ft_link_feed(&lnk, &dev, w2, n2, &used));
+        CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w2, n2, &used));
         CHECK_EQ_INT(parse_out(FT_MSG_UPLOAD_CHUNK, 51), FT_ST_OK);
     }
     out_len = 0;
-    CHECK_OK(ft_link_feed(&lnk, &dev, w, n, &used)); /* the stale duplicate */
+    CHECK_OK(ft_link_feed(&lnk, &ft_test_dev, w, n, &used)); /* the stale duplicate */
     CHECK_EQ_INT(parse_out(FT_MSG_UPLOAD_BEGIN, 50), FT_ST_OK);
-    CHECK_EQ_INT(dev.store.m.slots[slot].received, 300);
+    CHECK_EQ_INT(ft_test_dev.store.m.slots[slot].received, 300);
     begin_req[2] = 0;
 }

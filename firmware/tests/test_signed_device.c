@@ -10,24 +10,24 @@
 #include "golden/golden_signing.h"
 #include "../app/factory_head.h"
 
-static ft_dev dev;
+extern ft_dev ft_test_dev; /* defined in test_device.c: one device object for the device tests (RAM) */
 static uint8_t resp[FT_MAX_PAYLOAD];
 static size_t resp_len;
 static uint8_t req[2048];
 
 static void boot(void)
 {
-    memset(&dev, 0, sizeof dev);
-    dev.device_id = 7;
-    dev.factory_patch = ft_factory_head;
-    dev.factory_len = FT_FACTORY_HEAD_LEN;
-    dev.board_name = "test";
-    CHECK_OK(ft_dev_boot(&dev));
+    memset(&ft_test_dev, 0, sizeof ft_test_dev);
+    ft_test_dev.device_id = 7;
+    ft_test_dev.factory_patch = ft_factory_head;
+    ft_test_dev.factory_len = FT_FACTORY_HEAD_LEN;
+    ft_test_dev.board_name = "test";
+    CHECK_OK(ft_dev_boot(&ft_test_dev));
 }
 
 static uint8_t call(uint8_t type, const uint8_t *p, size_t n)
 {
-    return ft_dev_handle(&dev, type, p, n, resp, sizeof resp, &resp_len);
+    return ft_dev_handle(&ft_test_dev, type, p, n, resp, sizeof resp, &resp_len);
 }
 
 /* UPLOAD_BEGIN (kind 1, any slot) + one UPLOAD_CHUNK of the whole image; the BEGIN status. */
@@ -76,14 +76,14 @@ void test_signed_upload_on_device(void)
     CHECK_EQ_INT(upload(gs_img_key2, GS_IMG_KEY2_LEN, FT_UPLOAD_SIGNED, 5), FT_ST_OK);
     CHECK_EQ_INT(call(FT_MSG_VERIFY, &slot, 1), FT_ST_AUTH_FAILED);
     CHECK(reason_is("signed image: signed by a key this board does not trust"));
-    CHECK_EQ_INT(dev.store.m.slots[1].received, 0);
+    CHECK_EQ_INT(ft_test_dev.store.m.slots[1].received, 0);
     /* the declared counter must be the signed one */
     CHECK_EQ_INT(upload(gs_img_head, GS_IMG_HEAD_LEN, FT_UPLOAD_SIGNED, 2), FT_ST_OK);
     CHECK_EQ_INT(call(FT_MSG_VERIFY, &slot, 1), FT_ST_AUTH_FAILED);
     CHECK(reason_is("declared security counter 2 differs from the signed 1"));
     /* the signed factory head: verified, tested with its golden vector, confirmed; the floor is its counter */
     CHECK_EQ_INT(upload(gs_img_head, GS_IMG_HEAD_LEN, FT_UPLOAD_SIGNED, 1), FT_ST_OK);
-    CHECK_EQ_INT(dev.store.m.slots[1].flags, FT_SLOT_FLAG_SIGNED);
+    CHECK_EQ_INT(ft_test_dev.store.m.slots[1].flags, FT_SLOT_FLAG_SIGNED);
     CHECK_EQ_INT(call(FT_MSG_VERIFY, &slot, 1), FT_ST_OK);
     CHECK_EQ_INT(call(FT_MSG_ACTIVATE, &slot, 1), FT_ST_OK);
     CHECK_OK(ft_head_decode_patch(&fh, ft_factory_head, FT_FACTORY_HEAD_LEN, 0, 0));
@@ -96,12 +96,12 @@ void test_signed_upload_on_device(void)
     CHECK_OK(ft_head_forward(&fh, (const int8_t *)golden + 8, logits));
     memcpy(golden + 8 + 64, logits, 10);
     CHECK_EQ_INT(call(FT_MSG_CONFIRM, golden, sizeof golden), FT_ST_OK);
-    CHECK_EQ_INT(dev.store.m.confirmed, 1);
-    CHECK_EQ_INT(dev.store.m.sec_floor, 1);
+    CHECK_EQ_INT(ft_test_dev.store.m.confirmed, 1);
+    CHECK_EQ_INT(ft_test_dev.store.m.sec_floor, 1);
     /* after a reboot the signed slot's payload runs (the whole image re-hashed, the head read after its header) */
     boot();
-    CHECK_EQ_INT(dev.active, 1);
-    CHECK_EQ_INT(dev.store.m.reverted & FT_SS_FELL_BACK, 0);
+    CHECK_EQ_INT(ft_test_dev.active, 1);
+    CHECK_EQ_INT(ft_test_dev.store.m.reverted & FT_SS_FELL_BACK, 0);
     /* KEYS / KEY_CHANGE through the handlers */
     CHECK_EQ_INT(call(FT_MSG_KEYS, NULL, 0), FT_ST_OK);
     CHECK_EQ_INT(resp_len, 40);
@@ -113,7 +113,7 @@ void test_signed_upload_on_device(void)
     /* the stored set is the board's: a boot provisioned with none keeps it */
     CHECK_OK(ft_keys_config(NULL, 0, NULL));
     boot();
-    CHECK_EQ_INT(dev.keys.n, 2);
+    CHECK_EQ_INT(ft_test_dev.keys.n, 2);
     CHECK_EQ_INT(call(FT_MSG_HELLO, NULL, 0), FT_ST_OK);
     CHECK((ft_rd32(resp + 8) & (FT_CAP_SIGNED_IMAGES | FT_CAP_DEVICE_KEY)) == FT_CAP_SIGNED_IMAGES);
     /* a board without keys: SIGNED refused at BEGIN, KEYS n = 0, KEY_CHANGE unsupported */
