@@ -12,8 +12,9 @@ from pathlib import Path
 
 import test_firmware as tf
 
-from clients.board.device import BoardConfig, VirtualBoard
+from clients.board.device import BoardConfig, VirtualBoard, default_head
 from fedtiny.errors import DeviceError
+from fedtiny.link.blobs import encode_head_patch
 from fedtiny.link.frames import HEADER, FrameReader, cobs_encode
 from fedtiny.link.messages import MsgType, Status
 from fedtiny.link.session import BoardSession
@@ -127,6 +128,17 @@ def test_check_order_alike_on_both_boards(tmp_path: Path) -> None:
             s.hello()
             got.append(_status(s, M.UPDATE_ACK, struct.pack("<I", uid)))
             assert got == ["OK", "OK", "NO_UPDATE", "NO_UPDATE"], got
+        # a switch from a head to a head (ACTIVATE, ROLLBACK of a head patch) keeps the cache and SET_HEAD staging
+        patch = encode_head_patch(default_head())
+        for s in (sc, sv):
+            s.request(M.PUSH_SAMPLES, _samples(0, 1, 2, 64, label=1))
+            s.request(M.SET_HEAD, struct.pack("<II", len(patch), 0) + patch[:100])
+            st = s.upload(patch)
+            s.verify(st.slot)
+            s.activate(st.slot)
+            s.rollback()
+            assert s.hello().cache_count == 2
+            assert s.request(M.SET_HEAD, struct.pack("<II", len(patch), 100) + patch[100:]) == bytes(4)
         # header: version first (an unknown type in a version-2 frame is BAD_VERSION), then the type; a request's
         # status byte and flag bits 1..7 are ignored; a frame with RESPONSE set is ignored
         frames: list[tuple[bytes, list[tuple[int, int, int, int]]]] = [
