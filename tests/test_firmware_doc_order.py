@@ -10,6 +10,8 @@ import struct
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
 import test_firmware as tf
 
 from clients.board.device import BoardConfig, VirtualBoard, default_head
@@ -19,6 +21,7 @@ from fedtiny.link.frames import HEADER, FrameReader, cobs_encode
 from fedtiny.link.messages import MsgType, Status
 from fedtiny.link.session import BoardSession
 from fedtiny.link.transport import InProcessTransport
+from fedtiny.ondevice import head_forward_int8
 
 M = MsgType
 
@@ -139,6 +142,22 @@ def test_check_order_alike_on_both_boards(tmp_path: Path) -> None:
             s.rollback()
             assert s.hello().cache_count == 2
             assert s.request(M.SET_HEAD, struct.pack("<II", len(patch), 100) + patch[100:]) == bytes(4)
+        # a failed CONFIRM names the first largest difference alike, and leaves the image under test's head running
+        head = default_head()
+        xh, yh = head.with_(bias=head.bias - 300), head.with_(bias=head.bias + 5000)
+        g = np.arange(-128, 128, dtype=np.int8).reshape(4, 64)
+        reasons = []
+        for s in (sc, sv):
+            st = s.upload(encode_head_patch(xh))
+            s.verify(st.slot)
+            s.activate(st.slot)
+            s.set_head(yh)
+            with pytest.raises(DeviceError, match="SELFTEST_FAILED") as e:
+                s.confirm(st.slot, g, head_forward_int8(xh, g) // 2)
+            reasons.append(str(e.value))
+            assert encode_head_patch(s.get_head()) == encode_head_patch(xh)
+            s.rollback()
+        assert reasons[0] == reasons[1] and "vector 0 channel" in reasons[0], reasons
         # header: version first (an unknown type in a version-2 frame is BAD_VERSION), then the type; a request's
         # status byte and flag bits 1..7 are ignored; a frame with RESPONSE set is ignored
         frames: list[tuple[bytes, list[tuple[int, int, int, int]]]] = [
