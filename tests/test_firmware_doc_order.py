@@ -172,3 +172,36 @@ def test_check_order_alike_on_both_boards(tmp_path: Path) -> None:
             assert [_raw(s, wire) for s in (sc, sv)] == [answer, answer]
     finally:
         b.stop()
+
+
+def _with_unknown_opcode(tflite: bytes) -> bytes:
+    """``tflite`` with its first operator code rewritten to builtin 9999 (no such op): well formed, not runnable."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    out = bytearray(tflite)
+    code = schema.Model.GetRootAs(out, 0).OperatorCodes(0)
+    at = code._tab.Offset(10)  # OperatorCode field 3: builtin_code (int32)
+    assert at, "the converter writes builtin_code"
+    struct.pack_into("<i", out, code._tab.Pos + at, 9999)
+    return bytes(out)
+
+
+def test_a_full_image_with_an_op_no_board_runs_is_unsupported_on_both(
+    tmp_path: Path, tiny_tflite: bytes
+) -> None:
+    """VERIFY of a well-formed full image that needs an unknown op: UNSUPPORTED on both boards, slot marked bad."""
+    image = _with_unknown_opcode(tiny_tflite)
+    tf.make("build/host/fedtiny-fw")
+    b = tf.HostBoard(tmp_path / "flash.bin", "--device-id", "5").start()
+    vb = VirtualBoard(BoardConfig(device_id=5, fleet_key=tf.KEY))
+    try:
+        sc, sv = b.session(), BoardSession(InProcessTransport(vb), key=tf.KEY, seed=1)
+        sv.hello()
+        for s in (sc, sv):
+            st = s.upload(image, kind=2)
+            with pytest.raises(DeviceError, match="UNSUPPORTED") as e:
+                s.verify(st.slot)
+            assert "9999" in str(e.value) or "not supported" in str(e.value), str(e.value)
+            assert s.upload_status(st.slot).received == 0  # refused: the slot is erased, nothing resumes
+    finally:
+        b.stop()

@@ -123,6 +123,14 @@ class _Table:
         return list(struct.unpack_from(f"<{n}q", self.fb.b, start)) if n else []
 
 
+class UnsupportedModel(ValueError):
+    """The image is well formed but needs an op this board does not run (VERIFY answers UNSUPPORTED)."""
+
+
+class ModelTooLarge(ValueError):
+    """The image is well formed but exceeds a limit of this board, e.g. its arena (VERIFY answers NO_SPACE)."""
+
+
 def check_structure(image: bytes) -> None:
     """ValueError naming the first problem of a .tflite image that TFLite Micro must not be given."""
     fb = _FB(bytes(image))
@@ -135,7 +143,7 @@ def check_structure(image: bytes) -> None:
     for oc in model.tables(1):
         code = max(oc.scalar(0, "i8"), oc.scalar(3, "i32"))
         if code == _CUSTOM or not 0 <= code <= _MAX_BUILTIN:
-            raise ValueError(f"operator code {code} is not a supported builtin")
+            raise UnsupportedModel(f"operator code {code} is not a supported builtin")
         opcodes.append(code)
     buffers = model.tables(4)
     sizes = []
@@ -178,7 +186,7 @@ def check_structure(image: bytes) -> None:
             if len(scales) > 1 and not 0 <= q.scalar(6, "i32") < max(len(shape), 1):
                 raise ValueError(f"tensor {k}: quantized dimension out of range")
     if arena > ARENA_LIMIT:
-        raise ValueError(f"activations need {arena} bytes, the arena holds {ARENA_LIMIT}")
+        raise ModelTooLarge(f"activations need {arena} bytes, the arena holds {ARENA_LIMIT}")
     for what, idx in (("input", sg.ints(1)), ("output", sg.ints(2))):
         if not idx or any(not 0 <= i < nt for i in idx):
             raise ValueError(f"subgraph {what}s {idx} of {nt} tensors")

@@ -10,6 +10,7 @@ import numpy as np
 from clients.board.api import Board
 from clients.board.flash import SLOT_SIGNED, SlotMeta
 from clients.board.replies import Reply, check_fits_backbone, err, slot_status
+from clients.board.tflite_check import ModelTooLarge, UnsupportedModel, check_model
 from fedtiny.errors import ModelError, ProtocolError
 from fedtiny.link.messages import (
     ANY_SLOT,
@@ -157,14 +158,17 @@ def verify(b: Board, p: bytes) -> Reply:
         try:
             content = b.content(slot)
             if s.kind == ImageKind.TFLITE:
-                from clients.board.tflite_check import check_model
-
                 check_model(content)  # bounds-checked parse + a trial run in a child process
             head = b.head_of_image(content, s.kind)
             if s.kind == ImageKind.HEAD_PATCH:
                 check_fits_backbone(b, head)
         except ModelError as e:
             return _verify_failed(b, slot, Status.SHAPE_MISMATCH, str(e))
+        # an op or a limit this board lacks: the statuses of the C board's interpreter (protocol.md section 5)
+        except UnsupportedModel as e:
+            return _verify_failed(b, slot, Status.UNSUPPORTED, f"model: {e}")
+        except ModelTooLarge as e:
+            return _verify_failed(b, slot, Status.NO_SPACE, f"model: {e}")
         except Exception as e:
             return _verify_failed(b, slot, Status.MALFORMED, f"image does not parse: {e}")
         s.state = SlotState.VERIFIED
