@@ -55,3 +55,12 @@ def test_host_falls_back_on_a_board_without_the_extension(monkeypatch: pytest.Mo
     s = BoardSession(InProcessTransport(board), key=KEY, seed=4)
     info = s.hello()
     assert info.arena_bytes is None and info.device_id == board.cfg.device_id
+
+
+def test_board_name_is_cut_at_64_bytes_as_the_c_board_does() -> None:
+    from clients.board import BoardConfig, VirtualBoard
+    from fedtiny.link.session import BoardSession
+    from fedtiny.link.transport import InProcessTransport
+
+    s = BoardSession(InProcessTransport(VirtualBoard(BoardConfig(board_name="m" * 100))))
+    assert s.hello().board_name == "m" * 64

@@ -83,7 +83,8 @@ def hello(b: Board, p: bytes) -> Reply:
         b.raw_input_len,
         b.cfg.rx_window,
         b.active,
-        b.cfg.board_name,
+        # at most 64 bytes, as the C board sends (docs/protocol.md HelloInfo)
+        b.cfg.board_name.encode()[:64].decode(errors="ignore"),
         b.cfg.fw_version,
         arena_bytes(b) if p else None,
     )
