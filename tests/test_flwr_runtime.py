@@ -81,8 +81,10 @@ def test_flwr_run_dot_end_to_end_with_tensorflow_blocked_in_ray_workers(tmp_path
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "t"\n\n[superlink.t]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
     )
+    # the venv's bin first on PATH, as for a user in an activated venv: the SuperLink starts flower-superexec
     env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
-           "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+           "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
     env.pop("RAY_RUNTIME_ENV_HOOK", None)  # a Flower user sets nothing: the app's ClientApp module names it
     env.pop("RAY_ADDRESS", None)
     log = (tmp_path / "superlink.log").open("wb")
