@@ -56,6 +56,7 @@ class StopSignal:
         self._old: dict[int, Any] = {}
         self._forcing = threading.Lock()
         self.started: list[tuple[int, str]] = []
+        self.on_first: list[Callable[[], None]] = []  # called in the handler at the first signal (cheap)
         self._warned = False
 
     # -- installation ----------------------------------------------------------------------------
@@ -92,6 +93,11 @@ class StopSignal:
             self.force(self.signum or signum)
             return
         self.signum = signum
+        for hook in self.on_first:  # first: e.g. tell the ServerApp's process to stop its rounds now
+            try:
+                hook()
+            except OSError:
+                pass
         self.started = started_processes()  # Ray's workers leave the process tree once the raylet is gone
         self.event.set()
         threading.Thread(target=self._watchdog, name="fedtiny-stop-watchdog", daemon=True).start()
@@ -128,10 +134,31 @@ class StopSignal:
 
 
 # -- the transports' stop checks ---------------------------------------------------------------------
+class StopFile:
+    """A stop asked for by another process: the file ``path`` exists (``fedtiny run``'s driver writes it when
+    it gets Ctrl-C/SIGTERM; the ServerApp runs in Flower's simulation process and checks it at every exchange,
+    so no round starts after the stop whatever the driver is busy with). Quacks as :class:`StopSignal` for
+    :class:`StoppableGrid`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.event = threading.Event()
+        self.signum = int(signal.SIGINT)
+
+    def check(self) -> None:
+        if self.event.is_set() or self.path.exists():
+            self.event.set()
+            try:
+                self.signum = int(self.path.read_text().strip() or self.signum)
+            except (OSError, ValueError):
+                pass
+            raise RunInterrupted(self.signum)
+
+
 class StoppableGrid:
     """A Flower Grid whose blocking calls return within ``poll_s`` of a stop (raising RunInterrupted)."""
 
-    def __init__(self, grid: Any, stop: StopSignal, poll_s: float = 0.1) -> None:
+    def __init__(self, grid: Any, stop: StopSignal | StopFile, poll_s: float = 0.1) -> None:
         self._grid = grid
         self._stop = stop
         self._poll_s = poll_s

@@ -99,6 +99,10 @@ def _run_and_signal(
                 pass
             time.sleep(0.1)
         assert proc.poll() is None, err.read_text()[-3000:]
+        try:
+            at_signal = int(json.loads(latest.read_text())["round"])
+        except (OSError, ValueError):
+            at_signal = 2
         t0 = time.time()
         for _ in range(2 if twice else 1):
             if to_group:
@@ -120,6 +124,7 @@ def _run_and_signal(
         if not left:
             break
         time.sleep(0.1)
+    (out / "at_signal").write_text(str(at_signal))
     return rc, took, err.read_text(), left
 
 
@@ -134,6 +139,9 @@ def _check_interrupted(out: Path, rc: int, took: float, err: str, left: list[str
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is False and 2 <= summary["rounds_done"] < 8
+    # no round starts after the signal (the one in flight may end): the ServerApp checks the driver's stop
+    # file at every exchange, whatever the driver is busy with
+    assert summary["rounds_done"] <= int((out / "at_signal").read_text()) + 1
     rows = (out / "rounds.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + summary["rounds_done"] + 1  # header, round 0, the rounds done
     assert "Incomplete run" in (out / "report.html").read_text()

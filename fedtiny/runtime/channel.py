@@ -18,6 +18,7 @@ from fedtiny.report.results import RoundRow
 RUNTIME_DIR = "runtime"
 PROGRESS = "progress.jsonl"
 ERROR = "error.json"
+STOP = "stop"  # written by the driver at Ctrl-C/SIGTERM (the signal number): the ServerApp stops its rounds
 LOG = "fedtiny.log"
 
 
@@ -46,8 +47,17 @@ def reset(out_dir: Path) -> None:
     """Forget an earlier attempt's records (a resumed run starts a new channel)."""
     d = runtime_dir(out_dir)
     d.mkdir(parents=True, exist_ok=True)
-    for name in (PROGRESS, ERROR):
+    for name in (PROGRESS, ERROR, STOP):
         (d / name).unlink(missing_ok=True)
+
+
+def stop_path(out_dir: Path) -> Path:
+    return runtime_dir(out_dir) / STOP
+
+
+def request_stop(out_dir: Path, signum: int) -> None:
+    """The driver's end of a stop: the ServerApp starts no exchange with the gateways after this."""
+    stop_path(out_dir).write_text(str(signum))
 
 
 class Writer:
@@ -77,6 +87,10 @@ class Writer:
 
     def done(self, summary: dict[str, Any]) -> None:
         self._append({"done": True, "rounds_done": summary.get("rounds_done")})
+
+    def stopped(self) -> None:
+        """The rounds stopped at the driver's request; the driver writes the results of the rounds done."""
+        self._append({"stopped": True})
 
     def error(self, exc: BaseException) -> None:
         """The one line the user sees: a fedtiny error as it is, anything else with its type."""

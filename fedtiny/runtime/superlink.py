@@ -97,6 +97,7 @@ class SimulationRuntime:
         self.log_path = self.out_dir / channel.LOG
         self.superlink: subprocess.Popen[bytes] | None = None
         self.run_id = 0
+        self.reader: channel.Reader | None = None  # the ServerApp's records, once the run is followed
         self.seen: set[tuple[int, str]] = set()  # (pid, start time) of every process the SuperLink spawned
 
     # -- environment -----------------------------------------------------------------------------
@@ -247,7 +248,7 @@ class SimulationRuntime:
 
     def follow(self, progress: Progress, poll_s: float = 0.2, status_every_s: float = 20.0) -> None:
         """Feed the ServerApp's round records to ``progress`` until the run ends; raise on its error."""
-        reader = channel.Reader(self.out_dir)
+        reader = self.reader = channel.Reader(self.out_dir)
         last_status = time.time()
         ended = ""  # the status `flwr list` gave once the run had finished (records may still be landing)
         while True:
@@ -255,7 +256,7 @@ class SimulationRuntime:
             self._track()
             records = reader.records()
             for rec in records:
-                if not rec.get("done"):
+                if "round" in rec:
                     progress(rec)
             error = reader.error()
             if error is not None:
@@ -295,6 +296,18 @@ class SimulationRuntime:
             if status.startswith("finished") or time.time() > deadline:
                 return
             time.sleep(0.5)
+
+    def _wait_stopped(self, timeout: float = 3.0) -> None:
+        """Give the ServerApp ``timeout`` seconds to answer the stop file (a ``stopped`` record): it stops at its
+        next exchange, so a checkpoint being written is finished before its process is ended."""
+        reader = self.reader
+        if reader is None:
+            return
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(r.get("stopped") or r.get("done") for r in reader.records()) or reader.error() is not None:
+                return
+            time.sleep(0.05)
 
     def _check_stop(self) -> None:
         if self.stop is not None:
@@ -362,6 +375,11 @@ class SimulationRuntime:
         writing the results of the rounds done, overlapping the shutdown), cancels the run and raises
         :class:`fedtiny.interrupt.RunInterrupted` once every process is down."""
         channel.reset(self.out_dir)
+        if self.stop is not None:  # the ServerApp checks the stop file at every exchange with the gateways
+            stop = self.stop
+            stop.on_first.append(lambda: channel.request_stop(self.out_dir, stop.signum))
+            if stop.event.is_set():
+                channel.request_stop(self.out_dir, stop.signum)
         ok = False
         try:
             self.start()
@@ -370,6 +388,7 @@ class SimulationRuntime:
             ok = True
         except BaseException:
             if self.stop is not None and self.stop.event.is_set():
+                self._wait_stopped()  # the ServerApp ends its exchange and its checkpoint
                 self.end_simulation()  # no round (no checkpoint) after the stop
                 on_stop()
             raise

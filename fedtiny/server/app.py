@@ -20,9 +20,10 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedtiny.config import Scenario, load_scenario
 from fedtiny.finish import finish_run, start_writing_interrupted
+from fedtiny.interrupt import RunInterrupted, StopFile, StoppableGrid
 from fedtiny.plan import RunPlan, prepare_run
 from fedtiny.runtime.channel import LOG as LOG_FILE
-from fedtiny.runtime.channel import Writer
+from fedtiny.runtime.channel import Writer, stop_path
 
 LOG = logging.getLogger("flwr")
 
@@ -36,14 +37,10 @@ def make_server_app(plan: RunPlan) -> ServerApp:
         from fedtiny.server.transports import FlowerTransport
 
         if plan.stop is not None:  # Ctrl-C/SIGTERM end the rounds at the next exchange
-            from fedtiny.interrupt import StoppableGrid
-
             grid = StoppableGrid(grid, plan.stop)  # type: ignore[assignment]
         try:
             plan.server.run(FlowerTransport(grid))
         except Exception as exc:
-            from fedtiny.interrupt import RunInterrupted
-
             plan.error = exc
             if isinstance(exc, RunInterrupted):  # a clean end for Flower: it stops the engine at once
                 start_writing_interrupted(plan)  # the rounds done are written while Flower and Ray stop
@@ -78,8 +75,10 @@ def flwr_main(grid: Grid, context: Context) -> None:
             resume=bool(cfg.get("resume", False)) or prepared,  # prepared: the driver cleared old checkpoints
         )
         if plan.server.round < scenario.rounds:
-            plan.server.run(FlowerTransport(grid))
+            plan.server.run(FlowerTransport(StoppableGrid(grid, StopFile(stop_path(out_dir)))))
         channel.done(finish_run(plan))
+    except RunInterrupted:  # the driver asked to stop (Ctrl-C): it writes the results of the rounds done
+        channel.stopped()
     except BaseException as exc:
         channel.error(exc)
         LOG.error("fedtiny ServerApp failed", exc_info=exc)
