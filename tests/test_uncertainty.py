@@ -61,3 +61,44 @@ def test_paired_difference_is_tighter_than_two_independent_intervals() -> None:
     yb = y ^ flip
     se = paired_se(y, yb, ids)
     assert 0 < se < 0.5 * np.hypot(two_way(y, ids).se, two_way(yb, ids).se)
+
+
+def test_compiled_moments_equal_the_numpy_reference(monkeypatch) -> None:
+    """The compiled pass (numba) gives the numpy expressions' estimates up to float64 summation order, with and
+    without a padding mask, for booleans and differences, int32 and int64 sample indices."""
+    import fedtiny.report.uncertainty as unc
+
+    rng = np.random.default_rng(7)
+    cases = []
+    for k, m in ((1, 1), (3, 5), (200, 20), (1000, 7)):
+        y = rng.random((k, m)) < rng.random()
+        ids = rng.integers(0, 50, (k, m)).astype(rng.choice([np.int32, np.int64]))
+        valid = rng.random((k, m)) < 0.8
+        cases.append((y, ids, valid))
+    cases.append(
+        (np.zeros((4, 3), bool), np.zeros((4, 3), np.int64), np.zeros((4, 3), bool))
+    )  # nothing valid
+    fast = [
+        (two_way(y, i), two_way(y, i, v), paired_se(y, ~y, i, v), paired_se(y, y[::-1], i))
+        for y, i, v in cases
+    ]
+    monkeypatch.setattr(unc, "_moments", None)
+    ref = [
+        (two_way(y, i), two_way(y, i, v), paired_se(y, ~y, i, v), paired_se(y, y[::-1], i))
+        for y, i, v in cases
+    ]
+    for got, want in zip(fast, ref, strict=True):
+        for a, b in zip(got[:2], want[:2], strict=True):
+            assert a.n == b.n
+            for f in ("p", "lo", "hi", "se", "n_eff"):
+                x, z = getattr(a, f), getattr(b, f)
+                assert (np.isnan(x) and np.isnan(z)) or abs(x - z) <= 1e-12 * max(1.0, abs(z)), (f, x, z)
+        for x, z in zip(got[2:], want[2:], strict=True):
+            assert (np.isnan(x) and np.isnan(z)) or abs(x - z) <= 1e-12 * max(1.0, abs(z))
+
+
+def test_negative_sample_indices_are_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="non-negative"):
+        two_way(np.ones((2, 2), bool), np.array([[0, -1], [1, 2]]))

@@ -17,6 +17,7 @@ from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, train_heads_fixed
 from fedtiny.ondevice.fast import train_pooled
 from fedtiny.records import encode_int8_delta
+from fedtiny.server.partial import reduce_updates
 
 _DATA: dict[str, FleetData] = {}
 
@@ -163,13 +164,29 @@ def handle(kind: str, head: Int8Head, cfg: dict[str, Any], devices: np.ndarray) 
     data = fleet_data(str(cfg["fleet-dir"]))
     devices = np.asarray(devices, dtype=np.int64)
     if kind == "train":
-        return train_devices(
+        uplink = str(cfg.get("uplink", "float32"))
+        reduce = bool(int(cfg.get("reduce", 0)))
+        out = train_devices(
             head,
             data,
             devices,
             train_config(cfg),
             int(cfg["seed"]),
             int(cfg["round"]),
-            str(cfg.get("uplink", "float32")),
+            "float32" if reduce else uplink,
+        )
+        if not reduce:
+            return out
+        # the strategy reads only the weighted mean: this gateway's partial sums (fedtiny/server/partial.py)
+        return reduce_updates(
+            out["weights"],
+            out["bias"],
+            out["num_examples"],
+            out["loss"],
+            out["device_ids"],
+            dequantize_head(head),
+            float(cfg["max-norm"]),
+            float(cfg["clip-norm"]),
+            uplink,
         )
     return evaluate_devices(head, data, int(cfg["segment"]), devices)

@@ -89,6 +89,10 @@ class FleetServer:
             "weight-decay": c.weight_decay,
             "prox-mu": c.prox_mu,
             "uplink": s.strategy.uplink,
+            # partial sums from the gateways when they give the strategy what per-device updates would
+            "reduce": int(self.strategy.reducible and s.strategy.personalize <= 0),
+            "max-norm": s.strategy.max_update_norm,
+            "clip-norm": self.strategy.clip_norm,
         }
 
     # -- rounds ----------------------------------------------------------------------------------
@@ -129,8 +133,7 @@ class FleetServer:
             self.rejected_reasons[key] = self.rejected_reasons.get(key, 0) + cnt
         redeploy, redeploy_j = self.fleet.spend(plan, self.head)
         if self.out_dir is not None:
-            accepted = acc.device_ids if acc is not None else np.zeros(0, dtype=np.int64)
-            self.fleet.log_devices(self.out_dir, plan, accepted)
+            self.fleet.log_devices(self.out_dir, plan, step.accepted_ids)
         if s.eval.baselines:
             self.evaluator.local_only_step(r, plan.avail, self.head)
         deadline = s.strategy.deadline_s

@@ -323,22 +323,12 @@ class DeviceStrategy:
     ) -> FloatHead | None:
         """New float head from the accepted updates ``w`` [K, C, D], ``b`` [K, C] of devices ``device_ids``
         (``n`` examples, training ``loss`` each) trained from ``head``; None: the strategy kept the head."""
-        from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-
         gw, gb = head.weights.astype(np.float64), head.bias.astype(np.float64)
         total = float(n.sum())
         if not len(n) or total <= 0:
             return None
-        with _seeded(self.seed, server_round), _quiet(), _identity():
-            config = ConfigRecord()
-            current = ArrayRecord({"weights": Array(gw), "bias": Array(gb)})
-            list(
-                self.strategy.configure_train(
-                    server_round, current, config, cast("Grid", _Nodes(self._nodes()))
-                )
-            )
-        clip = config.get("clipping_norm")  # a client-side DP wrapper: the device's clipping (Flower's mods)
-        has_client_clip = isinstance(clip, (int, float)) and not isinstance(clip, bool)
+        clip = self._configure(server_round, gw, gb)
+        has_client_clip = clip is not None
         # per-device scale of each update: fedtiny's clipping (before the strategy sees the updates), then
         # the client-side DP clipping; norms of the float64 differences (the updates are never copied to float64)
         scale = np.ones(len(n), dtype=np.float64)
@@ -349,8 +339,8 @@ class DeviceStrategy:
             if self.clip_norm > 0:
                 scale = np.minimum(1.0, self.clip_norm / np.maximum(norm, 1e-12))
                 norm = norm * scale
-            if has_client_clip:
-                f = np.minimum(1.0, float(cast(float, clip)) / np.maximum(norm, 1e-12))
+            if clip is not None:
+                f = np.minimum(1.0, clip / np.maximum(norm, 1e-12))
                 scale = scale * f
                 norm_bit = f < 1
         loss64 = loss.astype(np.float64)
@@ -364,6 +354,65 @@ class DeviceStrategy:
             p = n.astype(np.float64) / total  # the example-weighted mean update: all these strategies use
             step_w, step_b = weighted_delta(w, b, gw, gb, p * scale)
             rows = [(gw + step_w, gb + step_b, total, float(p @ loss64), -1)]
+        return self._flower_aggregate(server_round, gw, gb, rows, norm_bit)
+
+    @property
+    def reducible(self) -> bool:
+        """Whether the strategy reads only the example-weighted mean update, so gateways may send partial
+        sums (fedtiny/server/partial.py) and :meth:`aggregate_mean` gives what :meth:`aggregate` would."""
+        return not self.per_device
+
+    def aggregate_mean(
+        self,
+        server_round: int,
+        head: FloatHead,
+        step_w: np.ndarray,
+        step_b: np.ndarray,
+        total: float,
+        loss: float,
+    ) -> FloatHead | None:
+        """:meth:`aggregate` from the accepted devices' example-weighted mean update (``step_w``, ``step_b``
+        float64, fedtiny's clipping applied), ``total`` examples and weighted mean ``loss``."""
+        if self.per_device:
+            raise ValueError(f"{type(self.strategy).__name__} needs every device's update, not their mean")
+        gw, gb = head.weights.astype(np.float64), head.bias.astype(np.float64)
+        if total <= 0:
+            return None
+        if self._configure(server_round, gw, gb) is not None:
+            raise ValueError("a client-side clipping strategy needs every device's update, not their mean")
+        return self._flower_aggregate(
+            server_round, gw, gb, [(gw + step_w, gb + step_b, total, loss, -1)], None
+        )
+
+    def _configure(self, server_round: int, gw: np.ndarray, gb: np.ndarray) -> float | None:
+        """Flower's configure_train for this round (server optimizers keep the current arrays); the clipping
+        norm a client-side differential-privacy wrapper asks the devices to apply, if any."""
+        from flwr.app import Array, ArrayRecord, ConfigRecord
+
+        with _seeded(self.seed, server_round), _quiet(), _identity():
+            config = ConfigRecord()
+            current = ArrayRecord({"weights": Array(gw), "bias": Array(gb)})
+            list(
+                self.strategy.configure_train(
+                    server_round, current, config, cast("Grid", _Nodes(self._nodes()))
+                )
+            )
+        clip = config.get("clipping_norm")  # a client-side DP wrapper: the device's clipping (Flower's mods)
+        if isinstance(clip, (int, float)) and not isinstance(clip, bool):
+            return float(clip)
+        return None
+
+    def _flower_aggregate(
+        self,
+        server_round: int,
+        gw: np.ndarray,
+        gb: np.ndarray,
+        rows: list[tuple[np.ndarray, np.ndarray, Any, Any, int]],
+        norm_bit: np.ndarray | None,
+    ) -> FloatHead | None:
+        """Flower's aggregate_train over one reply per row (weights, bias, examples, loss, device id)."""
+        from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+
         replies = []
         with _identity():  # a device's reply to its train instruction: src_node_id is the device id
             for i, (rw, rb, ni, li, dev) in enumerate(rows):

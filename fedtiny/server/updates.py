@@ -16,6 +16,7 @@ import numpy as np
 from fedtiny.ondevice import FloatHead, Int8Head, dequantize_head, quantize_head
 from fedtiny.records import decode_int8_delta
 from fedtiny.server.aggregate import in_device_order, validate_updates
+from fedtiny.server.partial import Combined, combine, is_partial
 from fedtiny.server.strategy import DeviceStrategy
 
 #: the arrays of one gateway reply that aggregation reads (besides ``weights`` or ``delta_q``/``delta_scale``)
@@ -37,17 +38,27 @@ class Accepted:
 @dataclass
 class StepResult:
     head: Int8Head  # the head to deploy: the re-quantized aggregate, or the old one if nothing moved it
-    accepted: Accepted | None  # None: no update was accepted
+    accepted: Accepted | None  # None: no update was accepted, or the gateways sent partial sums
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)  # why updates were rejected: reason -> count
+    combined: Combined | None = None  # the gateways' partial sums added up (fedtiny/server/partial.py)
+
+    @property
+    def accepted_ids(self) -> np.ndarray:
+        """Ids of the devices whose updates were accepted, ascending."""
+        if self.combined is not None:
+            return self.combined.device_ids
+        return np.zeros(0, dtype=np.int64) if self.accepted is None else self.accepted.device_ids
 
     @property
     def trained(self) -> int:
-        return 0 if self.accepted is None else len(self.accepted.device_ids)
+        return len(self.accepted_ids)
 
     @property
     def loss(self) -> float:
         """Mean training loss of the accepted updates (NaN: none)."""
+        if self.combined is not None:
+            return self.combined.mean_loss
         return (
             float("nan") if self.accepted is None else float(np.mean(self.accepted.loss.astype(np.float64)))
         )
@@ -74,8 +85,21 @@ def aggregate_step(
     per_tensor: bool = False,
 ) -> StepResult:
     """The next int8 head from the gateway replies ``parts`` of round ``server_round`` (each: ``weights`` or
-    ``delta_q``/``delta_scale``, and ``PER_DEVICE``) to ``head``; ``calib`` features set its output range."""
+    ``delta_q``/``delta_scale``, and ``PER_DEVICE``; or every one partial sums of :mod:`fedtiny.server.partial`)
+    to ``head``; ``calib`` features set its output range."""
     g = dequantize_head(head)
+    if parts and any(is_partial(p) for p in parts):
+        if not all(is_partial(p) for p in parts):
+            raise ValueError("gateway replies mix partial sums and per-device updates")
+        comb = combine(parts, g)
+        if not len(comb.device_ids):
+            return StepResult(head, None, comb.rejected, comb.reasons, comb)
+        new = strategy.aggregate_mean(
+            server_round, g, comb.step_w, comb.step_b, comb.total, comb.mean_loss_weighted
+        )
+        if new is not None:
+            head = quantize_head(new, head.input_scale, head.input_zero_point, calib, per_tensor=per_tensor)
+        return StepResult(head, None, comb.rejected, comb.reasons, comb)
     rejected = 0
     reasons: dict[str, int] = {}
     keep: list[tuple[np.ndarray, ...]] = []
