@@ -75,6 +75,22 @@ def test_partial_sums_give_the_rounds_of_per_device_updates(tmp_path: Path, over
         assert (tmp_path / "sums" / "device_rounds" / f.name).read_bytes() == f.read_bytes(), f.name
 
 
+def test_gateways_train_in_chunks_and_merge_their_sums(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway trains its devices in chunks of REDUCE_CHUNK (memory bounded at a million devices); merged
+    chunk sums give the rounds of per-device replies."""
+    import clients.simulated.gateway as gw
+
+    s = scenario(fleet={"faulty_fraction": 0.2, "fault": "inf"})
+    monkeypatch.setattr(gw, "REDUCE_CHUNK", 3)
+    red, spy = _run(s, tmp_path / "sums", per_device=False)
+    assert all(spy.partial)
+    ref, _ = _run(s, tmp_path / "devices", per_device=True)
+    assert _rows(red) == _rows(ref) and red.rejected_reasons == ref.rejected_reasons
+    assert np.array_equal(red.head.weights, ref.head.weights)
+
+
 def test_robust_strategies_and_personalization_keep_per_device_replies(tmp_path: Path) -> None:
     for i, over in enumerate(({"strategy": {"name": "krum"}}, {"strategy": {"personalize": 0.5}})):
         s = scenario(**over)

@@ -17,7 +17,7 @@ from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, train_heads_fixed
 from fedtiny.ondevice.fast import train_pooled
 from fedtiny.records import encode_int8_delta
-from fedtiny.server.partial import reduce_updates
+from fedtiny.server.partial import merge, reduce_updates
 
 _DATA: dict[str, FleetData] = {}
 
@@ -159,34 +159,45 @@ def evaluate_devices(
     }
 
 
+#: devices trained at once by a gateway that sends partial sums: 65,536 heads of 64 x 10 are 168 MB
+REDUCE_CHUNK = 65_536
+
+
 def handle(kind: str, head: Int8Head, cfg: dict[str, Any], devices: np.ndarray) -> dict[str, np.ndarray]:
     """One gateway message: ``train`` → per-device heads; ``evaluate`` → per-device correct counts."""
     data = fleet_data(str(cfg["fleet-dir"]))
     devices = np.asarray(devices, dtype=np.int64)
     if kind == "train":
         uplink = str(cfg.get("uplink", "float32"))
-        reduce = bool(int(cfg.get("reduce", 0)))
-        out = train_devices(
-            head,
-            data,
-            devices,
-            train_config(cfg),
-            int(cfg["seed"]),
-            int(cfg["round"]),
-            "float32" if reduce else uplink,
-        )
-        if not reduce:
-            return out
-        # the strategy reads only the weighted mean: this gateway's partial sums (fedtiny/server/partial.py)
-        return reduce_updates(
-            out["weights"],
-            out["bias"],
-            out["num_examples"],
-            out["loss"],
-            out["device_ids"],
-            dequantize_head(head),
-            float(cfg["max-norm"]),
-            float(cfg["clip-norm"]),
-            uplink,
-        )
+        if not int(cfg.get("reduce", 0)):
+            return train_devices(
+                head, data, devices, train_config(cfg), int(cfg["seed"]), int(cfg["round"]), uplink
+            )
+        # the strategy reads only the weighted mean: this gateway's partial sums (fedtiny/server/partial.py),
+        # its devices trained in chunks of REDUCE_CHUNK so that its memory does not grow with the fleet
+        g = dequantize_head(head)
+        sums = []
+        for lo in range(0, max(len(devices), 1), REDUCE_CHUNK):
+            out = train_devices(
+                head,
+                data,
+                devices[lo : lo + REDUCE_CHUNK],
+                train_config(cfg),
+                int(cfg["seed"]),
+                int(cfg["round"]),
+            )
+            sums.append(
+                reduce_updates(
+                    out["weights"],
+                    out["bias"],
+                    out["num_examples"],
+                    out["loss"],
+                    out["device_ids"],
+                    g,
+                    float(cfg["max-norm"]),
+                    float(cfg["clip-norm"]),
+                    uplink,
+                )
+            )
+        return merge(sums)
     return evaluate_devices(head, data, int(cfg["segment"]), devices)

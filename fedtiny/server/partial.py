@@ -87,6 +87,23 @@ def reduce_updates(
     return out
 
 
+def merge(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One gateway's partial sums from those of consecutive chunks of its devices (in the order given: a
+    gateway trains its devices in bounded chunks so that its memory does not grow with the fleet)."""
+    if len(parts) == 1:
+        return dict(parts[0])
+    out = {
+        SUM_W: np.sum([p[SUM_W] for p in parts], axis=0),
+        SUM_B: np.sum([p[SUM_B] for p in parts], axis=0),
+        ACCEPTED_IDS: np.concatenate([p[ACCEPTED_IDS] for p in parts]),
+    }
+    for key in (SUM_N, SUM_LOSS, SUM_NLOSS):
+        out[key] = np.array([sum(float(p[key][0]) for p in parts)])
+    for key in sorted({k for p in parts for k in p if k.startswith(REJECTED)}):
+        out[key] = np.array([sum(int(p[key][0]) for p in parts if key in p)], dtype=np.int64)
+    return out
+
+
 @dataclass
 class Combined:
     """The gateways' partial sums added up: the accepted devices' weighted mean update and its bookkeeping."""
