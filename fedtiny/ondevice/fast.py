@@ -49,27 +49,60 @@ def _mix(z: Any) -> Any:
 
 
 _RANK_SORT_MAX = 256  # up to this many samples the O(n^2) rank sort beats a merge sort
+_SIGN = np.uint64(0x8000000000000000)
 
 
 def _order(key: Any, n: int, order: np.ndarray, sk: np.ndarray) -> None:
     """``order[:n]`` = slots 0..n-1 sorted by ``mix(key ^ (slot + 1) * GOLDEN)``, stable (as the spec's argsort).
 
-    Small caches by rank: slot s goes to the number of slots with a smaller key plus those before it with an
-    equal key (branch-free compares that vectorize); larger ones with numpy's stable merge sort.
+    The keys of one call are all distinct (``(slot + 1) * GOLDEN`` is a bijection for an odd GOLDEN, and so
+    are the xor and ``mix``), so stability never matters: small caches by rank, slot s goes to the number of
+    keys below its own (branch-free compares that vectorize; the keys xored with the sign bit compare as
+    int64 in the same order, and AVX2 has only a signed 64-bit compare); larger ones with a merge sort.
     """
     for s in range(n):
         sk[s] = _mix(key ^ ((np.uint64(s) + np.uint64(1)) * _GOLDEN))
     if n > _RANK_SORT_MAX:
         order[:n] = np.argsort(sk[:n], kind="mergesort")
         return
+    ss = sk.view(np.int64)
     for s in range(n):
-        ks = sk[s]
+        ss[s] = np.int64(sk[s] ^ _SIGN)
+    for s in range(n):
+        ks = ss[s]
         r = 0
-        for t in range(s):
-            r += sk[t] <= ks
-        for t in range(s + 1, n):
-            r += sk[t] < ks
+        for t in range(n):
+            r += ss[t] < ks
         order[r] = s
+
+
+def _bits_to_f32(bits: Any) -> Any:
+    """The float32 whose bits are the int32 ``bits`` (a numba intrinsic below; this is the plain fallback)."""
+    return np.array(bits, dtype=np.int32).view(np.float32)[()]
+
+
+def _exp_shifted(z: np.ndarray, n: int) -> None:
+    """``z[:n] = exp(z[:n])`` for arguments ``<= 0`` (logits minus their max), float32, in one vector loop.
+
+    Cephes' ``expf``: ``x = k ln2 + r`` with ``|r| <= ln2 / 2`` (ln2 in two parts), a degree-6 polynomial
+    for ``e^r`` and ``2^k`` built from its exponent bits; within 2 ulp of ``np.exp``. Arguments below -87
+    count as -87 (``e^-87 = 1.6e-38`` instead of a subnormal or 0: invisible next to the max's ``e^0 = 1``);
+    NaN stays NaN (the clamps are compares that NaN fails).
+    """
+    for q in range(n):
+        v = z[q]
+        v = np.float32(-87.0) if v < np.float32(-87.0) else v
+        fk = np.floor(v * np.float32(1.44269504088896341) + np.float32(0.5))
+        r = v - fk * np.float32(0.693359375) - fk * np.float32(-2.12194440e-4)
+        fk = fk if fk >= np.float32(-126.0) else np.float32(-126.0)  # NaN: any valid exponent
+        p = np.float32(1.9875691500e-4)
+        p = p * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3334519073e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        e = p * r * r + r + np.float32(1.0)
+        z[q] = e * _bits_to_f32((np.int32(fk) + np.int32(127)) << np.int32(23))
 
 
 def _train_kernel(
@@ -96,9 +129,11 @@ def _train_kernel(
 
     Device ``i`` starts from ``w_init[i]`` (or ``w_init[0]`` when one head is shared) and its cache slot
     ``s`` is pool row ``idx[i, s]`` with label ``plabels[idx[i, s]]``: the features are gathered and
-    dequantized straight into the batch (no [K, N, D] copy). Per step: the forward pass (one dot product per
-    sample and class), softmax, the batch gradient and the update. A row or label out of range marks the
-    device with ``steps_out[i] = -1`` (the caller raises) instead of reading out of bounds.
+    dequantized straight into the batch (no [K, N, D] copy). Per step: the forward pass (four samples per
+    pass over W, so each loaded weight feeds four multiply-adds), softmax (one exp loop over the batch's
+    logits), the batch gradient (four samples per pass over it) and the update. A row or label out of range
+    marks the device with ``steps_out[i] = -1`` (the caller raises) instead of reading out of bounds.
+    2-D arrays are indexed directly (a row view per inner loop costs more than the loop at D = 64).
     """
     k = idx.shape[0]
     n_cls, dim = w_out.shape[1], w_out.shape[2]
@@ -107,12 +142,15 @@ def _train_kernel(
     shared = w_init.shape[0] == 1
     n_rows = pool.shape[0]
     one = np.float32(1.0)
+    zero = np.float32(0.0)
     n_blocks = (k + _BLOCK - 1) // _BLOCK
     for blk in numba.prange(n_blocks):
         order = np.empty(cap, dtype=np.int64)
         sk = np.empty(cap, dtype=np.uint64)
         xb = np.empty((bsz, dim), dtype=np.float32)
-        g = np.empty((bsz, n_cls), dtype=np.float32)
+        z = np.empty(bsz * n_cls, dtype=np.float32)  # logits, then probabilities, then gradients [j, c]
+        ys = np.empty(bsz, dtype=np.int64)
+        zy = np.empty(bsz, dtype=np.float32)
         gw = np.empty((n_cls, dim), dtype=np.float32)
         gb = np.empty(n_cls, dtype=np.float32)
         vw = np.empty((n_cls, dim), dtype=np.float32)
@@ -126,7 +164,6 @@ def _train_kernel(
             b0 = b_init[src]
             wi[:] = w0
             bi[:] = b0
-            ii = idx[i]
             if mom > 0:
                 vw[:] = 0
                 vb[:] = 0
@@ -138,78 +175,103 @@ def _train_kernel(
                     break
                 _order(keys[i, e], n, order, sk)
                 for t0 in range(0, n, bsz):
-                    if bad:
-                        break
                     m = min(bsz, n - t0)
                     inv_m = one / np.float32(m)
                     for j in range(m):
-                        r = ii[order[t0 + j]]
+                        r = idx[i, order[t0 + j]]
                         if r < 0 or r >= n_rows or plabels[r] < 0 or plabels[r] >= n_cls:
                             bad = True
                             break
-                        row = pool[r]
-                        x = xb[j]
+                        ys[j] = plabels[r]
                         for d in range(dim):
-                            x[d] = (np.float32(row[d]) - zp) * scale
-                        y = plabels[r]
-                        gj = g[j]
-                        for c in range(n_cls):
-                            wc = wi[c]
-                            acc = np.float32(0.0)
-                            for d in range(dim):
-                                acc += wc[d] * x[d]
-                            gj[c] = acc + bi[c]
-                        zmax = gj[0]
-                        for c in range(1, n_cls):
-                            zmax = max(zmax, gj[c])
-                        zy = gj[y] - zmax
-                        tot = np.float32(0.0)
-                        for c in range(n_cls):
-                            ez = np.exp(gj[c] - zmax)
-                            gj[c] = ez
-                            tot += ez
-                        loss_sum += np.log(tot) - zy
-                        inv = inv_m / tot
-                        for c in range(n_cls):
-                            gj[c] = gj[c] * inv
-                        gj[y] -= inv_m
+                            xb[j, d] = (np.float32(pool[r, d]) - zp) * scale
                     if bad:
                         break
-                    for c in range(n_cls):
-                        gwc = gw[c]
-                        s = np.float32(0.0)
-                        for d in range(dim):
-                            gwc[d] = 0
-                        for j in range(m):
-                            gjc = g[j, c]
-                            s += gjc
-                            x = xb[j]
+                    j = 0
+                    while j + 4 <= m:
+                        for c in range(n_cls):
+                            a0, a1, a2, a3 = zero, zero, zero, zero
                             for d in range(dim):
-                                gwc[d] += gjc * x[d]
+                                wv = wi[c, d]
+                                a0 += wv * xb[j, d]
+                                a1 += wv * xb[j + 1, d]
+                                a2 += wv * xb[j + 2, d]
+                                a3 += wv * xb[j + 3, d]
+                            bc = bi[c]
+                            z[j * n_cls + c] = a0 + bc
+                            z[(j + 1) * n_cls + c] = a1 + bc
+                            z[(j + 2) * n_cls + c] = a2 + bc
+                            z[(j + 3) * n_cls + c] = a3 + bc
+                        j += 4
+                    while j < m:
+                        for c in range(n_cls):
+                            a0 = zero
+                            for d in range(dim):
+                                a0 += wi[c, d] * xb[j, d]
+                            z[j * n_cls + c] = a0 + bi[c]
+                        j += 1
+                    for j in range(m):
+                        o = j * n_cls
+                        zmax = z[o]
+                        for c in range(1, n_cls):
+                            zmax = max(zmax, z[o + c])
+                        zy[j] = z[o + ys[j]] - zmax
+                        for c in range(n_cls):
+                            z[o + c] -= zmax
+                    _exp_shifted(z, m * n_cls)
+                    for j in range(m):
+                        o = j * n_cls
+                        tot = zero
+                        for c in range(n_cls):
+                            tot += z[o + c]
+                        loss_sum += np.log(tot) - zy[j]
+                        inv = inv_m / tot
+                        for c in range(n_cls):
+                            z[o + c] *= inv
+                        z[o + ys[j]] -= inv_m
+                    for c in range(n_cls):
+                        s = zero
+                        for j in range(m):
+                            s += z[j * n_cls + c]
                         gb[c] = s
+                        for d in range(dim):
+                            gw[c, d] = zero
+                        j = 0
+                        while j + 4 <= m:
+                            g0 = z[j * n_cls + c]
+                            g1 = z[(j + 1) * n_cls + c]
+                            g2 = z[(j + 2) * n_cls + c]
+                            g3 = z[(j + 3) * n_cls + c]
+                            for d in range(dim):
+                                gw[c, d] += (g0 * xb[j, d] + g1 * xb[j + 1, d]) + (
+                                    g2 * xb[j + 2, d] + g3 * xb[j + 3, d]
+                                )
+                            j += 4
+                        while j < m:
+                            g0 = z[j * n_cls + c]
+                            for d in range(dim):
+                                gw[c, d] += g0 * xb[j, d]
+                            j += 1
                     if wd > 0:
                         for c in range(n_cls):
-                            gwc, wc = gw[c], wi[c]
                             for d in range(dim):
-                                gwc[d] += wd * wc[d]
+                                gw[c, d] += wd * wi[c, d]
                     if mu > 0:
                         for c in range(n_cls):
-                            gwc, wc, w0c = gw[c], wi[c], w0[c]
                             for d in range(dim):
-                                gwc[d] += mu * (wc[d] - w0c[d])
+                                gw[c, d] += mu * (wi[c, d] - w0[c, d])
                             gb[c] += mu * (bi[c] - b0[c])
                     if mom > 0:
                         for c in range(n_cls):
-                            gwc, vwc = gw[c], vw[c]
                             for d in range(dim):
-                                vwc[d] = mom * vwc[d] + gwc[d]
-                                gwc[d] = vwc[d]
+                                v = mom * vw[c, d] + gw[c, d]
+                                vw[c, d] = v
+                                gw[c, d] = v
                             vb[c] = mom * vb[c] + gb[c]
                             gb[c] = vb[c]
                     for c in range(n_cls):
-                        gwc, wc = gw[c], wi[c]
                         for d in range(dim):
-                            wc[d] -= lr * gwc[d]
+                            wi[c, d] -= lr * gw[c, d]
                         bi[c] -= lr * gb[c]
                     steps += 1
             loss_out[i] = loss_sum / max(n * epochs, 1)
@@ -218,9 +280,23 @@ def _train_kernel(
 
 _kernel: Callable[..., None] | None = None
 if numba is not None:
+    from llvmlite import ir as _ir
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _bits_to_f32_intrinsic(typingctx: Any, x: Any) -> Any:
+        sig = numba.types.float32(numba.types.int32)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.bitcast(args[0], _ir.FloatType())
+
+        return sig, codegen
+
+    _bits_to_f32 = _bits_to_f32_intrinsic  # type: ignore[assignment]
     _jit = numba.njit(cache=True, fastmath=FASTMATH)
     _mix = _jit(_mix)
     _order = _jit(_order)
+    _exp_shifted = _jit(_exp_shifted)
     _kernel = numba.njit(cache=True, parallel=True, fastmath=FASTMATH)(_train_kernel)
 
 
