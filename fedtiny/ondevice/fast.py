@@ -130,9 +130,11 @@ def _train_kernel(
 
     Device ``i`` starts from ``w_init[i]`` (or ``w_init[0]`` when one head is shared) and its cache slot
     ``s`` is pool row ``idx[i, s]`` with label ``plabels[idx[i, s]]``: the features are gathered and
-    dequantized straight into the batch (no [K, N, D] copy). Per step: the forward pass (four samples per
-    pass over W, so each loaded weight feeds four multiply-adds), softmax (one exp loop over the batch's
-    logits), the batch gradient (four samples per pass over it) and the update. A row or label out of range
+    dequantized straight into the batch (no [K, N, D] copy). Per step: the forward pass (four samples and two
+    classes per pass over W, so each loaded weight feeds four multiply-adds and each loaded feature two),
+    softmax (one exp loop over the batch's logits; the loss takes one log of the product of up to 16 sums of
+    exponentials, each in [1, C], instead of a log per sample), the batch gradient (four samples and two
+    classes per pass over it) and the update. A row or label out of range
     marks the device with ``steps_out[i] = -1`` (the caller raises) instead of reading out of bounds.
     2-D arrays are indexed directly (a row view per inner loop costs more than the loop at D = 64).
     """
@@ -198,7 +200,38 @@ def _train_kernel(
                         break
                     j = 0
                     while j + 4 <= m:
-                        for c in range(n_cls):
+                        c = 0
+                        while c + 2 <= n_cls:
+                            a0, a1, a2, a3 = zero, zero, zero, zero
+                            e0, e1, e2, e3 = zero, zero, zero, zero
+                            for d in range(dim):
+                                wv = wi[c, d]
+                                wu = wi[c + 1, d]
+                                x0 = xb[j, d]
+                                x1 = xb[j + 1, d]
+                                x2 = xb[j + 2, d]
+                                x3 = xb[j + 3, d]
+                                a0 += wv * x0
+                                a1 += wv * x1
+                                a2 += wv * x2
+                                a3 += wv * x3
+                                e0 += wu * x0
+                                e1 += wu * x1
+                                e2 += wu * x2
+                                e3 += wu * x3
+                            bc = bi[c]
+                            z[j * n_cls + c] = a0 + bc
+                            z[(j + 1) * n_cls + c] = a1 + bc
+                            z[(j + 2) * n_cls + c] = a2 + bc
+                            z[(j + 3) * n_cls + c] = a3 + bc
+                            bc = bi[c + 1]
+                            z[j * n_cls + c + 1] = e0 + bc
+                            z[(j + 1) * n_cls + c + 1] = e1 + bc
+                            z[(j + 2) * n_cls + c + 1] = e2 + bc
+                            z[(j + 3) * n_cls + c + 1] = e3 + bc
+                            c += 2
+                        c_rest = c
+                        for c in range(c_rest, n_cls):
                             a0, a1, a2, a3 = zero, zero, zero, zero
                             for d in range(dim):
                                 wv = wi[c, d]
@@ -228,16 +261,23 @@ def _train_kernel(
                         for c in range(n_cls):
                             z[o + c] -= zmax
                     _exp_shifted(z, m * n_cls)
+                    prod = 1.0  # product of up to 16 sums (each in [1, n_cls]): one log per 16 samples
                     for j in range(m):
                         o = j * n_cls
                         tot = zero
                         for c in range(n_cls):
                             tot += z[o + c]
-                        loss_sum += np.log(tot) - zy[j]
+                        prod *= float(tot)
+                        loss_sum -= zy[j]
+                        if j & 15 == 15:
+                            loss_sum += np.log(prod)
+                            prod = 1.0
                         inv = inv_m / tot
                         for c in range(n_cls):
                             z[o + c] *= inv
                         z[o + ys[j]] -= inv_m
+                    if m & 15 != 0:
+                        loss_sum += np.log(prod)
                     for c in range(n_cls):
                         s = zero
                         for j in range(m):
@@ -245,8 +285,28 @@ def _train_kernel(
                         gb[c] = s
                         for d in range(dim):
                             gw[c, d] = zero
-                        j = 0
-                        while j + 4 <= m:
+                    j = 0
+                    while j + 4 <= m:
+                        c = 0
+                        while c + 2 <= n_cls:
+                            g0 = z[j * n_cls + c]
+                            g1 = z[(j + 1) * n_cls + c]
+                            g2 = z[(j + 2) * n_cls + c]
+                            g3 = z[(j + 3) * n_cls + c]
+                            h0 = z[j * n_cls + c + 1]
+                            h1 = z[(j + 1) * n_cls + c + 1]
+                            h2 = z[(j + 2) * n_cls + c + 1]
+                            h3 = z[(j + 3) * n_cls + c + 1]
+                            for d in range(dim):
+                                x0 = xb[j, d]
+                                x1 = xb[j + 1, d]
+                                x2 = xb[j + 2, d]
+                                x3 = xb[j + 3, d]
+                                gw[c, d] += (g0 * x0 + g1 * x1) + (g2 * x2 + g3 * x3)
+                                gw[c + 1, d] += (h0 * x0 + h1 * x1) + (h2 * x2 + h3 * x3)
+                            c += 2
+                        c_rest = c
+                        for c in range(c_rest, n_cls):
                             g0 = z[j * n_cls + c]
                             g1 = z[(j + 1) * n_cls + c]
                             g2 = z[(j + 2) * n_cls + c]
@@ -255,12 +315,13 @@ def _train_kernel(
                                 gw[c, d] += (g0 * xb[j, d] + g1 * xb[j + 1, d]) + (
                                     g2 * xb[j + 2, d] + g3 * xb[j + 3, d]
                                 )
-                            j += 4
-                        while j < m:
+                        j += 4
+                    while j < m:
+                        for c in range(n_cls):
                             g0 = z[j * n_cls + c]
                             for d in range(dim):
                                 gw[c, d] += g0 * xb[j, d]
-                            j += 1
+                        j += 1
                     if wd > 0:
                         for c in range(n_cls):
                             for d in range(dim):
