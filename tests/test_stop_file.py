@@ -56,3 +56,39 @@ def test_a_garbled_stop_file_still_stops_as_ctrl_c(tmp_path: Path) -> None:
     with pytest.raises(RunInterrupted) as info:
         StopFile(channel.stop_path(tmp_path)).check()
     assert info.value.signum == int(signal.SIGINT)
+
+
+class _ReplyOnPull:
+    """A grid that answers the message on its n-th pull; counts pulls."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.pulls = 0
+
+    def push_messages(self, messages: Any) -> list[int]:
+        return [7]
+
+    def pull_messages(self, ids: Any) -> list[Any]:
+        self.pulls += 1
+        if self.pulls < self.n:
+            return []
+
+        class _Meta:
+            reply_to_message_id = 7
+
+        class _Reply:
+            metadata = _Meta()
+
+        return [_Reply()]
+
+
+def test_without_a_stop_the_grid_polls_with_a_backoff_capped_at_poll_s() -> None:
+    grid = _ReplyOnPull(3)
+    got = StoppableGrid(grid, None, poll_s=0.05).send_and_receive([object()], timeout=30)
+    assert len(got) == 1 and grid.pulls == 3
+    never = _ReplyOnPull(10**9)
+    t0 = time.time()
+    assert StoppableGrid(never, None, poll_s=0.05).send_and_receive([object()], timeout=0.6) == []
+    took = time.time() - t0
+    # the interval doubles from 5 ms to 50 ms: about 4 pulls to reach the cap, then one per 50 ms
+    assert 0.6 <= took < 5 and never.pulls <= 4 + took / 0.05 + 2

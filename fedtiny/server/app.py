@@ -36,8 +36,8 @@ def make_server_app(plan: RunPlan) -> ServerApp:
     def main(grid: Grid, context: Context) -> None:
         from fedtiny.server.transports import FlowerTransport
 
-        if plan.stop is not None:  # Ctrl-C/SIGTERM end the rounds at the next exchange
-            grid = StoppableGrid(grid, plan.stop)  # type: ignore[assignment]
+        # Ctrl-C/SIGTERM (plan.stop) end the rounds at the next exchange; replies are seen within milliseconds
+        grid = StoppableGrid(grid, plan.stop)  # type: ignore[assignment]
         try:
             plan.server.run(FlowerTransport(grid))
         except Exception as exc:
