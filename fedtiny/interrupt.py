@@ -161,8 +161,9 @@ class StoppableGrid:
 
     It also replaces the Grid's own wait for replies: Flower's gRPC Grid (the SuperLink's) sleeps 3 s between
     pulls, its in-memory Grid 0.1 s, so every round would wait up to that long after its last gateway replied.
-    Here the interval starts at 5 ms and doubles up to ``poll_s``: a quick reply is seen within milliseconds,
-    and a long wait costs at most 1 / ``poll_s`` pulls a second."""
+    Here the interval is 2% of the time waited so far, at least 5 ms and at most ``poll_s``: a reply is seen
+    within 2% of the time it took (a 0.8 s round of 100,000 devices: within 16 ms, where a doubling backoff
+    had reached 0.1 s), and a long wait costs at most 1 / ``poll_s`` pulls a second."""
 
     def __init__(self, grid: Any, stop: StopSignal | StopFile | None, poll_s: float = 0.1) -> None:
         self._grid = grid
@@ -186,18 +187,18 @@ class StoppableGrid:
         ids = set(self._grid.push_messages(messages))
         end = None if timeout is None else time.time() + timeout
         out: list[Any] = []
-        wait = min(0.005, self._poll_s)
+        start = time.time()
         while ids and (end is None or time.time() < end):
             self._check()
             got = list(self._grid.pull_messages(ids))
             out.extend(got)
             ids.difference_update(m.metadata.reply_to_message_id for m in got)
             if ids:
+                wait = min(self._poll_s, max(0.005, 0.02 * (time.time() - start)))
                 if self._stop is not None:
                     self._stop.event.wait(wait)
                 else:
                     time.sleep(wait)
-                wait = min(2 * wait, self._poll_s)
         self._check()
         return out
 

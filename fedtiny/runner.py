@@ -82,6 +82,7 @@ def simulate(plan: RunPlan, log: Log = print, ray_address: str = "", stop: Any =
     )
 
     from clients.simulated.app import app as client_app
+    from fedtiny.runtime import flower_poll
     from fedtiny.runtime.ray_env import SETUP_HOOK
     from fedtiny.server.app import make_server_app
 
@@ -104,6 +105,7 @@ def simulate(plan: RunPlan, log: Log = print, ray_address: str = "", stop: Any =
                 False  # the server thread stops at its next exchange (fedtiny.interrupt.StoppableGrid)
             )
             stop.check()  # a signal during ray.init
+        flower_poll.install()  # the engine looks for new messages every 5 ms, not 0.1 s
         run_simulation(
             server_app=make_server_app(plan),
             client_app=client_app,

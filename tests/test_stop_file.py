@@ -82,13 +82,16 @@ class _ReplyOnPull:
         return [_Reply()]
 
 
-def test_without_a_stop_the_grid_polls_with_a_backoff_capped_at_poll_s() -> None:
+def test_without_a_stop_the_grid_polls_at_2_percent_of_the_wait_capped_at_poll_s() -> None:
     grid = _ReplyOnPull(3)
+    t0 = time.time()
     got = StoppableGrid(grid, None, poll_s=0.05).send_and_receive([object()], timeout=30)
-    assert len(got) == 1 and grid.pulls == 3
+    assert len(got) == 1 and grid.pulls == 3 and time.time() - t0 < 1  # 5 ms apart at first
     never = _ReplyOnPull(10**9)
     t0 = time.time()
-    assert StoppableGrid(never, None, poll_s=0.05).send_and_receive([object()], timeout=0.6) == []
+    assert StoppableGrid(never, None, poll_s=0.05).send_and_receive([object()], timeout=3.0) == []
     took = time.time() - t0
-    # the interval doubles from 5 ms to 50 ms: about 4 pulls to reach the cap, then one per 50 ms
-    assert 0.6 <= took < 5 and never.pulls <= 4 + took / 0.05 + 2
+    # 5 ms apart for the first 0.25 s (at most 50 pulls), then 2% of the wait (50 ln(2.5 / 0.25) = 115 pulls),
+    # then 50 ms apart from 2.5 s on (10): about 175, where a fixed 5 ms would pull 600 times
+    assert 3.0 <= took < 8
+    assert 60 <= never.pulls <= 200  # more than the cap alone (60): the interval grew from 5 ms

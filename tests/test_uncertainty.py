@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from fedtiny.report.uncertainty import iid, paired_se, two_way, wilson
+import numpy as np
+import pytest
+
+from fedtiny.report.uncertainty import iid, paired_se, two_way, two_way_by_group, wilson
 
 
 def _crossed(
@@ -64,7 +67,7 @@ def test_paired_difference_is_tighter_than_two_independent_intervals() -> None:
 
 
 def test_compiled_moments_equal_the_numpy_reference(monkeypatch) -> None:
-    """The compiled pass (numba) gives the numpy expressions' estimates up to float64 summation order, with and
+    """The compiled exact integer pass gives the numpy expressions' estimates up to float64 rounding, with and
     without a padding mask, for booleans and differences, int32 and int64 sample indices."""
     import fedtiny.report.uncertainty as unc
 
@@ -83,6 +86,7 @@ def test_compiled_moments_equal_the_numpy_reference(monkeypatch) -> None:
         for y, i, v in cases
     ]
     monkeypatch.setattr(unc, "_moments", None)
+    monkeypatch.setattr(unc, "_counts", None)
     ref = [
         (two_way(y, i), two_way(y, i, v), paired_se(y, ~y, i, v), paired_se(y, y[::-1], i))
         for y, i, v in cases
@@ -102,3 +106,46 @@ def test_negative_sample_indices_are_refused() -> None:
 
     with pytest.raises(ValueError, match="non-negative"):
         two_way(np.ones((2, 2), bool), np.array([[0, -1], [1, 2]]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_by_group_is_two_way_on_each_groups_rows_bit_for_bit(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    k, m = 300, 7
+    y = rng.random((k, m)) < 0.7 if seed != 1 else rng.integers(-1, 2, (k, m)).astype(np.int8)
+    samples = rng.integers(0, 50, (k, m))
+    group = rng.integers(0, 4, k)
+    group[group == 2] = 3  # group 2 has no device: left out
+    group[:5] = 9  # outside range(4): counted in "all" only
+    valid = None if seed == 0 else rng.random((k, m)) < 0.8
+    every, per = two_way_by_group(y, samples, group, 4, valid)
+    assert every == two_way(y, samples, valid)
+    assert sorted(per) == [0, 1, 3]
+    for g, est in per.items():
+        sel = group == g
+        assert est == two_way(y[sel], samples[sel], None if valid is None else valid[sel]), g
+
+
+def test_by_group_handles_no_valid_observation_and_refuses_negative_samples() -> None:
+    y = np.ones((4, 3), dtype=bool)
+    every, per = two_way_by_group(
+        y, np.zeros((4, 3), np.int64), np.array([0, 0, 1, 1]), 2, np.zeros((4, 3), bool)
+    )
+    assert every.n == 0 and math.isnan(every.p) and per[0].n == 0 and per[1].n == 0
+    with pytest.raises(ValueError, match="non-negative"):
+        two_way_by_group(y, -np.ones((4, 3), np.int64), np.zeros(4, np.int64), 1)
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_by_group_from_pool_outcomes_equals_the_gathered_observations(groups: int) -> None:
+    rng = np.random.default_rng(groups)
+    pool = rng.random(60) < 0.6  # one outcome per shared sample
+    samples = rng.integers(0, 60, (500, 9)).astype(np.int32)
+    group = rng.integers(0, groups, 500)
+    valid = rng.random((500, 9)) < 0.9
+    got = two_way_by_group(None, samples, group, groups, valid, pool_correct=pool)
+    want = two_way_by_group(pool[samples], samples, group, groups, valid)
+    assert got == want and sorted(got[1]) == list(range(groups))
+    assert got[0] == two_way(pool[samples], samples, valid)
+    with pytest.raises(ValueError, match="below 60"):
+        two_way_by_group(None, samples + 1, group, groups, pool_correct=pool)

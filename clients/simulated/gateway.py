@@ -15,9 +15,9 @@ from fedtiny.fleet.boards import get_board
 from fedtiny.fleet.data import FleetData, uniform
 from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, train_heads_fixed
-from fedtiny.ondevice.fast import train_pooled
+from fedtiny.ondevice.fast import HAVE_NUMBA, train_pooled, train_pooled_sums
 from fedtiny.records import encode_int8_delta
-from fedtiny.server.partial import merge, reduce_updates
+from fedtiny.server.partial import empty_sums, merge, reduce_updates, sums_from_verdicts
 
 _DATA: dict[str, FleetData] = {}
 
@@ -163,41 +163,77 @@ def evaluate_devices(
 REDUCE_CHUNK = 65_536
 
 
+def sum_devices(
+    head: Int8Head, data: FleetData, devices: np.ndarray, cfg: dict[str, Any]
+) -> list[dict[str, np.ndarray]]:
+    """Partial sums (fedtiny/server/partial.py) of ``devices``: honest devices on a float32 uplink trained,
+    checked and summed inside the compiled kernel (no per-device head is written); faulty devices, boards that
+    run the integer trainer and an int8 uplink through :func:`train_devices` and
+    :func:`fedtiny.server.partial.reduce_updates`. The same checks and the same sums either way (up to float64
+    summation order)."""
+    tc, seed, round_ = train_config(cfg), int(cfg["seed"]), int(cfg["round"])
+    uplink = str(cfg.get("uplink", "float32"))
+    max_norm, clip = float(cfg["max-norm"]), float(cfg["clip-norm"])
+    if HAVE_NUMBA and uplink == "float32":
+        fused = ~np.asarray(data.faulty[devices], dtype=bool) & ~_fixed_point_devices(data, devices, tc)
+    else:
+        fused = np.zeros(len(devices), dtype=bool)
+    out = []
+    if fused.any():
+        devs = devices[fused] if not fused.all() else devices
+        idx, _ = data.cache_indices(devs, round_)
+        counts = data.cache_counts(devs, round_)
+        g = dequantize_head(head)
+        res = train_pooled_sums(
+            g.weights,
+            g.bias,
+            data.pool2d,
+            data.flat_labels,
+            idx,
+            counts,
+            tc,
+            device_ids=devs,
+            seed=seed,
+            round_=round_,
+            input_scale=head.input_scale,
+            input_zero_point=head.input_zero_point,
+            example_weights=counts.astype(np.float64),
+            max_norm=max_norm,
+            clip_norm=clip,
+        )
+        out.append(sums_from_verdicts(res.sum_w, res.sum_b, counts, res.loss, devs, res.verdict))
+    if not fused.all():
+        rest = devices[~fused]
+        upd = train_devices(head, data, rest, tc, seed, round_)
+        g = dequantize_head(head)
+        out.append(
+            reduce_updates(
+                upd["weights"], upd["bias"], upd["num_examples"], upd["loss"], rest, g, max_norm, clip, uplink
+            )
+        )
+    return out
+
+
 def handle(kind: str, head: Int8Head, cfg: dict[str, Any], devices: np.ndarray) -> dict[str, np.ndarray]:
-    """One gateway message: ``train`` → per-device heads; ``evaluate`` → per-device correct counts."""
+    """One gateway message: ``train`` → per-device heads, or this gateway's partial sums when the config asks
+    for them (``reduce``); ``evaluate`` → per-device correct counts."""
     data = fleet_data(str(cfg["fleet-dir"]))
     devices = np.asarray(devices, dtype=np.int64)
     if kind == "train":
-        uplink = str(cfg.get("uplink", "float32"))
         if not int(cfg.get("reduce", 0)):
             return train_devices(
-                head, data, devices, train_config(cfg), int(cfg["seed"]), int(cfg["round"]), uplink
-            )
-        # the strategy reads only the weighted mean: this gateway's partial sums (fedtiny/server/partial.py),
-        # its devices trained in chunks of REDUCE_CHUNK so that its memory does not grow with the fleet
-        g = dequantize_head(head)
-        sums = []
-        for lo in range(0, max(len(devices), 1), REDUCE_CHUNK):
-            out = train_devices(
                 head,
                 data,
-                devices[lo : lo + REDUCE_CHUNK],
+                devices,
                 train_config(cfg),
                 int(cfg["seed"]),
                 int(cfg["round"]),
+                str(cfg.get("uplink", "float32")),
             )
-            sums.append(
-                reduce_updates(
-                    out["weights"],
-                    out["bias"],
-                    out["num_examples"],
-                    out["loss"],
-                    out["device_ids"],
-                    g,
-                    float(cfg["max-norm"]),
-                    float(cfg["clip-norm"]),
-                    uplink,
-                )
-            )
-        return merge(sums)
+        # the strategy reads only the weighted mean: this gateway's partial sums, its devices trained in
+        # chunks of REDUCE_CHUNK so that its memory does not grow with the fleet
+        sums = []
+        for lo in range(0, len(devices), REDUCE_CHUNK):
+            sums.extend(sum_devices(head, data, devices[lo : lo + REDUCE_CHUNK], cfg))
+        return merge(sums) if sums else merge([empty_sums(dequantize_head(head))])
     return evaluate_devices(head, data, int(cfg["segment"]), devices)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,63 @@ def _exp_shifted(z: np.ndarray, n: int) -> None:
         z[q] = e * _bits_to_f32((np.int32(fk) + np.int32(127)) << np.int32(23))
 
 
+#: verdicts of :func:`train_pooled_sums` per device (the server's rejection reasons, fedtiny/server/aggregate.py)
+ACCEPTED, NON_FINITE, NORM_TOO_LARGE = 0, 1, 2
+
+
+def _check_add(
+    wi: np.ndarray,
+    bi: np.ndarray,
+    g32w: np.ndarray,
+    g32b: np.ndarray,
+    g64w: np.ndarray,
+    g64b: np.ndarray,
+    weight: float,
+    max_norm: float,
+    clip: float,
+    sw: np.ndarray,
+    sb: np.ndarray,
+) -> int:
+    """The server's checks of one trained head (fedtiny/server/aggregate.py, ``validate_updates``: finite, and
+    the norm of its float32 difference from the global head at most ``max_norm``); if it passes, fedtiny's
+    clipping (the float64 difference's norm against ``clip``) and ``sw``/``sb`` += weight * scale * (w - g) in
+    float64. Compiled without fastmath: the same float64 expressions, summed in index order, as there."""
+    ok = True
+    acc = 0.0
+    for c in range(wi.shape[0]):
+        for d in range(wi.shape[1]):
+            x = wi[c, d]
+            ok &= np.isfinite(x)
+            t = np.float64(x - g32w[c, d])
+            acc += t * t
+    for c in range(bi.shape[0]):
+        x = bi[c]
+        ok &= np.isfinite(x)
+        t = np.float64(x - g32b[c])
+        acc += t * t
+    if not ok:
+        return NON_FINITE
+    if not np.sqrt(acc) <= max_norm:
+        return NORM_TOO_LARGE
+    f = weight
+    if clip > 0:
+        acc = 0.0
+        for c in range(wi.shape[0]):
+            for d in range(wi.shape[1]):
+                t = np.float64(wi[c, d]) - g64w[c, d]
+                acc += t * t
+        for c in range(bi.shape[0]):
+            t = np.float64(bi[c]) - g64b[c]
+            acc += t * t
+        f = weight * min(1.0, clip / max(np.sqrt(acc), 1e-12))
+    for c in range(wi.shape[0]):
+        for d in range(wi.shape[1]):
+            sw[c, d] += f * (np.float64(wi[c, d]) - g64w[c, d])
+    for c in range(bi.shape[0]):
+        sb[c] += f * (np.float64(bi[c]) - g64b[c])
+    return ACCEPTED
+
+
 def _train_kernel(
     w_init: np.ndarray,
     b_init: np.ndarray,
@@ -125,8 +183,18 @@ def _train_kernel(
     b_out: np.ndarray,
     loss_out: np.ndarray,
     steps_out: np.ndarray,
+    weights: np.ndarray,
+    g64w: np.ndarray,
+    g64b: np.ndarray,
+    max_norm: float,
+    clip: float,
+    sum_w: np.ndarray,
+    sum_b: np.ndarray,
+    verdict_out: np.ndarray,
 ) -> None:
-    """SGD of docs/ondevice.md §3 on every device, writing ``w_out`` [K, C, D] and ``b_out`` [K, C] (float32).
+    """SGD of docs/ondevice.md §3 on every device, writing ``w_out`` [K, C, D] and ``b_out`` [K, C] (float32);
+    or, when ``sum_w`` [blocks, C, D] is not empty (``w_out`` then is), each trained head checked and added into
+    its block's float64 sums by :func:`_check_add` (``verdict_out``), no per-device head written.
 
     Device ``i`` starts from ``w_init[i]`` (or ``w_init[0]`` when one head is shared) and its cache slot
     ``s`` is pool row ``idx[i, s]`` with label ``plabels[idx[i, s]]``: the features are gathered and
@@ -147,6 +215,7 @@ def _train_kernel(
     one = np.float32(1.0)
     zero = np.float32(0.0)
     n_blocks = (k + _BLOCK - 1) // _BLOCK
+    summing = sum_w.shape[0] > 0
     for blk in numba.prange(n_blocks):
         order = np.empty(cap, dtype=np.int64)
         sk = np.empty(cap, dtype=np.uint64)
@@ -158,11 +227,16 @@ def _train_kernel(
         gb = np.empty(n_cls, dtype=np.float32)
         vw = np.empty((n_cls, dim), dtype=np.float32)
         vb = np.empty(n_cls, dtype=np.float32)
+        w_tmp = np.empty((n_cls, dim), dtype=np.float32)  # the head being trained, when summing
+        b_tmp = np.empty(n_cls, dtype=np.float32)
+        if summing:
+            sum_w[blk] = 0.0
+            sum_b[blk] = 0.0
         for i in range(blk * _BLOCK, min(k, (blk + 1) * _BLOCK)):
             n = min(max(counts[i], 0), cap)
             src = 0 if shared else i
-            wi = w_out[i]
-            bi = b_out[i]
+            wi = w_tmp if summing else w_out[i]
+            bi = b_tmp if summing else b_out[i]
             w0 = w_init[src]
             b0 = b_init[src]
             wi[:] = w0
@@ -346,6 +420,10 @@ def _train_kernel(
                     steps += 1
             loss_out[i] = loss_sum / max(n * epochs, 1)
             steps_out[i] = -1 if bad else steps
+            if summing:
+                verdict_out[i] = _check_add(
+                    wi, bi, w0, b0, g64w, g64b, weights[i], max_norm, clip, sum_w[blk], sum_b[blk]
+                )
 
 
 _kernel: Callable[..., None] | None = None
@@ -367,6 +445,7 @@ if numba is not None:
     _mix = _jit(_mix)
     _order = _jit(_order)
     _exp_shifted = _jit(_exp_shifted)
+    _check_add = numba.njit(cache=True)(_check_add)  # no fastmath: the server's float64 expressions
     _kernel = numba.njit(cache=True, parallel=True, fastmath=FASTMATH)(_train_kernel)
 
 
@@ -384,6 +463,21 @@ def _keys(seed: int, round_: int, device_ids: np.ndarray, epochs: int) -> np.nda
     """Shuffle keys [K, epochs] (docs/ondevice.md §3)."""
     ids = np.asarray(device_ids)
     return np.ascontiguousarray(np.stack([stream_key(seed, round_, ids, e) for e in range(epochs)], axis=1))
+
+
+def _no_sums(n_cls: int, dim: int) -> tuple[Any, ...]:
+    """The summing arguments of :func:`_train_kernel` when it writes every head instead."""
+    z64 = np.zeros(0, dtype=np.float64)
+    return (
+        z64,
+        np.zeros((n_cls, dim)),
+        np.zeros(n_cls),
+        0.0,
+        0.0,
+        np.zeros((0, n_cls, dim)),
+        np.zeros((0, n_cls)),
+        np.zeros(0, dtype=np.int8),
+    )
 
 
 def _run(
@@ -429,6 +523,7 @@ def _run(
             b,
             loss,
             steps,
+            *_no_sums(n_cls, dim),
         )
     finally:
         numba.set_parallel_chunksize(chunk)
@@ -501,6 +596,106 @@ def train_pooled(
         input_zero_point,
         _keys(seed, round_, device_ids, cfg.epochs),
     )
+
+
+@dataclass
+class PooledSums:
+    """What :func:`train_pooled_sums` returns: the accepted devices' weighted update sums and, per device, the
+    verdict and loss."""
+
+    sum_w: np.ndarray  # float64 [C, D]: sum over accepted devices of weight_i * s_i * (w_i - g)
+    sum_b: np.ndarray  # float64 [C]
+    verdict: np.ndarray  # int8 [K]: ACCEPTED, NON_FINITE or NORM_TOO_LARGE
+    loss: np.ndarray  # float32 [K], as TrainResult.loss
+
+
+def train_pooled_sums(
+    weights: np.ndarray,
+    bias: np.ndarray,
+    pool: np.ndarray,
+    pool_labels: np.ndarray,
+    idx: np.ndarray,
+    counts: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    input_scale: float,
+    input_zero_point: int,
+    seed: int,
+    round_: int,
+    device_ids: np.ndarray,
+    example_weights: np.ndarray,
+    max_norm: float,
+    clip_norm: float,
+) -> PooledSums:
+    """:func:`train_pooled`, then each device's head checked as the server checks it (finite, norm of its
+    difference from the start head at most ``max_norm``), clipped (``clip_norm`` > 0) and added, times
+    ``example_weights[i]``, into float64 sums, inside the kernel: no per-device head is written (at 65,536
+    devices of 64 x 10 that is 168 MB less to allocate, fault in and read back). The trained heads are the same
+    bits as :func:`train_pooled`'s; the sums add the devices in blocks of 32, blocks in order, so they do not
+    depend on the thread count. Needs numba (:data:`HAVE_NUMBA`)."""
+    if _kernel is None:  # pragma: no cover
+        raise RuntimeError("train_pooled_sums needs numba")
+    w0 = np.ascontiguousarray(weights, dtype=np.float32)
+    b0 = np.ascontiguousarray(bias, dtype=np.float32)
+    if w0.ndim != 2 or b0.shape != w0.shape[:1]:
+        raise ModelError(f"weights [C, D] and bias [C], got {w0.shape} and {b0.shape}")
+    if pool.ndim != 2 or pool.dtype != np.int8 or pool.shape[1] != w0.shape[1]:
+        raise ModelError(f"pool must be int8 [M, {w0.shape[1]}], got {pool.dtype} {pool.shape}")
+    if idx.ndim != 2 or pool_labels.shape != pool.shape[:1]:
+        raise ModelError(
+            f"idx must be [K, N] and pool_labels [{pool.shape[0]}], got {idx.shape}, {pool_labels.shape}"
+        )
+    k, (n_cls, dim) = idx.shape[0], w0.shape
+    blocks = max(1, -(-k // _BLOCK))
+    sum_w = np.empty((blocks, n_cls, dim), dtype=np.float64)
+    sum_b = np.empty((blocks, n_cls), dtype=np.float64)
+    if k == 0:
+        sum_w[:], sum_b[:] = 0.0, 0.0
+    loss = np.zeros(k, dtype=np.float64)
+    steps = np.zeros(k, dtype=np.int64)
+    verdict = np.zeros(k, dtype=np.int8)
+    f32 = np.float32
+    prev = numba.get_num_threads()
+    numba.set_num_threads(worker_threads())
+    chunk = numba.set_parallel_chunksize(4)
+    try:
+        _kernel(
+            w0[None],
+            b0[None],
+            np.asarray(pool),
+            np.ascontiguousarray(pool_labels),
+            np.ascontiguousarray(idx),
+            np.minimum(np.asarray(counts, dtype=np.int64), idx.shape[1]),
+            _keys(seed, round_, device_ids, cfg.epochs),
+            int(cfg.batch_size),
+            f32(cfg.lr),
+            f32(cfg.momentum),
+            f32(cfg.weight_decay),
+            f32(cfg.prox_mu),
+            f32(input_scale),
+            f32(input_zero_point),
+            np.zeros((0, n_cls, dim), dtype=np.float32),
+            np.zeros((0, n_cls), dtype=np.float32),
+            loss,
+            steps,
+            np.ascontiguousarray(example_weights, dtype=np.float64),
+            w0.astype(np.float64),
+            b0.astype(np.float64),
+            float(max_norm),
+            float(clip_norm),
+            sum_w,
+            sum_b,
+            verdict,
+        )
+    finally:
+        numba.set_parallel_chunksize(chunk)
+        numba.set_num_threads(prev)
+    if (steps < 0).any():
+        raise ModelError(
+            f"labels of the visited cache slots must be class indices 0..{n_cls - 1} "
+            f"(and pool rows within 0..{pool.shape[0] - 1})"
+        )
+    return PooledSums(sum_w.sum(axis=0), sum_b.sum(axis=0), verdict, loss.astype(np.float32))
 
 
 def train_heads_fast(

@@ -96,10 +96,12 @@ def dequantize_head(head: Int8Head) -> FloatHead:
 
 
 def head_accumulators(head: Int8Head, features: np.ndarray) -> np.ndarray:
-    """int32 accumulators ``bias + sum((x - zp_in) * w)``, shape [..., C]. Exact integer arithmetic."""
-    x = features.astype(np.int32) - np.int32(head.input_zero_point)
-    acc = x @ head.weights.astype(np.int32).T + head.bias
-    return acc.astype(np.int64)
+    """int32 accumulators ``bias + sum((x - zp_in) * w)``, shape [..., C]. Exact integer arithmetic: the sum is
+    taken by a float64 matrix product (BLAS; every partial sum is an integer below 2^53, so exact, and many
+    times faster than numpy's integer matmul), then wrapped to int32 as the int32 arithmetic would."""
+    x = features.astype(np.float64) - float(head.input_zero_point)
+    acc = (x @ head.weights.astype(np.float64).T).astype(np.int64) + np.asarray(head.bias, dtype=np.int64)
+    return ((acc + 2**31) % 2**32) - 2**31
 
 
 def head_forward_int8(head: Int8Head, features: np.ndarray) -> np.ndarray:

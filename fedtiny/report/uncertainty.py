@@ -16,9 +16,12 @@ floored at the larger of the two one-way terms (the subtracted term treats every
 (device, sample) cell, which can only make V larger: conservative). ``V`` becomes an effective sample size
 ``n_eff = p (1 - p) / V`` (at most N; when p is 0 or 1, V is 0 and n_eff is the number of distinct samples),
 and the 95% interval is the Wilson score interval at ``n_eff`` (stays inside [0, 1]). No resampling: the
-result is deterministic: two compiled passes over the observations (numba; the numpy expressions are the
-fallback and the reference, equal up to float64 summation order), about 10 ms per million observations, which
-matters at a million devices where every round evaluates tens of millions.
+result is deterministic. Outcomes are 0/1 (or differences of them), so the compiled path takes exact integer
+sums in one parallel pass (devices split over the cores: integers do not depend on the split) and expands V
+in Python integers (:func:`_exact`): the only rounding is the final division, and every group of a fleet
+comes out of the same pass (:func:`two_way_by_group`), which matters at a million devices where every round
+evaluates tens of millions of observations. Non-integer observations take two compiled float64 passes; the
+numpy expressions are the fallback and the reference (equal up to float64 rounding).
 """
 
 from __future__ import annotations
@@ -107,6 +110,9 @@ def _residual_variance(
     y: np.ndarray, samples: np.ndarray, valid: np.ndarray | None
 ) -> tuple[int, float, float, int]:
     """(N, mean, V, distinct samples) of the observations ``y`` [K, m] (two-way, see the module docstring)."""
+    exact = _exact(y, samples, valid, np.zeros(y.shape[0], dtype=np.int64), 0) if y.size else None
+    if exact is not None:
+        return exact[0]
     if _moments is not None and y.size:
         out = np.zeros(5, dtype=np.float64)
         vmask = (
@@ -148,7 +154,7 @@ def two_way(correct: np.ndarray, samples: np.ndarray, valid: np.ndarray | None =
     ``samples`` [K, m] names the shared sample behind each observation (non-negative ints), ``valid`` masks
     padding (recorded fleets hold different numbers of test samples per device)."""
     y = np.asarray(correct)
-    if y.dtype != np.bool_:
+    if not _integer(y):
         y = y.astype(np.float64)
     if y.ndim == 1:
         y = y[None]
@@ -156,7 +162,132 @@ def two_way(correct: np.ndarray, samples: np.ndarray, valid: np.ndarray | None =
     if samples.dtype not in (np.int32, np.int64):
         samples = samples.astype(np.int64)
     mask = None if valid is None else np.asarray(valid, dtype=bool).reshape(y.shape)
-    n, p, v, distinct = _residual_variance(y, samples, mask)
+    return _estimate(*_residual_variance(y, samples, mask))
+
+
+def _integer(y: np.ndarray) -> bool:
+    return y.dtype == np.bool_ or bool(np.issubdtype(y.dtype, np.integer))
+
+
+def _counts_kernel(
+    y: np.ndarray,
+    lookup: np.ndarray,
+    samples: np.ndarray,
+    valid: np.ndarray,
+    group: np.ndarray,
+    tot: np.ndarray,
+    c_s: np.ndarray,
+    n_s: np.ndarray,
+    bad: np.ndarray,
+) -> None:
+    """Integer sums of integer observations ``y`` [K, m] in one pass, devices split into ``tot.shape[0]``
+    contiguous parts that run in parallel (integer sums: the result does not depend on the split). Per part
+    ``q`` and row ``g`` (0: every device, g + 1: devices with ``group[i] == g``): ``tot[q, g]`` = [N, sum y,
+    sum y^2, sum r_i^2, sum r_i m_i, sum m_i^2] (``r_i``, ``m_i``: device i's sum and count), and per sample
+    ``c_s[q, g, s]`` = sum y, ``n_s[q, g, s]`` = count. ``bad[q]`` = 1: a sample index outside [0, top].
+    A non-empty ``lookup`` gives every observation as ``lookup[sample]`` (``y`` is not read)."""
+    k, m = samples.shape
+    pooled = lookup.size > 0
+    parts, n_rows, width = tot.shape[0], tot.shape[1], c_s.shape[2]
+    every = valid.size == 0
+    for q in numba.prange(parts):
+        tq, cq, nq = tot[q], c_s[q], n_s[q]
+        for i in range(q * k // parts, (q + 1) * k // parts):
+            g = group[i] + 1
+            inside = 0 < g < n_rows
+            r = np.int64(0)
+            cnt = np.int64(0)
+            sq = np.int64(0)
+            for j in range(m):
+                if every or valid[i, j]:
+                    s = samples[i, j]
+                    if s < 0 or s >= width:
+                        bad[q] = 1
+                        continue
+                    v = np.int64(lookup[s]) if pooled else np.int64(y[i, j])
+                    r += v
+                    cnt += 1
+                    sq += v * v
+                    cq[0, s] += v
+                    nq[0, s] += 1
+                    if inside:
+                        cq[g, s] += v
+                        nq[g, s] += 1
+            tq[0, 0] += cnt
+            tq[0, 1] += r
+            tq[0, 2] += sq
+            tq[0, 3] += r * r
+            tq[0, 4] += r * cnt
+            tq[0, 5] += cnt * cnt
+            if inside:
+                tq[g, 0] += cnt
+                tq[g, 1] += r
+                tq[g, 2] += sq
+                tq[g, 3] += r * r
+                tq[g, 4] += r * cnt
+                tq[g, 5] += cnt * cnt
+
+
+_counts = numba.njit(cache=True, parallel=True)(_counts_kernel) if numba is not None else None
+
+
+def _exact(
+    y: np.ndarray,
+    samples: np.ndarray,
+    valid: np.ndarray | None,
+    group: np.ndarray,
+    groups: int,
+    lookup: np.ndarray | None = None,
+) -> list[tuple[int, float, float, int]] | None:
+    """(N, mean, V, distinct samples) of every observation and of each group's (rows 0, 1 .. ``groups``) from
+    exact integer sums: with S = sum y, N^2 V = max(Dd + Ds - Di, Dd, Ds) / N^2 where N^2 Dd = N^2 sum r_i^2
+    - 2 S N sum r_i m_i + S^2 sum m_i^2 (devices), the same over samples (Ds), and N^2 Di = N^2 sum y^2 - N S^2
+    (the module docstring's V with e = y - S / N expanded), in Python integers: no rounding until the one
+    division. None when ``y`` is not integer-valued or numba is missing (the caller takes the float path).
+    With ``lookup`` (integer-valued, one per sample), the observations are ``lookup[samples]`` and ``y`` is
+    ignored."""
+    if _counts is None or not _integer(y if lookup is None else lookup):
+        return None
+    smp = np.ascontiguousarray(samples)
+    if smp.dtype not in (np.int32, np.int64):
+        smp = smp.astype(np.int64)
+    top = int(smp.max()) if smp.size else 0
+    if top < 0:
+        raise ValueError("sample indices must be non-negative")
+    parts = max(1, min(int(numba.get_num_threads()), smp.shape[0]))
+    rows = groups + 1
+    if parts * rows * (top + 1) > 20_000_000:  # per-sample sums too large to hold per part: one part
+        parts = 1
+    tot = np.zeros((parts, rows, 6), dtype=np.int64)
+    c_s = np.zeros((parts, rows, top + 1), dtype=np.int64)
+    n_s = np.zeros((parts, rows, top + 1), dtype=np.int64)
+    vmask = np.zeros((0, 0), dtype=np.bool_) if valid is None else np.ascontiguousarray(valid, dtype=np.bool_)
+    if lookup is not None and len(lookup) <= top:
+        raise ValueError(f"sample indices must be below {len(lookup)} (the samples looked up)")
+    yy = np.ascontiguousarray(y.view(np.int8) if y.dtype == np.bool_ else y)
+    lk = np.zeros(0, np.int8) if lookup is None else np.ascontiguousarray(lookup)
+    lk = lk.view(np.int8) if lk.dtype == np.bool_ else lk
+    bad = np.zeros(parts, dtype=np.int64)
+    _counts(yy, lk, smp, vmask, np.ascontiguousarray(group, dtype=np.int64), tot, c_s, n_s, bad)
+    if bad.any():
+        raise ValueError("sample indices must be non-negative")
+    t, cs, ns = tot.sum(axis=0), c_s.sum(axis=0), n_s.sum(axis=0)
+    out = []
+    for g in range(rows):
+        n, s, q, a, b, c = (int(x) for x in t[g])
+        if n == 0:
+            out.append((0, 0.0, 0.0, 0))
+            continue
+        d, e, f = int(cs[g] @ cs[g]), int(cs[g] @ ns[g]), int(ns[g] @ ns[g])
+        vd = n * n * a - 2 * s * n * b + s * s * c
+        vs = n * n * d - 2 * s * n * e + s * s * f
+        vi = n * n * q - n * s * s
+        out.append((n, s / n, max(vd + vs - vi, vd, vs) / n**4, int(np.count_nonzero(ns[g]))))
+    return out
+
+
+def _estimate(n: int, p: float, v: float, distinct: int) -> Estimate:
+    """The estimate of :func:`two_way` from (N, mean, V, distinct samples)."""
     if n == 0:
         return NAN
     if v > 0 and 0 < p < 1:
@@ -167,12 +298,51 @@ def two_way(correct: np.ndarray, samples: np.ndarray, valid: np.ndarray | None =
     return Estimate(p, lo, hi, math.sqrt(v), n_eff, n)
 
 
+def two_way_by_group(
+    correct: np.ndarray | None,
+    samples: np.ndarray,
+    group: np.ndarray,
+    groups: int,
+    valid: np.ndarray | None = None,
+    pool_correct: np.ndarray | None = None,
+) -> tuple[Estimate, dict[int, Estimate]]:
+    """:func:`two_way` of all of ``correct`` [K, m] and of each group ``g`` in ``range(groups)`` that has a
+    device (``group`` [K]), in one compiled pass: at a million devices every round evaluates tens of millions
+    of observations, once instead of once per group. ``pool_correct`` (one outcome per sample) instead of
+    ``correct``: the observations are ``pool_correct[samples]``, never gathered into a [K, m] array."""
+    smp = np.asarray(samples)
+    grp = np.asarray(group, dtype=np.int64)
+    present = [g for g in range(groups) if (grp == g).any()]
+    if len(present) == 1 and bool((grp == present[0]).all()):  # one group of every device: the same estimate
+        every, _ = two_way_by_group(correct, smp, np.full(len(grp), -1), 0, valid, pool_correct)
+        return every, {present[0]: every}
+    if pool_correct is not None and smp.ndim == 2 and smp.size:
+        mask = None if valid is None else np.asarray(valid, dtype=bool).reshape(smp.shape)
+        res = _exact(np.zeros((0, 0), np.int8), smp, mask, grp, groups, np.asarray(pool_correct))
+        if res is not None:
+            return _estimate(*res[0]), {g: _estimate(*res[g + 1]) for g in present}
+    y = np.asarray(correct) if pool_correct is None else np.asarray(pool_correct)[smp]
+    smp = smp.reshape(y.shape) if y.ndim == 2 else smp
+    if y.ndim == 2 and y.size:
+        res = _exact(
+            y, smp, None if valid is None else np.asarray(valid, dtype=bool).reshape(y.shape), grp, groups
+        )
+        if res is not None:
+            return _estimate(*res[0]), {g: _estimate(*res[g + 1]) for g in present}
+    return two_way(y, smp, valid), {
+        g: two_way(y[grp == g], smp[grp == g], None if valid is None else np.asarray(valid)[grp == g])
+        for g in present
+    }
+
+
 def paired_se(
     correct_a: np.ndarray, correct_b: np.ndarray, samples: np.ndarray, valid: np.ndarray | None = None
 ) -> float:
     """Standard error of accuracy(a) - accuracy(b) measured on the same observations (paired: shared devices
     and samples cancel), two-way cluster-robust as :func:`two_way`."""
-    d = np.asarray(correct_a, dtype=np.float64) - np.asarray(correct_b, dtype=np.float64)
+    a, b = np.asarray(correct_a), np.asarray(correct_b)
+    wide = np.int64 if _integer(a) and _integer(b) else np.float64  # 0/1 outcomes: exact integer sums
+    d = a.astype(wide) - b.astype(wide)
     if d.ndim == 1:
         d = d[None]
     samples = np.asarray(samples).reshape(d.shape)

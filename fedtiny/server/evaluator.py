@@ -19,7 +19,7 @@ from fedtiny.fleet.data import FleetData, FleetLayout
 from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, train_heads
 from fedtiny.ondevice.quant import dequantize
 from fedtiny.report.results import RoundRow
-from fedtiny.report.uncertainty import Estimate, iid, paired_se, two_way
+from fedtiny.report.uncertainty import Estimate, iid, paired_se, two_way, two_way_by_group
 from fedtiny.server.run_state import EvalState
 
 #: RoundRow column stem of each comparison method
@@ -134,17 +134,17 @@ class Evaluator:
         n = self.test_n[devs]
         return None if (n >= width).all() else np.arange(width)[None, :] < n[:, None]
 
-    def _estimates(self, y: np.ndarray, devs: np.ndarray, idx: np.ndarray) -> dict[str, Estimate]:
+    def _estimates(
+        self, y: np.ndarray | None, devs: np.ndarray, idx: np.ndarray, pool: np.ndarray | None = None
+    ) -> dict[str, Estimate]:
         """Pooled accuracy with its 95% interval (fedtiny/report/uncertainty.py) of the test observations
-        ``y`` [K, n] (pool samples ``idx`` [K, n]) of ``devs``: all devices, then per group."""
-        valid = self._valid(devs, y.shape[1])
-        out = {"all": two_way(y, idx, valid)}
-        grp = self.group[devs]
-        for gi, name in enumerate(self.layout.groups):
-            sel = grp == gi
-            if sel.any():
-                out[name] = two_way(y[sel], idx[sel], None if valid is None else valid[sel])
-        return out
+        ``y`` [K, n] (pool samples ``idx`` [K, n]; or, with ``pool``, ``pool[idx]``) of ``devs``: all devices,
+        then per group."""
+        groups = self.layout.groups
+        every, per_group = two_way_by_group(
+            y, idx, self.group[devs], len(groups), self._valid(devs, idx.shape[1]), pool
+        )
+        return {"all": every} | {groups[gi]: est for gi, est in per_group.items()}
 
     def _diff_se(self, ya: np.ndarray, yb: np.ndarray, devs: np.ndarray, idx: np.ndarray) -> dict[str, float]:
         """Paired standard error of accuracy(a) - accuracy(b) on the same observations: all, then per group."""
@@ -178,9 +178,8 @@ class Evaluator:
         s, st = self.scenario, self.state
         seg = self.layout.segment_of_round(r)
         idx = self.test_idx(seg)
-        fed_pool = self.pool_correct(head)
-        fed = fed_pool[idx]  # [K, n]: every device's test observations
-        groups = self._estimates(fed, np.arange(self.layout.devices), idx)
+        fed_pool = self.pool_correct(head)  # every device's test observations are fed_pool[idx] [K, n]
+        groups = self._estimates(None, np.arange(self.layout.devices), idx, fed_pool)
         tot = groups.pop("all")
         row.accuracy, row.accuracy_lo, row.accuracy_hi = tot.p, tot.lo, tot.hi
         row.group_accuracy = {g: e.p for g, e in groups.items()}
@@ -190,7 +189,7 @@ class Evaluator:
         row.accuracy_global, row.accuracy_global_lo, row.accuracy_global_hi = gl.p, gl.lo, gl.hi
         sub = self.subset
         sidx = idx[sub]
-        fed_sub = fed[sub]
+        fed_sub = fed_pool[sidx]
         self._curve_est(index, "federated", self._estimates(fed_sub, sub, sidx))
         others: dict[str, np.ndarray] = {}
         if s.eval.baselines:

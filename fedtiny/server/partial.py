@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedtiny.ondevice import FloatHead
+from fedtiny.ondevice.fast import ACCEPTED, NON_FINITE, NORM_TOO_LARGE
 from fedtiny.records import decode_int8_delta, encode_int8_delta
 from fedtiny.server.aggregate import update_stats, validate_updates, weighted_delta
 
@@ -85,6 +86,46 @@ def reduce_updates(
     for reason, count in val.reasons.items():
         out[REJECTED + reason] = np.array([count], dtype=np.int64)
     return out
+
+
+def sums_from_verdicts(
+    sum_w: np.ndarray,
+    sum_b: np.ndarray,
+    n: np.ndarray,
+    loss: np.ndarray,
+    device_ids: np.ndarray,
+    verdict: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The partial sums of :func:`reduce_updates` from :func:`fedtiny.ondevice.fast.train_pooled_sums`, which
+    checked, clipped and summed the heads inside its kernel: ``sum_w``, ``sum_b`` already hold the accepted
+    devices' ``sum n_i * s_i * (w_i - g)``; the counts and losses are added here as there."""
+    ok = verdict == ACCEPTED
+    n64 = np.asarray(n)[ok].astype(np.float64)
+    loss64 = np.asarray(loss)[ok].astype(np.float64)
+    return {
+        SUM_W: np.asarray(sum_w, dtype=np.float64),
+        SUM_B: np.asarray(sum_b, dtype=np.float64),
+        SUM_N: np.array([n64.sum()]),
+        SUM_LOSS: np.array([loss64.sum()]),
+        SUM_NLOSS: np.array([n64 @ loss64]),
+        ACCEPTED_IDS: np.asarray(device_ids, dtype=np.int64)[ok],
+        REJECTED + "non_finite": np.array([int((verdict == NON_FINITE).sum())], dtype=np.int64),
+        REJECTED + "norm_too_large": np.array([int((verdict == NORM_TOO_LARGE).sum())], dtype=np.int64),
+    }
+
+
+def empty_sums(g: FloatHead) -> dict[str, np.ndarray]:
+    """The partial sums of no devices (a gateway sent none)."""
+    return reduce_updates(
+        np.zeros((0, *g.weights.shape), dtype=np.float32),
+        np.zeros((0, *g.bias.shape), dtype=np.float32),
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0, dtype=np.float32),
+        np.zeros(0, dtype=np.int64),
+        g,
+        float("inf"),
+        0.0,
+    )
 
 
 def merge(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
