@@ -14,12 +14,14 @@ import numpy as np
 from fedtiny.fleet.boards import get_board
 from fedtiny.fleet.data import FleetData, uniform
 from fedtiny.fleet.recorded import open_fleet_data
+from fedtiny.fleet.ring import CacheRows
 from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, train_heads_fixed
 from fedtiny.ondevice.fast import HAVE_NUMBA, train_pooled, train_pooled_sums
 from fedtiny.records import encode_int8_delta
 from fedtiny.server.partial import empty_sums, merge, reduce_updates, sums_from_verdicts
 
 _DATA: dict[str, FleetData] = {}
+_ROWS: dict[str, CacheRows] = {}
 
 
 def fleet_data(path: str) -> FleetData:
@@ -27,6 +29,14 @@ def fleet_data(path: str) -> FleetData:
     if path not in _DATA:
         _DATA[path] = open_fleet_data(Path(path))
     return _DATA[path]
+
+
+def cache_rows(data: FleetData) -> CacheRows:
+    """The devices' cache rows this worker process keeps between rounds (fedtiny/fleet/ring.py)."""
+    key = str(data.root)
+    if key not in _ROWS or _ROWS[key].data is not data:
+        _ROWS[key] = CacheRows(data)
+    return _ROWS[key]
 
 
 def _fixed_point_devices(data: FleetData, devices: np.ndarray, cfg: TrainConfig) -> np.ndarray:
@@ -91,7 +101,7 @@ def train_devices(
     The caches are pool rows (int32 indices into the memory-mapped pool); the compiled trainer gathers them
     itself, so no [K, N, D] feature copy is made (only the few devices of boards without an FPU gather theirs).
     """
-    idx, _ = data.cache_indices(devices, round_)
+    idx, _ = cache_rows(data).indices(devices, round_)
     counts = data.cache_counts(devices, round_)
     fh = dequantize_head(head)
     res = train_pooled(
@@ -181,7 +191,7 @@ def sum_devices(
     out = []
     if fused.any():
         devs = devices[fused] if not fused.all() else devices
-        idx, _ = data.cache_indices(devs, round_)
+        idx, _ = cache_rows(data).indices(devs, round_)
         counts = data.cache_counts(devs, round_)
         g = dequantize_head(head)
         res = train_pooled_sums(

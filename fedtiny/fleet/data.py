@@ -436,14 +436,23 @@ class FleetData:
         v = self.variant[seg[None, :], d].astype(np.int64)
         return (v * self.num_classes + cls) * self.pool_size + p
 
+    def slot_samples(self, round_: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample number ``j`` [count] in each ring-buffer slot when devices train in ``round_`` (the newest
+        sample that landed in the slot; the same for every device) and the drift segment it was collected in."""
+        t = self.collected(round_)
+        slot = np.arange(min(t, self.capacity), dtype=np.int64)
+        j = slot + self.capacity * ((t - 1 - slot) // self.capacity)
+        r_j = np.where(j < self.n_initial, 0, 1 + (j - self.n_initial) // max(self.per_round, 1))
+        return j, self.segment_of_round(r_j)
+
+    def draw_cache_rows(self, devices: np.ndarray, j: np.ndarray, seg: np.ndarray) -> np.ndarray:
+        """Flat pool indices [K, n] of training samples number ``j`` [n] (collected in segments ``seg``)."""
+        return self._draw(devices, j, seg, 1)
+
     def cache_indices(self, devices: np.ndarray, round_: int) -> tuple[np.ndarray, int]:
         """Ring-buffer cache of each device in ``round_`` as flat pool indices [K, count] (slot order)."""
-        t = self.collected(round_)
-        count = min(t, self.capacity)
-        slot = np.arange(count, dtype=np.int64)
-        j = slot + self.capacity * ((t - 1 - slot) // self.capacity)  # newest sample that landed in the slot
-        r_j = np.where(j < self.n_initial, 0, 1 + (j - self.n_initial) // max(self.per_round, 1))
-        return self._draw(devices, j, self.segment_of_round(r_j), 1), count
+        j, seg = self.slot_samples(round_)
+        return self.draw_cache_rows(devices, j, seg), len(j)
 
     def test_indices(self, devices: np.ndarray, segment: int) -> np.ndarray:
         """Local test samples [K, n_test] of each device under its segment-``segment`` condition and mix."""
