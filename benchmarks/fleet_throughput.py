@@ -2,7 +2,9 @@
 16, every device every round) in one invocation, for
 
 * a compiled floor: the training arithmetic alone (fedtiny.ondevice.fast on cached int8 features already in
-  memory), no Flower, no Ray, no sampling, validation or aggregation;
+  memory), no Flower, no Ray, no sampling, validation or aggregation, measured right before fedtiny at the
+  same size (this VM's speed drifts by up to 1.7x over minutes: a floor taken at another moment would make
+  the ratio a measure of the drift);
 * fedtiny on Flower's Simulation Engine (Ray), gateways sized automatically (``devices_per_gateway = 0``,
   docs/scale.md): 1k, 10k, 100k and 1M devices (whole rounds: sampling, training, validation, aggregation,
   re-quantization, per-device evaluation);
@@ -258,7 +260,7 @@ def load() -> str:
 
 
 SIZES = {"1k": 1_000, "10k": 10_000, "100k": 100_000, "1m": 1_000_000}
-ROUNDS = {1_000: 4, 10_000: 4, 100_000: 3, 1_000_000: 2}
+ROUNDS = {1_000: 4, 10_000: 4, 100_000: 6, 1_000_000: 3}  # the median of the rounds after the first
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -379,9 +381,9 @@ def main() -> None:
         sizes.remove(1_000_000)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        floor = {n: compiled_floor(n) for n in sizes}
-        res = {}
-        for n in sizes:
+        floor, res = {}, {}
+        for n in sizes:  # each size's floor right before its fedtiny run: the same moment of a noisy machine
+            floor[n] = compiled_floor(n)
             res[n] = measure(f"fedtiny (gateways) {n:,}", n, 0, ROUNDS.get(n, 3), "simulation", work)
             print(f"  {load()}", flush=True)
         inproc = {}
