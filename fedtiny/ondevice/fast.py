@@ -491,12 +491,16 @@ def _run(
     input_scale: float,
     input_zero_point: int,
     keys: np.ndarray,
+    sums: tuple[Any, ...] | None = None,
 ) -> TrainResult:
-    """Call the kernel with numba's threads capped (see the module docstring); raise on bad rows or labels."""
+    """Call the kernel with numba's threads capped (see the module docstring); raise on bad rows or labels.
+    Without ``sums`` it writes every head; with them (the summing arguments of :func:`_train_kernel`) it adds
+    them up instead and the result's heads are empty."""
     assert _kernel is not None
     k, (_, n_cls, dim) = idx.shape[0], w_init.shape
-    w = np.empty((k, n_cls, dim), dtype=np.float32)
-    b = np.empty((k, n_cls), dtype=np.float32)
+    out = 0 if sums is not None else k
+    w = np.empty((out, n_cls, dim), dtype=np.float32)
+    b = np.empty((out, n_cls), dtype=np.float32)
     loss = np.zeros(k, dtype=np.float64)
     steps = np.zeros(k, dtype=np.int64)
     f32 = np.float32
@@ -523,7 +527,7 @@ def _run(
             b,
             loss,
             steps,
-            *_no_sums(n_cls, dim),
+            *(sums if sums is not None else _no_sums(n_cls, dim)),
         )
     finally:
         numba.set_parallel_chunksize(chunk)
@@ -534,6 +538,23 @@ def _run(
             f"(and pool rows within 0..{pool.shape[0] - 1})"
         )
     return TrainResult(w, b, loss.astype(np.float32), steps)
+
+
+def _pooled_head(
+    weights: np.ndarray, bias: np.ndarray, pool: np.ndarray, pool_labels: np.ndarray, idx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The start head as contiguous float32, after checking the pooled call's shapes."""
+    w0 = np.ascontiguousarray(weights, dtype=np.float32)
+    b0 = np.ascontiguousarray(bias, dtype=np.float32)
+    if w0.ndim != 2 or b0.shape != w0.shape[:1]:
+        raise ModelError(f"weights [C, D] and bias [C], got {w0.shape} and {b0.shape}")
+    if pool.ndim != 2 or pool.dtype != np.int8 or pool.shape[1] != w0.shape[1]:
+        raise ModelError(f"pool must be int8 [M, {w0.shape[1]}], got {pool.dtype} {pool.shape}")
+    if idx.ndim != 2 or pool_labels.shape != pool.shape[:1]:
+        raise ModelError(
+            f"idx must be [K, N] and pool_labels [{pool.shape[0]}], got {idx.shape}, {pool_labels.shape}"
+        )
+    return w0, b0
 
 
 def train_pooled(
@@ -558,16 +579,7 @@ def train_pooled(
     each device's cache slots (int32 is enough), ``counts`` [K]. Same result as :func:`train_heads_fast` on
     ``pool[idx]`` and ``pool_labels[idx]``, without gathering them: no [K, N, D] copy, no dtype conversion.
     """
-    w0 = np.ascontiguousarray(weights, dtype=np.float32)
-    b0 = np.ascontiguousarray(bias, dtype=np.float32)
-    if w0.ndim != 2 or b0.shape != w0.shape[:1]:
-        raise ModelError(f"weights [C, D] and bias [C], got {w0.shape} and {b0.shape}")
-    if pool.ndim != 2 or pool.dtype != np.int8 or pool.shape[1] != w0.shape[1]:
-        raise ModelError(f"pool must be int8 [M, {w0.shape[1]}], got {pool.dtype} {pool.shape}")
-    if idx.ndim != 2 or pool_labels.shape != pool.shape[:1]:
-        raise ModelError(
-            f"idx must be [K, N] and pool_labels [{pool.shape[0]}], got {idx.shape}, {pool_labels.shape}"
-        )
+    w0, b0 = _pooled_head(weights, bias, pool, pool_labels, idx)
     cnt = np.minimum(np.asarray(counts, dtype=np.int64), idx.shape[1])
     if _kernel is None:  # pragma: no cover
         feats, labels = np.asarray(pool)[idx], np.asarray(pool_labels, dtype=np.int64)[idx]
@@ -635,49 +647,24 @@ def train_pooled_sums(
     depend on the thread count. Needs numba (:data:`HAVE_NUMBA`)."""
     if _kernel is None:  # pragma: no cover
         raise RuntimeError("train_pooled_sums needs numba")
-    w0 = np.ascontiguousarray(weights, dtype=np.float32)
-    b0 = np.ascontiguousarray(bias, dtype=np.float32)
-    if w0.ndim != 2 or b0.shape != w0.shape[:1]:
-        raise ModelError(f"weights [C, D] and bias [C], got {w0.shape} and {b0.shape}")
-    if pool.ndim != 2 or pool.dtype != np.int8 or pool.shape[1] != w0.shape[1]:
-        raise ModelError(f"pool must be int8 [M, {w0.shape[1]}], got {pool.dtype} {pool.shape}")
-    if idx.ndim != 2 or pool_labels.shape != pool.shape[:1]:
-        raise ModelError(
-            f"idx must be [K, N] and pool_labels [{pool.shape[0]}], got {idx.shape}, {pool_labels.shape}"
-        )
+    w0, b0 = _pooled_head(weights, bias, pool, pool_labels, idx)
     k, (n_cls, dim) = idx.shape[0], w0.shape
     blocks = max(1, -(-k // _BLOCK))
-    sum_w = np.empty((blocks, n_cls, dim), dtype=np.float64)
-    sum_b = np.empty((blocks, n_cls), dtype=np.float64)
-    if k == 0:
-        sum_w[:], sum_b[:] = 0.0, 0.0
-    loss = np.zeros(k, dtype=np.float64)
-    steps = np.zeros(k, dtype=np.int64)
+    sum_w = np.zeros((blocks, n_cls, dim), dtype=np.float64)
+    sum_b = np.zeros((blocks, n_cls), dtype=np.float64)
     verdict = np.zeros(k, dtype=np.int8)
-    f32 = np.float32
-    prev = numba.get_num_threads()
-    numba.set_num_threads(worker_threads())
-    chunk = numba.set_parallel_chunksize(4)
-    try:
-        _kernel(
-            w0[None],
-            b0[None],
-            np.asarray(pool),
-            np.ascontiguousarray(pool_labels),
-            np.ascontiguousarray(idx),
-            np.minimum(np.asarray(counts, dtype=np.int64), idx.shape[1]),
-            _keys(seed, round_, device_ids, cfg.epochs),
-            int(cfg.batch_size),
-            f32(cfg.lr),
-            f32(cfg.momentum),
-            f32(cfg.weight_decay),
-            f32(cfg.prox_mu),
-            f32(input_scale),
-            f32(input_zero_point),
-            np.zeros((0, n_cls, dim), dtype=np.float32),
-            np.zeros((0, n_cls), dtype=np.float32),
-            loss,
-            steps,
+    res = _run(
+        w0[None],
+        b0[None],
+        np.asarray(pool),
+        np.ascontiguousarray(pool_labels),
+        np.ascontiguousarray(idx),
+        np.minimum(np.asarray(counts, dtype=np.int64), idx.shape[1]),
+        cfg,
+        input_scale,
+        input_zero_point,
+        _keys(seed, round_, device_ids, cfg.epochs),
+        (
             np.ascontiguousarray(example_weights, dtype=np.float64),
             w0.astype(np.float64),
             b0.astype(np.float64),
@@ -686,16 +673,9 @@ def train_pooled_sums(
             sum_w,
             sum_b,
             verdict,
-        )
-    finally:
-        numba.set_parallel_chunksize(chunk)
-        numba.set_num_threads(prev)
-    if (steps < 0).any():
-        raise ModelError(
-            f"labels of the visited cache slots must be class indices 0..{n_cls - 1} "
-            f"(and pool rows within 0..{pool.shape[0] - 1})"
-        )
-    return PooledSums(sum_w.sum(axis=0), sum_b.sum(axis=0), verdict, loss.astype(np.float32))
+        ),
+    )
+    return PooledSums(sum_w.sum(axis=0), sum_b.sum(axis=0), verdict, res.loss)
 
 
 def train_heads_fast(
