@@ -111,6 +111,26 @@ def _exp_shifted(z: np.ndarray, n: int) -> None:
 ACCEPTED, NON_FINITE, NORM_TOO_LARGE = 0, 1, 2
 
 
+def update_norm_sq(wi: np.ndarray, bi: np.ndarray, gw: np.ndarray, gb: np.ndarray) -> tuple[bool, float]:
+    """(every entry finite, squared L2 norm of (wi - gw, bi - gb) in float64, summed in index order) of one
+    head: the server's per-update check (fedtiny/server/aggregate.py) and the fused kernel's, compiled once.
+    The difference is taken in the wider of the two dtypes, then squared in float64."""
+    ok = True
+    acc = 0.0
+    for c in range(wi.shape[0]):
+        for d in range(wi.shape[1]):
+            x = wi[c, d]
+            ok &= np.isfinite(x)
+            t = np.float64(x - gw[c, d])
+            acc += t * t
+    for c in range(bi.shape[0]):
+        x = bi[c]
+        ok &= np.isfinite(x)
+        t = np.float64(x - gb[c])
+        acc += t * t
+    return ok, acc
+
+
 def _check_add(
     wi: np.ndarray,
     bi: np.ndarray,
@@ -128,34 +148,15 @@ def _check_add(
     the norm of its float32 difference from the global head at most ``max_norm``); if it passes, fedtiny's
     clipping (the float64 difference's norm against ``clip``) and ``sw``/``sb`` += weight * scale * (w - g) in
     float64. Compiled without fastmath: the same float64 expressions, summed in index order, as there."""
-    ok = True
-    acc = 0.0
-    for c in range(wi.shape[0]):
-        for d in range(wi.shape[1]):
-            x = wi[c, d]
-            ok &= np.isfinite(x)
-            t = np.float64(x - g32w[c, d])
-            acc += t * t
-    for c in range(bi.shape[0]):
-        x = bi[c]
-        ok &= np.isfinite(x)
-        t = np.float64(x - g32b[c])
-        acc += t * t
+    ok, sq = update_norm_sq(wi, bi, g32w, g32b)
     if not ok:
         return NON_FINITE
-    if not np.sqrt(acc) <= max_norm:
+    if not np.sqrt(sq) <= max_norm:
         return NORM_TOO_LARGE
     f = weight
     if clip > 0:
-        acc = 0.0
-        for c in range(wi.shape[0]):
-            for d in range(wi.shape[1]):
-                t = np.float64(wi[c, d]) - g64w[c, d]
-                acc += t * t
-        for c in range(bi.shape[0]):
-            t = np.float64(bi[c]) - g64b[c]
-            acc += t * t
-        f = weight * min(1.0, clip / max(np.sqrt(acc), 1e-12))
+        _, sq = update_norm_sq(wi, bi, g64w, g64b)
+        f = weight * min(1.0, clip / max(np.sqrt(sq), 1e-12))
     for c in range(wi.shape[0]):
         for d in range(wi.shape[1]):
             sw[c, d] += f * (np.float64(wi[c, d]) - g64w[c, d])
@@ -445,7 +446,8 @@ if numba is not None:
     _mix = _jit(_mix)
     _order = _jit(_order)
     _exp_shifted = _jit(_exp_shifted)
-    _check_add = numba.njit(cache=True)(_check_add)  # no fastmath: the server's float64 expressions
+    update_norm_sq = numba.njit(cache=True)(update_norm_sq)  # no fastmath: the server's float64 expressions
+    _check_add = numba.njit(cache=True)(_check_add)
     _kernel = numba.njit(cache=True, parallel=True, fastmath=FASTMATH)(_train_kernel)
 
 

@@ -316,19 +316,14 @@ def two_way_by_group(
     if len(present) == 1 and bool((grp == present[0]).all()):  # one group of every device: the same estimate
         every, _ = two_way_by_group(correct, smp, np.full(len(grp), -1), 0, valid, pool_correct)
         return every, {present[0]: every}
-    if pool_correct is not None and smp.ndim == 2 and smp.size:
+    lookup = None if pool_correct is None else np.asarray(pool_correct)
+    if smp.ndim == 2 and smp.size:
+        y_in = np.zeros((0, 0), np.int8) if lookup is not None else np.asarray(correct).reshape(smp.shape)
         mask = None if valid is None else np.asarray(valid, dtype=bool).reshape(smp.shape)
-        res = _exact(np.zeros((0, 0), np.int8), smp, mask, grp, groups, np.asarray(pool_correct))
+        res = _exact(y_in, smp, mask, grp, groups, lookup)
         if res is not None:
             return _estimate(*res[0]), {g: _estimate(*res[g + 1]) for g in present}
-    y = np.asarray(correct) if pool_correct is None else np.asarray(pool_correct)[smp]
-    smp = smp.reshape(y.shape) if y.ndim == 2 else smp
-    if y.ndim == 2 and y.size:
-        res = _exact(
-            y, smp, None if valid is None else np.asarray(valid, dtype=bool).reshape(y.shape), grp, groups
-        )
-        if res is not None:
-            return _estimate(*res[0]), {g: _estimate(*res[g + 1]) for g in present}
+    y = np.asarray(correct) if lookup is None else lookup[smp]  # float outcomes, or no numba
     return two_way(y, smp, valid), {
         g: two_way(y[grp == g], smp[grp == g], None if valid is None else np.asarray(valid)[grp == g])
         for g in present

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedtiny.ondevice.fast import update_norm_sq
+
 try:
     import numba
 except ImportError:  # pragma: no cover - numba is a dependency
@@ -35,25 +37,10 @@ class Validation:
 def _stats_kernel(
     w: np.ndarray, b: np.ndarray, gw: np.ndarray, gb: np.ndarray, finite: np.ndarray, sq: np.ndarray
 ) -> None:
-    """Per device ``i``: every entry finite, and the squared L2 norm of (w[i] - gw, b[i] - gb) in float64."""
+    """Per device ``i``: every entry finite, and the squared L2 norm of (w[i] - gw, b[i] - gb) in float64
+    (:func:`fedtiny.ondevice.fast.update_norm_sq`, the check a gateway's fused kernel makes too)."""
     for i in numba.prange(w.shape[0]):
-        ok = True
-        acc = 0.0
-        wi, bi = w[i], b[i]
-        for c in range(wi.shape[0]):
-            wc, gc = wi[c], gw[c]
-            for d in range(wc.shape[0]):
-                x = wc[d]
-                ok &= np.isfinite(x)
-                t = np.float64(x - gc[d])
-                acc += t * t
-        for c in range(bi.shape[0]):
-            x = bi[c]
-            ok &= np.isfinite(x)
-            t = np.float64(x - gb[c])
-            acc += t * t
-        finite[i] = ok
-        sq[i] = acc
+        finite[i], sq[i] = update_norm_sq(w[i], b[i], gw, gb)
 
 
 _CHUNKS = 64  # fixed partial sums of the weighted mean: the bits do not depend on the thread count
