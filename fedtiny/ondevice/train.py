@@ -1,7 +1,9 @@
 """Head training as a board does it: mini-batch SGD in float32 on dequantized int8 cached features.
 
 Vectorized over K devices (leading axis). Each device uses its own sample count, shuffle order and
-active steps, so results equal training each device alone up to float summation order.
+active steps, and every sum runs in the order docs/ondevice.md §3 fixes (explicit loops, never BLAS, whose
+order depends on the CPU), with the spec's own exp and log (:mod:`fedtiny.ondevice.fmath`): a device trained
+alone, in a batch of many, on any CPU, or on a board gives the same bits.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedtiny.errors import ModelError
+from fedtiny.ondevice.fmath import exp_f32, log_f32
 from fedtiny.ondevice.quant import dequantize
 from fedtiny.ondevice.shuffle import sample_order, stream_key
 
@@ -68,13 +71,20 @@ def batches(
             )
 
 
-def _softmax_xent(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    s = e.sum(axis=-1, keepdims=True)
-    p = e / s
-    loss = np.log(s[..., 0]) - np.take_along_axis(z, labels[..., None], axis=-1)[..., 0]
-    return p, loss
+def softmax_xent(z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and per-sample loss of logits ``z`` [..., C] (float32), exactly as docs/ondevice.md §3:
+    ``mx`` = the running maximum (``z[c] > mx`` replaces it, so a NaN never does), ``e = exp_f32(z − mx)``,
+    ``s`` = the sum of ``e`` in class order from +0, ``p = e / s``, ``loss = log_f32(s) − (z[y] − mx)``."""
+    mx = z[..., 0]
+    for c in range(1, z.shape[-1]):
+        mx = np.where(z[..., c] > mx, z[..., c], mx)
+    e = exp_f32(z - mx[..., None])
+    s = np.zeros(z.shape[:-1], dtype=np.float32)
+    for c in range(z.shape[-1]):
+        s = s + e[..., c]
+    p = e / s[..., None]
+    zy = np.take_along_axis(z, labels[..., None], axis=-1)[..., 0]
+    return p, log_f32(s) - (zy - mx)
 
 
 def train_heads(
@@ -113,29 +123,36 @@ def train_heads(
     rows = np.arange(k)[:, None]
     for st in batches(counts, n_cap, cfg, seed, round_, device_ids):
         idx, valid, active = st.idx, st.valid, st.active
-        m = st.size.astype(np.float32)
         x = dequantize(features[rows, idx], input_scale, input_zero_point)  # [K, B, D]
         y = labels[rows, idx].astype(np.int64)
-        logits = np.matmul(x, w.transpose(0, 2, 1)) + b[:, None, :]
-        p, loss = _softmax_xent(logits, y)
-        loss_sum += np.where(valid, loss, 0).sum(axis=1)
+        # forward: each logit summed over d in order from +0, then the bias (no BLAS: its order is the CPU's)
+        acc = np.zeros((k, bsz, w.shape[1]), dtype=np.float32)
+        for j in range(d):
+            acc = acc + w[:, None, :, j] * x[:, :, None, j]
+        logits = acc + b[:, None, :]
+        p, loss = softmax_xent(logits, y)
+        for j in range(bsz):  # the loss in visit order, in double
+            loss_sum += np.where(valid[:, j], loss[:, j].astype(np.float64), 0.0)
         g = p
         g[rows, np.arange(bsz)[None, :], y] -= np.float32(1.0)
-        g *= (valid / m[:, None]).astype(np.float32)[..., None]
-        gw = np.matmul(g.transpose(0, 2, 1), x)
-        gb = g.sum(axis=1)
+        g = g * (np.float32(1.0) / st.size.astype(np.float32))[:, None, None]
+        gw = np.zeros_like(w)
+        gb = np.zeros_like(b)
+        for j in range(bsz):  # the batch in order; a padding slot adds nothing (not even a signed zero)
+            vj = valid[:, j]
+            gw = np.where(vj[:, None, None], gw + g[:, j, :, None] * x[:, j, None, :], gw)
+            gb = np.where(vj[:, None], gb + g[:, j, :], gb)
         if wd:
-            gw += wd * w
+            gw = gw + wd * w
         if mu:
-            gw += mu * (w - w0)
-            gb += mu * (b - b0)
+            gw = gw + mu * (w - w0)
+            gb = gb + mu * (b - b0)
         if mom:  # an inactive device (out of samples this epoch) keeps its velocity untouched
             vw = np.where(active[:, None, None], mom * vw + gw, vw)
             vb = np.where(active[:, None], mom * vb + gb, vb)
             gw, gb = vw, vb
-        act = active.astype(np.float32)
-        w -= (lr * act)[:, None, None] * gw
-        b -= (lr * act)[:, None] * gb
+        w = np.where(active[:, None, None], w - lr * gw, w)
+        b = np.where(active[:, None], b - lr * gb, b)
         steps += active
     seen = np.maximum(counts * cfg.epochs, 1)
     return TrainResult(w, b, (loss_sum / seen).astype(np.float32), steps)
