@@ -2,6 +2,11 @@
 
 TensorFlow is imported here only, lazily, in the driver process. Built models are cached by a content hash of
 everything that determines them, so a second run (and every test after the first) reuses the .tflite.
+
+TensorFlow's CPU kernels differ between CPUs, so a model trained here differs in its bits from one trained on
+another machine. The ready scenarios' models are therefore shipped (``reference/``, rebuilt by
+``scripts/build_reference_models.py``): a spec equal to a shipped one's (its fields and the pipeline version;
+not the TensorFlow version) gets the shipped bytes, checked against their sha256, before any cache or training.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from fedtiny.errors import ModelError
 from fedtiny.model.flatbuffer import read_head
 from fedtiny.tasks import get_task
 
 PIPELINE_VERSION = "1"
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
 
 def cache_root() -> Path:
@@ -41,6 +48,10 @@ class ModelSpec:
     learning_rate: float = 2e-3
     head_inputs: int = 64
     representative_samples: int = 300
+
+    def fields(self) -> dict[str, Any]:
+        """The spec as plain JSON values (how a shipped model's meta records it)."""
+        return dict(json.loads(json.dumps(self.__dict__, sort_keys=True)))
 
     def key(self) -> str:
         blob = json.dumps(
@@ -67,6 +78,8 @@ def tensorflow_version() -> str:
 
 @dataclass(frozen=True)
 class BaseModel:
+    """An int8 base model; ``path``: its cache directory, or the shipped reference ``.tflite``."""
+
     tflite: bytes
     float_accuracy: float
     int8_accuracy: float
@@ -122,10 +135,62 @@ def train_and_convert(spec: ModelSpec, log: Any = print) -> tuple[bytes, float]:
     return convert_to_int8(model, task.input_shape, x[: spec.representative_samples]), float_acc
 
 
-def build_base_model(spec: ModelSpec, log: Any = print) -> BaseModel:
-    """The cached int8 base model for ``spec``, training and converting it on a cache miss."""
+def build_entry(spec: ModelSpec, log: Any = print) -> tuple[bytes, dict[str, Any]]:
+    """Train and convert ``spec``'s model and score it with TFLite Micro: (int8 .tflite, meta)."""
     from fedtiny.model.runtime import Int8Runner
 
+    t0 = time.time()
+    tflite, float_acc = train_and_convert(spec, log)
+    read_head(tflite)  # fails early if the head is not a patchable per-channel int8 FULLY_CONNECTED
+    xt, yt = factory_data(spec, spec.test_samples, 1)
+    int8_acc = float(np.mean(Int8Runner(tflite, "tflm").predict(xt) == yt))
+    log(f"base model: int8 accuracy {int8_acc:.4f} (TFLite Micro), {len(tflite)} bytes")
+    meta = {
+        "spec": spec.fields(),
+        "float_accuracy": float_acc,
+        "int8_accuracy": int8_acc,
+        "bytes": len(tflite),
+        "build_seconds": round(time.time() - t0, 1),
+    }
+    return tflite, meta
+
+
+def shipped_model(spec: ModelSpec, directory: Path | None = None) -> BaseModel | None:
+    """The shipped reference model whose meta records ``spec`` (and this pipeline version), or None.
+
+    Its bytes must hash to the meta's sha256: a damaged file is a ModelError, never silently used or retrained.
+    """
+    d = REFERENCE_DIR if directory is None else directory
+    want = spec.fields()
+    for meta_file in sorted(d.glob("*.json")):
+        meta = json.loads(meta_file.read_text())
+        if meta.get("spec") != want or meta.get("pipeline") != PIPELINE_VERSION:
+            continue
+        model_file = meta_file.with_suffix(".tflite")
+        try:
+            tflite = model_file.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{model_file}: shipped reference model unreadable ({exc})") from exc
+        digest = hashlib.sha256(tflite).hexdigest()
+        if digest != meta["sha256"]:
+            raise ModelError(
+                f"{model_file}: shipped reference model is damaged (sha256 {digest[:16]}..., "
+                f"{meta_file.name} records {meta['sha256'][:16]}...); reinstall fedtiny or restore the file"
+            )
+        return BaseModel(tflite, meta["float_accuracy"], meta["int8_accuracy"], model_file, meta)
+    return None
+
+
+def build_base_model(spec: ModelSpec, log: Any = print) -> BaseModel:
+    """The int8 base model for ``spec``: the shipped reference model if one has this spec (the same bits on
+    every machine), else the cached build, else trained and converted here (and cached)."""
+    shipped = shipped_model(spec)
+    if shipped is not None:
+        log(
+            f"base model: the shipped reference model {shipped.path.name} (int8 accuracy "
+            f"{shipped.int8_accuracy:.4f}, {len(shipped.tflite)} bytes, sha256 {shipped.meta['sha256'][:12]})"
+        )
+        return shipped
     path = cache_root() / "models" / spec.key()
     meta_file = path / "meta.json"
     if meta_file.exists():
@@ -137,23 +202,11 @@ def build_base_model(spec: ModelSpec, log: Any = print) -> BaseModel:
             path,
             meta,
         )
-    t0 = time.time()
-    tflite, float_acc = train_and_convert(spec, log)
-    read_head(tflite)  # fails early if the head is not a patchable per-channel int8 FULLY_CONNECTED
-    xt, yt = factory_data(spec, spec.test_samples, 1)
-    int8_acc = float(np.mean(Int8Runner(tflite, "tflm").predict(xt) == yt))
-    log(f"base model: int8 accuracy {int8_acc:.4f} (TFLite Micro), {len(tflite)} bytes")
-    meta = {
-        "spec": spec.__dict__,
-        "float_accuracy": float_acc,
-        "int8_accuracy": int8_acc,
-        "bytes": len(tflite),
-        "build_seconds": round(time.time() - t0, 1),
-    }
+    tflite, meta = build_entry(spec, log)
     path.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}.tmp"  # concurrent builds of the same model must not write the same files
     (path / f"model_int8.tflite.{tag}").write_bytes(tflite)
     (path / f"model_int8.tflite.{tag}").replace(path / "model_int8.tflite")
     (path / f"meta.json.{tag}").write_text(json.dumps(meta, indent=2))
     (path / f"meta.json.{tag}").replace(meta_file)  # last: its presence marks a complete entry
-    return BaseModel(tflite, float_acc, int8_acc, path, meta)
+    return BaseModel(tflite, meta["float_accuracy"], meta["int8_accuracy"], path, meta)
