@@ -266,6 +266,7 @@ def gen_head() -> tuple[str, str]:
 def gen_train() -> tuple[str, str]:
     from fedtiny.ondevice import (
         FeatureCache,
+        FloatHead,
         TrainConfig,
         dequantize_head,
         sample_order,
@@ -306,6 +307,10 @@ def gen_train() -> tuple[str, str]:
         (4, 12, 50, 37, 3, 7, 0.1, 0.5, 0.0, 0.1),
         (3, 8, 20, 5, 2, 32, 0.2, 0.0, 0.01, 0.0),  # batch larger than the cache
         (16, 128, 200, 120, 1, 10, 0.02, 0.9, 0.0, 0.0),
+        (6, 20, 60, 60, 3, 8, 0.05, 0.9, 1e-3, 0.05),  # momentum, weight decay and prox together, 3 epochs
+        (5, 16, 30, 30, 2, 1, 0.05, 0.0, 0.0, 0.0),  # batch 1
+        (2, 10, 40, 45, 2, 6, 0.1, 0.5, 0.0, 0.0),  # C = 2
+        (4, 8, 24, 24, 2, 5, 0.001, 0.0, 0.0, 0.0),  # |z| ~ 80: exp clamps at -87, probabilities subnormal
     ]
     rows = []
     for i, (c, d, cap, pushed, ep, bs, lr, mom, wd, mu) in enumerate(cases):
@@ -314,6 +319,9 @@ def gen_train() -> tuple[str, str]:
         protos = rng.integers(-60, 60, (c, d))
         y = rng.integers(0, c, pushed)
         x = np.clip(protos[y] + rng.integers(-40, 40, (pushed, d)), -128, 127).astype(np.int8)
+        if i == len(cases) - 1:  # huge logits: weights +-4 / (127 * scale), biases +-80: |z| ~ 80 and more
+            big = np.sign(protos).astype(np.float32) * np.float32(4.0 / (127 * h.input_scale))
+            fh = FloatHead(big, np.array([0.0, -80.0, 78.0, 78.5], np.float32))
         cache = FeatureCache(1, cap, d)
         cache.push(x[None], y[None])
         cfg = TrainConfig(epochs=ep, batch_size=bs, lr=lr, momentum=mom, weight_decay=wd, prox_mu=mu)
@@ -344,6 +352,74 @@ def gen_train() -> tuple[str, str]:
     )
     return "golden_train.h", header(
         "golden_train.h", "".join(body), "fedtiny.ondevice (train.py, shuffle.py, cache.py)"
+    )
+
+
+def _f32_neighbours(v: np.ndarray, ulps: int = 2) -> np.ndarray:
+    """Each float32 value and its neighbours up to ``ulps`` steps either way."""
+    v = np.atleast_1d(np.asarray(v, np.float32))
+    out = [v]
+    lo, hi = v.copy(), v.copy()
+    for _ in range(ulps):
+        lo = np.nextafter(lo, np.float32(-np.inf))
+        hi = np.nextafter(hi, np.float32(np.inf))
+        out += [lo, hi]
+    return np.concatenate(out)
+
+
+def fmath_inputs() -> tuple[np.ndarray, np.ndarray]:
+    """Arguments of the golden exp and log tables (float32): the edges of both functions and random values."""
+    rng = np.random.default_rng(23)
+    f = np.float32
+    special = [0.0, -0.0, 1.0, -87.0, -88.0, -100.0, -1e30, -np.inf, np.nan, np.inf, -np.nan]
+    ks = np.arange(-126, 2, dtype=np.float64)
+    # k = floor(v*log2e + 0.5) changes where v*log2e + 0.5 is an integer: v = (k - 0.5)*ln2, and its neighbours
+    exp_in = np.concatenate(
+        [
+            np.array(special, f),
+            _f32_neighbours(np.array([-87.0, 0.0, -1e-30, -1.17549435e-38, -1e-45], f)),
+            _f32_neighbours(((ks - 0.5) * np.log(2.0)).astype(f), 1),
+            rng.uniform(-90.0, 0.0, 120).astype(f),
+            -np.exp(rng.uniform(-30.0, 1.0, 40)).astype(f),  # tiny negative arguments
+            rng.uniform(0.0, 88.0, 10).astype(f),  # (outside the domain v <= 0, defined all the same)
+        ]
+    )
+    # mantissas near sqrt(1/2) (the branch) at several exponents; sums of exponentials 1..C; large sums
+    sq = np.float32(0.707106781186547524)
+    log_in = np.concatenate(
+        [
+            np.array(special + [-1.0, 0.5, 2.0, 16.0, 3.4028235e38, 1.17549435e-38, 1e-40], f),
+            np.concatenate([_f32_neighbours(sq * f(2.0**e), 3) for e in (-3, 0, 1, 2, 5, 20)]),
+            _f32_neighbours(np.array([1.0, 2.0, 4.0, 1.5, 1.4142135], f), 2),
+            rng.uniform(1.0, 16.0, 120).astype(f),
+            np.exp(rng.uniform(0.0, 80.0, 40)).astype(f),
+            np.exp(rng.uniform(-80.0, 0.0, 10)).astype(f),
+        ]
+    )
+    return exp_in.astype(f), log_in.astype(f)
+
+
+def gen_fmath() -> tuple[str, str]:
+    """ft_expf / ft_logf against exp_f32 / log_f32, as float32 bit patterns (NaN and infinities included)."""
+    from fedtiny.ondevice.fmath import exp_f32, log_f32
+
+    exp_in, log_in = fmath_inputs()
+    with np.errstate(all="ignore"):
+        exp_out, log_out = exp_f32(exp_in), log_f32(log_in)
+
+    def bits(name: str, a: np.ndarray) -> str:
+        return c_array("uint32_t", name, a.view(np.uint32), lambda v: f"0x{int(v):08x}u")
+
+    body = [
+        f"#define GOLDEN_EXPF_N {len(exp_in)}u\n",
+        bits("golden_expf_in", exp_in),
+        bits("golden_expf_out", exp_out),
+        f"#define GOLDEN_LOGF_N {len(log_in)}u\n",
+        bits("golden_logf_in", log_in),
+        bits("golden_logf_out", log_out),
+    ]
+    return "golden_fmath.h", header(
+        "golden_fmath.h", "".join(body), "fedtiny.ondevice.fmath (exp_f32, log_f32; float32 bits)"
     )
 
 
@@ -458,7 +534,7 @@ def gen_factory_head() -> tuple[str, str]:
     )
 
 
-SECTIONS = [gen_crypto, gen_head, gen_train, gen_fixed, gen_frames, gen_factory_head]
+SECTIONS = [gen_crypto, gen_head, gen_train, gen_fmath, gen_fixed, gen_frames, gen_factory_head]
 
 
 def write_corpus() -> list[Path]:

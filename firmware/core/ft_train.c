@@ -1,8 +1,32 @@
+/* The float32 arithmetic of head training is defined exactly (docs/ondevice.md section 3a, the Python spec
+ * fedtiny/ondevice/train.py and fmath.py): every operation one IEEE-754 binary32 operation, in the spec's order,
+ * never a fused multiply-add, and the spec's own exp and log (ft_expf/ft_logf below), not libm's. The result is
+ * then the same bits on the host, on a Cortex-M4F and in the Python spec. The build flags must not change this:
+ * contraction (a*b + c as one FMA) is switched off here for this file whatever -ffp-contract says, and a
+ * fast-math build (which reorders and drops NaN/signed-zero/rounding semantics) is refused. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+#if defined(__FAST_MATH__)
+#error "ft_train.c must not be built with -ffast-math/-Ofast: training is defined bit for bit (docs/ondevice.md 3a)"
+#endif
+#if defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__
+#error "ft_train.c must not be built with -ffinite-math-only: training is defined bit for bit (docs/ondevice.md 3a)"
+#endif
+
 #include "ft_train.h"
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include "ft_head.h"
+
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0 && FLT_EVAL_METHOD != -1
+#error "float expressions must be evaluated in float (FLT_EVAL_METHOD 0): x87 excess precision breaks bit-exact training"
+#endif
 
 #define GOLDEN 0x9E3779B97F4A7C15ull
 
@@ -37,6 +61,80 @@ void ft_sample_order(uint64_t key, uint32_t count, uint64_t *sort_key, uint16_t 
     }
 }
 
+/* ---------------------------------------------------------------- exp and log (fedtiny/ondevice/fmath.py) */
+#define FT_EXP_LO (-87.0f)
+#define FT_LOG2E 1.44269504088896341f
+#define FT_LN2_HI 0.693359375f
+#define FT_LN2_LO (-2.12194440e-4f)
+#define FT_SQRT_HALF 0.707106781186547524f
+
+static float f32_from_bits(uint32_t b)
+{
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return b;
+}
+
+float ft_expf(float v)
+{
+    float fk, r, p, e;
+    int32_t k;
+    if (v < FT_EXP_LO) v = FT_EXP_LO; /* a NaN fails the compare and stays NaN */
+    fk = floorf(v * FT_LOG2E + 0.5f); /* floorf is exact (an integer or the argument itself) in any libm */
+    r = (v - fk * FT_LN2_HI) - fk * FT_LN2_LO;
+    /* k >= -126 (2^k normal); only NaN fails the compare. Clamped before the conversion: float -> int of NaN
+     * (or of anything out of range) is undefined in C. The upper clamp (k <= 128, 2^128 = +inf) only matters
+     * for v > 88.7, outside the domain (v = z - max z <= 0); below it the spec and this agree bit for bit. */
+    if (!(fk >= -126.0f)) fk = -126.0f;
+    if (fk > 128.0f) fk = 128.0f;
+    k = (int32_t)fk;
+    p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    e = ((p * r) * r + r) + 1.0f;
+    return e * f32_from_bits((uint32_t)(k + 127) << 23);
+}
+
+float ft_logf(float x)
+{
+    uint32_t bits = f32_bits(x);
+    int32_t e = (int32_t)((bits >> 23) & 0xFFu) - 126;
+    float m = f32_from_bits((bits & 0x007FFFFFu) | 0x3F000000u), fe, t, z, y;
+    if (x != x || x == f32_from_bits(0x7F800000u)) return x; /* NaN and +inf return themselves */
+    if (!(x >= 1.17549435e-38f)) return f32_from_bits(0x7FC00000u); /* not a positive normal number: NaN */
+    if (m < FT_SQRT_HALF) {
+        e -= 1;
+        t = (m + m) - 1.0f;
+    } else {
+        t = m - 1.0f;
+    }
+    fe = (float)e;
+    z = t * t;
+    y = 7.0376836292e-2f;
+    y = y * t + -1.1514610310e-1f;
+    y = y * t + 1.1676998740e-1f;
+    y = y * t + -1.2420140846e-1f;
+    y = y * t + 1.4249322787e-1f;
+    y = y * t + -1.6668057665e-1f;
+    y = y * t + 2.0000714765e-1f;
+    y = y * t + -2.4999993993e-1f;
+    y = y * t + 3.3333331174e-1f;
+    y = (y * t) * z;
+    y = y + fe * FT_LN2_LO;
+    y = y - 0.5f * z;
+    return (t + y) + fe * FT_LN2_HI;
+}
+
 float ft_softmax_xent(const float *logits, uint16_t C, uint16_t label, float *p)
 {
     float mx = logits[0], s = 0.0f;
@@ -44,11 +142,11 @@ float ft_softmax_xent(const float *logits, uint16_t C, uint16_t label, float *p)
     for (c = 1; c < C; c++)
         if (logits[c] > mx) mx = logits[c];
     for (c = 0; c < C; c++) {
-        p[c] = expf(logits[c] - mx);
-        s += p[c];
+        p[c] = ft_expf(logits[c] - mx);
+        s = s + p[c];
     }
     for (c = 0; c < C; c++) p[c] = p[c] / s;
-    return logf(s) - (logits[label] - mx);
+    return ft_logf(s) - (logits[label] - mx);
 }
 
 ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, int32_t input_zero_point,
@@ -95,7 +193,7 @@ ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, 
                 for (c = 0; c < C; c++) {
                     const float *w = fh->weights + (size_t)c * D;
                     float acc = 0.0f;
-                    for (d = 0; d < D; d++) acc += wk->x[d] * w[d];
+                    for (d = 0; d < D; d++) acc = acc + w[d] * wk->x[d];
                     logits[c] = acc + fh->bias[c];
                 }
                 loss_sum += (double)ft_softmax_xent(logits, C, y, wk->p);
@@ -103,8 +201,8 @@ ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, 
                 for (c = 0; c < C; c++) {
                     float g = wk->p[c] * inv_m;
                     float *gw = wk->u.f.grad.weights + (size_t)c * D;
-                    for (d = 0; d < D; d++) gw[d] += g * wk->x[d];
-                    wk->u.f.grad.bias[c] += g;
+                    for (d = 0; d < D; d++) gw[d] = gw[d] + g * wk->x[d];
+                    wk->u.f.grad.bias[c] = wk->u.f.grad.bias[c] + g;
                 }
             }
             if (cfg->weight_decay != 0.0f)

@@ -53,7 +53,13 @@ ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, 
 ft_status ft_train_fixed(ft_float_head *fh, const ft_cache *cache, float input_scale, int32_t input_zero_point,
                          const ft_train_cfg *cfg, ft_train_work *work, float *loss, uint32_t *steps);
 
-/* Softmax cross-entropy of float logits z[C] for a label (the spec's _softmax_xent, float32). */
+/* Softmax cross-entropy of float logits z[C] for a label (the spec's softmax_xent, float32): p[C] gets the
+ * probabilities, the return value is the sample's loss. */
 float ft_softmax_xent(const float *logits, uint16_t C, uint16_t label, float *p);
+
+/* The spec's own exp and log (fedtiny.ondevice.fmath exp_f32/log_f32), bit for bit: exp for v <= 0 (or NaN),
+ * log for x >= 1 (a sum of exponentials); libm's expf/logf differ between libraries in the last bits. */
+float ft_expf(float v);
+float ft_logf(float x);
 
 #endif

@@ -16,6 +16,7 @@
     X(head_patch_roundtrip) \
     X(requantize_golden)   \
     X(sample_order_golden) \
+    X(fmath_golden)        \
     X(train_golden)        \
     X(train_fixed_golden)  \
     X(cache_ring)          \
