@@ -278,6 +278,7 @@ def _exact(
         if n == 0:
             out.append((0, 0.0, 0.0, 0))
             continue
+        # int64 dot products: numpy's own integer loop (not BLAS), exact: the same bits on every CPU
         d, e, f = int(cs[g] @ cs[g]), int(cs[g] @ ns[g]), int(ns[g] @ ns[g])
         vd = n * n * a - 2 * s * n * b + s * s * c
         vs = n * n * d - 2 * s * n * e + s * s * f

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedtiny.ondevice.fast import update_norm_sq
+from fedtiny.server.exact import weighted_rows
 
 try:
     import numba
@@ -90,14 +91,15 @@ def weighted_delta(
     gw = np.ascontiguousarray(global_w, dtype=np.float64)
     gb = np.ascontiguousarray(global_b, dtype=np.float64)
     f = np.ascontiguousarray(f, dtype=np.float64)
-    if _mean is None:  # pragma: no cover
-        dw = w.reshape(len(w), -1).astype(np.float64) - gw.reshape(1, -1)
-        return (f @ dw).reshape(gw.shape), f @ (b.astype(np.float64) - gb)
+    if _mean is None:  # pragma: no cover - devices added in order (no BLAS: its order depends on the CPU)
+        return weighted_rows(f, w.astype(np.float64) - gw), weighted_rows(f, b.astype(np.float64) - gb)
     n_chunks = max(1, min(_CHUNKS, len(f)))
     sw = np.empty((n_chunks, *gw.shape), dtype=np.float64)
     sb = np.empty((n_chunks, *gb.shape), dtype=np.float64)
     _mean(np.ascontiguousarray(w), np.ascontiguousarray(b), gw, gb, f, sw, sb)
-    return sw.sum(axis=0), sb.sum(axis=0)
+    # the chunks in order: a reduction along the first axis is a sequential loop over it (the same bits on any
+    # CPU and thread count; the kernel is compiled without fastmath, so LLVM neither reorders nor fuses)
+    return np.add.reduce(sw, axis=0), np.add.reduce(sb, axis=0)
 
 
 def update_stats(

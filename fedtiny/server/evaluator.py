@@ -22,6 +22,23 @@ from fedtiny.report.results import RoundRow
 from fedtiny.report.uncertainty import Estimate, iid, paired_se, two_way, two_way_by_group
 from fedtiny.server.run_state import EvalState
 
+
+def float_logits(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Logits [K, n, C] of per-device float32 heads ``w`` [K, C, D], ``b`` [K, C] on features ``x`` [K, n, D]:
+    ``sum_d x[k, s, d] * w[k, c, d]`` in float32, feature by feature in index order (each product and sum
+    rounded as IEEE says), then ``+ b``. Not ``np.matmul``: float BLAS sums in an order that depends on the CPU
+    and its thread count, and an argmax near a tie would follow it."""
+    x32 = np.asarray(x, dtype=np.float32)
+    w32 = np.asarray(w, dtype=np.float32)
+    z = np.zeros((x32.shape[0], x32.shape[1], w32.shape[1]), dtype=np.float32)
+    tmp = np.empty_like(z)
+    for d in range(x32.shape[2]):
+        np.multiply(x32[:, :, d, None], w32[:, None, :, d], out=tmp)
+        z += tmp
+    z += np.asarray(b, dtype=np.float32)[:, None, :]
+    return z
+
+
 #: RoundRow column stem of each comparison method
 COLUMN = {"static": "static", "local-only": "local", "personalized": "personalized"}
 
@@ -126,7 +143,7 @@ class Evaluator:
         (their features quantized with ``head``'s input parameters)."""
         feats, labels = self.data.gather(self.test_idx(seg)[devices])
         x = dequantize(feats, head.input_scale, head.input_zero_point)
-        pred = np.argmax(np.matmul(x, w.transpose(0, 2, 1)) + b[:, None, :], axis=-1)
+        pred = np.argmax(float_logits(x, w, b), axis=-1)
         return np.asarray(pred == labels)
 
     def _valid(self, devs: np.ndarray, width: int) -> np.ndarray | None:

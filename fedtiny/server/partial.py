@@ -26,6 +26,7 @@ from fedtiny.ondevice import FloatHead
 from fedtiny.ondevice.fast import ACCEPTED, NON_FINITE, NORM_TOO_LARGE
 from fedtiny.records import decode_int8_delta, encode_int8_delta
 from fedtiny.server.aggregate import update_stats, validate_updates, weighted_delta
+from fedtiny.server.exact import dot
 
 #: keys of a gateway's partial sums (all numpy arrays, so that they travel as a Flower ArrayRecord)
 SUM_W, SUM_B, SUM_N, SUM_LOSS, SUM_NLOSS, ACCEPTED_IDS = (
@@ -80,7 +81,7 @@ def reduce_updates(
         SUM_B: sb,
         SUM_N: np.array([n64.sum()]),
         SUM_LOSS: np.array([loss64.sum()]),
-        SUM_NLOSS: np.array([n64 @ loss64]),
+        SUM_NLOSS: np.array([dot(n64, loss64)]),  # no BLAS: its summation order depends on the CPU
         ACCEPTED_IDS: np.asarray(device_ids, dtype=np.int64),
     }
     for reason, count in val.reasons.items():
@@ -107,7 +108,7 @@ def sums_from_verdicts(
         SUM_B: np.asarray(sum_b, dtype=np.float64),
         SUM_N: np.array([n64.sum()]),
         SUM_LOSS: np.array([loss64.sum()]),
-        SUM_NLOSS: np.array([n64 @ loss64]),
+        SUM_NLOSS: np.array([dot(n64, loss64)]),  # no BLAS: its summation order depends on the CPU
         ACCEPTED_IDS: np.asarray(device_ids, dtype=np.int64)[ok],
         REJECTED + "non_finite": np.array([int((verdict == NON_FINITE).sum())], dtype=np.int64),
         REJECTED + "norm_too_large": np.array([int((verdict == NORM_TOO_LARGE).sum())], dtype=np.int64),
@@ -134,8 +135,8 @@ def merge(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if len(parts) == 1:
         return dict(parts[0])
     out = {
-        SUM_W: np.sum([p[SUM_W] for p in parts], axis=0),
-        SUM_B: np.sum([p[SUM_B] for p in parts], axis=0),
+        SUM_W: np.add.reduce([p[SUM_W] for p in parts], axis=0),  # chunks in order (a sequential loop)
+        SUM_B: np.add.reduce([p[SUM_B] for p in parts], axis=0),
         ACCEPTED_IDS: np.concatenate([p[ACCEPTED_IDS] for p in parts]),
     }
     for key in (SUM_N, SUM_LOSS, SUM_NLOSS):

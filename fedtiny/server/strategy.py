@@ -40,6 +40,7 @@ import numpy as np
 from fedtiny.config.derived import train_config
 from fedtiny.ondevice import FloatHead
 from fedtiny.server.aggregate import update_stats, weighted_delta
+from fedtiny.server.exact import dot, install_flower_exact
 
 if TYPE_CHECKING:
     from flwr.serverapp import Grid
@@ -353,7 +354,7 @@ class DeviceStrategy:
         else:
             p = n.astype(np.float64) / total  # the example-weighted mean update: all these strategies use
             step_w, step_b = weighted_delta(w, b, gw, gb, p * scale)
-            rows = [(gw + step_w, gb + step_b, total, float(p @ loss64), -1)]
+            rows = [(gw + step_w, gb + step_b, total, dot(p, loss64), -1)]  # no BLAS (CPU-dependent order)
         return self._flower_aggregate(server_round, gw, gb, rows, norm_bit)
 
     @property
@@ -413,6 +414,7 @@ class DeviceStrategy:
         """Flower's aggregate_train over one reply per row (weights, bias, examples, loss, device id)."""
         from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
+        install_flower_exact()  # Flower's BLAS distances and norms, FedAdam's np.power: exact (server/exact.py)
         replies = []
         with _identity():  # a device's reply to its train instruction: src_node_id is the device id
             for i, (rw, rb, ni, li, dev) in enumerate(rows):

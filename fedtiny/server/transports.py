@@ -36,7 +36,7 @@ class InlineTransport:
         pass
 
     def exchange(self, kind, head, cfg, per_gateway):  # type: ignore[no-untyped-def]
-        return [self.handle(kind, head, cfg, devs) for devs in per_gateway.values()], 0
+        return [self.handle(kind, head, cfg, per_gateway[g]) for g in sorted(per_gateway)], 0
 
 
 class FlowerTransport:
@@ -91,7 +91,13 @@ class FlowerTransport:
         ]
         replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout_s))
         key = "updates" if kind == "train" else "results"
-        parts = [record_to_arrays(m.content.array_records[key]) for m in replies if not m.has_error()]
+        # in gateway order, never arrival order: every float sum downstream then has one order
+        gateway_of = {node: g for g, node in self.node_of.items()}
+        ok = sorted(
+            (m for m in replies if not m.has_error()),
+            key=lambda m: (gateway_of.get(m.metadata.src_node_id, len(gateway_of)), m.metadata.src_node_id),
+        )
+        parts = [record_to_arrays(m.content.array_records[key]) for m in ok]
         return parts, len(msgs) - len(parts)
 
 
