@@ -111,9 +111,21 @@ def test_a_damaged_shipped_model_is_refused(
     assert not (empty_cache / "models").exists()  # refused, not retrained
 
 
-def test_a_changed_spec_has_no_shipped_model() -> None:
+def test_a_changed_spec_is_trained_and_cached(empty_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for override in ("seed=99", "model.epochs=11", "model.factory_samples=2000"):
         assert shipped_model(model_spec_of(load_scenario(QUICKSTART, [override]))) is None
+    spec = model_spec_of(load_scenario(QUICKSTART, ["seed=99"]))
+    built: list[object] = []
+
+    def fake_build(s: object, log: object) -> tuple[bytes, dict[str, float]]:  # stands in for TensorFlow
+        built.append(s)
+        return b"trained here", {"float_accuracy": 0.9, "int8_accuracy": 0.9}
+
+    monkeypatch.setattr(build, "build_entry", fake_build)
+    first = build_base_model(spec, log=lambda *_: None)
+    again = build_base_model(spec, log=lambda *_: None)
+    assert built == [spec] and first.tflite == again.tflite == b"trained here"
+    assert first.path == again.path == empty_cache / "models" / spec.key()
 
 
 @pytest.mark.slow
