@@ -864,7 +864,7 @@ def _spec_features(model: bytes, x: np.ndarray, floats: bool, c: int) -> tuple[n
 
 def _check_full_model_run(r: dict, model: bytes, x: np.ndarray, floats: bool, device_id: int) -> None:
     """A board's results of _full_model_session against the spec on TFLite Micro's features: the fixed-point
-    update bit for bit (it depends on every cached feature), the float update within the spec's tolerance,
+    update bit for bit (it depends on every cached feature), the float update bit for bit too,
     EVALUATE's accuracy exactly."""
     from fedtiny.model.flatbuffer import read_head
 

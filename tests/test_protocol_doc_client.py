@@ -393,7 +393,7 @@ def test_session_against_emulator(board):
         round_=rnd,
         device_ids=np.array([DEVICE_ID]),
     )
-    assert tr_loss == pytest.approx(float(ref.loss[0]), rel=1e-5)
+    assert np.float32(tr_loss).view(np.uint32) == ref.loss[0].view(np.uint32)  # bit for bit (ondevice.md 3a)
     assert n_ex == n  # the doc leaves num_examples open; the board reports the cached samples trained on
 
     # -- READ_UPDATE in pages, verified like a gateway
@@ -406,8 +406,8 @@ def test_session_against_emulator(board):
         ub.verify(KEY, DEVICE_ID + 1)
     assert (ub.update_id, ub.round, ub.num_examples, ub.C, ub.D) == (uid, rnd, n, C, D)
     assert ub.loss == tr_loss
-    np.testing.assert_allclose(ub.weights, ref.weights[0], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(ub.bias, ref.bias[0], rtol=1e-5, atol=1e-6)
+    assert np.array_equal(np.asarray(ub.weights, np.float32).view(np.uint32), ref.weights[0].view(np.uint32))
+    assert np.array_equal(np.asarray(ub.bias, np.float32).view(np.uint32), ref.bias[0].view(np.uint32))
     assert c.get_head().encode() == pa  # TRAIN does not change the running head
 
     # -- UPDATE_ACK: wrong id refused, right id OK, repeated ACK OK, then nothing pending
