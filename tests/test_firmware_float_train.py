@@ -11,6 +11,7 @@ The golden vectors (firmware/tests/golden/golden_train.h) hold the QEMU Cortex-M
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import subprocess
@@ -173,3 +174,47 @@ def test_c_float_training_bit_identical_to_spec(target: str, compiler: str) -> N
     assert pos == len(out)
     assert n >= 300 and finite == n, (n, finite)
     assert clamped >= 5  # some runs had logits far enough apart for exp to clamp (loss above 87)
+
+
+def test_builds_keep_contraction_off() -> None:
+    """Every build passes -ffp-contract=off, and ft_train.c does not rely on it: its pragmas switch contraction
+    off for gcc and clang, and a fast-math build does not compile."""
+    src = (FW / "core" / "ft_train.c").read_text()
+    for line in (
+        "#pragma STDC FP_CONTRACT OFF",
+        '#pragma GCC optimize("fp-contract=off")',
+        "#if defined(__FAST_MATH__)",
+    ):
+        assert line in src, line
+    warn = re.search(r"^WARN := (.*(?:\\\n.*)*)", (FW / "Makefile").read_text(), re.M)
+    assert warn and "-ffp-contract=off" in warn.group(1)
+    assert "$(WARN)" in (FW / "ports" / "b-l475e-iot01a" / "l475.mk").read_text()
+    assert "-ffp-contract=off" in (FW / "ports" / "esp-idf" / "main" / "CMakeLists.txt").read_text()
+
+
+@pytest.mark.parametrize("flags", [["-std=gnu11", "-ffp-contract=fast", "-O2"], ["-std=c99", "-Os"]])
+def test_cortex_m4f_code_has_no_fused_multiply_add(flags: list[str], tmp_path: Path) -> None:
+    """ft_train.c for a Cortex-M4F as the Arduino core compiles it (gnu11: gcc contracts by default, no way to
+    pass flags per sketch): no vfma/vfms/vfnma/vfnms, only separately rounded multiplies and adds. And
+    -ffast-math is refused."""
+    cc, objdump = "arm-none-eabi-gcc", "arm-none-eabi-objdump"
+    if shutil.which(cc) is None or shutil.which(objdump) is None:
+        pytest.skip(f"{cc} not installed")
+    arch = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+    inc = [f"-I{FW / d}" for d in ("core", "app", "ports/common", "ports/mps2-an386")]
+    obj = tmp_path / "ft_train.o"
+    r = subprocess.run(
+        [cc, *flags, *arch, *inc, "-c", str(FW / "core" / "ft_train.c"), "-o", str(obj)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    asm = subprocess.run([objdump, "-d", str(obj)], capture_output=True, text=True, check=True).stdout
+    assert "vmul.f32" in asm
+    assert not re.findall(r"\bvfn?m[as](?:[a-z]{2})?\.f32", asm)  # (with a condition: vfmami)
+    r = subprocess.run(
+        [cc, "-ffast-math", *flags, *arch, *inc, "-c", str(FW / "core" / "ft_train.c"), "-o", str(obj)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0 and "fast-math" in r.stderr
