@@ -1,12 +1,13 @@
 """A compiled per-device head trainer: :func:`fedtiny.ondevice.train.train_heads`, fast.
 
 Same arguments, sample order (the counter-based hash of docs/ondevice.md §3), batching, momentum, weight
-decay, FedProx, per-device ``counts`` and loss as the numpy spec, which stays the readable reference. The
-difference: each device is one loop over its own tiny matrices (numba, float32, devices spread over the cores),
-float sums may be reordered (``fastmath`` reassociation and fused multiply-add) and exp is a float32
-polynomial (:func:`_exp_shifted`), so the results agree with the spec within the tolerance docs/ondevice.md
-states ("The fast kernel"), not bit for bit. Every
-device is computed alone in a fixed order, so the bits do not depend on the number of threads.
+decay, FedProx, per-device ``counts``, loss **and bits** as the numpy spec, which stays the readable reference:
+each device is one loop over its own tiny matrices (numba, float32, devices spread over the cores) computing the
+spec's float32 operations in the spec's order, never fastmath (no reassociation, no fused multiply-add), with the
+spec's own exp and log (:mod:`fedtiny.ondevice.fmath`). Speed comes from SIMD lanes that never share a sum: the
+forward pass keeps eight samples by two classes of independent sums (each over d in order) that LLVM's SLP
+vectorizer packs into registers, the backward pass vectorizes over the feature axis (each entry adds the batch
+in order). So the bits depend neither on the CPU target nor on the number of threads.
 
 Threads: numba's thread pool, capped at ``OMP_NUM_THREADS`` when that is set (Ray sets it to a worker's
 ``num_cpus``), so two Ray workers on two cores do not each run two threads.
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from fedtiny.errors import ModelError
+from fedtiny.ondevice import fmath
 from fedtiny.ondevice.shuffle import stream_key
 from fedtiny.ondevice.train import TrainConfig, TrainResult, train_heads
 
@@ -78,33 +80,68 @@ def _order(key: Any, n: int, order: np.ndarray, sk: np.ndarray) -> None:
         order[r] = s
 
 
+_EXP_LO, _LOG2E, _LN2_HI, _LN2_LO = fmath.EXP_LO, fmath.LOG2E, fmath.LN2_HI, fmath.LN2_LO
+_E0, _E1, _E2, _E3, _E4, _E5 = fmath.EXP_POLY
+_L0, _L1, _L2, _L3, _L4, _L5, _L6, _L7, _L8 = fmath.LOG_POLY
+_SQRT_HALF = fmath.SQRT_HALF
+
+
+def _f32_to_bits(x: Any) -> Any:
+    """The int32 bits of the float32 ``x`` (a numba intrinsic below; this is the plain fallback)."""
+    return np.array(x, dtype=np.float32).view(np.int32)[()]
+
+
 def _bits_to_f32(bits: Any) -> Any:
     """The float32 whose bits are the int32 ``bits`` (a numba intrinsic below; this is the plain fallback)."""
     return np.array(bits, dtype=np.int32).view(np.float32)[()]
 
 
-def _exp_shifted(z: np.ndarray, n: int) -> None:
-    """``z[:n] = exp(z[:n])`` for arguments ``<= 0`` (logits minus their max), float32, in one vector loop.
+def _exp1(v: Any) -> Any:
+    """:func:`fedtiny.ondevice.fmath.exp_f32` of one float32 (the same operations in the same order)."""
+    v = _EXP_LO if v < _EXP_LO else v
+    fk = np.floor(v * _LOG2E + np.float32(0.5))
+    r = (v - fk * _LN2_HI) - fk * _LN2_LO
+    fk = fk if fk >= np.float32(-126.0) else np.float32(-126.0)  # NaN: any valid exponent
+    p = _E0
+    p = p * r + _E1
+    p = p * r + _E2
+    p = p * r + _E3
+    p = p * r + _E4
+    p = p * r + _E5
+    e = ((p * r) * r + r) + np.float32(1.0)
+    return e * _bits_to_f32((np.int32(fk) + np.int32(127)) << np.int32(23))
 
-    Cephes' ``expf``: ``x = k ln2 + r`` with ``|r| <= ln2 / 2`` (ln2 in two parts), a degree-6 polynomial
-    for ``e^r`` and ``2^k`` built from its exponent bits; relative error below 3e-7 (measured; a correctly
-    rounded float32 exp: 6e-8). Arguments below -87 count as -87 (``e^-87 = 1.6e-38`` instead of a subnormal
-    or 0: invisible next to the max's ``e^0 = 1``); NaN stays NaN (the clamps are compares that NaN fails).
-    """
-    for q in range(n):
-        v = z[q]
-        v = np.float32(-87.0) if v < np.float32(-87.0) else v
-        fk = np.floor(v * np.float32(1.44269504088896341) + np.float32(0.5))
-        r = v - fk * np.float32(0.693359375) - fk * np.float32(-2.12194440e-4)
-        fk = fk if fk >= np.float32(-126.0) else np.float32(-126.0)  # NaN: any valid exponent
-        p = np.float32(1.9875691500e-4)
-        p = p * r + np.float32(1.3981999507e-3)
-        p = p * r + np.float32(8.3334519073e-3)
-        p = p * r + np.float32(4.1665795894e-2)
-        p = p * r + np.float32(1.6666665459e-1)
-        p = p * r + np.float32(5.0000001201e-1)
-        e = p * r * r + r + np.float32(1.0)
-        z[q] = e * _bits_to_f32((np.int32(fk) + np.int32(127)) << np.int32(23))
+
+def _log1(x: Any) -> Any:
+    """:func:`fedtiny.ondevice.fmath.log_f32` of one float32 (the same operations in the same order)."""
+    bits = _f32_to_bits(x)
+    ex = ((bits >> np.int32(23)) & np.int32(0xFF)) - np.int32(126)
+    mant = _bits_to_f32((bits & np.int32(0x007FFFFF)) | np.int32(0x3F000000))
+    if mant < _SQRT_HALF:
+        fe = np.float32(ex - np.int32(1))
+        t = (mant + mant) - np.float32(1.0)
+    else:
+        fe = np.float32(ex)
+        t = mant - np.float32(1.0)
+    z = t * t
+    y = _L0
+    y = y * t + _L1
+    y = y * t + _L2
+    y = y * t + _L3
+    y = y * t + _L4
+    y = y * t + _L5
+    y = y * t + _L6
+    y = y * t + _L7
+    y = y * t + _L8
+    y = (y * t) * z
+    y = y + fe * _LN2_LO
+    y = y - np.float32(0.5) * z
+    res = (t + y) + fe * _LN2_HI
+    if not (x >= np.float32(1.17549435e-38)):
+        res = np.float32(np.nan)
+    if x == np.float32(np.inf) or x != x:
+        res = x
+    return res
 
 
 #: verdicts of :func:`train_pooled_sums` per device (the server's rejection reasons, fedtiny/server/aggregate.py)
@@ -217,13 +254,17 @@ def _train_kernel(
     zero = np.float32(0.0)
     n_blocks = (k + _BLOCK - 1) // _BLOCK
     summing = sum_w.shape[0] > 0
+    bsp = bsz + (-bsz) % 8  # sample lanes padded to a multiple of 8 (padding lanes hold zeros, never read back)
     for blk in numba.prange(n_blocks):
         order = np.empty(cap, dtype=np.int64)
         sk = np.empty(cap, dtype=np.uint64)
-        xb = np.empty((bsz, dim), dtype=np.float32)
-        z = np.empty(bsz * n_cls, dtype=np.float32)  # logits, then probabilities, then gradients [j, c]
+        xb = np.empty((bsz, dim), dtype=np.float32)  # the batch, one sample per row (backward pass)
+        xt = np.zeros((dim, bsp), dtype=np.float32)  # the same, one feature per row (forward pass)
+        zt = np.empty((n_cls, bsp), dtype=np.float32)  # logits, then exponentials, then gradients [c, j]
         ys = np.empty(bsz, dtype=np.int64)
-        zy = np.empty(bsz, dtype=np.float32)
+        mx = np.empty(bsz, dtype=np.float32)
+        ssum = np.empty(bsz, dtype=np.float32)
+        lj = np.empty(bsz, dtype=np.float32)
         gw = np.empty((n_cls, dim), dtype=np.float32)
         gb = np.empty(n_cls, dtype=np.float32)
         vw = np.empty((n_cls, dim), dtype=np.float32)
@@ -270,142 +311,131 @@ def _train_kernel(
                             break
                         ys[j] = plabels[r]
                         for d in range(dim):
-                            xb[j, d] = (np.float32(pool[r, d]) - zp) * scale
+                            v = (np.float32(pool[r, d]) - zp) * scale
+                            xb[j, d] = v
+                            xt[d, j] = v
                     if bad:
                         break
-                    j = 0
-                    while j + 4 <= m:
+                    for j in range(m, bsp):
+                        for d in range(dim):
+                            xt[d, j] = zero
+                    # forward: eight samples by two classes per pass over the features, sixteen independent
+                    # sums each in the spec's order over d (the SLP vectorizer packs them into SIMD lanes)
+                    for jb in range(0, m, 8):
                         c = 0
-                        while c + 2 <= n_cls:
-                            a0, a1, a2, a3 = zero, zero, zero, zero
-                            e0, e1, e2, e3 = zero, zero, zero, zero
+                        while c < n_cls:
+                            c2 = c + 1 if c + 1 < n_cls else c  # an odd last class is computed twice
+                            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
+                            e0 = e1 = e2 = e3 = e4 = e5 = e6 = e7 = zero
                             for d in range(dim):
-                                wv = wi[c, d]
-                                wu = wi[c + 1, d]
-                                x0 = xb[j, d]
-                                x1 = xb[j + 1, d]
-                                x2 = xb[j + 2, d]
-                                x3 = xb[j + 3, d]
-                                a0 += wv * x0
-                                a1 += wv * x1
-                                a2 += wv * x2
-                                a3 += wv * x3
-                                e0 += wu * x0
-                                e1 += wu * x1
-                                e2 += wu * x2
-                                e3 += wu * x3
-                            bc = bi[c]
-                            z[j * n_cls + c] = a0 + bc
-                            z[(j + 1) * n_cls + c] = a1 + bc
-                            z[(j + 2) * n_cls + c] = a2 + bc
-                            z[(j + 3) * n_cls + c] = a3 + bc
-                            bc = bi[c + 1]
-                            z[j * n_cls + c + 1] = e0 + bc
-                            z[(j + 1) * n_cls + c + 1] = e1 + bc
-                            z[(j + 2) * n_cls + c + 1] = e2 + bc
-                            z[(j + 3) * n_cls + c + 1] = e3 + bc
+                                wa = wi[c, d]
+                                wb = wi[c2, d]
+                                x0 = xt[d, jb + 0]
+                                x1 = xt[d, jb + 1]
+                                x2 = xt[d, jb + 2]
+                                x3 = xt[d, jb + 3]
+                                x4 = xt[d, jb + 4]
+                                x5 = xt[d, jb + 5]
+                                x6 = xt[d, jb + 6]
+                                x7 = xt[d, jb + 7]
+                                a0 = a0 + wa * x0
+                                a1 = a1 + wa * x1
+                                a2 = a2 + wa * x2
+                                a3 = a3 + wa * x3
+                                a4 = a4 + wa * x4
+                                a5 = a5 + wa * x5
+                                a6 = a6 + wa * x6
+                                a7 = a7 + wa * x7
+                                e0 = e0 + wb * x0
+                                e1 = e1 + wb * x1
+                                e2 = e2 + wb * x2
+                                e3 = e3 + wb * x3
+                                e4 = e4 + wb * x4
+                                e5 = e5 + wb * x5
+                                e6 = e6 + wb * x6
+                                e7 = e7 + wb * x7
+                            zt[c, jb + 0] = a0
+                            zt[c, jb + 1] = a1
+                            zt[c, jb + 2] = a2
+                            zt[c, jb + 3] = a3
+                            zt[c, jb + 4] = a4
+                            zt[c, jb + 5] = a5
+                            zt[c, jb + 6] = a6
+                            zt[c, jb + 7] = a7
+                            zt[c2, jb + 0] = e0
+                            zt[c2, jb + 1] = e1
+                            zt[c2, jb + 2] = e2
+                            zt[c2, jb + 3] = e3
+                            zt[c2, jb + 4] = e4
+                            zt[c2, jb + 5] = e5
+                            zt[c2, jb + 6] = e6
+                            zt[c2, jb + 7] = e7
                             c += 2
-                        c_rest = c
-                        for c in range(c_rest, n_cls):
-                            a0, a1, a2, a3 = zero, zero, zero, zero
-                            for d in range(dim):
-                                wv = wi[c, d]
-                                a0 += wv * xb[j, d]
-                                a1 += wv * xb[j + 1, d]
-                                a2 += wv * xb[j + 2, d]
-                                a3 += wv * xb[j + 3, d]
-                            bc = bi[c]
-                            z[j * n_cls + c] = a0 + bc
-                            z[(j + 1) * n_cls + c] = a1 + bc
-                            z[(j + 2) * n_cls + c] = a2 + bc
-                            z[(j + 3) * n_cls + c] = a3 + bc
-                        j += 4
-                    while j < m:
-                        for c in range(n_cls):
-                            a0 = zero
-                            for d in range(dim):
-                                a0 += wi[c, d] * xb[j, d]
-                            z[j * n_cls + c] = a0 + bi[c]
-                        j += 1
+                    for c in range(n_cls):
+                        bc = bi[c]
+                        for j in range(m):
+                            zt[c, j] = zt[c, j] + bc
+                    # softmax and loss (docs/ondevice.md §3): running max, exp of the shifted logits, their sum
+                    # in class order, log of the sum
                     for j in range(m):
-                        o = j * n_cls
-                        zmax = z[o]
-                        for c in range(1, n_cls):
-                            zmax = max(zmax, z[o + c])
-                        zy[j] = z[o + ys[j]] - zmax
-                        for c in range(n_cls):
-                            z[o + c] -= zmax
-                    _exp_shifted(z, m * n_cls)
-                    prod = 1.0  # product of up to 16 sums (each in [1, n_cls]): one log per 16 samples
+                        mx[j] = zt[0, j]
+                        ssum[j] = zero
+                    for c in range(1, n_cls):
+                        for j in range(m):
+                            v = zt[c, j]
+                            mx[j] = v if v > mx[j] else mx[j]
                     for j in range(m):
-                        o = j * n_cls
-                        tot = zero
-                        for c in range(n_cls):
-                            tot += z[o + c]
-                        prod *= float(tot)
-                        loss_sum -= zy[j]
-                        if j & 15 == 15:
-                            loss_sum += np.log(prod)
-                            prod = 1.0
-                        inv = inv_m / tot
-                        for c in range(n_cls):
-                            z[o + c] *= inv
-                        z[o + ys[j]] -= inv_m
-                    if m & 15 != 0:
-                        loss_sum += np.log(prod)
+                        lj[j] = zt[ys[j], j] - mx[j]
+                    for c in range(n_cls):
+                        for j in range(m):
+                            v = _exp1(zt[c, j] - mx[j])
+                            zt[c, j] = v
+                            ssum[j] = ssum[j] + v
+                    for j in range(m):
+                        lj[j] = _log1(ssum[j]) - lj[j]
+                    for j in range(m):
+                        loss_sum += np.float64(lj[j])
+                    for c in range(n_cls):
+                        for j in range(m):
+                            zt[c, j] = zt[c, j] / ssum[j]
+                    for j in range(m):
+                        zt[ys[j], j] = zt[ys[j], j] - one
+                    for c in range(n_cls):
+                        for j in range(m):
+                            zt[c, j] = zt[c, j] * inv_m
+                    # backward: each gradient entry sums the batch in order from +0, vectorized over d
                     for c in range(n_cls):
                         s = zero
                         for j in range(m):
-                            s += z[j * n_cls + c]
+                            s = s + zt[c, j]
                         gb[c] = s
                         for d in range(dim):
                             gw[c, d] = zero
-                    j = 0
-                    while j + 4 <= m:
-                        c = 0
-                        while c + 2 <= n_cls:
-                            g0 = z[j * n_cls + c]
-                            g1 = z[(j + 1) * n_cls + c]
-                            g2 = z[(j + 2) * n_cls + c]
-                            g3 = z[(j + 3) * n_cls + c]
-                            h0 = z[j * n_cls + c + 1]
-                            h1 = z[(j + 1) * n_cls + c + 1]
-                            h2 = z[(j + 2) * n_cls + c + 1]
-                            h3 = z[(j + 3) * n_cls + c + 1]
+                        j = 0
+                        while j + 4 <= m:
+                            g0 = zt[c, j]
+                            g1 = zt[c, j + 1]
+                            g2 = zt[c, j + 2]
+                            g3 = zt[c, j + 3]
                             for d in range(dim):
-                                x0 = xb[j, d]
-                                x1 = xb[j + 1, d]
-                                x2 = xb[j + 2, d]
-                                x3 = xb[j + 3, d]
-                                gw[c, d] += (g0 * x0 + g1 * x1) + (g2 * x2 + g3 * x3)
-                                gw[c + 1, d] += (h0 * x0 + h1 * x1) + (h2 * x2 + h3 * x3)
-                            c += 2
-                        c_rest = c
-                        for c in range(c_rest, n_cls):
-                            g0 = z[j * n_cls + c]
-                            g1 = z[(j + 1) * n_cls + c]
-                            g2 = z[(j + 2) * n_cls + c]
-                            g3 = z[(j + 3) * n_cls + c]
-                            for d in range(dim):
-                                gw[c, d] += (g0 * xb[j, d] + g1 * xb[j + 1, d]) + (
-                                    g2 * xb[j + 2, d] + g3 * xb[j + 3, d]
+                                gw[c, d] = (((gw[c, d] + g0 * xb[j, d]) + g1 * xb[j + 1, d]) + g2 * xb[j + 2, d]) + (
+                                    g3 * xb[j + 3, d]
                                 )
-                        j += 4
-                    while j < m:
-                        for c in range(n_cls):
-                            g0 = z[j * n_cls + c]
+                            j += 4
+                        while j < m:
+                            g0 = zt[c, j]
                             for d in range(dim):
-                                gw[c, d] += g0 * xb[j, d]
-                        j += 1
+                                gw[c, d] = gw[c, d] + g0 * xb[j, d]
+                            j += 1
                     if wd > 0:
                         for c in range(n_cls):
                             for d in range(dim):
-                                gw[c, d] += wd * wi[c, d]
+                                gw[c, d] = gw[c, d] + wd * wi[c, d]
                     if mu > 0:
                         for c in range(n_cls):
                             for d in range(dim):
-                                gw[c, d] += mu * (wi[c, d] - w0[c, d])
-                            gb[c] += mu * (bi[c] - b0[c])
+                                gw[c, d] = gw[c, d] + mu * (wi[c, d] - w0[c, d])
+                            gb[c] = gb[c] + mu * (bi[c] - b0[c])
                     if mom > 0:
                         for c in range(n_cls):
                             for d in range(dim):
@@ -416,8 +446,8 @@ def _train_kernel(
                             gb[c] = vb[c]
                     for c in range(n_cls):
                         for d in range(dim):
-                            wi[c, d] -= lr * gw[c, d]
-                        bi[c] -= lr * gb[c]
+                            wi[c, d] = wi[c, d] - lr * gw[c, d]
+                        bi[c] = bi[c] - lr * gb[c]
                     steps += 1
             loss_out[i] = loss_sum / max(n * epochs, 1)
             steps_out[i] = -1 if bad else steps
@@ -441,14 +471,39 @@ if numba is not None:
 
         return sig, codegen
 
+    @intrinsic
+    def _f32_to_bits_intrinsic(typingctx: Any, x: Any) -> Any:
+        sig = numba.types.int32(numba.types.float32)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.bitcast(args[0], _ir.IntType(32))
+
+        return sig, codegen
+
     _bits_to_f32 = _bits_to_f32_intrinsic  # type: ignore[assignment]
-    _jit = numba.njit(cache=True, fastmath=FASTMATH)
+    _f32_to_bits = _f32_to_bits_intrinsic  # type: ignore[assignment]
+    # never fastmath: reassociation and contraction into fused multiply-add would make the bits depend on the
+    # CPU target LLVM compiles for (docs/ondevice.md §3a)
+    _jit = numba.njit(cache=True)
     _mix = _jit(_mix)
     _order = _jit(_order)
-    _exp_shifted = _jit(_exp_shifted)
-    update_norm_sq = numba.njit(cache=True)(update_norm_sq)  # no fastmath: the server's float64 expressions
+    _exp1 = _jit(_exp1)
+    _log1 = _jit(_log1)
+    update_norm_sq = numba.njit(cache=True)(update_norm_sq)  # the server's float64 expressions
     _check_add = numba.njit(cache=True)(_check_add)
-    _kernel = numba.njit(cache=True, parallel=True, fastmath=FASTMATH)(_train_kernel)
+    _kernel = numba.njit(cache=True, parallel=True)(_train_kernel)
+
+
+def fastmath_kernel() -> Callable[..., None]:
+    """The same kernel compiled with ``fastmath`` (reassociation, contraction): not the spec's bits, for
+    ``benchmarks/fleet_throughput.py`` to print what exactness costs. Compiled on first use."""
+    global _kernel_fastmath
+    if _kernel_fastmath is None:
+        _kernel_fastmath = numba.njit(cache=True, parallel=True, fastmath=FASTMATH)(_train_kernel)
+    return _kernel_fastmath
+
+
+_kernel_fastmath: Callable[..., None] | None = None
 
 
 def worker_threads() -> int:
@@ -494,6 +549,7 @@ def _run(
     input_zero_point: int,
     keys: np.ndarray,
     sums: tuple[Any, ...] | None = None,
+    fastmath: bool = False,
 ) -> TrainResult:
     """Call the kernel with numba's threads capped (see the module docstring); raise on bad rows or labels.
     Without ``sums`` it writes every head; with them (the summing arguments of :func:`_train_kernel`) it adds
@@ -509,8 +565,14 @@ def _run(
     prev = numba.get_num_threads()
     numba.set_num_threads(worker_threads())
     chunk = numba.set_parallel_chunksize(4)  # blocks of devices handed out dynamically: robust to a busy core
+    # LLVM's SLP vectorizer packs the forward pass's sixteen independent sums into SIMD registers (3x faster);
+    # numba leaves it off by default (numba #8705, a miscompilation it hit elsewhere), so it is on only while
+    # this kernel compiles. It never reorders a sum (no fastmath), and tests/test_ondevice_fast.py checks the
+    # compiled kernel against the numpy spec bit for bit.
+    slp = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
     try:
-        _kernel(
+        (fastmath_kernel() if fastmath else _kernel)(
             w_init,
             b_init,
             pool,
@@ -532,6 +594,7 @@ def _run(
             *(sums if sums is not None else _no_sums(n_cls, dim)),
         )
     finally:
+        numba.config.SLP_VECTORIZE = slp
         numba.set_parallel_chunksize(chunk)
         numba.set_num_threads(prev)
     if (steps < 0).any():
