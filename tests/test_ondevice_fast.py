@@ -16,7 +16,6 @@ from fedtiny.ondevice import TrainConfig, train_heads
 from fedtiny.ondevice.fast import HAVE_NUMBA, train_heads_fast, train_pooled
 
 
-
 def random_case(seed: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Random heads (shared or per device), caches, counts (0, partial, full) and hyper-parameters."""
     rng = np.random.default_rng(seed)
@@ -83,8 +82,9 @@ def test_fast_kernel_equals_the_spec_where_logits_saturate_and_heads_are_not_fin
     w[1, 0, 0] = np.nan
     if len(counts) > 2:
         b[2, -1] = np.inf
-    fast, ref = train_heads_fast(w, b, feats, labels, counts, cfg, **kw), train_heads(
-        w, b, feats, labels, counts, cfg, **kw
+    fast, ref = (
+        train_heads_fast(w, b, feats, labels, counts, cfg, **kw),
+        train_heads(w, b, feats, labels, counts, cfg, **kw),
     )
     same_bits(fast, ref)
     assert np.isnan(fast.weights[1]).any()
@@ -169,7 +169,9 @@ def test_exp_and_log_are_close_to_the_true_functions_and_keep_nan() -> None:
     low = exp_f32(np.float32([-87.5, -100, -1e30, -np.inf, np.nan]))  # below -87: e^-87, a normal float
     assert (low[:4] > 1.1e-38).all() and (low[:4] <= 1.7e-38).all() and np.isnan(low[4])
     assert exp_f32(np.float32([0.0]))[0] == 1.0
-    s = np.concatenate([np.linspace(1, 2, 100_001, dtype=np.float32), np.geomspace(1, 1e6, 100_001, dtype=np.float32)])
+    s = np.concatenate(
+        [np.linspace(1, 2, 100_001, dtype=np.float32), np.geomspace(1, 1e6, 100_001, dtype=np.float32)]
+    )
     got, ref = log_f32(s), np.log(s.astype(np.float64))
     assert (np.abs(got - ref) <= 3e-7 * np.maximum(ref, 1.0)).all()  # measured 2.6e-7 absolute on [1, 1000]
     assert log_f32(np.float32([1.0]))[0] == 0.0
@@ -225,7 +227,11 @@ def test_same_bits_under_other_cpu_targets(tmp_path: Any) -> None:
     digests = []
     for env in [{}, *other_cpu_envs(tmp_path)]:
         out = subprocess.run(
-            [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=600
+            [sys.executable, "-c", code],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert out.returncode == 0, out.stderr[-2000:]
         digests.append((env, out.stdout.strip().splitlines()[-1]))

@@ -254,7 +254,9 @@ def _train_kernel(
     zero = np.float32(0.0)
     n_blocks = (k + _BLOCK - 1) // _BLOCK
     summing = sum_w.shape[0] > 0
-    bsp = bsz + (-bsz) % 8  # sample lanes padded to a multiple of 8 (padding lanes hold zeros, never read back)
+    bsp = (
+        bsz + (-bsz) % 8
+    )  # sample lanes padded to a multiple of 8 (padding lanes hold zeros, never read back)
     for blk in numba.prange(n_blocks):
         order = np.empty(cap, dtype=np.int64)
         sk = np.empty(cap, dtype=np.uint64)
@@ -418,9 +420,9 @@ def _train_kernel(
                             g2 = zt[c, j + 2]
                             g3 = zt[c, j + 3]
                             for d in range(dim):
-                                gw[c, d] = (((gw[c, d] + g0 * xb[j, d]) + g1 * xb[j + 1, d]) + g2 * xb[j + 2, d]) + (
-                                    g3 * xb[j + 3, d]
-                                )
+                                gw[c, d] = (
+                                    ((gw[c, d] + g0 * xb[j, d]) + g1 * xb[j + 1, d]) + g2 * xb[j + 2, d]
+                                ) + (g3 * xb[j + 3, d])
                             j += 4
                         while j < m:
                             g0 = zt[c, j]
