@@ -571,8 +571,8 @@ def _run(
     # numba leaves it off by default (numba #8705, a miscompilation it hit elsewhere), so it is on only while
     # this kernel compiles. It never reorders a sum (no fastmath), and tests/test_ondevice_fast.py checks the
     # compiled kernel against the numpy spec bit for bit.
-    slp = numba.config.SLP_VECTORIZE
-    numba.config.SLP_VECTORIZE = 1
+    slp = getattr(numba.config, "SLP_VECTORIZE", 0)
+    setattr(numba.config, "SLP_VECTORIZE", 1)  # noqa: B010  (numba's config module has no stubs)
     try:
         (fastmath_kernel() if fastmath else _kernel)(
             w_init,
@@ -596,7 +596,7 @@ def _run(
             *(sums if sums is not None else _no_sums(n_cls, dim)),
         )
     finally:
-        numba.config.SLP_VECTORIZE = slp
+        setattr(numba.config, "SLP_VECTORIZE", slp)  # noqa: B010
         numba.set_parallel_chunksize(chunk)
         numba.set_num_threads(prev)
     if (steps < 0).any():

@@ -62,7 +62,7 @@ def exp_f32(v: np.ndarray) -> np.ndarray:
     fk = np.floor(v * LOG2E + F32(0.5))
     r = (v - fk * LN2_HI) - fk * LN2_LO
     fk = np.where(fk >= F32(-126.0), fk, F32(-126.0))  # only NaN fails the compare
-    p = EXP_POLY[0]
+    p = np.full(r.shape, EXP_POLY[0], dtype=F32)
     for c in EXP_POLY[1:]:
         p = p * r + c
     e = ((p * r) * r + r) + F32(1.0)
@@ -86,7 +86,7 @@ def log_f32(x: np.ndarray) -> np.ndarray:
     fe = np.where(small, e - 1, e).astype(F32)
     t = np.where(small, (m + m) - F32(1.0), m - F32(1.0))
     z = t * t
-    y = LOG_POLY[0]
+    y = np.full(t.shape, LOG_POLY[0], dtype=F32)
     for c in LOG_POLY[1:]:
         y = y * t + c
     y = (y * t) * z
