@@ -581,12 +581,15 @@ def write_corpus() -> list[Path]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="fail if a checked-in header differs")
+    ap.add_argument(
+        "--dir", type=Path, default=GOLDEN, help="the headers' folder (default: the checked-in one)"
+    )
     args = ap.parse_args()
-    GOLDEN.mkdir(parents=True, exist_ok=True)
+    args.dir.mkdir(parents=True, exist_ok=True)
     stale = []
     for section in SECTIONS:
         name, text = section()
-        path = GOLDEN / name
+        path = args.dir / name
         if args.check:
             if not path.exists() or path.read_text() != text:
                 stale.append(name)
