@@ -758,11 +758,14 @@ def train_heads_fast(
     seed: int,
     round_: int,
     device_ids: np.ndarray,
+    fastmath: bool = False,
 ) -> TrainResult:
     """:func:`fedtiny.ondevice.train.train_heads` compiled: same arguments and results within the stated tolerance.
 
     ``features`` int8 [K, N, D] (cache slots), ``labels`` [K, N], ``counts`` [K] (clipped to N); ``weights``
     [C, D] (one head for all) or [K, C, D]. Falls back to the numpy spec when numba is not importable.
+    ``fastmath=True`` runs the kernel compiled with reassociation and contraction instead: not the spec's bits,
+    only for ``benchmarks/fleet_throughput.py`` to show what exactness costs.
     """
     if _kernel is None:  # pragma: no cover
         return train_heads(
@@ -808,4 +811,5 @@ def train_heads_fast(
         input_scale,
         input_zero_point,
         _keys(seed, round_, device_ids, cfg.epochs),
+        fastmath=fastmath,
     )
