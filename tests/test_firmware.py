@@ -45,6 +45,7 @@ from fedtiny.ondevice import (
     train_heads,
     train_heads_fixed,
 )
+from fedtiny.ondevice.evaluate import evaluate_head
 
 ROOT = Path(__file__).resolve().parents[1]
 FW = ROOT / "firmware"
@@ -294,6 +295,12 @@ def full_command_set(s: BoardSession, device_id: int, capacity: int, reconnect) 
     ev = s.evaluate()
     q = head_forward_int8(head, x[-capacity:] if len(x) > capacity else x)
     assert ev.n == min(len(y), capacity)
+    # EVALUATE bit for bit as the spec (docs/protocol.md: the training spec's float32 softmax, exp and log)
+    cache = FeatureCache(1, capacity, x.shape[1])
+    cache.push(x[None], y[None])
+    acc, loss = evaluate_head(head, cache.features[0, : ev.n], cache.labels[0, : ev.n])
+    assert np.float32(ev.accuracy).tobytes() == np.float32(acc).tobytes()
+    assert np.float32(ev.loss).tobytes() == np.float32(loss).tobytes(), (ev.loss, loss)
     # SET_HEAD (RAM only), checked through GET_HEAD and EVALUATE
     h2 = head.with_(bias=head.bias + 100)
     s.set_head(h2)

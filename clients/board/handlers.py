@@ -46,10 +46,10 @@ from fedtiny.model.info import min_arena_bytes
 from fedtiny.ondevice import (
     TrainConfig,
     dequantize_head,
-    head_forward_int8,
     train_heads,
     train_heads_fixed,
 )
+from fedtiny.ondevice.evaluate import evaluate_head
 
 _ARENAS: dict[bytes, int] = {}  # sha256 of a backbone .tflite -> TFLite Micro's smallest arena for it
 
@@ -283,11 +283,7 @@ def evaluate(b: Board, p: bytes) -> Reply:
         feats, labels = feats[:max_n], labels[:max_n]
     if len(labels) == 0:
         return err(Status.CACHE_EMPTY, "no cached samples")
-    q = head_forward_int8(b.head, feats).astype(np.float32)
-    logits = (q - b.head.output_zero_point) * np.float32(b.head.output_scale)
-    acc = float(np.mean(np.argmax(q, axis=1) == labels))
-    z = logits - logits.max(axis=1, keepdims=True)
-    loss = float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(labels)), labels]))
+    acc, loss = evaluate_head(b.head, feats, labels)
     return Reply(payload=EvalResult(len(labels), acc, loss).encode())
 
 
