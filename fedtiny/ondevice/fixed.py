@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedtiny.errors import ModelError
+from fedtiny.ondevice.fmath import log_f32
 from fedtiny.ondevice.quant import INT32_MAX, INT32_MIN, quantize_multiplier, round_half_away
 from fedtiny.ondevice.train import TrainConfig, TrainResult, batches
 
@@ -103,7 +104,12 @@ def train_heads_fixed(
         tot = e.sum(axis=-1, keepdims=True)
         p = (e << 16) // tot
         xy = np.take_along_axis(x, y[..., None], axis=-1)[..., 0]
-        loss_sum += np.where(valid, np.log(tot[..., 0] / 65536.0) - xy / 65536.0, 0.0).sum(axis=1)
+        # float32 per sample (docs/ondevice.md §3b), added in double in visit order
+        lj = log_f32(tot[..., 0].astype(np.float32) / np.float32(65536.0)) - xy.astype(
+            np.float32
+        ) / np.float32(65536.0)
+        for j in range(bsz):
+            loss_sum += np.where(valid[:, j], lj[:, j].astype(np.float64), 0.0)
         g = p
         g[rows, np.arange(bsz)[None, :], y] -= 65536
         g = np.sign(g) * (np.abs(g) // m[:, None, None])  # C division: truncate toward zero

@@ -314,7 +314,8 @@ ft_status ft_train_fixed(ft_float_head *fh, const ft_cache *cache, float input_s
                     e[c] = exp2_q16(asr64(z[c] * LOG2E_Q16, 16));
                     tot += e[c];
                 }
-                loss_sum += log((double)tot / 65536.0) - (double)z[y] / 65536.0;
+                /* float32 per sample (docs/ondevice.md 3b): no libm log, whose last bits differ between libraries */
+                loss_sum += (double)(ft_logf((float)tot / 65536.0f) - (float)z[y] / 65536.0f);
                 for (c = 0; c < C; c++) {
                     int64_t g = (e[c] * 65536) / tot - (c == y ? 65536 : 0);
                     int64_t *gw = wk->u.q.GW + (size_t)c * D;

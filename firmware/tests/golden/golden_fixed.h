@@ -4441,7 +4441,7 @@ static const float gfx3_b[16] = {
 static const golden_fixed_case golden_fixed[] = {
     {10, 64, 200, 200, 0x1.64ea320000000p-3f, 73, gfx0_w0, gfx0_b0, gfx0_x, gfx0_y, 1, 16, 0x1.99999a0000000p-5f, 436941018ull, 66u, 2835634627u, gfx0_w, gfx0_b, 0x1.fd900e0000000p+7f, 13u},
     {10, 64, 200, 260, 0x1.8419840000000p-5f, -127, gfx1_w0, gfx1_b0, gfx1_x, gfx1_y, 2, 16, 0x1.99999a0000000p-3f, 2436332193ull, 73u, 3894490868u, gfx1_w, gfx1_b, 0x1.f946080000000p+6f, 26u},
-    {4, 12, 50, 37, 0x1.3d08a60000000p-4f, -33, gfx2_w0, gfx2_b0, gfx2_x, gfx2_y, 3, 7, 0x1.99999a0000000p-4f, 3856197393ull, 75u, 3732751803u, gfx2_w, gfx2_b, 0x1.d3abd20000000p+3f, 18u},
+    {4, 12, 50, 37, 0x1.3d08a60000000p-4f, -33, gfx2_w0, gfx2_b0, gfx2_x, gfx2_y, 3, 7, 0x1.99999a0000000p-4f, 3856197393ull, 75u, 3732751803u, gfx2_w, gfx2_b, 0x1.d3abd00000000p+3f, 18u},
     {16, 128, 200, 120, 0x1.5b230e0000000p-3f, 63, gfx3_w0, gfx3_b0, gfx3_x, gfx3_y, 1, 10, 0x1.47ae140000000p-6f, 2096606714ull, 50u, 3755851442u, gfx3_w, gfx3_b, 0x1.1ae67a0000000p+8f, 12u},
 };
 
