@@ -138,6 +138,22 @@ def test_gateways_spread_over_a_two_node_ray_cluster(tmp_path: Path) -> None:
         assert summary["gateways"] == 4
         used = set(summary["fleet_stats"]["ray_nodes"])
         assert used == nodes, f"gateways ran on {len(used)} of the 2 nodes"
+        # issue 18: the same bits as the inline engine in one process (rounds.csv but wall time, the model)
+        ref = tmp_path / "inline"
+        cmd = [sys.executable, "-m", "fedtiny.cli", "run", str(ROOT / "scenarios" / "quickstart.toml"), "--out",
+               str(ref)]  # fmt: skip
+        for o in ("rounds=2", "drift=[]", "eval.baselines=false", "fleet.devices=8", "fleet.devices_per_gateway=2",
+                  "runtime.cpus_per_gateway=1.0", "runtime.engine=inline"):  # fmt: skip
+            cmd += ["--set", o]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+        def rows(d: Path) -> list[dict[str, str]]:
+            with (d / "rounds.csv").open() as fh:
+                return [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader(fh)]
+
+        assert rows(out) == rows(ref)
+        assert (out / "model_int8.tflite").read_bytes() == (ref / "model_int8.tflite").read_bytes()
     finally:
         if worker is not None:
             _stop(worker)
