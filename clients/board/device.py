@@ -140,7 +140,8 @@ class VirtualBoard:
         return True
 
     def mark_bad(self, slot: int) -> None:
-        """A slot whose image failed (hash, validation): RECEIVING with received = 0 (re-upload to use it)."""
+        """A slot whose image failed (hash, validation): RECEIVING with received = 0 (re-upload to use it). Its
+        bytes stay as they are: the rewrite's first chunk (offset 0) erases the slot first (upload_chunk)."""
         s = self.meta.slots[slot]
         s.state, s.received = SlotState.RECEIVING, 0
 

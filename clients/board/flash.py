@@ -141,6 +141,16 @@ class EmulatedFlash:
         self.mem[off : off + len(data)] = data
         self._persist(off, len(data))
 
+    def program(self, off: int, data: bytes) -> None:
+        """Program image bytes as NOR flash does: bits can only be cleared (erased bytes read 0xFF), so
+        programming over bytes that are not erased leaves `old & new`. One flash operation (may be torn)."""
+        old = self.mem[off : off + len(data)]
+        self.write(off, bytes(a & b for a, b in zip(old, data, strict=True)))
+
+    def blank(self, off: int, n: int) -> bool:
+        """Whether the n bytes at off read erased (0xFF)."""
+        return self.mem[off : off + n].count(0xFF) == n
+
     def read(self, off: int, n: int) -> bytes:
         return bytes(self.mem[off : off + n])
 

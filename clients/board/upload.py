@@ -98,7 +98,13 @@ def upload_chunk(b: Board, p: bytes) -> Reply:
     if off + len(data) > s.total_len:
         raise ProtocolError(f"chunk [{off}, {off + len(data)}) beyond image of {s.total_len}")
     if off == s.received and data:
-        b.flash.write(b.flash.slot_base(target) + off, data)
+        base = b.flash.slot_base(target)
+        if off == 0 and not b.flash.blank(base, s.total_len):
+            # a rewrite from 0 (a slot marked bad, or a cut before the first `received` was persisted): flash only
+            # clears bits, so what the slot holds (the bad image, a torn chunk) is erased first; a cut anywhere
+            # here leaves received = 0 and the next chunk at 0 checks again (docs/protocol.md section 5)
+            b.flash.erase_slot(target)
+        b.flash.program(base + off, data)
         s.received += len(data)
         b.persist()
     return Reply(payload=struct.pack("<I", s.received))

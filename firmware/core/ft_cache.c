@@ -17,7 +17,7 @@ void ft_cache_clear(ft_cache *c)
     c->count = 0;
 }
 
-ft_status ft_cache_push(ft_cache *c, const int8_t *x, uint8_t label)
+ft_status ft_cache_push(ft_cache *c, const int8_t *x, uint16_t label)
 {
     uint32_t slot;
     if (!c || !x) return FT_ERR_ARG;

@@ -13,13 +13,13 @@ typedef struct {
     uint32_t head;       /* next slot to write is head % capacity */
     uint32_t count;      /* valid slots */
     int8_t features[FT_CACHE_CAPACITY * FT_MAX_DIM];
-    uint8_t labels[FT_CACHE_CAPACITY];
+    uint16_t labels[FT_CACHE_CAPACITY]; /* the wire's u16 labels, whole (a head may have more than 256 classes) */
 } ft_cache;
 
 ft_status ft_cache_init(ft_cache *c, uint16_t capacity, uint16_t dim);
 void ft_cache_clear(ft_cache *c);
-/* Append one sample (dim int8 values). Labels are < 256. */
-ft_status ft_cache_push(ft_cache *c, const int8_t *x, uint8_t label);
+/* Append one sample (dim int8 values) and its label (< C, any u16). */
+ft_status ft_cache_push(ft_cache *c, const int8_t *x, uint16_t label);
 /* The slot's features (row of dim bytes) and label. */
 const int8_t *ft_cache_row(const ft_cache *c, uint32_t slot);
 

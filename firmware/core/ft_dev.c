@@ -69,7 +69,10 @@ static uint8_t h_hello(ft_ctx *c, const uint8_t *p, size_t n)
     uint32_t arena = 0; /* the arena the running model needs (the extension): 0 without a full image */
     if (n > 1 || (n == 1 && p[0] != FT_HELLO_EXT))
         return ft_fail(c, FT_ST_MALFORMED, "HELLO takes no payload or the byte 1 (extension)");
-    if (nl > 64) nl = 64;
+    if (nl > 64) { /* at most 64 bytes, cut at a UTF-8 character boundary (never inside a multi-byte character) */
+        nl = 64;
+        while (nl > 0 && ((uint8_t)name[nl] & 0xC0u) == 0x80u) nl--;
+    }
     if (d->has_key) caps |= FT_CAP_FLEET_KEY;
     if (d->keys.n) caps |= FT_CAP_SIGNED_IMAGES;   /* public keys: only signed images (section 7) */
     if (ft_keys_update_key()) caps |= FT_CAP_DEVICE_KEY;

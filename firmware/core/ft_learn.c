@@ -72,7 +72,7 @@ static uint8_t push_raw(ft_ctx *c, const uint8_t *p, uint32_t cnt, uint32_t dim)
     for (i = 0; i < cnt; i++) {
         const int8_t *feat;
         if (ftd_run_backbone(m, p[0], data + i * dim * esize, &feat) != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "backbone");
-        if (ft_cache_push(&d->cache, feat, (uint8_t)ft_rd16(p + 6 + 2 * i)) != FT_OK)
+        if (ft_cache_push(&d->cache, feat, ft_rd16(p + 6 + 2 * i)) != FT_OK)
             return ft_fail(c, FT_ST_INTERNAL, "cache push");
     }
     d->pushed_total += cnt;
@@ -105,7 +105,7 @@ uint8_t ft_learn_push_samples(ft_ctx *c, const uint8_t *p, size_t n)
         if (ft_rd16(p + 6 + 2 * i) >= d->C) return ft_fail(c, FT_ST_MALFORMED, "label >= classes");
     if (p[1] & 1u) ft_cache_clear(&d->cache);
     for (i = 0; i < cnt; i++) {
-        ft_status r = ft_cache_push(&d->cache, (const int8_t *)(p + 6 + 2 * cnt + i * dim), (uint8_t)ft_rd16(p + 6 + 2 * i));
+        ft_status r = ft_cache_push(&d->cache, (const int8_t *)(p + 6 + 2 * cnt + i * dim), ft_rd16(p + 6 + 2 * i));
         if (r != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "cache push");
     }
     d->pushed_total += cnt;

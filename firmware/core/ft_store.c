@@ -233,3 +233,22 @@ ft_status ft_store_sha256(const ft_store *st, uint8_t slot, uint32_t len, uint8_
     ft_sha256_final(&c, out);
     return FT_OK;
 }
+
+ft_status ft_store_blank(const ft_store *st, uint8_t slot, uint32_t len, int *blank)
+{
+    uint8_t buf[64];
+    uint32_t off = 0, i;
+    if (!blank) return FT_ERR_ARG;
+    *blank = 1;
+    while (off < len) {
+        uint32_t n = len - off < sizeof buf ? len - off : (uint32_t)sizeof buf;
+        FT_TRY(ft_store_read(st, slot, off, buf, n));
+        for (i = 0; i < n; i++)
+            if (buf[i] != 0xFFu) {
+                *blank = 0;
+                return FT_OK;
+            }
+        off += n;
+    }
+    return FT_OK;
+}

@@ -58,5 +58,7 @@ ft_status ft_store_write(ft_store *st, uint8_t slot, uint32_t offset, const uint
 ft_status ft_store_read(const ft_store *st, uint8_t slot, uint32_t offset, uint8_t *buf, size_t len);
 ft_status ft_store_crc32(const ft_store *st, uint8_t slot, uint32_t len, uint32_t *crc);
 ft_status ft_store_sha256(const ft_store *st, uint8_t slot, uint32_t len, uint8_t out[32]);
+/* *blank = 1 if the slot's first len bytes all read 0xFF (erased), else 0. */
+ft_status ft_store_blank(const ft_store *st, uint8_t slot, uint32_t len, int *blank);
 
 #endif

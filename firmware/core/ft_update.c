@@ -60,7 +60,8 @@ static const char *downgrade_why(uint32_t counter, uint32_t floor)
     return buf;
 }
 
-/* A slot whose image failed (hash, validation): RECEIVING with received = 0 (a re-upload rewrites it). */
+/* A slot whose image failed (hash, validation): RECEIVING with received = 0 (a re-upload rewrites it). Its bytes
+ * stay as they are: the rewrite's first chunk (offset 0) erases the slot first (ft_update_upload_chunk). */
 static void mark_bad(ft_dev *d, uint8_t slot)
 {
     d->store.m.slots[slot].state = FT_SLOT_RECEIVING;
@@ -243,6 +244,15 @@ uint8_t ft_update_upload_chunk(ft_ctx *c, const uint8_t *p, size_t n)
     if (s->state != FT_SLOT_RECEIVING) return ft_fail(c, FT_ST_BAD_STATE, "slot is not receiving (UPLOAD_BEGIN first)");
     if (off > s->total_len || dl > s->total_len - off) return ft_fail(c, FT_ST_MALFORMED, "chunk beyond the image");
     if (off == s->received && dl) {
+        if (off == 0) {
+            /* a rewrite from 0 (a slot marked bad, or a cut before the first `received` was persisted): flash can
+             * only clear bits, so whatever the slot holds (the bad image, a torn chunk) is erased first; a slot
+             * that reads erased (BEGIN erased it) is not erased again. A cut anywhere here leaves received = 0
+             * and the next chunk at 0 checks again. */
+            int blank;
+            if ((r = ft_store_blank(&d->store, target, s->total_len, &blank)) != FT_OK) return ft_fail_flash(c, r);
+            if (!blank && (r = ft_store_erase(&d->store, target, s->total_len)) != FT_OK) return ft_fail_flash(c, r);
+        }
         /* data first, then the persisted `received` */
         if ((r = ft_store_write(&d->store, target, off, p + 4, dl)) != FT_OK) return ft_fail_flash(c, r);
         s->received += dl;
