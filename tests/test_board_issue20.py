@@ -5,6 +5,7 @@ carried whole, and a board_name over 64 bytes is cut at a UTF-8 character bounda
 from __future__ import annotations
 
 import re
+import shutil
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import pytest
 from test_firmware import BUILD, KEY, HostBoard, make
 
 from clients.board import BoardConfig, VirtualBoard, default_head
-from fedtiny.errors import DeviceError
+from fedtiny.errors import DeviceError, LinkError
 from fedtiny.link.blobs import encode_head_patch
 from fedtiny.link.messages import (
     TRAIN_FIXED,
@@ -193,3 +194,39 @@ def test_long_board_name_cut_at_a_character(host_fw: Path, tmp_path: Path, name:
     assert sv.info is not None and sv.info.board_name == want
     with c_board(tmp_path / "flash.bin", "--name", name) as (_, sc):
         assert sc.info is not None and sc.info.board_name == want
+
+
+def test_rewrite_of_a_bad_slot_survives_a_power_cut_at_every_flash_op(host_fw: Path, tmp_path: Path) -> None:
+    """The erase before the rewrite is power-cut safe: cut at the N-th flash program/erase of the rewrite, power
+    back, the same upload completes and verifies (C host firmware, process-level cuts)."""
+    base = tmp_path / "base.bin"
+    with c_board(base) as (_, s):
+        head = s.get_head()
+        patch = encode_head_patch(head.with_(bias=head.bias + 11))
+        begin = UploadBegin.for_image(patch, ImageKind.HEAD_PATCH, KEY).encode()
+        st = UploadState.decode(s.request(MsgType.UPLOAD_BEGIN, begin))
+        bad = clear_one_bit(patch)
+        for off in range(0, len(bad), 1000):
+            s.request(MsgType.UPLOAD_CHUNK, struct.pack("<I", off) + bad[off : off + 1000])
+        assert status_of(partial(s.verify, st.slot)) == "HASH_MISMATCH"
+    cuts = 0
+    for n in range(1, 40):
+        flash = tmp_path / f"cut{n}.bin"
+        shutil.copy(base, flash)
+        b = HostBoard(flash, "--device-id", "7").start("--cut-at", str(n))
+        try:
+            s = b.session()
+            s.retries = 1
+            s.upload(patch)
+            s.verify(st.slot)
+            s.close()
+            break
+        except (LinkError, DeviceError, OSError, ConnectionError):
+            assert b.wait(10) == 75, f"cut {n}"
+            cuts += 1
+        finally:
+            b.stop()
+        with c_board(flash) as (_, s):
+            assert s.upload(patch).received == len(patch)
+            assert status_of(partial(s.verify, st.slot)) == "OK", f"cut {n}"
+    assert cuts >= 3
