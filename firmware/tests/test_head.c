@@ -114,21 +114,6 @@ void test_sample_order_golden(void)
     }
 }
 
-static int close_rel(const float *a, const float *b, size_t n, float scale, float tol)
-{
-    size_t i;
-    for (i = 0; i < n; i++) {
-        float d = fabsf(a[i] - b[i]);
-        float m = fabsf(b[i]) > scale ? fabsf(b[i]) : scale;
-        if (!(d <= tol * m)) {
-            ft_test_outf("    [%u] %.9g vs %.9g (rel %.3g)\n", (unsigned)i, (double)a[i], (double)b[i],
-                         (double)(d / m));
-            return 0;
-        }
-    }
-    return 1;
-}
-
 static uint32_t fbits(float f)
 {
     uint32_t b;
