@@ -88,8 +88,10 @@ def run(
     file, e.g. scenarios/quickstart.toml. The results go to --out (default: the scenario's output.dir);
     an earlier run's results there are kept unless --force.
     """
+    from fedtiny import runlock
     from fedtiny.config import load_scenario
 
+    lock: runlock.RunLock | None = None  # DIR/fedtiny.lock: one run at a time in a results directory
     try:
         if resume is not None:
             # a resumed run must be the run that was started: same scenario, no overrides
@@ -109,6 +111,8 @@ def run(
         else:
             s = load_scenario(scenario, set_)
         out_dir = resume or out or Path(s.output.dir.format(name=s.name))
+        if out_dir.is_dir():  # before anything there is looked at: a live run owns it, or nobody does
+            lock = runlock.acquire(out_dir, say=lambda line: typer.echo(line, err=True))
         if resume is None:
             if (out_dir / RESOLVED).is_file() and not force:
                 raise FedTinyError(
@@ -121,17 +125,25 @@ def run(
                 )
             # scenario.resolved.toml records the directory actually used
             s.output.dir = str(out_dir.resolve()).replace("{", "{{").replace("}", "}}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if lock is None:
+            lock = runlock.acquire(out_dir, say=lambda line: typer.echo(line, err=True))
     except FedTinyError as exc:
+        if lock is not None:
+            lock.release()
         _fail(exc)
+    assert lock is not None
+    from fedtiny import lifeline
     from fedtiny.interrupt import RunInterrupted, StopSignal
     from fedtiny.report.progress import RoundProgress
     from fedtiny.runner import run_scenario
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    lifeline.guard()  # whatever this run starts dies with it, however it ends (fedtiny.lifeline)
     prog = RoundProgress(s.rounds)
-    # Ctrl-C / SIGTERM: the rounds stop at the next exchange, the results of the rounds done are written,
+    # Ctrl-C / SIGTERM / SIGHUP: the rounds stop at the next exchange, the results of the rounds done are written,
     # every process the run started ends, exit 130 / 143 (fedtiny.interrupt)
     stop = StopSignal(on_force=lambda signum: _forced_stop(stop, prog, out_dir, signum))
+    stop.before_exit.append(lock.release)
     try:
         with stop, prog, _log_to_file(out_dir / "fedtiny.log", verbose):
             summary = run_scenario(
@@ -147,15 +159,19 @@ def run(
     except RunInterrupted as exc:
         from fedtiny.interrupt import kill_children
 
-        typer.echo(_interrupted_message(out_dir, exc.signum, exc.summary), err=True)
+        with contextlib.suppress(OSError):  # stderr may be a closed terminal (SIGHUP)
+            typer.echo(_interrupted_message(out_dir, exc.signum, exc.summary), err=True)
         kill_children(stop.started)  # Ray workers that outlived the raylet
+        lock.release()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(
             exc.exit_code
         )  # everything is written; skip the interpreter's slow teardown of Ray and Flower
     except (FedTinyError, RuntimeError) as exc:  # RuntimeError: Flower/Ray failures, reported in one line
+        lock.release()
         _fail(exc)
+    lock.release()
     typer.echo(
         f"done: accuracy on the devices' data {100 * summary['initial_accuracy']:.1f}% -> "
         f"{100 * summary['final_accuracy']:.1f}% in {summary['rounds']} rounds ({summary['wall_seconds']} s); results in {out_dir}"

@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM during `fedtiny run`: stop within seconds, keep the results of the rounds done.
+"""Ctrl-C, SIGTERM and SIGHUP (a closed terminal, handled as SIGTERM) during `fedtiny run`: stop within seconds, keep the results of the rounds done.
 
 :class:`StopSignal` owns SIGINT/SIGTERM for the duration of a run. Before the rounds (model training, fleet
 data) a signal raises :class:`RunInterrupted` in the main thread at once. During the rounds it only sets
@@ -22,7 +22,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Self
 
-SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+#: the signals a run stops on: SIGHUP (a closed terminal) as SIGTERM
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class RunInterrupted(Exception):
@@ -39,7 +41,7 @@ class RunInterrupted(Exception):
 
 
 class StopSignal:
-    """SIGINT/SIGTERM handling for one run (a context manager; main thread only).
+    """SIGINT/SIGTERM/SIGHUP handling for one run (a context manager; main thread only).
 
     ``on_force`` is called (once, best effort) before a forced exit: it writes what it can and prints the
     resume line; it gets the signal number.
@@ -57,11 +59,12 @@ class StopSignal:
         self._forcing = threading.Lock()
         self.started: list[tuple[int, str]] = []
         self.on_first: list[Callable[[], None]] = []  # called in the handler at the first signal (cheap)
+        self.before_exit: list[Callable[[], None]] = []  # called by force() just before the process exits
         self._warned = False
 
     # -- installation ----------------------------------------------------------------------------
     def __enter__(self) -> Self:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             self._old[sig] = signal.getsignal(sig)
         self.install()
         return self
@@ -75,7 +78,7 @@ class StopSignal:
 
     def install(self) -> None:
         """(Re)install the handlers: Ray's ``ray.init`` installs its own SIGTERM handler."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
     # -- the handler -----------------------------------------------------------------------------
@@ -124,8 +127,16 @@ class StopSignal:
             if self.on_force is not None:
                 self.on_force(signum)
         except BaseException as exc:
-            sys.stderr.write(f"fedtiny: could not write the results of the rounds done: {exc}\n")
+            try:  # stderr may be a closed terminal (SIGHUP)
+                sys.stderr.write(f"fedtiny: could not write the results of the rounds done: {exc}\n")
+            except OSError:
+                pass
         kill_children(self.started)
+        for hook in self.before_exit:  # e.g. release the run directory's lock
+            try:
+                hook()
+            except Exception:
+                pass
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -271,6 +282,9 @@ def kill_children(known: Iterable[tuple[int, str]] = (), wait_s: float = 2.0) ->
 
 
 def _kill(pids: list[int], wait_s: float) -> None:
+    from fedtiny.lifeline import watchdog_pid
+
+    pids = [p for p in pids if p != watchdog_pid()]  # it ends by itself once this process is gone
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for p in pids:
             try:

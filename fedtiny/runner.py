@@ -90,6 +90,9 @@ def simulate(plan: RunPlan, log: Log = print, ray_address: str = "", stop: Any =
     address = ray_address or rt.ray_address or os.environ.get("RAY_ADDRESS", "")
     started_ray = not ray.is_initialized()
     if started_ray:  # Flower only calls ray.init when Ray is not up yet: we set the worker environment
+        from fedtiny import lifeline
+
+        lifeline.guard()  # Ray's daemons and workers die with this process, however it ends
         pythonpath = os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")])
         runtime_env = {
             "worker_process_setup_hook": SETUP_HOOK,

@@ -1,7 +1,9 @@
 """Start and stop Flower's Deployment Engine processes (SuperLink, SuperNodes, `flwr run`) for a trial.
 
 Every process gets its own FLWR_HOME (so the user's ~/.flwr stays untouched), telemetry off, and the venv's
-bin first on PATH; each runs in its own process group so that stopping it also stops its children.
+bin first on PATH; each runs in its own process group so that stopping it also stops its children. Each dies
+with the process that started it, whatever kills that one, and so does everything it started
+(:mod:`fedtiny.lifeline`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedtiny import lifeline
 from fedtiny.errors import FedTinyError
 from fedtiny.field.tls import TlsFiles
 
@@ -67,6 +70,7 @@ def exited(name: str, proc: subprocess.Popen[bytes], log: Path) -> FedTinyError:
 
 
 def flower_env(home: Path) -> dict[str, str]:
+    lifeline.guard()  # every child carries the lifeline's mark: it dies with this process (fedtiny.lifeline)
     env = dict(os.environ)
     env.update(
         FLWR_HOME=str(home),
@@ -96,6 +100,7 @@ def _spawn(cmd: list[str], home: Path, log: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=lifeline.pdeathsig(),  # SIGKILL when this process dies
         )
 
 
@@ -179,6 +184,7 @@ def flwr(home: Path, *args: str, timeout: float = 600.0) -> str:
             text=True,
             timeout=timeout,
             check=False,
+            preexec_fn=lifeline.pdeathsig(),
         )
     except subprocess.TimeoutExpired:
         raise FedTinyError(f"flwr {' '.join(args[:2])} did not finish within {timeout:.0f} s") from None
@@ -221,6 +227,7 @@ def run_app(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=lifeline.pdeathsig(),  # SIGKILL when this process dies
         )
     deadline = time.time() + timeout
     try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedtiny import lifeline
 from fedtiny.config import Scenario
 from fedtiny.errors import FedTinyError
 from fedtiny.field import processes as fp
@@ -480,6 +481,7 @@ def run_trial(
     children: list[tuple[str, subprocess.Popen[bytes], Path]] = []
 
     def spawn(name: str, args: list[str], log_file: Path) -> None:
+        lifeline.guard()  # the child and all it starts carry this process's lifeline mark
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("wb") as fh:
             p = subprocess.Popen(
@@ -489,6 +491,7 @@ def run_trial(
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=lifeline.pdeathsig(),  # SIGKILL when the trial dies; what it started: the watchdog
             )
         children.append((name, p, log_file))
 

@@ -6,7 +6,8 @@ submits fedtiny's Flower App with ``flwr run`` (scenario, out dir, resume flag a
 one SuperNode per gateway and the client resources in ``--federation-config``), follows the ServerApp's
 per-round records (:mod:`fedtiny.runtime.channel`) for the progress bar, asks ``flwr list`` for the run's end
 state, and stops every process it started (``flwr stop``, then the SuperLink's process group and whatever it
-spawned) at the end, on an error and on Ctrl-C/SIGTERM.
+spawned) at the end, on an error and on Ctrl-C/SIGTERM/SIGHUP. A hard kill of the driver (SIGKILL, of it alone
+or of its process group) ends them too: :mod:`fedtiny.lifeline`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import fedtiny
+from fedtiny import lifeline
 from fedtiny.errors import FedTinyError
 from fedtiny.runtime import channel
 from fedtiny.runtime.ray_env import HOOK
@@ -102,7 +104,9 @@ class SimulationRuntime:
 
     # -- environment -----------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
-        """Every child's environment: private FLWR_HOME, telemetry/update check off, Ray's worker hook."""
+        """Every child's environment: private FLWR_HOME, telemetry/update check off, Ray's worker hook, and the
+        lifeline's mark (:mod:`fedtiny.lifeline`: whatever they start dies with this process)."""
+        lifeline.guard()
         env = dict(os.environ)
         src = str(Path(fedtiny.__file__).resolve().parent.parent)  # fedtiny/ and clients/ (a source tree)
         site = str(Path(__file__).resolve().parent / "site")  # sitecustomize: TensorFlow blocked
@@ -140,6 +144,7 @@ class SimulationRuntime:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a terminal's Ctrl-C reaches the driver only: it stops them in order
+                preexec_fn=lifeline.pdeathsig(),  # SIGKILL when the driver dies; its descendants: the watchdog
             )
         finally:
             if out is not None:
@@ -158,6 +163,7 @@ class SimulationRuntime:
                 timeout=timeout,
                 check=False,
                 start_new_session=True,
+                preexec_fn=lifeline.pdeathsig(),
             )
         except subprocess.TimeoutExpired:
             raise FedTinyError(
