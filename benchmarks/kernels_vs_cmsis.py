@@ -14,7 +14,7 @@ side's scratch bytes (fedtiny's ``*_dsp_scratch``, CMSIS-NN's ``*_get_buffer_siz
 Models: ``reference`` = fedtiny's shipped int8 reference models (fedtiny/model/reference: kws, vibration);
 ``mlperf`` = MLPerf Tiny reference architectures (DS-CNN, ResNet-8, MobileNetV1-0.25 96x96, the FC autoencoder)
 and a small model with the remaining op kinds (depth multiplier 2, MAX_POOL_2D, broadcast ADD), built with
-TensorFlow, random weights, int8 post-training quantization, cached under .cache/kernels_vs_cmsis/models.
+TensorFlow, random weights, batch 1 (static shapes), int8 post-training quantization, cached under .cache/kernels_vs_cmsis/models.
 Cores: m4 = QEMU mps2-an386 (Cortex-M4F), m7 = mps2-an500 (Cortex-M7), m33 = mps2-an505 (Cortex-M33, secure).
 Both sides are compiled with the same arm-none-eabi-gcc flags (``--opt``, default -O2). CMSIS-NN is compiled from
 ``--cmsis-nn DIR`` / ``$CMSIS_NN_DIR`` (default ../shared/third_party/cmsis-nn from the repository root); without
@@ -31,6 +31,7 @@ interpreter's bytes. A core other than m4 gets ``[core]`` after the model name.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -370,7 +371,7 @@ def _mlperf_builders() -> dict[str, Any]:
         return L.ReLU()(L.BatchNormalization()(x))
 
     def ds_cnn() -> Any:  # MLPerf Tiny KWS (keyword_spotting/keras_model.py, ds_cnn)
-        i = L.Input((49, 10, 1))
+        i = L.Input((49, 10, 1), batch_size=1)
         x = bn_relu(L.Conv2D(64, (10, 4), strides=(2, 2), padding="same")(i))
         for _ in range(4):
             x = bn_relu(L.DepthwiseConv2D((3, 3), padding="same")(x))
@@ -380,7 +381,7 @@ def _mlperf_builders() -> dict[str, Any]:
         return tf.keras.Model(i, L.Softmax()(x))
 
     def resnet8() -> Any:  # MLPerf Tiny IC (image_classification/keras_model.py, resnet_v1_eembc)
-        i = L.Input((32, 32, 3))
+        i = L.Input((32, 32, 3), batch_size=1)
         x = bn_relu(L.Conv2D(16, 3, padding="same")(i))
         for filters, stride in ((16, 1), (32, 2), (64, 2)):
             y = bn_relu(L.Conv2D(filters, 3, strides=stride, padding="same")(x))
@@ -393,7 +394,7 @@ def _mlperf_builders() -> dict[str, Any]:
         return tf.keras.Model(i, L.Softmax()(x))
 
     def mobilenet_v1() -> Any:  # MLPerf Tiny VWW (visual_wake_words/vww_model.py), alpha 0.25, 96x96x3
-        i = L.Input((96, 96, 3))
+        i = L.Input((96, 96, 3), batch_size=1)
         x = bn_relu(L.Conv2D(8, 3, strides=2, padding="same")(i))
         blocks = (
             [(16, 1), (32, 2), (32, 1), (64, 2), (64, 1), (128, 2)] + [(128, 1)] * 5 + [(256, 2), (256, 1)]
@@ -406,7 +407,7 @@ def _mlperf_builders() -> dict[str, Any]:
         return tf.keras.Model(i, L.Softmax()(x))
 
     def fc_autoencoder() -> Any:  # MLPerf Tiny AD (anomaly_detection/keras_model.py)
-        i = L.Input((640,))
+        i = L.Input((640,), batch_size=1)
         x = i
         for units in (128, 128, 128, 128, 8, 128, 128, 128, 128):
             x = bn_relu(L.Dense(units)(x))
@@ -415,7 +416,7 @@ def _mlperf_builders() -> dict[str, Any]:
     def op_mix() -> (
         Any
     ):  # the op kinds the MLPerf models leave out: depth multiplier 2, MAX_POOL_2D, broadcast ADD
-        i = L.Input((16, 16, 4))
+        i = L.Input((16, 16, 4), batch_size=1)
         x = L.ReLU()(L.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(i))
         x = L.MaxPooling2D(2)(x)
         x = L.ReLU()(L.DepthwiseConv2D(3, strides=2, depth_multiplier=3, padding="valid")(x))
@@ -437,7 +438,7 @@ def _mlperf_builders() -> dict[str, Any]:
 
 
 MLPERF = ("ds-cnn", "resnet-8", "mobilenetv1-0.25", "fc-autoencoder", "op-mix")
-MODEL_VERSION = 1  # bump when a builder changes: the cache key
+MODEL_VERSION = 2  # bump when a builder changes: the cache key
 
 
 def mlperf_model(name: str, seed: int = 0) -> bytes:
@@ -477,7 +478,8 @@ def mlperf_model(name: str, seed: int = 0) -> bytes:
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
-    data = bytes(conv.convert())
+    with contextlib.redirect_stdout(sys.stderr):  # the converter's chatter
+        data = bytes(conv.convert())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return data
