@@ -226,6 +226,7 @@ class Result:
     core: str
     layers: list[Layer] = field(default_factory=list)
     arena: int = 0
+    multiplier_insn: int | None = None  # one per-channel multiplier as fedtiny computes it at run time
     refused: str | None = None
 
     @property
@@ -280,6 +281,8 @@ def run_model(
             continue
         if w[1] == "refused":
             res.refused = " ".join(w[2:])
+        elif w[1] == "qm":
+            res.multiplier_insn = int(w[2])
         elif w[1] == "model":
             res.arena = int(w[5])
         elif w[1] == "op":
@@ -314,7 +317,10 @@ def print_table(res: Result) -> None:
     if res.refused is not None:
         print(f"\n{title} ({CORES[res.core].machine}): refused: {res.refused}")
         return
-    print(f"\n{title} ({CORES[res.core].machine}, arena {res.arena} B)")
+    print(
+        f"\n{title} ({CORES[res.core].machine}, arena {res.arena} B; fedtiny computes each output channel's "
+        f"multiplier at run time: {res.multiplier_insn} instructions per channel)"
+    )
     print(
         "op | layer | output | fedtiny portable | fedtiny DSP | CMSIS-NN | DSP/CMSIS | scratch fedtiny/CMSIS B | identical"
     )
@@ -548,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                         "portable": r.portable,
                         "cmsis": r.cmsis,
                         "identical": r.identical,
+                        "multiplier_insn": r.multiplier_insn,
                         "layers": [vars(x) for x in r.layers],
                     }
                     for r in results

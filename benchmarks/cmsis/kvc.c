@@ -23,6 +23,8 @@
  *   KVC op I NAME SHAPE P D C DS CS MP MD MC
  *     P, D, C: instructions of fedtiny portable, fedtiny DSP build, CMSIS-NN ("-": CMSIS-NN has no kernel here)
  *     DS, CS: scratch bytes (fedtiny DSP kernel, CMSIS-NN *_get_buffer_size); MP MD MC: 1 = output identical
+ *   KVC qm N   instructions of one per-channel output multiplier as fedtiny's kernels compute it at run time
+ *              ((double)in_scale * filter_scale / out_scale, ft_quantize_multiplier), mean of 64 channels
  *   KVC refused REASON
  *   KVC done */
 #include <math.h>
@@ -30,6 +32,7 @@
 #include <string.h>
 
 #include "arm_nnfunctions.h"
+#include "ft_head.h"
 #include "ft_tfl_interp.h"
 #include "ft_tfl_ops.h"
 #include "ft_tfl_ops_dsp.h"
@@ -510,6 +513,22 @@ int main(void)
     calib = ticks() - t0;
     t0 = ticks();
     overhead = ticks() - t0;
+    {
+        volatile float in_s = 0.0173f, out_s = 0.0421f;
+        int32_t qm, qs, c;
+        uint64_t t;
+        char b1[24];
+        t0 = ticks();
+        for (c = 0; c < 64; c++) {
+            float fs = 0.0031f + 0.0007f * (float)c;
+            ft_quantize_multiplier((double)in_s * (double)fs / (double)out_s, &qm, &qs);
+            q_mult[c] = qm;
+            q_shift[c] = qs;
+        }
+        t = ticks() - t0;
+        snprintf(line, sizeof line, "KVC qm %s\n", u64s((insn(t) + 32u) / 64u, b1));
+        out(line);
+    }
     if (kvc_cfg[0] != KVC_MAGIC || kvc_cfg[1] == 0u || kvc_cfg[1] > KVC_MODEL_MAX) {
         out("KVC refused no model loaded (QEMU -device loader at kvc_model / kvc_cfg)\n");
         kvc_exit(1);
