@@ -9,7 +9,7 @@ It counts the instructions of each call, compares each output with the interpret
 side's scratch bytes (fedtiny's ``*_dsp_scratch``, CMSIS-NN's ``*_get_buffer_size``).
 
     .venv/bin/python benchmarks/kernels_vs_cmsis.py [MODEL.tflite ...] [--models reference,mlperf]
-        [--cores m4,m7,m33] [--opt -O2] [--cmsis-nn DIR] [--json FILE]
+        [--cores m4,m7,m33] [--opt=-O2] [--cmsis-nn DIR] [--json FILE]
 
 Models: ``reference`` = fedtiny's shipped int8 reference models (fedtiny/model/reference: kws, vibration);
 ``mlperf`` = MLPerf Tiny reference architectures (DS-CNN, ResNet-8, MobileNetV1-0.25 96x96, the FC autoencoder)
@@ -501,7 +501,9 @@ def main(argv: list[str] | None = None) -> int:
         help="model sets: reference, mlperf, a name of either set, or none (comma-separated)",
     )
     ap.add_argument("--cores", default="m4", help="m4 (mps2-an386), m7 (mps2-an500), m33 (mps2-an505)")
-    ap.add_argument("--opt", default="-O2", help="optimization flag for both sides (default -O2)")
+    ap.add_argument(
+        "--opt", default="-O2", help="optimization flag for both sides, e.g. --opt=-Os (default -O2)"
+    )
     ap.add_argument("--cmsis-nn", type=Path, default=Path(os.environ.get("CMSIS_NN_DIR") or DEFAULT_CMSIS))
     ap.add_argument("--json", type=Path, help="write every figure here")
     a = ap.parse_args(argv)
