@@ -10,7 +10,8 @@ Two mechanisms (Linux; elsewhere :func:`guard` and :func:`pdeathsig` do nothing)
   GCS, raylet and workers; virtual boards, gateways, ``flwr-serverapp``) inherits the mark. When this process
   ends, however it ends (SIGKILL alone or of its process group, OOM kill, a closed terminal), the kernel
   closes the pipe; the watchdog reads EOF, freezes (SIGSTOP) every process whose ``/proc/PID/environ`` holds
-  the mark until no new one appears (nothing can start another meanwhile), then SIGKILLs them all, and exits.
+  the mark, and every descendant of those (a process that rewrites its title may have overwritten its
+  environment), until no new one appears (nothing can start another meanwhile), then SIGKILLs them all, and exits.
   A SIGKILL of a process group does not reach it (its own session), nor does a terminal's SIGHUP or Ctrl-C.
   Nested fedtinys (``fedtiny trial`` starts ``fedtiny serve``, ``emulate``, ``gateway``) add their own mark
   next to the inherited one, so each watchdog ends its own subtree.
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 ENV_PREFIX = "FEDTINY_LIFELINE_"
@@ -52,12 +53,14 @@ def guard() -> None:
         var = f"{ENV_PREFIX}{os.getpid()}_{os.urandom(4).hex()}"
         r, w = os.pipe()  # both ends non-inheritable: no other child holds the write end
         env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}  # not its own victim
+        debug = os.environ.get("FEDTINY_LIFELINE_DEBUG", "")  # a file: what the watchdog found and killed
         try:
+            out = open(debug, "ab") if debug else subprocess.DEVNULL
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", os.path.abspath(__file__), var],
                 stdin=r,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # a kill of our process group or a terminal's signals do not reach it
                 env=env,
             )
@@ -102,21 +105,38 @@ def pdeathsig() -> Callable[[], None] | None:
 
 
 # -- the watchdog (python -I -S lifeline.py VAR; stdin: the pipe) ---------------------------------------------
-def marked(var: str) -> set[int]:
-    """Live processes whose environment holds ``VAR=...`` (this process excluded)."""
+def marked(var: str, also_below: Iterable[int] = ()) -> set[int]:
+    """Live processes whose environment holds ``VAR=...``, and every descendant of those and of
+    ``also_below`` (this process excluded). The descendants count because a process that rewrites its title
+    (Ray's agents and workers, setproctitle) may overwrite the start of its environment: the mark may not
+    show, but its parent (the raylet, frozen by then) is marked."""
     want = var.encode() + b"="
     me = os.getpid()
     found = set()
+    children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
+        pid = int(name)
         try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            if fields[0] in (b"Z", b"X"):
+                continue
+            children.setdefault(int(fields[1]), []).append(pid)
             with open(f"/proc/{name}/environ", "rb") as fh:
                 env = fh.read()
-        except OSError:
+        except (OSError, ValueError, IndexError):
             continue
         if any(e.startswith(want) for e in env.split(b"\0")):
-            found.add(int(name))
+            found.add(pid)
+    todo = list(found | set(also_below))
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in found and c != me:
+                found.add(c)
+                todo.append(c)
     return found
 
 
@@ -129,7 +149,7 @@ def sweep(var: str, settle_s: float = 0.3, limit_s: float = 10.0) -> int:
     while time.time() < end:
         frozen: set[int] = set()
         while True:
-            new = marked(var) - frozen
+            new = marked(var, frozen) - frozen
             if not new:
                 break
             for p in new:
@@ -143,6 +163,8 @@ def sweep(var: str, settle_s: float = 0.3, limit_s: float = 10.0) -> int:
                 os.kill(p, signal.SIGKILL)
             except OSError:
                 pass
+        if frozen:
+            print(f"{time.time():.3f} killed {sorted(frozen)}", flush=True)
         killed |= frozen
         if frozen:
             quiet_since = time.time()
@@ -163,7 +185,8 @@ def _watch(var: str) -> None:
             continue
         except OSError:
             break
-    sweep(var)
+    print(f"{time.time():.3f} parent gone; sweeping {var}", flush=True)
+    print(f"{time.time():.3f} done: {sweep(var)} killed", flush=True)
 
 
 if __name__ == "__main__":
