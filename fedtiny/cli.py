@@ -238,6 +238,10 @@ def init(
     ),
     out: Path = typer.Option(Path("scenario.toml"), "--out", help="scenario file to write"),
     force: bool = typer.Option(False, "--force", help="replace an existing scenario file"),
+    no_probe: bool = typer.Option(
+        False, "--no-probe", help="skip the short federated run that picks the strategy (writes FedAvg)"
+    ),
+    seed: int = typer.Option(0, "--seed", help="seed of the probes and of the written scenario"),
 ) -> None:
     """Inspect your model and data and write a commented scenario that `fedtiny run` accepts as is."""
     from fedtiny.init_scenario import write_scenario
@@ -245,7 +249,7 @@ def init(
     try:
         if out.exists() and not force:
             raise FedTinyError(f"{out}: exists; pass --force to replace it, or --out FILE")
-        ins = write_scenario(model, data, out)
+        ins = write_scenario(model, data, out, seed=seed, probe=not no_probe, log=typer.echo)
     except FedTinyError as exc:
         _fail(exc)
     rec = ins.data

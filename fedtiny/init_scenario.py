@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fedtiny.data import Recordings, load_recordings
 from fedtiny.errors import DataError
+from fedtiny.init_probe import SCORE_RULE, FeatureBank, ProbeResult, federated_probe
 from fedtiny.model.user import UserModel, load_tflite
+
+Log = Callable[[str], Any]
 
 #: the common keyword-spotting front end gives this input (16 kHz, 1 s, 30 ms frames, 20 ms step, 10 MFCCs)
 KWS_INPUT = (49, 10)
@@ -25,6 +30,12 @@ class Inspection:
     class_note: str
     lr: float  # on-device learning rate that worked best in a quick central probe
     lr_note: str
+    class_alternative: tuple[
+        str, ...
+    ] = ()  # an order that scored higher but was not taken (written commented)
+    probe: ProbeResult | None = None  # the federated probe (None: skipped, or too little data)
+    probe_note: str = ""  # why there is no probe
+    seed: int = 0
 
 
 def _front_end(um: UserModel, rec: Recordings) -> tuple[str, str]:
@@ -50,7 +61,31 @@ def _front_end(um: UserModel, rec: Recordings) -> tuple[str, str]:
     )
 
 
-def inspect(model: Path, data: Path, seed: int = 0) -> Inspection:
+#: what `init` writes for the fleet and training (and what its probes assume)
+TEST_FRACTION, INITIAL_FRACTION, EPOCHS, BATCH_SIZE, FRACTION, CACHE_SIZE, ALPHA = (
+    0.25,
+    0.5,
+    2,
+    16,
+    0.5,
+    200,
+    0.5,
+)
+
+
+def partition_devices(rec: Recordings) -> int:
+    """How many devices `init` partitions data without device ids over."""
+    return max(2, min(100, len(rec) // 40))
+
+
+def inspect(model: Path, data: Path, seed: int = 0, probe: bool = True, log: Log | None = None) -> Inspection:
+    """Model, data, front end, class order, on-device learning rate and (``probe``) the federated recipe."""
+    import dataclasses
+
+    from fedtiny.data import detect_format
+    from fedtiny.fleet.recorded import device_streams
+    from fedtiny.fleet.user_data import recording_times
+
     um = load_tflite(model)
     rec = load_recordings(data, classes=um.classes, seed=seed)
     if int(rec.y.max(initial=0)) >= um.num_classes:
@@ -59,37 +94,71 @@ def inspect(model: Path, data: Path, seed: int = 0) -> Inspection:
             f"{model} has {um.num_classes} outputs"
         )
     fe, note = _front_end(um, rec)
-    classes, class_note = _class_order(um, rec, fe, seed)
-    lr, lr_note = _probe_lr(um, rec, fe, classes, seed)
-    return Inspection(um, rec, fe, note, classes, class_note, lr, lr_note)
+    bank = FeatureBank(um, rec, fe)
+    classes, class_note, alternative = _class_order(um, rec, bank, seed)
+    if log is not None:
+        log(f"classes: {class_note}")
+    order = {c: i for i, c in enumerate(classes)}
+    y = np.array([order.get(rec.classes[int(v)], int(v)) for v in rec.y], dtype=np.int64)
+    # the run's split: each device's latest examples are its local test set, which no probe looks at
+    streams = device_streams(
+        y,
+        rec.device,
+        recording_times(rec, detect_format(Path(data))),
+        rec.device_names,
+        partition_devices(rec),
+        ALPHA,
+        TEST_FRACTION,
+        INITIAL_FRACTION,
+        seed,
+        str(data),
+    )
+    lr, lr_note = _probe_lr(um, bank, y, streams, seed)
+    ins = Inspection(um, rec, fe, note, classes, class_note, lr, lr_note, alternative, seed=seed)
+    if not probe:
+        return dataclasses.replace(ins, probe_note="not probed (fedtiny init --no-probe)")
+    res = federated_probe(
+        um,
+        bank,
+        y,
+        streams,
+        lr,
+        seed,
+        epochs=EPOCHS,
+        batch_size=BATCH_SIZE,
+        fraction=FRACTION,
+        cache_size=CACHE_SIZE,
+        initial_fraction=INITIAL_FRACTION,
+        log=log,
+    )
+    if res is None:
+        return dataclasses.replace(ins, probe_note="not probed: too few training examples to hold some out")
+    if log is not None:
+        log(res.header() + f"; {res.seconds:.0f} s")
+        for line in res.rows():
+            log("  " + line)
+    return dataclasses.replace(ins, probe=res)
 
 
 LR_CANDIDATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
 
 def _probe_lr(
-    um: UserModel, rec: Recordings, front_end: str, classes: tuple[str, ...], seed: int
+    um: UserModel, bank: FeatureBank, y_all: np.ndarray, streams: Any, seed: int
 ) -> tuple[float, str]:
     """The head's SGD learning rate that generalizes best on a seeded sample: train the head centrally for 5
-    epochs (batch 16) on 75% of up to 1,200 examples, score the other 25%, pick the best of LR_CANDIDATES.
-    Feature scales differ by orders of magnitude between models, so one default cannot fit them all."""
-    from fedtiny.config.schema import Scenario
-    from fedtiny.fleet.user_data import InputMaker
+    epochs (batch 16) on 75% of up to 1,200 examples of the devices' training parts, score the other 25%, pick
+    the best of LR_CANDIDATES. Feature scales differ by orders of magnitude between models, so one default
+    cannot fit them all."""
     from fedtiny.model.flatbuffer import read_head, read_tail
-    from fedtiny.model.runtime import Int8Runner
     from fedtiny.ondevice import FloatHead, TrainConfig, dequantize_head, quantize_head, train_heads
     from fedtiny.ondevice.head import predict_through
 
-    order = {c: i for i, c in enumerate(classes)}
-    y_all = np.array([order.get(rec.classes[int(v)], int(v)) for v in rec.y], dtype=np.int64)
-    idx = np.random.default_rng([seed, 0x1A]).permutation(len(rec))[:1200]  # shuffled: data are class-sorted
+    trains = streams.stream[streams.stream >= 0].astype(np.int64)
+    idx = np.random.default_rng([seed, 0x1A]).permutation(trains)[:1200]  # shuffled: data are class-sorted
     if len(idx) < 8:
         return 0.05, "the default (too few examples to probe)"
-    s = Scenario()
-    s.data.front_end = front_end
-    feats = Int8Runner(um.tflite, "litert").features(
-        InputMaker(s, rec, um.io.input_scale, um.io.input_zero_point)(idx)
-    )
+    feats = bank(idx)
     y = y_all[idx]
     cut = int(0.75 * len(idx))
     head, tail = read_head(um.tflite), read_tail(um.tflite)
@@ -130,44 +199,76 @@ def _probe_lr(
     )
 
 
-def _class_order(um: UserModel, rec: Recordings, front_end: str, seed: int) -> tuple[tuple[str, ...], str]:
-    """The data's class names in the model's output order. From the model's metadata when it has labels;
-    otherwise matched by what the model predicts on the data (the assignment that maximizes accuracy)."""
+def near_chance(num_classes: int, n: int) -> float:
+    """The accuracy below which the data's class order counts as near chance on the model's predictions:
+    ``max(1/C + 3·se, min(2/C, 1/C + 0.10))`` with ``se = sqrt((1/C)(1 − 1/C)/n)`` (a uniformly random
+    order of C names scores 1/C in expectation). Returns the threshold; the caller compares."""
+    chance = 1.0 / num_classes
+    se = float(np.sqrt(chance * (1 - chance) / max(1, n)))
+    return max(chance + 3 * se, min(2 * chance, chance + 0.10))
+
+
+def _class_order(
+    um: UserModel, rec: Recordings, bank: FeatureBank, seed: int
+) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+    """The data's class names in the model's output order, why, and an order that scored higher but was not
+    taken. From the model's metadata when it has labels. Otherwise the data's own order is kept unless it is
+    near chance on what the model predicts (:func:`near_chance`); only then are the classes matched to the
+    outputs by the assignment that maximizes accuracy. A permutation that scores higher than a data order
+    above chance is reported, never applied: the outputs of a deployed model must not change meaning silently."""
     if um.classes:
-        return um.classes, "class names from the model's label metadata"
+        return um.classes, "class names from the model's label metadata", ()
     if len(rec.classes) != um.num_classes:
-        return rec.classes, "the data's class names; check that they are in the model's output order"
+        return rec.classes, "the data's class names; check that they are in the model's output order", ()
     if rec.classes == tuple(str(i) for i in range(len(rec.classes))):  # unnamed: labels are output indices
-        return rec.classes, "the data's labels are the model's output indices (no class names anywhere)"
+        return rec.classes, "the data's labels are the model's output indices (no class names anywhere)", ()
     from scipy.optimize import linear_sum_assignment
 
-    from fedtiny.config.schema import Scenario
-    from fedtiny.fleet.user_data import InputMaker
-    from fedtiny.model.runtime import Int8Runner
+    from fedtiny.model.flatbuffer import read_head, read_tail
+    from fedtiny.ondevice.head import predict_through
 
-    s = Scenario()
-    s.data.front_end = front_end
     idx = np.sort(np.random.default_rng(seed).permutation(len(rec))[:400])
-    pred = Int8Runner(um.tflite, "litert").predict(
-        InputMaker(s, rec, um.io.input_scale, um.io.input_zero_point)(idx)
-    )
+    pred = predict_through(read_head(um.tflite), read_tail(um.tflite), bank(idx))
     conf = np.zeros((um.num_classes, um.num_classes))
     np.add.at(conf, (rec.y[idx], pred), 1)
     rows, cols = linear_sum_assignment(-conf)
     order = [""] * um.num_classes
     for r, c in zip(rows, cols):
         order[c] = rec.classes[r]
-    as_is = np.trace(conf) / len(idx)
-    best = conf[rows, cols].sum() / len(idx)
+    n = len(idx)
+    as_is = np.trace(conf) / n
+    best = conf[rows, cols].sum() / n
+    floor = near_chance(um.num_classes, n)
+    moved = ", ".join(
+        f"{name} to output {order.index(name)}" for i, name in enumerate(rec.classes) if order[i] != name
+    )
     if best <= as_is + 1e-9:
-        return rec.classes, (
-            f"the model has no label metadata: the data's class names in their own order, which "
-            f"matches the model best ({100 * as_is:.0f}% on {len(idx)} examples); check it"
+        return (
+            rec.classes,
+            (
+                f"the model has no label metadata: the data's class names in their own order, which "
+                f"matches the model best ({100 * as_is:.0f}% on {n} examples); check it"
+            ),
+            (),
         )
-    return tuple(order), (
-        f"the model has no label metadata: the data's classes matched to its outputs by what it "
-        f"predicts ({100 * best:.0f}% on {len(idx)} examples, vs {100 * as_is:.0f}% in the data's "
-        "order); check it"
+    if as_is >= floor:
+        return (
+            rec.classes,
+            (
+                f"the model has no label metadata: the data's own order is kept ({100 * as_is:.0f}% on {n} "
+                f"examples, above the near-chance line {100 * floor:.0f}%); another order scores "
+                f"{100 * best:.0f}% (moves {moved}) but is not applied: check which is right"
+            ),
+            tuple(order),
+        )
+    return (
+        tuple(order),
+        (
+            f"the model has no label metadata and the data's own order is near chance on its predictions "
+            f"({100 * as_is:.0f}% on {n} examples, below {100 * floor:.0f}%): the classes are matched to its "
+            f"outputs by what it predicts ({100 * best:.0f}%; moves {moved}); check it"
+        ),
+        (),
     )
 
 
@@ -191,7 +292,7 @@ def scenario_text(ins: Inspection, model: Path, data: Path, out: Path) -> str:
         f"# Data: {len(rec)} examples, {len(rec.classes)} classes"
         + (f", {devices} devices (about {per_device:.0f} examples each)." if devices else ", no device ids."),
         f'name = "{out.stem}"',
-        "seed = 0",
+        f"seed = {ins.seed}",
         f"rounds = {rounds}  # each device's training examples arrive in time order over these rounds",
         "",
         "[model]",
@@ -199,13 +300,16 @@ def scenario_text(ins: Inspection, model: Path, data: Path, out: Path) -> str:
     ]
     lines.append(f"# {ins.class_note}")
     lines.append("classes = [" + ", ".join(_q(c) for c in ins.classes) + "]")
+    if ins.class_alternative:
+        lines.append("# the order that scores higher on the model's predictions (not applied; see above):")
+        lines.append("# classes = [" + ", ".join(_q(c) for c in ins.class_alternative) + "]")
     lines += [
         "",
         "[data]",
         f"path = {_q(rel(data))}",
         f'front_end = "{ins.front_end}"  # {ins.note}',
-        "test_fraction = 0.25  # each device's latest examples are its local test set",
-        "initial_fraction = 0.5  # share of its training examples a device has before round 1",
+        f"test_fraction = {TEST_FRACTION}  # each device's latest examples are its local test set",
+        f"initial_fraction = {INITIAL_FRACTION}  # share of its training examples a device has before round 1",
         "",
         "[fleet]",
     ]
@@ -213,24 +317,22 @@ def scenario_text(ins: Inspection, model: Path, data: Path, out: Path) -> str:
         lines.append(f"# the fleet is the data's {devices} devices (fleet.devices is ignored)")
         lines.append(f"devices_per_gateway = {max(1, min(50, devices // 4 or 1))}")
     else:
-        n = max(2, min(100, len(rec) // 40))
+        n = partition_devices(rec)
         lines.append(
             f"devices = {n}  # the data names no devices: it is partitioned over these (Dirichlet alpha)"
         )
-        lines.append("dirichlet_alpha = 0.5")
+        lines.append(f"dirichlet_alpha = {ALPHA}")
         lines.append(f"devices_per_gateway = {max(1, n // 4)}")
     lines += [
-        "cache_size = 200  # int8 feature ring buffer per device",
+        f"cache_size = {CACHE_SIZE}  # int8 feature ring buffer per device",
         'board = "nano33ble"',
         "",
         "[train]  # on-device SGD of the last layer",
-        "epochs = 2",
-        "batch_size = 16",
-        f"lr = {ins.lr}  # {ins.lr_note}",
-        "",
-        "[strategy]",
-        'name = "fedavg"',
-        "fraction = 0.5  # devices sampled per round",
+        f"epochs = {EPOCHS}",
+        f"batch_size = {BATCH_SIZE}",
+    ]
+    lines += _recipe_lines(ins)
+    lines += [
         "",
         "# Drift you want to test on top of what is in the data, e.g. a quieter microphone on a third of the fleet:",
         "# [[drift]]",
@@ -243,6 +345,48 @@ def scenario_text(ins: Inspection, model: Path, data: Path, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _recipe_lines(ins: Inspection) -> list[str]:
+    """``train.lr`` and ``[strategy]``: the federated probe's winner with what was tried, or FedAvg."""
+    p = ins.probe
+    if p is None:
+        return [
+            f"lr = {ins.lr}  # {ins.lr_note}",
+            "",
+            "[strategy]",
+            f"# {ins.probe_note}: FedAvg; the server optimizers (fedavgm, fedadam, fedyogi with server_lr) "
+            "may fit better",
+            'name = "fedavg"',
+            f"fraction = {FRACTION}  # devices sampled per round",
+        ]
+    best = p.best.candidate
+    if best.lr == ins.lr:
+        lr_line = f"lr = {ins.lr:g}  # {ins.lr_note}"
+    else:
+        lr_line = (
+            f"lr = {best.lr:g}  # picked by the federated probe below; the central probe gave {ins.lr:g}"
+        )
+    out = [lr_line, "", "[strategy]"]
+    mid = p.rounds // 2
+    sample = f"{p.devices} devices" if p.devices == p.of_devices else f"{p.devices} of {p.of_devices} devices"
+    out.append(
+        f"# picked by fedtiny init's federated probe (seed {ins.seed}): {p.rounds} rounds on {sample}, held-out "
+        f"accuracy on {p.held_out} examples of their training data (std err about {100 * p.stderr:.1f} pts); "
+        f"{SCORE_RULE}. Tried (held-out accuracy at round {mid} -> round {p.rounds}, score):"
+    )
+    for t in p.tried:
+        mark = "  <- this one" if t is p.best else ""
+        out.append(
+            f"#   {t.candidate.label():<34} {100 * t.curve[mid]:5.1f}% -> {100 * t.curve[-1]:5.1f}%, "
+            f"{100 * t.score:5.1f}{mark}"
+        )
+    out.append(f'name = "{best.name}"')
+    if best.server_lr:
+        out.append(f"server_lr = {best.server_lr:g}  # eta / server_learning_rate")
+        out.append("server_momentum = 0.9  # FedAvgM momentum, FedAdam/FedYogi beta_1")
+    out.append(f"fraction = {FRACTION}  # devices sampled per round")
+    return out
+
+
 def _relpath(path: Path, start: Path) -> str:
     import os
 
@@ -252,8 +396,10 @@ def _relpath(path: Path, start: Path) -> str:
         return str(path)
 
 
-def write_scenario(model: Path, data: Path, out: Path) -> Inspection:
-    ins = inspect(model, data)
+def write_scenario(
+    model: Path, data: Path, out: Path, seed: int = 0, probe: bool = True, log: Log | None = None
+) -> Inspection:
+    ins = inspect(model, data, seed=seed, probe=probe, log=log)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(scenario_text(ins, model, data, out))
     return ins

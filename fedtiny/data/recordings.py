@@ -33,6 +33,9 @@ class Recordings:
     device_names: tuple[str, ...] = ()  # original device / speaker names; device ids index into it
     background: list[np.ndarray] = field(default_factory=list)  # background clips (_background_noise_)
     is_int8: bool = False  # raw holds already-quantized int8 model inputs (npz only)
+    data_classes: tuple[
+        str, ...
+    ] = ()  # the class names in the data's own order (before mapping onto classes)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -106,6 +109,8 @@ def load_recordings(
         device_names=device_names,
         background=raw.background,
         is_int8=raw.is_int8,
+        data_classes=raw.names
+        or (tuple(sorted({str(v) for v in raw.labels})) if raw.labels.dtype.kind in "US" else ()),
     )
     if max_per_class > 0:
         rec = _take(rec, subset_per_class(rec.y, max_per_class, seed))
@@ -192,6 +197,7 @@ def _take(rec: Recordings, idx: np.ndarray) -> Recordings:
         device_names=rec.device_names,
         background=rec.background,
         is_int8=rec.is_int8,
+        data_classes=rec.data_classes,
     )
 
 

@@ -130,6 +130,12 @@ def load_user_model_and_data(s: Scenario, log: Log = print) -> tuple[Recordings,
         else f"no device ids (partitioned over {s.fleet.devices} devices)"
     )
     log(f"data: {len(rec)} examples, {len(rec.classes)} classes, {devices}")
+    if classes and rec.data_classes and tuple(rec.data_classes) != tuple(classes):
+        where = "model.classes" if s.model.classes else "the model's label metadata"
+        log(
+            f"classes: the model's outputs 0..{len(classes) - 1} are {', '.join(classes)} ({where}); the data's own "
+            f"order ({', '.join(rec.data_classes)}) is mapped onto them by name"
+        )
     if s.model.tflite:
         um = load_tflite(s.model.tflite)
     else:

@@ -388,9 +388,78 @@ def _fleet_headline(summary: dict[str, Any], rounds_done: int) -> str:
     return text
 
 
-def _suggestions(s: Any, summary: dict[str, Any]) -> list[str]:
+def _points(curve: Any) -> list[tuple[int, float]]:
+    """(round, value) of a curve's finite values (baselines are evaluated on some rounds only)."""
+    return [(r, float(v)) for r, v in enumerate(curve or []) if _finite(v)]
+
+
+def _at(points: list[tuple[int, float]], r: int) -> float:
+    """The value at the last evaluated round at or before ``r`` (the first point when none is)."""
+    before = [v for q, v in points if q <= r]
+    return before[-1] if before else points[0][1]
+
+
+def recipe_advice(s: Any, curves: dict[str, dict[str, list[float]]] | None) -> str:
+    """A concrete strategy change (as ``--set`` arguments) when the fleet's federated curve is still rising at
+    the last round, or rises much slower than local-only learning; "" otherwise.
+
+    Still rising: it gained more than two standard errors (one point without them) over its last quarter of
+    rounds (at least 2). Much slower: by the middle round local-only learning gained more than 2 points and
+    federated learning less than half of what local-only gained."""
+    if not curves:
+        return ""
+    fed = _points(curves.get("federated", {}).get("all"))
+    if len(fed) < 4:
+        return ""
+    last, end = fed[-1]
+    q = max(2, last // 4)
+    se_pts = _points(curves.get("federated_se", {}).get("all"))
+    se = se_pts[-1][1] if se_pts else 0.005
+    rise = end - _at(fed, last - q)
+    why = []
+    if rise > max(2 * se, 0.01):
+        why.append(
+            f"the federated curve is still rising at round {last} (+{100 * rise:.1f} points over its last {q})"
+        )
+    loc = _points(curves.get("local-only", {}).get("all"))
+    mid = max(1, last // 2)
+    if len(loc) >= 2:
+        fed_gain, loc_gain = _at(fed, mid) - fed[0][1], _at(loc, mid) - loc[0][1]
+        if loc_gain > 0.02 and fed_gain < 0.5 * loc_gain:
+            why.append(
+                f"it rises much slower than local-only learning (+{100 * fed_gain:.1f} vs +{100 * loc_gain:.1f} "
+                f"points by round {mid})"
+            )
+    if not why:
+        return ""
+    name = str(s.strategy.name).lower()
+    lr = float(s.train.lr)
+    if name in ("fedadam", "fedyogi", "fedadagrad"):
+        cur = float(s.strategy.server_lr) or 0.1  # Flower's eta default
+        change = f"--set strategy.server_lr={3 * cur:g}"
+        what = f"a larger server step for {name} (server_lr {cur:g} now)"
+    elif name in ("fedavg", "fedavgm", "fedprox"):
+        change = "--set strategy.name=fedadam --set strategy.server_lr=0.03"
+        what = "a server optimizer, which takes larger steps where the devices' updates agree"
+    else:
+        change = f"--set train.lr={2 * lr:g}"
+        what = "larger on-device steps"
+    longer = 2 * int(s.rounds)
+    return (
+        f"{why[0][0].upper() + why[0][1:]}{'; ' + why[1] if len(why) > 1 else ''}: try {what}: "
+        f"<code>{change}</code> (<code>fedtiny init</code> probes such recipes on your data), or run longer "
+        f"(<code>--set rounds={longer}</code>)."
+    )
+
+
+def _suggestions(
+    s: Any, summary: dict[str, Any], curves: dict[str, dict[str, list[float]]] | None = None
+) -> list[str]:
     """What to try next, from what the numbers show."""
     tips: list[str] = []
+    advice = recipe_advice(s, curves)
+    if advice:
+        tips.append(advice)
     done = int(summary.get("rounds_done", s.rounds))
     drift = summary.get("drift", {})
     feds = [per["federated"] for per in drift.values() if "federated" in per]
@@ -471,7 +540,12 @@ def _suggestions(s: Any, summary: dict[str, Any]) -> list[str]:
     return tips
 
 
-def headline_html(s: Any, summary: dict[str, Any], sizes: dict[str, int]) -> str:
+def headline_html(
+    s: Any,
+    summary: dict[str, Any],
+    sizes: dict[str, int],
+    curves: dict[str, dict[str, list[float]]] | None = None,
+) -> str:
     """The report's opening: the answer in numbers with 95% intervals, and what to try next."""
     done = int(summary.get("rounds_done", s.rounds))
     parts = []
@@ -493,7 +567,7 @@ def headline_html(s: Any, summary: dict[str, Any], sizes: dict[str, int]) -> str
             "parentheses are 95% intervals (over devices and test samples); per-group numbers are measured on "
             "the comparison subset, where every method runs on the same devices.</p>"
         )
-    tips = _suggestions(s, summary)
+    tips = _suggestions(s, summary, curves)
     if tips:
         parts.append("<p><b>What to try next</b></p><ul>" + "".join(f"<li>{t}</li>" for t in tips) + "</ul>")
     return '<div class="headline">' + "".join(parts) + "</div>" if parts else ""
@@ -750,7 +824,7 @@ def write_report(
 <html lang="en"><head><meta charset="utf-8"><title>fedtiny report: {html.escape(s.name)}</title>
 <style>{STYLE}</style></head><body>
 <h1>fedtiny report: {html.escape(s.name)}</h1>
-{headline_html(s, summary, sizes)}
+{headline_html(s, summary, sizes, curves)}
 <p>{html.escape(intro) if intro else default_intro}</p>
 {extra_html}<h2>Accuracy over rounds</h2>{_img(acc_png) if acc_png.exists() else ""}{clean_set_html(s, summary, rows)}
 <h2>{per_group}</h2>
