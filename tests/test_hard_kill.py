@@ -153,3 +153,44 @@ def test_the_lock_refuses_a_second_run_and_takes_over_a_stale_one(tmp_path: Path
     assert not (out / "fedtiny.lock").exists()
     runlock.acquire(out, said.append).release()
     assert len(said) == 1  # a lock released by its owner is not stale
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("group", [False, True], ids=["alone", "group"])
+def test_sigkill_of_fedtiny_trial_leaves_no_child(tmp_path: Path, group: bool) -> None:
+    """`fedtiny trial`'s children (serve and its SuperLink, SuperExec, ServerApp; virtual boards; gateways and
+    their SuperNodes), all in sessions of their own, die with it."""
+    from test_field_trial import _our_processes
+
+    out = tmp_path / "trial"
+    err = tmp_path / "trial.stderr"
+    with err.open("w") as fh:
+        proc = subprocess.Popen(
+            _cli("trial", str(ROOT / "scenarios" / "field_trial.toml"), "--boards", "2", "--out", str(out),
+                 "--set", "rounds=50"),
+            stdout=fh, stderr=fh, start_new_session=True, cwd=ROOT,
+        )  # fmt: skip
+    gw = out / "logs" / "gateway-1.log"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if gw.is_file() and "round 1 train" in gw.read_text(errors="replace"):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, err.read_text()[-3000:]
+    before = _our_processes(str(tmp_path))
+    t0 = time.time()
+    if group:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.kill()
+    proc.wait()
+    gone = None
+    while time.time() - t0 < 10:
+        if not _our_processes(str(tmp_path)) and gone is None:
+            gone = time.time() - t0
+        time.sleep(0.2)
+    left = _our_processes(str(tmp_path))
+    assert not left, f"processes of the killed trial still alive 10 s later: {left}"
+    print(
+        f"trial: {len(before)} processes, all gone {gone:.1f} s after SIGKILL ({'group' if group else 'alone'})"
+    )
