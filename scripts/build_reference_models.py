@@ -13,6 +13,7 @@ int8 accuracy is more than --margin below the shipped one's.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import platform
@@ -57,6 +58,10 @@ def build(name: str, spec: ModelSpec, scenarios: list[str], into: Path) -> dict[
     meta["built_on"] = f"{platform.system()} {platform.machine()} {''.join(cpu)}".strip()
     into.mkdir(parents=True, exist_ok=True)
     (into / f"{name}.tflite").write_bytes(tflite)
+    # the same bytes as text: a Flower App package (`flwr run .`) carries no .tflite (fedtiny.model.build)
+    copy = {"name": f"{name}.tflite", "sha256": hashlib.sha256(tflite).hexdigest(),
+            "base64": base64.b64encode(tflite).decode()}  # fmt: skip
+    (into / f"{name}.tflite.json").write_text(json.dumps(copy) + "\n")
     (into / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 

@@ -3,6 +3,7 @@ damaged file is refused, and a rebuild of the quickstart's model still reaches t
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shutil
@@ -105,10 +106,27 @@ def test_a_damaged_shipped_model_is_refused(
     monkeypatch.setattr(build, "REFERENCE_DIR", copy)
     with pytest.raises(ModelError, match=rf"{name}: shipped reference model is damaged \(sha256"):
         build_base_model(spec, log=lambda *_: None)
-    (copy / name).unlink()
+    (copy / name).unlink()  # the base64 copy stands in for a missing .tflite (a Flower App package)...
+    assert build_base_model(spec, log=lambda *_: None).tflite == (REFERENCE_DIR / name).read_bytes()
+    text = json.loads((copy / f"{name}.json").read_text())
+    text["base64"] = text["base64"][:-8] + "AAAAAAA="  # ...and is checked like the file
+    (copy / f"{name}.json").write_text(json.dumps(text))
+    with pytest.raises(ModelError, match="shipped reference model is damaged"):
+        build_base_model(spec, log=lambda *_: None)
+    (copy / f"{name}.json").unlink()
     with pytest.raises(ModelError, match="shipped reference model unreadable"):
         build_base_model(spec, log=lambda *_: None)
     assert not (empty_cache / "models").exists()  # refused, not retrained
+
+
+def test_every_shipped_model_has_its_text_copy_for_flower_app_packages() -> None:
+    """`flwr run .` packages only text files (Flower's FAB include rules): each .tflite has a base64 copy."""
+    models = sorted(REFERENCE_DIR.glob("*.tflite"))
+    assert models
+    for m in models:
+        copy = json.loads((REFERENCE_DIR / f"{m.name}.json").read_text())
+        assert base64.b64decode(copy["base64"]) == m.read_bytes()
+        assert copy["sha256"] == hashlib.sha256(m.read_bytes()).hexdigest()
 
 
 def test_a_changed_spec_is_trained_and_cached(empty_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ not the TensorFlow version) gets the shipped bytes, checked against their sha256
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -155,6 +156,20 @@ def build_entry(spec: ModelSpec, log: Any = print) -> tuple[bytes, dict[str, Any
     return tflite, meta
 
 
+def _shipped_bytes(model_file: Path) -> bytes:
+    """A shipped model's bytes: the ``.tflite``, or, where only text files were copied (a Flower App package
+    holds ``.py``/``.toml``/``.md``/``.json``/``.yaml`` files only, so the ServerApp of ``flwr run .`` sees no
+    ``.tflite``), the base64 copy in ``<name>.tflite.json`` beside it."""
+    try:
+        return model_file.read_bytes()
+    except OSError as exc:
+        copy = model_file.with_name(model_file.name + ".json")
+        try:
+            return base64.b64decode(json.loads(copy.read_text())["base64"], validate=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ModelError(f"{model_file}: shipped reference model unreadable ({exc})") from exc
+
+
 def shipped_model(spec: ModelSpec, directory: Path | None = None) -> BaseModel | None:
     """The shipped reference model whose meta records ``spec`` (and this pipeline version), or None.
 
@@ -163,14 +178,13 @@ def shipped_model(spec: ModelSpec, directory: Path | None = None) -> BaseModel |
     d = REFERENCE_DIR if directory is None else directory
     want = spec.fields()
     for meta_file in sorted(d.glob("*.json")):
+        if meta_file.name.endswith(".tflite.json"):  # a model's base64 copy, not a meta
+            continue
         meta = json.loads(meta_file.read_text())
         if meta.get("spec") != want or meta.get("pipeline") != PIPELINE_VERSION:
             continue
         model_file = meta_file.with_suffix(".tflite")
-        try:
-            tflite = model_file.read_bytes()
-        except OSError as exc:
-            raise ModelError(f"{model_file}: shipped reference model unreadable ({exc})") from exc
+        tflite = _shipped_bytes(model_file)
         digest = hashlib.sha256(tflite).hexdigest()
         if digest != meta["sha256"]:
             raise ModelError(
