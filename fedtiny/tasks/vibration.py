@@ -17,6 +17,8 @@ of the band envelope over the window (modulation frequency 2.9-363 Hz, 11.7 Hz p
 rates). Values are ``ln(1e-4 + m) / 4 + 1``, a fixed affine map (no per-example normalization, so gain
 drift reaches the model as it would on a board).
 
+Transcendental functions come from :mod:`fedtiny.exactmath` (the same bits on any CPU), the FFTs from scipy.fft.
+
 Drift knobs (floats):
   speed_hz      shaft speed in Hz, default 29.95 (1797 rpm, CWRU 0 hp)
   gain          sensor gain (dimensionless), default 1.0
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.fft as sfft
 
+from fedtiny import exactmath as em
 from fedtiny.errors import TaskError
 from fedtiny.tasks.base import Task
 
@@ -80,16 +83,17 @@ def raw_signal(
     )  # small per-example speed variation
     ff = fault_frequencies(speed)
     # shaft harmonics: 1x and 2x, imbalance has a strong 1x
-    a1 = np.exp(rng.uniform(np.log(0.02), np.log(0.12), b))  # residual unbalance of a healthy machine
-    a1 = np.where(labels == 4, np.exp(rng.uniform(np.log(0.1), np.log(0.6), b)), a1)
+    a1 = em.exp(rng.uniform(em.log(0.02), em.log(0.12), b))  # residual unbalance of a healthy machine
+    a1 = np.where(labels == 4, em.exp(rng.uniform(em.log(0.1), em.log(0.6), b)), a1)
     a2 = rng.uniform(0.01, 0.04, b)
     ph: np.ndarray = rng.uniform(0, 2 * np.pi, (b, 2))
     s1, c1 = _sincos(speed, ph[:, 0], n_samples, fs)
     s2 = 2 * s1 * c1  # sin and cos of the 2x angle, then shift by an independent phase
     c2 = 1 - 2 * s1 * s1
     x = a1[:, None].astype(np.float32) * s1
-    x += (a2 * np.cos(ph[:, 1]))[:, None].astype(np.float32) * s2
-    x += (a2 * np.sin(ph[:, 1]))[:, None].astype(np.float32) * c2
+    sp, cp = em.sincos(ph[:, 1])
+    x += (a2 * cp)[:, None].astype(np.float32) * s2
+    x += (a2 * sp)[:, None].astype(np.float32) * c2
     # localized faults: impulse trains at the fault rate
     rate = np.select([labels == 1, labels == 2, labels == 3], [ff["bpfi"], ff["bpfo"], 2 * ff["bsf"]], 1.0)
     mod_f = np.select([labels == 1, labels == 3], [speed, ff["ftf"]], 0.0)
@@ -102,11 +106,11 @@ def raw_signal(
         + np.cumsum(period[:, None] * jitter, axis=1)
         - period[:, None]
     )
-    severity = np.exp(rng.uniform(np.log(0.08), np.log(1.0), b)) * faulty  # incipient to severe
+    severity = em.exp(rng.uniform(em.log(0.08), em.log(1.0), b)) * faulty  # incipient to severe
     depth = np.clip(cond["load"], 0.0, 1.0) * np.where(labels == 2, 0.0, 1.0)
     mod_ph = rng.uniform(0, 2 * np.pi, b)
     amp = severity[:, None] * (
-        1 - depth[:, None] * 0.5 * (1 - np.cos(2 * np.pi * mod_f[:, None] * times + mod_ph[:, None]))
+        1 - depth[:, None] * 0.5 * (1 - em.cos(2 * np.pi * mod_f[:, None] * times + mod_ph[:, None]))
     )
     amp *= rng.uniform(0.8, 1.2, (b, n_imp))  # impact-to-impact variation
     idx = np.rint(times * fs).astype(np.int64)
@@ -118,12 +122,14 @@ def raw_signal(
     f_res = cond["resonance_hz"] * (1 + 0.03 * rng.standard_normal(b))
     zeta = rng.uniform(0.04, 0.07, b)
     th = t[:IR_LEN]
-    h = np.exp(-2 * np.pi * zeta[:, None] * f_res[:, None] * th) * np.sin(2 * np.pi * f_res[:, None] * th)
+    h = em.exp(-2 * np.pi * zeta[:, None] * f_res[:, None] * th) * em.sin(2 * np.pi * f_res[:, None] * th)
     fi = np.flatnonzero(faulty)  # only fault classes have impulses: skip the FFT for the others
-    spec = sfft.rfft(deltas[fi], axis=1) * sfft.rfft(h[fi].astype(np.float32), n=n_samples, axis=1)
+    spec = em.mul_complex(
+        sfft.rfft(deltas[fi], axis=1), sfft.rfft(h[fi].astype(np.float32), n=n_samples, axis=1)
+    )
     x[fi] += sfft.irfft(spec, n=n_samples, axis=1)
     # background vibration from nearby machines varies from place to place
-    noise = cond["noise"] * np.exp(rng.uniform(np.log(0.5), np.log(2.0), b))
+    noise = cond["noise"] * em.exp(rng.uniform(em.log(0.5), em.log(2.0), b))
     x += noise[:, None].astype(np.float32) * rng.standard_normal((b, n_samples), dtype=np.float32)
     gain = cond["gain"] * rng.uniform(0.95, 1.05, b)  # mounting / sensitivity spread
     out: np.ndarray = gain[:, None].astype(np.float32) * x + np.float32(cond["offset"])
@@ -137,15 +143,16 @@ def _sincos(freq: np.ndarray, phase: np.ndarray, n: int, fs: float) -> tuple[np.
     w = 2 * np.pi * np.asarray(freq, dtype=np.float64)[:, None] / fs
     a = w * (blk * np.arange(nb)) + np.asarray(phase)[:, None]  # coarse angles [B, nb]
     c = w * np.arange(blk)  # fine angles [B, blk]
-    sa, ca = np.sin(a).astype(np.float32)[:, :, None], np.cos(a).astype(np.float32)[:, :, None]
-    sc, cc = np.sin(c).astype(np.float32)[:, None, :], np.cos(c).astype(np.float32)[:, None, :]
+    (sa, ca), (sc, cc) = em.sincos(a), em.sincos(c)
+    sa, ca = sa.astype(np.float32)[:, :, None], ca.astype(np.float32)[:, :, None]
+    sc, cc = sc.astype(np.float32)[:, None, :], cc.astype(np.float32)[:, None, :]
     b = len(w)
     s = (sa * cc + ca * sc).reshape(b, nb * blk)[:, :n]
     co = (ca * cc - sa * sc).reshape(b, nb * blk)[:, :n]
     return s, co
 
 
-_WIN = np.hanning(FRAME + 2)[1:-1].astype(np.float32)
+_WIN = em.hann(FRAME + 2)[1:-1].astype(np.float32)
 
 
 def front_end(x: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -158,12 +165,16 @@ def front_end(x: np.ndarray, chunk: int = 256) -> np.ndarray:
     for s in range(0, x.shape[0], chunk):
         xc = x[s : s + chunk]
         frames = np.lib.stride_tricks.sliding_window_view(xc, FRAME, axis=1)[:, ::HOP][:, :n_frames]
-        env = np.abs(sfft.rfft(frames * _WIN, axis=2))[:, :, :N_BANDS] / (FRAME / 4)  # [b, T, bands]
+        spec = sfft.rfft(frames * _WIN, axis=2)[:, :, :N_BANDS]
+        env = em.abs_complex(spec).astype(np.float32) / (FRAME / 4)  # [b, T, bands]
         level = env.mean(axis=1)  # [b, bands]
-        mod = np.abs(sfft.rfft(env - level[:, None, :], n=MOD_NFFT, axis=1)) / n_frames
+        mod = (
+            em.abs_complex(sfft.rfft(env - level[:, None, :], n=MOD_NFFT, axis=1)).astype(np.float32)
+            / n_frames
+        )
         mod = mod[:, 1 : 1 + N_MOD * MOD_POOL].reshape(len(xc), N_MOD, MOD_POOL, N_BANDS).mean(axis=2)
         feat = np.concatenate([level[:, None, :], mod], axis=1)  # [b, 32 cols, bands]
-        out[s : s + chunk, :, :, 0] = np.log(1e-4 + feat.transpose(0, 2, 1)) / 4 + 1
+        out[s : s + chunk, :, :, 0] = em.log(1e-4 + feat.transpose(0, 2, 1)).astype(np.float32) / 4 + 1
     return out
 
 
