@@ -4,6 +4,9 @@
 ``tf.signal.linear_to_mel_weight_matrix`` (HTK mel, triangles linear in mel, DC bin zeroed) ->
 ``log(mel + log_offset)`` -> ``tf.signal.mfccs_from_log_mel_spectrograms`` (DCT-II scaled by sqrt(2/N) for every
 coefficient, as TensorFlow does; scipy's orthonormal DCT differs in coefficient 0 by sqrt(2)).
+
+Transcendental functions, magnitudes and matrix products come from :mod:`fedtiny.exactmath` (the same bits on any
+CPU), the FFT from scipy.fft.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
+from fedtiny import exactmath as em
 from fedtiny.errors import DataError
 
 MFCC_DEFAULTS: dict[str, float | int] = {
@@ -64,11 +68,11 @@ class Mfcc:
             raise DataError(f"front end mfcc: coefficients {self.coefficients} > mel_bins {self.mel_bins}")
         self.frames = (self.clip - self.frame) // self.step + 1
         n = np.arange(self.frame)
-        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / self.frame)).astype(np.float32)  # periodic Hann
+        self.window = (0.5 - 0.5 * em.cos(2 * np.pi * n / self.frame)).astype(np.float32)  # periodic Hann
         self.mel = _mel_matrix(self.mel_bins, self.fft // 2 + 1, self.sample_rate, self.fmin, self.fmax)
         k = np.arange(self.coefficients)[None, :]
         m = np.arange(self.mel_bins)[:, None]
-        dct = np.cos(np.pi * k * (2 * m + 1) / (2 * self.mel_bins)) * np.sqrt(2.0 / self.mel_bins)
+        dct = em.cos(np.pi * k * (2 * m + 1) / (2 * self.mel_bins)) * np.sqrt(2.0 / self.mel_bins)
         self.dct = dct.astype(np.float32)
 
     def fit(self, x: np.ndarray) -> np.ndarray:
@@ -84,14 +88,15 @@ class Mfcc:
         for s in range(0, len(audio), chunk):  # chunks bound the FFT buffer's memory
             frames = np.lib.stride_tricks.sliding_window_view(audio[s : s + chunk], self.frame, axis=1)
             frames = frames[:, :: self.step][:, : self.frames] * self.window
-            mag = np.abs(sfft.rfft(frames, n=self.fft, axis=2))
-            logmel = np.log(mag @ self.mel + np.float32(self.log_offset))
-            out[s : s + chunk, :, :, 0] = logmel @ self.dct
+            mag = em.abs_complex(sfft.rfft(frames, n=self.fft, axis=2)).astype(np.float32)
+            mel = em.matmul_ordered(mag, self.mel) + np.float32(self.log_offset)
+            logmel = em.log(mel).astype(np.float32)
+            out[s : s + chunk, :, :, 0] = em.matmul_ordered(logmel, self.dct)
         return out
 
 
 def _hz_to_mel(f: np.ndarray | float) -> np.ndarray:
-    return np.asarray(1127.0 * np.log1p(np.asarray(f, dtype=np.float64) / 700.0))
+    return np.asarray(1127.0 * em.log1p(np.asarray(f, dtype=np.float64) / 700.0))
 
 
 def _mel_matrix(mel_bins: int, spec_bins: int, rate: int, fmin: float, fmax: float) -> np.ndarray:

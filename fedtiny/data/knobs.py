@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from fedtiny import exactmath as em
 from fedtiny.errors import DataError
 
 GENERIC_KNOBS: dict[str, str] = {
@@ -126,7 +127,9 @@ def _apply(
         power, noise_power = float(np.mean(np.square(x, dtype=np.float64))), float(np.mean(noise**2))
         if power > 0 and noise_power > 0:
             # scaled to the exact target power, so the SNR holds for short signals too
-            scale = math.sqrt(power / 10 ** (knobs["snr_db"] / 10) / noise_power)
+            scale = math.sqrt(
+                power / em.pow(10.0, knobs["snr_db"] / 10) / noise_power
+            )  # the same bits anywhere
             x = x + (noise * scale).astype(np.float32)
     if "contrast" in knobs:
         mean = x.mean(dtype=np.float64)

@@ -4,6 +4,9 @@ MFCC as a board computes it: 16 kHz, 1 s, 30 ms Hann frames (480 samples) with a
 512-point FFT power spectrum, 40 triangular mel filters (20 Hz - 7.6 kHz), natural log (floor 1e-6),
 orthonormal DCT-II, first 10 coefficients; then the fixed per-coefficient map
 ``(c - MFCC_OFFSET) / MFCC_SCALE`` (about unit spread each, so one int8 input scale suits all of them).
+
+Transcendental functions and the matrix products come from :mod:`fedtiny.exactmath` (the same bits on any CPU),
+the FFTs from scipy.fft.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import scipy.fft as sfft
 
+from fedtiny import exactmath as em
 from fedtiny.errors import TaskError
 
 SAMPLE_RATE = 16_000
@@ -29,8 +33,8 @@ MFCC_SCALE = np.array([20.0, 10.0, 4.0, 5.0, 4.0, 4.0, 4.0, 3.0, 2.0, 2.0], dtyp
 @lru_cache(maxsize=1)
 def _mel_matrix() -> np.ndarray:
     """float32 [NFFT/2+1, N_MEL] triangular mel filterbank (HTK mel scale)."""
-    mel_lo, mel_hi = (2595.0 * np.log10(1.0 + f / 700.0) for f in (20.0, 7600.0))
-    edges = 700.0 * (10 ** (np.linspace(mel_lo, mel_hi, N_MEL + 2) / 2595.0) - 1.0)
+    mel_lo, mel_hi = (2595.0 * em.log10(1.0 + f / 700.0) for f in (20.0, 7600.0))
+    edges = 700.0 * (em.pow(10.0, np.linspace(mel_lo, mel_hi, N_MEL + 2) / 2595.0) - 1.0)
     freqs = np.fft.rfftfreq(NFFT, 1 / SAMPLE_RATE)
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     w = np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
@@ -42,12 +46,12 @@ def _dct_matrix() -> np.ndarray:
     """float32 [N_MEL, N_MFCC] orthonormal DCT-II."""
     n = np.arange(N_MEL)[:, None]
     k = np.arange(N_MFCC)[None, :]
-    m = np.cos(np.pi / N_MEL * (n + 0.5) * k) * np.sqrt(2.0 / N_MEL)
+    m = em.cos(np.pi / N_MEL * (n + 0.5) * k) * np.sqrt(2.0 / N_MEL)
     m[:, 0] /= np.sqrt(2.0)
     return np.asarray(m, dtype=np.float32)
 
 
-_HANN = np.hanning(FRAME + 1)[:-1].astype(np.float32)  # periodic Hann
+_HANN = em.hann(FRAME + 1)[:-1].astype(np.float32)  # periodic Hann
 
 
 def mfcc(audio: np.ndarray, chunk: int = 128) -> np.ndarray:
@@ -64,8 +68,8 @@ def mfcc(audio: np.ndarray, chunk: int = 128) -> np.ndarray:
         np.multiply(frames.reshape(n, FRAME), _HANN, out=buf[:n, :FRAME])
         spec = sfft.rfft(buf[:n], axis=1)
         power = spec.real**2 + spec.imag**2
-        logmel = np.log(power @ _mel_matrix() + 1e-6)
-        coef = (logmel @ _dct_matrix() - MFCC_OFFSET) / MFCC_SCALE
+        logmel = em.log(em.matmul_ordered(power, _mel_matrix()) + np.float32(1e-6)).astype(np.float32)
+        coef = (em.matmul_ordered(logmel, _dct_matrix()) - MFCC_OFFSET) / MFCC_SCALE
         out[s : s + chunk, :, :, 0] = coef.reshape(-1, N_FRAMES, N_MFCC)
     return out
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedtiny import exactmath as em
 from fedtiny.errors import TaskError
 from fedtiny.tasks.base import Task
 
@@ -56,7 +57,7 @@ def render(
     r = r[None] - shift[:, 0, None, None]
     c = c[None] - shift[:, 1, None, None]
     th = np.deg2rad(angle_deg)[:, None, None]
-    cos, sin = np.cos(th), np.sin(th)
+    sin, cos = em.sincos(th)
     s = scale[:, None, None]
     sr = (cos * r - sin * c) / s + (h - 1) / 2 + 1  # inverse map into the padded source
     sc = (sin * r + cos * c) / s + (w - 1) / 2 + 1

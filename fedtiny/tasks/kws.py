@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedtiny import exactmath as em
 from fedtiny.errors import TaskError
 from fedtiny.tasks.audio import CLIP, SAMPLE_RATE, mfcc, read_wav, resample
 from fedtiny.tasks.base import Task
@@ -141,10 +142,12 @@ def noise_bank(seconds: int = 4) -> np.ndarray:
     f[0] = f[1]
     white = np.fft.rfft(rng.standard_normal(n))
     t = np.arange(n) / SAMPLE_RATE
-    hum = sum(np.sin(2 * np.pi * 50 * k * t + k) / k for k in range(1, 8)) + 0.1 * rng.standard_normal(n)
-    machine = np.fft.irfft(white * np.exp(-(((f - 900) / 300) ** 2)), n) + 0.3 * np.sin(2 * np.pi * 120 * t)
+    hum = sum(em.sin(2 * np.pi * 50 * k * t + k) / k for k in range(1, 8)) + 0.1 * rng.standard_normal(n)
+    u = (f - 900) / 300
+    machine = np.fft.irfft(em.mul_complex(white, em.exp(-(u * u))), n) + 0.3 * em.sin(2 * np.pi * 120 * t)
     bank = np.stack([
-        rng.standard_normal(n), np.fft.irfft(white / np.sqrt(f), n), np.fft.irfft(white / f, n), hum, machine
+        rng.standard_normal(n), np.fft.irfft(em.div_complex(white, np.sqrt(f)), n),
+        np.fft.irfft(em.div_complex(white, f), n), hum, machine
     ])  # fmt: skip
     bank -= bank.mean(axis=1, keepdims=True)
     return np.asarray(bank / bank.std(axis=1, keepdims=True), dtype=np.float32)
@@ -213,13 +216,13 @@ class KwsTask(Task):
             for k, c in zip(need, clips):  # kept at unit RMS
                 c = c.astype(np.float32)
                 self._clips[k] = c / (np.sqrt(np.mean(c * c)) + 1e-9)
-        level = 0.05 * np.exp(rng.uniform(np.log(0.5), np.log(2.0), b))  # speech RMS, -26 dB +-6 dB
+        level = 0.05 * em.exp(rng.uniform(em.log(0.5), em.log(2.0), b))  # speech RMS, -26 dB +-6 dB
         shift = rng.random(b)
         kind = rng.integers(0, NOISE_KINDS, b)
         bank = noise_bank()
         offs = rng.integers(0, bank.shape[1] - CLIP, b)
-        nlev = cond["noise"] * np.exp(rng.uniform(np.log(0.5), np.log(2.0), b))
-        nlev = np.where(speech, nlev, nlev * np.exp(rng.uniform(0, np.log(4.0), b)))  # silence: louder too
+        nlev = cond["noise"] * em.exp(rng.uniform(em.log(0.5), em.log(2.0), b))
+        nlev = np.where(speech, nlev, nlev * em.exp(rng.uniform(0, em.log(4.0), b)))  # silence: louder too
         windows = np.lib.stride_tricks.sliding_window_view(bank, CLIP, axis=1)  # a view, no copy
         out = np.empty((b, *self.input_shape), dtype=np.float32)
         for s0 in range(0, b, CHUNK):  # chunks keep the 1 s waveforms in cache-sized blocks
