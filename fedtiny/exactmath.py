@@ -122,8 +122,9 @@ def exp(x: Any) -> Any:
     kk = np.nan_to_num(k).astype(np.int64)
     with np.errstate(over="ignore", under="ignore"):
         res = np.ldexp(y, kk)
-    res = np.where(a > _EXP_MAX, np.inf, res)
-    res = np.where(a < _EXP_MIN, 0.0, res)
+    if not (np.all(a <= _EXP_MAX) and np.all(a >= _EXP_MIN)):  # overflow, underflow, nan
+        res = np.where(a > _EXP_MAX, np.inf, res)
+        res = np.where(a < _EXP_MIN, 0.0, res)
     return _out(res, x)
 
 
@@ -147,6 +148,8 @@ def _log_parts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
 
 def _log_special(a: np.ndarray, res: np.ndarray) -> np.ndarray:
+    if np.all(a > 0) and np.all(a < np.inf):  # the common case: nothing to patch
+        return res
     res = np.where(a == 0, -np.inf, res)
     res = np.where(a < 0, np.nan, res)
     res = np.where(a == np.inf, np.inf, res)
@@ -321,7 +324,11 @@ def div_complex(z: Any, d: Any) -> np.ndarray:
 def matmul_ordered(a: Any, b: Any, *, accumulate: Any = np.float64) -> np.ndarray:
     """``a @ b`` for ``a [..., K]`` and ``b [K, N]`` summed over K in index order (no BLAS), the same bits on any
     CPU. Products and sums in ``accumulate`` (float64: products of float32 values are exact), the result in
-    ``np.result_type(a, b)``."""
+    ``np.result_type(a, b)``.
+
+    Where ``a`` is all finite, the terms with ``b[k, j] == 0`` are left out (a sparse ``b``, a mel filterbank,
+    costs its non-zeros): adding a product of zero changes no sum (the sums start at +0 and never become -0),
+    so the bits are those of the full loop."""
     a, b = np.asarray(a), np.asarray(b)
     if b.ndim != 2 or a.ndim < 1 or a.shape[-1] != b.shape[0]:
         raise ValueError(f"matmul_ordered: shapes {a.shape} and {b.shape} do not contract")
@@ -329,9 +336,16 @@ def matmul_ordered(a: Any, b: Any, *, accumulate: Any = np.float64) -> np.ndarra
     lead = a.shape[:-1]
     at = np.ascontiguousarray(a.reshape(-1, a.shape[-1]).T, dtype=accumulate)  # [K, M]
     bt = np.asarray(b, dtype=accumulate)
-    acc = np.zeros((at.shape[1], b.shape[1]), dtype=accumulate)
+    n = b.shape[1]
+    acc = np.zeros((n, at.shape[1]), dtype=accumulate)  # [N, M]: one output column per row
     tmp = np.empty_like(acc)
+    sparse = bool(np.all(np.isfinite(at)))
     for k in range(b.shape[0]):
-        np.multiply(at[k][:, None], bt[k][None, :], out=tmp)
-        acc += tmp
-    return acc.reshape(*lead, b.shape[1]).astype(out_type, copy=False)
+        nz = np.flatnonzero(bt[k]) if sparse else np.arange(n)
+        if 2 * len(nz) >= n:
+            np.multiply(bt[k][:, None], at[k][None, :], out=tmp)
+            acc += tmp
+        else:
+            for j in nz:
+                acc[j] += at[k] * bt[k, j]
+    return acc.T.reshape(*lead, n).astype(out_type)
