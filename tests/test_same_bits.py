@@ -82,7 +82,8 @@ def assert_same(a: dict[str, object], b: dict[str, object], what: str) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """The quickstart (7 rounds) on the inline engine, this CPU, all threads."""
-    res = results(_run(tmp_path_factory.mktemp("ref"), {}, "runtime.engine=inline"))
+    tmp = tmp_path_factory.mktemp("ref")  # its own cache: the data, pools and partitions made in this run
+    res = results(_run(tmp / "run", {"FEDTINY_CACHE": str(tmp / "cache")}, "runtime.engine=inline"))
     assert len(res["rounds.csv"]) == ROUNDS + 1  # type: ignore[arg-type]  # round 0: the base model
     return res
 

@@ -223,11 +223,15 @@ def model_spec_of(s: Scenario) -> Any:
     )
 
 
+#: bumped when the data a task generates changes for the same seed (2: fedtiny.exactmath, the same bits on every CPU)
+POOL_VERSION = 2
+
+
 def _pool_cache_dir(tflite: bytes, s: Scenario, featurizer: str) -> Path:
     from fedtiny.model.build import cache_root
 
     key = hashlib.sha256(
-        tflite + json.dumps([s.task.name, s.task.params, featurizer, s.seed]).encode()
+        tflite + json.dumps([s.task.name, s.task.params, featurizer, s.seed, POOL_VERSION]).encode()
     ).hexdigest()[:20]
     return cache_root() / "pools" / key
 
