@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from run_helpers import wait_for_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = [
@@ -90,14 +91,7 @@ def _run_and_signal(
             cmd, stdout=fh, stderr=fh, start_new_session=True, cwd=ROOT, env={**os.environ, "COLUMNS": "120"}
         )
         latest = out / "checkpoint" / "latest.json"
-        deadline = time.time() + 400
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if json.loads(latest.read_text())["round"] >= 2:
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
+        wait_for_checkpoint(proc, out, 2)
         assert proc.poll() is None, err.read_text()[-3000:]
         try:
             at_signal = int(json.loads(latest.read_text())["round"])

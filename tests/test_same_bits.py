@@ -15,12 +15,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cpu_targets import other_cpu_envs
+from run_helpers import wait_for_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 7  # past the quickstart's drift at round 6
@@ -112,15 +112,7 @@ def test_a_run_resumed_under_another_cpu_target_equals_an_uninterrupted_one(
         proc = subprocess.Popen(
             _cmd(out, "runtime.engine=inline"), cwd=ROOT, stdout=log, stderr=log, start_new_session=True
         )
-        latest = out / "checkpoint" / "latest.json"
-        deadline = time.time() + 400
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if json.loads(latest.read_text())["round"] >= 3:
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
+        wait_for_checkpoint(proc, out, 3)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=120) == 130

@@ -349,13 +349,11 @@ def _train_kernel(
 
     Device ``i`` starts from ``w_init[i]`` (or ``w_init[0]`` when one head is shared) and its cache slot
     ``s`` is pool row ``idx[i, s]`` with label ``plabels[idx[i, s]]``: the features are gathered and
-    dequantized straight into the batch (no [K, N, D] copy). Per step: the forward pass (four samples and two
-    classes per pass over W, so each loaded weight feeds four multiply-adds and each loaded feature two),
-    softmax (one exp loop over the batch's logits; the loss takes one log of the product of up to 16 sums of
-    exponentials, each in [1, C], instead of a log per sample), the batch gradient (four samples and two
-    classes per pass over it) and the update. A row or label out of range
+    dequantized straight into the batch (no [K, N, D] copy). Per step, in docs/ondevice.md §3's order: the
+    batch's rows regrouped eight samples at a time (:func:`_to_groups`), the forward pass (:func:`_forward`), the
+    bias, softmax and loss with the spec's exp and log (:func:`_exp1`, :func:`_log1`, one log per sample), the
+    batch gradient (:func:`_backward`), weight decay, FedProx, momentum and the update. A row or label out of range
     marks the device with ``steps_out[i] = -1`` (the caller raises) instead of reading out of bounds.
-    2-D arrays are indexed directly (a row view per inner loop costs more than the loop at D = 64).
     """
     k = idx.shape[0]
     n_cls, dim = w_out.shape[1], w_out.shape[2]
