@@ -48,7 +48,7 @@ from typing import Self
 
 import numpy as np
 
-from clients.simulated.gateway import handle
+from fedtiny.clients.simulated.gateway import handle
 from fedtiny.config import scenario_from_dict
 from fedtiny.config.schema import Scenario
 from fedtiny.fleet.synthetic import prepare_synthetic

@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from clients.board import BoardConfig, VirtualBoard, default_head
+from fedtiny.clients.board import BoardConfig, VirtualBoard, default_head
 from fedtiny.link.blobs import encode_head_patch
 from fedtiny.link.messages import ImageKind
 from fedtiny.link.session import BoardSession

@@ -73,7 +73,7 @@ def emulate(
     ),
 ) -> None:
     """Start a virtual board (device emulator) speaking docs/protocol.md."""
-    from clients.board import BoardConfig, serve_board
+    from fedtiny.clients.board import BoardConfig, serve_board
     from fedtiny.field.trial import wait_for_trial_file
     from fedtiny.link.signing import MAX_TRUSTED_KEYS, load_public_key, read_hex_key
 

@@ -131,7 +131,7 @@ def fleet_stats(plan: RunPlan) -> dict[str, Any]:
         "condition_variants": len(meta["conditions"]),
         "faulty_devices": int(np.load(fd / "faulty.npy").sum()),
         "pool_samples": int(np.prod(np.load(fd / "pool_feats.npy", mmap_mode="r").shape[:-1])),
-        # the Ray nodes whose gateways did work (each gateway process notes its node: clients/simulated/app.py)
+        # the Ray nodes whose gateways did work (each gateway process notes its node: fedtiny/clients/simulated/app.py)
         "ray_nodes": sorted(p.name for p in (fd / "ray_nodes").iterdir())
         if (fd / "ray_nodes").is_dir()
         else [],

@@ -4,7 +4,7 @@ Library functions; the CLI (`fedtiny run`) is a thin layer over :func:`run_scena
 Flower's supported simulation runtime (``runtime.engine = "simulation"``, "ray" an alias: a private
 simulation SuperLink driven by `flwr run`, :mod:`fedtiny.runtime.superlink`) or in this process
 (``"inline"``: the same gateway code without Flower or Ray, for tests). A composition root: it wires the
-gateway code of clients/ into the inline engine.
+gateway code of fedtiny/clients/ into the inline engine.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def simulate(plan: RunPlan, log: Log = print, ray_address: str = "", stop: Any =
     """
     plan.stop = stop
     if plan.scenario.runtime.engine == "inline":
-        from clients.simulated.gateway import handle
+        from fedtiny.clients.simulated.gateway import handle
         from fedtiny.interrupt import stoppable_handler
         from fedtiny.server.transports import InlineTransport
 
@@ -81,10 +81,10 @@ def simulate(plan: RunPlan, log: Log = print, ray_address: str = "", stop: Any =
         lambda record: "`run_simulation` function is deprecated" not in record.getMessage()
     )
 
-    from clients.simulated.app import app as client_app
+    from fedtiny.clients.simulated.app import app as client_app
     from fedtiny.runtime import flower_poll
     from fedtiny.runtime.ray_env import SETUP_HOOK
-    from fedtiny.server.app import make_server_app
+    from fedtiny.runtime.serverapp import make_server_app
 
     rt = plan.scenario.runtime
     address = ray_address or rt.ray_address or os.environ.get("RAY_ADDRESS", "")

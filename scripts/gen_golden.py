@@ -521,7 +521,7 @@ def gen_frames() -> tuple[str, str]:
 
 def gen_factory_head() -> tuple[str, str]:
     """The factory head the firmware provisions on a blank flash: the virtual board's default_head()."""
-    from clients.board.device import default_head
+    from fedtiny.clients.board.device import default_head
     from fedtiny.link.blobs import encode_head_patch
 
     patch = encode_head_patch(default_head())
@@ -530,7 +530,7 @@ def gen_factory_head() -> tuple[str, str]:
         f"static const uint8_t ft_factory_head[FT_FACTORY_HEAD_LEN] = {c_bytes(patch)};\n"
     )
     return "../../app/factory_head.h", header(
-        "factory_head.h", body, "clients.board.device.default_head() (10x64)"
+        "factory_head.h", body, "fedtiny.clients.board.device.default_head() (10x64)"
     )
 
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from clients.board.device import default_head
+from fedtiny.clients.board.device import default_head
 from fedtiny.link.blobs import encode_head_patch
 from fedtiny.link.signing import (
     IMAGE_MAGIC,
@@ -85,7 +85,7 @@ def render() -> str:
         "/* docs/protocol.md's vector: payload bytes(range(16)), counter 3, version 1.2.3+4, key 1 */\n",
         c_bytes("gs_img_ok", sign_image(payload, k1, 3, (1, 2, 3, 4))),
         c_bytes("gs_img_key2", sign_image(payload, k2, 5)),
-        "/* the factory head (clients.board.device.default_head(), app/factory_head.h) signed by key 1, counter 1 */\n",
+        "/* the factory head (fedtiny.clients.board.device.default_head(), app/factory_head.h) signed by key 1, counter 1 */\n",
         c_bytes("gs_img_head", sign_image(encode_head_patch(default_head()), k1, 1)),
         c_bytes("gs_img_key3", sign_image(payload, k3, 5)),
         "/* a 0x200 header (imgtool --pad-header), no protected area (counter 0), an unknown TLV ignored */\n",

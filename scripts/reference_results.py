@@ -146,7 +146,7 @@ def run_user_data(work: Path) -> Path:
     scen = work / "user.toml"
     scen.write_text(
         f'name = "user_data"\nseed = 3\nrounds = 4\n[model]\ntflite = "{model}"\n[data]\npath = "{data}"\n'
-        f'[fleet]\ndevices_per_gateway = 3\n[train]\nlr = 0.05\n[strategy]\nfraction = 0.5\n'
+        f"[fleet]\ndevices_per_gateway = 3\n[train]\nlr = 0.05\n[strategy]\nfraction = 0.5\n"
         f'[runtime]\nengine = "inline"\n[[drift]]\nat = 3\nfraction = 0.5\ngroup = "quiet"\ncondition = {{ gain = 0.3, snr_db = 5.0 }}\n'
     )
     out = work / "user_data"

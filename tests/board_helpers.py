@@ -53,9 +53,9 @@ def fixed_reference(
 
 @contextmanager
 def served_board(flash: Path, device_id: int, key: bytes, **kwargs: Any) -> Iterator[str]:
-    """A virtual board (clients.board.server.serve_board, ``kwargs`` passed on) on a free loopback TCP port, in
+    """A virtual board (fedtiny.clients.board.server.serve_board, ``kwargs`` passed on) on a free loopback TCP port, in
     a daemon thread: yields its URI once it listens; stops it and joins the thread on the way out."""
-    from clients.board.server import serve_board
+    from fedtiny.clients.board.server import serve_board
 
     stop, ready = threading.Event(), threading.Event()
     addr: list[str] = []

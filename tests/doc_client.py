@@ -1,6 +1,6 @@
 """An independent host for the fedtiny link protocol, written only from docs/protocol.md.
 
-Deliberately imports nothing from ``fedtiny.link``, ``clients.board`` or ``firmware``: framing (COBS,
+Deliberately imports nothing from ``fedtiny.link``, ``fedtiny.clients.board`` or ``firmware``: framing (COBS,
 CRC-32, header), the message layouts and the host retry rules are re-implemented here from the
 document, so that ``tests/test_protocol_doc_client.py`` checks the document against the virtual board
 (``fedtiny emulate``), not the implementation against itself.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clients.board import BoardConfig, VirtualBoard
+from fedtiny.clients.board import BoardConfig, VirtualBoard
 from fedtiny.errors import DeviceError, ProtocolError
 from fedtiny.link.messages import (
     UPLOAD_RESTART,

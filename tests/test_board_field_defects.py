@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from board_helpers import served_board
 
-from clients.board import BoardConfig, PowerCut, VirtualBoard, default_head
-from clients.board.handlers import HANDLERS
+from fedtiny.clients.board import BoardConfig, PowerCut, VirtualBoard, default_head
+from fedtiny.clients.board.handlers import HANDLERS
 from fedtiny.errors import DeviceError
 from fedtiny.link.blobs import encode_head_patch
 from fedtiny.link.frames import FLAG_RESPONSE, Frame, FrameReader, encode_frame
@@ -104,7 +104,7 @@ def test_train_work_bound_and_divergence() -> None:
 
 # --------------------------------------------------------------------------------------------- defect 2
 def test_flatbuffer_check_never_raises_anything_but_valueerror(tiny_tflite: bytes) -> None:
-    from clients.board.tflite_check import check_structure
+    from fedtiny.clients.board.tflite_check import check_structure
 
     check_structure(tiny_tflite)
     rng = np.random.default_rng(0)
@@ -122,7 +122,7 @@ def test_flatbuffer_check_never_raises_anything_but_valueerror(tiny_tflite: byte
 
 
 def test_trial_run_contains_a_crash(monkeypatch) -> None:
-    import clients.board.tflite_check as tc
+    import fedtiny.clients.board.tflite_check as tc
 
     monkeypatch.setattr(tc, "_TRIAL", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
     with pytest.raises(ValueError, match="signal 11"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clients.board import BoardConfig, VirtualBoard, default_head
+from fedtiny.clients.board import BoardConfig, VirtualBoard, default_head
 from fedtiny.errors import DeviceError
 from fedtiny.link.messages import TRAIN_FIXED, Cap, MsgType, TrainRequest
 from fedtiny.link.session import BoardSession

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from test_firmware import BUILD, KEY, HostBoard, make
 
-from clients.board import BoardConfig, VirtualBoard, default_head
+from fedtiny.clients.board import BoardConfig, VirtualBoard, default_head
 from fedtiny.errors import DeviceError, LinkError
 from fedtiny.link.blobs import encode_head_patch
 from fedtiny.link.messages import (

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from clients.board import BoardConfig, VirtualBoard, default_head, serve_board
+from fedtiny.clients.board import BoardConfig, VirtualBoard, default_head, serve_board
 from fedtiny.errors import DeviceError, UpdateRejected
 from fedtiny.link.blobs import encode_head_patch
 from fedtiny.link.messages import ImageKind, SlotState, TrainRequest

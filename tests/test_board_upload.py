@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from clients.board import BoardConfig, PowerCut, VirtualBoard, default_head
+from fedtiny.clients.board import BoardConfig, PowerCut, VirtualBoard, default_head
 from fedtiny.errors import DeviceError, LinkError
 from fedtiny.link.faulty import FaultyTransport
 from fedtiny.link.messages import ImageKind, SlotState, TrainRequest

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.board import BoardConfig, VirtualBoard, default_head
-from clients.gateway.boards import GatewayBoards
+from fedtiny.clients.board import BoardConfig, VirtualBoard, default_head
+from fedtiny.clients.gateway.boards import GatewayBoards
 from fedtiny.errors import DeviceError, FedTinyError, ProtocolError
 from fedtiny.field.deploy_signing import COUNTER_FILE, DeploySigner, check_signed_head
 from fedtiny.link.session import BoardSession
@@ -73,7 +73,7 @@ def test_gateway_without_a_key_forwards_the_server_signed_image(tmp_path: Path) 
     import socket
     import threading
 
-    from clients.board import serve_board
+    from fedtiny.clients.board import serve_board
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

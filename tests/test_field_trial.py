@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from clients.board import serve_board
-from clients.board.device import BoardConfig
+from fedtiny.clients.board import serve_board
+from fedtiny.clients.board.device import BoardConfig
 from fedtiny.config import load_scenario
 from fedtiny.errors import FedTinyError
 from fedtiny.field import processes as fp
@@ -284,7 +284,7 @@ def test_fedtiny_trial_with_one_board_runs_reports_and_leaves_nothing_behind(tmp
 
 def test_fedtiny_trial_with_three_boards_on_two_gateways_signed_by_the_server(tmp_path: Path) -> None:
     """--signed: boards trust only the trial's public key, the server signs the new head, gateways forward it."""
-    from clients.board import BoardConfig, VirtualBoard
+    from fedtiny.clients.board import BoardConfig, VirtualBoard
     from fedtiny.link.signing import load_public_key
 
     out = tmp_path / "trial"
@@ -319,7 +319,7 @@ def test_fedtiny_trial_with_three_boards_on_two_gateways_signed_by_the_server(tm
 def test_a_board_that_fails_every_round_is_shown_counted_and_reported(tmp_path: Path, boards: Any) -> None:
     """One good board and one whose head has the wrong shape (VERIFY: SHAPE_MISMATCH on every redeploy), served by
     `fedtiny gateway` (prints the boards and per-board outcomes, stops by itself at the end of the trial)."""
-    from clients.board.device import default_head
+    from fedtiny.clients.board.device import default_head
 
     s = _scenario(1)
     out = tmp_path / "trial"

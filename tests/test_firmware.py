@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from board_helpers import fixed_reference, served_board
 
-from clients.board.device import BoardConfig, VirtualBoard, default_head
+from fedtiny.clients.board.device import BoardConfig, VirtualBoard, default_head
 from fedtiny.errors import DeviceError, LinkError
 from fedtiny.link.blobs import encode_head_patch
 from fedtiny.link.messages import (
@@ -566,7 +566,7 @@ def test_qemu_firmware_full_command_set(qemu_fw: Path) -> None:
 def test_federated_round_two_qemu_boards_and_a_virtual_board(qemu_fw: Path, tmp_path: Path) -> None:
     """Two emulated Cortex-M4 boards and one virtual board train one round through the real-board gateway;
     the server aggregates (FedAvg) and re-quantizes; the new int8 head is deployed to all three."""
-    from clients.gateway.boards import GatewayBoards
+    from fedtiny.clients.gateway.boards import GatewayBoards
     from fedtiny.config.schema import Scenario
     from fedtiny.ondevice import quantize_head
     from fedtiny.server.strategy import DeviceStrategy

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import test_firmware as tf
 
-from clients.board.device import BoardConfig, VirtualBoard, default_head
+from fedtiny.clients.board.device import BoardConfig, VirtualBoard, default_head
 from fedtiny.errors import DeviceError
 from fedtiny.link.blobs import encode_head_patch
 from fedtiny.link.frames import HEADER, FrameReader, cobs_encode

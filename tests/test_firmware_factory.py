@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.board.device import BoardConfig, VirtualBoard
+from fedtiny.clients.board.device import BoardConfig, VirtualBoard
 from fedtiny.errors import DeviceError
 from fedtiny.link.messages import TRAIN_FIXED, Cap, ImageKind, TrainRequest
 from fedtiny.link.session import BoardSession
@@ -214,7 +214,7 @@ def test_federated_round_on_raw_samples_qemu_boards(
     backbone and train (fixed point: bit-exact), the server aggregates (FedAvg) and re-quantizes, the gateway
     redeploys the head patch (on the factory backbone) and evaluates on raw inputs. Every update and every evaluation
     equals the spec on TFLite Micro's features, so the C boards' results are bit-identical to the virtual board's."""
-    from clients.gateway.boards import GatewayBoards
+    from fedtiny.clients.gateway.boards import GatewayBoards
     from fedtiny.config.schema import Scenario
     from fedtiny.model.flatbuffer import read_head
     from fedtiny.model.runtime import Int8Runner

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from clients.board.device import BoardConfig, VirtualBoard, default_head
+from fedtiny.clients.board.device import BoardConfig, VirtualBoard, default_head
 from fedtiny.errors import DeviceError, LinkError, UpdateRejected
 from fedtiny.link.blobs import encode_head_patch
 from fedtiny.link.messages import UPLOAD_SIGNED, Cap, ImageKind, MsgType, TrainRequest, UploadBegin

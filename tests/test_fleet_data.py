@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.simulated.gateway import train_devices
+from fedtiny.clients.simulated.gateway import train_devices
 from fedtiny.config import scenario_from_dict
 from fedtiny.errors import BudgetError
 from fedtiny.fleet.boards import BOARDS, check_fits, get_board

@@ -5,7 +5,7 @@ ClientApp as `fedtiny run`, writes the results, and keeps TensorFlow out of the 
 memory maps while the run goes on; Flower's simulation process, which imports TensorFlow, is the control): the
 ClientApp module names fedtiny's Ray hook, nothing else sets it.
 Also: the channel the ServerApp streams to the driver, the Ray hook, the runtime's federation config, and the
-import graph (no cycle between fedtiny.runner and fedtiny.server.app).
+import graph (no cycle between fedtiny.runner and fedtiny.runtime.serverapp).
 """
 
 from __future__ import annotations
@@ -215,9 +215,9 @@ def test_federation_config_keeps_the_gateways_concurrency(tmp_path: Path) -> Non
 
 
 def test_runner_and_the_server_app_form_no_import_cycle() -> None:
-    """fedtiny.server.app (and what it imports) never imports fedtiny.runner."""
+    """fedtiny.runtime.serverapp (and what it imports) never imports fedtiny.runner."""
     code = (
-        "import sys, fedtiny.server.app, fedtiny.plan, fedtiny.finish, fedtiny.runtime.superlink\n"
+        "import sys, fedtiny.runtime.serverapp, fedtiny.plan, fedtiny.finish, fedtiny.runtime.superlink\n"
         "print('fedtiny.runner' in sys.modules)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.board import serve_board
-from clients.board.device import BoardConfig, default_head
-from clients.gateway.boards import GatewayBoards, Replay
+from fedtiny.clients.board import serve_board
+from fedtiny.clients.board.device import BoardConfig, default_head
+from fedtiny.clients.gateway.boards import GatewayBoards, Replay
 from fedtiny.link.messages import TrainRequest
 from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, train_heads, train_heads_fixed
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from clients.board.device import BoardConfig, VirtualBoard
-from clients.board.handlers import HANDLERS
-from clients.board.replies import Reply
+from fedtiny.clients.board.device import BoardConfig, VirtualBoard
+from fedtiny.clients.board.handlers import HANDLERS
+from fedtiny.clients.board.replies import Reply
 from fedtiny.errors import DeviceError, ProtocolError
 from fedtiny.link.messages import HELLO_EXT, HelloInfo, MsgType
 from fedtiny.link.session import BoardSession
@@ -58,7 +58,7 @@ def test_host_falls_back_on_a_board_without_the_extension(monkeypatch: pytest.Mo
 
 
 def test_board_name_is_cut_at_64_bytes_as_the_c_board_does() -> None:
-    from clients.board import BoardConfig, VirtualBoard
+    from fedtiny.clients.board import BoardConfig, VirtualBoard
     from fedtiny.link.session import BoardSession
     from fedtiny.link.transport import InProcessTransport
 

@@ -14,7 +14,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("fedtiny", "clients")
+PACKAGES = ("fedtiny",)
 #: cycles another change removes; each entry must go when that lands (the test then says it is gone)
 KNOWN: set[frozenset[str]] = set()
 
@@ -109,7 +109,7 @@ def cycles(g: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_is_read() -> None:
     g = graph()
     assert "fedtiny.server.fleet_model" in g["fedtiny.server.fleet_server"]
-    assert "clients.board.flash" in g["clients.board.device"]
+    assert "fedtiny.clients.board.flash" in g["fedtiny.clients.board.device"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from board_helpers import fixed_reference
 
-from clients.board.device import default_head
+from fedtiny.clients.board.device import default_head
 from fedtiny.link.messages import TrainRequest
 from fedtiny.link.session import BoardSession
 from fedtiny.link.transport import open_transport

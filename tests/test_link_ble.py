@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clients.board import BoardConfig, VirtualBoard, default_head
+from fedtiny.clients.board import BoardConfig, VirtualBoard, default_head
 from fedtiny.link.messages import TrainRequest
 from fedtiny.link.session import BoardSession
 

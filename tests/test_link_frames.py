@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clients.board import BoardConfig, VirtualBoard
+from fedtiny.clients.board import BoardConfig, VirtualBoard
 from fedtiny.errors import ProtocolError
 from fedtiny.link import vectors
 from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch, head_patch_size
@@ -80,7 +80,7 @@ def test_message_round_trips() -> None:
 
 
 def test_head_patch_is_compact_and_exact() -> None:
-    from clients.board import default_head
+    from fedtiny.clients.board import default_head
 
     h = default_head(10, 64)
     p = encode_head_patch(h)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.simulated.gateway import handle
+from fedtiny.clients.simulated.gateway import handle
 from fedtiny.fleet.synthetic import prepare_synthetic
 from fedtiny.ondevice import FloatHead
 from fedtiny.server.fleet_server import FleetServer
@@ -80,7 +80,7 @@ def test_gateways_train_in_chunks_and_merge_their_sums(
 ) -> None:
     """A gateway trains its devices in chunks of REDUCE_CHUNK (memory bounded at a million devices); merged
     chunk sums give the rounds of per-device replies."""
-    import clients.simulated.gateway as gw
+    import fedtiny.clients.simulated.gateway as gw
 
     s = scenario(fleet={"faulty_fraction": 0.2, "fault": "inf"})
     monkeypatch.setattr(gw, "REDUCE_CHUNK", 3)

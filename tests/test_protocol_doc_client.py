@@ -1,7 +1,7 @@
 """docs/protocol.md against `fedtiny emulate`, through a host written only from the document.
 
 ``tests/doc_client.py`` re-implements COBS, CRC-32, the header, every message layout and the host retry
-rules from docs/protocol.md; nothing here imports ``fedtiny.link``, ``clients.board`` or ``firmware``. The
+rules from docs/protocol.md; nothing here imports ``fedtiny.link``, ``fedtiny.clients.board`` or ``firmware``. The
 expected numbers come from the numeric spec (``fedtiny.ondevice``, docs/ondevice.md).
 """
 
@@ -666,8 +666,8 @@ def test_blob_pages_fill_the_response_up_to_max_payload(tmp_path):
     update into such pages, which the document's client reads with max_len 4088."""
     import threading
 
-    from clients.board.config import BoardConfig
-    from clients.board.server import serve_board
+    from fedtiny.clients.board.config import BoardConfig
+    from fedtiny.clients.board.server import serve_board
 
     stop, ready = threading.Event(), threading.Event()
     addr: list[str] = []

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from matplotlib.colors import to_hex
 
-from clients.simulated.gateway import handle
+from fedtiny.clients.simulated.gateway import handle
 from fedtiny.config import scenario_from_dict
 from fedtiny.fleet.synthetic import prepare_synthetic
 from fedtiny.report.drift import comparison, drift_metrics

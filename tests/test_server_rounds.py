@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.simulated.gateway import handle
+from fedtiny.clients.simulated.gateway import handle
 from fedtiny.config import scenario_from_dict
 from fedtiny.fleet.synthetic import prepare_synthetic
 from fedtiny.server.aggregate import validate_updates

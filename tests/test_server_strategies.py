@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clients.simulated.gateway import handle
+from fedtiny.clients.simulated.gateway import handle
 from fedtiny.config import scenario_from_dict
 from fedtiny.config.schema import STRATEGY_NAMES, Scenario
 from fedtiny.errors import ScenarioError

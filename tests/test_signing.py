@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from clients.board import BoardConfig, PowerCut, VirtualBoard, default_head, serve_board
-from clients.gateway.boards import GatewayBoards, Replay
 from fedtiny.cli import cli
+from fedtiny.clients.board import BoardConfig, PowerCut, VirtualBoard, default_head, serve_board
+from fedtiny.clients.gateway.boards import GatewayBoards, Replay
 from fedtiny.errors import DeviceError, UpdateRejected
 from fedtiny.link.blobs import encode_head_patch
 from fedtiny.link.messages import (

@@ -98,7 +98,7 @@ def test_final_model_is_the_deployed_int8_head_and_runs_in_tflite_micro(quicksta
 def test_gateway_code_imports_without_tensorflow() -> None:
     code = (
         "import sys; sys.modules['tensorflow'] = None\n"
-        "import clients.simulated.app, fedtiny.ondevice, fedtiny.fleet.data, fedtiny.server.fleet_server\n"
+        "import fedtiny.clients.simulated.app, fedtiny.ondevice, fedtiny.fleet.data, fedtiny.server.fleet_server\n"
         "print('ok')"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

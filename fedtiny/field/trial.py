@@ -397,7 +397,7 @@ def run_gateway(
     """Foreground `fedtiny gateway`: print the boards, run a SuperNode for them, print each round's per-board
     outcome, and stop when the trial ends (0), the SuperNode fails (FedTinyError naming its log) or on
     Ctrl-C/SIGTERM (SystemExit: the SuperNode and its children are stopped)."""
-    from clients.gateway.boards import GatewayBoards, Replay
+    from fedtiny.clients.gateway.boards import GatewayBoards, Replay
 
     out = out.resolve()
     if replay is not None:

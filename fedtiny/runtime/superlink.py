@@ -46,7 +46,7 @@ dependencies = []
 publisher = "fedtiny"
 
 [tool.flwr.app.components]
-serverapp = "fedtiny.server.app:app"
+serverapp = "fedtiny.runtime.serverapp:app"
 clientapp = "fedtiny.runtime.clientapp:app"
 
 [tool.flwr.app.config]
@@ -108,7 +108,7 @@ class SimulationRuntime:
         lifeline's mark (:mod:`fedtiny.lifeline`: whatever they start dies with this process)."""
         lifeline.guard()
         env = dict(os.environ)
-        src = str(Path(fedtiny.__file__).resolve().parent.parent)  # fedtiny/ and clients/ (a source tree)
+        src = str(Path(fedtiny.__file__).resolve().parent.parent)  # the source tree holding fedtiny/
         site = str(Path(__file__).resolve().parent / "site")  # sitecustomize: TensorFlow blocked
         env.update(
             FLWR_HOME=str(self.home),

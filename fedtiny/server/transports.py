@@ -24,9 +24,9 @@ GatewayHandler = Callable[[str, Int8Head, dict[str, Any], np.ndarray], dict[str,
 
 
 class InlineTransport:
-    """The gateway code (``clients.simulated.gateway.handle``) called in-process: no Flower, no Ray.
+    """The gateway code (``fedtiny.clients.simulated.gateway.handle``) called in-process: no Flower, no Ray.
 
-    The handler is passed in, so that fedtiny/ does not import clients/ (the caller wires them together).
+    The handler is passed in, so that fedtiny/ does not import fedtiny/clients/ (the caller wires them together).
     """
 
     def __init__(self, handle: GatewayHandler) -> None:

@@ -58,7 +58,7 @@ static const uint8_t gs_img_key2[204] GS_UNUSED = {
     0x13, 0xc5, 0x39, 0x78, 0x1d, 0x0c, 0xdc, 0x02, 0xca, 0xff, 0x83, 0x0f};
 #define GS_IMG_KEY2_LEN 204u
 
-/* the factory head (clients.board.device.default_head(), app/factory_head.h) signed by key 1, counter 1 */
+/* the factory head (fedtiny.clients.board.device.default_head(), app/factory_head.h) signed by key 1, counter 1 */
 
 static const uint8_t gs_img_head[928] GS_UNUSED = {
     0x3d, 0xb8, 0xf3, 0x96, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x0c, 0x00, 0xe4, 0x02, 0x00, 0x00,

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from clients.board.api import Board
-from clients.board.keys import key_change, keys
-from clients.board.replies import Reply, check_fits_backbone, err, slot_status
-from clients.board.upload import (
+from fedtiny.clients.board.api import Board
+from fedtiny.clients.board.keys import key_change, keys
+from fedtiny.clients.board.replies import Reply, check_fits_backbone, err, slot_status
+from fedtiny.clients.board.upload import (
     activate,
     confirm,
     rollback,

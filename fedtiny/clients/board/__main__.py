@@ -1,16 +1,16 @@
-"""`python -m clients.board --listen socket://127.0.0.1:PORT|pty --state FILE --device-id N --key HEX`."""
+"""`python -m fedtiny.clients.board --listen socket://127.0.0.1:PORT|pty --state FILE --device-id N --key HEX`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from clients.board.server import serve_board
+from fedtiny.clients.board.server import serve_board
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(
-        prog="python -m clients.board", description="serve one virtual fedtiny board"
+        prog="python -m fedtiny.clients.board", description="serve one virtual fedtiny board"
     )
     ap.add_argument("--listen", default="socket://127.0.0.1:7777", help="socket://HOST:PORT or pty")
     ap.add_argument("--pty", action="store_true", help="serve on a new pty (prints its path)")

@@ -26,7 +26,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.gateway.boards import BoardOutcome, GatewayBoards, Replay
+from fedtiny.clients.gateway.boards import BoardOutcome, GatewayBoards, Replay
 from fedtiny.link.messages import TrainRequest
 from fedtiny.link.signing import load_private_key, read_hex_key
 from fedtiny.records import arrays_to_record, head_from_record

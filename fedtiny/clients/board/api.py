@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from clients.board.config import BoardConfig
-from clients.board.flash import EmulatedFlash, Meta
+from fedtiny.clients.board.config import BoardConfig
+from fedtiny.clients.board.flash import EmulatedFlash, Meta
 from fedtiny.ondevice import FeatureCache, Int8Head
 
 if TYPE_CHECKING:
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class Board(Protocol):
-    """The state and services of one board (clients.board.device.VirtualBoard implements it)."""
+    """The state and services of one board (fedtiny.clients.board.device.VirtualBoard implements it)."""
 
     cfg: BoardConfig
     flash: EmulatedFlash

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clients.board.config import BoardConfig as BoardConfig  # re-exported: imported from here too
-from clients.board.flash import SLOT_SIGNED, EmulatedFlash, Meta, PowerCut, SlotMeta
-from clients.board.handlers import HANDLERS
-from clients.board.replies import Reply
+from fedtiny.clients.board.config import BoardConfig as BoardConfig  # re-exported: imported from here too
+from fedtiny.clients.board.flash import SLOT_SIGNED, EmulatedFlash, Meta, PowerCut, SlotMeta
+from fedtiny.clients.board.handlers import HANDLERS
+from fedtiny.clients.board.replies import Reply
 from fedtiny.errors import FedTinyError, ModelError, ProtocolError
 from fedtiny.link.blobs import decode_head_patch, encode_head_patch
 

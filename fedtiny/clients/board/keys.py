@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from clients.board.api import Board
-from clients.board.replies import Reply, err
+from fedtiny.clients.board.api import Board
+from fedtiny.clients.board.replies import Reply, err
 from fedtiny.errors import ProtocolError
 from fedtiny.link.messages import Status
 from fedtiny.link.signing import KEY_ADD, MAX_TRUSTED_KEYS, KeyChange, KeySet, SignatureError, key_hash

@@ -1,7 +1,7 @@
 """The work of one simulated gateway: train or evaluate its devices with the on-device spec, vectorized.
 
 Pure numpy + the on-device spec + memory-mapped fleet data (no TensorFlow, no Flower): the Flower ClientApp
-(clients/simulated/app.py) and the in-process engine both call :func:`handle`.
+(fedtiny/clients/simulated/app.py) and the in-process engine both call :func:`handle`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clients.board.api import Board
+from fedtiny.clients.board.api import Board
 from fedtiny.errors import ModelError
 from fedtiny.link.messages import SlotInfo, SlotStatus, Status
 from fedtiny.ondevice import Int8Head

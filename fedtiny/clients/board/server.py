@@ -1,4 +1,4 @@
-"""Serve one virtual board on a TCP socket or a pty: `python -m clients.board --listen socket://127.0.0.1:PORT`."""
+"""Serve one virtual board on a TCP socket or a pty: `python -m fedtiny.clients.board --listen socket://127.0.0.1:PORT`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import socket
 import threading
 from collections.abc import Callable
 
-from clients.board.config import BoardConfig
-from clients.board.device import VirtualBoard
-from clients.board.flash import PowerCut
+from fedtiny.clients.board.config import BoardConfig
+from fedtiny.clients.board.device import VirtualBoard
+from fedtiny.clients.board.flash import PowerCut
 from fedtiny.errors import LinkError
 from fedtiny.link.frames import FrameReader
 from fedtiny.ondevice import Int8Head

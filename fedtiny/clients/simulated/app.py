@@ -13,7 +13,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.simulated.gateway import handle
+from fedtiny.clients.simulated.gateway import handle
 from fedtiny.records import arrays_to_record, head_from_record
 
 app = ClientApp()

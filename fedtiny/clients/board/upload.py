@@ -7,10 +7,10 @@ import struct
 
 import numpy as np
 
-from clients.board.api import Board
-from clients.board.flash import SLOT_SIGNED, SlotMeta
-from clients.board.replies import Reply, check_fits_backbone, err, slot_status
-from clients.board.tflite_check import ModelTooLarge, UnsupportedModel, check_model
+from fedtiny.clients.board.api import Board
+from fedtiny.clients.board.flash import SLOT_SIGNED, SlotMeta
+from fedtiny.clients.board.replies import Reply, check_fits_backbone, err, slot_status
+from fedtiny.clients.board.tflite_check import ModelTooLarge, UnsupportedModel, check_model
 from fedtiny.errors import ModelError, ProtocolError
 from fedtiny.link.messages import (
     ANY_SLOT,
