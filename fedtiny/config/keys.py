@@ -11,6 +11,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from fedtiny.config.schema import DriftEvent, Scenario
 from fedtiny.errors import FedTinyError
 
@@ -34,15 +36,16 @@ def _plural(tp: Any) -> str:
 
 
 def _toml(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
+    """A value as one line of inline TOML; tomli-w writes (and escapes) every string, number and key."""
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }" if v else "{}"
-    if isinstance(v, list):
+        return "{ " + ", ".join(f"{_key(k)} = {_toml(x)}" for k, x in v.items()) + " }" if v else "{}"
+    if isinstance(v, list):  # tomli-w spreads a non-empty array over lines
         return "[" + ", ".join(_toml(x) for x in v) + "]"
-    return repr(v) if isinstance(v, float) else str(v)
+    return tomli_w.dumps({"v": v}).removeprefix("v = ").removesuffix("\n")
+
+
+def _key(k: str) -> str:
+    return tomli_w.dumps({k: 0}).removesuffix(" = 0\n")
 
 
 def _rule(meta: Any) -> str:

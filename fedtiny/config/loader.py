@@ -10,6 +10,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from fedtiny.config.schema import DriftEvent, Scenario
 from fedtiny.errors import ScenarioError
 
@@ -372,39 +374,21 @@ def _check_drift_options(s: Scenario, src: str) -> None:
                 )
 
 
-def scenario_to_toml(s: Scenario) -> str:
-    """The resolved scenario as TOML (saved with the results)."""
-    lines: list[str] = []
-
-    def val(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + " }"
-        if isinstance(v, float):
-            return repr(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        return str(v)
-
-    def section(obj: Any, header: str) -> None:
-        scalars = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)]
-        if header:
-            lines.append(f"\n{header}")
-        for k, v in scalars:
-            if not dataclasses.is_dataclass(v) and not (
-                isinstance(v, list) and v and isinstance(v[0], DriftEvent)
-            ):
-                if not (isinstance(v, list) and not v):
-                    lines.append(f"{k} = {val(v)}")
-
-    section(s, "")
-    for f in dataclasses.fields(s):
-        v = getattr(s, f.name)
+def _table(obj: Any) -> dict[str, Any]:
+    """A schema dataclass as a TOML table in field order; empty lists and tables (every one's default) left out."""
+    table: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
         if dataclasses.is_dataclass(v):
-            section(v, f"[{f.name}]")
-    for e in s.drift:
-        section(e, "[[drift]]")
-    return "\n".join(lines).lstrip() + "\n"
+            v = _table(v)
+        elif isinstance(v, list) and v and dataclasses.is_dataclass(v[0]):
+            v = [_table(x) for x in v]
+        elif isinstance(v, list | dict) and not v:
+            continue
+        table[f.name] = v
+    return table
+
+
+def scenario_to_toml(s: Scenario) -> str:
+    """The resolved scenario as TOML (saved with the results), written by tomli-w."""
+    return tomli_w.dumps(_table(s))

@@ -1,0 +1,46 @@
+"""The TOML fedtiny writes (the resolved scenario, the `fedtiny keys` defaults) reads back as the same values."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedtiny.config import load_scenario, scenario_from_dict, scenario_to_toml
+from fedtiny.config.keys import _toml
+
+ROOT = Path(__file__).resolve().parents[1]
+AWKWARD = ['say "hi"', "back\\slash", "two\nlines", "tab\tand\rreturn", "grüße, 東京, ☃", "", "'single'"]
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_resolved_scenario_round_trips_awkward_strings(text: str) -> None:
+    s = load_scenario(ROOT / "scenarios" / "quickstart.toml")
+    s.name = text
+    s.model.classes = [text, "plain"]
+    s.data.front_end_params = {"note": text, "odd key": [text], "nested": {text: 1.5}} if text else {}
+    for e in s.drift:
+        e.group = text or "g"
+    data = tomllib.loads(scenario_to_toml(s))
+    assert data["name"] == text and data["model"]["classes"] == [text, "plain"]
+    assert scenario_from_dict(data) == s
+
+
+def test_resolved_scenario_keeps_the_schema_order() -> None:
+    s = load_scenario(ROOT / "scenarios" / "quickstart.toml")
+    data = tomllib.loads(scenario_to_toml(s))
+    assert list(data)[:3] == ["name", "seed", "rounds"]
+    tables = [k for k, v in data.items() if isinstance(v, dict)]
+    assert tables == ["task", "model", "data", "fleet", "train", "strategy", "eval", "runtime", "output"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [*AWKWARD, 0, -3, 2.5e-3, 1e12, True, False, [], {}, ['a"b', "c\\d"], {"k": 'v"', "odd key": 1.5}],
+)
+def test_keys_defaults_are_one_line_of_toml(value: object) -> None:
+    text = _toml(value)
+    assert "\n" not in text
+    assert tomllib.loads(f"v = {text}")["v"] == value
+
