@@ -44,3 +44,13 @@ def test_keys_defaults_are_one_line_of_toml(value: object) -> None:
     assert "\n" not in text
     assert tomllib.loads(f"v = {text}")["v"] == value
 
+
+def test_task_errors_name_the_key_at_fault() -> None:
+    from fedtiny.errors import ScenarioError
+
+    with pytest.raises(ScenarioError, match="'task.name': unknown task 'nope'"):
+        scenario_from_dict({"task": {"name": "nope", "params": {"x": 1}}})
+    with pytest.raises(ScenarioError, match="'task.name': task 'no_such_module:T'"):
+        scenario_from_dict({"task": {"name": "no_such_module:T"}})
+    with pytest.raises(ScenarioError, match="'task.params': unknown parameter 'bogus'"):
+        scenario_from_dict({"task": {"name": "vibration", "params": {"bogus": 1}}})

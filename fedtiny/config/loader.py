@@ -202,13 +202,20 @@ def _check_user_files(s: Scenario, src: str) -> None:
 
 def _check_semantics(s: Scenario, src: str) -> None:
     from fedtiny.errors import FedTinyError
-    from fedtiny.tasks import get_task  # numpy only; validates task params and drift knobs
+    from fedtiny.tasks import TASKS, get_task, load_task_class  # numpy only; checks params, drift knobs
 
     _check_user_files(s, src)
+    try:  # the name first: an unknown task or an unusable "module:Class" is task.name's fault
+        if ":" in s.task.name:
+            load_task_class(s.task.name)
+        elif s.task.name not in TASKS:
+            get_task(s.task.name)
+    except FedTinyError as exc:
+        raise ScenarioError(f"{src}: 'task.name': {exc}") from None
     try:
         task = get_task(s.task.name, **s.task.params)
     except (FedTinyError, TypeError) as exc:
-        key = "task.params" if "parameter" in str(exc) or isinstance(exc, TypeError) else "task.name"
+        key = "task.params" if s.task.params else "task.name"
         raise ScenarioError(f"{src}: '{key}': {exc}") from None
     knobs = set(task.drift_knobs) if not s.data.path else set()
     for where, cond in [("fleet.condition", s.fleet.condition), ("fleet.spread", s.fleet.spread)] + [
