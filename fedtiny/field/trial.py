@@ -25,6 +25,7 @@ from fedtiny.errors import FedTinyError
 from fedtiny.field import processes as fp
 from fedtiny.field.replay import prepare_trial
 from fedtiny.field.tls import TlsFiles
+from fedtiny.jsonl import Tail
 from fedtiny.link.signing import write_keys
 from fedtiny.report.results import RoundRow
 
@@ -96,30 +97,6 @@ def wait_for_trial_file(
                 f"--out {trial}` first, or check the path"
             )
         time.sleep(0.5)
-
-
-class Tail:
-    """Complete JSON lines appended to a file since the last call."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.pos = path, 0
-
-    def records(self) -> list[dict[str, Any]]:
-        try:
-            with self.path.open("rb") as fh:
-                fh.seek(self.pos)
-                data = fh.read()
-        except OSError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self.pos += end
-        out = []
-        for line in data[:end].splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
 
 
 # -- serve ------------------------------------------------------------------------------------------------

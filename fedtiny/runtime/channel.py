@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fedtiny.errors import FedTinyError
+from fedtiny.jsonl import Tail
 from fedtiny.report.results import RoundRow
 
 #: files under the run directory
@@ -98,23 +99,12 @@ class Writer:
         (self.dir / ERROR).write_text(json.dumps({"error": line.strip().splitlines()[0] if line else ""}))
 
 
-class Reader:
+class Reader(Tail):
     """The driver's end: complete records appended since the last call, and the error record."""
 
     def __init__(self, out_dir: Path) -> None:
         self.dir = runtime_dir(out_dir)
-        self.pos = 0
-
-    def records(self) -> list[dict[str, Any]]:
-        try:
-            with (self.dir / PROGRESS).open("rb") as fh:
-                fh.seek(self.pos)
-                data = fh.read()
-        except OSError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self.pos += end
-        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+        super().__init__(self.dir / PROGRESS)
 
     def error(self) -> str | None:
         try:

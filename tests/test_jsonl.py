@@ -1,0 +1,28 @@
+"""fedtiny.jsonl.Tail: the one reader of JSON lines another process appends (progress, events)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedtiny.jsonl import Tail
+from fedtiny.runtime import channel
+
+
+def test_tail_returns_complete_lines_once(tmp_path: Path) -> None:
+    p = tmp_path / "events.jsonl"
+    tail = Tail(p)
+    assert tail.records() == []  # no file yet
+    p.write_bytes(b'{"a": 1}\n{"b": 2}\n{"c"')
+    assert tail.records() == [{"a": 1}, {"b": 2}]
+    assert tail.records() == []  # the half-written line waits for its newline
+    with p.open("ab") as fh:
+        fh.write(b': 3}\nnot json\n\n{"d": "\xc3\xa9"}\n')
+    assert tail.records() == [{"c": 3}, {"d": "é"}]
+
+
+def test_channel_reader_reads_the_writers_records(tmp_path: Path) -> None:
+    w, r = channel.Writer(tmp_path), channel.Reader(tmp_path)
+    w.stopped()
+    w.done({"rounds_done": 3})
+    assert r.records() == [{"stopped": True}, {"done": True, "rounds_done": 3}]
+    assert r.records() == [] and r.error() is None
