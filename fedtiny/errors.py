@@ -43,4 +43,25 @@ class ProtocolError(LinkError):
 
 
 class DeviceError(FedTinyError):
-    """A board answered with an error status."""
+    """A board answered with an error status (docs/protocol.md section 4), kept as data.
+
+    ``status``: the status code (an int: compare it with ``fedtiny.link.messages.Status``, an IntEnum, e.g.
+    ``exc.status == Status.UPDATE_PENDING``); ``status_name``: its name (``str(code)`` for a code this host does
+    not know); ``msg_type`` and ``msg_type_name``: the request it answers; ``detail``: the board's own text.
+    The message reads ``"TRAIN: UPDATE_PENDING: update 3 not acknowledged"``.
+
+    The codes stay plain ints here: this module is the bottom layer and must not import fedtiny.link, and one
+    table of codes (fedtiny/link/messages.py, next to the wire format) is enough.
+    """
+
+    def __init__(
+        self, msg_type: int, msg_type_name: str, status: int, status_name: str, detail: str = ""
+    ) -> None:
+        super().__init__(f"{msg_type_name}: {status_name}: {detail}")
+        self.msg_type, self.msg_type_name = int(msg_type), msg_type_name
+        self.status, self.status_name = int(status), status_name
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[DeviceError], tuple[int, str, int, str, str]]:
+        # pickles with its fields (Exception pickles only args, which here is the message)
+        return type(self), (self.msg_type, self.msg_type_name, self.status, self.status_name, self.detail)

@@ -12,7 +12,7 @@ import pytest
 from fedtiny.clients.board import BoardConfig, PowerCut, VirtualBoard, default_head
 from fedtiny.errors import DeviceError, LinkError
 from fedtiny.link.faulty import FaultyTransport
-from fedtiny.link.messages import ImageKind, SlotState, TrainRequest
+from fedtiny.link.messages import ImageKind, SlotState, Status, TrainRequest
 from fedtiny.link.session import BoardSession
 from fedtiny.link.transport import InProcessTransport
 from fedtiny.ondevice import head_forward_int8
@@ -106,7 +106,7 @@ def test_many_redeploys_over_faulty_link() -> None:
                     try:
                         s.train(TrainRequest(1, 8, 0.01, 0.0, 0.0, 0.0, 1, 1))
                     except DeviceError as e:
-                        assert "UPDATE_PENDING" in str(e)
+                        assert e.status == Status.UPDATE_PENDING, e
                     upd = s.read_update()
                     if (upd.device_id, upd.update_id) not in seen:  # the gateway's exactly-once rule
                         seen.add((upd.device_id, upd.update_id))
@@ -116,7 +116,7 @@ def test_many_redeploys_over_faulty_link() -> None:
                     try:
                         s.ack_update(to_ack)
                     except DeviceError as e:
-                        assert "NO_UPDATE" in str(e)  # the board rebooted: the update is gone
+                        assert e.status == Status.NO_UPDATE, e  # the board rebooted: the update is gone
                     to_ack = 0
                 if not deployed:
                     st = s.status()

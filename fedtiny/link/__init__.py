@@ -3,9 +3,10 @@
 from fedtiny.link.frames import Frame, FrameReader, decode_frame, encode_frame
 from fedtiny.link.messages import ImageKind, MsgType, SlotState, Status, TrainRequest
 from fedtiny.link.session import BoardSession
-from fedtiny.link.transport import InProcessTransport, SerialTransport, Transport, open_transport
+from fedtiny.link.transport import TRANSPORTS, InProcessTransport, SerialTransport, Transport, open_transport
 
 __all__ = [
+    "TRANSPORTS",
     "BoardSession",
     "Frame",
     "FrameReader",

@@ -59,6 +59,11 @@ class BleTransport(_LoopThread):
         self.call(self._open(), connect_timeout + 5)
         self.chunk = mtu_chunk or max(20, self.client.mtu_size - 3)
 
+    @classmethod
+    def from_uri(cls, uri: str, **kwargs: Any) -> BleTransport:
+        """`ble://ADDR` (the adapter's address or, on macOS, the CoreBluetooth UUID)."""
+        return cls(uri.removeprefix("ble://"), **kwargs)
+
     async def _open(self) -> None:
         await self.client.connect()
         await self.client.start_notify(NUS_TX, lambda _c, data: self.rx.put(bytes(data)))

@@ -44,6 +44,12 @@ def _type_name(mtype: int) -> str:
     return MsgType(mtype).name if mtype in MsgType._value2member_map_ else f"type 0x{mtype:02x}"
 
 
+def device_error(mtype: int, status: int, payload: bytes) -> DeviceError:
+    """The DeviceError of an error response: request type, status code (and their names) and the board's text."""
+    name = Status(status).name if status in Status._value2member_map_ else str(status)
+    return DeviceError(mtype, _type_name(mtype), status, name, payload.decode(errors="replace"))
+
+
 class BoardSession:
     """Request/response with idempotent retries (same seq on timeout or corrupt frame)."""
 
@@ -96,8 +102,7 @@ class BoardSession:
             if fr is None or fr.type != mtype:
                 continue
             if fr.status != Status.OK:
-                name = Status(fr.status).name if fr.status in Status._value2member_map_ else str(fr.status)
-                raise DeviceError(f"{_type_name(mtype)}: {name}: {fr.payload.decode(errors='replace')}")
+                raise device_error(mtype, fr.status, fr.payload)
             return fr.payload
         raise LinkError(f"{_type_name(mtype)}: no valid response after {self.retries} attempts")
 
@@ -280,9 +285,7 @@ class BoardSession:
                 inflight.clear()
                 continue
             if fr.status != Status.OK:
-                raise DeviceError(
-                    f"UPLOAD_CHUNK: {Status(fr.status).name}: {fr.payload.decode(errors='replace')}"
-                )
+                raise device_error(MsgType.UPLOAD_CHUNK, fr.status, fr.payload)
             misses = 0
             r = u32(fr.payload, "UPLOAD_CHUNK response")
             idx = next(i for i, (s, _) in enumerate(inflight) if s == fr.seq)

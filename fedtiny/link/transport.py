@@ -1,12 +1,17 @@
-"""Byte transports behind one small protocol, and `open_transport(uri)`.
+"""Byte transports behind one small protocol, and `open_transport(uri)` through one registry.
 
 A transport moves raw bytes (COBS frames are the session's business): `write(bytes)`,
 `read(timeout) -> bytes` (whatever arrived, b"" on timeout), `close()`.
+
+`TRANSPORTS` maps a URI scheme to its opener, `opener(uri, **kwargs) -> Transport` (the whole URI, scheme
+included); a bare device path (`/dev/ttyACM0`, `COM3`) opens as a serial port. Adding a transport is one
+class (with a `from_uri`) and one line in `TRANSPORTS`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from fedtiny.errors import LinkError
@@ -32,6 +37,17 @@ class SerialTransport:
         except (serial.SerialException, OSError, ValueError) as e:
             raise LinkError(f"cannot open {url}: {e}") from None
         self.url = url
+
+    @classmethod
+    def from_uri(cls, uri: str, **kwargs: Any) -> SerialTransport:
+        """`serial://PATH[?baud=N]` (a device path and its baud rate), or any URL pyserial takes, passed whole."""
+        if not uri.startswith("serial://"):
+            return cls(uri, **kwargs)
+        path, _, query = uri[len("serial://") :].partition("?")
+        opts = dict(kv.split("=", 1) for kv in query.split("&") if "=" in kv)
+        if "baud" in opts:
+            kwargs.setdefault("baudrate", int(opts["baud"]))
+        return cls(path, **kwargs)
 
     def write(self, data: bytes) -> None:
         import serial
@@ -145,18 +161,43 @@ class PacedTransport:
         self._down.clear()
 
 
-def open_transport(uri: str, **kwargs: Any) -> Transport:
-    """`serial:///dev/ttyACM0[?baud=N]`, `socket://host:port`, `rfc2217://...`, `loop://`, `ble://ADDR`."""
-    if uri.startswith("ble://"):
-        from fedtiny.link.ble import BleTransport
+TransportOpener = Callable[..., Transport]
+"""`opener(uri, **kwargs) -> Transport`: the whole URI, scheme included; LinkError if it cannot open."""
 
-        return BleTransport(uri[len("ble://") :], **kwargs)
-    if uri.startswith("serial://"):
-        path, _, query = uri[len("serial://") :].partition("?")
-        opts = dict(kv.split("=", 1) for kv in query.split("&") if "=" in kv)
-        if "baud" in opts:
-            kwargs.setdefault("baudrate", int(opts["baud"]))
-        return SerialTransport(path, **kwargs)
-    if uri.startswith(("socket://", "rfc2217://", "loop://", "/", "COM", "spy://", "alt://", "hwgrep://")):
-        return SerialTransport(uri, **kwargs)
-    raise LinkError(f"unknown link URI {uri!r}: use serial://PATH, socket://HOST:PORT, ble://ADDR or loop://")
+
+def _open_ble(uri: str, **kwargs: Any) -> Transport:
+    from fedtiny.link.ble import BleTransport  # lazy: the BLE stack only for BLE links
+
+    return BleTransport.from_uri(uri, **kwargs)
+
+
+TRANSPORTS: dict[str, TransportOpener] = {
+    "serial": SerialTransport.from_uri,  # serial:///dev/ttyACM0[?baud=N]
+    "socket": SerialTransport.from_uri,  # pyserial's URL handlers, the URL passed whole
+    "rfc2217": SerialTransport.from_uri,
+    "loop": SerialTransport.from_uri,
+    "spy": SerialTransport.from_uri,
+    "alt": SerialTransport.from_uri,
+    "hwgrep": SerialTransport.from_uri,
+    "ble": _open_ble,  # ble://ADDR (bleak)
+}
+
+
+def uri_scheme(uri: str) -> str | None:
+    """`socket://h:p` -> "socket"; a bare device path (`/dev/ttyACM0`, `COM3`) -> "serial"; else None."""
+    scheme, sep, _ = uri.partition("://")
+    if sep:
+        return scheme
+    return "serial" if uri.startswith(("/", "COM")) else None
+
+
+def open_transport(uri: str, **kwargs: Any) -> Transport:
+    """Open the transport `uri` names through `TRANSPORTS`: `serial:///dev/ttyACM0[?baud=N]`, `socket://host:port`,
+    `rfc2217://...`, `loop://`, `ble://ADDR`, or a device path. LinkError naming the known schemes otherwise."""
+    opener = TRANSPORTS.get(uri_scheme(uri) or "")
+    if opener is None:
+        known = ", ".join(f"{s}://" for s in sorted(TRANSPORTS))
+        raise LinkError(
+            f"unknown link URI {uri!r}: known schemes are {known}, or a device path (/dev/..., COMn)"
+        )
+    return opener(uri, **kwargs)

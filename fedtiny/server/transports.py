@@ -12,7 +12,12 @@ import numpy as np
 from fedtiny.ondevice import Int8Head
 
 
-class Transport(Protocol):
+class GatewayTransport(Protocol):
+    """Moves the round loop's instructions to its gateways and their replies back: ``connect`` waits for
+    ``gateways`` gateways, ``exchange`` sends one ``kind`` message (train/evaluate) per gateway and returns the
+    replies in gateway order plus the number that failed. (Not the board link's byte transport,
+    fedtiny.link.transport.Transport.)"""
+
     def connect(self, gateways: int) -> None: ...
 
     def exchange(
@@ -101,4 +106,7 @@ class FlowerTransport:
         return parts, len(msgs) - len(parts)
 
 
-__all__ = ["FlowerTransport", "InlineTransport", "Transport"]
+# The former name, kept only until fedtiny/server/fleet_server.py imports GatewayTransport; use GatewayTransport.
+Transport = GatewayTransport
+
+__all__ = ["FlowerTransport", "GatewayTransport", "InlineTransport"]

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedtiny.errors import FedTinyError, UpdateRejected
+from fedtiny.errors import DeviceError, FedTinyError, UpdateRejected
 from fedtiny.link.blobs import UpdateBlob, encode_head_patch
-from fedtiny.link.messages import TRAIN_FIXED, Cap, TrainRequest
+from fedtiny.link.messages import TRAIN_FIXED, Cap, Status, TrainRequest
 from fedtiny.link.session import BoardSession
 from fedtiny.link.signing import device_key
 from fedtiny.link.transport import open_transport
@@ -146,8 +146,8 @@ class GatewayBoards:
             this = _arithmetic_for(s, req)
             try:
                 s.train(this)
-            except FedTinyError as exc:
-                if "UPDATE_PENDING" not in str(exc):
+            except DeviceError as exc:
+                if exc.status != Status.UPDATE_PENDING:
                     raise
                 try:
                     stale = self._read_update(
