@@ -58,6 +58,7 @@ TFL_SRC = (
     "ft_tfl_ops.c",
     "ft_tfl_ops_dsp.c",
     "ft_tfl_interp.c",
+    "ft_tfl_op_util.c",
     "ft_head.c",
     "ft_status.c",
 )
@@ -167,7 +168,9 @@ def build(core_name: str, cmsis: Path, opt: str, jobs: int = 2) -> tuple[Path, d
     ld.write_text(LINKER_SCRIPT.format(machine=core.machine, flash=core.flash, ram=core.ram))
     elf = out / "kvc.elf"
     fw_flags = ["-std=c99", "-ffp-contract=off", "-Wall", "-Wextra", *FT_DEFS, f"-I{FIRMWARE_CORE}"]
-    fw = [str(FIRMWARE_CORE / s) for s in TFL_SRC]
+    # the interpreter and its ops (one file each under core/ops: firmware/core/ft_tfl_op.h)
+    ops = sorted(str(p) for p in (FIRMWARE_CORE / "ops").glob("*.c"))
+    fw = [str(FIRMWARE_CORE / s) for s in TFL_SRC] + ops
     # firmware sources and the harness in one command (fast); CMSIS-NN from its archive
     _run(
         [

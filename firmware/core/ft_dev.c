@@ -8,29 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-ft_head ftd_scratch_head; /* a head being validated before it replaces the running one */
-
-/* Kind of the image running now (the factory head is a head patch). */
-uint8_t ftd_running_kind(const ft_dev *d)
-{
-    return d->active == FT_NO_SLOT ? (uint8_t)FT_KIND_HEAD_PATCH : d->store.m.slots[d->active].kind;
-}
-
-/* Switching to or from a full image is a reboot into another model: the feature cache (features of another
- * backbone), a pending update and SET_HEAD staging are lost (docs/protocol.md section 5). */
-void ftd_clear_ram(ft_dev *d)
-{
-    ft_cache_clear(&d->cache);
-    d->has_pending = 0;
-    d->staged_len = 0;
-}
-
-/* A head patch must read the features the way this firmware quantizes them (SHAPE_MISMATCH otherwise). */
-int ftd_head_fits(const ft_dev *d, const ft_head *h)
-{
-    return h->input_scale == d->feat_scale && h->input_zero_point == d->feat_zp;
-}
-
 ft_status ft_dev_boot(ft_dev *d)
 {
     if (!d || (!d->factory_patch && !d->factory_model)) return FT_ERR_ARG;

@@ -1,8 +1,9 @@
 /* Private to the device modules (ft_dev, ft_dev_model, ft_codec, ft_learn, ft_update): state and helpers they
- * share. Not for ports, apps or tests, which use ft_dev.h. */
+ * share (the helpers of ft_dev_util.h included). Not for ports, apps or tests, which use ft_dev.h. */
 #ifndef FT_DEV_INTERNAL_H
 #define FT_DEV_INTERNAL_H
 #include "ft_dev.h"
+#include "ft_dev_util.h"
 #include "ft_codec.h"
 #include "ft_proto.h"
 #include "ft_tfl_interp.h"
@@ -22,17 +23,6 @@ typedef char ftd_wire_values_agree[((int)FT_SLOT_EMPTY == (int)FT_WIRE_SLOT_EMPT
                                        ? 1
                                        : -1];
 
-/* A head being validated before it replaces the running one (SET_HEAD, VERIFY, ACTIVATE, CONFIRM): one static
- * buffer, since a request handles one head at a time. */
-extern ft_head ftd_scratch_head;
-
-/* Kind of the image running now (the factory head is a head patch). */
-uint8_t ftd_running_kind(const ft_dev *d);
-/* Switching to or from a full image is a reboot into another model: the feature cache (features of another
- * backbone), a pending update and SET_HEAD staging are lost (docs/protocol.md section 5). */
-void ftd_clear_ram(ft_dev *d);
-/* A head patch must read the features the way this firmware quantizes them (SHAPE_MISMATCH otherwise). */
-int ftd_head_fits(const ft_dev *d, const ft_head *h);
 /* 1 if this build and port can run full images (interpreter compiled in, slots readable in place). */
 int ftd_full_image_ok(void);
 

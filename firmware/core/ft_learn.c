@@ -2,6 +2,7 @@
  * EVALUATE (the head in RAM, the feature cache, the pending update). */
 #include "ft_learn.h"
 #include "ft_dev_internal.h"
+#include "ft_dev_util.h"
 #include "ft_sha256.h"
 #include <math.h>
 #include <stdio.h>

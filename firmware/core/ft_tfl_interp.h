@@ -38,6 +38,7 @@ typedef struct {
 
 typedef struct {
     uint8_t code; /* tflite BuiltinOperator */
+    uint8_t reg;  /* its registration: index in the op registry (ft_tfl_op.h, ft_tfl_op_list.h) */
     int16_t in[3];
     int16_t out;
     uint32_t scratch_off, scratch_len; /* the DSP kernel's scratch in the arena (len 0: the portable kernel runs) */

@@ -2,6 +2,7 @@
  * CONFIRM, ROLLBACK, the slots at boot (provisioning, revert, fallback), the security counter and the image tag. */
 #include "ft_update.h"
 #include "ft_dev_internal.h"
+#include "ft_dev_util.h"
 #include "ft_sha256.h"
 #include "ft_signed.h"
 #include "port.h"

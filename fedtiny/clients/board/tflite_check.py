@@ -4,6 +4,10 @@ TFLite Micro trusts its flatbuffer: a corrupt offset or tensor size crashes the 
 board first walks the flatbuffer with explicit bounds checks (every table, vtable, vector and string inside
 the image; structure, operator codes, tensor types, shapes and buffer sizes, indices, the arena), then runs
 the model once in a child process: whatever the walk cannot rule out crashes the child, not the board.
+
+The board runs exactly the ops of the C firmware (fedtiny.model.ops_table, the list the firmware's interpreter is
+generated from): an op the firmware lacks is refused here too, with the firmware's reason ("op 2 TANH: operator not
+supported by this firmware"), so both boards accept the same models.
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ import struct
 import subprocess
 import sys
 
+from fedtiny.model.ops_table import FIRMWARE_CODES, NOT_SUPPORTED, op_name
+
 ARENA_LIMIT = 256 * 1024  # the arena the board gives TFLite Micro (fedtiny.model.runtime.Int8Runner)
 MAX_ELEMENTS = 1 << 24
 TRIAL_TIMEOUT_S = 60.0
 # TensorType -> bytes per element (float32, int32, uint8, int64, bool, int16, int8)
 _ITEMSIZE = {0: 4, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1}
-_MAX_BUILTIN = 210
-_CUSTOM = 32
 
 
 class _FB:
@@ -139,12 +143,8 @@ def check_structure(image: bytes) -> None:
     model = fb.table(fb.u32(0))
     if model.scalar(0, "u32") != 3:
         raise ValueError("TFLite schema version is not 3")
-    opcodes = []
-    for oc in model.tables(1):
-        code = max(oc.scalar(0, "i8"), oc.scalar(3, "i32"))
-        if code == _CUSTOM or not 0 <= code <= _MAX_BUILTIN:
-            raise UnsupportedModel(f"operator code {code} is not a supported builtin")
-        opcodes.append(code)
+    # builtin codes (schema >= 3a: the larger of the deprecated int8 field and the int32 one); checked per op below
+    opcodes = [max(oc.scalar(0, "i8"), oc.scalar(3, "i32")) for oc in model.tables(1)]
     buffers = model.tables(4)
     sizes = []
     for bt in buffers:
@@ -185,8 +185,6 @@ def check_structure(image: bytes) -> None:
                 raise ValueError(f"tensor {k}: zero point out of range")
             if len(scales) > 1 and not 0 <= q.scalar(6, "i32") < max(len(shape), 1):
                 raise ValueError(f"tensor {k}: quantized dimension out of range")
-    if arena > ARENA_LIMIT:
-        raise ModelTooLarge(f"activations need {arena} bytes, the arena holds {ARENA_LIMIT}")
     for what, idx in (("input", sg.ints(1)), ("output", sg.ints(2))):
         if not idx or any(not 0 <= i < nt for i in idx):
             raise ValueError(f"subgraph {what}s {idx} of {nt} tensors")
@@ -196,9 +194,20 @@ def check_structure(image: bytes) -> None:
     for k, op in enumerate(ops):
         if op.scalar(0, "u32") >= len(opcodes):
             raise ValueError(f"operator {k}: opcode index out of range")
+        check_op(k, opcodes[op.scalar(0, "u32")])
         for i in op.ints(1) + op.ints(2):
             if not -1 <= i < nt:
                 raise ValueError(f"operator {k}: tensor index {i} of {nt}")
+    if arena > ARENA_LIMIT:
+        raise ModelTooLarge(f"activations need {arena} bytes, the arena holds {ARENA_LIMIT}")
+
+
+def check_op(index: int, code: int) -> None:
+    """UnsupportedModel, with the C firmware's reason, for an op (builtin `code`) the firmware does not run."""
+    if not 0 <= code <= 255:
+        raise UnsupportedModel(f"unknown builtin operator {code}")
+    if code not in FIRMWARE_CODES:
+        raise UnsupportedModel(f"op {index} {op_name(code)}: {NOT_SUPPORTED}")
 
 
 _TRIAL = """
