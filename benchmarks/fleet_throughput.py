@@ -49,11 +49,12 @@ from typing import Self
 import numpy as np
 
 from fedtiny.clients.simulated.gateway import handle
-from fedtiny.config import scenario_from_dict
 from fedtiny.config.schema import Scenario
 from fedtiny.fleet.synthetic import prepare_synthetic
-from fedtiny.ondevice import TrainConfig
+from fedtiny.ondevice import TrainConfig, TrainJob
 from fedtiny.ondevice.fast import train_heads_fast
+from fedtiny.plan import scenario_from_dict
+from fedtiny.plan.resolve import fleet_spec, round_spec
 from fedtiny.runner import RunPlan, simulate
 from fedtiny.server.fleet_server import FleetServer
 from fedtiny.server.transports import InlineTransport
@@ -146,8 +147,8 @@ def measure(
 ) -> dict:
     s = scenario(devices, per_gateway, rounds, engine)
     out = work / label.replace(" ", "_")
-    layout, head = prepare_synthetic(s, out)
-    server = FleetServer(s, layout, out / "fleet", head, out_dir=None)
+    layout, head = prepare_synthetic(fleet_spec(s), out)
+    server = FleetServer(round_spec(s), layout, out / "fleet", head, out_dir=None)
     plan = RunPlan(s, out, b"", layout, {}, server)
     with PeakRSS() as mem:
         t0 = time.time()
@@ -214,7 +215,12 @@ def compiled_floor(devices: int, chunk: int = 100_000, repeats: int = 3, fastmat
     t0 = time.perf_counter()
     kw["fastmath"] = fastmath
     train_heads_fast(
-        w, b, feats[:1], labels[:1], np.full(1, SAMPLES), cfg, device_ids=np.zeros(1, np.int64), **kw
+        w,
+        b,
+        feats[:1],
+        labels[:1],
+        np.full(1, SAMPLES),
+        TrainJob(cfg, device_ids=np.zeros(1, np.int64), **kw),
     )
     first = time.perf_counter() - t0
     times = []
@@ -228,9 +234,7 @@ def compiled_floor(devices: int, chunk: int = 100_000, repeats: int = 3, fastmat
                 feats[:k],
                 labels[:k],
                 np.full(k, SAMPLES),
-                cfg,
-                device_ids=np.arange(start, start + k, dtype=np.int64),
-                **kw,
+                TrainJob(cfg, device_ids=np.arange(start, start + k, dtype=np.int64), **kw),
             )
         times.append(time.perf_counter() - t0)
     sec = statistics.median(times)

@@ -49,13 +49,13 @@ REFERENCE = {
 
 def reference_models(log: Any) -> dict[str, tuple[bytes, float, int]]:
     """name -> (int8 .tflite, int8 accuracy on the factory test set, test samples)."""
-    from fedtiny.config.loader import load_scenario
-    from fedtiny.fleet.data import model_spec_of
     from fedtiny.model.build import ModelSpec, build_base_model
+    from fedtiny.plan import load_scenario
+    from fedtiny.plan.resolve import model_spec
 
     out = {}
     for name, scenario in REFERENCE.items():
-        spec = model_spec_of(load_scenario(ROOT / scenario)) if scenario else ModelSpec(task=name)
+        spec = model_spec(load_scenario(ROOT / scenario)) if scenario else ModelSpec(task=name)
         m = build_base_model(spec, log=log)
         out[name] = (m.tflite, m.int8_accuracy, spec.test_samples)
     return out

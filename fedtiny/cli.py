@@ -89,7 +89,7 @@ def run(
     an earlier run's results there are kept unless --force.
     """
     from fedtiny import runlock
-    from fedtiny.config import load_scenario
+    from fedtiny.plan import load_scenario
 
     lock: runlock.RunLock | None = None  # DIR/fedtiny.lock: one run at a time in a results directory
     try:
@@ -351,7 +351,7 @@ def keys(
     section: str | None = typer.Argument(None, help="only this section, e.g. fleet or drift"),
 ) -> None:
     """List every scenario key with its type, default, range or choices, and meaning."""
-    from fedtiny.config.keys import format_keys
+    from fedtiny.plan.keys import format_keys
 
     try:
         typer.echo(format_keys(section))
@@ -366,7 +366,7 @@ def scenarios(
     ),
 ) -> None:
     """List the ready scenarios (scenarios/*.toml) with their first comment line."""
-    from fedtiny.config.keys import list_scenarios
+    from fedtiny.plan.keys import list_scenarios
 
     try:
         rows = list_scenarios(directory)

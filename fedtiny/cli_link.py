@@ -128,10 +128,10 @@ def serve(
 ) -> None:
     """Field trial server: prepare --out (base model, replay data), start a SuperLink, run the rounds with the
     gateways that connect, print progress and a table of boards; results and report.html in --out."""
-    from fedtiny.config import load_scenario
     from fedtiny.field.tls import make_tls
     from fedtiny.field.trial import Security, TrialFailed
     from fedtiny.field.trial import serve as serve_trial
+    from fedtiny.plan import load_scenario
     from fedtiny.report.progress import RoundProgress
 
     try:
@@ -259,8 +259,8 @@ def trial(
 ) -> None:
     """A whole field trial on this machine: serve + N virtual boards + gateway(s) on loopback, progress, a table
     of boards, results and report.html in --out; every process stopped at the end (exit 0 on success)."""
-    from fedtiny.config import load_scenario
     from fedtiny.field.trial import TrialFailed, run_trial
+    from fedtiny.plan import load_scenario
     from fedtiny.report.progress import RoundProgress
 
     try:

@@ -53,7 +53,7 @@ class FeatureBank:
 
         s = Scenario()
         s.data.front_end = front_end
-        self.inputs = InputMaker(s, rec, um.io.input_scale, um.io.input_zero_point)
+        self.inputs = InputMaker(s.data, s.seed, rec, um.io.input_scale, um.io.input_zero_point)
         self.runner = Int8Runner(um.tflite, "litert")
         self.n = len(rec)
         self.feats: np.ndarray | None = None
@@ -191,9 +191,10 @@ def federated_probe(
     (:func:`fedtiny.fleet.recorded.device_streams`, with the scenario's test_fraction)."""
     from fedtiny.config.schema import Scenario
     from fedtiny.model.flatbuffer import read_head, read_tail
-    from fedtiny.ondevice import TrainConfig, dequantize_head
+    from fedtiny.ondevice import TrainConfig, TrainJob, dequantize_head
     from fedtiny.ondevice.fast import train_pooled
     from fedtiny.ondevice.head import predict_through
+    from fedtiny.plan.resolve import strategy_spec
     from fedtiny.server.strategy import DeviceStrategy
     from fedtiny.server.updates import aggregate_step
 
@@ -257,7 +258,7 @@ def federated_probe(
         s.strategy.name = cand.name
         s.strategy.server_lr = cand.server_lr
         s.train.lr = cand.lr
-        strategy = DeviceStrategy.from_scenario(s)
+        strategy = DeviceStrategy.from_spec(strategy_spec(s))
         cfg = TrainConfig(epochs, batch_size, cand.lr, 0.0, 0.0, 0.0)
         head = head0
         curve = [base]
@@ -278,12 +279,14 @@ def federated_probe(
                 labels,
                 idx,
                 counts,
-                cfg,
-                input_scale=head.input_scale,
-                input_zero_point=head.input_zero_point,
-                seed=seed,
-                round_=r,
-                device_ids=ids,
+                TrainJob(
+                    cfg,
+                    input_scale=head.input_scale,
+                    input_zero_point=head.input_zero_point,
+                    seed=seed,
+                    round_=r,
+                    device_ids=ids,
+                ),
             )
             keep = counts > 0
             part = {

@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fedtiny.config import load_scenario
-from fedtiny.fleet.data import model_spec_of
 from fedtiny.model.build import PIPELINE_VERSION, REFERENCE_DIR, ModelSpec, build_entry, tensorflow_version
+from fedtiny.plan import load_scenario
+from fedtiny.plan.resolve import model_spec
 
 
 def reference_specs(scenarios: Path = ROOT / "scenarios") -> dict[str, tuple[ModelSpec, list[str]]]:
@@ -37,7 +37,7 @@ def reference_specs(scenarios: Path = ROOT / "scenarios") -> dict[str, tuple[Mod
         raw = tomllib.loads(f.read_text())
         if {"tflite", "keras"} & set(raw.get("model", {})) or raw.get("data", {}).get("path"):
             continue  # a user's model or data (their files may not exist: do not load it)
-        spec = model_spec_of(load_scenario(f))
+        spec = model_spec(load_scenario(f))
         digest = hashlib.sha256(json.dumps([spec.fields(), PIPELINE_VERSION]).encode()).hexdigest()[:8]
         out.setdefault(f"{spec.task}-seed{spec.seed}-{digest}", (spec, []))[1].append(f.stem)
     return out

@@ -338,7 +338,7 @@ def test_generic_drift_on_recorded_data_and_resume(models: dict[str, bytes], tmp
     # a run killed after round 3 and resumed ends with exactly the rows of the uninterrupted one
     import csv
 
-    from fedtiny.config import load_scenario
+    from fedtiny.plan import load_scenario
     from fedtiny.runner import run_scenario
 
     out2 = tmp_path / "o2"

@@ -17,8 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from fedtiny.cli import cli
-from fedtiny.config import load_scenario, scenario_from_dict, scenario_to_toml
+from fedtiny.config import scenario_to_toml
 from fedtiny.errors import ScenarioError, TaskError
+from fedtiny.plan import load_scenario, scenario_from_dict
 from fedtiny.tasks import get_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,9 +236,10 @@ def test_targeted_event_keeps_the_target_group(tmp_path: Path) -> None:
     s = load_scenario(p)
     assert [(e.group, e.target) for e in s.drift] == [("a", ""), ("a", "a")]
     assert scenario_from_dict(tomllib.loads(scenario_to_toml(s))) == s  # the resolved file says group = "a"
-    from fedtiny.fleet.data import build_plan, layout_of
+    from fedtiny.fleet.data import build_plan
+    from fedtiny.plan.resolve import fleet_spec, layout_of
 
-    plan = build_plan(s, layout_of(s))
+    plan = build_plan(fleet_spec(s), layout_of(s))
     assert layout_of(s).groups == ["fleet", "a"]
     assert int((plan.group == 1).sum()) == 6  # 30% of 20 devices, all of them hit by both events
 
@@ -252,13 +254,14 @@ def test_cli_refuses_conflicting_drift_in_one_line(tmp_path: Path) -> None:
 
 
 def _groups(drift: list[dict[str, object]], devices: int = 60) -> tuple[list[str], list[int]]:
-    from fedtiny.fleet.data import build_plan, layout_of
+    from fedtiny.fleet.data import build_plan
+    from fedtiny.plan.resolve import fleet_spec, layout_of
 
     s = scenario_from_dict(
         {"rounds": 8, "task": {"name": "digits"}, "fleet": {"devices": devices}, "drift": drift}
     )
     layout = layout_of(s)
-    plan = build_plan(s, layout)
+    plan = build_plan(fleet_spec(s), layout)
     return layout.groups, np.bincount(plan.group, minlength=len(layout.groups)).tolist()
 
 
@@ -430,8 +433,8 @@ def _leaf_classes(cls: type) -> list[type]:
 def test_keys_lists_every_schema_key_with_type_default_range_and_doc() -> None:
     import dataclasses
 
-    from fedtiny.config.keys import key_rows
     from fedtiny.config.schema import DataSection, DriftEvent, FleetSection, ModelSection, Scenario
+    from fedtiny.plan.keys import key_rows
 
     res = CliRunner().invoke(cli, ["keys"])
     assert res.exit_code == 0

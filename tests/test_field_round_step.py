@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedtiny.config import scenario_from_dict
 from fedtiny.field.server import FieldServer
 from fedtiny.model.flatbuffer import model_io, read_head
 from fedtiny.ondevice import dequantize_head
+from fedtiny.plan import scenario_from_dict
+from fedtiny.plan.resolve import strategy_spec
 from fedtiny.server.strategy import DeviceStrategy
 from fedtiny.server.updates import aggregate_step
 
@@ -69,7 +70,7 @@ def test_field_updates_go_through_the_simulation_step(server: FieldServer, tiny_
         1,
         head0,
         parts,
-        DeviceStrategy.from_scenario(s),
+        DeviceStrategy.from_spec(strategy_spec(s)),
         s.strategy.max_update_norm,
         calib,
         model_io(tiny_tflite).per_tensor,

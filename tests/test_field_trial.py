@@ -18,7 +18,6 @@ import pytest
 
 from fedtiny.clients.board import serve_board
 from fedtiny.clients.board.device import BoardConfig
-from fedtiny.config import load_scenario
 from fedtiny.errors import FedTinyError
 from fedtiny.field import processes as fp
 from fedtiny.field.replay import prepare_trial
@@ -35,6 +34,7 @@ from fedtiny.field.trial import (
 from fedtiny.link.session import BoardSession
 from fedtiny.link.transport import open_transport
 from fedtiny.model.flatbuffer import read_head
+from fedtiny.plan import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = bytes(range(32))

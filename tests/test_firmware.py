@@ -40,12 +40,14 @@ from fedtiny.link.transport import InProcessTransport, open_transport
 from fedtiny.ondevice import (
     FeatureCache,
     TrainConfig,
+    TrainJob,
     dequantize_head,
     head_forward_int8,
     train_heads,
     train_heads_fixed,
 )
 from fedtiny.ondevice.evaluate import evaluate_head
+from fedtiny.plan.resolve import strategy_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 FW = ROOT / "firmware"
@@ -246,12 +248,14 @@ def spec_update(head, x, y, req: TrainRequest, device_id: int, capacity: int):
         cache.features,
         cache.labels,
         cache.count,
-        cfg,
-        input_scale=head.input_scale,
-        input_zero_point=head.input_zero_point,
-        seed=req.seed,
-        round_=req.round,
-        device_ids=np.array([device_id]),
+        TrainJob(
+            cfg,
+            input_scale=head.input_scale,
+            input_zero_point=head.input_zero_point,
+            seed=req.seed,
+            round_=req.round,
+            device_ids=np.array([device_id]),
+        ),
     )
 
 
@@ -428,12 +432,14 @@ def test_fixed_point_training_identical_on_firmware_and_virtual_board(host_fw: P
             cache.features,
             cache.labels,
             cache.count,
-            TrainConfig(3, 10, float(np.float32(0.02)), 0.0, 0.0, 0.0),
-            input_scale=default_head().input_scale,
-            input_zero_point=default_head().input_zero_point,
-            seed=7,
-            round_=11,
-            device_ids=np.array([5]),
+            TrainJob(
+                TrainConfig(3, 10, float(np.float32(0.02)), 0.0, 0.0, 0.0),
+                input_scale=default_head().input_scale,
+                input_zero_point=default_head().input_zero_point,
+                seed=7,
+                round_=11,
+                device_ids=np.array([5]),
+            ),
         )
         for tr, u in zip(res, upd):
             assert tr.num_examples == u.num_examples == 200
@@ -597,7 +603,7 @@ def test_federated_round_two_qemu_boards_and_a_virtual_board(qemu_fw: Path, tmp_
             b = np.stack([ups[d]["bias"] for d in (41, 42, 43)])
             n = np.array([ups[d]["num_examples"] for d in (41, 42, 43)])
             loss = np.array([float(ups[d]["loss"]) for d in (41, 42, 43)])
-            agg = DeviceStrategy.from_scenario(Scenario()).aggregate(
+            agg = DeviceStrategy.from_spec(strategy_spec(Scenario())).aggregate(
                 1, fh, w, b, n, np.array([41, 42, 43]), loss
             )
             assert agg is not None

@@ -25,6 +25,7 @@ from fedtiny.ondevice import (
     dequantize_head,
     head_forward_int8,
 )
+from fedtiny.plan.resolve import strategy_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the firmware test helpers (boards, make, paths) of tests/test_firmware.py
@@ -267,7 +268,7 @@ def test_federated_round_on_raw_samples_qemu_boards(
                 assert np.array_equal(u["weights"], w) and np.array_equal(u["bias"], bias), dev
                 assert u["num_examples"] == 40
             devs = (51, 52, 53)
-            agg = DeviceStrategy.from_scenario(Scenario()).aggregate(
+            agg = DeviceStrategy.from_spec(strategy_spec(Scenario())).aggregate(
                 1,
                 dequantize_head(head),
                 np.stack([ups[d]["weights"] for d in devs]),

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from fedtiny.clients.simulated.gateway import train_devices
-from fedtiny.config import scenario_from_dict
 from fedtiny.errors import BudgetError
 from fedtiny.fleet.boards import BOARDS, check_fits, get_board
-from fedtiny.fleet.data import FleetData, build_plan, layout_of
+from fedtiny.fleet.data import FleetData, build_plan
 from fedtiny.fleet.synthetic import prepare_synthetic
-from fedtiny.ondevice import FeatureCache, TrainConfig, device_budget
+from fedtiny.ondevice import FeatureCache, TrainConfig, TrainJob, device_budget
+from fedtiny.plan import scenario_from_dict
+from fedtiny.plan.resolve import fleet_spec, layout_of
 from fedtiny.records import decode_int8_delta, encode_int8_delta
 
 
@@ -51,7 +52,7 @@ def tiny(**over: object) -> dict:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, object]:
     s = scenario_from_dict(tiny())
     out = tmp_path_factory.mktemp("fleet")
-    layout, head = prepare_synthetic(s, out)
+    layout, head = prepare_synthetic(fleet_spec(s), out)
     return s, out / "fleet", head
 
 
@@ -108,8 +109,8 @@ def test_test_samples_never_are_training_samples(fleet) -> None:
 def test_pools_are_reused_from_cache(tmp_path: Path) -> None:
     s = scenario_from_dict(tiny())
     logs: list[str] = []
-    prepare_synthetic(s, tmp_path / "a", log=logs.append)
-    prepare_synthetic(s, tmp_path / "b", log=logs.append)
+    prepare_synthetic(fleet_spec(s), tmp_path / "a", log=logs.append)
+    prepare_synthetic(fleet_spec(s), tmp_path / "b", log=logs.append)
     assert "0 pools computed" in logs[-1]
     assert np.array_equal(
         np.load(tmp_path / "a/fleet/pool_feats.npy"), np.load(tmp_path / "b/fleet/pool_feats.npy")
@@ -125,7 +126,7 @@ def test_label_shift_and_new_class_change_class_mixes() -> None:
             ]
         )
     )
-    plan = build_plan(s, layout_of(s))
+    plan = build_plan(fleet_spec(s), layout_of(s))
     hit = plan.group > 0
     p9 = np.diff(np.concatenate([np.zeros((*plan.cmix.shape[:2], 1)), plan.cmix], axis=2), axis=2)[..., 9]
     assert (p9[0, hit] < 1e-6).all() and (p9[1, hit] > 0.05).all() and (p9[0, ~hit] > 0).any()
@@ -142,7 +143,7 @@ def test_boards_refuse_what_they_cannot_hold_and_mix_by_fraction() -> None:
     s = scenario_from_dict(
         tiny(fleet={"devices": 1000, "boards": {"nano33ble": 0.5, "esp32s3": 0.3, "stm32h7": 0.2}})
     )
-    plan = build_plan(s, layout_of(s))
+    plan = build_plan(fleet_spec(s), layout_of(s))
     assert np.bincount(plan.board).tolist() == [500, 300, 200]
     nano, s3 = get_board("nano33ble"), get_board("esp32s3")
     assert nano.compute_seconds(1e6) > s3.compute_seconds(1e6) and nano.link_seconds(1000) > s3.link_seconds(
@@ -173,7 +174,7 @@ def test_balanced_test_mix_covers_every_class_under_the_device_condition(tmp_pat
     balanced = scenario_from_dict(tiny(fleet={"dirichlet_alpha": 0.05}, eval={"test_mix": "balanced"}))
     counts = {}
     for name, s in (("local", local), ("balanced", balanced)):
-        prepare_synthetic(s, tmp_path / name)
+        prepare_synthetic(fleet_spec(s), tmp_path / name)
         data = FleetData(tmp_path / name / "fleet")
         _, labels = data.gather(data.test_indices(np.arange(24), 0))
         counts[name] = np.array([len(np.unique(row)) for row in labels])
@@ -196,7 +197,7 @@ def test_boards_without_fpu_train_in_fixed_point(tmp_path: Path) -> None:
     from fedtiny.ondevice import dequantize_head, train_heads, train_heads_fixed
 
     s = scenario_from_dict(tiny(fleet={"boards": {"rp2040": 0.5, "nano33ble": 0.5}}))
-    _, head = prepare_synthetic(s, tmp_path)
+    _, head = prepare_synthetic(fleet_spec(s), tmp_path)
     data = FleetData(tmp_path / "fleet")
     devs = np.arange(24)
     cfg = TrainConfig(epochs=1, batch_size=4, lr=0.05)
@@ -211,8 +212,8 @@ def test_boards_without_fpu_train_in_fixed_point(tmp_path: Path) -> None:
         device_ids=devs,
     )
     counts = np.full(24, feats.shape[1])
-    flt = train_heads(fh.weights, fh.bias, feats, labels.astype(np.int64), counts, cfg, **kw)
-    fix = train_heads_fixed(fh.weights, fh.bias, feats, labels.astype(np.int64), counts, cfg, **kw)
+    flt = train_heads(fh.weights, fh.bias, feats, labels.astype(np.int64), counts, TrainJob(cfg, **kw))
+    fix = train_heads_fixed(fh.weights, fh.bias, feats, labels.astype(np.int64), counts, TrainJob(cfg, **kw))
     no_fpu = np.asarray(data.board)[devs] == data.meta["boards"].index("rp2040")
     assert 0 < no_fpu.sum() < 24
     assert np.array_equal(out["weights"][no_fpu], fix.weights[no_fpu])  # integer path, bit for bit

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedtiny.config import scenario_from_dict
 from fedtiny.fleet.data import FleetData
 from fedtiny.fleet.synthetic import prepare_synthetic
+from fedtiny.plan import scenario_from_dict
+from fedtiny.plan.resolve import fleet_spec
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> FleetData:
         }
     )
     out = Path(tmp_path_factory.mktemp("draw"))
-    prepare_synthetic(s, out)
+    prepare_synthetic(fleet_spec(s), out)
     return FleetData(out / "fleet")
 
 
@@ -69,8 +70,8 @@ def test_compiled_test_rows_equal_the_numpy_reference(fleet: FleetData, balanced
 
 
 def test_gateways_are_sized_from_the_fleet_and_the_cpus_unless_set() -> None:
-    from fedtiny.fleet.data import layout_of
     from fedtiny.fleet.partition import auto_devices_per_gateway
+    from fedtiny.plan.resolve import layout_of
 
     # 2 CPUs, half a CPU per gateway: 4 at once; at most 50,000 devices per gateway; gateways a multiple of 4
     assert [auto_devices_per_gateway(n, 2, 0.5) for n in (3, 20, 100_000, 1_000_000)] == [

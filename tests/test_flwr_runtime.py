@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from fedtiny.config import load_scenario, scenario_to_toml
+from fedtiny.config import scenario_to_toml
+from fedtiny.plan import load_scenario
 from fedtiny.runtime import channel
 from fedtiny.runtime.ray_env import SETUP_HOOK, add_setup_hook
 

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedtiny.cli import cli
+from fedtiny.plan.resolve import fleet_spec
 
 C, D = 4, 12
 NAMES = ("a", "b", "c", "d")
@@ -93,8 +94,8 @@ def _init(model: Path, data: Path, out: Path, *extra: str) -> str:
 def test_probe_prints_its_table_writes_a_grid_recipe_and_is_deterministic(
     model: Path, tmp_path: Path
 ) -> None:
-    from fedtiny.config import load_scenario
     from fedtiny.init_probe import grid
+    from fedtiny.plan import load_scenario
 
     data = _data(tmp_path / "d.npz")
     (tmp_path / "a").mkdir()
@@ -164,15 +165,15 @@ def test_near_chance_threshold() -> None:
 def test_run_prints_the_class_mapping_when_it_differs_from_the_datas_order(
     model: Path, tmp_path: Path
 ) -> None:
-    from fedtiny.config import scenario_from_dict
     from fedtiny.fleet.user_data import load_user_model_and_data
+    from fedtiny.plan import scenario_from_dict
 
     data = _data(tmp_path / "d.npz")
     lines: list[str] = []
     s = scenario_from_dict(
         {"model": {"tflite": str(model), "classes": ["b", "a", "c", "d"]}, "data": {"path": str(data)}}
     )
-    load_user_model_and_data(s, lines.append)
+    load_user_model_and_data(fleet_spec(s), s.model, lines.append)
     assert any(
         "outputs 0..3 are b, a, c, d (model.classes); the data's own order (a, b, c, d)" in x for x in lines
     )
@@ -180,12 +181,12 @@ def test_run_prints_the_class_mapping_when_it_differs_from_the_datas_order(
     s = scenario_from_dict(
         {"model": {"tflite": str(model), "classes": list(NAMES)}, "data": {"path": str(data)}}
     )
-    load_user_model_and_data(s, lines.append)
+    load_user_model_and_data(fleet_spec(s), s.model, lines.append)
     assert not any(x.startswith("classes:") for x in lines)
 
 
 def test_report_names_a_strategy_change_when_the_curve_is_still_rising() -> None:
-    from fedtiny.config import scenario_from_dict
+    from fedtiny.plan import scenario_from_dict
     from fedtiny.report.html import headline_html, recipe_advice
 
     s = scenario_from_dict({"name": "x", "rounds": 20, "task": {"name": "digits"}})

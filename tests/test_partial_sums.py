@@ -11,6 +11,7 @@ import pytest
 from fedtiny.clients.simulated.gateway import handle
 from fedtiny.fleet.synthetic import prepare_synthetic
 from fedtiny.ondevice import FloatHead
+from fedtiny.plan.resolve import fleet_spec, round_spec
 from fedtiny.server.fleet_server import FleetServer
 from fedtiny.server.partial import SUM_W, combine, reduce_updates
 from fedtiny.server.transports import InlineTransport
@@ -35,8 +36,8 @@ class _Spy:
 
 
 def _run(s, out: Path, per_device: bool) -> tuple[FleetServer, _Spy]:  # type: ignore[no-untyped-def]
-    layout, head = prepare_synthetic(s, out)
-    srv = FleetServer(s, layout, out / "fleet", head, out_dir=out)
+    layout, head = prepare_synthetic(fleet_spec(s), out)
+    srv = FleetServer(round_spec(s), layout, out / "fleet", head, out_dir=out)
     if per_device:
         srv.strategy.per_device = True  # the same FedAvg-family strategy, fed every device's update
     spy = _Spy()

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from fedtiny.config import load_scenario
 from fedtiny.errors import ModelError
-from fedtiny.fleet.data import model_spec_of
 from fedtiny.model import build
 from fedtiny.model.build import REFERENCE_DIR, build_base_model, factory_data, shipped_model
 from fedtiny.model.runtime import Int8Runner
+from fedtiny.plan import load_scenario
+from fedtiny.plan.resolve import model_spec as model_spec_of
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "scenarios" / "quickstart.toml"
@@ -72,7 +72,7 @@ def test_every_ready_scenario_gets_its_shipped_model(scenario: Path, empty_cache
 
 def test_shipped_model_loads_without_tensorflow(tmp_path: Path) -> None:
     code = (
-        "import sys; from fedtiny.config import load_scenario; from fedtiny.fleet.data import model_spec_of;"
+        "import sys; from fedtiny.plan import load_scenario; from fedtiny.plan.resolve import model_spec as model_spec_of;"
         "from fedtiny.model.build import build_base_model;"
         f"m = build_base_model(model_spec_of(load_scenario({str(QUICKSTART)!r})), log=lambda *_: None);"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; print(len(m.tflite))"

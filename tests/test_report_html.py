@@ -12,8 +12,9 @@ import pytest
 from matplotlib.colors import to_hex
 
 from fedtiny.clients.simulated.gateway import handle
-from fedtiny.config import scenario_from_dict
 from fedtiny.fleet.synthetic import prepare_synthetic
+from fedtiny.plan import scenario_from_dict
+from fedtiny.plan.resolve import fleet_spec, round_spec
 from fedtiny.report.drift import comparison, drift_metrics
 from fedtiny.report.html import METHOD_STYLE
 from fedtiny.report.results import plot_accuracy
@@ -46,8 +47,8 @@ def test_report_is_self_contained_with_curves_and_table(
             "runtime": {"engine": "inline"},
         }
     )
-    layout, head = prepare_synthetic(s, tmp_path)
-    srv = FleetServer(s, layout, tmp_path / "fleet", head, out_dir=tmp_path)
+    layout, head = prepare_synthetic(fleet_spec(s), tmp_path)
+    srv = FleetServer(round_spec(s), layout, tmp_path / "fleet", head, out_dir=tmp_path)
     srv.run(InlineTransport(handle))
     plan = SimpleNamespace(scenario=s, server=srv, out_dir=tmp_path, layout=layout)
     from fedtiny.report.html import write_report
@@ -142,3 +143,115 @@ def test_interrupted_run_says_so_and_how_to_resume(tmp_path: Path) -> None:
     )
     assert "Incomplete run" in doc and "after round 3 of 10" in doc and "fedtiny run --resume runs/x" in doc
     assert "50.0%" in doc and "70.0%" in doc
+
+
+EVIL = "<script>alert(1)</script>"
+
+
+def _fast_plan(tmp_path: Path, group: str = EVIL) -> tuple[Any, dict[str, Any]]:
+    """A plan and summary without running a fleet: made-up rows and curves of a 6-round run with one drift
+    event at round 3 on ``group`` (federated recovers, local-only less, static never)."""
+    from fedtiny.report.results import RoundRow
+
+    s = scenario_from_dict(
+        {
+            "name": f"run {EVIL}",
+            "rounds": 6,
+            "task": {"name": "digits"},
+            "fleet": {"devices": 20},
+            "drift": [{"at": 3, "fraction": 0.5, "group": group, "condition": {"brightness": -0.3}}],
+        }
+    )
+    fed = [0.5, 0.6, 0.7, 0.4, 0.6, 0.7, 0.72]
+    loc = [0.5, 0.55, 0.6, 0.35, 0.45, 0.5, 0.52]
+    static = [0.5, 0.5, 0.5, 0.3, 0.3, 0.3, 0.3]
+    curves: dict[str, dict[str, list[float]]] = {}
+    for m, c in (("federated", fed), ("local-only", loc), ("static", static)):
+        curves[m] = {"all": c, group: [v - 0.05 for v in c]}
+        curves[f"{m}_lo"] = {k: [v - 0.03 for v in x] for k, x in curves[m].items()}
+        curves[f"{m}_hi"] = {k: [v + 0.03 for v in x] for k, x in curves[m].items()}
+        curves[f"{m}_se"] = {k: [0.015] * len(x) for k, x in curves[m].items()}
+    rows = [
+        RoundRow(
+            round=r,
+            segment=0,
+            accuracy=fed[r],
+            accuracy_global=0.9,
+            loss=0.5,
+            devices_trained=10,
+            updates_rejected=0,
+            gateways_failed=0,
+            bytes_down=1000,
+            bytes_up=1000,
+            wall_s=0.1,
+        )
+        for r in range(7)
+    ]
+    metrics = drift_metrics(curves, [(group, 3)])
+    summary = {
+        "initial_accuracy": fed[0],
+        "final_accuracy": fed[-1],
+        "rounds_done": 6,
+        "comparison": comparison(metrics, curves),
+        "drift": metrics,
+        "fleet_stats": {"groups": {"fleet": 10, group: 10}, "note": EVIL},
+        "base_model": {"int8_accuracy_clean": 0.9},
+    }
+    return SimpleNamespace(scenario=s, server=SimpleNamespace(rows=rows, curves=curves)), summary
+
+
+def test_names_from_user_data_are_escaped(tmp_path: Path) -> None:
+    """Autoescape: a scenario or group name with markup shows as text, never as markup."""
+    from fedtiny.report.html import write_report
+
+    plan, summary = _fast_plan(tmp_path)
+    write_report(plan, summary, tmp_path, extra_html="<p>boards</p>")
+    doc = (tmp_path / "report.html").read_text()
+    assert "<script" not in doc and "&lt;script&gt;" in doc
+    assert "<title>fedtiny report: run &lt;script&gt;alert(1)&lt;/script&gt;</title>" in doc
+    assert "the 10 devices of group “&lt;script&gt;alert(1)&lt;/script&gt;” drifted" in doc  # headline
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt; (round 3)</td>" in doc  # comparison table
+    assert "<p>boards</p>" in doc  # the caller's own HTML is inserted as it is
+    assert "{" not in doc.split("</style>", 1)[1]
+
+
+def test_headline_and_advice_are_data() -> None:
+    """The headline, the advice and the tables are typed data; the template only shows them."""
+    from fedtiny.report.advice import RecipeAdvice, recipe_advice, suggestions
+    from fedtiny.report.headline import Headline, headline
+    from fedtiny.report.tables import comparison_tables
+    from fedtiny.report.words import Span, as_text
+
+    plan, summary = _fast_plan(Path("."), group="dim")
+    s, curves = plan.scenario, plan.server.curves
+    h = headline(s, summary, {"dim": 10}, curves)
+    assert isinstance(h, Headline) and h and h.incomplete is None
+    event, fleet = (as_text(a) for a in h.answers)
+    assert event.startswith("At round 3, the 10 devices of group “dim” drifted (brightness -0.3). ")
+    assert "Federated learning fell from 65.0% (62.0–68.0) to 35.0% (32.0–38.0)" in event
+    assert "local-only learning" in event and "the static model" in event
+    assert fleet.startswith("On the whole fleet, the deployed int8 model went from 50.0% to 72.0%")
+    assert Span("72.0%", "bold") in h.answers[1]
+    assert all(isinstance(sp, Span) for tip in h.tips for sp in tip)
+    assert h.tips == suggestions(s, summary, curves)
+    rising = {"federated": {"all": [0.5 + 0.02 * r for r in range(7)]}}
+    advice = recipe_advice(s, rising)
+    assert isinstance(advice, RecipeAdvice) and advice.longer == 12
+    assert advice.change == "--set strategy.name=fedadam --set strategy.server_lr=0.03"
+    assert Span(advice.change, "code") in advice.rich()
+    assert recipe_advice(s, {"federated": {"all": [0.7] * 7}}) is None
+    table = comparison_tables(summary, s.eval.recover)
+    assert table.events is not None and table.fleet is not None and table.recover_pct == 95
+    assert [r[1] for r in table.events.rows] == ["federated", "local-only", "static"]
+    assert table.fleet.rows[0][:2] == ["federated", "50.0% (47.0–53.0)"]
+
+
+def test_interrupted_run_headline_escapes_the_out_dir() -> None:
+    from fedtiny.report.headline import Incomplete, headline
+    from fedtiny.report.html import headline_html
+
+    s = scenario_from_dict({"name": "x", "rounds": 10, "task": {"name": "digits"}})
+    summary = {"complete": False, "rounds_done": 3, "out_dir": "runs/<b>"}
+    assert headline(s, summary, {}).incomplete == Incomplete(3, 10, "runs/<b>")
+    doc = headline_html(s, summary, {})
+    assert "fedtiny run --resume runs/&lt;b&gt;" in doc and "<b>Incomplete run</b>" in doc

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import fedtiny.fleet.ring as ring
-from fedtiny.config import scenario_from_dict
 from fedtiny.fleet.data import FleetData
 from fedtiny.fleet.ring import CacheRows
 from fedtiny.fleet.synthetic import prepare_synthetic
+from fedtiny.plan import scenario_from_dict
+from fedtiny.plan.resolve import fleet_spec
 
 
 def _fleet(tmp: Path, per_round: int) -> FleetData:
@@ -40,7 +41,7 @@ def _fleet(tmp: Path, per_round: int) -> FleetData:
             ],
         }
     )
-    prepare_synthetic(s, tmp)
+    prepare_synthetic(fleet_spec(s), tmp)
     return FleetData(tmp / "fleet")
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from fedtiny.clients.simulated.gateway import handle
-from fedtiny.config import scenario_from_dict
 from fedtiny.fleet.synthetic import prepare_synthetic
+from fedtiny.plan import scenario_from_dict
+from fedtiny.plan.resolve import fleet_spec, round_spec
 from fedtiny.server.aggregate import validate_updates
 from fedtiny.server.fleet_server import FleetServer
 from fedtiny.server.transports import InlineTransport
@@ -47,8 +48,8 @@ def scenario(**over: dict) -> object:
 
 
 def run(s, out: Path, stop_after: int = 0, resume: bool = False) -> FleetServer:
-    layout, head = prepare_synthetic(s, out)
-    srv = FleetServer(s, layout, out / "fleet", head, out_dir=out, stop_after=stop_after)
+    layout, head = prepare_synthetic(fleet_spec(s), out)
+    srv = FleetServer(round_spec(s), layout, out / "fleet", head, out_dir=out, stop_after=stop_after)
     if resume:
         assert srv.load_checkpoint()
     srv.run(InlineTransport(handle))

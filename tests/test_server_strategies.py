@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 
 from fedtiny.clients.simulated.gateway import handle
-from fedtiny.config import scenario_from_dict
 from fedtiny.config.schema import STRATEGY_NAMES, Scenario
 from fedtiny.errors import ScenarioError
 from fedtiny.fleet.data import FleetLayout
 from fedtiny.fleet.synthetic import prepare_synthetic
 from fedtiny.ondevice import FloatHead, Int8Head
+from fedtiny.plan import scenario_from_dict
+from fedtiny.plan.resolve import fleet_spec, round_spec, strategy_spec
 from fedtiny.server.fleet_server import FleetServer
 from fedtiny.server.strategy import ALIASES, FLOWER_STRATEGIES, DeviceStrategy
 from fedtiny.server.transports import InlineTransport
@@ -77,14 +78,16 @@ Fleet = tuple[Path, FleetLayout, Int8Head]
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     out = tmp_path_factory.mktemp("fleet")
-    layout, head = prepare_synthetic(scenario(), out)
+    layout, head = prepare_synthetic(fleet_spec(scenario()), out)
     return out / "fleet", layout, head
 
 
 @pytest.fixture(scope="module")
 def faulty_fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     out = tmp_path_factory.mktemp("faulty")
-    layout, head = prepare_synthetic(scenario(fleet={"faulty_fraction": 0.2, "fault": "sign_flip"}), out)
+    layout, head = prepare_synthetic(
+        fleet_spec(scenario(fleet={"faulty_fraction": 0.2, "fault": "sign_flip"})), out
+    )
     return out / "fleet", layout, head
 
 
@@ -94,7 +97,7 @@ def run(
     fleet_dir, layout, head = fl
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    srv = FleetServer(s, layout, fleet_dir, head, out_dir=out, stop_after=stop_after)
+    srv = FleetServer(round_spec(s), layout, fleet_dir, head, out_dir=out, stop_after=stop_after)
     if resume:
         assert srv.load_checkpoint()
     srv.run(InlineTransport(handle))
@@ -127,7 +130,7 @@ def test_fedavg_equals_the_old_aggregator(per_device: bool, clip_norm: float) ->
     the heads agree to 1e-6 (measured: 0.0, bit for bit; both sum in float64)."""
     rng = np.random.default_rng(3)
     s = scenario(strategy={"clip_norm": clip_norm})
-    ds = DeviceStrategy.from_scenario(s)
+    ds = DeviceStrategy.from_spec(strategy_spec(s))
     assert not ds.per_device  # FedAvg is pre-reduced by default
     ds.per_device = per_device
     for r, k in enumerate((1, 7, 200), start=1):
@@ -363,19 +366,19 @@ def test_bad_strategies_and_params_are_refused_in_one_line(
 
 def test_fedtiny_keys_fill_flower_arguments_params_wins() -> None:
     s = scenario("fedavgm", strategy={"server_lr": 0.5, "server_momentum": 0.7})
-    st = DeviceStrategy.from_scenario(s).strategy
+    st = DeviceStrategy.from_spec(strategy_spec(s)).strategy
     assert (st.server_learning_rate, st.server_momentum) == (0.5, 0.7)
-    st = DeviceStrategy.from_scenario(
-        scenario("fedadam", {"eta": 0.01}, strategy={"server_lr": 0.5})
+    st = DeviceStrategy.from_spec(
+        strategy_spec(scenario("fedadam", {"eta": 0.01}, strategy={"server_lr": 0.5}))
     ).strategy
     assert (st.eta, st.beta_1) == (0.01, 0.9)
-    st = DeviceStrategy.from_scenario(scenario("fedadagrad")).strategy
+    st = DeviceStrategy.from_spec(strategy_spec(scenario("fedadagrad"))).strategy
     assert st.eta == 0.1  # server_lr 0: Flower's default
-    st = DeviceStrategy.from_scenario(scenario("trimmed_mean", strategy={"trim": 0.2})).strategy
+    st = DeviceStrategy.from_spec(strategy_spec(scenario("trimmed_mean", strategy={"trim": 0.2}))).strategy
     assert st.beta == 0.2
-    st = DeviceStrategy.from_scenario(scenario("qfedavg")).strategy
+    st = DeviceStrategy.from_spec(strategy_spec(scenario("qfedavg"))).strategy
     assert st.client_learning_rate == 0.1  # train.lr
-    st = DeviceStrategy.from_scenario(
-        scenario("dpfedavgfixed", {"noise_multiplier": 1.0}, strategy={"clip_norm": 2.0})
+    st = DeviceStrategy.from_spec(
+        strategy_spec(scenario("dpfedavgfixed", {"noise_multiplier": 1.0}, strategy={"clip_norm": 2.0}))
     ).strategy
     assert (st.clipping_norm, st.num_sampled_clients) == (2.0, 20)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fedtiny.config import load_scenario, scenario_from_dict, scenario_to_toml
+from fedtiny.config import scenario_to_toml
 from fedtiny.errors import ScenarioError
+from fedtiny.plan import load_scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedtiny.config import load_scenario
 from fedtiny.errors import ModelError
-from fedtiny.fleet.data import model_spec_of
 from fedtiny.model.build import build_base_model
 from fedtiny.model.export import c_header
 from fedtiny.model.flatbuffer import op_names, read_head, write_head
 from fedtiny.model.info import model_info
+from fedtiny.plan import load_scenario
+from fedtiny.plan.resolve import model_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def quickstart_model():  # type: ignore[no-untyped-def]
     return build_base_model(
-        model_spec_of(load_scenario(ROOT / "scenarios" / "quickstart.toml")), log=lambda *_: None
+        model_spec(load_scenario(ROOT / "scenarios" / "quickstart.toml")), log=lambda *_: None
     )
 
 
@@ -40,11 +40,11 @@ def test_int8_base_model_is_close_to_float_and_fits_a_cortex_m4(quickstart_model
 
 def test_build_is_cached_by_content(quickstart_model) -> None:  # type: ignore[no-untyped-def]
     again = build_base_model(
-        model_spec_of(load_scenario(ROOT / "scenarios" / "quickstart.toml")), log=lambda *_: None
+        model_spec(load_scenario(ROOT / "scenarios" / "quickstart.toml")), log=lambda *_: None
     )
     assert again.path == quickstart_model.path and again.tflite == quickstart_model.tflite
-    other = model_spec_of(load_scenario(ROOT / "scenarios" / "quickstart.toml", ["seed=99"]))
-    assert other.key() != model_spec_of(load_scenario(ROOT / "scenarios" / "quickstart.toml")).key()
+    other = model_spec(load_scenario(ROOT / "scenarios" / "quickstart.toml", ["seed=99"]))
+    assert other.key() != model_spec(load_scenario(ROOT / "scenarios" / "quickstart.toml")).key()
 
 
 def test_write_head_checks_shape_and_touches_only_the_head(tiny_tflite: bytes) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedtiny.config import load_scenario
 from fedtiny.model.flatbuffer import read_head
 from fedtiny.model.runtime import Int8Runner
+from fedtiny.plan import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fedtiny.config import load_scenario, scenario_from_dict, scenario_to_toml
-from fedtiny.config.keys import _toml
+from fedtiny.config import scenario_to_toml
+from fedtiny.plan import load_scenario, scenario_from_dict
+from fedtiny.plan.keys import _toml
 
 ROOT = Path(__file__).resolve().parents[1]
 AWKWARD = ['say "hi"', "back\\slash", "two\nlines", "tab\tand\rreturn", "grüße, 東京, ☃", "", "'single'"]

@@ -6,6 +6,7 @@ boards) each board's recorded int8 features per drift segment, keyed by the boar
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -15,8 +16,8 @@ import numpy as np
 
 from fedtiny.config import Scenario, scenario_to_toml
 from fedtiny.errors import ScenarioError
-from fedtiny.fleet.data import layout_of
 from fedtiny.fleet.partition import dirichlet_labels
+from fedtiny.plan.resolve import fleet_spec, layout_of, model_spec
 from fedtiny.tasks import get_task
 
 PREPARED_FILES = (
@@ -51,13 +52,12 @@ def check_replayable(s: Scenario, src: str = "scenario") -> None:
 
 def prepare_trial(s: Scenario, out: Path, log=print) -> bytes:  # type: ignore[no-untyped-def]
     """Build (or reuse) the base model and write everything the ServerApp and replay gateways read."""
-    from fedtiny.fleet.data import model_spec_of
     from fedtiny.model.build import build_base_model, factory_data
     from fedtiny.model.runtime import Int8Runner
 
     check_replayable(s, s.name)
     out.mkdir(parents=True, exist_ok=True)
-    model_key = _user_files_key(s) if s.data.path else model_spec_of(s).key()
+    model_key = _user_files_key(s) if s.data.path else model_spec(s).key()
     stamp = hashlib.sha256(f"{scenario_to_toml(s)}\n{model_key}".encode()).hexdigest()
     done = out / ".prepared"
     if done.exists() and done.read_text() == stamp and all((out / f).exists() for f in PREPARED_FILES):
@@ -69,12 +69,12 @@ def prepare_trial(s: Scenario, out: Path, log=print) -> bytes:  # type: ignore[n
         done.write_text(stamp)
         return tflite
     (out / "scenario.resolved.toml").write_text(scenario_to_toml(s))
-    base = build_base_model(model_spec_of(s), log)
+    base = build_base_model(model_spec(s), log)
     tmp = out / "base_int8.tflite.tmp"
     tmp.write_bytes(base.tflite)
     os.replace(tmp, out / "base_int8.tflite")  # a board waiting for the file never reads half of it
     runner = Int8Runner(base.tflite, "tflm")
-    spec = model_spec_of(s)
+    spec = model_spec(s)
     xt, yt = factory_data(spec, s.model.test_samples, 1)
     np.save(out / "global_test_feats.npy", runner.features(xt))
     np.save(out / "global_test_labels.npy", yt.astype(np.int16))
@@ -134,9 +134,11 @@ def _prepare_user_trial(s: Scenario, out: Path, log) -> bytes:  # type: ignore[n
     from fedtiny.fleet.recorded import RecordedFleetData
     from fedtiny.fleet.user_data import load_user_model_and_data, prepare_user_fleet
 
-    rec, um = load_user_model_and_data(s, log)
-    uf = prepare_user_fleet(s, rec, um.tflite, out, log, um.float_predict)
-    (out / "scenario.resolved.toml").write_text(scenario_to_toml(uf.scenario))
+    spec = fleet_spec(s)
+    rec, um = load_user_model_and_data(spec, s.model, log)
+    uf = prepare_user_fleet(spec, s.train, rec, um.tflite, out, log, um.float_predict)
+    resolved = dataclasses.replace(s, fleet=uf.spec.fleet, eval=uf.spec.eval)  # the data's devices
+    (out / "scenario.resolved.toml").write_text(scenario_to_toml(resolved))
     fleet = out / "fleet"
     for name in ("global_test_feats.npy", "global_test_labels.npy", "calib_feats.npy"):
         shutil.copyfile(fleet / name, out / name)
@@ -144,7 +146,7 @@ def _prepare_user_trial(s: Scenario, out: Path, log) -> bytes:  # type: ignore[n
     staging = out / "replay.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    cap = uf.scenario.fleet.cache_size
+    cap = uf.spec.fleet.cache_size
     segments = len(data.starts)
     for d in range(len(data.n_train)):
         arrays: dict[str, np.ndarray] = {"segments": np.array(segments)}

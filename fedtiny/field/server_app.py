@@ -21,12 +21,12 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedtiny.config import load_scenario
 from fedtiny.field.deploy_signing import DeploySigner
 from fedtiny.field.server import FieldServer
 from fedtiny.link.signing import load_private_key
 from fedtiny.model.export import export_header
 from fedtiny.model.flatbuffer import read_head, write_head
+from fedtiny.plan import load_scenario
 from fedtiny.report.results import RoundRow, plot_accuracy
 
 app = ServerApp()
@@ -189,8 +189,8 @@ def boards_html(summary: dict[str, Any]) -> str:
 
 def write_field_report(server: FieldServer, summary: dict[str, Any], out: Path) -> list[str]:
     """The same report.html as a simulation (fedtiny.report.html), with the boards instead of baselines."""
-    from fedtiny.config.derived import train_config
     from fedtiny.ondevice import device_budget
+    from fedtiny.plan.resolve import train_config
     from fedtiny.report.html import write_report
 
     s = server.scenario

@@ -33,15 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from fedtiny.config.schema import Scenario
 from fedtiny.fleet.draw import draw_rows
-from fedtiny.fleet.partition import auto_devices_per_gateway, local_cpus
+from fedtiny.fleet.layout import FleetLayout
+from fedtiny.fleet.spec import FleetSpec
 from fedtiny.ondevice.head import Int8Head, predict_through
 from fedtiny.ondevice.shuffle import mix64
 from fedtiny.ondevice.tail import HeadTail
-from fedtiny.tasks import get_task
 
 FLEET_DIR = "fleet"
+__all__ = ["FLEET_DIR", "FleetData", "FleetLayout", "FleetPlan", "build_plan", "prepare_fleet", "uniform"]
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -51,42 +51,6 @@ def uniform(seed: int, tag: int, a: np.ndarray | int, b: np.ndarray | int) -> np
         k = mix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ (np.uint64(tag) * _GOLDEN))
         z = mix64(mix64(k ^ np.asarray(a, dtype=np.uint64)) ^ np.asarray(b, dtype=np.uint64))
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
-
-
-@dataclass(frozen=True)
-class FleetLayout:
-    """Which devices exist, which gateway serves them, and which segment a round belongs to."""
-
-    devices: int
-    devices_per_gateway: int
-    segment_starts: list[int]  # round at which each segment starts (segment 0 starts at round 0)
-    groups: list[str]  # group names; device_group[k] indexes it
-
-    @property
-    def gateways(self) -> int:
-        return -(-self.devices // self.devices_per_gateway)
-
-    def segment_of_round(self, r: int) -> int:
-        """Round r (1-based training rounds; 0 = initial evaluation) uses the data of this segment."""
-        return max(i for i, start in enumerate(self.segment_starts) if start <= r)
-
-
-def devices_per_gateway(s: Scenario) -> int:
-    """``fleet.devices_per_gateway``, or when it is 0 the automatic size (fedtiny/fleet/partition.py): from
-    the fleet size and this machine's CPUs (``runtime.cpus_per_gateway`` each: the gateways the local Ray
-    runs at once); the inline engine runs one gateway at a time."""
-    if s.fleet.devices_per_gateway > 0:
-        return s.fleet.devices_per_gateway
-    inline = s.runtime.engine == "inline"
-    return auto_devices_per_gateway(
-        s.fleet.devices, 1.0 if inline else local_cpus(), 1.0 if inline else s.runtime.cpus_per_gateway
-    )
-
-
-def layout_of(s: Scenario) -> FleetLayout:
-    starts = sorted({0, *(e.at for e in s.drift)})
-    groups = ["fleet"] + [e.group for e in s.drift if e.group != "fleet"]
-    return FleetLayout(s.fleet.devices, devices_per_gateway(s), starts, list(dict.fromkeys(groups)))
 
 
 def _cond_key(c: dict[str, float]) -> tuple[tuple[str, float], ...]:
@@ -108,7 +72,7 @@ class FleetPlan:
 
 
 def build_plan(
-    s: Scenario,
+    s: FleetSpec,
     layout: FleetLayout,
     default_condition: dict[str, float] | None = None,
     num_classes: int | None = None,
@@ -118,8 +82,7 @@ def build_plan(
     ``default_condition``/``num_classes`` describe the data when it is not the scenario's task (recordings).
     """
     if default_condition is None or num_classes is None:
-        task = get_task(s.task.name, **s.task.params)
-        default_condition, num_classes = task.default_condition(), task.num_classes
+        default_condition, num_classes = s.task.default_condition(), s.task.num_classes
     k, c, f = s.fleet.devices, num_classes, s.fleet
     rng = np.random.default_rng([s.seed, 0xF1EE7])
     base = {**default_condition, **f.condition}
@@ -206,45 +169,28 @@ def build_plan(
     return FleetPlan(conds, variant, cmix, group, board, boards, faulty, speed)
 
 
-def model_spec_of(s: Scenario) -> Any:
-    from fedtiny.model.build import ModelSpec
-
-    m = s.model
-    return ModelSpec(
-        task=s.task.name,
-        task_params=dict(s.task.params),
-        seed=s.seed,
-        factory_samples=m.factory_samples,
-        test_samples=m.test_samples,
-        epochs=m.epochs,
-        batch_size=m.batch_size,
-        learning_rate=m.learning_rate,
-        head_inputs=m.head_inputs,
-    )
-
-
 #: bumped when the data a task generates changes for the same seed (2: fedtiny.exactmath, the same bits on every CPU)
 POOL_VERSION = 2
 
 
-def _pool_cache_dir(tflite: bytes, s: Scenario, featurizer: str) -> Path:
+def _pool_cache_dir(tflite: bytes, s: FleetSpec, featurizer: str) -> Path:
     from fedtiny.model.build import cache_root
 
     key = hashlib.sha256(
-        tflite + json.dumps([s.task.name, s.task.params, featurizer, s.seed, POOL_VERSION]).encode()
+        tflite + json.dumps([s.model.task, s.model.task_params, featurizer, s.seed, POOL_VERSION]).encode()
     ).hexdigest()[:20]
     return cache_root() / "pools" / key
 
 
 def make_pool(
-    s: Scenario,
+    s: FleetSpec,
     cond: dict[str, float],
     featurize: Callable[[np.ndarray], np.ndarray],
     per_class: int,
     num_classes: int,
 ) -> np.ndarray:
     """int8 [C, P, D]: ``per_class`` examples of every class under ``cond``, featurized by the int8 model."""
-    task = get_task(s.task.name, **s.task.params)
+    task = s.task
     ckey = hashlib.sha256(repr(_cond_key(cond)).encode()).digest()
     rng = np.random.default_rng([s.seed, 0xB001, int.from_bytes(ckey[:8], "little")])
     labels = np.repeat(np.arange(num_classes), per_class)
@@ -256,7 +202,7 @@ def make_pool(
 
 
 def prepare_fleet(
-    s: Scenario,
+    s: FleetSpec,
     tflite: bytes,
     out_dir: Path,
     featurize: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -274,8 +220,8 @@ def prepare_fleet(
 
     if featurize is None:
         featurize = Int8Runner(tflite, s.fleet.featurizer).features  # type: ignore[arg-type]
-    task = get_task(s.task.name, **s.task.params)
-    layout = layout_of(s)
+    task = s.task
+    layout = s.layout
     root = out_dir / FLEET_DIR
     root.mkdir(parents=True, exist_ok=True)
     plan = build_plan(s, layout)
@@ -313,11 +259,11 @@ def prepare_fleet(
     np.save(root / "board.npy", plan.board)
     np.save(root / "faulty.npy", plan.faulty)
     np.save(root / "speed.npy", plan.speed)
-    spec = model_spec_of(s)
-    xt, yt = factory_data(spec, s.model.test_samples, 1)
+    spec = s.model
+    xt, yt = factory_data(spec, spec.test_samples, 1)
     np.save(root / "global_test_feats.npy", featurize(xt))
     np.save(root / "global_test_labels.npy", yt.astype(np.int16))
-    xc, _ = factory_data(spec, min(300, s.model.factory_samples), 0)
+    xc, _ = factory_data(spec, min(300, spec.factory_samples), 0)
     np.save(root / "calib_feats.npy", featurize(xc))
     meta = {
         "train": s.fleet.samples_per_device,

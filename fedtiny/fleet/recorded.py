@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from fedtiny.config.schema import Scenario
 from fedtiny.errors import DataError
-from fedtiny.fleet.data import FLEET_DIR, FleetData, FleetLayout, build_plan, layout_of
+from fedtiny.fleet.data import FLEET_DIR, FleetData, FleetLayout, build_plan
+from fedtiny.fleet.spec import FleetSpec
 
 Featurize = Callable[[Any, dict[str, float]], np.ndarray]  # (example subset, condition) -> int8 [n, D]
 
@@ -128,7 +128,7 @@ def device_streams(
 
 
 def write_recorded_fleet(
-    s: Scenario,
+    s: FleetSpec,
     streams: DeviceStreams,
     labels: np.ndarray,
     featurize: Featurize,
@@ -140,9 +140,9 @@ def write_recorded_fleet(
 ) -> FleetLayout:
     """Fleet plan and the pool of every example under every condition its devices meet, under ``out_dir/fleet``.
 
-    ``s.fleet.devices`` must already be the number of devices in ``streams``.
+    ``s.fleet.devices`` must already be the number of devices in ``streams`` (:meth:`FleetSpec.with_devices`).
     """
-    layout = layout_of(s)
+    layout = s.layout
     plan = build_plan(s, layout, default_condition=default_condition, num_classes=num_classes)
     root = out_dir / FLEET_DIR
     root.mkdir(parents=True, exist_ok=True)

@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from fedtiny.config.schema import Scenario
 from fedtiny.fleet.data import FLEET_DIR, FleetLayout, prepare_fleet
+from fedtiny.fleet.spec import FleetSpec
 from fedtiny.ondevice import FloatHead, Int8Head, quantize_head
 from fedtiny.ondevice.quant import dequantize
-from fedtiny.tasks import get_task
 
 INPUT_SCALE, INPUT_ZP = 0.05, -128
 
@@ -36,9 +35,11 @@ class ProjectionFeaturizer:
         return np.clip(np.round(z / INPUT_SCALE) + INPUT_ZP, -128, 127).astype(np.int8)
 
 
-def prepare_synthetic(s: Scenario, out_dir: Path, log: Any = lambda *_: None) -> tuple[FleetLayout, Int8Head]:
+def prepare_synthetic(
+    s: FleetSpec, out_dir: Path, log: Any = lambda *_: None
+) -> tuple[FleetLayout, Int8Head]:
     """Fleet data under ``out_dir/fleet`` with the projection featurizer, and an initial int8 head."""
-    task = get_task(s.task.name, **s.task.params)
+    task = s.task
     feat = ProjectionFeaturizer(int(np.prod(task.input_shape)), s.model.head_inputs, s.seed)
     rng = np.random.default_rng([s.seed, 0xFAC7])
     y = rng.permutation(np.arange(60 * task.num_classes) % task.num_classes)

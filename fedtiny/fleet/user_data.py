@@ -6,7 +6,6 @@ model, and writes what the round loop reads (``fedtiny/fleet/recorded.py`` layou
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from fedtiny.config.schema import Scenario
+from fedtiny.config.schema import DataSection, ModelSection, TrainSection
 from fedtiny.data import Recordings, apply_condition, default_condition, make_front_end
 from fedtiny.errors import DataError
 from fedtiny.fleet.data import FLEET_DIR, FleetLayout
 from fedtiny.fleet.recorded import device_streams, write_recorded_fleet
+from fedtiny.fleet.spec import FleetSpec
 from fedtiny.model.flatbuffer import model_io, read_tail
 from fedtiny.model.runtime import Int8Runner
 from fedtiny.model.user import UserModel
@@ -32,7 +32,7 @@ CHUNK = 256
 class UserFleet:
     """What preparing a recorded fleet produced."""
 
-    scenario: Scenario  # with fleet.devices = the devices found in the data
+    spec: FleetSpec  # with fleet.devices = the devices found in the data
     layout: FleetLayout
     int8_accuracy: float  # the deployed model on every device's test examples (base condition)
     float_accuracy: float | None  # a Keras model's float accuracy on the same examples
@@ -45,16 +45,18 @@ class UserFleet:
 class InputMaker:
     """Model inputs of recorded examples under a condition: generic knobs on the signal, then the front end."""
 
-    def __init__(self, s: Scenario, rec: Recordings, in_scale: float = 1.0, in_zp: int = 0) -> None:
-        self.rec, self.seed = rec, s.seed
-        self.front = make_front_end(s.data.front_end, s.data.front_end_params, rec.sample_rate)
+    def __init__(
+        self, data: DataSection, seed: int, rec: Recordings, in_scale: float = 1.0, in_zp: int = 0
+    ) -> None:
+        self.rec, self.seed = rec, seed
+        self.front = make_front_end(data.front_end, data.front_end_params, rec.sample_rate)
         self.in_scale, self.in_zp = in_scale, in_zp
         self.default = default_condition()
         self.background = rec.background
-        if s.data.background:
+        if data.background:
             from fedtiny.data import load_background
 
-            self.background = load_background(s.data.background, rec.sample_rate)
+            self.background = load_background(data.background, rec.sample_rate)
 
     def _signals(self, idx: np.ndarray) -> Any:
         raw = self.rec.raw
@@ -80,11 +82,11 @@ class InputMaker:
 class Featurizer:
     """Recording subset + condition → int8 features through the front end and the real int8 model."""
 
-    def __init__(self, s: Scenario, rec: Recordings, tflite: bytes, log: Log) -> None:
+    def __init__(self, s: FleetSpec, rec: Recordings, tflite: bytes, log: Log) -> None:
         self.log = log
         self.runner = Int8Runner(tflite, "litert" if s.fleet.featurizer == "litert" else "tflm")
         io = model_io(tflite)
-        self.inputs = InputMaker(s, rec, io.input_scale, io.input_zero_point)
+        self.inputs = InputMaker(s.data, s.seed, rec, io.input_scale, io.input_zero_point)
         self.default = self.inputs.default
         want = tuple(self.runner.input_shape[1:])
         got = tuple(self.inputs(np.arange(1)).shape[1:])
@@ -103,16 +105,18 @@ class Featurizer:
         return np.concatenate(out) if out else np.zeros((0, 1), np.int8)
 
 
-def load_user_model_and_data(s: Scenario, log: Log = print) -> tuple[Recordings, UserModel]:
-    """The scenario's recordings (labels in the model's class order) and its int8 model (a Keras model is
-    converted with a seeded sample of the recordings as its representative set)."""
+def load_user_model_and_data(
+    s: FleetSpec, model: ModelSection, log: Log = print
+) -> tuple[Recordings, UserModel]:
+    """The recordings of ``s.data`` (labels in the model's class order) and the int8 model of ``model`` (a
+    Keras model is converted with a seeded sample of the recordings as its representative set)."""
     from fedtiny.data import load_recordings
     from fedtiny.model.flatbuffer import metadata_classes
     from fedtiny.model.user import convert_keras, load_tflite
 
     d = s.data
-    classes = tuple(s.model.classes) or (
-        metadata_classes(Path(s.model.tflite).read_bytes()) if s.model.tflite else ()
+    classes = tuple(model.classes) or (
+        metadata_classes(Path(model.tflite).read_bytes()) if model.tflite else ()
     )
     rec = load_recordings(
         d.path,
@@ -131,20 +135,20 @@ def load_user_model_and_data(s: Scenario, log: Log = print) -> tuple[Recordings,
     )
     log(f"data: {len(rec)} examples, {len(rec.classes)} classes, {devices}")
     if classes and rec.data_classes and tuple(rec.data_classes) != tuple(classes):
-        where = "model.classes" if s.model.classes else "the model's label metadata"
+        where = "model.classes" if model.classes else "the model's label metadata"
         log(
             f"classes: the model's outputs 0..{len(classes) - 1} are {', '.join(classes)} ({where}); the data's own "
             f"order ({', '.join(rec.data_classes)}) is mapped onto them by name"
         )
-    if s.model.tflite:
-        um = load_tflite(s.model.tflite)
+    if model.tflite:
+        um = load_tflite(model.tflite)
     else:
         if rec.is_int8:
             raise DataError(
                 f"{d.path}: int8 inputs cannot calibrate a Keras model's conversion; give float inputs"
             )
         idx = np.sort(np.random.default_rng([s.seed, 0x4E9]).permutation(len(rec))[:300])
-        um = convert_keras(s.model.keras, InputMaker(s, rec)(idx), log)
+        um = convert_keras(model.keras, InputMaker(d, s.seed, rec)(idx), log)
     log(
         f"model: {um.source.name}, {len(um.tflite)} bytes, head {um.io.head_path}, input {um.io.input_dtype} "
         f"{list(um.io.input_shape)}"
@@ -166,7 +170,8 @@ def recording_times(rec: Recordings, fmt: str) -> np.ndarray | None:
 
 
 def prepare_user_fleet(
-    s: Scenario,
+    s: FleetSpec,
+    train: TrainSection,
     rec: Recordings,
     tflite: bytes,
     out_dir: Path,
@@ -197,11 +202,7 @@ def prepare_user_fleet(
         s.seed,
         str(s.data.path),
     )
-    k = len(streams.names)
-    fleet = dataclasses.replace(s.fleet, devices=k, devices_per_gateway=min(s.fleet.devices_per_gateway, k))
-    s = dataclasses.replace(
-        s, fleet=fleet, eval=dataclasses.replace(s.eval, baseline_devices=min(s.eval.baseline_devices, k))
-    )
+    s = s.with_devices(len(streams.names))
     feat = Featurizer(s, rec, tflite, log)
     labels = rec.y.astype(np.int64)
     tail = read_tail(tflite).to_list()
@@ -227,7 +228,7 @@ def prepare_user_fleet(
     from fedtiny.ondevice.head import predict_through
 
     int8_acc = float(np.mean(predict_through(head, read_tail(tflite), gtest) == labels[test]))
-    central = central_head_accuracy(out_dir / FLEET_DIR, head, s)
+    central = central_head_accuracy(out_dir / FLEET_DIR, head, s.seed, train)
     log(
         f"reference: the shipped model {100 * int8_acc:.1f}% on the devices' latest examples; a head re-trained "
         f"centrally on all their earlier examples {100 * central:.1f}%"
@@ -240,12 +241,14 @@ def prepare_user_fleet(
     return UserFleet(s, layout, int8_acc, float_acc, streams.names, central)
 
 
-def central_head_accuracy(fleet_dir: Path, head: Any, s: Scenario, epochs: int = 30) -> float:
+def central_head_accuracy(
+    fleet_dir: Path, head: Any, seed: int, local: TrainSection, epochs: int = 30
+) -> float:
     """What a centrally re-trained head reaches: the same last-layer SGD on every device's training examples
     pooled (no privacy, no drift over time), re-quantized, then scored on every device's test examples.
     The reference the federated curve is measured against."""
     from fedtiny.fleet.recorded import RecordedFleetData
-    from fedtiny.ondevice import TrainConfig, dequantize_head, quantize_head, train_heads
+    from fedtiny.ondevice import TrainConfig, TrainJob, dequantize_head, quantize_head, train_heads
     from fedtiny.ondevice.head import predict_through
 
     data = RecordedFleetData(fleet_dir)
@@ -256,7 +259,7 @@ def central_head_accuracy(fleet_dir: Path, head: Any, s: Scenario, epochs: int =
     feats, labels = data.gather(train)
     fh = dequantize_head(head)
     cfg = TrainConfig(
-        epochs, min(s.train.batch_size * 4, 256), s.train.lr, s.train.momentum, s.train.weight_decay, 0.0
+        epochs, min(local.batch_size * 4, 256), local.lr, local.momentum, local.weight_decay, 0.0
     )
     res = train_heads(
         fh.weights,
@@ -264,12 +267,14 @@ def central_head_accuracy(fleet_dir: Path, head: Any, s: Scenario, epochs: int =
         feats[None],
         labels[None].astype(np.int64),
         np.array([len(train)]),
-        cfg,
-        input_scale=head.input_scale,
-        input_zero_point=head.input_zero_point,
-        seed=s.seed,
-        round_=0,
-        device_ids=np.array([0]),
+        TrainJob(
+            cfg,
+            input_scale=head.input_scale,
+            input_zero_point=head.input_zero_point,
+            seed=seed,
+            round_=0,
+            device_ids=np.array([0]),
+        ),
     )
     if not np.isfinite(res.weights).all():
         return float("nan")

@@ -8,6 +8,7 @@ directory is reused with ``reuse_fleet``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -16,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedtiny.config import Scenario, scenario_to_toml
-from fedtiny.config.derived import train_config
 from fedtiny.errors import ModelError
 from fedtiny.fleet.boards import check_fits, get_board
-from fedtiny.fleet.data import FLEET_DIR, FleetLayout, layout_of, model_spec_of, prepare_fleet
+from fedtiny.fleet.data import FLEET_DIR, FleetLayout, prepare_fleet
 from fedtiny.ondevice import device_budget
+from fedtiny.plan.resolve import StageInputs, resolve, train_config
 
 if TYPE_CHECKING:
     from fedtiny.server.fleet_server import FleetServer
@@ -31,6 +32,7 @@ Log = Callable[[str], Any]
 @dataclass
 class RunPlan:
     scenario: Scenario
+    stages: StageInputs  # the scenario resolved once: each stage's typed input
     out_dir: Path
     tflite: bytes
     layout: FleetLayout
@@ -68,12 +70,12 @@ def data_label(s: Scenario) -> str:
     return f"data {Path(s.data.path).name}" if s.data.path else s.task.name
 
 
-def _base_model(s: Scenario, log: Log) -> tuple[bytes, dict[str, Any]]:
+def _base_model(s: Scenario, stages: StageInputs, log: Log) -> tuple[bytes, dict[str, Any]]:
     """The int8 model to deploy for generated data: the user's (.tflite or Keras, scored on the task's clean
     factory test set) or the task's reference model."""
     from fedtiny.model.build import build_base_model, factory_data
 
-    spec = model_spec_of(s)
+    spec = stages.model
     if not (s.model.tflite or s.model.keras):
         base = build_base_model(spec, log)
         return base.tflite, dict(base.meta)
@@ -87,9 +89,7 @@ def _base_model(s: Scenario, log: Log) -> tuple[bytes, dict[str, Any]]:
         um = convert_keras(s.model.keras, rep, log)
     import numpy as np
 
-    from fedtiny.tasks import get_task
-
-    task = get_task(s.task.name, **s.task.params)
+    task = stages.fleet.task
     want, got = tuple(um.io.input_shape[1:]), tuple(task.input_shape)
     if int(np.prod(want)) != int(np.prod(got)) or um.num_classes != task.num_classes:
         raise ModelError(
@@ -104,29 +104,36 @@ def _base_model(s: Scenario, log: Log) -> tuple[bytes, dict[str, Any]]:
     return um.tflite, meta
 
 
-def _saved_base_model(s: Scenario, out_dir: Path, log: Log, reuse: bool) -> tuple[bytes, dict[str, Any]]:
+def _saved_base_model(
+    s: Scenario, stages: StageInputs, out_dir: Path, log: Log, reuse: bool
+) -> tuple[bytes, dict[str, Any]]:
     """The base model of generated data, saved in ``out_dir`` (``base_int8.tflite``, ``base_meta.json``) and
     reused from there by a resumed run and by the ServerApp (no TensorFlow there, even for a Keras model)."""
     saved, meta_file = out_dir / "base_int8.tflite", out_dir / "base_meta.json"
     if reuse and saved.exists() and meta_file.exists():
         return saved.read_bytes(), dict(json.loads(meta_file.read_text()))
-    tflite, meta = _base_model(s, log)
+    tflite, meta = _base_model(s, stages, log)
     saved.write_bytes(tflite)
     meta_file.write_text(json.dumps(meta, indent=1))
     return tflite, meta
 
 
 def _prepare_user_data(
-    s: Scenario, out_dir: Path, log: Log, resume: bool
+    s: Scenario, stages: StageInputs, out_dir: Path, log: Log, resume: bool
 ) -> tuple[Scenario, bytes, FleetLayout, dict[str, Any]]:
     """A user's recordings: load them, take (or convert) the model, build the fleet of the data's devices."""
     from fedtiny.fleet.user_data import load_user_model_and_data, prepare_user_fleet
 
     saved = out_dir / "base_int8.tflite"
     if resume and saved.exists() and (out_dir / FLEET_DIR / "layout.json").exists():
-        return s, saved.read_bytes(), layout_of(s), json.loads((out_dir / "base_meta.json").read_text())
-    rec, um = load_user_model_and_data(s, log)
-    uf = prepare_user_fleet(s, rec, um.tflite, out_dir, log, um.float_predict)
+        return (
+            s,
+            saved.read_bytes(),
+            stages.fleet.layout,
+            json.loads((out_dir / "base_meta.json").read_text()),
+        )
+    rec, um = load_user_model_and_data(stages.fleet, s.model, log)
+    uf = prepare_user_fleet(stages.fleet, s.train, rec, um.tflite, out_dir, log, um.float_predict)
     meta = {
         "float_accuracy": uf.float_accuracy,
         "int8_accuracy": uf.int8_accuracy,
@@ -139,7 +146,9 @@ def _prepare_user_data(
     }
     saved.write_bytes(um.tflite)
     (out_dir / "base_meta.json").write_text(json.dumps(meta, indent=1))
-    return uf.scenario, um.tflite, uf.layout, meta
+    # the data said how many devices there are: the plan's scenario says so too
+    s = dataclasses.replace(s, fleet=uf.spec.fleet, eval=uf.spec.eval)
+    return s, um.tflite, uf.layout, meta
 
 
 def prepare_run(
@@ -154,7 +163,6 @@ def prepare_run(
 
     With ``resume``, the fleet data and the last checkpoint under ``out_dir`` are reused.
     """
-    from fedtiny.fleet.data import layout_of
     from fedtiny.model.flatbuffer import read_head
     from fedtiny.server.fleet_server import FleetServer
 
@@ -164,21 +172,23 @@ def prepare_run(
             old.unlink()
         for old in (out_dir / "device_rounds").glob("*.npz") if (out_dir / "device_rounds").exists() else []:
             old.unlink()
+    stages = resolve(s)
     if s.data.path:
-        s, tflite, layout, base_meta = _prepare_user_data(s, out_dir, log, resume)
+        s, tflite, layout, base_meta = _prepare_user_data(s, stages, out_dir, log, resume)
+        stages = resolve(s)  # with the devices the data holds
     else:
-        tflite, base_meta = _saved_base_model(s, out_dir, log, resume)
+        tflite, base_meta = _saved_base_model(s, stages, out_dir, log, resume)
         if (
             resume
             and (out_dir / FLEET_DIR / "layout.json").exists()
             and (out_dir / FLEET_DIR / "speed.npy").exists()
         ):
-            layout = layout_of(s)
+            layout = stages.fleet.layout
         else:
             from fedtiny.model.flatbuffer import model_io, read_tail
 
             layout = prepare_fleet(
-                s,
+                stages.fleet,
                 tflite,
                 out_dir,
                 log=log,
@@ -191,11 +201,17 @@ def prepare_run(
     budget = check_budget(s, head.num_classes, head.num_features)
     meta = {**base_meta, "budget": budget}
     server = FleetServer(
-        s, layout, out_dir / FLEET_DIR, head, progress=progress, out_dir=out_dir, stop_after=stop_after
+        stages.rounds,
+        layout,
+        out_dir / FLEET_DIR,
+        head,
+        progress=progress,
+        out_dir=out_dir,
+        stop_after=stop_after,
     )
     if resume:
         if server.load_checkpoint():
             log(f"resume: continuing after round {server.round} of {s.rounds}")
         else:
             log("resume: no checkpoint found, starting from round 1")
-    return RunPlan(s, out_dir, tflite, layout, meta, server)
+    return RunPlan(s, stages, out_dir, tflite, layout, meta, server)

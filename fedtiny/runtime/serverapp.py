@@ -18,10 +18,10 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedtiny.config import Scenario, load_scenario
+from fedtiny.config import Scenario
 from fedtiny.finish import finish_run, start_writing_interrupted
 from fedtiny.interrupt import RunInterrupted, StopFile, StoppableGrid
-from fedtiny.plan import RunPlan, prepare_run
+from fedtiny.plan import RunPlan, load_scenario, prepare_run
 from fedtiny.runtime.channel import LOG as LOG_FILE
 from fedtiny.runtime.channel import Writer, stop_path
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fedtiny.config.schema import Scenario
 from fedtiny.fleet.data import FleetData, FleetLayout
-from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, train_heads
+from fedtiny.ondevice import Int8Head, TrainConfig, TrainJob, dequantize_head, train_heads
 from fedtiny.ondevice.quant import dequantize
 from fedtiny.report.results import RoundRow
 from fedtiny.report.uncertainty import Estimate, iid, paired_se, two_way, two_way_by_group
 from fedtiny.server.run_state import EvalState
+from fedtiny.server.spec import RoundSpec
 
 
 def float_logits(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -48,15 +48,15 @@ class Evaluator:
 
     def __init__(
         self,
-        scenario: Scenario,
+        spec: RoundSpec,
         layout: FleetLayout,
         data: FleetData,
         fleet_dir: Path,
         initial_head: Int8Head,
         train_cfg: TrainConfig,
     ) -> None:
-        s = scenario
-        self.scenario = scenario
+        s = spec
+        self.spec = spec
         self.layout = layout
         self.data = data
         self.train_cfg = train_cfg
@@ -125,12 +125,14 @@ class Evaluator:
             feats,
             labels.astype(np.int64),
             self.data.cache_counts(devs, r),
-            cfg,
-            input_scale=head.input_scale,
-            input_zero_point=head.input_zero_point,
-            seed=self.scenario.seed ^ 0x10CA1,
-            round_=r,
-            device_ids=devs,
+            TrainJob(
+                cfg,
+                input_scale=head.input_scale,
+                input_zero_point=head.input_zero_point,
+                seed=self.spec.seed ^ 0x10CA1,
+                round_=r,
+                device_ids=devs,
+            ),
         )
         ok = np.isfinite(res.weights).all(axis=(1, 2))
         st.loc_w[sel[ok]], st.loc_b[sel[ok]] = res.weights[ok], res.bias[ok]
@@ -192,7 +194,7 @@ class Evaluator:
     def evaluate(self, r: int, row: RoundRow, head: Int8Head, index: int) -> None:
         """Fill ``row``'s accuracies of round ``r`` (deployed ``head``) and append point ``index`` of every
         curve: federated, the baselines, personalized, and each drifted group on its old data."""
-        s, st = self.scenario, self.state
+        s, st = self.spec, self.state
         seg = self.layout.segment_of_round(r)
         idx = self.test_idx(seg)
         fed_pool = self.pool_correct(head)  # every device's test observations are fed_pool[idx] [K, n]

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fedtiny.config.schema import Scenario
 from fedtiny.fleet.boards import Board, get_board
 from fedtiny.fleet.data import FleetData, FleetLayout, uniform
 from fedtiny.ondevice import Int8Head, TrainConfig, device_budget
 from fedtiny.records import float_update_bytes, head_patch_bytes
 from fedtiny.server.run_state import FleetState
+from fedtiny.server.spec import RoundSpec
 
 #: device_rounds status codes (``status`` = index); asleep devices are in ``awake_bits`` / ``asleep_count``
 STATUS = ("trained", "straggler", "rejected", "dropped", "asleep")
@@ -56,7 +56,7 @@ class FleetModel:
 
     def __init__(
         self,
-        scenario: Scenario,
+        spec: RoundSpec,
         layout: FleetLayout,
         data: FleetData,
         boards: list[Board],
@@ -64,31 +64,31 @@ class FleetModel:
         speed: np.ndarray,
         train_cfg: TrainConfig,
     ) -> None:
-        self.scenario = scenario
+        self.spec = spec
         self.layout = layout
         self.data = data
         self.boards = boards
         self.board_of = board_of  # board index per device
         self.speed = speed  # clock speed factor per device
         self.train_cfg = train_cfg
-        self.state = FleetState(np.full(layout.devices, scenario.fleet.battery_j, dtype=np.float64))
+        self.state = FleetState(np.full(layout.devices, spec.fleet.battery_j, dtype=np.float64))
 
     @classmethod
     def from_fleet_dir(
-        cls, scenario: Scenario, layout: FleetLayout, data: FleetData, fleet_dir: Path, train_cfg: TrainConfig
+        cls, spec: RoundSpec, layout: FleetLayout, data: FleetData, fleet_dir: Path
     ) -> FleetModel:
         """The fleet of a prepared fleet directory (``board.npy``, ``speed.npy``, the boards in its meta)."""
         boards = [get_board(b) for b in data.meta["boards"]]
         board_of, speed = np.load(fleet_dir / "board.npy"), np.load(fleet_dir / "speed.npy")
-        return cls(scenario, layout, data, boards, board_of, speed, train_cfg)
+        return cls(spec, layout, data, boards, board_of, speed, spec.train)
 
     def available(self, r: int) -> np.ndarray:
         """Devices awake in round ``r`` (duty cycle) with enough battery; the others are asleep."""
-        f = self.scenario.fleet
+        f = self.spec.fleet
         d = np.arange(self.layout.devices)
         ok = np.ones(len(d), dtype=bool)
         if f.duty_cycle < 1:
-            ok &= uniform(self.scenario.seed, 0xA11, r, d) < f.duty_cycle
+            ok &= uniform(self.spec.seed, 0xA11, r, d) < f.duty_cycle
         if f.battery_j > 0:
             ok &= self.state.battery >= max(f.battery_min_j, 1e-12)
         return ok
@@ -96,19 +96,19 @@ class FleetModel:
     def dropped(self, r: int, sampled: np.ndarray) -> np.ndarray:
         """Which sampled devices drop out of round ``r`` (``fleet.dropout``): they receive the head and train,
         then never report (link lost, reset): their energy is spent, no update arrives."""
-        f = self.scenario.fleet
+        f = self.spec.fleet
         if f.dropout <= 0:
             return np.zeros(len(sampled), dtype=bool)
-        return uniform(self.scenario.seed, 0xD20, r, sampled) < f.dropout
+        return uniform(self.spec.seed, 0xD20, r, sampled) < f.dropout
 
     def sample(self, r: int, avail: np.ndarray) -> np.ndarray:
         """``strategy.fraction`` of all devices, drawn (seeded per round) from the available ones."""
         k = self.layout.devices
-        m = max(1, int(round(self.scenario.strategy.fraction * k)))
+        m = max(1, int(round(self.spec.strategy.fraction * k)))
         pool = np.flatnonzero(avail)
         if m >= len(pool):
             return pool
-        rng = np.random.default_rng([self.scenario.seed, 0x5A3, r])
+        rng = np.random.default_rng([self.spec.seed, 0x5A3, r])
         return np.sort(rng.choice(pool, size=m, replace=False))
 
     def device_costs(
@@ -117,9 +117,9 @@ class FleetModel:
         """(virtual seconds, joules) of one training round of ``head`` on ``count`` cached samples per device,
         and bytes down/up per device (``uplink=False``: a device that drops out before sending its update)."""
         c, d = head.weights.shape
-        macs = device_budget(c, d, self.scenario.fleet.cache_size, count, self.train_cfg).train_macs
+        macs = device_budget(c, d, self.spec.fleet.cache_size, count, self.train_cfg).train_macs
         down = head_patch_bytes(head)
-        up = c * d + 8 * c + 8 if self.scenario.strategy.uplink == "int8" else float_update_bytes(c, d)
+        up = c * d + 8 * c + 8 if self.spec.strategy.uplink == "int8" else float_update_bytes(c, d)
         secs = np.zeros(len(devices))
         joules = np.zeros(len(devices))
         bid = self.board_of[devices]
@@ -146,14 +146,14 @@ class FleetModel:
         if drop.any():  # a dropped device downloaded the head and trained, but never sends its update
             d_secs, d_joules, _, _ = self.device_costs(head, sampled[drop], count, uplink=False)
             secs[drop], joules[drop] = d_secs, d_joules
-        deadline = self.scenario.strategy.deadline_s
+        deadline = self.spec.strategy.deadline_s
         on_time = secs <= deadline if deadline > 0 else np.ones(len(sampled), dtype=bool)
         return RoundPlan(r, avail, sampled, drop, on_time, secs, joules, down, up)
 
     def spend(self, plan: RoundPlan, head: Int8Head) -> tuple[int, np.ndarray]:
         """Energy and battery after the round: every sampled device computed (stragglers and dropouts too),
         the whole fleet receives ``head`` (the new one); returns its bytes and each device's joules for it."""
-        f = self.scenario.fleet
+        f = self.spec.fleet
         redeploy = head_patch_bytes(head)
         redeploy_j = np.array([b.energy_per_radio_byte_j * redeploy for b in self.boards])[self.board_of]
         if f.battery_j > 0:

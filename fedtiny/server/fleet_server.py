@@ -23,8 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from fedtiny.config.derived import train_config
-from fedtiny.config.schema import Scenario
 from fedtiny.fleet.data import FleetLayout
 from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.ondevice import Int8Head
@@ -33,6 +31,7 @@ from fedtiny.server.checkpoint import load_checkpoint, save_checkpoint
 from fedtiny.server.evaluator import Evaluator
 from fedtiny.server.fleet_model import STATUS, FleetModel
 from fedtiny.server.run_state import Curves, RunState
+from fedtiny.server.spec import RoundSpec
 from fedtiny.server.strategy import DeviceStrategy
 from fedtiny.server.transports import Transport
 from fedtiny.server.updates import aggregate_step
@@ -44,7 +43,7 @@ __all__ = ["CHECKPOINT", "STATUS", "FleetServer", "ProgressFn"]
 
 @dataclass
 class FleetServer:
-    scenario: Scenario
+    spec: RoundSpec
     layout: FleetLayout
     fleet_dir: Path
     initial_head: Int8Head
@@ -57,15 +56,15 @@ class FleetServer:
     stop_after: int = 0  # tests: raise after checkpointing this round (simulates a killed run)
 
     def __post_init__(self) -> None:
-        s = self.scenario
+        s = self.spec
         self.head = self.initial_head
         self.round = 0
         data = open_fleet_data(self.fleet_dir)
         self.per_tensor = bool(data.meta.get("per_tensor", False))
         self.calib = np.load(self.fleet_dir / "calib_feats.npy")
-        self.train_cfg = train_config(s)
-        self.fleet = FleetModel.from_fleet_dir(s, self.layout, data, self.fleet_dir, self.train_cfg)
-        self.strategy = DeviceStrategy.from_scenario(s)  # Flower's strategy, devices as its clients
+        self.train_cfg = s.train
+        self.fleet = FleetModel.from_fleet_dir(s, self.layout, data, self.fleet_dir)
+        self.strategy = DeviceStrategy.from_spec(s.strategy_spec)  # Flower's strategy, devices as its clients
         self.evaluator = Evaluator(s, self.layout, data, self.fleet_dir, self.initial_head, self.train_cfg)
 
     @property
@@ -75,7 +74,7 @@ class FleetServer:
 
     def _cfg(self, r: int, seg: int) -> dict[str, Any]:
         """The train instruction's config (what every gateway needs besides the head and its devices)."""
-        s = self.scenario
+        s = self.spec
         c = self.train_cfg
         return {
             "round": r,
@@ -97,13 +96,13 @@ class FleetServer:
 
     # -- rounds ----------------------------------------------------------------------------------
     def run(self, transport: Transport) -> None:
-        """Round 0 (the initial head evaluated) unless resumed, then every round up to ``scenario.rounds``."""
+        """Round 0 (the initial head evaluated) unless resumed, then every round up to ``spec.rounds``."""
         transport.connect(self.layout.gateways)
         if self.round == 0 and not self.rows:
             t0 = time.time()
             self._finish(0, RoundRow(0, 0, np.nan, np.nan, np.nan, 0, 0, 0, 0, 0, 0.0), t0)
             self._checkpoint()
-        for r in range(self.round + 1, self.scenario.rounds + 1):
+        for r in range(self.round + 1, self.spec.rounds + 1):
             self._round(transport, r)
             self._checkpoint()
             if self.stop_after and r >= self.stop_after:
@@ -111,7 +110,7 @@ class FleetServer:
 
     def _round(self, transport: Transport, r: int) -> None:
         t0 = time.time()
-        s = self.scenario
+        s = self.spec
         assert self.head is not None
         seg = self.layout.segment_of_round(r)
         plan = self.fleet.plan(r, self.head)
@@ -167,7 +166,7 @@ class FleetServer:
         self.rows.append(row)
         self.round = r
         if self.progress:
-            self.progress(row, self.scenario.rounds)
+            self.progress(row, self.spec.rounds)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def run_state(self) -> RunState:
@@ -192,7 +191,7 @@ class FleetServer:
         self.strategy.load_state(st.strategy)
 
     def _checkpoint(self) -> None:
-        if self.out_dir is not None and self.scenario.runtime.checkpoint:
+        if self.out_dir is not None and self.spec.checkpoint:
             save_checkpoint(self.run_state(), self.out_dir / CHECKPOINT)
 
     def load_checkpoint(self) -> bool:

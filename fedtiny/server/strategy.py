@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from fedtiny.config.derived import train_config
 from fedtiny.ondevice import FloatHead
 from fedtiny.server.aggregate import update_stats, weighted_delta
 from fedtiny.server.exact import dot, install_flower_exact
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
     from flwr.serverapp import Grid
     from flwr.serverapp.strategy import Strategy
 
-    from fedtiny.config.schema import Scenario
+    from fedtiny.server.spec import StrategySpec
 
 #: scenario name -> Flower class name in ``flwr.serverapp.strategy``
 FLOWER_STRATEGIES = {
@@ -146,7 +145,7 @@ def _is_wrapper(cls: type) -> bool:
     return "strategy" in _init_params(cls)  # the DP wrappers take an inner strategy
 
 
-def strategy_params(s: Scenario, cls: type) -> dict[str, Any]:
+def strategy_params(s: StrategySpec, cls: type) -> dict[str, Any]:
     """Constructor arguments of ``cls``: [strategy.params], then the fedtiny keys that map onto the rest.
 
     Raises ValueError naming ``strategy.params.X`` for an argument ``cls`` does not take or a required one
@@ -160,7 +159,7 @@ def strategy_params(s: Scenario, cls: type) -> dict[str, Any]:
                 f"'strategy.params.{key}' is not a parameter of {cls.__name__}; expected one of: "
                 f"{', '.join(valid) or '(none)'}"
             )
-    t = train_config(s)
+    t = s.train
     fedtiny = {
         "server_lr": s.strategy.server_lr,
         "server_momentum": s.strategy.server_momentum,
@@ -172,7 +171,7 @@ def strategy_params(s: Scenario, cls: type) -> dict[str, Any]:
         if arg in valid and arg not in params and not (key == "server_lr" and fedtiny[key] == 0):
             params[arg] = fedtiny[key]
     if _is_wrapper(cls):
-        params.setdefault("num_sampled_clients", max(1, round(s.strategy.fraction * s.fleet.devices)))
+        params.setdefault("num_sampled_clients", max(1, round(s.strategy.fraction * s.devices)))
         if "clipping_norm" in valid and s.strategy.clip_norm > 0:
             params.setdefault("clipping_norm", s.strategy.clip_norm)
     for p in valid:
@@ -181,7 +180,7 @@ def strategy_params(s: Scenario, cls: type) -> dict[str, Any]:
     return params
 
 
-def make_strategy(s: Scenario) -> Strategy:
+def make_strategy(s: StrategySpec) -> Strategy:
     """The scenario's Flower strategy object (a DP wrapper holds a FedAvg); ValueError with one line."""
     cls = strategy_class(s.strategy.name)
     params = strategy_params(s, cls)
@@ -285,7 +284,7 @@ class DeviceStrategy:
         self.per_device = not self._pre_reducible() if per_device is None else per_device
 
     @classmethod
-    def from_scenario(cls, s: Scenario) -> DeviceStrategy:
+    def from_spec(cls, s: StrategySpec) -> DeviceStrategy:
         """The scenario's strategy (``strategy.name``, ``[strategy.params]``) around devices."""
         try:
             return cls(make_strategy(s), seed=s.seed, clip_norm=s.strategy.clip_norm)
