@@ -12,8 +12,9 @@ import pytest
 from matplotlib.colors import to_hex
 
 from fedtiny.clients.simulated.gateway import handle
-from fedtiny.config import scenario_from_dict
 from fedtiny.fleet.synthetic import prepare_synthetic
+from fedtiny.plan import scenario_from_dict
+from fedtiny.plan.resolve import fleet_spec, round_spec
 from fedtiny.report.drift import comparison, drift_metrics
 from fedtiny.report.html import METHOD_STYLE
 from fedtiny.report.results import plot_accuracy
@@ -46,8 +47,8 @@ def test_report_is_self_contained_with_curves_and_table(
             "runtime": {"engine": "inline"},
         }
     )
-    layout, head = prepare_synthetic(s, tmp_path)
-    srv = FleetServer(s, layout, tmp_path / "fleet", head, out_dir=tmp_path)
+    layout, head = prepare_synthetic(fleet_spec(s), tmp_path)
+    srv = FleetServer(round_spec(s), layout, tmp_path / "fleet", head, out_dir=tmp_path)
     srv.run(InlineTransport(handle))
     plan = SimpleNamespace(scenario=s, server=srv, out_dir=tmp_path, layout=layout)
     from fedtiny.report.html import write_report
