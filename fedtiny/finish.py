@@ -19,7 +19,7 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
     from fedtiny.model.flatbuffer import write_head
     from fedtiny.report.drift import comparison, drift_metrics
     from fedtiny.report.html import write_report
-    from fedtiny.report.results import (
+    from fedtiny.results import (
         accuracy_intervals,
         evaluation_info,
         plot_accuracy,

@@ -217,7 +217,7 @@ def _on_superlink(
     finally:
         if stop is not None:
             stop.raise_now = True
-    from fedtiny.report.results import write_summary
+    from fedtiny.results import write_summary
 
     summary: dict[str, Any] = json.loads((plan.out_dir / "summary.json").read_text())
     # the user's wall time: from the driver's preparation, not the ServerApp's start

@@ -183,7 +183,7 @@ def test_the_superlinks_processes_start_without_tensorflow(tmp_path: Path) -> No
 
 def test_the_channel_carries_rounds_done_and_one_error_line(tmp_path: Path) -> None:
     from fedtiny.errors import ScenarioError
-    from fedtiny.report.results import RoundRow
+    from fedtiny.results import RoundRow
 
     channel.reset(tmp_path)
     w, r = channel.Writer(tmp_path), channel.Reader(tmp_path)

@@ -17,7 +17,7 @@ from fedtiny.plan import scenario_from_dict
 from fedtiny.plan.resolve import fleet_spec, round_spec
 from fedtiny.report.drift import comparison, drift_metrics
 from fedtiny.report.html import METHOD_STYLE
-from fedtiny.report.results import plot_accuracy
+from fedtiny.results import plot_accuracy
 from fedtiny.runner import _concat_device_log, fleet_stats
 from fedtiny.server.fleet_server import FleetServer
 from fedtiny.server.transports import InlineTransport
@@ -151,7 +151,7 @@ EVIL = "<script>alert(1)</script>"
 def _fast_plan(tmp_path: Path, group: str = EVIL) -> tuple[Any, dict[str, Any]]:
     """A plan and summary without running a fleet: made-up rows and curves of a 6-round run with one drift
     event at round 3 on ``group`` (federated recovers, local-only less, static never)."""
-    from fedtiny.report.results import RoundRow
+    from fedtiny.results import RoundRow
 
     s = scenario_from_dict(
         {

@@ -195,7 +195,7 @@ def test_two_events_on_one_group_give_one_old_distribution_point_per_round(tmp_p
 def test_every_accuracy_has_its_interval_in_rows_curves_and_csv(tmp_path: Path) -> None:
     import csv
 
-    from fedtiny.report.results import write_rounds_csv
+    from fedtiny.results import write_rounds_csv
 
     s = _drift_scenario(
         [{"at": 3, "fraction": 0.5, "group": "moved", "condition": {"brightness": 0.3}}],

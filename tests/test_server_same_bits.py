@@ -98,8 +98,8 @@ def _strategy(name: str, **params: Any) -> Any:
 
 def compute() -> dict[str, str]:
     """sha256 of every result, keyed by what it is (run in a fresh process: the variant is its environment)."""
+    from fedtiny import uncertainty as u
     from fedtiny.ondevice import dequantize_head
-    from fedtiny.report import uncertainty as u
     from fedtiny.server import evaluator
     from fedtiny.server.aggregate import update_stats, validate_updates, weighted_delta
     from fedtiny.server.partial import combine, merge, reduce_updates

@@ -1,4 +1,4 @@
-"""Accuracy intervals over devices and shared test samples (fedtiny/report/uncertainty.py)."""
+"""Accuracy intervals over devices and shared test samples (fedtiny/uncertainty.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fedtiny.report.uncertainty import iid, paired_se, two_way, two_way_by_group, wilson
+from fedtiny.uncertainty import iid, paired_se, two_way, two_way_by_group, wilson
 
 
 def _crossed(
@@ -69,7 +69,7 @@ def test_paired_difference_is_tighter_than_two_independent_intervals() -> None:
 def test_compiled_moments_equal_the_numpy_reference(monkeypatch) -> None:
     """The compiled exact integer pass gives the numpy expressions' estimates up to float64 rounding, with and
     without a padding mask, for booleans and differences, int32 and int64 sample indices."""
-    import fedtiny.report.uncertainty as unc
+    import fedtiny.uncertainty as unc
 
     rng = np.random.default_rng(7)
     cases = []

@@ -16,22 +16,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Message
 from flwr.serverapp import Grid
 
 from fedtiny.config import Scenario
-from fedtiny.config.derived import train_config
 from fedtiny.errors import FedTinyError
 from fedtiny.field.deploy_signing import DeploySigner
 from fedtiny.field.replay import segment_of_round
 from fedtiny.model.flatbuffer import model_io, read_tail
 from fedtiny.ondevice import Int8Head
 from fedtiny.ondevice.head import predict_through
-from fedtiny.records import float_update_bytes, head_patch_bytes, head_to_record, record_to_arrays
-from fedtiny.report.results import RoundRow
-from fedtiny.report.uncertainty import wilson
+from fedtiny.plan.resolve import strategy_spec, train_config
+from fedtiny.records import (
+    BoardReport,
+    GatewayReply,
+    RoundInstruction,
+    TrialEnd,
+    float_update_bytes,
+    head_patch_bytes,
+)
+from fedtiny.results import RoundRow
 from fedtiny.server.strategy import DeviceStrategy
 from fedtiny.server.updates import PER_DEVICE, StepResult, aggregate_step
+from fedtiny.uncertainty import wilson
 
 
 @dataclass
@@ -73,9 +80,7 @@ class FieldServer:
         self._gtest_y = np.load(self.trial_dir / "global_test_labels.npy")
         base = (self.trial_dir / "base_int8.tflite").read_bytes()
         self._tail, self._per_tensor = read_tail(base), model_io(base).per_tensor  # the ops after the head
-        self.strategy = DeviceStrategy.from_scenario(
-            self.scenario
-        )  # Flower's strategy, boards as its clients
+        self.strategy = DeviceStrategy.from_spec(strategy_spec(self.scenario))  # boards as its clients
         self._acks: dict[int, dict[int, int]] = {}  # node -> {device id: update id} to acknowledge
         self._round_failures: list[str] = []
         self._round_gw_failed = 0
@@ -100,14 +105,9 @@ class FieldServer:
         self.event({"event": "connected", "gateways": len(nodes)})
         return nodes
 
-    def _record_boards(self, kind: str, r: int, node: int, info: Any) -> None:
-        uris, ids, errs = (info.get(k, []) for k in ("board-uris", "board-ids", "board-errors"))
-        if not isinstance(uris, list) or not isinstance(ids, list) or not isinstance(errs, list):
-            return
+    def _record_boards(self, kind: str, r: int, node: int, boards: list[BoardReport]) -> None:
         gw = self.nodes.index(node) + 1 if node in self.nodes else 0
-        for uri, dev, err in zip(uris, ids, errs):
-            if not uri:
-                continue
+        for uri, dev, err in ((b.uri, b.device_id, b.error) for b in boards):
             key = f"device {int(dev)}" if int(dev) >= 0 else str(uri)
             st = self.boards.get(key) or self.boards.setdefault(key, BoardStats(key, str(uri), int(dev), gw))
             if err:
@@ -126,29 +126,23 @@ class FieldServer:
         t = train_config(self.scenario)
         msgs = []
         for node in self.nodes:
-            acks = self._acks.pop(node, {})
-            cfg = ConfigRecord(
-                {
-                    "round": r,
-                    "segment": segment_of_round(self.scenario, r),
-                    "seed": self.scenario.seed,
-                    "epochs": t.epochs,
-                    "batch-size": t.batch_size,
-                    "lr": t.lr,
-                    "momentum": t.momentum,
-                    "weight-decay": t.weight_decay,
-                    "prox-mu": t.prox_mu,
-                    "ack-devices": list(acks) or [-1],
-                    "ack-updates": list(acks.values()) or [-1],
-                    "last": kind == "evaluate"
-                    and r == self.scenario.rounds,  # the gateway stops after this one
-                }
+            ins = RoundInstruction(
+                round=r,
+                segment=segment_of_round(self.scenario, r),
+                seed=self.scenario.seed,
+                epochs=t.epochs,
+                batch_size=t.batch_size,
+                lr=t.lr,
+                momentum=t.momentum,
+                weight_decay=t.weight_decay,
+                prox_mu=t.prox_mu,
+                head=self.head,
+                golden=self._golden,
+                acks=self._acks.pop(node, {}),
+                last=kind == "evaluate" and r == self.scenario.rounds,  # the gateway stops after this one
+                signed_image=self._signed_head().tobytes() if self.signer is not None else None,
             )
-            golden = ArrayRecord({"features": Array(self._golden)})
-            content = RecordDict({"head": head_to_record(self.head), "golden": golden, "config": cfg})
-            if self.signer is not None:
-                content["signed"] = ArrayRecord({"image": Array(self._signed_head())})
-            msgs.append(Message(content, dst_node_id=node, message_type=kind))
+            msgs.append(Message(ins.to_record(), dst_node_id=node, message_type=kind))
         out = []
         replies = list(grid.send_and_receive(msgs, timeout=self.timeout_s))
         for node in set(self.nodes) - {reply.metadata.src_node_id for reply in replies}:
@@ -157,11 +151,10 @@ class FieldServer:
             if reply.has_error():
                 self._gateway_failed(kind, r, reply.metadata.src_node_id, str(reply.error.reason))
                 continue
-            info = reply.content.config_records["info"]
-            self._record_boards(kind, r, reply.metadata.src_node_id, info)
-            n_boards = info.get("boards", 0)
-            self._boards_seen += n_boards if isinstance(n_boards, int) else 0
-            out.append((reply.metadata.src_node_id, record_to_arrays(reply.content.array_records["results"])))
+            got = GatewayReply.from_record(reply.content)
+            self._record_boards(kind, r, reply.metadata.src_node_id, got.boards)
+            self._boards_seen += len(got.boards)
+            out.append((reply.metadata.src_node_id, got.results))
         return out
 
     def _signed_head(self) -> np.ndarray:
@@ -181,11 +174,7 @@ class FieldServer:
     def end(self, grid: Grid, summary: str) -> None:
         """Tell every gateway the trial is over (`fedtiny gateway` then stops its SuperNode)."""
         msgs = [
-            Message(
-                RecordDict({"config": ConfigRecord({"end": True, "summary": summary})}),
-                dst_node_id=node,
-                message_type="query",
-            )
+            Message(TrialEnd(summary).to_record(), dst_node_id=node, message_type="query")
             for node in getattr(self, "nodes", [])
         ]
         if msgs:

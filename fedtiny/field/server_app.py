@@ -27,7 +27,7 @@ from fedtiny.link.signing import load_private_key
 from fedtiny.model.export import export_header
 from fedtiny.model.flatbuffer import read_head, write_head
 from fedtiny.plan import load_scenario
-from fedtiny.report.results import RoundRow, plot_accuracy
+from fedtiny.results import RoundRow, plot_accuracy
 
 app = ServerApp()
 

@@ -27,7 +27,7 @@ from fedtiny.field.replay import prepare_trial
 from fedtiny.field.tls import TlsFiles
 from fedtiny.jsonl import Tail
 from fedtiny.link.signing import write_keys
-from fedtiny.report.results import RoundRow
+from fedtiny.results import RoundRow
 
 APP_DIR = Path(__file__).resolve().parent / "flwr_app"
 PREPARING = ".preparing"  # in the trial directory while `fedtiny serve` writes it (holds serve's pid)

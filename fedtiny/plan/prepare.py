@@ -1,15 +1,16 @@
 """Everything before the first round: base model, fleet data, resolved scenario, the round loop's server.
 
-Shared by ``fedtiny run`` (the driver prepares first, so that training the model, computing the feature pools
-and any error happen in the user's process) and the ServerApp (which prepares the same plan again in the
-simulation process, reusing what the driver wrote: the model and pool caches are content-hashed, the fleet
-directory is reused with ``reuse_fleet``).
+``fedtiny run`` prepares in the driver (training the model, computing the feature pools and any error happen
+in the user's process) and saves the resolved plan in the run directory; Flower's ServerApp process loads it
+(:func:`load_prepared_run`) instead of resolving the scenario again. Under a plain `flwr run .` the ServerApp
+is the only process and prepares itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -164,7 +165,6 @@ def prepare_run(
     With ``resume``, the fleet data and the last checkpoint under ``out_dir`` are reused.
     """
     from fedtiny.model.flatbuffer import read_head
-    from fedtiny.server.fleet_server import FleetServer
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -198,20 +198,71 @@ def prepare_run(
     if not resume:
         (out_dir / "scenario.resolved.toml").write_text(scenario_to_toml(s))
     head = read_head(tflite)
-    budget = check_budget(s, head.num_classes, head.num_features)
-    meta = {**base_meta, "budget": budget}
+    meta = {**base_meta, "budget": check_budget(s, head.num_classes, head.num_features)}
+    _save_resolved(out_dir, ResolvedRun(s, stages, layout, meta))
+    return _run_plan(ResolvedRun(s, stages, layout, meta), out_dir, tflite, log, progress, resume, stop_after)
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """What preparing a run decided: the scenario as resolved (recorded data's devices counted), each stage's
+    input, the fleet layout, the base model's meta. Saved in the run directory (``RESOLVED``) so that Flower's
+    ServerApp process receives the plan instead of resolving the scenario again."""
+
+    scenario: Scenario
+    stages: StageInputs
+    layout: FleetLayout
+    base_meta: dict[str, Any]
+
+
+#: the resolved plan of a prepared run directory (a pickle: written and read by the same installed fedtiny)
+RESOLVED = "plan.pickle"
+
+
+def _save_resolved(out_dir: Path, resolved: ResolvedRun) -> None:
+    tmp = out_dir / f"{RESOLVED}.tmp"
+    tmp.write_bytes(pickle.dumps(resolved))
+    tmp.replace(out_dir / RESOLVED)
+
+
+def load_prepared_run(out_dir: Path, log: Log = print, progress: Any = None, resume: bool = True) -> RunPlan:
+    """The plan `fedtiny run` prepared in ``out_dir`` (``RESOLVED``, the base model, the fleet directory):
+    nothing is resolved or computed again; with ``resume`` the last checkpoint is loaded."""
+    try:
+        resolved = pickle.loads((out_dir / RESOLVED).read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        raise ModelError(f"{out_dir / RESOLVED}: no prepared plan to run ({exc})") from None
+    if not isinstance(resolved, ResolvedRun):
+        raise ModelError(f"{out_dir / RESOLVED}: not a prepared fedtiny plan")
+    tflite = (out_dir / "base_int8.tflite").read_bytes()
+    return _run_plan(resolved, out_dir, tflite, log, progress, resume, 0)
+
+
+def _run_plan(
+    r: ResolvedRun,
+    out_dir: Path,
+    tflite: bytes,
+    log: Log,
+    progress: Any,
+    resume: bool,
+    stop_after: int,
+) -> RunPlan:
+    """The round loop's server over a resolved plan (continuing from the last checkpoint with ``resume``)."""
+    from fedtiny.model.flatbuffer import read_head
+    from fedtiny.server.fleet_server import FleetServer
+
     server = FleetServer(
-        stages.rounds,
-        layout,
+        r.stages.rounds,
+        r.layout,
         out_dir / FLEET_DIR,
-        head,
+        read_head(tflite),
         progress=progress,
         out_dir=out_dir,
         stop_after=stop_after,
     )
     if resume:
         if server.load_checkpoint():
-            log(f"resume: continuing after round {server.round} of {s.rounds}")
+            log(f"resume: continuing after round {server.round} of {r.scenario.rounds}")
         else:
             log("resume: no checkpoint found, starting from round 1")
-    return RunPlan(s, stages, out_dir, tflite, layout, meta, server)
+    return RunPlan(r.scenario, r.stages, out_dir, tflite, r.layout, r.base_meta, server)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fedtiny.report.uncertainty import Z95
+from fedtiny.uncertainty import Z95
 
 METHODS = ("federated", "local-only", "static", "personalized")
 Curve = list[float]

@@ -13,7 +13,7 @@ from typing import Any
 
 from fedtiny.errors import FedTinyError
 from fedtiny.jsonl import Tail
-from fedtiny.report.results import RoundRow
+from fedtiny.results import RoundRow
 
 #: files under the run directory
 RUNTIME_DIR = "runtime"

@@ -1,8 +1,8 @@
 """fedtiny's Flower ServerApp (``app``), run by Flower's simulation runtime for `fedtiny run` and `flwr run .`.
 
-It prepares the plan itself from the scenario in the run config (``fedtiny run`` has prepared the run
-directory already, ``prepared=true``: the model and the feature pools come from the content-hashed caches,
-the fleet data and the checkpoint from the directory), runs the rounds, writes the results, and appends one
+It receives the plan `fedtiny run` resolved and prepared in the run directory (``prepared=true``:
+:func:`fedtiny.plan.prepare.load_prepared_run`; under a plain `flwr run .` it prepares the scenario of the run
+config itself), runs the rounds, writes the results, and appends one
 record per round to the run directory's channel (:mod:`fedtiny.runtime.channel`) that `fedtiny run` follows
 for its progress bar. An error becomes one line in the channel's error record; its traceback goes to the log.
 
@@ -22,6 +22,7 @@ from fedtiny.config import Scenario
 from fedtiny.finish import finish_run, start_writing_interrupted
 from fedtiny.interrupt import RunInterrupted, StopFile, StoppableGrid
 from fedtiny.plan import RunPlan, load_scenario, prepare_run
+from fedtiny.plan.prepare import load_prepared_run
 from fedtiny.runtime.channel import LOG as LOG_FILE
 from fedtiny.runtime.channel import Writer, stop_path
 
@@ -65,16 +66,17 @@ def flwr_main(grid: Grid, context: Context) -> None:
     channel = Writer(out_dir)
     _log_to(out_dir / LOG_FILE)
     try:
-        scenario = _scenario(cfg, grid)
-        prepared = bool(cfg.get("prepared", False))
-        plan = prepare_run(
-            scenario,
-            out_dir,
-            log=LOG.info,
-            progress=channel.round_done,
-            resume=bool(cfg.get("resume", False)) or prepared,  # prepared: the driver cleared old checkpoints
-        )
-        if plan.server.round < scenario.rounds:
+        if bool(cfg.get("prepared", False)):  # `fedtiny run` resolved and prepared the plan: receive it
+            plan = load_prepared_run(out_dir, log=LOG.info, progress=channel.round_done)
+        else:  # a plain `flwr run .`: this process is the only one
+            plan = prepare_run(
+                _scenario(cfg, grid),
+                out_dir,
+                log=LOG.info,
+                progress=channel.round_done,
+                resume=bool(cfg.get("resume", False)),
+            )
+        if plan.server.round < plan.scenario.rounds:
             plan.server.run(FlowerTransport(StoppableGrid(grid, StopFile(stop_path(out_dir)))))
         channel.done(finish_run(plan))
     except RunInterrupted:  # the driver asked to stop (Ctrl-C): it writes the results of the rounds done
@@ -107,8 +109,6 @@ def _scenario(cfg: Mapping[str, object], grid: Grid) -> Scenario:
         )
     seed = int(str(cfg.get("seed", -1)))
     sets = [f"seed={seed}"] if seed >= 0 else []
-    if bool(cfg.get("prepared", False)):
-        return load_scenario(path, sets)
     nodes = _settled_node_count(grid)
     devices = load_scenario(path, sets).fleet.devices
     return load_scenario(path, [*sets, f"fleet.devices_per_gateway={-(-devices // max(nodes, 1))}"])

@@ -18,7 +18,7 @@ import numpy as np
 
 from fedtiny.errors import FedTinyError
 from fedtiny.ondevice import Int8Head
-from fedtiny.report.results import RoundRow
+from fedtiny.results import RoundRow
 from fedtiny.server.run_state import EvalState, FleetState, RunState
 
 #: the arrays of state-RRRRRR.npz that are not the strategy's (``DeviceStrategy.state()`` adds its own keys)

@@ -4,7 +4,7 @@
 Evaluation of the deployed int8 head on every device's local test data is done against the shared sample pool
 (every device holds the same head and draws its test data from the pool, so predicting each pool sample once
 and summing per device gives exactly the per-device counts). Every accuracy comes with its 95% interval over
-devices and pool samples (fedtiny/report/uncertainty.py). Baselines and personalization run on a seeded subset
+devices and pool samples (fedtiny/uncertainty.py). Baselines and personalization run on a seeded subset
 of devices (``eval.baseline_devices``) in the same run.
 """
 
@@ -17,10 +17,10 @@ import numpy as np
 from fedtiny.fleet.data import FleetData, FleetLayout
 from fedtiny.ondevice import Int8Head, TrainConfig, TrainJob, dequantize_head, train_heads
 from fedtiny.ondevice.quant import dequantize
-from fedtiny.report.results import RoundRow
-from fedtiny.report.uncertainty import Estimate, iid, paired_se, two_way, two_way_by_group
+from fedtiny.results import RoundRow
 from fedtiny.server.run_state import EvalState
 from fedtiny.server.spec import RoundSpec
+from fedtiny.uncertainty import Estimate, iid, paired_se, two_way, two_way_by_group
 
 
 def float_logits(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -156,7 +156,7 @@ class Evaluator:
     def _estimates(
         self, y: np.ndarray | None, devs: np.ndarray, idx: np.ndarray, pool: np.ndarray | None = None
     ) -> dict[str, Estimate]:
-        """Pooled accuracy with its 95% interval (fedtiny/report/uncertainty.py) of the test observations
+        """Pooled accuracy with its 95% interval (fedtiny/uncertainty.py) of the test observations
         ``y`` [K, n] (pool samples ``idx`` [K, n]; or, with ``pool``, ``pool[idx]``) of ``devs``: all devices,
         then per group."""
         groups = self.layout.groups

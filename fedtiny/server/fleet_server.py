@@ -26,7 +26,7 @@ import numpy as np
 from fedtiny.fleet.data import FleetLayout
 from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.ondevice import Int8Head
-from fedtiny.report.results import RoundRow
+from fedtiny.results import RoundRow
 from fedtiny.server.checkpoint import load_checkpoint, save_checkpoint
 from fedtiny.server.evaluator import Evaluator
 from fedtiny.server.fleet_model import STATUS, FleetModel

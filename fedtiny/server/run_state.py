@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedtiny.ondevice import Int8Head
-from fedtiny.report.results import RoundRow
+from fedtiny.results import RoundRow
 
 #: method -> group -> one value per round (accuracy curves, their intervals and standard errors)
 Curves = dict[str, dict[str, list[float]]]
