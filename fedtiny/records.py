@@ -1,9 +1,17 @@
-"""What travels in Flower messages between the server and gateways: int8 heads down, device heads up."""
+"""What travels in Flower messages between the server and gateways: int8 heads down, device heads up.
+
+The field trial's messages (fedtiny/field/server.py <-> fedtiny/clients/gateway/app.py) are dataclasses here,
+each with its one ``to_record()`` / ``from_record()`` pair: ``RoundInstruction`` (a train or evaluate message
+down), ``GatewayReply`` (its reply up, one ``BoardReport`` per board) and ``TrialEnd`` (the query that ends a
+trial).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedtiny.ondevice.head import Int8Head
 
@@ -67,3 +75,157 @@ def encode_int8_delta(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def decode_int8_delta(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Inverse of :func:`encode_int8_delta`; a NaN scale (non-finite update) gives a NaN row."""
     return q.astype(np.float32) * scale[..., None]
+
+
+# ----- the field trial's messages -----
+
+
+def _num(cfg: ConfigRecord, key: str) -> float:
+    value = cfg[key]
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"config '{key}' must be a number, got {value!r}")
+    return value
+
+
+def _ints(cfg: ConfigRecord, key: str) -> list[int]:
+    value = cfg.get(key, [])
+    return [int(v) for v in value] if isinstance(value, list) else []
+
+
+def _strs(cfg: ConfigRecord, key: str) -> list[str]:
+    value = cfg.get(key, [])
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+@dataclass(frozen=True)
+class RoundInstruction:
+    """Server -> field gateway, message type ``train`` or ``evaluate``: the global head, the golden self-test
+    features, the training hyper-parameters and the updates the server already has (``acks``: device id ->
+    update id; the boards may forget them). ``last``: the trial's last message (the gateway stops after it);
+    ``signed_image``: the head as a signed MCUboot image (``fedtiny serve --signing-key``), forwarded as is."""
+
+    round: int
+    segment: int
+    seed: int
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    prox_mu: float
+    head: Int8Head
+    golden: np.ndarray  # int8 features [n, D]
+    acks: dict[int, int] = field(default_factory=dict)
+    last: bool = False
+    signed_image: bytes | None = None
+
+    def to_record(self) -> RecordDict:
+        cfg = ConfigRecord(
+            {
+                "round": int(self.round),
+                "segment": int(self.segment),
+                "seed": int(self.seed),
+                "epochs": int(self.epochs),
+                "batch-size": int(self.batch_size),
+                "lr": self.lr,
+                "momentum": self.momentum,
+                "weight-decay": self.weight_decay,
+                "prox-mu": self.prox_mu,
+                "ack-devices": [int(d) for d in self.acks] or [-1],  # a record list is never empty: -1 pads
+                "ack-updates": [int(u) for u in self.acks.values()] or [-1],
+                "last": bool(self.last),
+            }
+        )
+        content = RecordDict(
+            {
+                "head": head_to_record(self.head),
+                "golden": ArrayRecord({"features": Array(np.ascontiguousarray(self.golden))}),
+                "config": cfg,
+            }
+        )
+        if self.signed_image is not None:
+            content["signed"] = ArrayRecord({"image": Array(np.frombuffer(self.signed_image, np.uint8))})
+        return content
+
+    @classmethod
+    def from_record(cls, content: RecordDict) -> RoundInstruction:
+        """TypeError naming the key if a number is not one; KeyError if a record is missing."""
+        cfg = content.config_records["config"]
+        signed = content.array_records.get("signed")
+        acks = dict(zip(_ints(cfg, "ack-devices"), _ints(cfg, "ack-updates")))
+        return cls(
+            round=int(_num(cfg, "round")),
+            segment=int(_num(cfg, "segment")),
+            seed=int(_num(cfg, "seed")),
+            epochs=int(_num(cfg, "epochs")),
+            batch_size=int(_num(cfg, "batch-size")),
+            lr=_num(cfg, "lr"),
+            momentum=_num(cfg, "momentum"),
+            weight_decay=_num(cfg, "weight-decay"),
+            prox_mu=_num(cfg, "prox-mu"),
+            head=head_from_record(content.array_records["head"]),
+            golden=content.array_records["golden"]["features"].numpy(),
+            acks={d: u for d, u in acks.items() if d >= 0},
+            last=bool(cfg.get("last", False)),
+            signed_image=signed["image"].numpy().astype(np.uint8).tobytes() if signed is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class BoardReport:
+    """One board's outcome of a gateway message: its link URI, device id (-1: not reached), error ("" = ok)."""
+
+    uri: str
+    device_id: int = -1
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class GatewayReply:
+    """Field gateway -> server, the reply to a ``RoundInstruction``: the results (train: ``device_ids``,
+    ``update_ids``, ``rounds``, ``num_examples``, ``loss``, ``weights``, ``bias``; evaluate: ``device_ids``,
+    ``correct``, ``total``) and every board's report, reached or not."""
+
+    results: dict[str, np.ndarray]
+    boards: list[BoardReport] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[str]:
+        return [b.error for b in self.boards if b.error]
+
+    def to_record(self) -> RecordDict:
+        info = ConfigRecord(
+            {
+                "errors": self.errors or [""],
+                "boards": len(self.boards),
+                "board-uris": [b.uri for b in self.boards] or [""],
+                "board-ids": [int(b.device_id) for b in self.boards] or [-2],
+                "board-errors": [b.error for b in self.boards] or [""],
+            }
+        )
+        return RecordDict({"results": arrays_to_record(**self.results), "info": info})
+
+    @classmethod
+    def from_record(cls, content: RecordDict) -> GatewayReply:
+        info = content.config_records["info"]
+        uris, ids, errs = _strs(info, "board-uris"), _ints(info, "board-ids"), _strs(info, "board-errors")
+        boards = [BoardReport(u, d, e) for u, d, e in zip(uris, ids, errs) if u]  # "" pads an empty list
+        return cls(record_to_arrays(content.array_records["results"]), boards)
+
+
+@dataclass(frozen=True)
+class TrialEnd:
+    """Server -> field gateway, message type ``query``: the trial is over (``fedtiny gateway`` then stops)."""
+
+    summary: str = ""
+
+    def to_record(self) -> RecordDict:
+        return RecordDict({"config": ConfigRecord({"end": True, "summary": self.summary})})
+
+    @classmethod
+    def from_record(cls, content: RecordDict) -> TrialEnd | None:
+        """The end of the trial, or None for a plain query."""
+        cfg = content.config_records.get("config")
+        if cfg is None or not cfg.get("end"):
+            return None
+        return cls(str(cfg.get("summary", "")))

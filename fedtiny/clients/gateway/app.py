@@ -29,7 +29,7 @@ from flwr.clientapp import ClientApp
 from fedtiny.clients.gateway.boards import BoardOutcome, GatewayBoards, Replay
 from fedtiny.link.messages import TrainRequest
 from fedtiny.link.signing import load_private_key, read_hex_key
-from fedtiny.records import arrays_to_record, head_from_record
+from fedtiny.records import BoardReport, GatewayReply, RoundInstruction, TrialEnd
 
 app = ClientApp()
 
@@ -48,29 +48,6 @@ def _boards(context: Context) -> GatewayBoards:
         signing_key=load_private_key(signing) if signing else None,
         update_master=read_hex_key(master, "update master secret") if master else None,
     )
-
-
-def _num(cfg: ConfigRecord, key: str) -> float:
-    value = cfg[key]
-    if not isinstance(value, (int, float)):
-        raise TypeError(f"config '{key}' must be a number, got {value!r}")
-    return value
-
-
-def _ints(cfg: ConfigRecord, key: str) -> list[int]:
-    value = cfg.get(key, [])
-    return [int(v) for v in value] if isinstance(value, list) else []
-
-
-def _acks(cfg: ConfigRecord) -> dict[int, int]:
-    """Updates the server already has (device id -> update id); -1 pads an empty list."""
-    return {d: u for d, u in zip(_ints(cfg, "ack-devices"), _ints(cfg, "ack-updates")) if d >= 0}
-
-
-def _signed_image(msg: Message) -> bytes | None:
-    """The server's signed MCUboot image of the head (``fedtiny serve --signing-key``), if it sent one."""
-    rec = msg.content.array_records.get("signed")
-    return rec["image"].numpy().astype(np.uint8).tobytes() if rec is not None else None
 
 
 def _event(context: Context, record: dict[str, Any]) -> None:
@@ -98,65 +75,52 @@ def _reply(
     msg: Message,
     context: Context,
     kind: str,
-    rnd: int,
+    ins: RoundInstruction,
     outcomes: list[BoardOutcome],
-    arrays: dict[str, np.ndarray],
+    results: dict[str, np.ndarray],
 ) -> Message:
     """Results plus every board's outcome, aligned: uri, device id (-1: not reached) and error ("" = ok)."""
-    info = ConfigRecord(
-        {
-            "errors": [o.error for o in outcomes if o.error] or [""],
-            "boards": len(outcomes),
-            "board-uris": [o.uri for o in outcomes] or [""],
-            "board-ids": [o.device_id for o in outcomes] or [-2],
-            "board-errors": [o.error for o in outcomes] or [""],
-        }
-    )
-    last = bool(msg.content.config_records["config"].get("last", False))
     _event(
         context,
         {
             "event": kind,
-            "round": rnd,
-            "last": last,
+            "round": ins.round,
+            "last": ins.last,
             "boards": [
                 {"uri": o.uri, "device_id": o.device_id, "error": o.error, **_detail(o)} for o in outcomes
             ],
         },
     )
-    return Message(RecordDict({"results": arrays_to_record(**arrays), "info": info}), reply_to=msg)
+    boards = [BoardReport(o.uri, o.device_id, o.error) for o in outcomes]
+    return Message(GatewayReply(results, boards).to_record(), reply_to=msg)
 
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     uris = str(context.node_config.get("devices", "")).split()
-    cfg = msg.content.config_records.get("config")
-    if cfg is not None and cfg.get("end"):
-        _event(context, {"event": "end", "summary": str(cfg.get("summary", ""))})
+    end = TrialEnd.from_record(msg.content)
+    if end is not None:
+        _event(context, {"event": "end", "summary": end.summary})
     return Message(RecordDict({"gateway": ConfigRecord({"devices": uris or [""]})}), reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    cfg = msg.content.config_records["config"]
-    head = head_from_record(msg.content.array_records["head"])
-    golden = msg.content.array_records["golden"]["features"].numpy()
+    ins = RoundInstruction.from_record(msg.content)
     req = TrainRequest(
-        int(_num(cfg, "epochs")),
-        int(_num(cfg, "batch-size")),
-        _num(cfg, "lr"),
-        _num(cfg, "momentum"),
-        _num(cfg, "weight-decay"),
-        _num(cfg, "prox-mu"),
-        int(_num(cfg, "seed")),
-        int(_num(cfg, "round")),
+        ins.epochs,
+        ins.batch_size,
+        ins.lr,
+        ins.momentum,
+        ins.weight_decay,
+        ins.prox_mu,
+        ins.seed,
+        ins.round,
     )
-    outcomes = _boards(context).train(
-        head, golden, req, int(_num(cfg, "segment")), _acks(cfg), _signed_image(msg)
-    )
+    outcomes = _boards(context).train(ins.head, ins.golden, req, ins.segment, ins.acks, ins.signed_image)
     ok = [o.update for o in outcomes if o.update and not o.error]
-    c, d = head.weights.shape
-    arrays: dict[str, np.ndarray] = {
+    c, d = ins.head.weights.shape
+    results: dict[str, np.ndarray] = {
         "device_ids": np.array([u["device_id"] for u in ok], dtype=np.int64),
         "update_ids": np.array([u["update_id"] for u in ok], dtype=np.int64),
         "rounds": np.array([u["round"] for u in ok], dtype=np.int64),
@@ -167,21 +131,17 @@ def train(msg: Message, context: Context) -> Message:
         else np.zeros((0, c, d), np.float32),
         "bias": np.stack([u["bias"] for u in ok]).astype(np.float32) if ok else np.zeros((0, c), np.float32),
     }
-    return _reply(msg, context, "train", int(_num(cfg, "round")), outcomes, arrays)
+    return _reply(msg, context, "train", ins, outcomes, results)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    cfg = msg.content.config_records["config"]
-    head = head_from_record(msg.content.array_records["head"])
-    golden = msg.content.array_records["golden"]["features"].numpy()
-    outcomes = _boards(context).evaluate(
-        head, golden, int(_num(cfg, "segment")), _acks(cfg), _signed_image(msg)
-    )
+    ins = RoundInstruction.from_record(msg.content)
+    outcomes = _boards(context).evaluate(ins.head, ins.golden, ins.segment, ins.acks, ins.signed_image)
     ok = [o for o in outcomes if o.update and not o.error]
-    arrays = {
+    results = {
         "device_ids": np.array([o.device_id for o in ok], dtype=np.int64),
         "correct": np.array([o.update["n"] and o.update["correct"] for o in ok], dtype=np.int64),
         "total": np.array([o.update["n"] for o in ok], dtype=np.int64),
     }
-    return _reply(msg, context, "evaluate", int(_num(cfg, "round")), outcomes, arrays)
+    return _reply(msg, context, "evaluate", ins, outcomes, results)
