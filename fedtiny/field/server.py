@@ -20,13 +20,13 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from fedtiny.config import Scenario
-from fedtiny.config.derived import train_config
 from fedtiny.errors import FedTinyError
 from fedtiny.field.deploy_signing import DeploySigner
 from fedtiny.field.replay import segment_of_round
 from fedtiny.model.flatbuffer import model_io, read_tail
 from fedtiny.ondevice import Int8Head
 from fedtiny.ondevice.head import predict_through
+from fedtiny.plan.resolve import strategy_spec, train_config
 from fedtiny.records import (
     BoardReport,
     GatewayReply,
@@ -35,10 +35,10 @@ from fedtiny.records import (
     float_update_bytes,
     head_patch_bytes,
 )
-from fedtiny.report.results import RoundRow
-from fedtiny.report.uncertainty import wilson
+from fedtiny.results import RoundRow
 from fedtiny.server.strategy import DeviceStrategy
 from fedtiny.server.updates import PER_DEVICE, StepResult, aggregate_step
+from fedtiny.uncertainty import wilson
 
 
 @dataclass
@@ -80,9 +80,7 @@ class FieldServer:
         self._gtest_y = np.load(self.trial_dir / "global_test_labels.npy")
         base = (self.trial_dir / "base_int8.tflite").read_bytes()
         self._tail, self._per_tensor = read_tail(base), model_io(base).per_tensor  # the ops after the head
-        self.strategy = DeviceStrategy.from_scenario(
-            self.scenario
-        )  # Flower's strategy, boards as its clients
+        self.strategy = DeviceStrategy.from_spec(strategy_spec(self.scenario))  # boards as its clients
         self._acks: dict[int, dict[int, int]] = {}  # node -> {device id: update id} to acknowledge
         self._round_failures: list[str] = []
         self._round_gw_failed = 0
