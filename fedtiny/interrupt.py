@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Self
 
+import psutil
+
 SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
 #: the signals a run stops on: SIGHUP (a closed terminal) as SIGTERM
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -57,7 +59,7 @@ class StopSignal:
         self.writing = threading.Event()  # the results of the rounds done are being written (not forced)
         self._old: dict[int, Any] = {}
         self._forcing = threading.Lock()
-        self.started: list[tuple[int, str]] = []
+        self.started: list[psutil.Process] = []
         self.on_first: list[Callable[[], None]] = []  # called in the handler at the first signal (cheap)
         self.before_exit: list[Callable[[], None]] = []  # called by force() just before the process exits
         self._warned = False
@@ -227,82 +229,62 @@ def stoppable_handler(handle: Callable[..., Any], stop: StopSignal) -> Callable[
 
 
 # -- processes -----------------------------------------------------------------------------------
-def descendants(pid: int | None = None) -> list[int]:
-    """Every live process below ``pid`` (default: this one), from /proc; [] where there is no /proc."""
-    root = os.getpid() if pid is None else pid
-    children: dict[int, list[int]] = {}
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return []
-    for p in proc.iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            stat = (p / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(p.name))
-    out, todo = [], [root]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _start_time(pid: int) -> str:
+def descendants(pid: int | None = None) -> list[psutil.Process]:
+    """Every live process below ``pid`` (default: this one); [] once ``pid`` is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
 
 
-def started_processes() -> list[tuple[int, str]]:
-    """(pid, start time) of every descendant: identifies them later even once re-parented."""
-    return [(p, _start_time(p)) for p in descendants()]
+def started_processes() -> list[psutil.Process]:
+    """Every descendant: psutil knows each by pid and start time, so it is found later even once re-parented,
+    and a reused pid is never taken for it."""
+    return descendants()
 
 
-def process_tree(pid: int) -> set[tuple[int, str]]:
-    """(pid, start time) of ``pid`` and its live descendants."""
-    return {(p, _start_time(p)) for p in [pid, *descendants(pid)]}
+def process_tree(pid: int) -> set[psutil.Process]:
+    """``pid`` and its live descendants."""
+    try:
+        return {psutil.Process(pid), *descendants(pid)}
+    except psutil.Error:
+        return set()
 
 
-def kill_processes(known: Iterable[tuple[int, str]], wait_s: float = 2.0) -> None:
-    """SIGTERM the still-running processes of ``known`` (a pid is only signalled while its start time matches:
-    never a reused pid), then SIGKILL those still alive after ``wait_s``."""
-    _kill(sorted({p for p, t in known if t and _start_time(p) == t}), wait_s)
+def kill_processes(known: Iterable[psutil.Process], wait_s: float = 2.0) -> None:
+    """SIGTERM the still-running processes of ``known`` (never a reused pid), then SIGKILL those still alive
+    after ``wait_s``."""
+    _kill(set(known), wait_s)
 
 
-def kill_children(known: Iterable[tuple[int, str]] = (), wait_s: float = 2.0) -> None:
+def kill_children(known: Iterable[psutil.Process] = (), wait_s: float = 2.0) -> None:
     """SIGTERM every descendant and every still-running process of ``known`` (from :func:`started_processes`),
     then SIGKILL those still alive after ``wait_s``."""
-    _kill(sorted(set(descendants()) | {p for p, t in known if t and _start_time(p) == t}), wait_s)
+    _kill({*descendants(), *known}, wait_s)
 
 
-def _kill(pids: list[int], wait_s: float) -> None:
+def _kill(procs: set[psutil.Process], wait_s: float) -> None:
     from fedtiny.lifeline import watchdog_pid
 
-    pids = [p for p in pids if p != watchdog_pid()]  # it ends by itself once this process is gone
+    alive = [p for p in procs if p.pid != watchdog_pid()]  # it ends by itself once this process is gone
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in pids:
+        for p in alive:
             try:
-                os.kill(p, sig)
-            except OSError:
+                p.send_signal(sig)  # refuses a pid reused by another process
+            except psutil.Error:
                 pass
         if sig == signal.SIGTERM:
             end = time.time() + wait_s
-            while time.time() < end and any(_alive(p) for p in pids):
+            while time.time() < end and any(_alive(p) for p in alive):
                 time.sleep(0.05)
-            pids = [p for p in pids if _alive(p)]
-            if not pids:
+            alive = [p for p in alive if _alive(p)]
+            if not alive:
                 return
 
 
-def _alive(pid: int) -> bool:
+def _alive(p: psutil.Process) -> bool:
+    """Running and not a zombie (a zombie child is left for its owner to reap: Popen reads its exit status)."""
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ")[-1][:1] not in ("Z", "X")
-    except OSError:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False

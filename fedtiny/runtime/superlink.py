@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import psutil
+
 import fedtiny
 from fedtiny import lifeline
 from fedtiny.errors import FedTinyError
@@ -58,6 +60,13 @@ prepared = false
 """
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 Progress = Callable[[dict[str, Any]], None]
+
+
+def _is_simulation(p: psutil.Process) -> bool:
+    try:
+        return any("flwr-simulation" in arg for arg in p.cmdline())
+    except psutil.Error:
+        return False
 
 
 def free_port() -> int:
@@ -100,7 +109,7 @@ class SimulationRuntime:
         self.superlink: subprocess.Popen[bytes] | None = None
         self.run_id = 0
         self.reader: channel.Reader | None = None  # the ServerApp's records, once the run is followed
-        self.seen: set[tuple[int, str]] = set()  # (pid, start time) of every process the SuperLink spawned
+        self.seen: set[psutil.Process] = set()  # every process the SuperLink spawned (pid and start time)
 
     # -- environment -----------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -326,7 +335,7 @@ class SimulationRuntime:
         if self.superlink is not None:
             self.seen.update(process_tree(self.superlink.pid))
         if self.stop is not None:
-            self.stop.started = sorted(set(self.stop.started) | self.seen)
+            self.stop.started = list(set(self.stop.started) | self.seen)
 
     def end_simulation(self, wait_s: float = 3.0) -> None:
         """Stop Flower's simulation process (the ServerApp's rounds) now: SIGTERM, SIGKILL after ``wait_s``.
@@ -335,14 +344,7 @@ class SimulationRuntime:
 
         if self.superlink is None:
             return
-        sims = set()
-        for pid, started in process_tree(self.superlink.pid):
-            try:
-                if b"flwr-simulation" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    sims.add((pid, started))
-            except OSError:
-                continue
-        kill_processes(sims, wait_s=wait_s)
+        kill_processes([p for p in process_tree(self.superlink.pid) if _is_simulation(p)], wait_s=wait_s)
 
     def close(self, cancel: bool = False) -> None:
         """Stop everything started here: with ``cancel``, `flwr stop` the run first; then SIGTERM the SuperLink's
