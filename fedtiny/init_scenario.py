@@ -151,7 +151,7 @@ def _probe_lr(
     the best of LR_CANDIDATES. Feature scales differ by orders of magnitude between models, so one default
     cannot fit them all."""
     from fedtiny.model.flatbuffer import read_head, read_tail
-    from fedtiny.ondevice import FloatHead, TrainConfig, dequantize_head, quantize_head, train_heads
+    from fedtiny.ondevice import FloatHead, TrainConfig, TrainJob, dequantize_head, quantize_head, train_heads
     from fedtiny.ondevice.head import predict_through
 
     trains = streams.stream[streams.stream >= 0].astype(np.int64)
@@ -172,12 +172,14 @@ def _probe_lr(
             feats[None, :cut],
             y[None, :cut],
             np.array([cut]),
-            cfg,
-            input_scale=head.input_scale,
-            input_zero_point=head.input_zero_point,
-            seed=seed,
-            round_=0,
-            device_ids=np.array([0]),
+            TrainJob(
+                cfg,
+                input_scale=head.input_scale,
+                input_zero_point=head.input_zero_point,
+                seed=seed,
+                round_=0,
+                device_ids=np.array([0]),
+            ),
         )
         if not np.isfinite(res.weights).all():
             continue

@@ -268,6 +268,7 @@ def gen_train() -> tuple[str, str]:
         FeatureCache,
         FloatHead,
         TrainConfig,
+        TrainJob,
         dequantize_head,
         sample_order,
         stream_key,
@@ -332,12 +333,14 @@ def gen_train() -> tuple[str, str]:
             cache.features,
             cache.labels,
             cache.count,
-            cfg,
-            input_scale=h.input_scale,
-            input_zero_point=h.input_zero_point,
-            seed=seed,
-            round_=rnd,
-            device_ids=np.array([dev]),
+            TrainJob(
+                cfg,
+                input_scale=h.input_scale,
+                input_zero_point=h.input_zero_point,
+                seed=seed,
+                round_=rnd,
+                device_ids=np.array([dev]),
+            ),
         )
         nm = f"gtr{i}"
         body += _train_case_arrays(nm, fh, x, y, res)
@@ -437,7 +440,7 @@ def _train_case_arrays(nm: str, fh, x: np.ndarray, y: np.ndarray, res) -> list[s
 
 def gen_fixed() -> tuple[str, str]:
     """Fixed-point training (boards without an FPU): bit-exact."""
-    from fedtiny.ondevice import FeatureCache, TrainConfig, dequantize_head
+    from fedtiny.ondevice import FeatureCache, TrainConfig, TrainJob, dequantize_head
     from fedtiny.ondevice.fixed import train_heads_fixed
 
     rng = np.random.default_rng(13)
@@ -472,12 +475,14 @@ def gen_fixed() -> tuple[str, str]:
             cache.features,
             cache.labels,
             cache.count,
-            cfg,
-            input_scale=h.input_scale,
-            input_zero_point=h.input_zero_point,
-            seed=seed,
-            round_=rnd,
-            device_ids=np.array([dev]),
+            TrainJob(
+                cfg,
+                input_scale=h.input_scale,
+                input_zero_point=h.input_zero_point,
+                seed=seed,
+                round_=rnd,
+                device_ids=np.array([dev]),
+            ),
         )
         nm = f"gfx{i}"
         body += _train_case_arrays(nm, fh, x, y, res)

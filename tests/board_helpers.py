@@ -14,6 +14,7 @@ from fedtiny.ondevice import (
     FeatureCache,
     Int8Head,
     TrainConfig,
+    TrainJob,
     TrainResult,
     dequantize_head,
     train_heads_fixed,
@@ -42,12 +43,14 @@ def fixed_reference(
         cache.features,
         cache.labels,
         cache.count,
-        TrainConfig(2, batch, lr, 0.0, 0.0, 0.0),
-        input_scale=head.input_scale,
-        input_zero_point=head.input_zero_point,
-        seed=7,
-        round_=1,
-        device_ids=np.array([device_id]),
+        TrainJob(
+            TrainConfig(2, batch, lr, 0.0, 0.0, 0.0),
+            input_scale=head.input_scale,
+            input_zero_point=head.input_zero_point,
+            seed=7,
+            round_=1,
+            device_ids=np.array([device_id]),
+        ),
     )
 
 

@@ -10,7 +10,7 @@ from fedtiny.errors import DeviceError
 from fedtiny.link.messages import TRAIN_FIXED, Cap, MsgType, TrainRequest
 from fedtiny.link.session import BoardSession
 from fedtiny.link.transport import InProcessTransport
-from fedtiny.ondevice import FeatureCache, TrainConfig, dequantize_head, train_heads_fixed
+from fedtiny.ondevice import FeatureCache, TrainConfig, TrainJob, dequantize_head, train_heads_fixed
 
 KEY = bytes(range(32))
 RNG = np.random.default_rng(4)
@@ -38,12 +38,14 @@ def spec_fixed(req: TrainRequest, device_id: int, capacity: int = 256):
         cache.features,
         cache.labels,
         cache.count,
-        TrainConfig(req.epochs, req.batch_size, float(np.float32(req.lr)), 0.0, 0.0, 0.0),
-        input_scale=h.input_scale,
-        input_zero_point=h.input_zero_point,
-        seed=req.seed,
-        round_=req.round,
-        device_ids=np.array([device_id]),
+        TrainJob(
+            TrainConfig(req.epochs, req.batch_size, float(np.float32(req.lr)), 0.0, 0.0, 0.0),
+            input_scale=h.input_scale,
+            input_zero_point=h.input_zero_point,
+            seed=req.seed,
+            round_=req.round,
+            device_ids=np.array([device_id]),
+        ),
     )
 
 

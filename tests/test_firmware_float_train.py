@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedtiny.ondevice import FeatureCache, TrainConfig, train_heads
+from fedtiny.ondevice import FeatureCache, TrainConfig, TrainJob, train_heads
 
 ROOT = Path(__file__).resolve().parents[1]
 FW = ROOT / "firmware"
@@ -128,12 +128,14 @@ def spec(g: dict):
         cache.features,
         cache.labels,
         cache.count,
-        g["cfg"],
-        input_scale=float(g["in_s"]),
-        input_zero_point=g["in_zp"],
-        seed=g["seed"],
-        round_=g["round"],
-        device_ids=g["dev"],
+        TrainJob(
+            g["cfg"],
+            input_scale=float(g["in_s"]),
+            input_zero_point=g["in_zp"],
+            seed=g["seed"],
+            round_=g["round"],
+            device_ids=g["dev"],
+        ),
     )
 
 

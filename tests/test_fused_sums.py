@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fedtiny.errors import ModelError
-from fedtiny.ondevice import FloatHead, TrainConfig
+from fedtiny.ondevice import FloatHead, TrainConfig, TrainJob
 from fedtiny.ondevice.fast import train_pooled, train_pooled_sums
 from fedtiny.server.partial import (
     ACCEPTED_IDS,
@@ -49,12 +49,9 @@ def _case(seed: int, k: int, lr: float, momentum: float = 0.0):  # type: ignore[
 
 def _both(seed: int, k: int, lr: float, max_norm: float, clip: float, momentum: float = 0.0):  # type: ignore[no-untyped-def]
     pool, labels, idx, counts, g, cfg, kw = _case(seed, k, lr, momentum)
-    res = train_pooled(g.weights, g.bias, pool, labels, idx, counts, cfg, **kw)
+    res = train_pooled(g.weights, g.bias, pool, labels, idx, counts, TrainJob(cfg, **kw))
     ref = reduce_updates(res.weights, res.bias, counts, res.loss, kw["device_ids"], g, max_norm, clip)
-    fused = train_pooled_sums(
-        g.weights, g.bias, pool, labels, idx, counts, cfg, **kw,
-        example_weights=counts.astype(np.float64), max_norm=max_norm, clip_norm=clip,
-    )  # fmt: skip
+    fused = train_pooled_sums(g.weights, g.bias, pool, labels, idx, counts, TrainJob(cfg, **kw), example_weights=counts.astype(np.float64), max_norm=max_norm, clip_norm=clip)  # fmt: skip
     got = sums_from_verdicts(fused.sum_w, fused.sum_b, counts, fused.loss, kw["device_ids"], fused.verdict)
     assert np.array_equal(fused.loss, res.loss, equal_nan=True)
     return ref, got, res
@@ -76,7 +73,7 @@ def _same(ref: dict, got: dict) -> None:
 @pytest.mark.parametrize("k", [1, 31, 32, 33, 97])
 def test_fused_sums_equal_train_then_reduce_with_rejections_and_clipping(seed: int, k: int) -> None:
     pool, labels, idx, counts, g, cfg, kw = _case(seed, k, 0.3)
-    res = train_pooled(g.weights, g.bias, pool, labels, idx, counts, cfg, **kw)
+    res = train_pooled(g.weights, g.bias, pool, labels, idx, counts, TrainJob(cfg, **kw))
     norms = np.sqrt(
         ((res.weights - g.weights) ** 2).sum(axis=(1, 2)) + ((res.bias - g.bias) ** 2).sum(axis=1)
     )
@@ -98,10 +95,7 @@ def test_fused_sums_reject_non_finite_heads() -> None:
 def test_fused_sums_of_no_devices_are_the_empty_sums() -> None:
     pool, labels, _, _, g, cfg, kw = _case(0, 1, 0.1)
     kw["device_ids"] = np.zeros(0, np.int64)
-    fused = train_pooled_sums(
-        g.weights, g.bias, pool, labels, np.zeros((0, 20), np.int32), np.zeros(0, np.int64), cfg, **kw,
-        example_weights=np.zeros(0), max_norm=1.0, clip_norm=0.0,
-    )  # fmt: skip
+    fused = train_pooled_sums(g.weights, g.bias, pool, labels, np.zeros((0, 20), np.int32), np.zeros(0, np.int64), TrainJob(cfg, **kw), example_weights=np.zeros(0), max_norm=1.0, clip_norm=0.0)  # fmt: skip
     got = sums_from_verdicts(
         fused.sum_w, fused.sum_b, np.zeros(0), fused.loss, kw["device_ids"], fused.verdict
     )
@@ -113,7 +107,4 @@ def test_fused_sums_refuse_bad_rows() -> None:
     idx[3, 0] = len(pool)  # past the pool
     counts[:] = 5
     with pytest.raises(ModelError, match="pool rows within"):
-        train_pooled_sums(
-            g.weights, g.bias, pool, labels, idx, counts, cfg, **kw,
-            example_weights=counts.astype(np.float64), max_norm=1.0, clip_norm=0.0,
-        )  # fmt: skip
+        train_pooled_sums(g.weights, g.bias, pool, labels, idx, counts, TrainJob(cfg, **kw), example_weights=counts.astype(np.float64), max_norm=1.0, clip_norm=0.0)  # fmt: skip

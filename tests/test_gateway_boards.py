@@ -16,7 +16,7 @@ from fedtiny.clients.board import serve_board
 from fedtiny.clients.board.device import BoardConfig, default_head
 from fedtiny.clients.gateway.boards import GatewayBoards, Replay
 from fedtiny.link.messages import TrainRequest
-from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, train_heads, train_heads_fixed
+from fedtiny.ondevice import Int8Head, TrainConfig, TrainJob, dequantize_head, train_heads, train_heads_fixed
 
 KEY = bytes(range(32))
 
@@ -92,9 +92,7 @@ def test_gateway_trains_float_and_fixed_point_boards_and_counts_each_update_once
             f[None],
             y[None].astype(np.int64),
             np.array([30]),
-            TrainConfig(1, 8, 0.05),
-            device_ids=np.array([o.device_id]),
-            **kw,
+            TrainJob(TrainConfig(1, 8, 0.05), device_ids=np.array([o.device_id]), **kw),
         )
         np.testing.assert_allclose(o.update["weights"], ref.weights[0], rtol=1e-5, atol=1e-6)
     # not acknowledged yet: the next round re-reads the same updates instead of training twice

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fedtiny.errors import ModelError
-from fedtiny.ondevice import TrainConfig, train_heads
+from fedtiny.ondevice import TrainConfig, TrainJob, train_heads
 from fedtiny.ondevice.fast import HAVE_NUMBA, train_heads_fast, train_pooled
 
 
@@ -65,7 +65,8 @@ def same_bits(a: Any, b: Any) -> None:
 @pytest.mark.parametrize("seed", range(40))
 def test_fast_kernel_equals_the_spec_bit_for_bit(seed: int) -> None:
     args, kw = random_case(seed)
-    fast, ref = train_heads_fast(*args, **kw), train_heads(*args, **kw)
+    job = TrainJob(args[5], **kw)
+    fast, ref = train_heads_fast(*args[:5], job), train_heads(*args[:5], job)
     same_bits(fast, ref)
     w0 = np.broadcast_to(args[0], ref.weights.shape)
     np.testing.assert_array_equal(fast.weights[0], w0[0])  # count 0: untouched, no step, loss 0
@@ -83,8 +84,8 @@ def test_fast_kernel_equals_the_spec_where_logits_saturate_and_heads_are_not_fin
     if len(counts) > 2:
         b[2, -1] = np.inf
     fast, ref = (
-        train_heads_fast(w, b, feats, labels, counts, cfg, **kw),
-        train_heads(w, b, feats, labels, counts, cfg, **kw),
+        train_heads_fast(w, b, feats, labels, counts, TrainJob(cfg, **kw)),
+        train_heads(w, b, feats, labels, counts, TrainJob(cfg, **kw)),
     )
     same_bits(fast, ref)
     assert np.isnan(fast.weights[1]).any()
@@ -106,8 +107,8 @@ def test_fast_kernel_is_deterministic_whatever_the_thread_count(monkeypatch: pyt
     runs = []
     for threads in ("1", "2", "4"):
         monkeypatch.setenv("OMP_NUM_THREADS", threads)
-        runs.append(train_heads_fast(*big, **bkw))
-        runs.append(train_heads_fast(*big, **bkw))
+        runs.append(train_heads_fast(*big[:5], TrainJob(cfg, **bkw)))
+        runs.append(train_heads_fast(*big[:5], TrainJob(cfg, **bkw)))
     for r in runs[1:]:
         for name in ("weights", "bias", "loss", "steps"):
             assert getattr(r, name).tobytes() == getattr(runs[0], name).tobytes()
@@ -119,8 +120,7 @@ def test_fast_kernel_is_deterministic_whatever_the_thread_count(monkeypatch: pyt
         feats[-1:],
         labels[-1:],
         counts[-1:],
-        cfg,
-        **dict(kw, device_ids=kw["device_ids"][-1:]),
+        TrainJob(cfg, **dict(kw, device_ids=kw["device_ids"][-1:])),
     )
     assert alone.weights[0].tobytes() == runs[0].weights[k - 1].tobytes()
 
@@ -131,7 +131,7 @@ def test_fast_kernel_refuses_bad_labels_instead_of_reading_out_of_bounds() -> No
     bad = labels.copy()
     bad[-1, 0] = 99
     with pytest.raises(ModelError):
-        train_heads_fast(w, b, feats, bad, counts, cfg, **kw)
+        train_heads_fast(w, b, feats, bad, counts, TrainJob(cfg, **kw))
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -147,17 +147,19 @@ def test_pooled_kernel_gathers_exactly_what_the_gathered_call_trains(seed: int) 
     pool_labels = rng.integers(0, w.shape[0], 97).astype(np.int16)
     pool_labels[-1] = -1  # a row that is never a class: fine as long as no visited slot uses it
     rows = rng.integers(0, 96, (k, n)).astype(np.int32)
-    pooled = train_pooled(w, b, pool, pool_labels, rows, counts, cfg, **kw)
-    fast = train_heads_fast(w, b, pool[rows], pool_labels[rows], counts, cfg, **kw)
+    pooled = train_pooled(w, b, pool, pool_labels, rows, counts, TrainJob(cfg, **kw))
+    fast = train_heads_fast(w, b, pool[rows], pool_labels[rows], counts, TrainJob(cfg, **kw))
     same_bits(pooled, fast)
-    same_bits(pooled, train_heads(w, b, pool[rows], pool_labels[rows].astype(np.int64), counts, cfg, **kw))
+    same_bits(
+        pooled, train_heads(w, b, pool[rows], pool_labels[rows].astype(np.int64), counts, TrainJob(cfg, **kw))
+    )
     bad = rows.copy()
     bad[-1, 0] = 96  # the label -1 row in a visited slot (the last device's count covers slot 0)
     with pytest.raises(ModelError):
-        train_pooled(w, b, pool, pool_labels, bad, counts, cfg, **kw)
+        train_pooled(w, b, pool, pool_labels, bad, counts, TrainJob(cfg, **kw))
     bad[-1, 0] = 97  # past the pool's end
     with pytest.raises(ModelError):
-        train_pooled(w, b, pool, pool_labels, bad, counts, cfg, **kw)
+        train_pooled(w, b, pool, pool_labels, bad, counts, TrainJob(cfg, **kw))
 
 
 def test_exp_and_log_are_close_to_the_true_functions_and_keep_nan() -> None:
@@ -199,12 +201,12 @@ import hashlib, sys
 import numpy as np
 sys.path.insert(0, {root!r})
 from tests.test_ondevice_fast import random_case
-from fedtiny.ondevice import train_heads
+from fedtiny.ondevice import TrainJob, train_heads
 from fedtiny.ondevice.fast import train_heads_fast
 h = hashlib.sha256()
 for seed in range(6):
     args, kw = random_case(seed)
-    for r in (train_heads_fast(*args, **kw), train_heads(*args, **kw)):
+    for r in (train_heads_fast(*args[:5], TrainJob(args[5], **kw)), train_heads(*args[:5], TrainJob(args[5], **kw))):
         for a in (r.weights, r.bias, r.loss, r.steps):
             h.update(a.tobytes())
 print(h.hexdigest())

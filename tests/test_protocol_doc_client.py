@@ -29,6 +29,7 @@ from fedtiny.ondevice import (
     FloatHead,
     Int8Head,
     TrainConfig,
+    TrainJob,
     dequantize_head,
     head_forward_int8,
     quantize_head,
@@ -386,12 +387,14 @@ def test_session_against_emulator(board):
         feats[None],
         labels[None],
         np.array([n]),
-        cfg,
-        input_scale=ia.input_scale,
-        input_zero_point=ia.input_zero_point,
-        seed=seed,
-        round_=rnd,
-        device_ids=np.array([DEVICE_ID]),
+        TrainJob(
+            cfg,
+            input_scale=ia.input_scale,
+            input_zero_point=ia.input_zero_point,
+            seed=seed,
+            round_=rnd,
+            device_ids=np.array([DEVICE_ID]),
+        ),
     )
     assert np.float32(tr_loss).view(np.uint32) == ref.loss[0].view(np.uint32)  # bit for bit (ondevice.md 3a)
     assert n_ex == n  # the doc leaves num_examples open; the board reports the cached samples trained on
@@ -433,12 +436,14 @@ def test_session_against_emulator(board):
             feats[None],
             labels[None],
             np.array([n]),
-            fcfg,
-            input_scale=ia.input_scale,
-            input_zero_point=ia.input_zero_point,
-            seed=seed,
-            round_=rnd + 1,
-            device_ids=np.array([DEVICE_ID]),
+            TrainJob(
+                fcfg,
+                input_scale=ia.input_scale,
+                input_zero_point=ia.input_zero_point,
+                seed=seed,
+                round_=rnd + 1,
+                device_ids=np.array([DEVICE_ID]),
+            ),
         )
         np.testing.assert_array_equal(ub2.weights, fref.weights[0])
         np.testing.assert_array_equal(ub2.bias, fref.bias[0])

@@ -12,6 +12,7 @@ from fedtiny.ondevice import (
     FeatureCache,
     FloatHead,
     TrainConfig,
+    TrainJob,
     dequantize_head,
     device_budget,
     head_forward_int8,
@@ -60,12 +61,14 @@ def _trained_head(model: bytes, seed: int = 1) -> tuple[object, np.ndarray]:
         feats,
         labels,
         np.array([80]),
-        TrainConfig(epochs=3, lr=0.1),
-        input_scale=head.input_scale,
-        input_zero_point=head.input_zero_point,
-        seed=seed,
-        round_=1,
-        device_ids=np.array([0]),
+        TrainJob(
+            TrainConfig(epochs=3, lr=0.1),
+            input_scale=head.input_scale,
+            input_zero_point=head.input_zero_point,
+            seed=seed,
+            round_=1,
+            device_ids=np.array([0]),
+        ),
     )
     new = quantize_head(
         FloatHead(res.weights[0], res.bias[0]), head.input_scale, head.input_zero_point, feats[0]
@@ -136,10 +139,15 @@ def test_vectorized_training_equals_one_device_at_a_time() -> None:
     cfg = TrainConfig(epochs=2, batch_size=8, lr=0.1, momentum=0.9, weight_decay=1e-3, prox_mu=0.01)
     kw = dict(input_scale=0.05, input_zero_point=3, seed=11, round_=4)
     ids = np.arange(100, 100 + k)
-    many = train_heads(w, b, feats, labels, counts, cfg, device_ids=ids, **kw)
+    many = train_heads(w, b, feats, labels, counts, TrainJob(cfg, device_ids=ids, **kw))
     for i in range(k):
         one = train_heads(
-            w, b, feats[i : i + 1], labels[i : i + 1], counts[i : i + 1], cfg, device_ids=ids[i : i + 1], **kw
+            w,
+            b,
+            feats[i : i + 1],
+            labels[i : i + 1],
+            counts[i : i + 1],
+            TrainJob(cfg, device_ids=ids[i : i + 1], **kw),
         )
         np.testing.assert_allclose(many.weights[i], one.weights[0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(many.loss[i], one.loss[0], rtol=1e-5)
@@ -154,9 +162,9 @@ def test_training_learns_and_shuffle_depends_on_seed() -> None:
     feats = np.clip(centers[y] + rng.normal(0, 5, (n, d)), -128, 127).astype(np.int8)[None]
     w, b = np.zeros((c, d), np.float32), np.zeros(c, np.float32)
     kw = dict(input_scale=0.02, input_zero_point=0, round_=0, device_ids=np.array([5]))
-    r1 = train_heads(w, b, feats, y[None], np.array([n]), TrainConfig(epochs=1), seed=1, **kw)
-    r5 = train_heads(w, b, feats, y[None], np.array([n]), TrainConfig(epochs=5), seed=1, **kw)
-    r1b = train_heads(w, b, feats, y[None], np.array([n]), TrainConfig(epochs=1), seed=2, **kw)
+    r1 = train_heads(w, b, feats, y[None], np.array([n]), TrainJob(TrainConfig(epochs=1), seed=1, **kw))
+    r5 = train_heads(w, b, feats, y[None], np.array([n]), TrainJob(TrainConfig(epochs=5), seed=1, **kw))
+    r1b = train_heads(w, b, feats, y[None], np.array([n]), TrainJob(TrainConfig(epochs=1), seed=2, **kw))
     assert r5.loss[0] < r1.loss[0] < np.log(c)
     acc = np.mean(np.argmax((feats[0] * 0.02) @ r5.weights[0].T + r5.bias[0], axis=1) == y)
     assert acc > 0.9
@@ -212,12 +220,14 @@ def test_fixed_point_training_tracks_float32_and_is_integer_deterministic() -> N
     cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05)
     kw = dict(input_scale=0.04, input_zero_point=-5, seed=3, round_=1, device_ids=np.array([1, 2, 3]))
     counts = np.array([100, 60, 7])
-    rf = train_heads(w, b, feats, lab, counts, cfg, **kw)
-    rx = train_heads_fixed(w, b, feats, lab, counts, cfg, **kw)
+    rf = train_heads(w, b, feats, lab, counts, TrainJob(cfg, **kw))
+    rx = train_heads_fixed(w, b, feats, lab, counts, TrainJob(cfg, **kw))
     assert np.abs(rf.weights - rx.weights).max() < 2e-3
     np.testing.assert_allclose(rx.loss, rf.loss, rtol=2e-3)
     assert not np.array_equal(rx.weights, np.broadcast_to(w, rx.weights.shape))
-    one = train_heads_fixed(w, b, feats[2:], lab[2:], counts[2:], cfg, **{**kw, "device_ids": np.array([3])})
+    one = train_heads_fixed(
+        w, b, feats[2:], lab[2:], counts[2:], TrainJob(cfg, **{**kw, "device_ids": np.array([3])})
+    )
     assert np.array_equal(one.weights[0], rx.weights[2])  # integer arithmetic: bit-identical in a batch
     with pytest.raises(ModelError, match="plain SGD"):
-        train_heads_fixed(w, b, feats, lab, counts, TrainConfig(momentum=0.9), **kw)
+        train_heads_fixed(w, b, feats, lab, counts, TrainJob(TrainConfig(momentum=0.9), **kw))

@@ -21,7 +21,7 @@ from fedtiny.ondevice.head import (
 )
 from fedtiny.ondevice.quant import channel_multipliers, dequantize, quantize, quantize_multiplier
 from fedtiny.ondevice.shuffle import mix64, sample_order, stream_key
-from fedtiny.ondevice.train import TrainConfig, TrainResult, train_heads
+from fedtiny.ondevice.train import TrainConfig, TrainJob, TrainResult, train_heads
 
 __all__ = [
     "DeviceBudget",
@@ -29,6 +29,7 @@ __all__ = [
     "FloatHead",
     "Int8Head",
     "TrainConfig",
+    "TrainJob",
     "TrainResult",
     "channel_multipliers",
     "dequantize",

@@ -28,7 +28,7 @@ import numpy as np
 from fedtiny.errors import ModelError
 from fedtiny.ondevice import fmath
 from fedtiny.ondevice.shuffle import stream_key
-from fedtiny.ondevice.train import TrainConfig, TrainResult, train_heads
+from fedtiny.ondevice.train import TrainConfig, TrainJob, TrainResult, train_heads
 
 try:
     import numba
@@ -670,13 +670,7 @@ def train_pooled(
     pool_labels: np.ndarray,
     idx: np.ndarray,
     counts: np.ndarray,
-    cfg: TrainConfig,
-    *,
-    input_scale: float,
-    input_zero_point: int,
-    seed: int,
-    round_: int,
-    device_ids: np.ndarray,
+    job: TrainJob,
 ) -> TrainResult:
     """Train K devices whose caches are rows of a shared feature pool, from one head.
 
@@ -695,12 +689,7 @@ def train_pooled(
             feats,
             labels,
             cnt,
-            cfg,
-            input_scale=input_scale,
-            input_zero_point=input_zero_point,
-            seed=seed,
-            round_=round_,
-            device_ids=device_ids,
+            job,
         )
     return _run(
         w0[None],
@@ -709,10 +698,10 @@ def train_pooled(
         np.ascontiguousarray(pool_labels),
         np.ascontiguousarray(idx),
         cnt,
-        cfg,
-        input_scale,
-        input_zero_point,
-        _keys(seed, round_, device_ids, cfg.epochs),
+        job.cfg,
+        job.input_scale,
+        job.input_zero_point,
+        _keys(job.seed, job.round_, job.device_ids, job.cfg.epochs),
     )
 
 
@@ -734,13 +723,8 @@ def train_pooled_sums(
     pool_labels: np.ndarray,
     idx: np.ndarray,
     counts: np.ndarray,
-    cfg: TrainConfig,
+    job: TrainJob,
     *,
-    input_scale: float,
-    input_zero_point: int,
-    seed: int,
-    round_: int,
-    device_ids: np.ndarray,
     example_weights: np.ndarray,
     max_norm: float,
     clip_norm: float,
@@ -766,10 +750,10 @@ def train_pooled_sums(
         np.ascontiguousarray(pool_labels),
         np.ascontiguousarray(idx),
         np.minimum(np.asarray(counts, dtype=np.int64), idx.shape[1]),
-        cfg,
-        input_scale,
-        input_zero_point,
-        _keys(seed, round_, device_ids, cfg.epochs),
+        job.cfg,
+        job.input_scale,
+        job.input_zero_point,
+        _keys(job.seed, job.round_, job.device_ids, job.cfg.epochs),
         (
             np.ascontiguousarray(example_weights, dtype=np.float64),
             w0.astype(np.float64),
@@ -790,13 +774,8 @@ def train_heads_fast(
     features: np.ndarray,
     labels: np.ndarray,
     counts: np.ndarray,
-    cfg: TrainConfig,
+    job: TrainJob,
     *,
-    input_scale: float,
-    input_zero_point: int,
-    seed: int,
-    round_: int,
-    device_ids: np.ndarray,
     fastmath: bool = False,
 ) -> TrainResult:
     """:func:`fedtiny.ondevice.train.train_heads` compiled: same arguments and results within the stated tolerance.
@@ -813,12 +792,7 @@ def train_heads_fast(
             features,
             labels,
             counts,
-            cfg,
-            input_scale=input_scale,
-            input_zero_point=input_zero_point,
-            seed=seed,
-            round_=round_,
-            device_ids=device_ids,
+            job,
         )
     counts = np.asarray(counts, dtype=np.int64)
     k = len(counts)
@@ -846,9 +820,9 @@ def train_heads_fast(
         lab.reshape(rows),
         idx,
         np.minimum(counts, n_cap),
-        cfg,
-        input_scale,
-        input_zero_point,
-        _keys(seed, round_, device_ids, cfg.epochs),
+        job.cfg,
+        job.input_scale,
+        job.input_zero_point,
+        _keys(job.seed, job.round_, job.device_ids, job.cfg.epochs),
         fastmath=fastmath,
     )

@@ -13,7 +13,7 @@ import numpy as np
 from fedtiny.errors import ModelError
 from fedtiny.ondevice.fmath import log_f32
 from fedtiny.ondevice.quant import INT32_MAX, INT32_MIN, quantize_multiplier, round_half_away
-from fedtiny.ondevice.train import TrainConfig, TrainResult, batches
+from fedtiny.ondevice.train import TrainJob, TrainResult, batches
 
 W_FRAC = 24  # weights and biases: Q.24
 Z_FRAC = 16  # logits, probabilities, gradients: Q16
@@ -68,15 +68,10 @@ def train_heads_fixed(
     features: np.ndarray,
     labels: np.ndarray,
     counts: np.ndarray,
-    cfg: TrainConfig,
-    *,
-    input_scale: float,
-    input_zero_point: int,
-    seed: int,
-    round_: int,
-    device_ids: np.ndarray,
+    job: TrainJob,
 ) -> TrainResult:
     """Integer SGD over K devices; same arguments and sample order as :func:`train_heads` (plain SGD only)."""
+    cfg, input_scale = job.cfg, job.input_scale
     if cfg.momentum or cfg.weight_decay or cfg.prox_mu:
         raise ModelError("fixed-point training supports plain SGD only (momentum, weight_decay, prox_mu = 0)")
     w = np.asarray(weights, dtype=np.float32)
@@ -94,9 +89,9 @@ def train_heads_fixed(
     bsz = cfg.batch_size
     loss_sum = np.zeros(k)
     steps = np.zeros(k, dtype=np.int64)
-    for st in batches(counts, n_cap, cfg, seed, round_, device_ids):
+    for st in batches(counts, n_cap, cfg, job.seed, job.round_, job.device_ids):
         idx, valid, active, m = st.idx, st.valid, st.active, st.size
-        xi = features[rows, idx].astype(np.int64) - input_zero_point  # [K, B, D]
+        xi = features[rows, idx].astype(np.int64) - job.input_zero_point  # [K, B, D]
         y = labels[rows, idx].astype(np.int64)
         z = (np.matmul(xi, v.transpose(0, 2, 1)) + bq[:, None, :]) >> (W_FRAC - Z_FRAC)  # Q16 [K, B, C]
         x = z - z.max(axis=-1, keepdims=True)

@@ -37,6 +37,20 @@ class TrainConfig:
             raise ModelError("lr must be > 0; momentum, weight_decay and prox_mu >= 0")
 
 
+@dataclass(frozen=True, eq=False)
+class TrainJob:
+    """What every head trainer takes besides the heads and the data (:func:`train_heads`, ``train_heads_fixed``,
+    ``train_heads_fast``, ``train_pooled``, ``train_pooled_sums``): the hyper-parameters, the quantization of the
+    cached int8 features, and what fixes each device's sample order (seed, round, device ids [K])."""
+
+    cfg: TrainConfig
+    input_scale: float
+    input_zero_point: int
+    seed: int
+    round_: int
+    device_ids: np.ndarray
+
+
 @dataclass
 class TrainResult:
     weights: np.ndarray  # float32 [K, C, D]
@@ -93,13 +107,7 @@ def train_heads(
     features: np.ndarray,
     labels: np.ndarray,
     counts: np.ndarray,
-    cfg: TrainConfig,
-    *,
-    input_scale: float,
-    input_zero_point: int,
-    seed: int,
-    round_: int,
-    device_ids: np.ndarray,
+    job: TrainJob,
 ) -> TrainResult:
     """Train K heads at once. ``features`` int8 [K, N, D] (cache slots), ``labels`` [K, N], ``counts`` [K]."""
     w = np.array(weights, dtype=np.float32, copy=True)
@@ -114,6 +122,7 @@ def train_heads(
         raise ModelError(f"features must be int8 [{k}, N, {d}], got {features.dtype} {features.shape}")
     n_cap = features.shape[1]
     counts = np.minimum(np.asarray(counts, dtype=np.int64), n_cap)
+    cfg = job.cfg
     w0, b0 = w.copy(), b.copy()
     vw, vb = np.zeros_like(w), np.zeros_like(b)
     bsz = cfg.batch_size
@@ -121,9 +130,9 @@ def train_heads(
     loss_sum = np.zeros(k, dtype=np.float64)
     steps = np.zeros(k, dtype=np.int64)
     rows = np.arange(k)[:, None]
-    for st in batches(counts, n_cap, cfg, seed, round_, device_ids):
+    for st in batches(counts, n_cap, cfg, job.seed, job.round_, job.device_ids):
         idx, valid, active = st.idx, st.valid, st.active
-        x = dequantize(features[rows, idx], input_scale, input_zero_point)  # [K, B, D]
+        x = dequantize(features[rows, idx], job.input_scale, job.input_zero_point)  # [K, B, D]
         y = labels[rows, idx].astype(np.int64)
         # forward: each logit summed over d in order from +0, then the bias (no BLAS: its order is the CPU's)
         acc = np.zeros((k, bsz, w.shape[1]), dtype=np.float32)

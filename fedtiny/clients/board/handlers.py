@@ -45,6 +45,7 @@ from fedtiny.link.messages import (
 from fedtiny.model.info import min_arena_bytes
 from fedtiny.ondevice import (
     TrainConfig,
+    TrainJob,
     dequantize_head,
     train_heads,
     train_heads_fixed,
@@ -217,12 +218,14 @@ def train(b: Board, p: bytes) -> Reply:
             b.cache.features,
             b.cache.labels,
             b.cache.count,
-            cfg,
-            input_scale=b.head.input_scale,
-            input_zero_point=b.head.input_zero_point,
-            seed=r.seed,
-            round_=r.round,
-            device_ids=np.array([b.cfg.device_id]),
+            TrainJob(
+                cfg,
+                input_scale=b.head.input_scale,
+                input_zero_point=b.head.input_zero_point,
+                seed=r.seed,
+                round_=r.round,
+                device_ids=np.array([b.cfg.device_id]),
+            ),
         )
     if not (np.isfinite(res.weights).all() and np.isfinite(res.bias).all() and np.isfinite(res.loss).all()):
         raise ProtocolError(

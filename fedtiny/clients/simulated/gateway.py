@@ -15,7 +15,7 @@ from fedtiny.fleet.boards import get_board
 from fedtiny.fleet.data import FleetData, uniform
 from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.fleet.ring import CacheRows
-from fedtiny.ondevice import Int8Head, TrainConfig, dequantize_head, train_heads_fixed
+from fedtiny.ondevice import Int8Head, TrainConfig, TrainJob, dequantize_head, train_heads_fixed
 from fedtiny.ondevice.fast import HAVE_NUMBA, train_pooled, train_pooled_sums
 from fedtiny.records import encode_int8_delta
 from fedtiny.server.partial import empty_sums, merge, reduce_updates, sums_from_verdicts
@@ -111,12 +111,14 @@ def train_devices(
         data.flat_labels,
         idx,
         counts,
-        cfg,
-        device_ids=devices,
-        seed=seed,
-        round_=round_,
-        input_scale=head.input_scale,
-        input_zero_point=head.input_zero_point,
+        TrainJob(
+            cfg,
+            device_ids=devices,
+            seed=seed,
+            round_=round_,
+            input_scale=head.input_scale,
+            input_zero_point=head.input_zero_point,
+        ),
     )
     fixed = _fixed_point_devices(data, devices, cfg)
     if fixed.any():  # boards without an FPU run the integer trainer (docs/ondevice.md §3b), as they would
@@ -127,12 +129,14 @@ def train_devices(
             feats,
             labels.astype(np.int64),
             counts[fixed],
-            cfg,
-            device_ids=devices[fixed],
-            seed=seed,
-            round_=round_,
-            input_scale=head.input_scale,
-            input_zero_point=head.input_zero_point,
+            TrainJob(
+                cfg,
+                device_ids=devices[fixed],
+                seed=seed,
+                round_=round_,
+                input_scale=head.input_scale,
+                input_zero_point=head.input_zero_point,
+            ),
         )
         res.weights[fixed], res.bias[fixed], res.loss[fixed] = fx.weights, fx.bias, fx.loss
     w, b = res.weights, res.bias
@@ -201,12 +205,14 @@ def sum_devices(
             data.flat_labels,
             idx,
             counts,
-            tc,
-            device_ids=devs,
-            seed=seed,
-            round_=round_,
-            input_scale=head.input_scale,
-            input_zero_point=head.input_zero_point,
+            TrainJob(
+                tc,
+                device_ids=devs,
+                seed=seed,
+                round_=round_,
+                input_scale=head.input_scale,
+                input_zero_point=head.input_zero_point,
+            ),
             example_weights=counts.astype(np.float64),
             max_norm=max_norm,
             clip_norm=clip,
