@@ -1,6 +1,7 @@
 """What travels in Flower messages between the server and gateways: int8 heads down, device heads up.
 
-The field trial's messages (fedtiny/field/server.py <-> fedtiny/clients/gateway/app.py) are dataclasses here,
+The simulation's instruction to a gateway is :class:`GatewayInstruction` (fedtiny/server/fleet_server.py ->
+fedtiny/clients/simulated), with its one ``to_config()`` / ``from_config()`` pair. The field trial's messages (fedtiny/field/server.py <-> fedtiny/clients/gateway/app.py) are dataclasses here,
 each with its one ``to_record()`` / ``from_record()`` pair: ``RoundInstruction`` (a train or evaluate message
 down), ``GatewayReply`` (its reply up, one ``BoardReport`` per board) and ``TrialEnd`` (the query that ends a
 trial).
@@ -8,12 +9,78 @@ trial).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedtiny.ondevice.head import Int8Head
+from fedtiny.ondevice.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class GatewayInstruction:
+    """What a simulated gateway needs for a train or evaluate message besides the head and its devices."""
+
+    round: int
+    segment: int
+    seed: int
+    fleet_dir: str
+    train: TrainConfig
+    uplink: str = "float32"  # device update encoding: "float32" or "int8"
+    reduce: bool = False  # reply this gateway's partial sums instead of per-device heads
+    max_norm: float = 1e3  # updates above this L2 norm are rejected (partial sums)
+    clip_norm: float = 0.0  # fedtiny's clipping of each update (partial sums; 0 = off)
+
+    def to_config(self) -> ConfigRecord:
+        """Flower's ConfigRecord of this instruction (kebab-case keys)."""
+        t = self.train
+        return ConfigRecord(
+            {
+                "round": self.round,
+                "segment": self.segment,
+                "seed": self.seed,
+                "fleet-dir": self.fleet_dir,
+                "epochs": t.epochs,
+                "batch-size": t.batch_size,
+                "lr": t.lr,
+                "momentum": t.momentum,
+                "weight-decay": t.weight_decay,
+                "prox-mu": t.prox_mu,
+                "uplink": self.uplink,
+                "reduce": int(self.reduce),
+                "max-norm": self.max_norm,
+                "clip-norm": self.clip_norm,
+            }
+        )
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, object]) -> GatewayInstruction:
+        def num(key: str) -> float:
+            v = cfg[key]
+            if not isinstance(v, (int, float)):
+                raise ValueError(f"gateway instruction: {key!r} = {v!r} is not a number")
+            return float(v)
+
+        return cls(
+            round=int(num("round")),
+            segment=int(num("segment")),
+            seed=int(num("seed")),
+            fleet_dir=str(cfg["fleet-dir"]),
+            train=TrainConfig(
+                epochs=int(num("epochs")),
+                batch_size=int(num("batch-size")),
+                lr=num("lr"),
+                momentum=num("momentum"),
+                weight_decay=num("weight-decay"),
+                prox_mu=num("prox-mu"),
+            ),
+            uplink=str(cfg.get("uplink", "float32")),
+            reduce=bool(int(num("reduce"))) if "reduce" in cfg else False,
+            max_norm=num("max-norm"),
+            clip_norm=num("clip-norm"),
+        )
 
 
 def head_to_record(head: Int8Head) -> ArrayRecord:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from flwr.app import RecordDict
 
 from fedtiny.clients.board.device import default_head
@@ -78,3 +79,27 @@ def test_trial_end() -> None:
     assert TrialEnd.from_record(TrialEnd("3 rounds").to_record()) == TrialEnd("3 rounds")
     assert TrialEnd.from_record(_instruction().to_record()) is None  # a config record, but not an end
     assert TrialEnd.from_record(RecordDict()) is None
+
+
+def test_the_simulated_gateways_instruction_round_trips_through_flowers_config_record() -> None:
+    from fedtiny.ondevice.train import TrainConfig
+    from fedtiny.records import GatewayInstruction
+
+    ins = GatewayInstruction(
+        round=7,
+        segment=1,
+        seed=2**31 + 5,
+        fleet_dir="/tmp/a dir/fleet",
+        train=TrainConfig(2, 16, 0.05, 0.9, 1e-4, 0.01),
+        uplink="int8",
+        reduce=True,
+        max_norm=10.0,
+        clip_norm=2.5,
+    )
+    rec = ins.to_config()
+    assert rec["fleet-dir"] == "/tmp/a dir/fleet" and rec["reduce"] == 1  # the wire keys stay kebab-case
+    assert GatewayInstruction.from_config(rec) == ins
+    bad = dict(rec)
+    bad["lr"] = "fast"
+    with pytest.raises(ValueError, match="'lr'"):
+        GatewayInstruction.from_config(bad)

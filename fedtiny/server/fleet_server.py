@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from fedtiny.fleet.data import FleetLayout
 from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.ondevice import Int8Head
+from fedtiny.records import GatewayInstruction
 from fedtiny.results import RoundRow
 from fedtiny.server.checkpoint import load_checkpoint, save_checkpoint
 from fedtiny.server.evaluator import Evaluator
@@ -33,7 +33,7 @@ from fedtiny.server.fleet_model import STATUS, FleetModel
 from fedtiny.server.run_state import Curves, RunState
 from fedtiny.server.spec import RoundSpec
 from fedtiny.server.strategy import DeviceStrategy
-from fedtiny.server.transports import Transport
+from fedtiny.server.transports import GatewayTransport
 from fedtiny.server.updates import aggregate_step
 
 ProgressFn = Callable[[RoundRow, int], None]
@@ -72,30 +72,24 @@ class FleetServer:
         """Per method and group, one value per round (the evaluator's)."""
         return self.evaluator.state.curves
 
-    def _cfg(self, r: int, seg: int) -> dict[str, Any]:
-        """The train instruction's config (what every gateway needs besides the head and its devices)."""
+    def _cfg(self, r: int, seg: int) -> GatewayInstruction:
+        """The train instruction (what every gateway needs besides the head and its devices)."""
         s = self.spec
-        c = self.train_cfg
-        return {
-            "round": r,
-            "segment": seg,
-            "seed": s.seed,
-            "fleet-dir": str(self.fleet_dir),
-            "epochs": c.epochs,
-            "batch-size": c.batch_size,
-            "lr": c.lr,
-            "momentum": c.momentum,
-            "weight-decay": c.weight_decay,
-            "prox-mu": c.prox_mu,
-            "uplink": s.strategy.uplink,
+        return GatewayInstruction(
+            round=r,
+            segment=seg,
+            seed=s.seed,
+            fleet_dir=str(self.fleet_dir),
+            train=self.train_cfg,
+            uplink=s.strategy.uplink,
             # partial sums from the gateways when they give the strategy what per-device updates would
-            "reduce": int(self.strategy.reducible and s.strategy.personalize <= 0),
-            "max-norm": s.strategy.max_update_norm,
-            "clip-norm": self.strategy.clip_norm,
-        }
+            reduce=self.strategy.reducible and s.strategy.personalize <= 0,
+            max_norm=s.strategy.max_update_norm,
+            clip_norm=self.strategy.clip_norm,
+        )
 
     # -- rounds ----------------------------------------------------------------------------------
-    def run(self, transport: Transport) -> None:
+    def run(self, transport: GatewayTransport) -> None:
         """Round 0 (the initial head evaluated) unless resumed, then every round up to ``spec.rounds``."""
         transport.connect(self.layout.gateways)
         if self.round == 0 and not self.rows:
@@ -108,7 +102,7 @@ class FleetServer:
             if self.stop_after and r >= self.stop_after:
                 raise KeyboardInterrupt(f"stopped after round {r} (stop_after)")
 
-    def _round(self, transport: Transport, r: int) -> None:
+    def _round(self, transport: GatewayTransport, r: int) -> None:
         t0 = time.time()
         s = self.spec
         assert self.head is not None

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fedtiny.ondevice import Int8Head
+from fedtiny.records import GatewayInstruction
 
 
 class GatewayTransport(Protocol):
@@ -21,11 +22,11 @@ class GatewayTransport(Protocol):
     def connect(self, gateways: int) -> None: ...
 
     def exchange(
-        self, kind: str, head: Int8Head, cfg: dict[str, Any], per_gateway: dict[int, np.ndarray]
+        self, kind: str, head: Int8Head, cfg: GatewayInstruction, per_gateway: dict[int, np.ndarray]
     ) -> tuple[list[dict[str, np.ndarray]], int]: ...
 
 
-GatewayHandler = Callable[[str, Int8Head, dict[str, Any], np.ndarray], dict[str, np.ndarray]]
+GatewayHandler = Callable[[str, Int8Head, GatewayInstruction, np.ndarray], dict[str, np.ndarray]]
 
 
 class InlineTransport:
@@ -40,7 +41,9 @@ class InlineTransport:
     def connect(self, gateways: int) -> None:
         pass
 
-    def exchange(self, kind, head, cfg, per_gateway):  # type: ignore[no-untyped-def]
+    def exchange(
+        self, kind: str, head: Int8Head, cfg: GatewayInstruction, per_gateway: dict[int, np.ndarray]
+    ) -> tuple[list[dict[str, np.ndarray]], int]:
         return [self.handle(kind, head, cfg, per_gateway[g]) for g in sorted(per_gateway)], 0
 
 
@@ -79,13 +82,15 @@ class FlowerTransport:
                 f"gateways {sorted(missing)[:10]} did not answer the initial query: {'; '.join(errors) or 'timeout'}"
             )
 
-    def exchange(self, kind, head, cfg, per_gateway):  # type: ignore[no-untyped-def]
-        from flwr.app import ConfigRecord, Message, RecordDict
+    def exchange(
+        self, kind: str, head: Int8Head, cfg: GatewayInstruction, per_gateway: dict[int, np.ndarray]
+    ) -> tuple[list[dict[str, np.ndarray]], int]:
+        from flwr.app import Message, RecordDict
 
         from fedtiny.records import arrays_to_record, head_to_record, record_to_arrays
 
         hrec = head_to_record(head)
-        crec = ConfigRecord(cfg)
+        crec = cfg.to_config()
         msgs = [
             Message(
                 RecordDict({"head": hrec, "config": crec, "devices": arrays_to_record(devices=devs)}),
@@ -105,8 +110,5 @@ class FlowerTransport:
         parts = [record_to_arrays(m.content.array_records[key]) for m in ok]
         return parts, len(msgs) - len(parts)
 
-
-# The former name, kept only until fedtiny/server/fleet_server.py imports GatewayTransport; use GatewayTransport.
-Transport = GatewayTransport
 
 __all__ = ["FlowerTransport", "GatewayTransport", "InlineTransport"]

@@ -14,7 +14,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedtiny.clients.simulated.gateway import handle
-from fedtiny.records import arrays_to_record, head_from_record
+from fedtiny.records import GatewayInstruction, arrays_to_record, head_from_record
 
 app = ClientApp()
 
@@ -45,8 +45,8 @@ def _note_ray_node(fleet_dir: str) -> None:
 
 
 def _work(kind: str, key: str, msg: Message) -> Message:
-    cfg = dict(msg.content.config_records["config"])
-    _note_ray_node(str(cfg["fleet-dir"]))
+    cfg = GatewayInstruction.from_config(msg.content.config_records["config"])
+    _note_ray_node(cfg.fleet_dir)
     head = head_from_record(msg.content.array_records["head"])
     devices = msg.content.array_records["devices"]["devices"].numpy()
     out = handle(kind, head, cfg, devices)

@@ -7,7 +7,6 @@ Pure numpy + the on-device spec + memory-mapped fleet data (no TensorFlow, no Fl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -17,7 +16,7 @@ from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.fleet.ring import CacheRows
 from fedtiny.ondevice import Int8Head, TrainConfig, TrainJob, dequantize_head, train_heads_fixed
 from fedtiny.ondevice.fast import HAVE_NUMBA, train_pooled, train_pooled_sums
-from fedtiny.records import encode_int8_delta
+from fedtiny.records import GatewayInstruction, encode_int8_delta
 from fedtiny.server.partial import empty_sums, merge, reduce_updates, sums_from_verdicts
 
 _DATA: dict[str, FleetData] = {}
@@ -46,17 +45,6 @@ def _fixed_point_devices(data: FleetData, devices: np.ndarray, cfg: TrainConfig)
         return np.zeros(len(devices), dtype=bool)
     no_fpu = np.array([not get_board(b).fpu for b in data.meta["boards"]], dtype=bool)
     return no_fpu[np.asarray(data.board[devices], dtype=np.int64)]
-
-
-def train_config(cfg: dict[str, Any]) -> TrainConfig:
-    return TrainConfig(
-        epochs=int(cfg["epochs"]),
-        batch_size=int(cfg["batch-size"]),
-        lr=float(cfg["lr"]),
-        momentum=float(cfg["momentum"]),
-        weight_decay=float(cfg["weight-decay"]),
-        prox_mu=float(cfg["prox-mu"]),
-    )
 
 
 def inject_faults(
@@ -178,16 +166,15 @@ REDUCE_CHUNK = 65_536
 
 
 def sum_devices(
-    head: Int8Head, data: FleetData, devices: np.ndarray, cfg: dict[str, Any]
+    head: Int8Head, data: FleetData, devices: np.ndarray, cfg: GatewayInstruction
 ) -> list[dict[str, np.ndarray]]:
     """Partial sums (fedtiny/server/partial.py) of ``devices``: honest devices on a float32 uplink trained,
     checked and summed inside the compiled kernel (no per-device head is written); faulty devices, boards that
     run the integer trainer and an int8 uplink through :func:`train_devices` and
     :func:`fedtiny.server.partial.reduce_updates`. The same checks and the same sums either way (up to float64
     summation order)."""
-    tc, seed, round_ = train_config(cfg), int(cfg["seed"]), int(cfg["round"])
-    uplink = str(cfg.get("uplink", "float32"))
-    max_norm, clip = float(cfg["max-norm"]), float(cfg["clip-norm"])
+    tc, seed, round_ = cfg.train, cfg.seed, cfg.round
+    uplink, max_norm, clip = cfg.uplink, cfg.max_norm, cfg.clip_norm
     if HAVE_NUMBA and uplink == "float32":
         fused = ~np.asarray(data.faulty[devices], dtype=bool) & ~_fixed_point_devices(data, devices, tc)
     else:
@@ -230,26 +217,18 @@ def sum_devices(
     return out
 
 
-def handle(kind: str, head: Int8Head, cfg: dict[str, Any], devices: np.ndarray) -> dict[str, np.ndarray]:
+def handle(kind: str, head: Int8Head, cfg: GatewayInstruction, devices: np.ndarray) -> dict[str, np.ndarray]:
     """One gateway message: ``train`` → per-device heads, or this gateway's partial sums when the config asks
     for them (``reduce``); ``evaluate`` → per-device correct counts."""
-    data = fleet_data(str(cfg["fleet-dir"]))
+    data = fleet_data(cfg.fleet_dir)
     devices = np.asarray(devices, dtype=np.int64)
     if kind == "train":
-        if not int(cfg.get("reduce", 0)):
-            return train_devices(
-                head,
-                data,
-                devices,
-                train_config(cfg),
-                int(cfg["seed"]),
-                int(cfg["round"]),
-                str(cfg.get("uplink", "float32")),
-            )
+        if not cfg.reduce:
+            return train_devices(head, data, devices, cfg.train, cfg.seed, cfg.round, cfg.uplink)
         # the strategy reads only the weighted mean: this gateway's partial sums, its devices trained in
         # chunks of REDUCE_CHUNK so that its memory does not grow with the fleet
         sums = []
         for lo in range(0, len(devices), REDUCE_CHUNK):
             sums.extend(sum_devices(head, data, devices[lo : lo + REDUCE_CHUNK], cfg))
         return merge(sums) if sums else merge([empty_sums(dequantize_head(head))])
-    return evaluate_devices(head, data, int(cfg["segment"]), devices)
+    return evaluate_devices(head, data, cfg.segment, devices)
