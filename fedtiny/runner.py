@@ -202,9 +202,9 @@ def _on_superlink(
     if stop is not None:
         stop.raise_now = False  # the runtime checks stop.event and stops its processes in order
 
-    def show(rec: dict[str, Any]) -> None:
+    def show(rec: RoundRecord) -> None:
         if progress is not None:
-            progress(RoundRecord.of(rec), s.rounds)
+            progress(rec, s.rounds)
 
     try:
         runtime.run(

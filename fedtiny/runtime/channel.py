@@ -1,9 +1,11 @@
 """The channel from the ServerApp (in Flower's simulation process) to the `fedtiny run` driver: files in the run
-directory. One JSON line per round (round, accuracy, elapsed), a final ``done`` line, and an error record
-holding one line for the user (the traceback goes to the log)."""
+directory. One JSON line per record (:class:`RoundRecord` per round, a final :class:`RunDone` or
+:class:`RunStopped`; :func:`encode` and :func:`decode` are the one conversion), and an error record holding one
+line for the user (the traceback goes to the log)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -25,19 +27,62 @@ LOG = "fedtiny.log"
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """What the progress bar shows of a round (the fields of a RoundRow it reads)."""
+    """A round done: what the progress bar shows of it."""
 
     round: int
+    rounds: int
     accuracy: float
     accuracy_global: float
+    wall_s: float = 0.0
+    elapsed_s: float = 0.0
 
-    @classmethod
-    def of(cls, rec: dict[str, Any]) -> RoundRecord:
-        def num(key: str) -> float:
-            v = rec.get(key)
-            return float(v) if isinstance(v, (int, float)) else math.nan
 
-        return cls(int(rec["round"]), num("accuracy"), num("accuracy_global"))
+@dataclass(frozen=True)
+class RunDone:
+    """The ServerApp wrote the results."""
+
+    rounds_done: int
+
+
+@dataclass(frozen=True)
+class RunStopped:
+    """The rounds stopped at the driver's request; the driver writes the results of the rounds done."""
+
+
+Record = RoundRecord | RunDone | RunStopped
+
+
+def encode(rec: Record) -> dict[str, object]:
+    """One channel line (JSON object) of a record."""
+    if isinstance(rec, RoundRecord):
+        return dataclasses.asdict(rec)
+    if isinstance(rec, RunDone):
+        return {"done": True, "rounds_done": rec.rounds_done}
+    return {"stopped": True}
+
+
+def decode(line: dict[str, Any]) -> Record | None:
+    """The record of one channel line; None for a line this version does not know."""
+
+    def num(key: str) -> float:
+        v = line.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+    if line.get("done"):
+        n = line.get("rounds_done")
+        return RunDone(int(n) if isinstance(n, int) else 0)
+    if line.get("stopped"):
+        return RunStopped()
+    if isinstance(line.get("round"), int):
+        return RoundRecord(
+            int(line["round"]),
+            int(num("rounds")) if math.isfinite(num("rounds")) else 0,
+            num("accuracy"),
+            num("accuracy_global"),
+            num("wall_s"),
+            num("elapsed_s"),
+        )
+    return None
 
 
 def runtime_dir(out_dir: Path) -> Path:
@@ -69,29 +114,20 @@ class Writer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def _append(self, record: Record) -> None:
         with (self.dir / PROGRESS).open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps(encode(record)) + "\n")
 
     def round_done(self, row: RoundRow, rounds: int) -> None:
         """FleetServer's progress callback."""
-        self._append(
-            {
-                "round": row.round,
-                "rounds": rounds,
-                "accuracy": row.accuracy,
-                "accuracy_global": row.accuracy_global,
-                "wall_s": row.wall_s,
-                "elapsed_s": round(time.time() - self.started, 3),
-            }
-        )
+        elapsed = round(time.time() - self.started, 3)
+        self._append(RoundRecord(row.round, rounds, row.accuracy, row.accuracy_global, row.wall_s, elapsed))
 
-    def done(self, summary: dict[str, Any]) -> None:
-        self._append({"done": True, "rounds_done": summary.get("rounds_done")})
+    def done(self, rounds_done: int) -> None:
+        self._append(RunDone(rounds_done))
 
     def stopped(self) -> None:
-        """The rounds stopped at the driver's request; the driver writes the results of the rounds done."""
-        self._append({"stopped": True})
+        self._append(RunStopped())
 
     def error(self, exc: BaseException) -> None:
         """The one line the user sees: a fedtiny error as it is, anything else with its type."""
@@ -99,12 +135,15 @@ class Writer:
         (self.dir / ERROR).write_text(json.dumps({"error": line.strip().splitlines()[0] if line else ""}))
 
 
-class Reader(Tail):
+class Reader:
     """The driver's end: complete records appended since the last call, and the error record."""
 
     def __init__(self, out_dir: Path) -> None:
         self.dir = runtime_dir(out_dir)
-        super().__init__(self.dir / PROGRESS)
+        self.tail = Tail(self.dir / PROGRESS)
+
+    def records(self) -> list[Record]:
+        return [r for r in map(decode, self.tail.records()) if r is not None]
 
     def error(self) -> str | None:
         try:

@@ -78,7 +78,7 @@ def flwr_main(grid: Grid, context: Context) -> None:
             )
         if plan.server.round < plan.scenario.rounds:
             plan.server.run(FlowerTransport(StoppableGrid(grid, StopFile(stop_path(out_dir)))))
-        channel.done(finish_run(plan))
+        channel.done(int(finish_run(plan).get("rounds_done") or 0))
     except RunInterrupted:  # the driver asked to stop (Ctrl-C): it writes the results of the rounds done
         channel.stopped()
     except BaseException as exc:

@@ -59,7 +59,7 @@ seed = -1
 prepared = false
 """
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-Progress = Callable[[dict[str, Any]], None]
+Progress = Callable[[channel.RoundRecord], None]
 
 
 def _is_simulation(p: psutil.Process) -> bool:
@@ -271,12 +271,12 @@ class SimulationRuntime:
             self._track()
             records = reader.records()
             for rec in records:
-                if "round" in rec:
+                if isinstance(rec, channel.RoundRecord):
                     progress(rec)
             error = reader.error()
             if error is not None:
                 raise FedTinyError(f"{error} (details: {self.log_path})")
-            if any(rec.get("done") for rec in records):
+            if any(isinstance(rec, channel.RunDone) for rec in records):
                 break
             if ended:
                 raise FedTinyError(f"the run ended ({ended}) without results; log: {self.log_path}")
@@ -320,7 +320,8 @@ class SimulationRuntime:
             return
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if any(r.get("stopped") or r.get("done") for r in reader.records()) or reader.error() is not None:
+            ended = (channel.RunStopped, channel.RunDone)
+            if any(isinstance(r, ended) for r in reader.records()) or reader.error() is not None:
                 return
             time.sleep(0.05)
 
