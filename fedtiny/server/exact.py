@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import types
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from flwr.app import ArrayRecord
 
 
 def dot(a: np.ndarray, b: np.ndarray) -> float:
@@ -94,7 +97,7 @@ def pairwise_sq_dist(flat: np.ndarray) -> np.ndarray:
 # -- Flower's strategies ----------------------------------------------------------------------------------
 
 
-def _compute_distances(records: list[Any]) -> np.ndarray:
+def _compute_distances(records: list[ArrayRecord]) -> np.ndarray:
     """Exact replacement of ``flwr.serverapp.strategy.multikrum.compute_distances`` (Krum, MultiKrum, Bulyan):
     Flower computes ``|x|^2 + |y|^2 - 2 x.y`` with a float BLAS matrix product."""
     flat = np.stack(
@@ -110,7 +113,7 @@ def _get_norm(input_arrays: Sequence[np.ndarray]) -> float:
     return float(np.sqrt(sq_norm(input_arrays)))
 
 
-def _power(x: Any, y: Any) -> Any:
+def _power(x: float | np.ndarray, y: float | np.ndarray) -> np.ndarray | np.float64:
     """``np.power`` for FedAdam's bias correction ``beta ** (round + 1.0)``: an integer-valued scalar exponent
     by :func:`ipow`; anything else as numpy does."""
     if np.ndim(x) == 0 and np.ndim(y) == 0:
@@ -127,7 +130,7 @@ class _NumpyExactPower(types.ModuleType):
         super().__init__("numpy")
         self.power = _power
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(np, name)
 
 
@@ -147,5 +150,5 @@ def install_flower_exact() -> None:
 
     multikrum.compute_distances = _compute_distances
     differential_privacy.get_norm = _get_norm
-    fedadam.np = _NumpyExactPower()  # type: ignore[attr-defined]
+    fedadam.np = _NumpyExactPower()  # type: ignore[attr-defined]  # its module-level numpy
     _installed = True

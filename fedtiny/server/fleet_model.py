@@ -43,7 +43,8 @@ class RoundPlan:
     @property
     def trainers(self) -> np.ndarray:
         """The devices whose update arrives: on time and not dropped."""
-        return self.sampled[self.on_time & ~self.drop]
+        out: np.ndarray = self.sampled[self.on_time & ~self.drop]
+        return out
 
     @property
     def waited(self) -> float:

@@ -33,7 +33,7 @@ import random
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 import numpy as np
 
@@ -145,7 +145,7 @@ def _is_wrapper(cls: type) -> bool:
     return "strategy" in _init_params(cls)  # the DP wrappers take an inner strategy
 
 
-def strategy_params(s: StrategySpec, cls: type) -> dict[str, Any]:
+def strategy_params(s: StrategySpec, cls: type) -> dict[str, object]:
     """Constructor arguments of ``cls``: [strategy.params], then the fedtiny keys that map onto the rest.
 
     Raises ValueError naming ``strategy.params.X`` for an argument ``cls`` does not take or a required one
@@ -249,13 +249,13 @@ class _Nodes:
     def get_node_ids(self) -> list[int]:
         return list(range(1, self.n + 1))
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> NoReturn:
         raise AttributeError(
             f"fedtiny samples and reaches the devices itself; a strategy cannot use Grid.{name}"
         )
 
 
-def _chain(strategy: Any) -> list[Any]:
+def _chain(strategy: Strategy) -> list[Strategy]:
     out = [strategy]
     while hasattr(out[-1], "strategy") and out[-1].strategy is not out[-1]:
         out.append(out[-1].strategy)
@@ -407,7 +407,9 @@ class DeviceStrategy:
         server_round: int,
         gw: np.ndarray,
         gb: np.ndarray,
-        rows: list[tuple[np.ndarray, np.ndarray, Any, Any, int]],
+        rows: list[
+            tuple[np.ndarray, np.ndarray, float, float, int]
+        ],  # examples, loss: numbers or numpy scalars
         norm_bit: np.ndarray | None,
     ) -> FloatHead | None:
         """Flower's aggregate_train over one reply per row (weights, bias, examples, loss, device id)."""

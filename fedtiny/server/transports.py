@@ -4,13 +4,16 @@ benchmarks, an in-process call of the same gateway code."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 
 from fedtiny.ondevice import Int8Head
 from fedtiny.records import GatewayInstruction
+
+if TYPE_CHECKING:
+    from flwr.app import Message
 
 
 class GatewayTransport(Protocol):
@@ -47,10 +50,20 @@ class InlineTransport:
         return [self.handle(kind, head, cfg, per_gateway[g]) for g in sorted(per_gateway)], 0
 
 
+class MessageGrid(Protocol):
+    """What :class:`FlowerTransport` uses of a Flower Grid (``flwr.serverapp.Grid``, ``fedtiny.interrupt.StoppableGrid``)."""
+
+    def get_node_ids(self) -> Iterable[int]: ...
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]: ...
+
+
 class FlowerTransport:
     """One Flower message per gateway through the ServerApp's Grid."""
 
-    def __init__(self, grid: Any, timeout_s: float = 600.0) -> None:
+    def __init__(self, grid: MessageGrid, timeout_s: float = 600.0) -> None:
         self.grid = grid
         self.timeout_s = timeout_s
         self.node_of: dict[int, int] = {}
@@ -71,13 +84,13 @@ class FlowerTransport:
             )
         )
         self.node_of = {
-            int(m.content.config_records["gateway"]["gateway"]): m.metadata.src_node_id
+            int(cast(int, m.content.config_records["gateway"]["gateway"])): m.metadata.src_node_id
             for m in replies
             if not m.has_error()
         }
         missing = set(range(gateways)) - set(self.node_of)
         if missing:
-            errors = sorted({m.error.reason.strip().splitlines()[-1] for m in replies if m.has_error()})
+            errors = sorted({str(m.error.reason).strip().splitlines()[-1] for m in replies if m.has_error()})
             raise RuntimeError(
                 f"gateways {sorted(missing)[:10]} did not answer the initial query: {'; '.join(errors) or 'timeout'}"
             )

@@ -72,7 +72,8 @@ def decode_weights(part: dict[str, np.ndarray], g: FloatHead) -> np.ndarray:
     q, sc = part["delta_q"], part["delta_scale"]
     if q.ndim != 3 or sc.shape != q.shape[:2]:
         return np.full((len(part["device_ids"]), 0, 0), np.nan, np.float32)
-    return g.weights[None] + decode_int8_delta(q, sc)
+    weights: np.ndarray = g.weights[None] + decode_int8_delta(q, sc)
+    return weights
 
 
 def aggregate_step(
