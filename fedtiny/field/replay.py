@@ -16,6 +16,7 @@ import numpy as np
 
 from fedtiny.config import Scenario, scenario_to_toml
 from fedtiny.errors import ScenarioError
+from fedtiny.fleet import drift as drift_kinds
 from fedtiny.fleet.partition import dirichlet_labels
 from fedtiny.plan.resolve import fleet_spec, layout_of, model_spec
 from fedtiny.tasks import get_task
@@ -39,11 +40,17 @@ def segment_of_round(s: Scenario, r: int) -> int:
 
 
 def check_replayable(s: Scenario, src: str = "scenario") -> None:
-    """Replay data covers condition drift on random fractions; refuse what it would silently ignore."""
+    """Replay data covers the replayable drift kinds (fedtiny.fleet.drift: condition) on random fractions;
+    refuse what it would silently ignore."""
     for i, e in enumerate(s.drift):
-        if e.kind != "condition" or e.target:
+        if (
+            e.kind not in drift_kinds.DRIFT_KINDS
+            or not drift_kinds.DRIFT_KINDS[e.kind].replayable
+            or e.target
+        ):
+            kinds = " or ".join(f'kind = "{n}"' for n in drift_kinds.kind_names(lambda k: k.replayable))
             raise ScenarioError(
-                f"{src}: 'drift[{i}]': field-trial replay supports kind = \"condition\" on a "
+                f"{src}: 'drift[{i}]': field-trial replay supports {kinds} on a "
                 f"random fraction only (got kind = {e.kind!r}, target = {e.target!r})"
             )
     if s.fleet.spread:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from fedtiny.fleet.draw import draw_rows
+from fedtiny.fleet.drift import Hit, Segment, drift_kind
 from fedtiny.fleet.layout import FleetLayout
 from fedtiny.fleet.spec import FleetSpec
 from fedtiny.ondevice.head import Int8Head, predict_through
@@ -77,7 +78,8 @@ def build_plan(
     default_condition: dict[str, float] | None = None,
     num_classes: int | None = None,
 ) -> FleetPlan:
-    """Conditions, class mixes, groups, boards and faults of every device, from the scenario seed.
+    """Conditions, class mixes, groups, boards and faults of every device, from the scenario seed. What an
+    event changes is its kind's (:data:`fedtiny.fleet.drift.DRIFT_KINDS`).
 
     ``default_condition``/``num_classes`` describe the data when it is not the scenario's task (recordings).
     """
@@ -119,36 +121,20 @@ def build_plan(
             hit = np.sort(free[rng.permutation(len(free))[: min(int(round(e.fraction * k)), len(free))]])
         hits.append(hit)
         group[hit] = gi
-    # new classes are absent from their devices before the event
-    absent = np.ones((k, c), dtype=bool)
-    for e, hit in zip(s.drift, hits):
-        if e.kind == "new_class" and e.at > 0:
-            for cl in e.classes:
-                absent[hit, cl] = False
+    # the state every segment starts from, before any event (e.g. new classes absent from their devices)
+    events = [Hit(e, i, hit, s.seed, c) for i, (e, hit) in enumerate(zip(s.drift, hits))]
+    start0 = Segment(conds, intern, var0, mix0, np.ones((k, c), dtype=bool))
+    for h in events:
+        drift_kind(h.event).before(h, start0)
     nseg = len(layout.segment_starts)
     variant = np.zeros((nseg, k), dtype=np.int32)
     cmix = np.zeros((nseg, k, c), dtype=np.float32)
-    shift_mix = [
-        np.random.default_rng([s.seed, 0x5F1, i]).dirichlet(np.full(c, e.alpha), size=len(h))
-        for i, (e, h) in enumerate(zip(s.drift, hits))
-    ]
     for si, start in enumerate(layout.segment_starts):
-        var = var0.copy()
-        mix = mix0.copy()
-        present = absent.copy()
-        for i, (e, hit) in enumerate(zip(s.drift, hits)):
-            if e.at > start:
-                continue
-            if e.kind == "condition":
-                for old in np.unique(var[hit]):
-                    new = intern({**conds[old], **e.condition})
-                    var[hit[var[hit] == old]] = new
-            elif e.kind == "label_shift":
-                mix[hit] = shift_mix[i]
-            elif e.kind == "new_class":
-                for cl in e.classes:
-                    present[hit, cl] = True
-                    mix[hit, cl] = np.maximum(mix[hit, cl], 1.0 / c)
+        seg = Segment(conds, intern, start0.variant.copy(), start0.mix.copy(), start0.present.copy())
+        for h in events:
+            if h.event.at <= start:
+                drift_kind(h.event).apply(h, seg)
+        var, mix, present = seg.variant, seg.mix, seg.present
         m = mix * present
         m = m / np.maximum(m.sum(axis=1, keepdims=True), 1e-12)
         variant[si] = var

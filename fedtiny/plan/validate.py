@@ -11,6 +11,7 @@ from typing import Any
 from fedtiny.config.loader import PATH_KEYS
 from fedtiny.config.schema import DriftEvent, Scenario
 from fedtiny.errors import ScenarioError
+from fedtiny.fleet.drift import check_event, check_kind, drift_kind, kind_names
 from fedtiny.plan.resolve import strategy_spec
 
 _DRIFT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DriftEvent)}
@@ -19,6 +20,8 @@ _RESERVED_GROUPS = ("all",)  # the whole-fleet row of the results
 
 def validate(s: Scenario, src: str) -> None:
     """Every check of this module (ScenarioError naming the first problem)."""
+    for i, e in enumerate(s.drift):  # the kind first: every later check asks the kind's registry entry
+        check_kind(e, i, src)
     _check_semantics(s, src)
 
 
@@ -64,11 +67,12 @@ def _check_user_files(s: Scenario, src: str) -> None:
                 except DataError as exc:
                     raise ScenarioError(str(exc)) from None
     for i, e in enumerate(s.drift):
-        if e.kind != "condition":
+        if not drift_kind(e).on_recorded_data:
+            kinds = " or ".join(f'kind = "{n}"' for n in kind_names(lambda k: k.on_recorded_data))
             raise ScenarioError(
                 f"{src}: 'drift[{i}].kind' = {e.kind!r} needs a generated task; with recorded data "
                 "(data.path) class changes come from the data itself (each device's later examples); "
-                'use kind = "condition" with the generic knobs'
+                f"use {kinds} with the generic knobs"
             )
 
 
@@ -127,26 +131,13 @@ def _check_semantics(s: Scenario, src: str) -> None:
         raise ScenarioError(
             f"{src}: 'fleet.boards' fractions sum to {sum(s.fleet.boards.values()):.4g}; expected 1"
         )
-    _check_drift_options(s, src)
+    _check_drift_options(s, src, task.num_classes)
     _check_strategy(s, src)
     groups = {"fleet"}
     for i, e in enumerate(s.drift):
         if e.target and e.target not in groups:
             raise ScenarioError(
                 f"{src}: 'drift[{i}].target' = {e.target!r} is not a group of an earlier event; expected one of: {', '.join(sorted(groups))}"
-            )
-        for c in e.classes:
-            if not 0 <= c < task.num_classes:
-                raise ScenarioError(
-                    f"{src}: 'drift[{i}].classes' has {c}; expected class indices 0..{task.num_classes - 1}"
-                )
-        if e.kind == "new_class" and not e.classes:
-            raise ScenarioError(
-                f"{src}: 'drift[{i}].classes' is empty; a new_class event needs the class indices that appear"
-            )
-        if e.kind == "condition" and not e.condition:
-            raise ScenarioError(
-                f"{src}: 'drift[{i}].condition' is empty; a condition event needs knobs, e.g. {{ gain = 0.5 }}"
             )
         groups.add(e.group)
 
@@ -192,8 +183,9 @@ def _check_spread(s: Scenario, task: Any, src: str) -> None:
                 )
 
 
-def _check_drift_options(s: Scenario, src: str) -> None:
-    """Refuse drift options that conflict or mean nothing for the event's kind (docs/drift-events.md)."""
+def _check_drift_options(s: Scenario, src: str, num_classes: int) -> None:
+    """Refuse drift options that conflict or mean nothing for the event's kind, and what the kind itself
+    refuses (its registry entry, fedtiny.fleet.drift; docs/drift-events.md)."""
     drawn: dict[str, float] = {}  # named group -> largest fraction drawn for it (exclusive draws)
     for i, e in enumerate(s.drift):
         ev = f"drift[{i}]"
@@ -216,19 +208,7 @@ def _check_drift_options(s: Scenario, src: str) -> None:
                     f"{src}: '{ev}.fraction' = {e.fraction:g} conflicts with '{ev}.target' = {e.target!r}: a "
                     "targeted event hits every device of its group; give 'fraction' or 'target', not both"
                 )
-        if e.kind != "condition" and e.condition:
-            raise ScenarioError(
-                f"{src}: '{ev}.condition' means nothing for kind = {e.kind!r} (only condition events set drift "
-                'knobs); put it in its own kind = "condition" event'
-            )
-        if e.kind != "new_class" and e.classes:
-            raise ScenarioError(
-                f"{src}: '{ev}.classes' means nothing for kind = {e.kind!r} (only new_class events take classes)"
-            )
-        if e.kind != "label_shift" and e.alpha != _DRIFT_DEFAULTS["alpha"]:
-            raise ScenarioError(
-                f"{src}: '{ev}.alpha' means nothing for kind = {e.kind!r} (only label_shift events take alpha)"
-            )
+        check_event(e, i, src, num_classes)
         if not e.target:
             others = sum(f for g, f in drawn.items() if g != e.group)
             if e.group != "fleet":

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fedtiny.fleet import drift as drift_kinds
 from fedtiny.report.advice import comparison_row, suggestions
 from fedtiny.report.words import Rich, Span, as_text, bold, finite, knobs, pct, pct_ci, plain, plural
 
@@ -47,13 +48,9 @@ def event_text(s: Scenario, group: str, at: int, size: int | None) -> str:
     """'At round 6, the 7 devices of group “remounted” drifted (resonance_hz 3500, noise 0.1)'."""
     ev = next((e for e in s.drift if e.group == group and e.at == at), None)
     what = ""
-    if ev is not None:
-        if ev.kind == "condition" and ev.condition:
-            what = f" ({knobs(ev.condition)})"
-        elif ev.kind == "label_shift":
-            what = " (a new class mix)"
-        elif ev.kind == "new_class":
-            what = f" (classes {', '.join(map(str, ev.classes))} appear)"
+    if ev is not None and ev.kind in drift_kinds.DRIFT_KINDS:
+        described = drift_kinds.DRIFT_KINDS[ev.kind].describe(ev)
+        what = f" ({described})" if described else ""
     devices = f"the {size} devices of group “{group}”" if size else f"group “{group}”"
     return f"At round {at}, {devices} drifted{what}"
 
