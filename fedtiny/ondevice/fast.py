@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 import numpy as np
 
@@ -45,7 +45,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _S27, _S30, _S31 = np.uint64(27), np.uint64(30), np.uint64(31)
 
 
-def _mix(z: Any) -> Any:
+def _mix(z: np.uint64) -> np.uint64:
     """splitmix64 finalizer on one uint64 (wrapping), as :func:`fedtiny.ondevice.shuffle.mix64`."""
     z = (z ^ (z >> _S30)) * _M1
     z = (z ^ (z >> _S27)) * _M2
@@ -56,7 +56,7 @@ _RANK_SORT_MAX = 256  # up to this many samples the O(n^2) rank sort beats a mer
 _SIGN = np.uint64(0x8000000000000000)
 
 
-def _order(key: Any, n: int, order: np.ndarray, sk: np.ndarray) -> None:
+def _order(key: np.uint64, n: int, order: np.ndarray, sk: np.ndarray) -> None:
     """``order[:n]`` = slots 0..n-1 sorted by ``mix(key ^ (slot + 1) * GOLDEN)``, stable (as the spec's argsort).
 
     The keys of one call are all distinct (``(slot + 1) * GOLDEN`` is a bijection for an odd GOLDEN, and so
@@ -86,20 +86,24 @@ _L0, _L1, _L2, _L3, _L4, _L5, _L6, _L7, _L8 = fmath.LOG_POLY
 _SQRT_HALF = fmath.SQRT_HALF
 
 
-def _f32_to_bits(x: Any) -> Any:
+def _f32_to_bits_plain(x: np.float32) -> np.int32:
     """The int32 bits of the float32 ``x`` (a numba intrinsic below; this is the plain fallback)."""
-    return np.array(x, dtype=np.float32).view(np.int32)[()]
+    return np.float32(x).view(np.int32)
 
 
-def _bits_to_f32(bits: Any) -> Any:
+def _bits_to_f32_plain(bits: np.int32) -> np.float32:
     """The float32 whose bits are the int32 ``bits`` (a numba intrinsic below; this is the plain fallback)."""
-    return np.array(bits, dtype=np.int32).view(np.float32)[()]
+    return np.int32(bits).view(np.float32)
 
 
-def _exp1(v: Any) -> Any:
+_f32_to_bits: Callable[[np.float32], np.int32] = _f32_to_bits_plain
+_bits_to_f32: Callable[[np.int32], np.float32] = _bits_to_f32_plain
+
+
+def _exp1(v: np.float32) -> np.float32:
     """:func:`fedtiny.ondevice.fmath.exp_f32` of one float32 (the same operations in the same order)."""
     v = _EXP_LO if v < _EXP_LO else v
-    fk = np.floor(v * _LOG2E + np.float32(0.5))
+    fk: np.float32 = np.floor(v * _LOG2E + np.float32(0.5))
     r = (v - fk * _LN2_HI) - fk * _LN2_LO
     fk = fk if fk >= np.float32(-126.0) else np.float32(-126.0)  # NaN: any valid exponent
     p = _E0
@@ -112,7 +116,7 @@ def _exp1(v: Any) -> Any:
     return e * _bits_to_f32((np.int32(fk) + np.int32(127)) << np.int32(23))
 
 
-def _log1(x: Any) -> Any:
+def _log1(x: np.float32) -> np.float32:
     """:func:`fedtiny.ondevice.fmath.log_f32` of one float32 (the same operations in the same order)."""
     bits = _f32_to_bits(x)
     ex = ((bits >> np.int32(23)) & np.int32(0xFF)) - np.int32(126)
@@ -324,12 +328,12 @@ def _train_kernel(
     counts: np.ndarray,
     keys: np.ndarray,
     bsz: int,
-    lr: Any,
-    mom: Any,
-    wd: Any,
-    mu: Any,
-    scale: Any,
-    zp: Any,
+    lr: np.float32,
+    mom: np.float32,
+    wd: np.float32,
+    mu: np.float32,
+    scale: np.float32,
+    zp: np.float32,
     w_out: np.ndarray,
     b_out: np.ndarray,
     loss_out: np.ndarray,
@@ -501,25 +505,30 @@ if numba is not None:
     from numba.extending import intrinsic
 
     @intrinsic
-    def _bits_to_f32_intrinsic(typingctx: Any, x: Any) -> Any:
+    def _bits_to_f32_intrinsic(typingctx: object, x: object) -> tuple[object, Callable[..., _ir.Value]]:
         sig = numba.types.float32(numba.types.int32)
 
-        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        def codegen(
+            context: object, builder: _ir.IRBuilder, signature: object, args: list[_ir.Value]
+        ) -> _ir.Value:
             return builder.bitcast(args[0], _ir.FloatType())
 
         return sig, codegen
 
     @intrinsic
-    def _f32_to_bits_intrinsic(typingctx: Any, x: Any) -> Any:
+    def _f32_to_bits_intrinsic(typingctx: object, x: object) -> tuple[object, Callable[..., _ir.Value]]:
         sig = numba.types.int32(numba.types.float32)
 
-        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        def codegen(
+            context: object, builder: _ir.IRBuilder, signature: object, args: list[_ir.Value]
+        ) -> _ir.Value:
             return builder.bitcast(args[0], _ir.IntType(32))
 
         return sig, codegen
 
-    _bits_to_f32 = _bits_to_f32_intrinsic  # type: ignore[assignment]
-    _f32_to_bits = _f32_to_bits_intrinsic  # type: ignore[assignment]
+    # inside compiled code the intrinsics stand in for the plain fallbacks (same signatures, one bitcast)
+    _bits_to_f32 = cast("Callable[[np.int32], np.float32]", _bits_to_f32_intrinsic)
+    _f32_to_bits = cast("Callable[[np.float32], np.int32]", _f32_to_bits_intrinsic)
     # never fastmath: reassociation and contraction into fused multiply-add would make the bits depend on the
     # CPU target LLVM compiles for (docs/ondevice.md §3a)
     _jit = numba.njit(cache=True)
@@ -563,7 +572,12 @@ def _keys(seed: int, round_: int, device_ids: np.ndarray, epochs: int) -> np.nda
     return np.ascontiguousarray(np.stack([stream_key(seed, round_, ids, e) for e in range(epochs)], axis=1))
 
 
-def _no_sums(n_cls: int, dim: int) -> tuple[Any, ...]:
+#: the summing arguments of :func:`_train_kernel`: example weights, start head (float64 w, b), max norm, clip
+#: norm, per-block sums (w, b), verdicts
+_Sums = tuple[np.ndarray, np.ndarray, np.ndarray, float, float, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _no_sums(n_cls: int, dim: int) -> _Sums:
     """The summing arguments of :func:`_train_kernel` when it writes every head instead."""
     z64 = np.zeros(0, dtype=np.float64)
     return (
@@ -589,7 +603,7 @@ def _run(
     input_scale: float,
     input_zero_point: int,
     keys: np.ndarray,
-    sums: tuple[Any, ...] | None = None,
+    sums: _Sums | None = None,
     fastmath: bool = False,
 ) -> TrainResult:
     """Call the kernel with numba's threads capped (see the module docstring); raise on bad rows or labels.

@@ -112,8 +112,8 @@ def head_forward_int8(head: Int8Head, features: np.ndarray) -> np.ndarray:
         )
     mult, shift = channel_multipliers(head.input_scale, head.weight_scales, head.output_scale)
     acc = head_accumulators(head, features)
-    out = multiply_by_quantized_multiplier(acc, mult, shift) + head.output_zero_point
-    return np.clip(out, -128, 127).astype(np.int8)
+    out: np.ndarray = multiply_by_quantized_multiplier(acc, mult, shift) + head.output_zero_point
+    return out.clip(-128, 127).astype(np.int8)
 
 
 def logit_range_to_qparams(lo: float, hi: float) -> tuple[float, int]:
@@ -173,7 +173,8 @@ def quantize_head(
 
 def predict_int8(head: Int8Head, features: np.ndarray) -> np.ndarray:
     """Class predictions: argmax of the int8 logits, ties to the lowest class index (as the C code does)."""
-    return np.argmax(head_forward_int8(head, features), axis=-1)
+    classes: np.ndarray = np.argmax(head_forward_int8(head, features), axis=-1)
+    return classes
 
 
 def dequantized_features(features: np.ndarray, head: Int8Head) -> np.ndarray:

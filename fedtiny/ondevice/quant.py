@@ -84,8 +84,8 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """float → int8 as TFLite's QUANTIZE op: ``round(x / scale) + zp`` clamped to int8."""
-    q = round_half_away(np.asarray(x, dtype=np.float32) / np.float32(scale)) + zero_point
-    return np.clip(q, -128, 127).astype(np.int8)
+    q: np.ndarray = round_half_away(np.asarray(x, dtype=np.float32) / np.float32(scale)) + zero_point
+    return q.clip(-128, 127).astype(np.int8)
 
 
 # --- gemmlowp fixed-point primitives (int32 semantics, vectorized over int64 arrays) --------------------

@@ -282,11 +282,11 @@ class TailOp:
         # TFLM QUANTIZE int8 -> int8: reference_ops::Requantize with QuantizeMultiplier(in_scale / out_scale).
         multiplier, shift = quantize_multiplier_uncapped(self.input_scale / self.output_scale)
         d = np.asarray(x, dtype=np.int64) - self.input_zero_point
-        out = (
+        out: np.ndarray = (
             multiply_by_quantized_multiplier(d, np.asarray(multiplier), np.asarray(shift))
             + self.output_zero_point
         )
-        return np.clip(out, -128, 127).astype(np.int8)
+        return out.clip(-128, 127).astype(np.int8)
 
 
 @dataclass(frozen=True)
@@ -326,7 +326,8 @@ class HeadTail:
 
     def predict(self, logits_int8: np.ndarray) -> np.ndarray:
         """argmax of the final output over the last axis, ties to the lowest index (as a board's loop)."""
-        return np.argmax(self.apply(logits_int8), axis=-1)
+        classes: np.ndarray = np.argmax(self.apply(logits_int8), axis=-1)
+        return classes
 
     def describe(self) -> str:
         """The op kinds joined by arrows, e.g. ``"RESHAPE → SOFTMAX"``; ``"(none)"`` for the identity."""
