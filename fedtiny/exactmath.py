@@ -23,9 +23,11 @@ which are also not covered here.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "MAX_TRIG_ARG",
@@ -98,16 +100,20 @@ _C = (
 )
 
 
-def _f64(x: Any) -> np.ndarray:
+def _f64(x: npt.ArrayLike) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _out(r: np.ndarray, x: Any) -> Any:
+def _out(r: np.ndarray, x: npt.ArrayLike) -> float | np.ndarray:
     """A Python float for scalar input, else the array."""
     return float(r) if np.ndim(x) == 0 and not isinstance(x, np.ndarray) else r
 
 
-def exp(x: Any) -> Any:
+@overload
+def exp(x: float | np.floating | np.integer) -> float: ...
+@overload
+def exp(x: np.ndarray | Sequence[float]) -> np.ndarray: ...
+def exp(x: npt.ArrayLike) -> float | np.ndarray:
     """e**x in float64 (fdlibm's algorithm), the same bits on any CPU."""
     a = _f64(x)
     xc = np.clip(a, _EXP_MIN - 1.0, _EXP_MAX + 1.0)  # also maps +-inf into range; nan stays nan
@@ -156,7 +162,11 @@ def _log_special(a: np.ndarray, res: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(a), np.nan, res)
 
 
-def log(x: Any) -> Any:
+@overload
+def log(x: float | np.floating | np.integer) -> float: ...
+@overload
+def log(x: np.ndarray | Sequence[float]) -> np.ndarray: ...
+def log(x: npt.ArrayLike) -> float | np.ndarray:
     """Natural logarithm in float64 (fdlibm's algorithm), the same bits on any CPU."""
     a = _f64(x)
     k, f, hfsq, sr = _log_parts(a)
@@ -164,7 +174,11 @@ def log(x: Any) -> Any:
     return _out(_log_special(a, res), x)
 
 
-def log10(x: Any) -> Any:
+@overload
+def log10(x: float | np.floating | np.integer) -> float: ...
+@overload
+def log10(x: np.ndarray | Sequence[float]) -> np.ndarray: ...
+def log10(x: npt.ArrayLike) -> float | np.ndarray:
     """Base-10 logarithm in float64: k log10(2) + log(1+f) / ln(10), split constants; same bits anywhere."""
     a = _f64(x)
     k, f, hfsq, sr = _log_parts(a)
@@ -173,7 +187,11 @@ def log10(x: Any) -> Any:
     return _out(_log_special(a, res), x)
 
 
-def log1p(x: Any) -> Any:
+@overload
+def log1p(x: float | np.floating | np.integer) -> float: ...
+@overload
+def log1p(x: np.ndarray | Sequence[float]) -> np.ndarray: ...
+def log1p(x: npt.ArrayLike) -> float | np.ndarray:
     """log(1 + x) in float64, accurate for small x (u = 1 + x; log(u) * x / (u - 1)); same bits anywhere."""
     a = _f64(x)
     u = 1.0 + a
@@ -185,7 +203,13 @@ def log1p(x: Any) -> Any:
     return _out(res, x)
 
 
-def pow(base: Any, exponent: Any) -> Any:
+@overload
+def pow(base: float | np.floating | np.integer, exponent: float | np.floating | np.integer) -> float: ...
+@overload
+def pow(base: npt.ArrayLike, exponent: np.ndarray | Sequence[float]) -> np.ndarray: ...
+@overload
+def pow(base: np.ndarray | Sequence[float], exponent: npt.ArrayLike) -> np.ndarray: ...
+def pow(base: npt.ArrayLike, exponent: npt.ArrayLike) -> float | np.ndarray:
     """base**exponent for base > 0 as exp(exponent * log(base)) in float64 (a few ulp); same bits anywhere.
 
     Not for bases <= 0. The rounding error of log(base) is multiplied by ``exponent * log(base)``: fine for
@@ -247,7 +271,7 @@ def _k_cos(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return res
 
 
-def sincos(x: Any) -> tuple[np.ndarray, np.ndarray]:
+def sincos(x: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(sin x, cos x) in float64 for ``|x| <= MAX_TRIG_ARG`` (ValueError beyond); the same bits on any CPU."""
     a = _f64(x)
     q, y0, y1 = _rem_pio2(np.where(np.isfinite(a), a, 0.0))
@@ -260,12 +284,20 @@ def sincos(x: Any) -> tuple[np.ndarray, np.ndarray]:
     return s, c
 
 
-def sin(x: Any) -> Any:
+@overload
+def sin(x: float | np.floating | np.integer) -> float: ...
+@overload
+def sin(x: np.ndarray | Sequence[float]) -> np.ndarray: ...
+def sin(x: npt.ArrayLike) -> float | np.ndarray:
     """sin x in float64 for ``|x| <= MAX_TRIG_ARG``; the same bits on any CPU."""
     return _out(sincos(x)[0], x)
 
 
-def cos(x: Any) -> Any:
+@overload
+def cos(x: float | np.floating | np.integer) -> float: ...
+@overload
+def cos(x: np.ndarray | Sequence[float]) -> np.ndarray: ...
+def cos(x: npt.ArrayLike) -> float | np.ndarray:
     """cos x in float64 for ``|x| <= MAX_TRIG_ARG``; the same bits on any CPU."""
     return _out(sincos(x)[1], x)
 
@@ -280,7 +312,7 @@ def hann(m: int) -> np.ndarray:
     return 0.5 + 0.5 * _f64(cos(np.pi * n / (m - 1)))
 
 
-def abs_complex(z: Any) -> np.ndarray:
+def abs_complex(z: npt.ArrayLike) -> np.ndarray:
     """|z| = sqrt(re**2 + im**2) in float64 (re, im widened first; no hypot): the same bits on any CPU."""
     a = np.asarray(z)
     re = a.real.astype(np.float64)
@@ -291,7 +323,7 @@ def abs_complex(z: Any) -> np.ndarray:
     return np.sqrt(re, out=re)
 
 
-def mul_complex(a: Any, b: Any) -> np.ndarray:
+def mul_complex(a: npt.ArrayLike, b: npt.ArrayLike) -> np.ndarray:
     """a * b for complex (or real) arrays, each product and sum a separate float64 operation (numpy's SIMD
     complex multiply may fuse them into FMAs): the same bits on any CPU, in ``np.result_type(a, b)``."""
     a, b = np.asarray(a), np.asarray(b)
@@ -299,12 +331,13 @@ def mul_complex(a: Any, b: Any) -> np.ndarray:
     ar, br = a.real.astype(np.float64), b.real.astype(np.float64)
     ai = a.imag.astype(np.float64) if np.iscomplexobj(a) else None
     bi = b.imag.astype(np.float64) if np.iscomplexobj(b) else None
-    if ai is None and bi is None:
-        return (ar * br).astype(out_type, copy=False)
-    if ai is None:
-        re, im = ar * br, ar * bi
-    elif bi is None:
+    if bi is None:
+        if ai is None:
+            prod: np.ndarray = ar * br
+            return prod.astype(out_type, copy=False)
         re, im = ar * br, ai * br
+    elif ai is None:
+        re, im = ar * br, ar * bi
     else:
         re, im = ar * br - ai * bi, ar * bi + ai * br
     out = np.empty(np.broadcast_shapes(a.shape, b.shape), dtype=out_type)
@@ -312,7 +345,7 @@ def mul_complex(a: Any, b: Any) -> np.ndarray:
     return out
 
 
-def div_complex(z: Any, d: Any) -> np.ndarray:
+def div_complex(z: npt.ArrayLike, d: npt.ArrayLike) -> np.ndarray:
     """z / d for a complex ``z`` and a real ``d``: real and imaginary parts divided separately (numpy promotes
     ``d`` to complex and divides by its SIMD complex loop): the same bits on any CPU."""
     z, d = np.asarray(z), np.asarray(d)
@@ -321,7 +354,9 @@ def div_complex(z: Any, d: Any) -> np.ndarray:
     return out
 
 
-def matmul_ordered(a: Any, b: Any, *, accumulate: Any = np.float64) -> np.ndarray:
+def matmul_ordered(
+    a: npt.ArrayLike, b: npt.ArrayLike, *, accumulate: npt.DTypeLike = np.float64
+) -> np.ndarray:
     """``a @ b`` for ``a [..., K]`` and ``b [K, N]`` summed over K in index order (no BLAS), the same bits on any
     CPU. Products and sums in ``accumulate`` (float64: products of float32 values are exact), the result in
     ``np.result_type(a, b)``.

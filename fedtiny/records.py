@@ -141,7 +141,8 @@ def encode_int8_delta(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def decode_int8_delta(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Inverse of :func:`encode_int8_delta`; a NaN scale (non-finite update) gives a NaN row."""
-    return q.astype(np.float32) * scale[..., None]
+    row: np.ndarray = q.astype(np.float32) * scale[..., None]
+    return row
 
 
 # ----- the field trial's messages -----

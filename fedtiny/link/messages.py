@@ -438,7 +438,7 @@ class SlotStatus:
 def u32(p: bytes, what: str) -> int:
     """Decode a payload that is exactly one u32."""
     _need(p, 4, what)
-    return struct.unpack("<I", p)[0]
+    return int(struct.unpack("<I", p)[0])
 
 
 def u8(p: bytes, what: str) -> int:

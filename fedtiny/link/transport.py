@@ -63,7 +63,7 @@ class SerialTransport:
 
         try:
             self.ser.timeout = max(timeout, 0.0)
-            first = self.ser.read(1)
+            first: bytes = self.ser.read(1)
             if not first:
                 return b""
             n = self.ser.in_waiting

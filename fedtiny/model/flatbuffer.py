@@ -22,7 +22,7 @@ from fedtiny.ondevice.head import Int8Head
 from fedtiny.ondevice.tail import HeadTail, TailOp
 
 _FULLY_CONNECTED = fb.BuiltinOperator.FULLY_CONNECTED
-_OP_NAMES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+_OP_NAMES: dict[int, str] = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
 
 
@@ -137,7 +137,8 @@ def _buffer_view(model: fb.Model, tensor: fb.Tensor, dtype: type) -> np.ndarray:
     buf = model.Buffers(tensor.Buffer())
     if buf.DataLength() == 0:
         raise ModelError(f"tensor '{tensor.Name().decode()}' has no constant data")
-    return buf.DataAsNumpy().view(dtype)
+    data: np.ndarray = buf.DataAsNumpy()
+    return data.view(dtype)
 
 
 def _check_full_integer(model: fb.Model, refs: _HeadRefs) -> None:

@@ -111,4 +111,5 @@ class Int8Runner:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class predictions: argmax of the model's own output (through its SOFTMAX etc.), ties to the lowest."""
         self.run(x)
-        return np.argmax(np.stack(self.final), axis=-1)
+        classes: np.ndarray = np.argmax(np.stack(self.final), axis=-1)
+        return classes

@@ -88,6 +88,9 @@ def convert_keras(
     from fedtiny.model.flatbuffer import read_head
 
     def float_predict(x: np.ndarray) -> np.ndarray:
-        return np.argmax(model.predict(x.astype(np.float32), batch_size=256, verbose=0), axis=-1)
+        classes: np.ndarray = np.argmax(
+            model.predict(x.astype(np.float32), batch_size=256, verbose=0), axis=-1
+        )
+        return classes
 
     return UserModel(tflite, io, p, (), read_head(tflite).num_classes, float_predict)

@@ -43,23 +43,23 @@ class _FB:
 
     def i8(self, pos: int) -> int:
         self._need(pos, 1, "i8")
-        return struct.unpack_from("<b", self.b, pos)[0]
+        return int(struct.unpack_from("<b", self.b, pos)[0])
 
     def u16(self, pos: int) -> int:
         self._need(pos, 2, "u16")
-        return struct.unpack_from("<H", self.b, pos)[0]
+        return int(struct.unpack_from("<H", self.b, pos)[0])
 
     def i32(self, pos: int) -> int:
         self._need(pos, 4, "i32")
-        return struct.unpack_from("<i", self.b, pos)[0]
+        return int(struct.unpack_from("<i", self.b, pos)[0])
 
     def u32(self, pos: int) -> int:
         self._need(pos, 4, "u32")
-        return struct.unpack_from("<I", self.b, pos)[0]
+        return int(struct.unpack_from("<I", self.b, pos)[0])
 
     def u64(self, pos: int) -> int:
         self._need(pos, 8, "u64")
-        return struct.unpack_from("<Q", self.b, pos)[0]
+        return int(struct.unpack_from("<Q", self.b, pos)[0])
 
     def table(self, pos: int) -> _Table:
         vt = pos - self.i32(pos)
