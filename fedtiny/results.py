@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 
 @dataclass
@@ -50,7 +51,7 @@ class RoundRow:
     group_accuracy_lo: dict[str, float] = field(default_factory=dict)
     group_accuracy_hi: dict[str, float] = field(default_factory=dict)
 
-    def flat(self) -> dict[str, Any]:
+    def flat(self) -> dict[str, int | float]:
         """CSV columns: ``accuracy_<group>`` per group; every ``X_lo``/``X_hi`` right after its ``X`` (left out
         where ``X`` itself is not measured, NaN: a baseline that did not run)."""
         d = asdict(self)
@@ -61,7 +62,7 @@ class RoundRow:
             d[f"accuracy_{g}_lo"] = glo.get(g, nan)
             d[f"accuracy_{g}_hi"] = ghi.get(g, nan)
         bounds = {k for k in d if k.endswith(("_lo", "_hi")) and k[:-3] in d}
-        out: dict[str, Any] = {}
+        out: dict[str, int | float] = {}
         for k, v in d.items():
             if k in bounds:
                 continue
@@ -82,7 +83,7 @@ def write_rounds_csv(rows: list[RoundRow], path: Path) -> None:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def write_summary(summary: dict[str, Any], path: Path) -> None:
+def write_summary(summary: Mapping[str, object], path: Path) -> None:
     path.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
 
 
@@ -154,7 +155,22 @@ def plot_accuracy(
     plt.close(fig)
 
 
-def accuracy_intervals(rows: list[RoundRow]) -> dict[str, Any]:
+class AccuracyIntervals(TypedDict, total=False):
+    """summary.json's 95% intervals of the initial and final accuracies (empty without rounds)."""
+
+    initial_accuracy_lo: float
+    initial_accuracy_hi: float
+    final_accuracy_lo: float
+    final_accuracy_hi: float
+    final_accuracy_global_lo: float
+    final_accuracy_global_hi: float
+    group_accuracy_initial_lo: dict[str, float]
+    group_accuracy_initial_hi: dict[str, float]
+    group_accuracy_final_lo: dict[str, float]
+    group_accuracy_final_hi: dict[str, float]
+
+
+def accuracy_intervals(rows: list[RoundRow]) -> AccuracyIntervals:
     """summary.json: the 95% intervals of its initial/final accuracies, overall and per group."""
     if not rows:
         return {}
@@ -173,32 +189,48 @@ def accuracy_intervals(rows: list[RoundRow]) -> dict[str, Any]:
     }
 
 
-def evaluation_info(fleet_dir: Path, test_samples: int, comparison_devices: int) -> dict[str, Any]:
+class EvaluationInfo(TypedDict):
+    """summary.json ``evaluation``; ``classes`` and ``held_out_per_condition_class`` for a generated fleet."""
+
+    interval: str
+    test_samples_per_device: int
+    comparison_devices: int
+    condition_variants: int
+    classes: NotRequired[int]
+    held_out_per_condition_class: NotRequired[int]
+    note: str
+
+
+def evaluation_info(fleet_dir: Path, test_samples: int, comparison_devices: int) -> EvaluationInfo:
     """summary.json ``evaluation``: what the accuracies are measured on and how their intervals are made."""
     import numpy as np
 
     meta = json.loads((fleet_dir / "layout.json").read_text())
     shape = np.load(fleet_dir / "pool_feats.npy", mmap_mode="r").shape
-    out: dict[str, Any] = {
-        "interval": "95%: two-way cluster-robust over devices and test samples, Wilson at the effective sample "
-        "size (docs/drift-events.md, Uncertainty)",
-        "test_samples_per_device": int(meta.get("test", test_samples)),
-        "comparison_devices": comparison_devices,
-        "condition_variants": int(shape[0]),
-    }
+    interval = (
+        "95%: two-way cluster-robust over devices and test samples, Wilson at the effective sample "
+        "size (docs/drift-events.md, Uncertainty)"
+    )
+    samples, variants = int(meta.get("test", test_samples)), int(shape[0])
     if len(shape) == 4:  # generated: a held-out part of every (condition, class) pool, shared by all devices
         p = int(shape[2])
         held = max(1, p // 4) if p > 1 else 1
-        out.update(
-            {
-                "classes": int(shape[1]),
-                "held_out_per_condition_class": held,
-                "note": f"every device's test samples are drawn from the same {held} held-out samples per (condition "
-                f"variant, class) (the last quarter of fleet.pool_per_class = {p}), so devices share test "
-                f"samples: absolute accuracies carry the uncertainty of that pool, which the intervals include; "
-                f"raise fleet.pool_per_class to narrow them",
-            }
-        )
-    else:  # recorded: every device tests on its own latest examples
-        out["note"] = "every device tests on its own latest recorded examples (no sharing between devices)"
-    return out
+        return {
+            "interval": interval,
+            "test_samples_per_device": samples,
+            "comparison_devices": comparison_devices,
+            "condition_variants": variants,
+            "classes": int(shape[1]),
+            "held_out_per_condition_class": held,
+            "note": f"every device's test samples are drawn from the same {held} held-out samples per (condition "
+            f"variant, class) (the last quarter of fleet.pool_per_class = {p}), so devices share test "
+            f"samples: absolute accuracies carry the uncertainty of that pool, which the intervals include; "
+            f"raise fleet.pool_per_class to narrow them",
+        }
+    return {  # recorded: every device tests on its own latest examples
+        "interval": interval,
+        "test_samples_per_device": samples,
+        "comparison_devices": comparison_devices,
+        "condition_variants": variants,
+        "note": "every device tests on its own latest recorded examples (no sharing between devices)",
+    }
