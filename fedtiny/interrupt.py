@@ -20,9 +20,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Self
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Self, TypeVar, TypeVarTuple
 
 import psutil
+
+if TYPE_CHECKING:
+    from flwr.app import Message
+    from flwr.serverapp import Grid
+
+#: a signal's disposition as ``signal.getsignal`` returns it (restored on exit)
+SignalHandler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
+_R = TypeVar("_R")
+_Args = TypeVarTuple("_Args")
 
 SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
 #: the signals a run stops on: SIGHUP (a closed terminal) as SIGTERM
@@ -55,9 +65,10 @@ class StopSignal:
         self.grace_s = grace_s
         self.on_force = on_force
         self.raise_now = True  # before the rounds: raise in the main thread
-        self.plan: Any = None  # the run's RunPlan once prepared (on_force writes its results)
+        # the run's RunPlan once prepared (on_force writes its results): fedtiny.plan is a higher layer
+        self.plan: Any = None
         self.writing = threading.Event()  # the results of the rounds done are being written (not forced)
-        self._old: dict[int, Any] = {}
+        self._old: dict[int, SignalHandler] = {}
         self._forcing = threading.Lock()
         self.started: list[psutil.Process] = []
         self.on_first: list[Callable[[], None]] = []  # called in the handler at the first signal (cheap)
@@ -84,7 +95,7 @@ class StopSignal:
             signal.signal(sig, self._handle)
 
     # -- the handler -----------------------------------------------------------------------------
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if (
             self.event.is_set()
         ):  # a second signal: stop now, unless the results of the rounds done are being written
@@ -178,12 +189,12 @@ class StoppableGrid:
     within 2% of the time it took (a 0.8 s round of 100,000 devices: within 16 ms, where a doubling backoff
     had reached 0.1 s), and a long wait costs at most 1 / ``poll_s`` pulls a second."""
 
-    def __init__(self, grid: Any, stop: StopSignal | StopFile | None, poll_s: float = 0.1) -> None:
+    def __init__(self, grid: Grid, stop: StopSignal | StopFile | None, poll_s: float = 0.1) -> None:
         self._grid = grid
         self._stop = stop
         self._poll_s = poll_s
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # the rest of Flower's Grid, as it is
         return getattr(self._grid, name)
 
     def _check(self) -> None:
@@ -194,12 +205,12 @@ class StoppableGrid:
         self._check()
         return self._grid.get_node_ids()
 
-    def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         """Grid.send_and_receive, checking for a stop while it waits for the replies."""
         self._check()
         ids = set(self._grid.push_messages(messages))
         end = None if timeout is None else time.time() + timeout
-        out: list[Any] = []
+        out: list[Message] = []
         start = time.time()
         while ids and (end is None or time.time() < end):
             self._check()
@@ -216,10 +227,10 @@ class StoppableGrid:
         return out
 
 
-def stoppable_handler(handle: Callable[..., Any], stop: StopSignal) -> Callable[..., Any]:
+def stoppable_handler(handle: Callable[[*_Args], _R], stop: StopSignal) -> Callable[[*_Args], _R]:
     """The inline engine's gateway call, checking for a stop before and after each gateway."""
 
-    def call(*args: Any) -> Any:
+    def call(*args: *_Args) -> _R:
         stop.check()
         out = handle(*args)
         stop.check()

@@ -9,9 +9,9 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fedtiny.errors import FedTinyError
 from fedtiny.jsonl import Tail
@@ -61,7 +61,7 @@ def encode(rec: Record) -> dict[str, object]:
     return {"stopped": True}
 
 
-def decode(line: dict[str, Any]) -> Record | None:
+def decode(line: Mapping[str, object]) -> Record | None:
     """The record of one channel line; None for a line this version does not know."""
 
     def num(key: str) -> float:
@@ -73,9 +73,10 @@ def decode(line: dict[str, Any]) -> Record | None:
         return RunDone(int(n) if isinstance(n, int) else 0)
     if line.get("stopped"):
         return RunStopped()
-    if isinstance(line.get("round"), int):
+    r = line.get("round")
+    if isinstance(r, int):
         return RoundRecord(
-            int(line["round"]),
+            int(r),
             int(num("rounds")) if math.isfinite(num("rounds")) else 0,
             num("accuracy"),
             num("accuracy_global"),

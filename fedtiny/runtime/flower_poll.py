@@ -25,7 +25,11 @@ import os
 import threading
 import time
 from queue import Queue
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flwr.app import Message
+    from flwr.server.superlink.linkstate import LinkState
 
 #: seconds between looks (at least)
 POLL_S = 0.005
@@ -33,7 +37,9 @@ POLL_S = 0.005
 FLOWER_SOURCE_SHA256 = "953f4bd41a931a7779a4a670ab17b633f6e20b08a0128535328674466419777a"
 
 
-def add_messages_to_queue(state: Any, queue: Queue[Any], nodes_mapping: Any, f_stop: threading.Event) -> None:
+def add_messages_to_queue(
+    state: LinkState, queue: Queue[Message], nodes_mapping: dict[int, int], f_stop: threading.Event
+) -> None:
     """Flower's loop (put each node's next message in the queue), waiting POLL_S between looks."""
     while not f_stop.is_set():
         t0 = time.perf_counter()

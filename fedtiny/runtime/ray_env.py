@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 #: the value of ``RAY_RUNTIME_ENV_HOOK`` that adds :func:`block_tensorflow` to every Ray worker
@@ -34,6 +35,6 @@ def block_tensorflow() -> None:
     logging.getLogger("flwr").addFilter(lambda record: "Manually terminating" not in record.getMessage())
 
 
-def set_hook_env(environ: Any = os.environ) -> None:
+def set_hook_env(environ: MutableMapping[str, str] = os.environ) -> None:
     """Name :data:`HOOK` in ``RAY_RUNTIME_ENV_HOOK`` unless the user set one of their own."""
     environ.setdefault("RAY_RUNTIME_ENV_HOOK", HOOK)

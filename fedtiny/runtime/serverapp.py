@@ -38,9 +38,8 @@ def make_server_app(plan: RunPlan) -> ServerApp:
         from fedtiny.server.transports import FlowerTransport
 
         # Ctrl-C/SIGTERM (plan.stop) end the rounds at the next exchange; replies are seen within milliseconds
-        grid = StoppableGrid(grid, plan.stop)  # type: ignore[assignment]
         try:
-            plan.server.run(FlowerTransport(grid))
+            plan.server.run(FlowerTransport(StoppableGrid(grid, plan.stop)))
         except Exception as exc:
             plan.error = exc
             if isinstance(exc, RunInterrupted):  # a clean end for Flower: it stops the engine at once

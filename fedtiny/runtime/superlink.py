@@ -31,6 +31,7 @@ import psutil
 import fedtiny
 from fedtiny import lifeline
 from fedtiny.errors import FedTinyError
+from fedtiny.interrupt import StopSignal
 from fedtiny.runtime import channel
 from fedtiny.runtime.ray_env import HOOK
 
@@ -94,7 +95,7 @@ class SimulationRuntime:
         cpus_per_gateway: float,
         ray_address: str = "",
         verbose: bool = False,
-        stop: Any = None,
+        stop: StopSignal | None = None,
     ) -> None:
         self.out_dir = out_dir.resolve()
         self.gateways = gateways
@@ -192,7 +193,7 @@ class SimulationRuntime:
         return text
 
     @staticmethod
-    def _json(text: str) -> dict[str, Any]:
+    def _json(text: str) -> dict[str, Any]:  # `flwr ... --format json`: Flower's JSON
         start = text.find("{")
         try:
             return dict(json.loads(text[start:])) if start >= 0 else {}
