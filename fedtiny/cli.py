@@ -232,7 +232,12 @@ def export(
 
 @cli.command()
 def init(
-    model: Path = typer.Option(..., "--model", help="your int8 .tflite classifier"),
+    model: Path = typer.Option(
+        ...,
+        "--model",
+        help="your int8 .tflite classifier, or a Keras one (.keras/.h5): converted to int8 as `fedtiny run` "
+        "does, TensorFlow's output going to OUT's NAME.init.log",
+    ),
     data: Path = typer.Option(
         ..., "--data", help="your recordings: a .npz file, a folder of class folders, or a .csv file"
     ),

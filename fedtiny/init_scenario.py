@@ -14,6 +14,11 @@ from fedtiny.errors import DataError
 from fedtiny.init_probe import SCORE_RULE, FeatureBank, ProbeResult, federated_probe
 from fedtiny.model.user import UserModel, load_tflite
 
+#: model files `init` converts with TensorFlow, as `fedtiny run` does for ``[model] keras``
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+#: how many recordings (a seeded sample) calibrate a Keras model's int8 conversion (fedtiny/fleet/user_data.py)
+KERAS_REPRESENTATIVE = 300
+
 Log = Callable[[str], Any]
 
 #: the common keyword-spotting front end gives this input (16 kHz, 1 s, 30 ms frames, 20 ms step, 10 MFCCs)
@@ -36,11 +41,15 @@ class Inspection:
     probe: ProbeResult | None = None  # the federated probe (None: skipped, or too little data)
     probe_note: str = ""  # why there is no probe
     seed: int = 0
+    keras_note: str = ""  # what init did with a Keras model ("": a .tflite model)
 
 
-def _front_end(um: UserModel, rec: Recordings) -> tuple[str, str]:
-    """The front end that turns these recordings into this model's inputs, and why."""
-    want = tuple(d for d in um.io.input_shape[1:])
+def is_keras(model: Path) -> bool:
+    return model.suffix.lower() in KERAS_SUFFIXES
+
+
+def _front_end(want: tuple[int, ...], rec: Recordings) -> tuple[str, str]:
+    """The front end that turns these recordings into inputs of a model taking ``want`` (no batch axis), and why."""
     first = np.asarray(rec.raw[0])
     if int(np.prod(first.shape)) == int(np.prod(want)):
         return "none", f"the recordings have the model's input size ({list(first.shape)} -> {list(want)})"
@@ -78,22 +87,83 @@ def partition_devices(rec: Recordings) -> int:
     return max(2, min(100, len(rec) // 40))
 
 
-def inspect(model: Path, data: Path, seed: int = 0, probe: bool = True, log: Log | None = None) -> Inspection:
-    """Model, data, front end, class order, on-device learning rate and (``probe``) the federated recipe."""
+def _keras_model(
+    model: Path, data: Path, seed: int, tf_log: Path | None
+) -> tuple[UserModel, Recordings, str, str, str]:
+    """A Keras model converted to full-integer int8 exactly as `fedtiny run` converts ``[model] keras``
+    (:func:`fedtiny.fleet.user_data.load_user_model_and_data`: a seeded sample of the recordings, through the
+    front end, calibrates it), TensorFlow's output going to ``tf_log``: the model, recordings, front end, why,
+    and what was done (one line)."""
+    from fedtiny.config.schema import DataSection
+    from fedtiny.fleet.user_data import InputMaker
+    from fedtiny.model.quiet import log_to
+    from fedtiny.model.user import convert_keras
+
+    if not model.is_file():  # before the data are read: the first thing wrong is named
+        from fedtiny.errors import ModelError
+
+        raise ModelError(f"{model}: model file not found")
+    rec = load_recordings(data, seed=seed)
+    fe: list[tuple[str, str]] = []
+
+    def representative(shape: tuple[int, ...]) -> np.ndarray:
+        fe.append(_front_end(shape, rec))
+        if rec.is_int8:
+            raise DataError(
+                f"{data}: int8 inputs cannot calibrate a Keras model's conversion; give float inputs"
+            )
+        d = DataSection()
+        d.front_end = fe[0][0]
+        idx = np.sort(
+            np.random.default_rng([seed, 0x4E9]).permutation(len(rec))[:KERAS_REPRESENTATIVE]
+        )  # the run's sample (fedtiny/fleet/user_data.py)
+        return np.asarray(InputMaker(d, seed, rec)(idx), dtype=np.float32)
+
+    with log_to(tf_log):
+        um = convert_keras(model, representative, lambda _: None)
+    n = min(len(rec), KERAS_REPRESENTATIVE)
+    where = f"; TensorFlow's output in {tf_log}" if tf_log is not None else ""
+    note = (
+        f"model: converted {model.name} to full-integer int8 as `fedtiny run` does ({len(um.tflite)} bytes, "
+        f"head {um.io.head_path}, calibrated on {n} recordings, a seeded sample); the probes use it and the "
+        f"scenario names the Keras file ([model] keras), which each run converts the same way{where}"
+    )
+    return um, rec, fe[0][0], fe[0][1], note
+
+
+def inspect(
+    model: Path,
+    data: Path,
+    seed: int = 0,
+    probe: bool = True,
+    log: Log | None = None,
+    tf_log: Path | None = None,
+) -> Inspection:
+    """Model, data, front end, class order, on-device learning rate and (``probe``) the federated recipe.
+
+    A Keras model (:data:`KERAS_SUFFIXES`) is converted to int8 first, TensorFlow's output going to ``tf_log``.
+    """
     import dataclasses
 
     from fedtiny.data import detect_format
     from fedtiny.fleet.recorded import device_streams
     from fedtiny.fleet.user_data import recording_times
 
-    um = load_tflite(model)
-    rec = load_recordings(data, classes=um.classes, seed=seed)
+    keras_note = ""
+    if is_keras(model):
+        um, rec, fe, note, keras_note = _keras_model(model, data, seed, tf_log)
+        if log is not None:
+            log(keras_note)
+    else:
+        um = load_tflite(model)
+        rec = load_recordings(data, classes=um.classes, seed=seed)
     if int(rec.y.max(initial=0)) >= um.num_classes:
         raise DataError(
             f"{data}: the data has {len(rec.classes)} classes ({', '.join(rec.classes[:12])}), the model "
             f"{model} has {um.num_classes} outputs"
         )
-    fe, note = _front_end(um, rec)
+    if not keras_note:
+        fe, note = _front_end(tuple(um.io.input_shape[1:]), rec)
     bank = FeatureBank(um, rec, fe)
     classes, class_note, alternative = _class_order(um, rec, bank, seed)
     if log is not None:
@@ -114,7 +184,9 @@ def inspect(model: Path, data: Path, seed: int = 0, probe: bool = True, log: Log
         str(data),
     )
     lr, lr_note = _probe_lr(um, bank, y, streams, seed)
-    ins = Inspection(um, rec, fe, note, classes, class_note, lr, lr_note, alternative, seed=seed)
+    ins = Inspection(
+        um, rec, fe, note, classes, class_note, lr, lr_note, alternative, seed=seed, keras_note=keras_note
+    )
     if not probe:
         return dataclasses.replace(ins, probe_note="not probed (fedtiny init --no-probe)")
     res = federated_probe(
@@ -290,7 +362,8 @@ def scenario_text(ins: Inspection, model: Path, data: Path, out: Path) -> str:
     rounds = 20
     lines = [
         f"# Written by `fedtiny init` for {model.name} and {data.name}. Run it with: fedtiny run {out.name}",
-        f"# Model: {um.io.head_path}, input {um.io.input_dtype} {list(um.io.input_shape)}, {len(um.tflite)} bytes.",
+        f"# Model: {um.io.head_path}, input {um.io.input_dtype} {list(um.io.input_shape)}, {len(um.tflite)} bytes"
+        + (" (converted to int8 from Keras)." if ins.keras_note else "."),
         f"# Data: {len(rec)} examples, {len(rec.classes)} classes"
         + (f", {devices} devices (about {per_device:.0f} examples each)." if devices else ", no device ids."),
         f'name = "{out.stem}"',
@@ -298,8 +371,15 @@ def scenario_text(ins: Inspection, model: Path, data: Path, out: Path) -> str:
         f"rounds = {rounds}  # each device's training examples arrive in time order over these rounds",
         "",
         "[model]",
-        f"tflite = {_q(rel(model))}",
     ]
+    if ins.keras_note:
+        lines.append(
+            "# a Keras model: each run converts it to full-integer int8, calibrated on a seeded sample of "
+            f"{min(len(rec), KERAS_REPRESENTATIVE)} recordings"
+        )
+        lines.append(f"keras = {_q(rel(model))}")
+    else:
+        lines.append(f"tflite = {_q(rel(model))}")
     lines.append(f"# {ins.class_note}")
     lines.append("classes = [" + ", ".join(_q(c) for c in ins.classes) + "]")
     if ins.class_alternative:
@@ -398,10 +478,20 @@ def _relpath(path: Path, start: Path) -> str:
         return str(path)
 
 
+def init_log(out: Path) -> Path:
+    """Where `init` puts TensorFlow's output (a Keras model): beside the scenario, ``NAME.init.log``."""
+    return out.with_name(out.stem + ".init.log")
+
+
 def write_scenario(
     model: Path, data: Path, out: Path, seed: int = 0, probe: bool = True, log: Log | None = None
 ) -> Inspection:
-    ins = inspect(model, data, seed=seed, probe=probe, log=log)
+    tf_log = None
+    if is_keras(model):
+        tf_log = init_log(out)
+        tf_log.parent.mkdir(parents=True, exist_ok=True)
+        tf_log.write_text("")  # this init's output only
+    ins = inspect(model, data, seed=seed, probe=probe, log=log, tf_log=tf_log)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(scenario_text(ins, model, data, out))
     return ins

@@ -24,6 +24,7 @@ import numpy as np
 
 from fedtiny.errors import ModelError
 from fedtiny.model.flatbuffer import read_head
+from fedtiny.model.quiet import quiet
 from fedtiny.tasks import get_task
 
 PIPELINE_VERSION = "1"
@@ -72,7 +73,8 @@ def tensorflow_version() -> str:
             return version(dist)
         except PackageNotFoundError:
             continue
-    import tensorflow as tf  # an unusual install: ask the module itself
+    with quiet():
+        import tensorflow as tf  # an unusual install: ask the module itself
 
     return str(tf.__version__)
 
@@ -96,6 +98,7 @@ def factory_data(spec: ModelSpec, n: int, stream: int) -> tuple[np.ndarray, np.n
     return task.generate(labels, rng, task.default_condition()), labels
 
 
+@quiet()  # TensorFlow's output goes to the log file (fedtiny.model.quiet)
 def convert_to_int8(model: Any, input_shape: tuple[int, ...], rep: np.ndarray) -> bytes:
     """Full-integer int8 .tflite (int8 input and output) of a Keras model, calibrated on ``rep`` inputs."""
     import keras
@@ -115,23 +118,23 @@ def convert_to_int8(model: Any, input_shape: tuple[int, ...], rep: np.ndarray) -
 
 def train_and_convert(spec: ModelSpec, log: Any = print) -> tuple[bytes, float]:
     """Train on factory data and convert; returns (int8 .tflite bytes, float test accuracy)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
+    with quiet():  # TensorFlow's output goes to the log file (fedtiny.model.quiet)
+        import keras
+        import tensorflow as tf
 
-    keras.utils.set_random_seed(spec.seed)
-    tf.config.experimental.enable_op_determinism()
-    task = get_task(spec.task, **spec.task_params)
-    x, y = factory_data(spec, spec.factory_samples, 0)
-    xt, yt = factory_data(spec, spec.test_samples, 1)
-    model = task.build_model(head_inputs=spec.head_inputs)
-    model.compile(
-        optimizer=keras.optimizers.Adam(spec.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(x, y, epochs=spec.epochs, batch_size=spec.batch_size, verbose=0, shuffle=True)
-    float_acc = float(np.mean(np.argmax(model.predict(xt, batch_size=256, verbose=0), axis=-1) == yt))
+        keras.utils.set_random_seed(spec.seed)
+        tf.config.experimental.enable_op_determinism()
+        task = get_task(spec.task, **spec.task_params)
+        x, y = factory_data(spec, spec.factory_samples, 0)
+        xt, yt = factory_data(spec, spec.test_samples, 1)
+        model = task.build_model(head_inputs=spec.head_inputs)
+        model.compile(
+            optimizer=keras.optimizers.Adam(spec.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        model.fit(x, y, epochs=spec.epochs, batch_size=spec.batch_size, verbose=0, shuffle=True)
+        float_acc = float(np.mean(np.argmax(model.predict(xt, batch_size=256, verbose=0), axis=-1) == yt))
     log(f"base model: float accuracy {float_acc:.4f} on {len(yt)} clean factory test samples")
     return convert_to_int8(model, task.input_shape, x[: spec.representative_samples]), float_acc
 

@@ -6,7 +6,6 @@ path to the output, int8 or float input/output) and every refusal is one line na
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,24 +53,63 @@ def load_tflite(path: str | Path) -> UserModel:
     return UserModel(data, io, p, metadata_classes(data), read_head(data).num_classes)
 
 
+#: how a readable Keras file begins: a ``.keras`` file is a zip archive, an ``.h5`` file an HDF5 file
+KERAS_MAGIC = {".keras": b"PK\x03\x04", ".h5": b"\x89HDF\r\n\x1a\n", ".hdf5": b"\x89HDF\r\n\x1a\n"}
+
+
+def check_keras_file(p: Path) -> None:
+    """ModelError naming ``p`` when it cannot be a whole Keras model (Keras's own message for a truncated
+    ``.keras`` file is a misleading "File not found")."""
+    magic = KERAS_MAGIC.get(p.suffix.lower())
+    if magic is None:
+        raise ModelError(f"{p}: not a Keras model file (.keras or .h5)")
+    try:
+        with p.open("rb") as f:
+            head = f.read(len(magic))
+    except OSError as exc:
+        raise ModelError(f"{p}: cannot read the Keras model ({exc.strerror or exc})") from None
+    if head != magic:
+        kind = "zip archive" if p.suffix.lower() == ".keras" else "HDF5 file"
+        raise ModelError(f"{p}: not a Keras model: the file is not a {kind} (damaged or not a Keras save)")
+    if p.suffix.lower() == ".keras":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(p) as z:
+                bad = z.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError):
+            bad = "?"
+        if bad is not None:
+            raise ModelError(f"{p}: not a Keras model: the zip archive is truncated or damaged")
+
+
 def convert_keras(
-    path: str | Path, representative: np.ndarray, log: Callable[[str], Any] = print
+    path: str | Path,
+    representative: np.ndarray | Callable[[tuple[int, ...]], np.ndarray],
+    log: Callable[[str], Any] = print,
 ) -> UserModel:
     """Convert a user's Keras classifier to full-integer int8 (int8 input and output, batch size 1), with
-    ``representative`` model inputs (float32, drawn from the user's data) calibrating the activations."""
+    ``representative`` model inputs (float32, drawn from the user's data; or a function of the model's input
+    shape that makes them) calibrating the activations."""
     p = Path(path)
     if not p.exists():
         raise ModelError(f"{p}: model file not found")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    check_keras_file(p)
+    from fedtiny.model.quiet import quiet
 
     try:
-        model = keras.models.load_model(p, compile=False)
+        with quiet():  # TensorFlow's output goes to the log file (fedtiny.model.quiet)
+            import keras
+
+            model = keras.models.load_model(p, compile=False)
     except Exception as exc:  # keras raises many kinds for a file it cannot read
-        raise ModelError(
-            f"{p}: cannot load the Keras model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
+        why = str(exc).splitlines()[0][:200] if str(exc).strip() else ""
+        if "file not found" in why.lower():  # Keras's words for a file it cannot parse: misleading
+            why = "damaged or not a Keras save"
+        raise ModelError(f"{p}: cannot load the Keras model ({why or type(exc).__name__})") from None
     shape = tuple(int(d) for d in model.input_shape[1:])
+    if callable(representative):  # inputs made for the model's input shape
+        representative = representative(shape)
     if tuple(representative.shape[1:]) != shape:
         raise ModelError(
             f"{p}: the model takes inputs of shape {list(shape)}, the data gives "
@@ -88,9 +126,10 @@ def convert_keras(
     from fedtiny.model.flatbuffer import read_head
 
     def float_predict(x: np.ndarray) -> np.ndarray:
-        classes: np.ndarray = np.argmax(
-            model.predict(x.astype(np.float32), batch_size=256, verbose=0), axis=-1
-        )
+        with quiet():
+            classes: np.ndarray = np.argmax(
+                model.predict(x.astype(np.float32), batch_size=256, verbose=0), axis=-1
+            )
         return classes
 
     return UserModel(tflite, io, p, (), read_head(tflite).num_classes, float_predict)
