@@ -139,7 +139,7 @@ def run(
     from fedtiny.runner import run_scenario
 
     lifeline.guard()  # whatever this run starts dies with it, however it ends (fedtiny.lifeline)
-    prog = RoundProgress(s.rounds)
+    prog = RoundProgress(s.rounds, "base condition" if s.data.path else "factory test set")
     # Ctrl-C / SIGTERM / SIGHUP: the rounds stop at the next exchange, the results of the rounds done are written,
     # every process the run started ends, exit 130 / 143 (fedtiny.interrupt)
     stop = StopSignal(on_force=lambda signum: _forced_stop(stop, prog, out_dir, signum))
@@ -172,7 +172,11 @@ def run(
         lock.release()
         _fail(exc)
     lock.release()
-    typer.echo(
+    from fedtiny.report.verdict import falling, learning_hurt
+
+    for hurt in learning_hurt(summary):  # said first: the run's most important finding
+        _say(f"warning: {hurt.text()}")
+    _say(
         f"done: accuracy on the devices' data {100 * summary['initial_accuracy']:.1f}% -> "
         f"{100 * summary['final_accuracy']:.1f}% in {summary['rounds']} rounds ({summary['wall_seconds']} s); results in {out_dir}"
     )
@@ -188,15 +192,18 @@ def run(
         if never:
             r = never[0]
             seen = int(r.get("end", s.rounds)) - int(r["at"]) + 1
-            typer.echo(
-                f"never: not back to {round(100 * s.eval.recover)}% of the pre-drift accuracy within the {seen} rounds "
-                f"after the drift (the static model never learns); more rounds show whether it comes back "
-                f"(--set rounds={max(2 * s.rounds, int(r['at']) + 20)})"
+            rounds = "round" if seen == 1 else "rounds"
+            line = (
+                f"never: not back to {round(100 * s.eval.recover)}% of the pre-drift accuracy within the {seen} "
+                f"{rounds} after the drift (the static model never learns); "
             )
+            if falling(r):  # more rounds would only show more of the fall
+                line += f"still falling: try smaller on-device steps (--set train.lr={s.train.lr / 2:g})"
+            else:
+                line += f"more rounds show whether it comes back (--set rounds={max(2 * s.rounds, int(r['at']) + 20)})"
+            _say(line)
     if (out_dir / "report.html").is_file():
-        typer.echo(
-            f"report: {out_dir / 'report.html'} (the answer with 95% intervals, plots, what to try next)"
-        )
+        _say(f"report: {out_dir / 'report.html'} (the answer with 95% intervals, plots, what to try next)")
 
 
 @cli.command()
@@ -341,6 +348,15 @@ def _log_to_file(path: Path, verbose: bool) -> Iterator[None]:
             lg.handlers[:] = handlers
             lg.propagate = propagate
         handler.close()
+
+
+def _say(text: str) -> None:
+    """A console line wrapped at 79 columns between words (never inside one, nor inside an option)."""
+    import textwrap
+
+    keep = text.replace("--set ", "--set\x00")  # an option and its value stay on one line
+    wrapped = textwrap.fill(keep, 79, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+    typer.echo(wrapped.replace("\x00", " "))
 
 
 def _group_sizes(summary: dict[str, Any]) -> str:

@@ -166,6 +166,7 @@ def prepare_run(
     """
     from fedtiny.model.flatbuffer import read_head
 
+    started = time.time()  # the user's wall time counts from here, preparation included
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         for old in (out_dir / "checkpoint").glob("*") if (out_dir / "checkpoint").exists() else []:
@@ -192,15 +193,16 @@ def prepare_run(
                 tflite,
                 out_dir,
                 log=log,
-                tail=read_tail(tflite).to_list(),
+                tail=read_tail(tflite),
                 per_tensor=model_io(tflite).per_tensor,
             )
     if not resume:
         (out_dir / "scenario.resolved.toml").write_text(scenario_to_toml(s))
     head = read_head(tflite)
     meta = {**base_meta, "budget": check_budget(s, head.num_classes, head.num_features)}
-    _save_resolved(out_dir, ResolvedRun(s, stages, layout, meta))
-    return _run_plan(ResolvedRun(s, stages, layout, meta), out_dir, tflite, log, progress, resume, stop_after)
+    resolved = ResolvedRun(s, stages, layout, meta, started)
+    _save_resolved(out_dir, resolved)
+    return _run_plan(resolved, out_dir, tflite, log, progress, resume, stop_after)
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,7 @@ class ResolvedRun:
     stages: StageInputs
     layout: FleetLayout
     base_meta: dict[str, Any]
+    started: float  # when the driver started preparing: the run's wall time counts from here
 
 
 #: the resolved plan of a prepared run directory (a pickle: written and read by the same installed fedtiny)
@@ -265,4 +268,4 @@ def _run_plan(
             log(f"resume: continuing after round {server.round} of {r.scenario.rounds}")
         else:
             log("resume: no checkpoint found, starting from round 1")
-    return RunPlan(r.scenario, r.stages, out_dir, tflite, r.layout, r.base_meta, server)
+    return RunPlan(r.scenario, r.stages, out_dir, tflite, r.layout, r.base_meta, server, started=r.started)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fedtiny.report.words import Rich, code, finite, plain
+from fedtiny.report.verdict import falling
+from fedtiny.report.words import Rich, code, finite, pct, plain
 
 if TYPE_CHECKING:
     from fedtiny.config import Scenario
@@ -114,7 +115,21 @@ def _drift_tips(s: Scenario, summary: dict[str, Any], not_back: list[dict[str, A
     done = int(summary.get("rounds_done", s.rounds))
     seen = int(f.get("end", done)) - int(f["at"]) + 1
     longer = max(2 * s.rounds, int(f["at"]) + 20)
-    tips: list[Rich] = [
+    if falling(f):  # running longer would only show more of the fall
+        tips: list[Rich] = [
+            (
+                plain(
+                    f"Federated learning kept falling on the drifted group after its drift ({pct(f.get('after_drift'))} "
+                    f"right after, {pct(f.get('recovered_accuracy'))} {seen} rounds later): smaller on-device steps ("
+                ),
+                code(f"--set train.lr={float(s.train.lr) / 2:g}"),
+                plain(") or a local head blended into the shared one ("),
+                _PERSONALIZE,
+                plain(") before running longer."),
+            )
+        ]
+        return tips
+    tips = [
         (
             plain(
                 f"Federated learning did not win the drifted group back in the {seen} rounds after its drift: "

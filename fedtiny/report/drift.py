@@ -229,23 +229,42 @@ def comparison(metrics: dict[str, Any], curves: dict[str, dict[str, Curve]]) -> 
     return rows
 
 
+#: (summary key, column header) of the console's comparison table
+_TABLE = (
+    ("event", "group"),
+    ("method", "method"),
+    ("pre_drift", "before"),
+    ("drop", "drop"),
+    ("rounds_to_recover", "recovery"),
+    ("auc", "AUC"),
+    ("forgetting", "forgot"),
+    ("final", "final"),
+)
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Plain-text comparison table (for the CLI and notes): accuracies in %, drop and forgetting in points."""
-    cols = ["event", "method", "pre_drift", "drop", "rounds_to_recover", "auc", "forgetting", "final"]
-    percent = {"pre_drift": "%", "auc": "%", "final": "%", "drop": " pts", "forgetting": " pts"}
-    lines = ["  ".join(f"{c:>17}" for c in cols)]
+    """Plain-text comparison table (for the CLI and notes), each column as wide as its widest cell so that it
+    fits an 80-column terminal: accuracies in %, drop and forgetting in points, ``~`` after a final accuracy
+    within noise of federated learning's; a legend line under it."""
+    table = [[h for _, h in _TABLE]]
     for r in rows:
         if "pre_drift" not in r:
             continue
         cells = []
-        for c in cols:
-            v = r.get(c)
-            if c in percent and isinstance(v, (int, float)):
-                v = f"{100 * v:.1f}{percent[c]}"
-            if c == "rounds_to_recover" and v is None:
-                v = r.get("recovery", "never")
-            elif c == "final" and r.get("final_within_noise"):
-                v = f"{v} (~fed)"
-            cells.append(f"{'-' if v is None else v:>17}")
-        lines.append("  ".join(cells))
+        for key, _ in _TABLE:
+            v = r.get(key)
+            if key in ("pre_drift", "auc", "final") and isinstance(v, (int, float)):
+                v = f"{100 * v:.1f}%"
+            elif key in ("drop", "forgetting") and isinstance(v, (int, float)):
+                v = f"{100 * v:.1f} pts"
+            elif key == "rounds_to_recover":
+                v = r.get("recovery", "never") if v is None else f"{v} rd"
+            if key == "final" and r.get("final_within_noise"):
+                v = f"{v}~"
+            cells.append("-" if v is None else str(v))
+        table.append(cells)
+    widths = [max(len(row[i]) for row in table) for i in range(len(_TABLE))]
+    lines = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+             for row in table]  # fmt: skip
+    lines.append("before: pre-drift; recovery: rounds to get back; ~: within noise of federated")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from fedtiny.fleet import drift as drift_kinds
 from fedtiny.report.advice import comparison_row, suggestions
+from fedtiny.report.verdict import learning_hurt
 from fedtiny.report.words import Rich, Span, as_text, bold, finite, knobs, pct, pct_ci, plain, plural
 
 if TYPE_CHECKING:
@@ -154,7 +155,9 @@ def headline(
     incomplete = None
     if summary.get("complete") is False:
         incomplete = Incomplete(done, s.rounds, str(summary.get("out_dir", "DIR")))
-    answers = [event_answer(s, summary, ev, per, sizes) for ev, per in summary.get("drift", {}).items()]
+    # learning that hurt is said first, before what each drift cost
+    answers: list[Rich] = [(bold(h.text() + "."),) for h in learning_hurt(summary)]
+    answers += [event_answer(s, summary, ev, per, sizes) for ev, per in summary.get("drift", {}).items()]
     answers.append(fleet_answer(summary, done))
     return Headline(incomplete, [a for a in answers if as_text(a)], suggestions(s, summary, curves))
 

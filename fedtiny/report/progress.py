@@ -20,8 +20,12 @@ class RoundShown(Protocol):
 
 
 class RoundProgress:
-    def __init__(self, rounds: int) -> None:
+    """``second`` names the bar's second accuracy (a RoundRow's ``accuracy_global``): the clean factory test set
+    of generated data, or the devices' test examples in the base condition of recorded data."""
+
+    def __init__(self, rounds: int, second: str = "factory test set") -> None:
         self.console = Console(stderr=True)
+        self.second = second
         self._bar = Progress(
             TextColumn("[bold]round {task.completed}/{task.total}"),
             BarColumn(),
@@ -48,5 +52,5 @@ class RoundProgress:
         self._bar.console.print(text)
 
     def update(self, row: RoundShown, rounds: int) -> None:
-        acc = f"acc {100 * row.accuracy:.1f}% (global {100 * row.accuracy_global:.1f}%)"
+        acc = f"acc {100 * row.accuracy:.1f}% ({self.second} {100 * row.accuracy_global:.1f}%)"
         self._bar.update(self._task, completed=row.round, acc=acc)
