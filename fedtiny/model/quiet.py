@@ -69,7 +69,7 @@ def _flush() -> None:
 @contextlib.contextmanager
 def quiet(path: Path | None = None) -> Iterator[Path | None]:
     """Around TensorFlow calls: descriptors 1 and 2 and ``sys.stdout``/``sys.stderr`` go to the log file
-    (appended to); yields its path (None with ``FEDTINY_VERBOSE=1``). Nested uses share the outer one's file.
+    (appended to); yields its path (None with ``FEDTINY_VERBOSE=1``, or where no log file can be opened). Nested uses share the outer one's file.
     Also usable as a decorator (``@quiet()``)."""
     global _depth, _current
     quiet_env()
@@ -85,10 +85,19 @@ def quiet(path: Path | None = None) -> Iterator[Path | None]:
                 _depth -= 1
             return
         target = log_path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = -1
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            saved = (os.dup(1), os.dup(2))
+        except OSError:  # no log file to write, or no descriptor 1/2 to redirect: leave them as they are
+            if fd >= 0:
+                os.close(fd)
+            fd = -1
+        if fd < 0:
+            yield None
+            return
         _flush()
-        saved = (os.dup(1), os.dup(2))
         stream = open(  # closed below, after the descriptors are restored
             os.dup(fd), "a", buffering=1, encoding="utf-8", errors="replace"
         )
