@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, cast
 
 import numpy as np
 
@@ -150,7 +150,31 @@ BOARDS: dict[str, Board] = {
 #: measured figures per reference model (benchmarks/model_table.py --update-costs writes it)
 INFERENCE_COSTS_FILE = Path(__file__).with_name("inference_costs.json")
 COSTS_SCHEMA = "fedtiny-inference-costs/1"
+
+
 #: each model's keys and their types (None allowed where the figure may be missing: "n/a")
+class ModelCosts(TypedDict):
+    """One reference model's measured figures (None: not measured, "n/a")."""
+
+    model_bytes: int
+    arena_firmware_bytes: int
+    arena_firmware_optimized_bytes: int | None
+    arena_tflm_bytes: int
+    macs: int
+    instructions_portable: int
+    instructions_optimized: int | None
+    int8_accuracy: float | None
+    test_samples: int | None
+
+
+class InferenceCosts(TypedDict):
+    """inference_costs.json, as :func:`check_costs` validated it."""
+
+    schema: str
+    cycles_per_instruction: float
+    models: dict[str, ModelCosts]
+
+
 COST_KEYS: dict[str, tuple[type, bool]] = {
     "model_bytes": (int, False),
     "arena_firmware_bytes": (int, False),
@@ -164,7 +188,7 @@ COST_KEYS: dict[str, tuple[type, bool]] = {
 }
 
 
-def check_costs(doc: Any, where: str = "inference_costs.json") -> dict[str, Any]:
+def check_costs(doc: object, where: str = "inference_costs.json") -> InferenceCosts:
     """Validate the measured-costs document; a ScenarioError names the key and what was expected."""
     if not isinstance(doc, dict) or doc.get("schema") != COSTS_SCHEMA:
         raise ScenarioError(f"{where}: key 'schema': expected {COSTS_SCHEMA!r}")
@@ -184,11 +208,11 @@ def check_costs(doc: Any, where: str = "inference_costs.json") -> dict[str, Any]
             )
             if key not in m or not ok:
                 raise ScenarioError(f"{where}: key 'models.{name}.{key}': expected {tp.__name__}")
-    return doc
+    return cast(InferenceCosts, doc)  # checked above, key by key
 
 
 @lru_cache(maxsize=1)
-def inference_costs() -> dict[str, Any]:
+def inference_costs() -> InferenceCosts:
     """The measured inference costs (inference_costs.json next to this module)."""
     try:
         doc = json.loads(INFERENCE_COSTS_FILE.read_text())

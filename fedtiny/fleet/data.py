@@ -29,7 +29,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -93,7 +92,7 @@ def build_plan(
         knob: rng.permutation(-sp + 2 * sp * (np.arange(nvar) + 0.5) / nvar) for knob, sp in f.spread.items()
     }
     conds: list[dict[str, float]] = []
-    index: dict[Any, int] = {}
+    index: dict[tuple[tuple[str, float], ...], int] = {}
 
     def intern(cond: dict[str, float]) -> int:
         key = _cond_key(cond)
@@ -192,20 +191,20 @@ def prepare_fleet(
     tflite: bytes,
     out_dir: Path,
     featurize: Callable[[np.ndarray], np.ndarray] | None = None,
-    log: Callable[[str], Any] = print,
-    tail: list[dict[str, Any]] | None = None,
+    log: Callable[[str], object] = print,
+    tail: HeadTail | None = None,
     per_tensor: bool = False,
 ) -> FleetLayout:
     """Fleet plan and shared feature pools under ``out_dir/fleet`` (pools reused from the disk cache).
 
-    ``tail`` (``HeadTail.to_list()``) are the model's ops after the head and ``per_tensor`` whether its head
+    ``tail`` are the model's ops after the head and ``per_tensor`` whether its head
     keeps one weight scale: what boards predict through and how the server re-quantizes.
     """
     from fedtiny.model.build import factory_data
     from fedtiny.model.runtime import Int8Runner
 
     if featurize is None:
-        featurize = Int8Runner(tflite, s.fleet.featurizer).features  # type: ignore[arg-type]
+        featurize = Int8Runner(tflite, s.fleet.featurizer).features  # type: ignore[arg-type]  # schema: a choice
     task = s.task
     layout = s.layout
     root = out_dir / FLEET_DIR
@@ -262,7 +261,7 @@ def prepare_fleet(
         "conditions": plan.conditions,
         "boards": plan.boards,
         "kind": "generated",
-        "tail": tail or [],
+        "tail": tail.to_list() if tail is not None else [],
         "per_tensor": per_tensor,
         **layout.__dict__,
     }
@@ -370,7 +369,8 @@ class FleetData:
         lo, hi = (self.pool_train, self.pool_size) if test else (0, self.pool_train)
         p = lo + (uniform(self.seed, tag + 1, d, j[None, :]) * (hi - lo)).astype(np.int64)
         v = self.variant[seg[None, :], d].astype(np.int64)
-        return (v * self.num_classes + cls) * self.pool_size + p
+        arr: np.ndarray = (v * self.num_classes + cls) * self.pool_size + p
+        return arr
 
     def slot_samples(self, round_: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample number ``j`` [count] in each ring-buffer slot when devices train in ``round_`` (the newest

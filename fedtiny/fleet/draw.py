@@ -9,7 +9,6 @@ one pass per (device, sample) with no [K, n, C] temporaries, written as int32 ro
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -34,15 +33,15 @@ def tag_key(seed: int, tag: int) -> np.uint64:
         return np.uint64(mix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ (np.uint64(tag) * _GOLDEN)))
 
 
-def _mix(z: Any) -> Any:
+def _mix(z: np.uint64) -> np.uint64:
     z = (z ^ (z >> _S30)) * _M1
     z = (z ^ (z >> _S27)) * _M2
     return z ^ (z >> _S31)
 
 
 def _draw_kernel(
-    k_cls: Any,
-    k_ex: Any,
+    k_cls: np.uint64,
+    k_ex: np.uint64,
     devices: np.ndarray,
     j: np.ndarray,
     seg: np.ndarray,

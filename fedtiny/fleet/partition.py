@@ -13,7 +13,8 @@ def dirichlet_labels(
     cum = np.cumsum(mixes, axis=1)
     u = rng.random((num_devices, n))
     labels = (u[:, :, None] > cum[:, None, :]).sum(axis=2)
-    return np.minimum(labels, num_classes - 1)
+    arr: np.ndarray = np.minimum(labels, num_classes - 1)
+    return arr
 
 
 #: the most devices one gateway serves when the scenario leaves ``devices_per_gateway`` to fedtiny: a reply of

@@ -18,15 +18,15 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from fedtiny.errors import DataError
 from fedtiny.fleet.data import FLEET_DIR, FleetData, FleetLayout, build_plan
 from fedtiny.fleet.spec import FleetSpec
+from fedtiny.ondevice.tail import HeadTail
 
-Featurize = Callable[[Any, dict[str, float]], np.ndarray]  # (example subset, condition) -> int8 [n, D]
+Featurize = Callable[[np.ndarray, dict[str, float]], np.ndarray]  # (example subset, condition) -> int8 [n, D]
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,9 @@ def write_recorded_fleet(
     featurize: Featurize,
     default_condition: dict[str, float],
     num_classes: int,
-    tail: list[dict[str, Any]],
+    tail: HeadTail,
     out_dir: Path,
-    log: Callable[[str], Any] = print,
+    log: Callable[[str], object] = print,
 ) -> FleetLayout:
     """Fleet plan and the pool of every example under every condition its devices meet, under ``out_dir/fleet``.
 
@@ -197,7 +197,7 @@ def write_recorded_fleet(
         "conditions": plan.conditions,
         "boards": plan.boards,
         "kind": "recorded",
-        "tail": tail,
+        "tail": tail.to_list(),
         "device_names": list(streams.names),
         **layout.__dict__,
     }
@@ -220,13 +220,16 @@ class RecordedFleetData(FleetData):
         d = np.asarray(devices, dtype=np.int64)
         n0, t = self.n_init[d], self.n_train[d]
         r = min(max(round_, 0), self.rounds)
-        return n0 + ((t - n0) * r) // self.rounds
+        arr: np.ndarray = n0 + ((t - n0) * r) // self.rounds
+        return arr
 
     def cache_counts(self, devices: np.ndarray, round_: int) -> np.ndarray:
-        return np.minimum(self.collected_k(devices, round_), self.capacity)
+        arr: np.ndarray = np.minimum(self.collected_k(devices, round_), self.capacity)
+        return arr
 
     def test_counts(self, devices: np.ndarray) -> np.ndarray:
-        return self.n_test_k[np.asarray(devices, dtype=np.int64)].astype(np.int64)
+        arr: np.ndarray = self.n_test_k[np.asarray(devices, dtype=np.int64)].astype(np.int64)
+        return arr
 
     def cache_indices(self, devices: np.ndarray, round_: int) -> tuple[np.ndarray, int]:
         """Ring-buffer caches [K, width] as flat pool indices (slot order; slots past a device's count repeat
@@ -246,7 +249,8 @@ class RecordedFleetData(FleetData):
     def test_indices(self, devices: np.ndarray, segment: int) -> np.ndarray:
         d = np.asarray(devices, dtype=np.int64)
         v = np.asarray(self.variant)[segment, d].astype(np.int64)
-        return v[:, None] * self.n_examples + self.test[d]
+        arr: np.ndarray = v[:, None] * self.n_examples + self.test[d]
+        return arr
 
 
 def open_fleet_data(fleet_dir: str | Path) -> FleetData:

@@ -8,8 +8,8 @@ use it where the question is the fleet machinery (resume, rejection, throughput)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,11 +32,12 @@ class ProjectionFeaturizer:
         if self.shift is None:
             self.shift = x.mean(axis=0)
         z = np.maximum((x - self.shift) @ self.proj * 4.0, 0.0)
-        return np.clip(np.round(z / INPUT_SCALE) + INPUT_ZP, -128, 127).astype(np.int8)
+        arr: np.ndarray = np.clip(np.round(z / INPUT_SCALE) + INPUT_ZP, -128, 127).astype(np.int8)
+        return arr
 
 
 def prepare_synthetic(
-    s: FleetSpec, out_dir: Path, log: Any = lambda *_: None
+    s: FleetSpec, out_dir: Path, log: Callable[[str], object] = lambda *_: None
 ) -> tuple[FleetLayout, Int8Head]:
     """Fleet data under ``out_dir/fleet`` with the projection featurizer, and an initial int8 head."""
     task = s.task

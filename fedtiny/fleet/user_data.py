@@ -10,7 +10,6 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -23,8 +22,9 @@ from fedtiny.fleet.spec import FleetSpec
 from fedtiny.model.flatbuffer import model_io, read_tail
 from fedtiny.model.runtime import Int8Runner
 from fedtiny.model.user import UserModel
+from fedtiny.ondevice.head import Int8Head
 
-Log = Callable[[str], Any]
+Log = Callable[[str], object]
 CHUNK = 256
 
 
@@ -58,10 +58,11 @@ class InputMaker:
 
             self.background = load_background(data.background, rec.sample_rate)
 
-    def _signals(self, idx: np.ndarray) -> Any:
+    def _signals(self, idx: np.ndarray) -> np.ndarray | list[np.ndarray]:
         raw = self.rec.raw
         if isinstance(raw, np.ndarray):
-            return raw[idx]
+            signals: np.ndarray = raw[idx]
+            return signals
         return [raw[int(i)] for i in idx]
 
     def __call__(self, idx: np.ndarray, cond: dict[str, float] | None = None) -> np.ndarray:
@@ -205,7 +206,7 @@ def prepare_user_fleet(
     s = s.with_devices(len(streams.names))
     feat = Featurizer(s, rec, tflite, log)
     labels = rec.y.astype(np.int64)
-    tail = read_tail(tflite).to_list()
+    tail = read_tail(tflite)
     layout = write_recorded_fleet(
         s, streams, labels, feat, feat.default, head.num_classes, tail, out_dir, log
     )
@@ -242,7 +243,7 @@ def prepare_user_fleet(
 
 
 def central_head_accuracy(
-    fleet_dir: Path, head: Any, seed: int, local: TrainSection, epochs: int = 30
+    fleet_dir: Path, head: Int8Head, seed: int, local: TrainSection, epochs: int = 30
 ) -> float:
     """What a centrally re-trained head reaches: the same last-layer SGD on every device's training examples
     pooled (no privacy, no drift over time), re-quantized, then scored on every device's test examples.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -24,7 +24,7 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(DriftEvent)}
 _FACTORIES = {f.name: f.default_factory for f in dataclasses.fields(DriftEvent)}
 
 
-def default_of(key: str) -> Any:
+def default_of(key: str) -> object:
     """The schema's default of a drift event's key."""
     factory = _FACTORIES[key]
     return factory() if factory is not dataclasses.MISSING else _DEFAULTS[key]
@@ -39,7 +39,9 @@ class Hit:
     devices: np.ndarray  # sorted device indices
     seed: int  # the scenario seed
     num_classes: int
-    state: dict[str, Any] = field(default_factory=dict)  # what a kind computes once per event for apply
+    state: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # the arrays a kind computes once per event for apply
 
 
 @dataclass
