@@ -6,10 +6,25 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from fedtiny.fleet.data import FLEET_DIR
 from fedtiny.plan import RunPlan, data_label
+from fedtiny.plan.prepare import WriterBox
+
+
+class FleetStats(TypedDict):
+    """summary.json's ``fleet_stats``: the fleet as it was built."""
+
+    devices: int
+    gateways: int
+    devices_per_gateway: int
+    boards: dict[str, int]
+    groups: dict[str, int]
+    condition_variants: int
+    faulty_devices: int
+    pool_samples: int
+    ray_nodes: list[str]
 
 
 def finish_run(plan: RunPlan) -> dict[str, Any]:
@@ -115,7 +130,7 @@ def concat_device_log(out: Path) -> None:
     np.savez_compressed(out / "device_rounds.npz", status_names=np.array(STATUS), **cat)  # type: ignore[arg-type]
 
 
-def fleet_stats(plan: RunPlan) -> dict[str, Any]:
+def fleet_stats(plan: RunPlan) -> FleetStats:
     import numpy as np
 
     fd = plan.out_dir / FLEET_DIR
@@ -145,7 +160,7 @@ def start_writing_interrupted(plan: RunPlan) -> None:
 
     if plan.stop is not None:
         plan.stop.writing.set()
-    box: dict[str, Any] = {}
+    box: WriterBox = {}
 
     def work() -> None:
         try:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedtiny.config import Scenario
 from fedtiny.finish import (
@@ -24,6 +25,14 @@ from fedtiny.finish import (
     start_writing_interrupted,
 )
 from fedtiny.plan import Log, RunPlan, check_budget, data_label, prepare_run
+
+if TYPE_CHECKING:
+    from fedtiny.interrupt import StopSignal
+    from fedtiny.results import RoundRow
+    from fedtiny.runtime.channel import RoundRecord
+
+#: `fedtiny run`'s progress: each round's row (inline) or the record the ServerApp streams, and the rounds
+RunProgress = Callable[["RoundRow | RoundRecord", int], None]
 
 # the names tests and benchmarks import from here
 _concat_device_log = concat_device_log
@@ -41,7 +50,7 @@ __all__ = [
 ]
 
 
-def simulate(plan: RunPlan, log: Log = print, ray_address: str = "", stop: Any = None) -> None:
+def simulate(plan: RunPlan, log: Log = print, ray_address: str = "", stop: StopSignal | None = None) -> None:
     """Run a ready plan's rounds in this process: inline, or on Flower's in-process Simulation Engine (Ray),
     one Flower node per gateway.
 
@@ -131,11 +140,11 @@ def run_scenario(
     s: Scenario,
     out_dir: Path,
     log: Log = print,
-    progress: Any = None,
+    progress: RunProgress | None = None,
     resume: bool = False,
     ray_address: str = "",
     stop_after: int = 0,
-    stop: Any = None,
+    stop: StopSignal | None = None,
     verbose: bool = False,
 ) -> dict[str, Any]:
     """The main job: prepare, run the rounds, write results. Returns the summary.
@@ -179,12 +188,16 @@ def run_scenario(
 
 
 def _on_superlink(
-    plan: RunPlan, progress: Any, resume: bool, ray_address: str, stop: Any, verbose: bool
+    plan: RunPlan,
+    progress: RunProgress | None,
+    resume: bool,
+    ray_address: str,
+    stop: StopSignal | None,
+    verbose: bool,
 ) -> dict[str, Any]:
     """The rounds on a private simulation SuperLink (`flwr run`); the ServerApp writes the results."""
     import json
 
-    from fedtiny.runtime.channel import RoundRecord
     from fedtiny.runtime.superlink import SimulationRuntime
 
     s = plan.scenario

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from fedtiny.config import Scenario, scenario_to_toml
 from fedtiny.errors import ModelError
@@ -25,9 +26,41 @@ from fedtiny.ondevice import device_budget
 from fedtiny.plan.resolve import StageInputs, resolve, train_config
 
 if TYPE_CHECKING:
-    from fedtiny.server.fleet_server import FleetServer
+    from fedtiny.interrupt import StopSignal
+    from fedtiny.server.fleet_server import FleetServer, ProgressFn
 
-Log = Callable[[str], Any]
+Log = Callable[[str], object]
+
+
+class DeviceBudget(TypedDict):
+    """RAM/MAC bill of one device (:func:`check_budget`)."""
+
+    ram_bytes: int
+    cache_bytes: int
+    train_macs: int
+    infer_macs: int
+
+
+class BaseMeta(TypedDict):
+    """The base model's meta (``base_meta.json``; :func:`fedtiny.finish.finish_run` reads it). A reference
+    model's meta (fedtiny.model.build) carries more keys (spec, build time, ...), written as they are."""
+
+    float_accuracy: float | None
+    int8_accuracy: float
+    bytes: int
+    source: NotRequired[str]
+    head: NotRequired[str]
+    classes: NotRequired[list[str]]
+    devices: NotRequired[list[str]]
+    central_head_accuracy: NotRequired[float]
+    budget: NotRequired[DeviceBudget]
+
+
+class WriterBox(TypedDict, total=False):
+    """What the thread writing an interrupted run's results hands back: its summary, or its error."""
+
+    summary: dict[str, Any] | None
+    error: BaseException
 
 
 @dataclass
@@ -37,17 +70,16 @@ class RunPlan:
     out_dir: Path
     tflite: bytes
     layout: FleetLayout
-    base_meta: dict[str, Any]
+    base_meta: BaseMeta
     server: FleetServer
     started: float = field(default_factory=time.time)
     error: BaseException | None = None
-    stop: Any = None  # fedtiny.interrupt.StopSignal: Ctrl-C/SIGTERM stop the rounds at the next exchange
-    writer: Any = (
-        None  # (thread, result box) writing an interrupted run's results (start_writing_interrupted)
-    )
+    stop: StopSignal | None = None  # Ctrl-C/SIGTERM stop the rounds at the next exchange
+    # (thread, result box) writing an interrupted run's results (fedtiny.finish.start_writing_interrupted)
+    writer: tuple[threading.Thread, WriterBox] | None = None
 
 
-def check_budget(s: Scenario, num_classes: int, dim: int) -> dict[str, int]:
+def check_budget(s: Scenario, num_classes: int, dim: int) -> DeviceBudget:
     """RAM/MAC bill of one device; BudgetError if a board of the fleet cannot hold it."""
     t = s.train
     cfg = train_config(s)
@@ -71,7 +103,7 @@ def data_label(s: Scenario) -> str:
     return f"data {Path(s.data.path).name}" if s.data.path else s.task.name
 
 
-def _base_model(s: Scenario, stages: StageInputs, log: Log) -> tuple[bytes, dict[str, Any]]:
+def _base_model(s: Scenario, stages: StageInputs, log: Log) -> tuple[bytes, BaseMeta]:
     """The int8 model to deploy for generated data: the user's (.tflite or Keras, scored on the task's clean
     factory test set) or the task's reference model."""
     from fedtiny.model.build import build_base_model, factory_data
@@ -79,7 +111,7 @@ def _base_model(s: Scenario, stages: StageInputs, log: Log) -> tuple[bytes, dict
     spec = stages.model
     if not (s.model.tflite or s.model.keras):
         base = build_base_model(spec, log)
-        return base.tflite, dict(base.meta)
+        return base.tflite, cast(BaseMeta, dict(base.meta))  # fedtiny.model.build: a plain dict
     from fedtiny.model.runtime import Int8Runner
     from fedtiny.model.user import convert_keras, load_tflite
 
@@ -100,19 +132,19 @@ def _base_model(s: Scenario, stages: StageInputs, log: Log) -> tuple[bytes, dict
     xt, yt = factory_data(spec, spec.test_samples, 1)
     int8_acc = float((Int8Runner(um.tflite, "tflm").predict(xt) == yt).mean())
     float_acc = float((um.float_predict(xt) == yt).mean()) if um.float_predict is not None else None
-    meta = {"float_accuracy": float_acc, "int8_accuracy": int8_acc, "bytes": len(um.tflite),
+    meta: BaseMeta = {"float_accuracy": float_acc, "int8_accuracy": int8_acc, "bytes": len(um.tflite),
             "source": str(um.source), "head": um.io.head_path}  # fmt: skip
     return um.tflite, meta
 
 
 def _saved_base_model(
     s: Scenario, stages: StageInputs, out_dir: Path, log: Log, reuse: bool
-) -> tuple[bytes, dict[str, Any]]:
+) -> tuple[bytes, BaseMeta]:
     """The base model of generated data, saved in ``out_dir`` (``base_int8.tflite``, ``base_meta.json``) and
     reused from there by a resumed run and by the ServerApp (no TensorFlow there, even for a Keras model)."""
     saved, meta_file = out_dir / "base_int8.tflite", out_dir / "base_meta.json"
     if reuse and saved.exists() and meta_file.exists():
-        return saved.read_bytes(), dict(json.loads(meta_file.read_text()))
+        return saved.read_bytes(), cast(BaseMeta, dict(json.loads(meta_file.read_text())))
     tflite, meta = _base_model(s, stages, log)
     saved.write_bytes(tflite)
     meta_file.write_text(json.dumps(meta, indent=1))
@@ -121,7 +153,7 @@ def _saved_base_model(
 
 def _prepare_user_data(
     s: Scenario, stages: StageInputs, out_dir: Path, log: Log, resume: bool
-) -> tuple[Scenario, bytes, FleetLayout, dict[str, Any]]:
+) -> tuple[Scenario, bytes, FleetLayout, BaseMeta]:
     """A user's recordings: load them, take (or convert) the model, build the fleet of the data's devices."""
     from fedtiny.fleet.user_data import load_user_model_and_data, prepare_user_fleet
 
@@ -135,7 +167,7 @@ def _prepare_user_data(
         )
     rec, um = load_user_model_and_data(stages.fleet, s.model, log)
     uf = prepare_user_fleet(stages.fleet, s.train, rec, um.tflite, out_dir, log, um.float_predict)
-    meta = {
+    meta: BaseMeta = {
         "float_accuracy": uf.float_accuracy,
         "int8_accuracy": uf.int8_accuracy,
         "bytes": len(um.tflite),
@@ -156,7 +188,7 @@ def prepare_run(
     s: Scenario,
     out_dir: Path,
     log: Log = print,
-    progress: Any = None,
+    progress: ProgressFn | None = None,
     resume: bool = False,
     stop_after: int = 0,
 ) -> RunPlan:
@@ -199,7 +231,7 @@ def prepare_run(
     if not resume:
         (out_dir / "scenario.resolved.toml").write_text(scenario_to_toml(s))
     head = read_head(tflite)
-    meta = {**base_meta, "budget": check_budget(s, head.num_classes, head.num_features)}
+    meta: BaseMeta = {**base_meta, "budget": check_budget(s, head.num_classes, head.num_features)}
     resolved = ResolvedRun(s, stages, layout, meta, started)
     _save_resolved(out_dir, resolved)
     return _run_plan(resolved, out_dir, tflite, log, progress, resume, stop_after)
@@ -214,7 +246,7 @@ class ResolvedRun:
     scenario: Scenario
     stages: StageInputs
     layout: FleetLayout
-    base_meta: dict[str, Any]
+    base_meta: BaseMeta
     started: float  # when the driver started preparing: the run's wall time counts from here
 
 
@@ -228,7 +260,9 @@ def _save_resolved(out_dir: Path, resolved: ResolvedRun) -> None:
     tmp.replace(out_dir / RESOLVED)
 
 
-def load_prepared_run(out_dir: Path, log: Log = print, progress: Any = None, resume: bool = True) -> RunPlan:
+def load_prepared_run(
+    out_dir: Path, log: Log = print, progress: ProgressFn | None = None, resume: bool = True
+) -> RunPlan:
     """The plan `fedtiny run` prepared in ``out_dir`` (``RESOLVED``, the base model, the fleet directory):
     nothing is resolved or computed again; with ``resume`` the last checkpoint is loaded."""
     try:
@@ -246,7 +280,7 @@ def _run_plan(
     out_dir: Path,
     tflite: bytes,
     log: Log,
-    progress: Any,
+    progress: ProgressFn | None,
     resume: bool,
     stop_after: int,
 ) -> RunPlan:
