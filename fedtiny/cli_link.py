@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,97 @@ def _trial_failed(exc: Any) -> None:
 def _sigterm_exits() -> None:
     """SIGTERM unwinds like Ctrl-C, so that `finally` stops the child processes."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def _lock(out: Path) -> Any:
+    """OUT/fedtiny.lock (fedtiny.runlock): one trial or run at a time writes into a directory; refused in one
+    line (exit 2) while its owner lives, a stale one taken over with one line."""
+    from fedtiny import runlock
+
+    try:
+        if out.exists() and not out.is_dir():
+            raise FedTinyError(f"{out}: exists and is not a directory; pass --out DIR for another one")
+        out.mkdir(parents=True, exist_ok=True)
+        return runlock.acquire(out, say=lambda line: typer.echo(line, err=True))
+    except FedTinyError as exc:
+        _fail(exc)
+
+
+def _interrupted(out: Path, signum: int, summary: dict[str, Any] | None) -> str:
+    """What an interrupted trial wrote, and how to start it again (a field trial does not resume: the boards
+    have moved on)."""
+    import shlex
+
+    from fedtiny.interrupt import SIGNAL_NAMES
+
+    how = SIGNAL_NAMES.get(signal.Signals(signum), f"signal {signum}")
+    if summary is not None:
+        head = (
+            f"fedtiny: interrupted ({how}) after round {summary['rounds_completed']} of {summary['rounds']}; "
+            f'results of the rounds done in {out} (summary.json: "complete": false, report.html)'
+        )
+    else:
+        head = f"fedtiny: interrupted ({how}) before the first round finished; no results written"
+    return f"{head}\na field trial does not resume; start it again with: fedtiny {shlex.join(sys.argv[1:])}"
+
+
+def _run_stoppable(out: Path, rounds: int, body: Any) -> dict[str, Any]:
+    """Run ``body(prog, stop)`` (serve or trial) holding OUT's lock, with Ctrl-C/SIGTERM/SIGHUP stopping it in
+    order (fedtiny.interrupt.StopSignal: the rounds stop, the results of the rounds done are written, every
+    process ends; exit 130/143/129) and every process it starts dying with it however it dies
+    (fedtiny.lifeline)."""
+    from fedtiny import lifeline
+    from fedtiny.field.trial import GatewaysMissing, TrialFailed
+    from fedtiny.interrupt import RunInterrupted, StopSignal, kill_children
+    from fedtiny.report.progress import RoundProgress
+
+    lock = _lock(out)
+    lifeline.guard()
+    prog = RoundProgress(rounds)
+
+    said = threading.Lock()  # the "interrupted" lines once, whether the stop ends in order or is forced
+
+    def forced(signum: int) -> None:  # a second Ctrl-C, or a stop that hangs
+        with contextlib.suppress(Exception):
+            prog.stop()
+        if said.acquire(blocking=False):
+            sys.stderr.write(_interrupted(out, signum, _summary(out)) + "\n")
+
+    stop = StopSignal(grace_s=15.0, on_force=forced)
+    stop.before_exit.append(lock.release)
+    try:
+        with stop, prog:
+            summary: dict[str, Any] = body(prog, stop)
+    except RunInterrupted as exc:
+        if said.acquire(blocking=False):
+            with contextlib.suppress(OSError):  # stderr may be a closed terminal (SIGHUP)
+                typer.echo(_interrupted(out, exc.signum, exc.summary or _summary(out)), err=True)
+        kill_children(stop.started)
+        lock.release()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.exit_code)
+    except GatewaysMissing as exc:
+        lock.release()
+        _fail(exc, 2)
+    except TrialFailed as exc:
+        lock.release()
+        _trial_failed(exc)
+    except FedTinyError as exc:
+        lock.release()
+        _fail(exc, 1)
+    lock.release()
+    return summary
+
+
+def _summary(out: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("complete") is False else None
 
 
 def _key(path: Path | None) -> bytes | None:
@@ -124,15 +218,22 @@ def serve(
         "--signing-key",
         help="Ed25519 private key (PEM): sign every redeployed head here, with a rising security counter",
     ),
+    wait_s: float = typer.Option(
+        300.0,
+        "--wait-s",
+        help="seconds the gateways have to connect (prints k of N as they join); then exit 2 with the command "
+        "a gateway runs",
+    ),
     set_: list[str] = typer.Option([], "--set", help="override a scenario key"),
 ) -> None:
     """Field trial server: prepare --out (base model, replay data), start a SuperLink, run the rounds with the
-    gateways that connect, print progress and a table of boards; results and report.html in --out."""
+    gateways that connect, print progress and a table of boards; results and report.html in --out. Ctrl-C or
+    SIGTERM: the rounds stop, the results of the rounds done are written ("complete": false), every process
+    ends. One serve or trial at a time per --out."""
     from fedtiny.field.tls import make_tls
-    from fedtiny.field.trial import Security, TrialFailed
+    from fedtiny.field.trial import Security
     from fedtiny.field.trial import serve as serve_trial
     from fedtiny.plan import load_scenario
-    from fedtiny.report.progress import RoundProgress
 
     try:
         s = load_scenario(scenario, set_)
@@ -145,25 +246,28 @@ def serve(
             from fedtiny.link.signing import load_private_key
 
             load_private_key(signing_key)  # a bad key is refused now, not in the ServerApp
+        if wait_s <= 0:
+            raise FedTinyError(f"--wait-s must be > 0 (got {wait_s})")
+        if gateways < 1:
+            raise FedTinyError(f"--gateways must be >= 1 (got {gateways})")
     except FedTinyError as exc:
         _fail(exc)
-    _sigterm_exits()
-    try:
-        with RoundProgress(s.rounds) as prog:
-            summary = serve_trial(
-                s,
-                out,
-                gateways,
-                host,
-                port,
-                Security(tls, tuple(auth_keys), signing_key),
-                log=prog.log,
-                progress=prog.update,
-            )
-    except TrialFailed as exc:
-        _trial_failed(exc)
-    except FedTinyError as exc:
-        _fail(exc, 1)
+    summary = _run_stoppable(
+        out,
+        s.rounds,
+        lambda prog, stop: serve_trial(
+            s,
+            out,
+            gateways,
+            host,
+            port,
+            Security(tls, tuple(auth_keys), signing_key),
+            log=prog.log,
+            progress=prog.update,
+            wait_s=wait_s,
+            stop=stop,
+        ),
+    )
     _done(summary, out)
 
 
@@ -244,7 +348,10 @@ def gateway(
 def trial(
     scenario: Path = typer.Argument(..., help="scenario TOML file"),
     boards: int = typer.Option(
-        ..., "--boards", help="virtual boards (device ids 1..N; sets fleet.devices = N)"
+        ...,
+        "--boards",
+        help="virtual boards started (device ids 1..N), each replaying one device: with recorded data "
+        "(data.path) the first N devices of the data, otherwise N synthetic devices (fleet.devices = N)",
     ),
     out: Path = typer.Option(
         Path("runs/trial"), "--out", help="trial directory (results, logs, board flash)"
@@ -258,10 +365,11 @@ def trial(
     set_: list[str] = typer.Option([], "--set", help="override a scenario key"),
 ) -> None:
     """A whole field trial on this machine: serve + N virtual boards + gateway(s) on loopback, progress, a table
-    of boards, results and report.html in --out; every process stopped at the end (exit 0 on success)."""
-    from fedtiny.field.trial import TrialFailed, run_trial
+    of boards, results and report.html in --out; every process stopped at the end (exit 0 on success). Ctrl-C
+    or SIGTERM: the rounds stop, the results of the rounds done are written ("complete": false), every process
+    ends. One trial at a time per --out."""
+    from fedtiny.field.trial import run_trial
     from fedtiny.plan import load_scenario
-    from fedtiny.report.progress import RoundProgress
 
     try:
         s = load_scenario(scenario, [*set_, f"fleet.devices={boards}"])
@@ -271,14 +379,13 @@ def trial(
             )
     except FedTinyError as exc:
         _fail(exc)
-    _sigterm_exits()
-    try:
-        with RoundProgress(s.rounds) as prog:
-            summary = run_trial(s, boards, out, gateways, log=prog.log, progress=prog.update, signed=signed)
-    except TrialFailed as exc:
-        _trial_failed(exc)
-    except FedTinyError as exc:
-        _fail(exc, 1)
+    summary = _run_stoppable(
+        out,
+        s.rounds,
+        lambda prog, stop: run_trial(
+            s, boards, out, gateways, log=prog.log, progress=prog.update, signed=signed, stop=stop
+        ),
+    )
     _done(summary, out)
 
 

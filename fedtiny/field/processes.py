@@ -203,10 +203,12 @@ def run_app(
     timeout: float,
     log: Path,
     tick: Callable[[], None] = lambda: None,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
     """`flwr run --stream` (its output, the ServerApp's logs included, goes to ``log``), calling ``tick`` about
-    twice a second while it runs (it may raise to abort the run); then the run's status (`flwr run` exits 0
-    even when the run failed)."""
+    ten times a second while it runs (it may raise to abort the run); then the run's status (`flwr run` exits 0
+    even when the run failed). ``stopped()`` true once it ends: a stop was asked for (Ctrl-C), the ServerApp
+    ended its rounds early; no status is asked for (``{"stopped": True}``)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(BIN / "flwr"),
@@ -235,10 +237,12 @@ def run_app(
             if time.time() > deadline:
                 raise FedTinyError(f"flwr run did not finish within {timeout:.0f} s; log: {log}")
             tick()
-            time.sleep(0.5)
+            time.sleep(0.1)
         tick()
     finally:
         stop(proc)
+    if stopped():
+        return {"run_id": 0, "status": "", "completed": False, "stopped": True}
     text = log.read_text(errors="replace")
     if proc.returncode != 0:
         raise exited("flwr run", proc, log)
@@ -261,7 +265,12 @@ def _run_id(out: str) -> int:
 
 
 def stop(*procs: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
-    """SIGTERM each process group (the process and its children), then SIGKILL what is left."""
+    """SIGTERM each process group (the process and its children), then SIGKILL what is left; then every
+    process each had started (Flower's SuperLink starts SuperExec and `flwr-serverapp` in sessions of their
+    own: a signal to its group does not reach them)."""
+    from fedtiny.interrupt import kill_processes, process_tree
+
+    tree = {q for p in procs if p is not None and p.poll() is None for q in process_tree(p.pid)}
     for p in procs:
         if p is not None and p.poll() is None:
             try:
@@ -280,3 +289,4 @@ def stop(*procs: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
             os.killpg(p.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    kill_processes(tree, wait_s=2.0)

@@ -57,8 +57,9 @@ def check_replayable(s: Scenario, src: str = "scenario") -> None:
         raise ScenarioError(f"{src}: 'fleet.spread' is not supported by field-trial replay; remove it")
 
 
-def prepare_trial(s: Scenario, out: Path, log=print) -> bytes:  # type: ignore[no-untyped-def]
-    """Build (or reuse) the base model and write everything the ServerApp and replay gateways read."""
+def prepare_trial(s: Scenario, out: Path, log=print, boards: int = 0) -> bytes:  # type: ignore[no-untyped-def]
+    """Build (or reuse) the base model and write everything the ServerApp and replay gateways read. ``boards``
+    (`fedtiny trial --boards`; 0: unknown): how many boards will replay recorded data (the first devices)."""
     from fedtiny.model.build import build_base_model, factory_data
     from fedtiny.model.runtime import Int8Runner
 
@@ -72,7 +73,7 @@ def prepare_trial(s: Scenario, out: Path, log=print) -> bytes:  # type: ignore[n
         return (out / "base_int8.tflite").read_bytes()
     done.unlink(missing_ok=True)
     if s.data.path:
-        tflite = _prepare_user_trial(s, out, log)
+        tflite = _prepare_user_trial(s, out, log, boards)
         done.write_text(stamp)
         return tflite
     (out / "scenario.resolved.toml").write_text(scenario_to_toml(s))
@@ -135,9 +136,10 @@ def _user_files_key(s: Scenario) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _prepare_user_trial(s: Scenario, out: Path, log) -> bytes:  # type: ignore[no-untyped-def]
-    """A user's model and recordings: one board per device of the data, replaying that device's recordings
-    (its latest training examples and its test examples, per drift segment)."""
+def _prepare_user_trial(s: Scenario, out: Path, log, boards: int = 0) -> bytes:  # type: ignore[no-untyped-def]
+    """A user's model and recordings: replay data per device of the data (board i replays the i-th device:
+    its latest training examples and its test examples, per drift segment); ``boards`` (0: all) is only
+    said."""
     from fedtiny.fleet.recorded import RecordedFleetData
     from fedtiny.fleet.user_data import load_user_model_and_data, prepare_user_fleet
 
@@ -172,8 +174,11 @@ def _prepare_user_trial(s: Scenario, out: Path, log) -> bytes:  # type: ignore[n
     tmp = out / "base_int8.tflite.tmp"
     tmp.write_bytes(um.tflite)
     os.replace(tmp, out / "base_int8.tflite")
-    log(
-        f"field trial: {len(data.n_train)} boards replay the recordings of devices {', '.join(uf.device_names[:8])}"
-        + (" ..." if len(uf.device_names) > 8 else "")
+    names, n = uf.device_names, min(boards, len(uf.device_names)) if boards > 0 else len(uf.device_names)
+    who = (
+        f"{n} boards replay the recordings of devices {', '.join(names[:n][:8])}" + (" ..." if n > 8 else "")
+        if n > 1
+        else f"1 board replays the recordings of device {names[0]}"
     )
+    log(f"field trial: {who}" + (f" (the first {n} of the data's {len(names)})" if n < len(names) else ""))
     return um.tflite

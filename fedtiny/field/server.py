@@ -62,7 +62,8 @@ class FieldServer:
     trial_dir: Path
     head: Int8Head
     gateways: int
-    timeout_s: float = 300.0
+    timeout_s: float = 300.0  # a gateway's reply
+    wait_s: float = 300.0  # all gateways connected
     rows: list[RoundRow] = field(default_factory=list)
     seen: set[tuple[int, int]] = field(default_factory=set)
     duplicates: int = 0
@@ -72,6 +73,7 @@ class FieldServer:
     boards: dict[str, BoardStats] = field(default_factory=dict)
     gateway_failures: int = 0
     signer: DeploySigner | None = None  # signs every redeployed head (serve --signing-key)
+    names: dict[int, str] = field(default_factory=dict)  # device id -> the data's device id (recorded data)
 
     def __post_init__(self) -> None:
         self._calib = np.load(self.trial_dir / "calib_feats.npy")
@@ -94,13 +96,20 @@ class FieldServer:
             fh.write(json.dumps(record, default=str) + "\n")
 
     def _wait(self, grid: Grid) -> list[int]:
-        deadline = time.time() + self.timeout_s
-        self.event({"event": "waiting", "gateways": self.gateways})
-        while len(nodes := list(grid.get_node_ids())) < self.gateways and time.time() < deadline:
+        """The gateways' nodes once all of them are connected; a "waiting" event each time the count changes."""
+        deadline = time.time() + self.wait_s
+        seen = -1
+        while True:
+            nodes = list(grid.get_node_ids())
+            if len(nodes) != seen:
+                seen = len(nodes)
+                self.event({"event": "waiting", "connected": seen, "gateways": self.gateways})
+            if len(nodes) >= self.gateways or time.time() >= deadline:
+                break
             time.sleep(0.5)
         if len(nodes) < self.gateways:
             raise FedTinyError(
-                f"only {len(nodes)} of {self.gateways} gateways connected within {self.timeout_s:.0f} s"
+                f"only {len(nodes)} of {self.gateways} gateways connected within {self.wait_s:.0f} s"
             )
         self.event({"event": "connected", "gateways": len(nodes)})
         return nodes
@@ -108,7 +117,7 @@ class FieldServer:
     def _record_boards(self, kind: str, r: int, node: int, boards: list[BoardReport]) -> None:
         gw = self.nodes.index(node) + 1 if node in self.nodes else 0
         for uri, dev, err in ((b.uri, b.device_id, b.error) for b in boards):
-            key = f"device {int(dev)}" if int(dev) >= 0 else str(uri)
+            key = (self.names.get(int(dev)) or f"device {int(dev)}") if int(dev) >= 0 else str(uri)
             st = self.boards.get(key) or self.boards.setdefault(key, BoardStats(key, str(uri), int(dev), gw))
             if err:
                 st.failures += 1
@@ -171,14 +180,17 @@ class FieldServer:
         self.board_errors.append(f"round {r} {kind}: gateway {gw}: {reason}")
         self._round_failures.append(f"gateway {gw} ({kind}): {reason}")
 
-    def end(self, grid: Grid, summary: str) -> None:
-        """Tell every gateway the trial is over (`fedtiny gateway` then stops its SuperNode)."""
+    def end(self, grid: Grid, summary: str, wait: bool = True) -> None:
+        """Tell every gateway the trial is over (`fedtiny gateway` then stops its SuperNode); ``wait``: for their
+        replies (up to 60 s), else only send (a stopped trial: a gateway busy with a board reads it when done)."""
         msgs = [
             Message(TrialEnd(summary).to_record(), dst_node_id=node, message_type="query")
             for node in getattr(self, "nodes", [])
         ]
-        if msgs:
+        if msgs and wait:
             list(grid.send_and_receive(msgs, timeout=60))
+        elif msgs:
+            list(grid.push_messages(msgs))
 
     def run(self, grid: Grid) -> None:
         self.nodes = self._wait(grid)

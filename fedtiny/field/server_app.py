@@ -12,17 +12,20 @@ import hashlib
 import html
 import json
 import math
+import os
+import signal
 import time
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedtiny.field.deploy_signing import DeploySigner
 from fedtiny.field.server import FieldServer
+from fedtiny.interrupt import SIGNAL_NAMES, RunInterrupted, StopFile, StoppableGrid
 from fedtiny.link.signing import load_private_key
 from fedtiny.model.export import export_header
 from fedtiny.model.flatbuffer import read_head, write_head
@@ -43,6 +46,7 @@ SIMULATION_ONLY = (
     "devices_dropped",
 )
 ERROR_FILE = "serverapp-error.txt"
+STOP_FILE = "stop"  # `fedtiny serve` writes it (the signal number) at Ctrl-C/SIGTERM: the rounds stop
 
 
 def _signer(key_path: str, out: Path) -> DeploySigner | None:
@@ -62,22 +66,39 @@ def main(grid: Grid, context: Context) -> None:
         read_head(base),
         int(context.run_config["gateways"]),
         timeout_s=float(str(context.run_config.get("timeout-s", 300.0))),
+        wait_s=float(str(context.run_config.get("wait-s", 300.0))),
         signer=_signer(str(context.run_config.get("signing-key", "")), out),
+        names=_board_names(out, bool(scenario.data.path)),
     )
-    error = ""
+    # `fedtiny serve` writes STOP_FILE at Ctrl-C/SIGTERM: no exchange with the gateways starts after it
+    stop = StopFile(out / STOP_FILE)
+    error, stopped = "", 0
     try:
-        server.run(grid)
+        server.run(cast(Grid, StoppableGrid(grid, stop)))
+    except RunInterrupted as exc:
+        stopped = exc.signum
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         (out / ERROR_FILE).write_text(error + "\n\n" + traceback.format_exc())
         raise
     finally:
-        summary = write_results(server, base, out, started, error)
-        if error:  # after a normal last round the gateways stop by themselves (no extra message: ~10 s)
-            try:
-                server.end(grid, end_line(summary))
+        summary = write_results(server, base, out, started, error, stopped)
+        if (
+            error or stopped
+        ):  # after a normal last round the gateways stop by themselves (no extra message: ~10 s)
+            try:  # stopped: sent, not waited for (the driver stops everything once summary.json is written)
+                server.end(grid, end_line(summary), wait=not stopped)
             except Exception as exc:  # they also stop when the SuperLink goes away
                 print(f"could not tell the gateways that the trial ended: {exc}")
+
+
+def _board_names(out: Path, recorded: bool) -> dict[int, str]:
+    """Recorded data: board i is named by the data's device id it replays."""
+    if not recorded:
+        return {}
+    from fedtiny.field.trial import replay_device_names
+
+    return {i: name for i, name in enumerate(replay_device_names(out, True), start=1)}
 
 
 def end_line(summary: dict[str, Any]) -> str:
@@ -104,8 +125,10 @@ def _acc(v: float | None) -> float | None:
 
 
 def write_results(
-    server: FieldServer, base: bytes, out: Path, started: float, error: str = ""
+    server: FieldServer, base: bytes, out: Path, started: float, error: str = "", stopped: int = 0
 ) -> dict[str, Any]:
+    """Every result file; summary.json last (written whole: `fedtiny serve` reads it once it exists).
+    ``stopped``: the signal that stopped the rounds (0: none)."""
     s = server.scenario
     final = write_head(base, server.head)
     (out / "model_int8.tflite").write_bytes(final)
@@ -117,6 +140,8 @@ def write_results(
         "kind": "field trial",
         "rounds": s.rounds,
         "rounds_completed": max(len(rows) - 1, 0),
+        "complete": not error and not stopped and len(rows) - 1 == s.rounds,
+        "stopped_by": _signal_name(stopped) if stopped else "",
         "gateways": server.gateways,
         "boards": [
             {
@@ -159,8 +184,17 @@ def write_results(
             summary["files"] += write_field_report(server, summary, out)
         except Exception as exc:  # the report must not cost the results
             summary["report_error"] = f"{type(exc).__name__}: {exc}"
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, out / "summary.json")
     return summary
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return SIGNAL_NAMES.get(signal.Signals(signum), f"signal {signum}")
+    except ValueError:
+        return f"signal {signum}"
 
 
 def boards_html(summary: dict[str, Any]) -> str:
@@ -214,10 +248,19 @@ def write_field_report(server: FieldServer, summary: dict[str, Any], out: Path) 
         },
         "device_budget": {"ram_bytes": budget.ram_bytes},
         "comparison": [],
+        # the report's "incomplete run" note offers `fedtiny run --resume`; a field trial does not resume: the
+        # intro says it was stopped
+        "complete": True,
     }
     intro = (
         f"Field trial {s.name}: {len(summary['boards'])} board(s) on {server.gateways} gateway(s), "
         f"{summary['rounds_completed']} of {s.rounds} rounds, {s.strategy.name}. Accuracy of the deployed int8 "
         "model measured on each board's local test data; no baselines in a field trial."
     )
+    if summary.get("stopped_by"):
+        intro = (
+            f"Incomplete: stopped ({summary['stopped_by']}) after round {summary['rounds_completed']} of "
+            f"{s.rounds}; these are the results of the rounds done (a field trial does not resume: start it "
+            f"again). {intro}"
+        )
     return write_report(plan, facts, out, intro=intro, extra_html=boards_html(summary))

@@ -102,6 +102,23 @@ def wait_for_trial_file(
 # -- serve ------------------------------------------------------------------------------------------------
 
 
+class GatewaysMissing(FedTinyError):
+    """Not every gateway connected within ``--wait-s`` (one line with the command a gateway runs)."""
+
+
+WAIT_S = 300.0  # `fedtiny serve --wait-s`: how long the gateways have to connect
+STOP_WAIT_S = 8.0  # after Ctrl-C/SIGTERM: how long the ServerApp has to write the results of the rounds done
+
+
+def gateway_hint(address: str, out: Path, tls: TlsFiles | None = None) -> str:
+    """The command a gateway runs to join this trial."""
+    ca = f" --root-certificates {tls.ca}" if tls else ""
+    return (
+        f"fedtiny gateway --superlink {address} --device URI [--device URI ...] --replay {out / 'replay'}{ca} "
+        "(its boards: fedtiny emulate or real ones; each gateway on a machine its own --port)"
+    )
+
+
 def serve(
     s: Scenario,
     out: Path,
@@ -114,21 +131,43 @@ def serve(
     progress: Callable[[RoundRow, int], Any] | None = None,
     watch: Callable[[], None] | None = None,
     gateway_timeout_s: float = 300.0,
+    wait_s: float = WAIT_S,
+    stop: Any = None,
+    boards: int = 0,
 ) -> dict[str, Any]:
     """Prepare the trial directory (before anything waits on it), start a SuperLink, run the field-trial
-    ServerApp until it ends (per-round ``progress``; ``watch`` is called twice a second and may raise to abort),
-    stop the SuperLink. Returns the summary; raises TrialFailed (with the summary) when the trial failed."""
+    ServerApp until it ends (per-round ``progress``; ``watch`` is called ten times a second and may raise to
+    abort), stop the SuperLink and every process it started. Returns the summary; raises TrialFailed (with the
+    summary) when the trial failed, GatewaysMissing when not all ``gateways`` connected within ``wait_s``.
+
+    ``stop`` (a :class:`fedtiny.interrupt.StopSignal`): before the SuperLink is up a Ctrl-C/SIGTERM raises at
+    once; then the ServerApp is told (the file STOP_FILE) and stops at its next exchange with the gateways,
+    writes the results of the rounds done (``"complete": false``) and ends; everything is stopped and
+    :class:`fedtiny.interrupt.RunInterrupted` raised with that summary."""
+    from fedtiny.field.server_app import STOP_FILE
+    from fedtiny.interrupt import RunInterrupted
+
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    stop_file = out / STOP_FILE
     marker = out / PREPARING
     marker.write_text(str(os.getpid()))
     try:
-        for old in ("summary.json", "rounds.csv", "report.html", "progress.jsonl", "serverapp-error.txt"):
+        for old in (
+            "summary.json",
+            "rounds.csv",
+            "report.html",
+            "progress.jsonl",
+            "serverapp-error.txt",
+            STOP_FILE,
+        ):
             (out / old).unlink(missing_ok=True)
         log(f"preparing {out} (base model, replay data)")
-        prepare_trial(s, out, log)
+        prepare_trial(s, out, log, boards)
     finally:
         marker.unlink(missing_ok=True)
+    if stop is not None:  # from now on the ServerApp learns of a stop from this file
+        stop.on_first.append(lambda: stop_file.write_text(str(stop.signum)))
     home = out / "flwr-home"
     address = f"{host}:{port}"
     logs = out / "logs"
@@ -138,12 +177,34 @@ def serve(
         home, host, port, link_log, security.tls, node_auth=bool(security.node_public_keys)
     )
     tail = Tail(out / "progress.jsonl")
+    state = {"connected": False, "ready": time.time(), "stopping": 0.0, "written": 0.0}
 
     def tick() -> None:
         for ev in tail.records():
+            if ev.get("event") == "connected":
+                state["connected"] = True
             _show(ev, s.rounds, log, progress)
+        if stop is not None and stop.event.is_set():
+            if not state["stopping"]:
+                state["stopping"] = time.time()
+                stop_file.write_text(str(stop.signum))
+                log("stopping: the ServerApp writes the results of the rounds done")
+            summary = _read_summary(out)
+            if summary is not None and summary.get("complete") is False:
+                state["written"] = state["written"] or time.time()
+            if time.time() - state["stopping"] > STOP_WAIT_S or (
+                state["written"] and time.time() - state["written"] > 0.5  # the end message sent meanwhile
+            ):
+                raise RunInterrupted(stop.signum)
+            return  # the children are stopped below; `flwr run` ends once the ServerApp has written
         if link.poll() is not None:
             raise fp.exited("flower-superlink", link, link_log)
+        if not state["connected"] and time.time() - state["ready"] > wait_s:
+            n = tail_connected(out)
+            raise GatewaysMissing(
+                f"{n} of {gateways} gateway(s) connected within {wait_s:.0f} s (--wait-s); each gateway runs: "
+                + gateway_hint(address, out, security.tls)
+            )
         if watch:
             watch()
 
@@ -152,10 +213,16 @@ def serve(
         for pub in security.node_public_keys:
             fp.flwr(home, "supernode", "register", str(pub), fp.FEDERATION)
         log(
-            f"SuperLink ready at {address}{' (TLS)' if security.tls else ''}; waiting for {gateways} gateway(s)"
+            f"SuperLink ready at {address}{' (TLS)' if security.tls else ''}; waiting for {gateways} gateway(s) "
+            f"(up to {wait_s:.0f} s)"
         )
         if on_ready:
             on_ready(address)
+        state["ready"] = time.time()
+        if stop is not None:
+            stop.raise_now = False  # tick() sees the stop and ends the rounds in order
+            if stop.event.is_set():
+                stop_file.write_text(str(stop.signum))
         # generous: a field round over slow links can take minutes; the ServerApp has its own timeouts
         result = fp.run_app(
             home,
@@ -164,16 +231,25 @@ def serve(
                 "out-dir": str(out),
                 "gateways": gateways,
                 "timeout-s": gateway_timeout_s,
+                "wait-s": wait_s + 60.0,  # the driver's wait (tick) ends first, with the hint
                 "signing-key": str(security.signing_key.resolve()) if security.signing_key else "",
             },
             timeout=600.0 + 600.0 * s.rounds,
             log=run_log,
             tick=tick,
+            stopped=lambda: stop is not None and stop.event.is_set(),
         )
+    except RunInterrupted as exc:
+        exc.summary = _read_summary(out)
+        raise
     finally:
-        fp.stop(link)
+        fp.stop(link)  # and SuperExec, flwr-serverapp (sessions of their own)
+        if stop is not None:
+            stop.raise_now = True
     summary_file = out / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+    summary = _read_summary(out)
+    if result.get("stopped"):
+        raise RunInterrupted(stop.signum if stop is not None else 2, summary)
     err_file = out / "serverapp-error.txt"
     if err_file.exists():
         first = err_file.read_text().splitlines()[0]
@@ -195,9 +271,43 @@ def serve(
     return summary
 
 
+def replay_device_names(out: Path, recorded: bool = True) -> list[str]:
+    """The devices a trial directory replays, in board order (board i replays ``replay/device_i.npz``): the
+    data's device ids with recorded data (OUT/fleet/layout.json), "device i" otherwise."""
+    n = len(list((out / "replay").glob("device_*.npz")))
+    if not recorded:
+        return [f"device {i}" for i in range(1, n + 1)]
+    try:
+        names = [str(x) for x in json.loads((out / "fleet" / "layout.json").read_text())["device_names"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        names = []
+    return names[:n] if len(names) >= n else [f"device {i}" for i in range(1, n + 1)]
+
+
+def _read_summary(out: Path) -> dict[str, Any] | None:
+    try:
+        summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary
+
+
+def tail_connected(out: Path) -> int:
+    """How many gateways the ServerApp last saw connected (its "waiting" events in progress.jsonl)."""
+    n = 0
+    for ev in Tail(out / "progress.jsonl").records():
+        if ev.get("event") in ("waiting", "connected"):
+            n = int(ev.get("connected", ev.get("gateways", 0)))
+    return n
+
+
 def _show(ev: dict[str, Any], rounds: int, log: Log, progress: Callable[[RoundRow, int], Any] | None) -> None:
-    if ev.get("event") == "connected":
-        log(f"{ev['gateways']} gateway(s) connected; round 0 measures the base model on the boards")
+    if ev.get("event") == "waiting" and 0 < ev.get("connected", 0) < ev["gateways"]:
+        log(f"{ev['connected']} of {ev['gateways']} gateways connected")
+    elif ev.get("event") == "connected":
+        log(
+            f"{ev['gateways']} of {ev['gateways']} gateways connected; round 0 measures the base model on the boards"
+        )
     elif ev.get("event") == "round":
         row = RoundRow(**ev["row"])
         fails = ev.get("failures", [])
@@ -436,11 +546,13 @@ def run_trial(
     log: Log = print,
     progress: Callable[[RoundRow, int], Any] | None = None,
     signed: bool = False,
+    stop: Any = None,
 ) -> dict[str, Any]:
     """`fedtiny trial`: serve + ``boards`` virtual boards (`fedtiny emulate` on loopback sockets) + ``gateways``
     gateways (`fedtiny gateway`), each a child process logging to OUT/logs; every one stopped at the end.
+    With recorded data the boards replay the first ``boards`` devices of the data (board i: its i-th device).
     ``signed``: a fresh Ed25519 key in OUT/keys; the boards trust only its public key and the server signs
-    every redeployed head with it (the gateways hold no private key)."""
+    every redeployed head with it (the gateways hold no private key). ``stop``: as :func:`serve`."""
     if boards < 1 or gateways < 1 or gateways > boards:
         raise FedTinyError(
             f"--boards must be >= 1 and --gateways between 1 and --boards (got {boards}, {gateways})"
@@ -473,6 +585,11 @@ def run_trial(
         children.append((name, p, log_file))
 
     def on_ready(address: str) -> None:
+        names = replay_device_names(out, bool(s.data.path))
+        if len(names) < boards:
+            raise FedTinyError(
+                f"--boards {boards}: the data has {len(names)} device(s); start at most {len(names)} boards"
+            )
         uris = []
         for i in range(1, boards + 1):
             uri = f"socket://127.0.0.1:{free_port()}"
@@ -534,6 +651,8 @@ def run_trial(
             on_ready=on_ready,
             progress=progress,
             watch=watch,
+            stop=stop,
+            boards=boards,
         )
         deadline = (
             time.time() + 30
@@ -547,5 +666,7 @@ def run_trial(
                         f"{name} did not stop by itself at the end of the trial; stopping it (log: {log_file})"
                     )
         return summary
-    finally:
-        fp.stop(*(p for _, p, _ in children))
+    finally:  # stopped (Ctrl-C): no need to wait for the boards and gateways to end in order
+        fp.stop(
+            *(p for _, p, _ in children), timeout=2.0 if stop is not None and stop.event.is_set() else 15.0
+        )
