@@ -11,12 +11,15 @@ import tomllib
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
 from fedtiny.config.schema import Scenario
 from fedtiny.errors import ScenarioError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 #: validation that needs the stages' registries (tasks, front ends, boards, strategies): fedtiny.plan.validate
 Check = Callable[[Scenario, str], None]
@@ -77,7 +80,7 @@ def _build(cls: Any, data: dict[str, Any], prefix: str, src: str) -> Any:
     return cls(**kwargs)
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any, src: str) -> None:
+def _set_dotted(data: dict[str, Any], dotted: str, value: object, src: str) -> None:
     parts = dotted.split(".")
     node = data
     for p in parts[:-1]:
@@ -87,7 +90,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any, src: str) -> None
     node[parts[-1]] = value
 
 
-def parse_override(text: str) -> tuple[str, Any]:
+def parse_override(text: str) -> tuple[str, object]:
     """``key=value`` with a TOML value (``rounds=50``, ``task.name="kws"``); a bare word is a string."""
     if "=" not in text:
         raise ScenarioError(f"--set {text!r}: expected key=value")
@@ -164,7 +167,7 @@ def parse_scenario_file(
     return parse_scenario_dict(data, str(p), overrides, base_dir=p.resolve().parent, check=check)
 
 
-def _default_target_groups(s: Scenario, raw: Any) -> None:
+def _default_target_groups(s: Scenario, raw: object) -> None:
     """A targeted event acts on the devices of its target group; its ``group`` defaults to the target."""
     for i, e in enumerate(s.drift):
         given = isinstance(raw, list) and i < len(raw) and isinstance(raw[i], dict) and "group" in raw[i]
@@ -172,9 +175,9 @@ def _default_target_groups(s: Scenario, raw: Any) -> None:
             e.group = e.target
 
 
-def _table(obj: Any) -> dict[str, Any]:
+def _table(obj: DataclassInstance | type[DataclassInstance]) -> dict[str, object]:
     """A schema dataclass as a TOML table in field order; empty lists and tables (every one's default) left out."""
-    table: dict[str, Any] = {}
+    table: dict[str, object] = {}
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
         if dataclasses.is_dataclass(v):

@@ -7,7 +7,7 @@ also takes "module:Class" (checked by the loader); ``doc`` is a one-line help.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 #: built-in strategy names (Flower's classes in lower case, then older and short names; fedtiny/server/strategy.py)
 STRATEGY_NAMES = (
@@ -34,7 +34,10 @@ STRATEGY_NAMES = (
 )
 
 
-def _f(default: Any, doc: str, **rules: Any) -> Any:
+_T = TypeVar("_T")
+
+
+def _f(default: _T, doc: str, **rules: object) -> _T:
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata={"doc": doc, **rules})
     return field(default=default, metadata={"doc": doc, **rules})

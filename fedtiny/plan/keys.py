@@ -35,7 +35,7 @@ def _plural(tp: Any) -> str:
     return {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}.get(tp, "values")
 
 
-def _toml(v: Any) -> str:
+def _toml(v: object) -> str:
     """A value as one line of inline TOML; tomli-w writes (and escapes) every string, number and key."""
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{_key(k)} = {_toml(x)}" for k, x in v.items()) + " }" if v else "{}"
@@ -59,7 +59,7 @@ def _rule(meta: Any) -> str:
     return ""
 
 
-def _default(f: dataclasses.Field[Any]) -> Any:
+def _default(f: dataclasses.Field[Any]) -> object:
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fedtiny.config.loader import PATH_KEYS
 from fedtiny.config.schema import DriftEvent, Scenario
 from fedtiny.errors import ScenarioError
 from fedtiny.fleet.drift import check_event, check_kind, drift_kind, kind_names
 from fedtiny.plan.resolve import strategy_spec
+
+if TYPE_CHECKING:
+    from fedtiny.tasks import Task
 
 _DRIFT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DriftEvent)}
 _RESERVED_GROUPS = ("all",)  # the whole-fleet row of the results
@@ -164,7 +167,7 @@ def _check_strategy(s: Scenario, src: str) -> None:
         raise ScenarioError(f"{src}: {exc}") from None
 
 
-def _check_spread(s: Scenario, task: Any, src: str) -> None:
+def _check_spread(s: Scenario, task: Task, src: str) -> None:
     """fleet.condition +/- fleet.spread must stay inside every knob's range (devices are drawn in between)."""
     base = {**task.default_condition(), **s.fleet.condition}
     for k, sp in s.fleet.spread.items():
