@@ -274,3 +274,15 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path: Path) -> Non
     (d / "latest.json").write_text("{}")
     with pytest.raises(FedTinyError, match=r"latest\.json: expected"):
         load_checkpoint(d)
+
+
+def test_every_method_is_scored_as_a_board_runs_it_so_all_agree_before_learning(tmp_path: Path) -> None:
+    """Local-only and personalized heads are re-quantized to int8 as deployed (issue 19 §4): at round 0 every
+    method is the deployed int8 head, and their accuracies are the same number."""
+    srv = run(scenario(strategy={"personalize": 0.5}), tmp_path)
+    r0 = srv.rows[0]
+    assert r0.accuracy_static == r0.accuracy_local == r0.accuracy_personalized
+    c = srv.curves
+    for group in ("all", "moved"):
+        assert c["federated"][group][0] == c["static"][group][0] == c["local-only"][group][0]
+    assert srv.rows[-1].accuracy_local != r0.accuracy_local  # the local heads did learn (and were scored)

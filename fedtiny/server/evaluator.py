@@ -15,8 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from fedtiny.fleet.data import FleetData, FleetLayout
-from fedtiny.ondevice import Int8Head, TrainConfig, TrainJob, dequantize_head, train_heads
-from fedtiny.ondevice.quant import dequantize
+from fedtiny.ondevice import (
+    FloatHead,
+    Int8Head,
+    TrainConfig,
+    TrainJob,
+    dequantize_head,
+    quantize_head,
+    train_heads,
+)
 from fedtiny.results import RoundRow
 from fedtiny.server.run_state import EvalState
 from fedtiny.server.spec import RoundSpec
@@ -63,6 +70,9 @@ class Evaluator:
         self.gtest = np.load(fleet_dir / "global_test_feats.npy")
         self.gtest_y = np.load(fleet_dir / "global_test_labels.npy")
         self.group = np.load(fleet_dir / "group.npy")
+        self.calib = np.load(fleet_dir / "calib_feats.npy")  # what re-quantizes a head (as the server does)
+        self.per_tensor = bool(data.meta.get("per_tensor", False))
+        self.initial_head = initial_head
         k = s.fleet.devices
         self.labels_flat = np.tile(data.labels, data.num_variants)
         self.test_n = data.test_counts(np.arange(k))
@@ -138,15 +148,27 @@ class Evaluator:
         st.loc_w[sel[ok]], st.loc_b[sel[ok]] = res.weights[ok], res.bias[ok]
 
     # -- statistics ------------------------------------------------------------------------------
-    def _float_correct(
-        self, head: Int8Head, w: np.ndarray, b: np.ndarray, devices: np.ndarray, seg: int
+    def _int8_correct(
+        self, deployed: Int8Head, w: np.ndarray, b: np.ndarray, devices: np.ndarray, seg: int
     ) -> np.ndarray:
-        """Correctness [K, n] of per-device float heads ``w`` [K, C, D] on the test data of ``devices`` [K]
-        (their features quantized with ``head``'s input parameters)."""
+        """Correctness [K, n] of per-device heads ``w`` [K, C, D], ``b`` [K, C] on the test data of ``devices``
+        [K], each scored as a board would run it: re-quantized to int8 exactly as a deployed head is
+        (docs/ondevice.md §4, the fleet's calibration features) and predicted through the model's tail. A head
+        that is still the float image of ``deployed`` (a device that never trained, a personal head with no
+        update yet) is ``deployed`` itself, so every method agrees before any learning."""
         feats, labels = self.data.gather(self.test_idx(seg)[devices])
-        x = dequantize(feats, head.input_scale, head.input_zero_point)
-        pred = np.argmax(float_logits(x, w, b), axis=-1)
-        return np.asarray(pred == labels)
+        g = dequantize_head(deployed)
+        out = np.empty(labels.shape, dtype=bool)
+        for k in range(len(devices)):
+            if np.array_equal(w[k], g.weights) and np.array_equal(b[k], g.bias):
+                q = deployed
+            else:
+                fh = FloatHead(np.asarray(w[k], np.float32), np.asarray(b[k], np.float32))
+                q = quantize_head(
+                    fh, deployed.input_scale, deployed.input_zero_point, self.calib, self.per_tensor
+                )
+            out[k] = self.data.predict(q, feats[k]) == labels[k]
+        return out
 
     def _valid(self, devs: np.ndarray, width: int) -> np.ndarray | None:
         """Which test observations of ``devs`` are real (recorded fleets pad shorter test sets); None: all."""
@@ -213,7 +235,7 @@ class Evaluator:
         others: dict[str, np.ndarray] = {}
         if s.eval.baselines:
             others["static"] = self.static_correct[sidx]
-            others["local-only"] = self._float_correct(head, st.loc_w, st.loc_b, sub, seg)
+            others["local-only"] = self._int8_correct(self.initial_head, st.loc_w, st.loc_b, sub, seg)
         if s.strategy.personalize > 0:
             a = np.float32(s.strategy.personalize)
             g = dequantize_head(head)
@@ -221,7 +243,7 @@ class Evaluator:
                 st.per_has[:, None, None], a * st.per_w + (1 - a) * g.weights[None], g.weights[None]
             )
             pb = np.where(st.per_has[:, None], a * st.per_b + (1 - a) * g.bias[None], g.bias[None])
-            others["personalized"] = self._float_correct(
+            others["personalized"] = self._int8_correct(
                 head, pw.astype(np.float32), pb.astype(np.float32), sub, seg
             )
         for meth, y in others.items():
@@ -247,7 +269,9 @@ class Evaluator:
             res = {"federated": fed_pool[oidx]}
             if s.eval.baselines:
                 res["static"] = self.static_correct[oidx]
-                res["local-only"] = self._float_correct(head, st.loc_w[pos], st.loc_b[pos], devs, old_seg)
+                res["local-only"] = self._int8_correct(
+                    self.initial_head, st.loc_w[pos], st.loc_b[pos], devs, old_seg
+                )
             valid = self._valid(devs, oidx.shape[1])
             for meth, y in res.items():
                 self._curve_est(index, f"{meth}@old", {gname: two_way(y, oidx, valid)})
