@@ -327,7 +327,8 @@ def _log_to_file(path: Path, verbose: bool) -> Iterator[None]:
     (fedtiny.runtime.superlink). The loggers are restored afterwards (the CLI may run inside a test)."""
     import logging
 
-    if verbose:
+    if verbose:  # TensorFlow's output too stays on the terminal (fedtiny.model.quiet reads this)
+        os.environ["FEDTINY_VERBOSE"] = "1"
         yield
         return
     import flwr.common.logger  # noqa: F401  (installs Flower's console handler now, so it is replaced below)
