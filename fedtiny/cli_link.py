@@ -57,7 +57,7 @@ def _interrupted(out: Path, signum: int, summary: dict[str, Any] | None) -> str:
     from fedtiny.interrupt import SIGNAL_NAMES
 
     how = SIGNAL_NAMES.get(signal.Signals(signum), f"signal {signum}")
-    if summary is not None:
+    if summary is not None and summary.get("rounds_completed", 0) >= 1:
         head = (
             f"fedtiny: interrupted ({how}) after round {summary['rounds_completed']} of {summary['rounds']}; "
             f'results of the rounds done in {out} (summary.json: "complete": false, report.html)'

@@ -177,17 +177,21 @@ def serve(
         home, host, port, link_log, security.tls, node_auth=bool(security.node_public_keys)
     )
     tail = Tail(out / "progress.jsonl")
-    state = {"connected": False, "ready": time.time(), "stopping": 0.0, "written": 0.0}
+    state = {"connected": False, "ready": time.time(), "stopping": 0.0, "written": 0.0, "round": -1}
 
     def tick() -> None:
         for ev in tail.records():
             if ev.get("event") == "connected":
                 state["connected"] = True
+            elif ev.get("event") == "round":
+                state["round"] = int(ev["row"]["round"])
             _show(ev, s.rounds, log, progress)
         if stop is not None and stop.event.is_set():
             if not state["stopping"]:
                 state["stopping"] = time.time()
                 stop_file.write_text(str(stop.signum))
+                if state["round"] < 1:  # no round done: nothing to wait for
+                    raise RunInterrupted(stop.signum)
                 log("stopping: the ServerApp writes the results of the rounds done")
             summary = _read_summary(out)
             if summary is not None and summary.get("complete") is False:
