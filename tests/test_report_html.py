@@ -255,3 +255,17 @@ def test_interrupted_run_headline_escapes_the_out_dir() -> None:
     assert headline(s, summary, {}).incomplete == Incomplete(3, 10, "runs/<b>")
     doc = headline_html(s, summary, {})
     assert "fedtiny run --resume runs/&lt;b&gt;" in doc and "<b>Incomplete run</b>" in doc
+
+
+def test_the_inference_table_leads_with_the_users_model() -> None:
+    """A run on the user's model shows that model's own row first (issue 19 §4), the reference models after."""
+    from fedtiny.model.build import REFERENCE_DIR
+    from fedtiny.report.inference_html import UserModel, inference_table
+
+    model = next(REFERENCE_DIR.glob("vibration-seed7-*.tflite")).read_bytes()
+    table = inference_table("vibration", UserModel("your model (m.tflite)", model, 0.8125))
+    assert table is not None
+    first = table.rows[0]
+    assert first.model == "your model (m.tflite)" and first.highlight and first.int8_accuracy == "81.2%"
+    assert first.size_kib == f"{len(model) / 1024:.1f}" and first.arena_tflm != "n/a"
+    assert not any(r.highlight for r in table.rows[1:])  # the reference rows are for comparison

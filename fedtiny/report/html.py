@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from fedtiny.report.advice import recipe_advice as _recipe
 from fedtiny.report.headline import METHOD_NAMES, clean_set_note, headline
-from fedtiny.report.inference_html import inference_table
+from fedtiny.report.inference_html import UserModel, inference_table
 from fedtiny.report.jinja import render, rich_html
 from fedtiny.report.plots import METHOD_STYLE, Curves, plot_costs, plot_fleet, plot_groups
 from fedtiny.report.tables import comparison_tables, facts
@@ -70,6 +70,18 @@ def _title(s: Scenario, summary: dict[str, Any]) -> str:
     return f"{s.name}: {label}, {s.fleet.devices} devices, {s.strategy.name}"
 
 
+def _user_model(s: Scenario, plan: Any) -> UserModel | None:
+    """The run's own model when the user brought one (its row leads the inference table)."""
+    source = s.model.tflite or s.model.keras
+    if not source:
+        return None
+    tflite, meta = getattr(plan, "tflite", None), getattr(plan, "base_meta", None)
+    if not isinstance(tflite, bytes):  # a field trial's plan holds no model bytes
+        return None
+    acc = meta.get("int8_accuracy") if isinstance(meta, dict) else None
+    return UserModel(f"your model ({Path(source).name})", tflite, acc if isinstance(acc, float) else None)
+
+
 def write_report(
     plan: Any, summary: dict[str, Any], out: Path, intro: str = "", extra_html: str = ""
 ) -> list[str]:
@@ -115,7 +127,7 @@ def write_report(
         costs=Image.of(out / "costs.png"),
         fleet=Image.of(out / "fleet.png"),
         facts=facts(s, summary),
-        inference=inference_table(s.task.name),
+        inference=inference_table(s.task.name, _user_model(s, plan)),
     )
     (out / "report.html").write_text(doc)
     return ["report.html", "groups.png", "costs.png", "fleet.png"]

@@ -33,8 +33,55 @@ class InferenceTable:
     cycles_per_instruction: str
 
 
-def inference_table(task: str = "") -> InferenceTable | None:
-    """The table, or None when the measured figures are missing."""
+@dataclass(frozen=True)
+class UserModel:
+    """The run's own model (a user's .tflite or Keras model): its row comes first, from the model itself."""
+
+    name: str
+    tflite: bytes
+    int8_accuracy: float | None
+
+
+def user_model_row(m: UserModel, boards: int) -> InferenceRow:
+    """Size and arenas of the user's model (the firmware's planner when it is built); instructions and latency
+    are measured by benchmarks/model_table.py, not at report time."""
+    import subprocess
+
+    from fedtiny.model import fwplan
+    from fedtiny.model.info import min_arena_bytes
+
+    arena, macs = "planner not built", "n/a"
+    try:
+        plan = fwplan.firmware_plan(m.tflite)
+        if isinstance(plan, str):
+            arena = f"refused: {plan}"
+        else:
+            arena, macs = f"{plan.arena_bytes:,}", f"{plan.macs:,}"
+    except FileNotFoundError:
+        pass
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        arena = "planner failed"
+    try:
+        tflm = f"{min_arena_bytes(m.tflite):,}"
+    except (OSError, RuntimeError, ValueError):
+        tflm = "n/a"
+    return InferenceRow(
+        model=m.name,
+        highlight=True,
+        size_kib=f"{len(m.tflite) / 1024:.1f}",
+        arena_firmware=arena,
+        arena_tflm=tflm,
+        macs=macs,
+        instructions_portable="not measured",
+        instructions_dsp="not measured",
+        int8_accuracy="n/a" if m.int8_accuracy is None else f"{100 * m.int8_accuracy:.1f}%",
+        per_board=["not measured"] * boards,
+    )
+
+
+def inference_table(task: str = "", user: UserModel | None = None) -> InferenceTable | None:
+    """The table, or None when the measured figures are missing; with ``user``, the run's own model first
+    (highlighted) and fedtiny's reference models below it for comparison."""
     if not INFERENCE_COSTS_FILE.exists():
         return None
     try:
@@ -42,13 +89,13 @@ def inference_table(task: str = "") -> InferenceTable | None:
     except FedTinyError:
         return None
     boards = list(BOARDS.values())
-    rows = []
+    rows = [user_model_row(user, len(boards))] if user is not None else []
     for name, m in doc["models"].items():
         opt = m["instructions_optimized"]
         rows.append(
             InferenceRow(
                 model=name,
-                highlight=name == task,
+                highlight=user is None and name == task,
                 size_kib=f"{m['model_bytes'] / 1024:.1f}",
                 arena_firmware=f"{m['arena_firmware_bytes']:,}",
                 arena_tflm=f"{m['arena_tflm_bytes']:,}",
