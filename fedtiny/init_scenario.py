@@ -414,17 +414,27 @@ def scenario_text(ins: Inspection, model: Path, data: Path, out: Path) -> str:
         f"batch_size = {BATCH_SIZE}",
     ]
     lines += _recipe_lines(ins)
+    what, group = _drift_example(rec)
     lines += [
         "",
-        "# Drift you want to test on top of what is in the data, e.g. a quieter microphone on a third of the fleet:",
+        f"# Drift you want to test on top of what is in the data, e.g. {what} on a third of the fleet:",
         "# [[drift]]",
         f"# at = {rounds // 2}",
         "# fraction = 0.33",
-        '# group = "quiet"',
+        f'# group = "{group}"',
         "# condition = { gain = 0.5 }",
         "",
     ]
     return "\n".join(lines)
+
+
+def _drift_example(rec: Recordings) -> tuple[str, str]:
+    """What the template's example drift (half the gain) means for the data it saw, and a group name."""
+    if rec.sample_rate:  # audio clips
+        return "a quieter microphone", "quiet"
+    if rec.is_int8:  # the model's own int8 inputs
+        return "inputs at half their amplitude", "weak"
+    return "a sensor whose gain has dropped by half", "weak"
 
 
 def _recipe_lines(ins: Inspection) -> list[str]:

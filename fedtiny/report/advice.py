@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fedtiny.report.verdict import falling
-from fedtiny.report.words import Rich, code, finite, pct, plain
+from fedtiny.report.words import Rich, code, finite, pct, plain, plural
 
 if TYPE_CHECKING:
     from fedtiny.config import Scenario
@@ -120,7 +120,7 @@ def _drift_tips(s: Scenario, summary: dict[str, Any], not_back: list[dict[str, A
             (
                 plain(
                     f"Federated learning kept falling on the drifted group after its drift ({pct(f.get('after_drift'))} "
-                    f"right after, {pct(f.get('recovered_accuracy'))} {seen} rounds later): smaller on-device steps ("
+                    f"right after, {pct(f.get('recovered_accuracy'))} {plural(seen)} later): smaller on-device steps ("
                 ),
                 code(f"--set train.lr={float(s.train.lr) / 2:g}"),
                 plain(") or a local head blended into the shared one ("),
@@ -132,7 +132,7 @@ def _drift_tips(s: Scenario, summary: dict[str, Any], not_back: list[dict[str, A
     tips = [
         (
             plain(
-                f"Federated learning did not win the drifted group back in the {seen} rounds after its drift: "
+                f"Federated learning did not win the drifted group back in the {plural(seen)} after its drift: "
                 "run longer ("
             ),
             code(f"--set rounds={longer}"),
