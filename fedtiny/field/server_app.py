@@ -248,19 +248,13 @@ def write_field_report(server: FieldServer, summary: dict[str, Any], out: Path) 
         },
         "device_budget": {"ram_bytes": budget.ram_bytes},
         "comparison": [],
-        # the report's "incomplete run" note offers `fedtiny run --resume`; a field trial does not resume: the
-        # intro says it was stopped
-        "complete": True,
+        "complete": bool(summary.get("complete", True)),
+        "rounds_done": summary["rounds_completed"],
+        "resume_command": "",  # a field trial does not resume (the boards have moved on): it is started again
     }
     intro = (
         f"Field trial {s.name}: {len(summary['boards'])} board(s) on {server.gateways} gateway(s), "
         f"{summary['rounds_completed']} of {s.rounds} rounds, {s.strategy.name}. Accuracy of the deployed int8 "
         "model measured on each board's local test data; no baselines in a field trial."
     )
-    if summary.get("stopped_by"):
-        intro = (
-            f"Incomplete: stopped ({summary['stopped_by']}) after round {summary['rounds_completed']} of "
-            f"{s.rounds}; these are the results of the rounds done (a field trial does not resume: start it "
-            f"again). {intro}"
-        )
     return write_report(plan, facts, out, intro=intro, extra_html=boards_html(summary))

@@ -48,6 +48,11 @@ def _load(data: bytes | bytearray) -> fb.Model:
     return fb.Model.GetRootAsModel(data, 0)
 
 
+def builtin_name(code: int) -> str:
+    """The schema's name of a builtin operator code (``BUILTIN_<code>`` for one this schema does not know)."""
+    return _OP_NAMES.get(code, f"BUILTIN_{code}")
+
+
 @_parsing
 def op_names(data: bytes | bytearray) -> list[str]:
     """Builtin operator names of the first subgraph, in execution order."""

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from fedtiny.model.flatbuffer import ModelIO, metadata_classes, model_io, op_names, read_head, with_head_bias
+from fedtiny.model.flatbuffer import (
+    ModelIO,
+    builtin_name,
+    metadata_classes,
+    model_io,
+    op_names,
+    read_head,
+    with_head_bias,
+)
 
 
 @contextlib.contextmanager
@@ -67,8 +76,11 @@ class ModelInfo:
         return self.head_classes <= FIRMWARE_MAX_CLASSES and self.head_features <= FIRMWARE_MAX_DIM
 
     def lines(self) -> list[str]:
+        refused = self.firmware_arena.startswith("the fedtiny C firmware refuses")
         fw = (
-            "fits the fedtiny C firmware"
+            "the fedtiny C firmware refuses the model (arena fw below)"
+            if refused
+            else "fits the fedtiny C firmware's head limits"
             if self.firmware_fits
             else f"too large for the fedtiny C firmware's defaults (classes <= {FIRMWARE_MAX_CLASSES}, features <= "
             f"{FIRMWARE_MAX_DIM}): raise FT_MAX_CLASSES / FT_MAX_DIM in firmware/core/fedtiny_config.h"
@@ -97,8 +109,9 @@ def firmware_arena_line(model: bytes) -> str:
         return f"the fedtiny C firmware's planner is not built: {fwplan.BUILD_HINT} (then firmware/build/tools/ft_plan)"
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:  # a broken tool: info still works
         return f"the fedtiny C firmware's planner failed: {e}"
-    if isinstance(plan, str):
-        return f"the fedtiny C firmware refuses the model: {plan}"
+    if isinstance(plan, str):  # the firmware names only the ops it knows: name the others from the schema
+        named = re.sub(r"BUILTIN_(\d+)", lambda m: builtin_name(int(m.group(1))), plan)
+        return f"the fedtiny C firmware refuses the model: {named}"
     return f"{plan.arena_bytes} bytes ({plan.arena_bytes / 1024:.1f} KiB, the fedtiny C firmware's plan, {plan.kernels} kernels)"
 
 

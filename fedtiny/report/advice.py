@@ -242,7 +242,9 @@ def suggestions(s: Scenario, summary: dict[str, Any], curves: Curves | None = No
         tips.append(recipe.rich())
     if not summary.get("complete", True):
         out = str(summary.get("out_dir", "DIR"))
-        tips.append((plain("Finish the run: "), code(f"fedtiny run --resume {out}"), plain(".")))
+        resume = str(summary.get("resume_command", f"fedtiny run --resume {out}"))
+        if resume:
+            tips.append((plain("Finish the run: "), code(resume), plain(".")))
     feds = [per["federated"] for per in summary.get("drift", {}).values() if "federated" in per]
     not_back = [f for f in feds if f.get("recovery") == "never"]
     if not_back:

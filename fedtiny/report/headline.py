@@ -28,11 +28,13 @@ METHOD_NAMES = {
 
 @dataclass(frozen=True)
 class Incomplete:
-    """An interrupted run: ``rounds_done`` of ``rounds``, continued with ``fedtiny run --resume out_dir``."""
+    """An interrupted run: ``rounds_done`` of ``rounds``, continued with ``resume`` (a command; "" for what does
+    not resume, a field trial: it is started again)."""
 
     rounds_done: int
     rounds: int
     out_dir: str
+    resume: str
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,10 @@ def headline(
     done = int(summary.get("rounds_done", s.rounds))
     incomplete = None
     if summary.get("complete") is False:
-        incomplete = Incomplete(done, s.rounds, str(summary.get("out_dir", "DIR")))
+        out = str(summary.get("out_dir", "DIR"))
+        incomplete = Incomplete(
+            done, s.rounds, out, str(summary.get("resume_command", f"fedtiny run --resume {out}"))
+        )
     # learning that hurt is said first, before what each drift cost
     answers: list[Rich] = [(bold(h.text() + "."),) for h in learning_hurt(summary)]
     answers += [event_answer(s, summary, ev, per, sizes) for ev, per in summary.get("drift", {}).items()]
