@@ -252,7 +252,9 @@ def test_interrupted_run_headline_escapes_the_out_dir() -> None:
 
     s = scenario_from_dict({"name": "x", "rounds": 10, "task": {"name": "digits"}})
     summary = {"complete": False, "rounds_done": 3, "out_dir": "runs/<b>"}
-    assert headline(s, summary, {}).incomplete == Incomplete(3, 10, "runs/<b>", "fedtiny run --resume runs/<b>")
+    assert headline(s, summary, {}).incomplete == Incomplete(
+        3, 10, "runs/<b>", "fedtiny run --resume runs/<b>"
+    )
     doc = headline_html(s, summary, {})
     assert "fedtiny run --resume runs/&lt;b&gt;" in doc and "<b>Incomplete run</b>" in doc
 

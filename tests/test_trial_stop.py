@@ -67,7 +67,11 @@ def test_ctrl_c_stops_a_trial_in_order_and_a_second_trial_is_refused(tmp_path: P
     assert summary["complete"] is False and summary["stopped_by"] == "Ctrl-C"
     assert 1 <= summary["rounds_completed"] < 3
     report = (out / "report.html").read_text()
-    assert "Incomplete run" in report and "It does not resume: start it again" in report and "--resume" not in report
+    assert (
+        "Incomplete run" in report
+        and "It does not resume: start it again" in report
+        and "--resume" not in report
+    )
     assert not (out / "fedtiny.lock").exists()
     deadline = time.time() + 10
     while (left := _our_processes(str(tmp_path))) and time.time() < deadline:
