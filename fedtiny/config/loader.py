@@ -74,7 +74,11 @@ def _build(cls: Any, data: dict[str, Any], prefix: str, src: str) -> Any:
     for key, value in data.items():
         where = f"{prefix}.{key}" if prefix else key
         if key not in fields:
-            raise ScenarioError(f"{src}: unknown key '{where}'; expected one of: {', '.join(fields)}")
+            import difflib
+
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            hint = f"did you mean '{prefix + '.' if prefix else ''}{close[0]}'? " if close else ""
+            raise ScenarioError(f"{src}: unknown key '{where}'; {hint}expected one of: {', '.join(fields)}")
         kwargs[key] = _convert(value, hints[key], where, src)
         _check_rules(kwargs[key], fields[key].metadata, where, src)
     return cls(**kwargs)

@@ -159,8 +159,9 @@ def read_csv(path: Path, label_column: str, device_column: str, time_column: str
     header = first if has_header else None
     ncols = len(first)
     label_idx = _column(label_column, header, ncols)
-    if label_idx is None:
-        found = ", ".join(header or [str(i) for i in range(ncols)])
+    if label_idx is None:  # name a few columns, not hundreds of signal columns
+        cols = header or [str(i) for i in range(ncols)]
+        found = ", ".join(cols[:6]) + (f", ... ({len(cols)} in all)" if len(cols) > 6 else "")
         raise DataError(f"{path}: no label column {label_column!r} (columns found: {found})")
     device_idx = _column(device_column, header, ncols) if device_column else None
     time_idx = _column(time_column, header, ncols) if time_column else None
