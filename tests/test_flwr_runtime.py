@@ -125,7 +125,7 @@ def test_flwr_run_dot_end_to_end_with_tensorflow_blocked_in_ray_workers(tmp_path
                     workers[pid] = _maps_tensorflow(pid) or workers.get(pid, False)
                 elif "flwr-simulation" in cmd and not simulation_tf:  # it imports TensorFlow as it starts
                     simulation_tf = _maps_tensorflow(pid)
-            done = any(r.get("done") for r in reader.records())
+            done = any(isinstance(r, channel.RunDone) for r in reader.records())
             time.sleep(0.3)
         deadline = time.time() + 120
         while True:  # Flower's own word on the run
