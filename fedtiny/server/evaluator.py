@@ -100,7 +100,8 @@ class Evaluator:
 
     def pool_correct(self, head: Int8Head) -> np.ndarray:
         """Whether ``head`` classifies each pool sample (every variant) right."""
-        return self.data.predict(head, np.asarray(self.data.pool2d)) == self.labels_flat
+        correct: np.ndarray = self.data.predict(head, np.asarray(self.data.pool2d)) == self.labels_flat
+        return correct
 
     def test_idx(self, seg: int) -> np.ndarray:
         """Pool indices [K, n] of every device's test data in drift segment ``seg`` (cached)."""
