@@ -10,7 +10,9 @@ import dataclasses
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +22,8 @@ from fedtiny.fleet import drift as drift_kinds
 from fedtiny.fleet.partition import dirichlet_labels
 from fedtiny.plan.resolve import fleet_spec, layout_of, model_spec
 from fedtiny.tasks import get_task
+
+Log = Callable[[str], Any]
 
 PREPARED_FILES = (
     "scenario.resolved.toml",
@@ -57,7 +61,7 @@ def check_replayable(s: Scenario, src: str = "scenario") -> None:
         raise ScenarioError(f"{src}: 'fleet.spread' is not supported by field-trial replay; remove it")
 
 
-def prepare_trial(s: Scenario, out: Path, log=print, boards: int = 0) -> bytes:  # type: ignore[no-untyped-def]
+def prepare_trial(s: Scenario, out: Path, log: Log = print, boards: int = 0) -> bytes:
     """Build (or reuse) the base model and write everything the ServerApp and replay gateways read. ``boards``
     (`fedtiny trial --boards`; 0: unknown): how many boards will replay recorded data (the first devices)."""
     from fedtiny.model.build import build_base_model, factory_data
@@ -97,7 +101,7 @@ def prepare_trial(s: Scenario, out: Path, log=print, boards: int = 0) -> bytes: 
     return base.tflite
 
 
-def write_replay(s: Scenario, featurize, root: Path) -> None:  # type: ignore[no-untyped-def]
+def write_replay(s: Scenario, featurize: Callable[[np.ndarray], np.ndarray], root: Path) -> None:
     """Per device id 1..N: train/test int8 features for every segment, under its condition."""
     task = get_task(s.task.name, **s.task.params)
     root.mkdir(parents=True, exist_ok=True)
@@ -136,7 +140,7 @@ def _user_files_key(s: Scenario) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _prepare_user_trial(s: Scenario, out: Path, log, boards: int = 0) -> bytes:  # type: ignore[no-untyped-def]
+def _prepare_user_trial(s: Scenario, out: Path, log: Log, boards: int = 0) -> bytes:
     """A user's model and recordings: replay data per device of the data (board i replays the i-th device:
     its latest training examples and its test examples, per drift segment); ``boards`` (0: all) is only
     said."""
