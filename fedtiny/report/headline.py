@@ -42,6 +42,7 @@ class Headline:
     incomplete: Incomplete | None = None
     answers: list[Rich] = field(default_factory=list)  # one per drift event, then the whole fleet
     tips: list[Rich] = field(default_factory=list)  # what to try next
+    note: str = ""  # what the numbers in the answers are (shown under them)
 
     def __bool__(self) -> bool:
         return bool(self.incomplete or self.answers or self.tips)
@@ -164,7 +165,28 @@ def headline(
     answers: list[Rich] = [(bold(h.text() + "."),) for h in learning_hurt(summary)]
     answers += [event_answer(s, summary, ev, per, sizes) for ev, per in summary.get("drift", {}).items()]
     answers.append(fleet_answer(summary, done))
-    return Headline(incomplete, [a for a in answers if as_text(a)], suggestions(s, summary, curves))
+    answers = [a for a in answers if as_text(a)]
+    return Headline(incomplete, answers, suggestions(s, summary, curves), answers_note(summary, answers))
+
+
+def answers_note(summary: dict[str, Any], answers: list[Rich]) -> str:
+    """What the headline's numbers are: only what they show (intervals when some are there, the comparison
+    subset when a per-group or baseline number is there)."""
+    trial = summary.get("kind") == "field trial"
+    where = "each board's" if trial else "each device's"
+    text = f"Accuracies are of the deployed int8 model on {where} own test data"
+    if any(
+        finite(summary.get(f"{k}_lo"), summary.get(f"{k}_hi")) for k in ("initial_accuracy", "final_accuracy")
+    ):
+        text += (
+            "; numbers in parentheses are 95% intervals (Wilson, over the boards' pooled test samples: samples of "
+            "one board are not independent, so they are optimistic)"
+            if trial
+            else "; numbers in parentheses are 95% intervals (over devices and test samples)"
+        )
+    if summary.get("drift") or summary.get("comparison"):
+        text += "; per-group numbers are measured on the comparison subset, where every method runs on the same devices"
+    return text + "." if answers else ""
 
 
 def clean_set_note(s: Scenario, summary: dict[str, Any], rows: list[RoundRow]) -> str:

@@ -19,7 +19,15 @@ from fedtiny.report.advice import recipe_advice as _recipe
 from fedtiny.report.headline import METHOD_NAMES, clean_set_note, headline
 from fedtiny.report.inference_html import UserModel, inference_table
 from fedtiny.report.jinja import render, rich_html
-from fedtiny.report.plots import METHOD_STYLE, Curves, plot_costs, plot_fleet, plot_groups
+from fedtiny.report.plots import (
+    FIELD_COUNTS,
+    METHOD_STYLE,
+    Curves,
+    groups_caption,
+    plot_costs,
+    plot_fleet,
+    plot_groups,
+)
 from fedtiny.report.tables import comparison_tables, facts
 
 if TYPE_CHECKING:
@@ -83,11 +91,17 @@ def _user_model(s: Scenario, plan: Any) -> UserModel | None:
 
 
 def write_report(
-    plan: Any, summary: dict[str, Any], out: Path, intro: str = "", extra_html: str = ""
+    plan: Any,
+    summary: dict[str, Any],
+    out: Path,
+    intro: str = "",
+    extra_html: str = "",
+    trial: bool = False,
 ) -> list[str]:
     """Write groups.png, costs.png, fleet.png and report.html; returns the file names. A field trial passes its
-    own ``intro`` (text, escaped; no baselines there) and ``extra_html`` (its boards and their failures, shown
-    first: HTML from the caller, inserted as it is)."""
+    own ``intro`` (text, escaped; no baselines there), ``extra_html`` (its boards and their failures, shown
+    first: HTML from the caller, inserted as it is) and ``trial``: only what a trial measures is drawn (no
+    energy, virtual time or per-device histograms; no per-group panel that would repeat the accuracy plot)."""
     s: Scenario = plan.scenario
     rows: list[RoundRow] = plan.server.rows
     curves: Curves = plan.server.curves
@@ -97,15 +111,28 @@ def write_report(
     sizes = {str(k): int(v) for k, v in groups.items()} if isinstance(groups, dict) else {}
     subset = min(s.eval.baseline_devices, s.fleet.devices)
     panel_sizes = sizes if subset >= s.fleet.devices else {}
-    plot_groups(
-        curves,
-        drift,
-        out / "groups.png",
-        title + ("" if subset >= s.fleet.devices else f" (comparison subset of {subset} devices)"),
-        {**panel_sizes, "all": subset},
-    )
-    plot_costs(rows, out / "costs.png")
-    plot_fleet(out, out / "fleet.png")
+    groups_png: Image | None = None
+    caption = ""
+    only_fleet = set(curves) <= {"federated"} and set(curves.get("federated", {})) <= {"all"}
+    if not (trial and only_fleet):  # a trial's one curve is the accuracy plot's already
+        caption = groups_caption(
+            plot_groups(
+                curves,
+                drift,
+                out / "groups.png",
+                title + ("" if subset >= s.fleet.devices else f" (comparison subset of {subset} devices)"),
+                {**panel_sizes, "all": subset},
+                "accuracy (%)" if trial else "accuracy (%), comparison subset",
+            )
+        )
+        groups_png = Image.of(out / "groups.png")
+    if trial:
+        plot_costs(
+            rows, out / "costs.png", energy=False, counts=FIELD_COUNTS, down_label="down: head redeployed"
+        )
+    else:
+        plot_costs(rows, out / "costs.png")
+    fleet_png = Image.of(out / "fleet.png") if plot_fleet(out, out / "fleet.png") else None
     acc_png = out / "accuracy.png"
     summary = {**summary, "out_dir": str(out)}
     methods = [m for m in METHOD_STYLE if curves.get(m)]
@@ -122,12 +149,17 @@ def write_report(
         accuracy=Image.of(acc_png) if acc_png.exists() else None,
         clean_set=clean_set_note(s, summary, rows),
         per_group="Per group: " + " vs ".join(methods) if len(methods) > 1 else "Per group",
-        groups=Image.of(out / "groups.png"),
+        groups=groups_png,
+        groups_caption=caption,
         comparison=comparison_tables(summary, s.eval.recover),
         costs=Image.of(out / "costs.png"),
-        fleet=Image.of(out / "fleet.png"),
+        costs_title="Bytes and participation per round"
+        if trial
+        else "Bytes, energy and participation per round",
+        fleet=fleet_png,
         facts=facts(s, summary),
         inference=inference_table(s.task.name, _user_model(s, plan)),
     )
     (out / "report.html").write_text(doc)
-    return ["report.html", "groups.png", "costs.png", "fleet.png"]
+    drawn = {"groups.png": groups_png, "costs.png": True, "fleet.png": fleet_png}
+    return ["report.html", *(name for name, made in drawn.items() if made)]

@@ -105,9 +105,13 @@ def plot_groups(
     path: Path,
     title: str,
     sizes: dict[str, int] | None = None,
-) -> None:
+    ylabel: str = "accuracy (%), comparison subset",
+) -> set[str]:
     """One panel per group (``all`` first): every method's accuracy with its 95% band, the drifted group's
-    accuracy on its pre-drift data (thin), drift markers; y from 0 to 100% in every panel; one legend."""
+    accuracy on its pre-drift data (thin), drift markers; y from 0 to 100% in every panel; one legend.
+    Returns what it drew besides the curves (for a caption that names only that): ``bands``, ``old``
+    (pre-drift lines), ``drift`` (drift markers)."""
+    drawn: set[str] = set()
     _agg()
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
@@ -136,6 +140,7 @@ def plot_groups(
                     ax.fill_between(
                         x, [100 * v for v in lo], [100 * v for v in hi], color=st["color"], alpha=0.12, lw=0
                     )
+                    drawn.add("bands")
                 ax.plot(
                     x,
                     [100 * a for a in acc],
@@ -157,6 +162,7 @@ def plot_groups(
                     alpha=0.45,
                     label=f"{m} on the group's pre-drift data",
                 )
+                drawn.add("old")
         _drift_lines(ax, [(gg, at) for gg, at in drift if gg == g or g == "all"])
         size = (sizes or {}).get(g)
         name = "all devices" if g == "all" else f"group {g}"
@@ -164,13 +170,25 @@ def plot_groups(
         round_axis(ax, last)
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    row[0].set_ylabel("accuracy (%), comparison subset")
+    row[0].set_ylabel(ylabel)
     if any(at > 0 for _, at in drift):
         row[0].add_line(Line2D([], [], color=DRIFT_COLOR, ls="--", lw=1, label="drift event"))
+        drawn.add("drift")
     _shared_legend(fig, row, ncol=3 if n > 1 else 2)
     fig.suptitle(title, fontsize=10)
     fig.savefig(path)
     plt.close(fig)
+    return drawn
+
+
+def groups_caption(drawn: set[str]) -> str:
+    """The note under groups.png: what :func:`plot_groups` drew besides the curves, nothing it did not."""
+    parts = {
+        "bands": "Shaded: 95% intervals.",
+        "old": "Thin lines: a drifted group's accuracy on its data from before the drift (forgetting).",
+        "drift": "Dashed red: drift events.",
+    }
+    return " ".join(text for key, text in parts.items() if key in drawn)
 
 
 #: the participation counts of costs.png: RoundRow field, legend label, colour
@@ -184,28 +202,50 @@ _COUNTS = [
 ]
 
 
-def plot_costs(rows: list[RoundRow], path: Path) -> None:
-    """Bytes, energy and participation per round; y-axes from 0 (a constant stays a flat line)."""
+#: the counts a field trial measures, with its words: boards that answered, sampled, aggregated, rejected
+FIELD_COUNTS = [
+    ("devices_available", "boards reached", "#7f7f7f"),
+    ("devices_sampled", "sampled", "#bcbd22"),
+    ("devices_trained", "aggregated", "#1f77b4"),
+    ("updates_rejected", "rejected", "#d62728"),
+]
+
+
+def plot_costs(
+    rows: list[RoundRow],
+    path: Path,
+    energy: bool = True,
+    counts: list[tuple[str, str, str]] | None = None,
+    down_label: str = "down: head to trainers + redeploy",
+) -> None:
+    """Bytes, energy and participation per round; y-axes from 0 (a constant stays a flat line). ``energy``:
+    False where nothing measures it (a field trial: no energy panel); ``counts``: the participation counts
+    (field, label, colour; default all of a simulation's)."""
     _agg()
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.9), dpi=100, layout="constrained")
+    counts_spec = _COUNTS if counts is None else counts
+    fig, axes = plt.subplots(
+        1, 3 if energy else 2, figsize=(13 if energy else 9, 3.9), dpi=100, layout="constrained"
+    )
+    ax = list(axes) if energy else [axes[0], None, axes[1]]
     data = rows[1:]
     x = [r.round for r in data]
     last = x[-1] if x else 1
     up, down = [r.bytes_up / 1e3 for r in data], [r.bytes_down / 1e3 for r in data]
     ax[0].plot(x, up, "o-", ms=3, color="#9467bd", label="up: device updates")
-    ax[0].plot(x, down, "s-", ms=3, color="#8c564b", label="down: head to trainers + redeploy")
+    ax[0].plot(x, down, "s-", ms=3, color="#8c564b", label=down_label)
     ax[0].set_ylabel("kB per round")
     from_zero(ax[0], up + down)
-    energy = [r.energy_j for r in data]
-    unit, scale = ("mJ", 1e3) if max(energy, default=0.0) < 1 else ("J", 1.0)
-    energy = [scale * e for e in energy]
-    ax[1].plot(x, energy, "o-", ms=3, color="#17becf", label="fleet energy for learning")
-    ax[1].set_ylabel(f"{unit} per round")
-    from_zero(ax[1], energy)
-    counts: list[float] = []
-    for key, label, color in _COUNTS:
+    if ax[1] is not None:
+        joules = [r.energy_j for r in data]
+        unit, scale = ("mJ", 1e3) if max(joules, default=0.0) < 1 else ("J", 1.0)
+        joules = [scale * e for e in joules]
+        ax[1].plot(x, joules, "o-", ms=3, color="#17becf", label="fleet energy for learning")
+        ax[1].set_ylabel(f"{unit} per round")
+        from_zero(ax[1], joules)
+    ys_all: list[float] = []
+    for key, label, color in counts_spec:
         ys = [float(getattr(r, key, 0) or 0) for r in data]
         if key == "devices_trained" or any(ys):  # a count that is zero in every round is said in the title
             # drawn wide and light: lines on top stay visible
@@ -220,16 +260,16 @@ def plot_costs(rows: list[RoundRow], path: Path) -> None:
                 lw=5 if wide else 1.5,
                 alpha=0.45 if wide else 1.0,
             )
-            counts += ys
+            ys_all += ys
     zero = [
         label
-        for key, label, _ in _COUNTS
+        for key, label, _ in counts_spec
         if key != "devices_trained" and not any(getattr(r, key, 0) for r in data)
     ]
     ax[2].set_title("zero in every round: " + ", ".join(zero) if zero else "", fontsize=8, loc="left")
-    ax[2].set_ylabel("devices per round")
-    from_zero(ax[2], counts, integer=True)
-    for a in ax:
+    ax[2].set_ylabel("boards per round" if counts is FIELD_COUNTS else "devices per round")
+    from_zero(ax[2], ys_all, integer=True)
+    for a in (a for a in ax if a is not None):
         round_axis(a, last)
         a.grid(alpha=0.3)
         if a.get_legend_handles_labels()[0]:
@@ -238,20 +278,24 @@ def plot_costs(rows: list[RoundRow], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_fleet(out: Path, path: Path) -> None:
-    """Histograms of the virtual seconds and the energy per device-round (``out/device_rounds.npz``)."""
+def plot_fleet(out: Path, path: Path) -> bool:
+    """Histograms of the virtual seconds and the energy per device-round (``out/device_rounds.npz``); False
+    (and no file) when there is no device-round to show (a field trial measures neither)."""
+    import numpy as np
+
+    log = out / "device_rounds.npz"
+    if not log.exists():
+        return False
+    d = np.load(log)
+    if not len(d["virtual_s"]):
+        return False
     _agg()
     import matplotlib.pyplot as plt
-    import numpy as np
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.4), dpi=100, layout="constrained")
-    log = out / "device_rounds.npz"
-    if log.exists():
-        d = np.load(log)
-        if len(d["virtual_s"]):
-            ax[0].hist(d["virtual_s"], bins=50, color="#1f77b4")
-            ax[1].hist(1e3 * d["energy_j"], bins=50, color="#17becf")
+    ax[0].hist(d["virtual_s"], bins=50, color="#1f77b4")
+    ax[1].hist(1e3 * d["energy_j"], bins=50, color="#17becf")
     ax[0].set_xlabel("virtual seconds per device-round (compute + link)")
     ax[1].set_xlabel("energy per device-round (mJ)")
     for a in ax:
@@ -261,3 +305,4 @@ def plot_fleet(out: Path, path: Path) -> None:
         a.grid(alpha=0.3)
     fig.savefig(path)
     plt.close(fig)
+    return True

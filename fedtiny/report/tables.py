@@ -119,4 +119,5 @@ def facts(s: Scenario, summary: dict[str, Any]) -> list[tuple[str, str]]:
         **{f"fleet: {str(k).replace('_', ' ')}": v for k, v in stats.items()},
         "device RAM for learning (bytes)": summary.get("device_budget", {}).get("ram_bytes"),
     }
-    return [(k, words(v)) for k, v in values.items()]
+    # None: not measured in this kind of run (a field trial has no stragglers or energy model): left out
+    return [(k, words(v)) for k, v in values.items() if v is not None]
