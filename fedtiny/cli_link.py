@@ -272,9 +272,11 @@ def serve(
 
 
 def _done(summary: dict[str, Any], out: Path) -> None:
-    from fedtiny.field.trial import format_boards
+    from fedtiny.field.trial import format_boards, signing_line
 
     typer.echo(format_boards(summary))
+    if signing_line(summary):
+        typer.echo(signing_line(summary))
     acc = [summary["initial_accuracy"], summary["final_accuracy"]]
     accs = " -> ".join("n/a" if a is None else f"{100 * a:.1f}%" for a in acc)
     typer.echo(

@@ -170,7 +170,8 @@ class RoundInstruction:
     """Server -> field gateway, message type ``train`` or ``evaluate``: the global head, the golden self-test
     features, the training hyper-parameters and the updates the server already has (``acks``: device id ->
     update id; the boards may forget them). ``last``: the trial's last message (the gateway stops after it);
-    ``signed_image``: the head as a signed MCUboot image (``fedtiny serve --signing-key``), forwarded as is."""
+    ``signed_image``: the head as a signed MCUboot image (``fedtiny serve --signing-key``), forwarded as is;
+    ``sampled``: the device ids that train in this round (``strategy.fraction``; None: every board)."""
 
     round: int
     segment: int
@@ -186,6 +187,7 @@ class RoundInstruction:
     acks: dict[int, int] = field(default_factory=dict)
     last: bool = False
     signed_image: bytes | None = None
+    sampled: list[int] | None = None
 
     def to_record(self) -> RecordDict:
         cfg = ConfigRecord(
@@ -204,6 +206,8 @@ class RoundInstruction:
                 "last": bool(self.last),
             }
         )
+        if self.sampled is not None:  # a record list is never empty: -1 pads
+            cfg["sampled"] = [int(d) for d in self.sampled] or [-1]
         content = RecordDict(
             {
                 "head": head_to_record(self.head),
@@ -236,6 +240,7 @@ class RoundInstruction:
             acks={d: u for d, u in acks.items() if d >= 0},
             last=bool(cfg.get("last", False)),
             signed_image=signed["image"].numpy().astype(np.uint8).tobytes() if signed is not None else None,
+            sampled=[d for d in _ints(cfg, "sampled") if d >= 0] if "sampled" in cfg else None,
         )
 
 

@@ -270,6 +270,7 @@ def test_fedtiny_trial_with_one_board_runs_reports_and_leaves_nothing_behind(tmp
     assert [b["board"] for b in summary["boards"]] == ["device 1"]
     # the same report as a simulation, and a rounds.csv with only what a field trial measures
     assert "Boards" in (out / "report.html").read_text() and (out / "costs.png").exists()
+    _check_trial_report(out, summary)
     header, *rows = (out / "rounds.csv").read_text().splitlines()
     assert "accuracy_static" not in header and "energy_j" not in header
     cols = header.split(",")
@@ -282,10 +283,34 @@ def test_fedtiny_trial_with_one_board_runs_reports_and_leaves_nothing_behind(tmp
     _no_processes_left(str(tmp_path))
 
 
+def _check_trial_report(out: Path, summary: dict[str, Any]) -> None:
+    """A trial's report.html: nothing empty (no per-device histograms, no energy), every caption true, the
+    headline's intervals there, the factory-test line explained."""
+    import re
+
+    from matplotlib.image import imread
+
+    text = (out / "report.html").read_text()
+    assert "report.html" in summary["files"] and not {"groups.png", "fleet.png"} & set(summary["files"])
+    assert not (out / "fleet.png").exists() and not (out / "groups.png").exists()
+    assert "energy" not in text.split("Inference on the boards")[0].lower()  # neither plot nor fact
+    assert "Shaded:" not in text and "Dashed red" not in text and "stragglers" not in text
+    a, z = (f"{100 * summary[k]:.1f}%" for k in ("initial_accuracy", "final_accuracy"))
+    assert re.search(rf"went from {a} \(\d+\.\d–\d+\.\d\) to <b>{z} \(", text)  # the intervals announced
+    assert "95% intervals (Wilson" in text and "comparison subset" not in text
+    assert "The dashed line is the clean factory test set" in text  # the line that falls is explained
+    for png in ("accuracy.png", "costs.png"):
+        assert imread(out / png)[..., :3].std() > 0.05, png  # drawn, not blank
+
+
 def test_fedtiny_trial_with_three_boards_on_two_gateways_signed_by_the_server(tmp_path: Path) -> None:
-    """--signed: boards trust only the trial's public key, the server signs the new head, gateways forward it."""
+    """--signed: boards trust only the trial's public key, the server signs the new head, gateways forward it.
+    strategy.fraction 0.67: 2 of the 3 boards train, the ones the simulation's seeded draw picks."""
+    import numpy as np
+
     from fedtiny.clients.board import BoardConfig, VirtualBoard
-    from fedtiny.link.signing import load_public_key
+    from fedtiny.link.signing import key_hash, load_public_key
+    from fedtiny.server.fleet_model import sample_devices
 
     out = tmp_path / "trial"
     res = _fedtiny(
@@ -300,16 +325,34 @@ def test_fedtiny_trial_with_three_boards_on_two_gateways_signed_by_the_server(tm
         "--signed",
         "--set",
         "rounds=1",
+        "--set",
+        "strategy.fraction=0.67",
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["updates_aggregated"] == 3 and summary["board_failures"] == 0
+    assert summary["updates_aggregated"] == 2 and summary["board_failures"] == 0
+    # the simulation's draw (fedtiny/server/fleet_model.py): board i is its device i - 1
+    chosen = {f"device {d + 1}" for d in sample_devices(7, 1, 0.67, 3, np.ones(3, dtype=bool))}
+    assert {b["board"] for b in summary["boards"] if b["trained"]} == chosen and len(chosen) == 2
+    assert all(b["evaluated"] == 2 for b in summary["boards"])  # every board still measures every head
+    header, *rows = (out / "rounds.csv").read_text().splitlines()
+    assert dict(zip(header.split(","), rows[1].split(",")))["devices_sampled"] == "2"
+    # signed and verified, said on the console and in summary.json
+    sig = summary["signing"]
+    assert sig["key_id"] == key_hash(load_public_key(out / "keys" / "signing.pub.pem")).hex()
+    assert f"heads signed (key {sig['key_id'][:12]}): 2, verified by boards: 3, refused: 0" in res.stdout
+    assert [
+        (r["round"], r["heads_signed"], r["verified_by_boards"], r["refused"]) for r in sig["rounds"]
+    ] == [
+        (0, 1, 0, 0),  # the base head: the boards run it already
+        (1, 1, 3, 0),  # the new head, redeployed to every board
+    ]
     counter = json.loads((out / "security_counter.json").read_text())["security_counter"]
     assert counter > 1_700_000_000  # the clock's seconds: above any earlier trial's counters
     # every board confirmed the server-signed head: its anti-rollback floor is that counter
     for i in (1, 2, 3):
         board = VirtualBoard(BoardConfig(), str(out / "boards" / f"board{i}.flash"))
-        assert board.meta.sec_floor == counter
+        assert board.meta.sec_floor == counter == sig["rounds"][-1]["security_counters"][-1]
         assert board.meta.keys == [load_public_key(out / "keys" / "signing.pub.pem")]
     gws = [b["gateway"] for b in summary["boards"]]  # gateway numbers follow the SuperLink's node order
     assert sorted(gws.count(g) for g in set(gws)) == [1, 2] and set(gws) == {1, 2}

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedtiny.errors import FedTinyError
 from fedtiny.link.blobs import encode_head_patch
-from fedtiny.link.signing import parse_image, sign_image
+from fedtiny.link.signing import key_hash, parse_image, raw_public, sign_image
 from fedtiny.ondevice import Int8Head
 
 COUNTER_FILE = "security_counter.json"
@@ -35,6 +35,9 @@ class DeploySigner:
     def __init__(self, key: Ed25519PrivateKey, trial_dir: Path, clock: float | None = None) -> None:
         self.key, self.path = key, Path(trial_dir) / COUNTER_FILE
         self._clock = clock  # tests pin the clock; None: time.time()
+        self.key_id = key_hash(
+            raw_public(key)
+        ).hex()  # MCUboot's KEYHASH of the public key: what boards trust
 
     def last_counter(self) -> int:
         """The counter of the last image this trial signed (0: none yet)."""

@@ -5,6 +5,10 @@ acknowledgements of the updates aggregated last round), updates deduplicated by 
 then the simulation's aggregation step (fedtiny/server/updates.py: validated, Flower's strategy with the boards
 as its clients, re-quantized); then an evaluate message that redeploys the new head to every board
 and measures it there.
+
+Only the sampled boards train: ``max(1, round(strategy.fraction * boards))`` of them, drawn with the simulation's
+seeded rule (fedtiny/server/fleet_model.py ``sample_devices``) from the boards that answered the last evaluate
+message (board i is the simulation's device i - 1), so a trial and a simulation of one scenario sample alike.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from fedtiny.records import (
     head_patch_bytes,
 )
 from fedtiny.results import RoundRow
+from fedtiny.server.fleet_model import sample_devices
 from fedtiny.server.strategy import DeviceStrategy
 from fedtiny.server.updates import PER_DEVICE, StepResult, aggregate_step
 from fedtiny.uncertainty import wilson
@@ -88,6 +93,9 @@ class FieldServer:
         self._round_gw_failed = 0
         self._boards_seen = 0
         self._signed: tuple[Int8Head, bytes] | None = None
+        self._reached: list[int] = []  # device ids that answered the last evaluate message
+        #: per round with --signing-key: heads signed (their security counters), verified by boards, refused
+        self.security: list[dict[str, Any]] = []
         (self.trial_dir / "progress.jsonl").write_text("")
 
     def event(self, record: dict[str, Any]) -> None:
@@ -114,11 +122,45 @@ class FieldServer:
         self.event({"event": "connected", "gateways": len(nodes)})
         return nodes
 
+    @property
+    def devices(self) -> int:
+        """The trial's boards: the data's devices it replays (recorded data), else ``fleet.devices``."""
+        return len(self.names) or self.scenario.fleet.devices
+
+    def sample(self, r: int) -> list[int] | None:
+        """The device ids that train in round ``r`` (None: every board, ``strategy.fraction`` = 1): the
+        simulation's draw over the boards that answered the last evaluate message."""
+        k = self.devices
+        if max(1, int(round(self.scenario.strategy.fraction * k))) >= k:
+            return None
+        avail = np.zeros(k, dtype=bool)
+        idx = [d - 1 for d in self._reached if 1 <= d <= k]
+        avail[idx] = True
+        return [
+            int(i) + 1
+            for i in sample_devices(self.scenario.seed, r, self.scenario.strategy.fraction, k, avail)
+        ]
+
+    def _security(self, r: int) -> dict[str, Any]:
+        if not self.security or self.security[-1]["round"] != r:
+            self.security.append(
+                {
+                    "round": r,
+                    "heads_signed": 0,
+                    "security_counters": [],
+                    "verified_by_boards": 0,
+                    "refused": 0,
+                }
+            )
+        return self.security[-1]
+
     def _record_boards(self, kind: str, r: int, node: int, boards: list[BoardReport]) -> None:
         gw = self.nodes.index(node) + 1 if node in self.nodes else 0
         for uri, dev, err in ((b.uri, b.device_id, b.error) for b in boards):
             key = (self.names.get(int(dev)) or f"device {int(dev)}") if int(dev) >= 0 else str(uri)
             st = self.boards.get(key) or self.boards.setdefault(key, BoardStats(key, str(uri), int(dev), gw))
+            if err and self.signer is not None and ("AUTH_FAILED" in err or "DOWNGRADE" in err):
+                self._security(r)["refused"] += 1  # the board refused the signed head (signature, counter)
             if err:
                 st.failures += 1
                 st.last_error = str(err)
@@ -131,8 +173,12 @@ class FieldServer:
             else:
                 st.evaluated += 1
 
-    def _send(self, grid: Grid, kind: str, r: int) -> list[tuple[int, dict[str, np.ndarray]]]:
+    def _send(
+        self, grid: Grid, kind: str, r: int, sampled: list[int] | None = None
+    ) -> list[tuple[int, dict[str, np.ndarray]]]:
+        """One ``kind`` message per gateway; ``sampled``: the device ids that train (None: every board)."""
         t = train_config(self.scenario)
+        signed = self._signed_head(r).tobytes() if self.signer is not None else None
         msgs = []
         for node in self.nodes:
             ins = RoundInstruction(
@@ -149,7 +195,8 @@ class FieldServer:
                 golden=self._golden,
                 acks=self._acks.pop(node, {}),
                 last=kind == "evaluate" and r == self.scenario.rounds,  # the gateway stops after this one
-                signed_image=self._signed_head().tobytes() if self.signer is not None else None,
+                signed_image=signed,
+                sampled=sampled,
             )
             msgs.append(Message(ins.to_record(), dst_node_id=node, message_type=kind))
         out = []
@@ -163,14 +210,21 @@ class FieldServer:
             got = GatewayReply.from_record(reply.content)
             self._record_boards(kind, r, reply.metadata.src_node_id, got.boards)
             self._boards_seen += len(got.boards)
+            if self.signer is not None and "deployed" in got.results:
+                self._security(r)["verified_by_boards"] += len(got.results["deployed"])
             out.append((reply.metadata.src_node_id, got.results))
+        if kind == "evaluate":
+            self._reached = sorted(int(d) for _, a in out for d in a["device_ids"])
         return out
 
-    def _signed_head(self) -> np.ndarray:
+    def _signed_head(self, r: int) -> np.ndarray:
         """The current head as a signed image, signed once per distinct head (one security counter each)."""
         assert self.signer is not None
         if self._signed is None or not self._signed[0].equals(self.head):
             self._signed = (self.head, self.signer.sign_head(self.head))
+            sec = self._security(r)
+            sec["heads_signed"] += 1
+            sec["security_counters"].append(self.signer.last_counter())
         return np.frombuffer(self._signed[1], np.uint8)
 
     def _gateway_failed(self, kind: str, r: int, node: int, reason: str) -> None:
@@ -198,8 +252,9 @@ class FieldServer:
         for r in range(1, self.scenario.rounds + 1):
             t0 = time.time()
             self._boards_seen = 0
-            replies = self._send(grid, "train", r)
-            sampled = self._boards_seen
+            chosen = self.sample(r)
+            replies = self._send(grid, "train", r, chosen)
+            sampled = self._boards_seen if chosen is None else len(chosen)
             step = self.take_updates(r, replies)
             self._evaluate(grid, r, t0, step.loss, step.trained, step.rejected, sampled)
 

@@ -176,9 +176,21 @@ def write_results(
         "error": error,
         "files": ["scenario.resolved.toml", "summary.json", "model_int8.tflite", "model_int8.h"],
     }
+    if rows:  # 95% Wilson intervals of the boards' accuracy (the report's headline shows them)
+        for key, row in (("initial_accuracy", rows[0]), ("final_accuracy", rows[-1])):
+            if summary[key] is not None:
+                summary[f"{key}_lo"], summary[f"{key}_hi"] = row.accuracy_lo, row.accuracy_hi
+    if server.signer is not None:
+        summary["signing"] = signing_summary(server)
     if rows:
         write_rounds_csv(rows, out / "rounds.csv")
-        plot_accuracy(rows, out / "accuracy.png", f"field trial: {s.name}", [])
+        plot_accuracy(
+            rows,
+            out / "accuracy.png",
+            f"field trial: {s.name}",
+            [],
+            "devices' test examples, base condition" if s.data.path else "clean factory test set",
+        )
         summary["files"] += ["rounds.csv", "accuracy.png"]
         try:
             summary["files"] += write_field_report(server, summary, out)
@@ -188,6 +200,23 @@ def write_results(
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")
     return summary
+
+
+def signing_summary(server: FieldServer) -> dict[str, Any]:
+    """Heads signed on the server (``serve --signing-key``, ``trial --signed``): the key's id (MCUboot KEYHASH,
+    SHA-256 of the public key, what the boards trust), totals, and per round the heads signed with their
+    security counters, the boards that verified a signed head and installed it, and the boards that refused one
+    (AUTH_FAILED: signature; DOWNGRADE: security counter)."""
+    assert server.signer is not None
+    per = server.security
+    return {
+        "key_id": server.signer.key_id,
+        "heads_signed": sum(r["heads_signed"] for r in per),
+        "verified_by_boards": sum(r["verified_by_boards"] for r in per),
+        "refused": sum(r["refused"] for r in per),
+        "last_security_counter": max((c for r in per for c in r["security_counters"]), default=0),
+        "rounds": per,
+    }
 
 
 def _signal_name(signum: int) -> str:
@@ -224,6 +253,7 @@ def boards_html(summary: dict[str, Any]) -> str:
 def write_field_report(server: FieldServer, summary: dict[str, Any], out: Path) -> list[str]:
     """The same report.html as a simulation (fedtiny.report.html), with the boards instead of baselines."""
     from fedtiny.ondevice import device_budget
+    from fedtiny.plan.prepare import data_label
     from fedtiny.plan.resolve import train_config
     from fedtiny.report.html import write_report
 
@@ -238,9 +268,12 @@ def write_field_report(server: FieldServer, summary: dict[str, Any], out: Path) 
     facts = {
         **summary,
         **{k: nan if summary[k] is None else summary[k] for k in ("initial_accuracy", "final_accuracy")},
+        "task": data_label(s),
         "updates_rejected_reasons": {},
-        "stragglers": 0,
-        "energy_j": "n/a (field trial)",
+        "stragglers": None,  # neither measured in a field trial: left out of the facts
+        "energy_j": None,
+        # round 0 measures the base model on the factory test set: the report's note on that line needs it
+        "base_model": {"int8_accuracy_clean": server.rows[0].accuracy_global} if server.rows else {},
         "fleet_stats": {
             "boards": len(summary["boards"]),
             "gateways": server.gateways,
@@ -257,4 +290,4 @@ def write_field_report(server: FieldServer, summary: dict[str, Any], out: Path) 
         f"{summary['rounds_completed']} of {s.rounds} rounds, {s.strategy.name}. Accuracy of the deployed int8 "
         "model measured on each board's local test data; no baselines in a field trial."
     )
-    return write_report(plan, facts, out, intro=intro, extra_html=boards_html(summary))
+    return write_report(plan, facts, out, intro=intro, extra_html=boards_html(summary), trial=True)

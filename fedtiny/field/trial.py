@@ -157,6 +157,10 @@ def serve(
             "summary.json",
             "rounds.csv",
             "report.html",
+            "accuracy.png",
+            "groups.png",  # an earlier report's figures (this one may draw fewer)
+            "costs.png",
+            "fleet.png",
             "progress.jsonl",
             "serverapp-error.txt",
             STOP_FILE,
@@ -330,6 +334,17 @@ def _show(ev: dict[str, Any], rounds: int, log: Log, progress: Callable[[RoundRo
 
 def _pct(v: float | None) -> str:
     return "n/a" if v is None or math.isnan(v) else f"{100 * v:.1f}%"
+
+
+def signing_line(summary: dict[str, Any]) -> str:
+    """One console line on the signed heads of a trial ("" when heads were not signed)."""
+    s = summary.get("signing")
+    if not s:
+        return ""
+    return (
+        f"heads signed (key {s['key_id'][:12]}): {s['heads_signed']}, "
+        f"verified by boards: {s['verified_by_boards']}, refused: {s['refused']}"
+    )
 
 
 def format_boards(summary: dict[str, Any]) -> str:

@@ -26,6 +26,19 @@ from fedtiny.server.spec import RoundSpec
 STATUS = ("trained", "straggler", "rejected", "dropped", "asleep")
 
 
+def sample_devices(seed: int, r: int, fraction: float, devices: int, avail: np.ndarray) -> np.ndarray:
+    """The devices sampled in round ``r``: ``max(1, round(fraction * devices))`` of all ``devices``, drawn
+    (seeded by ``seed`` and ``r``) from the available ones (``avail``: bool [devices]); sorted indices. The
+    simulation (:meth:`FleetModel.sample`) and the field trial's server (fedtiny/field/server.py) both draw
+    with it, so a trial and a simulation of one scenario sample alike."""
+    m = max(1, int(round(fraction * devices)))
+    pool = np.flatnonzero(avail)
+    if m >= len(pool):
+        return pool
+    rng = np.random.default_rng([seed, 0x5A3, r])
+    return np.sort(rng.choice(pool, size=m, replace=False))
+
+
 @dataclass
 class RoundPlan:
     """Who takes part in round ``round`` and what it costs them, decided before any device trains."""
@@ -104,13 +117,7 @@ class FleetModel:
 
     def sample(self, r: int, avail: np.ndarray) -> np.ndarray:
         """``strategy.fraction`` of all devices, drawn (seeded per round) from the available ones."""
-        k = self.layout.devices
-        m = max(1, int(round(self.spec.strategy.fraction * k)))
-        pool = np.flatnonzero(avail)
-        if m >= len(pool):
-            return pool
-        rng = np.random.default_rng([self.spec.seed, 0x5A3, r])
-        return np.sort(rng.choice(pool, size=m, replace=False))
+        return sample_devices(self.spec.seed, r, self.spec.strategy.fraction, self.layout.devices, avail)
 
     def device_costs(
         self, head: Int8Head, devices: np.ndarray, count: int, uplink: bool = True

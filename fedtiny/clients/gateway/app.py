@@ -92,6 +92,8 @@ def _reply(
         },
     )
     boards = [BoardReport(o.uri, o.device_id, o.error) for o in outcomes]
+    # the boards that received a new head in this message (signed: verified it); the server counts them
+    results["deployed"] = np.array([o.device_id for o in outcomes if o.deployed], dtype=np.int64)
     return Message(GatewayReply(results, boards).to_record(), reply_to=msg)
 
 
@@ -117,7 +119,9 @@ def train(msg: Message, context: Context) -> Message:
         ins.seed,
         ins.round,
     )
-    outcomes = _boards(context).train(ins.head, ins.golden, req, ins.segment, ins.acks, ins.signed_image)
+    outcomes = _boards(context).train(
+        ins.head, ins.golden, req, ins.segment, ins.acks, ins.signed_image, ins.sampled
+    )
     ok = [o.update for o in outcomes if o.update and not o.error]
     c, d = ins.head.weights.shape
     results: dict[str, np.ndarray] = {

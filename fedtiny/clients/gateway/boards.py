@@ -33,6 +33,7 @@ class BoardOutcome:
     device_id: int = -1
     error: str = ""
     update: dict[str, Any] = field(default_factory=dict)
+    deployed: bool = False  # it received (and, signed, verified) a new head in this message
 
 
 class Replay:
@@ -83,10 +84,13 @@ class GatewayBoards:
 
     def _deploy(
         self, s: BoardSession, head: Int8Head, golden: np.ndarray, signed_image: bytes | None
-    ) -> None:
-        """Redeploy ``head`` unless the board runs it; ``signed_image``: the server's signed image of it."""
-        if not s.get_head().equals(head):
-            s.deploy_head(head, golden, self.key, signing_key=self.signing_key, signed_image=signed_image)
+    ) -> bool:
+        """Redeploy ``head`` unless the board runs it (True: redeployed); ``signed_image``: the server's signed
+        image of it."""
+        if s.get_head().equals(head):
+            return False
+        s.deploy_head(head, golden, self.key, signing_key=self.signing_key, signed_image=signed_image)
+        return True
 
     def _read_update(self, s: BoardSession) -> UpdateBlob:
         """The pending update, its tag checked with the board's per-device key (with a master) or the fleet key;
@@ -113,8 +117,10 @@ class GatewayBoards:
         acks: dict[int, int],
         work: Callable[[BoardSession, BoardOutcome], None],
         signed_image: bytes | None = None,
+        sampled: list[int] | None = None,
     ) -> list[BoardOutcome]:
-        """Per board: acknowledge what the server has, redeploy the global head, then ``work``."""
+        """Per board: acknowledge what the server has, redeploy the global head, then ``work``; a board not in
+        ``sampled`` (None: every board) is only acknowledged and left out of the outcomes."""
         out = []
         for uri, s, error in self._sessions():
             o = BoardOutcome(uri, error=error)
@@ -126,7 +132,10 @@ class GatewayBoards:
                 o.device_id = s.info.device_id
                 if o.device_id in acks:
                     s.ack_update(acks[o.device_id])
-                self._deploy(s, head, golden, signed_image)
+                if sampled is not None and o.device_id not in sampled:
+                    out.pop()
+                    continue
+                o.deployed = self._deploy(s, head, golden, signed_image)
                 work(s, o)
             except (FedTinyError, OSError) as exc:
                 o.error = "; ".join(filter(None, [o.error, f"{uri}: {exc}"]))
@@ -140,7 +149,10 @@ class GatewayBoards:
         segment: int,
         acks: dict[int, int],
         signed_image: bytes | None = None,
+        sampled: list[int] | None = None,
     ) -> list[BoardOutcome]:
+        """``sampled``: the device ids that train (None: every board); the others sit this round out."""
+
         def work(s: BoardSession, o: BoardOutcome) -> None:
             self._push(s, segment, "train")
             this = _arithmetic_for(s, req)
@@ -168,7 +180,7 @@ class GatewayBoards:
                 s.train(this)
             o.update = _update_dict(self._read_update(s))
 
-        return self._each(head, golden, acks, work, signed_image)
+        return self._each(head, golden, acks, work, signed_image, sampled)
 
     def describe(self) -> list[BoardOutcome]:
         """Each board's identity (no state change): device id, firmware, capabilities and the model it runs."""
