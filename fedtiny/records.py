@@ -251,6 +251,7 @@ class BoardReport:
     uri: str
     device_id: int = -1
     error: str = ""
+    status: str = ""  # the board's status name when it answered an error (e.g. AUTH_FAILED), "" otherwise
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,7 @@ class GatewayReply:
                 "board-uris": [b.uri for b in self.boards] or [""],
                 "board-ids": [int(b.device_id) for b in self.boards] or [-2],
                 "board-errors": [b.error for b in self.boards] or [""],
+                "board-status": [b.status for b in self.boards] or [""],
             }
         )
         return RecordDict({"results": arrays_to_record(**self.results), "info": info})
@@ -282,7 +284,9 @@ class GatewayReply:
     def from_record(cls, content: RecordDict) -> GatewayReply:
         info = content.config_records["info"]
         uris, ids, errs = _strs(info, "board-uris"), _ints(info, "board-ids"), _strs(info, "board-errors")
-        boards = [BoardReport(u, d, e) for u, d, e in zip(uris, ids, errs) if u]  # "" pads an empty list
+        status = _strs(info, "board-status") if "board-status" in info else []
+        status += [""] * (len(uris) - len(status))  # a gateway of an earlier version sends none
+        boards = [BoardReport(u, d, e, st) for u, d, e, st in zip(uris, ids, errs, status) if u]  # "" pads
         return cls(record_to_arrays(content.array_records["results"]), boards)
 
 

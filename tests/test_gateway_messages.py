@@ -103,3 +103,19 @@ def test_the_simulated_gateways_instruction_round_trips_through_flowers_config_r
     bad["lr"] = "fast"
     with pytest.raises(ValueError, match="'lr'"):
         GatewayInstruction.from_config(bad)
+
+
+def test_a_boards_refusal_travels_as_its_status_name_not_as_text() -> None:
+    """The field server counts refused signed heads by the board's status (AUTH_FAILED, DOWNGRADE) as data."""
+    from fedtiny.records import BoardReport, GatewayReply
+
+    reply = GatewayReply(
+        {},
+        [
+            BoardReport("socket://a", 1, "socket://a: VERIFY: AUTH_FAILED: bad signature", "AUTH_FAILED"),
+            BoardReport("socket://b", 2),
+        ],
+    )
+    back = GatewayReply.from_record(reply.to_record())
+    assert [b.status for b in back.boards] == ["AUTH_FAILED", ""]
+    assert back.boards[0].error.endswith("bad signature")

@@ -156,10 +156,10 @@ class FieldServer:
 
     def _record_boards(self, kind: str, r: int, node: int, boards: list[BoardReport]) -> None:
         gw = self.nodes.index(node) + 1 if node in self.nodes else 0
-        for uri, dev, err in ((b.uri, b.device_id, b.error) for b in boards):
+        for uri, dev, err, status in ((b.uri, b.device_id, b.error, b.status) for b in boards):
             key = (self.names.get(int(dev)) or f"device {int(dev)}") if int(dev) >= 0 else str(uri)
             st = self.boards.get(key) or self.boards.setdefault(key, BoardStats(key, str(uri), int(dev), gw))
-            if err and self.signer is not None and ("AUTH_FAILED" in err or "DOWNGRADE" in err):
+            if self.signer is not None and status in ("AUTH_FAILED", "DOWNGRADE"):
                 self._security(r)["refused"] += 1  # the board refused the signed head (signature, counter)
             if err:
                 st.failures += 1

@@ -91,7 +91,7 @@ def _reply(
             ],
         },
     )
-    boards = [BoardReport(o.uri, o.device_id, o.error) for o in outcomes]
+    boards = [BoardReport(o.uri, o.device_id, o.error, o.status) for o in outcomes]
     # the boards that received a new head in this message (signed: verified it); the server counts them
     results["deployed"] = np.array([o.device_id for o in outcomes if o.deployed], dtype=np.int64)
     return Message(GatewayReply(results, boards).to_record(), reply_to=msg)

@@ -32,6 +32,7 @@ class BoardOutcome:
     uri: str
     device_id: int = -1
     error: str = ""
+    status: str = ""  # the board's status name of the error (DeviceError.status_name), "" otherwise
     update: dict[str, Any] = field(default_factory=dict)
     deployed: bool = False  # it received (and, signed, verified) a new head in this message
 
@@ -139,6 +140,8 @@ class GatewayBoards:
                 work(s, o)
             except (FedTinyError, OSError) as exc:
                 o.error = "; ".join(filter(None, [o.error, f"{uri}: {exc}"]))
+                if isinstance(exc, DeviceError):
+                    o.status = exc.status_name
         return out
 
     def train(
