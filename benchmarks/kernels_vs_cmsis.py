@@ -4,7 +4,8 @@ For every operator of an int8 .tflite that the C firmware runs, the harness (ben
 the firmware's interpreter sources from firmware/core, unchanged) runs on the same input tensor (the interpreter's
 own, from the portable kernels): fedtiny's portable kernel, fedtiny's DSP-build kernel (the one ft_tfl_interp.c
 picks with FT_TFL_OPTIMIZED) and the CMSIS-NN function that TFLite Micro's cmsis_nn kernels call, with the
-parameters TFLite Micro computes (per-channel multipliers/shifts, ADD's and SOFTMAX's fixed-point parameters).
+parameters TFLite Micro computes (per-channel multipliers/shifts, ADD's and SOFTMAX's fixed-point parameters);
+fedtiny's kernels read the per-channel multipliers its interpreter computed once into the arena (first invoke).
 It counts the instructions of each call, compares each output with the interpreter's bytes and reports each
 side's scratch bytes (fedtiny's ``*_dsp_scratch``, CMSIS-NN's ``*_get_buffer_size``).
 
@@ -229,7 +230,7 @@ class Result:
     core: str
     layers: list[Layer] = field(default_factory=list)
     arena: int = 0
-    multiplier_insn: int | None = None  # one per-channel multiplier as fedtiny computes it at run time
+    multiplier_insn: int | None = None  # one per-channel multiplier as fedtiny computes it (once per arena)
     refused: str | None = None
 
     @property
@@ -321,8 +322,9 @@ def print_table(res: Result) -> None:
         print(f"\n{title} ({CORES[res.core].machine}): refused: {res.refused}")
         return
     print(
-        f"\n{title} ({CORES[res.core].machine}, arena {res.arena} B; fedtiny computes each output channel's "
-        f"multiplier at run time: {res.multiplier_insn} instructions per channel)"
+        f"\n{title} ({CORES[res.core].machine}, arena {res.arena} B with the per-channel multipliers; fedtiny "
+        f"computes them once per arena, as TFLite Micro's Prepare, outside the counts: "
+        f"{res.multiplier_insn} instructions per channel)"
     )
     print(
         "op | layer | output | fedtiny portable | fedtiny DSP | CMSIS-NN | DSP/CMSIS | scratch fedtiny/CMSIS B | identical"

@@ -8,7 +8,9 @@
  * still in the arena, the planner never lets an operator's output overlap its inputs) it runs on the same input
  *   - fedtiny's portable kernel,
  *   - fedtiny's DSP-build kernel, chosen as ft_tfl_interp.c chooses it (the DSP kernel where its scratch
- *     function is non-zero, ft_tfl_add_fast / ft_tfl_mean_fast, else the portable one),
+ *     function is non-zero, ft_tfl_add_fast / ft_tfl_mean_fast, else the portable one), both with the
+ *     per-channel multipliers the interpreter computed once into the arena at the first invoke
+ *     (ft_tfl_requant_table, outside the counted region, as CMSIS-NN's are),
  *   - the CMSIS-NN function TFLite Micro's cmsis_nn kernels call, with the parameters TFLite Micro computes in
  *     Prepare (per-channel multipliers and shifts from double scales, QuantizeMultiplier; ADD's left shift 20;
  *     softmax's PreprocessSoftmaxScaling and CalculateInputRadius), computed here outside the counted region,
@@ -23,7 +25,7 @@
  *   KVC op I NAME SHAPE P D C DS CS MP MD MC
  *     P, D, C: instructions of fedtiny portable, fedtiny DSP build, CMSIS-NN ("-": CMSIS-NN has no kernel here)
  *     DS, CS: scratch bytes (fedtiny DSP kernel, CMSIS-NN *_get_buffer_size); MP MD MC: 1 = output identical
- *   KVC qm N   instructions of one per-channel output multiplier as fedtiny's kernels compute it at run time
+ *   KVC qm N   instructions of one per-channel output multiplier as fedtiny computes it once per arena
  *              ((double)in_scale * filter_scale / out_scale, ft_quantize_multiplier), mean of 64 channels
  *   KVC refused REASON
  *   KVC done */
@@ -362,11 +364,16 @@ static void run_cmsis(const ft_tfl_op *op, const int8_t *in, const int8_t *in2, 
 
 /* fedtiny: the portable kernel (dsp == 0) or the DSP build's choice (dsp == 1), as ft_tfl_interp.c runs it */
 static void run_fedtiny(const ft_tfl_model *m, const ft_tfl_op *op, const uint8_t *in, const uint8_t *in2,
-                        const int8_t *w, int8_t *y, int dsp, uint64_t *count, uint32_t *scratch)
+                        const int8_t *w, int8_t *y, int dsp, uint64_t *count, uint32_t *scratch, const uint8_t *a)
 {
     const ft_tfl_tensor *ti = &m->tensors[op->in[0]], *to = &m->tensors[op->out];
     const int8_t *x = (const int8_t *)in;
     uint32_t s = 0;
+    /* the per-channel multipliers the interpreter computed once into the arena (its first invoke) */
+    ft_tfl_conv_params cp = op->p.conv;
+    ft_tfl_fc_params fp = op->p.fc;
+    cp.requant = a + op->requant_off;
+    fp.requant = a + op->requant_off;
     if (dsp) {
         if (op->code == OP_CONV_2D) s = ft_tfl_conv2d_dsp_scratch(&op->p.conv);
         else if (op->code == OP_DEPTHWISE_CONV_2D) s = ft_tfl_depthwise_dsp_scratch(&op->p.conv);
@@ -379,16 +386,16 @@ static void run_fedtiny(const ft_tfl_model *m, const ft_tfl_op *op, const uint8_
     }
     switch (op->code) {
     case OP_CONV_2D:
-        if (s) COUNT(*count, ft_tfl_conv2d_dsp(&op->p.conv, x, w, y, scratch_d));
-        else COUNT(*count, ft_tfl_conv2d(&op->p.conv, x, w, y));
+        if (s) COUNT(*count, ft_tfl_conv2d_dsp(&cp, x, w, y, scratch_d));
+        else COUNT(*count, ft_tfl_conv2d(&cp, x, w, y));
         break;
     case OP_DEPTHWISE_CONV_2D:
-        if (s) COUNT(*count, ft_tfl_depthwise_dsp(&op->p.conv, x, w, y, scratch_d));
-        else COUNT(*count, ft_tfl_depthwise_conv2d(&op->p.conv, x, w, y));
+        if (s) COUNT(*count, ft_tfl_depthwise_dsp(&cp, x, w, y, scratch_d));
+        else COUNT(*count, ft_tfl_depthwise_conv2d(&cp, x, w, y));
         break;
     case OP_FULLY_CONNECTED:
-        if (s) COUNT(*count, ft_tfl_fc_dsp(&op->p.fc, x, w, y, scratch_d));
-        else COUNT(*count, ft_tfl_fully_connected(&op->p.fc, x, w, y));
+        if (s) COUNT(*count, ft_tfl_fc_dsp(&fp, x, w, y, scratch_d));
+        else COUNT(*count, ft_tfl_fully_connected(&fp, x, w, y));
         break;
     case OP_AVERAGE_POOL_2D:
         COUNT(*count, (void)ft_tfl_avg_pool(&op->p.pool, x, y));
@@ -461,8 +468,8 @@ static void on_op(void *ctx, const ft_tfl_model *m, uint16_t i, const uint8_t *a
     memset(out_p, 0x5A, nb);
     memset(out_d, 0x5A, nb);
     memset(out_c, 0x5A, nb);
-    run_fedtiny(m, op, in, in2, w, out_p, 0, &r.p, &dummy);
-    run_fedtiny(m, op, in, in2, w, out_d, 1, &r.d, &r.ds);
+    run_fedtiny(m, op, in, in2, w, out_p, 0, &r.p, &dummy, a);
+    run_fedtiny(m, op, in, in2, w, out_d, 1, &r.d, &r.ds, a);
     run_cmsis(op, (const int8_t *)in, (const int8_t *)in2, w, out_c, &r);
     mp = memcmp(out_p, ref, nb) == 0;
     md = memcmp(out_d, ref, nb) == 0;

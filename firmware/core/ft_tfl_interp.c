@@ -211,10 +211,92 @@ static uint64_t plan_scratch(ft_tfl_model *m, uint64_t top, uint32_t capacity)
 }
 #endif
 
+/* ---- per-channel multipliers ------------------------------------------------------------------------ */
+/* where op's multipliers come from: (double)in_scale * filter_scales[c] / out_scale */
+static void requant_src(const ft_tfl_op *op, float *in_scale, float *out_scale, const uint8_t **scales, uint32_t *n)
+{
+    if (op->code == FT_TFL_OP_FULLY_CONNECTED) {
+        *in_scale = op->p.fc.input_scale;
+        *out_scale = op->p.fc.output_scale;
+        *scales = op->p.fc.filter_scales;
+        *n = op->p.fc.n_scales;
+    } else {
+        *in_scale = op->p.conv.input_scale;
+        *out_scale = op->p.conv.output_scale;
+        *scales = op->p.conv.filter_scales;
+        *n = op->p.conv.n_scales;
+    }
+}
+
+static uint32_t mix(uint32_t h, uint32_t x) { return (h ^ x) * 0x01000193u; } /* FNV-1a, a word at a time */
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* The tables' places (after everything else, below `top`'s new value) and the stamp of what they hold: the
+ * layout and every input of ft_tfl_requant_table, so a table written for another model or layout never matches. */
+static uint64_t plan_requant(ft_tfl_model *m, uint64_t top)
+{
+    uint16_t i;
+    uint32_t h = 0x811C9DC5u, k;
+    m->requant_off = (uint32_t)((top + 3u) & ~(uint64_t)3u);
+    m->requant_len = 0;
+    for (i = 0; i < m->n_ops; i++) {
+        ft_tfl_op *op = &m->ops[i];
+        float in_s, out_s;
+        const uint8_t *sc;
+        uint32_t n;
+        if (op->requant_n <= 0) continue;
+        op->requant_off = m->requant_off + m->requant_len;
+        m->requant_len += (FT_TFL_REQUANT_BYTES(op->requant_n) + 3u) & ~3u;
+        requant_src(op, &in_s, &out_s, &sc, &n);
+        h = mix(mix(mix(mix(mix(h, op->requant_off), (uint32_t)op->requant_n), f32_bits(in_s)), f32_bits(out_s)), n);
+        for (k = 0; k < 4u * n; k++) h = mix(h, sc[k]);
+    }
+    m->requant_stamp = h;
+    return m->requant_len ? (uint64_t)m->requant_off + m->requant_len + 4u : top;
+}
+
+#if FT_TFL_OPTIMIZED
+/* bytes the tables and their stamp take (a first pass: the scratch is planned below them) */
+static uint32_t requant_bytes(const ft_tfl_model *m)
+{
+    uint16_t i;
+    uint64_t n = 0;
+    for (i = 0; i < m->n_ops; i++)
+        if (m->ops[i].requant_n > 0) n += (FT_TFL_REQUANT_BYTES(m->ops[i].requant_n) + 3u) & ~3u;
+    n = n ? n + 4u + 3u : 0u; /* the stamp, and the alignment of the tables' start */
+    return n > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)n;
+}
+#endif
+
+/* Fills the tables unless the arena's stamp says they are there (the first invoke on this arena computes them). */
+static void ensure_requant(const ft_tfl_model *m, uint8_t *arena)
+{
+    uint16_t i;
+    uint32_t stamp;
+    if (!m->requant_len) return;
+    memcpy(&stamp, arena + m->requant_off + m->requant_len, 4);
+    if (stamp == m->requant_stamp) return;
+    for (i = 0; i < m->n_ops; i++) {
+        const ft_tfl_op *op = &m->ops[i];
+        float in_s, out_s;
+        const uint8_t *sc;
+        uint32_t n;
+        if (op->requant_n <= 0) continue;
+        requant_src(op, &in_s, &out_s, &sc, &n);
+        ft_tfl_requant_table(in_s, sc, n, op->requant_n, out_s, arena + op->requant_off);
+    }
+    memcpy(arena + m->requant_off + m->requant_len, &m->requant_stamp, 4);
+}
+
 /* Lifetimes per buffer, then greedy placement (largest first, lowest offset that does not overlap a
  * placed buffer alive at the same time): TFLite Micro's GreedyMemoryPlanner strategy, over activations
- * only (TFLM's arena also holds its tensor/node structs and per-channel multipliers; here those live in
- * ft_tfl_model, and multipliers are computed per channel as each op runs). */
+ * (TFLM's arena also holds its tensor/node structs, here in ft_tfl_model), then the DSP kernels' scratch, then
+ * the per-channel multipliers' tables (TFLM's persistent buffers), counted in arena_bytes too. */
 static ft_status plan(vctx *v, uint32_t capacity)
 {
     ft_tfl_model *m = v->m;
@@ -284,8 +366,12 @@ static ft_status plan(vctx *v, uint32_t capacity)
         if (!t->is_const) t->offset = m->tensors[t->buf].offset;
     }
 #if FT_TFL_OPTIMIZED
-    top = plan_scratch(m, top, capacity);
+    {
+        uint32_t q = requant_bytes(m);
+        top = plan_scratch(m, top, capacity > q ? capacity - q : 0u);
+    }
 #endif
+    top = plan_requant(m, top);
     m->arena_bytes = (uint32_t)top;
     v->code = 0xFFFFFFFFu;
     if (top > capacity) {
@@ -429,6 +515,7 @@ ft_status ft_tfl_invoke_until(const ft_tfl_model *m, uint8_t *arena, uint32_t ar
     uint16_t i;
     if (!m || !arena || !m->image || end > m->n_ops) return FT_ERR_ARG;
     if (arena_size < m->arena_bytes) return FT_ERR_NOSPACE;
+    ensure_requant(m, arena);
     for (i = 0; i < end; i++) {
         const ft_tfl_op *op = &m->ops[i];
         if (op->reg >= FT_TFL_N_OPS) return FT_ERR_STATE; /* verify admits only registered ops */

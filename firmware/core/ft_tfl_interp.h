@@ -42,6 +42,8 @@ typedef struct {
     int16_t in[3];
     int16_t out;
     uint32_t scratch_off, scratch_len; /* the DSP kernel's scratch in the arena (len 0: the portable kernel runs) */
+    uint32_t requant_off;              /* its channels' multipliers in the arena (ft_tfl_requant_table) */
+    int32_t requant_n;                 /* channels with a multiplier (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED); 0: none */
     union {
         ft_tfl_conv_params conv;
         ft_tfl_fc_params fc;
@@ -58,7 +60,12 @@ typedef struct {
     uint32_t image_len;
     uint16_t n_tensors, n_ops, n_inputs, n_outputs;
     int16_t inputs[FT_TFL_MAX_IO], outputs[FT_TFL_MAX_IO];
-    uint32_t arena_bytes; /* activation arena the plan needs (with the DSP kernels' scratch) */
+    uint32_t arena_bytes; /* activation arena the plan needs (with the DSP kernels' scratch and the multipliers) */
+    /* The per-channel multipliers' tables: every op's at the arena's top, [requant_off, requant_off + requant_len),
+     * then a 4-byte stamp. Written at the first invoke on an arena (or when the stamp there is not requant_stamp:
+     * another model's, or anything else), then read by every invoke, as TFLite Micro's Prepare fills its
+     * persistent arena once: between invokes the arena belongs to the model, its inputs aside. */
+    uint32_t requant_off, requant_len, requant_stamp;
     uint8_t optimized;    /* 1: ops with scratch run the DSP kernels (FT_TFL_OPTIMIZED); a test may clear it */
     uint64_t macs;        /* multiply-accumulates (and element operations) per inference */
     ft_tfl_tensor tensors[FT_TFL_MAX_TENSORS];

@@ -239,6 +239,7 @@ ft_status ft_tfl_verify_conv(ft_tfl_vctx *v, ft_tfl_op *op, const ft_tfl_opts *o
     p->output_scale = out->scale;
     p->filter_scales = f->scales;
     p->n_scales = f->n_scales;
+    op->requant_n = p->out_c;
     return ft_tfl_check_act_range(v, o->act, out, &p->act_min, &p->act_max);
 }
 

@@ -92,6 +92,29 @@ static void channel_multiplier(float in_scale, const uint8_t *scales, uint32_t n
     ft_quantize_multiplier((double)in_scale * fs / (double)out_scale, mult, shift);
 }
 
+void ft_tfl_requant_table(float in_scale, const uint8_t *filter_scales, uint32_t n_scales, int32_t channels,
+                          float out_scale, uint8_t *table)
+{
+    int32_t c, mult = 0, shift = 0;
+    for (c = 0; c < channels; c++) {
+        if (n_scales > 1 || c == 0) channel_multiplier(in_scale, filter_scales, n_scales, c, out_scale, &mult, &shift);
+        memcpy(table + 4u * (uint32_t)c, &mult, 4);
+        table[4u * (uint32_t)channels + (uint32_t)c] = (uint8_t)(int8_t)shift; /* -31..30 */
+    }
+}
+
+/* channel oc's multiplier and shift: from the precomputed table, else computed */
+static void requant_of(const uint8_t *table, float in_scale, const uint8_t *scales, uint32_t n, int32_t oc,
+                       int32_t channels, float out_scale, int32_t *mult, int32_t *shift)
+{
+    if (table) {
+        *mult = ft_tfl_requant_mult(table, oc);
+        *shift = ft_tfl_requant_shift(table, channels, oc);
+    } else {
+        channel_multiplier(in_scale, scales, n, oc, out_scale, mult, shift);
+    }
+}
+
 /* Output channel loop outermost: one multiplier per channel, computed once, no scratch buffer. The
  * order of the loops does not change any result (each output is computed independently). */
 void ft_tfl_conv2d(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out)
@@ -102,7 +125,8 @@ void ft_tfl_conv2d(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *
         int32_t mult, shift, ic0 = (oc / groups_oc) * p->filter_in_c;
         int32_t bias = p->bias ? rd_i32(p->bias + 4u * (uint32_t)oc) : 0;
         const int8_t *f = filter + (size_t)oc * p->filter_h * p->filter_w * p->filter_in_c;
-        channel_multiplier(p->input_scale, p->filter_scales, p->n_scales, oc, p->output_scale, &mult, &shift);
+        requant_of(p->requant, p->input_scale, p->filter_scales, p->n_scales, oc, p->out_c, p->output_scale, &mult,
+                   &shift);
         for (b = 0; b < p->batches; b++)
             for (oy = 0; oy < p->out_h; oy++)
                 for (ox = 0; ox < p->out_w; ox++) {
@@ -136,7 +160,8 @@ void ft_tfl_depthwise_conv2d(const ft_tfl_conv_params *p, const int8_t *in, cons
     for (oc = 0; oc < p->out_c; oc++) {
         int32_t mult, shift, ic = oc / p->depth_mult;
         int32_t bias = p->bias ? rd_i32(p->bias + 4u * (uint32_t)oc) : 0;
-        channel_multiplier(p->input_scale, p->filter_scales, p->n_scales, oc, p->output_scale, &mult, &shift);
+        requant_of(p->requant, p->input_scale, p->filter_scales, p->n_scales, oc, p->out_c, p->output_scale, &mult,
+                   &shift);
         for (b = 0; b < p->batches; b++)
             for (oy = 0; oy < p->out_h; oy++)
                 for (ox = 0; ox < p->out_w; ox++) {
@@ -170,7 +195,8 @@ void ft_tfl_fully_connected(const ft_tfl_fc_params *p, const int8_t *in, const i
         int32_t mult, shift;
         int32_t bias = p->bias ? rd_i32(p->bias + 4u * (uint32_t)oc) : 0;
         const int8_t *f = filter + (size_t)oc * p->accum_depth;
-        channel_multiplier(p->input_scale, p->filter_scales, p->n_scales, oc, p->output_scale, &mult, &shift);
+        requant_of(p->requant, p->input_scale, p->filter_scales, p->n_scales, oc, p->out_c, p->output_scale, &mult,
+                   &shift);
         for (b = 0; b < p->batches; b++) {
             const int8_t *x = in + (size_t)b * p->accum_depth;
             uint32_t acc = 0;

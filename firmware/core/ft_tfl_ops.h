@@ -10,6 +10,7 @@
 #define FT_TFL_OPS_H
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include "ft_status.h"
 
 /* Fused activations (tflite ActivationFunctionType). */
@@ -33,7 +34,29 @@ typedef struct {
     const uint8_t *filter_scales; /* float32 LE, n_scales = 1 (per tensor) or out_c (per channel) */
     uint32_t n_scales;
     const uint8_t *bias;          /* int32 LE [out_c], or NULL */
+    const uint8_t *requant;       /* ft_tfl_requant_table of out_c channels, any alignment: required by the DSP
+                                     kernels; NULL: the portable kernels compute each channel's multiplier per call */
 } ft_tfl_conv_params;
+
+/* Per-channel requantization, precomputed once (the interpreter does it in the arena at the first invoke, as
+ * TFLite Micro's Prepare does in its persistent arena): channel c's multiplier and shift from
+ * (double)in_scale * filter_scale[c] / out_scale (ft_quantize_multiplier), stored as `channels` int32 multipliers
+ * (host byte order) then `channels` int8 shifts: FT_TFL_REQUANT_BYTES(channels), any alignment. One scale (per
+ * tensor) is computed once for every channel. */
+#define FT_TFL_REQUANT_BYTES(channels) (5u * (uint32_t)(channels))
+void ft_tfl_requant_table(float in_scale, const uint8_t *filter_scales, uint32_t n_scales, int32_t channels,
+                          float out_scale, uint8_t *table);
+static inline int32_t ft_tfl_requant_mult(const uint8_t *table, int32_t c)
+{
+    int32_t m;
+    const uint8_t *s = table + 4u * (uint32_t)c;
+    memcpy(&m, s, 4);
+    return m;
+}
+static inline int32_t ft_tfl_requant_shift(const uint8_t *table, int32_t channels, int32_t c)
+{
+    return (int8_t)table[4u * (uint32_t)channels + (uint32_t)c];
+}
 
 void ft_tfl_conv2d(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out);
 void ft_tfl_depthwise_conv2d(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out);
@@ -45,6 +68,7 @@ typedef struct {
     const uint8_t *filter_scales; /* float32 LE, 1 or out_c */
     uint32_t n_scales;
     const uint8_t *bias;          /* int32 LE [out_c], or NULL */
+    const uint8_t *requant;       /* as ft_tfl_conv_params.requant */
 } ft_tfl_fc_params;
 
 void ft_tfl_fully_connected(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *filter, int8_t *out);

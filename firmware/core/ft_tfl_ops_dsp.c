@@ -82,13 +82,6 @@ static int32_t rd_i32le(const uint8_t *p)
     return wrap((uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24));
 #endif
 }
-static float rd_f32le(const uint8_t *p)
-{
-    uint32_t u = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 /* TFLM's MultiplyByQuantizedMultiplier (ft_mul_by_quantized_multiplier) in 32-bit pieces, as CMSIS-NN's
  * arm_nn_requantize: for 0 <= mult < 2^31 (all ft_quantize_multiplier gives) the product cannot be the one
  * saturating case, and the high half's truncating division of a*mult + nudge by 2^31 equals
@@ -109,28 +102,6 @@ static FT_INLINE int8_t out8(uint32_t acc, int32_t mult, int32_t shift, int32_t 
 {
     int64_t r = (int64_t)requant(wrap(acc), mult, shift) + zp;
     return (int8_t)(r < lo ? lo : r > hi ? hi : r);
-}
-static void channel_multiplier(float in_scale, const uint8_t *scales, uint32_t n, int32_t oc, float out_scale,
-                               int32_t *mult, int32_t *shift)
-{
-    double fs = (double)rd_f32le(scales + 4u * (n > 1 ? (uint32_t)oc : 0u));
-    ft_quantize_multiplier((double)in_scale * fs / (double)out_scale, mult, shift);
-}
-
-/* Every channel's multiplier and shift; with one (per-tensor) scale computed once: the double arithmetic is
- * emulated in software on an M4 and costs more than a small layer's multiply-accumulates. */
-static void all_multipliers(float in_scale, const uint8_t *scales, uint32_t n, int32_t channels, float out_scale,
-                            int32_t *mult, int32_t *shift)
-{
-    int32_t c;
-    for (c = 0; c < channels; c++) {
-        if (n > 1 || c == 0) {
-            channel_multiplier(in_scale, scales, n, c, out_scale, &mult[c], &shift[c]);
-        } else {
-            mult[c] = mult[0];
-            shift[c] = shift[0];
-        }
-    }
 }
 /* -zp in both halves: SXTAB16 then widens and subtracts the zero point in one instruction */
 static uint32_t neg_pair(int32_t zp) { return (((uint32_t)-zp) & 0xFFFFu) * 0x10001u; }
@@ -169,8 +140,8 @@ uint32_t ft_tfl_conv2d_dsp_scratch(const ft_tfl_conv_params *p)
 {
     uint64_t k = conv_k(p), words = (k / 4u) * 2u + k % 4u;
     if (k < 4u) return 0; /* no group of 4 weights for SMLAD: the portable kernel is faster */
-    /* alignment slack, multipliers and shifts per channel, 2 patches of pair words, 2 int8 staging patches */
-    return saturate(3u + 8u * (uint64_t)p->out_c + 8u * words + ((2u * k + 3u) & ~(uint64_t)3u));
+    /* alignment slack, 2 patches of pair words, 2 int8 staging patches (the multipliers: p->requant) */
+    return saturate(3u + 8u * words + ((2u * k + 3u) & ~(uint64_t)3u));
 }
 
 /* The receptive field of output pixel `pix` (flat over batch, y, x), channels [ic0, ic0 + filter_in_c), as
@@ -253,10 +224,9 @@ void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8
     int32_t k = (int32_t)conv_k(p), g4 = k >> 2, t = k & 3, words = g4 * 2 + t;
     int32_t groups = p->in_c / p->filter_in_c, per_group = p->out_c / groups;
     int32_t npix = p->batches * p->out_h * p->out_w, pix, grp, oc;
-    int32_t *mult = (int32_t *)(void *)align_words(scratch), *shift = mult + p->out_c;
-    uint32_t *cols = (uint32_t *)(void *)(shift + p->out_c), *cols1 = cols + words;
+    const uint8_t *q = p->requant;
+    uint32_t *cols = align_words(scratch), *cols1 = cols + words;
     int8_t *stage = (int8_t *)(void *)(cols1 + words), *stage1 = stage + k;
-    all_multipliers(p->input_scale, p->filter_scales, p->n_scales, p->out_c, p->output_scale, mult, shift);
     for (pix = 0; pix < npix; pix += 2) {
         int two = pix + 1 < npix; /* an odd last pixel is computed twice, written once */
         int8_t *o0 = out + (size_t)pix * p->out_c, *o1 = two ? o0 + p->out_c : o0;
@@ -267,16 +237,18 @@ void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8
             for (oc = grp * per_group; oc < oc_end; oc += 2) {
                 int32_t oc1 = oc + 1 < oc_end ? oc + 1 : oc; /* an odd last channel likewise */
                 uint32_t acc[4], b0 = 0, b1 = 0;
+                int32_t m0 = ft_tfl_requant_mult(q, oc), s0 = ft_tfl_requant_shift(q, p->out_c, oc);
+                int32_t m1 = ft_tfl_requant_mult(q, oc1), s1 = ft_tfl_requant_shift(q, p->out_c, oc1);
                 dot_2x2(filter + (size_t)oc * k, (size_t)(oc1 - oc) * (size_t)k, cols, two ? (size_t)words : 0u, g4, t,
                         acc);
                 if (p->bias) {
                     b0 = (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc);
                     b1 = (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc1);
                 }
-                o0[oc] = out8(acc[0] + b0, mult[oc], shift[oc], p->output_zp, p->act_min, p->act_max);
-                o1[oc] = out8(acc[1] + b0, mult[oc], shift[oc], p->output_zp, p->act_min, p->act_max);
-                o0[oc1] = out8(acc[2] + b1, mult[oc1], shift[oc1], p->output_zp, p->act_min, p->act_max);
-                o1[oc1] = out8(acc[3] + b1, mult[oc1], shift[oc1], p->output_zp, p->act_min, p->act_max);
+                o0[oc] = out8(acc[0] + b0, m0, s0, p->output_zp, p->act_min, p->act_max);
+                o1[oc] = out8(acc[1] + b0, m0, s0, p->output_zp, p->act_min, p->act_max);
+                o0[oc1] = out8(acc[2] + b1, m1, s1, p->output_zp, p->act_min, p->act_max);
+                o1[oc1] = out8(acc[3] + b1, m1, s1, p->output_zp, p->act_min, p->act_max);
             }
         }
     }
@@ -285,8 +257,8 @@ void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8
 /* ---- DEPTHWISE_CONV_2D (depth multiplier 1): 4 channels per word, SMLABB / SMLATT per channel ------- */
 uint32_t ft_tfl_depthwise_dsp_scratch(const ft_tfl_conv_params *p)
 {
-    if (p->depth_mult != 1) return 0;
-    return saturate(3u + 8u * (uint64_t)p->out_c);
+    /* no scratch (the multipliers: p->requant); 1 byte so that 0 keeps meaning "the kernel does not apply" */
+    return p->depth_mult == 1 ? 1u : 0u;
 }
 
 /* first and end (exclusive) filter taps of one axis that land inside the input: 0 <= o + d * f < n */
@@ -329,11 +301,11 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
                           uint8_t *scratch)
 {
     int32_t c_n = p->out_c, b, oy, ox, c;
-    int32_t *mult = (int32_t *)(void *)align_words(scratch), *shift = mult + c_n;
+    const uint8_t *q = p->requant;
     uint32_t off = neg_pair(p->input_zp);
     size_t x_tap = (size_t)p->dil_w * (size_t)c_n, x_row = (size_t)p->dil_h * (size_t)p->in_w * (size_t)c_n;
     size_t w_row = (size_t)p->filter_w * (size_t)c_n;
-    all_multipliers(p->input_scale, p->filter_scales, p->n_scales, c_n, p->output_scale, mult, shift);
+    (void)scratch;
     for (b = 0; b < p->batches; b++)
         for (oy = 0; oy < p->out_h; oy++)
             for (ox = 0; ox < p->out_w; ox++) {
@@ -364,7 +336,8 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
                     }
                     for (j = 0; j < n; j++) {
                         uint32_t bias = p->bias ? (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)(c + j)) : 0u;
-                        o[c + j] = out8(a[j] + bias, mult[c + j], shift[c + j], p->output_zp, p->act_min, p->act_max);
+                        o[c + j] = out8(a[j] + bias, ft_tfl_requant_mult(q, c + j), ft_tfl_requant_shift(q, c_n, c + j),
+                                        p->output_zp, p->act_min, p->act_max);
                     }
                 }
             }
@@ -375,18 +348,19 @@ uint32_t ft_tfl_fc_dsp_scratch(const ft_tfl_fc_params *p)
 {
     uint64_t d = (uint64_t)p->accum_depth, words = (d / 4u) * 2u + d % 4u;
     if (d < 4u) return 0; /* as for CONV_2D */
-    return saturate(3u + 8u * (uint64_t)p->out_c + 4u * words * (uint64_t)p->batches);
+    return saturate(3u + 4u * words * (uint64_t)p->batches); /* the multipliers: p->requant */
 }
 
 void ft_tfl_fc_dsp(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *filter, int8_t *out, uint8_t *scratch)
 {
     int32_t d = p->accum_depth, g4 = d >> 2, t = d & 3, words = g4 * 2 + t, b, oc, i;
-    int32_t *mult = (int32_t *)(void *)align_words(scratch), *shift = mult + p->out_c;
-    uint32_t *cols = (uint32_t *)(void *)(shift + p->out_c), woff = neg_pair(p->filter_zp);
-    all_multipliers(p->input_scale, p->filter_scales, p->n_scales, p->out_c, p->output_scale, mult, shift);
+    const uint8_t *q = p->requant;
+    uint32_t *cols = align_words(scratch), woff = neg_pair(p->filter_zp);
     for (b = 0; b < p->batches; b++) to_pairs(in + (size_t)b * d, d, p->input_zp, cols + (size_t)b * words);
     for (oc = 0; oc < p->out_c; oc += 2) {
-        int32_t oc1 = oc + 1 < p->out_c ? oc + 1 : oc, m0 = mult[oc], s0 = shift[oc], m1 = mult[oc1], s1 = shift[oc1];
+        int32_t oc1 = oc + 1 < p->out_c ? oc + 1 : oc, m0 = ft_tfl_requant_mult(q, oc);
+        int32_t s0 = ft_tfl_requant_shift(q, p->out_c, oc), m1 = ft_tfl_requant_mult(q, oc1);
+        int32_t s1 = ft_tfl_requant_shift(q, p->out_c, oc1);
         uint32_t b0 = p->bias ? (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc) : 0u;
         uint32_t b1 = p->bias ? (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc1) : 0u;
         for (b = 0; b < p->batches; b++) {

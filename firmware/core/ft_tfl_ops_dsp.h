@@ -19,7 +19,8 @@ uint32_t ft_tfl_conv2d_dsp_scratch(const ft_tfl_conv_params *p);    /* 0 below 4
 uint32_t ft_tfl_depthwise_dsp_scratch(const ft_tfl_conv_params *p); /* 0 unless depth_mult == 1 */
 uint32_t ft_tfl_fc_dsp_scratch(const ft_tfl_fc_params *p);          /* 0 below 4 weights per output */
 
-/* `scratch` holds at least the *_scratch() bytes, any alignment; its contents on entry do not matter. */
+/* `scratch` holds at least the *_scratch() bytes, any alignment; its contents on entry do not matter. p->requant
+ * must hold the channels' precomputed multipliers (ft_tfl_requant_table): the kernels compute none. */
 void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out,
                        uint8_t *scratch);
 void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out,

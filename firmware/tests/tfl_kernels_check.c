@@ -28,6 +28,7 @@
 #define GUARD 16
 
 static int8_t in_buf[BUF], filt[BUF], out_ref[BUF], out_dsp[BUF + GUARD];
+static uint8_t requant[1u + FT_TFL_REQUANT_BYTES(BUF / 5u)]; /* the multipliers, at an odd address */
 static uint8_t scales[4 * 64], bias[4 * 64], scratch[BUF + GUARD + 1];
 static int passed, failed;
 
@@ -153,11 +154,15 @@ static int conv_case(int depthwise, uint32_t *skipped)
     fill(in_buf, n_in);
     fill(filt, n_filt);
     prepare_run(n_out, need);
+    /* the portable kernel computes each channel's multiplier, the DSP kernel reads them precomputed */
+    ft_tfl_requant_table(p.input_scale, p.filter_scales, p.n_scales, p.out_c, p.output_scale, requant + 1);
     if (depthwise) {
         ft_tfl_depthwise_conv2d(&p, in_buf, filt, out_ref);
+        p.requant = requant + 1;
         ft_tfl_depthwise_dsp(&p, in_buf, filt, out_dsp, scratch + 1);
     } else {
         ft_tfl_conv2d(&p, in_buf, filt, out_ref);
+        p.requant = requant + 1;
         ft_tfl_conv2d_dsp(&p, in_buf, filt, out_dsp, scratch + 1);
     }
     if (compare(n_out, need, depthwise ? "DEPTHWISE_CONV_2D" : "CONV_2D")) return 1;
@@ -187,7 +192,9 @@ static int fc_case(void)
     fill(in_buf, (uint32_t)(p.batches * p.accum_depth));
     fill(filt, (uint32_t)(p.out_c * p.accum_depth));
     prepare_run(n_out, need);
+    ft_tfl_requant_table(p.input_scale, p.filter_scales, p.n_scales, p.out_c, p.output_scale, requant + 1);
     ft_tfl_fully_connected(&p, in_buf, filt, out_ref);
+    p.requant = requant + 1;
     ft_tfl_fc_dsp(&p, in_buf, filt, out_dsp, scratch + 1);
     if (compare(n_out, need, "FULLY_CONNECTED")) return 1;
     say("  case: batches %d depth %d out %d zp %d filter zp %d\n", (int)p.batches, (int)p.accum_depth, (int)p.out_c,

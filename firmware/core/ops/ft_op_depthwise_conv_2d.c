@@ -16,13 +16,15 @@ static ft_status invoke(const ft_tfl_model *m, const ft_tfl_op *op, uint8_t *are
 {
     const int8_t *x = (const int8_t *)ft_tfl_op_in(m, op, 0, arena), *w = (const int8_t *)m->tensors[op->in[1]].data;
     int8_t *y = (int8_t *)ft_tfl_op_out(m, op, arena);
+    ft_tfl_conv_params p = op->p.conv;
+    p.requant = arena + op->requant_off; /* the multipliers, computed once (ft_tfl_interp.c) */
 #if FT_TFL_OPTIMIZED
     if (m->optimized && op->scratch_len) {
-        ft_tfl_depthwise_dsp(&op->p.conv, x, w, y, arena + op->scratch_off);
+        ft_tfl_depthwise_dsp(&p, x, w, y, arena + op->scratch_off);
         return FT_OK;
     }
 #endif
-    ft_tfl_depthwise_conv2d(&op->p.conv, x, w, y);
+    ft_tfl_depthwise_conv2d(&p, x, w, y);
     return FT_OK;
 }
 

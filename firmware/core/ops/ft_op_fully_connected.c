@@ -40,6 +40,7 @@ static ft_status verify(ft_tfl_vctx *v, ft_tfl_op *op, const ft_tfl_opts *o, uin
     p->output_scale = out->scale;
     p->filter_scales = f->scales;
     p->n_scales = f->n_scales;
+    op->requant_n = p->out_c;
     v->m->macs += (uint64_t)out->count * (uint64_t)p->accum_depth;
     return ft_tfl_check_act_range(v, o->act, out, &p->act_min, &p->act_max);
 }
@@ -52,13 +53,15 @@ static ft_status invoke(const ft_tfl_model *m, const ft_tfl_op *op, uint8_t *are
 {
     const int8_t *x = (const int8_t *)ft_tfl_op_in(m, op, 0, arena), *w = (const int8_t *)m->tensors[op->in[1]].data;
     int8_t *y = (int8_t *)ft_tfl_op_out(m, op, arena);
+    ft_tfl_fc_params p = op->p.fc;
+    p.requant = arena + op->requant_off; /* the multipliers, computed once (ft_tfl_interp.c) */
 #if FT_TFL_OPTIMIZED
     if (m->optimized && op->scratch_len) {
-        ft_tfl_fc_dsp(&op->p.fc, x, w, y, arena + op->scratch_off);
+        ft_tfl_fc_dsp(&p, x, w, y, arena + op->scratch_off);
         return FT_OK;
     }
 #endif
-    ft_tfl_fully_connected(&op->p.fc, x, w, y);
+    ft_tfl_fully_connected(&p, x, w, y);
     return FT_OK;
 }
 
