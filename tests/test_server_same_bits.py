@@ -319,8 +319,8 @@ def test_flower_transport_replies_in_gateway_order() -> None:
     """Replies are handed on in gateway order, whatever order the Grid returns them in."""
     from types import SimpleNamespace
 
-    from fedtiny.ondevice import dequantize_head
-    from fedtiny.records import arrays_to_record
+    from fedtiny.ondevice import TrainConfig, dequantize_head
+    from fedtiny.records import GatewayInstruction, arrays_to_record
     from fedtiny.server.strategy import _identity
     from fedtiny.server.transports import FlowerTransport
 
@@ -343,9 +343,10 @@ def test_flower_transport_replies_in_gateway_order() -> None:
     t = FlowerTransport(Grid())
     t.node_of = {0: 900, 1: 17, 2: 450}  # gateway -> node id (node ids in no particular order)
     with _identity():  # Messages outside a Flower run need a task identity
-        parts, failed = t.exchange(
-            "train", head, {"round": 1}, {2: np.array([8]), 0: np.array([1]), 1: np.array([4])}
+        ins = GatewayInstruction(
+            round=1, segment=0, seed=0, fleet_dir="/tmp", train=TrainConfig(1, 4, 0.1, 0, 0, 0)
         )
+        parts, failed = t.exchange("train", head, ins, {2: np.array([8]), 0: np.array([1]), 1: np.array([4])})
     assert failed == 0
     assert [int(p["node"][0]) for p in parts] == [900, 17, 450]
 
