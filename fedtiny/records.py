@@ -176,12 +176,7 @@ class RoundInstruction:
     round: int
     segment: int
     seed: int
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float
-    weight_decay: float
-    prox_mu: float
+    train: TrainConfig
     head: Int8Head
     golden: np.ndarray  # int8 features [n, D]
     acks: dict[int, int] = field(default_factory=dict)
@@ -195,12 +190,12 @@ class RoundInstruction:
                 "round": int(self.round),
                 "segment": int(self.segment),
                 "seed": int(self.seed),
-                "epochs": int(self.epochs),
-                "batch-size": int(self.batch_size),
-                "lr": self.lr,
-                "momentum": self.momentum,
-                "weight-decay": self.weight_decay,
-                "prox-mu": self.prox_mu,
+                "epochs": int(self.train.epochs),
+                "batch-size": int(self.train.batch_size),
+                "lr": self.train.lr,
+                "momentum": self.train.momentum,
+                "weight-decay": self.train.weight_decay,
+                "prox-mu": self.train.prox_mu,
                 "ack-devices": [int(d) for d in self.acks] or [-1],  # a record list is never empty: -1 pads
                 "ack-updates": [int(u) for u in self.acks.values()] or [-1],
                 "last": bool(self.last),
@@ -229,12 +224,14 @@ class RoundInstruction:
             round=int(_num(cfg, "round")),
             segment=int(_num(cfg, "segment")),
             seed=int(_num(cfg, "seed")),
-            epochs=int(_num(cfg, "epochs")),
-            batch_size=int(_num(cfg, "batch-size")),
-            lr=_num(cfg, "lr"),
-            momentum=_num(cfg, "momentum"),
-            weight_decay=_num(cfg, "weight-decay"),
-            prox_mu=_num(cfg, "prox-mu"),
+            train=TrainConfig(
+                epochs=int(_num(cfg, "epochs")),
+                batch_size=int(_num(cfg, "batch-size")),
+                lr=_num(cfg, "lr"),
+                momentum=_num(cfg, "momentum"),
+                weight_decay=_num(cfg, "weight-decay"),
+                prox_mu=_num(cfg, "prox-mu"),
+            ),
             head=head_from_record(content.array_records["head"]),
             golden=content.array_records["golden"]["features"].numpy(),
             acks={d: u for d, u in acks.items() if d >= 0},

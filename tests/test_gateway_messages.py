@@ -7,6 +7,7 @@ import pytest
 from flwr.app import RecordDict
 
 from fedtiny.clients.board.device import default_head
+from fedtiny.ondevice.train import TrainConfig
 from fedtiny.records import BoardReport, GatewayReply, RoundInstruction, TrialEnd
 
 
@@ -15,12 +16,7 @@ def _instruction(**kw: object) -> RoundInstruction:
         round=3,
         segment=1,
         seed=7,
-        epochs=2,
-        batch_size=16,
-        lr=0.05,
-        momentum=0.9,
-        weight_decay=1e-4,
-        prox_mu=0.0,
+        train=TrainConfig(epochs=2, batch_size=16, lr=0.05, momentum=0.9, weight_decay=1e-4, prox_mu=0.0),
         head=default_head(4, 16, seed=5),
         golden=np.arange(32, dtype=np.int8).reshape(2, 16),
     )
@@ -34,10 +30,10 @@ def test_round_instruction_round_trip() -> None:
         assert back.head.equals(ins.head)
         np.testing.assert_array_equal(back.golden, ins.golden)
         assert back.golden.dtype == np.int8
-        for name in ("round", "segment", "seed", "epochs", "batch_size", "lr", "momentum", "weight_decay"):
+        for name in ("round", "segment", "seed", "train"):
             assert getattr(back, name) == getattr(ins, name), name
-        assert (back.prox_mu, back.acks, back.last, back.signed_image) == (
-            ins.prox_mu,
+        assert (back.train.prox_mu, back.acks, back.last, back.signed_image) == (
+            ins.train.prox_mu,
             ins.acks,
             ins.last,
             ins.signed_image,

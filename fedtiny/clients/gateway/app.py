@@ -109,15 +109,9 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     ins = RoundInstruction.from_record(msg.content)
+    t = ins.train
     req = TrainRequest(
-        ins.epochs,
-        ins.batch_size,
-        ins.lr,
-        ins.momentum,
-        ins.weight_decay,
-        ins.prox_mu,
-        ins.seed,
-        ins.round,
+        t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, t.prox_mu, ins.seed, ins.round
     )
     outcomes = _boards(context).train(
         ins.head, ins.golden, req, ins.segment, ins.acks, ins.signed_image, ins.sampled
