@@ -1,8 +1,9 @@
 """Digests of the reference scenarios' results, so that a redesign can show it changed no result (issue 21).
 
-Runs five reference scenarios through the CLI, as a user would, and hashes what they produce:
+Runs five reference scenarios through the CLI, as a user would (the scenarios' fixed gateway sizes on the inline engine: the simulation
+runtime gives the same bits, tests/test_same_bits.py), and hashes what they produce:
 
-- ``quickstart``: scenarios/quickstart.toml, 7 rounds (past its drift at round 6), simulation runtime;
+- ``quickstart``: scenarios/quickstart.toml, 7 rounds (past its drift at round 6);
 - ``fleet_10k``: scenarios/vibration_fleet_10k.toml, 31 rounds (past its drift at round 30);
 - ``user_data``: a shipped reference model with recorded-style npz data (device ids, times), 4 rounds, a
   generic drift knob;
@@ -34,6 +35,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "reference_results.json"
+#: the inline engine: the simulation runtime gives the same bits (tests/test_same_bits.py), without Ray's start-up
+INLINE = "runtime.engine=inline"
 WALL_KEYS = {"wall_s", "started", "finished", "elapsed_s", "time"}
 
 
@@ -106,13 +109,19 @@ def _sets(*kv: str) -> list[str]:
 
 def run_quickstart(work: Path) -> Path:
     out = work / "quickstart"
-    _fedtiny("run", str(ROOT / "scenarios/quickstart.toml"), "--out", str(out), *_sets("rounds=7"))
+    _fedtiny("run", str(ROOT / "scenarios/quickstart.toml"), "--out", str(out), *_sets("rounds=7", INLINE))
     return out
 
 
 def run_fleet_10k(work: Path) -> Path:
     out = work / "fleet_10k"
-    _fedtiny("run", str(ROOT / "scenarios/vibration_fleet_10k.toml"), "--out", str(out), *_sets("rounds=31"))
+    _fedtiny(
+        "run",
+        str(ROOT / "scenarios/vibration_fleet_10k.toml"),
+        "--out",
+        str(out),
+        *_sets("rounds=31", INLINE),
+    )
     return out
 
 

@@ -1,6 +1,6 @@
 """The reference scenarios' results are the recorded ones, byte for byte (issue 21: a redesign changes no result).
 
-``scripts/reference_results.py`` runs the quickstart (7 rounds, past its drift, simulation runtime), the 10k
+``scripts/reference_results.py`` runs the quickstart (7 rounds, past its drift), the 10k
 fleet (31 rounds, past its drift), a user's model and recorded-style data with a generic drift knob, and a field
 trial with two virtual boards, through the CLI, and hashes rounds.csv (but wall times), the final and base
 models, the checkpoints, the device logs and the fleet pools. A change that means to change results records
