@@ -119,7 +119,9 @@ class FleetSection:
         min=0,
         max=1_000_000,
     )
-    samples_per_device: int = _f(120, "labelled examples each device collects", min=1, max=100_000)
+    samples_per_device: int = _f(
+        120, "examples each device collects (labelled as [labels] says)", min=1, max=100_000
+    )
     test_samples_per_device: int = _f(60, "local test examples per device", min=1, max=100_000)
     cache_size: int = _f(200, "int8 feature cache capacity (ring buffer) per device", min=1, max=100_000)
     dirichlet_alpha: float = _f(
@@ -164,6 +166,62 @@ class FleetSection:
         0.0, "fraction of devices that send faulty or poisoned updates", min=0.0, max=1.0
     )
     fault: str = _f("nan", "what faulty devices send", choices=("nan", "inf", "scale", "sign_flip", "noise"))
+
+
+@dataclass
+class LabelsSection:
+    fraction: float = _f(
+        1.0,
+        "share of a device's new samples that come with their true label (1 = every sample, as before)",
+        min=0.0,
+        max=1.0,
+    )
+    delay_rounds: int = _f(
+        0,
+        "a label arrives this many rounds after its sample (the sample waits unlabelled)",
+        min=0,
+        max=10_000,
+    )
+    noise: float = _f(
+        0.0, "probability that a label is wrong (uniform over the other classes)", min=0.0, max=1.0
+    )
+    noise_matrix: list[list[float]] = _f(
+        [],
+        "C x C matrix: row y gives the probabilities of each label for true class y (instead of noise)",
+    )
+    budget_per_round: int = _f(
+        0,
+        "at most this many labels reach a device per round (0 = no limit); the rest never do",
+        min=0,
+        max=100_000,
+    )
+    pseudo: float = _f(
+        0.0,
+        "0: off; else the confidence p (0 < p < 1) above which a board labels an unlabelled sample itself "
+        "from its int8 head (docs/labels.md)",
+        min=0.0,
+        max=0.999999,
+    )
+    pseudo_weight: float = _f(
+        0.5, "gradient weight of a pseudo-labelled sample (0 < w <= 1)", min=1e-6, max=1.0
+    )
+    spread: dict[str, float] = _f(
+        {},
+        "per-device uniform +/- spread of fraction and noise (each device's value is clipped to 0..1)",
+    )
+
+    @property
+    def all_labelled(self) -> bool:
+        """Every sample has its true label at once: the behaviour before labels could be partial."""
+        return (
+            self.fraction >= 1.0
+            and self.delay_rounds == 0
+            and self.noise == 0.0
+            and not self.noise_matrix
+            and self.budget_per_round == 0
+            and self.pseudo == 0.0
+            and not any(self.spread.values())
+        )
 
 
 @dataclass
@@ -305,6 +363,7 @@ class Scenario:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     fleet: FleetSection = field(default_factory=FleetSection)
+    labels: LabelsSection = field(default_factory=LabelsSection)
     train: TrainSection = field(default_factory=TrainSection)
     strategy: StrategySection = field(default_factory=StrategySection)
     drift: list[DriftEvent] = field(default_factory=list)

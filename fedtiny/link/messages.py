@@ -28,6 +28,7 @@ class MsgType(IntEnum):
     READ_UPDATE = 0x14
     UPDATE_ACK = 0x15
     EVALUATE = 0x16
+    LABEL = 0x17  # label (or un-label) cached samples by sample id: late labels (docs/labels.md)
     UPLOAD_BEGIN = 0x20
     UPLOAD_CHUNK = 0x21
     UPLOAD_STATUS = 0x22
@@ -86,6 +87,7 @@ class Cap(IntEnum):
     FIXED_TRAIN = 1 << 8  # TRAIN with flag FIXED: integer SGD (docs/ondevice.md section 3b)
     SIGNED_IMAGES = 1 << 9  # the board holds Ed25519 public keys and accepts only signed images (section 7)
     DEVICE_KEY = 1 << 10  # UpdateBlob tags are under this board's own update key (section 7)
+    LABELS = 1 << 11  # unlabelled samples (label UNLABELLED), LABEL, and TRAIN flag PSEUDO (pseudo-labels)
 
 
 class SampleKind(IntEnum):
@@ -101,6 +103,8 @@ UPLOAD_SIGNED = 0x02  # UploadBegin.flags bit 1: the image is an Ed25519-signed 
 SAMPLES_CLEAR = 0x01
 HELLO_EXT = 0x01  # HELLO request payload: answer with the HelloInfo extension (arena_bytes)
 TRAIN_FIXED = 0x01  # TrainRequest.flags bit 0: fixed-point arithmetic (docs/ondevice.md section 3b)
+TRAIN_PSEUDO = 0x02  # TrainRequest.flags bit 1: pseudo-label unlabelled slots (docs/ondevice.md section 5a)
+UNLABELLED = 0xFFFF  # the label of a sample pushed without one (PUSH_SAMPLES, LABEL)
 SS_REVERTED = 0x01  # SlotStatus.flags: the last boot reverted an unconfirmed test image
 SS_FELL_BACK = (
     0x02  # SlotStatus.flags: the last boot found the confirmed image corrupt and ran the other slot
@@ -245,25 +249,55 @@ class TrainRequest:
     prox_mu: float
     seed: int
     round: int
-    flags: int = 0  # bit 0 TRAIN_FIXED; other bits reserved (0)
+    flags: int = 0  # bit 0 TRAIN_FIXED, bit 1 TRAIN_PSEUDO; other bits reserved (0)
+    pseudo_margin: float = 0.0  # with TRAIN_PSEUDO: the margin threshold (docs/ondevice.md section 5a)
+    pseudo_weight: float = 1.0  # with TRAIN_PSEUDO: the gradient weight of a pseudo-labelled sample
 
     _ST = struct.Struct("<HHffffIII")
+    _PSEUDO = struct.Struct("<ff")
     SIZE = _ST.size
     LEGACY_SIZE = SIZE - 4  # before the flags field: read as flags = 0
+    PSEUDO_SIZE = SIZE + _PSEUDO.size  # with TRAIN_PSEUDO (and only then)
 
     def encode(self) -> bytes:
-        return self._ST.pack(*(getattr(self, f) for f in self.__dataclass_fields__))
+        head = self._ST.pack(
+            self.epochs,
+            self.batch_size,
+            self.lr,
+            self.momentum,
+            self.weight_decay,
+            self.prox_mu,
+            self.seed,
+            self.round,
+            self.flags,
+        )
+        if self.pseudo:
+            head += self._PSEUDO.pack(self.pseudo_margin, self.pseudo_weight)
+        return head
 
     @classmethod
     def decode(cls, payload: bytes) -> TrainRequest:
         if len(payload) == cls.LEGACY_SIZE:
             payload = bytes(payload) + bytes(4)
+        if len(payload) == cls.PSEUDO_SIZE:
+            req = cls(*cls._ST.unpack_from(payload))
+            req.pseudo_margin, req.pseudo_weight = cls._PSEUDO.unpack_from(payload, cls.SIZE)
+            if not req.pseudo:
+                raise ProtocolError(f"TrainRequest of {cls.PSEUDO_SIZE} bytes without flag PSEUDO")
+            return req
         _need(payload, cls.SIZE, "TrainRequest")
-        return cls(*cls._ST.unpack(payload))
+        req = cls(*cls._ST.unpack(payload))
+        if req.pseudo:
+            raise ProtocolError(f"TrainRequest with flag PSEUDO must be {cls.PSEUDO_SIZE} bytes")
+        return req
 
     @property
     def fixed(self) -> bool:
         return bool(self.flags & TRAIN_FIXED)
+
+    @property
+    def pseudo(self) -> bool:
+        return bool(self.flags & TRAIN_PSEUDO)
 
 
 @dataclass
@@ -375,6 +409,39 @@ class Samples:
         labels = np.frombuffer(p, "<u2", n, h).astype(np.int64)
         data = np.frombuffer(p, dt, n * dim, h + 2 * n).reshape(n, dim)
         return cls(kind, flags, labels, data.astype(np.float32) if kind == SampleKind.RAW_F32 else data)
+
+
+@dataclass
+class LabelRequest:
+    """LABEL: ``sample_ids`` [n] (u32, as PUSH_SAMPLES numbered them) and their ``labels`` [n] (u16: a class, or
+    UNLABELLED to take a label back)."""
+
+    sample_ids: np.ndarray
+    labels: np.ndarray
+
+    def encode(self) -> bytes:
+        n = len(self.sample_ids)
+        rows = np.zeros(n, dtype=LABEL_ENTRY)
+        rows["id"], rows["label"] = self.sample_ids, self.labels
+        return struct.pack("<H", n) + rows.tobytes()
+
+    @classmethod
+    def decode(cls, p: bytes) -> LabelRequest:
+        _need(p, 2, "LabelRequest", exact=False)
+        (n,) = struct.unpack_from("<H", p)
+        _need(p, 2 + LABEL_ENTRY.itemsize * n, "LabelRequest")
+        rows = np.frombuffer(p, LABEL_ENTRY, n, 2)
+        return cls(rows["id"].astype(np.int64), rows["label"].astype(np.int64))
+
+
+@dataclass
+class LabelResult(FixedLayout, fmt="<II"):
+    applied: int  # entries whose sample was still in the cache
+    labelled: int  # cached samples that now have a label
+
+
+#: one LABEL entry: u32 sample id, u16 label (6 bytes, packed)
+LABEL_ENTRY = np.dtype([("id", "<u4"), ("label", "<u2")])
 
 
 @dataclass

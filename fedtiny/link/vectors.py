@@ -15,9 +15,13 @@ from fedtiny.link.blobs import UpdateBlob, encode_head_patch
 from fedtiny.link.frames import FLAG_RESPONSE, Frame, encode_frame, pack_frame
 from fedtiny.link.messages import (
     TRAIN_FIXED,
+    TRAIN_PSEUDO,
+    UNLABELLED,
     BlobRead,
     HelloInfo,
     ImageKind,
+    LabelRequest,
+    LabelResult,
     MsgType,
     SampleKind,
     Samples,
@@ -109,6 +113,35 @@ def vectors() -> list[tuple[str, Frame]]:
         (
             "VERIFY response, seq 8: status AUTH_FAILED, reason 'unsigned image'",
             Frame(MsgType.VERIFY, 8, b"unsigned image", resp, Status.AUTH_FAILED),
+        ),
+        (
+            "PUSH_SAMPLES request, seq 11: 2 features of D=2, the first labelled 3, the second without a label",
+            Frame(
+                MsgType.PUSH_SAMPLES,
+                11,
+                Samples(0, 0, np.array([3, UNLABELLED]), np.array([[5, -6], [7, 8]], np.int8)).encode(),
+            ),
+        ),
+        (
+            "LABEL request, seq 12: sample 1 gets label 2, sample 0x01020304 loses its label",
+            Frame(
+                MsgType.LABEL,
+                12,
+                LabelRequest(np.array([1, 0x01020304]), np.array([2, UNLABELLED])).encode(),
+            ),
+        ),
+        (
+            "LABEL response, seq 12: applied 1, labelled 5",
+            Frame(MsgType.LABEL, 12, LabelResult(1, 5).encode(), resp),
+        ),
+        (
+            "TRAIN request, seq 13: flags PSEUDO, 1 epoch, batch 4, lr 0.05, mom 0, wd 0, mu 0, seed 42, round 3, "
+            "pseudo_margin 2.5, pseudo_weight 0.5",
+            Frame(
+                MsgType.TRAIN,
+                13,
+                TrainRequest(1, 4, 0.05, 0.0, 0.0, 0.0, 42, 3, TRAIN_PSEUDO, 2.5, 0.5).encode(),
+            ),
         ),
     ]
 

@@ -23,6 +23,8 @@
 #define FT_UPLOAD_SIGNED 2u /* UploadBegin.flags: signed MCUboot image */
 #define FT_SAMPLES_CLEAR 1u /* Samples.flags: empty the cache first */
 #define FT_TRAIN_FIXED 1u /* TrainRequest.flags: fixed-point SGD */
+#define FT_TRAIN_PSEUDO 2u /* TrainRequest.flags: pseudo-label unlabelled slots */
+#define FT_UNLABELLED 65535u /* the label of a sample without one (PUSH_SAMPLES, LABEL) */
 #define FT_SS_REVERTED 1u /* SlotStatus.flags: boot reverted a test */
 #define FT_SS_FELL_BACK 2u /* SlotStatus.flags: boot ran another slot */
 
@@ -45,6 +47,9 @@
 #define FT_PUSH_RESULT_SIZE 8u /* PUSH_SAMPLES response */
 #define FT_TRAIN_REQUEST_SIZE 32u /* TrainRequest */
 #define FT_TRAIN_REQUEST_LEGACY_SIZE 28u /* TrainRequest without flags */
+#define FT_TRAIN_REQUEST_PSEUDO_SIZE 40u /* TrainRequest with flag PSEUDO */
+#define FT_LABEL_ENTRY_SIZE 6u /* LABEL entry: u32 sample id, u16 label */
+#define FT_LABEL_RESULT_SIZE 8u /* LABEL response */
 #define FT_TRAIN_RESULT_SIZE 12u /* TRAIN response */
 #define FT_EVAL_RESULT_SIZE 12u /* EVALUATE response */
 #define FT_UPLOAD_BEGIN_SIZE 76u /* UploadBegin */
@@ -75,6 +80,7 @@ enum {
     FT_MSG_READ_UPDATE = 0x14,
     FT_MSG_UPDATE_ACK = 0x15,
     FT_MSG_EVALUATE = 0x16,
+    FT_MSG_LABEL = 0x17,
     FT_MSG_UPLOAD_BEGIN = 0x20,
     FT_MSG_UPLOAD_CHUNK = 0x21,
     FT_MSG_UPLOAD_STATUS = 0x22,
@@ -143,5 +149,6 @@ enum {
 #define FT_CAP_FIXED_TRAIN (1u << 8)
 #define FT_CAP_SIGNED_IMAGES (1u << 9)
 #define FT_CAP_DEVICE_KEY (1u << 10)
+#define FT_CAP_LABELS (1u << 11)
 
 #endif
