@@ -98,6 +98,14 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
     events = [(e.group, e.at) for e in s.drift if e.group != "fleet"]
     metrics = drift_metrics(curves, events, s.eval.recover)
     summary["drift"] = metrics
+    if not s.labels.all_labelled:
+        from dataclasses import asdict
+
+        from fedtiny.report.labels import labels_summary
+
+        pseudo_rows = [r for r in rows if r.labels.get("pseudo_used")] or rows[1:] or rows
+        model_acc = sum(r.accuracy for r in pseudo_rows) / len(pseudo_rows)
+        summary["labels"] = labels_summary(asdict(s.labels), [r.labels for r in rows], model_acc)
     summary["comparison"] = comparison(metrics, curves)
     summary["fleet_stats"] = fleet_stats(plan)
     summary["energy_j"] = round(sum(r.energy_j for r in rows), 6)

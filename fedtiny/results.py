@@ -50,12 +50,16 @@ class RoundRow:
     accuracy_personalized_hi: float = float("nan")
     group_accuracy_lo: dict[str, float] = field(default_factory=dict)
     group_accuracy_hi: dict[str, float] = field(default_factory=dict)
+    # what the round's trainers trained on when labels are partial (fedtiny/fleet/labels.py COUNT_NAMES; empty
+    # when every sample is labelled, and then no column is written)
+    labels: dict[str, int] = field(default_factory=dict)
 
     def flat(self) -> dict[str, int | float]:
         """CSV columns: ``accuracy_<group>`` per group; every ``X_lo``/``X_hi`` right after its ``X`` (left out
         where ``X`` itself is not measured, NaN: a baseline that did not run)."""
         d = asdict(self)
         groups, glo, ghi = d.pop("group_accuracy"), d.pop("group_accuracy_lo"), d.pop("group_accuracy_hi")
+        labels = d.pop("labels")
         nan = float("nan")
         for g, v in groups.items():
             d[f"accuracy_{g}"] = v
@@ -70,6 +74,11 @@ class RoundRow:
             for b in ("_lo", "_hi"):
                 if k + b in bounds and not (isinstance(v, float) and math.isnan(v)):
                     out[k + b] = d[k + b]
+        if labels:
+            for k in ("labels_used", "labels_late", "labels_wrong", "pseudo_used"):
+                out[k] = int(labels.get(k, 0))
+            checked = int(labels.get("pseudo_checked", 0))
+            out["pseudo_accuracy"] = labels.get("pseudo_correct", 0) / checked if checked else float("nan")
         return out
 
 

@@ -22,6 +22,7 @@ by index.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedtiny.config.schema import LabelsSection
 from fedtiny.fleet.draw import draw_rows
 from fedtiny.fleet.drift import Hit, Segment, drift_kind
 from fedtiny.fleet.layout import FleetLayout
@@ -266,7 +268,22 @@ def prepare_fleet(
         **layout.__dict__,
     }
     (root / "layout.json").write_text(json.dumps(meta, indent=1))
+    write_labels(root, s.labels)
     return layout
+
+
+#: the file in a fleet directory that holds its [labels] section (absent: every sample labelled at once)
+LABELS_FILE = "labels.json"
+
+
+def write_labels(fleet_dir: Path, labels: LabelsSection) -> None:
+    """Record the labels the fleet's devices get next to its data (fedtiny/fleet/labels.py reads them); no file
+    when every sample is labelled at once."""
+    path = fleet_dir / LABELS_FILE
+    if labels.all_labelled:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(json.dumps(dataclasses.asdict(labels), indent=1))
 
 
 class FleetData:
@@ -380,6 +397,20 @@ class FleetData:
         j = slot + self.capacity * ((t - 1 - slot) // self.capacity)
         r_j = np.where(j < self.n_initial, 0, 1 + (j - self.n_initial) // max(self.per_round, 1))
         return j, self.segment_of_round(r_j)
+
+    def slot_rounds(self, devices: np.ndarray, round_: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per cache slot [K, N] (the columns of :meth:`cache_indices`): the sample number ``j``, the round it was
+        collected in (0: the initial samples) and the number of the first sample collected in that round: what
+        a device's labels depend on (fedtiny/fleet/labels.py)."""
+        j, _ = self.slot_samples(round_)
+        r = np.where(j < self.n_initial, 0, 1 + (j - self.n_initial) // max(self.per_round, 1))
+        start = np.where(r == 0, 0, self.n_initial + (r - 1) * self.per_round)
+        shape = (len(devices), len(j))
+        return np.broadcast_to(j, shape), np.broadcast_to(r, shape), np.broadcast_to(start, shape)
+
+    def has_class(self, devices: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Whether training sample number ``j`` [M] of each device has a true class [K, M] (generated: all)."""
+        return np.ones((len(devices), len(j)), dtype=bool)
 
     def draw_cache_rows(self, devices: np.ndarray, j: np.ndarray, seg: np.ndarray) -> np.ndarray:
         """Flat pool indices [K, n] of training samples number ``j`` [n] (collected in segments ``seg``)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from fedtiny.config.schema import DataSection, DriftEvent, EvalSection, FleetSection
+from fedtiny.config.schema import DataSection, DriftEvent, EvalSection, FleetSection, LabelsSection
 from fedtiny.fleet.layout import FleetLayout, GatewaySizing, make_layout
 from fedtiny.tasks import Task, get_task
 
@@ -30,6 +30,7 @@ class FleetSpec:
     sizing: GatewaySizing
     model: ModelSpec  # generated data: the task, and the factory data of the base model (test, calibration)
     data: DataSection  # recorded data: where and how to read it
+    labels: LabelsSection = dataclasses.field(default_factory=LabelsSection)  # the labels devices get
 
     @cached_property
     def task(self) -> Task:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 from fedtiny.config import Scenario, scenario_to_toml
 from fedtiny.errors import ModelError
 from fedtiny.fleet.boards import check_fits, get_board
-from fedtiny.fleet.data import FLEET_DIR, FleetLayout, prepare_fleet
+from fedtiny.fleet.data import FLEET_DIR, FleetLayout, prepare_fleet, write_labels
 from fedtiny.ondevice import device_budget
 from fedtiny.plan.resolve import StageInputs, resolve, train_config
 
@@ -228,9 +228,17 @@ def prepare_run(
                 tail=read_tail(tflite),
                 per_tensor=model_io(tflite).per_tensor,
             )
+    write_labels(out_dir / FLEET_DIR, s.labels)  # what the gateways read: the labels devices get
     if not resume:
         (out_dir / "scenario.resolved.toml").write_text(scenario_to_toml(s))
     head = read_head(tflite)
+    if s.labels.noise_matrix and len(s.labels.noise_matrix) != head.num_classes:
+        from fedtiny.errors import ScenarioError
+
+        raise ScenarioError(
+            f"'labels.noise_matrix' is {len(s.labels.noise_matrix)} x {len(s.labels.noise_matrix)}; "
+            f"the model has {head.num_classes} classes"
+        )
     meta: BaseMeta = {**base_meta, "budget": check_budget(s, head.num_classes, head.num_features)}
     resolved = ResolvedRun(s, stages, layout, meta, started)
     _save_resolved(out_dir, resolved)

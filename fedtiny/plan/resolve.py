@@ -74,6 +74,7 @@ def fleet_spec(s: Scenario) -> FleetSpec:
         sizing=gateway_sizing(s),
         model=model_spec(s),
         data=s.data,
+        labels=s.labels,
     )
 
 

@@ -5,6 +5,7 @@ loaded (:func:`fedtiny.plan.load_scenario`); every mistake is one ScenarioError 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,6 +85,7 @@ def _check_semantics(s: Scenario, src: str) -> None:
     from fedtiny.tasks import TASKS, get_task, load_task_class  # numpy only; checks params, drift knobs
 
     _check_user_files(s, src)
+    _check_labels(s, src)
     try:  # the name first: an unknown task or an unusable "module:Class" is task.name's fault
         if ":" in s.task.name:
             load_task_class(s.task.name)
@@ -222,3 +224,34 @@ def _check_drift_options(s: Scenario, src: str, num_classes: int) -> None:
                     f"{src}: '{ev}.fraction' = {e.fraction:g}: fraction-drawn groups are exclusive and other "
                     f"groups already hold {others:g} of the fleet ({sizes}); the fractions may sum to at most 1"
                 )
+
+
+def _check_labels(s: Scenario, src: str) -> None:
+    """[labels]: a noise matrix is square with probability rows, spread names fraction or noise (the number of
+    classes is checked against the model's once it is read)."""
+    lab = s.labels
+    m = lab.noise_matrix
+    if m:
+        c = len(m)
+        for i, row in enumerate(m):
+            where = f"{src}: 'labels.noise_matrix' row {i}"
+            if len(row) != c:
+                raise ScenarioError(f"{where} has {len(row)} entries; expected {c} (a C x C matrix)")
+            if not all(math.isfinite(v) and v >= 0 for v in row):
+                raise ScenarioError(f"{where} = {row}: every entry must be a probability >= 0")
+            if abs(sum(row) - 1.0) > 1e-6:
+                raise ScenarioError(
+                    f"{where} sums to {sum(row):g}; expected 1 (the label probabilities of class {i})"
+                )
+        if lab.noise:
+            raise ScenarioError(f"{src}: 'labels.noise' and 'labels.noise_matrix' are both set; give one")
+    for k, v in lab.spread.items():
+        if k not in ("fraction", "noise"):
+            raise ScenarioError(f"{src}: 'labels.spread.{k}': unknown; expected fraction or noise")
+        if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            raise ScenarioError(f"{src}: 'labels.spread.{k}' = {v:g}; expected 0 .. 1")
+    if lab.pseudo and lab.fraction >= 1.0 and lab.budget_per_round == 0 and not s.data.path:
+        raise ScenarioError(
+            f"{src}: 'labels.pseudo' is set but every sample is labelled (labels.fraction = 1): "
+            "pseudo-labels would never be used; lower labels.fraction or set labels.budget_per_round"
+        )

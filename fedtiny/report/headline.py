@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from fedtiny.fleet import drift as drift_kinds
 from fedtiny.report.advice import comparison_row, suggestions
+from fedtiny.report.labels import labels_answer
 from fedtiny.report.verdict import learning_hurt
 from fedtiny.report.words import Rich, Span, as_text, bold, finite, knobs, pct, pct_ci, plain, plural
 
@@ -163,6 +164,7 @@ def headline(
         )
     # learning that hurt is said first, before what each drift cost
     answers: list[Rich] = [(bold(h.text() + "."),) for h in learning_hurt(summary)]
+    answers.append(labels_answer(summary))  # what labels the devices had (nothing when every sample had one)
     answers += [event_answer(s, summary, ev, per, sizes) for ev, per in summary.get("drift", {}).items()]
     answers.append(fleet_answer(summary, done))
     answers = [a for a in answers if as_text(a)]

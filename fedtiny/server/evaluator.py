@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fedtiny.fleet.data import FleetData, FleetLayout
+from fedtiny.fleet.labels import LabelSchedule, label_view, read_labels
 from fedtiny.ondevice import (
     FloatHead,
     Int8Head,
@@ -127,15 +128,25 @@ class Evaluator:
         if not len(sel):
             return
         devs = self.subset[sel]
-        feats, labels = self.data.train(devs, r)
+        idx, _ = self.data.cache_indices(devs, r)
+        counts = self.data.cache_counts(devs, r)
+        labels, weights = self.data.gather(idx)[1], None
+        sched = self._label_schedule(head)
+        if (
+            sched is not None
+        ):  # partial labels: the same training sets as the fleet's devices (fleet/labels.py);
+            # a local-only board pseudo-labels with the model it was shipped with (it never receives another)
+            view = label_view(sched, self.data, devs, r, idx, counts, self.initial_head)
+            idx, labels, counts, weights = view.idx, view.labels, view.counts, view.weights
+        feats = self.data.gather(idx)[0]
         t = self.train_cfg
         cfg = TrainConfig(t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, 0.0)
         res = train_heads(
             st.loc_w[sel],
             st.loc_b[sel],
             feats,
-            labels.astype(np.int64),
-            self.data.cache_counts(devs, r),
+            np.asarray(labels, dtype=np.int64),
+            counts,
             TrainJob(
                 cfg,
                 input_scale=head.input_scale,
@@ -143,10 +154,18 @@ class Evaluator:
                 seed=self.spec.seed ^ 0x10CA1,
                 round_=r,
                 device_ids=devs,
+                sample_weights=weights,
             ),
         )
         ok = np.isfinite(res.weights).all(axis=(1, 2))
         st.loc_w[sel[ok]], st.loc_b[sel[ok]] = res.weights[ok], res.bias[ok]
+
+    def _label_schedule(self, head: Int8Head) -> LabelSchedule | None:
+        """The fleet's label process (None: every sample labelled), read once."""
+        if not hasattr(self, "_labels"):
+            sec = read_labels(self.data.root)
+            self._labels = None if sec is None else LabelSchedule(sec, self.data.seed, head.num_classes)
+        return self._labels
 
     # -- statistics ------------------------------------------------------------------------------
     def _int8_correct(

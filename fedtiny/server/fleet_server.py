@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fedtiny.fleet.data import FleetLayout
+from fedtiny.fleet.labels import COUNT_NAMES
 from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.ondevice import Int8Head
 from fedtiny.records import GatewayInstruction
@@ -30,6 +31,7 @@ from fedtiny.results import RoundRow
 from fedtiny.server.checkpoint import load_checkpoint, save_checkpoint
 from fedtiny.server.evaluator import Evaluator
 from fedtiny.server.fleet_model import STATUS, FleetModel
+from fedtiny.server.partial import label_tally
 from fedtiny.server.run_state import Curves, RunState
 from fedtiny.server.spec import RoundSpec
 from fedtiny.server.strategy import DeviceStrategy
@@ -150,6 +152,9 @@ class FleetServer:
             energy_j=float(plan.joules.sum() + redeploy_j.sum()),
             energy_mj_per_trainer=float(1e3 * plan.joules.mean()) if len(plan.joules) else 0.0,
         )
+        tally = label_tally(parts)
+        if tally is not None:
+            row.labels = dict(zip(COUNT_NAMES, (int(v) for v in tally), strict=True))
         self._finish(r, row, t0)
 
     def _finish(self, r: int, row: RoundRow, t0: float) -> None:

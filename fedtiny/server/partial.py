@@ -143,7 +143,20 @@ def merge(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         out[key] = np.array([sum(float(p[key][0]) for p in parts)])
     for key in sorted({k for p in parts for k in p if k.startswith(REJECTED)}):
         out[key] = np.array([sum(int(p[key][0]) for p in parts if key in p)], dtype=np.int64)
+    tallies = [p[LABEL_COUNTS] for p in parts if LABEL_COUNTS in p]
+    if tallies:
+        out[LABEL_COUNTS] = np.sum(tallies, axis=0, dtype=np.int64)
     return out
+
+
+#: a gateway reply's label tally (int64, fedtiny.fleet.labels.COUNT_NAMES), when the fleet's labels are partial
+LABEL_COUNTS = "label_counts"
+
+
+def label_tally(parts: Sequence[dict[str, np.ndarray]]) -> np.ndarray | None:
+    """The label tallies of every gateway reply added up; None when no reply has one (every sample labelled)."""
+    tallies = [np.asarray(p[LABEL_COUNTS], dtype=np.int64) for p in parts if LABEL_COUNTS in p]
+    return np.sum(tallies, axis=0) if tallies else None
 
 
 @dataclass

@@ -12,12 +12,13 @@ import numpy as np
 
 from fedtiny.fleet.boards import get_board
 from fedtiny.fleet.data import FleetData, uniform
+from fedtiny.fleet.labels import LabelSchedule, LabelView, label_view, read_labels
 from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.fleet.ring import CacheRows
 from fedtiny.ondevice import Int8Head, TrainConfig, TrainJob, dequantize_head, train_heads_fixed
 from fedtiny.ondevice.fast import HAVE_NUMBA, train_pooled, train_pooled_sums
 from fedtiny.records import GatewayInstruction, encode_int8_delta
-from fedtiny.server.partial import empty_sums, merge, reduce_updates, sums_from_verdicts
+from fedtiny.server.partial import LABEL_COUNTS, empty_sums, merge, reduce_updates, sums_from_verdicts
 
 _DATA: dict[str, FleetData] = {}
 _ROWS: dict[str, CacheRows] = {}
@@ -36,6 +37,27 @@ def cache_rows(data: FleetData) -> CacheRows:
     if key not in _ROWS or _ROWS[key].data is not data:
         _ROWS[key] = CacheRows(data)
     return _ROWS[key]
+
+
+_LABELS: dict[str, LabelSchedule | None] = {}
+
+
+def caches(
+    data: FleetData, devices: np.ndarray, round_: int, head: Int8Head
+) -> tuple[np.ndarray, np.ndarray, LabelView | None]:
+    """Each device's cache rows [K, N] and count [K]; with partial labels (fedtiny/fleet/labels.py) its
+    training set instead (the labelled and pseudo-labelled slots first) and the labels and weights to use."""
+    idx, _ = cache_rows(data).indices(devices, round_)
+    counts = data.cache_counts(devices, round_)
+    key = str(data.root)
+    if key not in _LABELS:
+        sec = read_labels(data.root)
+        _LABELS[key] = None if sec is None else LabelSchedule(sec, data.seed, head.num_classes)
+    sched = _LABELS[key]
+    if sched is None:
+        return idx, counts, None
+    view = label_view(sched, data, devices, round_, idx, counts, head)
+    return view.idx, view.counts, view
 
 
 def _fixed_point_devices(data: FleetData, devices: np.ndarray, cfg: TrainConfig) -> np.ndarray:
@@ -89,8 +111,10 @@ def train_devices(
     The caches are pool rows (int32 indices into the memory-mapped pool); the compiled trainer gathers them
     itself, so no [K, N, D] feature copy is made (only the few devices of boards without an FPU gather theirs).
     """
-    idx, _ = cache_rows(data).indices(devices, round_)
-    counts = data.cache_counts(devices, round_)
+    idx, counts, view = caches(data, devices, round_, head)
+    if view is not None:  # a device with nothing to train on answers no update (a board: CACHE_EMPTY)
+        has = counts > 0
+        devices, idx, counts = devices[has], idx[has], counts[has]
     fh = dequantize_head(head)
     res = train_pooled(
         fh.weights,
@@ -99,32 +123,22 @@ def train_devices(
         data.flat_labels,
         idx,
         counts,
-        TrainJob(
-            cfg,
-            device_ids=devices,
-            seed=seed,
-            round_=round_,
-            input_scale=head.input_scale,
-            input_zero_point=head.input_zero_point,
-        ),
+        _job(cfg, head, devices, seed, round_, view, has if view is not None else None),
+        slot_labels=view.labels[has] if view is not None else None,
     )
     fixed = _fixed_point_devices(data, devices, cfg)
     if fixed.any():  # boards without an FPU run the integer trainer (docs/ondevice.md §3b), as they would
         feats, labels = data.gather(idx[fixed])
+        if view is not None:
+            labels = view.labels[has][fixed]
+        sub = np.flatnonzero(has)[fixed] if view is not None else None
         fx = train_heads_fixed(
             fh.weights,
             fh.bias,
             feats,
             labels.astype(np.int64),
             counts[fixed],
-            TrainJob(
-                cfg,
-                device_ids=devices[fixed],
-                seed=seed,
-                round_=round_,
-                input_scale=head.input_scale,
-                input_zero_point=head.input_zero_point,
-            ),
+            _job(cfg, head, devices[fixed], seed, round_, view, sub),
         )
         res.weights[fixed], res.bias[fixed], res.loss[fixed] = fx.weights, fx.bias, fx.loss
     w, b = res.weights, res.bias
@@ -140,12 +154,38 @@ def train_devices(
         devices,
     )
     out = {"device_ids": devices.astype(np.int64), "num_examples": counts.astype(np.int64), "loss": res.loss}
+    if view is not None:
+        out[LABEL_COUNTS] = view.tally.as_array()
     if uplink == "int8":
         q, sc = encode_int8_delta(w - fh.weights[None])
         out.update(delta_q=q, delta_scale=sc, bias=b)
     else:
         out.update(weights=w, bias=b)
     return out
+
+
+def _job(
+    cfg: TrainConfig,
+    head: Int8Head,
+    devices: np.ndarray,
+    seed: int,
+    round_: int,
+    view: LabelView | None,
+    rows: np.ndarray | None,
+) -> TrainJob:
+    """The trainers' job for ``devices``; with pseudo-labels, their weights (rows ``rows`` of the view)."""
+    weights = (
+        view.weights[rows] if view is not None and view.weights is not None and rows is not None else None
+    )
+    return TrainJob(
+        cfg,
+        device_ids=devices,
+        seed=seed,
+        round_=round_,
+        input_scale=head.input_scale,
+        input_zero_point=head.input_zero_point,
+        sample_weights=weights,
+    )
 
 
 def evaluate_devices(
@@ -182,8 +222,10 @@ def sum_devices(
     out = []
     if fused.any():
         devs = devices[fused] if not fused.all() else devices
-        idx, _ = cache_rows(data).indices(devs, round_)
-        counts = data.cache_counts(devs, round_)
+        idx, counts, view = caches(data, devs, round_, head)
+        has = counts > 0 if view is not None else None
+        if has is not None:  # a device with nothing to train on sends no update
+            devs, idx, counts = devs[has], idx[has], counts[has]
         g = dequantize_head(head)
         res = train_pooled_sums(
             g.weights,
@@ -192,28 +234,34 @@ def sum_devices(
             data.flat_labels,
             idx,
             counts,
-            TrainJob(
-                tc,
-                device_ids=devs,
-                seed=seed,
-                round_=round_,
-                input_scale=head.input_scale,
-                input_zero_point=head.input_zero_point,
-            ),
+            _job(tc, head, devs, seed, round_, view, has),
+            slot_labels=view.labels[has] if view is not None else None,
             example_weights=counts.astype(np.float64),
             max_norm=max_norm,
             clip_norm=clip,
         )
-        out.append(sums_from_verdicts(res.sum_w, res.sum_b, counts, res.loss, devs, res.verdict))
+        part = sums_from_verdicts(res.sum_w, res.sum_b, counts, res.loss, devs, res.verdict)
+        if view is not None:
+            part[LABEL_COUNTS] = view.tally.as_array()
+        out.append(part)
     if not fused.all():
         rest = devices[~fused]
         upd = train_devices(head, data, rest, tc, seed, round_)
         g = dequantize_head(head)
-        out.append(
-            reduce_updates(
-                upd["weights"], upd["bias"], upd["num_examples"], upd["loss"], rest, g, max_norm, clip, uplink
-            )
+        part = reduce_updates(
+            upd["weights"],
+            upd["bias"],
+            upd["num_examples"],
+            upd["loss"],
+            upd["device_ids"],
+            g,
+            max_norm,
+            clip,
+            uplink,
         )
+        if LABEL_COUNTS in upd:
+            part[LABEL_COUNTS] = upd[LABEL_COUNTS]
+        out.append(part)
     return out
 
 
