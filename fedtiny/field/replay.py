@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import numpy as np
 from fedtiny.config import Scenario, scenario_to_toml
 from fedtiny.errors import ScenarioError
 from fedtiny.fleet import drift as drift_kinds
+from fedtiny.fleet.data import LABELS_FILE
 from fedtiny.fleet.partition import dirichlet_labels
 from fedtiny.plan.resolve import fleet_spec, layout_of, model_spec
 from fedtiny.tasks import get_task
@@ -78,6 +80,7 @@ def prepare_trial(s: Scenario, out: Path, log: Log = print, boards: int = 0) -> 
     done.unlink(missing_ok=True)
     if s.data.path:
         tflite = _prepare_user_trial(s, out, log, boards)
+        write_replay_labels(s, out / "replay")
         done.write_text(stamp)
         return tflite
     (out / "scenario.resolved.toml").write_text(scenario_to_toml(s))
@@ -95,6 +98,7 @@ def prepare_trial(s: Scenario, out: Path, log: Log = print, boards: int = 0) -> 
     staging = out / "replay.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     write_replay(s, runner.features, staging)
+    write_replay_labels(s, staging)
     shutil.rmtree(out / "replay", ignore_errors=True)
     os.replace(staging, out / "replay")  # a gateway waiting for it sees all of it or nothing
     done.write_text(stamp)
@@ -127,6 +131,17 @@ def write_replay(s: Scenario, featurize: Callable[[np.ndarray], np.ndarray], roo
             )
             arrays[f"test_feats_{seg}"], arrays[f"test_labels_{seg}"] = f[n:], labels[d, n:].astype(np.int16)
         np.savez(root / f"device_{d + 1}.npz", **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds
+
+
+def write_replay_labels(s: Scenario, root: Path) -> None:
+    """The labels the boards get (docs/labels.md "Field trials"): the scenario's [labels], its seed and the
+    drift segments' first rounds, next to the replay data (no file: every sample labelled at once)."""
+    path = root / LABELS_FILE
+    if s.labels.all_labelled:
+        path.unlink(missing_ok=True)
+        return
+    doc = {"labels": dataclasses.asdict(s.labels), "seed": s.seed, "segment_starts": list(segment_starts(s))}
+    path.write_text(json.dumps(doc, indent=1))
 
 
 def _user_files_key(s: Scenario) -> str:

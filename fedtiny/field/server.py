@@ -91,6 +91,7 @@ class FieldServer:
         self._acks: dict[int, dict[int, int]] = {}  # node -> {device id: update id} to acknowledge
         self._round_failures: list[str] = []
         self._round_gw_failed = 0
+        self._round_labels: dict[str, int] = {}  # partial labels: what this round's boards trained on
         self._boards_seen = 0
         self._signed: tuple[Int8Head, bytes] | None = None
         self._reached: list[int] = []  # device ids that answered the last evaluate message
@@ -273,6 +274,9 @@ class FieldServer:
                 fresh[i] = True
             if fresh.any():
                 parts.append({k: a[k][fresh] for k in ("weights", *PER_DEVICE)})
+                for k in ("labels_used", "labels_late", "labels_wrong", "pseudo_used"):  # partial labels
+                    if k in a:
+                        self._round_labels[k] = self._round_labels.get(k, 0) + int(a[k][fresh].sum())
         step = aggregate_step(
             r,
             self.head,
@@ -313,6 +317,7 @@ class FieldServer:
         )
         # 95% Wilson intervals: boards' test samples (clustered per board, so this is the optimistic bound) and
         # the held-out reference set
+        row.labels, self._round_labels = self._round_labels, {}
         row.accuracy_lo, row.accuracy_hi = wilson(row.accuracy, total)
         row.accuracy_global_lo, row.accuracy_global_hi = wilson(gacc, len(self._gtest_y))
         self.rows.append(row)

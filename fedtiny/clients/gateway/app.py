@@ -67,6 +67,7 @@ def _detail(o: BoardOutcome) -> dict[str, Any]:
             "num_examples": int(u["num_examples"]),
             "loss": float(u["loss"]),
             "update_id": int(u["update_id"]),
+            **{k: int(u[k]) for k in LABEL_KEYS if k in u},
         }
     return {}
 
@@ -106,6 +107,10 @@ def query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"gateway": ConfigRecord({"devices": uris or [""]})}), reply_to=msg)
 
 
+#: what a board trained on when labels are partial (docs/labels.md), per board in the reply and the event log
+LABEL_KEYS = ("labels_used", "labels_late", "labels_wrong", "pseudo_used")
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     ins = RoundInstruction.from_record(msg.content)
@@ -129,6 +134,9 @@ def train(msg: Message, context: Context) -> Message:
         else np.zeros((0, c, d), np.float32),
         "bias": np.stack([u["bias"] for u in ok]).astype(np.float32) if ok else np.zeros((0, c), np.float32),
     }
+    if ok and all("labels_used" in u for u in ok):  # partial labels (docs/labels.md): what each board used
+        for k in LABEL_KEYS:
+            results[k] = np.array([u[k] for u in ok], dtype=np.int64)
     return _reply(msg, context, "train", ins, outcomes, results)
 
 

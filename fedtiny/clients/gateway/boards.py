@@ -10,6 +10,7 @@ is never lost by a dropped reply and never counted twice (the server also dedupl
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,9 +19,12 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fedtiny.config.schema import LabelsSection
 from fedtiny.errors import DeviceError, FedTinyError, UpdateRejected
+from fedtiny.fleet.data import LABELS_FILE
+from fedtiny.fleet.labels import LabelSchedule
 from fedtiny.link.blobs import UpdateBlob, encode_head_patch
-from fedtiny.link.messages import TRAIN_FIXED, Cap, Status, TrainRequest
+from fedtiny.link.messages import TRAIN_FIXED, TRAIN_PSEUDO, Cap, Status, TrainRequest
 from fedtiny.link.session import BoardSession
 from fedtiny.link.signing import device_key
 from fedtiny.link.transport import open_transport
@@ -38,15 +42,46 @@ class BoardOutcome:
 
 
 class Replay:
-    """Recorded int8 features per device (written by ``fedtiny serve``) to push to boards in replay trials."""
+    """Recorded int8 features per device (written by ``fedtiny serve``) to push to boards in replay trials, and
+    the labels the boards get (docs/labels.md "Field trials")."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        path = self.root / LABELS_FILE
+        self.labels_doc: dict[str, Any] | None = json.loads(path.read_text()) if path.exists() else None
 
     def samples(self, device_id: int, segment: int, split: str) -> tuple[np.ndarray, np.ndarray]:
         with np.load(self.root / f"device_{device_id}.npz") as z:
             seg = min(segment, int(z["segments"]) - 1)
             return z[f"{split}_feats_{seg}"], z[f"{split}_labels_{seg}"]
+
+    def schedule(self, num_classes: int) -> LabelSchedule | None:
+        """The trial's label process (fedtiny/fleet/labels.py); None: every sample labelled at once."""
+        if self.labels_doc is None:
+            return None
+        return LabelSchedule(
+            LabelsSection(**self.labels_doc["labels"]), int(self.labels_doc["seed"]), num_classes
+        )
+
+    def given(
+        self, device_id: int, segment: int, round_: int, y: np.ndarray, sched: LabelSchedule
+    ) -> np.ndarray:
+        """The label board ``device_id`` holds in ``round_`` for each replayed training sample of ``segment``
+        (true classes ``y``; -1: none yet or never). The samples count as collected when the segment starts
+        (sample number ``segment * 2^20 + i``); labels follow the simulation's rules (docs/labels.md)."""
+        assert self.labels_doc is not None
+        starts = self.labels_doc["segment_starts"]
+        start = int(starts[min(segment, len(starts) - 1)])
+        dev = np.array([device_id], dtype=np.int64)
+        y2 = np.asarray(y, dtype=np.int64)[None, :]
+        j = (segment << 20) + np.arange(y2.shape[1], dtype=np.int64)[None, :]
+        has = sched.has_label(dev, j, y2)
+        budget = sched.section.budget_per_round
+        if budget > 0:  # the first `budget` labelled samples of the segment's collection
+            has &= np.cumsum(has, axis=1) - has < budget
+        has &= start + sched.section.delay_rounds <= round_
+        out: np.ndarray = np.where(has, sched.observed(dev, j, y2), -1)[0]
+        return out
 
 
 class GatewayBoards:
@@ -66,6 +101,9 @@ class GatewayBoards:
         update tag is checked with its per-device key (HKDF of this master and its device id)."""
         self.uris, self.key, self.replay, self.timeout = uris, key, replay, timeout
         self.signing_key, self.update_master = signing_key, update_master
+        self.last_labels: dict[
+            str, int
+        ] = {}  # the late and wrong labels of the last board's training samples
 
     def _sessions(self) -> Iterator[tuple[str, BoardSession | None, str]]:
         for uri in self.uris:
@@ -110,6 +148,30 @@ class GatewayBoards:
             feats, labels = self.replay.samples(s.info.device_id, segment, split)
             cap = s.info.cache_capacity
             s.push_samples(feats[:cap], labels[:cap], clear=True)
+
+    def _push_train(self, s: BoardSession, segment: int, round_: int, num_classes: int) -> int:
+        """Replay the training samples; with partial labels (docs/labels.md) push them with the labels the board
+        held at the end of the last round, then send the labels that arrive this round in LABEL messages (the
+        board's cache is rebuilt each round: evaluation replaced it). Returns the labelled samples, -1 when every
+        sample is labelled."""
+        assert self.replay is not None and s.info is not None
+        sched = self.replay.schedule(num_classes)
+        if sched is None:
+            self._push(s, segment, "train")
+            return -1
+        feats, y = self.replay.samples(s.info.device_id, segment, "train")
+        feats, y = feats[: s.info.cache_capacity], y[: s.info.cache_capacity]
+        now = self.replay.given(s.info.device_id, segment, round_, y, sched)
+        before = self.replay.given(s.info.device_id, segment, round_ - 1, y, sched)
+        pushed = s.push_samples_ids(feats, before, clear=True)
+        late = (now >= 0) & (before < 0)
+        if late.any():
+            s.label(pushed.ids[late], now[late])
+        self.last_labels = {
+            "labels_late": int((now >= 0).sum()) if sched.section.delay_rounds > 0 else 0,
+            "labels_wrong": int(((now >= 0) & (now != y)).sum()),
+        }
+        return int((now >= 0).sum())
 
     def _each(
         self,
@@ -157,11 +219,13 @@ class GatewayBoards:
         """``sampled``: the device ids that train (None: every board); the others sit this round out."""
 
         def work(s: BoardSession, o: BoardOutcome) -> None:
-            self._push(s, segment, "train")
-            this = _arithmetic_for(s, req)
+            labelled = self._push_train(s, segment, req.round, head.num_classes) if self.replay else -1
+            this = _pseudo_for(_arithmetic_for(s, req), self.replay, head.num_classes)
             try:
                 s.train(this)
             except DeviceError as exc:
+                if exc.status == Status.CACHE_EMPTY and labelled == 0:
+                    return  # no label yet and no confident pseudo-label: nothing to train on, no update
                 if exc.status != Status.UPDATE_PENDING:
                     raise
                 try:
@@ -182,6 +246,10 @@ class GatewayBoards:
                 s.ack_update(stale.update_id)
                 s.train(this)
             o.update = _update_dict(self._read_update(s))
+            if labelled >= 0:  # what the board trained on: the labels it was given, and its own
+                o.update["labels_used"] = labelled
+                o.update["pseudo_used"] = max(int(o.update.get("num_examples", 0)) - labelled, 0)
+                o.update.update(self.last_labels)
 
         return self._each(head, golden, acks, work, signed_image, sampled)
 
@@ -246,6 +314,19 @@ def _arithmetic_for(s: BoardSession, req: TrainRequest) -> TrainRequest:
     if caps & Cap.FIXED_TRAIN and not caps & Cap.FLOAT_TRAIN:
         return replace(req, flags=req.flags | TRAIN_FIXED)
     return req
+
+
+def _pseudo_for(req: TrainRequest, replay: Replay | None, num_classes: int) -> TrainRequest:
+    """TRAIN with flag PSEUDO when the trial's labels turn pseudo-labels on (docs/labels.md)."""
+    sched = replay.schedule(num_classes) if replay is not None else None
+    if sched is None or sched.threshold is None:
+        return req
+    return replace(
+        req,
+        flags=req.flags | TRAIN_PSEUDO,
+        pseudo_margin=sched.threshold,
+        pseudo_weight=float(np.float32(sched.section.pseudo_weight)),
+    )
 
 
 def _update_dict(u: object) -> dict[str, Any]:
