@@ -37,6 +37,7 @@ GET_HEAD, SET_HEAD, PUSH_SAMPLES, TRAIN, READ_UPDATE, UPDATE_ACK, EVALUATE = (
     0x15,
     0x16,
 )
+LABEL = 0x17
 UPLOAD_BEGIN, UPLOAD_CHUNK, UPLOAD_STATUS, VERIFY, ACTIVATE, CONFIRM, ROLLBACK = (
     0x20,
     0x21,
@@ -74,6 +75,11 @@ STATUS_CODES = {v: k for k, v in STATUS_NAMES.items()}
 # capabilities (HELLO)
 CAP_TRAIN, CAP_EVALUATE, CAP_RAW_SAMPLES, CAP_HEAD_PATCH, CAP_FULL_IMAGE = 1, 2, 4, 8, 16
 CAP_FLEET_KEY, CAP_SET_HEAD, CAP_FLOAT_TRAIN, CAP_FIXED_TRAIN = 32, 64, 128, 256
+CAP_SIGNED_IMAGES, CAP_DEVICE_KEY, CAP_LABELS = 512, 1024, 2048
+
+# PUSH_SAMPLES / LABEL: the label of a sample without one; TrainRequest flags
+NO_LABEL = 0xFFFF
+TRAIN_FIXED, TRAIN_PSEUDO = 1, 2
 
 # slot states (section 5)
 EMPTY, RECEIVING, VERIFIED, TESTING, CONFIRMED = 0, 1, 2, 3, 4
@@ -450,9 +456,17 @@ def train_payload(
     seed: int,
     round_: int,
     flags: int | None = 0,
+    pseudo: tuple[float, float] | None = None,
 ) -> bytes:
+    """``pseudo``: (pseudo_margin, pseudo_weight), the 8 bytes a request with flag PSEUDO ends with."""
     p = struct.pack("<HHffffII", epochs, batch_size, lr, momentum, weight_decay, prox_mu, seed, round_)
-    return p if flags is None else p + struct.pack("<I", flags)  # flags None: the 28-byte legacy form
+    p = p if flags is None else p + struct.pack("<I", flags)  # flags None: the 28-byte legacy form
+    return p if pseudo is None else p + struct.pack("<ff", *pseudo)
+
+
+def label_payload(entries: list[tuple[int, int]]) -> bytes:
+    """LabelRequest: u16 n, then n packed {u32 sample_id, u16 label} (label 0xFFFF takes a label back)."""
+    return struct.pack("<H", len(entries)) + b"".join(struct.pack("<IH", i, lab) for i, lab in entries)
 
 
 def image_tag(key: bytes, kind: int, total_len: int, sha256: bytes, security_counter: int = 0) -> bytes:
@@ -664,6 +678,10 @@ class DocClient:
 
     def train(self, *args, **kw) -> tuple[int, int, float]:
         return struct.unpack("<IIf", self.call(TRAIN, train_payload(*args, **kw)))
+
+    def label(self, entries: list[tuple[int, int]]) -> tuple[int, int]:
+        """LABEL: (applied, labelled)."""
+        return struct.unpack("<II", self.call(LABEL, label_payload(entries)))
 
     def read_update(self, page: int = 4088) -> tuple[UpdateBlob, int]:
         uid, blob, pages = self._read_blob(READ_UPDATE, True, page)

@@ -72,7 +72,7 @@ def test_fixed_training_refusals() -> None:
         with pytest.raises(DeviceError, match="UNSUPPORTED: fixed-point training is plain SGD"):
             s.train(TrainRequest(1, 8, 0.05, mom, wd, mu, 1, 1, TRAIN_FIXED))
     with pytest.raises(DeviceError, match="UNSUPPORTED: TRAIN flags"):
-        s.train(TrainRequest(1, 8, 0.05, 0, 0, 0, 1, 1, 0x2))
+        s.train(TrainRequest(1, 8, 0.05, 0, 0, 0, 1, 1, 0x4))  # bit 1 is PSEUDO; bit 2 is reserved
     # a board without an FPU: fixed only; float requests (flags 0, or the 28-byte legacy layout) are refused
     f = _session(train_arith="fixed")
     assert f.info.capabilities & Cap.FIXED_TRAIN and not f.info.capabilities & Cap.FLOAT_TRAIN

@@ -167,7 +167,7 @@ def test_doc_vectors_reproduced_by_independent_encoder():
         v.title.split(":")[0].split(",")[0] + v.title.split(",")[1].split(":")[0]: v
         for v in dc.doc_vectors(DOC)
     }
-    assert len(vecs) == 14
+    assert len(vecs) == 18
     for v in vecs.values():
         fr = dc.parse_decoded(v.decoded)
         assert fr is not None, v.title
@@ -237,6 +237,17 @@ def test_doc_vectors_reproduced_by_independent_encoder():
     raw = dc.samples_payload(2, [4], np.array([[0.5, -1.25]], np.float32))
     assert frame(dc.PUSH_SAMPLES, 10, raw).wire() == vecs["PUSH_SAMPLES request seq 10"].wire
 
+    unl = dc.samples_payload(0, [3, dc.NO_LABEL], np.array([[5, -6], [7, 8]], np.int8))
+    assert frame(dc.PUSH_SAMPLES, 11, unl).wire() == vecs["PUSH_SAMPLES request seq 11"].wire
+    lab = dc.label_payload([(1, 2), (0x01020304, dc.NO_LABEL)])
+    assert len(lab) == 2 + 6 * 2 and frame(dc.LABEL, 12, lab).wire() == vecs["LABEL request seq 12"].wire
+    assert (
+        frame(dc.LABEL, 12, struct.pack("<II", 1, 5), response=True).wire()
+        == vecs["LABEL response seq 12"].wire
+    )
+    pseudo = dc.train_payload(1, 4, 0.05, 0, 0, 0, 42, 3, dc.TRAIN_PSEUDO, pseudo=(2.5, 0.5))
+    assert len(pseudo) == 40 and frame(dc.TRAIN, 13, pseudo).wire() == vecs["TRAIN request seq 13"].wire
+
     # READ_UPDATE response: rebuild the blob and its HMAC, then verify it like a gateway
     blob = (
         b"FTUP"
@@ -294,7 +305,8 @@ def test_session_against_emulator(board):
     for cap in (dc.CAP_TRAIN, dc.CAP_EVALUATE, dc.CAP_HEAD_PATCH, dc.CAP_FLEET_KEY, dc.CAP_SET_HEAD):
         assert h.capabilities & cap
     assert h.capabilities & (dc.CAP_FLOAT_TRAIN | dc.CAP_FIXED_TRAIN)
-    assert h.capabilities >> 9 == 0  # reserved bits
+    assert h.capabilities & dc.CAP_LABELS
+    assert h.capabilities >> 12 == 0  # reserved bits
     assert h.cache_count == 0 and h.cache_capacity >= 40 and h.max_image >= 20 + 8 * h.C + h.C * h.D
     C, D = h.C, h.D
 
@@ -647,6 +659,31 @@ def test_session_against_emulator(board):
     assert n4 == 8 and uid4 not in (0, uid, uid2, uid3)
     new_acc, new_loss = ref_eval(new_int8, feats[:8], labels[:8])
     assert c.evaluate(0) == pytest.approx((8, new_acc, new_loss), rel=1e-5)  # the confirmed upload runs
+
+    # -- labels: a sample pushed without one, a late label by sample id, pseudo-labels at TRAIN
+    ub, _ = c.read_update()
+    c.update_ack(ub.update_id)
+    cached, pushed = c.push_samples(0, [dc.NO_LABEL, dc.NO_LABEL], feats[8:10])
+    assert cached == 10  # the ids of the two: pushed - 2, pushed - 1
+    expect_status("MALFORMED", c.call, dc.LABEL, dc.label_payload([(pushed - 2, C)]))
+    assert c.label([(pushed - 2, 1), (pushed + 5, 0), (pushed - 1, 2), (pushed - 1, dc.NO_LABEL)]) == (3, 9)
+    y9 = np.append(labels[:8], 1)
+    assert c.evaluate(0) == pytest.approx(
+        (9,) + ref_eval(new_int8, feats[:9], y9), rel=1e-5
+    )  # slot 9 skipped
+    expect_status("MALFORMED", c.call, dc.TRAIN, dc.train_payload(1, 4, 0.05, 0, 0, 0, 1, 1, dc.TRAIN_PSEUDO))
+    expect_status(
+        "MALFORMED", c.call, dc.TRAIN, dc.train_payload(1, 4, 0.05, 0, 0, 0, 1, 1, 0, pseudo=(0.0, 0.5))
+    )
+    expect_status(
+        "MALFORMED",
+        c.call,
+        dc.TRAIN,
+        dc.train_payload(1, 4, 0.05, 0, 0, 0, 1, 1, dc.TRAIN_PSEUDO, pseudo=(0.0, 0.0)),
+    )
+    # a margin far below any: every unlabelled slot is pseudo-labelled, all 10 train
+    _, n5, _ = c.train(1, 4, 0.05, 0, 0, 0, seed, rnd + 4, dc.TRAIN_PSEUDO, pseudo=(-1e30, 0.5))
+    assert n5 == 10
     c.close()
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 import time
 import zlib
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -17,12 +19,17 @@ from fedtiny.link.frames import FLAG_RETRY, MIN_MAX_PAYLOAD, Frame, FrameReader,
 from fedtiny.link.messages import (
     ANY_SLOT,
     HELLO_EXT,
+    PUSH_RESULT,
+    TRAIN_PSEUDO,
+    UNLABELLED,
     UPLOAD_RESTART,
     BlobRead,
     Confirm,
     EvalResult,
     HelloInfo,
     ImageKind,
+    LabelRequest,
+    LabelResult,
     MsgType,
     SampleKind,
     Samples,
@@ -42,6 +49,31 @@ from fedtiny.ondevice import Int8Head, head_forward_int8
 def _type_name(mtype: int) -> str:
     """The message type's name for errors; a type this host does not know (UNKNOWN_TYPE probes) as `type 0xNN`."""
     return MsgType(mtype).name if mtype in MsgType._value2member_map_ else f"type 0x{mtype:02x}"
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What one push of samples (possibly several PUSH_SAMPLES requests) answered: the cached count and
+    ``pushed_total`` after the last request, and the sample id of every pushed sample, in order
+    (docs/protocol.md "Sample ids"; LABEL addresses samples by them)."""
+
+    cached: int
+    pushed_total: int
+    ids: np.ndarray  # int64 [n]
+
+
+def wire_labels(labels: np.ndarray | None, n: int) -> np.ndarray:
+    """Labels as PUSH_SAMPLES / LABEL carry them (u16 values in int64): a class, or UNLABELLED for none, which
+    -1 (the int arrays' "no label") and None (every sample unlabelled) also mean."""
+    if labels is None:
+        return np.full(n, UNLABELLED, dtype=np.int64)
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(lab) != n:
+        raise ProtocolError(f"{len(lab)} labels for {n} samples")
+    lab = np.where(lab == -1, UNLABELLED, lab)
+    if len(lab) and (int(lab.min()) < 0 or int(lab.max()) > UNLABELLED):
+        raise ProtocolError("labels must be classes 0..65534, or -1 / 0xFFFF for no label")
+    return lab
 
 
 def device_error(mtype: int, status: int, payload: bytes) -> DeviceError:
@@ -163,37 +195,86 @@ class BoardSession:
         for off in range(0, len(patch), room):
             self.request(MsgType.SET_HEAD, struct.pack("<II", len(patch), off) + patch[off : off + room])
 
-    def push_samples(self, features: np.ndarray, labels: np.ndarray, clear: bool = False) -> int:
-        """Append int8 features [N, D] + labels to the board's cache; returns the cached count."""
-        n, d = features.shape
-        per = max(1, (self.max_payload - 6) // (d + 2))
-        cached = 0
-        for i in range(0, max(n, 1), per):
-            flags = 1 if clear and i == 0 else 0
-            s = Samples(0, flags, np.asarray(labels[i : i + per]), np.asarray(features[i : i + per], np.int8))
-            cached = struct.unpack("<II", self.request(MsgType.PUSH_SAMPLES, s.encode()))[0]
-        return cached
+    def push_samples(self, features: np.ndarray, labels: np.ndarray | None, clear: bool = False) -> int:
+        """Append int8 features [N, D] + labels to the board's cache; returns the cached count. A label -1 or
+        UNLABELLED (None: all) pushes the sample without one (needs LABELS); :meth:`push_samples_ids` also
+        returns the samples' ids."""
+        return self.push_samples_ids(features, labels, clear).cached
 
-    def push_raw(self, x: np.ndarray, labels: np.ndarray, clear: bool = False) -> int:
+    def push_samples_ids(
+        self, features: np.ndarray, labels: np.ndarray | None = None, clear: bool = False
+    ) -> PushResult:
+        """:meth:`push_samples`, answering the cached count, ``pushed_total`` and the pushed samples' ids."""
+        features = np.asarray(features, np.int8)
+        return self._push(SampleKind.FEATURES, features, labels, clear)
+
+    def push_raw(self, x: np.ndarray, labels: np.ndarray | None, clear: bool = False) -> int:
         """Append raw samples [N, ...] (needs RAW_SAMPLES): the board runs its backbone and caches the features.
 
         float inputs go as kind 2 (the board quantizes them with the model's input scale/zero point), int8
-        inputs as kind 1 (already quantized). Returns the cached count.
+        inputs as kind 1 (already quantized). Returns the cached count; :meth:`push_raw_ids` also the ids.
         """
+        return self.push_raw_ids(x, labels, clear).cached
+
+    def push_raw_ids(
+        self, x: np.ndarray, labels: np.ndarray | None = None, clear: bool = False
+    ) -> PushResult:
+        """:meth:`push_raw`, answering the cached count, ``pushed_total`` and the pushed samples' ids."""
         x = np.asarray(x)
         n = len(x)
         flat = x.reshape(n, -1) if n else x.reshape(0, max(1, int(np.prod(x.shape[1:]))))
         kind = SampleKind.RAW_INT8 if x.dtype == np.int8 else SampleKind.RAW_F32
+        return self._push(kind, flat, labels, clear)
+
+    def _push(self, kind: int, flat: np.ndarray, labels: np.ndarray | None, clear: bool) -> PushResult:
+        """PUSH_SAMPLES of ``flat`` [N, dim] in as many requests as the payload limit needs (CLEAR on the first)."""
+        n = len(flat)
+        lab = wire_labels(labels, n)
         size = Samples.dtype(kind).itemsize * flat.shape[1] + 2
-        per = max(1, (self.max_payload - 6) // size)
-        cached = 0
+        per = max(1, min((self.max_payload - 6) // size, 0xFFFF))
+        cached = pushed = 0
+        ids: list[np.ndarray] = []
         for i in range(0, max(n, 1), per):
             flags = 1 if clear and i == 0 else 0
-            s = Samples(kind, flags, np.asarray(labels[i : i + per]), flat[i : i + per])
-            cached = struct.unpack("<II", self.request(MsgType.PUSH_SAMPLES, s.encode()))[0]
-        return cached
+            s = Samples(kind, flags, lab[i : i + per], flat[i : i + per])
+            cached, pushed = PUSH_RESULT.unpack(self.request(MsgType.PUSH_SAMPLES, s.encode()))
+            m = len(s.labels)  # their ids: pushed - m .. pushed - 1 (u32, as pushed_total wraps)
+            ids.append((pushed - m + np.arange(m, dtype=np.int64)) & 0xFFFFFFFF)
+        return PushResult(cached, pushed, np.concatenate(ids))
 
-    def train(self, req: TrainRequest, timeout: float | None = None) -> TrainResult:
+    def label(self, sample_ids: np.ndarray, labels: np.ndarray) -> LabelResult:
+        """LABEL (needs LABELS): give the cached samples ``sample_ids`` (as :meth:`push_samples_ids` returned
+        them) their ``labels`` (a class, or -1 / UNLABELLED to take a label back), in as many requests as the
+        payload limit needs. Samples no longer cached are skipped by the board: ``applied`` counts the others
+        (summed over the requests), ``labelled`` is the board's count of labelled samples after the last."""
+        ids = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
+        lab = wire_labels(labels, len(ids))
+        if len(ids) and (int(ids.min()) < 0 or int(ids.max()) > 0xFFFFFFFF):
+            raise ProtocolError("sample ids are u32")
+        per = max(1, min((self.max_payload - 2) // 6, 0xFFFF))
+        applied, res = 0, LabelResult(0, 0)
+        for i in range(0, max(len(ids), 1), per):
+            req = LabelRequest(ids[i : i + per], lab[i : i + per])
+            res = LabelResult.decode(self.request(MsgType.LABEL, req.encode()))
+            applied += res.applied
+        return LabelResult(applied, res.labelled)
+
+    def train(
+        self,
+        req: TrainRequest,
+        timeout: float | None = None,
+        *,
+        pseudo_margin: float | None = None,
+        pseudo_weight: float = 1.0,
+    ) -> TrainResult:
+        """TRAIN. With ``pseudo_margin`` (needs LABELS) the request gets flag PSEUDO: unlabelled samples whose
+        running head's margin is at least ``pseudo_margin`` train on its label with weight ``pseudo_weight``
+        (docs/ondevice.md §5a; ``fedtiny.ondevice.pseudo.pseudo_threshold`` turns a confidence into a margin).
+        Without ``pseudo_margin`` the request is sent as it is (a ``req`` with flag PSEUDO and its own fields)."""
+        if pseudo_margin is not None:
+            req = dataclasses.replace(
+                req, flags=req.flags | TRAIN_PSEUDO, pseudo_margin=pseudo_margin, pseudo_weight=pseudo_weight
+            )
         return TrainResult.decode(self.request(MsgType.TRAIN, req.encode(), timeout or self.op_timeout))
 
     def read_update(self, verify_key: bytes | None = None) -> UpdateBlob:

@@ -29,6 +29,7 @@ class Board(Protocol):
     acked_id: int
     staged: bytearray  # SET_HEAD bytes received so far
     pushed_total: int
+    sample_base: int  # pushed_total when the cache was last emptied (CLEAR, a switch of model; 0 at boot)
 
     @property
     def shape(self) -> tuple[int, int]: ...

@@ -96,6 +96,7 @@ class VirtualBoard:
         self.pending: tuple[int, bytes] | None = None  # (update_id, encoded UpdateBlob)
         self.acked_id = 0
         self.pushed_total = 0
+        self.sample_base = 0  # pushed_total when the cache was last emptied: sample id s is in slot s - base
         self.staged = bytearray()
         meta = self.flash.load_meta()
         if meta is None:  # provisioning: the factory head in slot 0, confirmed
@@ -164,6 +165,7 @@ class VirtualBoard:
     def clear_ram(self) -> None:
         """What a reboot into another model loses: the feature cache, a pending update, SET_HEAD staging."""
         self.cache = FeatureCache(1, self.cfg.cache_capacity, self.head.num_features)
+        self.sample_base = self.pushed_total  # the cache restarts at slot 0, its sample ids go on
         self.pending = None
         self.staged = bytearray()
 
@@ -244,6 +246,7 @@ class VirtualBoard:
         caps |= Cap.RAW_SAMPLES if self.backbone is not None else 0
         caps |= Cap.SIGNED_IMAGES if self.meta.keys else 0
         caps |= Cap.DEVICE_KEY if self.cfg.device_key else 0
+        caps |= Cap.LABELS  # samples without labels, LABEL, TRAIN flag PSEUDO (docs/ondevice.md §5a)
         return caps | (Cap.FLEET_KEY if self.cfg.fleet_key else 0)
 
     @property

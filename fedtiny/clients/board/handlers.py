@@ -29,10 +29,13 @@ from fedtiny.link.messages import (
     TRAIN_MAX_EPOCHS,
     TRAIN_MAX_LR,
     TRAIN_MAX_WORK,
+    TRAIN_PSEUDO,
     BlobRead,
     Cap,
     EvalResult,
     HelloInfo,
+    LabelRequest,
+    LabelResult,
     MsgType,
     SampleKind,
     Samples,
@@ -51,6 +54,7 @@ from fedtiny.ondevice import (
     train_heads_fixed,
 )
 from fedtiny.ondevice.evaluate import evaluate_head
+from fedtiny.ondevice.pseudo import UNLABELLED, training_set
 
 _ARENAS: dict[bytes, int] = {}  # sha256 of a backbone .tflite -> TFLite Micro's smallest arena for it
 
@@ -157,8 +161,9 @@ def push_samples(b: Board, p: bytes) -> Reply:
     if s.data.shape[1] != want:
         what = "features" if runner is None else "raw samples"
         return err(Status.SHAPE_MISMATCH, f"{what} of {s.data.shape[1]}, expected {want}")
-    if len(s.labels) and int(s.labels.max()) >= c:
-        raise ProtocolError(f"label {int(s.labels.max())} >= {c} classes")
+    bad = (s.labels >= c) & (s.labels != UNLABELLED)
+    if bad.any():  # a class, or UNLABELLED: no label (a late one may come by LABEL)
+        raise ProtocolError(f"label {int(s.labels[np.argmax(bad)])} >= {c} classes (0xFFFF: no label)")
     if s.kind == SampleKind.RAW_F32 and len(s.labels):  # as the C board: refused whole, nothing cached
         bad = ~np.isfinite(s.data).all(axis=1)
         if bad.any():
@@ -171,10 +176,11 @@ def push_samples(b: Board, p: bytes) -> Reply:
     if s.flags & 1:
         b.cache.count[:] = 0
         b.cache.head[:] = 0
-    if len(s.labels):
-        b.cache.push(s.data[None], s.labels[None])
+        b.sample_base = b.pushed_total  # sample ids: the first of this request goes to slot 0
+    if len(s.labels):  # the cache keeps a missing label as -1 (docs/ondevice.md §5a)
+        b.cache.push(s.data[None], np.where(s.labels == UNLABELLED, -1, s.labels)[None])
     b.pushed_total += len(s.labels)
-    return Reply(payload=struct.pack("<II", int(b.cache.count[0]), b.pushed_total))
+    return Reply(payload=struct.pack("<II", int(b.cache.count[0]), b.pushed_total & 0xFFFFFFFF))
 
 
 def train(b: Board, p: bytes) -> Reply:
@@ -191,7 +197,7 @@ def train(b: Board, p: bytes) -> Reply:
         cfg = TrainConfig(r.epochs, r.batch_size, r.lr, r.momentum, r.weight_decay, r.prox_mu)
     except ModelError as e:
         raise ProtocolError(str(e)) from None
-    if r.flags & ~TRAIN_FIXED:
+    if r.flags & ~(TRAIN_FIXED | TRAIN_PSEUDO):
         return err(Status.UNSUPPORTED, f"TRAIN flags 0x{r.flags:x}: unknown bits")
     caps = b.capabilities
     if r.fixed:
@@ -210,14 +216,26 @@ def train(b: Board, p: bytes) -> Reply:
                 "this board trains fixed-point only (CAP_FIXED_TRAIN): set TRAIN flag FIXED",
             )
         trainer = train_heads
+    # the training set (docs/ondevice.md §5a): labelled slots, with PSEUDO also the confident unlabelled ones
+    ts = training_set(
+        b.head,
+        b.cache.features[0],
+        b.cache.labels[0],
+        n,
+        r.pseudo_margin if r.pseudo else None,
+        r.pseudo_weight,
+    )
+    n = len(ts.slots)
+    if n == 0:
+        return err(Status.CACHE_EMPTY, "no labelled sample")
     fh = dequantize_head(b.head)
     with np.errstate(all="ignore"):  # a diverging run is refused below, not warned about
         res = trainer(
             fh.weights,
             fh.bias,
-            b.cache.features,
-            b.cache.labels,
-            b.cache.count,
+            b.cache.features[0, ts.slots][None],  # the kept slots renumbered 0 .. n-1, in slot order
+            ts.labels[None],
+            np.array([n]),
             TrainJob(
                 cfg,
                 input_scale=b.head.input_scale,
@@ -225,6 +243,7 @@ def train(b: Board, p: bytes) -> Reply:
                 seed=r.seed,
                 round_=r.round,
                 device_ids=np.array([b.cfg.device_id]),
+                sample_weights=ts.weights[None] if ts.pseudo.any() else None,
             ),
         )
     if not (np.isfinite(res.weights).all() and np.isfinite(res.bias).all() and np.isfinite(res.loss).all()):
@@ -248,6 +267,10 @@ def train_range_error(r: TrainRequest, cached: int) -> str | None:
     vals = (r.lr, r.momentum, r.weight_decay, r.prox_mu)
     if not all(math.isfinite(v) for v in vals):
         return "lr, momentum, weight_decay and prox_mu must be finite"
+    if r.pseudo and not math.isfinite(r.pseudo_margin):
+        return "pseudo_margin must be finite"
+    if r.pseudo and not (math.isfinite(r.pseudo_weight) and 0 < r.pseudo_weight <= 1):
+        return "pseudo_weight must be in (0, 1]"
     if not (
         0 < r.lr <= TRAIN_MAX_LR
         and 0 <= r.momentum < 1
@@ -286,8 +309,39 @@ def evaluate(b: Board, p: bytes) -> Reply:
         feats, labels = feats[:max_n], labels[:max_n]
     if len(labels) == 0:
         return err(Status.CACHE_EMPTY, "no cached samples")
-    acc, loss = evaluate_head(b.head, feats, labels)
-    return Reply(payload=EvalResult(len(labels), acc, loss).encode())
+    known = labels >= 0  # slots without a label are skipped; none left: n = 0, accuracy and loss 0
+    if not known.any():
+        return Reply(payload=EvalResult(0, 0.0, 0.0).encode())
+    acc, loss = evaluate_head(b.head, feats[known], labels[known])
+    return Reply(payload=EvalResult(int(known.sum()), acc, loss).encode())
+
+
+def label(b: Board, p: bytes) -> Reply:
+    """LABEL: late labels by sample id (docs/protocol.md "LabelRequest"); ids no longer cached are skipped."""
+    req = LabelRequest.decode(p)
+    c = b.shape[0]
+    bad = (req.labels >= c) & (req.labels != UNLABELLED)
+    if bad.any():
+        raise ProtocolError(f"label {int(req.labels[np.argmax(bad)])} >= {c} classes (0xFFFF: no label)")
+    cached, cap = int(b.cache.count[0]), b.cache.capacity
+    applied = 0
+    for sid, lab in zip(req.sample_ids.tolist(), req.labels.tolist()):  # in order: a later entry wins
+        slot = sample_slot(sid, b.sample_base, b.pushed_total, cached, cap)
+        if slot is not None:
+            b.cache.labels[0, slot] = -1 if lab == UNLABELLED else lab
+            applied += 1
+    labelled = int(np.count_nonzero(b.cache.labels[0, :cached] >= 0))
+    return Reply(payload=LabelResult(applied, labelled).encode())
+
+
+def sample_slot(sample_id: int, base: int, pushed_total: int, cached: int, capacity: int) -> int | None:
+    """The cache slot of sample id ``sample_id`` (docs/protocol.md "Sample ids"), None if it is not cached: id
+    ``s`` is cached when ``1 <= pushed_total - s <= min(pushed_total - base, cached)``, in slot ``(s - base) mod
+    capacity``, the differences in u32 arithmetic (as the C board: right across the wrap of pushed_total)."""
+    age = (pushed_total - sample_id) & 0xFFFFFFFF  # 1 for the newest sample
+    if 1 <= age <= min((pushed_total - base) & 0xFFFFFFFF, cached):
+        return ((sample_id - base) & 0xFFFFFFFF) % capacity
+    return None
 
 
 HANDLERS: dict[int, Callable[[Board, bytes], Reply]] = {
@@ -301,6 +355,7 @@ HANDLERS: dict[int, Callable[[Board, bytes], Reply]] = {
     MsgType.READ_UPDATE: read_update,
     MsgType.UPDATE_ACK: update_ack,
     MsgType.EVALUATE: evaluate,
+    MsgType.LABEL: label,
     MsgType.UPLOAD_BEGIN: upload_begin,
     MsgType.UPLOAD_CHUNK: upload_chunk,
     MsgType.UPLOAD_STATUS: upload_status,
