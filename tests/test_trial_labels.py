@@ -25,7 +25,8 @@ def _labels(root: Path, **kw: object) -> None:
 
 
 def test_late_labels_reach_the_board_in_label_messages_and_it_trains_on_them(
-    tmp_path: Path, start_board
+    tmp_path: Path,
+    start_board,  # noqa: F811  (the fixture imported above)
 ) -> None:
     head = default_head(4, 16, seed=5)
     rng = np.random.default_rng(2)
@@ -67,7 +68,10 @@ def test_late_labels_reach_the_board_in_label_messages_and_it_trains_on_them(
     np.testing.assert_array_equal(out[0].update["weights"], ref.weights[0])
 
 
-def test_boards_pseudo_label_the_rest_with_the_trials_threshold(tmp_path: Path, start_board) -> None:
+def test_boards_pseudo_label_the_rest_with_the_trials_threshold(
+    tmp_path: Path,
+    start_board,  # noqa: F811  (the fixture imported above)
+) -> None:
     head = default_head(4, 16, seed=5)
     rng = np.random.default_rng(4)
     feats = rng.integers(-128, 128, (24, 16)).astype(np.int8)
