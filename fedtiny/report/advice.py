@@ -3,26 +3,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fedtiny.report.verdict import falling
 from fedtiny.report.words import Rich, code, finite, pct, plain, plural
+from fedtiny.summary import ComparisonRow, GroupMetrics, Summary, as_summary
 
 if TYPE_CHECKING:
     from fedtiny.config import Scenario
     from fedtiny.report.plots import Curves
 
 
-def comparison_row(summary: dict[str, Any], event: str, method: str) -> dict[str, Any]:
+def comparison_row(summary: Mapping[str, object], event: str, method: str) -> dict[str, Any]:
     """The row of summary.json's comparison for an event (or ``all``) and a method; {} when there is none."""
+    return dict(_row(as_summary(summary), event, method))
+
+
+def _row(summary: Summary, event: str, method: str) -> ComparisonRow:
+    none: ComparisonRow = {}
     return next(
         (
             r
             for r in summary.get("comparison", [])
             if r.get("event", r.get("group")) == event and r.get("method") == method
         ),
-        {},
+        none,
     )
 
 
@@ -109,7 +116,7 @@ def recipe_advice(s: Scenario, curves: Curves | None) -> RecipeAdvice | None:
 _PERSONALIZE = code("--set strategy.personalize=0.5")
 
 
-def _drift_tips(s: Scenario, summary: dict[str, Any], not_back: list[dict[str, Any]]) -> list[Rich]:
+def _drift_tips(s: Scenario, summary: Summary, not_back: list[GroupMetrics]) -> list[Rich]:
     """Tips for a drifted group federated learning did not win back."""
     f = not_back[0]
     done = int(summary.get("rounds_done", s.rounds))
@@ -140,10 +147,8 @@ def _drift_tips(s: Scenario, summary: dict[str, Any], not_back: list[dict[str, A
         )
     ]
     loc = summary.get("drift", {}).get(f.get("group", ""), {}).get("local-only", {})
-    if (
-        finite(loc.get("recovered_accuracy"), f.get("recovered_accuracy"))
-        and loc["recovered_accuracy"] > f["recovered_accuracy"]
-    ):
+    loc_acc, fed_acc = loc.get("recovered_accuracy"), f.get("recovered_accuracy")
+    if finite(loc_acc, fed_acc) and loc_acc is not None and fed_acc is not None and loc_acc > fed_acc:
         tips.append(
             (
                 plain(
@@ -154,7 +159,7 @@ def _drift_tips(s: Scenario, summary: dict[str, Any], not_back: list[dict[str, A
                 plain("."),
             )
         )
-    elif comparison_row(summary, "all", "federated"):
+    elif _row(summary, "all", "federated"):
         tips.append(
             (
                 plain(
@@ -170,12 +175,13 @@ def _drift_tips(s: Scenario, summary: dict[str, Any], not_back: list[dict[str, A
     return tips
 
 
-def _fleet_tip(summary: dict[str, Any], not_back: bool) -> Rich | None:
+def _fleet_tip(summary: Summary, not_back: bool) -> Rich | None:
     """Federated against local-only learning on the whole fleet."""
-    loc, fed = comparison_row(summary, "all", "local-only"), comparison_row(summary, "all", "federated")
-    if not (loc and fed and finite(loc.get("final"), fed.get("final"))):
+    loc, fed = _row(summary, "all", "local-only"), _row(summary, "all", "federated")
+    loc_final, fed_final = loc.get("final"), fed.get("final")
+    if not (loc and fed and finite(loc_final, fed_final)) or loc_final is None or fed_final is None:
         return None
-    if loc["final"] > fed["final"] and loc.get("final_within_noise") is False and not not_back:
+    if loc_final > fed_final and loc.get("final_within_noise") is False and not not_back:
         return (
             plain(
                 "Each device learning alone beats the shared head: the devices differ more than one head can "
@@ -193,7 +199,7 @@ def _fleet_tip(summary: dict[str, Any], not_back: bool) -> Rich | None:
             code("--set strategy.fraction=1.0"),
             plain(") would separate them."),
         )
-    if fed["final"] > loc["final"] and not not_back:
+    if fed_final > loc_final and not not_back:
         return (
             plain(
                 "Federated learning beats learning alone here: try a robust aggregator against faulty devices ("
@@ -206,12 +212,12 @@ def _fleet_tip(summary: dict[str, Any], not_back: bool) -> Rich | None:
     return None
 
 
-def _width_tip(summary: dict[str, Any]) -> Rich | None:
+def _width_tip(summary: Summary) -> Rich | None:
     """How to narrow intervals wider than 10 points."""
     widths = [
-        r["final_hi"] - r["final_lo"]
+        hi - lo
         for r in summary.get("comparison", [])
-        if finite(r.get("final_lo"), r.get("final_hi"))
+        if finite(lo := r.get("final_lo"), hi := r.get("final_hi")) and lo is not None and hi is not None
     ]
     if not widths or max(widths) <= 0.1:
         return None
@@ -234,8 +240,9 @@ def _width_tip(summary: dict[str, Any]) -> Rich | None:
     )
 
 
-def suggestions(s: Scenario, summary: dict[str, Any], curves: Curves | None = None) -> list[Rich]:
+def suggestions(s: Scenario, summary_json: Mapping[str, object], curves: Curves | None = None) -> list[Rich]:
     """What to try next, from what the numbers show."""
+    summary = as_summary(summary_json)
     tips: list[Rich] = []
     recipe = recipe_advice(s, curves)
     if recipe is not None:

@@ -11,8 +11,8 @@ drifted group on its data before the group's first drift event.
 from __future__ import annotations
 
 import math
-from typing import Any
 
+from fedtiny.summary import ComparisonRow, DriftMetrics, GroupMetrics
 from fedtiny.uncertainty import Z95
 
 METHODS = ("federated", "local-only", "static", "personalized")
@@ -50,7 +50,7 @@ def group_metrics(
     end: int | None = None,
     old_at: int | None = None,
     band: dict[str, Curve | None] | None = None,
-) -> dict[str, Any]:
+) -> GroupMetrics:
     """Metrics of one drift event at round ``at`` on one method's curve ``acc`` (docs/drift-events.md).
 
     The event's window is rounds ``at..end`` (``end``: the round before the group's next event, else the last
@@ -75,48 +75,58 @@ def group_metrics(
     else:
         recovery, rounds = "recovered", rec
     drop_raw = pre - after[0]
-    out: dict[str, Any] = {
+    drop, auc = _num(max(0.0, drop_raw)), _num(sum(after) / len(after))
+    lo, hi, se = band.get("lo"), band.get("hi"), band.get("se")
+    s_pre, s_after, s_auc = _get(se, at - 1), _get(se, at), _mean(se, at, end)
+    drop_se = _num(math.hypot(s_pre, s_after)) if s_pre is not None and s_after is not None else None
+    out: GroupMetrics = {
         "at": at,
         "end": end,
         "pre_drift": _num(pre),
         "after_drift": _num(after[0]),
-        "drop": _num(max(0.0, drop_raw)),
+        "drop": drop,
         "drop_raw": _num(drop_raw),
         "trough": _num(min(after)),
         "recovery": recovery,
         "rounds_to_recover": rounds,
         "recovered_accuracy": _num(after[-1]),
-        "auc": _num(sum(after) / len(after)),
+        "auc": auc,
         "final": _num(acc[-1]),
+        "pre_drift_lo": _get(lo, at - 1),
+        "pre_drift_hi": _get(hi, at - 1),
+        "after_drift_lo": _get(lo, at),
+        "after_drift_hi": _get(hi, at),
+        "recovered_accuracy_lo": _get(lo, end),
+        "recovered_accuracy_hi": _get(hi, end),
+        "final_lo": _get(lo, last),
+        "final_hi": _get(hi, last),
+        "drop_se": drop_se,
+        "drop_within_noise": _within(drop, drop_se),
+        "auc_lo": _num(max(0.0, auc - Z95 * s_auc)) if s_auc is not None and auc is not None else None,
+        "auc_hi": _num(min(1.0, auc + Z95 * s_auc)) if s_auc is not None and auc is not None else None,
     }
-    lo, hi, se = band.get("lo"), band.get("hi"), band.get("se")
-    for name, i in (("pre_drift", at - 1), ("after_drift", at), ("recovered_accuracy", end), ("final", last)):
-        out[f"{name}_lo"], out[f"{name}_hi"] = _get(lo, i), _get(hi, i)
-    s_pre, s_after, s_auc = _get(se, at - 1), _get(se, at), _mean(se, at, end)
-    out["drop_se"] = _num(math.hypot(s_pre, s_after)) if s_pre is not None and s_after is not None else None
-    out["drop_within_noise"] = _within(out["drop"], out["drop_se"])
-    out["auc_lo"] = (
-        _num(max(0.0, out["auc"] - Z95 * s_auc)) if s_auc is not None and out["auc"] is not None else None
-    )
-    out["auc_hi"] = (
-        _num(min(1.0, out["auc"] + Z95 * s_auc)) if s_auc is not None and out["auc"] is not None else None
-    )
     if old:
         oa = max(1, min(old_at or at, last))
-        out["old_at"] = oa
-        out["old_pre_drift"] = _get(old, oa - 1)
-        out["old_final"] = _get(old, last)
-        out["forgetting"] = (
-            _num(out["old_pre_drift"] - out["old_final"])
-            if out["old_pre_drift"] is not None and out["old_final"] is not None
-            else None
-        )
-        for name, i in (("old_pre_drift", oa - 1), ("old_final", last)):
-            out[f"{name}_lo"], out[f"{name}_hi"] = _get(band.get("old_lo"), i), _get(band.get("old_hi"), i)
+        old_pre, old_final = _get(old, oa - 1), _get(old, last)
+        o_lo, o_hi = band.get("old_lo"), band.get("old_hi")
         s1, s2 = _get(band.get("old_se"), oa - 1), _get(band.get("old_se"), last)
-        out["forgetting_se"] = (
-            _num(s1 + s2) if s1 is not None and s2 is not None else None
-        )  # upper bound (same data)
+        out.update(
+            {
+                "old_at": oa,
+                "old_pre_drift": old_pre,
+                "old_final": old_final,
+                "forgetting": _num(old_pre - old_final)
+                if old_pre is not None and old_final is not None
+                else None,
+                "old_pre_drift_lo": _get(o_lo, oa - 1),
+                "old_pre_drift_hi": _get(o_hi, oa - 1),
+                "old_final_lo": _get(o_lo, last),
+                "old_final_hi": _get(o_hi, last),
+                "forgetting_se": _num(s1 + s2)
+                if s1 is not None and s2 is not None
+                else None,  # upper bound (same data)
+            }
+        )
     return out
 
 
@@ -139,13 +149,13 @@ def event_windows(events: list[tuple[str, int]], rounds: int) -> list[tuple[str,
 
 def drift_metrics(
     curves: dict[str, dict[str, Curve]], events: list[tuple[str, int]], recover: float = 0.95
-) -> dict[str, Any]:
+) -> DriftMetrics:
     """{event: {method: metrics}} for every drift event after round 0 (``event``: the group's name for its
     first event, ``group@at`` for a later event of the same group; ``metrics["group"]`` names the group)."""
-    out: dict[str, Any] = {}
+    out: DriftMetrics = {}
     rounds = max((len(c) for m in METHODS for c in curves.get(m, {}).values()), default=1) - 1
     for key, group, at, end, first in event_windows(events, rounds):
-        per = {}
+        per: dict[str, GroupMetrics] = {}
         for m in METHODS:
             acc = curves.get(m, {}).get(group)
             if not acc or len(acc) <= at:
@@ -163,7 +173,7 @@ def drift_metrics(
 
 
 def _vs_federated(
-    row: dict[str, Any], curves: dict[str, dict[str, Curve]], m: str, group: str, a: int, b: int
+    row: ComparisonRow, curves: dict[str, dict[str, Curve]], m: str, group: str, a: int, b: int
 ) -> None:
     """Differences federated minus ``m`` (final and AUC over rounds a..b) with their paired standard errors and
     whether each is within noise (|difference| <= 1.96 SE)."""
@@ -186,15 +196,15 @@ def _vs_federated(
     )
 
 
-def comparison(metrics: dict[str, Any], curves: dict[str, dict[str, Curve]]) -> list[dict[str, Any]]:
+def comparison(metrics: DriftMetrics, curves: dict[str, dict[str, Curve]]) -> list[ComparisonRow]:
     """One row per (drift event, method), then one per method for the whole fleet (``group`` = ``all``): the
     comparison table of the report. Rows of methods other than federated say whether their difference to
     federated is within noise."""
-    rows = []
+    rows: list[ComparisonRow] = []
     starts = []
     for key, per in metrics.items():
         for m, v in per.items():
-            row = {"event": key, "group": v.get("group", key), "method": m, **v}
+            row: ComparisonRow = {"event": key, "group": v.get("group", key), "method": m, **v}
             _vs_federated(row, curves, m, row["group"], v["at"], v["end"])
             rows.append(row)
             starts.append(v["at"])
@@ -242,7 +252,7 @@ _TABLE = (
 )
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def format_table(rows: list[ComparisonRow]) -> str:
     """Plain-text comparison table (for the CLI and notes), each column as wide as its widest cell so that it
     fits an 80-column terminal: accuracies in %, drop and forgetting in points, ``~`` after a final accuracy
     within noise of federated learning's; a legend line under it."""

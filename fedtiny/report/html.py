@@ -9,9 +9,10 @@ templates/report.html.j2, rendered with autoescape on: names from the scenario o
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from markupsafe import Markup
 
@@ -29,6 +30,7 @@ from fedtiny.report.plots import (
     plot_groups,
 )
 from fedtiny.report.tables import comparison_tables, facts
+from fedtiny.summary import Summary, as_summary
 
 if TYPE_CHECKING:
     from fedtiny.config import Scenario
@@ -41,6 +43,24 @@ __all__ = [
     "recipe_advice",
     "write_report",
 ]
+
+
+class _Rounds(Protocol):
+    @property
+    def rows(self) -> list[RoundRow]: ...
+    @property
+    def curves(self) -> Curves: ...
+
+
+class ReportPlan(Protocol):
+    """What the report reads of a run's plan (a :class:`fedtiny.plan.RunPlan`; a field trial passes its own):
+    the scenario, and the server's rows and curves. A simulation's plan also holds ``tflite`` and
+    ``base_meta`` (the user's model in the inference table)."""
+
+    @property
+    def scenario(self) -> Scenario: ...
+    @property
+    def server(self) -> _Rounds: ...
 
 
 @dataclass(frozen=True)
@@ -63,22 +83,22 @@ def recipe_advice(s: Scenario, curves: Curves | None) -> str:
 
 def headline_html(
     s: Scenario,
-    summary: dict[str, Any],
+    summary: Mapping[str, object],
     sizes: dict[str, int],
     curves: Curves | None = None,
 ) -> str:
     """The report's opening: the answer in numbers with 95% intervals, and what to try next."""
-    return render("headline.html.j2", headline=headline(s, summary, sizes, curves))
+    return render("headline.html.j2", headline=headline(s, dict(summary), sizes, curves))
 
 
-def _title(s: Scenario, summary: dict[str, Any]) -> str:
+def _title(s: Scenario, summary: Summary) -> str:
     label = str(summary.get("task") or s.task.name)
     if label.startswith("data "):
         label = f"recorded data ‘{label[5:]}’"
     return f"{s.name}: {label}, {s.fleet.devices} devices, {s.strategy.name}"
 
 
-def _user_model(s: Scenario, plan: Any) -> UserModel | None:
+def _user_model(s: Scenario, plan: ReportPlan) -> UserModel | None:
     """The run's own model when the user brought one (its row leads the inference table)."""
     source = s.model.tflite or s.model.keras
     if not source:
@@ -91,8 +111,8 @@ def _user_model(s: Scenario, plan: Any) -> UserModel | None:
 
 
 def write_report(
-    plan: Any,
-    summary: dict[str, Any],
+    plan: ReportPlan,
+    summary_json: Mapping[str, object],
     out: Path,
     intro: str = "",
     extra_html: str = "",
@@ -102,9 +122,10 @@ def write_report(
     own ``intro`` (text, escaped; no baselines there), ``extra_html`` (its boards and their failures, shown
     first: HTML from the caller, inserted as it is) and ``trial``: only what a trial measures is drawn (no
     energy, virtual time or per-device histograms; no per-group panel that would repeat the accuracy plot)."""
-    s: Scenario = plan.scenario
-    rows: list[RoundRow] = plan.server.rows
-    curves: Curves = plan.server.curves
+    s = plan.scenario
+    rows = plan.server.rows
+    curves = plan.server.curves
+    summary = as_summary(summary_json)
     drift = [(e.group, e.at) for e in s.drift if e.group != "fleet"]
     title = _title(s, summary)
     groups = summary.get("fleet_stats", {}).get("groups", {})
@@ -135,11 +156,12 @@ def write_report(
     fleet_png = Image.of(out / "fleet.png") if plot_fleet(out, out / "fleet.png") else None
     acc_png = out / "accuracy.png"
     summary = {**summary, "out_dir": str(out)}
+    summary_dict = dict(summary)  # fedtiny.report.headline reads it untyped
     methods = [m for m in METHOD_STYLE if curves.get(m)]
     doc = render(
         "report.html.j2",
         name=s.name,
-        headline=headline(s, summary, sizes, curves),
+        headline=headline(s, summary_dict, sizes, curves),
         intro=intro
         or (
             f"{title}; seed {s.seed}; {s.rounds} rounds. Baselines (static model, local-only on-device learning) "
@@ -147,7 +169,7 @@ def write_report(
         ),
         extra_html=Markup(extra_html),  # the caller's own HTML (a field trial's boards)
         accuracy=Image.of(acc_png) if acc_png.exists() else None,
-        clean_set=clean_set_note(s, summary, rows),
+        clean_set=clean_set_note(s, summary_dict, rows),
         per_group="Per group: " + " vs ".join(methods) if len(methods) > 1 else "Per group",
         groups=groups_png,
         groups_caption=caption,

@@ -3,10 +3,12 @@ the run's facts. Cells are text; the template escapes them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fedtiny.report.words import finite, pct_ci, plural, pts, words
+from fedtiny.summary import ComparisonRow, Summary
 
 if TYPE_CHECKING:
     from fedtiny.config import Scenario
@@ -43,11 +45,11 @@ _EVENT_HEAD = [
 ]
 
 
-def _ci(r: dict[str, Any], key: str) -> str:
+def _ci(r: Mapping[str, object], key: str) -> str:
     return pct_ci(r.get(key), r.get(f"{key}_lo"), r.get(f"{key}_hi"))
 
 
-def _event_row(r: dict[str, Any]) -> list[str]:
+def _event_row(r: ComparisonRow) -> list[str]:
     rec = r.get("recovery")
     seen = int(r.get("end", r["at"])) - int(r["at"]) + 1
     if rec == "recovered":
@@ -74,7 +76,7 @@ def _event_row(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def _fleet_row(r: dict[str, Any]) -> list[str]:
+def _fleet_row(r: ComparisonRow) -> list[str]:
     d = r.get("final_diff_vs_federated")
     vs = ""
     if r["method"] != "federated" and isinstance(d, (int, float)) and finite(d):
@@ -82,7 +84,7 @@ def _fleet_row(r: dict[str, Any]) -> list[str]:
     return [str(r["method"]), _ci(r, "initial"), _ci(r, "final"), _ci(r, "auc"), vs]
 
 
-def comparison_tables(summary: dict[str, Any], recover: float) -> Comparison:
+def comparison_tables(summary: Summary, recover: float) -> Comparison:
     """summary.json's comparison as two tables: per drift event, and the whole fleet."""
     rows = summary.get("comparison", [])
     ev_rows = [r for r in rows if "pre_drift" in r]
@@ -101,7 +103,7 @@ def comparison_tables(summary: dict[str, Any], recover: float) -> Comparison:
     return Comparison(events, fleet, int(100 * recover))
 
 
-def facts(s: Scenario, summary: dict[str, Any]) -> list[tuple[str, str]]:
+def facts(s: Scenario, summary: Summary) -> list[tuple[str, str]]:
     """The run's facts as (name, value in words)."""
     stats = summary.get("fleet_stats", {})
     reasons = {k: n for k, n in summary.get("updates_rejected_reasons", {}).items() if n}

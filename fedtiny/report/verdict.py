@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from fedtiny.summary import GroupMetrics, as_summary
 
 #: the methods federated learning must not end below
 BASELINES = ("static", "local-only")
@@ -35,10 +36,11 @@ def _num(v: object) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else None
 
 
-def learning_hurt(summary: Mapping[str, Any]) -> list[Hurt]:
+def learning_hurt(summary_json: Mapping[str, object]) -> list[Hurt]:
     """Every scope where federated learning ends below a baseline beyond noise: the fleet first, then each
     drifted group (the comparison rows of summary.json: ``final`` and ``final_within_noise``, the paired test
     of federated minus the method)."""
+    summary = as_summary(summary_json)
     rows = [r for r in summary.get("comparison", []) if isinstance(r, Mapping)]
     fed = {
         str(r.get("event", r.get("group"))): _num(r.get("final"))
@@ -56,7 +58,7 @@ def learning_hurt(summary: Mapping[str, Any]) -> list[Hurt]:
     return sorted(out, key=lambda h: (h.scope != "all", h.scope, BASELINES.index(h.method)))
 
 
-def falling(fed: Mapping[str, Any]) -> bool:
+def falling(fed: GroupMetrics) -> bool:
     """A drifted group's federated curve went further down after the drift (its accuracy at the end of the
     window is below the accuracy right after the drift by more than two standard errors of the drop)."""
     after, end = _num(fed.get("after_drift")), _num(fed.get("recovered_accuracy"))
