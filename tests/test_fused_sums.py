@@ -108,3 +108,27 @@ def test_fused_sums_refuse_bad_rows() -> None:
     counts[:] = 5
     with pytest.raises(ModelError, match="pool rows within"):
         train_pooled_sums(g.weights, g.bias, pool, labels, idx, counts, TrainJob(cfg, **kw), example_weights=counts.astype(np.float64), max_norm=1.0, clip_norm=0.0)  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_fused_sums_with_per_slot_labels_and_weights(seed: int) -> None:
+    """Per-slot labels (noisy or pseudo, differing per device) and gradient weights: the fused kernel trains the
+    heads train_pooled trains with them, and sums them as reduce_updates does."""
+    pool, _, idx, counts, g, cfg, kw = _case(seed, 45, 0.3)
+    rng = np.random.default_rng(seed)
+    labels = np.full(len(pool), -1, np.int16)  # the pool's labels are never read
+    slot_labels = rng.integers(0, g.weights.shape[0], idx.shape)
+    job = TrainJob(cfg, **kw, sample_weights=rng.choice(np.float32([1.0, 0.5, 0.3]), idx.shape))
+    res = train_pooled(g.weights, g.bias, pool, labels, idx, counts, job, slot_labels=slot_labels)
+    plain = train_pooled(g.weights, g.bias, pool, labels, idx, counts, TrainJob(cfg, **kw), slot_labels=slot_labels)  # fmt: skip
+    assert not np.array_equal(res.weights, plain.weights)
+    norms = np.sqrt(
+        ((res.weights - g.weights) ** 2).sum(axis=(1, 2)) + ((res.bias - g.bias) ** 2).sum(axis=1)
+    )
+    max_norm, clip = float(np.quantile(norms, 0.8)), float(np.quantile(norms, 0.4))
+    ref = reduce_updates(res.weights, res.bias, counts, res.loss, kw["device_ids"], g, max_norm, clip)
+    fused = train_pooled_sums(g.weights, g.bias, pool, labels, idx, counts, job, example_weights=counts.astype(np.float64), max_norm=max_norm, clip_norm=clip, slot_labels=slot_labels)  # fmt: skip
+    assert np.array_equal(fused.loss, res.loss, equal_nan=True)
+    _same(
+        ref, sums_from_verdicts(fused.sum_w, fused.sum_b, counts, fused.loss, kw["device_ids"], fused.verdict)
+    )

@@ -162,6 +162,77 @@ def test_pooled_kernel_gathers_exactly_what_the_gathered_call_trains(seed: int) 
         train_pooled(w, b, pool, pool_labels, bad, counts, TrainJob(cfg, **kw))
 
 
+def random_weights(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Per-slot gradient weights: 1 (a given label) or a pseudo-label weight (docs/ondevice.md §5a)."""
+    return rng.choice(np.float32([1.0, 1.0, 0.5, 0.25, 0.3]), shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_kernel_equals_the_spec_with_sample_weights(seed: int) -> None:
+    """Per-slot gradient weights (docs/ondevice.md §3: ``g_j = g_j * w_j`` after the division by m): the kernel
+    gives the spec's bits; weights that are all 1 give the bits of no weights at all."""
+    args, kw = random_case(200 + seed)
+    rng = np.random.default_rng(seed)
+    k, n = args[3].shape
+    sw = random_weights(rng, (k, n))
+    sw[:, n // 2 :] = np.where(
+        rng.random((k, n - n // 2)) < 0.1, np.nan, sw[:, n // 2 :]
+    )  # unvisited: ignored
+    live = np.arange(n)[None, :] < np.minimum(args[4], n)[:, None]
+    sw[live & np.isnan(sw)] = 0.5
+    job = TrainJob(args[5], **kw, sample_weights=sw)
+    fast, ref = train_heads_fast(*args[:5], job), train_heads(*args[:5], job)
+    same_bits(fast, ref)
+    plain = TrainJob(args[5], **kw)
+    ones = TrainJob(args[5], **kw, sample_weights=np.ones((k, n), np.float32))
+    same_bits(train_heads_fast(*args[:5], ones), train_heads_fast(*args[:5], plain))
+    if seed < 3:  # the numpy spec is the slow one
+        same_bits(train_heads(*args[:5], ones), train_heads(*args[:5], plain))
+    if (sw[live] != 1).any() and (np.minimum(args[4], n) > 0).any():
+        unweighted = train_heads_fast(*args[:5], plain)
+        assert not np.array_equal(fast.weights, unweighted.weights)
+        assert np.array_equal(fast.steps, unweighted.steps)
+    with pytest.raises(ModelError, match="sample_weights"):
+        train_heads_fast(*args[:5], TrainJob(args[5], **kw, sample_weights=sw[:, :-1]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pooled_kernel_with_per_slot_labels_and_weights(seed: int) -> None:
+    """``slot_labels`` (each device's own labels of its slots, e.g. noisy or pseudo) instead of the pool's, and
+    per-slot weights: train_pooled = train_heads_fast on the gathered arrays = the spec, bit for bit."""
+    args, kw = random_case(300 + seed)
+    w, b, feats, labels, counts, cfg = args
+    if w.ndim == 3:
+        w, b = w[0], b[0]
+    rng = np.random.default_rng(seed)
+    k, n, d = feats.shape
+    pool = rng.integers(-128, 128, (97, d)).astype(np.int8)
+    pool_labels = np.full(97, -1, np.int16)  # never read: every slot has its own label
+    rows = rng.integers(0, 97, (k, n)).astype(np.int32)
+    slot_labels = rng.integers(0, w.shape[0], (k, n)).astype(np.int16)
+    job = TrainJob(cfg, **kw, sample_weights=random_weights(rng, (k, n)))
+    pooled = train_pooled(w, b, pool, pool_labels, rows, counts, job, slot_labels=slot_labels)
+    same_bits(pooled, train_heads_fast(w, b, pool[rows], slot_labels, counts, job))
+    same_bits(pooled, train_heads(w, b, pool[rows], slot_labels.astype(np.int64), counts, job))
+    one_step = TrainJob(TrainConfig(epochs=1, batch_size=n), **kw, sample_weights=job.sample_weights)
+    loss = train_pooled(w, b, pool, pool_labels, rows, counts, one_step, slot_labels=slot_labels).loss
+    one_step = TrainJob(
+        TrainConfig(epochs=1, batch_size=n), **kw
+    )  # the loss comes before the step: unweighted
+    assert (
+        loss.tobytes()
+        == train_pooled(
+            w, b, pool, pool_labels, rows, counts, one_step, slot_labels=slot_labels
+        ).loss.tobytes()
+    )
+    bad = slot_labels.copy()
+    bad[-1, 0] = -1  # an unlabelled slot that is visited (the last device's count covers slot 0)
+    with pytest.raises(ModelError, match="labels"):
+        train_pooled(w, b, pool, pool_labels, rows, counts, job, slot_labels=bad)
+    with pytest.raises(ModelError, match="slot_labels"):
+        train_pooled(w, b, pool, pool_labels, rows, counts, job, slot_labels=slot_labels[:, :-1])
+
+
 def test_exp_and_log_are_close_to_the_true_functions_and_keep_nan() -> None:
     from fedtiny.ondevice.fmath import exp_f32, log_f32
 
@@ -206,7 +277,11 @@ from fedtiny.ondevice.fast import train_heads_fast
 h = hashlib.sha256()
 for seed in range(6):
     args, kw = random_case(seed)
-    for r in (train_heads_fast(*args[:5], TrainJob(args[5], **kw)), train_heads(*args[:5], TrainJob(args[5], **kw))):
+    sw = None
+    if seed % 2:  # per-slot gradient weights (pseudo-labels, docs/ondevice.md section 3)
+        sw = np.random.default_rng(seed).choice(np.float32([1.0, 0.5, 0.3]), args[3].shape).astype(np.float32)
+    job = TrainJob(args[5], **kw, sample_weights=sw)
+    for r in (train_heads_fast(*args[:5], job), train_heads(*args[:5], job)):
         for a in (r.weights, r.bias, r.loss, r.steps):
             h.update(a.tobytes())
 print(h.hexdigest())

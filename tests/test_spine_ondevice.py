@@ -231,3 +231,68 @@ def test_fixed_point_training_tracks_float32_and_is_integer_deterministic() -> N
     assert np.array_equal(one.weights[0], rx.weights[2])  # integer arithmetic: bit-identical in a batch
     with pytest.raises(ModelError, match="plain SGD"):
         train_heads_fixed(w, b, feats, lab, counts, TrainJob(TrainConfig(momentum=0.9), **kw))
+
+
+def test_fixed_point_training_weights_pseudo_labelled_gradients_in_q16() -> None:
+    """docs/ondevice.md §3b: after ``g = trunc(g / m)``, ``g = (g * wq) >> 16`` with ``wq`` the Q16 weight of
+    fedtiny.ondevice.pseudo.fixed_weight; a weight of 1 changes no bit, 0 freezes the head, and a weighted
+    fixed-point head still tracks the weighted float32 one."""
+    from fedtiny.ondevice import train_heads_fixed
+    from fedtiny.ondevice.fixed import weights_q16
+    from fedtiny.ondevice.pseudo import fixed_weight
+    from fedtiny.ondevice.train import TrainResult
+
+    rng = np.random.default_rng(4)
+    d, c, n = 24, 4, 50
+    centers = rng.normal(0, 30, (c, d))
+    lab = rng.integers(0, c, (3, n))
+    feats = np.clip(centers[lab] + rng.normal(0, 25, (3, n, d)), -128, 127).astype(np.int8)
+    w, b = rng.normal(0, 0.05, (c, d)).astype(np.float32), np.zeros(c, np.float32)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=0.05)
+    kw = dict(input_scale=0.04, input_zero_point=-5, seed=3, round_=1, device_ids=np.array([1, 2, 3]))
+    counts = np.array([50, 30, 7])
+    sw = rng.choice(np.float32([1.0, 0.5, 0.25, 0.3]), (3, n)).astype(np.float32)
+    sw[2, 7:] = np.nan  # beyond the count: never visited, ignored
+    q = weights_q16(sw, counts)
+    assert q is not None and q[2, 7:].tolist() == [65536] * (n - 7)
+    assert {fixed_weight(0.3), fixed_weight(0.5), fixed_weight(1.0)} == {19661, 32768, 65536}
+    live = np.arange(n)[None, :] < counts[:, None]
+    assert set(q[(sw == np.float32(0.3)) & live].tolist()) == {19661}
+
+    def fixed(weights: np.ndarray | None, cfg: TrainConfig = cfg) -> TrainResult:
+        return train_heads_fixed(w, b, feats, lab, counts, TrainJob(cfg, **kw, sample_weights=weights))
+
+    plain, ones, got = fixed(None), fixed(np.ones((3, n), np.float32)), fixed(sw)
+    for name in ("weights", "bias", "loss", "steps"):
+        assert getattr(ones, name).tobytes() == getattr(plain, name).tobytes(), name
+    assert not np.array_equal(got.weights, plain.weights)
+    one_step = TrainConfig(epochs=1, batch_size=n, lr=0.05)  # the loss is taken before the step: not weighted
+    assert fixed(sw, one_step).loss.tobytes() == fixed(None, one_step).loss.tobytes()
+    rf = train_heads(w, b, feats, lab, counts, TrainJob(cfg, **kw, sample_weights=np.nan_to_num(sw, nan=1.0)))
+    assert np.abs(rf.weights - got.weights).max() < 2e-3
+    frozen = fixed(np.zeros((3, n), np.float32))  # wq = 0: every gradient 0, the head as it came in
+    assert np.array_equal(
+        frozen.weights, np.broadcast_to(from_fixed_roundtrip(w, 0.04), frozen.weights.shape)
+    )
+    assert np.array_equal(frozen.steps, plain.steps)
+    one = train_heads_fixed(
+        w,
+        b,
+        feats[2:],
+        lab[2:],
+        counts[2:],
+        TrainJob(cfg, **{**kw, "device_ids": np.array([3])}, sample_weights=sw[2:]),
+    )
+    assert np.array_equal(one.weights[0], got.weights[2])
+    bad = sw.copy()
+    bad[0, 0] = np.nan  # a visited slot
+    with pytest.raises(ModelError, match="sample_weights"):
+        fixed(bad)
+
+
+def from_fixed_roundtrip(w: np.ndarray, input_scale: float) -> np.ndarray:
+    """A float head through the fixed-point trainer's conversions in and out (docs/ondevice.md §3b)."""
+    from fedtiny.ondevice.fixed import from_fixed, to_fixed
+
+    v, bq = to_fixed(w, np.zeros(w.shape[0], np.float32), input_scale)
+    return from_fixed(v, bq, input_scale)[0]

@@ -325,6 +325,8 @@ def _train_kernel(
     pool: np.ndarray,
     plabels: np.ndarray,
     idx: np.ndarray,
+    slabels: np.ndarray,
+    sweights: np.ndarray,
     counts: np.ndarray,
     keys: np.ndarray,
     bsz: int,
@@ -352,11 +354,14 @@ def _train_kernel(
     its block's float64 sums by :func:`_check_add` (``verdict_out``), no per-device head written.
 
     Device ``i`` starts from ``w_init[i]`` (or ``w_init[0]`` when one head is shared) and its cache slot
-    ``s`` is pool row ``idx[i, s]`` with label ``plabels[idx[i, s]]``: the features are gathered and
-    dequantized straight into the batch (no [K, N, D] copy). Per step, in docs/ondevice.md §3's order: the
-    batch's rows regrouped eight samples at a time (:func:`_to_groups`), the forward pass (:func:`_forward`), the
-    bias, softmax and loss with the spec's exp and log (:func:`_exp1`, :func:`_log1`, one log per sample), the
-    batch gradient (:func:`_backward`), weight decay, FedProx, momentum and the update. A row or label out of range
+    ``s`` is pool row ``idx[i, s]`` with label ``plabels[idx[i, s]]``, or ``slabels[i, s]`` when ``slabels``
+    [K, N] is not empty: the features are gathered and dequantized straight into the batch (no [K, N, D] copy).
+    When ``sweights`` [K, N] is not empty, slot ``s``'s gradient is multiplied by ``sweights[i, s]`` (after
+    the division by the batch size, skipped for a weight of 1: docs/ondevice.md §3). Per step, in
+    docs/ondevice.md §3's order: the batch's rows regrouped eight samples at a time (:func:`_to_groups`), the
+    forward pass (:func:`_forward`), the bias, softmax and loss with the spec's exp and log (:func:`_exp1`,
+    :func:`_log1`, one log per sample), the gradient weights, the batch gradient (:func:`_backward`), weight
+    decay, FedProx, momentum and the update. A row or label out of range
     marks the device with ``steps_out[i] = -1`` (the caller raises) instead of reading out of bounds.
     """
     k = idx.shape[0]
@@ -369,6 +374,8 @@ def _train_kernel(
     zero = np.float32(0.0)
     n_blocks = (k + _BLOCK - 1) // _BLOCK
     summing = sum_w.shape[0] > 0
+    per_slot = slabels.shape[0] > 0
+    weighted = sweights.shape[0] > 0
     bsp = (
         bsz + (-bsz) % 8
     )  # sample lanes padded to a multiple of 8 (padding lanes hold zeros, never read back)
@@ -379,6 +386,7 @@ def _train_kernel(
         xt = np.zeros((bsp // 8, dim, 8), dtype=np.float32)  # the same in groups of 8 samples (forward pass)
         zt = np.empty((n_cls, bsp), dtype=np.float32)  # logits, then exponentials, then gradients [c, j]
         ys = np.empty(bsz, dtype=np.int64)
+        wts = np.empty(bsz, dtype=np.float32)
         mx = np.empty(bsz, dtype=np.float32)
         ssum = np.empty(bsz, dtype=np.float32)
         lj = np.empty(bsz, dtype=np.float32)
@@ -409,7 +417,11 @@ def _train_kernel(
             for slot in range(n):
                 r = idx[i, slot]
                 if r >= 0 and r < n_rows and dim > 0:
-                    warm += pool[r, 0] + pool[r, dim - 1] + plabels[r]
+                    warm += pool[r, 0] + pool[r, dim - 1]
+                    if per_slot:
+                        warm += slabels[i, slot]
+                    else:
+                        warm += plabels[r]
             ys[0] = warm  # kept, so the loads are not dropped as dead code
             loss_sum = 0.0
             steps = 0
@@ -422,11 +434,21 @@ def _train_kernel(
                     m = min(bsz, n - t0)
                     inv_m = one / np.float32(m)
                     for j in range(m):
-                        r = idx[i, order[t0 + j]]
-                        if r < 0 or r >= n_rows or plabels[r] < 0 or plabels[r] >= n_cls:
+                        slot = order[t0 + j]
+                        r = idx[i, slot]
+                        if r < 0 or r >= n_rows:
                             bad = True
                             break
-                        ys[j] = plabels[r]
+                        if per_slot:
+                            y = np.int64(slabels[i, slot])
+                        else:
+                            y = np.int64(plabels[r])
+                        if y < 0 or y >= n_cls:
+                            bad = True
+                            break
+                        ys[j] = y
+                        if weighted:
+                            wts[j] = sweights[i, slot]
                         for d in range(dim):
                             xb[j, d] = (np.float32(pool[r, d]) - zp) * scale
                     if bad:
@@ -468,6 +490,12 @@ def _train_kernel(
                     for c in range(n_cls):
                         for j in range(m):
                             zt[c, j] = zt[c, j] * inv_m
+                    if weighted:  # a sample's gradient times its weight (one float32 multiply; 1 is skipped)
+                        for j in range(m):
+                            wj = wts[j]
+                            if wj != one:
+                                for c in range(n_cls):
+                                    zt[c, j] = zt[c, j] * wj
                     _backward(zt, xb, gw, gb, n_cls, dim, m)
                     if wd > 0:
                         for c in range(n_cls):
@@ -592,6 +620,22 @@ def _no_sums(n_cls: int, dim: int) -> _Sums:
     )
 
 
+_NO_LABELS = np.zeros((0, 0), dtype=np.int64)
+_NO_WEIGHTS = np.zeros((0, 0), dtype=np.float32)
+
+
+def _slot_labels(slot_labels: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    """``slot_labels`` as contiguous int64 [K, N] shaped as ``idx`` (None stays None)."""
+    if slot_labels is None:
+        return None
+    lab = np.asarray(slot_labels)
+    if lab.shape != idx.shape or not np.issubdtype(lab.dtype, np.integer):
+        raise ModelError(
+            f"slot_labels must be integers [{idx.shape[0]}, {idx.shape[1]}], got {lab.dtype} {lab.shape}"
+        )
+    return np.ascontiguousarray(lab, dtype=np.int64)
+
+
 def _run(
     w_init: np.ndarray,
     b_init: np.ndarray,
@@ -605,10 +649,14 @@ def _run(
     keys: np.ndarray,
     sums: _Sums | None = None,
     fastmath: bool = False,
+    slot_labels: np.ndarray | None = None,
+    slot_weights: np.ndarray | None = None,
 ) -> TrainResult:
     """Call the kernel with numba's threads capped (see the module docstring); raise on bad rows or labels.
     Without ``sums`` it writes every head; with them (the summing arguments of :func:`_train_kernel`) it adds
-    them up instead and the result's heads are empty."""
+    them up instead and the result's heads are empty. ``slot_labels`` (int64 [K, N]) replace the pool's labels,
+    ``slot_weights`` (float32 [K, N]) weight each slot's gradient; None: empty arrays (always the same dtypes, so
+    one compiled kernel serves every call)."""
     assert _kernel is not None
     k, (_, n_cls, dim) = idx.shape[0], w_init.shape
     out = 0 if sums is not None else k
@@ -633,6 +681,8 @@ def _run(
             pool,
             plabels,
             idx,
+            _NO_LABELS if slot_labels is None else slot_labels,
+            _NO_WEIGHTS if slot_weights is None else slot_weights,
             counts,
             keys,
             int(cfg.batch_size),
@@ -685,18 +735,26 @@ def train_pooled(
     idx: np.ndarray,
     counts: np.ndarray,
     job: TrainJob,
+    *,
+    slot_labels: np.ndarray | None = None,
 ) -> TrainResult:
     """Train K devices whose caches are rows of a shared feature pool, from one head.
 
     ``weights`` [C, D] and ``bias`` [C]: the head every device starts from; ``pool`` int8 [M, D] (a
     memory-mapped pool is read in place), ``pool_labels`` [M] (any integer type), ``idx`` [K, N] pool rows of
-    each device's cache slots (int32 is enough), ``counts`` [K]. Same result as :func:`train_heads_fast` on
-    ``pool[idx]`` and ``pool_labels[idx]``, without gathering them: no [K, N, D] copy, no dtype conversion.
+    each device's cache slots (int32 is enough), ``counts`` [K]; ``slot_labels`` int [K, N]: each slot's own
+    label, used instead of ``pool_labels[idx]`` (devices whose labels differ: noisy, pseudo-labels);
+    ``job.sample_weights`` [K, N]: each slot's gradient weight. Same result as :func:`train_heads_fast` on
+    ``pool[idx]`` and ``pool_labels[idx]`` (or ``slot_labels``), without gathering them: no [K, N, D] copy, no
+    dtype conversion of the pool.
     """
     w0, b0 = _pooled_head(weights, bias, pool, pool_labels, idx)
     cnt = np.minimum(np.asarray(counts, dtype=np.int64), idx.shape[1])
+    slab = _slot_labels(slot_labels, idx)
+    sw = job.slot_weights(*idx.shape)
     if _kernel is None:  # pragma: no cover
-        feats, labels = np.asarray(pool)[idx], np.asarray(pool_labels, dtype=np.int64)[idx]
+        feats = np.asarray(pool)[idx]
+        labels = slab if slab is not None else np.asarray(pool_labels, dtype=np.int64)[idx]
         return train_heads(
             w0,
             b0,
@@ -716,6 +774,8 @@ def train_pooled(
         job.input_scale,
         job.input_zero_point,
         _keys(job.seed, job.round_, job.device_ids, job.cfg.epochs),
+        slot_labels=slab,
+        slot_weights=sw,
     )
 
 
@@ -742,13 +802,15 @@ def train_pooled_sums(
     example_weights: np.ndarray,
     max_norm: float,
     clip_norm: float,
+    slot_labels: np.ndarray | None = None,
 ) -> PooledSums:
     """:func:`train_pooled`, then each device's head checked as the server checks it (finite, norm of its
     difference from the start head at most ``max_norm``), clipped (``clip_norm`` > 0) and added, times
     ``example_weights[i]``, into float64 sums, inside the kernel: no per-device head is written (at 65,536
     devices of 64 x 10 that is 168 MB less to allocate, fault in and read back). The trained heads are the same
     bits as :func:`train_pooled`'s; the sums add the devices in blocks of 32, blocks in order, so they do not
-    depend on the thread count. Needs numba (:data:`HAVE_NUMBA`)."""
+    depend on the thread count. ``slot_labels`` and ``job.sample_weights`` as in :func:`train_pooled`. Needs
+    numba (:data:`HAVE_NUMBA`)."""
     if _kernel is None:  # pragma: no cover
         raise RuntimeError("train_pooled_sums needs numba")
     w0, b0 = _pooled_head(weights, bias, pool, pool_labels, idx)
@@ -778,6 +840,8 @@ def train_pooled_sums(
             sum_b,
             verdict,
         ),
+        slot_labels=_slot_labels(slot_labels, idx),
+        slot_weights=job.slot_weights(*idx.shape),
     )
     return PooledSums(sum_w.sum(axis=0), sum_b.sum(axis=0), verdict, res.loss)
 
@@ -795,7 +859,8 @@ def train_heads_fast(
     """:func:`fedtiny.ondevice.train.train_heads` compiled: same arguments and results within the stated tolerance.
 
     ``features`` int8 [K, N, D] (cache slots), ``labels`` [K, N], ``counts`` [K] (clipped to N); ``weights``
-    [C, D] (one head for all) or [K, C, D]. Falls back to the numpy spec when numba is not importable.
+    [C, D] (one head for all) or [K, C, D]; ``job.sample_weights`` [K, N] (optional) weights each slot's
+    gradient. Falls back to the numpy spec when numba is not importable.
     ``fastmath=True`` runs the kernel compiled with reassociation and contraction instead: not the spec's bits,
     only for ``benchmarks/fleet_throughput.py`` to show what exactness costs.
     """
@@ -839,4 +904,5 @@ def train_heads_fast(
         job.input_zero_point,
         _keys(job.seed, job.round_, job.device_ids, job.cfg.epochs),
         fastmath=fastmath,
+        slot_weights=job.slot_weights(k, n_cap),
     )

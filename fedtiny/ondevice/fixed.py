@@ -12,6 +12,7 @@ import numpy as np
 
 from fedtiny.errors import ModelError
 from fedtiny.ondevice.fmath import log_f32
+from fedtiny.ondevice.pseudo import fixed_weight
 from fedtiny.ondevice.quant import INT32_MAX, INT32_MIN, quantize_multiplier, round_half_away
 from fedtiny.ondevice.train import TrainJob, TrainResult, batches
 
@@ -62,6 +63,23 @@ def from_fixed(v: np.ndarray, b: np.ndarray, input_scale: float) -> tuple[np.nda
     return w, (b.astype(np.float64) / 2.0**W_FRAC).astype(np.float32)
 
 
+def weights_q16(sample_weights: np.ndarray | None, counts: np.ndarray) -> np.ndarray | None:
+    """Each cache slot's gradient weight in Q16 (int64 [K, N]): :func:`fedtiny.ondevice.pseudo.fixed_weight` of
+    the float32 weight, 65536 (the weight 1) for slots at or beyond a device's count, which are never visited;
+    None stays None. A visited slot's weight must be finite and at least 0."""
+    if sample_weights is None:
+        return None
+    n = sample_weights.shape[1]
+    live = np.arange(n)[None, :] < counts[:, None]
+    used = sample_weights[live]
+    if not (np.isfinite(used) & (used >= 0)).all():
+        raise ModelError("sample_weights of the visited cache slots must be finite and >= 0")
+    uniq, inv = np.unique(used, return_inverse=True)  # a handful of distinct weights: 1 and pseudo_weight
+    wq = np.full(sample_weights.shape, 65536, dtype=np.int64)
+    wq[live] = np.array([fixed_weight(float(u)) for u in uniq], dtype=np.int64)[inv.reshape(-1)]
+    return wq
+
+
 def train_heads_fixed(
     weights: np.ndarray,
     bias: np.ndarray,
@@ -70,7 +88,8 @@ def train_heads_fixed(
     counts: np.ndarray,
     job: TrainJob,
 ) -> TrainResult:
-    """Integer SGD over K devices; same arguments and sample order as :func:`train_heads` (plain SGD only)."""
+    """Integer SGD over K devices; same arguments and sample order as :func:`train_heads` (plain SGD only);
+    ``job.sample_weights`` scales each gradient by its Q16 weight (docs/ondevice.md §3b)."""
     cfg, input_scale = job.cfg, job.input_scale
     if cfg.momentum or cfg.weight_decay or cfg.prox_mu:
         raise ModelError("fixed-point training supports plain SGD only (momentum, weight_decay, prox_mu = 0)")
@@ -86,6 +105,7 @@ def train_heads_fixed(
     mw, shw = quantize_multiplier(cfg.lr * s * s * 2.0 ** (W_FRAC - Z_FRAC))
     mb, shb = quantize_multiplier(cfg.lr * 2.0 ** (W_FRAC - Z_FRAC))
     rows = np.arange(k)[:, None]
+    wq = weights_q16(job.slot_weights(k, n_cap), counts)
     bsz = cfg.batch_size
     loss_sum = np.zeros(k)
     steps = np.zeros(k, dtype=np.int64)
@@ -108,6 +128,8 @@ def train_heads_fixed(
         g = p
         g[rows, np.arange(bsz)[None, :], y] -= 65536
         g = np.sign(g) * (np.abs(g) // m[:, None, None])  # C division: truncate toward zero
+        if wq is not None:  # a pseudo-labelled sample's weight in Q16 (a weight of 1, 65536, changes nothing)
+            g = (g * wq[rows, idx][..., None]) >> 16
         g = np.where(valid[..., None], g, 0)
         gw = np.matmul(g.transpose(0, 2, 1), xi)  # |gw| < 2^24
         gb = g.sum(axis=1)

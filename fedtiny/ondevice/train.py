@@ -41,7 +41,11 @@ class TrainConfig:
 class TrainJob:
     """What every head trainer takes besides the heads and the data (:func:`train_heads`, ``train_heads_fixed``,
     ``train_heads_fast``, ``train_pooled``, ``train_pooled_sums``): the hyper-parameters, the quantization of the
-    cached int8 features, and what fixes each device's sample order (seed, round, device ids [K])."""
+    cached int8 features, what fixes each device's sample order (seed, round, device ids [K]) and, optionally,
+    each cache slot's gradient weight (docs/ondevice.md §3, §5a): ``sample_weights`` float32 [K, N], indexed as
+    the features / labels / idx the trainer takes (slots at or beyond a device's count are ignored); a
+    pseudo-labelled sample's gradient is scaled by its ``pseudo_weight``, a labelled one's weight is 1, which
+    gives the same bits as no weight. None: every weight 1. The reported loss is never weighted."""
 
     cfg: TrainConfig
     input_scale: float
@@ -49,6 +53,16 @@ class TrainJob:
     seed: int
     round_: int
     device_ids: np.ndarray
+    sample_weights: np.ndarray | None = None
+
+    def slot_weights(self, k: int, n: int) -> np.ndarray | None:
+        """``sample_weights`` as contiguous float32 [k, n] (None stays None), after checking its shape."""
+        if self.sample_weights is None:
+            return None
+        sw = np.ascontiguousarray(self.sample_weights, dtype=np.float32)
+        if sw.shape != (k, n):
+            raise ModelError(f"sample_weights must be [{k}, {n}] (one per cache slot), got {sw.shape}")
+        return sw
 
 
 @dataclass
@@ -109,7 +123,8 @@ def train_heads(
     counts: np.ndarray,
     job: TrainJob,
 ) -> TrainResult:
-    """Train K heads at once. ``features`` int8 [K, N, D] (cache slots), ``labels`` [K, N], ``counts`` [K]."""
+    """Train K heads at once. ``features`` int8 [K, N, D] (cache slots), ``labels`` [K, N], ``counts`` [K];
+    ``job.sample_weights`` [K, N] (optional) scales each slot's gradient."""
     w = np.array(weights, dtype=np.float32, copy=True)
     b = np.array(bias, dtype=np.float32, copy=True)
     if w.ndim == 2:
@@ -130,6 +145,7 @@ def train_heads(
     loss_sum = np.zeros(k, dtype=np.float64)
     steps = np.zeros(k, dtype=np.int64)
     rows = np.arange(k)[:, None]
+    sw = job.slot_weights(k, n_cap)
     for st in batches(counts, n_cap, cfg, job.seed, job.round_, job.device_ids):
         idx, valid, active = st.idx, st.valid, st.active
         x = dequantize(features[rows, idx], job.input_scale, job.input_zero_point)  # [K, B, D]
@@ -145,6 +161,10 @@ def train_heads(
         g = p
         g[rows, np.arange(bsz)[None, :], y] -= np.float32(1.0)
         g = g * (np.float32(1.0) / st.size.astype(np.float32))[:, None, None]
+        # one float32 multiply per weighted sample (docs/ondevice.md §3); a weight of 1 is skipped: the same bits
+        if sw is not None:
+            wj = sw[rows, idx]
+            g = np.where((wj != np.float32(1.0))[..., None], g * wj[..., None], g)
         gw = np.zeros_like(w)
         gb = np.zeros_like(b)
         for j in range(bsz):  # the batch in order; a padding slot adds nothing (not even a signed zero)
