@@ -10,7 +10,8 @@ Flower strategy objects, validation and int8 re-quantization). What it leaves ou
 stragglers, battery), gateways, drift. Every candidate sees the same devices, samples and rounds.
 
 Scored on held-out examples of the devices' *training* part (a seeded fifth of each device's training
-stream, never trained on); the devices' local test sets, which the run reports, are not touched.
+stream, never trained on); the devices' local test sets, which the run reports, are not touched. Examples
+without a label (-1) take no part: the probe trains and scores labelled examples only.
 """
 
 from __future__ import annotations
@@ -214,6 +215,7 @@ def federated_probe(
     held: list[np.ndarray] = []
     for d in devs:
         s = streams.stream[d, : streams.n_train[d]].astype(np.int64)
+        s = s[np.asarray(y)[s] >= 0]  # examples without a label (-1) neither train nor score here
         m = int(HELD_OUT * len(s)) if len(s) >= 5 else 0
         out = np.zeros(len(s), dtype=bool)
         out[np.random.default_rng([seed, 0x4E1D, int(d)]).permutation(len(s))[:m]] = True

@@ -42,6 +42,57 @@ class Inspection:
     probe_note: str = ""  # why there is no probe
     seed: int = 0
     keras_note: str = ""  # what init did with a Keras model ("": a .tflite model)
+    labels: LabelShare | None = None  # the labelled share of the fleet's devices (None: not split yet)
+
+
+@dataclass(frozen=True)
+class LabelShare:
+    """How much of the data has labels: overall and over the devices of the run's split."""
+
+    overall: float  # labelled examples / examples
+    unlabelled: int  # examples with label -1
+    low: float  # per device (labelled / its examples): min, median, max
+    median: float
+    high: float
+    devices: int  # devices of the split (those with a labelled example and 2 or more examples)
+    left_out: int  # devices of the data left out for lack of a labelled example
+
+    @classmethod
+    def of(cls, y: np.ndarray, streams: Any, data_devices: int) -> LabelShare:
+        """From labels (-1: none) and :func:`fedtiny.fleet.recorded.device_streams` of them (None: the data as
+        one device)."""
+        lab = np.asarray(y) >= 0
+        per = [] if streams is not None else [float(np.mean(lab)) if len(lab) else 1.0]
+        for d in range(len(streams.n_train) if streams is not None else 0):
+            ex = np.concatenate(
+                [streams.stream[d, : streams.n_train[d]], streams.test[d, : streams.n_test[d]]]
+            )
+            per.append(float(np.mean(lab[ex])))
+        shares = np.array(per) if per else np.ones(1)
+        return cls(
+            float(np.mean(lab)) if len(lab) else 1.0,
+            int(np.count_nonzero(~lab)),
+            float(shares.min()),
+            float(np.median(shares)),
+            float(shares.max()),
+            len(per),
+            max(0, data_devices - len(per)),
+        )
+
+    def line(self) -> str:
+        """One line for the console and the scenario's comment."""
+        if not self.unlabelled:
+            return "every example is labelled"
+        left = (
+            f"; {self.left_out} device(s) of the data hold no labelled example and are left out (no test set)"
+            if self.left_out
+            else ""
+        )
+        return (
+            f"{100 * self.overall:.1f}% of the examples are labelled; per device (labelled / its examples, "
+            f"{self.devices} devices) min {100 * self.low:.1f}%, median {100 * self.median:.1f}%, max "
+            f"{100 * self.high:.1f}%{left}"
+        )
 
 
 def is_keras(model: Path) -> bool:
@@ -82,6 +133,13 @@ TEST_FRACTION, INITIAL_FRACTION, EPOCHS, BATCH_SIZE, FRACTION, CACHE_SIZE, ALPHA
 )
 
 
+#: what the scenario and the console say the examples without a label are for
+_UNLABELLED_USE = (
+    "the examples without a label (-1) are used unlabelled: they are never tested and train only when a board "
+    "labels them itself ([labels] pseudo)"
+)
+
+
 def partition_devices(rec: Recordings) -> int:
     """How many devices `init` partitions data without device ids over."""
     return max(2, min(100, len(rec) // 40))
@@ -95,7 +153,7 @@ def _keras_model(
     front end, calibrates it), TensorFlow's output going to ``tf_log``: the model, recordings, front end, why,
     and what was done (one line)."""
     from fedtiny.config.schema import DataSection
-    from fedtiny.fleet.user_data import InputMaker
+    from fedtiny.fleet.user_data import InputMaker, representative_indices
     from fedtiny.model.quiet import log_to
     from fedtiny.model.user import convert_keras
 
@@ -114,18 +172,17 @@ def _keras_model(
             )
         d = DataSection()
         d.front_end = fe[0][0]
-        idx = np.sort(
-            np.random.default_rng([seed, 0x4E9]).permutation(len(rec))[:KERAS_REPRESENTATIVE]
-        )  # the run's sample (fedtiny/fleet/user_data.py)
+        idx = representative_indices(rec, seed, KERAS_REPRESENTATIVE)  # the run's sample (labelled ones)
         return np.asarray(InputMaker(d, seed, rec)(idx), dtype=np.float32)
 
     with log_to(tf_log):
         um = convert_keras(model, representative, lambda _: None)
-    n = min(len(rec), KERAS_REPRESENTATIVE)
+    n = min(int(np.count_nonzero(rec.labelled)), KERAS_REPRESENTATIVE)
+    which = "recordings" if rec.labelled.all() else "labelled recordings"
     where = f"; TensorFlow's output in {tf_log}" if tf_log is not None else ""
     note = (
         f"model: converted {model.name} to full-integer int8 as `fedtiny run` does ({len(um.tflite)} bytes, "
-        f"head {um.io.head_path}, calibrated on {n} recordings, a seeded sample); the probes use it and the "
+        f"head {um.io.head_path}, calibrated on {n} {which}, a seeded sample); the probes use it and the "
         f"scenario names the Keras file ([model] keras), which each run converts the same way{where}"
     )
     return um, rec, fe[0][0], fe[0][1], note
@@ -169,7 +226,10 @@ def inspect(
     if log is not None:
         log(f"classes: {class_note}")
     order = {c: i for i, c in enumerate(classes)}
-    y = np.array([order.get(rec.classes[int(v)], int(v)) for v in rec.y], dtype=np.int64)
+    # the model's output of each label; -1 (no label) stays -1
+    y = np.array(
+        [order.get(rec.classes[int(v)], int(v)) if v >= 0 else -1 for v in rec.y.tolist()], dtype=np.int64
+    )
     # the run's split: each device's latest examples are its local test set, which no probe looks at
     streams = device_streams(
         y,
@@ -183,9 +243,23 @@ def inspect(
         seed,
         str(data),
     )
+    share = LabelShare.of(y, streams, len(rec.device_names) if rec.device is not None else len(streams.names))
+    if log is not None:
+        log(f"labels: {share.line()}" + (f"; {_UNLABELLED_USE}" if share.unlabelled else ""))
     lr, lr_note = _probe_lr(um, bank, y, streams, seed)
     ins = Inspection(
-        um, rec, fe, note, classes, class_note, lr, lr_note, alternative, seed=seed, keras_note=keras_note
+        um,
+        rec,
+        fe,
+        note,
+        classes,
+        class_note,
+        lr,
+        lr_note,
+        alternative,
+        seed=seed,
+        keras_note=keras_note,
+        labels=share,
     )
     if not probe:
         return dataclasses.replace(ins, probe_note="not probed (fedtiny init --no-probe)")
@@ -227,6 +301,7 @@ def _probe_lr(
     from fedtiny.ondevice.head import predict_through
 
     trains = streams.stream[streams.stream >= 0].astype(np.int64)
+    trains = trains[y_all[trains] >= 0]  # labelled examples only: they train and score
     idx = np.random.default_rng([seed, 0x1A]).permutation(trains)[:1200]  # shuffled: data are class-sorted
     if len(idx) < 8:
         return 0.05, "the default (too few examples to probe)"
@@ -301,7 +376,8 @@ def _class_order(
     from fedtiny.model.flatbuffer import read_head, read_tail
     from fedtiny.ondevice.head import predict_through
 
-    idx = np.sort(np.random.default_rng(seed).permutation(len(rec))[:400])
+    labelled = np.flatnonzero(rec.labelled)  # examples without a label (-1) cannot score an order
+    idx = np.sort(labelled[np.random.default_rng(seed).permutation(len(labelled))[:400]])
     pred = predict_through(read_head(um.tflite), read_tail(um.tflite), bank(idx))
     conf = np.zeros((um.num_classes, um.num_classes))
     np.add.at(conf, (rec.y[idx], pred), 1)
@@ -365,7 +441,12 @@ def scenario_text(ins: Inspection, model: Path, data: Path, out: Path) -> str:
         f"# Model: {um.io.head_path}, input {um.io.input_dtype} {list(um.io.input_shape)}, {len(um.tflite)} bytes"
         + (" (converted to int8 from Keras)." if ins.keras_note else "."),
         f"# Data: {len(rec)} examples, {len(rec.classes)} classes"
-        + (f", {devices} devices (about {per_device:.0f} examples each)." if devices else ", no device ids."),
+        + (f", {devices} devices (about {per_device:.0f} examples each)" if devices else ", no device ids")
+        + (
+            f"; {int(np.count_nonzero(~rec.labelled))} without a label (see [labels])."
+            if not rec.labelled.all()
+            else "."
+        ),
         f'name = "{out.stem}"',
         f"seed = {ins.seed}",
         f"rounds = {rounds}  # each device's training examples arrive in time order over these rounds",
@@ -375,7 +456,8 @@ def scenario_text(ins: Inspection, model: Path, data: Path, out: Path) -> str:
     if ins.keras_note:
         lines.append(
             "# a Keras model: each run converts it to full-integer int8, calibrated on a seeded sample of "
-            f"{min(len(rec), KERAS_REPRESENTATIVE)} recordings"
+            f"{min(int(np.count_nonzero(rec.labelled)), KERAS_REPRESENTATIVE)} "
+            + ("recordings" if rec.labelled.all() else "labelled recordings")
         )
         lines.append(f"keras = {_q(rel(model))}")
     else:
@@ -390,8 +472,14 @@ def scenario_text(ins: Inspection, model: Path, data: Path, out: Path) -> str:
         "[data]",
         f"path = {_q(rel(data))}",
         f'front_end = "{ins.front_end}"  # {ins.note}',
-        f"test_fraction = {TEST_FRACTION}  # each device's latest examples are its local test set",
+        f"test_fraction = {TEST_FRACTION}  # each device's latest "
+        + ("labelled " if not rec.labelled.all() else "")
+        + "examples are its local test set",
         f"initial_fraction = {INITIAL_FRACTION}  # share of its training examples a device has before round 1",
+        "",
+    ]
+    lines += _labels_lines(ins)
+    lines += [
         "",
         "[fleet]",
     ]
@@ -426,6 +514,24 @@ def scenario_text(ins: Inspection, model: Path, data: Path, out: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _labels_lines(ins: Inspection) -> list[str]:
+    """``[labels]``: the data's own missing labels (-1) are the partial labelling; ``fraction`` stays 1.0."""
+    share = ins.labels or LabelShare.of(ins.data.y, None, 0)
+    out = ["[labels]", f"# {share.line()}"]
+    if share.unlabelled:
+        out.append(f"# {_UNLABELLED_USE}.")
+        out.append(
+            "# fraction applies on top of the data's missing labels (a -1 example never gets one; a labelled "
+            "one keeps its label with probability fraction): 1.0 keeps every label the data has"
+        )
+    out.append("fraction = 1.0  # share of the labelled examples whose label reaches the device")
+    if share.unlabelled:
+        out.append(
+            "# pseudo = 0.9  # boards label an unlabelled example themselves when their int8 head is this sure"
+        )
+    return out
 
 
 def _drift_example(rec: Recordings) -> tuple[str, str]:

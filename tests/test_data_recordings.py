@@ -171,7 +171,9 @@ def test_npz_fields_and_class_mapping(tmp_path: Path) -> None:
     names = tmp_path / "names.npz"
     np.savez(names, x=np.zeros((3, 2)), y=np.array(["up", "down", "up"]))
     assert load_recordings(names, classes=["down", "up"]).y.tolist() == [1, 0, 1]
-    with pytest.raises(DataError, match=r"names.npz: unknown label 'up' \(expected one of down, left\)"):
+    with pytest.raises(
+        DataError, match=r"names.npz: unknown label 'up' of example 0 \(expected one of down, left\)"
+    ):
         load_recordings(names, classes=["down", "left"])
 
 
@@ -184,7 +186,7 @@ def test_npz_fields_and_class_mapping(tmp_path: Path) -> None:
         ({"x": np.array([[0.0, np.nan]]), "y": [0]}, r"x: NaN or Inf at index \(0, 1\)"),
         ({"x": np.array([[0.0, np.inf]]), "y": [0]}, r"NaN or Inf"),
         ({"x": np.zeros((2, 3)), "y": [0.5, 1.0]}, r"label 0.5 of example 0 is not an integer"),
-        ({"x": np.zeros((2, 3)), "y": [0, -1]}, r"label -1 of example 1 is negative"),
+        ({"x": np.zeros((2, 3)), "y": [0, -2]}, r"label -2 of example 1 is negative"),
         (
             {"x": np.zeros((2, 3)), "y": [0, 2], "classes": ["a", "b"]},
             r"label 2 of example 1 is >= the number",
@@ -236,7 +238,7 @@ def test_csv_rows(tmp_path: Path) -> None:
     ]  # ISO 8601 -> seconds
     assert rec.sources == ["d.csv:2", "d.csv:4", "d.csv:5"] and detect_format(path) == "csv"
     assert load_recordings(path, classes=["dog", "cat"]).y.tolist() == [1, 0, 1]
-    with pytest.raises(DataError, match=r"d.csv: unknown label 'cat' \(expected one of dog, eel\)"):
+    with pytest.raises(DataError, match=r"d.csv: unknown label 'cat' on line 2 \(expected one of dog, eel\)"):
         load_recordings(path, classes=["dog", "eel"])
     sub = load_recordings(path, max_per_class=1, seed=0)
     assert len(sub) == 2 and sorted(sub.y.tolist()) == [0, 1]
@@ -249,7 +251,7 @@ def test_csv_numeric_labels_and_index_column(tmp_path: Path) -> None:
     assert rec.y.tolist() == [1, 0] and rec.classes == ("0", "1") and rec.device is None and rec.time is None
     assert np.allclose(rec.raw, [[0.5, 0.25], [0.1, 0.2]])
     assert load_recordings(path, label_column="2", classes=["a", "b", "c"]).classes == ("a", "b", "c")
-    with pytest.raises(DataError, match=r"n.csv: label 1 of example 0 is >= the number of classes 1"):
+    with pytest.raises(DataError, match=r"n.csv: label 1 on line 1 is >= the number of classes 1"):
         load_recordings(path, label_column="2", classes=["a"])
 
 
@@ -267,7 +269,7 @@ def test_csv_numeric_labels_and_index_column(tmp_path: Path) -> None:
         ("label,a\n", {}, r"t.csv: no data rows"),
         ("label\nx\n", {}, r"t.csv: no signal columns"),
         ("label,time,a\nx,yesterday,1\n", {}, r"time 'yesterday' of example 0 is neither"),
-        ("label,a\n,1\n", {}, r"t.csv:2: empty label"),
+        ("label,a\n,1\n", {}, r"t.csv: no labelled examples"),  # an empty label: no label
     ],
 )
 def test_csv_malformed(tmp_path: Path, text: str, kwargs: dict[str, str], match: str) -> None:

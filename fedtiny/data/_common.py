@@ -26,14 +26,25 @@ class RawData:
 
 
 def subset_per_class(labels: np.ndarray, max_per_class: int, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded random subset of at most ``max_per_class`` examples of each label."""
+    """Sorted indices of a seeded random subset of at most ``max_per_class`` examples of each label.
+
+    Examples without a label (``-1``) are no class: a seeded share of them is kept equal to the share of
+    the labelled examples kept, so the subset has the data's labelled share (all of them when none is
+    labelled)."""
     if max_per_class <= 0:
         return np.arange(len(labels))
     rng = np.random.default_rng(seed)
     keep: list[np.ndarray] = []
-    for label in np.unique(labels):  # sorted, so the draws do not depend on file order
+    found = np.unique(labels)
+    for label in found[found >= 0]:  # sorted, so the draws do not depend on file order
         idx = np.flatnonzero(labels == label)
         keep.append(idx if len(idx) <= max_per_class else rng.choice(idx, max_per_class, replace=False))
+    unlabelled = np.flatnonzero(labels < 0)
+    if len(unlabelled):
+        n_labelled = len(labels) - len(unlabelled)
+        kept = sum(len(k) for k in keep)
+        m = len(unlabelled) if not n_labelled else int(round(len(unlabelled) * kept / n_labelled))
+        keep.append(unlabelled if m >= len(unlabelled) else rng.choice(unlabelled, m, replace=False))
     return np.sort(np.concatenate(keep)) if keep else np.arange(0)
 
 

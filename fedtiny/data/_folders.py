@@ -1,6 +1,7 @@
 """Reader for one folder per class of ``.wav``, ``.npy`` or ``.csv`` signals (Speech Commands layout included).
 
-``_background_noise_`` holds background clips (not a class); ``validation_list.txt`` / ``testing_list.txt``
+``_background_noise_`` holds background clips (not a class), ``_unlabelled`` examples without a label (label -1,
+not a class); ``validation_list.txt`` / ``testing_list.txt``
 give splits by relative path; the part of a file name before ``_nohash_`` is the speaker (device).
 """
 
@@ -19,6 +20,7 @@ from fedtiny.tasks.audio import read_wav, resample
 
 SUFFIXES = (".wav", ".npy", ".csv")
 BACKGROUND = "_background_noise_"
+UNLABELLED = ("_unlabelled", "_unlabeled")  # examples without a label (label -1), either spelling
 LISTS = {"validation": "validation_list.txt", "testing": "testing_list.txt"}
 
 
@@ -77,7 +79,8 @@ def _numeric(cell: str) -> bool:
 
 
 def read_folders(root: Path, classes: Sequence[str], max_per_class: int, seed: int) -> RawData:
-    """Every class folder's files (a seeded subset of ``max_per_class`` each), WAVs at their most common rate."""
+    """Every class folder's files (a seeded subset of ``max_per_class`` each) and those of ``_unlabelled`` (label
+    -1), WAVs at their most common rate."""
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
     if not dirs:
         raise DataError(
@@ -94,6 +97,11 @@ def read_folders(root: Path, classes: Sequence[str], max_per_class: int, seed: i
             raise DataError(f"{d}: empty class folder (expected .wav, .npy or .csv files)")
         paths += files
         labels += [ci] * len(files)
+    for name in UNLABELLED:
+        if (root / name).is_dir():
+            files = _files(root / name)
+            paths += files
+            labels += [-1] * len(files)
     keep = subset_per_class(np.array(labels), max_per_class, seed)
     paths = [paths[int(i)] for i in keep]
     signals, rates = zip(*(read_signal(p) for p in paths), strict=True)

@@ -180,15 +180,15 @@ def read_csv(path: Path, label_column: str, device_column: str, time_column: str
         if len(cells) != ncols:
             raise DataError(f"{path}:{line}: {len(cells)} columns, expected {ncols} as in the first row")
         x[r] = parse_numbers(path, line, [cells[i] for i in signal_idx], sig_names)
-        if not cells[label_idx]:
-            raise DataError(f"{path}:{line}: empty label in column {names[label_idx]!r}")
-        labels.append(cells[label_idx])
+        labels.append(cells[label_idx])  # "" (an empty cell): the example has no label
         devices.append(cells[device_idx] if device_idx is not None else "")
         times.append(cells[time_idx] if time_idx is not None else "")
         sources.append(f"{path.name}:{line}")
     lab = np.array(labels)
-    if all(_is_int(v) for v in labels):
-        lab = np.array([int(float(v)) for v in labels], dtype=np.int64)
+    if all(_is_number(v) for v in labels if v):  # numbers (integers checked when mapped); no label: -1
+        lab = np.array([float(v) if v else -1.0 for v in labels], dtype=np.float64)
+        if all(_is_int(v) for v in labels if v):
+            lab = lab.astype(np.int64)
     dev = None
     if device_idx is not None:
         dev = np.array(devices)

@@ -23,7 +23,7 @@ class Recordings:
     """A user's examples: raw signals (or model inputs), labels, and where/when/on which device each was."""
 
     raw: list[np.ndarray] | np.ndarray  # one signal per example (npz: float32 or int8 model inputs)
-    y: np.ndarray  # int64 [N], index into classes
+    y: np.ndarray  # int64 [N], index into classes; -1: no label (used unlabelled, never tested)
     classes: tuple[str, ...]
     device: np.ndarray | None  # int64 [N] device id per example (index into device_names), or None
     time: np.ndarray | None  # float64 [N] orderable recording time, or None (file/row order then)
@@ -39,6 +39,12 @@ class Recordings:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """bool [N]: the examples that have a label (``y >= 0``)."""
+        mask: np.ndarray = self.y >= 0
+        return mask
 
 
 def detect_format(path: Path) -> str:
@@ -95,7 +101,12 @@ def load_recordings(
         from fedtiny.data._npz_csv import read_csv
 
         raw = read_csv(path, label_column, device_column, time_column)
-    y, names = _map_labels(path, raw.labels, raw.names, tuple(classes))
+    y, names = _map_labels(path, raw.labels, raw.names, tuple(classes), fmt, raw.sources)
+    if not np.any(y >= 0):
+        raise DataError(
+            f"{path}: no labelled examples (every label is -1, empty or in _unlabelled; at least each device's "
+            f"test examples need their label)"
+        )
     device, device_names = _encode_devices(path, raw.device)
     rec = Recordings(
         raw=raw.raw,
@@ -110,7 +121,11 @@ def load_recordings(
         background=raw.background,
         is_int8=raw.is_int8,
         data_classes=raw.names
-        or (tuple(sorted({str(v) for v in raw.labels})) if raw.labels.dtype.kind in "US" else ()),
+        or (
+            tuple(sorted({str(v) for v in raw.labels} - set(_NO_LABEL_NAMES)))
+            if raw.labels.dtype.kind in "US"
+            else ()
+        ),
     )
     if max_per_class > 0:
         rec = _take(rec, subset_per_class(rec.y, max_per_class, seed))
@@ -129,41 +144,103 @@ def _expected(names: Sequence[str]) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
 
 
+#: a label that says "this example has no label": -1 as a number, "" (an empty csv cell) or "-1" as a name
+NO_LABEL = -1
+_NO_LABEL_NAMES = ("", "-1")
+
+
+def _at(fmt: str, sources: list[str], i: int) -> str:
+    """Which example ``i`` is, for a message: "of example i" (its npz row), "on line n" (csv), "of file f"."""
+    src = sources[i] if i < len(sources) else ""
+    if fmt == "csv" and ":" in src:
+        return f"on line {src.rsplit(':', 1)[1]}"
+    if fmt == "folders" and src:
+        return f"of file {src}"
+    return f"of example {i}"
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
 def _map_labels(
-    path: Path, labels: np.ndarray, file_names: tuple[str, ...] | None, classes: tuple[str, ...]
+    path: Path,
+    labels: np.ndarray,
+    file_names: tuple[str, ...] | None,
+    classes: tuple[str, ...],
+    fmt: str = "npz",
+    sources: list[str] | None = None,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """int64 labels indexing the model's ``classes`` (or the file's names, or 0..max when neither)."""
+    """int64 labels indexing the model's ``classes`` (or the file's names, or 0..max when neither); -1: no label.
+
+    Every refusal names the file and the example (its row, csv line or file)."""
+    src = sources or []
+
+    def at(i: int | np.integer) -> str:
+        return _at(fmt, src, int(i))
+
     if labels.dtype.kind in "US":  # labels given by name
-        target = classes or file_names or tuple(sorted({str(v) for v in labels}))
+        text = labels.astype(str)
+        given = ~np.isin(text, _NO_LABEL_NAMES)
+        target = classes or file_names or ()
+        numeric = np.array([_is_number(v) for v in text[given]], dtype=bool)
+        if numeric.any() and not numeric.all() and not all(v in target for v in text[given][numeric]):
+            # some labels are numbers, others names: one kind is wrong; name the first of the fewer
+            wrong_numbers = int(numeric.sum()) < int((~numeric).sum())
+            bad = int(np.flatnonzero(given)[np.flatnonzero(numeric if wrong_numbers else ~numeric)[0]])
+            kind, others = ("a number", "names") if wrong_numbers else ("text", "numbers")
+            raise DataError(
+                f"{path}: label {str(text[bad])!r} {at(bad)} is {kind}, the other labels are {others} (expected "
+                f"class indices 0, 1, ... or class names throughout; no label: an empty cell or -1)"
+            )
+        target = target or tuple(sorted(set(text[given].tolist())))
         index = {n: i for i, n in enumerate(target)}
-        for v in labels:
-            if str(v) not in index:
-                raise DataError(f"{path}: unknown label {str(v)!r} (expected one of {_expected(target)})")
-        return np.array([index[str(v)] for v in labels], dtype=np.int64), target
-    if labels.dtype.kind not in "iuf" or (labels.dtype.kind == "f" and not np.all(np.isfinite(labels))):
+        y = np.full(len(text), NO_LABEL, dtype=np.int64)
+        for i in np.flatnonzero(given):
+            v = str(text[i])
+            if v not in index:
+                raise DataError(f"{path}: unknown label {v!r} {at(i)} (expected one of {_expected(target)})")
+            y[i] = index[v]
+        return y, target
+    if labels.dtype.kind not in "iuf":
         raise DataError(f"{path}: labels must be integers or class names, got dtype {labels.dtype}")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        bad = int(np.flatnonzero(~np.isfinite(labels))[0])
+        raise DataError(
+            f"{path}: label {labels[bad]} {at(bad)} is not a finite number (expected a class index "
+            f"0, 1, ..., or -1: no label)"
+        )
     y = labels.astype(np.int64)
     if labels.dtype.kind == "f" and np.any(y != labels):
         bad = int(np.flatnonzero(y != labels)[0])
-        raise DataError(f"{path}: label {labels[bad]} of example {bad} is not an integer")
-    if len(y) and y.min() < 0:
-        bad = int(np.argmin(y))
         raise DataError(
-            f"{path}: label {y[bad]} of example {bad} is negative (expected 0..number of classes-1)"
+            f"{path}: label {labels[bad]} {at(bad)} is not an integer (expected a class index 0, 1, ..., "
+            f"or -1: no label)"
         )
-    names = file_names or classes or tuple(str(i) for i in range(int(y.max()) + 1 if len(y) else 0))
-    if len(y) and y.max() >= len(names):
+    if len(y) and np.any(y < NO_LABEL):
+        bad = int(np.flatnonzero(y < NO_LABEL)[0])
+        raise DataError(
+            f"{path}: label {y[bad]} {at(bad)} is negative (expected 0..number of classes-1, or -1: no label)"
+        )
+    given = y >= 0
+    top = int(y.max()) if len(y) else -1
+    names = file_names or classes or tuple(str(i) for i in range(top + 1))
+    if top >= len(names):
         bad = int(np.argmax(y))
         raise DataError(
-            f"{path}: label {y[bad]} of example {bad} is >= the number of classes {len(names)} "
-            f"(expected 0..{len(names) - 1}: {_expected(names)})"
+            f"{path}: label {y[bad]} {at(bad)} is >= the number of classes {len(names)} "
+            f"(expected 0..{len(names) - 1}: {_expected(names)}, or -1: no label)"
         )
     if file_names and classes and file_names != classes:  # the file's names onto the model's order
         index = {n: i for i, n in enumerate(classes)}
         for n in file_names:
             if n not in index:
                 raise DataError(f"{path}: unknown class {n!r} (expected one of {_expected(classes)})")
-        y = np.array([index[n] for n in file_names], dtype=np.int64)[y]
+        y[given] = np.array([index[n] for n in file_names], dtype=np.int64)[y[given]]
         names = classes
     return y, names
 
@@ -201,4 +278,12 @@ def _take(rec: Recordings, idx: np.ndarray) -> Recordings:
     )
 
 
-__all__ = ["FORMATS", "RawData", "Recordings", "detect_format", "load_background", "load_recordings"]
+__all__ = [
+    "FORMATS",
+    "NO_LABEL",
+    "RawData",
+    "Recordings",
+    "detect_format",
+    "load_background",
+    "load_recordings",
+]

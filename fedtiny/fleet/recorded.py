@@ -1,8 +1,9 @@
 """A fleet made of a user's recordings: the devices named in the data (or a Dirichlet partition of it).
 
 Each device's examples are put in time order (``time``, else the data's order). Its latest
-``data.test_fraction`` examples are its local test set, fixed for the whole run, so evaluation asks the real
-question: does learning on the past help on what comes next? The rest is its training stream: a share
+``data.test_fraction`` of its labelled examples are its local test set, fixed for the whole run, so evaluation
+asks the real question: does learning on the past help on what comes next? Examples without a label (label
+-1) are never tested: they go to the training stream, with pool label -1. The rest is its training stream: a share
 ``data.initial_fraction`` is collected before round 1 and the remainder arrives evenly over the rounds into
 its ring-buffer cache (``fleet.cache_size``; slot ``j % capacity`` holds stream example ``j``).
 
@@ -44,7 +45,8 @@ class DeviceStreams:
 
 
 def _dirichlet_partition(y: np.ndarray, devices: int, alpha: float, rng: np.random.Generator) -> np.ndarray:
-    """Device of every example: each class is split over the devices by Dirichlet(alpha) shares."""
+    """Device of every example: each class (and the examples without a label, -1) is split over the devices by
+    Dirichlet(alpha) shares; every device ends with 2 examples or more, one of them labelled."""
     owner = np.empty(len(y), dtype=np.int64)
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
@@ -55,11 +57,38 @@ def _dirichlet_partition(y: np.ndarray, devices: int, alpha: float, rng: np.rand
             owner[part] = k
     # every device needs a training and a test example: take them from the largest devices
     sizes = np.bincount(owner, minlength=devices)
+    labelled = np.asarray(y) >= 0
+    if labelled.all():
+        for needy in np.flatnonzero(sizes < 2):
+            k = int(needy)
+            while sizes[k] < 2:
+                donor = int(np.argmax(sizes))
+                moved = np.flatnonzero(owner == donor)[-1]
+                owner[moved] = k
+                sizes[donor] -= 1
+                sizes[k] += 1
+        return owner
+    # with unlabelled examples: first a labelled one (its test example) for every device, from the device with
+    # the most; then 2 examples for every device, an unlabelled one from the largest device where it has one
+    # (callers ensure len(y) >= 2 * devices and labelled.sum() >= devices)
+    n_lab = np.bincount(owner[labelled], minlength=devices)
+    for needy in np.flatnonzero(n_lab < 1):
+        k = int(needy)
+        donor = int(np.argmax(n_lab))
+        moved = np.flatnonzero((owner == donor) & labelled)[-1]
+        owner[moved] = k
+        n_lab[donor] -= 1
+        n_lab[k] += 1
+        sizes[donor] -= 1
+        sizes[k] += 1
     for needy in np.flatnonzero(sizes < 2):
         k = int(needy)
         while sizes[k] < 2:
             donor = int(np.argmax(sizes))
-            moved = np.flatnonzero(owner == donor)[-1]
+            spare = np.flatnonzero((owner == donor) & ~labelled)
+            moved = spare[-1] if len(spare) else np.flatnonzero(owner == donor)[-1]
+            n_lab[donor] -= int(labelled[moved])
+            n_lab[k] += int(labelled[moved])
             owner[moved] = k
             sizes[donor] -= 1
             sizes[k] += 1
@@ -78,13 +107,23 @@ def device_streams(
     seed: int,
     src: str,
 ) -> DeviceStreams:
-    """Split every device's examples (time order) into its training stream and its latest test examples."""
+    """Split every device's examples (time order) into its training stream and its latest labelled test examples.
+
+    ``y`` = -1: the example has no label; it only ever goes to the training stream. A device keeps its latest
+    ``round(test_fraction x L)`` labelled examples (L: how many it has; at least 1, and at least one example
+    left to train) as its test set; a device with fewer than 2 examples, or with no labelled one, is left out."""
     n = len(y)
+    labelled = np.asarray(y) >= 0
     if device is None:
         if n < 2 * devices:
             raise DataError(
                 f"{src}: {n} examples cannot feed fleet.devices = {devices} devices (each needs at least "
                 f"2: one to train, one to test); lower fleet.devices or add device ids to the data"
+            )
+        if int(labelled.sum()) < devices:
+            raise DataError(
+                f"{src}: {int(labelled.sum())} labelled examples cannot feed fleet.devices = {devices} devices "
+                f"(each needs a labelled one to test); lower fleet.devices or add device ids to the data"
             )
         owner = _dirichlet_partition(y, devices, alpha, np.random.default_rng([seed, 0xDA7A]))
         names = tuple(f"device-{k}" for k in range(devices))
@@ -100,16 +139,25 @@ def device_streams(
         when, tie = np.zeros(n), np.arange(n)
     order = np.lexsort((tie, when, owner))
     counts = np.bincount(owner, minlength=len(names))
-    keep = np.flatnonzero(counts >= 2)
+    n_labelled = np.bincount(owner[labelled], minlength=len(names))
+    keep = np.flatnonzero((counts >= 2) & (n_labelled >= 1))
     if not len(keep):
-        raise DataError(f"{src}: no device has 2 or more examples (one to train, one to test)")
+        if labelled.all():
+            raise DataError(f"{src}: no device has 2 or more examples (one to train, one to test)")
+        raise DataError(
+            f"{src}: no device has 2 or more examples with a labelled one among them (one to train, a "
+            f"labelled one to test)"
+        )
     starts = np.concatenate([[0], np.cumsum(counts)])
     trains, tests = [], []
     for k in keep:
         ex = order[starts[k] : starts[k + 1]]
-        m = min(max(1, int(round(test_fraction * len(ex)))), len(ex) - 1)
-        trains.append(ex[: len(ex) - m])
-        tests.append(ex[len(ex) - m :])
+        lab = ex[labelled[ex]]  # time order
+        m = min(max(1, int(round(test_fraction * len(lab)))), len(ex) - 1, len(lab))
+        test_ex = lab[len(lab) - m :]
+        # unlabelled examples recorded after the test examples train too: they have no label to leak
+        trains.append(ex[~np.isin(ex, test_ex)])
+        tests.append(test_ex)
     t_max, m_max = max(map(len, trains)), max(map(len, tests))
     stream = np.full((len(keep), t_max), -1, dtype=np.int32)
     test = np.full((len(keep), m_max), n, dtype=np.int32)
@@ -141,6 +189,7 @@ def write_recorded_fleet(
     """Fleet plan and the pool of every example under every condition its devices meet, under ``out_dir/fleet``.
 
     ``s.fleet.devices`` must already be the number of devices in ``streams`` (:meth:`FleetSpec.with_devices`).
+    ``labels`` = -1 (an example without a label) is written as it is: pool label -1, "never a class".
     """
     layout = s.layout
     plan = build_plan(s, layout, default_condition=default_condition, num_classes=num_classes)
@@ -167,9 +216,12 @@ def write_recorded_fleet(
     assert pool is not None
     pool.flush()
     del pool
+    trains = streams.stream[streams.stream >= 0]
+    unlabelled = int(np.count_nonzero(np.asarray(labels)[trains] < 0))
+    without = f", {unlabelled} of them without a label" if unlabelled else ""
     log(
         f"fleet: {k} devices from the data, {len(plan.conditions)} condition variant(s), {n} examples "
-        f"({int(streams.n_train.sum())} to train, {int(streams.n_test.sum())} to test)"
+        f"({int(streams.n_train.sum())} to train{without}, {int(streams.n_test.sum())} to test)"
     )
     np.save(root / "pool_labels.npy", np.concatenate([labels, [-1]]).astype(np.int16))
     np.save(root / "variant.npy", plan.variant)

@@ -134,7 +134,13 @@ def load_user_model_and_data(
         if rec.device is not None
         else f"no device ids (partitioned over {s.fleet.devices} devices)"
     )
-    log(f"data: {len(rec)} examples, {len(rec.classes)} classes, {devices}")
+    unlabelled = int(np.count_nonzero(~rec.labelled))
+    without = (
+        f"; {unlabelled} ({100 * unlabelled / len(rec):.1f}%) without a label (-1), used unlabelled"
+        if unlabelled
+        else ""
+    )
+    log(f"data: {len(rec)} examples, {len(rec.classes)} classes, {devices}{without}")
     if classes and rec.data_classes and tuple(rec.data_classes) != tuple(classes):
         where = "model.classes" if model.classes else "the model's label metadata"
         log(
@@ -148,13 +154,20 @@ def load_user_model_and_data(
             raise DataError(
                 f"{d.path}: int8 inputs cannot calibrate a Keras model's conversion; give float inputs"
             )
-        idx = np.sort(np.random.default_rng([s.seed, 0x4E9]).permutation(len(rec))[:300])
-        um = convert_keras(model.keras, InputMaker(d, s.seed, rec)(idx), log)
+        um = convert_keras(model.keras, InputMaker(d, s.seed, rec)(representative_indices(rec, s.seed)), log)
     log(
         f"model: {um.source.name}, {len(um.tflite)} bytes, head {um.io.head_path}, input {um.io.input_dtype} "
         f"{list(um.io.input_shape)}"
     )
     return rec, um
+
+
+def representative_indices(rec: Recordings, seed: int, n: int = 300) -> np.ndarray:
+    """A seeded sample of ``n`` labelled recordings (sorted) that calibrates a Keras model's int8 conversion;
+    examples without a label are never used to calibrate or score."""
+    labelled = np.flatnonzero(rec.labelled)
+    idx: np.ndarray = np.sort(labelled[np.random.default_rng([seed, 0x4E9]).permutation(len(labelled))[:n]])
+    return idx
 
 
 def recording_times(rec: Recordings, fmt: str) -> np.ndarray | None:
@@ -224,6 +237,7 @@ def prepare_user_fleet(
     np.save(root / "global_test_feats.npy", gtest)
     np.save(root / "global_test_labels.npy", labels[test].astype(np.int16))
     trains = streams.stream[streams.stream >= 0]
+    trains = trains[labels[trains] >= 0]  # calibration and every score use labelled examples only
     calib = np.sort(np.random.default_rng([s.seed, 0xCA1]).permutation(trains)[:300])
     np.save(root / "calib_feats.npy", feat(calib, base))
     from fedtiny.ondevice.head import predict_through
@@ -232,7 +246,7 @@ def prepare_user_fleet(
     central = central_head_accuracy(out_dir / FLEET_DIR, head, s.seed, train)
     log(
         f"reference: the shipped model {100 * int8_acc:.1f}% on the devices' latest examples; a head re-trained "
-        f"centrally on all their earlier examples {100 * central:.1f}%"
+        f"centrally on all their earlier{' labelled' if np.any(labels < 0) else ''} examples {100 * central:.1f}%"
     )
     float_acc = None
     if float_predict is not None:
@@ -245,8 +259,8 @@ def prepare_user_fleet(
 def central_head_accuracy(
     fleet_dir: Path, head: Int8Head, seed: int, local: TrainSection, epochs: int = 30
 ) -> float:
-    """What a centrally re-trained head reaches: the same last-layer SGD on every device's training examples
-    pooled (no privacy, no drift over time), re-quantized, then scored on every device's test examples.
+    """What a centrally re-trained head reaches: the same last-layer SGD on every device's labelled training
+    examples pooled (no privacy, no drift over time), re-quantized, then scored on every device's test examples.
     The reference the federated curve is measured against."""
     from fedtiny.fleet.recorded import RecordedFleetData
     from fedtiny.ondevice import TrainConfig, TrainJob, dequantize_head, quantize_head, train_heads
@@ -258,6 +272,8 @@ def central_head_accuracy(
         [np.asarray(data.variant)[0, d] * data.n_examples + data.stream[d, : data.n_train[d]] for d in k]
     )
     feats, labels = data.gather(train)
+    if np.any(labels < 0):  # examples without a label (-1) train no central head: it has no pseudo-labels
+        feats, labels = feats[labels >= 0], labels[labels >= 0]
     fh = dequantize_head(head)
     cfg = TrainConfig(
         epochs, min(local.batch_size * 4, 256), local.lr, local.momentum, local.weight_decay, 0.0
@@ -267,7 +283,7 @@ def central_head_accuracy(
         fh.bias,
         feats[None],
         labels[None].astype(np.int64),
-        np.array([len(train)]),
+        np.array([len(labels)]),
         TrainJob(
             cfg,
             input_scale=head.input_scale,
