@@ -98,7 +98,7 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
     events = [(e.group, e.at) for e in s.drift if e.group != "fleet"]
     metrics = drift_metrics(curves, events, s.eval.recover)
     summary["drift"] = metrics
-    if not s.labels.all_labelled:
+    if any(r.labels for r in rows):  # partial labels (the section, or recorded examples without one)
         from dataclasses import asdict
 
         from fedtiny.report.labels import labels_summary

@@ -51,6 +51,16 @@ def read_labels(fleet_dir: Path) -> LabelsSection | None:
     return LabelsSection(**json.loads(path.read_text())) if path.exists() else None
 
 
+def fleet_schedule(data: FleetData, num_classes: int) -> LabelSchedule | None:
+    """The label process of a fleet: its [labels] section; a recorded fleet with examples that lack a label
+    has one even when the section asks for every label (those examples are used unlabelled); None: every
+    sample labelled at once, the caches are trained on as they are."""
+    sec = read_labels(data.root)
+    if sec is None and bool((np.asarray(data.labels) < 0).any()):
+        sec = LabelsSection()
+    return None if sec is None else LabelSchedule(sec, data.seed, num_classes)
+
+
 @dataclass(frozen=True)
 class LabelCounts:
     """What the devices of one call trained on, summed (the simulation knows every true label)."""
@@ -222,6 +232,7 @@ __all__ = [
     "LabelCounts",
     "LabelSchedule",
     "LabelView",
+    "fleet_schedule",
     "given_labels",
     "label_view",
     "read_labels",

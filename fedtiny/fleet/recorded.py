@@ -298,6 +298,26 @@ class RecordedFleetData(FleetData):
         v = np.asarray(self.variant)[seg, d[:, None]].astype(np.int64)
         return v * self.n_examples + self.stream[d[:, None], j], width
 
+    def slot_rounds(self, devices: np.ndarray, round_: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per cache slot [K, width]: stream example number, round it arrived in, first example of that round."""
+        d = np.asarray(devices, dtype=np.int64)
+        t = self.collected_k(d, round_)[:, None]
+        width = int(min(t.max(initial=1), self.capacity))
+        slot = np.arange(width, dtype=np.int64)[None, :]
+        slot = np.where(slot < np.minimum(t, self.capacity), slot, 0)
+        j = slot + self.capacity * ((t - 1 - slot) // self.capacity)
+        n0, tr = self.n_init[d][:, None], self.n_train[d][:, None]
+        r = np.where(j < n0, 0, -(-((j - n0 + 1) * self.rounds) // np.maximum(tr - n0, 1)))
+        start = np.where(r == 0, 0, n0 + ((tr - n0) * np.maximum(r - 1, 0)) // self.rounds)
+        return j, r, start
+
+    def has_class(self, devices: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Whether stream example ``j`` [M] of each device has a label [K, M] (recordings may lack some)."""
+        d = np.asarray(devices, dtype=np.int64)[:, None]
+        jj = np.clip(np.asarray(j, dtype=np.int64)[None, :], 0, self.stream.shape[1] - 1)
+        out: np.ndarray = self.labels[self.stream[d, jj]] >= 0
+        return out
+
     def test_indices(self, devices: np.ndarray, segment: int) -> np.ndarray:
         d = np.asarray(devices, dtype=np.int64)
         v = np.asarray(self.variant)[segment, d].astype(np.int64)

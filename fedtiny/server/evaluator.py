@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fedtiny.fleet.data import FleetData, FleetLayout
-from fedtiny.fleet.labels import LabelSchedule, label_view, read_labels
+from fedtiny.fleet.labels import LabelSchedule, fleet_schedule, label_view
 from fedtiny.ondevice import (
     FloatHead,
     Int8Head,
@@ -163,8 +163,7 @@ class Evaluator:
     def _label_schedule(self, head: Int8Head) -> LabelSchedule | None:
         """The fleet's label process (None: every sample labelled), read once."""
         if not hasattr(self, "_labels"):
-            sec = read_labels(self.data.root)
-            self._labels = None if sec is None else LabelSchedule(sec, self.data.seed, head.num_classes)
+            self._labels = fleet_schedule(self.data, head.num_classes)
         return self._labels
 
     # -- statistics ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 
 from fedtiny.fleet.boards import get_board
 from fedtiny.fleet.data import FleetData, uniform
-from fedtiny.fleet.labels import LabelSchedule, LabelView, label_view, read_labels
+from fedtiny.fleet.labels import LabelSchedule, LabelView, fleet_schedule, label_view
 from fedtiny.fleet.recorded import open_fleet_data
 from fedtiny.fleet.ring import CacheRows
 from fedtiny.ondevice import Int8Head, TrainConfig, TrainJob, dequantize_head, train_heads_fixed
@@ -51,8 +51,7 @@ def caches(
     counts = data.cache_counts(devices, round_)
     key = str(data.root)
     if key not in _LABELS:
-        sec = read_labels(data.root)
-        _LABELS[key] = None if sec is None else LabelSchedule(sec, data.seed, head.num_classes)
+        _LABELS[key] = fleet_schedule(data, head.num_classes)
     sched = _LABELS[key]
     if sched is None:
         return idx, counts, None
