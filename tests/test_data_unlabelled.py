@@ -304,3 +304,36 @@ def test_bad_labels_are_one_line_with_exit_2(
     assert len(lines) == 1 and lines[0].startswith(f"fedtiny: error: {p}: "), res.output
     assert re.search(match, lines[0]) and "Traceback" not in res.output, res.output
     assert not (tmp_path / "s.toml").exists()
+
+
+def test_a_run_on_recordings_with_unlabelled_examples_trains_on_the_labelled_and_pseudo_labels(
+    model: Path, tmp_path: Path
+) -> None:
+    """End to end (inline engine): the examples without a label reach the caches unlabelled, the devices train
+    on the labelled ones and, with labels.pseudo, on their own confident labels; rounds.csv counts both."""
+    import csv
+
+    from fedtiny.plan import scenario_from_dict
+    from fedtiny.runner import run_scenario
+
+    data = _npz(tmp_path / "d.npz")
+    s = scenario_from_dict(
+        {
+            "rounds": 3,
+            "model": {"tflite": str(model)},
+            "data": {"path": str(data)},
+            "labels": {"pseudo": 0.6},
+            "eval": {"baselines": True},
+            "runtime": {"engine": "inline"},
+            "output": {"plots": False},
+        }
+    )
+    out = tmp_path / "run"
+    summary = run_scenario(s, out, log=lambda *_: None)
+    rows = list(csv.DictReader((out / "rounds.csv").open()))
+    assert len(rows) == 4 and int(rows[1]["labels_used"]) > 0 and int(rows[1]["pseudo_used"]) > 0
+    # every pseudo-labelled example is one the data has no label for: its accuracy cannot be known
+    assert rows[1]["pseudo_accuracy"] == "nan" and summary["labels"]["pseudo_accuracy"] is None
+    lab = summary["labels"]
+    assert lab["totals"]["labels_used"] == sum(int(r["labels_used"] or 0) for r in rows[1:])
+    assert lab["totals"]["labels_wrong"] == 0  # recorded labels are used as they are
