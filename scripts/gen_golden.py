@@ -17,8 +17,12 @@ import hmac
 import sys
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from fedtiny.ondevice import FeatureCache, Int8Head
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "firmware" / "tests" / "golden"
@@ -500,6 +504,142 @@ def gen_fixed() -> tuple[str, str]:
     )
 
 
+def _labels_cache(
+    rng: np.random.Generator, c: int, d: int, cap: int, pushed: int, unlabelled: float
+) -> tuple[np.ndarray, np.ndarray, FeatureCache]:
+    """A cache of `cap` slots after `pushed` samples (class prototypes plus noise), a fraction without a label."""
+    protos = rng.integers(-60, 60, (c, d))
+    y = rng.integers(0, c, pushed)
+    x = np.clip(protos[y] + rng.integers(-40, 40, (pushed, d)), -128, 127).astype(np.int8)
+    y = np.where(rng.random(pushed) < unlabelled, -1, y)
+    from fedtiny.ondevice import FeatureCache as Cache
+
+    cache = Cache(1, cap, d)
+    cache.push(x[None], y[None])
+    return x, y, cache
+
+
+def _labels_head(rng: np.random.Generator, c: int, d: int, x: np.ndarray) -> Int8Head:
+    """A head whose logits on x are a few units wide (a random head's saturate) and whose int8 output spans them,
+    so that margins, pseudo-labels and gradients all vary."""
+    in_s, in_zp = np.float32(rng.uniform(0.02, 0.08)), int(rng.integers(-20, 20))
+    ws = (rng.uniform(0.5, 1.5, c) * 0.01 / np.sqrt(d)).astype(np.float32)
+    w = rng.integers(-127, 128, (c, d)).astype(np.int8)
+    bias = np.round(rng.uniform(-1.0, 1.0, c) / (float(in_s) * ws.astype(np.float64))).astype(np.int32)
+    xf = (x.astype(np.float64) - in_zp) * float(in_s)
+    z = xf @ (w.astype(np.float64) * ws[:, None]).T + bias * float(in_s) * ws
+    out_s = np.float32((z.max() - z.min()) / 255.0)
+    out_zp = int(np.clip(np.round(-128 - z.min() / float(out_s)), -128, 127))
+    from fedtiny.ondevice import Int8Head as Head
+
+    return Head(w, ws, bias, float(in_s), in_zp, float(out_s), out_zp)
+
+
+def _labels_margin(rng: np.random.Generator, h: Int8Head, cache: FeatureCache, how: str) -> float:
+    """The pseudo-label threshold of a case: a margin some unlabelled slot has exactly (about half of them pass),
+    one below every margin, or one above."""
+    from fedtiny.ondevice import head_forward_int8
+
+    n = int(cache.count[0])
+    miss = np.flatnonzero(cache.labels[0, :n] < 0)
+    if how == "low" or miss.size == 0:
+        return -1.0
+    if how == "high":
+        return 1e30
+    q = np.sort(head_forward_int8(h, cache.features[0, miss]).astype(np.int32), axis=1)
+    m = (q[:, -1] - (q[:, -2] if q.shape[1] > 1 else q[:, -1])).astype(np.float32) * np.float32(
+        h.output_scale
+    )
+    return float(np.sort(m)[len(m) // 2 if how == "mid" else int(rng.integers(0, len(m)))])
+
+
+def gen_labels() -> tuple[str, str]:
+    """Partial labels and pseudo-labels (docs/ondevice.md 5a): the training set (fedtiny.ondevice.pseudo), then
+    float or fixed-point training on it with pseudo-labelled samples weighted (TrainJob.sample_weights)."""
+    from fedtiny.ondevice import TrainConfig, TrainJob, dequantize_head, train_heads
+    from fedtiny.ondevice.fixed import train_heads_fixed
+    from fedtiny.ondevice.pseudo import training_set
+
+    rng = np.random.default_rng(22)
+    body = [
+        "typedef struct {\n    uint16_t C, D, capacity; uint32_t pushed;\n"
+        "    float in_s, out_s; int32_t in_zp, out_zp; const float *ws; const int32_t *bias; const int8_t *w8;\n"
+        "    const int8_t *push_x; const uint16_t *push_y;  /* 0xFFFF: no label */\n"
+        "    uint8_t pseudo, fixed; float margin, weight;\n"
+        "    uint16_t epochs, batch; float lr, mom, wd, mu; uint64_t seed; uint32_t round, device;\n"
+        "    uint32_t n; const uint16_t *slots, *labels;  /* the training set */\n"
+        "    const float *w, *b; float loss; uint32_t steps;\n} golden_label_case;\n"
+    ]
+    cases = [
+        # C, D, cap, pushed, unlabelled, pseudo (margin: mid/any/low/high/None), fixed, weight, ep, bs, lr, mom, wd, mu
+        (10, 64, 200, 260, 0.3, "mid", False, 0.5, 2, 16, 0.05, 0.9, 1e-4, 0.01),  # ring wrapped
+        (10, 64, 200, 150, 0.3, None, False, 1.0, 1, 16, 0.05, 0.0, 0.0, 0.0),  # labelled slots only
+        (4, 12, 50, 37, 0.6, "any", False, 1.0, 3, 7, 0.1, 0.5, 0.0, 0.1),
+        (3, 8, 20, 25, 1.0, "mid", False, 0.25, 2, 4, 0.2, 0.0, 0.01, 0.0),  # no label at all
+        (1, 5, 10, 10, 0.5, "low", False, 0.7, 2, 3, 0.1, 0.0, 0.0, 0.0),  # C = 1: margin 0
+        (16, 128, 200, 120, 0.4, "any", False, 0.3, 1, 10, 0.02, 0.9, 0.0, 0.0),
+        (5, 16, 30, 30, 0.5, "low", False, 0.9, 2, 1, 0.05, 0.0, 0.0, 0.0),  # batch 1, every slot kept
+        (3, 8, 20, 20, 1.0, "high", False, 0.5, 1, 4, 0.1, 0.0, 0.0, 0.0),  # nothing to train on
+        (10, 64, 200, 200, 0.3, "mid", True, 0.5, 1, 16, 0.05, 0.0, 0.0, 0.0),
+        (4, 12, 50, 37, 0.5, None, True, 1.0, 3, 7, 0.1, 0.0, 0.0, 0.0),
+        (6, 20, 60, 80, 0.7, "any", True, 0.123, 2, 5, 0.1, 0.0, 0.0, 0.0),
+        (4, 12, 40, 40, 1.0, "low", True, 1e-6, 2, 8, 0.2, 0.0, 0.0, 0.0),  # Q16 weight 0
+        (16, 128, 200, 230, 0.4, "mid", True, 0.75, 1, 12, 0.05, 0.0, 0.0, 0.0),
+    ]
+    rows = []
+    for i, (c, d, cap, pushed, unl, how, fixed, wgt, ep, bs, lr, mom, wd, mu) in enumerate(cases):
+        x, y, cache = _labels_cache(rng, c, d, cap, pushed, unl)
+        h = _labels_head(rng, c, d, x)
+        margin = None if how is None else float(np.float32(_labels_margin(rng, h, cache, how)))
+        w32 = float(np.float32(wgt))
+        ts = training_set(h, cache.features[0], cache.labels[0], int(cache.count[0]), margin, w32)
+        n = len(ts.slots)
+        feats = np.zeros((1, max(n, 1), d), np.int8)
+        labs = np.zeros((1, max(n, 1)), np.int64)
+        sw = np.ones((1, max(n, 1)), np.float32)
+        feats[0, :n], labs[0, :n], sw[0, :n] = cache.features[0, ts.slots], ts.labels, ts.weights
+        lr32 = float(np.float32(lr))  # the TRAIN request carries f32
+        cfg = TrainConfig(epochs=ep, batch_size=bs, lr=lr32, momentum=mom, weight_decay=wd, prox_mu=mu)
+        seed, rnd, dev = int(rng.integers(0, 2**32)), int(rng.integers(0, 100)), int(rng.integers(0, 2**32))
+        job = TrainJob(
+            cfg,
+            input_scale=h.input_scale,
+            input_zero_point=h.input_zero_point,
+            seed=seed,
+            round_=rnd,
+            device_ids=np.array([dev]),
+            sample_weights=sw if margin is not None else None,
+        )
+        fh = dequantize_head(h)
+        res = (train_heads_fixed if fixed else train_heads)(
+            fh.weights[None], fh.bias[None], feats, labs, np.array([n]), job
+        )
+        nm = f"glb{i}"
+        body.append(_emit_head(nm, h))
+        body.append(c_array("int8_t", f"{nm}_x", x.reshape(-1), lambda v: str(int(v))))
+        body.append(c_array("uint16_t", f"{nm}_y", np.where(y < 0, 0xFFFF, y), lambda v: str(int(v))))
+        body.append(c_array("uint16_t", f"{nm}_slots", ts.slots, lambda v: str(int(v))))
+        body.append(c_array("uint16_t", f"{nm}_labels", ts.labels, lambda v: str(int(v))))
+        body.append(c_array("float", f"{nm}_tw", res.weights[0].reshape(-1), c_float))
+        body.append(c_array("float", f"{nm}_tb", res.bias[0], c_float))
+        rows.append(
+            f"    {{{c}, {d}, {cap}, {pushed}, {c_float(h.input_scale)}, {c_float(h.output_scale)}, "
+            f"{h.input_zero_point}, {h.output_zero_point}, {nm}_ws, {nm}_bias, {nm}_w, {nm}_x, {nm}_y, "
+            f"{int(margin is not None)}, {int(fixed)}, {c_float(margin or 0.0)}, {c_float(w32)}, {ep}, {bs}, "
+            f"{c_float(lr32)}, {c_float(mom)}, {c_float(wd)}, {c_float(mu)}, {seed}ull, {rnd}u, {dev}u, {n}u, "
+            f"{nm}_slots, {nm}_labels, {nm}_tw, {nm}_tb, {c_float(res.loss[0])}, {int(res.steps[0])}u}},\n"
+        )
+    body.append(
+        f"#define GOLDEN_LABEL_N {len(rows)}u\nstatic const golden_label_case golden_labels[] = "
+        f"{{\n{''.join(rows)}}};\n"
+    )
+    return "golden_labels.h", header(
+        "golden_labels.h",
+        "".join(body),
+        "fedtiny.ondevice.pseudo.training_set, train_heads and train_heads_fixed (docs/ondevice.md 5a)",
+    )
+
+
 def gen_frames() -> tuple[str, str]:
     from fedtiny.link.frames import encode_frame, pack_frame
     from fedtiny.link.vectors import vectors
@@ -539,7 +679,7 @@ def gen_factory_head() -> tuple[str, str]:
     )
 
 
-SECTIONS = [gen_crypto, gen_head, gen_train, gen_fmath, gen_fixed, gen_frames, gen_factory_head]
+SECTIONS = [gen_crypto, gen_head, gen_train, gen_fmath, gen_fixed, gen_labels, gen_frames, gen_factory_head]
 
 
 def write_corpus() -> list[Path]:
@@ -566,6 +706,7 @@ def write_corpus() -> list[Path]:
         0x14: struct.pack("<IH", 0, 100),
         0x15: struct.pack("<I", 1),
         0x16: struct.pack("<I", 0),
+        0x17: struct.pack("<HIHIH", 2, 0, 3, 7, 0xFFFF),
         0x22: b"\xff",
         0x23: b"\x01",
         0x24: b"\x01",

@@ -35,6 +35,8 @@ typedef struct {
     ft_head head;                 /* running int8 head */
     ft_cache cache;
     uint32_t pushed_total;
+    uint32_t id_base;             /* pushed_total when the cache was last emptied (CLEAR, a switch of model): sample
+                                   * id s is in slot (s - id_base) % capacity (docs/protocol.md "Sample ids") */
     uint32_t update_counter, uid_limit, pending_id, acked_id; /* ids up to uid_limit are reserved in flash */
     int has_pending;
     uint32_t upd_round, upd_n;

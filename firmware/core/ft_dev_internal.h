@@ -19,7 +19,8 @@ typedef char ftd_wire_values_agree[((int)FT_SLOT_EMPTY == (int)FT_WIRE_SLOT_EMPT
                                     (int)FT_KIND_TFLITE == (int)FT_WIRE_KIND_TFLITE && FT_NO_SLOT == FT_WIRE_NO_SLOT &&
                                     FT_MAX_EPOCHS <= FT_TRAIN_MAX_EPOCHS && FT_MAX_TRAIN_WORK <= FT_TRAIN_MAX_WORK &&
                                     FT_MAX_PAYLOAD <= FT_WIRE_MAX_PAYLOAD && FT_MAX_PAYLOAD >= FT_WIRE_MIN_MAX_PAYLOAD &&
-                                    FT_HMAC_KEY_LEN == FT_TAG_SIZE)
+                                    FT_HMAC_KEY_LEN == FT_TAG_SIZE && FT_CACHE_UNLABELLED == FT_UNLABELLED &&
+                                    FT_CACHE_CAPACITY <= 65535)
                                        ? 1
                                        : -1];
 

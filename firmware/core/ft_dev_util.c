@@ -11,6 +11,7 @@ uint8_t ftd_running_kind(const ft_dev *d)
 void ftd_clear_ram(ft_dev *d)
 {
     ft_cache_clear(&d->cache);
+    d->id_base = d->pushed_total; /* the cache restarts at slot 0, sample ids go on (docs/protocol.md "Sample ids") */
     d->has_pending = 0;
     d->staged_len = 0;
 }

@@ -1,8 +1,9 @@
 /* The learning handlers of docs/protocol.md: GET_HEAD, SET_HEAD, PUSH_SAMPLES, TRAIN, READ_UPDATE, UPDATE_ACK,
- * EVALUATE (the head in RAM, the feature cache, the pending update). */
+ * EVALUATE, LABEL (the head in RAM, the feature cache and its labels, the pending update). */
 #include "ft_learn.h"
 #include "ft_dev_internal.h"
 #include "ft_dev_util.h"
+#include "ft_labels.h"
 #include "ft_sha256.h"
 #include <math.h>
 #include <stdio.h>
@@ -49,6 +50,25 @@ uint8_t ft_learn_set_head(ft_ctx *c, const uint8_t *p, size_t n)
     return FT_ST_OK;
 }
 
+/* Every one of cnt u16 labels at p is < C or FT_UNLABELLED (no label: docs/protocol.md PUSH_SAMPLES). */
+static int labels_ok(const uint8_t *p, uint32_t cnt, uint16_t C)
+{
+    uint32_t i;
+    for (i = 0; i < cnt; i++) {
+        uint16_t y = ft_rd16(p + 2 * i);
+        if (y >= C && y != FT_UNLABELLED) return 0;
+    }
+    return 1;
+}
+
+/* PUSH_SAMPLES flag CLEAR: an empty cache, sample ids numbered from pushed_total on ("Sample ids"). */
+static void clear_if_asked(ft_dev *d, uint8_t flags)
+{
+    if (!(flags & FT_SAMPLES_CLEAR)) return;
+    ft_cache_clear(&d->cache);
+    d->id_base = d->pushed_total;
+}
+
 /* PUSH_SAMPLES kinds 1 and 2 (length already checked): each sample through the backbone, its features cached. */
 static uint8_t push_raw(ft_ctx *c, const uint8_t *p, uint32_t cnt, uint32_t dim)
 {
@@ -60,8 +80,7 @@ static uint8_t push_raw(ft_ctx *c, const uint8_t *p, uint32_t cnt, uint32_t dim)
     if (!m) return ft_fail(c, FT_ST_UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)");
     if (dim != m->tensors[m->inputs[0]].count)
         return ft_fail(c, FT_ST_SHAPE_MISMATCH, "raw sample length differs from the model input (raw_input_len)");
-    for (i = 0; i < cnt; i++)
-        if (ft_rd16(p + 6 + 2 * i) >= d->C) return ft_fail(c, FT_ST_MALFORMED, "label >= classes");
+    if (!labels_ok(p + 6, cnt, d->C)) return ft_fail(c, FT_ST_MALFORMED, "label >= classes (and not 0xFFFF, none)");
     if (esize == 4) /* refused whole (nothing cached), naming the first bad sample, as the virtual board */
         for (j = 0; j < cnt * dim; j++)
             if (!isfinite(ft_rdf32(data + 4u * j))) {
@@ -69,14 +88,14 @@ static uint8_t push_raw(ft_ctx *c, const uint8_t *p, uint32_t cnt, uint32_t dim)
                 snprintf(why, sizeof why, "raw float32 sample %lu holds a NaN or an infinity", (unsigned long)(j / dim));
                 return ft_fail(c, FT_ST_MALFORMED, why);
             }
-    if (p[1] & 1u) ft_cache_clear(&d->cache);
+    clear_if_asked(d, p[1]);
     for (i = 0; i < cnt; i++) {
         const int8_t *feat;
         if (ftd_run_backbone(m, p[0], data + i * dim * esize, &feat) != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "backbone");
         if (ft_cache_push(&d->cache, feat, ft_rd16(p + 6 + 2 * i)) != FT_OK)
             return ft_fail(c, FT_ST_INTERNAL, "cache push");
+        d->pushed_total++; /* per sample: a cached sample always has its id, even if a later one fails */
     }
-    d->pushed_total += cnt;
     ft_wr32(c->resp, d->cache.count);
     ft_wr32(c->resp + 4, d->pushed_total);
     *c->len = FT_PUSH_RESULT_SIZE;
@@ -102,14 +121,13 @@ uint8_t ft_learn_push_samples(ft_ctx *c, const uint8_t *p, size_t n)
     /* raw samples (kind 1 int8, kind 2 float32) run through the running full image's backbone */
     if (p[0] == 1 || p[0] == 2) return push_raw(c, p, cnt, dim);
     if (dim != d->D) return ft_fail(c, FT_ST_SHAPE_MISMATCH, "feature length differs from the head input");
-    for (i = 0; i < cnt; i++)
-        if (ft_rd16(p + 6 + 2 * i) >= d->C) return ft_fail(c, FT_ST_MALFORMED, "label >= classes");
-    if (p[1] & 1u) ft_cache_clear(&d->cache);
+    if (!labels_ok(p + 6, cnt, d->C)) return ft_fail(c, FT_ST_MALFORMED, "label >= classes (and not 0xFFFF, none)");
+    clear_if_asked(d, p[1]);
     for (i = 0; i < cnt; i++) {
         ft_status r = ft_cache_push(&d->cache, (const int8_t *)(p + 6 + 2 * cnt + i * dim), ft_rd16(p + 6 + 2 * i));
         if (r != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "cache push");
+        d->pushed_total++;
     }
-    d->pushed_total += cnt;
     ft_wr32(c->resp, d->cache.count);
     ft_wr32(c->resp + 4, d->pushed_total);
     *c->len = FT_PUSH_RESULT_SIZE;
@@ -152,6 +170,25 @@ static ft_status read_blob(ft_dev *d, uint32_t off, uint8_t *out, size_t n)
     return FT_OK;
 }
 
+/* TrainRequest length: 28 (flags 0), 32 without flag PSEUDO, 40 with it; *flags read. 0: MALFORMED. */
+static int train_length_ok(const uint8_t *p, size_t n, uint32_t *flags)
+{
+    *flags = 0;
+    if (n == FT_TRAIN_REQUEST_LEGACY_SIZE) return 1;
+    if (n != FT_TRAIN_REQUEST_SIZE && n != FT_TRAIN_REQUEST_PSEUDO_SIZE) return 0;
+    *flags = ft_rd32(p + FT_TRAIN_REQUEST_LEGACY_SIZE);
+    return (n == FT_TRAIN_REQUEST_PSEUDO_SIZE) == ((*flags & FT_TRAIN_PSEUDO) != 0);
+}
+
+/* The training set of this TRAIN into d->work.set (docs/ondevice.md 5a); its size. */
+static uint32_t train_set(ft_dev *d, const uint8_t *p, uint32_t flags)
+{
+    int pseudo = (flags & FT_TRAIN_PSEUDO) != 0;
+    float margin = pseudo ? ft_rdf32(p + FT_TRAIN_REQUEST_SIZE) : 0.0f;
+    float weight = pseudo ? ft_rdf32(p + FT_TRAIN_REQUEST_SIZE + 4) : 1.0f;
+    return ft_train_set_build(&d->work.set, &d->cache, &d->head, pseudo, margin, weight);
+}
+
 uint8_t ft_learn_train(ft_ctx *c, const uint8_t *p, size_t n)
 {
     ft_dev *d = c->d;
@@ -161,7 +198,8 @@ uint8_t ft_learn_train(ft_ctx *c, const uint8_t *p, size_t n)
     const uint8_t *ukey;
     ft_status r;
     uint32_t flags;
-    if (n != FT_TRAIN_REQUEST_SIZE && n != FT_TRAIN_REQUEST_LEGACY_SIZE) return ft_fail(c, FT_ST_MALFORMED, "TrainRequest is 32 bytes (28 without flags)");
+    if (!train_length_ok(p, n, &flags))
+        return ft_fail(c, FT_ST_MALFORMED, "TrainRequest is 32 bytes (28 without flags), 40 with flag PSEUDO and only then");
     if (d->has_pending) return ft_fail(c, FT_ST_UPDATE_PENDING, "update not acknowledged");
     if (d->cache.count == 0) return ft_fail(c, FT_ST_CACHE_EMPTY, "no cached samples");
     cfg.epochs = ft_rd16(p);
@@ -173,7 +211,6 @@ uint8_t ft_learn_train(ft_ctx *c, const uint8_t *p, size_t n)
     cfg.seed = ft_rd32(p + 20);
     cfg.round = ft_rd32(p + 24);
     cfg.device_id = d->device_id;
-    flags = n == FT_TRAIN_REQUEST_SIZE ? ft_rd32(p + FT_TRAIN_REQUEST_LEGACY_SIZE) : 0u;
     if (cfg.epochs < 1 || cfg.epochs > FT_MAX_EPOCHS || cfg.batch_size < 1)
         return ft_fail(c, FT_ST_MALFORMED, "epochs must be 1..1000 and batch_size >= 1");
     if ((uint32_t)cfg.epochs * d->cache.count > FT_MAX_TRAIN_WORK)
@@ -184,21 +221,28 @@ uint8_t ft_learn_train(ft_ctx *c, const uint8_t *p, size_t n)
           cfg.weight_decay >= 0.0f && cfg.weight_decay <= FT_TRAIN_MAX_DECAY && cfg.prox_mu >= 0.0f &&
           cfg.prox_mu <= FT_TRAIN_MAX_DECAY))
         return ft_fail(c, FT_ST_MALFORMED, "lr must be in (0, 100], momentum in [0, 1), weight_decay and prox_mu in [0, 100]");
-    if (flags & ~FT_TRAIN_FIXED) return ft_fail(c, FT_ST_UNSUPPORTED, "TRAIN flags: unknown bits");
+    if ((flags & FT_TRAIN_PSEUDO) && (!isfinite(ft_rdf32(p + FT_TRAIN_REQUEST_SIZE)) ||
+                                      !(ft_rdf32(p + FT_TRAIN_REQUEST_SIZE + 4) > 0.0f &&
+                                        ft_rdf32(p + FT_TRAIN_REQUEST_SIZE + 4) <= 1.0f)))
+        return ft_fail(c, FT_ST_MALFORMED, "pseudo_margin must be finite and pseudo_weight in (0, 1]");
+    if (flags & ~(FT_TRAIN_FIXED | FT_TRAIN_PSEUDO)) return ft_fail(c, FT_ST_UNSUPPORTED, "TRAIN flags: unknown bits");
     if (flags & FT_TRAIN_FIXED) {
         if (cfg.momentum != 0.0f || cfg.weight_decay != 0.0f || cfg.prox_mu != 0.0f)
             return ft_fail(c, FT_ST_UNSUPPORTED, "fixed-point training is plain SGD: momentum, weight_decay and prox_mu must be 0");
     } else if (!FT_USE_FLOAT) {
         return ft_fail(c, FT_ST_UNSUPPORTED, "this board trains fixed-point only (CAP_FIXED_TRAIN): set TRAIN flag FIXED");
     }
+    if (train_set(d, p, flags) == 0)
+        return ft_fail(c, FT_ST_CACHE_EMPTY, "no labelled sample (none cached has a label, none pseudo-labelled)");
     if (ft_head_dequantize(&d->head, &d->upd) != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "dequantize");
 #if FT_USE_FLOAT
     if (!(flags & FT_TRAIN_FIXED))
-        r = ft_train(&d->upd, &d->cache, d->head.input_scale, d->head.input_zero_point, &cfg, &d->work, &loss, &steps);
+        r = ft_train_on(&d->upd, &d->cache, &d->work.set, d->head.input_scale, d->head.input_zero_point, &cfg,
+                        &d->work, &loss, &steps);
     else
 #endif
-        r = ft_train_fixed(&d->upd, &d->cache, d->head.input_scale, d->head.input_zero_point, &cfg, &d->work, &loss,
-                           &steps);
+        r = ft_train_fixed_on(&d->upd, &d->cache, &d->work.set, d->head.input_scale, d->head.input_zero_point, &cfg,
+                              &d->work, &loss, &steps);
     if (r != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "train");
     {
         uint32_t i, cd = (uint32_t)d->upd.C * d->upd.D;
@@ -216,7 +260,7 @@ uint8_t ft_learn_train(ft_ctx *c, const uint8_t *p, size_t n)
     d->update_counter++;
     d->pending_id = d->update_counter;
     d->upd_round = cfg.round;
-    d->upd_n = d->cache.count;
+    d->upd_n = d->work.set.n;
     d->upd_loss = loss;
     d->has_pending = 1;
     /* tag = HMAC(key, body); a board without a key sends a zero tag */
@@ -273,7 +317,7 @@ uint8_t ft_learn_update_ack(ft_ctx *c, const uint8_t *p, size_t n)
 uint8_t ft_learn_evaluate(ft_ctx *c, const uint8_t *p, size_t n)
 {
     ft_dev *d = c->d;
-    uint32_t max_n, cnt, i, correct = 0;
+    uint32_t max_n, cnt, i, correct = 0, used = 0;
     double loss_sum = 0.0;
     int8_t q[FT_MAX_CLASSES];
     float logits[FT_MAX_CLASSES], prob[FT_MAX_CLASSES];
@@ -284,6 +328,8 @@ uint8_t ft_learn_evaluate(ft_ctx *c, const uint8_t *p, size_t n)
     if (cnt == 0) return ft_fail(c, FT_ST_CACHE_EMPTY, "no cached samples");
     for (i = 0; i < cnt; i++) {
         uint16_t k, best = 0, y = d->cache.labels[i];
+        if (y == FT_UNLABELLED) continue; /* only labelled slots are evaluated */
+        used++;
         if (ft_head_forward(&d->head, ft_cache_row(&d->cache, i), q) != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "forward");
         for (k = 0; k < d->head.C; k++) {
             if (q[k] > q[best]) best = k;
@@ -292,9 +338,34 @@ uint8_t ft_learn_evaluate(ft_ctx *c, const uint8_t *p, size_t n)
         correct += best == y;
         loss_sum += (double)ft_softmax_xent(logits, d->head.C, y, prob);
     }
-    ft_wr32(c->resp, cnt);
-    ft_wrf32(c->resp + 4, (float)((double)correct / cnt));
-    ft_wrf32(c->resp + 8, (float)(loss_sum / cnt));
+    ft_wr32(c->resp, used); /* none labelled: n = 0, accuracy and loss 0 */
+    ft_wrf32(c->resp + 4, used ? (float)((double)correct / used) : 0.0f);
+    ft_wrf32(c->resp + 8, used ? (float)(loss_sum / used) : 0.0f);
     *c->len = FT_EVAL_RESULT_SIZE;
+    return FT_ST_OK;
+}
+
+/* LABEL (docs/protocol.md LabelRequest): checked whole (length, labels) before any entry is applied; entries in
+ * order, an id no longer (or never) cached skipped. Answers applied, labelled. */
+uint8_t ft_learn_label(ft_ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint32_t cnt, i, slot, applied = 0;
+    if (n < 2) return ft_fail(c, FT_ST_MALFORMED, "LabelRequest needs its u16 count");
+    cnt = ft_rd16(p);
+    if (n != 2u + (size_t)FT_LABEL_ENTRY_SIZE * cnt) return ft_fail(c, FT_ST_MALFORMED, "LabelRequest is 2 + 6n bytes");
+    for (i = 0; i < cnt; i++) {
+        uint16_t y = ft_rd16(p + 2 + FT_LABEL_ENTRY_SIZE * i + 4);
+        if (y >= d->C && y != FT_UNLABELLED) return ft_fail(c, FT_ST_MALFORMED, "label >= classes (and not 0xFFFF, none)");
+    }
+    for (i = 0; i < cnt; i++) {
+        const uint8_t *e = p + 2 + FT_LABEL_ENTRY_SIZE * i;
+        if (!ft_cache_slot_of(&d->cache, d->id_base, d->pushed_total, ft_rd32(e), &slot)) continue;
+        d->cache.labels[slot] = ft_rd16(e + 4);
+        applied++;
+    }
+    ft_wr32(c->resp, applied);
+    ft_wr32(c->resp + 4, ft_cache_labelled(&d->cache));
+    *c->len = FT_LABEL_RESULT_SIZE;
     return FT_ST_OK;
 }

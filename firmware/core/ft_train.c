@@ -149,8 +149,38 @@ float ft_softmax_xent(const float *logits, uint16_t C, uint16_t label, float *p)
     return ft_logf(s) - (logits[label] - mx);
 }
 
+/* Training-set entry i: its cache slot, its label and whether it is pseudo-labelled (set NULL: slot i as cached). */
+static uint16_t set_entry(const ft_cache *cache, const ft_train_set *set, uint32_t i, uint16_t *y, int *pseudo)
+{
+    uint16_t slot = set ? set->slot[i] : (uint16_t)i;
+    *y = set ? set->label[i] : cache->labels[slot];
+    *pseudo = set != NULL && cache->labels[slot] == FT_CACHE_UNLABELLED;
+    return slot;
+}
+
+/* n of a training set (set NULL: every valid slot); FT_ERR_ARG for entries outside the cache or a weight
+ * outside [0, 1] (NaN too). */
+static ft_status set_size(const ft_cache *cache, const ft_train_set *set, uint32_t *n)
+{
+    uint32_t i;
+    *n = cache->count;
+    if (!set) return FT_OK;
+    if (set->n > cache->count || !(set->weight >= 0.0f && set->weight <= 1.0f)) return FT_ERR_ARG;
+    for (i = 0; i < set->n; i++)
+        if (set->slot[i] >= cache->count) return FT_ERR_ARG;
+    *n = set->n;
+    return FT_OK;
+}
+
 ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, int32_t input_zero_point,
                    const ft_train_cfg *cfg, ft_train_work *wk, float *loss, uint32_t *steps)
+{
+    return ft_train_on(fh, cache, NULL, input_scale, input_zero_point, cfg, wk, loss, steps);
+}
+
+ft_status ft_train_on(ft_float_head *fh, const ft_cache *cache, const ft_train_set *set, float input_scale,
+                      int32_t input_zero_point, const ft_train_cfg *cfg, ft_train_work *wk, float *loss,
+                      uint32_t *steps)
 {
     uint16_t C, D, c, d;
     uint32_t n, bsz, epoch, t, n_steps, j, total_steps = 0;
@@ -160,9 +190,8 @@ ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, 
     if (!fh || !cache || !cfg || !wk || !loss || !steps) return FT_ERR_ARG;
     C = fh->C;
     D = fh->D;
-    n = cache->count;
     if (C == 0 || D == 0) return FT_ERR_EMPTY;
-    if (cache->dim != D) return FT_ERR_ARG;
+    if (cache->dim != D || set_size(cache, set, &n) != FT_OK) return FT_ERR_ARG;
     if (cfg->epochs < 1 || cfg->batch_size < 1) return FT_ERR_ARG;
     if (!(cfg->lr > 0.0f) || !(cfg->momentum >= 0.0f) || !(cfg->weight_decay >= 0.0f) || !(cfg->prox_mu >= 0.0f))
         return FT_ERR_ARG;
@@ -185,9 +214,9 @@ ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, 
             memset(wk->u.f.grad.weights, 0, CD * sizeof(float));
             memset(wk->u.f.grad.bias, 0, C * sizeof(float));
             for (j = 0; j < m; j++) {
-                uint16_t slot = wk->order[first + j];
-                const int8_t *q = ft_cache_row(cache, slot);
-                uint16_t y = cache->labels[slot];
+                uint16_t y;
+                int pseudo;
+                const int8_t *q = ft_cache_row(cache, set_entry(cache, set, wk->order[first + j], &y, &pseudo));
                 if (y >= C) return FT_ERR_FORMAT;
                 for (d = 0; d < D; d++) wk->x[d] = ((float)q[d] - (float)input_zero_point) * input_scale;
                 for (c = 0; c < C; c++) {
@@ -201,6 +230,7 @@ ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, 
                 for (c = 0; c < C; c++) {
                     float g = wk->p[c] * inv_m;
                     float *gw = wk->u.f.grad.weights + (size_t)c * D;
+                    if (pseudo) g = g * set->weight; /* a pseudo-labelled sample (docs/ondevice.md 3, 5a) */
                     for (d = 0; d < D; d++) gw[d] = gw[d] + g * wk->x[d];
                     wk->u.f.grad.bias[c] = wk->u.f.grad.bias[c] + g;
                 }
@@ -265,17 +295,31 @@ static int32_t fix_round(double v)
 ft_status ft_train_fixed(ft_float_head *fh, const ft_cache *cache, float input_scale, int32_t input_zero_point,
                          const ft_train_cfg *cfg, ft_train_work *wk, float *loss, uint32_t *steps)
 {
+    return ft_train_fixed_on(fh, cache, NULL, input_scale, input_zero_point, cfg, wk, loss, steps);
+}
+
+/* The Q16 gradient weight of a pseudo-labelled sample (docs/ondevice.md 3b; fedtiny.ondevice.pseudo.fixed_weight). */
+static int64_t weight_q16(const ft_train_set *set)
+{
+    return set ? (int64_t)floor((double)set->weight * 65536.0 + 0.5) : 65536;
+}
+
+ft_status ft_train_fixed_on(ft_float_head *fh, const ft_cache *cache, const ft_train_set *set, float input_scale,
+                            int32_t input_zero_point, const ft_train_cfg *cfg, ft_train_work *wk, float *loss,
+                            uint32_t *steps)
+{
     uint16_t C, D, c, d;
     uint32_t n, bsz, epoch, t, n_steps, j, total_steps = 0;
     size_t CD, i;
     double s, loss_sum = 0.0;
     int32_t mw, shw, mb, shb;
-    int64_t z[FT_MAX_CLASSES], e[FT_MAX_CLASSES], xi[FT_MAX_DIM];
+    int64_t z[FT_MAX_CLASSES], e[FT_MAX_CLASSES], xi[FT_MAX_DIM], wq;
     if (!fh || !cache || !cfg || !wk || !loss || !steps) return FT_ERR_ARG;
     C = fh->C;
     D = fh->D;
-    n = cache->count;
     if (C == 0 || D == 0) return FT_ERR_EMPTY;
+    if (set_size(cache, set, &n) != FT_OK) return FT_ERR_ARG;
+    wq = weight_q16(set);
     if (cache->dim != D || cfg->epochs < 1 || cfg->batch_size < 1) return FT_ERR_ARG;
     if (!(cfg->lr > 0.0f) || !isfinite(cfg->lr)) return FT_ERR_ARG;
     if (cfg->momentum != 0.0f || cfg->weight_decay != 0.0f || cfg->prox_mu != 0.0f) return FT_ERR_ARG;
@@ -294,9 +338,9 @@ ft_status ft_train_fixed(ft_float_head *fh, const ft_cache *cache, float input_s
             memset(wk->u.q.GW, 0, CD * sizeof(int64_t));
             memset(wk->u.q.GB, 0, C * sizeof(int64_t));
             for (j = 0; j < m; j++) {
-                uint16_t slot = wk->order[first + j];
-                const int8_t *q = ft_cache_row(cache, slot);
-                uint16_t y = cache->labels[slot];
+                uint16_t y;
+                int pseudo;
+                const int8_t *q = ft_cache_row(cache, set_entry(cache, set, wk->order[first + j], &y, &pseudo));
                 int64_t zmax, tot = 0;
                 if (y >= C) return FT_ERR_FORMAT;
                 for (d = 0; d < D; d++) xi[d] = (int64_t)q[d] - input_zero_point;
@@ -320,6 +364,7 @@ ft_status ft_train_fixed(ft_float_head *fh, const ft_cache *cache, float input_s
                     int64_t g = (e[c] * 65536) / tot - (c == y ? 65536 : 0);
                     int64_t *gw = wk->u.q.GW + (size_t)c * D;
                     g /= (int64_t)m; /* C division truncates toward zero, as the spec's sign * (|g| // m) */
+                    if (pseudo) g = asr64(g * wq, 16); /* |g| <= 65536, wq <= 65536: no overflow */
                     for (d = 0; d < D; d++) gw[d] += g * xi[d];
                     wk->u.q.GB[c] += g;
                 }

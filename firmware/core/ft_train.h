@@ -16,6 +16,17 @@ typedef struct {
     uint32_t device_id;
 } ft_train_cfg;
 
+/* The training set of one TRAIN (docs/ondevice.md 5a): the kept cache slots in slot order, each with its label (the
+ * cache's, or the pseudo-label of a slot without one). Entry i is sample i of section 3's "cache" of n samples;
+ * an entry whose cache slot has no label (FT_CACHE_UNLABELLED) is pseudo-labelled: its gradient is scaled by
+ * `weight`. 4 bytes per cache slot (+8), static in the work memory: bounded by FT_CACHE_CAPACITY. */
+typedef struct {
+    uint32_t n;
+    float weight;                        /* pseudo_weight (TRAIN); 1 without PSEUDO */
+    uint16_t slot[FT_CACHE_CAPACITY];
+    uint16_t label[FT_CACHE_CAPACITY];
+} ft_train_set;
+
 /* Working memory of a training run (static in the app; sized by the config header). */
 typedef struct {
     union {
@@ -31,6 +42,7 @@ typedef struct {
             int64_t GB[FT_MAX_CLASSES];
         } q;
     } u;
+    ft_train_set set;                /* filled by ft_train_set_build before ft_train_on / ft_train_fixed_on */
     uint64_t sort_key[FT_CACHE_CAPACITY];
     uint16_t order[FT_CACHE_CAPACITY];
     float x[FT_MAX_DIM];
@@ -52,6 +64,17 @@ ft_status ft_train(ft_float_head *fh, const ft_cache *cache, float input_scale, 
  * out with IEEE double once per call. */
 ft_status ft_train_fixed(ft_float_head *fh, const ft_cache *cache, float input_scale, int32_t input_zero_point,
                          const ft_train_cfg *cfg, ft_train_work *work, float *loss, uint32_t *steps);
+
+/* The same on a training set (docs/ondevice.md 5a): the n entries of `set` instead of every valid slot, a
+ * pseudo-labelled entry's gradient times set->weight (float: one float32 multiply after inv_m; fixed point: Q16
+ * wq = floor((double)weight * 65536 + 0.5), g = (g * wq) >> 16). set NULL: every valid slot with its cache label,
+ * as ft_train / ft_train_fixed (which are these with NULL). */
+ft_status ft_train_on(ft_float_head *fh, const ft_cache *cache, const ft_train_set *set, float input_scale,
+                      int32_t input_zero_point, const ft_train_cfg *cfg, ft_train_work *work, float *loss,
+                      uint32_t *steps);
+ft_status ft_train_fixed_on(ft_float_head *fh, const ft_cache *cache, const ft_train_set *set, float input_scale,
+                            int32_t input_zero_point, const ft_train_cfg *cfg, ft_train_work *work, float *loss,
+                            uint32_t *steps);
 
 /* Softmax cross-entropy of float logits z[C] for a label (the spec's softmax_xent, float32): p[C] gets the
  * probabilities, the return value is the sample's loss. */

@@ -201,7 +201,7 @@ void test_device_commands(void)
     /* TRAIN flags: the arithmetic (bit 0 FIXED); unknown bits and unsupported arithmetic are refused */
     memset(p, 0, 32);
     ft_wr16(p, 1); ft_wr16(p + 2, 4); ft_wrf32(p + 4, 0.05f);
-    ft_wr32(p + 28, 2u);
+    ft_wr32(p + 28, 4u); /* bit 1 is PSEUDO (a 40-byte request): test_labels.c */
     CHECK_EQ_INT(call(FT_MSG_TRAIN, p, 32), FT_ST_UNSUPPORTED);
     ft_wr32(p + 28, FT_TRAIN_FIXED);
     ft_wrf32(p + 8, 0.9f); /* momentum: not in the fixed-point path */

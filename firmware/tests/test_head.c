@@ -2,14 +2,18 @@
 #include "ft_head.h"
 #include "ft_train.h"
 #include "ft_cache.h"
+#include "ft_dev.h"
 #include "golden/golden_head.h"
 #include "golden/golden_train.h"
 #include <math.h>
 
 static ft_head head, head2;
 static ft_float_head fh;
-static ft_cache cache;
-static ft_train_work work;
+/* the cache and the training work memory are the test device's (test_device.c): a small-RAM board (STM32L475)
+ * holds one of each; a device test boots the device afresh */
+extern ft_dev ft_test_dev;
+#define cache (ft_test_dev.cache)
+#define work (ft_test_dev.work)
 
 void test_quantize_multiplier(void)
 {

@@ -20,6 +20,8 @@
     X(train_golden)        \
     X(train_fixed_golden)  \
     X(cache_ring)          \
+    X(labels_golden)       \
+    X(cache_sample_ids)    \
     X(frame_vectors)       \
     X(link_framing)        \
     X(device_commands)     \
@@ -40,7 +42,9 @@
     X(keys_change_statuses) \
     X(keys_power_cut_every_write) \
     X(security_counter_power_cut) \
-    X(signed_upload_on_device)
+    X(signed_upload_on_device) \
+    X(label_message)       \
+    X(train_pseudo_checks)
 
 #define FT_DECL(name) void test_##name(void);
 FT_TESTS(FT_DECL)
