@@ -5,13 +5,18 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from fedtiny.errors import FedTinyError
+from fedtiny.summary import Summary, as_summary
+
+if TYPE_CHECKING:
+    from fedtiny.interrupt import StopSignal
+    from fedtiny.report.progress import RoundProgress
 
 cli = typer.Typer(
     add_completion=False,
@@ -276,7 +281,7 @@ def init(
 
 
 def _interrupted_message(
-    out_dir: Path, signum: int, summary: dict[str, Any] | None, cut: bool = False
+    out_dir: Path, signum: int, summary_json: Mapping[str, object] | None, cut: bool = False
 ) -> str:
     """What an interrupted run wrote and how to continue it (one or two lines); ``cut``: the results were being
     written when the process was forced to end."""
@@ -285,7 +290,8 @@ def _interrupted_message(
     from fedtiny.interrupt import SIGNAL_NAMES
 
     how = SIGNAL_NAMES.get(signal.Signals(signum), f"signal {signum}")
-    if summary is not None:
+    if summary_json is not None:
+        summary = as_summary(summary_json)
         head = (
             f"fedtiny: interrupted ({how}) after round {summary['rounds_done']} of {summary['rounds']}; "
             f'results of the rounds done in {out_dir} (summary.json: "complete": false)'
@@ -305,15 +311,17 @@ def _interrupted_message(
     return f"{head}\nstart again with: fedtiny {shlex.join(again)}"
 
 
-def _forced_stop(stop: Any, prog: Any, out_dir: Path, signum: int) -> None:
+def _forced_stop(stop: StopSignal, prog: RoundProgress, out_dir: Path, signum: int) -> None:
     """A second Ctrl-C, or a stop that hangs: write what the last checkpoint holds, say how to resume."""
     with contextlib.suppress(Exception):  # the bar may be half-stopped already
         prog.stop()
     summary = None
     if stop.plan is not None and not stop.writing.is_set():
+        from fedtiny.plan import RunPlan
         from fedtiny.runner import finish_interrupted
 
         try:
+            assert isinstance(stop.plan, RunPlan)  # fedtiny.runner sets it
             summary = finish_interrupted(stop.plan)
         except Exception:  # best effort: the process ends now
             summary = None
@@ -360,7 +368,7 @@ def _say(text: str) -> None:
     typer.echo(wrapped.replace("\x00", " "))
 
 
-def _group_sizes(summary: dict[str, Any]) -> str:
+def _group_sizes(summary: Summary) -> str:
     """``groups: fleet 14, remounted 6 devices`` (the device groups of the drift events), or ""."""
     groups = summary.get("fleet_stats", {}).get("groups", {})
     if len(groups) < 2:
@@ -417,11 +425,11 @@ def _register_more() -> None:
 _register_more()
 
 
-def main() -> Any:
+def main() -> None:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return cli()
+    cli()  # exits (click's standalone mode): SystemExit with the command's exit code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -8,24 +8,32 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
 from fedtiny.errors import FedTinyError
+from fedtiny.summary import FieldSummary, as_field_summary
+
+if TYPE_CHECKING:
+    from fedtiny import runlock
+    from fedtiny.field.trial import TrialFailed
+    from fedtiny.interrupt import StopSignal
+    from fedtiny.report.progress import RoundProgress
 
 
-def _fail(exc: BaseException, code: int = 2) -> None:
+def _fail(exc: BaseException, code: int = 2) -> NoReturn:
     typer.echo(f"fedtiny: error: {exc}", err=True)
     raise typer.Exit(code)
 
 
-def _trial_failed(exc: Any) -> None:
+def _trial_failed(exc: TrialFailed) -> None:
     """A trial that ran and failed: its boards table (when there is one), then the reason in one line, exit 1."""
     from fedtiny.field.trial import format_boards
 
-    if getattr(exc, "summary", None):
+    if exc.summary:
         typer.echo(format_boards(exc.summary))
     _fail(exc, 1)
 
@@ -35,7 +43,7 @@ def _sigterm_exits() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
-def _lock(out: Path) -> Any:
+def _lock(out: Path) -> runlock.RunLock:
     """OUT/fedtiny.lock (fedtiny.runlock): one trial or run at a time writes into a directory; refused in one
     line (exit 2) while its owner lives, a stale one taken over with one line."""
     from fedtiny import runlock
@@ -49,7 +57,7 @@ def _lock(out: Path) -> Any:
         _fail(exc)
 
 
-def _interrupted(out: Path, signum: int, summary: dict[str, Any] | None) -> str:
+def _interrupted(out: Path, signum: int, summary_json: Mapping[str, object] | None) -> str:
     """What an interrupted trial wrote, and how to start it again (a field trial does not resume: the boards
     have moved on)."""
     import shlex
@@ -57,6 +65,7 @@ def _interrupted(out: Path, signum: int, summary: dict[str, Any] | None) -> str:
     from fedtiny.interrupt import SIGNAL_NAMES
 
     how = SIGNAL_NAMES.get(signal.Signals(signum), f"signal {signum}")
+    summary = None if summary_json is None else as_field_summary(summary_json)
     if summary is not None and summary.get("rounds_completed", 0) >= 1:
         head = (
             f"fedtiny: interrupted ({how}) after round {summary['rounds_completed']} of {summary['rounds']}; "
@@ -67,7 +76,9 @@ def _interrupted(out: Path, signum: int, summary: dict[str, Any] | None) -> str:
     return f"{head}\na field trial does not resume; start it again with: fedtiny {shlex.join(sys.argv[1:])}"
 
 
-def _run_stoppable(out: Path, rounds: int, body: Any) -> dict[str, Any]:
+def _run_stoppable(
+    out: Path, rounds: int, body: Callable[[RoundProgress, StopSignal], FieldSummary]
+) -> FieldSummary:
     """Run ``body(prog, stop)`` (serve or trial) holding OUT's lock, with Ctrl-C/SIGTERM/SIGHUP stopping it in
     order (fedtiny.interrupt.StopSignal: the rounds stop, the results of the rounds done are written, every
     process ends; exit 130/143/129) and every process it starts dying with it however it dies
@@ -93,7 +104,7 @@ def _run_stoppable(out: Path, rounds: int, body: Any) -> dict[str, Any]:
     stop.before_exit.append(lock.release)
     try:
         with stop, prog:
-            summary: dict[str, Any] = body(prog, stop)
+            summary = body(prog, stop)
     except RunInterrupted as exc:
         if said.acquire(blocking=False):
             with contextlib.suppress(OSError):  # stderr may be a closed terminal (SIGHUP)
@@ -116,11 +127,11 @@ def _run_stoppable(out: Path, rounds: int, body: Any) -> dict[str, Any]:
     return summary
 
 
-def _summary(out: Path) -> dict[str, Any] | None:
+def _summary(out: Path) -> FieldSummary | None:
     import json
 
     try:
-        summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+        summary: FieldSummary = json.loads((out / "summary.json").read_text())
     except (OSError, ValueError):
         return None
     return summary if summary.get("complete") is False else None
@@ -271,7 +282,7 @@ def serve(
     _done(summary, out)
 
 
-def _done(summary: dict[str, Any], out: Path) -> None:
+def _done(summary: FieldSummary, out: Path) -> None:
     from fedtiny.field.trial import format_boards, signing_line
 
     typer.echo(format_boards(summary))

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, TypeVarTuple
@@ -42,10 +42,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class RunInterrupted(Exception):
     """The run was stopped by a signal; ``summary`` holds the results written so far (None: none)."""
 
-    def __init__(self, signum: int, summary: dict[str, Any] | None = None) -> None:
+    def __init__(self, signum: int, summary: Mapping[str, object] | None = None) -> None:
         super().__init__(f"interrupted ({SIGNAL_NAMES.get(signal.Signals(signum), f'signal {signum}')})")
         self.signum = signum
-        self.summary = summary
+        self.summary = summary  # a run's summary.json (fedtiny.summary.Summary) or a field trial's
 
     @property
     def exit_code(self) -> int:
@@ -66,12 +66,12 @@ class StopSignal:
         self.on_force = on_force
         self.raise_now = True  # before the rounds: raise in the main thread
         # the run's RunPlan once prepared (on_force writes its results): fedtiny.plan is a higher layer
-        self.plan: Any = None
+        self.plan: object = None
         self.writing = threading.Event()  # the results of the rounds done are being written (not forced)
         self._old: dict[int, SignalHandler] = {}
         self._forcing = threading.Lock()
         self.started: list[psutil.Process] = []
-        self.on_first: list[Callable[[], None]] = []  # called in the handler at the first signal (cheap)
+        self.on_first: list[Callable[[], object]] = []  # called in the handler at the first signal (cheap)
         self.before_exit: list[Callable[[], None]] = []  # called by force() just before the process exits
         self._warned = False
 

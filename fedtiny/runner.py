@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from fedtiny.config import Scenario
 from fedtiny.finish import (
@@ -25,6 +25,7 @@ from fedtiny.finish import (
     start_writing_interrupted,
 )
 from fedtiny.plan import Log, RunPlan, check_budget, data_label, prepare_run
+from fedtiny.summary import Summary, as_summary
 
 if TYPE_CHECKING:
     from fedtiny.interrupt import StopSignal
@@ -48,6 +49,13 @@ __all__ = [
     "simulate",
     "start_writing_interrupted",
 ]
+
+
+class _RayWhere(TypedDict, total=False):
+    """Where ray.init starts or joins Ray: a cluster's address, or a local Ray with this many CPUs."""
+
+    address: str
+    num_cpus: int
 
 
 def simulate(plan: RunPlan, log: Log = print, ray_address: str = "", stop: StopSignal | None = None) -> None:
@@ -106,7 +114,7 @@ def simulate(plan: RunPlan, log: Log = print, ray_address: str = "", stop: StopS
             "worker_process_setup_hook": SETUP_HOOK,
             "env_vars": {"PYTHONPATH": pythonpath, "FLWR_TELEMETRY_ENABLED": "0"},
         }
-        kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": os.cpu_count() or 2}
+        kwargs: _RayWhere = {"address": address} if address else {"num_cpus": os.cpu_count() or 2}
     try:
         if started_ray:
             ray.init(runtime_env=runtime_env, include_dashboard=False, logging_level=logging.ERROR, **kwargs)
@@ -146,7 +154,7 @@ def run_scenario(
     stop_after: int = 0,
     stop: StopSignal | None = None,
     verbose: bool = False,
-) -> dict[str, Any]:
+) -> Summary:
     """The main job: prepare, run the rounds, write results. Returns the summary.
 
     The driver prepares everything first (model, fleet data: the slow first-time work and its errors happen
@@ -184,7 +192,7 @@ def run_scenario(
                 if stop is not None:
                     stop.writing.clear()
             raise
-    return finish_run(plan)
+    return as_summary(finish_run(plan))
 
 
 def _on_superlink(
@@ -194,7 +202,7 @@ def _on_superlink(
     ray_address: str,
     stop: StopSignal | None,
     verbose: bool,
-) -> dict[str, Any]:
+) -> Summary:
     """The rounds on a private simulation SuperLink (`flwr run`); the ServerApp writes the results."""
     import json
 
@@ -232,5 +240,5 @@ def _on_superlink(
 
     # the ServerApp counted the wall time from the driver's start (the prepared plan carries it): the console,
     # summary.json and report.html say the same number
-    summary: dict[str, Any] = json.loads((plan.out_dir / "summary.json").read_text())
+    summary: Summary = json.loads((plan.out_dir / "summary.json").read_text())
     return summary

@@ -230,3 +230,8 @@ def as_summary(summary: Mapping[str, object]) -> Summary:
     """A summary built or read by code that does not type it (summary.json is JSON): read as :class:`Summary`,
     whose keys are all optional (readers use ``.get`` with a default)."""
     return cast("Summary", summary)
+
+
+def as_field_summary(summary: Mapping[str, object]) -> FieldSummary:
+    """A field trial's summary as :class:`FieldSummary` (see :func:`as_summary`)."""
+    return cast("FieldSummary", summary)

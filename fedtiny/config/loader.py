@@ -9,9 +9,9 @@ import dataclasses
 import math
 import tomllib
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tomli_w
 
@@ -21,15 +21,17 @@ from fedtiny.errors import ScenarioError
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
+_D = TypeVar("_D", bound="DataclassInstance")
+
 #: validation that needs the stages' registries (tasks, front ends, boards, strategies): fedtiny.plan.validate
 Check = Callable[[Scenario, str], None]
 
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
-def _convert(value: Any, tp: Any, where: str, src: str) -> Any:
+def _convert(value: object, tp: object, where: str, src: str) -> object:
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ScenarioError(f"{src}: '{where}' must be a table, got {value!r}")
         return _build(tp, value, where, src)
@@ -45,20 +47,24 @@ def _convert(value: Any, tp: Any, where: str, src: str) -> Any:
         return {str(k): _convert(v, val_tp, f"{where}.{k}", src) for k, v in value.items()}
     if isinstance(value, float) and not math.isfinite(value):  # TOML allows nan and inf; no key means them
         raise ScenarioError(f"{src}: '{where}' = {value!r}; expected a finite number")
-    if tp is Any:
+    if tp is Any:  # a free-form table (e.g. a task's params): its values kept as TOML gives them
         if isinstance(value, dict):
-            return {str(k): _convert(v, Any, f"{where}.{k}", src) for k, v in value.items()}
+            return {str(k): _convert(v, tp, f"{where}.{k}", src) for k, v in value.items()}
         if isinstance(value, list):
-            return [_convert(v, Any, f"{where}[{i}]", src) for i, v in enumerate(value)]
+            return [_convert(v, tp, f"{where}[{i}]", src) for i, v in enumerate(value)]
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if tp in _TYPE_WORDS and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+    if (
+        isinstance(tp, type)
+        and tp in _TYPE_WORDS
+        and (not isinstance(value, tp) or (tp is int and isinstance(value, bool)))
+    ):
         raise ScenarioError(f"{src}: '{where}' expected {_TYPE_WORDS[tp]}, got {value!r}")
     return value
 
 
-def _check_rules(value: Any, meta: Any, where: str, src: str) -> None:
+def _check_rules(value: Any, meta: Mapping[str, Any], where: str, src: str) -> None:
     if "min" in meta and value < meta["min"]:
         raise ScenarioError(f"{src}: '{where}' = {value!r} is below the minimum {meta['min']}")
     if "max" in meta and value > meta["max"]:
@@ -67,10 +73,10 @@ def _check_rules(value: Any, meta: Any, where: str, src: str) -> None:
         raise ScenarioError(f"{src}: '{where}' = {value!r}; expected one of: {', '.join(meta['choices'])}")
 
 
-def _build(cls: Any, data: dict[str, Any], prefix: str, src: str) -> Any:
+def _build(cls: type[_D], data: Mapping[str, object], prefix: str, src: str) -> _D:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
+    kwargs: dict[str, object] = {}
     for key, value in data.items():
         where = f"{prefix}.{key}" if prefix else key
         if key not in fields:
@@ -84,13 +90,14 @@ def _build(cls: Any, data: dict[str, Any], prefix: str, src: str) -> Any:
     return cls(**kwargs)
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: object, src: str) -> None:
+def _set_dotted(data: dict[str, object], dotted: str, value: object, src: str) -> None:
     parts = dotted.split(".")
     node = data
     for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
             raise ScenarioError(f"{src}: cannot set '{dotted}': '{p}' is not a table")
+        node = child
     node[parts[-1]] = value
 
 
@@ -110,7 +117,7 @@ def parse_override(text: str) -> tuple[str, object]:
 PATH_KEYS = (("model", "tflite"), ("model", "keras"), ("data", "path"), ("data", "background"))
 
 
-def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+def _resolve_paths(data: dict[str, object], base: Path) -> None:
     for section, key in PATH_KEYS:
         table = data.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
@@ -119,7 +126,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
 
 
 def parse_scenario_dict(
-    data: dict[str, Any],
+    data: Mapping[str, object],
     src: str = "<scenario>",
     overrides: list[str] | None = None,
     base_dir: Path | None = None,

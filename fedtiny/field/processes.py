@@ -17,9 +17,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from fedtiny import lifeline
 from fedtiny.errors import FedTinyError
@@ -28,6 +28,20 @@ from fedtiny.field.tls import TlsFiles
 FEDERATION = "trial"
 BIN = Path(sys.executable).parent
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+#: a value of ``--node-config``/``--run-config``
+ConfigValue = str | int | float | bool
+
+
+class RunResult(TypedDict):
+    """How `flwr run` ended (:func:`run_app`): its run id, the status `flwr ls` reports, whether it completed;
+    ``stopped``: a stop was asked for (no status asked)."""
+
+    run_id: int
+    status: str
+    completed: bool
+    stopped: NotRequired[bool]
 
 
 def toml_string(value: str, what: str = "value") -> str:
@@ -40,7 +54,7 @@ def toml_string(value: str, what: str = "value") -> str:
     return f"'{value}'" if "'" not in value else json.dumps(value)
 
 
-def config_args(values: dict[str, Any]) -> str:
+def config_args(values: Mapping[str, ConfigValue]) -> str:
     """``key=value ...`` for ``--node-config``/``--run-config``: strings quoted, numbers and bools as TOML."""
     parts = []
     for k, v in values.items():
@@ -199,12 +213,12 @@ def flwr(home: Path, *args: str, timeout: float = 600.0) -> str:
 def run_app(
     home: Path,
     app_dir: Path,
-    run_config: dict[str, Any],
+    run_config: Mapping[str, ConfigValue],
     timeout: float,
     log: Path,
     tick: Callable[[], None] = lambda: None,
     stopped: Callable[[], bool] = lambda: False,
-) -> dict[str, Any]:
+) -> RunResult:
     """`flwr run --stream` (its output, the ServerApp's logs included, goes to ``log``), calling ``tick`` about
     ten times a second while it runs (it may raise to abort the run); then the run's status (`flwr run` exits 0
     even when the run failed). ``stopped()`` true once it ends: a stop was asked for (Ctrl-C), the ServerApp

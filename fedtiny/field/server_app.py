@@ -16,9 +16,10 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import cast
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -31,6 +32,7 @@ from fedtiny.model.export import export_header
 from fedtiny.model.flatbuffer import read_head, write_head
 from fedtiny.plan import load_scenario
 from fedtiny.results import RoundRow, plot_accuracy
+from fedtiny.summary import FieldSummary, SigningSummary
 
 app = ServerApp()
 
@@ -101,7 +103,7 @@ def _board_names(out: Path, recorded: bool) -> dict[int, str]:
     return {i: name for i, name in enumerate(replay_device_names(out, True), start=1)}
 
 
-def end_line(summary: dict[str, Any]) -> str:
+def end_line(summary: FieldSummary) -> str:
     acc = [summary["initial_accuracy"], summary["final_accuracy"]]
     accs = " -> ".join("n/a" if a is None else f"{100 * a:.1f}%" for a in acc)
     return (
@@ -126,7 +128,7 @@ def _acc(v: float | None) -> float | None:
 
 def write_results(
     server: FieldServer, base: bytes, out: Path, started: float, error: str = "", stopped: int = 0
-) -> dict[str, Any]:
+) -> FieldSummary:
     """Every result file; summary.json last (written whole: `fedtiny serve` reads it once it exists).
     ``stopped``: the signal that stopped the rounds (0: none)."""
     s = server.scenario
@@ -135,7 +137,7 @@ def write_results(
     export_header(final, out / "model_int8.h")
     rows = server.rows
     boards = sorted(server.boards.values(), key=lambda b: (b.device_id < 0, b.device_id, b.uri))
-    summary: dict[str, Any] = {
+    summary: FieldSummary = {
         "scenario": s.name,
         "kind": "field trial",
         "rounds": s.rounds,
@@ -177,9 +179,16 @@ def write_results(
         "files": ["scenario.resolved.toml", "summary.json", "model_int8.tflite", "model_int8.h"],
     }
     if rows:  # 95% Wilson intervals of the boards' accuracy (the report's headline shows them)
-        for key, row in (("initial_accuracy", rows[0]), ("final_accuracy", rows[-1])):
-            if summary[key] is not None:
-                summary[f"{key}_lo"], summary[f"{key}_hi"] = row.accuracy_lo, row.accuracy_hi
+        if summary["initial_accuracy"] is not None:
+            summary["initial_accuracy_lo"], summary["initial_accuracy_hi"] = (
+                rows[0].accuracy_lo,
+                rows[0].accuracy_hi,
+            )
+        if summary["final_accuracy"] is not None:
+            summary["final_accuracy_lo"], summary["final_accuracy_hi"] = (
+                rows[-1].accuracy_lo,
+                rows[-1].accuracy_hi,
+            )
     if server.signer is not None:
         summary["signing"] = signing_summary(server)
     if rows:
@@ -202,7 +211,7 @@ def write_results(
     return summary
 
 
-def signing_summary(server: FieldServer) -> dict[str, Any]:
+def signing_summary(server: FieldServer) -> SigningSummary:
     """Heads signed on the server (``serve --signing-key``, ``trial --signed``): the key's id (MCUboot KEYHASH,
     SHA-256 of the public key, what the boards trust), totals, and per round the heads signed with their
     security counters, the boards that verified a signed head and installed it, and the boards that refused one
@@ -226,7 +235,7 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def boards_html(summary: dict[str, Any]) -> str:
+def boards_html(summary: FieldSummary) -> str:
     """The boards of the trial and their failures (first in the report: a failing board must be seen)."""
     rows = summary["boards"]
     n = summary["board_failures"]
@@ -242,7 +251,8 @@ def boards_html(summary: dict[str, Any]) -> str:
         + "".join(f"<th>{c}</th>" for c in cols)
         + "</tr>"
         + "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols) + "</tr>" for r in rows
+            "<tr>" + "".join(f"<td>{html.escape(str(_cell(r, c)))}</td>" for c in cols) + "</tr>"
+            for r in rows
         )
         + "</table>"
     )
@@ -250,7 +260,11 @@ def boards_html(summary: dict[str, Any]) -> str:
     return f"<h2>Boards</h2>{head}{table}" + (f"<h3>Errors</h3><ul>{errors}</ul>" if errors else "")
 
 
-def write_field_report(server: FieldServer, summary: dict[str, Any], out: Path) -> list[str]:
+def _cell(board: Mapping[str, object], column: str) -> object:
+    return board[column]
+
+
+def write_field_report(server: FieldServer, summary: FieldSummary, out: Path) -> list[str]:
     """The same report.html as a simulation (fedtiny.report.html), with the boards instead of baselines."""
     from fedtiny.ondevice import device_budget
     from fedtiny.plan.prepare import data_label
@@ -265,9 +279,11 @@ def write_field_report(server: FieldServer, summary: dict[str, Any], out: Path) 
         scenario=s, server=SimpleNamespace(rows=server.rows, curves={"federated": {"all": accs}})
     )
     nan = float("nan")
-    facts = {
+    a, z = summary["initial_accuracy"], summary["final_accuracy"]
+    facts: dict[str, object] = {
         **summary,
-        **{k: nan if summary[k] is None else summary[k] for k in ("initial_accuracy", "final_accuracy")},
+        "initial_accuracy": nan if a is None else a,
+        "final_accuracy": nan if z is None else z,
         "task": data_label(s),
         "updates_rejected_reasons": {},
         "stragglers": None,  # neither measured in a field trial: left out of the facts

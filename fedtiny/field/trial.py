@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedtiny import lifeline
 from fedtiny.config import Scenario
@@ -28,16 +28,23 @@ from fedtiny.field.tls import TlsFiles
 from fedtiny.jsonl import Tail
 from fedtiny.link.signing import write_keys
 from fedtiny.results import RoundRow
+from fedtiny.summary import FieldSummary
+
+if TYPE_CHECKING:
+    from fedtiny.clients.gateway.boards import BoardOutcome, GatewayBoards
+    from fedtiny.interrupt import StopSignal
 
 APP_DIR = Path(__file__).resolve().parent / "flwr_app"
 PREPARING = ".preparing"  # in the trial directory while `fedtiny serve` writes it (holds serve's pid)
-Log = Callable[[str], Any]
+Log = Callable[[str], object]
+#: a round's row as it arrives, and the trial's rounds
+Progress = Callable[[RoundRow, int], object]
 
 
 class TrialFailed(FedTinyError):
     """The trial ran but did not succeed; ``summary`` holds what it did (boards, failures) when there is one."""
 
-    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, summary: FieldSummary | None = None) -> None:
         super().__init__(message)
         self.summary = summary
 
@@ -128,13 +135,13 @@ def serve(
     security: Security = Security(),
     log: Log = print,
     on_ready: Callable[[str], None] | None = None,
-    progress: Callable[[RoundRow, int], Any] | None = None,
+    progress: Progress | None = None,
     watch: Callable[[], None] | None = None,
     gateway_timeout_s: float = 300.0,
     wait_s: float = WAIT_S,
-    stop: Any = None,
+    stop: StopSignal | None = None,
     boards: int = 0,
-) -> dict[str, Any]:
+) -> FieldSummary:
     """Prepare the trial directory (before anything waits on it), start a SuperLink, run the field-trial
     ServerApp until it ends (per-round ``progress``; ``watch`` is called ten times a second and may raise to
     abort), stop the SuperLink and every process it started. Returns the summary; raises TrialFailed (with the
@@ -292,9 +299,9 @@ def replay_device_names(out: Path, recorded: bool = True) -> list[str]:
     return names[:n] if len(names) >= n else [f"device {i}" for i in range(1, n + 1)]
 
 
-def _read_summary(out: Path) -> dict[str, Any] | None:
+def _read_summary(out: Path) -> FieldSummary | None:
     try:
-        summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+        summary: FieldSummary = json.loads((out / "summary.json").read_text())
     except (OSError, ValueError):
         return None
     return summary
@@ -309,7 +316,7 @@ def tail_connected(out: Path) -> int:
     return n
 
 
-def _show(ev: dict[str, Any], rounds: int, log: Log, progress: Callable[[RoundRow, int], Any] | None) -> None:
+def _show(ev: dict[str, Any], rounds: int, log: Log, progress: Progress | None) -> None:
     if ev.get("event") == "waiting" and 0 < ev.get("connected", 0) < ev["gateways"]:
         log(f"{ev['connected']} of {ev['gateways']} gateways connected")
     elif ev.get("event") == "connected":
@@ -336,7 +343,7 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None or math.isnan(v) else f"{100 * v:.1f}%"
 
 
-def signing_line(summary: dict[str, Any]) -> str:
+def signing_line(summary: FieldSummary) -> str:
     """One console line on the signed heads of a trial ("" when heads were not signed)."""
     s = summary.get("signing")
     if not s:
@@ -347,7 +354,7 @@ def signing_line(summary: dict[str, Any]) -> str:
     )
 
 
-def format_boards(summary: dict[str, Any]) -> str:
+def format_boards(summary: FieldSummary) -> str:
     """The table `fedtiny serve` ends with: every board, what it did, how often it failed and why."""
     rows = [("board", "link", "gw", "trained", "evaluated", "failures", "last error")]
     for b in summary.get("boards", []):
@@ -379,7 +386,7 @@ def node_config(
     devices: list[str], fleet_key: bytes | None, replay: Path | None, events: Path | None = None
 ) -> str:
     """The SuperNode's ``--node-config``: every string quoted (one unquoted URI does not parse)."""
-    values: dict[str, Any] = {"devices": " ".join(devices)}
+    values = {"devices": " ".join(devices)}
     if fleet_key:
         values["fleet-key"] = fleet_key.hex()
     if replay:
@@ -404,7 +411,7 @@ def start_gateway(
     auth_key: Path | None = None,
     events: Path | None = None,
     log_file: Path | None = None,
-) -> Any:
+) -> subprocess.Popen[bytes]:
     """Start a SuperNode whose ClientApp drives ``devices``; returns the process (stop with processes.stop).
     Its log is ``log_file`` (default ``supernode_log(home, port)``)."""
     if not devices:
@@ -420,7 +427,7 @@ def start_gateway(
     )
 
 
-def _board_line(o: Any) -> str:
+def _board_line(o: BoardOutcome) -> str:
     who = f"board {o.device_id}" if o.device_id >= 0 else "board ?"
     if o.error:
         return f"  {who} {o.uri}: NOT REACHABLE: {o.error}"
@@ -431,7 +438,7 @@ def _board_line(o: Any) -> str:
     )
 
 
-def describe_boards(boards: Any, log: Log, wait_s: float) -> list[Any]:
+def describe_boards(boards: GatewayBoards, log: Log, wait_s: float) -> list[BoardOutcome]:
     """Each board's identity, waiting up to ``wait_s`` for boards that are still starting."""
     t0, said = time.time(), False
     while True:
@@ -563,10 +570,10 @@ def run_trial(
     out: Path,
     gateways: int = 1,
     log: Log = print,
-    progress: Callable[[RoundRow, int], Any] | None = None,
+    progress: Progress | None = None,
     signed: bool = False,
-    stop: Any = None,
-) -> dict[str, Any]:
+    stop: StopSignal | None = None,
+) -> FieldSummary:
     """`fedtiny trial`: serve + ``boards`` virtual boards (`fedtiny emulate` on loopback sockets) + ``gateways``
     gateways (`fedtiny gateway`), each a child process logging to OUT/logs; every one stopped at the end.
     With recorded data the boards replay the first ``boards`` devices of the data (board i: its i-th device).

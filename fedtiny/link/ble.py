@@ -10,9 +10,15 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from typing import Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fedtiny.errors import LinkError
+
+if TYPE_CHECKING:
+    from fedtiny.link.transport import Board
+
+_T = TypeVar("_T")
 
 NUS_SERVICE = "6E400001-B5A3-F393-E0A9-E50E24DCCA9E"
 NUS_RX = "6E400002-B5A3-F393-E0A9-E50E24DCCA9E"  # host writes (without response)
@@ -28,7 +34,7 @@ class _LoopThread:
         self.thread.start()
         self.rx: queue.Queue[bytes] = queue.Queue()
 
-    def call(self, coro: Any, timeout: float = 20.0) -> Any:
+    def call(self, coro: Coroutine[object, object, _T], timeout: float = 20.0) -> _T:
         try:
             return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
         except Exception as e:
@@ -85,7 +91,7 @@ class BleTransport(_LoopThread):
 class BumbleTransport(_LoopThread):
     """Central + peripheral on Bumble's LocalLink; the peripheral's NUS feeds `board.feed(bytes)`."""
 
-    def __init__(self, board: Any, mtu: int = 247) -> None:
+    def __init__(self, board: Board, mtu: int = 247) -> None:
         super().__init__()
         self.board = board
         self.call(self._open(mtu), 30)
@@ -108,7 +114,7 @@ class BumbleTransport(_LoopThread):
         )
         self.notify_q: asyncio.Queue[bytes] = asyncio.Queue()
 
-        def on_write(connection: Any, value: bytes) -> None:  # synchronous: keeps frames in order
+        def on_write(connection: object, value: bytes) -> None:  # synchronous: keeps frames in order
             out = self.board.feed(bytes(value))
             if out:
                 self.notify_q.put_nowait(out)

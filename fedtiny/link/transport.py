@@ -26,8 +26,14 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+class Board(Protocol):
+    """A board in this process (fedtiny.clients.board's virtual board): bytes in, its answer out."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+
 class SerialTransport:
-    """Any URL pyserial accepts: a device path, `socket://host:port`, `rfc2217://`, `loop://`."""
+    """Every URL pyserial accepts: a device path, `socket://host:port`, `rfc2217://`, `loop://`."""
 
     def __init__(self, url: str, baudrate: int = 115200, **kwargs: Any) -> None:
         import serial
@@ -78,7 +84,7 @@ class SerialTransport:
 class InProcessTransport:
     """Pairs directly with a virtual board in the same process (`board.feed(bytes) -> bytes`)."""
 
-    def __init__(self, board: Any) -> None:
+    def __init__(self, board: Board) -> None:
         self.board = board
         self._rx = bytearray()
 
@@ -103,7 +109,7 @@ class PacedTransport:
 
     def __init__(
         self,
-        board: Any,
+        board: Board,
         bytes_per_s: float | None = None,
         packet: int = 0,
         interval: float = 0.0,
@@ -165,7 +171,7 @@ TransportOpener = Callable[..., Transport]
 """`opener(uri, **kwargs) -> Transport`: the whole URI, scheme included; LinkError if it cannot open."""
 
 
-def _open_ble(uri: str, **kwargs: Any) -> Transport:
+def _open_ble(uri: str, **kwargs: object) -> Transport:
     from fedtiny.link.ble import BleTransport  # lazy: the BLE stack only for BLE links
 
     return BleTransport.from_uri(uri, **kwargs)
@@ -191,7 +197,7 @@ def uri_scheme(uri: str) -> str | None:
     return "serial" if uri.startswith(("/", "COM")) else None
 
 
-def open_transport(uri: str, **kwargs: Any) -> Transport:
+def open_transport(uri: str, **kwargs: object) -> Transport:
     """Open the transport `uri` names through `TRANSPORTS`: `serial:///dev/ttyACM0[?baud=N]`, `socket://host:port`,
     `rfc2217://...`, `loop://`, `ble://ADDR`, or a device path. LinkError naming the known schemes otherwise."""
     opener = TRANSPORTS.get(uri_scheme(uri) or "")

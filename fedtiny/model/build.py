@@ -16,9 +16,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -31,6 +32,10 @@ PIPELINE_VERSION = "1"
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
 
+#: where progress lines go (print, or the run's log)
+Log = Callable[[str], object]
+
+
 def cache_root() -> Path:
     """``$FEDTINY_CACHE`` or ``~/.cache/fedtiny``."""
     return Path(os.environ.get("FEDTINY_CACHE", Path.home() / ".cache" / "fedtiny"))
@@ -41,7 +46,7 @@ class ModelSpec:
     """Everything that determines a base model (its cache key)."""
 
     task: str
-    task_params: dict[str, Any] = field(default_factory=dict)
+    task_params: dict[str, object] = field(default_factory=dict)
     seed: int = 0
     factory_samples: int = 3000
     test_samples: int = 1000
@@ -51,7 +56,7 @@ class ModelSpec:
     head_inputs: int = 64
     representative_samples: int = 300
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         """The spec as plain JSON values (how a shipped model's meta records it)."""
         return dict(json.loads(json.dumps(self.__dict__, sort_keys=True)))
 
@@ -79,6 +84,24 @@ def tensorflow_version() -> str:
     return str(tf.__version__)
 
 
+class ModelMeta(TypedDict, total=False):
+    """A base model's meta (``meta.json`` of a cached build, ``<name>.json`` of a shipped reference model, which
+    also records its name, scenarios, pipeline, sha256 and where it was built)."""
+
+    name: str
+    scenarios: list[str]
+    pipeline: str
+    spec: dict[str, object]
+    float_accuracy: float
+    int8_accuracy: float
+    accuracy_measured_on: str
+    bytes: int
+    build_seconds: float
+    sha256: str
+    tensorflow: str
+    built_on: str
+
+
 @dataclass(frozen=True)
 class BaseModel:
     """An int8 base model; ``path``: its cache directory, or the shipped reference ``.tflite``."""
@@ -87,7 +110,7 @@ class BaseModel:
     float_accuracy: float
     int8_accuracy: float
     path: Path
-    meta: dict[str, Any]
+    meta: ModelMeta
 
 
 def factory_data(spec: ModelSpec, n: int, stream: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +139,7 @@ def convert_to_int8(model: Any, input_shape: tuple[int, ...], rep: np.ndarray) -
     return bytes(conv.convert())
 
 
-def train_and_convert(spec: ModelSpec, log: Any = print) -> tuple[bytes, float]:
+def train_and_convert(spec: ModelSpec, log: Log = print) -> tuple[bytes, float]:
     """Train on factory data and convert; returns (int8 .tflite bytes, float test accuracy)."""
     with quiet():  # TensorFlow's output goes to the log file (fedtiny.model.quiet)
         import keras
@@ -139,7 +162,7 @@ def train_and_convert(spec: ModelSpec, log: Any = print) -> tuple[bytes, float]:
     return convert_to_int8(model, task.input_shape, x[: spec.representative_samples]), float_acc
 
 
-def build_entry(spec: ModelSpec, log: Any = print) -> tuple[bytes, dict[str, Any]]:
+def build_entry(spec: ModelSpec, log: Log = print) -> tuple[bytes, ModelMeta]:
     """Train and convert ``spec``'s model and score it with TFLite Micro: (int8 .tflite, meta)."""
     from fedtiny.model.runtime import Int8Runner
 
@@ -149,7 +172,7 @@ def build_entry(spec: ModelSpec, log: Any = print) -> tuple[bytes, dict[str, Any
     xt, yt = factory_data(spec, spec.test_samples, 1)
     int8_acc = float(np.mean(Int8Runner(tflite, "tflm").predict(xt) == yt))
     log(f"base model: int8 accuracy {int8_acc:.4f} (TFLite Micro), {len(tflite)} bytes")
-    meta = {
+    meta: ModelMeta = {
         "spec": spec.fields(),
         "float_accuracy": float_acc,
         "int8_accuracy": int8_acc,
@@ -183,7 +206,7 @@ def shipped_model(spec: ModelSpec, directory: Path | None = None) -> BaseModel |
     for meta_file in sorted(d.glob("*.json")):
         if meta_file.name.endswith(".tflite.json"):  # a model's base64 copy, not a meta
             continue
-        meta = json.loads(meta_file.read_text())
+        meta: ModelMeta = json.loads(meta_file.read_text())
         if meta.get("spec") != want or meta.get("pipeline") != PIPELINE_VERSION:
             continue
         model_file = meta_file.with_suffix(".tflite")
@@ -198,7 +221,7 @@ def shipped_model(spec: ModelSpec, directory: Path | None = None) -> BaseModel |
     return None
 
 
-def build_base_model(spec: ModelSpec, log: Any = print) -> BaseModel:
+def build_base_model(spec: ModelSpec, log: Log = print) -> BaseModel:
     """The int8 base model for ``spec``: the shipped reference model if one has this spec (the same bits on
     every machine), else the cached build, else trained and converted here (and cached)."""
     shipped = shipped_model(spec)
@@ -211,7 +234,7 @@ def build_base_model(spec: ModelSpec, log: Any = print) -> BaseModel:
     path = cache_root() / "models" / spec.key()
     meta_file = path / "meta.json"
     if meta_file.exists():
-        meta = json.loads(meta_file.read_text())
+        meta: ModelMeta = json.loads(meta_file.read_text())
         return BaseModel(
             (path / "model_int8.tflite").read_bytes(),
             meta["float_accuracy"],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 
@@ -132,6 +132,17 @@ def _count_leading_zeros_u32(x: np.ndarray) -> np.ndarray:
 # --- the ops ---------------------------------------------------------------------------------------------
 
 
+class TailOpDict(TypedDict):
+    """A :class:`TailOp` as JSON (``to_dict``); ``beta`` is left out by older files (1.0)."""
+
+    kind: str
+    input_scale: float
+    input_zero_point: int
+    output_scale: float
+    output_zero_point: int
+    beta: NotRequired[float]
+
+
 @dataclass(frozen=True)
 class TailOp:
     """One op after the head, with the quantization of its input and output tensors as in the .tflite.
@@ -176,7 +187,7 @@ class TailOp:
 
     # -- JSON ---------------------------------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TailOpDict:
         """JSON-able; the floats are float32-exact, so ``from_dict(to_dict())`` is identical."""
         return {
             "kind": self.kind,
@@ -188,7 +199,7 @@ class TailOp:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TailOp:
+    def from_dict(cls, d: TailOpDict) -> TailOp:
         try:
             return cls(
                 kind=str(d["kind"]),
@@ -333,9 +344,9 @@ class HeadTail:
         """The op kinds joined by arrows, e.g. ``"RESHAPE → SOFTMAX"``; ``"(none)"`` for the identity."""
         return " → ".join(op.kind for op in self.ops) if self.ops else "(none)"
 
-    def to_list(self) -> list[dict[str, Any]]:
+    def to_list(self) -> list[TailOpDict]:
         return [op.to_dict() for op in self.ops]
 
     @classmethod
-    def from_list(cls, items: list[dict[str, Any]]) -> HeadTail:
+    def from_list(cls, items: list[TailOpDict]) -> HeadTail:
         return cls(tuple(TailOp.from_dict(d) for d in items))

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
 from fedtiny.config.schema import DriftEvent, Scenario
 from fedtiny.errors import FedTinyError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 _TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "true/false"}
 
 
-def type_name(tp: Any) -> str:
+def type_name(tp: object) -> str:
     """A field's type in words: ``integer``, ``table of numbers``, ``list of strings``..."""
     origin = typing.get_origin(tp)
     if origin is dict:
@@ -28,11 +32,13 @@ def type_name(tp: Any) -> str:
     if origin is list:
         (item,) = typing.get_args(tp)
         return f"list of {_plural(item)}"
-    return _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+    name = _TYPE_NAMES.get(tp) if isinstance(tp, type) else None
+    return name if name is not None else str(getattr(tp, "__name__", str(tp)))
 
 
-def _plural(tp: Any) -> str:
-    return {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}.get(tp, "values")
+def _plural(tp: object) -> str:
+    plurals = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+    return plurals.get(tp, "values") if isinstance(tp, type) else "values"
 
 
 def _toml(v: object) -> str:
@@ -48,18 +54,23 @@ def _key(k: str) -> str:
     return tomli_w.dumps({k: 0}).removesuffix(" = 0\n")
 
 
-def _rule(meta: Any) -> str:
+def _rule(meta: Mapping[str, object]) -> str:
     if "choices" in meta:
-        return "one of: " + ", ".join(meta["choices"])
+        return "one of: " + ", ".join(_names(meta["choices"]))
     if "names" in meta:
-        return "one of: " + ", ".join(meta["names"]) + ', or "module:Class"'
+        return "one of: " + ", ".join(_names(meta["names"])) + ', or "module:Class"'
     if "min" in meta or "max" in meta:
         lo, hi = meta.get("min", "-inf"), meta.get("max", "inf")
         return f"{lo:,}..{hi:,}" if isinstance(lo, int) and isinstance(hi, int) else f"{lo:g}..{hi:g}"
     return ""
 
 
-def _default(f: dataclasses.Field[Any]) -> object:
+def _names(v: object) -> list[str]:
+    """A field's ``choices`` or ``names`` (strings)."""
+    return [str(x) for x in v] if isinstance(v, (list, tuple)) else []
+
+
+def _default(f: dataclasses.Field[object]) -> object:
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:
@@ -67,14 +78,16 @@ def _default(f: dataclasses.Field[Any]) -> object:
     return None
 
 
-def key_rows(cls: Any = Scenario, prefix: str = "") -> list[tuple[str, str, str, str, str]]:
+def key_rows(
+    cls: type[DataclassInstance] = Scenario, prefix: str = ""
+) -> list[tuple[str, str, str, str, str]]:
     """(key, type, default, rule, doc) for every leaf key of the schema, in file order."""
     hints = typing.get_type_hints(cls)
     rows: list[tuple[str, str, str, str, str]] = []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             rows += key_rows(tp, f"{key}.")
         elif typing.get_origin(tp) is list and typing.get_args(tp)[0] is DriftEvent:
             rows += key_rows(DriftEvent, f"{key}[].")

@@ -10,19 +10,19 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Mapping, MutableMapping
 
 #: the value of ``RAY_RUNTIME_ENV_HOOK`` that adds :func:`block_tensorflow` to every Ray worker
 HOOK = "fedtiny.runtime.ray_env.add_setup_hook"
 SETUP_HOOK = "fedtiny.runtime.ray_env.block_tensorflow"
 
 
-def add_setup_hook(runtime_env: dict[str, Any] | None) -> dict[str, Any]:
+def add_setup_hook(runtime_env: Mapping[str, object] | None) -> dict[str, object]:
     """Ray's runtime-env hook: the env Flower built, with fedtiny's worker setup hook added."""
     env = dict(runtime_env or {})
     env["worker_process_setup_hook"] = SETUP_HOOK
-    env_vars = dict(env.get("env_vars") or {})
+    given = env.get("env_vars") or {}
+    env_vars: dict[object, object] = dict(given) if isinstance(given, Mapping) else {}
     env_vars.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     env["env_vars"] = env_vars
     return env

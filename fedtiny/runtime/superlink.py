@@ -24,7 +24,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TypedDict, cast
 
 import psutil
 
@@ -79,6 +79,14 @@ def free_port() -> int:
 def _quote(value: str) -> str:
     """A string as Flower's ``--run-config`` parser (TOML) reads it."""
     return json.dumps(value)
+
+
+#: what fedtiny reads of `flwr ... --format json`
+FlwrReply = TypedDict(
+    "FlwrReply",
+    {"success": bool, "error-message": str, "run-id": int | str, "runs": list[dict[str, object]]},
+    total=False,
+)
 
 
 class SimulationRuntime:
@@ -193,10 +201,10 @@ class SimulationRuntime:
         return text
 
     @staticmethod
-    def _json(text: str) -> dict[str, Any]:  # `flwr ... --format json`: Flower's JSON
+    def _json(text: str) -> FlwrReply:  # `flwr ... --format json`: Flower's JSON
         start = text.find("{")
         try:
-            return dict(json.loads(text[start:])) if start >= 0 else {}
+            return cast("FlwrReply", dict(json.loads(text[start:]))) if start >= 0 else {}
         except ValueError:
             return {}
 
