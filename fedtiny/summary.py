@@ -2,13 +2,19 @@
 metrics per event and method, the comparison rows, the fleet's facts, a field trial's boards. Types only: no
 fedtiny import, so that every layer may name them.
 
-Every key is optional (``total=False``): summary.json is read back by the CLI and the report, a field trial's
-summary has its own keys, and an interrupted run's summary has fewer; readers use ``.get`` with a default."""
+The top-level records (:class:`Summary`, :class:`FieldSummary`) and the metrics have every key optional
+(``total=False``): summary.json is built in steps, read back by the CLI and the report (readers use ``.get``
+with a default), and the report also reads a field trial's facts as a :class:`Summary`
+(:func:`fedtiny.field.server_app.write_field_report`: its ``fleet_stats`` count boards, ``stragglers`` and
+``energy_j`` are None). :class:`FleetStats`, :class:`DeviceBudget`, :class:`EvaluationInfo` and
+:class:`LabelsSummary` are the canonical definitions of those parts (the same as the ones
+:mod:`fedtiny.finish`, :mod:`fedtiny.plan.prepare`, :mod:`fedtiny.results` and :mod:`fedtiny.report.labels`
+declare, which may import them from here)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypedDict, cast
+from typing import NotRequired, TypedDict, cast
 
 
 class GroupMetrics(TypedDict, total=False):
@@ -74,20 +80,20 @@ ComparisonRow = GroupMetrics
 DriftMetrics = dict[str, dict[str, GroupMetrics]]
 
 
-class BaseModelSummary(TypedDict, total=False):
+class BaseModelSummary(TypedDict):
     """summary.json's ``base_model``."""
 
     float_accuracy_clean: float | None
     int8_accuracy_clean: float
     bytes: int
-    source: str
-    head: str
-    central_head_accuracy: float
-    classes: list[str]
+    source: NotRequired[str]
+    head: NotRequired[str]
+    central_head_accuracy: NotRequired[float]
+    classes: NotRequired[list[str]]
 
 
-class DeviceBudgetSummary(TypedDict, total=False):
-    """summary.json's ``device_budget`` (a field trial's report has only ``ram_bytes``)."""
+class DeviceBudget(TypedDict):
+    """summary.json's ``device_budget``: the RAM/MAC bill of one device (:func:`fedtiny.plan.check_budget`)."""
 
     ram_bytes: int
     cache_bytes: int
@@ -95,23 +101,39 @@ class DeviceBudgetSummary(TypedDict, total=False):
     infer_macs: int
 
 
-#: summary.json's ``fleet_stats``; a field trial's report counts its ``boards`` and its ``board failures``
-FleetStatsSummary = TypedDict(
-    "FleetStatsSummary",
-    {
-        "devices": int,
-        "gateways": int,
-        "devices_per_gateway": int,
-        "boards": dict[str, int] | int,
-        "groups": dict[str, int],
-        "condition_variants": int,
-        "faulty_devices": int,
-        "pool_samples": int,
-        "ray_nodes": list[str],
-        "board failures": int,
-    },
-    total=False,
-)
+class FleetStats(TypedDict):
+    """summary.json's ``fleet_stats``: the fleet as it was built."""
+
+    devices: int
+    gateways: int
+    devices_per_gateway: int
+    boards: dict[str, int]
+    groups: dict[str, int]
+    condition_variants: int
+    faulty_devices: int
+    pool_samples: int
+    ray_nodes: list[str]
+
+
+class EvaluationInfo(TypedDict):
+    """summary.json's ``evaluation``; ``classes`` and ``held_out_per_condition_class`` for a generated fleet."""
+
+    interval: str
+    test_samples_per_device: int
+    comparison_devices: int
+    condition_variants: int
+    classes: NotRequired[int]
+    held_out_per_condition_class: NotRequired[int]
+    note: str
+
+
+class LabelsSummary(TypedDict):
+    """summary.json's ``labels`` (docs/labels.md "Results")."""
+
+    section: dict[str, object]
+    totals: dict[str, int]
+    pseudo_accuracy: float | None
+    model_accuracy: float
 
 
 class BoardSummary(TypedDict):
@@ -140,9 +162,9 @@ class SigningSummary(TypedDict):
 
 
 class Summary(TypedDict, total=False):
-    """summary.json of a simulated run (:func:`fedtiny.finish.finish_run`) or a field trial
-    (:func:`fedtiny.field.server_app.write_results`), and the summary the report reads (its ``out_dir`` and
-    ``resume_command``; a field trial's ``stragglers`` and ``energy_j`` are None: not measured)."""
+    """summary.json of a simulated run (:func:`fedtiny.finish.finish_run`), and the summary the report reads
+    (with its ``out_dir`` and ``resume_command``; a field trial's facts: ``stragglers`` and ``energy_j`` None,
+    not measured)."""
 
     scenario: str
     kind: str
@@ -173,17 +195,17 @@ class Summary(TypedDict, total=False):
     updates_rejected_reasons: dict[str, int]
     bytes_down: int
     bytes_up: int
-    device_budget: DeviceBudgetSummary
+    device_budget: DeviceBudget
     wall_seconds: float
     files: list[str]
     drift: DriftMetrics
-    labels: dict[str, object]
+    labels: LabelsSummary
     comparison: list[ComparisonRow]
-    fleet_stats: FleetStatsSummary
+    fleet_stats: FleetStats
     energy_j: float | None
     stragglers: int | None
     devices_dropped: int
-    evaluation: dict[str, object]
+    evaluation: EvaluationInfo
     out_dir: str
     resume_command: str
 
