@@ -408,6 +408,10 @@ class FleetData:
         shape = (len(devices), len(j))
         return np.broadcast_to(j, shape), np.broadcast_to(r, shape), np.broadcast_to(start, shape)
 
+    def has_unlabelled(self) -> bool:
+        """Whether some device collects examples without a label (generated fleets: never)."""
+        return False
+
     def has_class(self, devices: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Whether training sample number ``j`` [M] of each device has a true class [K, M] (generated: all)."""
         return np.ones((len(devices), len(j)), dtype=bool)

@@ -56,7 +56,7 @@ def fleet_schedule(data: FleetData, num_classes: int) -> LabelSchedule | None:
     has one even when the section asks for every label (those examples are used unlabelled); None: every
     sample labelled at once, the caches are trained on as they are."""
     sec = read_labels(data.root)
-    if sec is None and bool((np.asarray(data.labels) < 0).any()):
+    if sec is None and data.has_unlabelled():
         sec = LabelsSection()
     return None if sec is None else LabelSchedule(sec, data.seed, num_classes)
 

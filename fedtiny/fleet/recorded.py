@@ -311,6 +311,11 @@ class RecordedFleetData(FleetData):
         start = np.where(r == 0, 0, n0 + ((tr - n0) * np.maximum(r - 1, 0)) // self.rounds)
         return j, r, start
 
+    def has_unlabelled(self) -> bool:
+        """Whether a training stream holds an example without a label (the recordings' -1)."""
+        rows = self.stream[self.stream >= 0]
+        return bool((self.labels[rows] < 0).any())
+
     def has_class(self, devices: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Whether stream example ``j`` [M] of each device has a label [K, M] (recordings may lack some)."""
         d = np.asarray(devices, dtype=np.int64)[:, None]

@@ -48,7 +48,7 @@ def save_checkpoint(st: RunState, d: Path) -> None:
     np.savez(d / f"state-{r:06d}.npz", **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds
     meta = {
         "round": r,
-        "rows": [asdict(x) for x in st.rows],
+        "rows": [_row(x) for x in st.rows],
         "curves": ev.curves,
         "rejected_total": st.rejected_total,
         "rejected_reasons": st.rejected_reasons,
@@ -106,3 +106,12 @@ def load_checkpoint(d: Path) -> RunState | None:
         rejected_reasons=dict(meta["rejected_reasons"]),
         strategy={k: v for k, v in arrays.items() if k not in ARRAYS},
     )
+
+
+def _row(row: RoundRow) -> dict[str, object]:
+    """A round row as the checkpoint keeps it; ``labels`` only when the round had partial labels, so that a
+    fleet whose every sample is labelled writes the checkpoint it always did."""
+    d = asdict(row)
+    if not d["labels"]:
+        del d["labels"]
+    return d
