@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ import pytest
 from fedtiny.clients.simulated.gateway import handle
 from fedtiny.config.schema import LabelsSection
 from fedtiny.fleet.data import LABELS_FILE, FleetData
-from fedtiny.fleet.labels import LabelSchedule, given_labels, label_view
+from fedtiny.fleet.labels import LabelSchedule, fleet_schedule, given_labels, label_view
 from fedtiny.fleet.synthetic import prepare_synthetic
 from fedtiny.ondevice import Int8Head
 from fedtiny.ondevice.pseudo import pseudo_threshold, training_set
@@ -170,7 +170,7 @@ def test_pseudo_labels_are_the_reference_training_set(fleet: tuple[FleetData, In
     assert v.tally.pseudo_used > 0
     devs = np.arange(len(counts))
     sched = LabelSchedule(LabelsSection(fraction=0.3), data.seed, head.num_classes)
-    held, _ = given_labels(sched, data, devs, 3, idx, counts)
+    held, _, _ = given_labels(sched, data, devs, 3, idx, counts)
     thr = pseudo_threshold(0.55, head.num_classes)
     for k in range(0, len(counts), 37):
         ref = training_set(head, np.asarray(data.pool2d[idx[k]]), held[k], int(counts[k]), thr, 0.25)
@@ -189,3 +189,57 @@ def test_labels_spread_per_device(fleet: tuple[FleetData, Int8Head]) -> None:
     )
     f = sched.knob(np.arange(1000), 0.5, "fraction", 0x1AB3)
     assert f.min() >= 0.2 - 1e-9 and f.max() <= 0.8 + 1e-9 and f.std() > 0.1
+
+
+def test_a_drift_event_changes_the_labels_of_its_devices_from_its_round_on(tmp_path: Path) -> None:
+    """drift[].labels: the event's devices get no label for what they collect from round 2 on; the other
+    devices, and what they collected before, keep the section's labels."""
+    s = scenario({"fraction": 1.0, "delay_rounds": 0}, devices=60)
+    d = {
+        "drift": [
+            {
+                "at": 2,
+                "fraction": 0.5,
+                "group": "quiet",
+                "condition": {"brightness": 0.2},
+                "labels": {"fraction": 0.0},
+            }
+        ]
+    }
+    s = scenario_from_dict({**asdict(s), **d})
+    _, head = prepare_synthetic(fleet_spec(s), tmp_path)
+    data = FleetData(tmp_path / "fleet")
+    sched = fleet_schedule(data, head.num_classes)
+    assert sched is not None and sched.events
+    devs = np.arange(60)
+    quiet = np.load(tmp_path / "fleet" / "group.npy") == 1
+    assert 20 < quiet.sum() < 40
+    idx, _ = data.cache_indices(devs, 4)
+    counts = data.cache_counts(devs, 4)
+    held, _, _ = given_labels(sched, data, devs, 4, idx, counts)
+    _, r, _ = data.slot_rounds(devs, 4)
+    r = np.asarray(r)[:, : idx.shape[1]]
+    valid = np.arange(idx.shape[1])[None, :] < counts[:, None]
+    assert (held[quiet[:, None] & (r >= 2) & valid] == -1).all()
+    assert (held[quiet[:, None] & (r < 2) & valid] >= 0).all()
+    assert (held[~quiet[:, None] & valid] >= 0).all()
+
+
+def test_bad_label_settings_are_refused() -> None:
+    from fedtiny.errors import ScenarioError
+
+    for bad, match in (
+        ({"noise_matrix": [[1.0, 0.0], [0.5]]}, "row 1 has 1 entries"),
+        ({"noise_matrix": [[0.7, 0.7], [0.5, 0.5]]}, "sums to 1.4"),
+        ({"spread": {"delay": 1.0}}, "unknown; expected fraction or noise"),
+        ({"pseudo": 0.9}, "pseudo-labels would never be used"),
+    ):
+        with pytest.raises(ScenarioError, match=match):
+            scenario(bad)
+    with pytest.raises(ScenarioError, match=r"drift\[0\]\.labels\.delay_rounds' = 1.5"):
+        scenario_from_dict(
+            {
+                "drift": [{"at": 1, "condition": {"noise": 0.1}, "labels": {"delay_rounds": 1.5}}],
+                "task": {"name": "digits"},
+            }
+        )

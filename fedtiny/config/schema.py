@@ -306,6 +306,11 @@ class DriftEvent:
     )
     alpha: float = _f(0.3, "label_shift: Dirichlet alpha of the new class mix", min=1e-3, max=1e6)
     classes: list[int] = _f([], "new_class: class indices the affected devices never saw before 'at'")
+    labels: dict[str, float] = _f(
+        {},
+        "label settings the affected devices' samples get from 'at' on ([labels] keys fraction, delay_rounds, "
+        "noise, budget_per_round; docs/labels.md)",
+    )
 
 
 @dataclass

@@ -27,13 +27,13 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fedtiny.config.schema import LabelsSection
+from fedtiny.config.schema import DriftEvent, LabelsSection
 from fedtiny.fleet.draw import draw_rows
 from fedtiny.fleet.drift import Hit, Segment, drift_kind
 from fedtiny.fleet.layout import FleetLayout
@@ -268,7 +268,7 @@ def prepare_fleet(
         **layout.__dict__,
     }
     (root / "layout.json").write_text(json.dumps(meta, indent=1))
-    write_labels(root, s.labels)
+    write_labels(root, s.labels, s.drift, layout.groups)
     return layout
 
 
@@ -276,14 +276,26 @@ def prepare_fleet(
 LABELS_FILE = "labels.json"
 
 
-def write_labels(fleet_dir: Path, labels: LabelsSection) -> None:
-    """Record the labels the fleet's devices get next to its data (fedtiny/fleet/labels.py reads them); no file
-    when every sample is labelled at once."""
+def write_labels(
+    fleet_dir: Path, labels: LabelsSection, drift: Sequence[DriftEvent] = (), groups: Sequence[str] = ()
+) -> None:
+    """Record the labels the fleet's devices get next to its data (fedtiny/fleet/labels.py reads them): the
+    section, and the drift events that change them (with their group's index in ``groups``; -1: the whole
+    fleet); no file when every sample is labelled at once."""
     path = fleet_dir / LABELS_FILE
-    if labels.all_labelled:
+    events = [
+        {
+            "at": e.at,
+            "group": groups.index(e.group) if e.group in groups[1:] else -1,
+            "values": dict(e.labels),
+        }
+        for e in drift
+        if e.labels
+    ]
+    if labels.all_labelled and not events:
         path.unlink(missing_ok=True)
     else:
-        path.write_text(json.dumps(dataclasses.asdict(labels), indent=1))
+        path.write_text(json.dumps({"labels": dataclasses.asdict(labels), "events": events}, indent=1))
 
 
 class FleetData:

@@ -22,6 +22,7 @@ trainers see the caches exactly as before.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,20 +46,27 @@ COUNT_NAMES = (
 )
 
 
-def read_labels(fleet_dir: Path) -> LabelsSection | None:
-    """The fleet's label section (written by the fleet stage); None when every sample is labelled."""
+def read_labels(fleet_dir: Path) -> tuple[LabelsSection, list[LabelEvent]] | None:
+    """The fleet's label section and the drift events that change it (written by the fleet stage); None when
+    every sample is labelled."""
     path = fleet_dir / LABELS_FILE
-    return LabelsSection(**json.loads(path.read_text())) if path.exists() else None
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text())
+    events = [LabelEvent(int(e["at"]), int(e["group"]), dict(e["values"])) for e in doc.get("events", [])]
+    return LabelsSection(**doc["labels"]), events
 
 
 def fleet_schedule(data: FleetData, num_classes: int) -> LabelSchedule | None:
     """The label process of a fleet: its [labels] section; a recorded fleet with examples that lack a label
     has one even when the section asks for every label (those examples are used unlabelled); None: every
     sample labelled at once, the caches are trained on as they are."""
-    sec = read_labels(data.root)
-    if sec is None and data.has_unlabelled():
-        sec = LabelsSection()
-    return None if sec is None else LabelSchedule(sec, data.seed, num_classes)
+    doc = read_labels(data.root)
+    if doc is None:
+        return LabelSchedule(LabelsSection(), data.seed, num_classes) if data.has_unlabelled() else None
+    sec, events = doc
+    group = np.load(data.root / "group.npy", mmap_mode="r") if events else None
+    return LabelSchedule(sec, data.seed, num_classes, events, group)
 
 
 @dataclass(frozen=True)
@@ -80,32 +88,90 @@ class LabelCounts:
         return cls(*(int(v) for v in np.asarray(a, dtype=np.int64).reshape(-1)[: len(COUNT_NAMES)]))
 
 
-class LabelSchedule:
-    """The label process of one fleet (the module docstring), vectorized over devices and cache slots."""
+#: what a drift event may change of the labels its devices get from its round on
+EVENT_KEYS = ("fraction", "delay_rounds", "noise", "budget_per_round")
 
-    def __init__(self, section: LabelsSection, seed: int, num_classes: int) -> None:
+
+@dataclass(frozen=True)
+class LabelEvent:
+    """From round ``at`` on, the samples that the devices of group ``group`` (-1: every device) collect get
+    the label settings ``values`` (keys of :data:`EVENT_KEYS`) instead of the section's."""
+
+    at: int
+    group: int
+    values: dict[str, float]
+
+
+class LabelSchedule:
+    """The label process of one fleet (the module docstring), vectorized over devices and cache slots.
+
+    ``events`` and ``device_group`` (the group index of every device, ``group.npy``) give the settings that
+    drift events change; a sample's settings are those in force for its device in the round it was collected.
+    """
+
+    def __init__(
+        self,
+        section: LabelsSection,
+        seed: int,
+        num_classes: int,
+        events: Sequence[LabelEvent] = (),
+        device_group: np.ndarray | None = None,
+    ) -> None:
         self.section, self.seed, self.num_classes = section, int(seed), int(num_classes)
         m = np.asarray(section.noise_matrix, dtype=np.float64)
         self.cum = np.cumsum(m, axis=1) if m.size else None
         self.threshold = pseudo_threshold(section.pseudo, num_classes) if section.pseudo > 0 else None
+        self.events = sorted(events, key=lambda e: e.at)
+        self.device_group = device_group
 
-    def knob(self, devices: np.ndarray, base: float, name: str, tag: int) -> np.ndarray:
-        """``base`` plus the device's uniform +/- spread of ``name``, clipped to 0..1, [K]."""
+    def value(self, name: str, devices: np.ndarray, r: np.ndarray | None) -> np.ndarray:
+        """Setting ``name`` for each device's samples collected in rounds ``r`` [K, N] ([K, 1] without events)."""
+        d = np.asarray(devices, dtype=np.int64)
+        out = np.full((len(d), 1), float(getattr(self.section, name)))
+        todo = [e for e in self.events if name in e.values]
+        if not todo or r is None:
+            return out
+        out = np.broadcast_to(out, np.shape(r)).copy()
+        for e in todo:
+            mine = np.ones(len(d), dtype=bool) if e.group < 0 else self._in_group(d, e.group)
+            out[mine[:, None] & (np.asarray(r) >= e.at)] = float(e.values[name])
+        return out
+
+    def _in_group(self, d: np.ndarray, group: int) -> np.ndarray:
+        assert self.device_group is not None
+        out: np.ndarray = np.asarray(self.device_group)[d] == group
+        return out
+
+    def knob(self, devices: np.ndarray, base: float | np.ndarray, name: str, tag: int) -> np.ndarray:
+        """``base`` plus the device's uniform +/- spread of ``name``, clipped to 0..1 ([K] or as ``base``)."""
         sp = float(self.section.spread.get(name, 0.0))
         d = np.asarray(devices, dtype=np.int64)
         if sp == 0.0:
-            return np.full(len(d), base)
-        arr: np.ndarray = np.clip(base + sp * (2.0 * uniform(self.seed, tag, d, 0) - 1.0), 0.0, 1.0)
+            return np.broadcast_to(np.asarray(base, dtype=np.float64), np.shape(base) or (len(d),))
+        off = sp * (2.0 * uniform(self.seed, tag, d, 0) - 1.0)
+        if np.ndim(base) == 2:
+            off = off[:, None]
+        arr: np.ndarray = np.clip(base + off, 0.0, 1.0)
         return arr
 
-    def has_label(self, devices: np.ndarray, j: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Whether sample ``j`` [K, N] of each device comes with a label at all (before the budget)."""
-        f = self.knob(devices, self.section.fraction, "fraction", _TAG_SPREAD_F)[:, None]
+    def has_label(
+        self, devices: np.ndarray, j: np.ndarray, y: np.ndarray, r: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Whether sample ``j`` [K, N] (collected in round ``r``) of each device comes with a label at all
+        (before the budget)."""
+        f = self.knob(devices, self.value("fraction", devices, r), "fraction", _TAG_SPREAD_F)
         d = np.asarray(devices, dtype=np.int64)[:, None]
         out: np.ndarray = (np.asarray(y) >= 0) & (uniform(self.seed, _TAG_LABEL, d, j) < f)
         return out
 
-    def observed(self, devices: np.ndarray, j: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def delay(self, devices: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """Rounds between a sample (collected in round ``r``) and its label, [K, N]."""
+        out: np.ndarray = self.value("delay_rounds", devices, r).astype(np.int64)
+        return out
+
+    def observed(
+        self, devices: np.ndarray, j: np.ndarray, y: np.ndarray, r: np.ndarray | None = None
+    ) -> np.ndarray:
         """The label a device is given for sample ``j`` of true class ``y`` (noise applied), [K, N]."""
         d = np.asarray(devices, dtype=np.int64)[:, None]
         y = np.asarray(y, dtype=np.int64)
@@ -116,29 +182,44 @@ class LabelSchedule:
             drawn = (u[..., None] >= rows).sum(axis=-1).clip(0, c - 1)
             out: np.ndarray = np.where(y >= 0, drawn, y)
             return out
-        noise = self.knob(devices, self.section.noise, "noise", _TAG_SPREAD_N)[:, None]
+        noise = self.knob(devices, self.value("noise", devices, r), "noise", _TAG_SPREAD_N)
         if c < 2 or not (noise > 0).any():
             return y
         shift = 1 + np.minimum((uniform(self.seed, _TAG_WRONG, d, j) * (c - 1)).astype(np.int64), c - 2)
         out = np.where((u < noise) & (y >= 0), (y + shift) % c, y)
         return out
 
-    def delivered(self, devices: np.ndarray, j: np.ndarray, start: np.ndarray, data: FleetData) -> np.ndarray:
-        """Whether the label of sample ``j`` [K, N] is within the budget of its collection round (first
-        ``budget_per_round`` labelled samples from sample ``start``)."""
-        budget = self.section.budget_per_round
-        if budget <= 0:
-            return np.ones(np.shape(j), dtype=bool)
-        j, start = np.asarray(j, dtype=np.int64), np.asarray(start, dtype=np.int64)
-        lo = int(start.min(initial=0))
-        span = np.arange(lo, int(j.max(initial=0)) + 1, dtype=np.int64)
+    def has_budget(self) -> bool:
+        return self.section.budget_per_round > 0 or any("budget_per_round" in e.values for e in self.events)
+
+    def delivered(
+        self, devices: np.ndarray, j: np.ndarray, r: np.ndarray, start: np.ndarray, data: FleetData
+    ) -> np.ndarray:
+        """Whether the label of sample ``j`` [K, N] (collected in round ``r``, whose first sample is ``start``) is
+        within that round's budget: the first ``budget_per_round`` labelled samples from ``start``."""
+        j, r, start = (np.asarray(a, dtype=np.int64) for a in (j, r, start))
+        budget = self.value("budget_per_round", devices, r)
+        out = np.ones(j.shape, dtype=bool)
+        if not (budget > 0).any():
+            return out
         k = len(devices)
-        known = data.has_class(devices, span)  # recorded data may lack labels
-        labelled = self.has_label(devices, np.broadcast_to(span, (k, len(span))), np.where(known, 0, -1))
-        cs = np.concatenate([np.zeros((k, 1), dtype=np.int64), np.cumsum(labelled, axis=1)], axis=1)
         rows = np.arange(k)[:, None]
-        rank = cs[rows, j - lo] - cs[rows, start - lo]
-        out: np.ndarray = rank < budget
+        for rr in np.unique(r):  # the samples of one collection round share its settings
+            at = r == rr
+            lo = int(start[at].min())
+            span = np.arange(lo, int(j[at].max()) + 1, dtype=np.int64)
+            known = data.has_class(devices, span)  # recorded data may lack labels
+            labelled = self.has_label(
+                devices,
+                np.broadcast_to(span, (k, len(span))),
+                np.where(known, 0, -1),
+                np.full((k, len(span)), rr, dtype=np.int64),
+            )
+            cs = np.concatenate([np.zeros((k, 1), dtype=np.int64), np.cumsum(labelled, axis=1)], axis=1)
+            jj, ss = np.where(at, j, lo), np.where(at, start, lo)
+            rank = cs[rows, jj - lo] - cs[rows, ss - lo]
+            b = np.broadcast_to(budget, j.shape)
+            out &= ~at | (b <= 0) | (rank < b)
         return out
 
 
@@ -160,19 +241,19 @@ def given_labels(
     round_: int,
     idx: np.ndarray,
     counts: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The label each device holds in each cache slot in ``round_`` (slot order, [K, N], -1: none yet or never,
-    as a board's cache would hold it) and the true classes [K, N] (-1: unknown)."""
+    as a board's cache would hold it), the true classes [K, N] (-1: unknown) and which labels came late."""
     devs = np.asarray(devices, dtype=np.int64)
     n = idx.shape[1]
     j, r, start = (np.asarray(a)[:, :n] for a in data.slot_rounds(devs, round_))
     y = np.asarray(data.labels)[np.asarray(idx, dtype=np.int64) % data.n_examples]
     valid = np.arange(n)[None, :] < np.asarray(counts)[:, None]
-    sec = schedule.section
-    has = schedule.has_label(devs, j, y) & valid & (r + sec.delay_rounds <= round_)
-    if sec.budget_per_round > 0 and has.any():
-        has &= schedule.delivered(devs, j, start, data)
-    return np.where(has, schedule.observed(devs, j, y), -1), y
+    delay = np.broadcast_to(schedule.delay(devs, r), r.shape)
+    has = schedule.has_label(devs, j, y, r) & valid & (r + delay <= round_)
+    if schedule.has_budget() and has.any():
+        has &= schedule.delivered(devs, j, r, start, data)
+    return np.where(has, schedule.observed(devs, j, y, r), -1), y, has & (delay > 0)
 
 
 def label_view(
@@ -188,7 +269,7 @@ def label_view(
     and ``counts`` [K], cut down to the labelled slots and, with pseudo-labels, the slots ``head`` (the int8
     head the device holds) is confident about (docs/ondevice.md §5a)."""
     k, n = idx.shape
-    obs, y = given_labels(schedule, data, devices, round_, idx, counts)
+    obs, y, late = given_labels(schedule, data, devices, round_, idx, counts)
     has = obs >= 0
     valid = np.arange(n)[None, :] < np.asarray(counts)[:, None]
     lab = obs.copy()
@@ -211,7 +292,7 @@ def label_view(
     used = int(has.sum())
     tally = LabelCounts(
         labels_used=used,
-        labels_late=used if schedule.section.delay_rounds > 0 else 0,
+        labels_late=int(late.sum()),
         labels_wrong=int((has & (obs != y)).sum()),
         pseudo_used=int(pseudo.sum()),
         pseudo_checked=int(checked.sum()),
@@ -228,6 +309,8 @@ def label_view(
 
 __all__ = [
     "COUNT_NAMES",
+    "EVENT_KEYS",
+    "LabelEvent",
     "LABELS_FILE",
     "LabelCounts",
     "LabelSchedule",

@@ -228,7 +228,9 @@ def prepare_run(
                 tail=read_tail(tflite),
                 per_tensor=model_io(tflite).per_tensor,
             )
-    write_labels(out_dir / FLEET_DIR, s.labels)  # what the gateways read: the labels devices get
+    write_labels(
+        out_dir / FLEET_DIR, s.labels, s.drift, layout.groups
+    )  # what the gateways read: the labels devices get
     if not resume:
         (out_dir / "scenario.resolved.toml").write_text(scenario_to_toml(s))
     head = read_head(tflite)

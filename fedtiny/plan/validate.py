@@ -250,7 +250,26 @@ def _check_labels(s: Scenario, src: str) -> None:
             raise ScenarioError(f"{src}: 'labels.spread.{k}': unknown; expected fraction or noise")
         if not (math.isfinite(v) and 0.0 <= v <= 1.0):
             raise ScenarioError(f"{src}: 'labels.spread.{k}' = {v:g}; expected 0 .. 1")
-    if lab.pseudo and lab.fraction >= 1.0 and lab.budget_per_round == 0 and not s.data.path:
+    from fedtiny.fleet.labels import EVENT_KEYS
+
+    for i, e in enumerate(s.drift):
+        for k, v in e.labels.items():
+            where = f"{src}: 'drift[{i}].labels.{k}'"
+            if k not in EVENT_KEYS:
+                raise ScenarioError(f"{where}: unknown; expected one of {', '.join(EVENT_KEYS)}")
+            hi = 1.0 if k in ("fraction", "noise") else 100_000.0
+            if not (math.isfinite(v) and 0.0 <= v <= hi) or (
+                k in ("delay_rounds", "budget_per_round") and v != int(v)
+            ):
+                whole = "a whole number " if k in ("delay_rounds", "budget_per_round") else ""
+                raise ScenarioError(f"{where} = {v:g}; expected {whole}0 .. {hi:g}")
+    if (
+        lab.pseudo
+        and lab.fraction >= 1.0
+        and lab.budget_per_round == 0
+        and not s.data.path
+        and not any(e.labels for e in s.drift)
+    ):
         raise ScenarioError(
             f"{src}: 'labels.pseudo' is set but every sample is labelled (labels.fraction = 1): "
             "pseudo-labels would never be used; lower labels.fraction or set labels.budget_per_round"
