@@ -127,15 +127,20 @@ def concat_device_log(out: Path) -> None:
     asleep devices (``asleep_round``, ``asleep_count``, ``awake_bits``); ``status_names`` names the codes."""
     import numpy as np
 
-    from fedtiny.server.fleet_server import STATUS
+    from fedtiny.server.fleet_model import STATUS, STATUS_LABELS
 
     d = out / "device_rounds"
     files = sorted(d.glob("r*.npz")) if d.exists() else []
     if not files:
         return
     parts = [dict(np.load(f)) for f in files]
+    labelled = any("labels_used" in p for p in parts)  # partial labels: every row gets the label columns
+    for p in parts:
+        for k in ("labels_used", "pseudo_used") if labelled else ():
+            p.setdefault(k, np.zeros(len(p["round"]), dtype=np.int32))
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    np.savez_compressed(out / "device_rounds.npz", status_names=np.array(STATUS), **cat)  # type: ignore[arg-type]
+    names = np.array(STATUS_LABELS if labelled else STATUS)
+    np.savez_compressed(out / "device_rounds.npz", status_names=names, **cat)  # type: ignore[arg-type]
 
 
 def fleet_stats(plan: RunPlan) -> FleetStats:

@@ -243,3 +243,21 @@ def test_bad_label_settings_are_refused() -> None:
                 "task": {"name": "digits"},
             }
         )
+
+
+def test_device_logs_show_labels_per_device_and_devices_without_any(tmp_path: Path) -> None:
+    """device_rounds: per sampled device the given labels and pseudo-labels it trained on; a device with none
+    has status no_labels. A label two rounds late is used first two rounds after its sample."""
+    from fedtiny.finish import concat_device_log
+
+    run(scenario({"fraction": 0.3, "delay_rounds": 2}, rounds=4), tmp_path)
+    concat_device_log(tmp_path)
+    z = np.load(tmp_path / "device_rounds.npz")
+    names = list(z["status_names"])
+    assert names[-1] == "no_labels"
+    by_round = {int(r): int(z["labels_used"][z["round"] == r].sum()) for r in np.unique(z["round"])}
+    # 8 initial samples (round 0) and 3 per round: labels arrive from round 2 on, and only then
+    assert by_round[1] == 0 and by_round[2] > 0
+    assert (z["status"][z["round"] == 1] == names.index("no_labels")).all()
+    trained = z["status"] == names.index("trained")
+    assert (z["labels_used"][trained] > 0).all()

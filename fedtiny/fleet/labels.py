@@ -232,6 +232,7 @@ class LabelView:
     weights: np.ndarray | None  # float32 [K, N]; None: no pseudo-label (every weight 1)
     counts: np.ndarray  # int64 [K]: kept slots
     tally: LabelCounts
+    per_device: np.ndarray  # int32 [K, 2]: each device's given labels and pseudo-labels trained on
 
 
 def given_labels(
@@ -304,6 +305,7 @@ def label_view(
         weights,
         keep.sum(axis=1).astype(np.int64),
         tally,
+        np.stack([has.sum(axis=1), pseudo.sum(axis=1)], axis=1).astype(np.int32),
     )
 
 

@@ -24,6 +24,8 @@ from fedtiny.server.spec import RoundSpec
 
 #: device_rounds status codes (``status`` = index); asleep devices are in ``awake_bits`` / ``asleep_count``
 STATUS = ("trained", "straggler", "rejected", "dropped", "asleep")
+#: the status names of a fleet with partial labels: one more, a device that had no label to train on
+STATUS_LABELS = (*STATUS, "no_labels")
 
 
 def sample_devices(seed: int, r: int, fraction: float, devices: int, avail: np.ndarray) -> np.ndarray:
@@ -171,15 +173,33 @@ class FleetModel:
             self.state.battery = np.clip(battery + f.harvest_j_per_round, 0.0, f.battery_j)
         return redeploy, redeploy_j
 
-    def log_devices(self, out_dir: Path, plan: RoundPlan, accepted: np.ndarray) -> None:
+    def log_devices(
+        self,
+        out_dir: Path,
+        plan: RoundPlan,
+        accepted: np.ndarray,
+        labels: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         """device_rounds/rNNNNNN.npz: one row per sampled device (``STATUS``: trained, straggler, rejected,
         dropped) with its virtual time, energy and bytes; the devices asleep in the round as a bit mask over
         all devices (``awake_bits``: bit k set = device k awake) and a count (``asleep_count``), so that a
         100,000-device fleet costs 12.5 kB per round for them. Awake devices that were not sampled are the
-        rest (``idle``)."""
+        rest (``idle``). With partial labels (``labels``: device ids and the given labels and pseudo-labels each
+        trained on) also ``labels_used`` and ``pseudo_used``, and status ``no_labels`` for a device that had
+        nothing to train on (docs/labels.md)."""
         p, n = plan, len(plan.sampled)
         status = np.where(p.on_time, STATUS.index("rejected"), STATUS.index("straggler")).astype(np.int8)
         status[np.isin(p.sampled, accepted)] = STATUS.index("trained")
+        extra: dict[str, np.ndarray] = {}
+        if labels is not None:
+            ids, per = labels
+            used = np.zeros((n, 2), dtype=np.int32)
+            pos = np.searchsorted(p.sampled, ids)
+            hit = (pos < n) & (p.sampled[np.minimum(pos, n - 1)] == ids)
+            used[pos[hit]] = per[hit]
+            extra = {"labels_used": used[:, 0], "pseudo_used": used[:, 1]}
+            had = np.isin(p.sampled, ids[hit])
+            status[had & (used.sum(axis=1) == 0) & p.on_time] = STATUS_LABELS.index("no_labels")
         status[p.drop] = STATUS.index("dropped")
         d = out_dir / "device_rounds"
         d.mkdir(exist_ok=True)
@@ -195,6 +215,7 @@ class FleetModel:
             asleep_round=np.array([p.round], dtype=np.int32),
             asleep_count=np.array([int((~p.avail).sum())], dtype=np.int32),
             awake_bits=np.packbits(p.avail)[None, :],
+            **extra,  # type: ignore[arg-type]  # numpy stub: **kwds
         )
 
     def per_gateway(self, devices: np.ndarray) -> dict[int, np.ndarray]:

@@ -31,7 +31,7 @@ from fedtiny.results import RoundRow
 from fedtiny.server.checkpoint import load_checkpoint, save_checkpoint
 from fedtiny.server.evaluator import Evaluator
 from fedtiny.server.fleet_model import STATUS, FleetModel
-from fedtiny.server.partial import label_tally
+from fedtiny.server.partial import label_tally, labels_per_device
 from fedtiny.server.run_state import Curves, RunState
 from fedtiny.server.spec import RoundSpec
 from fedtiny.server.strategy import DeviceStrategy
@@ -128,7 +128,7 @@ class FleetServer:
             self.rejected_reasons[key] = self.rejected_reasons.get(key, 0) + cnt
         redeploy, redeploy_j = self.fleet.spend(plan, self.head)
         if self.out_dir is not None:
-            self.fleet.log_devices(self.out_dir, plan, step.accepted_ids)
+            self.fleet.log_devices(self.out_dir, plan, step.accepted_ids, labels_per_device(parts))
         if s.eval.baselines:
             self.evaluator.local_only_step(r, plan.avail, self.head)
         deadline = s.strategy.deadline_s

@@ -146,11 +146,18 @@ def merge(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     tallies = [p[LABEL_COUNTS] for p in parts if LABEL_COUNTS in p]
     if tallies:
         out[LABEL_COUNTS] = np.sum(tallies, axis=0, dtype=np.int64)
+    for key in (LABEL_DEVICES, LABEL_PER_DEVICE):
+        if any(key in p for p in parts):
+            out[key] = np.concatenate([p[key] for p in parts if key in p])
     return out
 
 
 #: a gateway reply's label tally (int64, fedtiny.fleet.labels.COUNT_NAMES), when the fleet's labels are partial
 LABEL_COUNTS = "label_counts"
+
+
+#: a gateway reply's devices (int64 [K]) and what each trained on (int32 [K, 2]: given labels, pseudo-labels)
+LABEL_DEVICES, LABEL_PER_DEVICE = "label_devices", "label_per_device"
 
 
 def label_tally(parts: Sequence[dict[str, np.ndarray]]) -> np.ndarray | None:
@@ -208,4 +215,15 @@ def combine(parts: Sequence[dict[str, np.ndarray]], g: FloatHead) -> Combined:
         ids,
         sum(reasons.values()),
         reasons,
+    )
+
+
+def labels_per_device(parts: Sequence[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Device ids and their (given labels, pseudo-labels) trained on, from every reply; None: none has them."""
+    have = [p for p in parts if LABEL_DEVICES in p]
+    if not have:
+        return None
+    return (
+        np.concatenate([p[LABEL_DEVICES] for p in have]).astype(np.int64),
+        np.concatenate([p[LABEL_PER_DEVICE] for p in have]).astype(np.int32).reshape(-1, 2),
     )

@@ -18,7 +18,15 @@ from fedtiny.fleet.ring import CacheRows
 from fedtiny.ondevice import Int8Head, TrainConfig, TrainJob, dequantize_head, train_heads_fixed
 from fedtiny.ondevice.fast import HAVE_NUMBA, train_pooled, train_pooled_sums
 from fedtiny.records import GatewayInstruction, encode_int8_delta
-from fedtiny.server.partial import LABEL_COUNTS, empty_sums, merge, reduce_updates, sums_from_verdicts
+from fedtiny.server.partial import (
+    LABEL_COUNTS,
+    LABEL_DEVICES,
+    LABEL_PER_DEVICE,
+    empty_sums,
+    merge,
+    reduce_updates,
+    sums_from_verdicts,
+)
 
 _DATA: dict[str, FleetData] = {}
 _ROWS: dict[str, CacheRows] = {}
@@ -111,6 +119,7 @@ def train_devices(
     itself, so no [K, N, D] feature copy is made (only the few devices of boards without an FPU gather theirs).
     """
     idx, counts, view = caches(data, devices, round_, head)
+    all_devices = devices.astype(np.int64)
     if view is not None:  # a device with nothing to train on answers no update (a board: CACHE_EMPTY)
         has = counts > 0
         devices, idx, counts = devices[has], idx[has], counts[has]
@@ -155,6 +164,7 @@ def train_devices(
     out = {"device_ids": devices.astype(np.int64), "num_examples": counts.astype(np.int64), "loss": res.loss}
     if view is not None:
         out[LABEL_COUNTS] = view.tally.as_array()
+        out[LABEL_DEVICES], out[LABEL_PER_DEVICE] = all_devices, view.per_device
     if uplink == "int8":
         q, sc = encode_int8_delta(w - fh.weights[None])
         out.update(delta_q=q, delta_scale=sc, bias=b)
@@ -222,6 +232,7 @@ def sum_devices(
     if fused.any():
         devs = devices[fused] if not fused.all() else devices
         idx, counts, view = caches(data, devs, round_, head)
+        all_devs = devs.astype(np.int64)
         has = counts > 0 if view is not None else None
         if has is not None:  # a device with nothing to train on sends no update
             devs, idx, counts = devs[has], idx[has], counts[has]
@@ -242,6 +253,7 @@ def sum_devices(
         part = sums_from_verdicts(res.sum_w, res.sum_b, counts, res.loss, devs, res.verdict)
         if view is not None:
             part[LABEL_COUNTS] = view.tally.as_array()
+            part[LABEL_DEVICES], part[LABEL_PER_DEVICE] = all_devs, view.per_device
         out.append(part)
     if not fused.all():
         rest = devices[~fused]
@@ -258,8 +270,9 @@ def sum_devices(
             clip,
             uplink,
         )
-        if LABEL_COUNTS in upd:
-            part[LABEL_COUNTS] = upd[LABEL_COUNTS]
+        for key in (LABEL_COUNTS, LABEL_DEVICES, LABEL_PER_DEVICE):
+            if key in upd:
+                part[key] = upd[key]
         out.append(part)
     return out
 
