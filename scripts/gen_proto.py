@@ -27,6 +27,7 @@ from fedtiny.link.messages import (
     Cap,
     HelloInfo,
     ImageKind,
+    InferOutput,
     MsgType,
     SampleKind,
     SlotState,
@@ -102,6 +103,8 @@ def scalars() -> list[tuple[str, list[Row]]]:
                 ("FT_TRAIN_REQUEST_SIZE", m.TrainRequest.SIZE, "TrainRequest"),
                 ("FT_TRAIN_REQUEST_LEGACY_SIZE", m.TrainRequest.LEGACY_SIZE, "TrainRequest without flags"),
                 ("FT_TRAIN_REQUEST_PSEUDO_SIZE", m.TrainRequest.PSEUDO_SIZE, "TrainRequest with flag PSEUDO"),
+                ("FT_INFER_HDR_SIZE", m.INFER_HEADER.size, "InferRequest: kind, reserved, dim"),
+                ("FT_INFER_RESULT_HDR_SIZE", m.INFER_RESULT_HEADER.size, "InferResult before the logits"),
                 ("FT_LABEL_ENTRY_SIZE", m.LABEL_ENTRY.itemsize, "LABEL entry: u32 sample id, u16 label"),
                 ("FT_LABEL_RESULT_SIZE", m.LabelResult.SIZE, "LABEL response"),
                 ("FT_TRAIN_RESULT_SIZE", m.TrainResult.SIZE, "TRAIN response"),
@@ -133,6 +136,7 @@ ENUMS: list[tuple[type[IntEnum], str, str]] = [
     (SlotState, "FT_WIRE_SLOT_", "slot states (section 5)"),
     (ImageKind, "FT_WIRE_KIND_", "image kinds (UploadBegin.kind)"),
     (SampleKind, "FT_SAMPLE_", "sample kinds (Samples.kind)"),
+    (InferOutput, "FT_INFER_OUT_", "InferResult.out_type"),
 ]
 
 

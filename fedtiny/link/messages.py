@@ -29,6 +29,7 @@ class MsgType(IntEnum):
     UPDATE_ACK = 0x15
     EVALUATE = 0x16
     LABEL = 0x17  # label (or un-label) cached samples by sample id: late labels (docs/labels.md)
+    INFER = 0x18  # run one input through the running head / model, answer its logits and output
     UPLOAD_BEGIN = 0x20
     UPLOAD_CHUNK = 0x21
     UPLOAD_STATUS = 0x22
@@ -88,12 +89,21 @@ class Cap(IntEnum):
     SIGNED_IMAGES = 1 << 9  # the board holds Ed25519 public keys and accepts only signed images (section 7)
     DEVICE_KEY = 1 << 10  # UpdateBlob tags are under this board's own update key (section 7)
     LABELS = 1 << 11  # unlabelled samples (label UNLABELLED), LABEL, and TRAIN flag PSEUDO (pseudo-labels)
+    INFER = 1 << 12  # INFER: one input through the running head / model, its int8 logits and output back
 
 
 class SampleKind(IntEnum):
     FEATURES = 0  # int8 features, dim D
     RAW_INT8 = 1  # int8 model inputs (already quantized), dim raw_input_len
     RAW_F32 = 2  # float32 raw inputs, quantized by the board with the model's input scale/zero point
+
+
+class InferOutput(IntEnum):
+    """InferResult.out_type: the element type of the model output in an INFER answer."""
+
+    NONE = 0  # no model output (a board without a backbone): out_len is 0
+    INT8 = 1  # int8, out_len bytes
+    FLOAT32 = 2  # float32 little-endian (a model that ends in DEQUANTIZE), 4 * out_len bytes
 
 
 ANY_SLOT = 0xFF
@@ -128,6 +138,8 @@ PUSH_RESULT = struct.Struct("<II")  # PUSH_SAMPLES response: cached, pushed_tota
 CONFIRM_HEADER = struct.Struct("<BBHHH")  # Confirm: slot, tolerance, n, in_len, out_len (then the vectors)
 VERIFY_RESULT = struct.Struct("<BB32s")  # VERIFY response: slot, state, sha256
 SLOT_STATUS_HEADER = struct.Struct("<BBBB")  # SlotStatus: n_slots, active, confirmed, flags
+INFER_HEADER = struct.Struct("<BBH")  # InferRequest: kind, reserved, dim (then the input)
+INFER_RESULT_HEADER = struct.Struct("<HBBH")  # InferResult: n_logits, out_type, reserved, out_len (then data)
 SLOT_INFO = struct.Struct("<BBHII32s")  # SlotStatus, per slot: state, kind, reserved, total, received, sha
 
 
@@ -409,6 +421,71 @@ class Samples:
         labels = np.frombuffer(p, "<u2", n, h).astype(np.int64)
         data = np.frombuffer(p, dt, n * dim, h + 2 * n).reshape(n, dim)
         return cls(kind, flags, labels, data.astype(np.float32) if kind == SampleKind.RAW_F32 else data)
+
+
+@dataclass
+class InferRequest:
+    """INFER request: one input of ``kind`` (SampleKind: 0 int8 features of length D, 1 int8 model input, 2 float32
+    raw input, both of length raw_input_len), ``data`` [dim] int8 (kinds 0, 1) or float32 (kind 2)."""
+
+    kind: int
+    data: np.ndarray
+
+    def encode(self) -> bytes:
+        x = np.asarray(self.data).reshape(-1)
+        return INFER_HEADER.pack(self.kind, 0, len(x)) + x.astype(Samples.dtype(self.kind)).tobytes()
+
+    @classmethod
+    def decode(cls, p: bytes) -> InferRequest:
+        h = INFER_HEADER.size
+        _need(p, h, "InferRequest", exact=False)
+        kind, _, dim = INFER_HEADER.unpack_from(p)
+        dt = Samples.dtype(kind)
+        _need(p, h + dim * dt.itemsize, "InferRequest")
+        data = np.frombuffer(p, dt, dim, h)
+        return cls(kind, data.astype(np.float32) if kind == SampleKind.RAW_F32 else data.copy())
+
+
+@dataclass
+class InferResult:
+    """INFER response: the running head's int8 ``logits`` [C] and the model's ``output`` (int8, or float32 for
+    ``out_type`` FLOAT32; empty for NONE)."""
+
+    logits: np.ndarray
+    out_type: int
+    output: np.ndarray
+
+    def encode(self) -> bytes:
+        dt = np.dtype("<f4") if self.out_type == InferOutput.FLOAT32 else np.dtype(np.int8)
+        out = np.asarray(self.output).reshape(-1)
+        logits = np.asarray(self.logits).reshape(-1)
+        return (
+            INFER_RESULT_HEADER.pack(len(logits), self.out_type, 0, len(out))
+            + logits.astype(np.int8).tobytes()
+            + out.astype(dt).tobytes()
+        )
+
+    @classmethod
+    def decode(cls, p: bytes) -> InferResult:
+        h = INFER_RESULT_HEADER.size
+        _need(p, h, "InferResult", exact=False)
+        c, out_type, _, out_len = INFER_RESULT_HEADER.unpack_from(p)
+        if out_type not in (InferOutput.NONE, InferOutput.INT8, InferOutput.FLOAT32):
+            raise ProtocolError(f"InferResult: out_type {out_type}")
+        if out_type == InferOutput.NONE and out_len:
+            raise ProtocolError(f"InferResult: out_type NONE with out_len {out_len}")
+        dt = np.dtype("<f4") if out_type == InferOutput.FLOAT32 else np.dtype(np.int8)
+        _need(p, h + c + out_len * dt.itemsize, "InferResult")
+        logits = np.frombuffer(p, np.int8, c, h).copy()
+        out = np.frombuffer(p, dt, out_len, h + c)
+        return cls(
+            logits, out_type, out.astype(np.float32) if out_type == InferOutput.FLOAT32 else out.copy()
+        )
+
+    def output_bytes(self) -> bytes:
+        """The output as the board sent it (int8 bytes, or float32 little-endian)."""
+        dt = np.dtype("<f4") if self.out_type == InferOutput.FLOAT32 else np.dtype(np.int8)
+        return np.asarray(self.output).reshape(-1).astype(dt).tobytes()
 
 
 @dataclass

@@ -28,6 +28,8 @@ from fedtiny.link.messages import (
     EvalResult,
     HelloInfo,
     ImageKind,
+    InferRequest,
+    InferResult,
     LabelRequest,
     LabelResult,
     MsgType,
@@ -307,6 +309,21 @@ class BoardSession:
     def evaluate(self, max_samples: int = 0, timeout: float | None = None) -> EvalResult:
         tmo = timeout or self._short_op
         return EvalResult.decode(self.request(MsgType.EVALUATE, struct.pack("<I", max_samples), tmo))
+
+    def infer(self, x: np.ndarray, features: bool = False, timeout: float | None = None) -> InferResult:
+        """INFER (needs the INFER capability): one input through the board's running head or model; returns its
+        int8 logits and the model's output (:class:`InferResult`). ``features=True``: ``x`` is int8 features of
+        length D (kind 0, only the head and the ops after it run); else a raw input of raw_input_len elements
+        (any shape, flattened), int8 as kind 1 (already quantized), float as kind 2 (the board quantizes it)."""
+        x = np.asarray(x).reshape(-1)
+        if features:
+            req = InferRequest(SampleKind.FEATURES, x.astype(np.int8))
+        elif x.dtype == np.int8:
+            req = InferRequest(SampleKind.RAW_INT8, x)
+        else:
+            req = InferRequest(SampleKind.RAW_F32, x.astype(np.float32))
+        tmo = timeout or self._short_op
+        return InferResult.decode(self.request(MsgType.INFER, req.encode(), tmo))
 
     @property
     def _short_op(self) -> float:

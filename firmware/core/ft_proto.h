@@ -48,6 +48,8 @@
 #define FT_TRAIN_REQUEST_SIZE 32u /* TrainRequest */
 #define FT_TRAIN_REQUEST_LEGACY_SIZE 28u /* TrainRequest without flags */
 #define FT_TRAIN_REQUEST_PSEUDO_SIZE 40u /* TrainRequest with flag PSEUDO */
+#define FT_INFER_HDR_SIZE 4u /* InferRequest: kind, reserved, dim */
+#define FT_INFER_RESULT_HDR_SIZE 6u /* InferResult before the logits */
 #define FT_LABEL_ENTRY_SIZE 6u /* LABEL entry: u32 sample id, u16 label */
 #define FT_LABEL_RESULT_SIZE 8u /* LABEL response */
 #define FT_TRAIN_RESULT_SIZE 12u /* TRAIN response */
@@ -81,6 +83,7 @@ enum {
     FT_MSG_UPDATE_ACK = 0x15,
     FT_MSG_EVALUATE = 0x16,
     FT_MSG_LABEL = 0x17,
+    FT_MSG_INFER = 0x18,
     FT_MSG_UPLOAD_BEGIN = 0x20,
     FT_MSG_UPLOAD_CHUNK = 0x21,
     FT_MSG_UPLOAD_STATUS = 0x22,
@@ -137,6 +140,13 @@ enum {
     FT_SAMPLE_RAW_F32 = 2
 };
 
+/* InferResult.out_type */
+enum {
+    FT_INFER_OUT_NONE = 0,
+    FT_INFER_OUT_INT8 = 1,
+    FT_INFER_OUT_FLOAT32 = 2
+};
+
 /* capabilities (HelloInfo.capabilities bits) */
 #define FT_CAP_TRAIN (1u << 0)
 #define FT_CAP_EVALUATE (1u << 1)
@@ -150,5 +160,6 @@ enum {
 #define FT_CAP_SIGNED_IMAGES (1u << 9)
 #define FT_CAP_DEVICE_KEY (1u << 10)
 #define FT_CAP_LABELS (1u << 11)
+#define FT_CAP_INFER (1u << 12)
 
 #endif

@@ -247,6 +247,7 @@ class VirtualBoard:
         caps |= Cap.SIGNED_IMAGES if self.meta.keys else 0
         caps |= Cap.DEVICE_KEY if self.cfg.device_key else 0
         caps |= Cap.LABELS  # samples without labels, LABEL, TRAIN flag PSEUDO (docs/ondevice.md §5a)
+        caps |= Cap.INFER  # INFER: a host checks the logits and the output of the running head / model
         return caps | (Cap.FLEET_KEY if self.cfg.fleet_key else 0)
 
     @property

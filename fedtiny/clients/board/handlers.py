@@ -24,6 +24,7 @@ from fedtiny.errors import ModelError, ProtocolError
 from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch, head_patch_size
 from fedtiny.link.messages import (
     HELLO_EXT,
+    INFER_RESULT_HEADER,
     TRAIN_FIXED,
     TRAIN_MAX_DECAY,
     TRAIN_MAX_EPOCHS,
@@ -34,6 +35,9 @@ from fedtiny.link.messages import (
     Cap,
     EvalResult,
     HelloInfo,
+    InferOutput,
+    InferRequest,
+    InferResult,
     LabelRequest,
     LabelResult,
     MsgType,
@@ -54,6 +58,7 @@ from fedtiny.ondevice import (
     train_heads_fixed,
 )
 from fedtiny.ondevice.evaluate import evaluate_head
+from fedtiny.ondevice.head import head_forward_int8
 from fedtiny.ondevice.pseudo import UNLABELLED, training_set
 
 _ARENAS: dict[bytes, int] = {}  # sha256 of a backbone .tflite -> TFLite Micro's smallest arena for it
@@ -181,6 +186,55 @@ def push_samples(b: Board, p: bytes) -> Reply:
         b.cache.push(s.data[None], np.where(s.labels == UNLABELLED, -1, s.labels)[None])
     b.pushed_total += len(s.labels)
     return Reply(payload=struct.pack("<II", int(b.cache.count[0]), b.pushed_total & 0xFFFFFFFF))
+
+
+def infer(b: Board, p: bytes) -> Reply:
+    """INFER (docs/protocol.md "InferRequest"): one input through the running head (kind 0) or the running model
+    (kinds 1, 2; TFLite Micro), its int8 logits and the model's output; changes nothing."""
+    r = InferRequest.decode(p)
+    c, d = b.shape
+    if r.kind not in (SampleKind.FEATURES, SampleKind.RAW_INT8, SampleKind.RAW_F32):
+        raise ProtocolError(f"input kind {r.kind}")
+    runner = b.runner()
+    if r.kind != SampleKind.FEATURES and runner is None:
+        return err(Status.UNSUPPORTED, "this board has no backbone: send int8 features (kind 0)")
+    want = d if r.kind == SampleKind.FEATURES else int(np.prod(runner.input_shape)) if runner else 0
+    if len(r.data) != want:
+        what = "features" if r.kind == SampleKind.FEATURES else "raw input"
+        return err(Status.SHAPE_MISMATCH, f"{what} of {len(r.data)}, expected {want}")
+    tail = None
+    if runner is not None:
+        from fedtiny.model.flatbuffer import read_tail
+
+        try:  # the ops after the head, with the running model's quantization (docs/ondevice.md §1b)
+            tail = read_tail(b.running_model() or b"")
+        except ModelError as e:
+            return err(Status.UNSUPPORTED, f"the model's ops after the head: {e}")
+    out_type = InferOutput.NONE
+    if tail is not None:
+        out_type = (
+            InferOutput.FLOAT32 if any(op.kind == "DEQUANTIZE" for op in tail.ops) else InferOutput.INT8
+        )
+    size = (
+        INFER_RESULT_HEADER.size
+        + c
+        + (0 if tail is None else c * (4 if out_type == InferOutput.FLOAT32 else 1))
+    )
+    if size > b.cfg.max_payload:
+        return err(Status.NO_SPACE, f"the answer of {size} bytes exceeds max_payload {b.cfg.max_payload}")
+    if r.kind == SampleKind.RAW_F32 and not np.isfinite(r.data).all():
+        raise ProtocolError("raw float32 input holds a NaN or an infinity")
+    if r.kind == SampleKind.FEATURES:
+        logits = head_forward_int8(b.head, np.asarray(r.data, np.int8)[None])[0]
+        out = np.zeros(0, np.int8) if tail is None else np.asarray(tail.apply(logits[None])[0])
+    else:
+        assert runner is not None
+        xq = r.data if r.kind == SampleKind.RAW_INT8 else runner.quantize_input(r.data)
+        if runner.float_input and r.kind == SampleKind.RAW_INT8:
+            xq = runner.prepare_inputs(r.data)
+        logits = runner.run_int8(xq[None])[0][0]
+        out = np.asarray(runner.final[0]).reshape(-1)
+    return Reply(payload=InferResult(logits, out_type, out).encode())
 
 
 def train(b: Board, p: bytes) -> Reply:
@@ -356,6 +410,7 @@ HANDLERS: dict[int, Callable[[Board, bytes], Reply]] = {
     MsgType.UPDATE_ACK: update_ack,
     MsgType.EVALUATE: evaluate,
     MsgType.LABEL: label,
+    MsgType.INFER: infer,
     MsgType.UPLOAD_BEGIN: upload_begin,
     MsgType.UPLOAD_CHUNK: upload_chunk,
     MsgType.UPLOAD_STATUS: upload_status,
