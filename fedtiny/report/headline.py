@@ -5,14 +5,16 @@ no HTML: the template shows it, escaping every name."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fedtiny.fleet import drift as drift_kinds
 from fedtiny.report.advice import comparison_row, suggestions
 from fedtiny.report.labels import labels_answer
 from fedtiny.report.verdict import learning_hurt
 from fedtiny.report.words import Rich, Span, as_text, bold, finite, knobs, pct, pct_ci, plain, plural
+from fedtiny.summary import GroupMetrics, Summary
 
 if TYPE_CHECKING:
     from fedtiny.config import Scenario
@@ -60,11 +62,11 @@ def event_text(s: Scenario, group: str, at: int, size: int | None) -> str:
     return f"At round {at}, {devices} drifted{what}"
 
 
-def _ci(d: dict[str, Any], key: str) -> str:
+def _ci(d: Mapping[str, object], key: str) -> str:
     return pct_ci(d.get(key), d.get(f"{key}_lo"), d.get(f"{key}_hi"))
 
 
-def _method_outcome(summary: dict[str, Any], event: str, m: str, v: dict[str, Any]) -> str:
+def _method_outcome(summary: Summary, event: str, m: str, v: GroupMetrics) -> str:
     """'local-only learning 45.0% (40.1–50.2) (within noise of federated)' at the end of the event's window."""
     out = f"{METHOD_NAMES.get(m, m)} {_ci(v, 'recovered_accuracy')}"
     if comparison_row(summary, event, m).get("final_within_noise") is True:
@@ -73,7 +75,7 @@ def _method_outcome(summary: dict[str, Any], event: str, m: str, v: dict[str, An
 
 
 def event_answer(
-    s: Scenario, summary: dict[str, Any], event: str, per: dict[str, Any], sizes: dict[str, int]
+    s: Scenario, summary: Summary, event: str, per: dict[str, GroupMetrics], sizes: dict[str, int]
 ) -> Rich:
     """What a drift event cost federated learning, whether it recovered, and the other methods at its end."""
     fed = per.get("federated")
@@ -115,7 +117,7 @@ def event_answer(
     return tuple(out)
 
 
-def fleet_answer(summary: dict[str, Any], rounds_done: int) -> Rich:
+def fleet_answer(summary: Summary, rounds_done: int) -> Rich:
     """The whole fleet: the deployed model before and after, the baselines, central training for reference."""
     a, z = summary.get("initial_accuracy"), summary.get("final_accuracy")
     if not finite(a, z):
@@ -151,9 +153,7 @@ def fleet_answer(summary: dict[str, Any], rounds_done: int) -> Rich:
     return tuple(out)
 
 
-def headline(
-    s: Scenario, summary: dict[str, Any], sizes: dict[str, int], curves: Curves | None = None
-) -> Headline:
+def headline(s: Scenario, summary: Summary, sizes: dict[str, int], curves: Curves | None = None) -> Headline:
     """The answer in numbers with 95% intervals, and what to try next."""
     done = int(summary.get("rounds_done", s.rounds))
     incomplete = None
@@ -171,7 +171,7 @@ def headline(
     return Headline(incomplete, answers, suggestions(s, summary, curves), answers_note(summary, answers))
 
 
-def answers_note(summary: dict[str, Any], answers: list[Rich]) -> str:
+def answers_note(summary: Summary, answers: list[Rich]) -> str:
     """What the headline's numbers are: only what they show (intervals when some are there, the comparison
     subset when a per-group or baseline number is there)."""
     trial = summary.get("kind") == "field trial"
@@ -191,7 +191,7 @@ def answers_note(summary: dict[str, Any], answers: list[Rich]) -> str:
     return text + "." if answers else ""
 
 
-def clean_set_note(s: Scenario, summary: dict[str, Any], rows: list[RoundRow]) -> str:
+def clean_set_note(s: Scenario, summary: Summary, rows: list[RoundRow]) -> str:
     """What the second line of the accuracy plot is, and why it may fall while the fleet's accuracy rises;
     "" when there is no such line."""
     if not rows or not finite(rows[0].accuracy_global, rows[-1].accuracy_global):

@@ -88,7 +88,7 @@ def headline_html(
     curves: Curves | None = None,
 ) -> str:
     """The report's opening: the answer in numbers with 95% intervals, and what to try next."""
-    return render("headline.html.j2", headline=headline(s, dict(summary), sizes, curves))
+    return render("headline.html.j2", headline=headline(s, as_summary(summary), sizes, curves))
 
 
 def _title(s: Scenario, summary: Summary) -> str:
@@ -156,12 +156,11 @@ def write_report(
     fleet_png = Image.of(out / "fleet.png") if plot_fleet(out, out / "fleet.png") else None
     acc_png = out / "accuracy.png"
     summary = {**summary, "out_dir": str(out)}
-    summary_dict = dict(summary)  # fedtiny.report.headline reads it untyped
     methods = [m for m in METHOD_STYLE if curves.get(m)]
     doc = render(
         "report.html.j2",
         name=s.name,
-        headline=headline(s, summary_dict, sizes, curves),
+        headline=headline(s, summary, sizes, curves),
         intro=intro
         or (
             f"{title}; seed {s.seed}; {s.rounds} rounds. Baselines (static model, local-only on-device learning) "
@@ -169,7 +168,7 @@ def write_report(
         ),
         extra_html=Markup(extra_html),  # the caller's own HTML (a field trial's boards)
         accuracy=Image.of(acc_png) if acc_png.exists() else None,
-        clean_set=clean_set_note(s, summary_dict, rows),
+        clean_set=clean_set_note(s, summary, rows),
         per_group="Per group: " + " vs ".join(methods) if len(methods) > 1 else "Per group",
         groups=groups_png,
         groups_caption=caption,
