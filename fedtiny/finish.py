@@ -6,28 +6,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, TypedDict
 
 from fedtiny.fleet.data import FLEET_DIR
 from fedtiny.plan import RunPlan, data_label
-from fedtiny.plan.prepare import WriterBox
+from fedtiny.plan.prepare import BaseMeta, WriterBox
+from fedtiny.summary import BaseModelSummary, FleetStats, Summary
 
 
-class FleetStats(TypedDict):
-    """summary.json's ``fleet_stats``: the fleet as it was built."""
-
-    devices: int
-    gateways: int
-    devices_per_gateway: int
-    boards: dict[str, int]
-    groups: dict[str, int]
-    condition_variants: int
-    faulty_devices: int
-    pool_samples: int
-    ray_nodes: list[str]
-
-
-def finish_run(plan: RunPlan) -> dict[str, Any]:
+def finish_run(plan: RunPlan) -> Summary:
     """Write rounds.csv, summary.json, the final int8 model, its C header and the plot. An interrupted run
     writes the same files for the rounds done (``"complete": false`` in summary.json)."""
     from fedtiny.model.export import export_header
@@ -58,7 +44,8 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
             plan.layout.segment_starts,
             "devices' test examples, base condition" if s.data.path else "clean factory test set",
         )
-    summary: dict[str, Any] = {
+    iv = accuracy_intervals(rows)  # every key: rows is not empty
+    summary: Summary = {
         "scenario": s.name,
         "task": data_label(s),
         "devices": s.fleet.devices,
@@ -67,23 +54,23 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
         "complete": plan.server.round
         >= s.rounds,  # false: interrupted (Ctrl-C/SIGTERM); --resume continues it
         "rounds_done": plan.server.round,
-        "base_model": {
-            "float_accuracy_clean": plan.base_meta["float_accuracy"],
-            "int8_accuracy_clean": plan.base_meta["int8_accuracy"],
-            "bytes": plan.base_meta["bytes"],
-            **{
-                k: plan.base_meta[k]
-                for k in ("source", "head", "central_head_accuracy", "classes")
-                if k in plan.base_meta
-            },
-        },
+        "base_model": _base_model(plan.base_meta),
         "initial_accuracy": rows[0].accuracy,
         "final_accuracy": rows[-1].accuracy,
         "final_accuracy_global": rows[-1].accuracy_global,
         "best_accuracy": max(r.accuracy for r in rows),
         "group_accuracy_initial": rows[0].group_accuracy,
         "group_accuracy_final": rows[-1].group_accuracy,
-        **accuracy_intervals(rows),
+        "initial_accuracy_lo": iv["initial_accuracy_lo"],
+        "initial_accuracy_hi": iv["initial_accuracy_hi"],
+        "final_accuracy_lo": iv["final_accuracy_lo"],
+        "final_accuracy_hi": iv["final_accuracy_hi"],
+        "final_accuracy_global_lo": iv["final_accuracy_global_lo"],
+        "final_accuracy_global_hi": iv["final_accuracy_global_hi"],
+        "group_accuracy_initial_lo": iv["group_accuracy_initial_lo"],
+        "group_accuracy_initial_hi": iv["group_accuracy_initial_hi"],
+        "group_accuracy_final_lo": iv["group_accuracy_final_lo"],
+        "group_accuracy_final_hi": iv["group_accuracy_final_hi"],
         "updates_rejected": plan.server.rejected_total,
         "updates_rejected_reasons": plan.server.rejected_reasons,
         "bytes_down": sum(r.bytes_down for r in rows),
@@ -120,6 +107,25 @@ def finish_run(plan: RunPlan) -> dict[str, Any]:
         summary["files"] += write_report(plan, summary, out)
     write_summary(summary, out / "summary.json")
     return summary
+
+
+def _base_model(meta: BaseMeta) -> BaseModelSummary:
+    """summary.json's ``base_model``: the base model's accuracies and size, and what its meta has of
+    ``source``, ``head``, ``central_head_accuracy`` and ``classes`` (in that order)."""
+    out: BaseModelSummary = {
+        "float_accuracy_clean": meta["float_accuracy"],
+        "int8_accuracy_clean": meta["int8_accuracy"],
+        "bytes": meta["bytes"],
+    }
+    if "source" in meta:
+        out["source"] = meta["source"]
+    if "head" in meta:
+        out["head"] = meta["head"]
+    if "central_head_accuracy" in meta:
+        out["central_head_accuracy"] = meta["central_head_accuracy"]
+    if "classes" in meta:
+        out["classes"] = meta["classes"]
+    return out
 
 
 def concat_device_log(out: Path) -> None:
@@ -186,7 +192,7 @@ def start_writing_interrupted(plan: RunPlan) -> None:
     thread.start()
 
 
-def finish_interrupted(plan: RunPlan) -> dict[str, Any] | None:
+def finish_interrupted(plan: RunPlan) -> Summary | None:
     """The results of an interrupted run: the state of its last checkpoint (what ``--resume`` continues),
     else what the server holds; None before round 0 was evaluated."""
     plan.server.load_checkpoint()

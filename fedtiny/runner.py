@@ -25,7 +25,7 @@ from fedtiny.finish import (
     start_writing_interrupted,
 )
 from fedtiny.plan import Log, RunPlan, check_budget, data_label, prepare_run
-from fedtiny.summary import Summary, as_summary
+from fedtiny.summary import Summary
 
 if TYPE_CHECKING:
     from fedtiny.interrupt import StopSignal
@@ -192,7 +192,7 @@ def run_scenario(
                 if stop is not None:
                     stop.writing.clear()
             raise
-    return as_summary(finish_run(plan))
+    return finish_run(plan)
 
 
 def _on_superlink(

@@ -7,9 +7,9 @@ The top-level records (:class:`Summary`, :class:`FieldSummary`) and the metrics 
 with a default), and the report also reads a field trial's facts as a :class:`Summary`
 (:func:`fedtiny.field.server_app.write_field_report`: its ``fleet_stats`` count boards, ``stragglers`` and
 ``energy_j`` are None). :class:`FleetStats`, :class:`DeviceBudget`, :class:`EvaluationInfo` and
-:class:`LabelsSummary` are the canonical definitions of those parts (the same as the ones
-:mod:`fedtiny.finish`, :mod:`fedtiny.plan.prepare`, :mod:`fedtiny.results` and :mod:`fedtiny.report.labels`
-declare, which may import them from here)."""
+:class:`LabelsSummary` are the canonical definitions of those parts (:mod:`fedtiny.finish` and
+:mod:`fedtiny.report.labels` import theirs from here; :mod:`fedtiny.plan.prepare` and :mod:`fedtiny.results`
+still declare the same ``DeviceBudget`` and ``EvaluationInfo``, which may import them from here)."""
 
 from __future__ import annotations
 
@@ -150,6 +150,17 @@ class BoardSummary(TypedDict):
     errors: list[str]
 
 
+class RoundSigning(TypedDict):
+    """A round of summary.json's ``signing.rounds``: the heads signed in it with their security counters, the
+    boards that verified and installed one, the boards that refused one."""
+
+    round: int
+    heads_signed: int
+    security_counters: list[int]
+    verified_by_boards: int
+    refused: int
+
+
 class SigningSummary(TypedDict):
     """summary.json's ``signing``: the heads a field trial's server signed and what the boards did with them."""
 
@@ -158,7 +169,7 @@ class SigningSummary(TypedDict):
     verified_by_boards: int
     refused: int
     last_security_counter: int
-    rounds: list[dict[str, object]]
+    rounds: list[RoundSigning]
 
 
 class Summary(TypedDict, total=False):

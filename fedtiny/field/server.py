@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from flwr.app import Message
@@ -43,6 +43,7 @@ from fedtiny.results import RoundRow
 from fedtiny.server.fleet_model import sample_devices
 from fedtiny.server.strategy import DeviceStrategy
 from fedtiny.server.updates import PER_DEVICE, StepResult, aggregate_step
+from fedtiny.summary import RoundSigning
 from fedtiny.uncertainty import wilson
 
 
@@ -96,10 +97,10 @@ class FieldServer:
         self._signed: tuple[Int8Head, bytes] | None = None
         self._reached: list[int] = []  # device ids that answered the last evaluate message
         #: per round with --signing-key: heads signed (their security counters), verified by boards, refused
-        self.security: list[dict[str, Any]] = []
+        self.security: list[RoundSigning] = []
         (self.trial_dir / "progress.jsonl").write_text("")
 
-    def event(self, record: dict[str, Any]) -> None:
+    def event(self, record: Mapping[str, object]) -> None:
         """One JSON line in progress.jsonl: `fedtiny serve` tails it for its progress bar and messages."""
         with (self.trial_dir / "progress.jsonl").open("a") as fh:
             fh.write(json.dumps(record, default=str) + "\n")
@@ -142,7 +143,7 @@ class FieldServer:
             for i in sample_devices(self.scenario.seed, r, self.scenario.strategy.fraction, k, avail)
         ]
 
-    def _security(self, r: int) -> dict[str, Any]:
+    def _security(self, r: int) -> RoundSigning:
         if not self.security or self.security[-1]["round"] != r:
             self.security.append(
                 {

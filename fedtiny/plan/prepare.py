@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, NotRequired, TypedDict, cast
 
 from fedtiny.config import Scenario, scenario_to_toml
 from fedtiny.errors import ModelError
@@ -24,6 +24,7 @@ from fedtiny.fleet.boards import check_fits, get_board
 from fedtiny.fleet.data import FLEET_DIR, FleetLayout, prepare_fleet, write_labels
 from fedtiny.ondevice import device_budget
 from fedtiny.plan.resolve import StageInputs, resolve, train_config
+from fedtiny.summary import Summary
 
 if TYPE_CHECKING:
     from fedtiny.interrupt import StopSignal
@@ -59,7 +60,7 @@ class BaseMeta(TypedDict):
 class WriterBox(TypedDict, total=False):
     """What the thread writing an interrupted run's results hands back: its summary, or its error."""
 
-    summary: dict[str, Any] | None
+    summary: Summary | None
     error: BaseException
 
 

@@ -4,18 +4,9 @@ devices trained on over the run, and the warning when the boards' own labels are
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypedDict
 
 from fedtiny.report.words import Rich, Span, bold, finite, pct, plain
-
-
-class LabelsSummary(TypedDict):
-    """summary.json's ``labels`` (docs/labels.md "Results")."""
-
-    section: dict[str, object]
-    totals: dict[str, int]
-    pseudo_accuracy: float | None
-    model_accuracy: float
+from fedtiny.summary import LabelsSummary
 
 
 def labels_summary(
