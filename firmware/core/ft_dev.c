@@ -42,7 +42,7 @@ static uint8_t h_hello(ft_ctx *c, const uint8_t *p, size_t n)
     size_t nl = strlen(name), fl = strlen(FT_FW_VERSION);
     /* every build has the integer trainer; FT_USE_FLOAT=0 (no FPU) builds have only that one */
     uint32_t caps = FT_CAP_TRAIN | FT_CAP_EVALUATE | FT_CAP_HEAD_PATCH | FT_CAP_SET_HEAD | FT_CAP_FIXED_TRAIN |
-                    FT_CAP_LABELS | (FT_USE_FLOAT ? FT_CAP_FLOAT_TRAIN : 0u);
+                    FT_CAP_LABELS | FT_CAP_INFER | (FT_USE_FLOAT ? FT_CAP_FLOAT_TRAIN : 0u);
     uint16_t raw_len = 0;
     uint32_t arena = 0; /* the arena the running model needs (the extension): 0 without a full image */
     if (n > 1 || (n == 1 && p[0] != FT_HELLO_EXT))
@@ -149,6 +149,7 @@ uint8_t ft_dev_handle(ft_dev *d, uint8_t type, const uint8_t *req, size_t len, u
     case FT_MSG_UPDATE_ACK: return ft_learn_update_ack(&c, req, len);
     case FT_MSG_EVALUATE: return ft_learn_evaluate(&c, req, len);
     case FT_MSG_LABEL: return ft_learn_label(&c, req, len);
+    case FT_MSG_INFER: return ft_learn_infer(&c, req, len);
     case FT_MSG_UPLOAD_BEGIN: return ft_update_upload_begin(&c, req, len);
     case FT_MSG_UPLOAD_CHUNK: return ft_update_upload_chunk(&c, req, len);
     case FT_MSG_UPLOAD_STATUS: return ft_update_upload_status(&c, req, len);

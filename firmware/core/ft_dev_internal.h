@@ -39,6 +39,9 @@ ft_status ftd_factory_boot(ft_dev *d);
 const ft_tfl_model *ftd_backbone(ft_dev *d);
 /* One raw sample (kind 1 int8, kind 2 float32) through the backbone; *feat = the head's D int8 inputs. */
 ft_status ftd_run_backbone(const ft_tfl_model *m, uint8_t kind, const uint8_t *sample, const int8_t **feat);
+/* INFER: the model's ops after the head on the running head h's int8 logits y[C] into out (C int8, or C float32 LE
+ * when *type = FT_INFER_OUT_FLOAT32); y == NULL only checks them. A protocol status, reason in ftd_model_why(). */
+uint8_t ftd_run_tail(const ft_tfl_model *m, const ft_head *h, const int8_t *y, uint8_t *out, uint8_t *type);
 #endif
 
 #endif

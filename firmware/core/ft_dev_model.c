@@ -275,6 +275,77 @@ ft_status ftd_run_backbone(const ft_tfl_model *m, uint8_t kind, const uint8_t *s
     return *feat ? FT_OK : FT_ERR_STATE;
 }
 
+/* The k-th op on the path from the model output back to the head (k = 0: the op that writes output 0), or NULL when
+ * the walk reaches the head FULLY_CONNECTED (g_head_op): the ops after the head, walked as model_head walks them. */
+static const ft_tfl_op *tail_op(const ft_tfl_model *m, uint16_t k)
+{
+    int16_t t = m->outputs[0];
+    uint16_t steps, i;
+    for (steps = 0; steps <= m->n_ops; steps++) {
+        const ft_tfl_op *p = NULL;
+        for (i = m->n_ops; i > 0 && !p; i--)
+            if (m->ops[i - 1].out == t) p = &m->ops[i - 1];
+        if (!p || (uint16_t)(p - m->ops) == g_head_op) return NULL;
+        if (steps == k) return p;
+        t = p->in[0];
+    }
+    return NULL;
+}
+
+/* INFER's model output (docs/protocol.md "InferRequest"): the ops after the head (docs/ondevice.md section 1b) on
+ * the running head's int8 logits y[C], each with its own input tensor's quantization, except that the head's output
+ * tensor and the RESHAPEs right after it carry the running head's output scale and zero point (TFLite Micro runs
+ * the model with the head written in, fedtiny.model.flatbuffer.write_head, which writes them there). *type gets
+ * FT_INFER_OUT_INT8 (out: C bytes) or FT_INFER_OUT_FLOAT32 (out: C little-endian float32, a DEQUANTIZE last). With
+ * y == NULL only checks that the tail can run (UNSUPPORTED, reason in ftd_model_why()) and sets *type. */
+uint8_t ftd_run_tail(const ft_tfl_model *m, const ft_head *h, const int8_t *y, uint8_t *out, uint8_t *type)
+{
+    int8_t a[FT_MAX_CLASSES], b[FT_MAX_CLASSES];
+    uint16_t n = 0, k, C = h->C, j;
+    int from_head = 1; /* the op's input is the head's output tensor (or a RESHAPE of it) */
+    while (tail_op(m, n)) n++;
+    if (y) memcpy(a, y, C);
+    *type = FT_INFER_OUT_INT8;
+    for (k = n; k > 0; k--) {
+        const ft_tfl_op *op = tail_op(m, (uint16_t)(k - 1));
+        const ft_tfl_tensor *ti = &m->tensors[op->in[0]], *to = &m->tensors[op->out];
+        float si = from_head ? h->output_scale : ti->scale;
+        int32_t zi = from_head ? h->output_zero_point : ti->zp;
+        if (ti->type != FT_TFL_INT8 || ti->count != C || to->count != C) {
+            set_why("the model's ops after the head: each takes the C int8 logits (or their int8 result)", "");
+            return FT_ST_UNSUPPORTED;
+        }
+        if (op->code == OPC_RESHAPE) continue; /* the bytes unchanged, the quantization carried over */
+        from_head = 0;
+        if (op->code == OPC_QUANTIZE) {
+            if (y) ft_tfl_requantize(a, C, si, zi, to->scale, to->zp, b);
+        } else if (op->code == OPC_SOFTMAX) {
+            ft_tfl_softmax_params sp = op->p.softmax;
+            double real = (double)sp.beta * (double)si * 67108864.0; /* fedtiny.ondevice.tail: beta * scale * 2^26 */
+            if (!(real > 1.0)) {
+                set_why("the model's ops after the head: SOFTMAX beta * input scale is too small", "");
+                return FT_ST_UNSUPPORTED;
+            }
+            sp.input_scale = si;
+            if (y) ft_tfl_softmax(&sp, a, b);
+        } else { /* DEQUANTIZE: float32, the last op (model_head admits only these four) */
+            float f[FT_MAX_CLASSES];
+            if (k != 1) {
+                set_why("the model's ops after the head: DEQUANTIZE is not the last", "");
+                return FT_ST_UNSUPPORTED;
+            }
+            *type = FT_INFER_OUT_FLOAT32;
+            if (!y) return FT_ST_OK;
+            ft_tfl_dequantize(a, C, si, zi, (uint8_t *)f);
+            for (j = 0; j < C; j++) ft_wrf32(out + 4u * j, f[j]);
+            return FT_ST_OK;
+        }
+        if (y) memcpy(a, b, C);
+    }
+    if (y) memcpy(out, a, C);
+    return FT_ST_OK;
+}
+
 const char *ftd_model_why(void)
 {
     return g_why;

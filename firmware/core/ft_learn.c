@@ -134,6 +134,70 @@ uint8_t ft_learn_push_samples(ft_ctx *c, const uint8_t *p, size_t n)
     return FT_ST_OK;
 }
 
+/* INFER (docs/protocol.md "InferRequest"): one input through the running head (kind 0: int8 features) or the running
+ * model (kind 1: int8 model input, kind 2: float32, quantized as PUSH_SAMPLES kind 2), answered with the head's int8
+ * logits and the model's output (the ops after the head, ftd_run_tail). Changes nothing. */
+uint8_t ft_learn_infer(ft_ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint32_t dim, esize, want, out_bytes, j;
+    uint8_t kind, type = FT_INFER_OUT_NONE, *o = c->resp;
+    const int8_t *x = (const int8_t *)(p + FT_INFER_HDR_SIZE);
+#if FT_BACKBONE
+    const ft_tfl_model *m;
+#endif
+    if (n < FT_INFER_HDR_SIZE) return ft_fail(c, FT_ST_MALFORMED, "InferRequest header is 4 bytes");
+    kind = p[0];
+    dim = ft_rd16(p + 2);
+    esize = kind == FT_SAMPLE_RAW_F32 ? 4u : 1u;
+    if (n != FT_INFER_HDR_SIZE + dim * esize) return ft_fail(c, FT_ST_MALFORMED, "InferRequest payload length");
+    if (kind > FT_SAMPLE_RAW_F32) return ft_fail(c, FT_ST_MALFORMED, "input kind");
+#if FT_BACKBONE
+    m = ftd_backbone(d);
+    if (kind != FT_SAMPLE_FEATURES && !m)
+        return ft_fail(c, FT_ST_UNSUPPORTED, "this board has no backbone: send int8 features (kind 0)");
+    want = kind == FT_SAMPLE_FEATURES ? d->D : m->tensors[m->inputs[0]].count;
+#else
+    if (kind != FT_SAMPLE_FEATURES)
+        return ft_fail(c, FT_ST_UNSUPPORTED, "this board has no backbone: send int8 features (kind 0)");
+    want = d->D;
+#endif
+    if (dim != want)
+        return ft_fail(c, FT_ST_SHAPE_MISMATCH,
+                       kind == FT_SAMPLE_FEATURES ? "feature length differs from the head input"
+                                                  : "raw input length differs from the model input (raw_input_len)");
+#if FT_BACKBONE
+    if (m) {
+        uint8_t st = ftd_run_tail(m, &d->head, NULL, NULL, &type);
+        if (st != FT_ST_OK) return ft_fail(c, st, ftd_model_why());
+    }
+#endif
+    out_bytes = type == FT_INFER_OUT_NONE ? 0u : type == FT_INFER_OUT_FLOAT32 ? 4u * d->C : d->C;
+    if (FT_INFER_RESULT_HDR_SIZE + d->C + out_bytes > FT_MAX_PAYLOAD)
+        return ft_fail(c, FT_ST_NO_SPACE, "the answer exceeds max_payload");
+    if (kind == FT_SAMPLE_RAW_F32)
+        for (j = 0; j < dim; j++)
+            if (!isfinite(ft_rdf32(p + FT_INFER_HDR_SIZE + 4u * j)))
+                return ft_fail(c, FT_ST_MALFORMED, "raw float32 input holds a NaN or an infinity");
+#if FT_BACKBONE
+    if (kind != FT_SAMPLE_FEATURES && ftd_run_backbone(m, kind, p + FT_INFER_HDR_SIZE, &x) != FT_OK)
+        return ft_fail(c, FT_ST_INTERNAL, "backbone");
+#endif
+    ft_wr16(o, d->C);
+    o[2] = type;
+    o[3] = 0;
+    ft_wr16(o + 4, (uint16_t)(type == FT_INFER_OUT_NONE ? 0u : d->C));
+    if (ft_head_forward(&d->head, x, (int8_t *)(o + FT_INFER_RESULT_HDR_SIZE)) != FT_OK)
+        return ft_fail(c, FT_ST_INTERNAL, "head");
+#if FT_BACKBONE
+    if (m && ftd_run_tail(m, &d->head, (const int8_t *)(o + FT_INFER_RESULT_HDR_SIZE),
+                          o + FT_INFER_RESULT_HDR_SIZE + d->C, &type) != FT_ST_OK)
+        return ft_fail(c, FT_ST_INTERNAL, "tail");
+#endif
+    *c->len = FT_INFER_RESULT_HDR_SIZE + d->C + out_bytes;
+    return FT_ST_OK;
+}
+
 /* UpdateBlob bytes, generated on the fly from the trained float head. */
 static ft_status read_blob(ft_dev *d, uint32_t off, uint8_t *out, size_t n)
 {

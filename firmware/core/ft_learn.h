@@ -12,5 +12,6 @@ uint8_t ft_learn_read_update(ft_ctx *c, const uint8_t *p, size_t n);
 uint8_t ft_learn_update_ack(ft_ctx *c, const uint8_t *p, size_t n);
 uint8_t ft_learn_evaluate(ft_ctx *c, const uint8_t *p, size_t n);
 uint8_t ft_learn_label(ft_ctx *c, const uint8_t *p, size_t n);
+uint8_t ft_learn_infer(ft_ctx *c, const uint8_t *p, size_t n);
 
 #endif
