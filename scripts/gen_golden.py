@@ -679,7 +679,66 @@ def gen_factory_head() -> tuple[str, str]:
     )
 
 
-SECTIONS = [gen_crypto, gen_head, gen_train, gen_fmath, gen_fixed, gen_labels, gen_frames, gen_factory_head]
+def gen_infer() -> tuple[str, str]:
+    """INFER on a board without a backbone (the factory head, default_head()): the virtual board's answers (status and
+    payload) to feature vectors and to refused requests, which the C device must give byte for byte."""
+    import struct
+
+    from fedtiny.clients.board.device import BoardConfig, VirtualBoard, default_head
+    from fedtiny.link.frames import Frame, FrameReader
+    from fedtiny.link.messages import InferRequest, MsgType
+
+    head = default_head()
+    rng = np.random.default_rng(2020)
+    feats = rng.integers(-128, 128, (6, head.num_features)).astype(np.int8)
+    feats[0] = -128
+    feats[1] = 127
+    reqs = [InferRequest(0, f).encode() for f in feats]
+    d = head.num_features
+    reqs += [
+        b"",  # MALFORMED: no header
+        struct.pack("<BBH", 0, 0, d) + bytes(d - 1),  # MALFORMED: length
+        struct.pack("<BBH", 3, 0, 1) + bytes(1),  # MALFORMED: kind
+        struct.pack("<BBH", 1, 0, 4) + bytes(4),  # UNSUPPORTED: no backbone
+        struct.pack("<BBH", 2, 0, 1) + struct.pack("<f", float("nan")),  # UNSUPPORTED before the NaN check
+        struct.pack("<BBH", 0, 0, d - 1) + bytes(d - 1),  # SHAPE_MISMATCH
+        struct.pack("<BBH", 0, 7, d) + bytes(d),  # the reserved byte is ignored
+    ]
+    vb = VirtualBoard(BoardConfig(device_id=9))
+    body = [
+        "typedef struct { const uint8_t *req; size_t req_len; uint8_t status; const uint8_t *resp;"
+        " size_t resp_len; } golden_infer_case;\n"
+    ]
+    rows = []
+    zero = bytes(1)  # C has no empty array: a refused request's answer and the empty request are one 0 byte
+    for i, req in enumerate(reqs):
+        fr = next(iter(FrameReader(4096).feed(vb.handle(Frame(MsgType.INFER, 100 + i, req)))))
+        ok = fr.status == 0
+        body.append(f"static const uint8_t ginf_req{i}[] = {c_bytes(req or zero)};\n")
+        body.append(f"static const uint8_t ginf_resp{i}[] = {c_bytes(fr.payload if ok else zero)};\n")
+        rows.append(
+            f"    {{ginf_req{i}, {len(req)}, {fr.status}, ginf_resp{i}, {len(fr.payload) if ok else 0}}},\n"
+        )
+    body.append(
+        f"#define GOLDEN_INFER_N {len(rows)}u\nstatic const golden_infer_case golden_infer[] = "
+        f"{{\n{''.join(rows)}}};\n"
+    )
+    return "golden_infer.h", header(
+        "golden_infer.h", "".join(body), "the virtual board's INFER answers (fedtiny.clients.board)"
+    )
+
+
+SECTIONS = [
+    gen_crypto,
+    gen_head,
+    gen_train,
+    gen_fmath,
+    gen_fixed,
+    gen_labels,
+    gen_frames,
+    gen_factory_head,
+    gen_infer,
+]
 
 
 def write_corpus() -> list[Path]:
@@ -707,6 +766,7 @@ def write_corpus() -> list[Path]:
         0x15: struct.pack("<I", 1),
         0x16: struct.pack("<I", 0),
         0x17: struct.pack("<HIHIH", 2, 0, 3, 7, 0xFFFF),
+        0x18: struct.pack("<BBH", 0, 0, 64) + bytes(range(64)),
         0x22: b"\xff",
         0x23: b"\x01",
         0x24: b"\x01",

@@ -20,6 +20,9 @@ from fedtiny.link.messages import (
     BlobRead,
     HelloInfo,
     ImageKind,
+    InferOutput,
+    InferRequest,
+    InferResult,
     LabelRequest,
     LabelResult,
     MsgType,
@@ -141,6 +144,49 @@ def vectors() -> list[tuple[str, Frame]]:
                 MsgType.TRAIN,
                 13,
                 TrainRequest(1, 4, 0.05, 0.0, 0.0, 0.0, 42, 3, TRAIN_PSEUDO, 2.5, 0.5).encode(),
+            ),
+        ),
+        (
+            "INFER request, seq 14: int8 features (kind 0) of D=3: 5, -6, 127",
+            Frame(MsgType.INFER, 14, InferRequest(0, np.array([5, -6, 127], np.int8)).encode()),
+        ),
+        (
+            "INFER response, seq 14: C=2, logits 12, -3, int8 model output -1, -128",
+            Frame(
+                MsgType.INFER,
+                14,
+                InferResult(
+                    np.array([12, -3], np.int8), InferOutput.INT8, np.array([-1, -128], np.int8)
+                ).encode(),
+                resp,
+            ),
+        ),
+        (
+            "INFER request, seq 15: 1 float32 raw input (kind 2) of 2 values 0.5, -1.25",
+            Frame(
+                MsgType.INFER,
+                15,
+                InferRequest(SampleKind.RAW_F32, np.array([0.5, -1.25], np.float32)).encode(),
+            ),
+        ),
+        (
+            "INFER response, seq 15: C=2, logits 4, -4, float32 model output 0.75, 0.25",
+            Frame(
+                MsgType.INFER,
+                15,
+                InferResult(
+                    np.array([4, -4], np.int8), InferOutput.FLOAT32, np.array([0.75, 0.25], np.float32)
+                ).encode(),
+                resp,
+            ),
+        ),
+        (
+            "INFER response, seq 16: no backbone (out_type 0, out_len 0), C=2, logits -128, 127",
+            Frame(
+                MsgType.INFER,
+                16,
+                InferResult(np.array([-128, 127], np.int8), InferOutput.NONE, np.zeros(0, np.int8)).encode(),
+                resp,
             ),
         ),
     ]

@@ -44,7 +44,8 @@
     X(security_counter_power_cut) \
     X(signed_upload_on_device) \
     X(label_message)       \
-    X(train_pseudo_checks)
+    X(train_pseudo_checks) \
+    X(infer_message)
 
 #define FT_DECL(name) void test_##name(void);
 FT_TESTS(FT_DECL)

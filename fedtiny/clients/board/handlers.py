@@ -208,6 +208,9 @@ def infer(b: Board, p: bytes) -> Reply:
 
         try:  # the ops after the head, with the running model's quantization (docs/ondevice.md §1b)
             tail = read_tail(b.running_model() or b"")
+            for op in tail.ops:  # TFLite Micro refuses a SOFTMAX whose beta * input scale is too small
+                if op.kind == "SOFTMAX":
+                    op.softmax_params()
         except ModelError as e:
             return err(Status.UNSUPPORTED, f"the model's ops after the head: {e}")
     out_type = InferOutput.NONE
