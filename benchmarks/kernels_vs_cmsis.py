@@ -26,7 +26,10 @@ Output: a per-layer table per model and core, then one line per model and core:
 sum of fedtiny's DSP-build counts and m the sum of CMSIS-NN's; an operator CMSIS-NN has no kernel for (MEAN,
 QUANTIZE, DEQUANTIZE, RESHAPE, broadcasting ADD: TFLite Micro runs its reference kernel there) counts fedtiny's
 DSP-build figure on both sides. "outputs identical" means every operator's output of all three kernels equals the
-interpreter's bytes. A core other than m4 gets ``[core]`` after the model name.
+interpreter's bytes. A core other than m4 gets ``[core]`` after the model name. Then, where the tflite-micro
+runtime is installed (``--no-tflm`` skips it), one line per model and core:
+``<model> arena: fedtiny <a> B (DSP kernels), TFLite Micro <t> B, within: yes|no`` (a: the firmware's plan with the
+DSP kernels, scratch and multipliers included; t: ``fedtiny.model.info.min_arena_bytes``).
 """
 
 from __future__ import annotations
@@ -230,6 +233,8 @@ class Result:
     core: str
     layers: list[Layer] = field(default_factory=list)
     arena: int = 0
+    floor: int = 0  # the firmware's lower bound of TFLite Micro's arena (ft_tfl_model.tflm_floor)
+    tflm_arena: int | None = None  # fedtiny.model.info.min_arena_bytes (the tflite-micro runtime), if installed
     multiplier_insn: int | None = None  # one per-channel multiplier as fedtiny computes it (once per arena)
     refused: str | None = None
 
@@ -249,6 +254,16 @@ class Result:
     def identical(self) -> bool:
         return bool(self.layers) and all(
             x.same_portable and x.same_dsp and x.same_cmsis is not False for x in self.layers
+        )
+
+    def arena_line(self) -> str | None:
+        """`<model> arena: fedtiny <a> B (DSP kernels), TFLite Micro <t> B, within: yes|no` (None: unknown)."""
+        if self.refused is not None or self.tflm_arena is None or self.tflm_arena < 0:
+            return None
+        name = self.model if self.core == "m4" else f"{self.model} [{self.core}]"
+        ok = "yes" if self.arena <= self.tflm_arena else "no"
+        return (
+            f"{name} arena: fedtiny {self.arena} B (DSP kernels), TFLite Micro {self.tflm_arena} B, within: {ok}"
         )
 
     def summary(self) -> str:
@@ -289,6 +304,8 @@ def run_model(
             res.multiplier_insn = int(w[2])
         elif w[1] == "model":
             res.arena = int(w[5])
+            if len(w) > 7 and w[6] == "floor":
+                res.floor = int(w[7])
         elif w[1] == "op":
             res.layers.append(
                 Layer(
@@ -312,6 +329,17 @@ def run_model(
     return res
 
 
+def tflm_arena(model: bytes) -> int | None:
+    """The smallest arena TFLite Micro accepts (fedtiny.model.info.min_arena_bytes), None without tflite-micro."""
+    try:
+        sys.path.insert(0, str(ROOT))
+        from fedtiny.model.info import min_arena_bytes
+
+        return min_arena_bytes(model)
+    except Exception:  # the runtime is not installed, or refused the model
+        return None
+
+
 def _ratio(a: int, b: int | None) -> str:
     return "n/a" if not b else f"{a / b:.2f}x"
 
@@ -321,8 +349,9 @@ def print_table(res: Result) -> None:
     if res.refused is not None:
         print(f"\n{title} ({CORES[res.core].machine}): refused: {res.refused}")
         return
+    tflm = "" if res.tflm_arena is None else f", TFLite Micro's {res.tflm_arena} B"
     print(
-        f"\n{title} ({CORES[res.core].machine}, arena {res.arena} B with the per-channel multipliers; fedtiny "
+        f"\n{title} ({CORES[res.core].machine}, arena {res.arena} B with the per-channel multipliers{tflm}; fedtiny "
         f"computes them once per arena, as TFLite Micro's Prepare, outside the counts: "
         f"{res.multiplier_insn} instructions per channel)"
     )
@@ -511,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--cmsis-nn", type=Path, default=Path(os.environ.get("CMSIS_NN_DIR") or DEFAULT_CMSIS))
     ap.add_argument("--json", type=Path, help="write every figure here")
+    ap.add_argument("--no-tflm", action="store_true", help="skip TFLite Micro's arena (tflite-micro runtime)")
     a = ap.parse_args(argv)
     cores = [c for c in a.cores.split(",") if c]
     why = missing_tools(a.cmsis_nn, cores)
@@ -538,10 +568,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     items += [(p.name, p.read_bytes()) for p in a.models]
     results: list[Result] = []
+    tflm_cache: dict[str, int | None] = {}
     for c in cores:
         elf, syms = build(c, a.cmsis_nn, a.opt)
         for name, data in items:
             res = run_model(name, data, c, elf, syms)
+            if res.refused is None and not a.no_tflm:
+                res.tflm_arena = tflm_cache.setdefault(name, tflm_arena(data))
             results.append(res)
             print_table(res)
             sys.stdout.flush()
@@ -549,6 +582,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for res in results:
         print(res.summary())
+    for res in results:
+        line = res.arena_line()
+        if line:
+            print(line)
     if a.json:
         a.json.write_text(
             json.dumps(
@@ -562,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
                         "cmsis": r.cmsis,
                         "identical": r.identical,
                         "multiplier_insn": r.multiplier_insn,
+                        "arena": r.arena,
+                        "tflm_floor": r.floor,
+                        "tflm_arena": r.tflm_arena,
                         "layers": [vars(x) for x in r.layers],
                     }
                     for r in results

@@ -7,8 +7,9 @@
  * kernels (ft_tfl_invoke, model.optimized = 0). After each operator (the callback: that operator's inputs are
  * still in the arena, the planner never lets an operator's output overlap its inputs) it runs on the same input
  *   - fedtiny's portable kernel,
- *   - fedtiny's DSP-build kernel, chosen as ft_tfl_interp.c chooses it (the DSP kernel where its scratch
- *     function is non-zero, ft_tfl_add_fast / ft_tfl_mean_fast, else the portable one), both with the
+ *   - fedtiny's DSP-build kernel, as the interpreter's plan chose it (op->dsp: the DSP kernel where it applies and
+ *     its scratch fits the arena below TFLite Micro's, ft_tfl_add_fast / ft_tfl_mean_fast, else the portable
+ *     one), both with the
  *     per-channel multipliers the interpreter computed once into the arena at the first invoke
  *     (ft_tfl_requant_table, outside the counted region, as CMSIS-NN's are),
  *   - the CMSIS-NN function TFLite Micro's cmsis_nn kernels call, with the parameters TFLite Micro computes in
@@ -21,7 +22,7 @@
  * 2,000,000 instructions calibrates ticks per instruction, and the cost of reading the counter is subtracted.
  *
  * Output lines (semihosting SYS_WRITE0; then SYS_EXIT, 0 on success):
- *   KVC model ops N arena B
+ *   KVC model ops N arena B floor F   (F: ft_tfl_model.tflm_floor, a lower bound of TFLite Micro's arena)
  *   KVC op I NAME SHAPE P D C DS CS MP MD MC
  *     P, D, C: instructions of fedtiny portable, fedtiny DSP build, CMSIS-NN ("-": CMSIS-NN has no kernel here)
  *     DS, CS: scratch bytes (fedtiny DSP kernel, CMSIS-NN *_get_buffer_size); MP MD MC: 1 = output identical
@@ -374,11 +375,8 @@ static void run_fedtiny(const ft_tfl_model *m, const ft_tfl_op *op, const uint8_
     ft_tfl_fc_params fp = op->p.fc;
     cp.requant = a + op->requant_off;
     fp.requant = a + op->requant_off;
-    if (dsp) {
-        if (op->code == OP_CONV_2D) s = ft_tfl_conv2d_dsp_scratch(&op->p.conv);
-        else if (op->code == OP_DEPTHWISE_CONV_2D) s = ft_tfl_depthwise_dsp_scratch(&op->p.conv);
-        else if (op->code == OP_FULLY_CONNECTED) s = ft_tfl_fc_dsp_scratch(&op->p.fc);
-    }
+    int use = dsp && op->dsp; /* the interpreter's plan: the DSP kernel where it applies and its scratch fits */
+    if (use) s = op->scratch_len;
     *scratch = s;
     if (s > sizeof scratch_d) {
         out("KVC refused DSP scratch larger than the harness buffer\n");
@@ -386,15 +384,15 @@ static void run_fedtiny(const ft_tfl_model *m, const ft_tfl_op *op, const uint8_
     }
     switch (op->code) {
     case OP_CONV_2D:
-        if (s) COUNT(*count, ft_tfl_conv2d_dsp(&cp, x, w, y, scratch_d));
+        if (use) COUNT(*count, ft_tfl_conv2d_dsp(&cp, x, w, y, scratch_d));
         else COUNT(*count, ft_tfl_conv2d(&cp, x, w, y));
         break;
     case OP_DEPTHWISE_CONV_2D:
-        if (s) COUNT(*count, ft_tfl_depthwise_dsp(&cp, x, w, y, scratch_d));
+        if (use) COUNT(*count, ft_tfl_depthwise_dsp(&cp, x, w, y, scratch_d));
         else COUNT(*count, ft_tfl_depthwise_conv2d(&cp, x, w, y));
         break;
     case OP_FULLY_CONNECTED:
-        if (s) COUNT(*count, ft_tfl_fc_dsp(&fp, x, w, y, scratch_d));
+        if (use) COUNT(*count, ft_tfl_fc_dsp(&fp, x, w, y, scratch_d));
         else COUNT(*count, ft_tfl_fully_connected(&fp, x, w, y));
         break;
     case OP_AVERAGE_POOL_2D:
@@ -545,8 +543,8 @@ int main(void)
         out(line);
         kvc_exit(1);
     }
-    snprintf(line, sizeof line, "KVC model ops %u arena %lu\n", (unsigned)model.n_ops,
-             (unsigned long)model.arena_bytes);
+    snprintf(line, sizeof line, "KVC model ops %u arena %lu floor %lu\n", (unsigned)model.n_ops,
+             (unsigned long)model.arena_bytes, (unsigned long)model.tflm_floor);
     out(line);
     model.optimized = 0; /* the reference bytes: the portable kernels, run by the interpreter */
     fill_inputs();

@@ -3,6 +3,7 @@
  * file, core/ops/ft_op_<name>.c, listed once in ft_tfl_op_list.h (scripts/gen_ops.py from
  * fedtiny/model/ops_table.py); shared verification helpers: ft_tfl_op_util.c. */
 #include "ft_tfl_op.h"
+#include "ft_tfl_ops_dsp.h" /* FT_TFL_DSP_NONE */
 #include <string.h>
 
 #define FT_TFL_REG_ENTRY(code, name, reg) &reg,
@@ -176,18 +177,23 @@ static ft_status read_op(vctx *v, uint32_t ot, const ft_fb_vec *opcodes, uint16_
 static uint32_t align4(uint32_t x) { return (x + 3u) & ~3u; }
 
 #if FT_TFL_OPTIMIZED
-/* The DSP kernels' scratch (ft_tfl_ops_dsp.h): each op's own area, alive only while that op runs, placed after
- * the tensors at the lowest offset clear of every buffer alive at that op (its inputs and output included).
- * An op whose scratch would push the arena past `capacity` keeps the portable kernel. Returns the new top. */
-static uint64_t plan_scratch(ft_tfl_model *m, uint64_t top, uint32_t capacity)
+/* The DSP kernels' scratch (ft_tfl_ops_dsp.h): each op's own area, alive only while that op runs, placed in the
+ * arena's gaps: the lowest offset clear of every buffer alive at that op (its inputs and output included). An op
+ * whose scratch would push the arena past `limit` keeps the portable kernel (the same bytes, slower); an op whose
+ * kernel needs none runs it always. Returns the new top. */
+static uint64_t plan_scratch(ft_tfl_model *m, uint64_t top, uint64_t limit)
 {
     uint16_t i, j;
     for (i = 0; i < m->n_ops; i++) {
         ft_tfl_op *op = &m->ops[i];
         const ft_tfl_op_reg *r = ft_tfl_op_regs[op->reg];
-        uint64_t len = r->scratch ? r->scratch(op) : 0, off = 0;
+        uint64_t len = r->scratch ? r->scratch(op) : FT_TFL_DSP_NONE, off = 0;
         int moved = 1;
-        if (len == 0) continue;
+        if (len == FT_TFL_DSP_NONE) continue;
+        if (len == 0) {
+            op->dsp = 1;
+            continue;
+        }
         len = (len + 3u) & ~(uint64_t)3u;
         while (moved) {
             moved = 0;
@@ -202,15 +208,28 @@ static uint64_t plan_scratch(ft_tfl_model *m, uint64_t top, uint32_t capacity)
                 }
             }
         }
-        if (off + len > capacity) continue;
+        if (off + len > limit) continue;
+        op->dsp = 1;
         op->scratch_off = (uint32_t)off;
         op->scratch_len = (uint32_t)len;
         if (off + len > top) top = off + len;
     }
     return top;
 }
+
 #endif
 
+/* ft_tfl_model.tflm_floor: what TFLite Micro's arena holds at least besides the same activations (its
+ * GreedyMemoryPlanner, 16-byte aligned): each op's persistent buffers (ft_tfl_op.tflm_persist: an int32 multiplier
+ * and shift per output channel of every CONV_2D / DEPTHWISE_CONV_2D and per-channel FULLY_CONNECTED), a
+ * TfLiteEvalTensor per tensor (12 B on a 32-bit target) and a TfLiteNode per op (at least 6 pointers). */
+static uint64_t tflm_floor(const ft_tfl_model *m, uint64_t activations)
+{
+    uint64_t f = activations + 12u * (uint64_t)m->n_tensors + 24u * (uint64_t)m->n_ops;
+    uint16_t i;
+    for (i = 0; i < m->n_ops; i++) f += m->ops[i].tflm_persist;
+    return f;
+}
 /* ---- per-channel multipliers ------------------------------------------------------------------------ */
 /* where op's multipliers come from: (double)in_scale * filter_scales[c] / out_scale */
 static void requant_src(const ft_tfl_op *op, float *in_scale, float *out_scale, const uint8_t **scales, uint32_t *n)
@@ -365,10 +384,14 @@ static ft_status plan(vctx *v, uint32_t capacity)
         ft_tfl_tensor *t = &m->tensors[i];
         if (!t->is_const) t->offset = m->tensors[t->buf].offset;
     }
+    {
+        uint64_t fl = tflm_floor(m, top);
+        m->tflm_floor = fl > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)fl;
+    }
 #if FT_TFL_OPTIMIZED
     {
-        uint32_t q = requant_bytes(m);
-        top = plan_scratch(m, top, capacity > q ? capacity - q : 0u);
+        uint64_t q = requant_bytes(m), limit = capacity < m->tflm_floor ? capacity : m->tflm_floor;
+        top = plan_scratch(m, top, limit > q ? limit - q : 0u);
     }
 #endif
     top = plan_requant(m, top);

@@ -41,9 +41,12 @@ typedef struct {
     uint8_t reg;  /* its registration: index in the op registry (ft_tfl_op.h, ft_tfl_op_list.h) */
     int16_t in[3];
     int16_t out;
-    uint32_t scratch_off, scratch_len; /* the DSP kernel's scratch in the arena (len 0: the portable kernel runs) */
+    uint32_t scratch_off, scratch_len; /* the DSP kernel's scratch in the arena (when dsp; len 0: none) */
+    uint8_t dsp;                       /* 1: the DSP kernel runs (FT_TFL_OPTIMIZED, m->optimized), else the portable one */
+    uint32_t tflm_persist;             /* persistent bytes TFLite Micro's kernel allocates for it (its per-channel
+                                        * multipliers and shifts: 8 B per channel), for ft_tfl_model.tflm_floor */
     uint32_t requant_off;              /* its channels' multipliers in the arena (ft_tfl_requant_table) */
-    int32_t requant_n;                 /* channels with a multiplier (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED); 0: none */
+    int32_t requant_n;                 /* its table's entries (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED: out_c, 1 for per-tensor weights); 0: none */
     union {
         ft_tfl_conv_params conv;
         ft_tfl_fc_params fc;
@@ -61,6 +64,10 @@ typedef struct {
     uint16_t n_tensors, n_ops, n_inputs, n_outputs;
     int16_t inputs[FT_TFL_MAX_IO], outputs[FT_TFL_MAX_IO];
     uint32_t arena_bytes; /* activation arena the plan needs (with the DSP kernels' scratch and the multipliers) */
+    uint32_t tflm_floor;  /* a lower bound of the arena TFLite Micro needs for the model (32-bit build): its planned
+                           * activations, per-channel multipliers (8 B per conv channel), one TfLiteEvalTensor (12 B)
+                           * per tensor and a node (24 B) per op. The DSP kernels' scratch may grow the arena up to
+                           * this figure only: an op whose scratch would pass it keeps the portable kernel */
     /* The per-channel multipliers' tables: every op's at the arena's top, [requant_off, requant_off + requant_len),
      * then a 4-byte stamp. Written at the first invoke on an arena (or when the stamp there is not requant_stamp:
      * another model's, or anything else), then read by every invoke, as TFLite Micro's Prepare fills its

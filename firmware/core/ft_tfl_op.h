@@ -4,7 +4,8 @@
  * reads the flatbuffer, the tensors and each operator's inputs/outputs, then calls the op's registration:
  *   parse   its builtin options table into ft_tfl_opts (NULL: the op takes no options)
  *   verify  shapes, types, quantization; fill op->p (the kernel's parameters), add its work to m->macs
- *   plan    the DSP kernel's scratch bytes in the arena (NULL: none); in_place: the output is input 0's buffer
+ *   plan    the DSP kernel's scratch bytes in the arena (NULL or FT_TFL_DSP_NONE: no DSP kernel, 0: one without
+ *           scratch); in_place: the output is input 0's buffer
  *   invoke  run the kernel on the arena
  * Shared verification helpers (activations, weights, bias, geometry) live in ft_tfl_op_util.c.
  * Private to the interpreter and its ops: ports, apps and tests use ft_tfl_interp.h. */

@@ -239,7 +239,8 @@ ft_status ft_tfl_verify_conv(ft_tfl_vctx *v, ft_tfl_op *op, const ft_tfl_opts *o
     p->output_scale = out->scale;
     p->filter_scales = f->scales;
     p->n_scales = f->n_scales;
-    op->requant_n = p->out_c;
+    op->requant_n = ft_tfl_requant_entries(p->n_scales, p->out_c); /* one entry for per-tensor weights */
+    op->tflm_persist = 8u * (uint32_t)p->out_c; /* TFLM: per_channel_output_multiplier and _shift, always */
     return ft_tfl_check_act_range(v, o->act, out, &p->act_min, &p->act_max);
 }
 

@@ -95,11 +95,11 @@ static void channel_multiplier(float in_scale, const uint8_t *scales, uint32_t n
 void ft_tfl_requant_table(float in_scale, const uint8_t *filter_scales, uint32_t n_scales, int32_t channels,
                           float out_scale, uint8_t *table)
 {
-    int32_t c, mult = 0, shift = 0;
-    for (c = 0; c < channels; c++) {
-        if (n_scales > 1 || c == 0) channel_multiplier(in_scale, filter_scales, n_scales, c, out_scale, &mult, &shift);
-        memcpy(table + 4u * (uint32_t)c, &mult, 4);
-        table[4u * (uint32_t)channels + (uint32_t)c] = (uint8_t)(int8_t)shift; /* -31..30 */
+    int32_t e, n = ft_tfl_requant_entries(n_scales, channels), mult = 0, shift = 0;
+    for (e = 0; e < n; e++) {
+        channel_multiplier(in_scale, filter_scales, n_scales, e, out_scale, &mult, &shift);
+        memcpy(table + 4u * (uint32_t)e, &mult, 4);
+        table[4u * (uint32_t)n + (uint32_t)e] = (uint8_t)(int8_t)shift; /* -31..30 */
     }
 }
 
@@ -108,8 +108,9 @@ static void requant_of(const uint8_t *table, float in_scale, const uint8_t *scal
                        int32_t channels, float out_scale, int32_t *mult, int32_t *shift)
 {
     if (table) {
-        *mult = ft_tfl_requant_mult(table, oc);
-        *shift = ft_tfl_requant_shift(table, channels, oc);
+        int32_t entries = ft_tfl_requant_entries(n, channels), e = oc & ft_tfl_requant_mask(entries);
+        *mult = ft_tfl_requant_mult(table, e);
+        *shift = ft_tfl_requant_shift(table, entries, e);
     } else {
         channel_multiplier(in_scale, scales, n, oc, out_scale, mult, shift);
     }

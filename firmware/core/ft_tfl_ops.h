@@ -34,28 +34,32 @@ typedef struct {
     const uint8_t *filter_scales; /* float32 LE, n_scales = 1 (per tensor) or out_c (per channel) */
     uint32_t n_scales;
     const uint8_t *bias;          /* int32 LE [out_c], or NULL */
-    const uint8_t *requant;       /* ft_tfl_requant_table of out_c channels, any alignment: required by the DSP
+    const uint8_t *requant;       /* ft_tfl_requant_table (out_c channels), any alignment: required by the DSP
                                      kernels; NULL: the portable kernels compute each channel's multiplier per call */
 } ft_tfl_conv_params;
 
 /* Per-channel requantization, precomputed once (the interpreter does it in the arena at the first invoke, as
- * TFLite Micro's Prepare does in its persistent arena): channel c's multiplier and shift from
- * (double)in_scale * filter_scale[c] / out_scale (ft_quantize_multiplier), stored as `channels` int32 multipliers
- * (host byte order) then `channels` int8 shifts: FT_TFL_REQUANT_BYTES(channels), any alignment. One scale (per
- * tensor) is computed once for every channel. */
-#define FT_TFL_REQUANT_BYTES(channels) (5u * (uint32_t)(channels))
+ * TFLite Micro's Prepare does in its persistent arena): entry e's multiplier and shift from
+ * (double)in_scale * filter_scale[e] / out_scale (ft_quantize_multiplier), stored as `entries` int32 multipliers
+ * (host byte order) then `entries` int8 shifts: FT_TFL_REQUANT_BYTES(entries), any alignment. Per-channel weights
+ * have one entry per output channel; per-tensor weights (one scale) one entry for every channel
+ * (ft_tfl_requant_entries, ft_tfl_requant_index). */
+#define FT_TFL_REQUANT_BYTES(entries) (5u * (uint32_t)(entries))
+static inline int32_t ft_tfl_requant_entries(uint32_t n_scales, int32_t channels) { return n_scales > 1 ? channels : 1; }
+/* the entry of channel c: c, or 0 for a one-entry table (mask = ft_tfl_requant_mask(entries)) */
+static inline int32_t ft_tfl_requant_mask(int32_t entries) { return entries > 1 ? -1 : 0; }
 void ft_tfl_requant_table(float in_scale, const uint8_t *filter_scales, uint32_t n_scales, int32_t channels,
                           float out_scale, uint8_t *table);
-static inline int32_t ft_tfl_requant_mult(const uint8_t *table, int32_t c)
+static inline int32_t ft_tfl_requant_mult(const uint8_t *table, int32_t e)
 {
     int32_t m;
-    const uint8_t *s = table + 4u * (uint32_t)c;
+    const uint8_t *s = table + 4u * (uint32_t)e;
     memcpy(&m, s, 4);
     return m;
 }
-static inline int32_t ft_tfl_requant_shift(const uint8_t *table, int32_t channels, int32_t c)
+static inline int32_t ft_tfl_requant_shift(const uint8_t *table, int32_t entries, int32_t e)
 {
-    return (int8_t)table[4u * (uint32_t)channels + (uint32_t)c];
+    return (int8_t)table[4u * (uint32_t)entries + (uint32_t)e];
 }
 
 void ft_tfl_conv2d(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out);

@@ -139,7 +139,7 @@ static uint64_t conv_k(const ft_tfl_conv_params *p)
 uint32_t ft_tfl_conv2d_dsp_scratch(const ft_tfl_conv_params *p)
 {
     uint64_t k = conv_k(p), words = (k / 4u) * 2u + k % 4u;
-    if (k < 4u) return 0; /* no group of 4 weights for SMLAD: the portable kernel is faster */
+    if (k < 4u) return FT_TFL_DSP_NONE; /* no group of 4 weights for SMLAD: the portable kernel is faster */
     /* alignment slack, 2 patches of pair words, 2 int8 staging patches (the multipliers: p->requant) */
     return saturate(3u + 8u * words + ((2u * k + 3u) & ~(uint64_t)3u));
 }
@@ -225,6 +225,7 @@ void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8
     int32_t groups = p->in_c / p->filter_in_c, per_group = p->out_c / groups;
     int32_t npix = p->batches * p->out_h * p->out_w, pix, grp, oc;
     const uint8_t *q = p->requant;
+    int32_t qn = ft_tfl_requant_entries(p->n_scales, p->out_c), qm = ft_tfl_requant_mask(qn);
     uint32_t *cols = align_words(scratch), *cols1 = cols + words;
     int8_t *stage = (int8_t *)(void *)(cols1 + words), *stage1 = stage + k;
     for (pix = 0; pix < npix; pix += 2) {
@@ -237,8 +238,8 @@ void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8
             for (oc = grp * per_group; oc < oc_end; oc += 2) {
                 int32_t oc1 = oc + 1 < oc_end ? oc + 1 : oc; /* an odd last channel likewise */
                 uint32_t acc[4], b0 = 0, b1 = 0;
-                int32_t m0 = ft_tfl_requant_mult(q, oc), s0 = ft_tfl_requant_shift(q, p->out_c, oc);
-                int32_t m1 = ft_tfl_requant_mult(q, oc1), s1 = ft_tfl_requant_shift(q, p->out_c, oc1);
+                int32_t m0 = ft_tfl_requant_mult(q, oc & qm), s0 = ft_tfl_requant_shift(q, qn, oc & qm);
+                int32_t m1 = ft_tfl_requant_mult(q, oc1 & qm), s1 = ft_tfl_requant_shift(q, qn, oc1 & qm);
                 dot_2x2(filter + (size_t)oc * k, (size_t)(oc1 - oc) * (size_t)k, cols, two ? (size_t)words : 0u, g4, t,
                         acc);
                 if (p->bias) {
@@ -257,8 +258,7 @@ void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8
 /* ---- DEPTHWISE_CONV_2D (depth multiplier 1): 4 channels per word, SMLABB / SMLATT per channel ------- */
 uint32_t ft_tfl_depthwise_dsp_scratch(const ft_tfl_conv_params *p)
 {
-    /* no scratch (the multipliers: p->requant); 1 byte so that 0 keeps meaning "the kernel does not apply" */
-    return p->depth_mult == 1 ? 1u : 0u;
+    return p->depth_mult == 1 ? 0u : FT_TFL_DSP_NONE; /* no scratch (the multipliers: p->requant) */
 }
 
 /* first and end (exclusive) filter taps of one axis that land inside the input: 0 <= o + d * f < n */
@@ -302,6 +302,7 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
 {
     int32_t c_n = p->out_c, b, oy, ox, c;
     const uint8_t *q = p->requant;
+    int32_t qn = ft_tfl_requant_entries(p->n_scales, c_n), qm = ft_tfl_requant_mask(qn);
     uint32_t off = neg_pair(p->input_zp);
     size_t x_tap = (size_t)p->dil_w * (size_t)c_n, x_row = (size_t)p->dil_h * (size_t)p->in_w * (size_t)c_n;
     size_t w_row = (size_t)p->filter_w * (size_t)c_n;
@@ -336,54 +337,123 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
                     }
                     for (j = 0; j < n; j++) {
                         uint32_t bias = p->bias ? (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)(c + j)) : 0u;
-                        o[c + j] = out8(a[j] + bias, ft_tfl_requant_mult(q, c + j), ft_tfl_requant_shift(q, c_n, c + j),
+                        o[c + j] = out8(a[j] + bias, ft_tfl_requant_mult(q, (c + j) & qm), ft_tfl_requant_shift(q, qn, (c + j) & qm),
                                         p->output_zp, p->act_min, p->act_max);
                     }
                 }
             }
 }
 
-/* ---- FULLY_CONNECTED: inputs to pair words once, 2 output channels per pass --------------------------- */
+/* ---- FULLY_CONNECTED: no scratch; 2 output channels per pass over the input, read in place --------- */
 uint32_t ft_tfl_fc_dsp_scratch(const ft_tfl_fc_params *p)
 {
-    uint64_t d = (uint64_t)p->accum_depth, words = (d / 4u) * 2u + d % 4u;
-    if (d < 4u) return 0; /* as for CONV_2D */
-    return saturate(3u + 4u * words * (uint64_t)p->batches); /* the multipliers: p->requant */
+    return p->accum_depth < 4 ? FT_TFL_DSP_NONE : 0u; /* as for CONV_2D */
+}
+
+/* acc[r] = sum over d of (w_r[d] - filter zp) * (x[d] - input zp) for the rows w0, w1 = w0 + wstep: 4 inputs per
+ * step, widened in registers (SXTAB16 with the zero points, as CMSIS-NN's arm_nn_vec_mat_mult_t_s8), then the
+ * d % 4 left over one by one */
+static FT_NOINLINE void fc_rows2(const int8_t *x, const int8_t *w0, size_t wstep, int32_t d, uint32_t xoff,
+                                 uint32_t woff, int32_t xzp, int32_t wzp, uint32_t acc[2])
+{
+    uint32_t a0 = 0, a1 = 0;
+    const int8_t *w1 = w0 + wstep, *xend = x + (d & ~3);
+    int32_t i, t = d & 3;
+    while (x < xend) {
+        uint32_t xw = rd32(x), x02 = sxtab16(xoff, xw), x13 = sxtab16_ror8(xoff, xw);
+        uint32_t wa = rd32(w0), wb = rd32(w1);
+        a0 = smlad(sxtab16(woff, wa), x02, a0);
+        a0 = smlad(sxtab16_ror8(woff, wa), x13, a0);
+        a1 = smlad(sxtab16(woff, wb), x02, a1);
+        a1 = smlad(sxtab16_ror8(woff, wb), x13, a1);
+        x += 4;
+        w0 += 4;
+        w1 += 4;
+    }
+    for (i = 0; i < t; i++) {
+        int32_t xv = (int32_t)x[i] - xzp;
+        a0 += (uint32_t)(((int32_t)w0[i] - wzp) * xv);
+        a1 += (uint32_t)(((int32_t)w1[i] - wzp) * xv);
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+/* the same for 4 rows w0 + k * d (k < 4) of weights with zero point 0 (every per-channel FULLY_CONNECTED, most
+ * per-tensor ones): each input word widened once for 4 rows; the rows addressed as w0, w0 + d, w2, w2 + d */
+static FT_NOINLINE void fc_rows4(const int8_t *x, const int8_t *w0, int32_t d, uint32_t xoff, int32_t xzp,
+                                 uint32_t acc[4])
+{
+    uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    const int8_t *w2 = w0 + 2 * (size_t)d, *xend = x + (d & ~3);
+    int32_t i, t = d & 3;
+    while (x < xend) {
+        uint32_t xw = rd32(x), x02 = sxtab16(xoff, xw), x13 = sxtab16_ror8(xoff, xw), w;
+        w = rd32(w0);
+        a0 = smlad(sxtb16(w), x02, a0);
+        a0 = smlad(sxtb16_ror8(w), x13, a0);
+        w = rd32(w0 + d);
+        a1 = smlad(sxtb16(w), x02, a1);
+        a1 = smlad(sxtb16_ror8(w), x13, a1);
+        w = rd32(w2);
+        a2 = smlad(sxtb16(w), x02, a2);
+        a2 = smlad(sxtb16_ror8(w), x13, a2);
+        w = rd32(w2 + d);
+        a3 = smlad(sxtb16(w), x02, a3);
+        a3 = smlad(sxtb16_ror8(w), x13, a3);
+        x += 4;
+        w0 += 4;
+        w2 += 4;
+    }
+    for (i = 0; i < t; i++) {
+        int32_t xv = (int32_t)x[i] - xzp;
+        a0 += (uint32_t)((int32_t)w0[i] * xv);
+        a1 += (uint32_t)((int32_t)w0[d + i] * xv);
+        a2 += (uint32_t)((int32_t)w2[i] * xv);
+        a3 += (uint32_t)((int32_t)w2[d + i] * xv);
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
 }
 
 void ft_tfl_fc_dsp(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *filter, int8_t *out, uint8_t *scratch)
 {
-    int32_t d = p->accum_depth, g4 = d >> 2, t = d & 3, words = g4 * 2 + t, b, oc, i;
+    int32_t d = p->accum_depth, b, oc;
     const uint8_t *q = p->requant;
-    uint32_t *cols = align_words(scratch), woff = neg_pair(p->filter_zp);
-    for (b = 0; b < p->batches; b++) to_pairs(in + (size_t)b * d, d, p->input_zp, cols + (size_t)b * words);
-    for (oc = 0; oc < p->out_c; oc += 2) {
-        int32_t oc1 = oc + 1 < p->out_c ? oc + 1 : oc, m0 = ft_tfl_requant_mult(q, oc);
-        int32_t s0 = ft_tfl_requant_shift(q, p->out_c, oc), m1 = ft_tfl_requant_mult(q, oc1);
-        int32_t s1 = ft_tfl_requant_shift(q, p->out_c, oc1);
+    int32_t qn = ft_tfl_requant_entries(p->n_scales, p->out_c), qm = ft_tfl_requant_mask(qn);
+    uint32_t xoff = neg_pair(p->input_zp), woff = neg_pair(p->filter_zp);
+    (void)scratch;
+    oc = 0;
+    if (p->filter_zp == 0)
+        for (; oc + 4 <= p->out_c; oc += 4) {
+            const uint8_t *bp = p->bias + 4u * (uint32_t)oc;
+            for (b = 0; b < p->batches; b++) {
+                uint32_t acc[4];
+                int8_t *o = out + (size_t)b * p->out_c + oc;
+                int32_t j;
+                fc_rows4(in + (size_t)b * d, filter + (size_t)oc * d, d, xoff, p->input_zp, acc);
+                for (j = 0; j < 4; j++) {
+                    int32_t e = (oc + j) & qm;
+                    uint32_t bias = p->bias ? (uint32_t)rd_i32le(bp + 4 * j) : 0u;
+                    o[j] = out8(acc[j] + bias, ft_tfl_requant_mult(q, e), ft_tfl_requant_shift(q, qn, e), p->output_zp,
+                                p->act_min, p->act_max);
+                }
+            }
+        }
+    for (; oc < p->out_c; oc += 2) {
+        int32_t oc1 = oc + 1 < p->out_c ? oc + 1 : oc; /* an odd last channel is computed twice, written once */
+        int32_t m0 = ft_tfl_requant_mult(q, oc & qm), s0 = ft_tfl_requant_shift(q, qn, oc & qm);
+        int32_t m1 = ft_tfl_requant_mult(q, oc1 & qm), s1 = ft_tfl_requant_shift(q, qn, oc1 & qm);
         uint32_t b0 = p->bias ? (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc) : 0u;
         uint32_t b1 = p->bias ? (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc1) : 0u;
         for (b = 0; b < p->batches; b++) {
-            const int8_t *w0 = filter + (size_t)oc * d, *w1 = filter + (size_t)oc1 * d;
-            const uint32_t *x = cols + (size_t)b * words;
-            uint32_t a0 = 0, a1 = 0;
-            int32_t g;
-            for (g = g4; g > 0; g--) {
-                uint32_t wa = rd32(w0), wb = rd32(w1), x02 = x[0], x13 = x[1];
-                a0 = smlad(sxtab16(woff, wa), x02, a0);
-                a0 = smlad(sxtab16_ror8(woff, wa), x13, a0);
-                a1 = smlad(sxtab16(woff, wb), x02, a1);
-                a1 = smlad(sxtab16_ror8(woff, wb), x13, a1);
-                w0 += 4;
-                w1 += 4;
-                x += 2;
-            }
-            for (i = 0; i < t; i++) {
-                a0 += (uint32_t)(((int32_t)w0[i] - p->filter_zp) * wrap(x[i]));
-                a1 += (uint32_t)(((int32_t)w1[i] - p->filter_zp) * wrap(x[i]));
-            }
-            out[(size_t)b * p->out_c + oc] = out8(a0 + b0, m0, s0, p->output_zp, p->act_min, p->act_max);
-            out[(size_t)b * p->out_c + oc1] = out8(a1 + b1, m1, s1, p->output_zp, p->act_min, p->act_max);
+            uint32_t acc[2];
+            fc_rows2(in + (size_t)b * d, filter + (size_t)oc * d, (size_t)(oc1 - oc) * (size_t)d, d, xoff, woff,
+                     p->input_zp, p->filter_zp, acc);
+            out[(size_t)b * p->out_c + oc1] = out8(acc[1] + b1, m1, s1, p->output_zp, p->act_min, p->act_max);
+            out[(size_t)b * p->out_c + oc] = out8(acc[0] + b0, m0, s0, p->output_zp, p->act_min, p->act_max);
         }
     }
 }

@@ -8,16 +8,21 @@
  *
  * Built everywhere: with __ARM_FEATURE_DSP the intrinsics are the instructions (ACLE), elsewhere portable C
  * equivalents (so the host tests run the same code under ASan/UBSan). The interpreter uses them when
- * FT_TFL_OPTIMIZED (fedtiny_config.h). Each kernel needs a scratch area from the arena, sized by its
- * *_scratch() function when the model is verified (0: the kernel does not apply, run the portable one). */
+ * FT_TFL_OPTIMIZED (fedtiny_config.h). A kernel may need a scratch area from the arena, sized by its
+ * *_scratch() function when the model is verified (FT_TFL_DSP_NONE: the kernel does not apply, run the portable
+ * one). */
 #ifndef FT_TFL_OPS_DSP_H
 #define FT_TFL_OPS_DSP_H
 #include <stdint.h>
 #include "ft_tfl_ops.h"
 
-uint32_t ft_tfl_conv2d_dsp_scratch(const ft_tfl_conv_params *p);    /* 0 below 4 weights per output */
-uint32_t ft_tfl_depthwise_dsp_scratch(const ft_tfl_conv_params *p); /* 0 unless depth_mult == 1 */
-uint32_t ft_tfl_fc_dsp_scratch(const ft_tfl_fc_params *p);          /* 0 below 4 weights per output */
+/* The DSP kernel's scratch bytes for these parameters, or FT_TFL_DSP_NONE where the kernel does not apply (the
+ * portable one runs): CONV_2D below 4 weights per output, DEPTHWISE_CONV_2D with a depth multiplier other than 1,
+ * FULLY_CONNECTED below 4 weights per output. 0: the kernel applies and needs no scratch. */
+#define FT_TFL_DSP_NONE 0xFFFFFFFFu
+uint32_t ft_tfl_conv2d_dsp_scratch(const ft_tfl_conv_params *p);    /* 0 for 1x1 filters (a matrix product) */
+uint32_t ft_tfl_depthwise_dsp_scratch(const ft_tfl_conv_params *p); /* 0 (no scratch) */
+uint32_t ft_tfl_fc_dsp_scratch(const ft_tfl_fc_params *p);          /* 0 (no scratch) */
 
 /* `scratch` holds at least the *_scratch() bytes, any alignment; its contents on entry do not matter. p->requant
  * must hold the channels' precomputed multipliers (ft_tfl_requant_table): the kernels compute none. */

@@ -145,7 +145,7 @@ static int conv_case(int depthwise, uint32_t *skipped)
     n_out = (uint32_t)(p.batches * p.out_h * p.out_w * p.out_c);
     n_filt = (uint32_t)(p.filter_h * p.filter_w * p.out_c * (depthwise ? 1 : p.filter_in_c));
     need = depthwise ? ft_tfl_depthwise_dsp_scratch(&p) : ft_tfl_conv2d_dsp_scratch(&p);
-    if (need == 0) { /* the DSP kernels leave depth multipliers > 1 and < 4 weights per output to the portable ones */
+    if (need == FT_TFL_DSP_NONE) { /* the DSP kernels leave depth multipliers > 1 and < 4 weights per output to the portable ones */
         if (depthwise ? p.depth_mult == 1 : p.filter_h * p.filter_w * p.filter_in_c >= 4) return 0;
         (*skipped)++;
         return -1;
@@ -188,7 +188,7 @@ static int fc_case(void)
     p.filter_scales = scales;
     n_out = (uint32_t)(p.batches * p.out_c);
     need = ft_tfl_fc_dsp_scratch(&p);
-    if (need == 0) return p.accum_depth < 4 ? -1 : 0;
+    if (need == FT_TFL_DSP_NONE) return p.accum_depth < 4 ? -1 : 0;
     fill(in_buf, (uint32_t)(p.batches * p.accum_depth));
     fill(filt, (uint32_t)(p.out_c * p.accum_depth));
     prepare_run(n_out, need);

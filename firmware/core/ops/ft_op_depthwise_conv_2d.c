@@ -19,7 +19,7 @@ static ft_status invoke(const ft_tfl_model *m, const ft_tfl_op *op, uint8_t *are
     ft_tfl_conv_params p = op->p.conv;
     p.requant = arena + op->requant_off; /* the multipliers, computed once (ft_tfl_interp.c) */
 #if FT_TFL_OPTIMIZED
-    if (m->optimized && op->scratch_len) {
+    if (m->optimized && op->dsp) {
         ft_tfl_depthwise_dsp(&p, x, w, y, arena + op->scratch_off);
         return FT_OK;
     }

@@ -40,7 +40,8 @@ static ft_status verify(ft_tfl_vctx *v, ft_tfl_op *op, const ft_tfl_opts *o, uin
     p->output_scale = out->scale;
     p->filter_scales = f->scales;
     p->n_scales = f->n_scales;
-    op->requant_n = p->out_c;
+    op->requant_n = ft_tfl_requant_entries(p->n_scales, p->out_c); /* one entry for per-tensor weights */
+    op->tflm_persist = p->n_scales > 1 ? 8u * (uint32_t)p->out_c : 0u; /* TFLM: per-channel multipliers, shifts */
     v->m->macs += (uint64_t)out->count * (uint64_t)p->accum_depth;
     return ft_tfl_check_act_range(v, o->act, out, &p->act_min, &p->act_max);
 }
@@ -56,7 +57,7 @@ static ft_status invoke(const ft_tfl_model *m, const ft_tfl_op *op, uint8_t *are
     ft_tfl_fc_params p = op->p.fc;
     p.requant = arena + op->requant_off; /* the multipliers, computed once (ft_tfl_interp.c) */
 #if FT_TFL_OPTIMIZED
-    if (m->optimized && op->scratch_len) {
+    if (m->optimized && op->dsp) {
         ft_tfl_fc_dsp(&p, x, w, y, arena + op->scratch_off);
         return FT_OK;
     }
