@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 import numpy as np
 from flwr.app import Message
@@ -62,6 +63,18 @@ class BoardStats:
     last_error: str = ""
 
 
+class ProgressEvent(TypedDict):
+    """A line of a trial's progress.jsonl (:meth:`FieldServer.event`; `fedtiny serve` tails it): ``waiting``
+    (``connected`` of ``gateways``), ``connected`` (``gateways``), or a ``round`` done (``row``: its
+    :class:`fedtiny.results.RoundRow` as ``dataclasses.asdict`` gives it; ``failures``: the boards' errors)."""
+
+    event: str
+    connected: NotRequired[int]
+    gateways: NotRequired[int]
+    row: NotRequired[Mapping[str, object]]
+    failures: NotRequired[list[str]]
+
+
 @dataclass
 class FieldServer:
     scenario: Scenario
@@ -100,7 +113,7 @@ class FieldServer:
         self.security: list[RoundSigning] = []
         (self.trial_dir / "progress.jsonl").write_text("")
 
-    def event(self, record: Mapping[str, object]) -> None:
+    def event(self, record: ProgressEvent) -> None:
         """One JSON line in progress.jsonl: `fedtiny serve` tails it for its progress bar and messages."""
         with (self.trial_dir / "progress.jsonl").open("a") as fh:
             fh.write(json.dumps(record, default=str) + "\n")

@@ -14,10 +14,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fedtiny import lifeline
 from fedtiny.config import Scenario
@@ -31,7 +31,9 @@ from fedtiny.results import RoundRow
 from fedtiny.summary import FieldSummary
 
 if TYPE_CHECKING:
+    from fedtiny.clients.gateway.app import BoardEvent, GatewayEvent
     from fedtiny.clients.gateway.boards import BoardOutcome, GatewayBoards
+    from fedtiny.field.server import ProgressEvent
     from fedtiny.interrupt import StopSignal
 
 APP_DIR = Path(__file__).resolve().parent / "flwr_app"
@@ -191,11 +193,11 @@ def serve(
     state = {"connected": False, "ready": time.time(), "stopping": 0.0, "written": 0.0, "round": -1}
 
     def tick() -> None:
-        for ev in tail.records():
+        for ev in _progress_events(tail):
             if ev.get("event") == "connected":
                 state["connected"] = True
             elif ev.get("event") == "round":
-                state["round"] = int(ev["row"]["round"])
+                state["round"] = _round_row(ev["row"]).round
             _show(ev, s.rounds, log, progress)
         if stop is not None and stop.event.is_set():
             if not state["stopping"]:
@@ -310,13 +312,24 @@ def _read_summary(out: Path) -> FieldSummary | None:
 def tail_connected(out: Path) -> int:
     """How many gateways the ServerApp last saw connected (its "waiting" events in progress.jsonl)."""
     n = 0
-    for ev in Tail(out / "progress.jsonl").records():
+    for ev in _progress_events(Tail(out / "progress.jsonl")):
         if ev.get("event") in ("waiting", "connected"):
             n = int(ev.get("connected", ev.get("gateways", 0)))
     return n
 
 
-def _show(ev: dict[str, Any], rounds: int, log: Log, progress: Progress | None) -> None:
+def _progress_events(tail: Tail) -> list[ProgressEvent]:
+    """The lines appended to progress.jsonl since the last call (:meth:`fedtiny.field.server.FieldServer.event`
+    writes them)."""
+    return cast("list[ProgressEvent]", tail.records())
+
+
+def _round_row(row: Mapping[str, object]) -> RoundRow:
+    """A round event's row back as the :class:`RoundRow` it was written from (``dataclasses.asdict``)."""
+    return RoundRow(**cast(Any, row))
+
+
+def _show(ev: ProgressEvent, rounds: int, log: Log, progress: Progress | None) -> None:
     if ev.get("event") == "waiting" and 0 < ev.get("connected", 0) < ev["gateways"]:
         log(f"{ev['connected']} of {ev['gateways']} gateways connected")
     elif ev.get("event") == "connected":
@@ -324,7 +337,7 @@ def _show(ev: dict[str, Any], rounds: int, log: Log, progress: Progress | None) 
             f"{ev['gateways']} of {ev['gateways']} gateways connected; round 0 measures the base model on the boards"
         )
     elif ev.get("event") == "round":
-        row = RoundRow(**ev["row"])
+        row = _round_row(ev["row"])
         fails = ev.get("failures", [])
         if progress:
             progress(row, rounds)
@@ -455,7 +468,13 @@ def describe_boards(boards: GatewayBoards, log: Log, wait_s: float) -> list[Boar
         time.sleep(1.0)
 
 
-def _outcome_line(ev: dict[str, Any], b: dict[str, Any]) -> str:
+def _gateway_events(tail: Tail) -> list[GatewayEvent]:
+    """The lines appended to the gateway's events file since the last call (the gateway's ClientApp writes
+    them: :func:`fedtiny.clients.gateway.app._event`)."""
+    return cast("list[GatewayEvent]", tail.records())
+
+
+def _outcome_line(ev: GatewayEvent, b: BoardEvent) -> str:
     who = f"board {b['device_id']}" if b["device_id"] >= 0 else b["uri"]
     if b.get("error"):
         return f"round {ev['round']} {ev['event']}: {who} FAILED: {b['error']}"
@@ -542,7 +561,7 @@ def run_gateway(
                     f"the SuperLink at {superlink} has been unreachable for {superlink_gone_s:.0f} s "
                     f"(did `fedtiny serve` stop?); stopping the gateway (log: {sn_log})"
                 )
-            for ev in tail.records():
+            for ev in _gateway_events(tail):
                 if ev.get("event") == "end":
                     log(f"gateway: {ev.get('summary') or 'trial over'}; stopping")
                     return 0

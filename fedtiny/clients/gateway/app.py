@@ -20,7 +20,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -50,25 +50,63 @@ def _boards(context: Context) -> GatewayBoards:
     )
 
 
-def _event(context: Context, record: dict[str, Any]) -> None:
+class BoardDetail(TypedDict, total=False):
+    """What a board did in a message, in the events file: evaluated (``n``, ``correct``) or trained (its
+    update, and with partial labels what it trained on); nothing when it failed or sat the round out."""
+
+    n: int
+    correct: int
+    num_examples: int
+    loss: float
+    update_id: int
+    labels_used: int
+    labels_late: int
+    labels_wrong: int
+    pseudo_used: int
+
+
+class BoardEvent(BoardDetail):
+    """A board's outcome in a line of the events file: its link, device id (-1: not reached), error ("" = ok)."""
+
+    uri: str
+    device_id: int
+    error: str
+
+
+class GatewayEvent(TypedDict):
+    """A line of the gateway's events file (``fedtiny gateway`` tails it and prints it): the per-board outcome
+    of a ``train`` or ``evaluate`` message (``round``, ``last``, ``boards``), or the trial's ``end`` (``summary``)."""
+
+    time: float
+    event: str
+    round: NotRequired[int]
+    last: NotRequired[bool]
+    boards: NotRequired[list[BoardEvent]]
+    summary: NotRequired[str]
+
+
+def _event(context: Context, record: GatewayEvent) -> None:
     """Append one line to the gateway's events file (``fedtiny gateway`` tails it and prints it)."""
     path = str(context.node_config.get("events", ""))
     if path:
         with Path(path).open("a") as fh:
-            fh.write(json.dumps({"time": time.time(), **record}, default=str) + "\n")
+            fh.write(json.dumps(record, default=str) + "\n")
 
 
-def _detail(o: BoardOutcome) -> dict[str, Any]:
+def _detail(o: BoardOutcome) -> BoardDetail:
     u = o.update
     if "n" in u:
         return {"n": int(u["n"]), "correct": int(u["correct"])}
     if "num_examples" in u:
-        return {
+        d: BoardDetail = {
             "num_examples": int(u["num_examples"]),
             "loss": float(u["loss"]),
             "update_id": int(u["update_id"]),
-            **{k: int(u[k]) for k in LABEL_KEYS if k in u},
         }
+        for k in LABEL_KEYS:
+            if k in u:
+                d[k] = int(u[k])
+        return d
     return {}
 
 
@@ -84,6 +122,7 @@ def _reply(
     _event(
         context,
         {
+            "time": time.time(),
             "event": kind,
             "round": ins.round,
             "last": ins.last,
@@ -103,12 +142,13 @@ def query(msg: Message, context: Context) -> Message:
     uris = str(context.node_config.get("devices", "")).split()
     end = TrialEnd.from_record(msg.content)
     if end is not None:
-        _event(context, {"event": "end", "summary": end.summary})
+        _event(context, {"time": time.time(), "event": "end", "summary": end.summary})
     return Message(RecordDict({"gateway": ConfigRecord({"devices": uris or [""]})}), reply_to=msg)
 
 
 #: what a board trained on when labels are partial (docs/labels.md), per board in the reply and the event log
-LABEL_KEYS = ("labels_used", "labels_late", "labels_wrong", "pseudo_used")
+LabelKey = Literal["labels_used", "labels_late", "labels_wrong", "pseudo_used"]
+LABEL_KEYS: tuple[LabelKey, ...] = ("labels_used", "labels_late", "labels_wrong", "pseudo_used")
 
 
 @app.train()

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -31,13 +31,51 @@ from fedtiny.link.transport import open_transport
 from fedtiny.ondevice import Int8Head
 
 
+class BoardUpdate(TypedDict, total=False):
+    """What a board answered (:attr:`BoardOutcome.update`; empty: nothing). A train message: its update
+    (``device_id`` ... ``bias``) and, when labels are partial (docs/labels.md), what it trained on
+    (``labels_used`` ... ``pseudo_used``); an evaluate message: ``n``, ``correct`` and ``loss``; describe: the
+    board's identity (``board`` ... ``slot``, :func:`describe_board`)."""
+
+    device_id: int
+    update_id: int
+    round: int
+    num_examples: int
+    loss: float
+    weights: np.ndarray
+    bias: np.ndarray
+    labels_used: int
+    pseudo_used: int
+    labels_late: int
+    labels_wrong: int
+    n: int
+    correct: int
+    board: str
+    firmware: str
+    protocol: int
+    capabilities: str
+    model: str
+    cache: int
+    slot: int
+
+
+@dataclass(frozen=True)
+class ReplayLabels:
+    """The labels of a replay trial (``labels.json`` of the replay directory, written by
+    :func:`fedtiny.field.replay.write_replay_labels`): the scenario's label section, its seed, the segments' first rounds."""
+
+    section: LabelsSection
+    seed: int
+    segment_starts: list[int]
+
+
 @dataclass
 class BoardOutcome:
     uri: str
     device_id: int = -1
     error: str = ""
     status: str = ""  # the board's status name of the error (DeviceError.status_name), "" otherwise
-    update: dict[str, Any] = field(default_factory=dict)
+    update: BoardUpdate = field(default_factory=BoardUpdate)
     deployed: bool = False  # it received (and, signed, verified) a new head in this message
 
 
@@ -48,7 +86,12 @@ class Replay:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         path = self.root / LABELS_FILE
-        self.labels_doc: dict[str, Any] | None = json.loads(path.read_text()) if path.exists() else None
+        self.labels: ReplayLabels | None = None
+        if path.exists():
+            doc = json.loads(path.read_text())
+            self.labels = ReplayLabels(
+                LabelsSection(**doc["labels"]), int(doc["seed"]), [int(r) for r in doc["segment_starts"]]
+            )
 
     def samples(self, device_id: int, segment: int, split: str) -> tuple[np.ndarray, np.ndarray]:
         with np.load(self.root / f"device_{device_id}.npz") as z:
@@ -57,11 +100,9 @@ class Replay:
 
     def schedule(self, num_classes: int) -> LabelSchedule | None:
         """The trial's label process (fedtiny/fleet/labels.py); None: every sample labelled at once."""
-        if self.labels_doc is None:
+        if self.labels is None:
             return None
-        return LabelSchedule(
-            LabelsSection(**self.labels_doc["labels"]), int(self.labels_doc["seed"]), num_classes
-        )
+        return LabelSchedule(self.labels.section, self.labels.seed, num_classes)
 
     def given(
         self, device_id: int, segment: int, round_: int, y: np.ndarray, sched: LabelSchedule
@@ -69,9 +110,9 @@ class Replay:
         """The label board ``device_id`` holds in ``round_`` for each replayed training sample of ``segment``
         (true classes ``y``; -1: none yet or never). The samples count as collected when the segment starts
         (sample number ``segment * 2^20 + i``); labels follow the simulation's rules (docs/labels.md)."""
-        assert self.labels_doc is not None
-        starts = self.labels_doc["segment_starts"]
-        start = int(starts[min(segment, len(starts) - 1)])
+        assert self.labels is not None
+        starts = self.labels.segment_starts
+        start = starts[min(segment, len(starts) - 1)]
         dev = np.array([device_id], dtype=np.int64)
         y2 = np.asarray(y, dtype=np.int64)[None, :]
         j = (segment << 20) + np.arange(y2.shape[1], dtype=np.int64)[None, :]
@@ -101,9 +142,7 @@ class GatewayBoards:
         update tag is checked with its per-device key (HKDF of this master and its device id)."""
         self.uris, self.key, self.replay, self.timeout = uris, key, replay, timeout
         self.signing_key, self.update_master = signing_key, update_master
-        self.last_labels: dict[
-            str, int
-        ] = {}  # the late and wrong labels of the last board's training samples
+        self.last_labels = BoardUpdate()  # the late and wrong labels of the last board's training samples
 
     def _sessions(self) -> Iterator[tuple[str, BoardSession | None, str]]:
         for uri in self.uris:
@@ -288,7 +327,7 @@ def capability_names(caps: int) -> str:
     return "|".join(c.name for c in Cap if caps & c and c.name) or "none"
 
 
-def describe_board(s: BoardSession) -> dict[str, Any]:
+def describe_board(s: BoardSession) -> BoardUpdate:
     """What a gateway prints about a board at start (from HELLO and the active head)."""
     assert s.info is not None
     i = s.info
@@ -329,8 +368,13 @@ def _pseudo_for(req: TrainRequest, replay: Replay | None, num_classes: int) -> T
     )
 
 
-def _update_dict(u: object) -> dict[str, Any]:
+def _update_dict(u: UpdateBlob) -> BoardUpdate:
     return {
-        k: getattr(u, k)
-        for k in ("device_id", "update_id", "round", "num_examples", "loss", "weights", "bias")
+        "device_id": u.device_id,
+        "update_id": u.update_id,
+        "round": u.round,
+        "num_examples": u.num_examples,
+        "loss": u.loss,
+        "weights": u.weights,
+        "bias": u.bias,
     }
