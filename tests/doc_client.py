@@ -38,6 +38,7 @@ GET_HEAD, SET_HEAD, PUSH_SAMPLES, TRAIN, READ_UPDATE, UPDATE_ACK, EVALUATE = (
     0x16,
 )
 LABEL = 0x17
+INFER = 0x18
 UPLOAD_BEGIN, UPLOAD_CHUNK, UPLOAD_STATUS, VERIFY, ACTIVATE, CONFIRM, ROLLBACK = (
     0x20,
     0x21,
@@ -75,7 +76,7 @@ STATUS_CODES = {v: k for k, v in STATUS_NAMES.items()}
 # capabilities (HELLO)
 CAP_TRAIN, CAP_EVALUATE, CAP_RAW_SAMPLES, CAP_HEAD_PATCH, CAP_FULL_IMAGE = 1, 2, 4, 8, 16
 CAP_FLEET_KEY, CAP_SET_HEAD, CAP_FLOAT_TRAIN, CAP_FIXED_TRAIN = 32, 64, 128, 256
-CAP_SIGNED_IMAGES, CAP_DEVICE_KEY, CAP_LABELS = 512, 1024, 2048
+CAP_SIGNED_IMAGES, CAP_DEVICE_KEY, CAP_LABELS, CAP_INFER = 512, 1024, 2048, 4096
 
 # PUSH_SAMPLES / LABEL: the label of a sample without one; TrainRequest flags
 NO_LABEL = 0xFFFF
@@ -469,6 +470,26 @@ def label_payload(entries: list[tuple[int, int]]) -> bytes:
     return struct.pack("<H", len(entries)) + b"".join(struct.pack("<IH", i, lab) for i, lab in entries)
 
 
+def infer_payload(kind: int, x) -> bytes:
+    """InferRequest: u8 kind, u8 reserved, u16 dim, then the input (i8[dim], or f32[dim] for kind 2)."""
+    x = np.asarray(x).reshape(-1)
+    return struct.pack("<BBH", kind, 0, len(x)) + x.astype("<f4" if kind == 2 else np.int8).tobytes()
+
+
+def infer_result(p: bytes) -> tuple[np.ndarray, int, np.ndarray]:
+    """InferResult: u16 C, u8 out_type, u8 reserved, u16 out_len, i8[C] logits, then the output (i8[out_len], or
+    f32[out_len] for out_type 2; none for out_type 0). Returns (logits, out_type, output)."""
+    c, out_type, _, out_len = struct.unpack_from("<HBBH", p)
+    if out_type not in (0, 1, 2) or (out_type == 0 and out_len):
+        raise ValueError(f"InferResult out_type {out_type}, out_len {out_len}")
+    esize = 4 if out_type == 2 else 1
+    if len(p) != 6 + c + out_len * esize:
+        raise ValueError(f"InferResult of {len(p)} bytes")
+    logits = np.frombuffer(p, np.int8, c, 6)
+    out = np.frombuffer(p, "<f4" if out_type == 2 else np.int8, out_len, 6 + c)
+    return logits, out_type, out
+
+
 def image_tag(key: bytes, kind: int, total_len: int, sha256: bytes, security_counter: int = 0) -> bytes:
     msg = b"FTIMG2" + struct.pack("<BI", kind, total_len) + sha256 + struct.pack("<I", security_counter)
     return hmac.new(key, msg, hashlib.sha256).digest()
@@ -682,6 +703,10 @@ class DocClient:
     def label(self, entries: list[tuple[int, int]]) -> tuple[int, int]:
         """LABEL: (applied, labelled)."""
         return struct.unpack("<II", self.call(LABEL, label_payload(entries)))
+
+    def infer(self, kind: int, x) -> tuple[np.ndarray, int, np.ndarray]:
+        """INFER: (logits, out_type, output)."""
+        return infer_result(self.call(INFER, infer_payload(kind, x)))
 
     def read_update(self, page: int = 4088) -> tuple[UpdateBlob, int]:
         uid, blob, pages = self._read_blob(READ_UPDATE, True, page)

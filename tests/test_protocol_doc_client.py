@@ -167,7 +167,7 @@ def test_doc_vectors_reproduced_by_independent_encoder():
         v.title.split(":")[0].split(",")[0] + v.title.split(",")[1].split(":")[0]: v
         for v in dc.doc_vectors(DOC)
     }
-    assert len(vecs) == 18
+    assert len(vecs) == 23
     for v in vecs.values():
         fr = dc.parse_decoded(v.decoded)
         assert fr is not None, v.title
@@ -248,6 +248,20 @@ def test_doc_vectors_reproduced_by_independent_encoder():
     pseudo = dc.train_payload(1, 4, 0.05, 0, 0, 0, 42, 3, dc.TRAIN_PSEUDO, pseudo=(2.5, 0.5))
     assert len(pseudo) == 40 and frame(dc.TRAIN, 13, pseudo).wire() == vecs["TRAIN request seq 13"].wire
 
+    inf = dc.infer_payload(0, np.array([5, -6, 127], np.int8))
+    assert len(inf) == 4 + 3 and frame(dc.INFER, 14, inf).wire() == vecs["INFER request seq 14"].wire
+    ans = struct.pack("<HBBH", 2, 1, 0, 2) + np.array([12, -3, -1, -128], np.int8).tobytes()
+    assert frame(dc.INFER, 14, ans, response=True).wire() == vecs["INFER response seq 14"].wire
+    inf2 = dc.infer_payload(2, np.array([0.5, -1.25], np.float32))
+    assert len(inf2) == 4 + 8 and frame(dc.INFER, 15, inf2).wire() == vecs["INFER request seq 15"].wire
+    ans2 = struct.pack("<HBBH", 2, 2, 0, 2) + np.array([4, -4], np.int8).tobytes()
+    ans2 += np.array([0.75, 0.25], "<f4").tobytes()
+    assert frame(dc.INFER, 15, ans2, response=True).wire() == vecs["INFER response seq 15"].wire
+    ans3 = struct.pack("<HBBH", 2, 0, 0, 0) + np.array([-128, 127], np.int8).tobytes()
+    assert frame(dc.INFER, 16, ans3, response=True).wire() == vecs["INFER response seq 16"].wire
+    lg, ot, out = dc.infer_result(dc.parse_decoded(vecs["INFER response seq 15"].decoded).payload)
+    assert lg.tolist() == [4, -4] and ot == 2 and out.tolist() == [0.75, 0.25]
+
     # READ_UPDATE response: rebuild the blob and its HMAC, then verify it like a gateway
     blob = (
         b"FTUP"
@@ -306,7 +320,8 @@ def test_session_against_emulator(board):
         assert h.capabilities & cap
     assert h.capabilities & (dc.CAP_FLOAT_TRAIN | dc.CAP_FIXED_TRAIN)
     assert h.capabilities & dc.CAP_LABELS
-    assert h.capabilities >> 12 == 0  # reserved bits
+    assert h.capabilities & dc.CAP_INFER
+    assert h.capabilities >> 13 == 0  # reserved bits
     assert h.cache_count == 0 and h.cache_capacity >= 40 and h.max_image >= 20 + 8 * h.C + h.C * h.D
     C, D = h.C, h.D
 
@@ -659,6 +674,16 @@ def test_session_against_emulator(board):
     assert n4 == 8 and uid4 not in (0, uid, uid2, uid3)
     new_acc, new_loss = ref_eval(new_int8, feats[:8], labels[:8])
     assert c.evaluate(0) == pytest.approx((8, new_acc, new_loss), rel=1e-5)  # the confirmed upload runs
+    # INFER: the running head's logits of int8 features (no backbone: no model output), nothing cached
+    for k in range(3):
+        lg, ot, out = c.infer(0, feats[k])
+        assert (
+            ot == 0 and len(out) == 0 and np.array_equal(lg, head_forward_int8(new_int8, feats[k : k + 1])[0])
+        )
+    expect_status("SHAPE_MISMATCH", c.call, dc.INFER, dc.infer_payload(0, feats[0][:-1]))
+    expect_status("UNSUPPORTED", c.call, dc.INFER, dc.infer_payload(1, feats[0]))
+    expect_status("MALFORMED", c.call, dc.INFER, dc.infer_payload(0, feats[0])[:-1])
+    assert c.hello_().cache_count == 8
 
     # -- labels: a sample pushed without one, a late label by sample id, pseudo-labels at TRAIN
     ub, _ = c.read_update()
