@@ -8,7 +8,7 @@
  * still in the arena, the planner never lets an operator's output overlap its inputs) it runs on the same input
  *   - fedtiny's portable kernel,
  *   - fedtiny's DSP-build kernel, as the interpreter's plan chose it (op->dsp: the DSP kernel where it applies and
- *     its scratch fits the arena below TFLite Micro's, ft_tfl_add_fast / ft_tfl_mean_fast, else the portable
+ *     its scratch fits the arena below TFLite Micro's, ft_tfl_add_fast / ft_tfl_mean_fast / the pools' _dsp, else the portable
  *     one), both with the
  *     per-channel multipliers the interpreter computed once into the arena at the first invoke
  *     (ft_tfl_requant_table, outside the counted region, as CMSIS-NN's are),
@@ -396,10 +396,12 @@ static void run_fedtiny(const ft_tfl_model *m, const ft_tfl_op *op, const uint8_
         else COUNT(*count, ft_tfl_fully_connected(&fp, x, w, y));
         break;
     case OP_AVERAGE_POOL_2D:
-        COUNT(*count, (void)ft_tfl_avg_pool(&op->p.pool, x, y));
+        if (dsp) COUNT(*count, (void)ft_tfl_avg_pool_dsp(&op->p.pool, x, y));
+        else COUNT(*count, (void)ft_tfl_avg_pool(&op->p.pool, x, y));
         break;
     case OP_MAX_POOL_2D:
-        COUNT(*count, ft_tfl_max_pool(&op->p.pool, x, y));
+        if (dsp) COUNT(*count, ft_tfl_max_pool_dsp(&op->p.pool, x, y));
+        else COUNT(*count, ft_tfl_max_pool(&op->p.pool, x, y));
         break;
     case OP_ADD:
         if (dsp) COUNT(*count, ft_tfl_add_fast(&op->p.add, x, (const int8_t *)in2, y));

@@ -38,7 +38,32 @@ static inline uint32_t sxtab16_ror8(uint32_t off, uint32_t w)
     __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(off), "r"(w));
     return r;
 }
+/* per byte (signed): a >= b ? a : b and a >= b ? b : a (SSUB8 sets the GE flags SEL reads: one asm, so nothing
+ * can come between them) */
+static inline uint32_t vmax8(uint32_t a, uint32_t b)
+{
+    uint32_t r;
+    __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(r) : "r"(a), "r"(b) : "cc");
+    return r;
+}
+static inline uint32_t vmin8(uint32_t a, uint32_t b)
+{
+    uint32_t r;
+    __asm__("ssub8 %0, %1, %2\n\tsel %0, %2, %1" : "=&r"(r) : "r"(a), "r"(b) : "cc");
+    return r;
+}
 #else
+static uint32_t vsel8(uint32_t a, uint32_t b, int want_max)
+{
+    uint32_t r = 0, k;
+    for (k = 0; k < 32; k += 8) {
+        int32_t x = (int8_t)(uint8_t)(a >> k), y = (int8_t)(uint8_t)(b >> k);
+        r |= (uint32_t)(uint8_t)(int8_t)((x >= y) == want_max ? x : y) << k;
+    }
+    return r;
+}
+static uint32_t vmax8(uint32_t a, uint32_t b) { return vsel8(a, b, 1); }
+static uint32_t vmin8(uint32_t a, uint32_t b) { return vsel8(a, b, 0); }
 static int32_t s16(uint32_t h) { return (int32_t)(h & 0xFFFFu) - (int32_t)((h & 0x8000u) << 1); }
 static int32_t s8(uint32_t b) { return (int32_t)(b & 0xFFu) - (int32_t)((b & 0x80u) << 1); }
 static uint32_t pack(int32_t lo, int32_t hi) { return ((uint32_t)lo & 0xFFFFu) | (((uint32_t)hi & 0xFFFFu) << 16); }
@@ -456,6 +481,126 @@ void ft_tfl_fc_dsp(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *fi
             out[(size_t)b * p->out_c + oc] = out8(acc[0] + b0, m0, s0, p->output_zp, p->act_min, p->act_max);
         }
     }
+}
+
+/* ---- MAX_POOL_2D / AVERAGE_POOL_2D: 4 channels per word ---------------------------------------------------- */
+static inline void wr32(int8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline int32_t half16(uint32_t h) { return (int32_t)(h & 0xFFFFu) - (int32_t)((h & 0x8000u) << 1); }
+
+/* the window of output pixel (oy, ox) clipped to the input: rows [*fy0, *fy1), columns [*fx0, *fx1) */
+static void pool_window(const ft_tfl_pool_params *p, int32_t oy, int32_t ox, int32_t *fy0, int32_t *fy1, int32_t *fx0,
+                        int32_t *fx1)
+{
+    int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
+    *fy0 = y0 < 0 ? -y0 : 0;
+    *fy1 = p->in_h - y0 < p->filter_h ? p->in_h - y0 : p->filter_h;
+    *fx0 = x0 < 0 ? -x0 : 0;
+    *fx1 = p->in_w - x0 < p->filter_w ? p->in_w - x0 : p->filter_w;
+}
+
+/* per byte max over the taps of a window: x at its first tap, rows x cols taps, then clamped */
+static FT_NOINLINE uint32_t max_taps4(const int8_t *x, int32_t rows, int32_t cols, size_t x_tap, size_t x_row)
+{
+    uint32_t m = 0x80808080u; /* -128 in each byte */
+    for (; rows > 0; rows--) {
+        const int8_t *xp = x, *xend = x + (size_t)cols * x_tap;
+        for (; xp < xend; xp += x_tap) m = vmax8(m, rd32(xp));
+        x += x_row;
+    }
+    return m;
+}
+
+void ft_tfl_max_pool_dsp(const ft_tfl_pool_params *p, const int8_t *in, int8_t *out)
+{
+    int32_t b, oy, ox, c, c_n = p->c, c4 = c_n & ~3;
+    size_t x_tap = (size_t)c_n, x_row = (size_t)p->in_w * (size_t)c_n;
+    uint32_t lo = (uint32_t)(uint8_t)(int8_t)p->act_min * 0x01010101u, hi = (uint32_t)(uint8_t)(int8_t)p->act_max * 0x01010101u;
+    int clamp = p->act_min > -128 || p->act_max < 127;
+    for (b = 0; b < p->batches; b++)
+        for (oy = 0; oy < p->out_h; oy++)
+            for (ox = 0; ox < p->out_w; ox++) {
+                int32_t fy0, fy1, fx0, fx1, rows, cols;
+                const int8_t *x;
+                int8_t *o = out + (((size_t)b * p->out_h + oy) * p->out_w + ox) * c_n;
+                pool_window(p, oy, ox, &fy0, &fy1, &fx0, &fx1);
+                rows = fy1 > fy0 ? fy1 - fy0 : 0;
+                cols = fx1 > fx0 ? fx1 - fx0 : 0;
+                x = in + (((size_t)b * p->in_h + (size_t)(oy * p->stride_h - p->pad_h + fy0)) * p->in_w +
+                          (size_t)(ox * p->stride_w - p->pad_w + fx0)) * c_n;
+                for (c = 0; c < c4; c += 4) {
+                    uint32_t m = max_taps4(x + c, rows, cols, x_tap, x_row);
+                    if (clamp) m = vmin8(vmax8(m, lo), hi);
+                    wr32(o + c, m);
+                }
+                for (; c < c_n; c++) { /* the last 1-3 channels */
+                    int32_t m = -128, fy, fx;
+                    for (fy = 0; fy < rows; fy++)
+                        for (fx = 0; fx < cols; fx++) {
+                            int32_t v = x[(size_t)fy * x_row + (size_t)fx * x_tap + (size_t)c];
+                            if (v > m) m = v;
+                        }
+                    o[c] = (int8_t)(m < p->act_min ? p->act_min : m > p->act_max ? p->act_max : m);
+                }
+            }
+}
+
+/* sums of 4 channels over the taps as two int16 pairs (channels 0, 2 and 1, 3): exact below 257 taps */
+static FT_NOINLINE void sum_taps4(const int8_t *x, int32_t rows, int32_t cols, size_t x_tap, size_t x_row, uint32_t s[2])
+{
+    uint32_t s02 = 0, s13 = 0;
+    for (; rows > 0; rows--) {
+        const int8_t *xp = x, *xend = x + (size_t)cols * x_tap;
+        for (; xp < xend; xp += x_tap) {
+            uint32_t w = rd32(xp);
+            s02 = sxtab16(s02, w);
+            s13 = sxtab16_ror8(s13, w);
+        }
+        x += x_row;
+    }
+    s[0] = s02;
+    s[1] = s13;
+}
+
+static int8_t avg_out(int32_t acc, int32_t count, int32_t lo, int32_t hi)
+{
+    acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count; /* half away from zero, as TFLM */
+    return (int8_t)(acc < lo ? lo : acc > hi ? hi : acc);
+}
+
+ft_status ft_tfl_avg_pool_dsp(const ft_tfl_pool_params *p, const int8_t *in, int8_t *out)
+{
+    int32_t b, oy, ox, c, c_n = p->c, c4 = c_n & ~3;
+    size_t x_tap = (size_t)c_n, x_row = (size_t)p->in_w * (size_t)c_n;
+    if ((int64_t)p->filter_h * p->filter_w > 256) return ft_tfl_avg_pool(p, in, out); /* int16 sums could wrap */
+    for (b = 0; b < p->batches; b++)
+        for (oy = 0; oy < p->out_h; oy++)
+            for (ox = 0; ox < p->out_w; ox++) {
+                int32_t fy0, fy1, fx0, fx1, rows, cols, count;
+                const int8_t *x;
+                int8_t *o = out + (((size_t)b * p->out_h + oy) * p->out_w + ox) * c_n;
+                pool_window(p, oy, ox, &fy0, &fy1, &fx0, &fx1);
+                if (fy1 <= fy0 || fx1 <= fx0) return FT_ERR_FORMAT; /* as ft_tfl_avg_pool (verify refuses it) */
+                rows = fy1 - fy0;
+                cols = fx1 - fx0;
+                count = rows * cols;
+                x = in + (((size_t)b * p->in_h + (size_t)(oy * p->stride_h - p->pad_h + fy0)) * p->in_w +
+                          (size_t)(ox * p->stride_w - p->pad_w + fx0)) * c_n;
+                for (c = 0; c < c4; c += 4) {
+                    uint32_t sum[2];
+                    sum_taps4(x + c, rows, cols, x_tap, x_row, sum);
+                    o[c] = avg_out(half16(sum[0]), count, p->act_min, p->act_max);
+                    o[c + 1] = avg_out(half16(sum[1]), count, p->act_min, p->act_max);
+                    o[c + 2] = avg_out(half16(sum[0] >> 16), count, p->act_min, p->act_max);
+                    o[c + 3] = avg_out(half16(sum[1] >> 16), count, p->act_min, p->act_max);
+                }
+                for (; c < c_n; c++) { /* the last 1-3 channels */
+                    int32_t acc = 0, fy, fx;
+                    for (fy = 0; fy < rows; fy++)
+                        for (fx = 0; fx < cols; fx++) acc += x[(size_t)fy * x_row + (size_t)fx * x_tap + (size_t)c];
+                    o[c] = avg_out(acc, count, p->act_min, p->act_max);
+                }
+            }
+    return FT_OK;
 }
 
 /* ---- ADD: the common case of equal shapes as one flat loop, requantized as above (a ResNet's hot op) -- */

@@ -35,6 +35,12 @@ int32_t ft_tfl_dsp_requant(int32_t x, int32_t mult, int32_t shift);
 
 void ft_tfl_fc_dsp(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *filter, int8_t *out, uint8_t *scratch);
 
+/* MAX_POOL_2D / AVERAGE_POOL_2D: ft_tfl_max_pool's / ft_tfl_avg_pool's bytes, 4 channels per word (SSUB8 + SEL
+ * for the maximum; two int16 sums per word with SXTAB16 for the average, windows above 256 taps handed to
+ * ft_tfl_avg_pool). No scratch. */
+void ft_tfl_max_pool_dsp(const ft_tfl_pool_params *p, const int8_t *in, int8_t *out);
+ft_status ft_tfl_avg_pool_dsp(const ft_tfl_pool_params *p, const int8_t *in, int8_t *out);
+
 /* ADD: ft_tfl_add's bytes; inputs of the output's shape in one flat loop with ft_tfl_dsp_requant, broadcasting
  * handed to ft_tfl_add. No scratch. */
 void ft_tfl_add_fast(const ft_tfl_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);

@@ -1,5 +1,5 @@
 /* The DSP kernels (core/ft_tfl_ops_dsp.c) against the portable ones (core/ft_tfl_ops.c), byte for byte, on
- * random CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / ADD / MEAN cases from a seeded PRNG: shapes, strides, SAME/VALID
+ * random CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / ADD / MEAN / MAX_POOL_2D / AVERAGE_POOL_2D cases from a seeded PRNG: shapes, strides, SAME/VALID
  * padding, dilations, groups, depth multipliers, zero points, per-channel and per-tensor scales, biases that
  * wrap the int32 accumulator, fused activation ranges. The scratch starts misaligned and full of junk; guard
  * bytes after the output and the scratch must survive (QEMU has no sanitizer).
@@ -285,12 +285,51 @@ static int mean_case(void)
     return compare(n_out, 0, "MEAN");
 }
 
+/* MAX_POOL_2D / AVERAGE_POOL_2D: windows, strides, SAME/VALID padding, channels not a multiple of 4, activation
+ * ranges, windows above 256 taps (the average handed to the portable kernel) */
+static int pool_case(int average)
+{
+    ft_tfl_pool_params p;
+    uint32_t n_in, n_out;
+    int32_t same = (int32_t)(rnd() & 1u), big = rnd() % 8u == 0;
+    memset(&p, 0, sizeof p);
+    p.batches = rint_in(1, 2);
+    p.in_h = big ? rint_in(16, 20) : rint_in(1, 12);
+    p.in_w = big ? rint_in(16, 20) : rint_in(1, 12);
+    p.c = rint_in(1, 20);
+    p.filter_h = big ? p.in_h : rint_in(1, 4);
+    p.filter_w = big ? p.in_w : rint_in(1, 4);
+    p.stride_h = rint_in(1, 3);
+    p.stride_w = rint_in(1, 3);
+    p.out_h = ft_tfl_out_size(same, p.in_h, p.filter_h, p.stride_h, 1);
+    p.out_w = ft_tfl_out_size(same, p.in_w, p.filter_w, p.stride_w, 1);
+    if (p.out_h < 1 || p.out_w < 1) return -1;
+    p.pad_h = ft_tfl_padding(p.stride_h, 1, p.in_h, p.filter_h, p.out_h);
+    p.pad_w = ft_tfl_padding(p.stride_w, 1, p.in_w, p.filter_w, p.out_w);
+    if (average && (p.pad_h >= p.filter_h || p.pad_w >= p.filter_w)) return -1; /* refused at verify */
+    p.act_min = rnd() % 3u ? -128 : rint_in(-128, 0);
+    p.act_max = rnd() % 3u ? 127 : rint_in(p.act_min, 127);
+    n_in = (uint32_t)(p.batches * p.in_h * p.in_w * p.c);
+    n_out = (uint32_t)(p.batches * p.out_h * p.out_w * p.c);
+    if (n_in > BUF || n_out > BUF) return -1;
+    fill(in_buf, n_in);
+    prepare_run(n_out, 0);
+    if (average) {
+        if (ft_tfl_avg_pool(&p, in_buf, out_ref) != FT_OK || ft_tfl_avg_pool_dsp(&p, in_buf, out_dsp) != FT_OK) return 0;
+    } else {
+        ft_tfl_max_pool(&p, in_buf, out_ref);
+        ft_tfl_max_pool_dsp(&p, in_buf, out_dsp);
+    }
+    return compare(n_out, 0, average ? "AVERAGE_POOL_2D" : "MAX_POOL_2D");
+}
+
 static int run(void)
 {
-    uint32_t counts[5] = {0, 0, 0, 0, 0}, dw_portable = 0, bad = 0, kind;
-    for (kind = 0; kind < 5; kind++)
+    uint32_t counts[7] = {0, 0, 0, 0, 0, 0, 0}, dw_portable = 0, bad = 0, kind;
+    for (kind = 0; kind < 7; kind++)
         while (counts[kind] < FT_KCHECK_CASES) {
-            int r = kind == 4   ? mean_case()
+            int r = kind >= 5   ? pool_case(kind == 6)
+                    : kind == 4 ? mean_case()
                     : kind == 3 ? add_case()
                     : kind == 2 ? fc_case()
                                 : conv_case((int)kind, &dw_portable);
@@ -298,11 +337,11 @@ static int run(void)
             counts[kind]++;
             if (r == 0) bad++;
         }
-    say("kernels: %u cases (CONV_2D %u, DEPTHWISE_CONV_2D %u, FULLY_CONNECTED %u, ADD %u, MEAN %u; %u convolutions "
-        "left to the portable kernels), %u differ\n",
-        (unsigned)(counts[0] + counts[1] + counts[2] + counts[3] + counts[4]), (unsigned)counts[0],
-        (unsigned)counts[1], (unsigned)counts[2], (unsigned)counts[3], (unsigned)counts[4], (unsigned)dw_portable,
-        (unsigned)bad);
+    say("kernels: %u cases (CONV_2D %u, DEPTHWISE_CONV_2D %u, FULLY_CONNECTED %u, ADD %u, MEAN %u, MAX_POOL_2D %u, "
+        "AVERAGE_POOL_2D %u; %u convolutions left to the portable kernels), %u differ\n",
+        (unsigned)(counts[0] + counts[1] + counts[2] + counts[3] + counts[4] + counts[5] + counts[6]),
+        (unsigned)counts[0], (unsigned)counts[1], (unsigned)counts[2], (unsigned)counts[3], (unsigned)counts[4],
+        (unsigned)counts[5], (unsigned)counts[6], (unsigned)dw_portable, (unsigned)bad);
     if (bad) failed++;
     else passed++;
     if (dw_portable == 0) failed++; /* the generator must also reach the portable-only case */

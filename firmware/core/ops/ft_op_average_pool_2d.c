@@ -1,5 +1,6 @@
 /* AVERAGE_POOL_2D (tflite builtin 1): int8, VALID/SAME padding (no window entirely in the padding). */
 #include "ft_tfl_op.h"
+#include "ft_tfl_ops_dsp.h"
 
 static ft_status verify(ft_tfl_vctx *v, ft_tfl_op *op, const ft_tfl_opts *o, uint32_t n_in)
 {
@@ -9,7 +10,12 @@ static ft_status verify(ft_tfl_vctx *v, ft_tfl_op *op, const ft_tfl_opts *o, uin
 
 static ft_status invoke(const ft_tfl_model *m, const ft_tfl_op *op, uint8_t *arena)
 {
-    return ft_tfl_avg_pool(&op->p.pool, (const int8_t *)ft_tfl_op_in(m, op, 0, arena), (int8_t *)ft_tfl_op_out(m, op, arena));
+    const int8_t *x = (const int8_t *)ft_tfl_op_in(m, op, 0, arena);
+    int8_t *y = (int8_t *)ft_tfl_op_out(m, op, arena);
+#if FT_TFL_OPTIMIZED
+    if (m->optimized) return ft_tfl_avg_pool_dsp(&op->p.pool, x, y);
+#endif
+    return ft_tfl_avg_pool(&op->p.pool, x, y);
 }
 
 const ft_tfl_op_reg ft_op_average_pool_2d = {FT_TFL_OP_AVERAGE_POOL_2D, 0, ft_tfl_parse_pool, verify, NULL, invoke};
