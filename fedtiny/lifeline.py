@@ -34,11 +34,23 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 ENV_PREFIX = "FEDTINY_LIFELINE_"
 PR_SET_PDEATHSIG = 1
-_state: dict[str, Any] = {}
+
+
+class _Watchdog(NamedTuple):
+    """This process's watchdog: the pid that started it (a forked child has none yet), the environment variable
+    that marks its children, the write end of its stdin pipe (held open while this process lives), the process."""
+
+    pid: int
+    var: str
+    write: int
+    proc: subprocess.Popen[bytes]
+
+
+_state: _Watchdog | None = None
 _lock = threading.Lock()
 _libc: Any = None
 
@@ -47,8 +59,9 @@ def guard() -> None:
     """Start this process's watchdog (once per process) and mark every child started from now on."""
     if not sys.platform.startswith("linux"):
         return
+    global _state
     with _lock:
-        if _state.get("pid") == os.getpid():
+        if _state is not None and _state.pid == os.getpid():
             return
         var = f"{ENV_PREFIX}{os.getpid()}_{os.urandom(4).hex()}"
         r, w = os.pipe()  # both ends non-inheritable: no other child holds the write end
@@ -66,14 +79,13 @@ def guard() -> None:
             )
         finally:
             os.close(r)
-        _state.update(pid=os.getpid(), var=var, write=w, proc=proc)
+        _state = _Watchdog(os.getpid(), var, w, proc)
         os.environ[var] = "1"
 
 
 def watchdog_pid() -> int:
     """The pid of this process's watchdog (0: none)."""
-    proc = _state.get("proc")
-    return int(proc.pid) if proc is not None and _state.get("pid") == os.getpid() else 0
+    return _state.proc.pid if _state is not None and _state.pid == os.getpid() else 0
 
 
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec: no allocation, no locks
