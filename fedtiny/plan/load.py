@@ -3,8 +3,8 @@ stages' registries (:mod:`fedtiny.plan.validate`), in one call."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from fedtiny.config.loader import parse_scenario_dict, parse_scenario_file
 from fedtiny.config.schema import Scenario
@@ -17,7 +17,7 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
 
 
 def scenario_from_dict(
-    data: dict[str, Any],
+    data: Mapping[str, object],
     src: str = "<scenario>",
     overrides: list[str] | None = None,
     base_dir: Path | None = None,
