@@ -96,6 +96,7 @@ static inline uint32_t rd32(const int8_t *p)
     return v;
 }
 
+static inline void wr32(int8_t *p, uint32_t v) { memcpy(p, &v, 4); } /* one STR */
 static int32_t wrap(uint32_t u) { return u <= 0x7FFFFFFFu ? (int32_t)u : (int32_t)(u - 0x80000000u) - 2147483647 - 1; }
 static int32_t rd_i32le(const uint8_t *p)
 {
@@ -122,31 +123,16 @@ static FT_INLINE int32_t requant(int32_t x, int32_t mult, int32_t shift)
 
 int32_t ft_tfl_dsp_requant(int32_t x, int32_t mult, int32_t shift) { return requant(x, mult, shift); }
 
-/* the portable kernels' requantized, offset, clamped output (int64: a hostile zero point cannot overflow) */
+/* the portable kernels' requantized, offset, clamped output: clamp(r + zp, act_min, act_max) computed as
+ * clamp(r, lo, hi) + zp with lo = act_min - zp, hi = act_max - zp (all within +-255: no overflow whatever r) */
 static FT_INLINE int8_t out8(uint32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi)
 {
-    int64_t r = (int64_t)requant(wrap(acc), mult, shift) + zp;
-    return (int8_t)(r < lo ? lo : r > hi ? hi : r);
+    int32_t r = requant(wrap(acc), mult, shift);
+    r = r < lo ? lo : r > hi ? hi : r;
+    return (int8_t)(r + zp);
 }
 /* -zp in both halves: SXTAB16 then widens and subtracts the zero point in one instruction */
 static uint32_t neg_pair(int32_t zp) { return (((uint32_t)-zp) & 0xFFFFu) * 0x10001u; }
-
-/* K int8 -> "pair words": per group of 4, (x0-zp, x2-zp) then (x1-zp, x3-zp), matching SXTB16 / SXTB16 ROR 8 of
- * the weights; the K % 4 left over as one int32 each. Returns the words written: (K / 4) * 2 + K % 4. */
-static int32_t to_pairs(const int8_t *src, int32_t k, int32_t zp, uint32_t *dst)
-{
-    uint32_t off = neg_pair(zp), *d = dst;
-    int32_t g, t;
-    for (g = k >> 2; g > 0; g--) {
-        uint32_t w = rd32(src);
-        d[0] = sxtab16(off, w);
-        d[1] = sxtab16_ror8(off, w);
-        d += 2;
-        src += 4;
-    }
-    for (t = 0; t < (k & 3); t++) *d++ = (uint32_t)((int32_t)src[t] - zp);
-    return (int32_t)(d - dst);
-}
 
 static uint32_t *align_words(uint8_t *scratch)
 {
@@ -206,32 +192,57 @@ static const int8_t *patch(const ft_tfl_conv_params *p, const int8_t *in, int32_
     return stage;
 }
 
-/* acc[ch][px] = weights of 2 channels (w, w + wstep) . pair words of 2 pixels (x, x + xstep): g groups of 4,
- * then t single values. Out of line, and one pointer each with offsets, so that GCC -Os keeps the accumulators
- * and pointers in registers. */
-static FT_NOINLINE void dot_2x2(const int8_t *w, size_t wstep, const uint32_t *x, size_t xstep, int32_t g, int32_t t,
+/* The receptive fields a and b of 2 pixels (K int8 each) as interleaved pair words: per group of 4, a's
+ * (x0-zp, x2-zp), (x1-zp, x3-zp), then b's; the K % 4 left over as int32 pairs a, b. 2 * words written. */
+static void to_pairs2(const int8_t *a, const int8_t *b, int32_t k, int32_t zp, uint32_t *dst)
+{
+    uint32_t off = neg_pair(zp), *d = dst;
+    int32_t g, t;
+    for (g = k >> 2; g > 0; g--) {
+        uint32_t wa = rd32(a), wb = rd32(b);
+        d[0] = sxtab16(off, wa);
+        d[1] = sxtab16_ror8(off, wa);
+        d[2] = sxtab16(off, wb);
+        d[3] = sxtab16_ror8(off, wb);
+        d += 4;
+        a += 4;
+        b += 4;
+    }
+    for (t = 0; t < (k & 3); t++) {
+        d[0] = (uint32_t)((int32_t)a[t] - zp);
+        d[1] = (uint32_t)((int32_t)b[t] - zp);
+        d += 2;
+    }
+}
+
+/* acc[ch][px] = weights of 2 channels (w0, w1) . the 2 pixels' interleaved pair words x (to_pairs2): g groups of
+ * 4 (4 words of x, one word of each channel's weights, 8 SMLAD), then t single values. Out of line, so that GCC
+ * keeps the accumulators and pointers in registers. */
+static FT_NOINLINE void dot_2x2(const int8_t *w0, const int8_t *w1, const uint32_t *x, int32_t g, int32_t t,
                                 uint32_t acc[4])
 {
     uint32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    const int8_t *wend = w0 + 4 * (size_t)g;
     int32_t i;
-    for (; g > 0; g--) {
-        uint32_t wa = rd32(w), wb = rd32(w + wstep), p02 = x[0], p13 = x[1], q02 = x[xstep], q13 = x[xstep + 1];
-        uint32_t w02 = sxtb16(wa), w13 = sxtb16_ror8(wa);
+    while (w0 < wend) {
+        uint32_t p02 = x[0], p13 = x[1], q02 = x[2], q13 = x[3], wa = rd32(w0), w02 = sxtb16(wa), w13 = sxtb16_ror8(wa);
         a00 = smlad(w02, p02, a00);
         a00 = smlad(w13, p13, a00);
         a01 = smlad(w02, q02, a01);
         a01 = smlad(w13, q13, a01);
-        w02 = sxtb16(wb);
-        w13 = sxtb16_ror8(wb);
+        wa = rd32(w1);
+        w02 = sxtb16(wa);
+        w13 = sxtb16_ror8(wa);
         a10 = smlad(w02, p02, a10);
         a10 = smlad(w13, p13, a10);
         a11 = smlad(w02, q02, a11);
         a11 = smlad(w13, q13, a11);
-        w += 4;
-        x += 2;
+        w0 += 4;
+        w1 += 4;
+        x += 4;
     }
     for (i = 0; i < t; i++) {
-        int32_t wv0 = w[i], wv1 = w[wstep + (size_t)i], xv0 = wrap(x[i]), xv1 = wrap(x[xstep + (size_t)i]);
+        int32_t wv0 = w0[i], wv1 = w1[i], xv0 = wrap(x[2 * i]), xv1 = wrap(x[2 * i + 1]);
         a00 += (uint32_t)(wv0 * xv0);
         a01 += (uint32_t)(wv0 * xv1);
         a10 += (uint32_t)(wv1 * xv0);
@@ -246,35 +257,36 @@ static FT_NOINLINE void dot_2x2(const int8_t *w, size_t wstep, const uint32_t *x
 void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out,
                        uint8_t *scratch)
 {
+    const int32_t ozp = p->output_zp, olo = p->act_min - ozp, ohi = p->act_max - ozp; /* out8 */
     int32_t k = (int32_t)conv_k(p), g4 = k >> 2, t = k & 3, words = g4 * 2 + t;
     int32_t groups = p->in_c / p->filter_in_c, per_group = p->out_c / groups;
     int32_t npix = p->batches * p->out_h * p->out_w, pix, grp, oc;
-    const uint8_t *q = p->requant;
-    int32_t qn = ft_tfl_requant_entries(p->n_scales, p->out_c), qm = ft_tfl_requant_mask(qn);
-    uint32_t *cols = align_words(scratch), *cols1 = cols + words;
-    int8_t *stage = (int8_t *)(void *)(cols1 + words), *stage1 = stage + k;
+    const uint8_t *q = p->requant, *bias = p->bias;
+    int32_t qn = ft_tfl_requant_entries(p->n_scales, p->out_c), qm = ft_tfl_requant_mask(qn), out_c = p->out_c;
+    uint32_t *cols = align_words(scratch);
+    int8_t *stage = (int8_t *)(void *)(cols + 2 * words), *stage1 = stage + k;
     for (pix = 0; pix < npix; pix += 2) {
         int two = pix + 1 < npix; /* an odd last pixel is computed twice, written once */
-        int8_t *o0 = out + (size_t)pix * p->out_c, *o1 = two ? o0 + p->out_c : o0;
+        int8_t *o0 = out + (size_t)pix * out_c, *o1 = two ? o0 + out_c : o0;
         for (grp = 0; grp < groups; grp++) {
             int32_t ic0 = grp * p->filter_in_c, oc_end = (grp + 1) * per_group;
-            to_pairs(patch(p, in, pix, ic0, stage), k, p->input_zp, cols);
-            to_pairs(patch(p, in, two ? pix + 1 : pix, ic0, stage1), k, p->input_zp, cols1);
+            to_pairs2(patch(p, in, pix, ic0, stage), patch(p, in, two ? pix + 1 : pix, ic0, stage1), k, p->input_zp,
+                      cols);
             for (oc = grp * per_group; oc < oc_end; oc += 2) {
                 int32_t oc1 = oc + 1 < oc_end ? oc + 1 : oc; /* an odd last channel likewise */
                 uint32_t acc[4], b0 = 0, b1 = 0;
                 int32_t m0 = ft_tfl_requant_mult(q, oc & qm), s0 = ft_tfl_requant_shift(q, qn, oc & qm);
                 int32_t m1 = ft_tfl_requant_mult(q, oc1 & qm), s1 = ft_tfl_requant_shift(q, qn, oc1 & qm);
-                dot_2x2(filter + (size_t)oc * k, (size_t)(oc1 - oc) * (size_t)k, cols, two ? (size_t)words : 0u, g4, t,
-                        acc);
-                if (p->bias) {
-                    b0 = (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc);
-                    b1 = (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)oc1);
+                const int8_t *w0 = filter + (size_t)oc * (size_t)k;
+                dot_2x2(w0, w0 + (size_t)(oc1 - oc) * (size_t)k, cols, g4, t, acc);
+                if (bias) {
+                    b0 = (uint32_t)rd_i32le(bias + 4u * (uint32_t)oc);
+                    b1 = (uint32_t)rd_i32le(bias + 4u * (uint32_t)oc1);
                 }
-                o0[oc] = out8(acc[0] + b0, m0, s0, p->output_zp, p->act_min, p->act_max);
-                o1[oc] = out8(acc[1] + b0, m0, s0, p->output_zp, p->act_min, p->act_max);
-                o0[oc1] = out8(acc[2] + b1, m1, s1, p->output_zp, p->act_min, p->act_max);
-                o1[oc1] = out8(acc[3] + b1, m1, s1, p->output_zp, p->act_min, p->act_max);
+                o0[oc] = out8(acc[0] + b0, m0, s0, ozp, olo, ohi);
+                o1[oc] = out8(acc[1] + b0, m0, s0, ozp, olo, ohi);
+                o0[oc1] = out8(acc[2] + b1, m1, s1, ozp, olo, ohi);
+                o1[oc1] = out8(acc[3] + b1, m1, s1, ozp, olo, ohi);
             }
         }
     }
@@ -322,15 +334,118 @@ static FT_NOINLINE void dw_taps4(const int8_t *x, const int8_t *w, int32_t rows,
     a[3] = a3;
 }
 
+/* one tap of 4 channels: x and w at the tap's channel 0 */
+#define FT_DW_TAP(xp, wp)                                                                                              \
+    do {                                                                                                               \
+        uint32_t xw_ = rd32(xp), ww_ = rd32(wp);                                                                       \
+        uint32_t x02_ = sxtab16(off, xw_), x13_ = sxtab16_ror8(off, xw_), w02_ = sxtb16(ww_), w13_ = sxtb16_ror8(ww_); \
+        a0 = smlabb(w02_, x02_, a0);                                                                                   \
+        a2 = smlatt(w02_, x02_, a2);                                                                                   \
+        a1 = smlabb(w13_, x13_, a1);                                                                                   \
+        a3 = smlatt(w13_, x13_, a3);                                                                                   \
+    } while (0)
+
+/* what the 3x3 pixel kernel reads per channel group, set once per call of ft_tfl_depthwise_dsp */
+typedef struct {
+    const uint8_t *q, *bias;
+    int32_t qn, qm, ozp, olo, ohi, c_n;
+    uint32_t off;
+    size_t rs; /* the next input row */
+} dw_ctx;
+
+/* 4 channels' sums from channel c on: bias, requantized, stored as one word at o */
+static FT_INLINE void dw_store4(const dw_ctx *k, int32_t c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, int8_t *o)
+{
+    const uint8_t *q = k->q;
+    int32_t qn = k->qn, qm = k->qm, zp = k->ozp, lo = k->olo, hi = k->ohi;
+    uint32_t r;
+    if (k->bias) {
+        const uint8_t *bp = k->bias + 4u * (uint32_t)c;
+        a0 += (uint32_t)rd_i32le(bp);
+        a1 += (uint32_t)rd_i32le(bp + 4);
+        a2 += (uint32_t)rd_i32le(bp + 8);
+        a3 += (uint32_t)rd_i32le(bp + 12);
+    }
+    r = (uint32_t)(uint8_t)out8(a0, ft_tfl_requant_mult(q, c & qm), ft_tfl_requant_shift(q, qn, c & qm), zp, lo, hi);
+    r |= (uint32_t)(uint8_t)out8(a1, ft_tfl_requant_mult(q, (c + 1) & qm), ft_tfl_requant_shift(q, qn, (c + 1) & qm), zp,
+                                 lo, hi)
+         << 8;
+    r |= (uint32_t)(uint8_t)out8(a2, ft_tfl_requant_mult(q, (c + 2) & qm), ft_tfl_requant_shift(q, qn, (c + 2) & qm), zp,
+                                 lo, hi)
+         << 16;
+    r |= (uint32_t)(uint8_t)out8(a3, ft_tfl_requant_mult(q, (c + 3) & qm), ft_tfl_requant_shift(q, qn, (c + 3) & qm), zp,
+                                 lo, hi)
+         << 24;
+    wr32(o, r);
+}
+
+/* One output pixel whose 3x3 window (dilation 1) lies wholly inside the input, every channel (c_n % 4 == 0): per 4
+ * channels the 9 taps unrolled (no bounds, no loop counters), requantized and stored as one word. x, w at the
+ * window's top-left tap, channel 0. */
+static FT_NOINLINE void dw3x3_pixel(const dw_ctx *k, const int8_t *x, const int8_t *w, int8_t *o)
+{
+    size_t cs = (size_t)k->c_n, rs = k->rs;
+    uint32_t off = k->off;
+    int32_t c;
+    for (c = 0; c < k->c_n; c += 4) {
+        uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        const int8_t *xr = x + c, *wr = w + c;
+        int32_t row;
+        for (row = 0; row < 3; row++) {
+            FT_DW_TAP(xr, wr);
+            FT_DW_TAP(xr + cs, wr + cs);
+            FT_DW_TAP(xr + 2 * cs, wr + 2 * cs);
+            xr += rs;
+            wr += 3 * cs;
+        }
+        dw_store4(k, c, a0, a1, a2, a3, o + c);
+    }
+}
+
+/* Any other pixel (c_n % 4 == 0): rows x cols taps from x, w (the first tap inside the input), x_tap / x_row the
+ * input's next tap / row, w_row the filter's next row */
+static FT_NOINLINE void dw_pixel(const dw_ctx *k, const int8_t *x, const int8_t *w, int32_t rows, int32_t cols,
+                                 size_t x_tap, size_t w_row, int8_t *o)
+{
+    size_t cs = (size_t)k->c_n, x_row = k->rs;
+    uint32_t off = k->off;
+    int32_t c;
+    for (c = 0; c < k->c_n; c += 4) {
+        uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        const int8_t *xr = x + c, *wr = w + c;
+        int32_t row;
+        for (row = 0; row < rows; row++) {
+            const int8_t *xp = xr, *wp = wr, *wend = wr + (size_t)cols * cs;
+            for (; wp < wend; xp += x_tap, wp += cs) FT_DW_TAP(xp, wp);
+            xr += x_row;
+            wr += w_row;
+        }
+        dw_store4(k, c, a0, a1, a2, a3, o + c);
+    }
+}
+
 void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out,
                           uint8_t *scratch)
 {
+    const int32_t ozp = p->output_zp, olo = p->act_min - ozp, ohi = p->act_max - ozp; /* out8 */
     int32_t c_n = p->out_c, b, oy, ox, c;
     const uint8_t *q = p->requant;
     int32_t qn = ft_tfl_requant_entries(p->n_scales, c_n), qm = ft_tfl_requant_mask(qn);
     uint32_t off = neg_pair(p->input_zp);
     size_t x_tap = (size_t)p->dil_w * (size_t)c_n, x_row = (size_t)p->dil_h * (size_t)p->in_w * (size_t)c_n;
     size_t w_row = (size_t)p->filter_w * (size_t)c_n;
+    int full3x3 = p->filter_h == 3 && p->filter_w == 3 && p->dil_h == 1 && p->dil_w == 1 && c_n % 4 == 0;
+    dw_ctx k;
+    k.q = q;
+    k.bias = p->bias;
+    k.qn = qn;
+    k.qm = qm;
+    k.ozp = ozp;
+    k.olo = olo;
+    k.ohi = ohi;
+    k.c_n = c_n;
+    k.off = off;
+    k.rs = x_row;
     (void)scratch;
     for (b = 0; b < p->batches; b++)
         for (oy = 0; oy < p->out_h; oy++)
@@ -345,6 +460,14 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
                 /* the first tap inside the input, channel 0 (not dereferenced when no tap is inside) */
                 x = in + (((size_t)b * p->in_h + (size_t)(y0 + p->dil_h * fy0)) * p->in_w + (size_t)(x0 + p->dil_w * fx0)) * c_n;
                 w = filter + ((size_t)fy0 * p->filter_w + (size_t)fx0) * c_n;
+                if (full3x3 && fy0 == 0 && fy1 == 3 && fx0 == 0 && fx1 == 3) {
+                    dw3x3_pixel(&k, x, w, o);
+                    continue;
+                }
+                if (c_n % 4 == 0) {
+                    dw_pixel(&k, x, w, fy1 - fy0, fx1 - fx0, x_tap, w_row, o);
+                    continue;
+                }
                 for (c = 0; c < c_n; c += 4) {
                     uint32_t a[4] = {0, 0, 0, 0};
                     int32_t j, n = c_n - c < 4 ? c_n - c : 4;
@@ -363,7 +486,7 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
                     for (j = 0; j < n; j++) {
                         uint32_t bias = p->bias ? (uint32_t)rd_i32le(p->bias + 4u * (uint32_t)(c + j)) : 0u;
                         o[c + j] = out8(a[j] + bias, ft_tfl_requant_mult(q, (c + j) & qm), ft_tfl_requant_shift(q, qn, (c + j) & qm),
-                                        p->output_zp, p->act_min, p->act_max);
+                                        ozp, olo, ohi);
                     }
                 }
             }
@@ -445,6 +568,7 @@ static FT_NOINLINE void fc_rows4(const int8_t *x, const int8_t *w0, int32_t d, u
 
 void ft_tfl_fc_dsp(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *filter, int8_t *out, uint8_t *scratch)
 {
+    const int32_t ozp = p->output_zp, olo = p->act_min - ozp, ohi = p->act_max - ozp; /* out8 */
     int32_t d = p->accum_depth, b, oc;
     const uint8_t *q = p->requant;
     int32_t qn = ft_tfl_requant_entries(p->n_scales, p->out_c), qm = ft_tfl_requant_mask(qn);
@@ -462,8 +586,7 @@ void ft_tfl_fc_dsp(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *fi
                 for (j = 0; j < 4; j++) {
                     int32_t e = (oc + j) & qm;
                     uint32_t bias = p->bias ? (uint32_t)rd_i32le(bp + 4 * j) : 0u;
-                    o[j] = out8(acc[j] + bias, ft_tfl_requant_mult(q, e), ft_tfl_requant_shift(q, qn, e), p->output_zp,
-                                p->act_min, p->act_max);
+                    o[j] = out8(acc[j] + bias, ft_tfl_requant_mult(q, e), ft_tfl_requant_shift(q, qn, e), ozp, olo, ohi);
                 }
             }
         }
@@ -477,14 +600,13 @@ void ft_tfl_fc_dsp(const ft_tfl_fc_params *p, const int8_t *in, const int8_t *fi
             uint32_t acc[2];
             fc_rows2(in + (size_t)b * d, filter + (size_t)oc * d, (size_t)(oc1 - oc) * (size_t)d, d, xoff, woff,
                      p->input_zp, p->filter_zp, acc);
-            out[(size_t)b * p->out_c + oc1] = out8(acc[1] + b1, m1, s1, p->output_zp, p->act_min, p->act_max);
-            out[(size_t)b * p->out_c + oc] = out8(acc[0] + b0, m0, s0, p->output_zp, p->act_min, p->act_max);
+            out[(size_t)b * p->out_c + oc1] = out8(acc[1] + b1, m1, s1, ozp, olo, ohi);
+            out[(size_t)b * p->out_c + oc] = out8(acc[0] + b0, m0, s0, ozp, olo, ohi);
         }
     }
 }
 
 /* ---- MAX_POOL_2D / AVERAGE_POOL_2D: 4 channels per word ---------------------------------------------------- */
-static inline void wr32(int8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline int32_t half16(uint32_t h) { return (int32_t)(h & 0xFFFFu) - (int32_t)((h & 0x8000u) << 1); }
 
 /* the window of output pixel (oy, ox) clipped to the input: rows [*fy0, *fy1), columns [*fx0, *fx1) */
@@ -606,6 +728,7 @@ ft_status ft_tfl_avg_pool_dsp(const ft_tfl_pool_params *p, const int8_t *in, int
 /* ---- ADD: the common case of equal shapes as one flat loop, requantized as above (a ResNet's hot op) -- */
 void ft_tfl_add_fast(const ft_tfl_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
+    const int32_t ozp = p->output_zp, olo = p->act_min - ozp, ohi = p->act_max - ozp; /* out8 */
     /* the multipliers exactly as ft_tfl_add (TFLM add.cc): inputs to 2^20 resolution at twice the larger scale */
     double twice_max = 2.0 * (double)(p->in1_scale > p->in2_scale ? p->in1_scale : p->in2_scale);
     int32_t m1, s1, m2, s2, mo, so, k;
@@ -623,7 +746,7 @@ void ft_tfl_add_fast(const ft_tfl_add_params *p, const int8_t *in1, const int8_t
     for (i = 0; i < n; i++) {
         int32_t x1 = ((int32_t)in1[i] - p->in1_zp) * (1 << 20), x2 = ((int32_t)in2[i] - p->in2_zp) * (1 << 20);
         uint32_t sum = (uint32_t)requant(x1, m1, s1) + (uint32_t)requant(x2, m2, s2);
-        out[i] = out8(sum, mo, so, p->output_zp, p->act_min, p->act_max);
+        out[i] = out8(sum, mo, so, ozp, olo, ohi);
     }
 }
 
