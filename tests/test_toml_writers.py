@@ -33,7 +33,18 @@ def test_resolved_scenario_keeps_the_schema_order() -> None:
     data = tomllib.loads(scenario_to_toml(s))
     assert list(data)[:3] == ["name", "seed", "rounds"]
     tables = [k for k, v in data.items() if isinstance(v, dict)]
-    assert tables == ["task", "model", "data", "fleet", "labels", "train", "strategy", "eval", "runtime", "output"]
+    assert tables == [
+        "task",
+        "model",
+        "data",
+        "fleet",
+        "labels",
+        "train",
+        "strategy",
+        "eval",
+        "runtime",
+        "output",
+    ]
 
 
 @pytest.mark.parametrize(
