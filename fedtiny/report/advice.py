@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fedtiny.report.verdict import falling
 from fedtiny.report.words import Rich, code, finite, pct, plain, plural
@@ -16,9 +16,10 @@ if TYPE_CHECKING:
     from fedtiny.report.plots import Curves
 
 
-def comparison_row(summary: Mapping[str, object], event: str, method: str) -> dict[str, Any]:
-    """The row of summary.json's comparison for an event (or ``all``) and a method; {} when there is none."""
-    return dict(_row(as_summary(summary), event, method))
+def comparison_row(summary: Mapping[str, object], event: str, method: str) -> ComparisonRow:
+    """The row of summary.json's comparison for an event (or ``all``) and a method (a copy); {} when there is
+    none."""
+    return _row(as_summary(summary), event, method).copy()
 
 
 def _row(summary: Summary, event: str, method: str) -> ComparisonRow:

@@ -144,7 +144,14 @@ def fleet_answer(summary: Summary, rounds_done: int) -> Rich:
         )
     out.append(plain(text))
     loc = comparison_row(summary, "all", "local-only")
-    if finite(loc.get("final")) and loc.get("final_within_noise") is False and loc["final"] > z:
+    final = loc.get("final")
+    if (
+        loc.get("final_within_noise") is False
+        and final is not None
+        and z is not None
+        and finite(final)
+        and final > z
+    ):
         out += [
             plain(" "),
             bold("Local-only learning ends higher than the shared head"),
