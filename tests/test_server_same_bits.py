@@ -100,7 +100,6 @@ def compute() -> dict[str, str]:
     """sha256 of every result, keyed by what it is (run in a fresh process: the variant is its environment)."""
     from fedtiny import uncertainty as u
     from fedtiny.ondevice import dequantize_head
-    from fedtiny.server import evaluator
     from fedtiny.server.aggregate import update_stats, validate_updates, weighted_delta
     from fedtiny.server.partial import combine, merge, reduce_updates
     from fedtiny.server.updates import aggregate_step
@@ -212,18 +211,6 @@ def compute() -> dict[str, str]:
     ds = _strategy("FedAvg")
     step = aggregate_step(1, head, sums, ds, 3.0, calib)
     out["step_partial"] = _h(step.head.weights, step.head.bias, [step.head.output_scale, step.loss])
-
-    # evaluation: per-device float heads (local-only, personalized) on their test features
-    x = (rng.standard_normal((40, 30, d)) * 2).astype(np.float32)
-    wk = (rng.standard_normal((40, c, d)) * 0.3).astype(np.float32)
-    bk = (rng.standard_normal((40, c)) * 0.1).astype(np.float32)
-    logits_fn = getattr(evaluator, "float_logits", None)
-    z = (
-        logits_fn(x, wk, bk)
-        if logits_fn is not None
-        else np.matmul(x, wk.transpose(0, 2, 1)) + bk[:, None, :]  # before the fix
-    )
-    out["eval_logits"] = _h(z)
 
     # uncertainty figures
     y = rng.random((300, 20)) < 0.7

@@ -30,23 +30,6 @@ from fedtiny.server.run_state import EvalState
 from fedtiny.server.spec import RoundSpec
 from fedtiny.uncertainty import Estimate, iid, paired_se, two_way, two_way_by_group
 
-
-def float_logits(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Logits [K, n, C] of per-device float32 heads ``w`` [K, C, D], ``b`` [K, C] on features ``x`` [K, n, D]:
-    ``sum_d x[k, s, d] * w[k, c, d]`` in float32, feature by feature in index order (each product and sum
-    rounded as IEEE says), then ``+ b``. Not ``np.matmul``: float BLAS sums in an order that depends on the CPU
-    and its thread count, and an argmax near a tie would follow it."""
-    x32 = np.asarray(x, dtype=np.float32)
-    w32 = np.asarray(w, dtype=np.float32)
-    z = np.zeros((x32.shape[0], x32.shape[1], w32.shape[1]), dtype=np.float32)
-    tmp = np.empty_like(z)
-    for d in range(x32.shape[2]):
-        np.multiply(x32[:, :, d, None], w32[:, None, :, d], out=tmp)
-        z += tmp
-    z += np.asarray(b, dtype=np.float32)[:, None, :]
-    return z
-
-
 #: RoundRow column stem of each comparison method
 COLUMN = {"static": "static", "local-only": "local", "personalized": "personalized"}
 
