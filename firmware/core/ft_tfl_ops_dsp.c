@@ -295,7 +295,8 @@ void ft_tfl_conv2d_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8
 /* ---- DEPTHWISE_CONV_2D (depth multiplier 1): 4 channels per word, SMLABB / SMLATT per channel ------- */
 uint32_t ft_tfl_depthwise_dsp_scratch(const ft_tfl_conv_params *p)
 {
-    return p->depth_mult == 1 ? 0u : FT_TFL_DSP_NONE; /* no scratch (the multipliers: p->requant) */
+    /* no scratch (the multipliers: p->requant); depth multipliers above 1 when the channels come in 4s */
+    return p->depth_mult == 1 || p->out_c % 4 == 0 ? 0u : FT_TFL_DSP_NONE;
 }
 
 /* first and end (exclusive) filter taps of one axis that land inside the input: 0 <= o + d * f < n */
@@ -532,6 +533,34 @@ static FT_NOINLINE void dw_pixel(const dw_ctx *k, const int8_t *x, const int8_t 
     }
 }
 
+/* A depth multiplier dm > 1 (c_n % 4 == 0): output channel c reads input channel c / dm; per 4 output channels
+ * the taps clipped once per pixel, no bounds per tap, requantized and stored as one word (dw_store4). x at the first
+ * tap inside the input, input channel 0; w at that tap's output channel 0. */
+static FT_NOINLINE void dw_mult_pixel(const dw_ctx *k, const int8_t *x, const int8_t *w, int32_t rows, int32_t cols,
+                                      size_t x_tap, size_t w_row, int32_t dm, int32_t izp, int8_t *o)
+{
+    size_t cs = (size_t)k->c_n, x_row = k->rs;
+    int32_t c;
+    for (c = 0; c < k->c_n; c += 4) {
+        uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        size_t i0 = (size_t)(c / dm), i1 = (size_t)((c + 1) / dm), i2 = (size_t)((c + 2) / dm), i3 = (size_t)((c + 3) / dm);
+        const int8_t *xr = x, *wr = w + c;
+        int32_t row;
+        for (row = 0; row < rows; row++) {
+            const int8_t *xp = xr, *wp = wr, *wend = wr + (size_t)cols * cs;
+            for (; wp < wend; xp += x_tap, wp += cs) {
+                a0 += (uint32_t)((int32_t)wp[0] * ((int32_t)xp[i0] - izp));
+                a1 += (uint32_t)((int32_t)wp[1] * ((int32_t)xp[i1] - izp));
+                a2 += (uint32_t)((int32_t)wp[2] * ((int32_t)xp[i2] - izp));
+                a3 += (uint32_t)((int32_t)wp[3] * ((int32_t)xp[i3] - izp));
+            }
+            xr += x_row;
+            wr += w_row;
+        }
+        dw_store4(k, c, a0, a1, a2, a3, o + c);
+    }
+}
+
 void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const int8_t *filter, int8_t *out,
                           uint8_t *scratch)
 {
@@ -540,9 +569,10 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
     const uint8_t *q = p->requant;
     int32_t qn = ft_tfl_requant_entries(p->n_scales, c_n), qm = ft_tfl_requant_mask(qn);
     uint32_t off = neg_pair(p->input_zp);
-    size_t x_tap = (size_t)p->dil_w * (size_t)c_n, x_row = (size_t)p->dil_h * (size_t)p->in_w * (size_t)c_n;
+    int32_t ic_n = p->in_c, dm = p->depth_mult; /* input channels: c_n / dm */
+    size_t x_tap = (size_t)p->dil_w * (size_t)ic_n, x_row = (size_t)p->dil_h * (size_t)p->in_w * (size_t)ic_n;
     size_t w_row = (size_t)p->filter_w * (size_t)c_n;
-    int full3x3 = p->filter_h == 3 && p->filter_w == 3 && p->dil_h == 1 && p->dil_w == 1 && c_n % 4 == 0;
+    int full3x3 = p->filter_h == 3 && p->filter_w == 3 && p->dil_h == 1 && p->dil_w == 1 && c_n % 4 == 0 && dm == 1;
     dw_ctx k;
     k.q = q;
     k.bias = p->bias;
@@ -566,8 +596,12 @@ void ft_tfl_depthwise_dsp(const ft_tfl_conv_params *p, const int8_t *in, const i
                 if (fy1 < fy0) fy1 = fy0;
                 if (fx1 < fx0) fx1 = fx0;
                 /* the first tap inside the input, channel 0 (not dereferenced when no tap is inside) */
-                x = in + (((size_t)b * p->in_h + (size_t)(y0 + p->dil_h * fy0)) * p->in_w + (size_t)(x0 + p->dil_w * fx0)) * c_n;
+                x = in + (((size_t)b * p->in_h + (size_t)(y0 + p->dil_h * fy0)) * p->in_w + (size_t)(x0 + p->dil_w * fx0)) * ic_n;
                 w = filter + ((size_t)fy0 * p->filter_w + (size_t)fx0) * c_n;
+                if (dm != 1) { /* c_n % 4 == 0 (ft_tfl_depthwise_dsp_scratch) */
+                    dw_mult_pixel(&k, x, w, fy1 - fy0, fx1 - fx0, x_tap, w_row, dm, p->input_zp, o);
+                    continue;
+                }
                 if (full3x3 && fy0 == 0 && fy1 == 3 && fx0 == 0 && fx1 == 3) {
                     dw3x3_pixel(&k, x, w, o);
                     continue;

@@ -17,11 +17,12 @@
 #include "ft_tfl_ops.h"
 
 /* The DSP kernel's scratch bytes for these parameters, or FT_TFL_DSP_NONE where the kernel does not apply (the
- * portable one runs): CONV_2D below 4 weights per output, DEPTHWISE_CONV_2D with a depth multiplier other than 1,
- * FULLY_CONNECTED below 4 weights per output. 0: the kernel applies and needs no scratch. */
+ * portable one runs): CONV_2D below 4 weights per output, DEPTHWISE_CONV_2D with a depth multiplier above 1 and
+ * output channels not a multiple of 4, FULLY_CONNECTED below 4 weights per output. 0: the kernel applies and needs no scratch. */
 #define FT_TFL_DSP_NONE 0xFFFFFFFFu
-uint32_t ft_tfl_conv2d_dsp_scratch(const ft_tfl_conv_params *p);    /* 0 for 1x1 filters (a matrix product) */
-uint32_t ft_tfl_depthwise_dsp_scratch(const ft_tfl_conv_params *p); /* 0 (no scratch) */
+uint32_t ft_tfl_conv2d_dsp_scratch(const ft_tfl_conv_params *p);    /* im2col of 2 pixels as int16 pairs */
+uint32_t ft_tfl_depthwise_dsp_scratch(const ft_tfl_conv_params *p); /* 0 (no scratch); NONE: depth multiplier > 1
+                                                                       * with out_c not a multiple of 4 */
 uint32_t ft_tfl_fc_dsp_scratch(const ft_tfl_fc_params *p);          /* 0 (no scratch) */
 
 /* `scratch` holds at least the *_scratch() bytes, any alignment; its contents on entry do not matter. p->requant

@@ -145,8 +145,8 @@ static int conv_case(int depthwise, uint32_t *skipped)
     n_out = (uint32_t)(p.batches * p.out_h * p.out_w * p.out_c);
     n_filt = (uint32_t)(p.filter_h * p.filter_w * p.out_c * (depthwise ? 1 : p.filter_in_c));
     need = depthwise ? ft_tfl_depthwise_dsp_scratch(&p) : ft_tfl_conv2d_dsp_scratch(&p);
-    if (need == FT_TFL_DSP_NONE) { /* the DSP kernels leave depth multipliers > 1 and < 4 weights per output to the portable ones */
-        if (depthwise ? p.depth_mult == 1 : p.filter_h * p.filter_w * p.filter_in_c >= 4) return 0;
+    if (need == FT_TFL_DSP_NONE) { /* left to the portable kernels: depth multipliers > 1 with out_c % 4 != 0, < 4 weights per output */
+        if (depthwise ? p.depth_mult == 1 || p.out_c % 4 == 0 : p.filter_h * p.filter_w * p.filter_in_c >= 4) return 0;
         (*skipped)++;
         return -1;
     }
