@@ -96,9 +96,10 @@
                                  * FULL_IMAGE + RAW_SAMPLES); 0: head patches only (no model struct, no arena in RAM) */
 #define FT_BACKBONE 1
 #endif
-#ifndef FT_TFL_OPTIMIZED        /* 1: CONV_2D, DEPTHWISE_CONV_2D (depth multiplier 1) and FULLY_CONNECTED run the SIMD kernels of
-                                 * ft_tfl_ops_dsp.c (bit-exact with the portable ones; their scratch is planned in the arena
-                                 * at verify). Default on where the compiler targets the DSP extension (Cortex-M4/M7/M33);
+#ifndef FT_TFL_OPTIMIZED        /* 1: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and the pools run the SIMD kernels of
+                                 * ft_tfl_ops_dsp.c (bit-exact with the portable ones; CONV_2D's scratch is planned in the
+                                 * arena's gaps at verify, never past TFLite Micro's arena: else that layer runs the portable
+                                 * kernel). Default on where the compiler targets the DSP extension (Cortex-M4/M7/M33);
                                  * elsewhere 1 runs the same kernels with C stand-ins for the instructions (tests only) */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #define FT_TFL_OPTIMIZED 1
