@@ -212,18 +212,45 @@ def run(
 
 
 @cli.command()
-def info(model: Path = typer.Argument(..., help=".tflite model")) -> None:
+def info(
+    model: Path = typer.Argument(..., help=".tflite model"),
+    board: str | None = typer.Option(
+        None,
+        "--board",
+        help="a board profile (nano33ble, esp32s3, stm32h7, rp2040: fedtiny/fleet/boards.py): also print the "
+        "firmware build options the model needs there (FT_MAX_CLASSES, FT_MAX_DIM, FT_TFL_ARENA_SIZE, "
+        "FT_TFL_MAX_TENSORS/OPS, FT_SLOT_SIZE, FT_CACHE_CAPACITY), whether it fits the board's RAM and flash, "
+        'and the build command (make -C firmware FT_DEFS="-D..."); exit 1 when it does not fit',
+    ),
+) -> None:
     """Print a model's input, ops, head path, feature tensor, classes, size and tensor arena; or why fedtiny
-    cannot train it."""
+    cannot train it. With --board, the firmware build it needs on that board.
+
+    Exit status: 0; 1 with --board when the model does not fit the board; 2 for a file that is missing or not
+    a model fedtiny can train, or an unknown board."""
     from fedtiny.model.info import model_info
 
+    fit = None
     try:
+        if board is not None:
+            from fedtiny.fleet.boards import get_board
+
+            profile = get_board(board)
         data = _read(model)
-        lines = model_info(data).lines()
+        mi = model_info(data)
+        lines = mi.lines()
+        if board is not None:
+            from fedtiny.model.fit import board_fit, board_plan, fit_lines
+
+            arena, how, tensors, ops, refusal = board_plan(data, mi, profile)
+            fit = board_fit(mi, profile, arena, how, tensors, ops, refusal)
+            lines += fit_lines(fit, model)
     except FedTinyError as exc:
         _fail(FedTinyError(str(exc) if str(exc).startswith(str(model)) else f"{model}: {exc}"))
     for line in lines:
         typer.echo(line)
+    if fit is not None and not fit.fits:
+        raise typer.Exit(1)
 
 
 @cli.command()

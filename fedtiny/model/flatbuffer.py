@@ -65,6 +65,12 @@ def op_names(data: bytes | bytearray) -> list[str]:
     return out
 
 
+@_parsing
+def tensor_count(data: bytes | bytearray) -> int:
+    """Tensors of the first subgraph (weights, biases and activations: the firmware's FT_TFL_MAX_TENSORS)."""
+    return int(_load(data).Subgraphs(0).TensorsLength())
+
+
 #: ops that may follow the head on the way to the model output (docs/byom.md)
 TAIL_OPS = ("SOFTMAX", "LOGISTIC", "RESHAPE", "QUANTIZE", "DEQUANTIZE")
 _NO_ACTIVATION = fb.ActivationFunctionType.NONE

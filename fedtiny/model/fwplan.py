@@ -27,6 +27,8 @@ class FirmwarePlan:
     macs: int
     ops: tuple[str, ...]
     kernels: str  # "portable" or "optimized" (the arena then includes the DSP kernels' scratch)
+    n_ops: int = 0  # operators (FT_TFL_MAX_OPS must be at least this)
+    n_tensors: int = 0  # tensors (FT_TFL_MAX_TENSORS must be at least this)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,12 @@ def _tool(env: str, rel: str) -> Path | None:
 def plan_tool() -> Path | None:
     """``$FEDTINY_FT_PLAN`` or firmware/build/tools/ft_plan, if built."""
     return _tool("FEDTINY_FT_PLAN", "ft_plan")
+
+
+def dsp_plan_tool() -> Path | None:
+    """``$FEDTINY_FT_PLAN_DSP`` or firmware/build/tools/ft_plan_dsp (the planner built with the DSP kernels,
+    FT_TFL_OPTIMIZED=1: the arena of a Cortex-M4/M7/M33 build), if built."""
+    return _tool("FEDTINY_FT_PLAN_DSP", "ft_plan_dsp")
 
 
 def bench_elf() -> Path | None:
@@ -76,7 +84,14 @@ def firmware_plan(model: bytes, tool: Path | None = None) -> FirmwarePlan | str:
             ops.append(rest.split()[1])
         else:
             kv[key] = rest
-    return FirmwarePlan(int(kv["arena_bytes"]), int(kv["macs"]), tuple(ops), kv.get("kernels", "portable"))
+    return FirmwarePlan(
+        int(kv["arena_bytes"]),
+        int(kv["macs"]),
+        tuple(ops),
+        kv.get("kernels", "portable"),
+        int(kv.get("ops", len(ops))),
+        int(kv.get("tensors", 0)),
+    )
 
 
 def _symbols(elf: Path, names: tuple[str, ...]) -> dict[str, int]:

@@ -82,8 +82,9 @@ class ModelInfo:
             if refused
             else "fits the fedtiny C firmware's head limits"
             if self.firmware_fits
-            else f"too large for the fedtiny C firmware's defaults (classes <= {FIRMWARE_MAX_CLASSES}, features <= "
-            f"{FIRMWARE_MAX_DIM}): raise FT_MAX_CLASSES / FT_MAX_DIM in firmware/core/fedtiny_config.h"
+            else f"larger than the fedtiny C firmware's defaults (classes <= {FIRMWARE_MAX_CLASSES}, features <= "
+            f'{FIRMWARE_MAX_DIM}): build it with FT_DEFS="-DFT_MAX_CLASSES={self.head_classes} '
+            f'-DFT_MAX_DIM={self.head_features}" (`fedtiny info MODEL --board NAME` gives every option)'
         )
         return [
             f"size:     {self.bytes} bytes ({self.bytes / 1024:.1f} KiB)",

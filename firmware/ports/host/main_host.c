@@ -5,8 +5,9 @@
  *
  * --tcp listens on 127.0.0.1:PORT (0: any free port) and prints "listening on socket://127.0.0.1:PORT";
  * one client at a time, the board keeps its RAM state across reconnects. --pty prints "pty /dev/pts/N".
- * --cut-at N ends the process (exit 75) at the N-th flash program/erase after boot: a power cut. RESET reboots in
- * place (RAM state rebuilt from the flash file), keeping the link.
+ * --cut-at N: a power cut in the N-th flash program/erase counted from after the boot (operations 1..N-1 complete,
+ * the N-th is torn: ft_simflash.c), then the process ends (exit 75). RESET reboots in place (RAM state rebuilt from
+ * the flash file), keeping the link. --help prints every option.
  * --trust-key (up to 4 times): an Ed25519 public key (PEM SubjectPublicKeyInfo as `fedtiny key generate` writes
  * signing.pub.pem, or 64 hex digits) stored on a flash that holds no key; the board then accepts only signed images
  * (docs/protocol.md section 7). --device-key-file: this board's update key (64 hex digits, `fedtiny key device`),
@@ -43,8 +44,55 @@ static int usage(void)
 {
     fprintf(stderr, "usage: fedtiny-fw [--tcp PORT | --pty | --stdio] [--flash FILE] [--device-id N] "
                     "[--key HEX | --no-key] [--trust-key FILE]... [--device-key-file FILE] [--factory-head FILE] "
-                    "[--model FILE] [--name NAME] [--cut-at N] [-v]\n");
+                    "[--model FILE] [--name NAME] [--cut-at N] [-v]\n"
+                    "fedtiny-fw --help: what each option does\n");
     return 2;
+}
+
+/* --help: the options, on stdout, exit 0 */
+static int help(void)
+{
+    printf("usage: fedtiny-fw [OPTIONS]\n"
+           "The fedtiny board firmware on a POSIX host: the same core and app as on a board, speaking the link\n"
+           "protocol (docs/protocol.md) over TCP, a pty or stdin/stdout, with the board's flash in a file.\n"
+           "\n"
+           "Link (one of; default --stdio):\n"
+           "  --tcp PORT             listen on 127.0.0.1:PORT (0: any free port); prints\n"
+           "                         \"listening on socket://127.0.0.1:PORT\"; one client at a time, the board keeps\n"
+           "                         its RAM state across reconnects\n"
+           "  --pty                  open a pseudo-terminal (a serial port); prints \"pty /dev/pts/N\"\n"
+           "  --stdio                frames on stdin/stdout\n"
+           "Board:\n"
+           "  --flash FILE           the flash image (created blank if missing; without it the flash is RAM only)\n"
+           "  --device-id N          the device id HELLO reports (default %u)\n"
+           "  --name NAME            the board name HELLO reports (UTF-8; cut to at most 64 bytes at a character)\n"
+           "  --model FILE           the factory model (.tflite), as a build with FT_FACTORY_MODEL compiles in: head\n"
+           "                         patches and the factory head run on its backbone; a model this build refuses\n"
+           "                         does not boot (exit 1; -v logs why; `fedtiny info FILE --board NAME` gives the\n"
+           "                         build options a model needs)\n"
+           "  --factory-head FILE    the factory head (a HeadPatch file) instead of the model's own or the built-in\n"
+           "Keys (docs/protocol.md section 7):\n"
+           "  --key HEX              the fleet key (64 hex digits; default: the test-vector key, FOR TESTS ONLY)\n"
+           "  --no-key               no fleet key: every upload is refused with AUTH_FAILED\n"
+           "  --trust-key FILE       an Ed25519 public key (PEM, as `fedtiny key generate` writes, or 64 hex digits)\n"
+           "                         stored on a flash that holds none; the board then takes signed images only\n"
+           "                         (up to %u times)\n"
+           "  --device-key-file FILE this board's update key (64 hex digits, `fedtiny key device`): tags updates\n"
+           "Tests:\n"
+           "  --cut-at N             a power cut in the N-th flash operation (program or erase) counted from after\n"
+           "                         the boot, N >= 1 (0: none): operations 1..N-1 complete, the N-th is torn (half\n"
+           "                         of a program's words, a third of an erase land) and the process exits 75 at\n"
+           "                         once, printing \"power cut at flash op N\" on stderr\n"
+           "  -v                     log the firmware's messages on stderr\n"
+           "  -h, --help             this text\n"
+           "\n"
+           "Built with FT_MAX_CLASSES=%u FT_MAX_DIM=%u FT_CACHE_CAPACITY=%u FT_MAX_PAYLOAD=%u FT_SLOT_SIZE=%lu\n"
+           "FT_TFL_ARENA_SIZE=%lu (firmware/README.md \"Build options\": make -C firmware FT_DEFS=\"-DNAME=value\").\n"
+           "Exit: 2 for a bad option or file, 75 at a --cut-at power cut, 1 if the board does not boot.\n",
+           (unsigned)FT_DEVICE_ID, (unsigned)FT_MAX_KEYS, (unsigned)FT_MAX_CLASSES, (unsigned)FT_MAX_DIM,
+           (unsigned)FT_CACHE_CAPACITY, (unsigned)FT_MAX_PAYLOAD, (unsigned long)FT_SLOT_SIZE,
+           (unsigned long)FT_TFL_ARENA_SIZE);
+    return 0;
 }
 
 static int parse_hex(const char *s, uint8_t *out, size_t n)
@@ -209,6 +257,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--name") && v) { cfg.board_name = v; i++; }
         else if (!strcmp(a, "--cut-at") && v) { cut = (uint32_t)strtoul(v, NULL, 0); i++; }
         else if (!strcmp(a, "-v")) ft_host_verbose = 1;
+        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) return help();
         else return usage();
     }
     cfg.key = have_key ? key : NULL;
