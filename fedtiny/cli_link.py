@@ -159,7 +159,7 @@ def emulate(
         "--state",
         help="flash image file (A/B slots, metadata); default in the temp folder: give each board its own",
     ),
-    device_id: int = typer.Option(1, "--device-id"),
+    device_id: int = typer.Option(1, "--device-id", help="the device id the board reports in HELLO (u32)"),
     fleet_key_file: Path | None = typer.Option(None, "--fleet-key-file", help="per-fleet HMAC key, hex"),
     model: Path | None = typer.Option(
         None,
@@ -216,8 +216,10 @@ def serve(
     scenario: Path = typer.Argument(..., help="scenario TOML file"),
     out: Path = typer.Option(Path("runs/field"), "--out", help="trial directory"),
     gateways: int = typer.Option(1, "--gateways", help="gateways (SuperNodes) to wait for"),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(9091, "--port"),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="address the server listens on (0.0.0.0: every interface)"
+    ),
+    port: int = typer.Option(9091, "--port", help="port the gateways (SuperNodes) connect to"),
     tls_dir: Path | None = typer.Option(
         None, "--tls-dir", help="generate a CA + certificate here and serve TLS"
     ),
@@ -429,7 +431,9 @@ def keys_generate(
 @keys_app.command("device")
 def keys_device(
     master: Path = typer.Option(..., "--master", help="update-master.key (hex)"),
-    device_id: int = typer.Option(..., "--device-id"),
+    device_id: int = typer.Option(
+        ..., "--device-id", help="the board's device id (u32, as its HELLO reports)"
+    ),
     out: Path = typer.Option(..., "--out", help="file for this board's update key (hex)"),
 ) -> None:
     """Derive one board's update key (HKDF-SHA256 of the master and the device id) to provision it."""
