@@ -150,3 +150,25 @@ def test_fedtiny_fw_help(reference_build: Path) -> None:
     assert "FT_DEFS" in r.stdout and "exits 75" in r.stdout
     r = subprocess.run([str(reference_build), "--no-such-option"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and "usage: fedtiny-fw" in r.stderr and "--help" in r.stderr
+
+
+def test_sizing_rules_camera_input_no_fpu_and_a_short_cache() -> None:
+    """A raw input larger than a frame is staged (FT_MAX_STAGED_INPUT), a board without an FPU trains fixed point
+    (FT_USE_FLOAT=0), and a board short of RAM gets the cache that fits (FT_CACHE_CAPACITY)."""
+    from dataclasses import replace
+
+    from fedtiny.fleet.boards import get_board
+    from fedtiny.model.fit import board_fit
+    from fedtiny.model.info import model_info
+
+    mi = model_info(REFERENCE[0].read_bytes())
+    camera = replace(mi, io=replace(mi.io, input_shape=(1, 96, 96, 3)))
+    fit = board_fit(camera, get_board("rp2040"), 20_000, "test", 40, 12)
+    assert fit.fits and fit.options["FT_MAX_STAGED_INPUT"] == 96 * 96 * 3
+    assert "-DFT_MAX_STAGED_INPUT=27648" in fit.ft_defs() and "-DFT_USE_FLOAT=0" in fit.ft_defs()
+    assert fit.ram["staged input"] == 27648 + 8
+    fit = board_fit(mi, get_board("nano33ble"), 20_000, "test", 40, 12)
+    assert "STAGED" not in fit.ft_defs() and "FT_USE_FLOAT" not in fit.ft_defs()
+    big_arena = board_fit(mi, get_board("nano33ble"), 200 * 1024, "test", 40, 12)
+    assert big_arena.fits and 16 <= big_arena.options["FT_CACHE_CAPACITY"] < 200
+    assert big_arena.ram_bytes <= 256 * 1024 and "-DFT_CACHE_CAPACITY=" in big_arena.ft_defs()

@@ -31,6 +31,8 @@ DEFAULTS: dict[str, int] = {
     "FT_TFL_MAX_OPS": 64,
     "FT_TFL_ARENA_SIZE": 96 * 1024,
     "FT_TFL_MAX_MACS": 64_000_000,
+    "FT_MAX_STAGED_INPUT": 0,  # on a microcontroller port (hosted builds: 32,768)
+    "FT_USE_FLOAT": 1,
 }
 #: the options' upper limits (firmware/README.md "Build options"; u16 fields on the wire, 0xFFFF = "no label")
 LIMITS: dict[str, int] = {
@@ -53,7 +55,9 @@ def _round_up(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
-def ram_parts(C: int, D: int, cache: int, payload: int, arena: int, tensors: int, ops: int) -> dict[str, int]:
+def ram_parts(
+    C: int, D: int, cache: int, payload: int, arena: int, tensors: int, ops: int, staged: int = 0
+) -> dict[str, int]:
     """Static RAM of a build (bytes, 32-bit target) by part: the sizes of the firmware's buffers
     (ft_head.h, ft_cache.h, ft_train.h, ft_tfl_interp.h, ft_link.h), calibrated on the default build."""
     cd = C * D
@@ -66,6 +70,7 @@ def ram_parts(C: int, D: int, cache: int, payload: int, arena: int, tensors: int
         "training": 12 * cd + 16 * C + 4 * D + 14 * cache + 8,  # gradient, velocity, anchor; order, set
         "patches": 2 * (20 + 8 * C + cd),  # SET_HEAD / image staging, the factory head patch
         "link": 3 * payload + 320,  # frame buffers
+        "staged input": staged + 8 if staged else 0,  # FT_MAX_STAGED_INPUT
         "other": 2716 + 828 + STACK_BYTES,  # the device's other state, data, the stack
     }
 
@@ -128,7 +133,10 @@ def board_fit(
         "FT_CACHE_CAPACITY": DEFAULTS["FT_CACHE_CAPACITY"],
         "FT_MAX_PAYLOAD": DEFAULTS["FT_MAX_PAYLOAD"],
     }
-    one_frame = 8 + raw <= DEFAULTS["FT_MAX_PAYLOAD"]
+    sample = raw * (4 if info.io.input_dtype == "float32" else 1)  # one raw input's bytes on the wire
+    one_frame = 8 + sample <= DEFAULTS["FT_MAX_PAYLOAD"]
+    if not one_frame:  # sent in pieces (STAGE_INPUT) into a buffer of its size
+        opts["FT_MAX_STAGED_INPUT"] = sample
     notes = {
         "FT_MAX_CLASSES": f"head outputs (classes); default {DEFAULTS['FT_MAX_CLASSES']}",
         "FT_MAX_DIM": f"head inputs (features); default {DEFAULTS['FT_MAX_DIM']}",
@@ -140,20 +148,36 @@ def board_fit(
         f"{DEFAULTS['FT_SLOT_SIZE']}",
         "FT_CACHE_CAPACITY": f"cached samples of {D} features; default {DEFAULTS['FT_CACHE_CAPACITY']}",
         "FT_MAX_PAYLOAD": (
-            f"default; one raw sample ({raw} inputs) needs {8 + raw} B in one PUSH_SAMPLES frame"
+            f"default; one raw sample ({sample} B) needs {8 + sample} B in one PUSH_SAMPLES frame"
             if one_frame
-            else f"default; one raw sample ({raw} inputs) is larger than one frame: it is sent in chunks"
+            else f"default; one raw sample ({sample} B) is larger than a frame: staged in pieces (STAGE_INPUT)"
         ),
     }
+    if not board.fpu:  # float32 training would be emulated in software: the integer trainer only
+        opts["FT_USE_FLOAT"] = 0
+        notes["FT_USE_FLOAT"] = "no FPU: the fixed-point trainer only (TRAIN flag FIXED); default 1"
+    if not one_frame:
+        notes["FT_MAX_STAGED_INPUT"] = f"one raw input ({sample} B) staged in pieces; default 0 on a board"
     why: list[str] = [f"the fedtiny C firmware refuses the model: {refusal}"] if refusal else []
     if arena < 0:
         why.append("TFLite Micro cannot allocate the model's tensors within 1 MiB of arena")
     for k, lim in LIMITS.items():
         if opts.get(k, 0) > lim:
             why.append(f"{k}={opts[k]} is above the firmware's limit {lim} (firmware/README.md)")
-    ram = ram_parts(
-        C, D, opts["FT_CACHE_CAPACITY"], opts["FT_MAX_PAYLOAD"], opts["FT_TFL_ARENA_SIZE"], tensors, ops
-    )
+
+    def ram_now() -> dict[str, int]:
+        return ram_parts(
+            C,
+            D,
+            opts["FT_CACHE_CAPACITY"],
+            opts["FT_MAX_PAYLOAD"],
+            opts["FT_TFL_ARENA_SIZE"],
+            tensors,
+            ops,
+            opts.get("FT_MAX_STAGED_INPUT", 0),
+        )
+
+    ram = ram_now()
     total = sum(ram.values())
     if total > board.ram_bytes:
         per_slot = (D + 2) + 14
@@ -162,15 +186,7 @@ def board_fit(
         if cap >= 16:  # a cache this small still trains; fewer is not worth a build
             opts["FT_CACHE_CAPACITY"] = min(cap, DEFAULTS["FT_CACHE_CAPACITY"])
             notes["FT_CACHE_CAPACITY"] += f" does not fit {board.name}'s RAM: {opts['FT_CACHE_CAPACITY']} fit"
-            ram = ram_parts(
-                C,
-                D,
-                opts["FT_CACHE_CAPACITY"],
-                opts["FT_MAX_PAYLOAD"],
-                opts["FT_TFL_ARENA_SIZE"],
-                tensors,
-                ops,
-            )
+            ram = ram_now()
         else:
             head = ram["heads"] + ram["training"] + ram["patches"] - 14 * opts["FT_CACHE_CAPACITY"]
             why.append(
@@ -243,7 +259,7 @@ def fit_lines(fit: BoardFit, model_path: Path) -> list[str]:
         mark = "  " if v == d else "* "
         out.append(f"  {mark}{k:<{width}} {v:>8}  {fit.notes[k]}")
     out.append("          (* differs from the default: set in FT_DEFS below)")
-    parts = ", ".join(f"{k} {_kib(v)}" for k, v in fit.ram.items())
+    parts = ", ".join(f"{k} {_kib(v)}" for k, v in fit.ram.items() if v)
     verdict = "fits" if fit.ram_bytes <= b.ram_bytes else "does NOT fit"
     out.append(f"RAM:      about {_kib(fit.ram_bytes)} of {_kib(b.ram_bytes)}: {verdict} ({parts})")
     fparts = ", ".join(f"{k} {_kib(v)}" for k, v in fit.flash.items())
