@@ -98,6 +98,7 @@ def scalars() -> list[tuple[str, list[Row]]]:
                 ("FT_BLOB_READ_SIZE", m.BLOB_READ.size, "BlobRead (GET_HEAD, READ_UPDATE)"),
                 ("FT_BLOB_PAGE_HDR_SIZE", 4, "BlobPage: u32 total_len before the bytes"),
                 ("FT_SET_HEAD_HDR_SIZE", m.SET_HEAD_HEADER.size, "SET_HEAD: total, offset"),
+                ("FT_STAGE_INPUT_HDR_SIZE", m.STAGE_INPUT_HEADER.size, "STAGE_INPUT: total, offset"),
                 ("FT_SAMPLES_HDR_SIZE", m.SAMPLES_HEADER.size, "Samples: kind, flags, n, dim"),
                 ("FT_PUSH_RESULT_SIZE", m.PUSH_RESULT.size, "PUSH_SAMPLES response"),
                 ("FT_TRAIN_REQUEST_SIZE", m.TrainRequest.SIZE, "TrainRequest"),

@@ -39,6 +39,7 @@ GET_HEAD, SET_HEAD, PUSH_SAMPLES, TRAIN, READ_UPDATE, UPDATE_ACK, EVALUATE = (
 )
 LABEL = 0x17
 INFER = 0x18
+STAGE_INPUT = 0x19
 UPLOAD_BEGIN, UPLOAD_CHUNK, UPLOAD_STATUS, VERIFY, ACTIVATE, CONFIRM, ROLLBACK = (
     0x20,
     0x21,
@@ -77,6 +78,7 @@ STATUS_CODES = {v: k for k, v in STATUS_NAMES.items()}
 CAP_TRAIN, CAP_EVALUATE, CAP_RAW_SAMPLES, CAP_HEAD_PATCH, CAP_FULL_IMAGE = 1, 2, 4, 8, 16
 CAP_FLEET_KEY, CAP_SET_HEAD, CAP_FLOAT_TRAIN, CAP_FIXED_TRAIN = 32, 64, 128, 256
 CAP_SIGNED_IMAGES, CAP_DEVICE_KEY, CAP_LABELS, CAP_INFER = 512, 1024, 2048, 4096
+CAP_STAGED_INPUT = 8192
 
 # PUSH_SAMPLES / LABEL: the label of a sample without one; TrainRequest flags
 NO_LABEL = 0xFFFF
@@ -447,6 +449,17 @@ def samples_payload(kind: int, labels, samples: np.ndarray, clear: bool = False)
     return struct.pack("<BBHH", kind, 1 if clear else 0, n, dim) + labels.tobytes() + data
 
 
+def staged_samples_payload(kind: int, labels, dim: int, clear: bool = False) -> bytes:
+    """Samples of kind 3 (the staged input as int8) or 4 (as float32): n <= 1 labels, dim, no sample bytes."""
+    labels = np.asarray(labels, "<u2")
+    return struct.pack("<BBHH", kind, 1 if clear else 0, len(labels), dim) + labels.tobytes()
+
+
+def stage_input_payload(total: int, offset: int, data: bytes) -> bytes:
+    """STAGE_INPUT: u32 total, u32 offset, then the piece's bytes."""
+    return struct.pack("<II", total, offset) + bytes(data)
+
+
 def train_payload(
     epochs: int,
     batch_size: int,
@@ -474,6 +487,11 @@ def infer_payload(kind: int, x) -> bytes:
     """InferRequest: u8 kind, u8 reserved, u16 dim, then the input (i8[dim], or f32[dim] for kind 2)."""
     x = np.asarray(x).reshape(-1)
     return struct.pack("<BBH", kind, 0, len(x)) + x.astype("<f4" if kind == 2 else np.int8).tobytes()
+
+
+def infer_staged_payload(kind: int, dim: int) -> bytes:
+    """InferRequest of kind 3 / 4 (the staged input as int8 / float32): the 4-byte header, no input bytes."""
+    return struct.pack("<BBH", kind, 0, dim)
 
 
 def infer_result(p: bytes) -> tuple[np.ndarray, int, np.ndarray]:
@@ -703,6 +721,26 @@ class DocClient:
     def label(self, entries: list[tuple[int, int]]) -> tuple[int, int]:
         """LABEL: (applied, labelled)."""
         return struct.unpack("<II", self.call(LABEL, label_payload(entries)))
+
+    def stage_input(self, data: bytes, piece: int | None = None, start: int = 0) -> tuple[int, int]:
+        """STAGE_INPUT of ``data`` in pieces of ``piece`` bytes (at most max_payload - 8) from offset ``start``;
+        a BAD_OFFSET answer (reason exactly ``staged N``) continues from N. Returns (staged, BAD_OFFSET answers)."""
+        room = min(piece or self.max_payload - 8, self.max_payload - 8)
+        off, resumes, staged = start, 0, 0
+        while True:
+            try:
+                p = self.call(STAGE_INPUT, stage_input_payload(len(data), off, data[off : off + room]))
+            except DeviceError as e:
+                m = re.fullmatch(r"staged (\d+)", e.reason)
+                if e.status != STATUS_CODES["BAD_OFFSET"] or not m or resumes > 4:
+                    raise
+                resumes += 1
+                off = int(m.group(1))
+                continue
+            (staged,) = struct.unpack("<I", p)
+            if staged == len(data):
+                return staged, resumes
+            off = staged
 
     def infer(self, kind: int, x) -> tuple[np.ndarray, int, np.ndarray]:
         """INFER: (logits, out_type, output)."""

@@ -167,7 +167,7 @@ def test_doc_vectors_reproduced_by_independent_encoder():
         v.title.split(":")[0].split(",")[0] + v.title.split(",")[1].split(":")[0]: v
         for v in dc.doc_vectors(DOC)
     }
-    assert len(vecs) == 23
+    assert len(vecs) == 28
     for v in vecs.values():
         fr = dc.parse_decoded(v.decoded)
         assert fr is not None, v.title
@@ -262,6 +262,24 @@ def test_doc_vectors_reproduced_by_independent_encoder():
     lg, ot, out = dc.infer_result(dc.parse_decoded(vecs["INFER response seq 15"].decoded).payload)
     assert lg.tolist() == [4, -4] and ot == 2 and out.tolist() == [0.75, 0.25]
 
+    # STAGE_INPUT: a raw input larger than one frame, in pieces; then used by PUSH_SAMPLES / INFER kinds 3 and 4
+    st = dc.stage_input_payload(6, 0, bytes([1, 2, 3, 4]))
+    assert (
+        len(st) == 8 + 4 and frame(dc.STAGE_INPUT, 17, st).wire() == vecs["STAGE_INPUT request seq 17"].wire
+    )
+    assert (
+        frame(dc.STAGE_INPUT, 17, struct.pack("<I", 4), response=True).wire()
+        == vecs["STAGE_INPUT response seq 17"].wire
+    )
+    bad = frame(dc.STAGE_INPUT, 18, b"staged 4", response=True, status=dc.STATUS_CODES["BAD_OFFSET"])
+    assert bad.wire() == vecs["STAGE_INPUT response seq 18"].wire
+    ps = dc.staged_samples_payload(3, [2], 6)
+    assert (
+        len(ps) == 6 + 2 and frame(dc.PUSH_SAMPLES, 19, ps).wire() == vecs["PUSH_SAMPLES request seq 19"].wire
+    )
+    inf4 = dc.infer_staged_payload(4, 1024)
+    assert len(inf4) == 4 and frame(dc.INFER, 20, inf4).wire() == vecs["INFER request seq 20"].wire
+
     # READ_UPDATE response: rebuild the blob and its HMAC, then verify it like a gateway
     blob = (
         b"FTUP"
@@ -321,7 +339,7 @@ def test_session_against_emulator(board):
     assert h.capabilities & (dc.CAP_FLOAT_TRAIN | dc.CAP_FIXED_TRAIN)
     assert h.capabilities & dc.CAP_LABELS
     assert h.capabilities & dc.CAP_INFER
-    assert h.capabilities >> 13 == 0  # reserved bits
+    assert h.capabilities >> 14 == 0  # reserved bits
     assert h.cache_count == 0 and h.cache_capacity >= 40 and h.max_image >= 20 + 8 * h.C + h.C * h.D
     C, D = h.C, h.D
 
@@ -684,6 +702,21 @@ def test_session_against_emulator(board):
     expect_status("UNSUPPORTED", c.call, dc.INFER, dc.infer_payload(1, feats[0]))
     expect_status("MALFORMED", c.call, dc.INFER, dc.infer_payload(0, feats[0])[:-1])
     assert c.hello_().cache_count == 8
+    # STAGE_INPUT: pieces, a lost one answered BAD_OFFSET with the staged length, resumed; without a backbone the
+    # staged kinds are UNSUPPORTED as the raw ones, and the cache is untouched
+    if c.hello.capabilities & dc.CAP_STAGED_INPUT:
+        big = bytes(range(256)) * 40  # 10,240 bytes: more than one frame
+        assert c.stage_input(big[:1000], piece=300) == (1000, 0)
+        assert c.stage_input(big, piece=3000, start=3000) == (len(big), 1)  # restarted from "staged 0"
+        assert (
+            expect_status("BAD_OFFSET", c.call, dc.STAGE_INPUT, dc.stage_input_payload(10, 4, b"x"))
+            == "staged 0"
+        )
+        expect_status("NO_SPACE", c.call, dc.STAGE_INPUT, dc.stage_input_payload(0, 0, b""))
+        expect_status("MALFORMED", c.call, dc.STAGE_INPUT, dc.stage_input_payload(4, 3, b"xy"))
+        expect_status("UNSUPPORTED", c.call, dc.PUSH_SAMPLES, dc.staged_samples_payload(3, [1], len(big)))
+        expect_status("UNSUPPORTED", c.call, dc.INFER, dc.infer_staged_payload(4, len(big) // 4))
+        assert c.hello_().cache_count == 8
 
     # -- labels: a sample pushed without one, a late label by sample id, pseudo-labels at TRAIN
     ub, _ = c.read_update()

@@ -30,6 +30,9 @@ class MsgType(IntEnum):
     EVALUATE = 0x16
     LABEL = 0x17  # label (or un-label) cached samples by sample id: late labels (docs/labels.md)
     INFER = 0x18  # run one input through the running head / model, answer its logits and output
+    STAGE_INPUT = (
+        0x19  # one raw input larger than a frame, staged in pieces (PUSH_SAMPLES / INFER kinds 3, 4)
+    )
     UPLOAD_BEGIN = 0x20
     UPLOAD_CHUNK = 0x21
     UPLOAD_STATUS = 0x22
@@ -90,12 +93,20 @@ class Cap(IntEnum):
     DEVICE_KEY = 1 << 10  # UpdateBlob tags are under this board's own update key (section 7)
     LABELS = 1 << 11  # unlabelled samples (label UNLABELLED), LABEL, and TRAIN flag PSEUDO (pseudo-labels)
     INFER = 1 << 12  # INFER: one input through the running head / model, its int8 logits and output back
+    STAGED_INPUT = 1 << 13  # STAGE_INPUT, and sample / input kinds 3 and 4 (the staged raw input)
 
 
 class SampleKind(IntEnum):
     FEATURES = 0  # int8 features, dim D
     RAW_INT8 = 1  # int8 model inputs (already quantized), dim raw_input_len
     RAW_F32 = 2  # float32 raw inputs, quantized by the board with the model's input scale/zero point
+    STAGED_INT8 = 3  # the staged raw input (STAGE_INPUT) as int8, dim raw_input_len; no sample bytes, n <= 1
+    STAGED_F32 = (
+        4  # the staged raw input as float32 (4 * raw_input_len bytes staged); no sample bytes, n <= 1
+    )
+
+
+STAGED_KINDS = (SampleKind.STAGED_INT8, SampleKind.STAGED_F32)  # no sample bytes: the staged raw input
 
 
 class InferOutput(IntEnum):
@@ -132,6 +143,7 @@ REASON_MAX = 200  # bytes of the UTF-8 reason a non-OK response may carry (secti
 # firmware/core/ft_proto.h is generated from them (scripts/gen_proto.py): one definition for both.
 BLOB_READ = struct.Struct("<IH")  # BlobRead: offset, max_len
 SET_HEAD_HEADER = struct.Struct("<II")  # SET_HEAD: total, offset (then the data)
+STAGE_INPUT_HEADER = struct.Struct("<II")  # STAGE_INPUT: total, offset (then the data); answer u32 staged
 UPLOAD_CHUNK_HEADER = struct.Struct("<I")  # UPLOAD_CHUNK: offset (then the data)
 SAMPLES_HEADER = struct.Struct("<BBHH")  # Samples: kind, flags, n, dim (then labels and samples)
 PUSH_RESULT = struct.Struct("<II")  # PUSH_SAMPLES response: cached, pushed_total
@@ -399,16 +411,32 @@ class Samples:
     labels: np.ndarray  # u16 [n]
     data: np.ndarray  # [n, dim]: int8 (kinds 0, 1) or float32 (kind 2)
 
+    staged_dim: int = 0  # kinds 3 and 4 (the staged input): dim; ``data`` is then [n, 0] (no sample bytes)
+
     @staticmethod
     def dtype(kind: int) -> np.dtype:
-        return np.dtype("<f4") if kind == SampleKind.RAW_F32 else np.dtype(np.int8)
+        return np.dtype("<f4") if kind in (SampleKind.RAW_F32, SampleKind.STAGED_F32) else np.dtype(np.int8)
+
+    @staticmethod
+    def wire_size(kind: int) -> int:
+        """Bytes of one element of a sample in the request: 4 (kind 2), 0 (kinds 3, 4: staged), else 1."""
+        return 0 if kind in STAGED_KINDS else 4 if kind == SampleKind.RAW_F32 else 1
+
+    @property
+    def dim(self) -> int:
+        return self.staged_dim if self.kind in STAGED_KINDS else int(self.data.shape[1])
 
     def encode(self) -> bytes:
-        n, dim = self.data.shape
+        n = len(self.labels)
+        body = (
+            b""
+            if self.kind in STAGED_KINDS
+            else np.asarray(self.data).astype(self.dtype(self.kind)).tobytes()
+        )
         return (
-            SAMPLES_HEADER.pack(self.kind, self.flags, n, dim)
+            SAMPLES_HEADER.pack(self.kind, self.flags, n, self.dim)
             + self.labels.astype("<u2").tobytes()
-            + np.asarray(self.data).astype(self.dtype(self.kind)).tobytes()
+            + body
         )
 
     @classmethod
@@ -417,8 +445,10 @@ class Samples:
         _need(p, h, "Samples", exact=False)
         kind, flags, n, dim = SAMPLES_HEADER.unpack_from(p)
         dt = cls.dtype(kind)
-        _need(p, h + 2 * n + n * dim * dt.itemsize, "Samples")
+        _need(p, h + 2 * n + n * dim * cls.wire_size(kind), "Samples")
         labels = np.frombuffer(p, "<u2", n, h).astype(np.int64)
+        if kind in STAGED_KINDS:
+            return cls(kind, flags, labels, np.zeros((n, 0), dt), dim)
         data = np.frombuffer(p, dt, n * dim, h + 2 * n).reshape(n, dim)
         return cls(kind, flags, labels, data.astype(np.float32) if kind == SampleKind.RAW_F32 else data)
 
@@ -430,10 +460,16 @@ class InferRequest:
 
     kind: int
     data: np.ndarray
+    staged_dim: int = 0  # kinds 3 and 4 (the staged input): dim; ``data`` is then empty (no input bytes)
+
+    @property
+    def dim(self) -> int:
+        return self.staged_dim if self.kind in STAGED_KINDS else int(np.asarray(self.data).size)
 
     def encode(self) -> bytes:
         x = np.asarray(self.data).reshape(-1)
-        return INFER_HEADER.pack(self.kind, 0, len(x)) + x.astype(Samples.dtype(self.kind)).tobytes()
+        body = b"" if self.kind in STAGED_KINDS else x.astype(Samples.dtype(self.kind)).tobytes()
+        return INFER_HEADER.pack(self.kind, 0, self.dim) + body
 
     @classmethod
     def decode(cls, p: bytes) -> InferRequest:
@@ -441,7 +477,9 @@ class InferRequest:
         _need(p, h, "InferRequest", exact=False)
         kind, _, dim = INFER_HEADER.unpack_from(p)
         dt = Samples.dtype(kind)
-        _need(p, h + dim * dt.itemsize, "InferRequest")
+        _need(p, h + dim * Samples.wire_size(kind), "InferRequest")
+        if kind in STAGED_KINDS:
+            return cls(kind, np.zeros(0, dt), dim)
         data = np.frombuffer(p, dt, dim, h)
         return cls(kind, data.astype(np.float32) if kind == SampleKind.RAW_F32 else data.copy())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 import struct
 import time
 import zlib
@@ -20,10 +21,13 @@ from fedtiny.link.messages import (
     ANY_SLOT,
     HELLO_EXT,
     PUSH_RESULT,
+    SAMPLES_HEADER,
+    STAGE_INPUT_HEADER,
     TRAIN_PSEUDO,
     UNLABELLED,
     UPLOAD_RESTART,
     BlobRead,
+    Cap,
     Confirm,
     EvalResult,
     HelloInfo,
@@ -214,7 +218,9 @@ class BoardSession:
         """Append raw samples [N, ...] (needs RAW_SAMPLES): the board runs its backbone and caches the features.
 
         float inputs go as kind 2 (the board quantizes them with the model's input scale/zero point), int8
-        inputs as kind 1 (already quantized). Returns the cached count; :meth:`push_raw_ids` also the ids.
+        inputs as kind 1 (already quantized). A sample larger than one frame (a camera-sized input) is staged in
+        pieces (:meth:`stage_input`, needs STAGED_INPUT) and pushed as kind 3 or 4, one per request. Returns the
+        cached count; :meth:`push_raw_ids` also the ids.
         """
         return self.push_raw_ids(x, labels, clear).cached
 
@@ -228,11 +234,61 @@ class BoardSession:
         kind = SampleKind.RAW_INT8 if x.dtype == np.int8 else SampleKind.RAW_F32
         return self._push(kind, flat, labels, clear)
 
+    def stage_input(self, data: bytes) -> int:
+        """STAGE_INPUT (needs STAGED_INPUT): stage one raw input's bytes on the board in pieces that fit a frame,
+        resuming where the board is (a BAD_OFFSET answer, reason ``staged N``, gives the staged length). Returns the
+        staged length (``len(data)``)."""
+        total, room = len(data), max(1, self.max_payload - STAGE_INPUT_HEADER.size)
+        off = staged = 0
+        restarts = 0
+        while True:
+            piece = data[off : off + room]
+            try:
+                (staged,) = struct.unpack(
+                    "<I", self.request(MsgType.STAGE_INPUT, STAGE_INPUT_HEADER.pack(total, off) + piece)
+                )
+            except DeviceError as e:
+                m = re.fullmatch(r"staged (\d+)", e.detail)
+                if e.status != Status.BAD_OFFSET or m is None or restarts > 8:
+                    raise
+                restarts += 1
+                staged = int(m.group(1))  # resume from the board's staged length (0: restart)
+            if staged >= total:
+                return staged
+            off = staged
+
+    @property
+    def _stages(self) -> bool:
+        """The board stages raw inputs larger than a frame (STAGED_INPUT, learnt at HELLO)."""
+        return self.info is not None and bool(self.info.capabilities & Cap.STAGED_INPUT)
+
+    def _push_staged(self, kind: int, flat: np.ndarray, lab: np.ndarray, clear: bool) -> PushResult:
+        """PUSH_SAMPLES of raw samples larger than a frame: each one staged (STAGE_INPUT), then pushed as kind 3
+        (int8) or 4 (float32) with n = 1 (CLEAR on the first)."""
+        staged_kind = SampleKind.STAGED_INT8 if kind == SampleKind.RAW_INT8 else SampleKind.STAGED_F32
+        cached = pushed = 0
+        for i in range(len(flat)):
+            self.stage_input(np.ascontiguousarray(flat[i], Samples.dtype(kind)).tobytes())
+            s = Samples(
+                staged_kind, 1 if clear and i == 0 else 0, lab[i : i + 1], flat[:1, :0], flat.shape[1]
+            )
+            cached, pushed = PUSH_RESULT.unpack(self.request(MsgType.PUSH_SAMPLES, s.encode()))
+        n = len(flat)  # ids: one per request, in order, so the last n ids below pushed_total
+        return PushResult(cached, pushed, (pushed - n + np.arange(n, dtype=np.int64)) & 0xFFFFFFFF)
+
     def _push(self, kind: int, flat: np.ndarray, labels: np.ndarray | None, clear: bool) -> PushResult:
-        """PUSH_SAMPLES of ``flat`` [N, dim] in as many requests as the payload limit needs (CLEAR on the first)."""
+        """PUSH_SAMPLES of ``flat`` [N, dim] in as many requests as the payload limit needs (CLEAR on the first).
+        A raw sample larger than one request is staged (STAGE_INPUT) and pushed as kind 3 or 4, one per request."""
         n = len(flat)
         lab = wire_labels(labels, n)
         size = Samples.dtype(kind).itemsize * flat.shape[1] + 2
+        if (
+            kind != SampleKind.FEATURES
+            and n
+            and SAMPLES_HEADER.size + size > self.max_payload
+            and self._stages
+        ):
+            return self._push_staged(kind, flat, lab, clear)
         per = max(1, min((self.max_payload - 6) // size, 0xFFFF))
         cached = pushed = 0
         ids: list[np.ndarray] = []
@@ -314,7 +370,9 @@ class BoardSession:
         """INFER (needs the INFER capability): one input through the board's running head or model; returns its
         int8 logits and the model's output (:class:`InferResult`). ``features=True``: ``x`` is int8 features of
         length D (kind 0, only the head and the ops after it run); else a raw input of raw_input_len elements
-        (any shape, flattened), int8 as kind 1 (already quantized), float as kind 2 (the board quantizes it)."""
+        (any shape, flattened), int8 as kind 1 (already quantized), float as kind 2 (the board quantizes it); a raw
+        input larger than one frame is staged first (:meth:`stage_input`, needs STAGED_INPUT) and sent as kind 3
+        or 4."""
         x = np.asarray(x).reshape(-1)
         if features:
             req = InferRequest(SampleKind.FEATURES, x.astype(np.int8))
@@ -322,6 +380,11 @@ class BoardSession:
             req = InferRequest(SampleKind.RAW_INT8, x)
         else:
             req = InferRequest(SampleKind.RAW_F32, x.astype(np.float32))
+        if req.kind != SampleKind.FEATURES and len(req.encode()) > self.max_payload:
+            if self._stages:  # larger than a frame: staged, then kind 3 or 4
+                self.stage_input(req.data.astype(Samples.dtype(req.kind)).tobytes())
+                staged = SampleKind.STAGED_INT8 if req.kind == SampleKind.RAW_INT8 else SampleKind.STAGED_F32
+                req = InferRequest(staged, np.zeros(0, req.data.dtype), len(req.data))
         tmo = timeout or self._short_op
         return InferResult.decode(self.request(MsgType.INFER, req.encode(), tmo))
 

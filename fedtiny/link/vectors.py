@@ -14,6 +14,7 @@ import numpy as np
 from fedtiny.link.blobs import UpdateBlob, encode_head_patch
 from fedtiny.link.frames import FLAG_RESPONSE, Frame, encode_frame, pack_frame
 from fedtiny.link.messages import (
+    STAGE_INPUT_HEADER,
     TRAIN_FIXED,
     TRAIN_PSEUDO,
     UNLABELLED,
@@ -187,6 +188,32 @@ def vectors() -> list[tuple[str, Frame]]:
                 16,
                 InferResult(np.array([-128, 127], np.int8), InferOutput.NONE, np.zeros(0, np.int8)).encode(),
                 resp,
+            ),
+        ),
+        (
+            "STAGE_INPUT request, seq 17: total 6, offset 0, data 1, 2, 3, 4 (the first piece of a 6-byte input)",
+            Frame(MsgType.STAGE_INPUT, 17, STAGE_INPUT_HEADER.pack(6, 0) + bytes([1, 2, 3, 4])),
+        ),
+        (
+            "STAGE_INPUT response, seq 17: staged 4",
+            Frame(MsgType.STAGE_INPUT, 17, struct.pack("<I", 4), resp),
+        ),
+        (
+            "STAGE_INPUT response, seq 18: BAD_OFFSET (a piece at offset 5 after a lost one), reason 'staged 4'",
+            Frame(MsgType.STAGE_INPUT, 18, b"staged 4", resp, Status.BAD_OFFSET),
+        ),
+        (
+            "PUSH_SAMPLES request, seq 19: the staged input as int8 (kind 3), n 1, dim 6, label 2",
+            Frame(
+                MsgType.PUSH_SAMPLES,
+                19,
+                Samples(SampleKind.STAGED_INT8, 0, np.array([2]), np.zeros((1, 0), np.int8), 6).encode(),
+            ),
+        ),
+        (
+            "INFER request, seq 20: the staged input as float32 (kind 4), dim 1024 (4,096 bytes staged)",
+            Frame(
+                MsgType.INFER, 20, InferRequest(SampleKind.STAGED_F32, np.zeros(0, np.float32), 1024).encode()
             ),
         ),
     ]

@@ -53,6 +53,22 @@
                                  * one raw int8 sample of up to 4,088 inputs or float32 of up to 1,021 per PUSH_SAMPLES */
 #define FT_MAX_PAYLOAD 4096u
 #endif
+#ifndef FT_MAX_STAGED_INPUT     /* bytes of the STAGE_INPUT buffer (docs/protocol.md "STAGE_INPUT"): one raw input larger than a
+                                 * frame, staged in pieces, then used by PUSH_SAMPLES / INFER kinds 3 (int8: raw_input_len
+                                 * bytes) and 4 (float32: 4 x raw_input_len). A static array in ft_dev, no malloc: RAM cost
+                                 * = this + 8 bytes. Range 0 (off: no STAGED_INPUT capability, STAGE_INPUT and kinds 3, 4
+                                 * answer UNSUPPORTED) .. 16,777,216. Default 32,768 on hosted builds (the host port, the
+                                 * tests), 0 on microcontroller ports: a board sets it to its largest model's input
+                                 * (visual wake words 96x96x3 int8: 27,648) */
+#if defined(__linux__) || defined(__APPLE__)
+#define FT_MAX_STAGED_INPUT 32768u
+#else
+#define FT_MAX_STAGED_INPUT 0u
+#endif
+#endif
+#if FT_MAX_STAGED_INPUT > 16777216u
+#error "FT_MAX_STAGED_INPUT: at most 16,777,216 bytes"
+#endif
 #ifndef FT_RX_WINDOW            /* UPLOAD_CHUNK frames the link can buffer (advertised in HELLO) */
 #define FT_RX_WINDOW 4u
 #endif

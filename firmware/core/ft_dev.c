@@ -17,6 +17,8 @@ ft_status ft_dev_boot(ft_dev *d)
     d->pushed_total = 0;
     d->id_base = 0;
     d->staged_len = 0;
+    d->input_total = 0; /* no staged raw input (STAGE_INPUT) */
+    d->input_len = 0;
     d->reset_requested = 0;
     d->boots++;
 #if FT_BACKBONE
@@ -55,6 +57,9 @@ static uint8_t h_hello(ft_ctx *c, const uint8_t *p, size_t n)
     if (d->keys.n) caps |= FT_CAP_SIGNED_IMAGES;   /* public keys: only signed images (section 7) */
     if (ft_keys_update_key()) caps |= FT_CAP_DEVICE_KEY;
     if (ftd_full_image_ok()) caps |= FT_CAP_FULL_IMAGE;
+#if FT_MAX_STAGED_INPUT > 0
+    caps |= FT_CAP_STAGED_INPUT; /* STAGE_INPUT, PUSH_SAMPLES / INFER kinds 3 and 4 */
+#endif
 #if FT_BACKBONE
     {
         const ft_tfl_model *m = ftd_backbone(d);
@@ -150,6 +155,7 @@ uint8_t ft_dev_handle(ft_dev *d, uint8_t type, const uint8_t *req, size_t len, u
     case FT_MSG_EVALUATE: return ft_learn_evaluate(&c, req, len);
     case FT_MSG_LABEL: return ft_learn_label(&c, req, len);
     case FT_MSG_INFER: return ft_learn_infer(&c, req, len);
+    case FT_MSG_STAGE_INPUT: return ft_learn_stage_input(&c, req, len);
     case FT_MSG_UPLOAD_BEGIN: return ft_update_upload_begin(&c, req, len);
     case FT_MSG_UPLOAD_CHUNK: return ft_update_upload_chunk(&c, req, len);
     case FT_MSG_UPLOAD_STATUS: return ft_update_upload_status(&c, req, len);

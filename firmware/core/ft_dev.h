@@ -46,6 +46,10 @@ typedef struct {
     ft_train_work work;
     uint8_t staged[FT_HEAD_PATCH_MAX];
     uint32_t staged_len;
+    uint32_t input_total, input_len; /* STAGE_INPUT: the staged raw input's total and bytes received (0 0: none) */
+#if FT_MAX_STAGED_INPUT > 0
+    uint8_t input[FT_MAX_STAGED_INPUT]; /* the staged raw input (PUSH_SAMPLES / INFER kinds 3 and 4) */
+#endif
     int reset_requested;          /* RESET: reboot after the response is sent */
     uint32_t boots;
 } ft_dev;

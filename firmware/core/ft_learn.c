@@ -69,29 +69,63 @@ static void clear_if_asked(ft_dev *d, uint8_t flags)
     d->id_base = d->pushed_total;
 }
 
-/* PUSH_SAMPLES kinds 1 and 2 (length already checked): each sample through the backbone, its features cached. */
+/* Sample / input kinds 3 and 4: the staged raw input (STAGE_INPUT). */
+#define IS_STAGED(k) ((k) == FT_SAMPLE_STAGED_INT8 || (k) == FT_SAMPLE_STAGED_F32)
+
+/* The complete staged raw input of `bytes` bytes, or NULL (none staged, incomplete, or of another size). */
+static const uint8_t *staged_input(const ft_dev *d, uint32_t bytes)
+{
+#if FT_MAX_STAGED_INPUT > 0
+    if (d->input_total == bytes && d->input_len == bytes && bytes > 0) return d->input;
+#else
+    (void)d;
+    (void)bytes;
+#endif
+    return NULL;
+}
+
+/* Every one of cnt float32 values at x is finite. */
+static int all_finite(const uint8_t *x, uint32_t cnt, uint32_t *bad)
+{
+    uint32_t j;
+    for (j = 0; j < cnt; j++)
+        if (!isfinite(ft_rdf32(x + 4u * j))) {
+            *bad = j;
+            return 0;
+        }
+    return 1;
+}
+
+/* PUSH_SAMPLES kinds 1 and 2 (length already checked), 3 and 4 (the staged input, n <= 1): each sample through the
+ * backbone, its features cached. */
 static uint8_t push_raw(ft_ctx *c, const uint8_t *p, uint32_t cnt, uint32_t dim)
 {
 #if FT_BACKBONE
     ft_dev *d = c->d;
-    const ft_tfl_model *m = ftd_backbone(d);
+    const ft_tfl_model *m;
     const uint8_t *data = p + 6 + 2 * cnt;
-    uint32_t esize = p[0] == 2 ? 4u : 1u, i, j;
+    uint8_t kind = p[0], run_kind = kind == FT_SAMPLE_STAGED_INT8 ? 1u : kind == FT_SAMPLE_STAGED_F32 ? 2u : kind;
+    uint32_t esize = run_kind == 2 ? 4u : 1u, i, bad;
+    if (IS_STAGED(kind) && FT_MAX_STAGED_INPUT == 0)
+        return ft_fail(c, FT_ST_UNSUPPORTED, "this board stages no raw input (FT_MAX_STAGED_INPUT 0)");
+    m = ftd_backbone(d);
     if (!m) return ft_fail(c, FT_ST_UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)");
     if (dim != m->tensors[m->inputs[0]].count)
         return ft_fail(c, FT_ST_SHAPE_MISMATCH, "raw sample length differs from the model input (raw_input_len)");
     if (!labels_ok(p + 6, cnt, d->C)) return ft_fail(c, FT_ST_MALFORMED, "label >= classes (and not 0xFFFF, none)");
-    if (esize == 4) /* refused whole (nothing cached), naming the first bad sample, as the virtual board */
-        for (j = 0; j < cnt * dim; j++)
-            if (!isfinite(ft_rdf32(data + 4u * j))) {
-                char why[64];
-                snprintf(why, sizeof why, "raw float32 sample %lu holds a NaN or an infinity", (unsigned long)(j / dim));
-                return ft_fail(c, FT_ST_MALFORMED, why);
-            }
+    if (IS_STAGED(kind) && cnt) {
+        data = staged_input(d, dim * esize);
+        if (!data) return ft_fail(c, FT_ST_BAD_STATE, "no staged input of this kind's size (STAGE_INPUT)");
+    }
+    if (esize == 4 && !all_finite(data, cnt * dim, &bad)) { /* refused whole (nothing cached), naming the first bad sample */
+        char why[64];
+        snprintf(why, sizeof why, "raw float32 sample %lu holds a NaN or an infinity", (unsigned long)(bad / dim));
+        return ft_fail(c, FT_ST_MALFORMED, why);
+    }
     clear_if_asked(d, p[1]);
     for (i = 0; i < cnt; i++) {
         const int8_t *feat;
-        if (ftd_run_backbone(m, p[0], data + i * dim * esize, &feat) != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "backbone");
+        if (ftd_run_backbone(m, run_kind, data + i * dim * esize, &feat) != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "backbone");
         if (ft_cache_push(&d->cache, feat, ft_rd16(p + 6 + 2 * i)) != FT_OK)
             return ft_fail(c, FT_ST_INTERNAL, "cache push");
         d->pushed_total++; /* per sample: a cached sample always has its id, even if a later one fails */
@@ -104,6 +138,8 @@ static uint8_t push_raw(ft_ctx *c, const uint8_t *p, uint32_t cnt, uint32_t dim)
     (void)p;
     (void)cnt;
     (void)dim;
+    if (IS_STAGED(p[0]) && FT_MAX_STAGED_INPUT == 0)
+        return ft_fail(c, FT_ST_UNSUPPORTED, "this board stages no raw input (FT_MAX_STAGED_INPUT 0)");
     return ft_fail(c, FT_ST_UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)");
 #endif
 }
@@ -115,11 +151,13 @@ uint8_t ft_learn_push_samples(ft_ctx *c, const uint8_t *p, size_t n)
     if (n < FT_SAMPLES_HDR_SIZE) return ft_fail(c, FT_ST_MALFORMED, "Samples header is 6 bytes");
     cnt = ft_rd16(p + 2);
     dim = ft_rd16(p + 4);
-    /* kind 2 carries float32 samples (4 bytes each), kinds 0 and 1 int8 */
-    if (n != FT_SAMPLES_HDR_SIZE + 2u * cnt + cnt * dim * (p[0] == 2 ? 4u : 1u)) return ft_fail(c, FT_ST_MALFORMED, "Samples payload length");
-    if (p[0] > 2) return ft_fail(c, FT_ST_MALFORMED, "sample kind");
-    /* raw samples (kind 1 int8, kind 2 float32) run through the running full image's backbone */
-    if (p[0] == 1 || p[0] == 2) return push_raw(c, p, cnt, dim);
+    /* kind 2 carries float32 samples (4 bytes each), kinds 3 and 4 none (the staged input), the others int8 */
+    if (n != FT_SAMPLES_HDR_SIZE + 2u * cnt + cnt * dim * (p[0] == 2 ? 4u : IS_STAGED(p[0]) ? 0u : 1u))
+        return ft_fail(c, FT_ST_MALFORMED, "Samples payload length");
+    if (p[0] > FT_SAMPLE_STAGED_F32) return ft_fail(c, FT_ST_MALFORMED, "sample kind");
+    if (IS_STAGED(p[0]) && cnt > 1) return ft_fail(c, FT_ST_MALFORMED, "the staged input is one sample (n <= 1)");
+    /* raw samples (kind 1 int8, kind 2 float32, 3 and 4 staged) run through the running full image's backbone */
+    if (p[0] != FT_SAMPLE_FEATURES) return push_raw(c, p, cnt, dim);
     if (dim != d->D) return ft_fail(c, FT_ST_SHAPE_MISMATCH, "feature length differs from the head input");
     if (!labels_ok(p + 6, cnt, d->C)) return ft_fail(c, FT_ST_MALFORMED, "label >= classes (and not 0xFFFF, none)");
     clear_if_asked(d, p[1]);
@@ -140,18 +178,23 @@ uint8_t ft_learn_push_samples(ft_ctx *c, const uint8_t *p, size_t n)
 uint8_t ft_learn_infer(ft_ctx *c, const uint8_t *p, size_t n)
 {
     ft_dev *d = c->d;
-    uint32_t dim, esize, want, out_bytes, j;
-    uint8_t kind, type = FT_INFER_OUT_NONE, *o = c->resp;
+    uint32_t dim, esize, want, out_bytes, bad;
+    uint8_t kind, run_kind, type = FT_INFER_OUT_NONE, *o = c->resp;
     const int8_t *x = (const int8_t *)(p + FT_INFER_HDR_SIZE);
+    const uint8_t *in = p + FT_INFER_HDR_SIZE;
 #if FT_BACKBONE
     const ft_tfl_model *m;
 #endif
     if (n < FT_INFER_HDR_SIZE) return ft_fail(c, FT_ST_MALFORMED, "InferRequest header is 4 bytes");
     kind = p[0];
     dim = ft_rd16(p + 2);
-    esize = kind == FT_SAMPLE_RAW_F32 ? 4u : 1u;
-    if (n != FT_INFER_HDR_SIZE + dim * esize) return ft_fail(c, FT_ST_MALFORMED, "InferRequest payload length");
-    if (kind > FT_SAMPLE_RAW_F32) return ft_fail(c, FT_ST_MALFORMED, "input kind");
+    run_kind = kind == FT_SAMPLE_STAGED_INT8 ? 1u : kind == FT_SAMPLE_STAGED_F32 ? 2u : kind;
+    esize = run_kind == FT_SAMPLE_RAW_F32 ? 4u : 1u;
+    if (n != FT_INFER_HDR_SIZE + dim * (IS_STAGED(kind) ? 0u : esize))
+        return ft_fail(c, FT_ST_MALFORMED, "InferRequest payload length");
+    if (kind > FT_SAMPLE_STAGED_F32) return ft_fail(c, FT_ST_MALFORMED, "input kind");
+    if (IS_STAGED(kind) && FT_MAX_STAGED_INPUT == 0)
+        return ft_fail(c, FT_ST_UNSUPPORTED, "this board stages no raw input (FT_MAX_STAGED_INPUT 0)");
 #if FT_BACKBONE
     m = ftd_backbone(d);
     if (kind != FT_SAMPLE_FEATURES && !m)
@@ -175,12 +218,14 @@ uint8_t ft_learn_infer(ft_ctx *c, const uint8_t *p, size_t n)
     out_bytes = type == FT_INFER_OUT_NONE ? 0u : type == FT_INFER_OUT_FLOAT32 ? 4u * d->C : d->C;
     if (FT_INFER_RESULT_HDR_SIZE + d->C + out_bytes > FT_MAX_PAYLOAD)
         return ft_fail(c, FT_ST_NO_SPACE, "the answer exceeds max_payload");
-    if (kind == FT_SAMPLE_RAW_F32)
-        for (j = 0; j < dim; j++)
-            if (!isfinite(ft_rdf32(p + FT_INFER_HDR_SIZE + 4u * j)))
-                return ft_fail(c, FT_ST_MALFORMED, "raw float32 input holds a NaN or an infinity");
+    if (IS_STAGED(kind)) {
+        in = staged_input(d, dim * esize);
+        if (!in) return ft_fail(c, FT_ST_BAD_STATE, "no staged input of this kind's size (STAGE_INPUT)");
+    }
+    if (run_kind == FT_SAMPLE_RAW_F32 && !all_finite(in, dim, &bad))
+        return ft_fail(c, FT_ST_MALFORMED, "raw float32 input holds a NaN or an infinity");
 #if FT_BACKBONE
-    if (kind != FT_SAMPLE_FEATURES && ftd_run_backbone(m, kind, p + FT_INFER_HDR_SIZE, &x) != FT_OK)
+    if (kind != FT_SAMPLE_FEATURES && ftd_run_backbone(m, run_kind, in, &x) != FT_OK)
         return ft_fail(c, FT_ST_INTERNAL, "backbone");
 #endif
     ft_wr16(o, d->C);
@@ -432,4 +477,50 @@ uint8_t ft_learn_label(ft_ctx *c, const uint8_t *p, size_t n)
     ft_wr32(c->resp + 4, ft_cache_labelled(&d->cache));
     *c->len = FT_LABEL_RESULT_SIZE;
     return FT_ST_OK;
+}
+
+/* STAGE_INPUT (docs/protocol.md "STAGE_INPUT"): u32 total, u32 offset, data. Checks in order: length (MALFORMED), a
+ * staging buffer (UNSUPPORTED), 1 <= total <= FT_MAX_STAGED_INPUT (NO_SPACE), offset + len <= total (MALFORMED), offset
+ * 0 or the staged length for this total (BAD_OFFSET, reason "staged N"). Offset 0 restarts the staging with this
+ * total; the answer is the staged length. A complete input stays staged (for any number of uses) until the next
+ * offset-0 piece or a reset. */
+uint8_t ft_learn_stage_input(ft_ctx *c, const uint8_t *p, size_t n)
+{
+    ft_dev *d = c->d;
+    uint32_t total, off, dl, have;
+    if (n < FT_STAGE_INPUT_HDR_SIZE) return ft_fail(c, FT_ST_MALFORMED, "STAGE_INPUT needs total and offset");
+    total = ft_rd32(p);
+    off = ft_rd32(p + 4);
+    dl = (uint32_t)(n - FT_STAGE_INPUT_HDR_SIZE);
+#if FT_MAX_STAGED_INPUT == 0
+    (void)d;
+    (void)total;
+    (void)off;
+    (void)dl;
+    (void)have;
+    return ft_fail(c, FT_ST_UNSUPPORTED, "this board stages no raw input (FT_MAX_STAGED_INPUT 0)");
+#else
+    if (total == 0 || total > FT_MAX_STAGED_INPUT) {
+        char why[80];
+        snprintf(why, sizeof why, "staged input of %lu bytes: this board stages 1 to %lu", (unsigned long)total,
+                 (unsigned long)FT_MAX_STAGED_INPUT);
+        return ft_fail(c, FT_ST_NO_SPACE, why);
+    }
+    if (dl > total || off > total - dl) return ft_fail(c, FT_ST_MALFORMED, "STAGE_INPUT data beyond total");
+    have = total == d->input_total ? d->input_len : 0u; /* the staged length for this total */
+    if (off != 0 && off != have) {
+        char why[32];
+        snprintf(why, sizeof why, "staged %lu", (unsigned long)have);
+        return ft_fail(c, FT_ST_BAD_OFFSET, why);
+    }
+    if (off == 0) {
+        d->input_total = total;
+        d->input_len = 0;
+    }
+    memcpy(d->input + off, p + FT_STAGE_INPUT_HDR_SIZE, dl);
+    d->input_len = off + dl;
+    ft_wr32(c->resp, d->input_len);
+    *c->len = 4;
+    return FT_ST_OK;
+#endif
 }

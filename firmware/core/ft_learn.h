@@ -13,5 +13,7 @@ uint8_t ft_learn_update_ack(ft_ctx *c, const uint8_t *p, size_t n);
 uint8_t ft_learn_evaluate(ft_ctx *c, const uint8_t *p, size_t n);
 uint8_t ft_learn_label(ft_ctx *c, const uint8_t *p, size_t n);
 uint8_t ft_learn_infer(ft_ctx *c, const uint8_t *p, size_t n);
+/* STAGE_INPUT (docs/protocol.md "STAGE_INPUT"): one piece of a raw input staged in d->input. */
+uint8_t ft_learn_stage_input(ft_ctx *c, const uint8_t *p, size_t n);
 
 #endif

@@ -43,6 +43,7 @@
 #define FT_BLOB_READ_SIZE 6u /* BlobRead (GET_HEAD, READ_UPDATE) */
 #define FT_BLOB_PAGE_HDR_SIZE 4u /* BlobPage: u32 total_len before the bytes */
 #define FT_SET_HEAD_HDR_SIZE 8u /* SET_HEAD: total, offset */
+#define FT_STAGE_INPUT_HDR_SIZE 8u /* STAGE_INPUT: total, offset */
 #define FT_SAMPLES_HDR_SIZE 6u /* Samples: kind, flags, n, dim */
 #define FT_PUSH_RESULT_SIZE 8u /* PUSH_SAMPLES response */
 #define FT_TRAIN_REQUEST_SIZE 32u /* TrainRequest */
@@ -84,6 +85,7 @@ enum {
     FT_MSG_EVALUATE = 0x16,
     FT_MSG_LABEL = 0x17,
     FT_MSG_INFER = 0x18,
+    FT_MSG_STAGE_INPUT = 0x19,
     FT_MSG_UPLOAD_BEGIN = 0x20,
     FT_MSG_UPLOAD_CHUNK = 0x21,
     FT_MSG_UPLOAD_STATUS = 0x22,
@@ -137,7 +139,9 @@ enum {
 enum {
     FT_SAMPLE_FEATURES = 0,
     FT_SAMPLE_RAW_INT8 = 1,
-    FT_SAMPLE_RAW_F32 = 2
+    FT_SAMPLE_RAW_F32 = 2,
+    FT_SAMPLE_STAGED_INT8 = 3,
+    FT_SAMPLE_STAGED_F32 = 4
 };
 
 /* InferResult.out_type */
@@ -161,5 +165,6 @@ enum {
 #define FT_CAP_DEVICE_KEY (1u << 10)
 #define FT_CAP_LABELS (1u << 11)
 #define FT_CAP_INFER (1u << 12)
+#define FT_CAP_STAGED_INPUT (1u << 13)
 
 #endif

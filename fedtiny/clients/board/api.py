@@ -28,6 +28,8 @@ class Board(Protocol):
     pending: tuple[int, bytes] | None  # (update id, encoded UpdateBlob) not yet acknowledged
     acked_id: int
     staged: bytearray  # SET_HEAD bytes received so far
+    input_total: int  # STAGE_INPUT: the staged raw input's total (0: none)
+    input_buf: bytearray  # STAGE_INPUT: its bytes received so far
     pushed_total: int
     sample_base: int  # pushed_total when the cache was last emptied (CLEAR, a switch of model; 0 at boot)
 

@@ -17,6 +17,9 @@ class BoardConfig:
     max_payload: int = 4096
     rx_window: int = 4
     slot_size: int = 256 * 1024
+    # bytes of the STAGE_INPUT buffer (one raw input larger than a frame; 0: no STAGED_INPUT), as the C host board's
+    # FT_MAX_STAGED_INPUT
+    max_staged_input: int = 32768
     train_arith: str = "both"  # TRAIN arithmetic: "float" (section 3), "fixed" (section 3b, no FPU) or "both"
     # Ed25519 public keys (raw 32 bytes, 1..4) provisioned on a blank flash: the board then accepts only signed
     # images (section 7); after that the key set in flash (changed by KEY_CHANGE) is the board's

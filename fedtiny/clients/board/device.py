@@ -98,6 +98,8 @@ class VirtualBoard:
         self.pushed_total = 0
         self.sample_base = 0  # pushed_total when the cache was last emptied: sample id s is in slot s - base
         self.staged = bytearray()
+        self.input_total = 0  # STAGE_INPUT: no staged raw input (a reset loses it)
+        self.input_buf = bytearray()
         meta = self.flash.load_meta()
         if meta is None:  # provisioning: the factory head in slot 0, confirmed
             patch = encode_head_patch(self.factory_head)
@@ -248,6 +250,7 @@ class VirtualBoard:
         caps |= Cap.DEVICE_KEY if self.cfg.device_key else 0
         caps |= Cap.LABELS  # samples without labels, LABEL, TRAIN flag PSEUDO (docs/ondevice.md §5a)
         caps |= Cap.INFER  # INFER: a host checks the logits and the output of the running head / model
+        caps |= Cap.STAGED_INPUT if self.cfg.max_staged_input > 0 else 0  # STAGE_INPUT, kinds 3 and 4
         return caps | (Cap.FLEET_KEY if self.cfg.fleet_key else 0)
 
     @property

@@ -25,6 +25,7 @@ from fedtiny.link.blobs import UpdateBlob, decode_head_patch, encode_head_patch,
 from fedtiny.link.messages import (
     HELLO_EXT,
     INFER_RESULT_HEADER,
+    STAGED_KINDS,
     TRAIN_FIXED,
     TRAIN_MAX_DECAY,
     TRAIN_MAX_EPOCHS,
@@ -154,21 +155,71 @@ def set_head(b: Board, p: bytes) -> Reply:
     return Reply(payload=struct.pack("<I", len(b.staged)))
 
 
+def staged_input(b: Board, kind: int, dim: int) -> np.ndarray | None:
+    """The complete staged raw input (STAGE_INPUT) read as ``kind`` (3 int8, 4 float32) of ``dim`` elements, or
+    None: nothing staged, incomplete, or of another size."""
+    size = dim * (4 if kind == SampleKind.STAGED_F32 else 1)
+    if size == 0 or b.input_total != size or len(b.input_buf) != size:
+        return None
+    x = np.frombuffer(bytes(b.input_buf), Samples.dtype(kind), dim)
+    return x.astype(np.float32) if kind == SampleKind.STAGED_F32 else x.copy()
+
+
+def _no_staging() -> Reply:
+    return err(Status.UNSUPPORTED, "this board stages no raw input (max_staged_input 0)")
+
+
+def stage_input(b: Board, p: bytes) -> Reply:
+    """STAGE_INPUT (docs/protocol.md "STAGE_INPUT"): one piece of a raw input larger than a frame."""
+    if len(p) < 8:
+        raise ProtocolError("STAGE_INPUT needs total and offset")
+    total, off = struct.unpack_from("<II", p)
+    data = p[8:]
+    cap = b.cfg.max_staged_input
+    if cap <= 0:
+        return _no_staging()
+    if not 1 <= total <= cap:
+        return err(Status.NO_SPACE, f"staged input of {total} bytes: this board stages 1 to {cap}")
+    if off + len(data) > total:
+        raise ProtocolError("STAGE_INPUT data beyond total")
+    have = len(b.input_buf) if total == b.input_total else 0  # the staged length for this total
+    if off != 0 and off != have:
+        return err(Status.BAD_OFFSET, f"staged {have}")
+    if off == 0:
+        b.input_total, b.input_buf = total, bytearray()
+    b.input_buf += data
+    return Reply(payload=struct.pack("<I", len(b.input_buf)))
+
+
 def push_samples(b: Board, p: bytes) -> Reply:
     s = Samples.decode(p)
     c, d = b.shape
-    if s.kind not in (SampleKind.FEATURES, SampleKind.RAW_INT8, SampleKind.RAW_F32):
+    if s.kind not in (SampleKind.FEATURES, SampleKind.RAW_INT8, SampleKind.RAW_F32, *STAGED_KINDS):
         raise ProtocolError(f"sample kind {s.kind}")
+    staged = s.kind in STAGED_KINDS
+    if staged and len(s.labels) > 1:
+        raise ProtocolError("the staged input is one sample (n <= 1)")
+    if staged and b.cfg.max_staged_input <= 0:
+        return _no_staging()
     runner = b.runner() if s.kind != SampleKind.FEATURES else None
     if s.kind != SampleKind.FEATURES and runner is None:
         return err(Status.UNSUPPORTED, "this board has no backbone: push int8 features (kind 0)")
     want = d if runner is None else int(np.prod(runner.input_shape))
-    if s.data.shape[1] != want:
+    if s.dim != want:
         what = "features" if runner is None else "raw samples"
-        return err(Status.SHAPE_MISMATCH, f"{what} of {s.data.shape[1]}, expected {want}")
+        return err(Status.SHAPE_MISMATCH, f"{what} of {s.dim}, expected {want}")
     bad = (s.labels >= c) & (s.labels != UNLABELLED)
     if bad.any():  # a class, or UNLABELLED: no label (a late one may come by LABEL)
         raise ProtocolError(f"label {int(s.labels[np.argmax(bad)])} >= {c} classes (0xFFFF: no label)")
+    if staged:  # kinds 3, 4: the staged input as kind 1, 2
+        if len(s.labels):
+            x = staged_input(b, s.kind, s.dim)
+            if x is None:
+                return err(Status.BAD_STATE, f"no staged input of {s.dim} elements of kind {s.kind}")
+            s.data = x[None]
+        else:
+            s.data = np.zeros((0, s.dim), Samples.dtype(s.kind))
+        s.kind = SampleKind.RAW_INT8 if s.kind == SampleKind.STAGED_INT8 else SampleKind.RAW_F32
     if s.kind == SampleKind.RAW_F32 and len(s.labels):  # as the C board: refused whole, nothing cached
         bad = ~np.isfinite(s.data).all(axis=1)
         if bad.any():
@@ -193,15 +244,18 @@ def infer(b: Board, p: bytes) -> Reply:
     (kinds 1, 2; TFLite Micro), its int8 logits and the model's output; changes nothing."""
     r = InferRequest.decode(p)
     c, d = b.shape
-    if r.kind not in (SampleKind.FEATURES, SampleKind.RAW_INT8, SampleKind.RAW_F32):
+    if r.kind not in (SampleKind.FEATURES, SampleKind.RAW_INT8, SampleKind.RAW_F32, *STAGED_KINDS):
         raise ProtocolError(f"input kind {r.kind}")
+    staged = r.kind in STAGED_KINDS
+    if staged and b.cfg.max_staged_input <= 0:
+        return _no_staging()
     runner = b.runner()
     if r.kind != SampleKind.FEATURES and runner is None:
         return err(Status.UNSUPPORTED, "this board has no backbone: send int8 features (kind 0)")
     want = d if r.kind == SampleKind.FEATURES else int(np.prod(runner.input_shape)) if runner else 0
-    if len(r.data) != want:
+    if r.dim != want:
         what = "features" if r.kind == SampleKind.FEATURES else "raw input"
-        return err(Status.SHAPE_MISMATCH, f"{what} of {len(r.data)}, expected {want}")
+        return err(Status.SHAPE_MISMATCH, f"{what} of {r.dim}, expected {want}")
     tail = None
     if runner is not None:
         from fedtiny.model.flatbuffer import read_tail
@@ -225,6 +279,11 @@ def infer(b: Board, p: bytes) -> Reply:
     )
     if size > b.cfg.max_payload:
         return err(Status.NO_SPACE, f"the answer of {size} bytes exceeds max_payload {b.cfg.max_payload}")
+    if staged:  # kinds 3, 4: the staged input as kind 1, 2
+        x = staged_input(b, r.kind, r.dim)
+        if x is None:
+            return err(Status.BAD_STATE, f"no staged input of {r.dim} elements of kind {r.kind}")
+        r = InferRequest(SampleKind.RAW_INT8 if r.kind == SampleKind.STAGED_INT8 else SampleKind.RAW_F32, x)
     if r.kind == SampleKind.RAW_F32 and not np.isfinite(r.data).all():
         raise ProtocolError("raw float32 input holds a NaN or an infinity")
     if r.kind == SampleKind.FEATURES:
@@ -414,6 +473,7 @@ HANDLERS: dict[int, Callable[[Board, bytes], Reply]] = {
     MsgType.EVALUATE: evaluate,
     MsgType.LABEL: label,
     MsgType.INFER: infer,
+    MsgType.STAGE_INPUT: stage_input,
     MsgType.UPLOAD_BEGIN: upload_begin,
     MsgType.UPLOAD_CHUNK: upload_chunk,
     MsgType.UPLOAD_STATUS: upload_status,
