@@ -554,6 +554,80 @@ static FT_NOINLINE void dw_pixel(const dw_ctx *k, const int8_t *x, const int8_t 
         uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
         const int8_t *xr = x + c, *wr = w + c;
         int32_t row;
+#if FT_DSP_NATIVE && defined(__thumb2__) && defined(__OPTIMIZE__)
+        if (x_tap == cs && (cols == 3 || cols == 2)) { /* a 3x3 (dilation 1) window clipped by the edge: rows of 2 or 3
+                                                          taps in registers, as dw3x3_pixel */
+            for (row = 0; row < rows; row++) {
+                uint32_t t0, t1, t2, t3;
+                if (cols == 3)
+                    __asm__("\n\t"
+                     "ldr %[t0], [%[x]]\n\t"
+                     "ldr %[t1], [%[w]]\n\t"
+                     "sxtab16 %[t2], %[off], %[t0]\n\t"
+                     "sxtb16 %[t3], %[t1]\n\t"
+                     "smlabb %[a0], %[t3], %[t2], %[a0]\n\t"
+                     "smlatt %[a2], %[t3], %[t2], %[a2]\n\t"
+                     "sxtab16 %[t0], %[off], %[t0], ror #8\n\t"
+                     "sxtb16 %[t1], %[t1], ror #8\n\t"
+                     "smlabb %[a1], %[t1], %[t0], %[a1]\n\t"
+                     "smlatt %[a3], %[t1], %[t0], %[a3]\n\t"
+                     "ldr %[t0], [%[x], %[cs]]\n\t"
+                     "ldr %[t1], [%[w], %[cs]]\n\t"
+                     "sxtab16 %[t2], %[off], %[t0]\n\t"
+                     "sxtb16 %[t3], %[t1]\n\t"
+                     "smlabb %[a0], %[t3], %[t2], %[a0]\n\t"
+                     "smlatt %[a2], %[t3], %[t2], %[a2]\n\t"
+                     "sxtab16 %[t0], %[off], %[t0], ror #8\n\t"
+                     "sxtb16 %[t1], %[t1], ror #8\n\t"
+                     "smlabb %[a1], %[t1], %[t0], %[a1]\n\t"
+                     "smlatt %[a3], %[t1], %[t0], %[a3]\n\t"
+                     "ldr %[t0], [%[x], %[cs], lsl #1]\n\t"
+                     "ldr %[t1], [%[w], %[cs], lsl #1]\n\t"
+                     "sxtab16 %[t2], %[off], %[t0]\n\t"
+                     "sxtb16 %[t3], %[t1]\n\t"
+                     "smlabb %[a0], %[t3], %[t2], %[a0]\n\t"
+                     "smlatt %[a2], %[t3], %[t2], %[a2]\n\t"
+                     "sxtab16 %[t0], %[off], %[t0], ror #8\n\t"
+                     "sxtb16 %[t1], %[t1], ror #8\n\t"
+                     "smlabb %[a1], %[t1], %[t0], %[a1]\n\t"
+                     "smlatt %[a3], %[t1], %[t0], %[a3]\n\t"
+                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [t0] "=&r"(t0), [t1] "=&r"(t1),
+                       [t2] "=&r"(t2), [t3] "=&r"(t3)
+                     : [x] "r"(xr), [w] "r"(wr), [cs] "r"(cs), [off] "r"(off)
+                     : "memory");
+                else
+                    __asm__("\n\t"
+                     "ldr %[t0], [%[x]]\n\t"
+                     "ldr %[t1], [%[w]]\n\t"
+                     "sxtab16 %[t2], %[off], %[t0]\n\t"
+                     "sxtb16 %[t3], %[t1]\n\t"
+                     "smlabb %[a0], %[t3], %[t2], %[a0]\n\t"
+                     "smlatt %[a2], %[t3], %[t2], %[a2]\n\t"
+                     "sxtab16 %[t0], %[off], %[t0], ror #8\n\t"
+                     "sxtb16 %[t1], %[t1], ror #8\n\t"
+                     "smlabb %[a1], %[t1], %[t0], %[a1]\n\t"
+                     "smlatt %[a3], %[t1], %[t0], %[a3]\n\t"
+                     "ldr %[t0], [%[x], %[cs]]\n\t"
+                     "ldr %[t1], [%[w], %[cs]]\n\t"
+                     "sxtab16 %[t2], %[off], %[t0]\n\t"
+                     "sxtb16 %[t3], %[t1]\n\t"
+                     "smlabb %[a0], %[t3], %[t2], %[a0]\n\t"
+                     "smlatt %[a2], %[t3], %[t2], %[a2]\n\t"
+                     "sxtab16 %[t0], %[off], %[t0], ror #8\n\t"
+                     "sxtb16 %[t1], %[t1], ror #8\n\t"
+                     "smlabb %[a1], %[t1], %[t0], %[a1]\n\t"
+                     "smlatt %[a3], %[t1], %[t0], %[a3]\n\t"
+                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [t0] "=&r"(t0), [t1] "=&r"(t1),
+                       [t2] "=&r"(t2), [t3] "=&r"(t3)
+                     : [x] "r"(xr), [w] "r"(wr), [cs] "r"(cs), [off] "r"(off)
+                     : "memory");
+                xr += x_row;
+                wr += w_row;
+            }
+            dw_store4(k, c, a0, a1, a2, a3, o + c);
+            continue;
+        }
+#endif
         for (row = 0; row < rows; row++) {
             const int8_t *xp = xr, *wp = wr, *wend = wr + (size_t)cols * cs;
             for (; wp < wend; xp += x_tap, wp += cs) FT_DW_TAP(xp, wp);
