@@ -285,3 +285,66 @@ def test_without_backbone_or_staging(tmp_path: Path) -> None:
     assert _req(s, MsgType.INFER, INFER_HEADER.pack(3, 0, 100))[0] == Status.UNSUPPORTED
     with pytest.raises(ProtocolError):  # too large for one frame, and the board cannot stage it
         s.infer(np.zeros(5000, np.int8))
+
+
+def test_confirm_with_the_staged_input(tmp_path: Path, model: tuple[Path, bytes, np.ndarray]) -> None:
+    """CONFIRM in_len 0: the staged input is the golden vector's input (a raw input larger than a frame). The full
+    image under test runs on it; refusals in the documented order, the same on both boards."""
+    from fedtiny.link.messages import CONFIRM_HEADER, ImageKind, SlotState
+    from fedtiny.model.runtime import Int8Runner
+
+    path, tfl, _ = model
+    x = np.random.default_rng(10).integers(-128, 128, RAW).astype(np.int8)
+    r = Int8Runner(tfl, "tflm")
+    want = r.run_int8(x[None])[0][0]
+    bad = want.copy()
+    bad[1] = np.int8(int(bad[1]) ^ 0x40)
+    results = []
+    for s in _boards(tmp_path, path, tfl):
+        st = s.upload(tfl, kind=ImageKind.TFLITE, key=KEY)
+        s.verify(st.slot)
+        s.activate(st.slot)
+
+        def conf(expected: np.ndarray, n: int = 1, s: BoardSession = s, slot: int = st.slot) -> int:
+            p = CONFIRM_HEADER.pack(slot, 0, n, 0, 4) + np.tile(expected.astype(np.int8), n).tobytes()
+            return _req(s, MsgType.CONFIRM, p)[0]
+
+        s.request(MsgType.STAGE_INPUT, STAGE_INPUT_HEADER.pack(RAW, 0) + x[:100].tobytes())
+        got = [conf(want)]  # incomplete staging: BAD_STATE
+        s.stage_input(np.zeros(RAW, np.float32).tobytes())  # float32-sized: BAD_STATE (CONFIRM takes int8)
+        got.append(conf(want))
+        got.append(
+            _req(s, MsgType.CONFIRM, CONFIRM_HEADER.pack(st.slot, 0, 1, 0, 3) + bytes(3))[0]
+        )  # out_len
+        s.stage_input(x.tobytes())
+        got.append(conf(bad))  # SELFTEST_FAILED, still TESTING
+        assert s.status().slots[st.slot].state == SlotState.TESTING
+        got.append(conf(want, 2))  # OK: every vector's input is the staged one
+        assert s.status().slots[st.slot].state == SlotState.CONFIRMED
+        results.append(got)
+        assert s.infer(x).logits.tolist() == want.tolist()
+    assert results[0] == results[1] == results[2]
+    assert results[0] == [
+        Status.BAD_STATE,
+        Status.BAD_STATE,
+        Status.UNSUPPORTED,
+        Status.SELFTEST_FAILED,
+        Status.OK,
+    ]
+
+
+def test_session_confirm_stages_a_large_golden_input(model: tuple[Path, bytes, np.ndarray]) -> None:
+    """BoardSession.confirm / deploy_model with one raw golden input larger than a frame: staged, in_len 0."""
+    from fedtiny.link.messages import ImageKind, SlotState
+    from fedtiny.model.runtime import Int8Runner
+
+    _, tfl, _ = model
+    x = np.random.default_rng(11).integers(-128, 128, (1, RAW)).astype(np.int8)
+    want = Int8Runner(tfl, "tflm").run_int8(x)[0]
+    vb = VirtualBoard(BoardConfig(device_id=9, fleet_key=KEY, max_payload=1024), model=tfl)
+    s = BoardSession(InProcessTransport(vb), key=KEY, seed=1)
+    s.hello()
+    st = s.upload(tfl, kind=ImageKind.TFLITE, key=KEY)
+    s.verify(st.slot)
+    s.activate(st.slot)
+    assert s.confirm(st.slot, x, want).slots[st.slot].state == SlotState.CONFIRMED

@@ -258,6 +258,11 @@ class BoardSession:
             off = staged
 
     @property
+    def info_d(self) -> int:
+        """D (head input features) from HELLO, 0 before it."""
+        return self.info.D if self.info else 0
+
+    @property
     def _stages(self) -> bool:
         """The board stages raw inputs larger than a frame (STAGED_INPUT, learnt at HELLO)."""
         return self.info is not None and bool(self.info.capabilities & Cap.STAGED_INPUT)
@@ -466,8 +471,19 @@ class BoardSession:
         return SlotStatus.decode(self.request(MsgType.ACTIVATE, bytes([slot])))
 
     def confirm(self, slot: int, inputs: np.ndarray, expected: np.ndarray, tolerance: int = 0) -> SlotStatus:
+        """CONFIRM with golden vectors (int8 inputs [n, in_len], expected int8 logits [n, C]). One raw input too
+        large for a frame is staged (STAGE_INPUT, needs STAGED_INPUT) and sent as in_len 0; several such vectors
+        do not fit a CONFIRM (check the others with :meth:`infer` first)."""
         c = Confirm(slot, tolerance, np.asarray(inputs, np.int8), np.asarray(expected, np.int8))
-        return SlotStatus.decode(self.request(MsgType.CONFIRM, c.encode(), timeout=self._short_op))
+        payload = c.encode()
+        raw = self.info.raw_input_len if self.info else 0
+        big = len(payload) > self.max_payload and len(c.inputs) == 1
+        if (
+            big and self._stages and c.inputs.shape[1] == raw and raw != self.info_d
+        ):  # a raw input, not features
+            self.stage_input(c.inputs[0].tobytes())
+            payload = Confirm(slot, tolerance, c.inputs[:, :0], c.expected).encode()
+        return SlotStatus.decode(self.request(MsgType.CONFIRM, payload, timeout=self._short_op))
 
     def rollback(self) -> SlotStatus:
         return SlotStatus.decode(self.request(MsgType.ROLLBACK))

@@ -24,6 +24,10 @@ typedef char ftd_wire_values_agree[((int)FT_SLOT_EMPTY == (int)FT_WIRE_SLOT_EMPT
                                        ? 1
                                        : -1];
 
+/* The complete staged raw input (STAGE_INPUT, ft_learn.c) of `bytes` bytes, or NULL (none staged, incomplete, or of
+ * another size; always NULL with FT_MAX_STAGED_INPUT 0). */
+const uint8_t *ftd_staged_input(const ft_dev *d, uint32_t bytes);
+
 /* 1 if this build and port can run full images (interpreter compiled in, slots readable in place). */
 int ftd_full_image_ok(void);
 

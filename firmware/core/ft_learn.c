@@ -72,8 +72,7 @@ static void clear_if_asked(ft_dev *d, uint8_t flags)
 /* Sample / input kinds 3 and 4: the staged raw input (STAGE_INPUT). */
 #define IS_STAGED(k) ((k) == FT_SAMPLE_STAGED_INT8 || (k) == FT_SAMPLE_STAGED_F32)
 
-/* The complete staged raw input of `bytes` bytes, or NULL (none staged, incomplete, or of another size). */
-static const uint8_t *staged_input(const ft_dev *d, uint32_t bytes)
+const uint8_t *ftd_staged_input(const ft_dev *d, uint32_t bytes)
 {
 #if FT_MAX_STAGED_INPUT > 0
     if (d->input_total == bytes && d->input_len == bytes && bytes > 0) return d->input;
@@ -114,7 +113,7 @@ static uint8_t push_raw(ft_ctx *c, const uint8_t *p, uint32_t cnt, uint32_t dim)
         return ft_fail(c, FT_ST_SHAPE_MISMATCH, "raw sample length differs from the model input (raw_input_len)");
     if (!labels_ok(p + 6, cnt, d->C)) return ft_fail(c, FT_ST_MALFORMED, "label >= classes (and not 0xFFFF, none)");
     if (IS_STAGED(kind) && cnt) {
-        data = staged_input(d, dim * esize);
+        data = ftd_staged_input(d, dim * esize);
         if (!data) return ft_fail(c, FT_ST_BAD_STATE, "no staged input of this kind's size (STAGE_INPUT)");
     }
     if (esize == 4 && !all_finite(data, cnt * dim, &bad)) { /* refused whole (nothing cached), naming the first bad sample */
@@ -219,7 +218,7 @@ uint8_t ft_learn_infer(ft_ctx *c, const uint8_t *p, size_t n)
     if (FT_INFER_RESULT_HDR_SIZE + d->C + out_bytes > FT_MAX_PAYLOAD)
         return ft_fail(c, FT_ST_NO_SPACE, "the answer exceeds max_payload");
     if (IS_STAGED(kind)) {
-        in = staged_input(d, dim * esize);
+        in = ftd_staged_input(d, dim * esize);
         if (!in) return ft_fail(c, FT_ST_BAD_STATE, "no staged input of this kind's size (STAGE_INPUT)");
     }
     if (run_kind == FT_SAMPLE_RAW_F32 && !all_finite(in, dim, &bad))

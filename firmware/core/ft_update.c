@@ -370,10 +370,10 @@ uint8_t ft_update_activate(ft_ctx *c, const uint8_t *p, size_t n)
 
 /* One golden vector: D int8 features into the running head, or int8 model inputs through the backbone (the
  * loaded image under test) and the head: the whole model up to its int8 logits. */
-static ft_status confirm_forward(ft_dev *d, const uint8_t *v, uint32_t il, int8_t *out)
+static ft_status confirm_forward(ft_dev *d, const uint8_t *v, int raw_in, int8_t *out)
 {
 #if FT_BACKBONE
-    if (il != d->D) {
+    if (raw_in) {
         const ft_tfl_model *m = ftd_backbone(d);
         const int8_t *feat;
         if (!m) return FT_ERR_STATE;
@@ -381,7 +381,7 @@ static ft_status confirm_forward(ft_dev *d, const uint8_t *v, uint32_t il, int8_
         return ft_head_forward(&d->head, feat, out);
     }
 #else
-    (void)il;
+    (void)raw_in;
 #endif
     return ft_head_forward(&d->head, (const int8_t *)v, out);
 }
@@ -393,8 +393,9 @@ uint8_t ft_update_confirm(ft_ctx *c, const uint8_t *p, size_t n)
     ft_dev *d = c->d;
     uint32_t nv, il, ol, i, k;
     uint8_t slot, tol, st;
-    int worst = -1;
-    uint32_t wi = 0, wk = 0;
+    int worst = -1, staged;
+    uint32_t wi = 0, wk = 0, raw = 0;
+    const uint8_t *sx = NULL; /* in_len 0: the staged input (STAGE_INPUT) is every vector's input */
     int8_t out[FT_MAX_CLASSES];
     ft_head *h = &ftd_scratch_head;
     ft_status r;
@@ -410,20 +411,24 @@ uint8_t ft_update_confirm(ft_ctx *c, const uint8_t *p, size_t n)
     if (slot == d->store.m.confirmed && d->store.m.testing == FT_NO_SLOT) return ft_put_slot_status(c);
     if (d->store.m.testing != slot) return ft_fail(c, FT_ST_BAD_STATE, "slot is not under test");
     {
-        /* in_len D: int8 features into the head; raw_input_len: int8 model inputs, the whole model runs */
-        uint32_t raw = 0;
+        /* in_len D: int8 features into the head; raw_input_len: int8 model inputs, the whole model runs; 0: the
+         * staged input as int8 model input (needs a backbone and a staging buffer) */
 #if FT_BACKBONE
         const ft_tfl_model *m = ftd_backbone(d); /* the TESTING slot is the running one */
         if (m) raw = m->tensors[m->inputs[0]].count;
 #endif
-        if (ol != d->C || (il != d->D && (raw == 0 || il != raw)))
+        staged = il == 0;
+        if (ol != d->C || (staged ? (raw == 0 || FT_MAX_STAGED_INPUT == 0) : (il != d->D && (raw == 0 || il != raw))))
             return ft_fail(c, FT_ST_UNSUPPORTED, "golden vectors must be D int8 features (or raw_input_len int8 model inputs) -> C int8 logits");
     }
+    if (staged && !(sx = ftd_staged_input(d, raw)))
+        return ft_fail(c, FT_ST_BAD_STATE, "no staged input of raw_input_len int8 bytes (STAGE_INPUT)");
     if (load_slot_head(d, slot, h, &st) != FT_OK) return ft_fail(c, st, "the image under test is unusable");
     d->head = *h; /* the image under test runs (a SET_HEAD since ACTIVATE is dropped) */
     for (i = 0; i < nv; i++) {
         const uint8_t *v = p + 8 + i * (il + ol);
-        if (confirm_forward(d, v, il, out) != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "forward");
+        if (confirm_forward(d, staged ? sx : v, staged || il != d->D, out) != FT_OK)
+            return ft_fail(c, FT_ST_INTERNAL, "forward");
         for (k = 0; k < ol; k++) {
             int diff = (int)out[k] - (int)(int8_t)v[il + k];
             if (diff < 0) diff = -diff;
@@ -437,7 +442,8 @@ uint8_t ft_update_confirm(ft_ctx *c, const uint8_t *p, size_t n)
     if (worst > (int)tol) {
         char buf[96];
         const uint8_t *v = p + 8 + wi * (il + ol);
-        if (confirm_forward(d, v, il, out) != FT_OK) return ft_fail(c, FT_ST_INTERNAL, "forward");
+        if (confirm_forward(d, staged ? sx : v, staged || il != d->D, out) != FT_OK)
+            return ft_fail(c, FT_ST_INTERNAL, "forward");
         snprintf(buf, sizeof buf, "vector %u channel %u: got %d, expected %d", (unsigned)wi, (unsigned)wk,
                  (int)out[wk], (int)(int8_t)v[il + wk]);
         return ft_fail(c, FT_ST_SELFTEST_FAILED, buf);

@@ -10,7 +10,7 @@ import numpy as np
 
 from fedtiny.clients.board.api import Board
 from fedtiny.clients.board.keys import key_change, keys
-from fedtiny.clients.board.replies import Reply, check_fits_backbone, err, slot_status
+from fedtiny.clients.board.replies import Reply, check_fits_backbone, err, slot_status, staged_input
 from fedtiny.clients.board.upload import (
     activate,
     confirm,
@@ -153,16 +153,6 @@ def set_head(b: Board, p: bytes) -> Reply:
             return err(Status.SHAPE_MISMATCH, str(e))
         b.head = head
     return Reply(payload=struct.pack("<I", len(b.staged)))
-
-
-def staged_input(b: Board, kind: int, dim: int) -> np.ndarray | None:
-    """The complete staged raw input (STAGE_INPUT) read as ``kind`` (3 int8, 4 float32) of ``dim`` elements, or
-    None: nothing staged, incomplete, or of another size."""
-    size = dim * (4 if kind == SampleKind.STAGED_F32 else 1)
-    if size == 0 or b.input_total != size or len(b.input_buf) != size:
-        return None
-    x = np.frombuffer(bytes(b.input_buf), Samples.dtype(kind), dim)
-    return x.astype(np.float32) if kind == SampleKind.STAGED_F32 else x.copy()
 
 
 def _no_staging() -> Reply:

@@ -9,7 +9,7 @@ import numpy as np
 
 from fedtiny.clients.board.api import Board
 from fedtiny.errors import ModelError
-from fedtiny.link.messages import SlotInfo, SlotStatus, Status
+from fedtiny.link.messages import SampleKind, Samples, SlotInfo, SlotStatus, Status
 from fedtiny.ondevice import Int8Head
 
 
@@ -50,3 +50,13 @@ def check_fits_backbone(b: Board, head: Int8Head) -> None:
         from fedtiny.model.flatbuffer import write_head
 
         write_head(b.base_model, head)
+
+
+def staged_input(b: Board, kind: int, dim: int) -> np.ndarray | None:
+    """The complete staged raw input (STAGE_INPUT) read as ``kind`` (3 int8, 4 float32) of ``dim`` elements, or
+    None: nothing staged, incomplete, or of another size."""
+    size = dim * (4 if kind == SampleKind.STAGED_F32 else 1)
+    if size == 0 or b.input_total != size or len(b.input_buf) != size:
+        return None
+    x = np.frombuffer(bytes(b.input_buf), Samples.dtype(kind), dim)
+    return x.astype(np.float32) if kind == SampleKind.STAGED_F32 else x.copy()

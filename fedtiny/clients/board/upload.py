@@ -9,7 +9,7 @@ import numpy as np
 
 from fedtiny.clients.board.api import Board
 from fedtiny.clients.board.flash import SLOT_SIGNED, SlotMeta
-from fedtiny.clients.board.replies import Reply, check_fits_backbone, err, slot_status
+from fedtiny.clients.board.replies import Reply, check_fits_backbone, err, slot_status, staged_input
 from fedtiny.clients.board.tflite_check import ModelTooLarge, UnsupportedModel, check_model
 from fedtiny.errors import ModelError, ProtocolError
 from fedtiny.link.messages import (
@@ -18,6 +18,7 @@ from fedtiny.link.messages import (
     UPLOAD_SIGNED,
     Confirm,
     ImageKind,
+    SampleKind,
     SlotState,
     Status,
     UploadBegin,
@@ -237,15 +238,23 @@ def confirm(b: Board, p: bytes) -> Reply:
     cc, d = b.shape
     s = b.meta.slots[c.slot]
     raw = b.raw_input_len  # the TESTING slot is the running one: its backbone
-    if c.expected.shape[1] != cc or c.inputs.shape[1] not in (d, raw or d):
+    staged = c.inputs.shape[1] == 0  # in_len 0: every vector's input is the staged input (STAGE_INPUT)
+    can_stage = bool(raw) and b.cfg.max_staged_input > 0
+    if c.expected.shape[1] != cc or (not can_stage if staged else c.inputs.shape[1] not in (d, raw or d)):
         extra = f" or {raw} int8 model inputs" if raw else ""
         return err(Status.UNSUPPORTED, f"golden vectors must be {d} int8 features{extra} -> {cc} int8 logits")
+    inputs = c.inputs
+    if staged:
+        x = staged_input(b, SampleKind.STAGED_INT8, raw)
+        if x is None:
+            return err(Status.BAD_STATE, f"no staged input of {raw} int8 elements (STAGE_INPUT)")
+        inputs = np.repeat(x[None], len(c.inputs), axis=0)
     if not b.slot_intact(c.slot):
         return err(Status.HASH_MISMATCH, f"slot {c.slot}: the image in flash does not match its sha256")
     head = b.load_head(c.slot)
     b.head = head  # the image under test runs (a SET_HEAD since ACTIVATE is dropped)
-    if c.inputs.shape[1] == d:  # the slot's head
-        out = head_forward_int8(head, c.inputs).astype(np.int32)
+    if not staged and inputs.shape[1] == d:  # the slot's head
+        out = head_forward_int8(head, inputs).astype(np.int32)
     else:  # the slot's whole model in TFLite Micro
         runner = b.runner()
         if runner is None:
@@ -253,7 +262,7 @@ def confirm(b: Board, p: bytes) -> Reply:
                 Status.SHAPE_MISMATCH,
                 f"slot {c.slot}: raw golden inputs need a model, this slot has a head only",
             )
-        out = runner.run_int8(c.inputs)[0].astype(np.int32)
+        out = runner.run_int8(inputs)[0].astype(np.int32)
     diff = np.abs(out - c.expected.astype(np.int32))
     if diff.max() > c.tolerance:
         i, j = np.unravel_index(int(np.argmax(diff)), diff.shape)
