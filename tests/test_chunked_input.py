@@ -1,7 +1,8 @@
 """Raw inputs larger than one frame (docs/protocol.md "STAGE_INPUT"): a model whose raw input (48x48x3 = 6,912 int8
 bytes, 27,648 as float32) exceeds max_payload (4,096 on the host C firmware and the virtual board, 1,024 on a second
 virtual board) gets its raw samples pushed and its INFER requests answered through STAGE_INPUT pieces and the staged
-kinds 3 and 4; both boards answer the same bytes, equal to TFLite Micro. A dropped piece is resumed from the staged
+kinds 3 and 4 (then EVALUATE, TRAIN and a CONFIRM on the staged input); both boards answer the same bytes,
+equal to TFLite Micro. A dropped piece is resumed from the staged
 length the BAD_OFFSET answer gives; malformed pieces and staged-kind requests get the same status on both boards,
 which keep answering. Needs cc + make, TensorFlow and tflite-micro.
 """
@@ -27,6 +28,7 @@ from fedtiny.link.messages import (
     MsgType,
     SampleKind,
     Status,
+    TrainRequest,
 )
 from fedtiny.link.session import BoardSession
 from fedtiny.link.transport import InProcessTransport
@@ -113,6 +115,12 @@ def test_push_and_infer_through_chunks_equal_tflm(
         assert s.push_raw(xf, labels) == 10
         ev = s.evaluate()
         got.append(struct.pack("<Iff", ev.n, ev.accuracy, ev.loss))
+        # TRAIN on the features the staged inputs gave: the same update (weights, bias, loss) on every board
+        tr = s.train(TrainRequest(2, 4, 0.05, 0.9, 0.0, 0.0, 7, 1))
+        up = s.read_update()
+        s.ack_update(up.update_id)
+        assert tr.num_examples == up.num_examples == 10
+        got.append(up.weights.tobytes() + up.bias.tobytes() + struct.pack("<f", up.loss))
         answers.append(got)
         assert s.infer(xi[0]).encode() == got[0]  # the staged input is still used the same way
     assert answers[0] == answers[1] == answers[2]
