@@ -466,19 +466,40 @@ static int count_leading_zeros32(uint32_t x)
     return n;
 }
 
+/* TFLM softmax_common.cc CalculateSoftmaxParams: the input multiplier and shift, diff_min */
+static void softmax_params(float beta, float input_scale, int32_t *in_mult, int32_t *in_shift, int32_t *diff_min)
+{
+    const int scaled_diff_int_bits = 5;
+    double real = (double)beta * (double)input_scale * (double)(1 << (31 - scaled_diff_int_bits)), max_rescaled;
+    if (real > 2147483647.0) real = 2147483647.0;
+    ft_quantize_multiplier(real, in_mult, in_shift);
+    max_rescaled = 1.0 * (double)((1 << scaled_diff_int_bits) - 1) *
+                   (double)((int64_t)1 << (31 - scaled_diff_int_bits)) / (double)((int64_t)1 << *in_shift);
+    *diff_min = -(int32_t)floor(max_rescaled);
+}
+
+void ft_tfl_softmax_prepare(ft_tfl_softmax_params *p)
+{
+    softmax_params(p->beta, p->input_scale, &p->in_mult, &p->in_shift, &p->diff_min);
+    p->prep_beta = p->beta;
+    p->prep_scale = p->input_scale;
+    p->prepared = 1;
+}
+
 void ft_tfl_softmax(const ft_tfl_softmax_params *p, const int8_t *in, int8_t *out)
 {
-    /* TFLM softmax_common.cc CalculateSoftmaxParams + reference_ops::Softmax (int8 in, int8 out) */
-    const int scaled_diff_int_bits = 5, accum_int_bits = 12;
-    double real = (double)p->beta * (double)p->input_scale * (double)(1 << (31 - scaled_diff_int_bits));
+    /* TFLM reference_ops::Softmax (int8 in, int8 out), its parameters from Prepare where they still apply */
+    const int accum_int_bits = 12;
     int32_t in_mult, in_shift, diff_min;
-    double max_rescaled;
     int32_t i, c;
-    if (real > 2147483647.0) real = 2147483647.0;
-    ft_quantize_multiplier(real, &in_mult, &in_shift);
-    max_rescaled = 1.0 * (double)((1 << scaled_diff_int_bits) - 1) *
-                   (double)((int64_t)1 << (31 - scaled_diff_int_bits)) / (double)((int64_t)1 << in_shift);
-    diff_min = -(int32_t)floor(max_rescaled);
+    if (p->prepared && memcmp(&p->prep_beta, &p->beta, sizeof p->beta) == 0 &&
+        memcmp(&p->prep_scale, &p->input_scale, sizeof p->input_scale) == 0) {
+        in_mult = p->in_mult;
+        in_shift = p->in_shift;
+        diff_min = p->diff_min;
+    } else {
+        softmax_params(p->beta, p->input_scale, &in_mult, &in_shift, &diff_min);
+    }
     for (i = 0; i < p->outer; i++) {
         const int8_t *x = in + (size_t)i * p->depth;
         int8_t *y = out + (size_t)i * p->depth;

@@ -125,8 +125,14 @@ void ft_tfl_pad(const ft_tfl_pad_params *p, const int8_t *in, int8_t *out);
 typedef struct {
     int32_t outer, depth;
     float beta, input_scale;
+    /* ft_tfl_softmax_prepare: the input multiplier, shift and diff_min for (prep_beta, prep_scale), computed once
+     * (TFLM's Prepare); ft_tfl_softmax uses them while beta and input_scale are still those, else computes its own */
+    uint8_t prepared;
+    float prep_beta, prep_scale;
+    int32_t in_mult, in_shift, diff_min;
 } ft_tfl_softmax_params;
 
+void ft_tfl_softmax_prepare(ft_tfl_softmax_params *p);
 void ft_tfl_softmax(const ft_tfl_softmax_params *p, const int8_t *in, int8_t *out);
 
 /* QUANTIZE float32 -> int8 (AffineQuantize); `in` is float32 in host byte order, any alignment. */

@@ -33,6 +33,7 @@ static ft_status verify(ft_tfl_vctx *v, ft_tfl_op *op, const ft_tfl_opts *o, uin
     p->outer = (int32_t)(in->count / (uint32_t)p->depth);
     p->beta = beta;
     p->input_scale = in->scale;
+    ft_tfl_softmax_prepare(p); /* the parameters once, as TFLM's Prepare (software double arithmetic on an M4) */
     v->m->macs += 2u * (uint64_t)in->count;
     return FT_OK;
 }
