@@ -45,7 +45,8 @@
     X(signed_upload_on_device) \
     X(label_message)       \
     X(train_pseudo_checks) \
-    X(infer_message)
+    X(infer_message)       \
+    X(stage_input)
 
 #define FT_DECL(name) void test_##name(void);
 FT_TESTS(FT_DECL)
