@@ -234,7 +234,9 @@ class Result:
     layers: list[Layer] = field(default_factory=list)
     arena: int = 0
     floor: int = 0  # the firmware's lower bound of TFLite Micro's arena (ft_tfl_model.tflm_floor)
-    tflm_arena: int | None = None  # fedtiny.model.info.min_arena_bytes (the tflite-micro runtime), if installed
+    tflm_arena: int | None = (
+        None  # fedtiny.model.info.min_arena_bytes (the tflite-micro runtime), if installed
+    )
     multiplier_insn: int | None = None  # one per-channel multiplier as fedtiny computes it (once per arena)
     refused: str | None = None
 
@@ -262,9 +264,7 @@ class Result:
             return None
         name = self.model if self.core == "m4" else f"{self.model} [{self.core}]"
         ok = "yes" if self.arena <= self.tflm_arena else "no"
-        return (
-            f"{name} arena: fedtiny {self.arena} B (DSP kernels), TFLite Micro {self.tflm_arena} B, within: {ok}"
-        )
+        return f"{name} arena: fedtiny {self.arena} B (DSP kernels), TFLite Micro {self.tflm_arena} B, within: {ok}"
 
     def summary(self) -> str:
         name = self.model if self.core == "m4" else f"{self.model} [{self.core}]"

@@ -240,7 +240,7 @@ def info(
         mi = model_info(data)
         lines = mi.lines()
         if board is not None:
-            from fedtiny.model.fit import board_fit, board_plan, fit_lines
+            from fedtiny.fleet.fit import board_fit, board_plan, fit_lines
 
             arena, how, tensors, ops, refusal = board_plan(data, mi, profile)
             fit = board_fit(mi, profile, arena, how, tensors, ops, refusal)

@@ -158,7 +158,7 @@ def test_sizing_rules_camera_input_no_fpu_and_a_short_cache() -> None:
     from dataclasses import replace
 
     from fedtiny.fleet.boards import get_board
-    from fedtiny.model.fit import board_fit
+    from fedtiny.fleet.fit import board_fit
     from fedtiny.model.info import model_info
 
     mi = model_info(REFERENCE[0].read_bytes())
