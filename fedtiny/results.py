@@ -8,7 +8,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import TypedDict
+
+from fedtiny.summary import EvaluationInfo
 
 
 @dataclass
@@ -196,18 +198,6 @@ def accuracy_intervals(rows: list[RoundRow]) -> AccuracyIntervals:
         "group_accuracy_final_lo": z.group_accuracy_lo,
         "group_accuracy_final_hi": z.group_accuracy_hi,
     }
-
-
-class EvaluationInfo(TypedDict):
-    """summary.json ``evaluation``; ``classes`` and ``held_out_per_condition_class`` for a generated fleet."""
-
-    interval: str
-    test_samples_per_device: int
-    comparison_devices: int
-    condition_variants: int
-    classes: NotRequired[int]
-    held_out_per_condition_class: NotRequired[int]
-    note: str
 
 
 def evaluation_info(fleet_dir: Path, test_samples: int, comparison_devices: int) -> EvaluationInfo:

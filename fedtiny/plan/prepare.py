@@ -24,22 +24,13 @@ from fedtiny.fleet.boards import check_fits, get_board
 from fedtiny.fleet.data import FLEET_DIR, FleetLayout, prepare_fleet, write_labels
 from fedtiny.ondevice import device_budget
 from fedtiny.plan.resolve import StageInputs, resolve, train_config
-from fedtiny.summary import Summary
+from fedtiny.summary import DeviceBudget, Summary
 
 if TYPE_CHECKING:
     from fedtiny.interrupt import StopSignal
     from fedtiny.server.fleet_server import FleetServer, ProgressFn
 
 Log = Callable[[str], object]
-
-
-class DeviceBudget(TypedDict):
-    """RAM/MAC bill of one device (:func:`check_budget`)."""
-
-    ram_bytes: int
-    cache_bytes: int
-    train_macs: int
-    infer_macs: int
 
 
 class BaseMeta(TypedDict):
