@@ -45,6 +45,23 @@ static ft_status capture(const uint8_t *b, size_t n)
     return FT_OK;
 }
 
+/* A formatted flash and device 9 booted on it (the factory head, the fleet key): the start of the label,
+ * INFER and staged-input tests. */
+void ft_test_boot_blank(void);
+void ft_test_boot_blank(void)
+{
+    ft_simflash_cut_at(0);
+    ft_simflash_format();
+    memset(&ft_test_dev, 0, sizeof ft_test_dev);
+    ft_test_dev.device_id = 9;
+    memcpy(ft_test_dev.key, key, 32);
+    ft_test_dev.has_key = 1;
+    ft_test_dev.factory_patch = ft_factory_head;
+    ft_test_dev.factory_len = FT_FACTORY_HEAD_LEN;
+    ft_test_dev.board_name = "test";
+    CHECK_OK(ft_dev_boot(&ft_test_dev));
+}
+
 static void boot(void)
 {
     memset(&ft_test_dev, 0, sizeof ft_test_dev);

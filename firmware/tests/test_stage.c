@@ -14,20 +14,9 @@ extern ft_dev ft_test_dev; /* test_device.c: one device object for every device 
 static uint8_t resp[FT_MAX_PAYLOAD];
 static size_t resp_len;
 
-static void boot_blank(void)
-{
-    static const uint8_t key[32] = FT_FLEET_KEY_INIT;
-    ft_simflash_cut_at(0);
-    ft_simflash_format();
-    memset(&ft_test_dev, 0, sizeof ft_test_dev);
-    ft_test_dev.device_id = 9;
-    memcpy(ft_test_dev.key, key, 32);
-    ft_test_dev.has_key = 1;
-    ft_test_dev.factory_patch = ft_factory_head;
-    ft_test_dev.factory_len = FT_FACTORY_HEAD_LEN;
-    ft_test_dev.board_name = "test";
-    CHECK_OK(ft_dev_boot(&ft_test_dev));
-}
+/* test_device.c: a formatted flash and device 9 booted on it (the factory head, the fleet key) */
+void ft_test_boot_blank(void);
+#define boot_blank ft_test_boot_blank
 
 static void wr32(uint8_t *p, uint32_t v)
 {
