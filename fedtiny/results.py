@@ -8,9 +8,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypedDict
 
-from fedtiny.summary import EvaluationInfo
+from fedtiny.summary import AccuracyIntervals, EvaluationInfo
 
 
 @dataclass
@@ -164,21 +163,6 @@ def plot_accuracy(
     fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     fig.savefig(path)
     plt.close(fig)
-
-
-class AccuracyIntervals(TypedDict, total=False):
-    """summary.json's 95% intervals of the initial and final accuracies (empty without rounds)."""
-
-    initial_accuracy_lo: float
-    initial_accuracy_hi: float
-    final_accuracy_lo: float
-    final_accuracy_hi: float
-    final_accuracy_global_lo: float
-    final_accuracy_global_hi: float
-    group_accuracy_initial_lo: dict[str, float]
-    group_accuracy_initial_hi: dict[str, float]
-    group_accuracy_final_lo: dict[str, float]
-    group_accuracy_final_hi: dict[str, float]
 
 
 def accuracy_intervals(rows: list[RoundRow]) -> AccuracyIntervals:

@@ -172,7 +172,22 @@ class SigningSummary(TypedDict):
     rounds: list[RoundSigning]
 
 
-class Summary(TypedDict, total=False):
+class AccuracyIntervals(TypedDict, total=False):
+    """summary.json's 95% intervals of the initial and final accuracies (empty without rounds)."""
+
+    initial_accuracy_lo: float
+    initial_accuracy_hi: float
+    final_accuracy_lo: float
+    final_accuracy_hi: float
+    final_accuracy_global_lo: float
+    final_accuracy_global_hi: float
+    group_accuracy_initial_lo: dict[str, float]
+    group_accuracy_initial_hi: dict[str, float]
+    group_accuracy_final_lo: dict[str, float]
+    group_accuracy_final_hi: dict[str, float]
+
+
+class Summary(AccuracyIntervals, total=False):
     """summary.json of a simulated run (:func:`fedtiny.finish.finish_run`), and the summary the report reads
     (with its ``out_dir`` and ``resume_command``; a field trial's facts: ``stragglers`` and ``energy_j`` None,
     not measured)."""
@@ -192,16 +207,6 @@ class Summary(TypedDict, total=False):
     best_accuracy: float
     group_accuracy_initial: dict[str, float]
     group_accuracy_final: dict[str, float]
-    initial_accuracy_lo: float
-    initial_accuracy_hi: float
-    final_accuracy_lo: float
-    final_accuracy_hi: float
-    final_accuracy_global_lo: float
-    final_accuracy_global_hi: float
-    group_accuracy_initial_lo: dict[str, float]
-    group_accuracy_initial_hi: dict[str, float]
-    group_accuracy_final_lo: dict[str, float]
-    group_accuracy_final_hi: dict[str, float]
     updates_rejected: int
     updates_rejected_reasons: dict[str, int]
     bytes_down: int
