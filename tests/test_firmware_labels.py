@@ -202,8 +202,7 @@ def test_c_board_and_virtual_board_agree_on_labels(host_fw: Path, tmp_path: Path
     vb = VirtualBoard(BoardConfig(device_id=DEVICE, fleet_key=tf.KEY, cache_capacity=CAPACITY))
     sv = BoardSession(InProcessTransport(vb), key=tf.KEY, seed=1)
     info = sv.hello()
-    if not info.capabilities & Cap.LABELS:
-        pytest.skip("the virtual board does not have LABELS yet (issue 22 is being built there in parallel)")
+    assert info.capabilities & Cap.LABELS
     x, pushed_y, entries, final = scenario(seed=8)
     head = spread_head()
     t = margin_for(head, reference_cache(x, final))
@@ -311,8 +310,7 @@ def test_refusals_and_edges_alike_on_both_boards(host_fw: Path, tmp_path: Path) 
     payload when OK) by the C board and the virtual board, in the documented order of checks."""
     vb = VirtualBoard(BoardConfig(device_id=DEVICE, fleet_key=tf.KEY, cache_capacity=CAPACITY))
     sv = BoardSession(InProcessTransport(vb), key=tf.KEY, seed=1)
-    if not sv.hello().capabilities & Cap.LABELS:
-        pytest.skip("the virtual board does not have LABELS yet")
+    assert sv.hello().capabilities & Cap.LABELS
     x, y = tf.samples(10, 12)
     none = np.full(12, UNLABELLED)
     head = TrainRequest(1, 4, 0.05, 0.0, 0.0, 0.0, 1, 1).encode()[:28]
