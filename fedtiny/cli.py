@@ -352,7 +352,9 @@ def _forced_stop(stop: StopSignal, prog: RoundProgress, out_dir: Path, signum: i
             summary = finish_interrupted(stop.plan)
         except Exception:  # best effort: the process ends now
             summary = None
-    sys.stderr.write(_interrupted_message(out_dir, signum, summary, cut=stop.writing.is_set()) + "\n")
+    from fedtiny.model.quiet import write_console  # stderr may point at fedtiny.log (TensorFlow training)
+
+    write_console(_interrupted_message(out_dir, signum, summary, cut=stop.writing.is_set()) + "\n")
 
 
 @contextlib.contextmanager

@@ -24,6 +24,20 @@ _lock = threading.RLock()
 _depth = 0
 _current: Path | None = None
 _target: Path | None = None
+_console = -1  # a duplicate of the console's descriptor 2 while quiet() points 2 at the log file
+
+
+def write_console(text: str) -> None:
+    """Write ``text`` to the console's stderr, also while :func:`quiet` points descriptor 2 at the log file: a
+    stop forced during TensorFlow's training (another thread ends the process) is said on the terminal."""
+    fd = _console
+    if fd >= 0:
+        try:
+            os.write(fd, text.encode("utf-8", "replace"))
+            return
+        except OSError:
+            pass
+    sys.stderr.write(text)
 
 
 def quiet_env() -> None:
@@ -71,7 +85,7 @@ def quiet(path: Path | None = None) -> Iterator[Path | None]:
     """Around TensorFlow calls: descriptors 1 and 2 and ``sys.stdout``/``sys.stderr`` go to the log file
     (appended to); yields its path (None with ``FEDTINY_VERBOSE=1``, or where no log file can be opened). Nested uses share the outer one's file.
     Also usable as a decorator (``@quiet()``)."""
-    global _depth, _current
+    global _depth, _current, _console
     quiet_env()
     if os.environ.get("FEDTINY_VERBOSE", "") not in ("", "0"):
         yield None
@@ -105,10 +119,11 @@ def quiet(path: Path | None = None) -> Iterator[Path | None]:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         sys.stdout = sys.stderr = stream
-        _depth, _current = 1, target
+        _depth, _current, _console = 1, target, saved[1]
         try:
             yield target
         finally:
+            _console = -1
             _flush()
             sys.stdout, sys.stderr = py
             os.dup2(saved[0], 1)
